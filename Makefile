@@ -1,0 +1,36 @@
+# Two entry points for a newcomer (see README):  make dashboard  and  make test
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Real data lives beside the checkout; the dashboard's demo workspace and the tests read it from there.
+HSAE_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+export HSAE_DATA_DIR
+PORT ?= 8501
+
+.PHONY: install browser dashboard test bench clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+# Debian's Chromium for the end-to-end browser test (Playwright never downloads a browser here).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+	  || echo "warning: could not install chromium; the browser test will be skipped"
+
+dashboard: install
+	$(VENV)/bin/streamlit run app.py --server.headless true --server.address 127.0.0.1 --server.port $(PORT)
+
+test: install browser
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .hsae .pytest_cache

