@@ -1,0 +1,229 @@
+"""The one door to LLMs: an OpenAI-compatible Chat Completions client with retries and a SQLite cache.
+
+Every LLM call in hsae goes through :class:`LLMClient`. It never raises on a failed call: after its
+retries it returns ``None``, counts the failure in ``stats`` and logs a warning, so a flaky endpoint
+cannot crash a long run. Answers are cached on disk, keyed by model, system prompt, prompt and every
+sampling parameter; the API key is never logged, hashed or stored.
+"""
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+from .errors import LLMError
+from .progress import ProgressFn, report
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "gpt-4o-mini"
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+MAX_RETRY_AFTER_S = 60.0
+
+
+def llm_configured() -> bool:
+    """True when an API key is set (``OPENAI_API_KEY``); ``OPENAI_BASE_URL`` may point at any compatible server."""
+    return bool(os.environ.get("OPENAI_API_KEY", "").strip())
+
+
+def cache_dir() -> Path:
+    """The hsae cache folder: ``$HSAE_CACHE_DIR`` or ``~/.cache/hsae``."""
+    return Path(os.environ.get("HSAE_CACHE_DIR") or Path.home() / ".cache" / "hsae")
+
+
+def load_prompt(name: str) -> str:
+    """The text of ``hsae_core/prompts/<name>.txt``."""
+    return resources.files("hsae_core").joinpath("prompts", f"{name}.txt").read_text(encoding="utf-8")
+
+
+_YES = re.compile(r"^\W*(yes|y|true|1)\b", re.IGNORECASE)
+_NO = re.compile(r"^\W*(no|n|false|0)\b", re.IGNORECASE)
+
+
+def parse_yes_no(answer: Optional[str]) -> Optional[bool]:
+    """True / False for an answer that starts with yes / no; None for a missing or unparseable answer."""
+    if not answer:
+        return None
+    text = answer.strip()
+    if _YES.match(text):
+        return True
+    if _NO.match(text):
+        return False
+    return None
+
+
+class _Cache:
+    """A thread-safe SQLite key -> answer table (WAL mode, so several processes can share it)."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, model TEXT, answer TEXT, created REAL)")
+
+    def get(self, key: str) -> Optional[str]:
+        with self._lock:
+            row = self._db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def put(self, key: str, model: str, answer: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)", (key, model, answer, time.time()))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _retry_after_seconds(exc: Exception) -> Optional[float]:
+    """Seconds the server asked us to wait (``retry-after-ms`` / ``retry-after``), if it said."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000.0
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class LLMClient:
+    """Chat Completions against OpenAI or any OpenAI-compatible server, cached, retried, never raising per call.
+
+    ``stats`` counts ``requests`` (HTTP attempts), ``cache_hits``, ``failures`` (calls that returned None)
+    and ``retries``.
+    """
+
+    def __init__(self, model: str | None = None, api_key: str | None = None, base_url: str | None = None,
+                 cache_path: str | Path | None = None, max_concurrency: int = 8, max_retries: int = 4,
+                 timeout: float = 60.0, backoff: float = 1.0):
+        import openai
+
+        self.model = model or os.environ.get("HSAE_LLM_MODEL") or DEFAULT_MODEL
+        key = api_key or os.environ.get("OPENAI_API_KEY", "").strip()
+        if not key:
+            raise LLMError("No LLM configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local "
+                           "OpenAI-compatible server), or use the offline keyword labels / activation annotation")
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        if max_concurrency < 1:
+            raise LLMError("max_concurrency must be at least 1")
+        self.max_concurrency = int(max_concurrency)
+        self.max_retries = max(0, int(max_retries))
+        self.timeout = float(timeout)
+        self.backoff = float(backoff)
+        self._openai = openai
+        self._api = openai.OpenAI(api_key=key, base_url=self.base_url, timeout=self.timeout, max_retries=0)
+        self.cache_path = Path(cache_path) if cache_path else cache_dir() / "llm_cache.sqlite"
+        self._cache = _Cache(self.cache_path)
+        self._stats_lock = threading.Lock()
+        self.stats = {"requests": 0, "cache_hits": 0, "failures": 0, "retries": 0}
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"LLMClient(model={self.model!r}, base_url={self.base_url!r})"
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self.stats[name] += n
+
+    def cache_key(self, prompt: str, *, system: str | None = None, temperature: float = 0.0,
+                  max_tokens: int = 256, **params) -> str:
+        """The cache key for one call: a hash of model, system prompt, prompt and every parameter."""
+        payload = {"model": self.model, "system": system, "prompt": prompt,
+                   "params": {"temperature": temperature, "max_tokens": max_tokens, **params}}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+    def complete(self, prompt: str, *, system: str | None = None, temperature: float = 0.0,
+                 max_tokens: int = 256, **params) -> str | None:
+        """One chat completion's text, from the cache when possible; None when the call failed after retries."""
+        key = self.cache_key(prompt, system=system, temperature=temperature, max_tokens=max_tokens, **params)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._count("cache_hits")
+            return cached
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        answer = self._call_with_retries(messages, temperature=temperature, max_tokens=max_tokens, **params)
+        if answer is None:
+            self._count("failures")
+            return None
+        self._cache.put(key, self.model, answer)
+        return answer
+
+    def _call_with_retries(self, messages, **params) -> str | None:
+        errors = self._openai
+        for attempt in range(self.max_retries + 1):
+            self._count("requests")
+            if attempt:
+                self._count("retries")
+            try:
+                response = self._api.chat.completions.create(model=self.model, messages=messages, **params)
+                content = response.choices[0].message.content if response.choices else None
+                if content is None:
+                    log.warning("LLM %s returned an answer with no text", self.model)
+                    return None
+                return content
+            except (errors.APITimeoutError, errors.APIConnectionError, errors.APIStatusError) as exc:
+                status = getattr(exc, "status_code", None)
+                retryable = status is None or status in RETRYABLE_STATUS
+                what = f"HTTP {status}" if status is not None else type(exc).__name__
+                if not retryable or attempt == self.max_retries:
+                    log.warning("LLM call to %s failed (%s) after %d attempt(s)", self.model, what, attempt + 1)
+                    return None
+                time.sleep(self._delay(attempt, exc))
+            except Exception as exc:  # a malformed answer or client-side surprise: record, never crash the run
+                log.warning("LLM call to %s failed: %s", self.model, type(exc).__name__)
+                return None
+        return None
+
+    def _delay(self, attempt: int, exc: Exception) -> float:
+        asked = _retry_after_seconds(exc)
+        if asked is not None:
+            return min(asked, MAX_RETRY_AFTER_S)
+        # exponential backoff with full jitter, so parallel workers do not retry in lockstep
+        return self.backoff * (2 ** attempt) * random.uniform(0.5, 1.5)
+
+    def complete_many(self, prompts: list[str], *, progress: Optional[ProgressFn] = None, **same_params) -> list[str | None]:
+        """Answers for many prompts (same parameters), at most ``max_concurrency`` in flight; order kept."""
+        prompts = list(prompts)
+        unique = list(dict.fromkeys(prompts))  # identical prompts are asked once
+        answers: dict[str, str | None] = {}
+        total = len(unique)
+        report(progress, 0, total, "asking the LLM")
+        if total:
+            with ThreadPoolExecutor(max_workers=min(self.max_concurrency, total)) as pool:
+                futures = {pool.submit(self.complete, p, **same_params): p for p in unique}
+                for done, future in enumerate(as_completed(futures), 1):
+                    answers[futures[future]] = future.result()
+                    report(progress, done, total, f"{done}/{total} LLM answers")
+        return [answers[p] for p in prompts]
+
+    def close(self) -> None:
+        """Close the HTTP client and the cache."""
+        self._api.close()
+        self._cache.close()
