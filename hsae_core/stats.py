@@ -1,0 +1,353 @@
+"""Holdout statistics for hypotheses: is each one related to the target, alone and together?
+
+Per hypothesis (a 0/1 annotation of each holdout document, NaN where annotation failed):
+prevalence, separation E[y|present] - E[y|absent] with Welch's t-test, a coefficient in one
+multivariate model (OLS for a continuous target, logistic for a binary one) with HC3 robust
+standard errors, and Bonferroni / Benjamini-Hochberg corrections of the model's p-values.
+Overall: in-sample and cross-validated R^2 (continuous) or AUC (binary) of that model.
+
+Degenerate inputs never crash: constant, too-rare, collinear or perfectly separating hypotheses are
+left out of the model with NaN coefficients and a ``note`` that says why.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+from scipy.special import expit
+
+from .errors import DataError
+
+KINDS = ("continuous", "binary")
+# Within-group minimum for Welch's t-test and for a hypothesis to enter the model.
+MIN_ROWS_PER_SIDE = 2
+# Beyond this |log-odds| a logistic coefficient means separation, not an estimate.
+MAX_LOGIT_COEF = 15.0
+
+COLUMNS = ["hypothesis", "n", "prevalence", "mean_present", "mean_absent", "separation", "separation_t",
+           "separation_p", "coef", "coef_se", "coef_p", "p_bonferroni", "q_fdr", "significant_bonferroni",
+           "significant_fdr", "note"]
+
+
+# ---------------------------------------------------------------------------- validation
+def _validate(annotations, y, kind: str, names, alpha: float, cv_folds: int):
+    if kind not in KINDS:
+        raise DataError(f"Unknown target kind '{kind}'; use one of {', '.join(KINDS)} (multiclass: one class vs rest)")
+    A = np.asarray(annotations, dtype=np.float64)
+    if A.ndim == 1:
+        A = A[:, None]
+    if A.ndim != 2 or A.shape[1] == 0:
+        raise DataError(f"Annotations must be a (documents x hypotheses) matrix, got shape {np.shape(annotations)}")
+    observed = A[~np.isnan(A)]
+    if not np.isin(observed, (0.0, 1.0)).all():
+        bad = observed[~np.isin(observed, (0.0, 1.0))][0]
+        raise DataError(f"Annotations must be 0 (absent), 1 (present) or NaN (failed); found {bad:g}")
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if len(y) != A.shape[0]:
+        raise DataError(f"Annotations have {A.shape[0]} rows but the target has {len(y)}; they must describe the same holdout documents")
+    if not np.isfinite(y).all():
+        raise DataError("The holdout target contains missing or infinite values; drop those rows first")
+    if len(y) < 3 or np.ptp(y) == 0:
+        raise DataError("The holdout target is constant (or has fewer than 3 rows), so nothing can be tested against it")
+    if kind == "binary" and not np.isin(y, (0.0, 1.0)).all():
+        raise DataError("A binary target must be coded 0/1; use kind='continuous' or recode the target")
+    if names is None:
+        names = [f"h{j + 1}" for j in range(A.shape[1])]
+    names = [str(x) for x in names]
+    if len(names) != A.shape[1]:
+        raise DataError(f"Got {len(names)} hypothesis names for {A.shape[1]} annotation columns")
+    if not 0 < alpha < 1:
+        raise DataError(f"alpha must be between 0 and 1, got {alpha}")
+    if int(cv_folds) < 2:
+        raise DataError(f"cv_folds must be at least 2, got {cv_folds}")
+    return A, y, names
+
+
+# ---------------------------------------------------------------------------- univariate
+def _univariate(a: np.ndarray, y: np.ndarray) -> dict:
+    seen = ~np.isnan(a)
+    a, y = a[seen], y[seen]
+    present, absent = y[a == 1], y[a == 0]
+    row = {"n": int(seen.sum()), "prevalence": float(a.mean()) if len(a) else np.nan,
+           "mean_present": float(present.mean()) if len(present) else np.nan,
+           "mean_absent": float(absent.mean()) if len(absent) else np.nan}
+    row["separation"] = row["mean_present"] - row["mean_absent"]
+    row["separation_t"] = row["separation_p"] = np.nan
+    if len(present) >= MIN_ROWS_PER_SIDE and len(absent) >= MIN_ROWS_PER_SIDE:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # both sides constant: t is NaN, which is the answer
+            test = sps.ttest_ind(present, absent, equal_var=False)
+        row["separation_t"], row["separation_p"] = float(test.statistic), float(test.pvalue)
+    return row
+
+
+# ---------------------------------------------------------------------------- model columns
+def _model_columns(A: np.ndarray, y: np.ndarray, kind: str, names: list[str]):
+    """Pick the hypotheses that can enter one multivariate model; say why the others cannot.
+
+    Returns (kept column ids, complete-row mask, {column: note}).
+    """
+    H = A.shape[1]
+    notes: dict[int, str] = {}
+    for j in range(H):
+        seen = A[~np.isnan(A[:, j]), j]
+        if len(seen) == 0:
+            notes[j] = "no successful annotation; left out of the model"
+        elif seen.min() == seen.max():
+            notes[j] = f"{'present in' if seen[0] == 1 else 'absent from'} every annotated row; left out of the model"
+    candidates = [j for j in range(H) if j not in notes]
+    complete = ~np.isnan(A[:, candidates]).any(axis=1) if candidates else np.ones(len(y), bool)
+
+    kept: list[int] = []
+    yc = y[complete]
+    for j in candidates:
+        col = A[complete, j]
+        n_present = int(col.sum())
+        if min(n_present, len(col) - n_present) < MIN_ROWS_PER_SIDE:
+            notes[j] = (f"present in {n_present} of the {len(col)} rows annotated for every hypothesis; "
+                        f"needs at least {MIN_ROWS_PER_SIDE} present and absent to enter the model")
+            continue
+        if kind == "binary":
+            side = yc[col == 1], yc[col == 0]
+            if any(s.min() == s.max() for s in side):
+                notes[j] = ("perfectly separates the target (one side has a single class): no finite "
+                            "logistic coefficient; left out of the model")
+                continue
+        twin = _collinear_with(A[complete][:, kept], col, [names[k] for k in kept])
+        if twin is not None:
+            notes[j] = f"perfectly collinear with {twin}; left out of the model"
+            continue
+        kept.append(j)
+    return kept, complete, notes
+
+
+def _collinear_with(X: np.ndarray, col: np.ndarray, kept_names: list[str]) -> Optional[str]:
+    """Name what ``col`` is an exact linear combination of (with an intercept), or None."""
+    design = np.column_stack([np.ones(len(col)), X])
+    fit, *_ = np.linalg.lstsq(design, col, rcond=None)
+    resid = col - design @ fit
+    if np.linalg.norm(resid) > 1e-8 * max(np.linalg.norm(col - col.mean()), 1e-12):
+        return None
+    for k in range(X.shape[1]):
+        if np.array_equal(X[:, k], col):
+            return f"'{kept_names[k]}' (identical)"
+        if np.array_equal(X[:, k], 1 - col):
+            return f"'{kept_names[k]}' (its complement)"
+    return "a combination of earlier hypotheses"
+
+
+# ---------------------------------------------------------------------------- models
+def logit_sandwich_cov(X: np.ndarray, y: np.ndarray, params: np.ndarray, hc: str = "HC3") -> np.ndarray:
+    """Robust covariance of logistic coefficients: bread @ meat @ bread with the GLM hat matrix.
+
+    HC0 weights each row's score outer product by 1; HC3 by 1 / (1 - h_i)^2 (h_i: leverage of row i
+    in the weighted hat matrix), which is what R's ``sandwich::vcovHC(type = "HC3")`` does for a glm.
+    (statsmodels' Logit quietly treats HC1-HC3 as HC0.)
+    """
+    p = expit(X @ params)
+    w = p * (1 - p)
+    bread = np.linalg.pinv(X.T @ (w[:, None] * X))
+    scores = X * (y - p)[:, None]
+    if hc == "HC3":
+        h = w * np.einsum("ij,jk,ik->i", X, bread, X)
+        scores = scores / np.clip(1 - h, 1e-12, None)[:, None]
+    elif hc != "HC0":
+        raise ValueError(f"hc must be 'HC0' or 'HC3', got {hc}")
+    return bread @ (scores.T @ scores) @ bread
+
+
+def _fit_ols(X: np.ndarray, y: np.ndarray):
+    """OLS with HC3 SEs. Returns (coef, se, p, fitted values, note or None) for the columns of X."""
+    import statsmodels.api as sm
+
+    design = sm.add_constant(X, has_constant="add")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = sm.OLS(y, design).fit(cov_type="HC3")
+    coef, se, p = res.params[1:], res.bse[1:], res.pvalues[1:]
+    note = None
+    if not np.isfinite(se).all():
+        note = "robust standard error undefined (a row with leverage 1); no p-value"
+        se, p = np.where(np.isfinite(se), se, np.nan), np.where(np.isfinite(se), p, np.nan)
+    return coef, se, p, res.fittedvalues, note
+
+
+def _fit_logit(X: np.ndarray, y: np.ndarray):
+    """Logistic MLE with HC3 sandwich SEs; if the MLE does not exist, a lightly L2-penalised fit, no p."""
+    import statsmodels.api as sm
+    from sklearn.linear_model import LogisticRegression
+
+    design = sm.add_constant(X, has_constant="add")
+    params = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = sm.Logit(y, design).fit(method="newton", maxiter=100, disp=0)
+        if res.mle_retvals.get("converged", False) and np.isfinite(res.params).all() \
+                and np.abs(res.params[1:]).max(initial=0) < MAX_LOGIT_COEF:
+            params = np.asarray(res.params)
+    except Exception:  # noqa: BLE001 - singular Hessian, PerfectSeparationError...: fall back below
+        params = None
+    if params is not None:
+        se = np.sqrt(np.clip(np.diag(logit_sandwich_cov(design, y, params, "HC3")), 0, None))
+        z = params / se
+        p = 2 * sps.norm.sf(np.abs(z))
+        return params[1:], se[1:], p[1:], expit(design @ params), None
+    model = LogisticRegression(C=10.0, max_iter=5000).fit(X, y)
+    nan = np.full(X.shape[1], np.nan)
+    note = ("hypotheses together separate the target, so the logistic MLE does not exist; coefficient "
+            "from a lightly L2-penalised fit (C=10), no p-value")
+    return model.coef_.ravel(), nan, nan.copy(), model.predict_proba(X)[:, 1], note
+
+
+def _cross_validated(X: np.ndarray, y: np.ndarray, kind: str, folds: int, seed: int) -> float:
+    """Pooled out-of-fold R^2 (OLS) or AUC (logistic, lightly penalised so folds with separation still fit)."""
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if kind == "continuous":
+        folds = min(folds, len(y))
+        if folds < 2:
+            return np.nan
+        splitter, model = KFold(folds, shuffle=True, random_state=seed), LinearRegression()
+    else:
+        folds = min(folds, int(np.bincount(y.astype(int), minlength=2).min()))
+        if folds < 2:
+            return np.nan
+        splitter, model = StratifiedKFold(folds, shuffle=True, random_state=seed), LogisticRegression(C=100.0, max_iter=5000)
+    pred = np.empty(len(y))
+    for train, test in splitter.split(X, y):
+        model.fit(X[train], y[train])
+        pred[test] = model.predict(X[test]) if kind == "continuous" else model.predict_proba(X[test])[:, 1]
+    if kind == "continuous":
+        return float(1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2))
+    return float(roc_auc_score(y, pred))
+
+
+# ---------------------------------------------------------------------------- entry points
+def evaluate_hypotheses(annotations: np.ndarray, y: np.ndarray, kind: str, names: Optional[list[str]] = None,
+                        alpha: float = 0.05, cv_folds: int = 5, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Test each hypothesis against the holdout target; one row per hypothesis, in input order.
+
+    Univariate columns use every row where that hypothesis was annotated; the multivariate model uses
+    the rows annotated for all hypotheses in it (``n_complete_rows`` in the summary). Corrections
+    (Bonferroni, BH) are over the hypotheses with a model p-value (``n_tested``).
+    """
+    from sklearn.metrics import r2_score, roc_auc_score
+    from statsmodels.stats.multitest import multipletests
+
+    A, y, names = _validate(annotations, y, kind, names, alpha, cv_folds)
+    H = A.shape[1]
+    rows = [{"hypothesis": names[j], **_univariate(A[:, j], y)} for j in range(H)]
+    table = pd.DataFrame(rows)
+    for col in ("coef", "coef_se", "coef_p", "p_bonferroni", "q_fdr"):
+        table[col] = np.nan
+    notes = [""] * H
+
+    kept, complete, exclusions = _model_columns(A, y, kind, names)
+    for j, text in exclusions.items():
+        notes[j] = text
+    summary_notes: list[str] = []
+    X, yc = A[complete][:, kept], y[complete]
+    in_sample = cv = np.nan
+    if kept and len(yc) <= len(kept) + 1:
+        summary_notes.append(f"only {len(yc)} rows are annotated for every hypothesis, too few for a model "
+                             f"with {len(kept)} hypotheses")
+        for j in kept:
+            notes[j] = "too few complete rows for the multivariate model"
+        kept = []
+    if kept:
+        coef, se, p, fitted, note = (_fit_ols if kind == "continuous" else _fit_logit)(X, yc)
+        table.loc[kept, "coef"], table.loc[kept, "coef_se"], table.loc[kept, "coef_p"] = coef, se, p
+        if note:
+            summary_notes.append(note)
+            for j, pj in zip(kept, p):
+                if not np.isfinite(pj):
+                    notes[j] = note
+        in_sample = r2_score(yc, fitted) if kind == "continuous" else roc_auc_score(yc, fitted)
+        cv = _cross_validated(X, yc, kind, int(cv_folds), seed)
+    elif not summary_notes:
+        summary_notes.append("no hypothesis could enter the multivariate model")
+
+    tested = np.flatnonzero(np.isfinite(table["coef_p"].to_numpy()))
+    if len(tested):
+        pvals = table["coef_p"].to_numpy()[tested]
+        table.loc[tested, "p_bonferroni"] = np.minimum(pvals * len(tested), 1.0)
+        table.loc[tested, "q_fdr"] = multipletests(pvals, alpha=alpha, method="fdr_bh")[1]
+    table["significant_bonferroni"] = (table["p_bonferroni"] <= alpha).fillna(False).astype(bool)
+    table["significant_fdr"] = (table["q_fdr"] <= alpha).fillna(False).astype(bool)
+    table["note"] = notes
+    table = table[COLUMNS]
+
+    metric = "r2" if kind == "continuous" else "auc"
+    summary = {
+        "metric": metric,
+        f"{metric}_in_sample": float(in_sample),
+        f"{metric}_cv": float(cv),
+        "n_significant_bonferroni": int(table["significant_bonferroni"].sum()),
+        "n_significant_fdr": int(table["significant_fdr"].sum()),
+        "n_rows": int(len(y)),
+        "n_hypotheses": int(H),
+        "n_complete_rows": int(complete.sum()) if kept else 0,
+        "n_in_model": len(kept),
+        "n_tested": int(len(tested)),
+        "n_missing_annotations": int(np.isnan(A).sum()),
+        "cov_type": "HC3",
+        "alpha": float(alpha),
+        "cv_folds": int(cv_folds),
+        "notes": summary_notes,
+    }
+    return table, summary
+
+
+def embedding_baseline(X_train, y_train, X_hold, y_hold, kind: str, seed: int = 0) -> dict:
+    """How well the raw embeddings predict the target: ridge (R^2) or logistic (AUC) scored on the holdout.
+
+    The regularisation is chosen on the training rows only (RidgeCV's efficient leave-one-out over a
+    log grid of alphas; 5-fold stratified CV over C for logistic).
+    """
+    from sklearn.linear_model import LogisticRegression, RidgeCV
+    from sklearn.metrics import r2_score, roc_auc_score
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    if kind not in KINDS:
+        raise DataError(f"Unknown target kind '{kind}'; use one of {', '.join(KINDS)} (multiclass: one class vs rest)")
+    X_train, y_train = _matrix_and_target(X_train, y_train, "training")
+    X_hold, y_hold = _matrix_and_target(X_hold, y_hold, "holdout")
+    if X_train.shape[1] != X_hold.shape[1]:
+        raise DataError(f"Training embeddings have width {X_train.shape[1]} but holdout ones {X_hold.shape[1]}; embed both with the same model")
+    if kind == "continuous":
+        if np.ptp(y_train) == 0:
+            raise DataError("The training target is constant; a baseline cannot be fitted")
+        model = RidgeCV(alphas=np.logspace(-3, 5, 17)).fit(X_train, y_train)
+        return {"metric": "r2", "value": float(r2_score(y_hold, model.predict(X_hold))), "model": "ridge",
+                "alpha": float(model.alpha_)}
+    for part, target in (("training", y_train), ("holdout", y_hold)):
+        if not np.isin(target, (0.0, 1.0)).all():
+            raise DataError(f"A binary target must be coded 0/1; the {part} target is not")
+        if target.min() == target.max():
+            raise DataError(f"The {part} target has a single class; AUC needs both")
+    folds = min(5, int(np.bincount(y_train.astype(int), minlength=2).min()))
+    if folds < 2:
+        raise DataError("The training target has fewer than 2 rows of one class; cannot cross-validate the baseline")
+    search = GridSearchCV(LogisticRegression(max_iter=5000), {"C": np.logspace(-3, 3, 13)}, scoring="roc_auc",
+                          cv=StratifiedKFold(folds, shuffle=True, random_state=seed)).fit(X_train, y_train)
+    score = search.best_estimator_.decision_function(X_hold)
+    return {"metric": "auc", "value": float(roc_auc_score(y_hold, score)), "model": "logistic",
+            "C": float(search.best_params_["C"])}
+
+
+def _matrix_and_target(X, y, part: str) -> tuple[np.ndarray, np.ndarray]:
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if X.ndim != 2:
+        raise DataError(f"The {part} embeddings must be a 2-D matrix, got shape {X.shape}")
+    if len(X) != len(y):
+        raise DataError(f"The {part} embeddings have {len(X)} rows but the target has {len(y)}")
+    if len(y) < 2 or not np.isfinite(X).all() or not np.isfinite(y).all():
+        raise DataError(f"The {part} embeddings or target are empty or contain NaN/infinite values")
+    return X, y
