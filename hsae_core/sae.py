@@ -372,6 +372,8 @@ class SparseAutoencoder:
         config["matryoshka"] = list(config["matryoshka"])
         config["training"] = {k: getattr(self, k) for k in ("lr", "batch_size", "max_epochs", "patience", "val_frac", "seed")}
         config["metrics"] = getattr(self, "metrics_", {})
+        if getattr(self, "source_", None):
+            config["source"] = self.source_  # where a pretrained SAE came from (hub repo, file, revision)
         config.update(extra or {})
         (path / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=_json_default))
         return path
@@ -396,6 +398,8 @@ class SparseAutoencoder:
             raise ModelError(f"Corrupt SAE weights {w_path}: {str(exc).splitlines()[0]}") from None
         sae = cls.from_tensors(config, tensors, source=str(path))
         sae.metrics_ = config.get("metrics", {})
+        if config.get("source"):
+            sae.source_ = config["source"]
         return sae
 
     @classmethod

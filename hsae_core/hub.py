@@ -1,0 +1,412 @@
+"""Pretrained SAEs: resolve a spec, download through the Hugging Face Hub, convert, verify, push.
+
+Specs understood by ``load_sae``:
+- ``hub:OWNER/REPO/FILE.pth[@REV]``  a published PyTorch state dict (e.g. the scientific-paper SAEs in
+  ``charlieoneill/embedding-saes``), read with ``torch.load(weights_only=True)``;
+- ``hub:OWNER/REPO[@REV]`` or ``hub:OWNER/REPO/SUBFOLDER[@REV]``  our own format (``config.json`` +
+  ``model.safetensors``) stored in a Hub repo;
+- a registry name such as ``csLG_64_3072_128`` (see ``models/registry.json``);
+- a local folder in our format, or a local ``.pth`` file.
+
+The published checkpoints hold ``encoder.weight`` (n x d), ``decoder.weight`` (d x n), ``pre_bias`` (d)
+and ``latent_bias`` (n). Their forward pass (checked against the authors' training code) subtracts
+``pre_bias``, applies the encoder plus ``latent_bias``, keeps the top k pre-activations, ReLUs them and
+decodes with ``decoder`` plus ``pre_bias``, with no input normalisation: exactly ``sae.TopKSAE``.
+
+Downloads honour ``HF_HOME`` / ``HF_HUB_CACHE`` / ``HF_HUB_OFFLINE`` read at call time (so a test or a
+user can set them after import) and a revision (branch, tag or commit).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Optional
+
+from .errors import ModelError
+from .sae import CONFIG_NAME, WEIGHTS_NAME, SparseAutoencoder
+
+REGISTRY_PATH = Path(__file__).resolve().parents[1] / "models" / "registry.json"
+PUBLISHED_KEYS = ("encoder.weight", "decoder.weight", "pre_bias", "latent_bias")
+STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+# Published file names: {domain}_{k}_{n}_{aux}.pth
+PUBLISHED_NAME = re.compile(r"^(?P<domain>[A-Za-z]+)_(?P<k>\d+)_(?P<n>\d+)_(?P<batch>\d+)$")
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+# ---------------------------------------------------------------------------------------- registry
+def registry() -> list[dict]:
+    """Every known pretrained SAE: name, repo_id, filename, domain, k, n, batch, d_in, embedding_model, corpus."""
+    path = Path(os.environ.get("HSAE_REGISTRY", REGISTRY_PATH))
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"The SAE registry {path} is missing; reinstall hsae or set HSAE_REGISTRY") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"The SAE registry {path} is not valid JSON: {exc}") from None
+    return [dict(entry) for entry in doc.get("saes", [])]
+
+
+def registry_entry(name: str) -> Optional[dict]:
+    """The registry entry whose name or file name is ``name`` (case-sensitive), or None."""
+    for entry in registry():
+        if name in (entry["name"], entry["filename"]):
+            return entry
+    return None
+
+
+def _entry_for(repo_id: str, filename: str) -> Optional[dict]:
+    for entry in registry():
+        if entry["repo_id"] == repo_id and entry["filename"] == filename:
+            return entry
+    return None
+
+
+def known_names_hint(repo_id: Optional[str] = None) -> str:
+    """A compact, readable list of the registry, for error messages."""
+    entries = [e for e in registry() if repo_id is None or e["repo_id"] == repo_id]
+    if not entries:
+        return "the registry lists no SAEs for this repo"
+    by_domain: dict[str, list[dict]] = {}
+    for e in entries:
+        by_domain.setdefault(e["domain"], []).append(e)
+    parts = []
+    for domain, group in by_domain.items():
+        ks = sorted({e["k"] for e in group})
+        ns = sorted({e["n"] for e in group})
+        parts.append(f"{domain}_{{k}}_{{n}}_{{2k}} with k in {ks}, n in {ns}")
+    return f"known: {'; '.join(parts)} (e.g. {entries[0]['name']}; `hsae models` lists all)"
+
+
+# ---------------------------------------------------------------------------------------- spec parsing
+def parse_spec(spec: str) -> dict:
+    """Split a spec into {kind, repo_id, filename, revision, path}; kind is hub_file|hub_folder|registry|local."""
+    spec = str(spec).strip()
+    if not spec:
+        raise ModelError("Empty SAE spec: give hub:OWNER/REPO/FILE.pth, hub:OWNER/REPO, a registry name or a path")
+    if spec.startswith("hub:"):
+        rest, revision = spec[4:], None
+        if "@" in rest:
+            rest, revision = rest.rsplit("@", 1)
+            if not revision:
+                raise ModelError(f"'{spec}': nothing after '@'; give a branch, tag or commit, or drop the '@'")
+        parts = [p for p in rest.split("/") if p]
+        if len(parts) < 2:
+            raise ModelError(f"'{spec}': expected hub:OWNER/REPO or hub:OWNER/REPO/FILE.pth")
+        repo_id, sub = "/".join(parts[:2]), "/".join(parts[2:])
+        if sub.lower().endswith(STATE_DICT_SUFFIXES):
+            return {"kind": "hub_file", "repo_id": repo_id, "filename": sub, "revision": revision}
+        return {"kind": "hub_folder", "repo_id": repo_id, "filename": sub, "revision": revision}
+    path = Path(spec).expanduser()
+    if path.exists():
+        return {"kind": "local", "path": path}
+    if registry_entry(spec) is not None:
+        return {"kind": "registry", "name": spec}
+    if PUBLISHED_NAME.match(spec.removesuffix(".pth")) or "/" not in spec and not path.suffix:
+        raise ModelError(f"Unknown pretrained SAE '{spec}'; {known_names_hint()}")
+    raise ModelError(f"No SAE found at '{spec}': give an existing folder/.pth file, hub:OWNER/REPO[/FILE.pth] "
+                     f"or a registry name ({known_names_hint()})")
+
+
+# ---------------------------------------------------------------------------------------- loading
+def load_sae(spec: str, *, revision: Optional[str] = None, cache_dir: Optional[str] = None) -> SparseAutoencoder:
+    """Load an SAE from a hub spec, a registry name, a local folder or a local .pth file (see module doc)."""
+    parsed = parse_spec(spec)
+    kind = parsed["kind"]
+    if kind == "local":
+        path = parsed["path"]
+        if path.is_dir():
+            sae = SparseAutoencoder.load(path)
+            _set_source(sae, {"type": "local_folder", "path": str(path.resolve())}, keep_existing=True)
+            return sae
+        entry = registry_entry(path.name)
+        return _from_published_file(path, entry, {"type": "local_file", "path": str(path.resolve())})
+    if kind == "registry":
+        entry = registry_entry(parsed["name"])
+        repo_id, filename, rev = entry["repo_id"], entry["filename"], revision
+        kind = "hub_file"
+    else:
+        repo_id, filename = parsed["repo_id"], parsed["filename"]
+        rev = revision or parsed["revision"]
+    if kind == "hub_file":
+        entry = _entry_for(repo_id, filename)
+        local = _download(repo_id, filename, rev, cache_dir)
+        source = {"type": "hub", "repo_id": repo_id, "filename": filename, "revision": _commit_of(local) or rev or "main"}
+        if entry:
+            source["domain"] = entry["domain"]
+        return _from_published_file(local, entry, source)
+    # Our own folder format on the Hub.
+    prefix = f"{filename}/" if filename else ""
+    cfg_path = _download(repo_id, prefix + CONFIG_NAME, rev, cache_dir)
+    _download(repo_id, prefix + WEIGHTS_NAME, rev, cache_dir)
+    sae = SparseAutoencoder.load(cfg_path.parent)
+    source = {"type": "hub", "repo_id": repo_id, "filename": prefix.rstrip("/") or None,
+              "revision": _commit_of(cfg_path) or rev or "main"}
+    _set_source(sae, source, keep_existing=False)
+    return sae
+
+
+def _set_source(sae: SparseAutoencoder, source: dict, keep_existing: bool) -> None:
+    if keep_existing and getattr(sae, "source_", None):
+        return
+    sae.source_ = source
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_cache_dir(cache_dir: Optional[str] = None) -> Optional[str]:
+    """The Hub cache folder: the argument, else $HF_HUB_CACHE, else $HF_HOME/hub, else the library default."""
+    if cache_dir:
+        return str(cache_dir)
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]) / "hub")
+    return None
+
+
+def _download(repo_id: str, filename: str, revision: Optional[str], cache_dir: Optional[str],
+              repo_type: str = "model") -> Path:
+    """hf_hub_download with every failure turned into one ModelError line that says what to do."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub import errors as hf_errors
+
+    where = f"{repo_id}/{filename}" + (f"@{revision}" if revision else "")
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, repo_type=repo_type,
+                                    cache_dir=hub_cache_dir(cache_dir), local_files_only=_offline()))
+    except hf_errors.LocalEntryNotFoundError:
+        hint = known_names_hint(repo_id) if repo_type == "model" and _entry_repo(repo_id) else ""
+        raise ModelError(f"{where} is not in the local Hugging Face cache ({hub_cache_dir(cache_dir) or 'default'}) "
+                         f"and downloads are off (HF_HUB_OFFLINE) or the Hub is unreachable"
+                         + (f"; {hint}" if hint else "")) from None
+    except hf_errors.RevisionNotFoundError:
+        raise ModelError(f"{where}: revision '{revision}' does not exist on the Hub") from None
+    except hf_errors.GatedRepoError:
+        raise ModelError(f"{where}: the repo is gated; accept its terms on huggingface.co and log in (HF_TOKEN)") from None
+    except hf_errors.RepositoryNotFoundError:
+        raise ModelError(f"{where}: no such {repo_type} repo on the Hub (or it is private: set HF_TOKEN)") from None
+    except hf_errors.EntryNotFoundError:
+        hint = known_names_hint(repo_id) if _entry_repo(repo_id) else "check the file name on huggingface.co"
+        raise ModelError(f"{where}: no such file in the repo; {hint}") from None
+    except (hf_errors.HfHubHTTPError, OSError, ValueError) as exc:
+        raise ModelError(f"Could not download {where}: {_first_line(exc)}") from None
+
+
+def _entry_repo(repo_id: str) -> bool:
+    return any(e["repo_id"] == repo_id for e in registry())
+
+
+def _commit_of(local_path: Path) -> Optional[str]:
+    """The commit a cached file belongs to (.../snapshots/<commit>/...), if it lives in a Hub cache."""
+    parts = Path(local_path).parts
+    if "snapshots" in parts:
+        i = parts.index("snapshots")
+        if i + 1 < len(parts):
+            return parts[i + 1]
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def read_state_dict(path: str | Path) -> dict:
+    """Read a PyTorch checkpoint safely (``weights_only=True``: no code runs) into {name: tensor}.
+
+    Refuses, with one line, anything that is not a plain tensor state dict, or is truncated/corrupt.
+    """
+    import torch
+
+    path = Path(path)
+    name = path.name
+    if not path.is_file():
+        raise ModelError(f"SAE checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{name} is empty (0 bytes): the download was probably interrupted; delete it and retry")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses any global that is not a tensor building block: the file may run code.
+        raise ModelError(f"{name} was refused: it is not a plain tensor state dict and loading it could run code "
+                         f"({_unsafe_detail(exc)}); only load checkpoints you trust, converted to safetensors") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, TypeError,
+            IndexError, KeyError, MemoryError) as exc:
+        raise ModelError(f"{name} is truncated or corrupt and cannot be read ({_first_line(exc)}); "
+                         f"delete it from the cache and download it again") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj:
+        raise ModelError(f"{name} holds a {type(obj).__name__}, not a state dict of tensors")
+    out = {}
+    for key, value in obj.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise ModelError(f"{name}: entry '{key}' is a {type(value).__name__}, not a tensor; "
+                             f"this is not a plain SAE state dict")
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def _unsafe_detail(exc: BaseException) -> str:
+    text = str(exc)
+    m = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
+    if m:
+        return f"it references {m.group(1)}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("Weights only load failed")]
+    return lines[0][:200] if lines else "refused by the safe loader"
+
+
+def convert_published(tensors: dict, entry: Optional[dict], source: dict, filename: str) -> SparseAutoencoder:
+    """Build our SAE from a published state dict, checking every shape against the registry entry."""
+    missing = [k for k in PUBLISHED_KEYS if k not in tensors]
+    if missing:
+        raise ModelError(f"{filename}: not an SAE state dict (missing {', '.join(missing)}; found "
+                         f"{', '.join(sorted(tensors)[:6])})")
+    for key in PUBLISHED_KEYS:
+        t = tensors[key]
+        if not (t.is_floating_point() and t.isfinite().all()):
+            raise ModelError(f"{filename}: '{key}' is not a finite floating-point tensor")
+    enc = tensors["encoder.weight"]
+    if enc.ndim != 2:
+        raise ModelError(f"{filename}: 'encoder.weight' has shape {tuple(enc.shape)}, expected (n, d)")
+    n, d = (int(s) for s in enc.shape)
+    if entry is not None:
+        k, want_n, want_d, embedding_model = entry["k"], entry["n"], entry["d_in"], entry["embedding_model"]
+        if (n, d) != (want_n, want_d):
+            raise ModelError(f"{filename}: 'encoder.weight' has shape {(n, d)}, but the registry says "
+                             f"{entry['name']} is ({want_n}, {want_d}); the file is not the published SAE")
+    else:
+        m = PUBLISHED_NAME.match(Path(filename).stem)
+        if not m or int(m["n"]) != n:
+            raise ModelError(f"{filename}: cannot tell this SAE's k (top-k) from its name; name it "
+                             f"{{domain}}_{{k}}_{{n}}_{{x}}.pth or convert it to our folder format")
+        k = int(m["k"])
+        embedding_model = "openai/text-embedding-3-small" if d == 1536 and source.get("repo_id") == "charlieoneill/embedding-saes" else None
+    config = {"architecture": "topk_sae", "d_in": d, "m": n, "k": k, "embedding_model": embedding_model}
+    # from_tensors checks decoder/bias shapes against (n, d) and copies into float32.
+    sae = SparseAutoencoder.from_tensors(config, {key: tensors[key] for key in PUBLISHED_KEYS}, source=filename)
+    sae.source_ = {**source, "format": "pytorch_state_dict"}
+    if entry is not None:
+        sae.source_["registry_name"] = entry["name"]
+        sae.source_["corpus"] = entry.get("corpus")
+    return sae
+
+
+def _from_published_file(path: Path, entry: Optional[dict], source: dict) -> SparseAutoencoder:
+    return convert_published(read_state_dict(path), entry, source, Path(path).name)
+
+
+# ---------------------------------------------------------------------------------------- compatibility
+def _model_key(model_id: str) -> str:
+    return model_id.strip().rstrip("/").split("/")[-1].lower()
+
+
+def check_compatible(sae: SparseAutoencoder, embedding_model_id: Optional[str], dim: int) -> None:
+    """Refuse inputs an SAE was not trained on: a different width, or a different known embedding model."""
+    want_dim = sae.d_in
+    want_model = sae.config_.embedding_model
+    got = f"{dim}-d" + (f" from {embedding_model_id}" if embedding_model_id else "")
+    need = f"{want_dim}-d embeddings" + (f" from {want_model}" if want_model else "")
+    fix = (f" Embed the texts with {want_model}" + (" (needs OPENAI_API_KEY)" if want_model and want_model.startswith("openai/") else "")
+           + ", or give stored embeddings from that model with --embedding-col.") if want_model else \
+        " Use embeddings of the width the SAE was trained on."
+    if int(dim) != want_dim:
+        raise ModelError(f"This SAE expects {need}; got {got}.{fix}")
+    if want_model and embedding_model_id and _model_key(want_model) != _model_key(embedding_model_id):
+        raise ModelError(f"This SAE expects {need}; got {got} (same width, different model).{fix}")
+
+
+# ---------------------------------------------------------------------------------------- push + model card
+def model_card(folder: str | Path, repo_id: Optional[str] = None) -> str:
+    """A Markdown model card (with Hub metadata) for an SAE folder: architecture, training data, metrics, usage."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / CONFIG_NAME).read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{folder} is not an SAE folder: {CONFIG_NAME} is missing") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"Corrupt SAE config {folder / CONFIG_NAME}: {exc}") from None
+    em = config.get("embedding_model") or "unknown embedding model"
+    title = repo_id or folder.name
+    lines = ["---", "library_name: hsae", "tags:", "- sparse-autoencoder", "- embeddings", "- interpretability",
+             "- hsae", "---", "", f"# {title}", "",
+             f"A top-k sparse autoencoder (SAE) over **{config.get('d_in')}-d text embeddings from {em}**, "
+             f"made with [hsae](https://github.com/) so texts can be read, searched and tested as sparse concepts.", "",
+             "## Architecture", "", "| field | value |", "|---|---|"]
+    arch_rows = [("architecture", config.get("architecture", "topk_sae")), ("input width (d_in)", config.get("d_in")),
+                 ("latents (m)", config.get("m")), ("active latents per text (k)", config.get("k")),
+                 ("batch top-k", config.get("batch_topk", False)),
+                 ("Matryoshka prefixes", ", ".join(map(str, config.get("matryoshka") or [])) or "none"),
+                 ("embedding model", em)]
+    lines += [f"| {k} | {v} |" for k, v in arch_rows]
+    lines += ["", "Model: `z = TopK(W_enc (x - b_pre) + b_lat)`, `x_hat = W_dec^T z + b_pre`, decoder rows of unit norm.", ""]
+    lines += ["## Training data", ""]
+    data = config.get("training_data") or config.get("data") or {}
+    source = config.get("source") or {}
+    if isinstance(data, dict) and data:
+        lines += [f"- {k}: {v}" for k, v in data.items()]
+    elif data:
+        lines.append(f"- {data}")
+    if source:
+        lines += [f"- source: {json.dumps(source, default=str)}"]
+    metrics = config.get("metrics") or {}
+    n_rows = (metrics.get("n_train") or 0) + (metrics.get("n_val") or 0)
+    if n_rows:
+        lines.append(f"- {n_rows} embedded texts ({metrics.get('n_train')} train / {metrics.get('n_val')} validation)")
+    training = config.get("training") or {}
+    if training:
+        lines.append("- training settings: " + ", ".join(f"{k}={v}" for k, v in training.items()))
+    if lines[-1] == "":
+        lines.append("- not recorded")
+    lines += ["", "## Metrics", ""]
+    shown = {k: v for k, v in metrics.items() if v is not None}
+    if shown:
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {round(v, 4) if isinstance(v, float) else v} |" for k, v in shown.items()]
+        lines += ["", "nmse: squared reconstruction error over the data's variance (0 is perfect)."]
+    else:
+        lines.append("No metrics recorded.")
+    ref = f"hub:{repo_id}" if repo_id else "hub:OWNER/NAME"
+    lines += ["", "## Use", "", "```bash", "pip install hsae",
+              f"hsae build --sae {ref} --data table.parquet --text-col text --out workspace/", "```", "",
+              "```python", "from hsae_core.hub import load_sae", f'sae = load_sae("{ref}")',
+              "codes = sae.transform(embeddings)  # sparse (N x m), at most k non-zeros per row", "```", ""]
+    return "\n".join(lines)
+
+
+def push_sae(folder: str | Path, repo_id: str, *, token: Optional[str] = None, private: bool = False,
+             commit_message: Optional[str] = None, endpoint: Optional[str] = None) -> str:
+    """Write a README.md model card into ``folder`` and upload the folder to the Hub repo; returns its URL."""
+    from huggingface_hub import HfApi
+    from huggingface_hub import errors as hf_errors
+
+    folder = Path(folder)
+    SparseAutoencoder.load(folder)  # refuse to publish something that does not load
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id or ""):
+        raise ModelError(f"'{repo_id}' is not a Hub repo id: use OWNER/NAME")
+    if _offline():
+        raise ModelError("Cannot push while HF_HUB_OFFLINE is set: unset it and make sure the Hub is reachable")
+    (folder / "README.md").write_text(model_card(folder, repo_id))
+    api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None, token=token)
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                          commit_message=commit_message or "Upload SAE with hsae",
+                          allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "README.md"])
+    except hf_errors.LocalTokenNotFoundError:
+        raise ModelError("Pushing needs a Hugging Face token: run `hf auth login` or set HF_TOKEN") from None
+    except hf_errors.HfHubHTTPError as exc:
+        raise ModelError(f"Upload to {repo_id} failed: {_first_line(exc)} (check HF_TOKEN and write access)") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"Upload to {repo_id} failed: {_first_line(exc)}") from None
+    return f"{api.endpoint.rstrip('/')}/{repo_id}"

@@ -1,0 +1,255 @@
+"""Pretrained SAEs through the real Hugging Face loading path, offline, from cache folders the tests build.
+
+The main case uses the exact published repo, file name and state-dict layout of the scientific-paper
+SAEs (charlieoneill/embedding-saes, csLG_16_3072_32.pth: 3072 latents over 1536-d embeddings).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from hf_cache import add_to_cache, commit_id, published_state_dict, save_state_dict
+from hsae_core.errors import ModelError
+from hsae_core.hub import check_compatible, load_sae, model_card, push_sae, registry
+from hsae_core.sae import SparseAutoencoder
+
+REPO = "charlieoneill/embedding-saes"
+FILE = "csLG_16_3072_32.pth"
+COMMIT = commit_id("published")
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """(state dict, path of the .pth) in the published format, built once per module (~38 MB, in tmp)."""
+    state = published_state_dict(n=3072, d=1536, seed=1)
+    path = save_state_dict(state, tmp_path_factory.mktemp("published") / FILE)
+    return state, path
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch):
+    """An empty HF cache folder selected through HF_HUB_CACHE, with downloads switched off."""
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HOME", raising=False)
+    return cache
+
+
+def reference_codes(state, X, k):
+    """The published forward pass written out in numpy: relu(topk(enc(x - pre_bias) + latent_bias))."""
+    enc, pre, lat = (state[key].numpy().astype(np.float64) for key in ("encoder.weight", "pre_bias", "latent_bias"))
+    pre_act = (X - pre) @ enc.T + lat
+    top = np.argpartition(-pre_act, k - 1, axis=1)[:, :k]
+    dense = np.zeros_like(pre_act)
+    rows = np.arange(len(X))[:, None]
+    dense[rows, top] = np.maximum(pre_act[rows, top], 0)
+    return dense
+
+
+def test_registry_lists_every_published_size_of_both_domains():
+    entries = registry()
+    names = {e["name"] for e in entries}
+    for domain in ("csLG", "astroPH"):
+        for k in (16, 32, 64, 128):
+            for n in (3072, 4608, 6144, 9216, 12288):
+                assert f"{domain}_{k}_{n}_{2 * k}" in names
+    e = next(e for e in entries if e["name"] == "csLG_64_9216_128")
+    assert (e["repo_id"], e["filename"], e["d_in"], e["k"], e["n"]) == (REPO, "csLG_64_9216_128.pth", 1536, 64, 9216)
+    assert e["embedding_model"] == "openai/text-embedding-3-small" and e["architecture"] == "topk_sae"
+    assert e["corpus"]["hub_dataset"]
+
+
+def test_published_file_loads_encodes_and_decodes_like_the_original(published, offline_cache):
+    state, path = published
+    add_to_cache(offline_cache, REPO, {FILE: path}, commit=COMMIT)
+    sae = load_sae(f"hub:{REPO}/{FILE}")
+    assert (sae.d_in, sae.config_.m, sae.config_.k) == (1536, 3072, 16)
+    assert sae.config_.embedding_model == "openai/text-embedding-3-small"
+    assert sae.source_["repo_id"] == REPO and sae.source_["filename"] == FILE and sae.source_["revision"] == COMMIT
+    assert sae.source_["domain"] == "csLG"
+
+    X = np.random.default_rng(0).normal(size=(50, 1536)).astype(np.float32) * 0.05
+    codes = sae.transform(X)
+    assert sp.isspmatrix_csr(codes) and codes.shape == (50, 3072) and np.diff(codes.indptr).max() <= 16
+    np.testing.assert_allclose(codes.toarray(), reference_codes(state, X.astype(np.float64), 16), atol=1e-4)
+    # Decoding uses decoder.weight (d x n) as published, plus pre_bias.
+    expected = codes.toarray() @ state["decoder.weight"].numpy().T + state["pre_bias"].numpy()
+    np.testing.assert_allclose(sae.decode(codes), expected, atol=1e-4)
+    # Searching in code space: each text's nearest neighbour by code cosine is itself.
+    normed = sp.csr_matrix(codes.multiply(1 / np.sqrt(codes.multiply(codes).sum(1))))
+    sims = (normed @ normed.T).toarray()
+    assert (sims.argmax(1) == np.arange(50)).all()
+
+
+def test_registry_name_and_revision_resolve_the_same_file(published, offline_cache):
+    _, path = published
+    add_to_cache(offline_cache, REPO, {FILE: path}, commit=COMMIT)
+    by_name = load_sae("csLG_16_3072_32")
+    by_commit = load_sae(f"hub:{REPO}/{FILE}@{COMMIT}")
+    assert by_name.source_["revision"] == by_commit.source_["revision"] == COMMIT
+    np.testing.assert_array_equal(by_name.decoder_directions, by_commit.decoder_directions)
+    with pytest.raises(ModelError, match="not in the local Hugging Face cache"):
+        load_sae(f"hub:{REPO}/{FILE}", revision="v2")
+
+
+def test_wrong_shapes_are_refused_with_the_expected_shape(tmp_path, offline_cache):
+    small = save_state_dict(published_state_dict(n=1024, d=1536), tmp_path / "small.pth")
+    add_to_cache(offline_cache, REPO, {FILE: small})
+    with pytest.raises(ModelError, match=r"\(1024, 1536\).*registry says csLG_16_3072_32 is \(3072, 1536\)"):
+        load_sae(f"hub:{REPO}/{FILE}")
+
+    state = published_state_dict(n=3072, d=1536)
+    state["decoder.weight"] = state["decoder.weight"].T.contiguous()  # n x d instead of d x n
+    add_to_cache(offline_cache, REPO, {FILE: save_state_dict(state, tmp_path / "flipped.pth")})
+    with pytest.raises(ModelError, match=r"'decoder.weight' has shape \(3072, 1536\), expected \(1536, 3072\)"):
+        load_sae(f"hub:{REPO}/{FILE}")
+
+    add_to_cache(offline_cache, REPO, {FILE: save_state_dict({"weight": torch.zeros(3)}, tmp_path / "other.pth")})
+    with pytest.raises(ModelError, match="not an SAE state dict"):
+        load_sae(f"hub:{REPO}/{FILE}")
+
+
+def test_truncated_file_is_refused_in_one_line(published, tmp_path, offline_cache):
+    _, path = published
+    data = path.read_bytes()
+    add_to_cache(offline_cache, REPO, {FILE: data[: len(data) // 2]})
+    with pytest.raises(ModelError, match="truncated or corrupt") as info:
+        load_sae(f"hub:{REPO}/{FILE}")
+    assert "\n" not in str(info.value)
+    add_to_cache(offline_cache, REPO, {FILE: b""})
+    with pytest.raises(ModelError, match="empty"):
+        load_sae(f"hub:{REPO}/{FILE}")
+
+
+class _Payload:
+    """Unpickling this runs a shell command that creates a marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_that_would_run_code_is_refused_and_does_not_run(tmp_path, offline_cache):
+    # Prove the payload is live: plain pickle runs it.
+    proof = tmp_path / "proof"
+    pickle.loads(pickle.dumps(_Payload(proof)))
+    assert proof.exists()
+
+    marker = tmp_path / "pwned"
+    raw = pickle.dumps(_Payload(marker))
+    add_to_cache(offline_cache, REPO, {FILE: raw})
+    with pytest.raises(ModelError, match="could run code"):
+        load_sae(f"hub:{REPO}/{FILE}")
+    assert not marker.exists()
+
+    # The same payload inside a torch.save zip archive, next to real tensors.
+    state = {"encoder.weight": torch.zeros(2, 2), "evil": _Payload(marker)}
+    add_to_cache(offline_cache, REPO, {FILE: save_state_dict(state, tmp_path / "evil.pth")})
+    with pytest.raises(ModelError, match=r"could run code.*(posix\.system|os\.system|nt\.system)"):
+        load_sae(f"hub:{REPO}/{FILE}")
+    assert not marker.exists()
+
+
+def test_unknown_names_list_what_is_known(offline_cache):
+    with pytest.raises(ModelError, match=r"Unknown pretrained SAE 'csLG_16_3000_32'.*k in \[16, 32, 64, 128\]"):
+        load_sae("csLG_16_3000_32")
+    # A registered file that is absent from the (offline) cache.
+    with pytest.raises(ModelError, match=r"csLG_32_4608_64\.pth is not in the local Hugging Face cache.*known: csLG_"):
+        load_sae("csLG_32_4608_64")
+    with pytest.raises(ModelError, match="expected hub:OWNER/REPO"):
+        load_sae("hub:justone")
+
+
+def test_width_mismatch_names_the_embedding_model_needed(published, offline_cache):
+    _, path = published
+    add_to_cache(offline_cache, REPO, {FILE: path})
+    sae = load_sae(f"hub:{REPO}/{FILE}")
+    with pytest.raises(ModelError) as info:
+        check_compatible(sae, "sentence-transformers/all-MiniLM-L6-v2", 384)
+    msg = str(info.value)
+    assert msg.startswith("This SAE expects 1536-d embeddings from openai/text-embedding-3-small; "
+                          "got 384-d from sentence-transformers/all-MiniLM-L6-v2.")
+    assert "OPENAI_API_KEY" in msg and "\n" not in msg
+    with pytest.raises(ModelError, match="same width, different model"):
+        check_compatible(sae, "openai/text-embedding-ada-002", 1536)
+    check_compatible(sae, "openai/text-embedding-3-small", 1536)
+    check_compatible(sae, "text-embedding-3-small", 1536)
+    check_compatible(sae, None, 1536)  # stored embeddings of unknown origin: width is all we can check
+    with pytest.raises(ModelError, match="width 384 but this SAE expects 1536"):
+        sae.transform(np.zeros((2, 384), dtype=np.float32))
+
+
+@pytest.fixture(scope="module")
+def own_sae(yelp_embedded):
+    X = yelp_embedded[2]
+    sae = SparseAutoencoder(m=32, k=4, max_epochs=8, seed=0,
+                            embedding_model="sentence-transformers/all-MiniLM-L6-v2").fit(X)
+    return sae, X
+
+
+def test_own_format_save_load_gives_identical_codes(own_sae, tmp_path, offline_cache):
+    sae, X = own_sae
+    folder = sae.save(tmp_path / "mine")
+    before = sae.transform(X)
+    local = load_sae(str(folder))
+    after = local.transform(X)
+    assert (before != after).nnz == 0 and np.array_equal(before.indices, after.indices)
+    assert local.config_.embedding_model == "sentence-transformers/all-MiniLM-L6-v2"
+
+    # The same folder in a Hub repo, at the repo root and in a subfolder, resolved through the cache.
+    files = {"config.json": folder / "config.json", "model.safetensors": folder / "model.safetensors",
+             "v1/config.json": folder / "config.json", "v1/model.safetensors": folder / "model.safetensors"}
+    commit = commit_id("mine")
+    add_to_cache(offline_cache, "someone/my-sae", files, commit=commit)
+    for spec in ("hub:someone/my-sae", f"hub:someone/my-sae@{commit}", "hub:someone/my-sae/v1"):
+        hub = load_sae(spec)
+        assert (hub.transform(X) != before).nnz == 0
+        assert hub.source_["repo_id"] == "someone/my-sae" and hub.source_["revision"] == commit
+        check_compatible(hub, "sentence-transformers/all-MiniLM-L6-v2", X.shape[1])
+    with pytest.raises(ModelError, match="1536"):
+        check_compatible(load_sae("hub:someone/my-sae"), "openai/text-embedding-3-small", 1536)
+
+
+def test_pretrained_sae_saved_into_a_folder_keeps_its_source(published, tmp_path, offline_cache):
+    _, path = published
+    add_to_cache(offline_cache, REPO, {FILE: path}, commit=COMMIT)
+    sae = load_sae(f"hub:{REPO}/{FILE}")
+    folder = sae.save(tmp_path / "copy")
+    again = load_sae(str(folder))
+    assert again.source_["repo_id"] == REPO and again.source_["revision"] == COMMIT
+    assert again.config_.embedding_model == "openai/text-embedding-3-small"
+    X = np.random.default_rng(1).normal(size=(5, 1536)).astype(np.float32) * 0.05
+    assert (again.transform(X) != sae.transform(X)).nnz == 0
+
+
+def test_model_card_describes_architecture_data_and_metrics(own_sae, tmp_path):
+    sae, _ = own_sae
+    folder = sae.save(tmp_path / "card", extra={"training_data": {"table": "yelp-demo-val-2K.jsonl", "rows": 800}})
+    card = model_card(folder, "someone/yelp-sae")
+    assert card.startswith("---\n") and "sparse-autoencoder" in card
+    assert "| latents (m) | 32 |" in card and "| active latents per text (k) | 4 |" in card
+    assert "sentence-transformers/all-MiniLM-L6-v2" in card and "yelp-demo-val-2K.jsonl" in card
+    assert f"| val_nmse | {round(sae.metrics_['val_nmse'], 4)} |" in card
+    assert "hsae build --sae hub:someone/yelp-sae" in card
+
+
+def test_push_offline_fails_in_one_line_and_bad_folders_are_refused(own_sae, tmp_path, offline_cache):
+    sae, _ = own_sae
+    folder = sae.save(tmp_path / "push")
+    with pytest.raises(ModelError, match="HF_HUB_OFFLINE"):
+        push_sae(folder, "someone/yelp-sae")
+    with pytest.raises(ModelError, match="not an SAE folder"):
+        push_sae(tmp_path, "someone/yelp-sae")
+    with pytest.raises(ModelError, match="OWNER/NAME"):
+        push_sae(folder, "not a repo")
