@@ -1,0 +1,252 @@
+"""Everything the dashboard shows about SAE features, computed from sparse codes (CSR/CSC, never dense N x m).
+
+- ``feature_stats``: density, mean and max activation of every latent (one vectorised pass).
+- ``build_feature_table``: those statistics plus a label and keywords for each latent.
+- ``FeatureExplorer``: one feature's page: top and quantile documents, activation histogram,
+  nearest features by decoder cosine, co-occurring features, prevalence across a metadata column,
+  correlation of every latent with a column.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .errors import DataError
+from .progress import ProgressFn, report
+
+
+def feature_stats(codes: sp.spmatrix) -> pd.DataFrame:
+    """Per latent: n_active, density (share of documents where it fires), mean activation when active, max."""
+    codes = sp.csr_matrix(codes)
+    n, m = codes.shape
+    cols, vals = codes.indices, codes.data
+    positive = vals > 0
+    n_active = np.bincount(cols[positive], minlength=m)
+    total = np.bincount(cols[positive], weights=vals[positive], minlength=m)
+    max_act = np.zeros(m, dtype=np.float64)
+    np.maximum.at(max_act, cols[positive], vals[positive])
+    mean_act = np.divide(total, n_active, out=np.zeros(m), where=n_active > 0)
+    return pd.DataFrame({
+        "latent": np.arange(m),
+        "n_active": n_active.astype(np.int64),
+        "density": n_active / max(n, 1),
+        "mean_activation": mean_act,
+        "max_activation": max_act,
+    })
+
+
+def build_feature_table(texts: Sequence[str], codes: sp.spmatrix, progress: Optional[ProgressFn] = None) -> pd.DataFrame:
+    """Statistics plus an offline keyword label for every latent that ever fires."""
+    stats = feature_stats(codes)
+    alive = stats.loc[stats["n_active"] > 0, "latent"].to_numpy()
+    labels = {int(i): f"feature {i} (never fires)" for i in stats["latent"]}
+    keywords = {int(i): "" for i in stats["latent"]}
+    method = "none"
+    if len(alive):
+        report(progress, 0, 1, f"labelling {len(alive)} features with keywords")
+        try:
+            from .interpret import KeywordInterpreter
+        except ImportError:  # the interpreter module is optional; fall back to a plain top-document contrast
+            KeywordInterpreter = None
+        if KeywordInterpreter is not None:
+            for item in KeywordInterpreter().interpret(list(texts), sp.csr_matrix(codes), [int(i) for i in alive]):
+                labels[int(item.latent)] = item.label
+                keywords[int(item.latent)] = ", ".join(map(str, item.keywords or []))
+                method = item.method
+        else:
+            for latent, words in _contrast_keywords(texts, codes, alive).items():
+                labels[latent] = " / ".join(words[:3]) if words else f"feature {latent}"
+                keywords[latent] = ", ".join(words)
+            method = "keywords (top-document contrast)"
+        report(progress, 1, 1, "labelled")
+    stats.insert(1, "label", [labels[int(i)] for i in stats["latent"]])
+    stats.insert(2, "keywords", [keywords[int(i)] for i in stats["latent"]])
+    stats.insert(3, "label_method", method)
+    return stats
+
+
+def _contrast_keywords(texts, codes, latents, top_docs: int = 20, n_words: int = 6) -> dict[int, list[str]]:
+    """Words over-represented (log-odds, +0.5 smoothing) in each latent's top documents vs the corpus."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    vec = CountVectorizer(stop_words="english", min_df=2, max_features=20_000, binary=True)
+    try:
+        dtm = vec.fit_transform(list(texts)).tocsr()
+    except ValueError:  # empty vocabulary
+        return {int(i): [] for i in latents}
+    vocab = np.asarray(vec.get_feature_names_out())
+    n = dtm.shape[0]
+    df_all = np.asarray(dtm.sum(axis=0)).ravel()
+    base = np.log((df_all + 0.5) / (n - df_all + 0.5))
+    csc = sp.csr_matrix(codes).tocsc()
+    out = {}
+    for latent in latents:
+        lo, hi = csc.indptr[latent], csc.indptr[latent + 1]
+        docs, vals = csc.indices[lo:hi], csc.data[lo:hi]
+        docs = docs[np.argsort(-vals, kind="stable")[:top_docs]]
+        c_in = np.asarray(dtm[docs].sum(axis=0)).ravel()
+        score = np.log((c_in + 0.5) / (len(docs) - c_in + 0.5)) - base
+        score[c_in < max(2, len(docs) // 5)] = -np.inf
+        best = np.argsort(-score, kind="stable")[:n_words]
+        out[int(latent)] = [str(vocab[j]) for j in best if np.isfinite(score[j])]
+    return out
+
+
+def search_features(table: pd.DataFrame, query: str, limit: int = 50) -> pd.DataFrame:
+    """Features whose label or keywords contain every word of ``query`` (case-insensitive), densest first."""
+    words = [w for w in str(query).lower().split() if w]
+    if not words:
+        return table.head(0)
+    hay = (table["label"].astype(str) + " " + table["keywords"].astype(str)).str.lower()
+    mask = np.ones(len(table), dtype=bool)
+    for w in words:
+        mask &= hay.str.contains(w, regex=False).to_numpy()
+    return table[mask].sort_values("density", ascending=False).head(limit)
+
+
+def numeric_target(values: pd.Series, positive=None) -> np.ndarray:
+    """A column as numbers for correlation: numeric as is, bool as 0/1, a category as one-vs-rest 0/1."""
+    if positive is not None:
+        return (values.astype(str) == str(positive)).to_numpy(dtype=np.float64)
+    if values.dtype == bool:
+        return values.to_numpy(dtype=np.float64)
+    num = pd.to_numeric(values, errors="coerce")
+    if num.notna().all():
+        return num.to_numpy(dtype=np.float64)
+    raise DataError(f"Column '{values.name}' is not numeric; pick one of its values to compare against")
+
+
+class FeatureExplorer:
+    """Answers every question of a feature page from the workspace's sparse codes."""
+
+    def __init__(self, codes: sp.spmatrix, decoder_directions: np.ndarray):
+        self.csr = sp.csr_matrix(codes)
+        self.csc = self.csr.tocsc()  # column slices (one feature's documents) are O(nnz of that column)
+        self.n, self.m = self.csr.shape
+        W = np.asarray(decoder_directions, dtype=np.float32)
+        self.W = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-12)
+        self.density = np.asarray((self.csr > 0).sum(axis=0)).ravel() / max(self.n, 1)
+
+    def _check(self, latent: int) -> int:
+        latent = int(latent)
+        if not 0 <= latent < self.m:
+            raise DataError(f"Feature {latent} does not exist (this SAE has {self.m} features, 0..{self.m - 1})")
+        return latent
+
+    def activations(self, latent: int) -> tuple[np.ndarray, np.ndarray]:
+        """(document ids, activations) where the feature fires."""
+        latent = self._check(latent)
+        lo, hi = self.csc.indptr[latent], self.csc.indptr[latent + 1]
+        docs, vals = self.csc.indices[lo:hi], self.csc.data[lo:hi]
+        keep = vals > 0
+        return docs[keep].astype(np.int64), vals[keep]
+
+    def top_documents(self, latent: int, n: int = 10) -> pd.DataFrame:
+        docs, vals = self.activations(latent)
+        order = np.argsort(-vals, kind="stable")[:n]
+        return pd.DataFrame({"doc": docs[order], "activation": vals[order]})
+
+    def quantile_samples(self, latent: int, n_bins: int = 4, per_bin: int = 3, seed: int = 0) -> pd.DataFrame:
+        """A few documents from each activation quantile band (top band excluded: that is ``top_documents``)."""
+        docs, vals = self.activations(latent)
+        if len(docs) == 0:
+            return pd.DataFrame({"doc": [], "activation": [], "band": []})
+        edges = np.quantile(vals, np.linspace(0, 1, n_bins + 1))
+        rng = np.random.default_rng(seed)
+        rows = []
+        for b in range(n_bins - 1, -1, -1):
+            lo, hi = edges[b], edges[b + 1]
+            in_band = np.flatnonzero((vals >= lo) & ((vals < hi) if b < n_bins - 1 else (vals <= hi)))
+            pick = rng.choice(in_band, size=min(per_bin, len(in_band)), replace=False) if len(in_band) else []
+            band = f"q{int(100 * b / n_bins)}-{int(100 * (b + 1) / n_bins)}"
+            rows.extend((int(docs[i]), float(vals[i]), band) for i in sorted(pick, key=lambda i: -vals[i]))
+        return pd.DataFrame(rows, columns=["doc", "activation", "band"])
+
+    def histogram(self, latent: int, bins: int = 30) -> tuple[np.ndarray, np.ndarray]:
+        """(counts, bin edges) of the feature's positive activations."""
+        _, vals = self.activations(latent)
+        if len(vals) == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        return np.histogram(vals, bins=bins)
+
+    def nearest(self, latent: int, n: int = 10) -> pd.DataFrame:
+        """Features whose decoder directions are closest (cosine) to this one."""
+        latent = self._check(latent)
+        cos = self.W @ self.W[latent]
+        cos[latent] = -np.inf
+        n = min(n, self.m - 1)
+        top = np.argpartition(-cos, n)[:n] if n < self.m - 1 else np.arange(self.m)[np.arange(self.m) != latent]
+        top = top[np.argsort(-cos[top], kind="stable")]
+        return pd.DataFrame({"latent": top, "cosine": cos[top]})
+
+    def cooccurring(self, latent: int, n: int = 10) -> pd.DataFrame:
+        """Features that fire most often in the same documents; lift = P(other | this) / P(other)."""
+        docs, _ = self.activations(latent)
+        if len(docs) == 0:
+            return pd.DataFrame({"latent": [], "together": [], "share": [], "lift": []})
+        rows = self.csr[docs]
+        counts = np.bincount(rows.indices[rows.data > 0], minlength=self.m)
+        counts[latent] = 0
+        top = np.argsort(-counts, kind="stable")[:n]
+        top = top[counts[top] > 0]
+        share = counts[top] / len(docs)
+        lift = np.divide(share, self.density[top], out=np.zeros(len(top)), where=self.density[top] > 0)
+        return pd.DataFrame({"latent": top, "together": counts[top], "share": share, "lift": lift})
+
+    def prevalence_by(self, latent: int, values: pd.Series, max_groups: int = 12) -> pd.DataFrame:
+        """Share of documents where the feature fires, per value of a metadata column (numeric columns binned)."""
+        if len(values) != self.n:
+            raise DataError(f"Column has {len(values)} values but there are {self.n} documents")
+        groups = _group_values(values.reset_index(drop=True), max_groups)
+        docs, vals = self.activations(latent)
+        active = np.zeros(self.n, dtype=bool)
+        active[docs] = True
+        act = np.zeros(self.n)
+        act[docs] = vals
+        frame = pd.DataFrame({"group": groups, "active": active, "activation": act})
+        out = frame.groupby("group", observed=True, sort=True).agg(
+            n_docs=("active", "size"), active_share=("active", "mean"), mean_activation=("activation", "mean"))
+        return out.reset_index()
+
+    def correlations(self, y: np.ndarray) -> np.ndarray:
+        """(m,) Pearson correlation of every latent's activation with y."""
+        from .select import correlation_scores
+
+        return correlation_scores(self.csr, np.asarray(y, dtype=np.float64))
+
+    def page(self, latent: int, column: Optional[pd.Series] = None) -> dict:
+        """All of a feature page's data in one call (what the dashboard computes when a feature is opened)."""
+        out = {
+            "top": self.top_documents(latent),
+            "quantiles": self.quantile_samples(latent),
+            "histogram": self.histogram(latent),
+            "nearest": self.nearest(latent),
+            "cooccurring": self.cooccurring(latent),
+        }
+        if column is not None:
+            out["prevalence"] = self.prevalence_by(latent, column)
+        return out
+
+
+def _group_values(values: pd.Series, max_groups: int) -> pd.Series:
+    num = pd.to_numeric(values, errors="coerce")
+    if num.notna().all() and values.dtype != bool and values.nunique() > max_groups:
+        return pd.qcut(num, q=min(max_groups, 10), duplicates="drop").astype(str)
+    groups = values.astype(str)
+    top = groups.value_counts().index[: max_groups - 1]
+    if groups.nunique() > max_groups:
+        groups = groups.where(groups.isin(top), "(other)")
+    return groups
+
+
+def text_features(sae, vector: np.ndarray, table: pd.DataFrame) -> pd.DataFrame:
+    """Active features of one embedded text: latent, activation, label, strongest first."""
+    z = sae.transform(np.asarray(vector, dtype=np.float32).reshape(1, -1))
+    ids, vals = z.indices, z.data
+    order = np.argsort(-vals, kind="stable")
+    ids, vals = ids[order], vals[order]
+    labels = table.set_index("latent").loc[ids, "label"].to_numpy() if len(ids) else []
+    return pd.DataFrame({"latent": ids.astype(np.int64), "activation": vals, "label": labels})

@@ -1,0 +1,119 @@
+"""Workspaces: built step by step from real data, reused when unchanged, intact after a failed build."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from hsae_core.errors import DataError, HsaeError, ModelError
+from hsae_core.sae import SparseAutoencoder
+from hsae_core.workspace import (DEMO_HELP, FILES, MANIFEST, Workspace, build_workspace, demo_frame,
+                                 list_workspaces)
+from ws_fixtures import SMALL_K, SMALL_M, small_frame, small_workspace  # noqa: F401
+
+
+def test_build_produces_every_part(small_workspace):
+    ws = Workspace.open(small_workspace)
+    assert len(ws) == 600 and len(ws.frame) == 600
+    assert ws.embeddings.shape == (600, 384)
+    assert ws.codes.shape == (600, SMALL_M)
+    assert np.diff(ws.codes.indptr).max() <= SMALL_K
+    assert ws.index.ntotal == 600
+    feats = ws.features
+    assert len(feats) == SMALL_M and set(["label", "keywords", "density", "mean_activation"]) <= set(feats.columns)
+    alive = feats[feats["n_active"] > 0]
+    assert (alive["keywords"].str.len() > 0).mean() > 0.8, "most live features get keywords"
+    info = ws.overview()
+    assert info["m"] == SMALL_M and info["k"] == SMALL_K and 0 < info["nmse"] < 1
+    assert info["embedding_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert "split" in info["columns"] and ws.text_col == "text"
+    assert small_workspace in list_workspaces(small_workspace.parent)
+
+
+def test_rebuild_reuses_every_step(small_workspace, yelp_frames):
+    before = {s: os.stat(small_workspace / FILES[s]).st_mtime_ns for s in FILES}
+    messages = []
+    build_workspace(small_workspace, frame=small_frame(yelp_frames), text_col="text", m=SMALL_M, k=SMALL_K,
+                    progress=lambda d, t, msg="": messages.append(msg))
+    assert sorted(m for m in messages if m.endswith("reused")) == sorted(f"{s}: reused" for s in FILES)
+    assert {s: os.stat(small_workspace / FILES[s]).st_mtime_ns for s in FILES} == before
+
+
+def test_changed_k_retrains_but_keeps_embeddings(tmp_path, small_workspace, yelp_frames):
+    import shutil
+
+    ws_dir = tmp_path / "copy"
+    shutil.copytree(small_workspace, ws_dir)
+    emb_mtime = os.stat(ws_dir / FILES["embeddings"]).st_mtime_ns
+    messages = []
+    ws = build_workspace(ws_dir, frame=small_frame(yelp_frames), text_col="text", m=SMALL_M, k=2,
+                         progress=lambda d, t, msg="": messages.append(msg))
+    assert "embeddings: reused" in messages and "table: reused" in messages
+    assert "sae: reused" not in messages
+    assert os.stat(ws_dir / FILES["embeddings"]).st_mtime_ns == emb_mtime
+    assert np.diff(ws.codes.indptr).max() <= 2 and ws.overview()["k"] == 2
+
+
+def test_failed_build_leaves_previous_workspace_intact(tmp_path, small_workspace, yelp_frames):
+    import shutil
+
+    ws_dir = tmp_path / "copy"
+    shutil.copytree(small_workspace, ws_dir)
+    manifest = (ws_dir / MANIFEST).read_text()
+    wrong_width = SparseAutoencoder(m=8, k=2, max_epochs=1).fit(np.random.default_rng(0).normal(size=(64, 16)))
+    # A different table (first 100 rows) is staged, then the incompatible SAE fails the build.
+    with pytest.raises(ModelError, match="16-d inputs"):
+        build_workspace(ws_dir, frame=small_frame(yelp_frames).iloc[:100], text_col="text", sae=wrong_width)
+    assert (ws_dir / MANIFEST).read_text() == manifest
+    ws = Workspace.open(ws_dir)
+    assert len(ws.frame) == 600 and ws.codes.shape[0] == 600
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".copy.build-")], "staging folder cleaned up"
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, yelp_frames):
+    frame = small_frame(yelp_frames).iloc[:20]
+    with pytest.raises(DataError, match="Column 'body' not found"):
+        build_workspace(tmp_path / "a", frame=frame, text_col="body")
+    with pytest.raises(DataError, match="holds no text"):
+        build_workspace(tmp_path / "b", frame=frame.assign(text=""), text_col="text")
+    not_table = tmp_path / "notes.txt"
+    not_table.write_text("hello")
+    with pytest.raises(DataError, match="Unknown file type"):
+        build_workspace(tmp_path / "c", data_path=not_table, text_col="text")
+    garbage = tmp_path / "broken.parquet"
+    garbage.write_bytes(b"this is not parquet")
+    with pytest.raises(DataError, match="Could not read"):
+        build_workspace(tmp_path / "d", data_path=garbage, text_col="text")
+    with pytest.raises(DataError, match="not a workspace"):
+        Workspace.open(tmp_path)
+    assert not (tmp_path / "a").exists() or not (tmp_path / "a" / MANIFEST).exists()
+
+
+def test_stored_embeddings_workspace_works_without_an_embedder(tmp_path, yelp_embedded):
+    train, _, X_train, _ = yelp_embedded
+    frame = train.iloc[:200][["text", "stars"]]
+    ws = build_workspace(tmp_path / "stored", frame=frame, text_col="text", embeddings=X_train[:200], m=16, k=2)
+    assert ws.embedding_model == "stored"
+    np.testing.assert_array_equal(np.asarray(ws.embeddings), X_train[:200])
+    with pytest.raises(HsaeError, match="more like this document"):
+        ws.embed_query("great pizza")
+    with pytest.raises(DataError, match="one row per table row"):
+        build_workspace(tmp_path / "bad", frame=frame, text_col="text", embeddings=X_train[:10])
+
+
+def test_embed_query_rejects_empty_text(small_workspace):
+    with pytest.raises(DataError, match="empty"):
+        Workspace.open(small_workspace).embed_query("   ")
+
+
+def test_demo_frame_reads_both_files_and_marks_the_split(shared_data, tmp_path):
+    df = demo_frame(shared_data)
+    assert len(df) == 4000
+    assert df["split"].value_counts().to_dict() == {"val": 2000, "holdout": 2000}
+    assert {"text", "stars", "useful", "funny", "cool"} <= set(df.columns)
+    with pytest.raises(DataError) as err:
+        demo_frame(tmp_path)
+    assert "demo_data" in str(err.value) and "yelp-demo-val-2K.jsonl" in str(err.value)
+    assert "HypotheSAEs" in DEMO_HELP
