@@ -1,0 +1,218 @@
+"""Holdout statistics against statsmodels / scipy references, degenerate inputs, and real Yelp data."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+from scipy import stats as sps
+from scipy.special import expit
+from sklearn.linear_model import LinearRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import KFold, cross_val_predict
+from statsmodels.stats.multitest import multipletests
+
+from hsae_core.errors import DataError
+from hsae_core.sae import SparseAutoencoder
+from hsae_core.select import select_latents
+from hsae_core.stats import COLUMNS, embedding_baseline, evaluate_hypotheses, logit_sandwich_cov
+
+
+@pytest.fixture(scope="module")
+def holdout():
+    """500 documents x 6 hypotheses: two real effects, four nulls, a few failed annotations."""
+    rng = np.random.default_rng(7)
+    n = 500
+    A = (rng.random((n, 6)) < [0.3, 0.5, 0.2, 0.4, 0.6, 0.1]).astype(float)
+    y = 0.8 * A[:, 0] - 0.5 * A[:, 1] + rng.normal(0, 1, n)
+    A[rng.random(n) < 0.05, 2] = np.nan
+    A[rng.random(n) < 0.03, 4] = np.nan
+    return A, y
+
+
+def complete_rows(A):
+    return ~np.isnan(A).any(axis=1)
+
+
+def test_univariate_columns_match_scipy_welch(holdout):
+    A, y = holdout
+    table, _ = evaluate_hypotheses(A, y, "continuous", names=list("abcdef"))
+    assert list(table.columns) == COLUMNS and list(table["hypothesis"]) == list("abcdef")
+    for j in range(A.shape[1]):
+        seen = ~np.isnan(A[:, j])
+        a, yy = A[seen, j], y[seen]
+        ref = sps.ttest_ind(yy[a == 1], yy[a == 0], equal_var=False)
+        row = table.iloc[j]
+        assert row["n"] == seen.sum()
+        assert row["prevalence"] == pytest.approx(a.mean())
+        assert row["separation"] == pytest.approx(yy[a == 1].mean() - yy[a == 0].mean())
+        assert row["separation_t"] == pytest.approx(ref.statistic)
+        assert row["separation_p"] == pytest.approx(ref.pvalue)
+
+
+def test_ols_hc3_and_corrections_match_statsmodels(holdout):
+    A, y = holdout
+    table, summary = evaluate_hypotheses(A, y, "continuous", alpha=0.05)
+    keep = complete_rows(A)
+    ref = sm.OLS(y[keep], sm.add_constant(A[keep])).fit(cov_type="HC3")
+    np.testing.assert_allclose(table["coef"], ref.params[1:], rtol=1e-10)
+    np.testing.assert_allclose(table["coef_se"], ref.bse[1:], rtol=1e-10)
+    np.testing.assert_allclose(table["coef_p"], ref.pvalues[1:], rtol=1e-8)
+    assert summary["r2_in_sample"] == pytest.approx(ref.rsquared)
+    assert summary["n_complete_rows"] == keep.sum() and summary["n_rows"] == len(y)
+    assert summary["n_missing_annotations"] == np.isnan(A).sum()
+
+    reject_b, p_b, _, _ = multipletests(ref.pvalues[1:], alpha=0.05, method="bonferroni")
+    reject_q, q, _, _ = multipletests(ref.pvalues[1:], alpha=0.05, method="fdr_bh")
+    np.testing.assert_allclose(table["p_bonferroni"], p_b)
+    np.testing.assert_allclose(table["q_fdr"], q)
+    np.testing.assert_array_equal(table["significant_bonferroni"], reject_b)
+    np.testing.assert_array_equal(table["significant_fdr"], reject_q)
+    # The two planted effects are found, with the right signs.
+    assert table.loc[0, "significant_bonferroni"] and table.loc[0, "coef"] > 0
+    assert table.loc[1, "significant_bonferroni"] and table.loc[1, "coef"] < 0
+    assert summary["n_significant_bonferroni"] == int(reject_b.sum())
+
+
+def test_cross_validated_r2_is_seeded_out_of_fold_ols(holdout):
+    A, y = holdout
+    _, s1 = evaluate_hypotheses(A, y, "continuous", cv_folds=5, seed=3)
+    _, s2 = evaluate_hypotheses(A, y, "continuous", cv_folds=5, seed=3)
+    keep = complete_rows(A)
+    pred = cross_val_predict(LinearRegression(), A[keep], y[keep], cv=KFold(5, shuffle=True, random_state=3))
+    want = 1 - np.sum((y[keep] - pred) ** 2) / np.sum((y[keep] - y[keep].mean()) ** 2)
+    assert s1["r2_cv"] == pytest.approx(want) == s2["r2_cv"]
+    assert 0 < s1["r2_cv"] < s1["r2_in_sample"]
+
+
+def test_degenerate_columns_are_explained_not_fatal(holdout):
+    A, y = holdout
+    n = len(y)
+    extra = np.column_stack([np.ones(n), np.zeros(n), A[:, 0], 1 - A[:, 1], np.full(n, np.nan)])
+    A2 = np.column_stack([A, extra])
+    names = [f"h{j}" for j in range(A2.shape[1])]
+    table, summary = evaluate_hypotheses(A2, y, "continuous", names=names)
+    bad = table.iloc[6:]
+    assert bad["coef"].isna().all() and bad["coef_p"].isna().all()
+    assert not bad["significant_bonferroni"].any() and not bad["significant_fdr"].any()
+    notes = list(bad["note"])
+    assert "present in every" in notes[0] and "absent from every" in notes[1]
+    assert "'h0' (identical)" in notes[2] and "'h1' (its complement)" in notes[3]
+    assert "no successful annotation" in notes[4]
+    assert np.isnan(bad.iloc[0]["separation_p"])  # nothing to compare against
+    # The healthy hypotheses get exactly the model without the degenerate ones.
+    keep = complete_rows(A)
+    ref = sm.OLS(y[keep], sm.add_constant(A[keep])).fit(cov_type="HC3")
+    np.testing.assert_allclose(table["coef_p"][:6], ref.pvalues[1:], rtol=1e-8)
+    assert summary["n_in_model"] == 6 and summary["n_tested"] == 6
+    # Bonferroni counts only the tested hypotheses.
+    np.testing.assert_allclose(table["p_bonferroni"][:6], np.minimum(ref.pvalues[1:] * 6, 1))
+
+
+def test_binary_target_logistic_with_hc3_sandwich(holdout):
+    A, _ = holdout
+    rng = np.random.default_rng(11)
+    keep_all = complete_rows(A)
+    logits = -0.3 + 1.2 * A[:, 0] - 0.8 * A[:, 1]
+    y = (rng.random(len(A)) < expit(np.nan_to_num(logits))).astype(float)
+    table, summary = evaluate_hypotheses(A, y, "binary")
+    X = sm.add_constant(A[keep_all])
+    ref = sm.Logit(y[keep_all], X).fit(disp=0)
+    np.testing.assert_allclose(table["coef"], ref.params[1:], rtol=1e-6)
+    # HC0 through our sandwich equals statsmodels' robust covariance...
+    hc0 = sm.Logit(y[keep_all], X).fit(disp=0, cov_type="HC0")
+    np.testing.assert_allclose(np.sqrt(np.diag(logit_sandwich_cov(X, y[keep_all], ref.params, "HC0"))), hc0.bse, rtol=1e-6)
+    # ...and HC3 equals the textbook per-row formula.
+    p = expit(X @ ref.params)
+    bread = np.linalg.inv((X * (p * (1 - p))[:, None]).T @ X)
+    meat = np.zeros_like(bread)
+    for i in range(len(X)):
+        h = p[i] * (1 - p[i]) * X[i] @ bread @ X[i]
+        u = X[i] * (y[keep_all][i] - p[i]) / (1 - h)
+        meat += np.outer(u, u)
+    se3 = np.sqrt(np.diag(bread @ meat @ bread))
+    np.testing.assert_allclose(table["coef_se"], se3[1:], rtol=1e-6)
+    np.testing.assert_allclose(table["coef_p"], 2 * sps.norm.sf(np.abs(ref.params[1:] / se3[1:])), rtol=1e-6)
+    assert summary["metric"] == "auc" and "r2_cv" not in summary
+    assert summary["auc_in_sample"] == pytest.approx(roc_auc_score(y[keep_all], ref.predict()))
+    assert 0.5 < summary["auc_cv"] <= summary["auc_in_sample"] + 0.05
+    assert table.loc[0, "significant_fdr"] and table.loc[0, "coef"] > 0
+
+
+def test_logistic_separation_never_crashes():
+    rng = np.random.default_rng(5)
+    n = 300
+    A = (rng.random((n, 3)) < 0.5).astype(float)
+    # Jointly separable, though each hypothesis alone has both classes on each side.
+    y = (A[:, 0] + A[:, 1] - A[:, 2] >= 1).astype(float)
+    table, summary = evaluate_hypotheses(A, y, "binary")
+    assert table["coef_p"].isna().all() and np.isfinite(table["coef"]).all()
+    assert "separate the target" in summary["notes"][0] and "separate the target" in table.loc[0, "note"]
+    assert summary["auc_in_sample"] == pytest.approx(1.0)
+    # A single hypothesis that alone separates is left out; the others are still tested.
+    y2 = (rng.random(n) < 0.4).astype(float)
+    A2 = np.column_stack([(rng.random(n) < 0.5).astype(float), y2 * (rng.random(n) < 0.5)])
+    table2, _ = evaluate_hypotheses(A2, y2, "binary")
+    assert np.isfinite(table2.loc[0, "coef_p"]) and np.isnan(table2.loc[1, "coef_p"])
+    assert "perfectly separates" in table2.loc[1, "note"]
+
+
+def test_rare_hypothesis_and_too_few_rows():
+    rng = np.random.default_rng(9)
+    A = (rng.random((60, 2)) < 0.5).astype(float)
+    A[:, 1] = 0
+    A[7, 1] = 1  # present once: leverage 1, no robust SE
+    y = rng.normal(size=60)
+    table, _ = evaluate_hypotheses(A, y, "continuous")
+    assert np.isfinite(table.loc[0, "coef_p"]) and np.isnan(table.loc[1, "coef_p"])
+    assert "present in 1 of the 60" in table.loc[1, "note"]
+    # 6 healthy, independent hypotheses but only 7 rows annotated for all of them: no residual df left.
+    A3 = np.zeros((9, 6))
+    for j in range(6):
+        A3[[j, j + 1, 8 - j % 2], j] = 1
+    A3[7:, 5] = np.nan
+    table3, summary3 = evaluate_hypotheses(A3, rng.normal(size=9), "continuous")
+    assert table3["coef_p"].isna().all() and "only 7 rows" in summary3["notes"][0]
+    assert np.isfinite(table3["separation"]).all()  # univariate results still reported
+
+
+def test_end_to_end_on_real_yelp_codes(yelp_embedded):
+    """Select latents on train, annotate holdout by activation, test against holdout stars."""
+    train, hold, X_train, X_hold = yelp_embedded
+    sae = SparseAutoencoder(m=64, k=4, max_epochs=30, seed=0).fit(X_train)
+    sel = select_latents(sae.transform(X_train), train["stars"].to_numpy(float), "separation", n=6, top_n=50)
+    annotations = (sae.transform(X_hold)[:, sel.latents].toarray() > 0).astype(float)
+    table, summary = evaluate_hypotheses(annotations, hold["stars"].to_numpy(float), "continuous",
+                                         names=[f"latent {j}" for j in sel.latents])
+    assert summary["n_rows"] == len(hold) and summary["r2_in_sample"] > 0.05
+    assert summary["n_significant_fdr"] >= 1
+    # Train-side sign of separation agrees with holdout for the significant hypotheses.
+    sig = table["significant_fdr"].to_numpy()
+    assert np.all(np.sign(table["separation"].to_numpy()[sig]) == np.sign(sel.scores[sig]))
+
+    base = embedding_baseline(X_train, train["stars"], X_hold, hold["stars"], "continuous")
+    assert base["model"] == "ridge" and base["metric"] == "r2" and base["value"] > summary["r2_cv"]
+    good_tr, good_ho = (train["stars"] >= 4).astype(float), (hold["stars"] >= 4).astype(float)
+    base_b = embedding_baseline(X_train, good_tr, X_hold, good_ho, "binary", seed=0)
+    assert base_b["model"] == "logistic" and base_b["value"] > 0.8 and base_b["C"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (dict(annotations=np.zeros((5, 2)), y=np.arange(4.0), kind="continuous"), "same holdout documents"),
+    (dict(annotations=np.full((5, 1), 2.0), y=np.arange(5.0), kind="continuous"), "0 .absent., 1 .present. or NaN"),
+    (dict(annotations=np.zeros((5, 2)), y=np.ones(5), kind="continuous"), "constant"),
+    (dict(annotations=np.zeros((5, 2)), y=np.arange(5.0), kind="binary"), "coded 0/1"),
+    (dict(annotations=np.zeros((5, 2)), y=np.arange(5.0), kind="ordinal"), "continuous, binary"),
+    (dict(annotations=np.zeros((5, 2)), y=np.arange(5.0), kind="continuous", names=["a"]), "2 annotation columns"),
+    (dict(annotations=np.zeros((5, 2)), y=np.arange(5.0), kind="continuous", cv_folds=1), "cv_folds"),
+])
+def test_bad_inputs_raise_clear_data_errors(args, message):
+    with pytest.raises(DataError, match=message):
+        evaluate_hypotheses(**args)
+
+
+def test_embedding_baseline_rejects_mismatched_inputs():
+    X = np.random.default_rng(0).normal(size=(20, 4))
+    with pytest.raises(DataError, match="same model"):
+        embedding_baseline(X, np.arange(20.0), X[:, :3], np.arange(20.0), "continuous")
+    with pytest.raises(DataError, match="single class"):
+        embedding_baseline(X, np.r_[np.zeros(10), np.ones(10)], X, np.zeros(20), "binary")
