@@ -47,52 +47,18 @@ def build_feature_table(texts: Sequence[str], codes: sp.spmatrix, progress: Opti
     method = "none"
     if len(alive):
         report(progress, 0, 1, f"labelling {len(alive)} features with keywords")
-        try:
-            from .interpret import KeywordInterpreter
-        except ImportError:  # the interpreter module is optional; fall back to a plain top-document contrast
-            KeywordInterpreter = None
-        if KeywordInterpreter is not None:
-            for item in KeywordInterpreter().interpret(list(texts), sp.csr_matrix(codes), [int(i) for i in alive]):
-                labels[int(item.latent)] = item.label
-                keywords[int(item.latent)] = ", ".join(map(str, item.keywords or []))
-                method = item.method
-        else:
-            for latent, words in _contrast_keywords(texts, codes, alive).items():
-                labels[latent] = " / ".join(words[:3]) if words else f"feature {latent}"
-                keywords[latent] = ", ".join(words)
-            method = "keywords (top-document contrast)"
+        from .interpret import KeywordInterpreter
+
+        for item in KeywordInterpreter().interpret(list(texts), sp.csr_matrix(codes), [int(i) for i in alive],
+                                                         progress=progress):
+            labels[int(item.latent)] = item.label
+            keywords[int(item.latent)] = ", ".join(map(str, item.keywords or []))
+            method = f"{item.method} (offline, contrastive log-odds)"
         report(progress, 1, 1, "labelled")
     stats.insert(1, "label", [labels[int(i)] for i in stats["latent"]])
     stats.insert(2, "keywords", [keywords[int(i)] for i in stats["latent"]])
     stats.insert(3, "label_method", method)
     return stats
-
-
-def _contrast_keywords(texts, codes, latents, top_docs: int = 20, n_words: int = 6) -> dict[int, list[str]]:
-    """Words over-represented (log-odds, +0.5 smoothing) in each latent's top documents vs the corpus."""
-    from sklearn.feature_extraction.text import CountVectorizer
-
-    vec = CountVectorizer(stop_words="english", min_df=2, max_features=20_000, binary=True)
-    try:
-        dtm = vec.fit_transform(list(texts)).tocsr()
-    except ValueError:  # empty vocabulary
-        return {int(i): [] for i in latents}
-    vocab = np.asarray(vec.get_feature_names_out())
-    n = dtm.shape[0]
-    df_all = np.asarray(dtm.sum(axis=0)).ravel()
-    base = np.log((df_all + 0.5) / (n - df_all + 0.5))
-    csc = sp.csr_matrix(codes).tocsc()
-    out = {}
-    for latent in latents:
-        lo, hi = csc.indptr[latent], csc.indptr[latent + 1]
-        docs, vals = csc.indices[lo:hi], csc.data[lo:hi]
-        docs = docs[np.argsort(-vals, kind="stable")[:top_docs]]
-        c_in = np.asarray(dtm[docs].sum(axis=0)).ravel()
-        score = np.log((c_in + 0.5) / (len(docs) - c_in + 0.5)) - base
-        score[c_in < max(2, len(docs) // 5)] = -np.inf
-        best = np.argsort(-score, kind="stable")[:n_words]
-        out[int(latent)] = [str(vocab[j]) for j in best if np.isfinite(score[j])]
-    return out
 
 
 def search_features(table: pd.DataFrame, query: str, limit: int = 50) -> pd.DataFrame:

@@ -82,7 +82,7 @@ class SteeredSearch:
 
     def code(self, vector: np.ndarray) -> np.ndarray:
         """Dense (m,) SAE code of one query vector."""
-        x = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        x = np.array(vector, dtype=np.float32).reshape(1, -1)  # a writable copy (rows may come from a memmap)
         return np.asarray(self.sae.transform(x).toarray()[0], dtype=np.float32)
 
     def query_code(self, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -38,7 +38,7 @@ FILES = {
 STEPS = tuple(FILES)
 LAYOUT_FILE, LAYOUT_META = "umap.npy", "umap.json"
 STORED_MODEL = "stored"
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 
 
 def _digest(*parts) -> str:

@@ -1,0 +1,100 @@
+"""Feature statistics and the feature page, checked against dense computations on a real workspace."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hsae_core.errors import DataError
+from hsae_core.features import FeatureExplorer, feature_stats, search_features, text_features
+from hsae_core.workspace import Workspace
+from ws_fixtures import small_workspace  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def ws(small_workspace):
+    return Workspace.open(small_workspace)
+
+
+@pytest.fixture(scope="module")
+def fx(ws):
+    return FeatureExplorer(ws.codes, ws.sae.decoder_directions)
+
+
+def busiest(ws) -> int:
+    return int(ws.features.sort_values("n_active", ascending=False)["latent"].iloc[0])
+
+
+def test_stats_match_dense_computation(ws):
+    dense = ws.codes.toarray()
+    stats = feature_stats(ws.codes)
+    np.testing.assert_array_equal(stats["n_active"], (dense > 0).sum(0))
+    np.testing.assert_allclose(stats["max_activation"], dense.max(0), rtol=1e-6)
+    with np.errstate(invalid="ignore"):
+        mean = np.where((dense > 0).sum(0) > 0, dense.sum(0) / np.maximum((dense > 0).sum(0), 1), 0)
+    np.testing.assert_allclose(stats["mean_activation"], mean, rtol=1e-5)
+    np.testing.assert_allclose(ws.features["density"], (dense > 0).mean(0))
+
+
+def test_feature_page_documents_histogram_and_neighbours(ws, fx):
+    j = busiest(ws)
+    col = ws.codes[:, j].toarray().ravel()
+    top = fx.top_documents(j, n=5)
+    np.testing.assert_array_equal(top["doc"], np.argsort(-col, kind="stable")[:5])
+    q = fx.quantile_samples(j)
+    assert len(q) > 0 and q["activation"].max() <= top["activation"].iloc[0]
+    assert (q["band"] == "q0-25").any(), "documents from the lowest quartile are shown"
+    counts, edges = fx.histogram(j, bins=20)
+    assert counts.sum() == (col > 0).sum() and len(edges) == 21
+    W = ws.sae.decoder_directions
+    cos = (W / np.linalg.norm(W, axis=1, keepdims=True)) @ (W[j] / np.linalg.norm(W[j]))
+    cos[j] = -np.inf
+    near = fx.nearest(j, n=5)
+    np.testing.assert_array_equal(near["latent"], np.argsort(-cos, kind="stable")[:5])
+
+
+def test_cooccurrence_matches_dense_product(ws, fx):
+    j = busiest(ws)
+    B = (ws.codes.toarray() > 0).astype(int)
+    together = B[B[:, j] == 1].sum(0)
+    together[j] = 0
+    co = fx.cooccurring(j, n=5)
+    np.testing.assert_array_equal(co["together"], np.sort(together)[::-1][:5])
+    assert (co["share"] <= 1).all() and (co["lift"] > 0).all()
+
+
+def test_prevalence_by_a_metadata_column(ws, fx):
+    j = busiest(ws)
+    prev = fx.prevalence_by(j, ws.frame["stars"])
+    active = ws.codes[:, j].toarray().ravel() > 0
+    expected = pd.Series(active).groupby(ws.frame["stars"].astype(str)).mean()
+    got = prev.set_index("group")["active_share"]
+    pd.testing.assert_series_equal(got.sort_index(), expected.sort_index(), check_names=False)
+    assert prev["n_docs"].sum() == 600
+    with pytest.raises(DataError):
+        fx.prevalence_by(j, ws.frame["stars"].iloc[:10])
+
+
+def test_correlation_with_stars_finds_sentiment_features(ws, fx):
+    r = fx.correlations(ws.frame["stars"].to_numpy(float))
+    assert r.shape == (64,) and np.abs(r).max() > 0.3
+    most_negative = int(np.argmin(r))
+    assert ws.frame["stars"][ws.codes[:, most_negative].toarray().ravel() > 0].mean() < ws.frame["stars"].mean()
+
+
+def test_label_search_and_typed_text(ws):
+    table = ws.features
+    j = busiest(ws)
+    word = table.loc[j, "keywords"].split(", ")[0]
+    hits = search_features(table, word.upper())
+    assert j in hits["latent"].tolist()
+    assert search_features(table, "   ").empty
+    text = ws.texts[5]
+    active = text_features(ws.sae, ws.embed_query(text), table)
+    np.testing.assert_array_equal(np.sort(active["latent"]), np.sort(ws.codes[5].indices))
+    assert active["activation"].is_monotonic_decreasing and active["label"].notna().all()
+
+
+def test_unknown_feature_is_a_clear_error(fx):
+    with pytest.raises(DataError, match="does not exist"):
+        fx.top_documents(999)
