@@ -253,3 +253,49 @@ def test_push_offline_fails_in_one_line_and_bad_folders_are_refused(own_sae, tmp
         push_sae(tmp_path, "someone/yelp-sae")
     with pytest.raises(ModelError, match="OWNER/NAME"):
         push_sae(folder, "not a repo")
+
+
+def _cli(args, env):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "hsae_core.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_push_uploads_folder_with_card_and_it_loads_back_identically(own_sae, tmp_path, monkeypatch):
+    from fake_hub import FakeHub
+
+    sae, X = own_sae
+    folder = sae.save(tmp_path / "to-push")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE",)}
+    with FakeHub() as hub:
+        env.update(HF_ENDPOINT=hub.url, HF_TOKEN="hf_test_token")
+        done = _cli(["push", str(folder), "--repo", "me/yelp-sae", "--private"], env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert f"{hub.url}/me/yelp-sae" in done.stdout
+        repo = hub.repos["me/yelp-sae"]
+        assert repo["private"] and repo["commits"] == ["Upload SAE with hsae"]
+        assert sorted(repo["files"]) == ["README.md", "config.json", "model.safetensors"]
+        assert repo["files"]["model.safetensors"] == (folder / "model.safetensors").read_bytes()
+        assert "| latents (m) | 32 |" in repo["files"]["README.md"].decode()
+
+        refused = _cli(["push", str(tmp_path), "--repo", "me/other"], env)
+        assert refused.returncode == 2 and refused.stderr.strip().startswith("hsae: error:")
+        assert "not an SAE folder" in refused.stderr and "me/other" not in hub.repos
+
+    # Pull it back through a Hub cache, as a user of the pushed repo would: same codes.
+    cache = tmp_path / "pull-cache"
+    add_to_cache(cache, "me/yelp-sae", dict(repo["files"]))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pulled = load_sae("hub:me/yelp-sae")
+    assert (pulled.transform(X) != sae.transform(X)).nnz == 0
+
+
+def test_cli_models_lists_the_registry():
+    done = _cli(["models", "--domain", "astroPH"], dict(os.environ))
+    assert done.returncode == 0
+    assert "hub:charlieoneill/embedding-saes/astroPH_64_9216_128.pth" in done.stdout
+    assert "csLG_" not in done.stdout and "JSALT2024-Astro-LLMs/astro_paper_corpus" in done.stdout
+    assert sum(line.startswith("astroPH_") for line in done.stdout.splitlines()) == 20
