@@ -28,6 +28,13 @@ log = logging.getLogger(__name__)
 
 # sklearn's English list without negations: "not good" and "never again" carry meaning here
 _NEGATIONS = {"not", "no", "never", "nothing", "nobody", "none", "nor", "cannot"}
+# apostrophes are folded before tokenising ("didn't" -> "didnt"); these pronoun contractions say nothing
+_FOLDED_STOP = {"im", "ive", "id", "youre", "youve", "youd", "theyre", "theyve", "thats", "theres", "its", "lets",
+                "hes", "shes", "weve", "whats", "heres", "itll", "theyll", "youll"}
+# ... and these are shown with their apostrophe back, so labels read naturally
+_UNFOLD = {w: w[:-2] + "n't" for w in ("didnt", "doesnt", "dont", "wasnt", "werent", "isnt", "arent", "couldnt",
+                                      "wouldnt", "shouldnt", "havent", "hasnt", "hadnt", "wont", "cant", "aint")}
+_UNFOLD.update({"wont": "won't", "cant": "can't", "aint": "ain't"})
 _SNIPPET_CHARS = 240
 
 
@@ -81,6 +88,10 @@ def _preprocess(text: str) -> str:
     return text.lower().replace("'", "").replace("\u2019", "")
 
 
+def _unfold(term: str) -> str:
+    return " ".join(_UNFOLD.get(w, w) for w in term.split())
+
+
 class KeywordInterpreter:
     """Offline contrastive keyword labels: top-activating texts vs. texts where the latent is silent.
 
@@ -104,7 +115,7 @@ class KeywordInterpreter:
         if self._fitted_for == fingerprint:
             return self.dtm_, self.vocab_
         min_df = self.min_df or (2 if len(texts) < 5000 else 3)
-        stop = sorted(set(ENGLISH_STOP_WORDS) - _NEGATIONS)
+        stop = sorted((set(ENGLISH_STOP_WORDS) - _NEGATIONS) | _FOLDED_STOP)
         vectorizer = CountVectorizer(preprocessor=_preprocess, token_pattern=r"(?u)\b[^\W\d_]{2,}\b",
                                      stop_words=stop, ngram_range=(1, 2), min_df=min(min_df, max(1, len(texts))),
                                      max_features=self.max_features, binary=True, dtype=np.float32)
@@ -165,7 +176,7 @@ class KeywordInterpreter:
                     out[j] = []
                     continue
                 best = np.argsort(-scores[i])[: 4 * self.n_keywords + 8]
-                ranked = [vocab[t] for t in best if np.isfinite(scores[i, t]) and scores[i, t] > 0]
+                ranked = [_unfold(vocab[t]) for t in best if np.isfinite(scores[i, t]) and scores[i, t] > 0]
                 out[j] = self._dedupe(ranked)
             report(progress, min(start + chunk, len(latents)), len(latents), "keywords")
         return out

@@ -16,7 +16,7 @@ from openai_server import openai_server, user_prompt  # noqa: F401  (fixture)
 
 NEGATIVE = {"not", "no", "never", "worst", "bad", "rude", "terrible", "horrible", "awful", "disappointed",
             "disappointing", "manager", "refund", "minutes", "waited", "wait", "cold", "told", "asked", "dirty",
-            "overpriced", "didnt", "wasnt", "complain", "poor", "worse", "mediocre", "bland", "nothing", "money"}
+            "overpriced", "didn't", "wasn't", "don't", "complain", "poor", "worse", "mediocre", "bland", "nothing", "money"}
 POSITIVE = {"great", "delicious", "amazing", "best", "love", "loved", "excellent", "friendly", "awesome", "perfect",
             "fantastic", "favorite", "nice", "recommend", "highly", "fresh", "enjoyed", "wonderful", "tasty", "good"}
 
