@@ -145,3 +145,15 @@ def test_parse_yes_no():
     assert parse_yes_no("Yes.") is True and parse_yes_no(" no, it does not") is False
     assert parse_yes_no("**YES**") is True
     assert parse_yes_no("maybe") is None and parse_yes_no(None) is None and parse_yes_no("") is None
+
+
+def test_unreachable_server_is_a_recorded_failure(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = LLMClient(model="m", api_key=SECRET, base_url=f"http://127.0.0.1:{port}/v1",
+                       cache_path=tmp_path / "c.sqlite", max_retries=1, backoff=0.01, timeout=2)
+    assert client.complete("anyone there?") is None
+    assert client.stats == {"requests": 2, "cache_hits": 0, "failures": 1, "retries": 1}
