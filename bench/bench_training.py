@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import (OUR_PYTHON, markdown_table, ratio, run_worker, save_json, setup_env, synthetic_path,
+from common import (OUR_PYTHON, markdown_table, ratio, ratio_or_bound, run_worker, save_json, setup_env, synthetic_path,
                     yelp_embeddings)
 from reference_env import ensure_reference_env
 
@@ -58,7 +58,8 @@ def tables(result: dict) -> str:
         o, t = r["ours"], r["ref"]
         label = [f"{r['data']} {r['n']:,}", r["m"], r["k"], r["epochs"]]
         os_, ts_ = _get(o, "train", "s_per_epoch"), _get(t, "train", "s_per_epoch")
-        train_rows.append(label + [os_, ts_ if ts_ is not None else f"failed: {_why(t, 'train')}", ratio(os_, ts_),
+        train_rows.append(label + [os_, ts_ if ts_ is not None else f"failed: {_why(t, 'train')}",
+                                   ratio_or_bound(os_ and os_ * r["epochs"], ts_ and ts_ * r["epochs"], _why(t, "train"), result["timeout_s"]),
                                    _get(o, "train", "nmse"), _get(t, "train", "nmse"),
                                    _get(o, "train", "extra_mib"), _get(t, "train", "extra_mib")])
         ob, tb = _get(o, "encode", "codes_bytes"), _get(t, "encode", "codes_bytes")

@@ -84,11 +84,14 @@ def yelp_embeddings() -> Path:
     return out
 
 
-def synthetic_embeddings(n: int, seed: int = 0, n_concepts: int = 2048, active: int = 8, noise: float = 0.3) -> np.ndarray:
+def synthetic_embeddings(n: int, seed: int = 0, n_concepts: int = 2048, active: int = 8, noise: float = 0.3,
+                         with_texts: bool = False):
     """Reproducible unit-norm vectors built like text embeddings are thought to be: a few concepts each.
 
     Each row mixes ``active`` of ``n_concepts`` random unit directions (Zipf-like popularity, positive
     exponential weights) plus isotropic noise, then is normalised. Generated in chunks, float32.
+    With ``with_texts`` also returns one pseudo-document per row naming its concepts ("c12 c907 ..."),
+    so text-based steps (keyword labels) have something consistent to read.
     """
     rng = np.random.default_rng(seed)
     dirs = rng.standard_normal((n_concepts, DIM)).astype(np.float32)
@@ -96,6 +99,7 @@ def synthetic_embeddings(n: int, seed: int = 0, n_concepts: int = 2048, active: 
     popularity = 1.0 / np.arange(1, n_concepts + 1) ** 0.7
     popularity /= popularity.sum()
     out = np.empty((n, DIM), dtype=np.float32)
+    texts: list[str] = []
     for start in range(0, n, 50_000):
         rows = min(50_000, n - start)
         picks = rng.choice(n_concepts, size=(rows, active), p=popularity)
@@ -104,7 +108,9 @@ def synthetic_embeddings(n: int, seed: int = 0, n_concepts: int = 2048, active: 
         block += noise * rng.standard_normal((rows, DIM)).astype(np.float32) / np.sqrt(DIM) * np.linalg.norm(block, axis=1, keepdims=True)
         block /= np.linalg.norm(block, axis=1, keepdims=True)
         out[start : start + rows] = block
-    return out
+        if with_texts:
+            texts.extend(" ".join(f"c{c}" for c in row) for row in picks.tolist())
+    return (out, texts) if with_texts else out
 
 
 def synthetic_path(n: int, seed: int = 0) -> Path:
@@ -191,6 +197,13 @@ def ratio(ours: Optional[float], theirs: Optional[float]) -> str:
     if ours is None or theirs is None or theirs == 0:
         return "—"
     return f"{ours / theirs:.3g}"
+
+
+def ratio_or_bound(ours: Optional[float], theirs: Optional[float], their_failure: str = "", limit: float = 0) -> str:
+    """Like ``ratio``; when the reference ran out of time, the bound that still tells: ``< ours/limit``."""
+    if theirs is None and ours is not None and their_failure.startswith("not finished") and limit:
+        return f"< {ours / limit:.3g}"
+    return ratio(ours, theirs)
 
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:

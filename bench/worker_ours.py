@@ -56,93 +56,105 @@ def do_select(task: dict) -> None:
 
 
 
-def do_scale(task: dict) -> None:
-    """Build the searchable parts of a workspace at size N (embedding excluded), then time steered search.
-
-    Mirrors what the product does for one corpus: train the SAE (on at most ``fit_rows`` rows, a fixed
-    number of epochs), encode every row to CSR, build the exact and the approximate FAISS index over the
-    embeddings, write embeddings, codes and SAE to a folder. Then one query at a time: encode the query,
-    turn one latent up, decode, add back the query's own residual, normalise, search top 10.
-    """
+def _components_build(X, sae, folder, nprobe):
+    """What build_workspace does minus keyword labels, with an IVF index instead of HNSW (used at 1M)."""
     import os
-    import tempfile
 
     import faiss
 
+    from hsae_core.features import feature_stats
+
+    os.makedirs(folder, exist_ok=True)
+    np.save(os.path.join(folder, "embeddings.npy"), X)
+    codes = sae.transform(X)
+    sp.save_npz(os.path.join(folder, "codes.npz"), codes)
+    sae.save(os.path.join(folder, "sae"))
+    feature_stats(codes).to_parquet(os.path.join(folder, "features.parquet"))
+    d, nlist = X.shape[1], 1024
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.train(X[np.random.default_rng(1).choice(len(X), min(len(X), 64 * nlist), replace=False)])
+    index.add(X)
+    index.nprobe = nprobe
+    faiss.write_index(index, os.path.join(folder, "index.faiss"))
+    return codes, index
+
+
+def do_scale(task: dict) -> None:
+    """Build a workspace at size N through the product (embedding excluded), then time steered search.
+
+    The SAE is trained first (fixed epochs on at most ``fit_rows`` rows, timed on its own) and handed to
+    ``build_workspace`` with the precomputed vectors, which then writes the table, embeddings, SAE,
+    CSR codes, feature labels and the FAISS index exactly as ``hsae build`` does. Search goes through
+    ``SteeredSearch.search`` (query code, one latent turned up, decode + residual, baseline and steered
+    k-NN, shared features per hit), once with the product's index and once with the other kind.
+    With ``mode="components"`` (1M) the same parts are built one by one, without keyword labels and
+    with an IVF-Flat index, because the product's HNSW build does not fit the time budget there.
+    """
+    import shutil
+    import tempfile
+
+    import faiss
+    import pandas as pd
+
     from common import synthetic_embeddings
     from hsae_core.sae import SparseAutoencoder
+    from hsae_core.search import SteeredSearch, build_index
+    from hsae_core.workspace import build_workspace
 
     n, m, k = task["n"], task["m"], task["k"]
-    X = synthetic_embeddings(n, seed=3)
-    folder = tempfile.mkdtemp(prefix="hsae-scale-", dir=task.get("tmp"))
-    stages = {}
-    with PeakRSS() as total:
-        with PeakRSS() as mem:
-            t0 = time.perf_counter()
-            rng = np.random.default_rng(0)
-            fit_rows = X if n <= task["fit_rows"] else X[np.sort(rng.choice(n, task["fit_rows"], replace=False))]
-            sae = SparseAutoencoder(m=m, k=k, max_epochs=task["epochs"], patience=task["epochs"] + 1, seed=0).fit(fit_rows)
-            stages["train_sae"] = (time.perf_counter() - t0, mem.extra_mib)
-        with PeakRSS() as mem:
-            t0 = time.perf_counter()
-            codes = sae.transform(X)
-            stages["encode"] = (time.perf_counter() - t0, None)
-        stages["encode"] = (stages["encode"][0], mem.extra_mib)
-        with PeakRSS() as mem:
-            t0 = time.perf_counter()
-            exact = faiss.IndexFlatIP(X.shape[1])
-            exact.add(X)
-            stages["index_exact"] = (time.perf_counter() - t0, mem.extra_mib)
-        with PeakRSS() as mem:
-            t0 = time.perf_counter()
-            nlist = int(4 * np.sqrt(n))
-            approx = faiss.IndexIVFFlat(faiss.IndexFlatIP(X.shape[1]), X.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
-            train_rows = X[np.random.default_rng(1).choice(n, min(n, 64 * nlist), replace=False)]
-            approx.train(train_rows)
-            approx.add(X)
-            approx.nprobe = task["nprobe"]
-            stages["index_approx"] = (time.perf_counter() - t0, mem.extra_mib)
-        with PeakRSS() as mem:
-            t0 = time.perf_counter()
-            np.save(os.path.join(folder, "embeddings.npy"), X)
-            sp.save_npz(os.path.join(folder, "codes.npz"), codes, compressed=False)
-            sae.save(os.path.join(folder, "sae"))
-            faiss.write_index(approx if n > 100_000 else exact, os.path.join(folder, "index.faiss"))
-            stages["write"] = (time.perf_counter() - t0, mem.extra_mib)
-    build_s = sum(s for s, _ in stages.values())
-    emit("build", n=n, build_s=build_s, peak_extra_mib=total.extra_mib, stages=stages,
-         codes_bytes=csr_bytes(codes), codes_nnz_per_row=codes.nnz / n, dense_codes_bytes=n * m * 4,
-         embeddings_bytes=int(X.nbytes), codes_sparse=bool(sp.issparse(codes)))
+    X, texts = synthetic_embeddings(n, seed=3, with_texts=True)
+    frame = pd.DataFrame({"text": texts})
+    del texts
+    root = tempfile.mkdtemp(prefix="hsae-scale-", dir=task.get("tmp"))
+    try:
+        with PeakRSS() as total:
+            with PeakRSS() as mem:
+                t0 = time.perf_counter()
+                rows = X if n <= task["fit_rows"] else X[np.sort(np.random.default_rng(0).choice(n, task["fit_rows"], replace=False))]
+                sae = SparseAutoencoder(m=m, k=k, max_epochs=task["epochs"], patience=task["epochs"] + 1, seed=0).fit(rows)
+                del rows
+                fit_s, fit_mib = time.perf_counter() - t0, mem.extra_mib
+            with PeakRSS() as mem:
+                t0 = time.perf_counter()
+                if task["mode"] == "product":
+                    ws = build_workspace(f"{root}/ws", frame=frame, text_col="text", embeddings=X, sae=sae)
+                    codes, index = ws.codes, ws.index
+                else:
+                    codes, index = _components_build(X, sae, f"{root}/parts", task["nprobe"])
+                build_s, build_mib = time.perf_counter() - t0, mem.extra_mib
+        emit("build", n=n, mode=task["mode"], fit_s=fit_s, fit_mib=fit_mib, build_s=build_s, build_mib=build_mib,
+             total_s=fit_s + build_s, peak_extra_mib=total.extra_mib, codes_sparse=bool(sp.issparse(codes)),
+             codes_bytes=csr_bytes(codes), dense_codes_bytes=n * m * 4, index_kind=type(index).__name__)
 
-    # --- steered single-query search, server side
-    faiss.omp_set_num_threads(1)
-    queries = synthetic_embeddings(task["queries"], seed=99)
-    W = sae.decoder_directions
-    times = {"exact": [], "approx": []}
-    recalls = []
-    for i, q in enumerate(queries):
-        for name, index in (("exact", exact), ("approx", approx)):
-            t0 = time.perf_counter()
-            qx = q[None, :]
-            code = sae.transform(qx)
-            residual = qx - sae.decode(code)
-            steered = code.toarray()
-            latent = int(code.indices[0]) if code.nnz else 0
-            steered[0, latent] += 1.0  # turn one present latent up
-            v = steered @ W + sae.model_.b_pre.detach().numpy() + residual
-            v = (v / np.linalg.norm(v)).astype(np.float32)
-            _, ids = index.search(v, 10)
-            times[name].append(time.perf_counter() - t0)
+        # The other index kind, for the latency comparison and recall of the approximate one.
+        t0 = time.perf_counter()
+        if task["mode"] == "product":
+            other = build_index(X, exact_limit=0 if n <= 100_000 else n)
+            exact, approx = (index, other) if n <= 100_000 else (other, index)
+        else:
+            other = build_index(X, exact_limit=n)
+            exact, approx = other, index
+        other_s = time.perf_counter() - t0
+        queries = synthetic_embeddings(task["queries"], seed=99)
+        lat, recalls = {}, []
+        for name, idx in (("exact", exact), ("approx", approx)):
+            search = SteeredSearch(X, sae, codes, index=idx)
+            times, hits = [], []
+            for q in queries:
+                z_ids, _ = search.query_code(q)  # the user picks a feature of the query: not timed
+                t0 = time.perf_counter()
+                res = search.search(q, edits={int(z_ids[0]) if len(z_ids) else 0: 2.0}, k=10)
+                times.append(time.perf_counter() - t0)
+                hits.append(set(res.ids.tolist()))
+            lat[name] = {"p50_ms": float(np.percentile(times, 50) * 1e3), "p95_ms": float(np.percentile(times, 95) * 1e3)}
             if name == "exact":
-                truth = set(ids[0].tolist())
+                truth = hits
             else:
-                recalls.append(len(truth & set(ids[0].tolist())) / 10)
-    lat = {name: {"p50_ms": float(np.percentile(t, 50) * 1e3), "p95_ms": float(np.percentile(t, 95) * 1e3)}
-           for name, t in times.items()}
-    emit("search", n=n, latency=lat, recall_at_10=float(np.mean(recalls)), nprobe=task["nprobe"], nlist=int(4 * np.sqrt(n)))
-    import shutil
-
-    shutil.rmtree(folder, ignore_errors=True)
+                recalls = [len(a & b) / 10 for a, b in zip(truth, hits)]
+        emit("search", n=n, latency=lat, recall_at_10=float(np.mean(recalls)), approx_kind=type(approx).__name__,
+             other_index_s=other_s, faiss_threads=faiss.omp_get_max_threads())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
