@@ -334,7 +334,7 @@ def embedding_baseline(X_train, y_train, X_hold, y_hold, kind: str, seed: int = 
     folds = min(5, int(np.bincount(y_train.astype(int), minlength=2).min()))
     if folds < 2:
         raise DataError("The training target has fewer than 2 rows of one class; cannot cross-validate the baseline")
-    search = GridSearchCV(LogisticRegression(max_iter=5000), {"C": np.logspace(-3, 3, 13)}, scoring="roc_auc",
+    search = GridSearchCV(LogisticRegression(max_iter=5000), {"C": np.logspace(-3, 3, 7)}, scoring="roc_auc",
                           cv=StratifiedKFold(folds, shuffle=True, random_state=seed)).fit(X_train, y_train)
     score = search.best_estimator_.decision_function(X_hold)
     return {"metric": "auc", "value": float(roc_auc_score(y_hold, score)), "model": "logistic",

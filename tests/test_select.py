@@ -34,7 +34,7 @@ def random_codes():
 @pytest.fixture(scope="module")
 def real_codes(yelp_embedded):
     train, _, X_train, _ = yelp_embedded
-    sae = SparseAutoencoder(m=64, k=4, max_epochs=30, seed=0).fit(X_train)
+    sae = SparseAutoencoder(m=64, k=4, max_epochs=20, seed=0).fit(X_train)
     return sae.transform(X_train), train["stars"].to_numpy(dtype=float)
 
 

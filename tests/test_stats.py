@@ -178,7 +178,7 @@ def test_rare_hypothesis_and_too_few_rows():
 def test_end_to_end_on_real_yelp_codes(yelp_embedded):
     """Select latents on train, annotate holdout by activation, test against holdout stars."""
     train, hold, X_train, X_hold = yelp_embedded
-    sae = SparseAutoencoder(m=64, k=4, max_epochs=30, seed=0).fit(X_train)
+    sae = SparseAutoencoder(m=64, k=4, max_epochs=20, seed=0).fit(X_train)
     sel = select_latents(sae.transform(X_train), train["stars"].to_numpy(float), "separation", n=6, top_n=50)
     annotations = (sae.transform(X_hold)[:, sel.latents].toarray() > 0).astype(float)
     table, summary = evaluate_hypotheses(annotations, hold["stars"].to_numpy(float), "continuous",
