@@ -1,0 +1,92 @@
+"""Search: a query's SAE features become sliders; moving them steers the search, next to the unsteered baseline."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from hsae_core import ui
+from hsae_core.errors import HsaeError
+from hsae_core.features import search_features
+
+st.set_page_config(page_title="hsae: Search", layout="wide")
+st.title("Search")
+ws = ui.pick_workspace()
+if ws is None:
+    st.stop()
+engine = ui.search_engine(ws)
+table = ws.features
+
+mode = st.radio("Query", ["Typed text", "More like this document"], horizontal=True, key="search_mode")
+if mode == "Typed text":
+    text = st.text_input("Search text", key="search_text", placeholder="e.g. friendly staff but cold food")
+    if text == "":
+        st.info("Type a query to search the documents (or switch to 'More like this document').")
+        st.stop()
+    cache = st.session_state.setdefault("query_vectors", {})
+    if text not in cache:
+        try:
+            cache[text] = ws.embed_query(text)
+        except HsaeError as exc:
+            st.error(str(exc))
+            st.stop()
+    vector, query_id = cache[text], "t:" + text
+else:
+    doc = int(st.number_input("Document #", min_value=0, max_value=len(ws) - 1, value=0, key="search_doc"))
+    st.caption(ui.snippet(ws.texts[doc], 500))
+    vector, query_id = np.array(ws.embeddings[doc], dtype=np.float32), f"d:{doc}"
+qkey = hashlib.sha1(query_id.encode()).hexdigest()[:8]  # sliders reset when the query changes
+
+latents, acts = engine.query_code(vector)
+initial = {int(l): float(a) for l, a in zip(latents, acts)}
+with st.sidebar:
+    st.subheader("Add features")
+    found = search_features(table, st.text_input("Find features by label", key="add_query"), limit=30)
+    added = st.multiselect("Add to the sliders", found["latent"].tolist(), key=f"added_{qkey}",
+                           format_func=lambda j: ui.feature_name(table, j))
+z = engine.code(vector)
+for j in added:
+    initial.setdefault(int(j), float(z[int(j)]))
+
+st.subheader("Steer: the query's features")
+if not initial:
+    st.info("The query activates no feature; add features from the sidebar to steer.")
+edits = {}
+cols = st.columns(2)
+for i, (j, a) in enumerate(initial.items()):
+    start = round(a, 3)
+    span = max(3 * abs(a), 2 * float(table["max_activation"].iloc[j]), 0.5)
+    value = cols[i % 2].slider(ui.feature_name(table, j), min_value=-round(span, 3), max_value=round(span, 3),
+                               value=start, step=0.001, format="%.3f", key=f"steer_{qkey}_{j}")
+    if abs(value - start) > 1e-9:  # an untouched slider sends no edit, so the baseline is reproduced exactly
+        edits[j] = value
+k = int(st.number_input("Results", min_value=5, max_value=100, value=10, step=5, key="search_k"))
+res = engine.search(vector, edits, k=k)
+
+labels = table["label"].to_numpy()
+base_rank = {int(d): r for r, d in enumerate(res.baseline_ids)}
+change = []
+for r, d in enumerate(res.ids):
+    d = int(d)
+    change.append("new" if d not in base_rank else ("" if base_rank[d] == r else f"{base_rank[d] - r:+d}"))
+steered = ui.docs_table(ws, res.ids, {"rank": range(1, len(res.ids) + 1), "score": np.round(res.scores, 4),
+                                      "change": change,
+                                      "shared features": ["; ".join(labels[s][:4]) for s in res.shared]})
+baseline = ui.docs_table(ws, res.baseline_ids, {"rank": range(1, len(res.baseline_ids) + 1),
+                                                "score": np.round(res.baseline_scores, 4)})
+if edits:
+    st.success(f"Steered with {len(edits)} edit(s): {len(res.entered)} entered, {len(res.left)} left the top {k}.")
+else:
+    st.caption("No slider moved: the steered results are exactly the baseline.")
+left, right = st.columns(2)
+with left:
+    st.subheader("Steered results")
+    st.dataframe(steered, key="steered_results", hide_index=True)
+with right:
+    st.subheader("Baseline (unsteered)")
+    st.dataframe(baseline, key="baseline_results", hide_index=True)
+if res.left:
+    st.subheader("Left the results")
+    st.dataframe(ui.docs_table(ws, res.left), key="left_results", hide_index=True)
