@@ -232,6 +232,8 @@ class SparseAutoencoder:
                     break
         model.load_state_dict(best)
         model.eval()
+        if cfg.batch_topk:
+            _calibrate_threshold(model, X_train, batch)
         report(progress, self.max_epochs, self.max_epochs, "done")
         self.model_, self.config_, self.history_ = model, cfg, history
         self.best_epoch_ = int(np.argmin([h.get("val_nmse", h["train_nmse"]) for h in history]) + 1)
@@ -276,11 +278,6 @@ class SparseAutoencoder:
         fired[idx[vals > 0]] = True
         since_fired += n_rows
         since_fired[fired] = 0
-        if model.cfg.batch_topk:
-            # Inference threshold: running average of the smallest activation that batch-top-k kept.
-            smallest = vals[vals > 0].min() if (vals > 0).any() else torch.tensor(0.0)
-            t = model.threshold
-            model.threshold.copy_(smallest if not torch.isfinite(t) else 0.99 * t + 0.01 * smallest)
 
     # ------------------------------------------------------------------ inference
     def _check_fitted(self) -> TopKSAE:
@@ -436,6 +433,18 @@ class SparseAutoencoder:
         sae.model_, sae.config_, sae.history_ = model, cfg, []
         sae.metrics_ = {}
         return sae
+
+
+@torch.no_grad()
+def _calibrate_threshold(model: TopKSAE, X: torch.Tensor, batch: int) -> None:
+    """Batch-top-k inference threshold: the average cut-off value of batch-top-k over the training data,
+    so that inference keeps about k latents per row without needing a batch."""
+    cutoffs = []
+    for start in range(0, len(X), batch):
+        pre = model.pre_activations(X[start : start + batch])
+        kept = pre.flatten().topk(min(model.cfg.k * len(pre), pre.numel())).values
+        cutoffs.append(float(kept[-1].clamp_min(0.0)))
+    model.threshold.fill_(float(np.mean(cutoffs)))
 
 
 @torch.no_grad()

@@ -1,0 +1,60 @@
+"""Reading tables and validating columns/targets, on the real data files."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from hsae_core.data import prepare_corpus, read_table
+from hsae_core.errors import DataError
+
+
+def test_reads_every_supported_format(shared_data, tmp_path):
+    jsonl = read_table(shared_data / "yelp_reviews_demo" / "yelp-demo-val-2K.jsonl")
+    assert len(jsonl) == 2000 and {"text", "stars"} <= set(jsonl.columns)
+    assert len(read_table(shared_data / "arxiv_cs_categories_small" / "arxiv_data.csv")) == 800
+    assert len(read_table(shared_data / "upworthy_headlines" / "upworthy_exploratory_packages.parquet")) == 22666
+    assert len(read_table(shared_data / "ml_nlp_abstracts_stance" / "human_annotated_all.json")) == 1550
+    small = jsonl.iloc[:20][["text", "stars"]]
+    small.to_csv(tmp_path / "t.tsv", sep="\t", index=False)
+    assert read_table(tmp_path / "t.tsv").shape == (20, 2)
+
+
+def test_unknown_type_and_missing_file(tmp_path):
+    (tmp_path / "a.xlsx").write_text("x")
+    with pytest.raises(DataError, match="Unknown file type '.xlsx'"):
+        read_table(tmp_path / "a.xlsx")
+    with pytest.raises(DataError, match="File not found"):
+        read_table(tmp_path / "nope.csv")
+
+
+def test_drops_and_counts_empty_texts_and_missing_targets(shared_data):
+    df = pd.read_csv(shared_data / "arxiv_2018_citations" / "arxiv_2018_with_citations.csv")
+    df["abstract"] = df["abstract"].astype(object)
+    df.loc[:4, "abstract"] = ["", "   ", None, np.nan, 5]
+    corpus = prepare_corpus(df, "abstract", "citation_count")
+    c = corpus.counts
+    assert c["read"] == 3000 and c["dropped_empty_text"] == 5
+    assert c["kept"] == 3000 - 5 - c["dropped_missing_target"]
+    assert c["dropped_missing_target"] > 700  # about 728 papers have no citation count
+    assert corpus.target_kind == "continuous" and len(corpus.y) == c["kept"]
+
+
+def test_target_kinds(shared_data):
+    cats = read_table(shared_data / "arxiv_cs_categories_small" / "arxiv_data.csv")
+    corpus = prepare_corpus(cats, "summary", "category")
+    assert corpus.target_kind == "multiclass" and corpus.classes == ["cs.AI", "cs.CR", "cs.LG", "stat.ML"]
+    iclr = read_table(shared_data / "iclr_nips_abstracts" / "ICLR17_submissions.csv")
+    iclr["accepted"] = iclr["Decision"].isin([1, 2]).map({True: "yes", False: "no"})
+    binary = prepare_corpus(iclr, "Abstract", "accepted")
+    assert binary.target_kind == "binary" and binary.classes == ["no", "yes"] and set(binary.y) == {0, 1}
+
+
+def test_bad_columns_and_targets_give_one_line_errors(shared_data):
+    df = read_table(shared_data / "yelp_reviews_demo" / "yelp-demo-val-2K.jsonl").iloc[:100]
+    with pytest.raises(DataError, match="Column 'review' not found; the table has: review_id"):
+        prepare_corpus(df, "review", "stars")
+    with pytest.raises(DataError, match="single value"):
+        prepare_corpus(df.assign(const=1), "text", "const")
+    with pytest.raises(DataError, match="holds no text"):
+        prepare_corpus(df, "stars", None)
+    with pytest.raises(DataError, match="not numeric"):
+        prepare_corpus(df, "text", "user_id", target_kind="continuous")

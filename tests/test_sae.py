@@ -1,0 +1,94 @@
+"""SAE invariants on real embeddings: sparsity, unit-norm decoder, round trip, reproducibility, bad input."""
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from hsae_core.errors import ModelError
+from hsae_core.sae import SparseAutoencoder
+
+
+@pytest.fixture(scope="module")
+def X(yelp_embedded):
+    return yelp_embedded[2]
+
+
+@pytest.fixture(scope="module")
+def trained(X):
+    return SparseAutoencoder(m=64, k=4, max_epochs=40, batch_size=64, seed=3).fit(X)
+
+
+def test_codes_are_sparse_with_at_most_k_active(trained, X):
+    codes = trained.transform(X)
+    assert sp.isspmatrix_csr(codes) and codes.shape == (len(X), 64)
+    per_row = np.diff(codes.indptr)
+    assert per_row.max() <= 4 and np.mean(per_row == 4) > 0.95
+    assert (codes.data > 0).all()
+
+
+def test_decoder_rows_have_unit_norm(trained):
+    norms = np.linalg.norm(trained.decoder_directions, axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+
+
+def test_training_learns_and_restores_best_validation_weights(trained, X):
+    history = trained.history_
+    assert trained.metrics_["val_nmse"] < 0.9  # far better than predicting the mean
+    best = min(h["val_nmse"] for h in history)
+    assert trained.metrics_["val_nmse"] == pytest.approx(best, abs=1e-4)
+    assert trained.score(X) < history[0]["train_nmse"]
+
+
+def test_same_seed_same_model_different_seed_different_model(X):
+    a = SparseAutoencoder(m=32, k=4, max_epochs=5, seed=1).fit(X).transform(X)
+    b = SparseAutoencoder(m=32, k=4, max_epochs=5, seed=1).fit(X).transform(X)
+    c = SparseAutoencoder(m=32, k=4, max_epochs=5, seed=2).fit(X).transform(X)
+    assert (a != b).nnz == 0
+    assert (a != c).nnz > 0
+
+
+def test_save_load_round_trip_gives_identical_codes(trained, X, tmp_path):
+    folder = trained.save(tmp_path / "sae")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["m"] == 64 and config["k"] == 4 and config["architecture"] == "topk_sae"
+    loaded = SparseAutoencoder.load(folder)
+    assert (loaded.transform(X) != trained.transform(X)).nnz == 0
+    np.testing.assert_array_equal(loaded.decode(trained.transform(X[:5])), trained.decode(trained.transform(X[:5])))
+
+
+def test_batch_topk_and_matryoshka_train(X):
+    bt = SparseAutoencoder(m=64, k=4, batch_topk=True, max_epochs=20, batch_size=64).fit(X)
+    codes = bt.transform(X)
+    assert 3 <= np.diff(codes.indptr).mean() <= 5  # about k per row on average, via the learned threshold
+    mat = SparseAutoencoder(m=64, k=4, matryoshka=(8, 24), max_epochs=20, batch_size=64).fit(X)
+    assert mat.metrics_["val_nmse"] < 0.95
+
+
+def test_aux_k_revives_dead_latents(X):
+    # An aggressive dead threshold forces the auxiliary loss on; without it many latents stay dead.
+    with_aux = SparseAutoencoder(m=256, k=2, dead_after=200, max_epochs=15, seed=0).fit(X)
+    without = SparseAutoencoder(m=256, k=2, dead_after=200, aux_coef=0.0, max_epochs=15, seed=0).fit(X)
+    assert with_aux.metrics_["dead_frac"] < without.metrics_["dead_frac"]
+
+
+def test_wrong_width_is_refused_with_clear_message(trained):
+    with pytest.raises(ModelError, match="width 10 but this SAE expects 384"):
+        trained.transform(np.zeros((3, 10), dtype=np.float32))
+
+
+def test_nan_input_is_refused():
+    X = np.ones((50, 8), dtype=np.float32)
+    X[3, 2] = np.nan
+    with pytest.raises(ModelError, match="NaN"):
+        SparseAutoencoder(m=16, k=2).fit(X)
+
+
+def test_corrupt_folder_is_refused(trained, tmp_path):
+    folder = trained.save(tmp_path / "sae")
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelError, match="Corrupt SAE weights"):
+        SparseAutoencoder.load(folder)
+    with pytest.raises(ModelError, match="not an SAE folder"):
+        SparseAutoencoder.load(tmp_path / "missing")
