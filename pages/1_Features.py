@@ -49,7 +49,7 @@ row = table.iloc[latent]
 st.header(f"Feature #{latent}: {row['label']}")
 st.caption(f"Label made by: {row['label_method']} · keywords: {row['keywords'] or '—'}")
 m1, m2, m3 = st.columns(3)
-m1.metric("Fires in", f"{row['density']:.2%} of documents")
+m1.metric("Share of documents where it fires", f"{row['density']:.2%}")
 m2.metric("Mean activation (when active)", f"{row['mean_activation']:.3f}")
 m3.metric("Max activation", f"{row['max_activation']:.3f}")
 
