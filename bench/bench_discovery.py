@@ -201,5 +201,5 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true", help="one dataset, one seed (smoke test)")
     args = ap.parse_args()
     res = run(args.quick)
-    save_json("discovery", res)
+    save_json("discovery" + ("_quick" if args.quick else ""), res)
     print(tables(res))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import OUR_PYTHON, RESULTS, markdown_table, run_worker, save_json, setup_env
+from common import OUR_PYTHON, RESULTS, bench_threads, data_dir, markdown_table, run_worker, save_json, setup_env
 
 
 def run(quick: bool = False, timeout: float = 420, mem_gib: float = 10) -> dict:
@@ -31,7 +31,10 @@ def run(quick: bool = False, timeout: float = 420, mem_gib: float = 10) -> dict:
                                                 mem_limit_gib=mem_gib, expect=("build", "search"))}
         rows.append({"n": n, **res})
         print(f"  scale n={n:,}", flush=True)
-    return {"rows": rows, "timeout_s": timeout, "mem_budget_gib": mem_gib}
+    embed_task = {"kind": "embed", "n": 100 if quick else 300, "tmp": str(RESULTS),
+                  "path": str(data_dir() / "yelp_reviews_demo" / "yelp-demo-holdout-2K.jsonl")}
+    embed = run_worker(OUR_PYTHON, "worker_ours.py", embed_task, timeout=300, mem_limit_gib=4, expect=("embed",))[0]
+    return {"rows": rows, "embed": embed, "threads": bench_threads(), "timeout_s": timeout, "mem_budget_gib": mem_gib}
 
 
 def tables(result: dict) -> str:
@@ -50,12 +53,22 @@ def tables(result: dict) -> str:
             lat = s["latency"]
             search.append([f"{r['n']:,}", lat["exact"]["p50_ms"], lat["exact"]["p95_ms"], lat["approx"]["p50_ms"],
                            lat["approx"]["p95_ms"], s["approx_kind"], s["recall_at_10"], s["other_index_s"]])
+    e = result.get("embed", {})
+    if "texts_per_s" in e:
+        rate = e["texts_per_s"]
+        embed_line = (f"\n\nEmbedding (excluded above), measured: {e['n']} real Yelp reviews (mean {e['mean_words']:.0f} words) "
+                      f"with all-MiniLM-L6-v2 on {result.get('threads', '?')} CPU thread(s), empty cache: "
+                      f"{rate:.1f} texts/s, so 10k ≈ {1e4 / rate / 60:.0f} min, 100k ≈ {1e5 / rate / 3600:.1f} h, "
+                      f"1M ≈ {1e6 / rate / 3600:.0f} h on this machine.")
+    else:
+        embed_line = f"\n\nEmbedding throughput not measured: {e.get('failed', 'no result')}"
     return ("### Building a workspace, embedding excluded (seconds, peak extra MiB over the process's inputs)\n\n"
             + markdown_table(["N", "how", "total s", "SAE fit s", "build_workspace s", "peak extra MiB",
                               "CSR codes MiB", "sparse", "product index"], build)
             + "\n\n### Steered search, one query, server side (ms; recall@10 of the approximate index against exact)\n\n"
             + markdown_table(["N", "exact p50", "exact p95", "approx p50", "approx p95", "approx index",
-                              "recall@10", "s to build the non-product index"], search))
+                              "recall@10", "s to build the non-product index"], search)
+            + embed_line)
 
 
 if __name__ == "__main__":
@@ -63,5 +76,5 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true", help="10k documents only (smoke test)")
     args = ap.parse_args()
     res = run(args.quick)
-    save_json("scale", res)
+    save_json("scale" + ("_quick" if args.quick else ""), res)
     print(tables(res))

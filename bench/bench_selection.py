@@ -75,5 +75,5 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true", help="one small size only (smoke test)")
     args = ap.parse_args()
     res = run(args.quick)
-    save_json("selection", res)
+    save_json("selection" + ("_quick" if args.quick else ""), res)
     print(tables(res))

@@ -87,5 +87,5 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true", help="two small configurations only (smoke test)")
     args = ap.parse_args()
     res = run(args.quick)
-    save_json("training", res)
+    save_json("training" + ("_quick" if args.quick else ""), res)
     print(tables(res))

@@ -59,10 +59,17 @@ def bench_threads() -> int:
 
 # ----------------------------------------------------------------------------- inputs
 def embed_cached(texts: list[str]) -> np.ndarray:
-    """MiniLM embeddings through the product's own disk cache."""
+    """MiniLM embeddings through the product's own disk cache (input preparation: all cores, not timed)."""
+    import torch
+
     from hsae_core.embed import default_embedder, embed_texts
 
-    return embed_texts(texts, default_embedder())
+    before = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        return embed_texts(texts, default_embedder())
+    finally:
+        torch.set_num_threads(before)
 
 
 def yelp_frames():

@@ -58,3 +58,11 @@ def synthetic_task_codes(n: int, m: int, k: int, seed: int = 0):
     counts = keep.sum(1)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return indptr, cols[keep].astype(np.int32), vals[keep], y.astype(np.float64)
+
+
+def warm_up_optimizer() -> None:
+    """Create a throwaway Adam: torch imports its compiler stack (seconds) on the first optimizer of a
+    process, a one-time cost that would otherwise land inside whichever fit is timed first."""
+    import torch
+
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
