@@ -103,7 +103,8 @@ for name, metrics in summary.get("metrics", {}).items():
     if shown:
         cols = st.columns(min(len(shown), 5))
         for col, (key, value) in zip(cols, list(shown.items())[:5]):
-            col.metric(f"{name}: {key}" if name != "overall" else key, f"{value:.3f}")
+            col.metric(f"{name}: {key}" if name != "overall" else key,
+                       f"{value:,}" if isinstance(value, int) else f"{value:.3f}")
 st.caption(f"Interpreter: {summary.get('interpreter')} · annotator: {summary.get('annotator')}"
            + (" (offline: a hypothesis is 'present' where its feature fires)" if summary.get("offline_annotation") else ""))
 table = run.table
