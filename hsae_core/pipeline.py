@@ -34,7 +34,7 @@ class HypothesisConfig:
     """Everything that defines a hypothesis run (saved in summary.json)."""
 
     m: int = 128
-    k: int = 8
+    k: int = 16
     select: str = "correlation"
     n: int = 20
     interpreter: str = "keywords"
