@@ -60,6 +60,8 @@ def cmd_hypothesize(args) -> int:
     run.summary["command"] = "hsae " + " ".join(sys.argv[1:])
     write_run(run, args.out)
     print(format_table(run))
+    for warning in run.summary.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"\nWrote {Path(args.out) / 'hypotheses.csv'}, summary.json, holdout_annotations.parquet and sae/")
     return 0
 

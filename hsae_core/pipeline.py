@@ -139,11 +139,12 @@ def run_hypotheses(train: Corpus, holdout: Corpus, X_train: np.ndarray, X_hold: 
     interpreter = make_interpreter(config.interpreter, client=llm_client)
     annotator = make_annotator(config.annotator, client=llm_client)
     names: dict[int, object] = {}
-    tables, annotation_cols, metrics = [], {"row_id": holdout.row_ids}, {}
+    tables, annotation_cols, metrics, warnings = [], {"row_id": holdout.row_ids}, {}, []
     for target_name, kind, y_train, y_hold in _targets(train, holdout, config):
         step(2, f"selecting latents{_for(target_name)}")
         with timer("select"):
             sel = select_latents(codes_train, y_train, method=config.select, n=config.n, kind=kind, top_n=config.top_n)
+        warnings.extend(f"{_for(target_name).strip() or 'selection'}: {w}" for w in sel.warnings)
         latents = [int(j) for j in sel.latents]
         step(3, f"naming {len(latents)} latents{_for(target_name)}")
         with timer("interpret"):
@@ -194,8 +195,12 @@ def run_hypotheses(train: Corpus, holdout: Corpus, X_train: np.ndarray, X_hold: 
         "seconds": timer.seconds,
         "versions": package_versions(),
     }
+    if warnings:
+        summary["warnings"] = warnings
     if getattr(llm_client, "stats", None):
-        summary["llm"] = dict(llm_client.stats)
+        summary["llm"] = {"client": dict(llm_client.stats),
+                          "interpreter": dict(getattr(interpreter, "stats_", {})),
+                          "annotator": dict(getattr(annotator, "stats_", {}))}
     run = HypothesisRun(table=table, summary=summary, annotations=annotations, sae=sae,
                         interpretations=[names[j] for j in sorted(names)])
     if out_dir is not None:

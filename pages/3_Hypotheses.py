@@ -51,10 +51,10 @@ with st.container(border=True):
     else:
         frac = c2.slider("Holdout fraction", 0.1, 0.5, 0.2, 0.05, key="hyp_frac")
     method = c3.selectbox("Selection", SELECT_METHODS, key="hyp_method")
-    n = int(c3.number_input("Hypotheses (n)", 1, 100, 10, key="hyp_n"))
+    n = int(c3.number_input("Hypotheses (n)", 1, 100, HypothesisConfig.n, key="hyp_n"))
     d1, d2, d3, d4 = st.columns(4)
-    m = int(d1.number_input("SAE features (m)", 8, 4096, 128, step=8, key="hyp_m"))
-    k = int(d2.number_input("Active per doc (k)", 1, 64, 8, key="hyp_k"))
+    m = int(d1.number_input("SAE features (m)", 8, 4096, HypothesisConfig.m, step=8, key="hyp_m"))
+    k = int(d2.number_input("Active per doc (k)", 1, 64, HypothesisConfig.k, key="hyp_k"))
     interpreter = d3.selectbox("Interpreter", ["keywords", "llm"], key="hyp_interp")
     annotator = d4.selectbox("Annotator", ["activation", "llm"], key="hyp_annot")
     api_key = ui.api_key_box()
