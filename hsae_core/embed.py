@@ -163,6 +163,8 @@ class EmbeddingCache:
                 try:
                     with np.load(path, allow_pickle=False) as z:
                         keys, vectors = z["keys"], z["vectors"]
+                    if keys.dtype != np.uint8 or keys.shape != (len(vectors), 16):
+                        continue  # a shard from an older layout: its texts are embedded again
                 except Exception:
                     continue  # an unreadable shard is ignored and its texts are embedded again
                 self._add_shard(keys, vectors)
@@ -171,8 +173,9 @@ class EmbeddingCache:
     def _add_shard(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         shard_no = len(self._shards)
         self._shards.append(vectors)
-        for row, key in enumerate(keys):
-            self._index[bytes(key)] = (shard_no, row)
+        # Keys are stored as raw (n, 16) uint8: numpy's fixed-width bytes type would drop trailing NULs.
+        for row, key in enumerate(np.asarray(keys, dtype=np.uint8).reshape(-1, 16)):
+            self._index[key.tobytes()] = (shard_no, row)
 
     def lookup(self, keys: Sequence[bytes]) -> tuple[np.ndarray, list[Optional[np.ndarray]]]:
         """Return (found mask, vectors or None per key)."""
@@ -187,7 +190,7 @@ class EmbeddingCache:
             return
         self._load()
         self.dir.mkdir(parents=True, exist_ok=True)
-        key_arr = np.frombuffer(b"".join(keys), dtype="S16")
+        key_arr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 16)
         name = f"shard-{uuid.uuid4().hex}.npz"
         tmp = self.dir / f".tmp-{name}"
         with open(tmp, "wb") as fh:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+from contextlib import contextmanager
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -135,6 +136,19 @@ def _rows_to_bag(rows, cols, vals, n):
     return cols, vals, offsets
 
 
+@contextmanager
+def _threads_for_work(flops_per_step: int, single_thread_below: int = 50_000_000):
+    """Small models train faster on one thread: for tiny matmuls, thread hand-offs cost more than they
+    save (measured: m=128 on 384-d, batch 256 ran 3x faster on 1 thread than on 2)."""
+    before = torch.get_num_threads()
+    if flops_per_step < single_thread_below:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def geometric_median(x: torch.Tensor, iters: int = 50, eps: float = 1e-6) -> torch.Tensor:
     """Weiszfeld's algorithm; a robust centre for the pre-bias."""
     median = x.median(dim=0).values
@@ -176,6 +190,10 @@ class SparseAutoencoder:
     # ------------------------------------------------------------------ training
     def fit(self, X, progress: Optional[ProgressFn] = None) -> "SparseAutoencoder":
         X = as_float_matrix(X)
+        with _threads_for_work(min(self.batch_size, len(X)) * self.m * X.shape[1]):
+            return self._fit(X, progress)
+
+    def _fit(self, X: np.ndarray, progress: Optional[ProgressFn]) -> "SparseAutoencoder":
         n, d = X.shape
         if n < 2:
             raise ModelError(f"Need at least 2 rows to train an SAE, got {n}")

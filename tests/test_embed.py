@@ -1,0 +1,61 @@
+"""Embedding cache: a second run embeds nothing, keys are exact, a killed write leaves no corrupt cache."""
+import numpy as np
+
+from hsae_core.embed import EmbeddingCache, embed_texts, text_key
+
+
+class CountingEmbedder:
+    """Wraps the real offline embedder and counts what it is asked to embed."""
+
+    def __init__(self, inner):
+        self.inner, self.model_id, self.calls = inner, inner.model_id, []
+
+    @property
+    def dim(self):
+        return self.inner.dim
+
+    def embed(self, texts, progress=None):
+        self.calls.append(list(texts))
+        return self.inner.embed(texts, progress=progress)
+
+
+def test_second_run_embeds_nothing_and_returns_identical_vectors(yelp_frames, embedder, tmp_path):
+    texts = yelp_frames[0]["text"].tolist()[:60]
+    counting = CountingEmbedder(embedder)
+    first = embed_texts(texts, counting, cache_dir=tmp_path, chunk_size=25)
+    assert sum(len(c) for c in counting.calls) == 60 and len(counting.calls) == 3  # cached chunk by chunk
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-4)
+    counting.calls.clear()
+    again = embed_texts(texts + texts[:5], counting, cache_dir=tmp_path)
+    assert counting.calls == []
+    np.testing.assert_array_equal(again[:60], first)
+    np.testing.assert_array_equal(again[60:], first[:5])
+
+
+def test_keys_ending_in_nul_bytes_are_found_again(tmp_path):
+    # sha256 prefixes end in 0x00 for ~1 text in 256; they must round-trip through the shard files.
+    keys = [bytes(15) + b"\x00", b"\x01" * 15 + b"\x00", b"\xff" * 16]
+    vectors = np.eye(3, dtype=np.float32)
+    EmbeddingCache(tmp_path, "m").add(keys, vectors)
+    found, got = EmbeddingCache(tmp_path, "m").lookup(keys)
+    assert found.all()
+    np.testing.assert_array_equal(np.vstack(got), vectors)
+
+
+def test_interrupted_write_leaves_a_usable_cache(yelp_frames, embedder, tmp_path):
+    texts = yelp_frames[0]["text"].tolist()[:10]
+    embed_texts(texts[:5], embedder, cache_dir=tmp_path)
+    shard_dir = next(tmp_path.iterdir())
+    # A run killed mid-write leaves only a temporary file behind, and a half-written shard is unreadable.
+    (shard_dir / ".tmp-shard-dead.npz").write_bytes(b"PK\x03\x04 half written")
+    (shard_dir / "shard-broken.npz").write_bytes(b"PK\x03\x04 truncated")
+    counting = CountingEmbedder(embedder)
+    out = embed_texts(texts, counting, cache_dir=tmp_path)
+    assert sum(len(c) for c in counting.calls) == 5  # only the 5 new texts
+    assert out.shape == (10, 384)
+
+
+def test_models_do_not_share_cache_entries(tmp_path):
+    EmbeddingCache(tmp_path, "model-a").add([text_key("hello")], np.ones((1, 4), dtype=np.float32))
+    found, _ = EmbeddingCache(tmp_path, "model-b").lookup([text_key("hello")])
+    assert not found.any()
