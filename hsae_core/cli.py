@@ -134,28 +134,28 @@ def cmd_train(args) -> int:
 # ---------------------------------------------------------------------------------------- build
 def cmd_build(args) -> int:
     from .data import read_table
-    from .workspace import build_workspace
+    from .workspace import build_pretrained_workspace, build_workspace
 
     frame = read_table(args.data)
-    embeddings = None
-    if args.embedding_col:
-        from .corpora import embeddings_from_column
-        from .data import require_columns
+    if args.sae and args.embedding_col:  # the dashboard's "Open a pretrained SAE" runs this same function
+        ws = build_pretrained_workspace(args.out, args.sae, frame=frame, text_col=args.text_col,
+                                        embedding_col=args.embedding_col, progress=_progress("building"),
+                                        name=args.name)
+    else:
+        embeddings = None
+        if args.embedding_col:
+            from .corpora import embeddings_from_column
+            from .data import require_columns
 
-        require_columns(frame, args.embedding_col, args.text_col)
-        embeddings = embeddings_from_column(frame, args.embedding_col)
-        frame = frame.drop(columns=[args.embedding_col])
-    sae = _load_sae(args.sae) if args.sae else None
-    if sae is not None:  # refuse a width/model mismatch before any embedding or indexing work
-        if embeddings is not None:
-            from .hub import check_compatible
-
-            check_compatible(sae, None, embeddings.shape[1])
-        else:
+            require_columns(frame, args.embedding_col, args.text_col)
+            embeddings = embeddings_from_column(frame, args.embedding_col)
+            frame = frame.drop(columns=[args.embedding_col])
+        sae = _load_sae(args.sae) if args.sae else None
+        if sae is not None:  # refuse a width/model mismatch before any embedding or indexing work
             _check_sae_width(sae, args.embedder)
-    ws = build_workspace(args.out, frame=frame, text_col=args.text_col, m=args.m, k=args.k, seed=args.seed,
-                         embedder_spec=args.embedder, embeddings=embeddings, sae=sae,
-                         progress=_progress("building"), name=args.name)
+        ws = build_workspace(args.out, frame=frame, text_col=args.text_col, m=args.m, k=args.k, seed=args.seed,
+                             embedder_spec=args.embedder, embeddings=embeddings, sae=sae,
+                             progress=_progress("building"), name=args.name)
     print(f"Workspace ready: {args.out} ({len(ws.frame)} documents). Open it with: "
           f"HSAE_WORKSPACE={args.out} streamlit run app.py")
     return 0

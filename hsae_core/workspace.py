@@ -487,5 +487,39 @@ def build_demo_workspace(root: str | Path | None = None, progress: Optional[Prog
                            progress=progress, name="Yelp reviews (demo)")
 
 
-__all__ = ["Workspace", "build_workspace", "build_demo_workspace", "demo_frame", "list_workspaces",
+def build_pretrained_workspace(out_dir, sae_spec: str, *, frame: pd.DataFrame, text_col: str | None = None,
+                               embedding_col: str | None = None, embeddings: np.ndarray | None = None,
+                               progress: Optional[ProgressFn] = None, name: str | None = None) -> Workspace:
+    """Build a workspace from a pretrained SAE (``hub:`` spec, registry name or folder) and stored embeddings.
+
+    The embeddings are ``embeddings`` (one row per table row) or read from ``embedding_col`` of ``frame``;
+    blank column names are guessed (``abstract``/``text``..., ``embedding``/``embed``...). The SAE is loaded
+    and checked against the embeddings' width before any building, so every mistake is one HsaeError line
+    and an existing workspace in ``out_dir`` stays as it was.
+    """
+    from .corpora import EMBEDDING_COLUMN_GUESSES, TEXT_COLUMN_GUESSES, embeddings_from_column, guess_column
+    from .hub import check_compatible, load_sae
+
+    columns = ", ".join(map(str, frame.columns))
+    text_col = text_col or guess_column(frame, TEXT_COLUMN_GUESSES)
+    if not text_col:
+        raise DataError(f"No text column found (columns: {columns}); pick the column holding the texts")
+    require_columns(frame, text_col)
+    if embeddings is None:
+        embedding_col = embedding_col or guess_column(frame, EMBEDDING_COLUMN_GUESSES)
+        if not embedding_col:
+            raise DataError(f"No embedding column found (columns: {columns}); a pretrained SAE needs the texts' "
+                            "stored embeddings from the model it was trained on: pick the column holding them")
+        if embedding_col == text_col:
+            raise DataError(f"'{text_col}' cannot be both the text column and the embedding column")
+    sae = load_sae(sae_spec)
+    if embeddings is None:
+        embeddings = embeddings_from_column(frame, embedding_col)
+        frame = frame.drop(columns=[embedding_col])
+    check_compatible(sae, None, int(np.shape(embeddings)[1]))
+    return build_workspace(out_dir, frame=frame, text_col=text_col, embeddings=embeddings, sae=sae,
+                           progress=progress, name=name)
+
+
+__all__ = ["Workspace", "build_workspace", "build_demo_workspace", "build_pretrained_workspace", "demo_frame", "list_workspaces",
            "workspaces_dir", "DEMO_HELP", "HsaeError"]
