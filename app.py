@@ -11,9 +11,12 @@ import plotly.express as px
 import streamlit as st
 
 from hsae_core import ui
+from hsae_core.corpora import EMBEDDING_COLUMN_GUESSES, TEXT_COLUMN_GUESSES, guess_column, load_hub_corpus
 from hsae_core.data import TABLE_SUFFIXES, read_table
-from hsae_core.errors import HsaeError
-from hsae_core.workspace import DEMO_HELP, build_demo_workspace, build_workspace, workspaces_dir
+from hsae_core.errors import DataError, HsaeError, ModelError
+from hsae_core.hub import registry
+from hsae_core.workspace import (DEMO_HELP, build_demo_workspace, build_pretrained_workspace, build_workspace,
+                                 workspaces_dir)
 
 st.set_page_config(page_title="hsae", layout="wide")
 st.title("hsae: Overview")
@@ -32,33 +35,43 @@ def build_demo() -> None:
     st.success(f"Built {ws.name}: {len(ws):,} documents.")
 
 
+def read_upload(upload):
+    """An uploaded table, read through a temporary file so that every supported format works."""
+    suffix = Path(upload.name).suffix.lower()
+    with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as fh:
+        fh.write(upload.getvalue())
+        tmp = fh.name
+    try:
+        return read_table(tmp)
+    finally:
+        os.unlink(tmp)
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "workspace"
+
+
 def new_workspace_form() -> None:
     """Upload a table, pick its text column, build a workspace through the same code as `hsae build`."""
     upload = st.file_uploader("Table (CSV, TSV, JSON, JSONL or Parquet)", type=[s[1:] for s in TABLE_SUFFIXES],
                               key="upload")
     if upload is None:
         return
-    suffix = Path(upload.name).suffix.lower()
-    with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as fh:
-        fh.write(upload.getvalue())
-        tmp = fh.name
     try:
-        frame = read_table(tmp)
+        frame = read_upload(upload)
     except HsaeError as exc:
         st.error(f"Could not use {upload.name}: {exc}")
         return
-    finally:
-        os.unlink(tmp)
     st.write(f"{len(frame):,} rows, columns: {', '.join(map(str, frame.columns))}")
     text_like = [c for c in frame.columns if frame[c].dtype == object] or list(frame.columns)
     text_col = st.selectbox("Text column", text_like, key="new_text_col")
-    default_name = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(upload.name).stem) or "workspace"
+    default_name = safe_name(Path(upload.name).stem)
     name = st.text_input("Workspace name", value=default_name, key="new_name")
     c1, c2 = st.columns(2)
     m = c1.number_input("Features (m)", min_value=8, max_value=16384, value=256, step=8, key="new_m")
     k = c2.number_input("Active per document (k)", min_value=1, max_value=128, value=8, key="new_k")
     if st.button("Build workspace", key="new_build"):
-        safe = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "workspace"
+        safe = safe_name(name)
         progress, bar = ui.progress_bar(f"Building {safe}")
         try:
             ws = build_workspace(workspaces_dir() / safe, frame=frame, text_col=text_col, m=int(m), k=int(k),
@@ -70,6 +83,99 @@ def new_workspace_form() -> None:
         bar.empty()
         st.session_state["workspace_path"] = str(ws.path)
         st.success(f"Built {ws.name}: {len(ws):,} documents. Pick it in the sidebar.")
+
+
+SAE_CHOICES = ("Published SAE", "Type a spec or folder")
+CORPUS_CHOICES = ("Upload a table", "Table on this machine", "Hugging Face dataset")
+
+
+def pick_pretrained_sae() -> tuple[str, dict | None]:
+    """(spec, registry entry or None): a published SAE from the registry, or a typed spec."""
+    try:
+        entries = {e["name"]: e for e in registry()}
+    except HsaeError as exc:
+        st.error(str(exc))
+        entries = {}
+    how = st.radio("SAE", SAE_CHOICES, horizontal=True, key="pre_how") if entries else SAE_CHOICES[1]
+    if how == SAE_CHOICES[1]:
+        spec = st.text_input("SAE spec", key="pre_spec",
+                             placeholder="hub:owner/repo/file.pth, hub:owner/repo, a registry name or a local folder")
+        return spec.strip(), None
+    name = st.selectbox("Published SAE", list(entries), key="pre_pick", format_func=lambda n: (
+        f"{n}: k={entries[n]['k']}, n={entries[n]['n']} latents, {entries[n]['domain']} "
+        f"(needs {entries[n]['d_in']}-d {entries[n]['embedding_model']})"))
+    entry = entries[name]
+    st.caption(f"Spec: `hub:{entry['repo_id']}/{entry['filename']}` · "
+               f"{(entry.get('corpus') or {}).get('description', 'training corpus not recorded')}")
+    return f"hub:{entry['repo_id']}/{entry['filename']}", entry
+
+
+def pretrained_form() -> None:
+    """A pretrained SAE plus texts with their stored embeddings from the SAE's embedding model -> a workspace."""
+    spec, entry = pick_pretrained_sae()
+    source = st.radio("Corpus: texts with stored embeddings", CORPUS_CHOICES, horizontal=True, key="pre_source")
+    frame, text_col, emb_col, label = None, None, None, "table"
+    if source == CORPUS_CHOICES[2]:
+        suggested = ((entry or {}).get("corpus") or {}).get("hub_dataset")
+        if suggested and ("pre_dataset" not in st.session_state or st.session_state.get("pre_dataset_for") != spec):
+            st.session_state["pre_dataset"] = suggested  # prefill with the chosen SAE's own corpus
+        st.session_state["pre_dataset_for"] = spec
+        dataset = st.text_input("Dataset repo id", key="pre_dataset", placeholder="owner/name").strip()
+        c1, c2 = st.columns(2)
+        text_col = c1.text_input("Text column (blank: guess)", key="pre_ds_text").strip() or None
+        emb_col = c2.text_input("Embedding column (blank: guess)", key="pre_ds_emb").strip() or None
+        label = dataset.split("/")[-1] or label
+    else:
+        try:
+            if source == CORPUS_CHOICES[0]:
+                upload = st.file_uploader("Table (CSV, TSV, JSON, JSONL or Parquet)",
+                                          type=[s[1:] for s in TABLE_SUFFIXES], key="pre_upload")
+                if upload is not None:
+                    label, frame = Path(upload.name).stem, read_upload(upload)
+            else:
+                path = st.text_input("Path to a table on this machine (CSV, TSV, JSON, JSONL or Parquet)",
+                                     key="pre_path").strip()
+                if path:
+                    label, frame = Path(path).stem, ui.read_table_cached(path)
+        except HsaeError as exc:
+            st.error(f"Could not use that table: {exc}")
+            return
+        if frame is None:
+            return
+        cols = list(frame.columns)
+        st.write(f"{len(frame):,} rows, columns: {', '.join(map(str, cols))}")
+        guess_text = guess_column(frame, TEXT_COLUMN_GUESSES) or next((c for c in cols if frame[c].dtype == object), cols[0])
+        guess_emb = guess_column(frame, EMBEDDING_COLUMN_GUESSES) or cols[-1]
+        c1, c2 = st.columns(2)
+        text_col = c1.selectbox("Text column", cols, index=cols.index(guess_text), key="pre_text_col")
+        emb_col = c2.selectbox("Embedding column", cols, index=cols.index(guess_emb), key="pre_emb_col")
+    default = safe_name(f"{entry['name']}-{label}" if entry else label)
+    name = st.text_input("Workspace name", value=default, key="pre_ws_name")
+    if not st.button("Build workspace", key="pre_build"):
+        return
+    safe = safe_name(name)
+    progress, bar = ui.progress_bar(f"Building {safe}")
+    try:
+        if not spec:
+            raise ModelError("Choose a published SAE or type a spec (hub:owner/repo/file.pth, hub:owner/repo or a folder)")
+        embeddings = None
+        if source == CORPUS_CHOICES[2]:
+            if not dataset:
+                raise DataError("Type the Hugging Face dataset repo id (owner/name)")
+            frame, embeddings = load_hub_corpus(dataset, text_col=text_col, embedding_col=emb_col)
+            if embeddings is None:
+                raise DataError(f"{dataset} has no embedding column (columns: {', '.join(map(str, frame.columns))}); "
+                                "type the column holding the stored embeddings")
+            text_col = frame.columns[0]
+        ws = build_pretrained_workspace(workspaces_dir() / safe, spec, frame=frame, text_col=text_col,
+                                        embedding_col=emb_col, embeddings=embeddings, progress=progress, name=name)
+    except HsaeError as exc:
+        bar.empty()
+        st.error(f"Build failed (any previous workspace is unchanged): {exc}")
+        return
+    bar.empty()
+    st.session_state["workspace_path"] = str(ws.path)
+    st.success(f"Built {ws.name}: {len(ws):,} documents with {ws.sae.config_.m:,} pretrained features; it is open below.")
 
 
 choices = ui.workspace_choices()
@@ -88,6 +194,8 @@ elif not choices:
 
 with st.expander("New workspace from a table", expanded=not choices):
     new_workspace_form()
+with st.expander("Open a pretrained SAE"):
+    pretrained_form()
 
 ws = ui.pick_workspace() if ui.workspace_choices() else None
 if ws is not None:

@@ -53,6 +53,27 @@ def _explorer(path: str, stamp: float):
     return FeatureExplorer(ws.codes, ws.sae.decoder_directions)
 
 
+@st.cache_resource(show_spinner="Reading the table…", max_entries=2)
+def _read_table(path: str, mtime: float, size: int) -> pd.DataFrame:
+    from .data import read_table
+
+    return read_table(path)
+
+
+def read_table_cached(path: str) -> pd.DataFrame:
+    """A table on this machine, read once per version of the file (large local tables are not re-read on reruns).
+
+    Callers must not modify the returned frame in place.
+    """
+    from .errors import DataError
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"No file at {p}; give the path of a CSV, TSV, JSON, JSONL or Parquet table on this machine")
+    stat = p.stat()
+    return _read_table(str(p.resolve()), stat.st_mtime, stat.st_size)
+
+
 def workspace_choices() -> list[Path]:
     """$HSAE_WORKSPACE (one folder) if set, else every workspace under $HSAE_WORKSPACES_DIR (./workspaces)."""
     fixed = os.environ.get("HSAE_WORKSPACE")
