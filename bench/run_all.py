@@ -3,6 +3,7 @@
     make bench                      # = .venv/bin/python bench/run_all.py
     python bench/run_all.py --quick # smoke run: smallest sizes only, BENCHMARKS.md untouched
     python bench/run_all.py --only training,selection   # rerun some suites
+    python bench/run_all.py --report                    # only rebuild BENCHMARKS.md from saved JSON
 
 After a full (non-quick) run, BENCHMARKS.md's results section is rebuilt from the latest full result
 of every suite in bench/results/*.json, each with its own date, load and command.
@@ -62,7 +63,7 @@ def write_benchmarks_md(results: dict[str, dict]) -> Path:
         r = results[name]
         m = r["machine"]
         body += [f"## {name.capitalize()}", "",
-                 f"_`{r.get('command', 'make bench')}`, {m['date']}, {r['seconds']:.0f} s; 1-minute load average at start "
+                 f"_`{r.get('command', 'make bench')}`, {m['date']}, {r['seconds']:.0f} s; 1-minute load average "
                  f"{m['load_avg_1m_at_start']} on {m['cores']} cores (other engineers' jobs were running)._", "",
                  _module(name).tables(r), ""]
     path.write_text(head + BEGIN + "\n" + "\n".join(body) + END + tail)
@@ -73,7 +74,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smallest sizes only; does not touch BENCHMARKS.md")
     ap.add_argument("--only", default=",".join(SUITES), help=f"comma-separated subset of {','.join(SUITES)}")
+    ap.add_argument("--report", action="store_true", help="run nothing: rebuild BENCHMARKS.md from bench/results/*.json")
     args = ap.parse_args()
+    if args.report:
+        latest = load_full_results()
+        missing = [s for s in SUITES if s not in latest]
+        if missing:
+            print(f"no full result yet for {', '.join(missing)}: run those suites first", file=sys.stderr)
+            return 2
+        print(f"updated {write_benchmarks_md(latest)}")
+        return 0
     setup_env()
     machine = machine_description()
     print(f"hsae benchmarks on {machine['cpu']} ({machine['cores']} cores, {machine['memory_gib']} GiB), "
@@ -85,6 +95,7 @@ def main() -> int:
             return 2
         print(f"\n== {name} ==", flush=True)
         t0 = time.perf_counter()
+        at_start = machine_description()
         mod = _module(name)
         try:
             result = mod.run(args.quick)
@@ -93,7 +104,7 @@ def main() -> int:
             failed.append(name)
             continue
         result["seconds"] = time.perf_counter() - t0
-        result["machine"] = machine_description() if name != SUITES[0] else machine
+        result["machine"] = at_start
         result["quick"] = args.quick
         result["command"] = "make bench" if args.only == ",".join(SUITES) else f"python bench/run_all.py --only {name}"
         save_json(name + ("_quick" if args.quick else ""), result)
