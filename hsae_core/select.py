@@ -216,6 +216,99 @@ class _L1Path:
         return int(np.count_nonzero(self.coef(strength)))
 
 
+def _lars_interval_pick(alphas: np.ndarray, coefs: np.ndarray, n: int):
+    """On a LARS-lasso path, the L1 strength and coefficients where exactly ``n`` variables are non-zero.
+
+    Between knots k and k+1 the active set is fixed and coefficients are linear in alpha, so the
+    midpoint (in log scale) of the first interval with ``n`` non-zero gives an exact Lasso solution.
+    Returns (alpha, coef, n_nonzero): n_nonzero != n when ties make n unreachable (the first interval
+    with more) or when the path ends with fewer (its last knot).
+    """
+    over = None
+    for k in range(len(alphas) - 1):
+        hi, lo = alphas[k], alphas[k + 1]
+        if not hi > lo * (1 + 1e-12):
+            continue  # zero-length interval: variables entering at the same alpha
+        alpha = float(np.sqrt(hi * lo)) if lo > 0 else hi / 2
+        w = (hi - alpha) / (hi - lo)
+        coef = coefs[:, k] + w * (coefs[:, k + 1] - coefs[:, k])
+        count = int(np.count_nonzero(coef))
+        if count == n:
+            return alpha, coef, count
+        if count > n and over is None:
+            over = (alpha, coef, count)
+            break
+    if over is not None:
+        return over
+    return float(alphas[-1]), coefs[:, -1].copy(), int(np.count_nonzero(coefs[:, -1]))
+
+
+def _lasso_by_lars(X: sp.csr_matrix, sd: np.ndarray, y: np.ndarray, n: int):
+    """Continuous target: one LARS-lasso path on a working set of latents, checked against all of them.
+
+    The path runs on a precomputed Gram matrix of the centred, standardised columns of a working set
+    (the latents most correlated with y), built sparsely, so neither an N x m dense matrix nor an m x m
+    Gram is formed. The solution found is then checked against every latent's optimality condition
+    (|x_j^T r| / N <= alpha); latents that violate it join the working set and the path is rerun, so the
+    answer is the exact Lasso solution over all latents. Returns (alpha, coef (m,), n_nonzero, n_paths).
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import lars_path_gram
+
+    N, m = X.shape
+    mu = np.asarray(X.mean(axis=0)).ravel()  # column means of the scaled codes
+    y_c = y - y.mean()
+    corr = np.asarray(X.T @ y_c).ravel()  # centring y is enough: sum(y_c) = 0
+    varying = np.flatnonzero(sd > 0)
+    order = varying[np.lexsort((varying, -np.abs(corr[varying])))]
+    size = min(len(order), max(5 * n + 50, 100))
+    work = np.sort(order[:size])
+    X_csc = X.tocsc()
+    for n_paths in range(1, 50):
+        Xw = X_csc[:, work]
+        gram = (Xw.T @ Xw).toarray() - N * np.outer(mu[work], mu[work])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            max_iter = 4 * n + 20
+            while True:
+                alphas, _, path = lars_path_gram(corr[work], gram, n_samples=N, method="lasso", max_iter=max_iter)
+                if len(alphas) <= max_iter or np.count_nonzero(path[:, -1]) >= n:
+                    break
+                max_iter *= 2  # many drops along the path: give it more steps
+        alpha, coef_w, count = _lars_interval_pick(alphas, path, n)
+        coef = np.zeros(m)
+        coef[work] = coef_w
+        # Optimality over all latents: the residual's correlation may not exceed alpha off the working set.
+        fitted = Xw @ coef_w
+        grad = np.abs(np.asarray(X.T @ (y_c - (fitted - fitted.mean()))).ravel()) / N
+        outside = np.ones(m, dtype=bool)
+        outside[work] = False
+        outside &= sd > 0
+        violators = np.flatnonzero(outside & (grad > alpha * (1 - 1e-9)))
+        if len(violators) == 0:
+            return alpha, coef, count, n_paths
+        # Grow by the violators plus as many again of the next most correlated, to converge in few rounds.
+        extra = order[~np.isin(order, work)][: max(len(violators), size)]
+        work = np.union1d(work, np.union1d(violators, extra))
+    return alpha, coef, count, n_paths
+
+
+def _continuous_lasso(X: sp.csr_matrix, sd: np.ndarray, y: np.ndarray, n: int) -> LassoPath:
+    alpha, coef, count, n_paths = _lasso_by_lars(X, sd, y, n)
+    notes: list[str] = []
+    if count > n:
+        notes.append(f"No L1 strength gives exactly {n} latents (tied latents enter together); "
+                     f"kept the {n} largest of {count} at the first strength with more")
+    elif count < n:
+        notes.append(f"The L1 path keeps only {count} latents even at its weakest penalty; "
+                     f"returning those instead of {n}")
+    nonzero = np.flatnonzero(coef)
+    order = np.lexsort((nonzero, -np.abs(coef[nonzero])))
+    chosen = nonzero[order[:n]]
+    return LassoPath(latents=chosen.astype(np.int64), coefs=coef[chosen], kind="continuous", regularisation=alpha,
+                     n_nonzero=count, n_fits=n_paths, warnings=notes)
+
+
 def lasso_path_fit(codes, y, n: int, kind: str, max_fits: int = 60) -> LassoPath:
     """Search the L1 strength (bisection in log scale) until exactly ``n`` latents are non-zero.
 
@@ -233,6 +326,8 @@ def lasso_path_fit(codes, y, n: int, kind: str, max_fits: int = 60) -> LassoPath
     X, sd = standardised_codes(codes)
     if not (sd > 0).any():
         raise DataError("No latent varies across these documents, so none can predict the target")
+    if kind == "continuous":
+        return _continuous_lasso(X, sd, y, n)
     path = _L1Path(kind, X, y)
     count = path.count
 
