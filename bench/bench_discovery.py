@@ -122,10 +122,10 @@ def yelp_validity(seeds, methods=("correlation", "separation", "lasso")) -> list
     for method in methods:
         for seed in seeds:
             t0 = time.perf_counter()
-            cfg = HypothesisConfig(m=M, k=K, select=method, n=N_SELECT, seed=seed)
+            cfg = HypothesisConfig(select=method, n=N_SELECT, seed=seed)  # the product's defaults (m, k)
             run = run_hypotheses(train, hold, X_tr, X_ho, cfg)
             overall = run.summary["metrics"]["overall"]
-            rows.append({"method": method, "seed": seed, "seconds": time.perf_counter() - t0,
+            rows.append({"method": method, "seed": seed, "m": cfg.m, "k": cfg.k, "seconds": time.perf_counter() - t0,
                          "n_significant_bonferroni": overall.get("n_significant_bonferroni"),
                          "holdout_r2": _first(overall, ("r2_in_sample", "r2")),
                          "r2_cv": overall.get("r2_cv"),
@@ -186,8 +186,10 @@ def tables(result: dict) -> str:
             grouped.setdefault(r["method"], []).append(r)
         yrows = [[m, _mean_sd([r["n_significant_bonferroni"] for r in rs]), _mean_sd([r["holdout_r2"] for r in rs]),
                   _mean_sd([r["r2_cv"] for r in rs]), _mean_sd([r["ridge_r2"] for r in rs])] for m, rs in grouped.items()]
+        first = result["yelp"][0]
+        sizes = f"SAE M={first['m']}, K={first['k']}; " if "m" in first else ""
         text += ("\n\n### Predictive validity on the Yelp holdout (2,000 reviews, stars; 20 hypotheses; "
-                 "mean ± sd over seeds)\n\n"
+                 f"{sizes}mean ± sd over seeds)\n\n"
                  + markdown_table(["selection", "Bonferroni-significant of 20", "hypotheses R² (OLS on holdout)",
                                    "hypotheses 5-fold CV R² on holdout", "ridge on embeddings, train→holdout R² (ceiling)"],
                                   yrows))

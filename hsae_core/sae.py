@@ -212,7 +212,8 @@ class SparseAutoencoder:
         sample = X_train[torch.randperm(len(X_train), generator=gen)[:5000]]
         model.init_weights(gen, geometric_median(sample))
         # Normalise losses by the data's variance so they read as "fraction of variance unexplained".
-        scale = float(((X_train - X_train.mean(0)) ** 2).sum(1).mean().clamp_min(1e-12))
+        # E||x - mean||^2 without an N x d temporary.
+        scale = max(float((X_train.norm(dim=1) ** 2).mean() - (X_train.mean(0) ** 2).sum()), 1e-12)
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         since_fired = torch.zeros(cfg.m)
         prefixes = list(cfg.matryoshka) + [cfg.m]
@@ -255,11 +256,16 @@ class SparseAutoencoder:
         report(progress, self.max_epochs, self.max_epochs, "done")
         self.model_, self.config_, self.history_ = model, cfg, history
         self.best_epoch_ = int(np.argmin([h.get("val_nmse", h["train_nmse"]) for h in history]) + 1)
-        codes = self.transform(X)
+        # One pass per split gives both the error and which latents fire (no extra transform).
+        train_nmse, fired = _nmse_and_firing(model, X_train)
+        val_nmse = None
+        if X_val is not None:
+            val_nmse, fired_val = _nmse_and_firing(model, X_val)
+            fired |= fired_val
         self.metrics_ = {
-            "train_nmse": _nmse(model, X_train),
-            "val_nmse": _nmse(model, X_val) if X_val is not None else None,
-            "dead_frac": float(1.0 - np.mean(np.bincount(codes.indices, minlength=cfg.m) > 0)),
+            "train_nmse": train_nmse,
+            "val_nmse": val_nmse,
+            "dead_frac": float(1.0 - fired.float().mean()),
             "epochs": len(history),
             "best_epoch": self.best_epoch_,
             "train_seconds": round(time.perf_counter() - t0, 3),
@@ -466,17 +472,25 @@ def _calibrate_threshold(model: TopKSAE, X: torch.Tensor, batch: int) -> None:
 
 
 @torch.no_grad()
-def _nmse(model: TopKSAE, X: torch.Tensor, batch_size: int = 8192) -> float:
+def _nmse_and_firing(model: TopKSAE, X: torch.Tensor, batch_size: int = 8192) -> tuple[float, torch.Tensor]:
+    """Normalised MSE over X and a mask of the latents that fire on at least one row."""
     was_training = model.training
     model.eval()
-    err = 0.0
+    err, var = 0.0, 0.0
+    mean = X.mean(0)
+    fired = torch.zeros(model.cfg.m, dtype=torch.bool)
     for start in range(0, len(X), batch_size):
         x = X[start : start + batch_size]
-        x_hat, _, _ = model(x, batch_mode=False)
+        x_hat, (idx, vals, _), _ = model(x, batch_mode=False)
         err += float(((x_hat - x) ** 2).sum())
-    var = float(((X - X.mean(0)) ** 2).sum())
+        var += float(((x - mean) ** 2).sum())  # in chunks: no full-size temporary
+        fired[idx[vals > 0]] = True
     model.train(was_training)
-    return err / max(var, 1e-12)
+    return err / max(var, 1e-12), fired
+
+
+def _nmse(model: TopKSAE, X: torch.Tensor, batch_size: int = 8192) -> float:
+    return _nmse_and_firing(model, X, batch_size)[0]
 
 
 def _json_default(value):
