@@ -6,8 +6,8 @@ Three methods, all on the N x m CSR codes without ever densifying them:
 - ``separation``: mean y over a latent's top-``top_n`` *positive* activations minus mean y over the
   rows where it is exactly zero. Latents with no positive activation (or that are never zero) get
   NaN and are never chosen; latents with fewer than ``top_n`` positives use all of them.
-- ``lasso``: an L1 path (Lasso for a continuous target, L1-logistic for a binary one) whose
-  regularisation is searched until exactly ``n`` latents are non-zero.
+- ``lasso``: an L1 path (Lasso for a continuous target, L1-logistic for a binary one) at a
+  regularisation where exactly ``n`` latents are non-zero (read off a LARS path, or bisected).
 """
 from __future__ import annotations
 
@@ -189,27 +189,25 @@ def l1_model(kind: str, strength: float, warm_start: bool = False):
 
 
 class _L1Path:
-    """Fits along the regularisation path, remembering each; the Lasso warm-starts from the last fit."""
+    """L1-logistic fits along the regularisation path on some columns of X, remembering each."""
 
     def __init__(self, kind: str, X: sp.csr_matrix, y: np.ndarray):
         self.kind, self.X, self.y = kind, X, y
         self.fits: dict[float, np.ndarray] = {}
-        self._lasso = l1_model(kind, 1.0, warm_start=True) if kind == "continuous" else None
+        self.intercepts: dict[float, float] = {}
 
-    def coef(self, strength: float, cold: bool = False) -> np.ndarray:
-        if strength in self.fits and not cold:
+    def coef(self, strength: float) -> np.ndarray:
+        if strength in self.fits:
             return self.fits[strength]
         from sklearn.exceptions import ConvergenceWarning
 
-        if self._lasso is not None and not cold:
-            model = self._lasso.set_params(alpha=strength)
-        else:
-            model = l1_model(self.kind, strength)
+        model = l1_model(self.kind, strength)
         with warnings.catch_warnings():
             # A fit that stops at max_iter still ranks latents sensibly; the search only needs counts.
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(self.X, self.y)
         self.fits[strength] = np.ravel(model.coef_).copy()
+        self.intercepts[strength] = float(np.ravel(model.intercept_)[0])
         return self.fits[strength]
 
     def count(self, strength: float) -> int:
@@ -243,7 +241,7 @@ def _lars_interval_pick(alphas: np.ndarray, coefs: np.ndarray, n: int):
     return float(alphas[-1]), coefs[:, -1].copy(), int(np.count_nonzero(coefs[:, -1]))
 
 
-def _lasso_by_lars(X: sp.csr_matrix, sd: np.ndarray, y: np.ndarray, n: int):
+def _lasso_by_lars(X: sp.csr_matrix, sd: np.ndarray, y: np.ndarray, n: int, size: int):
     """Continuous target: one LARS-lasso path on a working set of latents, checked against all of them.
 
     The path runs on a precomputed Gram matrix of the centred, standardised columns of a working set
@@ -261,7 +259,7 @@ def _lasso_by_lars(X: sp.csr_matrix, sd: np.ndarray, y: np.ndarray, n: int):
     corr = np.asarray(X.T @ y_c).ravel()  # centring y is enough: sum(y_c) = 0
     varying = np.flatnonzero(sd > 0)
     order = varying[np.lexsort((varying, -np.abs(corr[varying])))]
-    size = min(len(order), max(5 * n + 50, 100))
+    size = min(len(order), size)
     work = np.sort(order[:size])
     X_csc = X.tocsc()
     for n_paths in range(1, 50):
@@ -293,8 +291,8 @@ def _lasso_by_lars(X: sp.csr_matrix, sd: np.ndarray, y: np.ndarray, n: int):
     return alpha, coef, count, n_paths
 
 
-def _continuous_lasso(X: sp.csr_matrix, sd: np.ndarray, y: np.ndarray, n: int) -> LassoPath:
-    alpha, coef, count, n_paths = _lasso_by_lars(X, sd, y, n)
+def _continuous_lasso(X: sp.csr_matrix, sd: np.ndarray, y: np.ndarray, n: int, size: int) -> LassoPath:
+    alpha, coef, count, n_paths = _lasso_by_lars(X, sd, y, n, size)
     notes: list[str] = []
     if count > n:
         notes.append(f"No L1 strength gives exactly {n} latents (tied latents enter together); "
@@ -309,12 +307,17 @@ def _continuous_lasso(X: sp.csr_matrix, sd: np.ndarray, y: np.ndarray, n: int) -
                      n_nonzero=count, n_fits=n_paths, warnings=notes)
 
 
-def lasso_path_fit(codes, y, n: int, kind: str, max_fits: int = 60) -> LassoPath:
-    """Search the L1 strength (bisection in log scale) until exactly ``n`` latents are non-zero.
+def lasso_path_fit(codes, y, n: int, kind: str, max_fits: int = 60, working_set: Optional[int] = None) -> LassoPath:
+    """Find an L1 strength at which exactly ``n`` latents are non-zero, and the fit there.
 
-    Features are the codes scaled to unit standard deviation (not centred, to stay sparse) with an
-    intercept. If no strength gives exactly ``n`` (tied latents enter together), the closest count
-    above ``n`` is used and its ``n`` largest |coef| kept; ``warnings`` says so.
+    Features are the codes scaled to unit standard deviation with an intercept. A continuous target
+    reads the strength off one exact LARS-lasso path (``regularisation`` is sklearn's Lasso ``alpha``);
+    a binary one bisects the L1-logistic ``C`` (log scale). Both work on a set of the latents most
+    correlated with y and then check every other latent's optimality condition, growing the set until
+    none is violated. If no strength gives exactly ``n`` (tied latents enter together), the closest
+    count above ``n`` is used and its ``n`` largest |coef| kept; if even the weakest penalty keeps fewer,
+    those are returned; ``warnings`` says so. ``working_set`` is the size of the first set of latents
+    (default ``max(5n + 50, 100)``); the answer does not depend on it, only the time taken.
     """
     codes = _as_codes(codes)
     y = _as_target(y, codes.shape[0])
@@ -326,21 +329,56 @@ def lasso_path_fit(codes, y, n: int, kind: str, max_fits: int = 60) -> LassoPath
     X, sd = standardised_codes(codes)
     if not (sd > 0).any():
         raise DataError("No latent varies across these documents, so none can predict the target")
+    size = max(5 * n + 50, 100) if working_set is None else max(int(working_set), 1)
     if kind == "continuous":
-        return _continuous_lasso(X, sd, y, n)
+        return _continuous_lasso(X, sd, y, n, size)
+    # L1-logistic: bisect C on a working set of the latents most correlated with y (cheap fits), then
+    # check every other latent's optimality condition at the C found and refit with any that violate it.
+    corr = np.abs(np.asarray(X.T @ (y - y.mean())).ravel())
+    varying = np.flatnonzero(sd > 0)
+    order = varying[np.lexsort((varying, -corr[varying]))]
+    size = min(len(order), size)
+    work = np.sort(order[:size])
+    X_csc, total_fits = X.tocsc(), 0
+    while True:
+        Xw = sp.csr_matrix(X_csc[:, work])
+        strength, coef_w, n_fits, notes, path = _bisect_strength(Xw, y, n, kind, max_fits)
+        total_fits += n_fits
+        if len(work) == len(varying):
+            break
+        # liblinear's optimum: C * |x_j^T (y - p)| <= 1 for every latent left at zero.
+        p = 1.0 / (1.0 + np.exp(-(Xw @ coef_w + path.intercepts[strength])))  # intercept_ is already scaled
+        grad = strength * np.abs(np.asarray(X.T @ (y - p)).ravel())
+        outside = np.ones(m, dtype=bool)
+        outside[work] = False
+        violators = np.flatnonzero(outside & (sd > 0) & (grad > 1.0 + 1e-3))
+        if len(violators) == 0:
+            break
+        extra = order[~np.isin(order, work)][: max(len(violators), size)]
+        work = np.union1d(work, np.union1d(violators, extra))
+    coef = np.zeros(m)
+    coef[work] = coef_w
+    nonzero = np.flatnonzero(coef)
+    order = np.lexsort((nonzero, -np.abs(coef[nonzero])))
+    chosen = nonzero[order[:n]]
+    return LassoPath(latents=chosen.astype(np.int64), coefs=coef[chosen], kind=kind, regularisation=strength,
+                     n_nonzero=int(len(nonzero)), n_fits=total_fits, warnings=notes)
+
+
+def _bisect_strength(X: sp.csr_matrix, y: np.ndarray, n: int, kind: str, max_fits: int):
+    """Bisect the L1 strength (log scale) until exactly n columns of X are non-zero.
+
+    Returns (strength, coef, n_fits, notes, path); the closest count above n or, failing that, the
+    weakest strength tried stands in when exactly n is unreachable, with a note saying so.
+    """
+    from sklearn.svm import l1_min_c
+
     path = _L1Path(kind, X, y)
     count = path.count
-
     # The strength at which the first latent enters; beyond it the model is empty. Step towards a
     # weaker penalty by 10x until at least n latents are in (sparse fits first: they are the cheap ones).
-    if kind == "continuous":
-        edge = float(np.max(np.abs(X.T @ (y - y.mean())))) / X.shape[0]
-        weaker = 0.1  # smaller alpha, more latents
-    else:
-        from sklearn.svm import l1_min_c
-
-        edge = float(l1_min_c(X, y, loss="log", fit_intercept=True, intercept_scaling=100.0))
-        weaker = 10.0  # larger C, more latents
+    edge = float(l1_min_c(X, y, loss="log", fit_intercept=True, intercept_scaling=100.0))
+    weaker = 10.0  # larger C, more latents
     below, above = edge, None  # strengths known to give < n and >= n latents
     for _ in range(8):
         candidate = below * weaker
@@ -371,20 +409,7 @@ def lasso_path_fit(codes, y, n: int, kind: str, max_fits: int = 60) -> LassoPath
     else:
         strength = below
         notes.append(f"Even the weakest L1 penalty tried keeps only {count(below)} latents; returning those instead of {n}")
-    n_fits = len(path.fits)
-    if kind == "continuous":
-        # Refit from scratch so the answer does not depend on the search's warm-start history.
-        coef, n_fits = path.coef(strength, cold=True), n_fits + 1
-        if found is not None and np.count_nonzero(coef) != n:
-            notes.append(f"A fresh fit at the found alpha keeps {np.count_nonzero(coef)} latents, not {n}; "
-                         f"kept the {n} largest")
-    else:
-        coef = path.fits[strength]
-    nonzero = np.flatnonzero(coef)
-    order = np.lexsort((nonzero, -np.abs(coef[nonzero])))
-    chosen = nonzero[order[:n]]
-    return LassoPath(latents=chosen.astype(np.int64), coefs=coef[chosen], kind=kind, regularisation=strength,
-                     n_nonzero=int(len(nonzero)), n_fits=n_fits, warnings=notes)
+    return strength, path.fits[strength], len(path.fits), notes, path
 
 
 def lasso_path_select(codes, y, n: int, kind: str) -> tuple[np.ndarray, np.ndarray]:

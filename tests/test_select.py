@@ -139,6 +139,30 @@ def test_binary_l1_logistic_lands_on_exactly_n_and_matches_sklearn(real_codes):
     assert set(sel.latents) == set(path.latents) and sel.details["regularisation_name"] == "C"
 
 
+def test_lasso_grows_a_too_small_working_set_to_the_exact_answer():
+    """Started from 5 of 400 latents, both L1 paths must pull in the rest and match sklearn on all 400."""
+    rng = np.random.default_rng(7)
+    dense = rng.exponential(1.0, (600, 400)) * (rng.random((600, 400)) < 0.05)
+    # Two latents that fire together; y follows their small difference, which neither tracks alone.
+    dense[:, 391] = dense[:, 390] + 0.3 * rng.random(600) * (dense[:, 390] > 0)
+    y = 0.4 * dense[:, :15].sum(axis=1) + 6.0 * (dense[:, 391] - dense[:, 390]) + rng.normal(0, 1.0, 600)
+    codes, Z = sp.csr_matrix(dense), _standardised_dense(sp.csr_matrix(dense))
+
+    small = lasso_path_fit(codes, y, 10, "continuous", working_set=5)
+    assert small.n_fits > 1 and small.n_nonzero == 10 and not small.warnings  # the set had to grow
+    ref = Lasso(alpha=small.regularisation, max_iter=100_000, tol=1e-10).fit(Z, y)
+    assert set(np.flatnonzero(ref.coef_)) == set(small.latents)
+    np.testing.assert_allclose(small.coefs, ref.coef_[small.latents], rtol=1e-3, atol=1e-5)
+    assert set(lasso_path_fit(codes, y, 10, "continuous").latents) == set(small.latents)
+
+    good = (y > np.median(y)).astype(float)
+    small = lasso_path_fit(codes, good, 10, "binary", working_set=5)
+    assert small.n_nonzero == 10 and not small.warnings
+    ref = LogisticRegression(C=small.regularisation, l1_ratio=1.0, solver="liblinear", intercept_scaling=100.0,
+                             tol=1e-6, max_iter=10_000).fit(Z, good)
+    assert set(np.flatnonzero(ref.coef_.ravel())) == set(small.latents)
+
+
 def test_lasso_returns_fewer_with_a_warning_when_n_cannot_be_reached():
     rng = np.random.default_rng(3)
     dense = np.zeros((200, 8))
