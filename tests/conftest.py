@@ -64,3 +64,14 @@ def yelp_embedded(yelp_frames, embedder, isolated_cache):
     X_train = embed_texts(train["text"].tolist(), embedder)
     X_hold = embed_texts(hold["text"].tolist(), embedder)
     return train, hold, X_train, X_hold
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache folder selected through HF_HUB_CACHE, with downloads switched off."""
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HOME", raising=False)
+    return cache

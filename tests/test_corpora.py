@@ -43,15 +43,6 @@ def arxiv(shared_data):
     return df, pseudo_openai_embeddings(df["abstract"].tolist())
 
 
-@pytest.fixture
-def offline_env(tmp_path, monkeypatch):
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("HF_HOME", raising=False)
-    return cache
-
 
 # ------------------------------------------------------------------------------- embeddings_from_column
 def test_embedding_cells_as_lists_arrays_or_json_give_the_same_matrix():
@@ -93,14 +84,14 @@ def test_missing_embedding_column_lists_the_columns():
 
 
 # ------------------------------------------------------------------------------- Hub datasets
-def test_hub_dataset_with_stored_embeddings_loads_offline(tmp_path, arxiv, offline_env):
+def test_hub_dataset_with_stored_embeddings_loads_offline(tmp_path, arxiv, offline_cache):
     df, X = arxiv
     table = df.assign(embed=list(X))
     half = N_DOCS // 2
     a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
     table.iloc[:half].to_parquet(a)
     table.iloc[half:].to_parquet(b)
-    add_to_cache(offline_env, "charlieoneill/csLG", {
+    add_to_cache(offline_cache, "charlieoneill/csLG", {
         "data/train-00000-of-00002.parquet": a, "data/train-00001-of-00002.parquet": b,
         "README.md": b"# csLG\n", "dataset_info.json": b'{"features": {}}',
     }, repo_type="dataset", commit=commit_id("csLG"))
@@ -118,15 +109,15 @@ def test_hub_dataset_with_stored_embeddings_loads_offline(tmp_path, arxiv, offli
         load_hub_corpus("charlieoneill/csLG", embedding_col="vectors")
 
 
-def test_hub_dataset_as_jsonl_without_embeddings(tmp_path, arxiv, offline_env):
+def test_hub_dataset_as_jsonl_without_embeddings(tmp_path, arxiv, offline_cache):
     df, _ = arxiv
     lines = "\n".join(json.dumps({"text": t, "category": c}) for t, c in zip(df["abstract"], df["category"]))
-    add_to_cache(offline_env, "someone/abstracts", {"train.jsonl": lines.encode()}, repo_type="dataset")
+    add_to_cache(offline_cache, "someone/abstracts", {"train.jsonl": lines.encode()}, repo_type="dataset")
     frame, emb = load_hub_corpus("someone/abstracts")
     assert emb is None and frame.columns[0] == "text" and len(frame) == N_DOCS
 
 
-def test_absent_hub_dataset_offline_says_so(offline_env):
+def test_absent_hub_dataset_offline_says_so(offline_cache):
     with pytest.raises(HsaeError, match=r"dataset nobody/nothing is not in the local Hugging Face cache"):
         load_hub_corpus("nobody/nothing")
 
@@ -137,19 +128,19 @@ def _run_cli(args, env, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
-def test_build_with_published_sae_and_stored_embeddings_then_use_workspace_without_key(tmp_path, arxiv, offline_env):
+def test_build_with_published_sae_and_stored_embeddings_then_use_workspace_without_key(tmp_path, arxiv, offline_cache):
     from hsae_core.search import SteeredSearch
     from hsae_core.workspace import Workspace
 
     df, X = arxiv
     sae_file = save_state_dict(published_state_dict(n=3072, d=1536, seed=5), tmp_path / SAE_FILE)
     commit = commit_id("published-e2e")
-    add_to_cache(offline_env, SAE_REPO, {SAE_FILE: sae_file}, commit=commit)
+    add_to_cache(offline_cache, SAE_REPO, {SAE_FILE: sae_file}, commit=commit)
     data = tmp_path / "table.parquet"
     df.assign(embedding=list(X)).to_parquet(data)
 
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
-    env.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(offline_env))
+    env.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(offline_cache))
     ws_dir = tmp_path / "WS"
     done = _run_cli(["build", "--sae", f"hub:{SAE_REPO}/{SAE_FILE}", "--data", str(data), "--embedding-col",
                      "embedding", "--text-col", "abstract", "--out", str(ws_dir)], env, tmp_path)

@@ -33,16 +33,6 @@ def published(tmp_path_factory):
     return state, path
 
 
-@pytest.fixture
-def offline_cache(tmp_path, monkeypatch):
-    """An empty HF cache folder selected through HF_HUB_CACHE, with downloads switched off."""
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("HF_HOME", raising=False)
-    return cache
-
 
 def reference_codes(state, X, k):
     """The published forward pass written out in numpy: relu(topk(enc(x - pre_bias) + latent_bias))."""
