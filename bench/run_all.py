@@ -46,6 +46,11 @@ def load_full_results() -> dict[str, dict]:
     return found
 
 
+def _busy(machine: dict) -> str:
+    """Flag a run that started on a machine already busy with other work (its timings are noisier)."""
+    return " (the machine was busy with other jobs)" if machine["load_avg_1m_at_start"] > machine["cores"] else ""
+
+
 def write_benchmarks_md(results: dict[str, dict]) -> Path:
     """Replace the text between the result markers of BENCHMARKS.md (the prose around it stays)."""
     path = REPO / "BENCHMARKS.md"
@@ -64,7 +69,7 @@ def write_benchmarks_md(results: dict[str, dict]) -> Path:
         m = r["machine"]
         body += [f"## {name.capitalize()}", "",
                  f"_`{r.get('command', 'make bench')}`, {m['date']}, {r['seconds']:.0f} s; 1-minute load average "
-                 f"{m['load_avg_1m_at_start']} on {m['cores']} cores (other engineers' jobs were running)._", "",
+                 f"{m['load_avg_1m_at_start']} on {m['cores']} cores at its start{_busy(m)}._", "",
                  _module(name).tables(r), ""]
     path.write_text(head + BEGIN + "\n" + "\n".join(body) + END + tail)
     return path
