@@ -72,17 +72,10 @@ def new_workspace_form() -> None:
     k = c2.number_input("Active per document (k)", min_value=1, max_value=128, value=8, key="new_k")
     if st.button("Build workspace", key="new_build"):
         safe = safe_name(name)
-        progress, bar = ui.progress_bar(f"Building {safe}")
-        try:
-            ws = build_workspace(workspaces_dir() / safe, frame=frame, text_col=text_col, m=int(m), k=int(k),
-                                 progress=progress, name=name)
-        except HsaeError as exc:
-            bar.empty()
-            st.error(f"Build failed (any previous workspace of that name is unchanged): {exc}")
-            return
-        bar.empty()
-        st.session_state["workspace_path"] = str(ws.path)
-        st.success(f"Built {ws.name}: {len(ws):,} documents. Pick it in the sidebar.")
+        ws = ui.run_build(safe, lambda progress: build_workspace(
+            workspaces_dir() / safe, frame=frame, text_col=text_col, m=int(m), k=int(k), progress=progress, name=name))
+        if ws is not None:
+            st.success(f"Built {ws.name}: {len(ws):,} documents. Pick it in the sidebar.")
 
 
 SAE_CHOICES = ("Published SAE", "Type a spec or folder")
@@ -154,27 +147,25 @@ def pretrained_form() -> None:
     if not st.button("Build workspace", key="pre_build"):
         return
     safe = safe_name(name)
-    progress, bar = ui.progress_bar(f"Building {safe}")
-    try:
+
+    def build(progress):
+        frame_, text_col_, embeddings = frame, text_col, None
         if not spec:
             raise ModelError("Choose a published SAE or type a spec (hub:owner/repo/file.pth, hub:owner/repo or a folder)")
-        embeddings = None
         if source == CORPUS_CHOICES[2]:
             if not dataset:
                 raise DataError("Type the Hugging Face dataset repo id (owner/name)")
-            frame, embeddings = load_hub_corpus(dataset, text_col=text_col, embedding_col=emb_col)
+            frame_, embeddings = load_hub_corpus(dataset, text_col=text_col, embedding_col=emb_col)
             if embeddings is None:
-                raise DataError(f"{dataset} has no embedding column (columns: {', '.join(map(str, frame.columns))}); "
+                raise DataError(f"{dataset} has no embedding column (columns: {', '.join(map(str, frame_.columns))}); "
                                 "type the column holding the stored embeddings")
-            text_col = frame.columns[0]
-        ws = build_pretrained_workspace(workspaces_dir() / safe, spec, frame=frame, text_col=text_col,
-                                        embedding_col=emb_col, embeddings=embeddings, progress=progress, name=name)
-    except HsaeError as exc:
-        bar.empty()
-        st.error(f"Build failed (any previous workspace is unchanged): {exc}")
+            text_col_ = frame_.columns[0]
+        return build_pretrained_workspace(workspaces_dir() / safe, spec, frame=frame_, text_col=text_col_,
+                                          embedding_col=emb_col, embeddings=embeddings, progress=progress, name=name)
+
+    ws = ui.run_build(safe, build)
+    if ws is None:
         return
-    bar.empty()
-    st.session_state["workspace_path"] = str(ws.path)
     st.success(f"Built {ws.name}: {len(ws):,} documents with {ws.sae.config_.m:,} pretrained features; it is open below.")
 
 

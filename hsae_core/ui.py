@@ -119,6 +119,21 @@ def progress_bar(label: str):
     return update, bar
 
 
+def run_build(name: str, build) -> Optional[Workspace]:
+    """Run ``build(progress)`` under a progress bar and open the result; on an HsaeError show one line and
+    keep whatever workspace was open (the library never half-replaces one)."""
+    progress, bar = progress_bar(f"Building {name}")
+    try:
+        ws = build(progress)
+    except HsaeError as exc:
+        st.error(f"Build failed (any previous workspace is unchanged): {exc}")
+        return None
+    finally:
+        bar.empty()
+    st.session_state["workspace_path"] = str(ws.path)
+    return ws
+
+
 def feature_name(table: pd.DataFrame, latent: int) -> str:
     return f"#{int(latent)} {table['label'].iloc[int(latent)]}"
 
