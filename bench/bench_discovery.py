@@ -15,13 +15,12 @@
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import pandas as pd
 
-from common import (INPUTS, data_dir, embed_cached, markdown_table, run_worker, save_json, setup_env,
+from common import (INPUTS, data_dir, embed_cached, markdown_table, run_worker, script_main, setup_env,
                     yelp_frames)
 from common_worker import best_f1
 from reference_env import ensure_reference_env
@@ -199,9 +198,4 @@ def tables(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="one dataset, one seed (smoke test)")
-    args = ap.parse_args()
-    res = run(args.quick)
-    save_json("discovery" + ("_quick" if args.quick else ""), res)
-    print(tables(res))
+    script_main("discovery", run, tables, "one dataset, one seed (smoke test)", __doc__)

@@ -14,9 +14,8 @@ and the approximate index, and recall@10 of the approximate one against exact.
 """
 from __future__ import annotations
 
-import argparse
 
-from common import OUR_PYTHON, RESULTS, bench_threads, data_dir, markdown_table, run_worker, save_json, setup_env
+from common import OUR_PYTHON, RESULTS, bench_threads, data_dir, markdown_table, run_worker, setup_env, script_main
 
 
 def run(quick: bool = False, timeout: float = 420, mem_gib: float = 10) -> dict:
@@ -72,9 +71,4 @@ def tables(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="10k documents only (smoke test)")
-    args = ap.parse_args()
-    res = run(args.quick)
-    save_json("scale" + ("_quick" if args.quick else ""), res)
-    print(tables(res))
+    script_main("scale", run, tables, "10k documents only (smoke test)", __doc__)

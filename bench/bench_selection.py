@@ -10,12 +10,11 @@ a row that says why. Ratios are ours/theirs.
 """
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 import scipy.sparse as sp
 
-from common import INPUTS, OUR_PYTHON, markdown_table, ratio_or_bound, run_worker, save_json, setup_env
+from common import INPUTS, OUR_PYTHON, markdown_table, ratio_or_bound, run_worker, setup_env, script_main
 from common_worker import synthetic_task_codes
 from reference_env import ensure_reference_env
 
@@ -71,9 +70,4 @@ def tables(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="one small size only (smoke test)")
-    args = ap.parse_args()
-    res = run(args.quick)
-    save_json("selection" + ("_quick" if args.quick else ""), res)
-    print(tables(res))
+    script_main("selection", run, tables, "one small size only (smoke test)", __doc__)

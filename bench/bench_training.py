@@ -11,9 +11,8 @@ of each stage. Ratios are ours/theirs: below 1 means we are faster or smaller.
 """
 from __future__ import annotations
 
-import argparse
 
-from common import (OUR_PYTHON, markdown_table, ratio, ratio_or_bound, run_worker, save_json, setup_env, synthetic_path,
+from common import (OUR_PYTHON, markdown_table, ratio, ratio_or_bound, run_worker, setup_env, script_main, synthetic_path,
                     yelp_embeddings)
 from reference_env import ensure_reference_env
 
@@ -83,9 +82,4 @@ def tables(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="two small configurations only (smoke test)")
-    args = ap.parse_args()
-    res = run(args.quick)
-    save_json("training" + ("_quick" if args.quick else ""), res)
-    print(tables(res))
+    script_main("training", run, tables, "two small configurations only (smoke test)", __doc__)

@@ -219,6 +219,18 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def script_main(suite: str, run, tables, quick_help: str, doc: str) -> None:
+    """Command line of one suite's script: run it (or its --quick smoke version), save JSON, print tables."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    args = ap.parse_args()
+    res = run(args.quick)
+    save_json(suite + ("_quick" if args.quick else ""), res)
+    print(tables(res))
+
+
 def save_json(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
