@@ -6,7 +6,7 @@ HSAE_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export HSAE_DATA_DIR
 PORT ?= 8501
 
-.PHONY: install browser dashboard test bench clean
+.PHONY: install browser dashboard lint test bench clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,7 +26,10 @@ browser:
 dashboard: install
 	$(VENV)/bin/streamlit run app.py --server.headless true --server.address 127.0.0.1 --server.port $(PORT)
 
-test: install browser
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install browser lint
 	$(PY) -m pytest -q tests
 
 bench: install

@@ -10,13 +10,18 @@ import numpy as np
 import plotly.express as px
 import streamlit as st
 
-from hsae_core import ui
+import ui
 from hsae_core.corpora import EMBEDDING_COLUMN_GUESSES, TEXT_COLUMN_GUESSES, guess_column, load_hub_corpus
 from hsae_core.data import TABLE_SUFFIXES, read_table
 from hsae_core.errors import DataError, HsaeError, ModelError
 from hsae_core.hub import registry
-from hsae_core.workspace import (DEMO_HELP, build_demo_workspace, build_pretrained_workspace, build_workspace,
-                                 workspaces_dir)
+from hsae_core.workspace import (
+    DEMO_HELP,
+    build_demo_workspace,
+    build_pretrained_workspace,
+    build_workspace,
+    workspaces_dir,
+)
 
 st.set_page_config(page_title="hsae", layout="wide")
 st.title("hsae: Overview")

@@ -19,9 +19,7 @@ import time
 
 import numpy as np
 import pandas as pd
-
-from common import (INPUTS, data_dir, embed_cached, markdown_table, run_worker, script_main, setup_env,
-                    yelp_frames)
+from common import INPUTS, data_dir, embed_cached, markdown_table, run_worker, script_main, setup_env, yelp_frames
 from common_worker import best_f1
 from reference_env import ensure_reference_env
 
@@ -110,19 +108,16 @@ def reference_recovery(jobs: list[dict], seeds, timeout: float) -> list[dict]:
 
 def yelp_validity(seeds, methods=("correlation", "separation", "lasso")) -> list[dict]:
     """Our whole pipeline on Yelp stars, offline (keyword names, activation annotation)."""
-    from hsae_core.data import prepare_corpus
-    from hsae_core.pipeline import HypothesisConfig, run_hypotheses
+    from hsae_core.pipeline import HypothesisConfig, hypothesize
 
     train_df, hold_df = yelp_frames()
-    train = prepare_corpus(train_df, "text", "stars", "continuous")
-    hold = prepare_corpus(hold_df, "text", "stars", "continuous")
-    X_tr, X_ho = embed_cached(list(train.texts)), embed_cached(list(hold.texts))
+    embed_cached(train_df["text"].tolist() + hold_df["text"].tolist())  # fill the embedding cache outside the timer
     rows = []
     for method in methods:
         for seed in seeds:
             t0 = time.perf_counter()
-            cfg = HypothesisConfig(select=method, n=N_SELECT, seed=seed)  # the product's defaults (m, k)
-            run = run_hypotheses(train, hold, X_tr, X_ho, cfg)
+            cfg = HypothesisConfig(select=method, n=N_SELECT, seed=seed, target_kind="continuous")  # product defaults
+            run = hypothesize(train_df, text_col="text", target_col="stars", holdout=hold_df, config=cfg)
             overall = run.summary["metrics"]["overall"]
             rows.append({"method": method, "seed": seed, "m": cfg.m, "k": cfg.k, "seconds": time.perf_counter() - t0,
                          "n_significant_bonferroni": overall.get("n_significant_bonferroni"),

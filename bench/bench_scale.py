@@ -14,8 +14,7 @@ and the approximate index, and recall@10 of the approximate one against exact.
 """
 from __future__ import annotations
 
-
-from common import OUR_PYTHON, RESULTS, bench_threads, data_dir, markdown_table, run_worker, setup_env, script_main
+from common import OUR_PYTHON, RESULTS, bench_threads, data_dir, markdown_table, run_worker, script_main, setup_env
 
 
 def run(quick: bool = False, timeout: float = 420, mem_gib: float = 10) -> dict:

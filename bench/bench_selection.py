@@ -10,11 +10,9 @@ a row that says why. Ratios are ours/theirs.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import scipy.sparse as sp
-
-from common import INPUTS, OUR_PYTHON, markdown_table, ratio_or_bound, run_worker, setup_env, script_main
+from common import INPUTS, OUR_PYTHON, markdown_table, ratio_or_bound, run_worker, script_main, setup_env
 from common_worker import synthetic_task_codes
 from reference_env import ensure_reference_env
 

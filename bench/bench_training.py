@@ -11,9 +11,17 @@ of each stage. Ratios are ours/theirs: below 1 means we are faster or smaller.
 """
 from __future__ import annotations
 
-
-from common import (OUR_PYTHON, markdown_table, ratio, ratio_or_bound, run_worker, setup_env, script_main, synthetic_path,
-                    yelp_embeddings)
+from common import (
+    OUR_PYTHON,
+    markdown_table,
+    ratio,
+    ratio_or_bound,
+    run_worker,
+    script_main,
+    setup_env,
+    synthetic_path,
+    yelp_embeddings,
+)
 from reference_env import ensure_reference_env
 
 MS, KS = (256, 1024, 4096), (8, 32)

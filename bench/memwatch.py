@@ -31,7 +31,7 @@ class PeakRSS:
         self.start_bytes = self.peak_bytes = 0
         self._stop = threading.Event()
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.start_bytes = self.peak_bytes = rss_bytes()
         self._stop.clear()
         self._thread = threading.Thread(target=self._watch, daemon=True)

@@ -10,10 +10,8 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
-import torch
-
+from common_worker import emit, nmse_of, warm_up_optimizer
 from memwatch import PeakRSS
-from common_worker import warm_up_optimizer, emit, nmse_of
 
 
 def csr_bytes(codes: sp.csr_matrix) -> int:
@@ -46,13 +44,13 @@ WARMUP_ROWS = 2000  # rows of the warm-up call before each timed selection (both
 
 
 def do_select(task: dict) -> None:
-    from hsae_core.select import select_latents
-
     # The reference module imports scikit-learn and scipy.stats at load time, outside its timer; ours
     # imports them lazily inside the call. Load them here so neither side's figure includes an import.
     import scipy.stats  # noqa: F401
     import sklearn.linear_model  # noqa: F401
     import sklearn.svm  # noqa: F401
+
+    from hsae_core.select import select_latents
 
     codes = sp.load_npz(task["codes"]).tocsr()
     y = np.load(task["y"])
@@ -131,8 +129,8 @@ def do_scale(task: dict) -> None:
 
     import faiss
     import pandas as pd
-
     from common import synthetic_embeddings
+
     from hsae_core.sae import SparseAutoencoder
     from hsae_core.search import SteeredSearch, build_index
     from hsae_core.workspace import build_workspace

@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 import torch
-
+from common_worker import best_f1, emit, nmse_of, synthetic_task_codes, warm_up_optimizer  # noqa: F401
 from memwatch import PeakRSS
-from common_worker import warm_up_optimizer, best_f1, emit, nmse_of, synthetic_task_codes  # noqa: F401
 
 _PKG = Path(importlib.util.find_spec("hypothesaes").submodule_search_locations[0])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"ref_{name}", _PKG / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)

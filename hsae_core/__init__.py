@@ -1,0 +1,51 @@
+"""hsae: sparse autoencoders over text embeddings: readable concepts, steerable search, tested hypotheses.
+
+The front door. Heavy dependencies (torch, sentence-transformers, FAISS) load only when a name that
+needs them is first used, so ``import hsae_core`` is quick and never imports Streamlit, plotly or UMAP.
+
+    from hsae_core import HypothesisConfig, hypothesize
+    run = hypothesize("reviews.csv", text_col="text", target_col="stars", out_dir="runs/x")
+"""
+from __future__ import annotations
+
+import importlib
+
+from .errors import DataError as DataError
+from .errors import HsaeError as HsaeError
+from .errors import LLMError as LLMError
+from .errors import ModelError as ModelError
+
+_LAZY = {
+    # the one flow: table in, hypotheses out
+    "hypothesize": "pipeline", "HypothesisConfig": "pipeline", "HypothesisRun": "pipeline",
+    "load_split": "pipeline", "run_hypotheses": "pipeline", "load_run": "pipeline", "write_run": "pipeline",
+    # parts
+    "SparseAutoencoder": "sae",
+    "Embedder": "embed", "get_embedder": "embed", "embed_texts": "embed",
+    "Interpreter": "interpret", "Interpretation": "interpret", "KeywordInterpreter": "interpret",
+    "LLMInterpreter": "interpret",
+    "Annotator": "annotate", "ActivationAnnotator": "annotate", "LLMAnnotator": "annotate",
+    "LLMClient": "llm",
+    "select_latents": "select", "evaluate_hypotheses": "stats",
+    "read_table": "data", "prepare_corpus": "data", "Corpus": "data",
+    # workspaces and what the dashboard asks of them
+    "Workspace": "workspace", "build_workspace": "workspace", "build_pretrained_workspace": "workspace",
+    "SteeredSearch": "search", "FeatureExplorer": "features",
+    # pretrained SAEs
+    "load_sae": "hub", "registry": "hub", "push_sae": "hub",
+}
+
+__all__ = sorted([*_LAZY, "DataError", "HsaeError", "LLMError", "ModelError"])
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hsae_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional, Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,6 +19,16 @@ from .llm import LLMClient, llm_configured, load_prompt, parse_yes_no
 from .progress import ProgressFn
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Annotator(Protocol):
+    """Decides, per holdout text and hypothesis, whether it is present (1), absent (0) or unknown (NaN)."""
+
+    method: str
+
+    def annotate(self, *, texts: Sequence[str], codes, interpretations: Sequence[Interpretation],
+                 progress: Optional[ProgressFn] = None) -> np.ndarray: ...
 
 
 class ActivationAnnotator:
@@ -80,7 +91,7 @@ def make_annotator(kind: str, client: Optional[LLMClient] = None):
         if client is None:
             if not llm_configured():
                 raise LLMError("LLM annotation needs an API key: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local "
-                               "OpenAI-compatible server), or use --annotator activation")
+                               "OpenAI-compatible server), or use the `annotator` 'activation'")
             client = LLMClient()
         return LLMAnnotator(client)
     raise DataError(f"Unknown annotator {kind!r}: use 'activation' or 'llm'")

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import os
+import re
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+from . import settings
 from .errors import HsaeError
+from .settings import LABELS, SAE, SELECTION
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,29 +35,21 @@ def _embed_corpus(texts, embedder_spec, stage="embedding"):
 
 # ---------------------------------------------------------------------------------------- hypothesize
 def cmd_hypothesize(args) -> int:
-    from .pipeline import HypothesisConfig, format_table, load_split, run_hypotheses, write_run
+    from .pipeline import HypothesisConfig, format_table, hypothesize, write_run
 
-    t0 = time.perf_counter()
-    train, hold = load_split(args.data, args.text_col, args.target_col, holdout_path=args.holdout,
-                             holdout_frac=args.holdout_frac, seed=args.seed, target_kind=args.target_kind)
-    t_read = time.perf_counter() - t0
     config = HypothesisConfig(m=args.m, k=args.k, select=args.select, n=args.n, interpreter=args.interpreter,
                               annotator=args.annotator, seed=args.seed, top_n=args.top_n,
                               target_kind=args.target_kind, target_class=args.target_class,
                               batch_topk=args.batch_topk, matryoshka=tuple(args.matryoshka),
-                              max_epochs=args.epochs)
+                              max_epochs=args.epochs, holdout_frac=args.holdout_frac)
+    config.validate()  # before reading, embedding or training anything
     sae = _load_sae(args.sae) if args.sae else None
     if sae is not None:
         _check_sae_width(sae, args.embedder)
-    t1 = time.perf_counter()
-    X_train, model_id = _embed_corpus(train.texts, args.embedder, "embedding train")
-    X_hold, _ = _embed_corpus(hold.texts, args.embedder, "embedding holdout")
-    t_embed = time.perf_counter() - t1
     client = _llm_client(args) if "llm" in (args.interpreter, args.annotator) else None
-    run = run_hypotheses(train, hold, X_train, X_hold, config, out_dir=None, progress=_progress("hypotheses"),
-                         llm_client=client, sae=sae, embedding_model=model_id)
-    run.summary["seconds"] = {"read": round(t_read, 3), "embed": round(t_embed, 3), **run.summary["seconds"]}
-    run.summary["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+    run = hypothesize(args.data, text_col=args.text_col, target_col=args.target_col, holdout=args.holdout,
+                      config=config, embedder=args.embedder, sae=sae, llm_client=client, out_dir=None,
+                      progress=_progress("hypotheses"), embed_progress=_progress("embedding"))
     run.summary["command"] = "hsae " + " ".join(sys.argv[1:])
     write_run(run, args.out)
     print(format_table(run))
@@ -81,7 +74,6 @@ def _load_sae(spec: str):
 def _check_sae_width(sae, embedder_spec) -> None:
     """Refuse early (before embedding anything) when the SAE cannot read this embedder's vectors."""
     from .embed import get_embedder
-
     from .hub import check_compatible
 
     embedder = get_embedder(embedder_spec)
@@ -190,37 +182,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hsae", description="Sparse autoencoders over text embeddings: concepts, search, hypotheses.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def sae_options(p, m_default, k_default=8):
-        p.add_argument("--m", type=int, default=m_default, help="number of latents (default %(default)s)")
-        p.add_argument("--k", type=int, default=k_default, help="active latents per text (default %(default)s)")
-        p.add_argument("--seed", type=int, default=0)
+    def sae_options(p):
+        p.add_argument("--m", type=int, default=SAE.m, help="number of latents (default %(default)s)")
+        p.add_argument("--k", type=int, default=SAE.k, help="active latents per text (default %(default)s)")
+        p.add_argument("--seed", type=int, default=SAE.seed)
         p.add_argument("--embedder", default=None,
                        help="embedding model: default offline all-MiniLM-L6-v2; a sentence-transformers name/folder; "
                             "or openai:text-embedding-3-small")
 
     def training_options(p):
-        p.add_argument("--epochs", type=int, default=200, help="maximum epochs; early stopping on a validation split")
+        p.add_argument("--epochs", type=int, default=SAE.max_epochs, help="maximum epochs; early stopping on a validation split")
         p.add_argument("--batch-topk", action="store_true", help="batch-top-k instead of per-row top-k")
-        p.add_argument("--matryoshka", type=_int_list, default=(), help="nested prefix sizes, e.g. 16,64")
+        p.add_argument("--matryoshka", type=_int_list, default=SAE.matryoshka, help="nested prefix sizes, e.g. 16,64")
 
     p = sub.add_parser("hypothesize", help="find latents that predict a target and validate them on a holdout")
     p.add_argument("--data", required=True, help="CSV, TSV, JSON, JSONL or Parquet table")
     p.add_argument("--text-col", required=True)
     p.add_argument("--target-col", required=True)
     p.add_argument("--holdout", default=None, help="a separate holdout table (same columns)")
-    p.add_argument("--holdout-frac", type=float, default=0.2, help="holdout share when no --holdout is given")
-    p.add_argument("--target-kind", default="auto", choices=["auto", "binary", "continuous", "multiclass"])
+    p.add_argument("--holdout-frac", type=float, default=SELECTION.holdout_frac, help="holdout share when no --holdout is given")
+    p.add_argument("--target-kind", default="auto", choices=settings.TARGET_KINDS)
     p.add_argument("--target-class", default=None, help="for a multiclass target: analyse only this class")
-    p.add_argument("--select", default="correlation", choices=["correlation", "separation", "lasso"])
-    p.add_argument("--n", type=int, default=20, help="number of hypotheses")
-    p.add_argument("--top-n", type=int, default=100, help="top activations used by the separation score")
-    p.add_argument("--interpreter", default="keywords", choices=["keywords", "llm"])
-    p.add_argument("--annotator", default="activation", choices=["activation", "llm"])
+    p.add_argument("--select", default=SELECTION.method, choices=settings.SELECT_METHODS)
+    p.add_argument("--n", type=int, default=SELECTION.n, help="number of hypotheses")
+    p.add_argument("--top-n", type=int, default=SELECTION.top_n, help="top activations used by the separation score")
+    p.add_argument("--interpreter", default=LABELS.interpreter, choices=settings.INTERPRETERS)
+    p.add_argument("--annotator", default=LABELS.annotator, choices=settings.ANNOTATORS)
     p.add_argument("--llm-model", default=None, help="chat model (default $HSAE_LLM_MODEL or gpt-4o-mini)")
     p.add_argument("--sae", default=None, help="use this SAE instead of training one (folder or hub: spec)")
     p.add_argument("--out", required=True)
-    # k=16 of 128: each latent is present in ~13% of texts, enough holdout support for significance tests.
-    sae_options(p, 128, 16)
+    sae_options(p)
     training_options(p)
     p.set_defaults(func=cmd_hypothesize)
 
@@ -236,9 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-model", default=None, help="which model made --embeddings (recorded in the SAE)")
     p.add_argument("--data", default=None)
     p.add_argument("--text-col", default=None)
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=SAE.batch_size)
     p.add_argument("--out", required=True, help="output folder (config.json + model.safetensors)")
-    sae_options(p, 256)
+    sae_options(p)
     training_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -249,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-col", default=None, help="use stored embeddings from this column instead of embedding")
     p.add_argument("--name", default=None)
     p.add_argument("--out", required=True)
-    sae_options(p, 256)
+    sae_options(p)
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("models", help="list the known pretrained SAEs (hub: specs for --sae)")
@@ -272,6 +263,26 @@ def _int_list(text: str) -> tuple:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
 
 
+def as_cli_message(message: str, parser: argparse.ArgumentParser) -> str:
+    """A library message with its `parameter` names replaced by this command's flags (``holdout_frac`` -> ``--holdout-frac``)."""
+    flags = {action.dest: action.option_strings[-1] for sub in _subparsers(parser) for action in sub._actions
+             if action.option_strings and action.option_strings[-1].startswith("--")}
+
+    def flag(match: re.Match) -> str:
+        name = match.group(1)
+        return flags.get(name, f"'{name}'")
+
+    return re.sub(r"`([A-Za-z_]+)`", flag, message)
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    out = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            out.extend(action.choices.values())
+    return out
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     try:
@@ -281,7 +292,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except HsaeError as exc:
-        print(f"hsae: error: {exc}", file=sys.stderr)
+        print(f"hsae: error: {as_cli_message(str(exc), parser)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hsae: interrupted", file=sys.stderr)

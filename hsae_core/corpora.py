@@ -90,7 +90,7 @@ def load_hub_corpus(repo_id: str, filename: Optional[str] = None, revision: Opti
     the embedding column is ``embedding_col`` or a guess (``embedding``, ``embed``, ...). The returned frame
     has the text column first; the embedding column is removed from it (returned as the matrix).
     """
-    from .hub import _download, hub_cache_dir, _offline
+    from .hub import _download, _offline, hub_cache_dir
 
     if filename:
         files = [_download(repo_id, filename, revision, cache_dir, repo_type="dataset")]
@@ -117,8 +117,8 @@ def load_hub_corpus(repo_id: str, filename: Optional[str] = None, revision: Opti
 
 
 def _snapshot_files(repo_id: str, revision: Optional[str], cache_dir: Optional[str], offline: bool) -> list[Path]:
-    from huggingface_hub import snapshot_download
     from huggingface_hub import errors as hf_errors
+    from huggingface_hub import snapshot_download
 
     where = f"dataset {repo_id}" + (f"@{revision}" if revision else "")
     try:

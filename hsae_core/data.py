@@ -82,8 +82,11 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def subset(self, positions: np.ndarray) -> "Corpus":
-        """The corpus restricted to the given positions (e.g. a train or holdout split)."""
+    def subset(self, positions: np.ndarray, counts: Optional[dict] = None) -> Corpus:
+        """The corpus restricted to the given positions (e.g. a train or holdout split).
+
+        ``counts`` replaces the row counts when the part came from a table of its own (see :func:`part_counts`).
+        """
         positions = np.asarray(positions)
         return Corpus(
             texts=[self.texts[i] for i in positions],
@@ -94,7 +97,7 @@ class Corpus:
             y=None if self.y is None else self.y[positions],
             target_kind=self.target_kind,
             classes=self.classes,
-            counts=dict(self.counts, kept=len(positions)),
+            counts=dict(counts or self.counts, kept=len(positions)),
         )
 
 
@@ -121,14 +124,12 @@ def prepare_corpus(
     if n_read and not is_text.any():
         raise DataError(f"Column '{text_col}' holds no text (found {text.dtype} values); pick the text column")
     stripped = text.where(is_text, "").astype(str).str.strip()
-    keep_text = stripped.str.len() > 0
-    counts = {"read": int(n_read), "dropped_empty_text": int((~keep_text).sum())}
-
-    keep = keep_text.to_numpy().copy()
+    empty, missing = _unusable_rows(stripped, df, target_col)
+    counts = {"read": int(n_read), "dropped_empty_text": int(empty.sum())}
+    keep = ~empty
     y = kind = classes = None
     if target_col is not None:
         raw_target = df[target_col]
-        missing = raw_target.isna().to_numpy()
         counts["dropped_missing_target"] = int((missing & keep).sum())
         keep &= ~missing
         if keep.sum() == 0:
@@ -152,6 +153,25 @@ def prepare_corpus(
         classes=classes,
         counts=counts,
     )
+
+
+def _unusable_rows(stripped_text: pd.Series, df: pd.DataFrame, target_col: Optional[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(empty text, missing target) masks over the rows of ``df``."""
+    empty = (stripped_text.str.len() == 0).to_numpy()
+    missing = df[target_col].isna().to_numpy() if target_col is not None else np.zeros(len(df), dtype=bool)
+    return empty, missing
+
+
+def part_counts(df: pd.DataFrame, text_col: str, target_col: Optional[str], rows: slice) -> dict:
+    """Row counts (read, dropped empty text, dropped missing target) of one part of ``df``, e.g. one input file."""
+    text = df[text_col]
+    stripped = text.where(text.map(lambda v: isinstance(v, str)), "").astype(str).str.strip()
+    empty, missing = _unusable_rows(stripped, df, target_col)
+    empty, missing = empty[rows], missing[rows]
+    counts = {"read": int(len(empty)), "dropped_empty_text": int(empty.sum())}
+    if target_col is not None:
+        counts["dropped_missing_target"] = int((missing & ~empty).sum())
+    return counts
 
 
 def encode_target(values: pd.Series, name: str, kind: str = "auto") -> tuple[np.ndarray, str, Optional[list]]:
@@ -185,7 +205,7 @@ def encode_target(values: pd.Series, name: str, kind: str = "auto") -> tuple[np.
     if kind == "continuous":
         if not is_numeric:
             bad = values[numeric.isna()].iloc[0]
-            raise DataError(f"Target '{name}' is not numeric (e.g. {bad!r}); use --target-kind multiclass for labels")
+            raise DataError(f"Target '{name}' is not numeric (e.g. {bad!r}); use `target_kind` multiclass for labels")
         y = numeric.to_numpy(dtype=np.float64)
         if not np.isfinite(y).all():
             raise DataError(f"Target '{name}' contains infinite values")
@@ -213,7 +233,7 @@ def one_vs_rest(y: np.ndarray, class_index: int) -> np.ndarray:
 def split_indices(n: int, holdout_frac: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Random train/holdout positions (sorted), reproducible with a seed."""
     if not 0.0 < holdout_frac < 1.0:
-        raise DataError(f"--holdout-frac must be between 0 and 1, got {holdout_frac}")
+        raise DataError(f"`holdout_frac` must be between 0 and 1, got {holdout_frac}")
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)
     n_hold = int(round(n * holdout_frac))

@@ -14,11 +14,13 @@ import hashlib
 import os
 import re
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Protocol, Sequence
+from typing import Optional, Protocol
 
 import numpy as np
 
+from . import settings
 from .errors import LLMError, ModelError
 from .progress import ProgressFn, report
 
@@ -99,12 +101,12 @@ class OpenAIEmbedder:
         self.model_name = model
         self.model_id = f"openai/{model}"
         self.batch_size = batch_size
-        key = api_key or os.environ.get("OPENAI_API_KEY")
+        key = api_key or settings.openai_api_key()
         if not key:
             raise LLMError(f"Embedding with {self.model_id} needs OPENAI_API_KEY (and optionally OPENAI_BASE_URL)")
         from openai import OpenAI
 
-        self.client = OpenAI(api_key=key, base_url=base_url or os.environ.get("OPENAI_BASE_URL"), timeout=timeout)
+        self.client = OpenAI(api_key=key, base_url=base_url or settings.openai_base_url(), timeout=timeout)
         self._dim = OPENAI_DIMS.get(model)
 
     @property
@@ -143,7 +145,7 @@ def text_key(text: str) -> bytes:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("HSAE_CACHE_DIR", Path.home() / ".cache" / "hsae")) / "embeddings"
+    return settings.cache_dir() / "embeddings"
 
 
 class EmbeddingCache:

@@ -5,7 +5,7 @@ Specs understood by ``load_sae``:
   ``charlieoneill/embedding-saes``), read with ``torch.load(weights_only=True)``;
 - ``hub:OWNER/REPO[@REV]`` or ``hub:OWNER/REPO/SUBFOLDER[@REV]``  our own format (``config.json`` +
   ``model.safetensors``) stored in a Hub repo;
-- a registry name such as ``csLG_64_3072_128`` (see ``models/registry.json``);
+- a registry name such as ``csLG_64_3072_128`` (see ``hsae_core/registry.json``, shipped as package data);
 - a local folder in our format, or a local ``.pth`` file.
 
 The published checkpoints hold ``encoder.weight`` (n x d), ``decoder.weight`` (d x n), ``pre_bias`` (d)
@@ -19,17 +19,17 @@ user can set them after import) and a revision (branch, tag or commit).
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
 import zipfile
+from importlib import resources
 from pathlib import Path
 from typing import Optional
 
+from . import settings
 from .errors import ModelError
 from .sae import CONFIG_NAME, WEIGHTS_NAME, SparseAutoencoder
 
-REGISTRY_PATH = Path(__file__).resolve().parents[1] / "models" / "registry.json"
 PUBLISHED_KEYS = ("encoder.weight", "decoder.weight", "pre_bias", "latent_bias")
 STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 # Published file names: {domain}_{k}_{n}_{aux}.pth
@@ -40,13 +40,14 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # ---------------------------------------------------------------------------------------- registry
 def registry() -> list[dict]:
     """Every known pretrained SAE: name, repo_id, filename, domain, k, n, batch, d_in, embedding_model, corpus."""
-    path = Path(os.environ.get("HSAE_REGISTRY", REGISTRY_PATH))
+    override = settings.registry_override()
+    source = override or resources.files("hsae_core").joinpath("registry.json")
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ModelError(f"The SAE registry {path} is missing; reinstall hsae or set HSAE_REGISTRY") from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"The SAE registry {path} is not valid JSON: {exc}") from None
+        raise ModelError(f"The SAE registry {source} is missing; reinstall hsae or fix HSAE_REGISTRY") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"The SAE registry {source} is not valid JSON: {exc}") from None
     return [dict(entry) for entry in doc.get("saes", [])]
 
 
@@ -156,25 +157,21 @@ def _set_source(sae: SparseAutoencoder, source: dict, keep_existing: bool) -> No
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return settings.hf_offline()
 
 
 def hub_cache_dir(cache_dir: Optional[str] = None) -> Optional[str]:
     """The Hub cache folder: the argument, else $HF_HUB_CACHE, else $HF_HOME/hub, else the library default."""
     if cache_dir:
         return str(cache_dir)
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return str(Path(os.environ["HF_HOME"]) / "hub")
-    return None
+    return settings.hf_cache_dir()
 
 
 def _download(repo_id: str, filename: str, revision: Optional[str], cache_dir: Optional[str],
               repo_type: str = "model") -> Path:
     """hf_hub_download with every failure turned into one ModelError line that says what to do."""
-    from huggingface_hub import hf_hub_download
     from huggingface_hub import errors as hf_errors
+    from huggingface_hub import hf_hub_download
 
     where = f"{repo_id}/{filename}" + (f"@{revision}" if revision else "")
     try:
@@ -318,7 +315,7 @@ def check_compatible(sae: SparseAutoencoder, embedding_model_id: Optional[str], 
     got = f"{dim}-d" + (f" from {embedding_model_id}" if embedding_model_id else "")
     need = f"{want_dim}-d embeddings" + (f" from {want_model}" if want_model else "")
     fix = (f" Embed the texts with {want_model}" + (" (needs OPENAI_API_KEY)" if want_model and want_model.startswith("openai/") else "")
-           + ", or give stored embeddings from that model with --embedding-col.") if want_model else \
+           + ", or give stored embeddings from that model with `embedding_col`.") if want_model else \
         " Use embeddings of the width the SAE was trained on."
     if int(dim) != want_dim:
         raise ModelError(f"This SAE expects {need}; got {got}.{fix}")
@@ -397,7 +394,7 @@ def push_sae(folder: str | Path, repo_id: str, *, token: Optional[str] = None, p
     if _offline():
         raise ModelError("Cannot push while HF_HUB_OFFLINE is set: unset it and make sure the Hub is reachable")
     (folder / "README.md").write_text(model_card(folder, repo_id))
-    api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None, token=token)
+    api = HfApi(endpoint=endpoint or settings.hf_endpoint(), token=token)
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",

@@ -14,8 +14,9 @@ import hashlib
 import logging
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional, Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
@@ -92,6 +93,14 @@ def _unfold(term: str) -> str:
     return " ".join(_UNFOLD.get(w, w) for w in term.split())
 
 
+@runtime_checkable
+class Interpreter(Protocol):
+    """Names latents from the training texts and their SAE codes."""
+
+    def interpret(self, texts: Sequence[str], codes, latents: Sequence[int],
+                  progress: Optional[ProgressFn] = None) -> list[Interpretation]: ...
+
+
 class KeywordInterpreter:
     """Offline contrastive keyword labels: top-activating texts vs. texts where the latent is silent.
 
@@ -99,11 +108,11 @@ class KeywordInterpreter:
     """
 
     def __init__(self, n_keywords: int = 6, top_docs: int = 50, method: str = "logodds", n_examples: int = 3,
-                 seed: int = 0, n_label_terms: int = 3, min_df: Optional[int] = None, max_features: int = 100_000):
+                 n_label_terms: int = 3, min_df: Optional[int] = None, max_features: int = 100_000):
         if method not in ("logodds", "ctfidf"):
             raise DataError(f"Unknown keyword method {method!r}: use 'logodds' or 'ctfidf'")
         self.n_keywords, self.top_docs, self.method = n_keywords, top_docs, method
-        self.n_examples, self.seed, self.n_label_terms = n_examples, seed, n_label_terms
+        self.n_examples, self.n_label_terms = n_examples, n_label_terms
         self.min_df, self.max_features = min_df, max_features
         self._fitted_for: Optional[str] = None
 
@@ -300,7 +309,7 @@ class LLMInterpreter:
         self.n_eval, self.seed, self.keyword_fallback, self.max_chars = n_eval, seed, keyword_fallback, max_chars
         self.n_negatives = n_negatives if n_negatives is not None else max(3, n_examples // 2)
         self.temperature = temperature
-        self.keywords = KeywordInterpreter(seed=seed)
+        self.keywords = KeywordInterpreter()
         self.stats_ = {"labels_asked": 0, "labels_failed": 0, "judgements_asked": 0, "judgements_failed": 0,
                        "keyword_fallbacks": 0}
 
@@ -461,7 +470,7 @@ def make_interpreter(kind: str, client: Optional[LLMClient] = None, **kw):
         if client is None:
             if not llm_configured():
                 raise LLMError("LLM naming needs an API key: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local "
-                               "OpenAI-compatible server), or use --interpreter keywords")
+                               "OpenAI-compatible server), or use the `interpreter` 'keywords'")
             client = LLMClient()
         return LLMInterpreter(client, **kw)
     raise DataError(f"Unknown interpreter {kind!r}: use 'keywords' or 'llm'")

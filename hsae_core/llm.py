@@ -11,7 +11,6 @@ import email.utils
 import hashlib
 import json
 import logging
-import os
 import random
 import re
 import sqlite3
@@ -22,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
+from . import settings
 from .errors import LLMError
 from .progress import ProgressFn, report
 
@@ -34,12 +34,12 @@ MAX_RETRY_AFTER_S = 60.0
 
 def llm_configured() -> bool:
     """True when an API key is set (``OPENAI_API_KEY``); ``OPENAI_BASE_URL`` may point at any compatible server."""
-    return bool(os.environ.get("OPENAI_API_KEY", "").strip())
+    return settings.openai_api_key() is not None
 
 
 def cache_dir() -> Path:
     """The hsae cache folder: ``$HSAE_CACHE_DIR`` or ``~/.cache/hsae``."""
-    return Path(os.environ.get("HSAE_CACHE_DIR") or Path.home() / ".cache" / "hsae")
+    return settings.cache_dir()
 
 
 def load_prompt(name: str) -> str:
@@ -126,12 +126,12 @@ class LLMClient:
                  timeout: float = 60.0, backoff: float = 1.0):
         import openai
 
-        self.model = model or os.environ.get("HSAE_LLM_MODEL") or DEFAULT_MODEL
-        key = api_key or os.environ.get("OPENAI_API_KEY", "").strip()
+        self.model = model or settings.llm_model()
+        key = api_key or settings.openai_api_key()
         if not key:
             raise LLMError("No LLM configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local "
                            "OpenAI-compatible server), or use the offline keyword labels / activation annotation")
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        self.base_url = base_url or settings.openai_base_url()
         if max_concurrency < 1:
             raise LLMError("max_concurrency must be at least 1")
         self.max_concurrency = int(max_concurrency)

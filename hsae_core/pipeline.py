@@ -1,5 +1,6 @@
-"""Hypothesis generation end to end: SAE on the train split -> select latents -> name them ->
-annotate the holdout -> holdout statistics, with timings per stage and an output folder.
+"""Hypothesis generation end to end. :func:`hypothesize` is the one entry point ("table in, hypotheses
+out") that the CLI, the dashboard and the benchmarks call: read -> split -> embed -> SAE on the train
+split -> select latents -> name them -> annotate the holdout -> holdout statistics -> output folder.
 
 The holdout is never used for training the SAE, selecting latents or naming them.
 """
@@ -17,37 +18,71 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from .data import Corpus, one_vs_rest, prepare_corpus, read_table, require_columns, split_indices
+from . import settings
+from .annotate import Annotator
+from .data import Corpus, one_vs_rest, part_counts, prepare_corpus, read_table, require_columns, split_indices
+from .embed import Embedder
 from .errors import DataError, ModelError
+from .interpret import Interpreter
 from .progress import ProgressFn, report
 from .sae import SparseAutoencoder
+from .select import select_latents
+from .stats import embedding_baseline, evaluate_hypotheses
 
-SELECT_METHODS = ("correlation", "separation", "lasso")
 MIN_TRAIN_ROWS = 50
 MIN_HOLDOUT_ROWS = 20
 TABLE_COLUMNS = ["latent", "hypothesis", "selection_score", "prevalence", "separation", "separation_p",
                  "coef", "coef_p", "significant_bonferroni", "significant_fdr"]
+STAGES = ("train_sae", "encode", "select", "interpret", "annotate", "evaluate")
 
 
 @dataclass
 class HypothesisConfig:
-    """Everything that defines a hypothesis run (saved in summary.json)."""
+    """Everything that defines a hypothesis run (saved in summary.json); defaults from :mod:`settings`."""
 
-    m: int = 128
-    k: int = 16
-    select: str = "correlation"
-    n: int = 20
-    interpreter: str = "keywords"
-    annotator: str = "activation"
-    seed: int = 0
-    top_n: int = 100
+    # SAE (used when no pretrained SAE is given)
+    m: int = settings.SAE.m
+    k: int = settings.SAE.k
+    batch_topk: bool = settings.SAE.batch_topk
+    matryoshka: tuple = settings.SAE.matryoshka
+    max_epochs: int = settings.SAE.max_epochs
+    batch_size: int = settings.SAE.batch_size
+    lr: float = settings.SAE.lr
+    seed: int = settings.SAE.seed
+    # selection
+    select: str = settings.SELECTION.method
+    n: int = settings.SELECTION.n
+    top_n: int = settings.SELECTION.top_n
+    # naming and holdout annotation (names; instances can be passed to ``hypothesize``)
+    interpreter: str = settings.LABELS.interpreter
+    annotator: str = settings.LABELS.annotator
+    # target
     target_kind: str = "auto"
     target_class: Optional[str] = None
-    batch_topk: bool = False
-    matryoshka: tuple = ()
-    max_epochs: int = 200
-    batch_size: int = 256
-    lr: float = 5e-4
+    # holdout split (when no separate holdout table is given)
+    holdout_frac: float = settings.SELECTION.holdout_frac
+    split_col: Optional[str] = None
+    holdout_value: Optional[str] = None
+
+    def validate(self) -> None:
+        """Raise a DataError naming the first parameter out of range, before any heavy work."""
+        if self.select not in settings.SELECT_METHODS:
+            raise DataError(f"Unknown selection method '{self.select}' for `select`; use one of "
+                            f"{', '.join(settings.SELECT_METHODS)}")
+        if self.target_kind not in settings.TARGET_KINDS:
+            raise DataError(f"Unknown `target_kind` '{self.target_kind}'; use one of {', '.join(settings.TARGET_KINDS)}")
+        for name in ("m", "k", "n", "top_n", "max_epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise DataError(f"`{name}` must be a positive integer, got {value!r}")
+        if self.k > self.m:
+            raise DataError(f"`k` ({self.k}) cannot exceed `m` ({self.m})")
+        if self.n > self.m:
+            raise DataError(f"`n` ({self.n}) is more than the SAE's `m` ({self.m}) latents")
+        if not 0.0 < float(self.holdout_frac) < 1.0:
+            raise DataError(f"`holdout_frac` must be between 0 and 1, got {self.holdout_frac}")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
+            raise DataError(f"`lr` must be between 0 and 1, got {self.lr!r}")
 
 
 @dataclass
@@ -75,112 +110,218 @@ class StageTimer:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
-def load_split(data_path, text_col: str, target_col: str, holdout_path=None, holdout_frac: float = 0.2,
-               seed: int = 0, target_kind: str = "auto") -> tuple[Corpus, Corpus]:
-    """Read the train table (and a holdout table, or split one off) with one consistent target encoding."""
-    train_df = read_table(data_path)
-    require_columns(train_df, text_col, target_col)
-    if holdout_path is not None:
-        hold_df = read_table(holdout_path)
-        require_columns(hold_df, text_col, target_col)
-        both = pd.concat([train_df, hold_df], ignore_index=True)
-        corpus = prepare_corpus(both, text_col, target_col, target_kind)
-        in_train = corpus.row_ids < len(train_df)
-        train, hold = corpus.subset(np.flatnonzero(in_train)), corpus.subset(np.flatnonzero(~in_train))
-        hold.row_ids = hold.row_ids - len(train_df)  # row ids are positions within each file
-        for part, frame in ((train, train_df), (hold, hold_df)):
-            part.counts = _split_counts(part, frame, text_col, target_col)
+# ---------------------------------------------------------------------------------------- the one entry point
+def hypothesize(data, *, text_col: str, target_col: str, holdout=None, config: Optional[HypothesisConfig] = None,
+                embeddings: Optional[np.ndarray] = None, embedder: Optional[Embedder | str] = None,
+                sae: Optional[SparseAutoencoder] = None, interpreter: Optional[Interpreter | str] = None,
+                annotator: Optional[Annotator | str] = None, llm_client=None, out_dir=None,
+                progress: Optional[ProgressFn] = None, embed_progress: Optional[ProgressFn] = None) -> HypothesisRun:
+    """Table in, hypotheses out: read, split, embed, SAE, select, name, annotate, evaluate, write.
+
+    ``data`` (and ``holdout``, a separate holdout table) is a path to a CSV/TSV/JSON/JSONL/Parquet table
+    or a DataFrame. ``embeddings`` (one row per row of ``data``, e.g. a workspace's stored embeddings)
+    skips embedding; otherwise ``embedder`` (an :class:`~hsae_core.embed.Embedder` or a spec; default
+    offline MiniLM) embeds the texts through the disk cache. ``sae`` (pretrained) skips training.
+    ``interpreter``/``annotator`` may be instances or names and default to ``config``'s names. With
+    ``out_dir`` the run is written there (``hypotheses.csv``, ``summary.json``, annotations, ``sae/``).
+    """
+    config = config or HypothesisConfig()
+    config.validate()
+    timer = StageTimer()
+    t0 = time.perf_counter()
+    with timer("read"):
+        train, hold = load_split(data, text_col, target_col, holdout=holdout, config=config)
+    with timer("embed"):
+        X_train, X_hold, model_id = embed_split(train, hold, embeddings=embeddings, embedder=embedder,
+                                                progress=embed_progress)
+    run = run_hypotheses(train, hold, X_train, X_hold, config, progress=progress, llm_client=llm_client, sae=sae,
+                         embedding_model=model_id, interpreter=interpreter, annotator=annotator)
+    run.summary["seconds"] = {**timer.seconds, **run.summary["seconds"],
+                              "total": round(time.perf_counter() - t0, 3)}
+    if out_dir is not None:
+        write_run(run, out_dir)
+    return run
+
+
+def load_split(data, text_col: str, target_col: str, holdout=None,
+               config: Optional[HypothesisConfig] = None) -> tuple[Corpus, Corpus]:
+    """(train, holdout) corpora with one target encoding shared by both.
+
+    The holdout is a separate table (``holdout``), the rows whose ``config.split_col`` equals
+    ``config.holdout_value``, or a random ``config.holdout_frac`` of the rows. Row ids are positions in
+    the table each part came from.
+    """
+    config = config or HypothesisConfig()
+    frame = _as_frame(data)
+    require_columns(frame, text_col, target_col)
+    if holdout is not None:
+        hold_frame = _as_frame(holdout)
+        require_columns(hold_frame, text_col, target_col)
+        both = pd.concat([frame, hold_frame], ignore_index=True)
+        corpus = prepare_corpus(both, text_col, target_col, config.target_kind)
+        in_train = corpus.row_ids < len(frame)
+        train = corpus.subset(np.flatnonzero(in_train), counts=part_counts(both, text_col, target_col,
+                                                                           slice(0, len(frame))))
+        hold = corpus.subset(np.flatnonzero(~in_train), counts=part_counts(both, text_col, target_col,
+                                                                           slice(len(frame), len(both))))
+        hold.row_ids = hold.row_ids - len(frame)  # row ids are positions within each file
         return train, hold
-    corpus = prepare_corpus(train_df, text_col, target_col, target_kind)
-    train_pos, hold_pos = split_indices(len(corpus), holdout_frac, seed)
-    train, hold = corpus.subset(train_pos), corpus.subset(hold_pos)
-    return train, hold
+    corpus = prepare_corpus(frame, text_col, target_col, config.target_kind)
+    if config.split_col:
+        require_columns(frame, config.split_col)
+        is_hold = (corpus.frame[config.split_col].astype(str) == str(config.holdout_value)).to_numpy()
+        if is_hold.all() or not is_hold.any():
+            raise DataError(f"Splitting on `split_col` {config.split_col} = {config.holdout_value} "
+                            "leaves no rows on one side")
+        train_pos, hold_pos = np.flatnonzero(~is_hold), np.flatnonzero(is_hold)
+    else:
+        train_pos, hold_pos = split_indices(len(corpus), config.holdout_frac, config.seed)
+    return corpus.subset(train_pos), corpus.subset(hold_pos)
 
 
-def _split_counts(part: Corpus, frame: pd.DataFrame, text_col: str, target_col: str) -> dict:
-    text = frame[text_col]
-    empty = ~text.map(lambda v: isinstance(v, str) and bool(v.strip()))
-    return {"read": int(len(frame)), "dropped_empty_text": int(empty.sum()),
-            "dropped_missing_target": int((frame[target_col].isna() & ~empty).sum()), "kept": len(part)}
+def _as_frame(data) -> pd.DataFrame:
+    if isinstance(data, pd.DataFrame):
+        return data
+    return read_table(data)
 
 
+def embed_split(train: Corpus, hold: Corpus, *, embeddings: Optional[np.ndarray] = None,
+                embedder: Optional[Embedder | str] = None,
+                progress: Optional[ProgressFn] = None) -> tuple[np.ndarray, np.ndarray, Optional[str]]:
+    """(X_train, X_hold, embedding model id): rows of stored ``embeddings`` or freshly embedded (cached) texts."""
+    if embeddings is not None:
+        E = embeddings
+        n_rows = int(max(train.row_ids.max(initial=-1), hold.row_ids.max(initial=-1))) + 1
+        if getattr(E, "ndim", 0) != 2 or len(E) < n_rows:
+            raise DataError(f"`embeddings` must have one row per table row; got shape {getattr(E, 'shape', None)}")
+        model_id = embedder if isinstance(embedder, str) else getattr(embedder, "model_id", None)
+        return (np.array(E[train.row_ids], dtype=np.float32), np.array(E[hold.row_ids], dtype=np.float32), model_id)
+    from .embed import embed_texts, get_embedder
+
+    model = embedder if embedder is not None and not isinstance(embedder, str) else get_embedder(embedder)
+    X_train = embed_texts(train.texts, model, progress=progress)
+    X_hold = embed_texts(hold.texts, model, progress=progress)
+    return X_train, X_hold, model.model_id
+
+
+# ---------------------------------------------------------------------------------------- the method on embeddings
 def run_hypotheses(train: Corpus, holdout: Corpus, X_train: np.ndarray, X_hold: np.ndarray,
                    config: HypothesisConfig, out_dir=None, progress: Optional[ProgressFn] = None,
-                   llm_client=None, sae: Optional[SparseAutoencoder] = None,
-                   embedding_model: Optional[str] = None) -> HypothesisRun:
-    """Run the whole method and, if ``out_dir`` is given, write its results there."""
-    from .annotate import make_annotator
-    from .interpret import make_interpreter
-    from .select import select_latents
-    from .stats import embedding_baseline, evaluate_hypotheses
-
-    _validate_inputs(train, holdout, X_train, X_hold, config)
+                   llm_client=None, sae: Optional[SparseAutoencoder] = None, embedding_model: Optional[str] = None,
+                   interpreter: Optional[Interpreter | str] = None,
+                   annotator: Optional[Annotator | str] = None) -> HypothesisRun:
+    """The method on already-embedded splits: SAE, selection, naming, annotation, statistics."""
+    config.validate()
+    _validate_inputs(train, holdout, X_train, X_hold)
+    targets = _targets(train, holdout, config)  # a missing class is refused before any training
+    interpreter = resolve_interpreter(interpreter or config.interpreter, llm_client)
+    annotator = resolve_annotator(annotator or config.annotator, llm_client)
     timer = StageTimer()
-    stages = ["train_sae", "encode", "select", "interpret", "annotate", "evaluate"]
 
     def step(i: int, msg: str) -> None:
-        report(progress, i, len(stages), msg)
+        report(progress, i, len(STAGES), msg)
 
     step(0, "training SAE")
     with timer("train_sae"):
-        if sae is None:
-            sae = SparseAutoencoder(m=config.m, k=config.k, batch_topk=config.batch_topk, matryoshka=config.matryoshka,
-                                    max_epochs=config.max_epochs, batch_size=config.batch_size, lr=config.lr,
-                                    seed=config.seed, embedding_model=embedding_model).fit(X_train)
-        elif sae.d_in != X_train.shape[1]:
-            need = sae.config_.embedding_model or "the model it was trained on"
-            raise ModelError(f"The SAE expects {sae.d_in}-d embeddings (from {need}); these are {X_train.shape[1]}-d")
-    if config.n > sae.config_.m:
-        raise DataError(f"--n {config.n} is more than the SAE's {sae.config_.m} latents")
+        sae = _fit_or_check_sae(sae, X_train, config, embedding_model)
     step(1, "encoding")
     with timer("encode"):
         codes_train, codes_hold = sae.transform(X_train), sae.transform(X_hold)
 
-    interpreter = make_interpreter(config.interpreter, client=llm_client)
-    annotator = make_annotator(config.annotator, client=llm_client)
     names: dict[int, object] = {}
     tables, annotation_cols, metrics, warnings = [], {"row_id": holdout.row_ids}, {}, []
-    for target_name, kind, y_train, y_hold in _targets(train, holdout, config):
-        step(2, f"selecting latents{_for(target_name)}")
+    for target_name, kind, y_train, y_hold in targets:
+        where = _for(target_name)
+        step(2, f"selecting latents{where}")
         with timer("select"):
             sel = select_latents(codes_train, y_train, method=config.select, n=config.n, kind=kind, top_n=config.top_n)
-        warnings.extend(f"{_for(target_name).strip() or 'selection'}: {w}" for w in sel.warnings)
+        warnings.extend(f"{where.strip() or 'selection'}: {w}" for w in sel.warnings)
         latents = [int(j) for j in sel.latents]
-        step(3, f"naming {len(latents)} latents{_for(target_name)}")
+        step(3, f"naming {len(latents)} latents{where}")
         with timer("interpret"):
             todo = [j for j in latents if j not in names]
             for item in interpreter.interpret(train.texts, codes_train, todo):
                 names[item.latent] = item
         chosen = [names[j] for j in latents]
-        step(4, f"annotating the holdout{_for(target_name)}")
+        step(4, f"annotating the holdout{where}")
         with timer("annotate"):
             ann = annotator.annotate(texts=holdout.texts, codes=codes_hold, interpretations=chosen)
-        step(5, f"holdout statistics{_for(target_name)}")
+        step(5, f"holdout statistics{where}")
         with timer("evaluate"):
             per_hyp, overall = evaluate_hypotheses(ann, y_hold, kind, [c.label for c in chosen])
             overall["embedding_baseline"] = embedding_baseline(X_train, y_train, X_hold, y_hold, kind, seed=config.seed)
-        prefix = f"{target_name}:" if target_name is not None else ""
-        cols = [f"{prefix}latent_{j}" for j in latents]
-        for col, values in zip(cols, ann.T):
-            annotation_cols[col] = values
-        table = pd.DataFrame({
-            "latent": latents,
-            "hypothesis": [c.label for c in chosen],
-            "selection_score": sel.scores,
-            "label_method": [c.method for c in chosen],
-            "keywords": [", ".join(c.keywords) for c in chosen],
-        })
-        table = pd.concat([table, per_hyp.drop(columns=["hypothesis"], errors="ignore").reset_index(drop=True)], axis=1)
-        table["annotation_col"] = cols
-        table["annotator"] = annotator.method
-        if target_name is not None:
-            table.insert(0, "class", target_name)
+        table, cols = _hypothesis_table(target_name, latents, sel.scores, chosen, per_hyp, annotator.method)
+        annotation_cols.update(zip(cols, ann.T))
         tables.append(table)
         metrics[str(target_name) if target_name is not None else "overall"] = overall
     step(6, "done")
 
-    table = pd.concat(tables, ignore_index=True)
-    annotations = pd.DataFrame(annotation_cols)
+    annotation_cols["target"] = holdout.y
+    summary = _summary(train, holdout, config, sae, interpreter, annotator, llm_client, embedding_model,
+                       metrics, warnings, timer)
+    run = HypothesisRun(table=pd.concat(tables, ignore_index=True), summary=summary,
+                        annotations=pd.DataFrame(annotation_cols), sae=sae,
+                        interpretations=[names[j] for j in sorted(names)])
+    if out_dir is not None:
+        write_run(run, out_dir)
+    return run
+
+
+def resolve_interpreter(interpreter: Interpreter | str, llm_client=None) -> Interpreter:
+    """An interpreter instance, or one made from its name ('keywords' or 'llm')."""
+    if isinstance(interpreter, str):
+        from .interpret import make_interpreter
+
+        return make_interpreter(interpreter, client=llm_client)
+    return interpreter
+
+
+def resolve_annotator(annotator: Annotator | str, llm_client=None) -> Annotator:
+    """An annotator instance, or one made from its name ('activation' or 'llm')."""
+    if isinstance(annotator, str):
+        from .annotate import make_annotator
+
+        return make_annotator(annotator, client=llm_client)
+    return annotator
+
+
+def _fit_or_check_sae(sae: Optional[SparseAutoencoder], X_train: np.ndarray, config: HypothesisConfig,
+                      embedding_model: Optional[str]) -> SparseAutoencoder:
+    """Train the configured SAE on the training rows, or check that a given one reads these embeddings."""
+    if sae is None:
+        return SparseAutoencoder(m=config.m, k=config.k, batch_topk=config.batch_topk, matryoshka=config.matryoshka,
+                                 max_epochs=config.max_epochs, batch_size=config.batch_size, lr=config.lr,
+                                 seed=config.seed, embedding_model=embedding_model).fit(X_train)
+    if sae.d_in != X_train.shape[1]:
+        need = sae.config_.embedding_model or "the model it was trained on"
+        raise ModelError(f"The SAE expects {sae.d_in}-d embeddings (from {need}); these are {X_train.shape[1]}-d")
+    if config.n > sae.config_.m:
+        raise DataError(f"`n` ({config.n}) is more than the SAE's {sae.config_.m} latents")
+    return sae
+
+
+def _hypothesis_table(target_name, latents, scores, chosen, per_hyp: pd.DataFrame,
+                      annotator_method: str) -> tuple[pd.DataFrame, list[str]]:
+    """One row per hypothesis of one target, and the names of its annotation columns."""
+    prefix = f"{target_name}:" if target_name is not None else ""
+    cols = [f"{prefix}latent_{j}" for j in latents]
+    table = pd.DataFrame({
+        "latent": latents,
+        "hypothesis": [c.label for c in chosen],
+        "selection_score": scores,
+        "label_method": [c.method for c in chosen],
+        "keywords": [", ".join(c.keywords) for c in chosen],
+    })
+    table = pd.concat([table, per_hyp.drop(columns=["hypothesis"], errors="ignore").reset_index(drop=True)], axis=1)
+    table["annotation_col"] = cols
+    table["annotator"] = annotator_method
+    if target_name is not None:
+        table.insert(0, "class", target_name)
+    return table, cols
+
+
+def _summary(train: Corpus, holdout: Corpus, config: HypothesisConfig, sae: SparseAutoencoder, interpreter,
+             annotator, llm_client, embedding_model, metrics: dict, warnings: list, timer: StageTimer) -> dict:
     summary = {
         "config": asdict(config),
         "target": {"column": train.target_col, "kind": train.target_kind, "classes": _jsonable(train.classes)},
@@ -201,22 +342,16 @@ def run_hypotheses(train: Corpus, holdout: Corpus, X_train: np.ndarray, X_hold: 
         summary["llm"] = {"client": dict(llm_client.stats),
                           "interpreter": dict(getattr(interpreter, "stats_", {})),
                           "annotator": dict(getattr(annotator, "stats_", {}))}
-    run = HypothesisRun(table=table, summary=summary, annotations=annotations, sae=sae,
-                        interpretations=[names[j] for j in sorted(names)])
-    if out_dir is not None:
-        write_run(run, out_dir)
-    return run
+    return summary
 
 
 def _for(target_name) -> str:
     return f" for class {target_name}" if target_name is not None else ""
 
 
-def _validate_inputs(train: Corpus, holdout: Corpus, X_train, X_hold, config: HypothesisConfig) -> None:
+def _validate_inputs(train: Corpus, holdout: Corpus, X_train, X_hold) -> None:
     if train.y is None or holdout.y is None:
-        raise DataError("Hypothesis generation needs a target column")
-    if config.select not in SELECT_METHODS:
-        raise DataError(f"Unknown selection method '{config.select}'; use one of {', '.join(SELECT_METHODS)}")
+        raise DataError("Hypothesis generation needs a target column (`target_col`)")
     if len(train) < MIN_TRAIN_ROWS:
         raise DataError(f"Only {len(train)} training rows; need at least {MIN_TRAIN_ROWS}")
     if len(holdout) < MIN_HOLDOUT_ROWS:
@@ -235,7 +370,8 @@ def _targets(train: Corpus, holdout: Corpus, config: HypothesisConfig):
     classes = [str(c) for c in train.classes]
     if config.target_class is not None:
         if str(config.target_class) not in classes:
-            raise DataError(f"Class '{config.target_class}' not in target; classes are: {', '.join(classes)}")
+            raise DataError(f"Class '{config.target_class}' (`target_class`) not in the target; "
+                            f"classes are: {', '.join(classes)}")
         wanted = [classes.index(str(config.target_class))]
     else:
         wanted = range(len(classes))

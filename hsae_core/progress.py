@@ -5,7 +5,8 @@ A progress callback is ``fn(done, total, message)``; library functions accept ``
 from __future__ import annotations
 
 import sys
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 ProgressFn = Callable[[int, int, str], None]
 

@@ -19,19 +19,22 @@ from __future__ import annotations
 
 import copy
 import json
-from contextlib import contextmanager
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator, TransformerMixin
 from torch import nn
 
+from . import settings
 from .errors import ModelError
 from .progress import ProgressFn, report
 
@@ -174,30 +177,33 @@ def as_float_matrix(X, d_in: Optional[int] = None, what: str = "embeddings") -> 
     return X
 
 
-class SparseAutoencoder:
-    """scikit-learn-style top-k SAE: parameters in ``__init__``, learned state with a trailing underscore."""
+class SparseAutoencoder(TransformerMixin, BaseEstimator):
+    """A scikit-learn estimator (``clone``, ``get_params``, usable in a ``Pipeline``): parameters in
+    ``__init__`` stored unchanged, learned state with a trailing underscore. Defaults: :data:`settings.SAE`."""
 
-    def __init__(self, m: int = 128, k: int = 8, *, batch_topk: bool = False, matryoshka: Sequence[int] = (),
-                 aux_k: int = 0, aux_coef: float = 1.0 / 32, dead_after: int = 5_000, lr: float = 5e-4,
-                 batch_size: int = 512, max_epochs: int = 200, patience: int = 10, val_frac: float = 0.1,
-                 seed: int = 0, embedding_model: Optional[str] = None):
+    def __init__(self, m: int = settings.SAE.m, k: int = settings.SAE.k, *, batch_topk: bool = settings.SAE.batch_topk,
+                 matryoshka: Sequence[int] = settings.SAE.matryoshka, aux_k: int = 0, aux_coef: float = 1.0 / 32,
+                 dead_after: int = 5_000, lr: float = settings.SAE.lr, batch_size: int = settings.SAE.batch_size,
+                 max_epochs: int = settings.SAE.max_epochs, patience: int = 10, val_frac: float = 0.1,
+                 seed: int = settings.SAE.seed, embedding_model: Optional[str] = None):
         self.m, self.k = m, k
-        self.batch_topk, self.matryoshka = batch_topk, tuple(matryoshka)
+        self.batch_topk, self.matryoshka = batch_topk, matryoshka
         self.aux_k, self.aux_coef, self.dead_after = aux_k, aux_coef, dead_after
         self.lr, self.batch_size, self.max_epochs, self.patience = lr, batch_size, max_epochs, patience
         self.val_frac, self.seed, self.embedding_model = val_frac, seed, embedding_model
 
     # ------------------------------------------------------------------ training
-    def fit(self, X, progress: Optional[ProgressFn] = None) -> "SparseAutoencoder":
+    def fit(self, X, y=None, progress: Optional[ProgressFn] = None) -> SparseAutoencoder:
+        """Train on the rows of ``X`` (``y`` is ignored; it is there for scikit-learn pipelines)."""
         X = as_float_matrix(X)
         with _threads_for_work(min(self.batch_size, len(X)) * self.m * X.shape[1]):
             return self._fit(X, progress)
 
-    def _fit(self, X: np.ndarray, progress: Optional[ProgressFn]) -> "SparseAutoencoder":
+    def _fit(self, X: np.ndarray, progress: Optional[ProgressFn]) -> SparseAutoencoder:
         n, d = X.shape
         if n < 2:
             raise ModelError(f"Need at least 2 rows to train an SAE, got {n}")
-        cfg = SAEConfig(d_in=d, m=self.m, k=self.k, batch_topk=self.batch_topk, matryoshka=self.matryoshka,
+        cfg = SAEConfig(d_in=d, m=self.m, k=self.k, batch_topk=self.batch_topk, matryoshka=tuple(self.matryoshka),
                         aux_k=self.aux_k, aux_coef=self.aux_coef, dead_after=self.dead_after,
                         embedding_model=self.embedding_model)
         gen = torch.Generator().manual_seed(self.seed)
@@ -400,7 +406,7 @@ class SparseAutoencoder:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "SparseAutoencoder":
+    def load(cls, path: str | Path) -> SparseAutoencoder:
         """Load a folder written by ``save`` (no pickle involved)."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -424,7 +430,7 @@ class SparseAutoencoder:
         return sae
 
     @classmethod
-    def from_tensors(cls, config: dict, tensors: dict, source: str = "checkpoint") -> "SparseAutoencoder":
+    def from_tensors(cls, config: dict, tensors: dict, source: str = "checkpoint") -> SparseAutoencoder:
         """Build from a config dict and {name: tensor} in the saved layout, checking every shape."""
         if config.get("architecture", ARCHITECTURE) != ARCHITECTURE:
             raise ModelError(f"{source}: unsupported architecture '{config.get('architecture')}' (expected {ARCHITECTURE})")

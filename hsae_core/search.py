@@ -7,8 +7,9 @@ With no edits (or edits equal to the current values) z' - z is exactly zero, so 
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Optional
 
 import numpy as np
 import scipy.sparse as sp

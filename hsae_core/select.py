@@ -175,13 +175,12 @@ def standardised_codes(codes) -> tuple[sp.csr_matrix, np.ndarray]:
     return scaled, sd
 
 
-def l1_model(kind: str, strength: float, warm_start: bool = False):
+def l1_model(kind: str, strength: float):
     """The sklearn estimator fitted at one L1 strength (public so callers and tests can refit it)."""
     from sklearn.linear_model import Lasso, LogisticRegression
 
     if kind == "continuous":
-        return Lasso(alpha=strength, fit_intercept=True, max_iter=10_000, tol=1e-6, selection="cyclic",
-                     warm_start=warm_start)
+        return Lasso(alpha=strength, fit_intercept=True, max_iter=10_000, tol=1e-6, selection="cyclic")
     # liblinear is the fast sparse L1-logistic solver (it has no warm start). It penalises the
     # intercept like a feature; a large intercept_scaling makes that negligible.
     return LogisticRegression(C=strength, l1_ratio=1.0, solver="liblinear", fit_intercept=True,
@@ -410,16 +409,6 @@ def _bisect_strength(X: sp.csr_matrix, y: np.ndarray, n: int, kind: str, max_fit
         strength = below
         notes.append(f"Even the weakest L1 penalty tried keeps only {count(below)} latents; returning those instead of {n}")
     return strength, path.fits[strength], len(path.fits), notes, path
-
-
-def lasso_path_select(codes, y, n: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """(latents, coefs): L1 path landing on exactly n non-zero latents, ranked by |coef|.
-
-    Coefficients are per standard deviation of each latent's activation. See ``lasso_path_fit`` for
-    the regularisation found and what happens when exactly ``n`` is unreachable.
-    """
-    path = lasso_path_fit(codes, y, n, kind)
-    return path.latents, path.coefs
 
 
 # ---------------------------------------------------------------------------- entry point

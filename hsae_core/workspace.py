@@ -14,13 +14,15 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from . import settings
 from .data import prepare_corpus, read_table, require_columns
 from .errors import DataError, HsaeError, LLMError, ModelError
 from .progress import ProgressFn, report
@@ -79,7 +81,7 @@ class Workspace:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, path: str | Path) -> "Workspace":
+    def open(cls, path: str | Path) -> Workspace:
         """Open a folder written by ``build_workspace``."""
         path = Path(path)
         man = path / MANIFEST
@@ -145,10 +147,6 @@ class Workspace:
         return self._lazy("features", lambda: pd.read_parquet(self.path / FILES["features"]))
 
     @property
-    def labels(self) -> list[str]:
-        return self.features["label"].tolist()
-
-    @property
     def index(self):
         import faiss
 
@@ -190,7 +188,7 @@ class Workspace:
                 f"This workspace uses stored embeddings ({model}); typed text cannot be embedded. "
                 "Use 'more like this document' instead"
             )
-        if model.startswith("openai") and not os.environ.get("OPENAI_API_KEY"):
+        if model.startswith("openai") and not settings.openai_api_key():
             raise LLMError(f"Typed queries need OPENAI_API_KEY to embed text with {model}; "
                            "set it, or use 'more like this document'")
         return self._lazy("embedder", lambda: get_embedder(spec or model))
@@ -243,7 +241,8 @@ class Workspace:
 
 
 # ---------------------------------------------------------------------- building
-def build_workspace(out_dir, *, data_path=None, frame=None, text_col: str, m: int = 256, k: int = 8, seed: int = 0,
+def build_workspace(out_dir, *, data_path=None, frame=None, text_col: str, m: int = settings.SAE.m,
+                    k: int = settings.SAE.k, seed: int = settings.SAE.seed,
                     embedder_spec: str | None = None, embeddings: np.ndarray | None = None,
                     sae: SparseAutoencoder | None = None, progress: ProgressFn | None = None,
                     name: str | None = None) -> Workspace:
@@ -260,7 +259,7 @@ def build_workspace(out_dir, *, data_path=None, frame=None, text_col: str, m: in
     if not isinstance(df, pd.DataFrame):
         raise DataError("frame must be a pandas DataFrame")
     if not text_col:
-        raise DataError("Pick the text column (--text-col)")
+        raise DataError("Pick the text column (`text_col`)")
     require_columns(df, text_col)
     if df[text_col].map(lambda v: isinstance(v, str) and v.strip() != "").sum() == 0:
         raise DataError(f"Column '{text_col}' holds no text: every value is empty or not a string; pick the text column")
@@ -437,7 +436,7 @@ def _commit(out: Path, stage: Path, changed: list[str], manifest: dict) -> None:
 # ---------------------------------------------------------------------- discovery
 def workspaces_dir() -> Path:
     """Where the dashboard keeps workspaces: $HSAE_WORKSPACES_DIR or ./workspaces."""
-    return Path(os.environ.get("HSAE_WORKSPACES_DIR", "workspaces"))
+    return settings.workspaces_dir()
 
 
 def list_workspaces(root: str | Path | None = None) -> list[Path]:
@@ -460,7 +459,7 @@ DEMO_HELP = (
 
 def demo_frame(data_dir: str | Path | None = None) -> pd.DataFrame:
     """The 4,000 Yelp demo reviews with stars/useful/funny/cool and a `split` column (val/holdout)."""
-    data_dir = data_dir or os.environ.get("HSAE_DATA_DIR")
+    data_dir = data_dir or settings.data_dir()
     if not data_dir:
         raise DataError("HSAE_DATA_DIR is not set. " + DEMO_HELP)
     folder = Path(data_dir) / "yelp_reviews_demo"
@@ -483,8 +482,8 @@ def build_demo_workspace(root: str | Path | None = None, progress: Optional[Prog
     """Build (or reuse) the Yelp demo workspace under ``root``."""
     frame = demo_frame(data_dir)
     root = Path(root) if root is not None else workspaces_dir()
-    return build_workspace(root / DEMO_NAME, frame=frame, text_col="text", m=256, k=8, seed=0,
-                           progress=progress, name="Yelp reviews (demo)")
+    return build_workspace(root / DEMO_NAME, frame=frame, text_col="text", progress=progress,
+                           name="Yelp reviews (demo)")
 
 
 def build_pretrained_workspace(out_dir, sae_spec: str, *, frame: pd.DataFrame, text_col: str | None = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from hsae_core import ui
+import ui
 from hsae_core.errors import HsaeError
 from hsae_core.features import numeric_target, search_features, text_features
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
-from hsae_core import ui
+import ui
 from hsae_core.errors import HsaeError
 from hsae_core.features import search_features
 

@@ -5,10 +5,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from hsae_core import ui
+import ui
+from hsae_core.columns import split_columns, target_columns
 from hsae_core.errors import HsaeError
+from hsae_core.evidence import hypothesis_evidence
 from hsae_core.llm import LLMClient
-from hsae_core.pipeline import SELECT_METHODS, TABLE_COLUMNS, HypothesisConfig, load_run, run_hypotheses
+from hsae_core.pipeline import TABLE_COLUMNS, HypothesisConfig, hypothesize, load_run
+from hsae_core.settings import ANNOTATORS, INTERPRETERS, SELECT_METHODS
 
 st.set_page_config(page_title="hsae: Hypotheses", layout="wide")
 st.title("Hypotheses")
@@ -22,7 +25,7 @@ def open_run(path: str, stamp: float):
     return load_run(path)
 
 
-targets = ui.target_columns(ws)
+targets = target_columns(ws.frame, ws.text_col)
 if not targets:
     st.error("This workspace has no column that can be a target (numeric, binary or categorical with 2+ values).")
     st.stop()
@@ -37,7 +40,7 @@ with st.container(border=True):
         choice = c1.selectbox("Class (one-vs-rest)", ["every class"] + sorted(values.astype(str).unique()),
                               key="hyp_class")
         target_class = None if choice == "every class" else choice
-    split_cols = ui.split_columns(ws, target)
+    split_cols = split_columns(ws.frame, ws.text_col, target)
     split_mode = c2.radio("Holdout", (["by column"] if split_cols else []) + ["random fraction"], key="hyp_split")
     split_col = holdout_value = None
     frac = 0.2
@@ -55,8 +58,8 @@ with st.container(border=True):
     d1, d2, d3, d4 = st.columns(4)
     m = int(d1.number_input("SAE features (m)", 8, 4096, HypothesisConfig.m, step=8, key="hyp_m"))
     k = int(d2.number_input("Active per doc (k)", 1, 64, HypothesisConfig.k, key="hyp_k"))
-    interpreter = d3.selectbox("Interpreter", ["keywords", "llm"], key="hyp_interp")
-    annotator = d4.selectbox("Annotator", ["activation", "llm"], key="hyp_annot")
+    interpreter = d3.selectbox("Interpreter", INTERPRETERS, key="hyp_interp")
+    annotator = d4.selectbox("Annotator", ANNOTATORS, key="hyp_annot")
     api_key = ui.api_key_box()
     submitted = st.button("Run", type="primary", key="hyp_run")
 
@@ -67,13 +70,14 @@ if submitted:
         if needs_llm:
             # Never written to disk: the key lives only in this session's memory.
             client = LLMClient(api_key=api_key) if api_key else LLMClient()
-        train, hold, X_tr, X_ho = ui.workspace_split(ws, target, split_col, holdout_value, frac)
         config = HypothesisConfig(m=m, k=k, select=method, n=n, interpreter=interpreter, annotator=annotator,
-                                  target_class=target_class)
+                                  target_class=target_class, holdout_frac=frac, split_col=split_col,
+                                  holdout_value=holdout_value)
         progress, bar = ui.progress_bar(f"Generating hypotheses for '{target}'")
         out_dir = ws.new_run_dir(target)
-        run = run_hypotheses(train, hold, X_tr, X_ho, config, out_dir=out_dir, progress=progress, llm_client=client,
-                             embedding_model=ws.embedding_model)
+        run = hypothesize(ws.frame, text_col=ws.text_col, target_col=target, config=config,
+                          embeddings=ws.embeddings, embedder=ws.embedding_model, out_dir=out_dir, progress=progress,
+                          llm_client=client)
         bar.empty()
         st.session_state["run_path"] = str(out_dir)
     except HsaeError as exc:
@@ -118,7 +122,7 @@ row_index = st.selectbox("Evidence for hypothesis", list(range(len(table))), ind
                          format_func=lambda i: f"{table['hypothesis'].iloc[i]} (#{int(table['latent'].iloc[i])})",
                          key=f"hyp_evidence_{chosen}_{picked[0] if picked else 'none'}")
 row = table.iloc[row_index]
-supporting, counter = ui.hypothesis_evidence(run, ws.frame, ws.text_col, row)
+supporting, counter = hypothesis_evidence(run, ws.frame, ws.text_col, row)
 left, right = st.columns(2)
 with left:
     st.subheader("Supporting holdout documents")

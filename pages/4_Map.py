@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from hsae_core import ui
+import ui
 from hsae_core.errors import HsaeError
 from hsae_core.mapping import points_in_box, region_overrepresentation
 

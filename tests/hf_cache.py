@@ -34,7 +34,7 @@ def add_to_cache(cache: Path, repo_id: str, files: dict, *, repo_type: str = "mo
     return snapshot
 
 
-def published_state_dict(n: int = 3072, d: int = 1536, seed: int = 0) -> "OrderedDict[str, torch.Tensor]":
+def published_state_dict(n: int = 3072, d: int = 1536, seed: int = 0) -> OrderedDict[str, torch.Tensor]:
     """A state dict in the published layout: encoder (n x d), decoder (d x n, unit columns), pre_bias, latent_bias."""
     g = torch.Generator().manual_seed(seed)
     decoder = torch.randn(d, n, generator=g)

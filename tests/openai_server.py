@@ -19,8 +19,9 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import pytest
@@ -69,7 +70,7 @@ class FakeOpenAIServer:
     def chat_requests(self) -> list[dict]:
         return [r for r in self.requests if r["_path"].endswith("/chat/completions")]
 
-    def start(self) -> "FakeOpenAIServer":
+    def start(self) -> FakeOpenAIServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -135,7 +136,7 @@ class FakeOpenAIServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> "FakeOpenAIServer":
+    def __enter__(self) -> FakeOpenAIServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from openai_server import openai_server, user_prompt  # noqa: F401  (fixture)
 
 from hsae_core.annotate import ActivationAnnotator, LLMAnnotator, make_annotator
 from hsae_core.errors import HsaeError, LLMError
 from hsae_core.interpret import Interpretation, KeywordInterpreter, snippet
 from hsae_core.llm import LLMClient
 from hsae_core.sae import SparseAutoencoder
-from openai_server import openai_server, user_prompt  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
-
 from ws_fixtures import small_workspace  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]

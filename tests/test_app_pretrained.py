@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from hf_cache import add_to_cache, commit_id, published_state_dict, save_state_dict
+from streamlit.testing.v1 import AppTest
 from test_corpora import pseudo_openai_embeddings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,7 +15,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from ws_fixtures import small_workspace  # noqa: F401
 
 pytestmark = pytest.mark.browser

@@ -35,7 +35,7 @@ def run_dir(yelp_files, tmp_path_factory):
     return out
 
 
-def test_hypothesize_writes_table_summary_annotations_and_sae(run_dir, capsys):
+def test_hypothesize_writes_table_summary_annotations_and_sae(run_dir, yelp_files, capsys):
     table = pd.read_csv(run_dir / "hypotheses.csv")
     assert set(REQUIRED) <= set(table.columns) and len(table) == 10
     assert table["hypothesis"].str.len().min() > 0
@@ -47,8 +47,10 @@ def test_hypothesize_writes_table_summary_annotations_and_sae(run_dir, capsys):
     assert {"read", "embed", "train_sae", "select", "interpret", "annotate", "evaluate", "total"} <= set(summary["seconds"])
     assert summary["versions"]["torch"].startswith("2.13")
     ann = pd.read_parquet(run_dir / "holdout_annotations.parquet")
-    assert ann.shape == (400, 11) and list(ann["row_id"]) == list(range(400))
-    assert set(np.unique(ann.drop(columns="row_id").to_numpy())) <= {0.0, 1.0}
+    assert ann.shape == (400, 12) and list(ann["row_id"]) == list(range(400))
+    holdout_stars = pd.read_json(yelp_files[1], lines=True)["stars"].to_numpy()
+    np.testing.assert_array_equal(ann["target"].to_numpy(), holdout_stars)  # the encoded holdout target
+    assert set(np.unique(ann.drop(columns=["row_id", "target"]).to_numpy())) <= {0.0, 1.0}
     assert SparseAutoencoder.load(run_dir / "sae").config_.m == 64
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from hf_cache import add_to_cache, commit_id, published_state_dict, save_state_dict
+
 from hsae_core.corpora import embeddings_from_column, load_hub_corpus
 from hsae_core.errors import DataError, HsaeError
 

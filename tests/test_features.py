@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from ws_fixtures import small_workspace  # noqa: F401
 
 from hsae_core.errors import DataError
 from hsae_core.features import FeatureExplorer, feature_stats, search_features, text_features
 from hsae_core.workspace import Workspace
-from ws_fixtures import small_workspace  # noqa: F401
 
 
 @pytest.fixture(scope="module")

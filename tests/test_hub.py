@@ -5,7 +5,6 @@ SAEs (charlieoneill/embedding-saes, csLG_16_3072_32.pth: 3072 latents over 1536-
 """
 from __future__ import annotations
 
-import json
 import os
 import pickle
 from pathlib import Path
@@ -14,8 +13,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-
 from hf_cache import add_to_cache, commit_id, published_state_dict, save_state_dict
+
 from hsae_core.errors import ModelError
 from hsae_core.hub import check_compatible, load_sae, model_card, push_sae, registry
 from hsae_core.sae import SparseAutoencoder

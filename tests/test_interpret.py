@@ -7,12 +7,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from openai_server import openai_server, user_prompt  # noqa: F401  (fixture)
 
 from hsae_core.errors import HsaeError, LLMError
 from hsae_core.interpret import KeywordInterpreter, LLMInterpreter, make_interpreter, parse_label, snippet
 from hsae_core.llm import LLMClient
 from hsae_core.sae import SparseAutoencoder
-from openai_server import openai_server, user_prompt  # noqa: F401  (fixture)
 
 NEGATIVE = {"not", "no", "never", "worst", "bad", "rude", "terrible", "horrible", "awful", "disappointed",
             "disappointing", "manager", "refund", "minutes", "waited", "wait", "cold", "told", "asked", "dirty",

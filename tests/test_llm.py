@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 import time
 
 import pytest
+from openai_server import chat_reply, openai_server, user_prompt  # noqa: F401  (fixture)
 
 from hsae_core.errors import LLMError
 from hsae_core.llm import LLMClient, llm_configured, parse_yes_no
-from openai_server import chat_reply, openai_server, user_prompt  # noqa: F401  (fixture)
 
 SECRET = "sk-test-secret-123"
 

@@ -68,8 +68,8 @@ def test_batch_topk_and_matryoshka_train(X):
 
 def test_aux_k_revives_dead_latents(X):
     # An aggressive dead threshold forces the auxiliary loss on; without it many latents stay dead.
-    with_aux = SparseAutoencoder(m=256, k=2, dead_after=200, max_epochs=15, seed=0).fit(X)
-    without = SparseAutoencoder(m=256, k=2, dead_after=200, aux_coef=0.0, max_epochs=15, seed=0).fit(X)
+    with_aux = SparseAutoencoder(m=256, k=2, dead_after=200, batch_size=512, max_epochs=15, seed=0).fit(X)
+    without = SparseAutoencoder(m=256, k=2, dead_after=200, aux_coef=0.0, batch_size=512, max_epochs=15, seed=0).fit(X)
     assert with_aux.metrics_["dead_frac"] < without.metrics_["dead_frac"]
 
 

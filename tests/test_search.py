@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ws_fixtures import small_workspace  # noqa: F401
 
 from hsae_core.errors import DataError
 from hsae_core.search import SteeredSearch, build_index
 from hsae_core.workspace import Workspace
-from ws_fixtures import small_workspace  # noqa: F401
 
 
 @pytest.fixture(scope="module")

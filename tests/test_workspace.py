@@ -1,17 +1,15 @@
 """Workspaces: built step by step from real data, reused when unchanged, intact after a failed build."""
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 import pytest
+from ws_fixtures import SMALL_K, SMALL_M, small_frame, small_workspace  # noqa: F401
 
 from hsae_core.errors import DataError, HsaeError, ModelError
 from hsae_core.sae import SparseAutoencoder
-from hsae_core.workspace import (DEMO_HELP, FILES, MANIFEST, Workspace, build_workspace, demo_frame,
-                                 list_workspaces)
-from ws_fixtures import SMALL_K, SMALL_M, small_frame, small_workspace  # noqa: F401
+from hsae_core.workspace import DEMO_HELP, FILES, MANIFEST, Workspace, build_workspace, demo_frame, list_workspaces
 
 
 def test_build_produces_every_part(small_workspace):
