@@ -44,8 +44,6 @@ def cmd_hypothesize(args) -> int:
                               max_epochs=args.epochs, holdout_frac=args.holdout_frac)
     config.validate()  # before reading, embedding or training anything
     sae = _load_sae(args.sae) if args.sae else None
-    if sae is not None:
-        _check_sae_width(sae, args.embedder)
     client = _llm_client(args) if "llm" in (args.interpreter, args.annotator) else None
     run = hypothesize(args.data, text_col=args.text_col, target_col=args.target_col, holdout=args.holdout,
                       config=config, embedder=args.embedder, sae=sae, llm_client=client, out_dir=None,

@@ -132,7 +132,7 @@ def hypothesize(data, *, text_col: str, target_col: str, holdout=None, config: O
     with timer("read"):
         train, hold = load_split(data, text_col, target_col, holdout=holdout, config=config)
     with timer("embed"):
-        X_train, X_hold, model_id = embed_split(train, hold, embeddings=embeddings, embedder=embedder,
+        X_train, X_hold, model_id = embed_split(train, hold, embeddings=embeddings, embedder=embedder, sae=sae,
                                                 progress=embed_progress)
     run = run_hypotheses(train, hold, X_train, X_hold, config, progress=progress, llm_client=llm_client, sae=sae,
                          embedding_model=model_id, interpreter=interpreter, annotator=annotator)
@@ -186,7 +186,7 @@ def _as_frame(data) -> pd.DataFrame:
 
 
 def embed_split(train: Corpus, hold: Corpus, *, embeddings: Optional[np.ndarray] = None,
-                embedder: Optional[Embedder | str] = None,
+                embedder: Optional[Embedder | str] = None, sae: Optional[SparseAutoencoder] = None,
                 progress: Optional[ProgressFn] = None) -> tuple[np.ndarray, np.ndarray, Optional[str]]:
     """(X_train, X_hold, embedding model id): rows of stored ``embeddings`` or freshly embedded (cached) texts."""
     if embeddings is not None:
@@ -199,6 +199,10 @@ def embed_split(train: Corpus, hold: Corpus, *, embeddings: Optional[np.ndarray]
     from .embed import embed_texts, get_embedder
 
     model = embedder if embedder is not None and not isinstance(embedder, str) else get_embedder(embedder)
+    if sae is not None:  # refuse a width/model mismatch before embedding anything
+        from .hub import check_compatible
+
+        check_compatible(sae, model.model_id, model.dim)
     X_train = embed_texts(train.texts, model, progress=progress)
     X_hold = embed_texts(hold.texts, model, progress=progress)
     return X_train, X_hold, model.model_id

@@ -15,6 +15,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -272,8 +273,14 @@ def build_workspace(out_dir, *, data_path=None, frame=None, text_col: str, m: in
     stage.mkdir(parents=True, exist_ok=False)
     steps = _StepRunner(out, stage, old, progress)
     try:
-        manifest = _run_steps(steps, table, corpus, text_col, m, k, seed, embedder_spec, embeddings, sae, name or out.name)
-        _commit(out, stage, steps.changed, manifest)
+        build = _Build(steps=steps, table=table, corpus=corpus, text_col=text_col)
+        _table_step(build)
+        _embeddings_step(build, embedder_spec, embeddings, sae)
+        _sae_step(build, sae, m, k, seed)
+        _codes_step(build)
+        _features_step(build)
+        _index_step(build)
+        _commit(out, stage, steps.changed, _manifest(build, name or out.name, embedder_spec, embeddings is None))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return Workspace.open(out)
@@ -311,101 +318,127 @@ class _StepRunner:
         return lambda done, total, msg="": report(self.progress, done, total, f"{step}: {msg}" if msg else step)
 
 
-def _run_steps(steps: _StepRunner, table, corpus, text_col, m, k, seed, embedder_spec, embeddings, sae, name) -> dict:
+@dataclass
+class _Build:
+    """What the build steps hand to each other: inputs, then each step's key and output."""
+
+    steps: _StepRunner
+    table: pd.DataFrame
+    corpus: object
+    text_col: str
+    model_id: str = STORED_MODEL
+    X: Optional[np.ndarray] = None
+    sae: Optional[SparseAutoencoder] = None
+    sae_info: dict = field(default_factory=dict)
+    codes: Optional[sp.csr_matrix] = None
+
+
+def _table_step(b: _Build) -> None:
+    """1. The prepared table as corpus.parquet."""
+    if not b.steps.reusable("table", _digest("table", b.text_col, _frame_digest(b.table))):
+        report(b.steps.progress, 0, 1, "table: writing corpus.parquet")
+        _parquet_safe(b.table).to_parquet(b.steps.path("table"), index=False)
+        report(b.steps.progress, 1, 1, "table: written")
+
+
+def _embeddings_step(b: _Build, embedder_spec: Optional[str], embeddings: Optional[np.ndarray],
+                     sae: Optional[SparseAutoencoder]) -> None:
+    """2. Embeddings: the given stored ones (one row per table row), or the texts embedded through the cache."""
     from .embed import embed_texts, get_embedder
 
-    # 1. table
-    table_key = _digest("table", text_col, _frame_digest(table))
-    if not steps.reusable("table", table_key):
-        report(steps.progress, 0, 1, "table: writing corpus.parquet")
-        _parquet_safe(table).to_parquet(steps.path("table"), index=False)
-        report(steps.progress, 1, 1, "table: written")
-
-    # 2. embeddings
+    table_key = b.steps.keys["table"]
     if embeddings is not None:
         embeddings = np.asarray(embeddings, dtype=np.float32)
-        if embeddings.ndim != 2 or embeddings.shape[0] != corpus.counts["read"]:
+        if embeddings.ndim != 2 or embeddings.shape[0] != b.corpus.counts["read"]:
             raise DataError(f"Embeddings have shape {embeddings.shape}; expected one row per table row "
-                            f"({corpus.counts.get('read')})")
-        X_new = embeddings[corpus.row_ids]
-        model_id = (sae.config_.embedding_model if sae is not None and sae.config_.embedding_model else STORED_MODEL)
-        emb_key = _digest("emb", table_key, model_id, hashlib.sha256(X_new.tobytes()).hexdigest())
+                            f"({b.corpus.counts.get('read')})")
+        X_new = embeddings[b.corpus.row_ids]
+        b.model_id = sae.config_.embedding_model if sae is not None and sae.config_.embedding_model else STORED_MODEL
+        key = _digest("emb", table_key, b.model_id, hashlib.sha256(X_new.tobytes()).hexdigest())
         embedder = None
     else:
         embedder = get_embedder(embedder_spec)
-        model_id = embedder.model_id
-        emb_key = _digest("emb", table_key, model_id)
-    if not steps.reusable("embeddings", emb_key):
-        if embeddings is None:
-            X_new = embed_texts(corpus.texts, embedder, progress=steps.sub("embeddings"))
-        np.save(steps.path("embeddings"), np.ascontiguousarray(X_new, dtype=np.float32))
-    X = np.load(steps.path("embeddings"), mmap_mode="r")
-    if not np.isfinite(np.asarray(X[: min(len(X), 1000)])).all():
+        b.model_id = embedder.model_id
+        key = _digest("emb", table_key, b.model_id)
+    if not b.steps.reusable("embeddings", key):
+        if embedder is not None:
+            X_new = embed_texts(b.corpus.texts, embedder, progress=b.steps.sub("embeddings"))
+        np.save(b.steps.path("embeddings"), np.ascontiguousarray(X_new, dtype=np.float32))
+    b.X = np.load(b.steps.path("embeddings"), mmap_mode="r")
+    if not np.isfinite(np.asarray(b.X[: min(len(b.X), 1000)])).all():
         raise DataError("The embeddings contain NaN or infinite values")
 
-    # 3. SAE
+
+def _sae_step(b: _Build, sae: Optional[SparseAutoencoder], m: int, k: int, seed: int) -> None:
+    """3. The SAE: a given pretrained one (width-checked), or one trained with the settings' defaults."""
+    emb_key = b.steps.keys["embeddings"]
     if sae is not None:
-        if sae.d_in != X.shape[1]:
-            raise ModelError(f"The SAE expects {sae.d_in}-d inputs but the embeddings are {X.shape[1]}-d "
+        if sae.d_in != b.X.shape[1]:
+            raise ModelError(f"The SAE expects {sae.d_in}-d inputs but the embeddings are {b.X.shape[1]}-d "
                              f"(SAE trained on {sae.config_.embedding_model or 'unknown embeddings'})")
-        sae_key = _digest("sae-pretrained", emb_key, _sae_digest(sae))
-        source = "pretrained"
+        key, source = _digest("sae-pretrained", emb_key, _sae_digest(sae)), "pretrained"
     else:
         if m < 2 or k < 1 or k > m:
-            raise DataError(f"Need m >= 2 and 1 <= k <= m, got m={m}, k={k}")
-        sae_key = _digest("sae", emb_key, m, k, seed)
-        source = "trained"
-    sae_info = dict(steps.old.get("sae", {})) if steps.old.get("steps", {}).get("sae") == sae_key else {}
-    if not steps.reusable("sae", sae_key):
+            raise DataError(f"Need `m` >= 2 and 1 <= `k` <= `m`, got m={m}, k={k}")
+        key, source = _digest("sae", emb_key, m, k, seed), "trained"
+    b.sae_info = dict(b.steps.old.get("sae", {})) if b.steps.old.get("steps", {}).get("sae") == key else {}
+    if not b.steps.reusable("sae", key):
         if sae is None:
-            report(steps.progress, 0, 1, f"sae: training m={m}, k={k}")
-            sae = SparseAutoencoder(m=m, k=k, seed=seed, embedding_model=model_id).fit(np.array(X), progress=steps.sub("sae"))
-        sae.save(steps.path("sae"))
-        sae_info = {}
-    if sae is None:
-        sae = SparseAutoencoder.load(steps.path("sae"))
+            report(b.steps.progress, 0, 1, f"sae: training m={m}, k={k}")
+            sae = SparseAutoencoder(m=m, k=k, seed=seed, embedding_model=b.model_id).fit(
+                np.array(b.X), progress=b.steps.sub("sae"))
+        sae.save(b.steps.path("sae"))
+        b.sae_info = {}
+    b.sae = sae if sae is not None else SparseAutoencoder.load(b.steps.path("sae"))
+    b.sae_info = b.sae_info or {"source": source}
 
-    # 4. codes
-    codes_key = _digest("codes", sae_key)
-    if not steps.reusable("codes", codes_key):
-        codes = sae.transform(np.array(X), progress=steps.sub("codes"))
-        sp.save_npz(steps.path("codes"), codes)
-    codes = sp.load_npz(steps.path("codes")).tocsr()
-    if not sae_info:
-        sample = np.array(X[: min(len(X), 20_000)])
-        sae_info = {"m": int(sae.config_.m), "k": int(sae.config_.k), "nmse": float(sae.score(sample)),
-                    "source": source, "embedding_model": sae.config_.embedding_model, "metrics": sae.metrics_}
 
-    # 5. features: labels + per-feature statistics
-    feat_key = _digest("features", codes_key, FEATURES_VERSION)
-    if not steps.reusable("features", feat_key):
+def _codes_step(b: _Build) -> None:
+    """4. Sparse codes of every document (CSR), and the SAE's reconstruction numbers for the Overview."""
+    key = _digest("codes", b.steps.keys["sae"])
+    if not b.steps.reusable("codes", key):
+        sp.save_npz(b.steps.path("codes"), b.sae.transform(np.array(b.X), progress=b.steps.sub("codes")))
+    b.codes = sp.load_npz(b.steps.path("codes")).tocsr()
+    if set(b.sae_info) <= {"source"}:
+        sample = np.array(b.X[: min(len(b.X), 20_000)])
+        b.sae_info = {"m": int(b.sae.config_.m), "k": int(b.sae.config_.k), "nmse": float(b.sae.score(sample)),
+                      "source": b.sae_info.get("source", "trained"), "embedding_model": b.sae.config_.embedding_model,
+                      "metrics": b.sae.metrics_}
+
+
+def _features_step(b: _Build) -> None:
+    """5. Labels and per-feature statistics."""
+    if not b.steps.reusable("features", _digest("features", b.steps.keys["codes"], FEATURES_VERSION)):
         from .features import build_feature_table
 
-        feats = build_feature_table(corpus.texts, codes, progress=steps.sub("features"))
-        feats.to_parquet(steps.path("features"), index=False)
+        feats = build_feature_table(b.corpus.texts, b.codes, progress=b.steps.sub("features"))
+        feats.to_parquet(b.steps.path("features"), index=False)
 
-    # 6. FAISS index
-    index_key = _digest("index", emb_key)
-    if not steps.reusable("index", index_key):
+
+def _index_step(b: _Build) -> None:
+    """6. The FAISS index over the embeddings."""
+    if not b.steps.reusable("index", _digest("index", b.steps.keys["embeddings"])):
         import faiss
 
         from .search import build_index
 
-        report(steps.progress, 0, 1, "index: building FAISS index")
-        faiss.write_index(build_index(np.asarray(X)), str(steps.path("index")))
-        report(steps.progress, 1, 1, "index: built")
+        report(b.steps.progress, 0, 1, "index: building FAISS index")
+        faiss.write_index(build_index(np.asarray(b.X)), str(b.steps.path("index")))
+        report(b.steps.progress, 1, 1, "index: built")
 
+
+def _manifest(b: _Build, name: str, embedder_spec: Optional[str], embedded_here: bool) -> dict:
     return {
         "version": 1,
         "name": name,
-        "text_col": text_col,
-        "n_docs": int(len(corpus.texts)),
-        "columns": [str(c) for c in table.columns],
-        "counts": corpus.counts,
-        "embedding_model": model_id,
-        "embedder_spec": embedder_spec if embeddings is None else None,
-        "sae": sae_info,
-        "steps": dict(steps.keys),
+        "text_col": b.text_col,
+        "n_docs": int(len(b.corpus.texts)),
+        "columns": [str(c) for c in b.table.columns],
+        "counts": b.corpus.counts,
+        "embedding_model": b.model_id,
+        "embedder_spec": embedder_spec if embedded_here else None,
+        "sae": b.sae_info,
+        "steps": dict(b.steps.keys),
         "built": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 
