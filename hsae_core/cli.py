@@ -26,10 +26,10 @@ def _progress(stage: str):
     return TqdmProgress(stage)
 
 
-def _embed_corpus(texts, embedder_spec, stage="embedding"):
+def _embed_corpus(texts, embedder_spec, stage="embedding", batch=False):
     from .embed import embed_texts, get_embedder
 
-    embedder = get_embedder(embedder_spec)
+    embedder = get_embedder(embedder_spec, batch=batch)
     return embed_texts(texts, embedder, progress=_progress(stage)), embedder.model_id
 
 
@@ -37,6 +37,7 @@ def _embed_corpus(texts, embedder_spec, stage="embedding"):
 def cmd_hypothesize(args) -> int:
     from .pipeline import HypothesisConfig, format_table, hypothesize, write_run
 
+    _check_batch(args, uses_llm="llm" in (args.interpreter, args.annotator))
     config = HypothesisConfig(m=args.m, k=args.k, select=args.select, n=args.n, interpreter=args.interpreter,
                               annotator=args.annotator, seed=args.seed, top_n=args.top_n,
                               target_kind=args.target_kind, target_class=args.target_class,
@@ -46,7 +47,7 @@ def cmd_hypothesize(args) -> int:
     sae = _load_sae(args.sae) if args.sae else None
     client = _llm_client(args) if "llm" in (args.interpreter, args.annotator) else None
     run = hypothesize(args.data, text_col=args.text_col, target_col=args.target_col, holdout=args.holdout,
-                      config=config, embedder=args.embedder, sae=sae, llm_client=client, out_dir=None,
+                      config=config, embedder=_embedder(args), sae=sae, llm_client=client, out_dir=None,
                       progress=_progress("hypotheses"), embed_progress=_progress("embedding"))
     run.summary["command"] = "hsae " + " ".join(sys.argv[1:])
     write_run(run, args.out)
@@ -60,7 +61,23 @@ def cmd_hypothesize(args) -> int:
 def _llm_client(args):
     from .llm import LLMClient
 
-    return LLMClient(model=args.llm_model)
+    return LLMClient(model=args.llm_model, batch=getattr(args, "batch", False))
+
+
+def _embedder(args):
+    """The ``--embedder`` spec, or with ``--batch`` an OpenAI embedder that goes through the Batch API."""
+    if getattr(args, "batch", False) and str(args.embedder or "").startswith("openai"):
+        from .embed import get_embedder
+
+        return get_embedder(args.embedder, batch=True)
+    return args.embedder
+
+
+def _check_batch(args, uses_llm: bool = False) -> None:
+    """``--batch`` must have something to send to the OpenAI Batch API."""
+    if getattr(args, "batch", False) and not uses_llm and not str(args.embedder or "").startswith("openai"):
+        raise HsaeError("--batch sends OpenAI requests through the Batch API: use it with --embedder openai:MODEL"
+                        + (" or --interpreter/--annotator llm" if hasattr(args, "interpreter") else ""))
 
 
 def _load_sae(spec: str):
@@ -82,8 +99,9 @@ def _check_sae_width(sae, embedder_spec) -> None:
 def cmd_embed(args) -> int:
     from .data import prepare_corpus, read_table
 
+    _check_batch(args)
     corpus = prepare_corpus(read_table(args.data), args.text_col)
-    X, model_id = _embed_corpus(corpus.texts, args.embedder)
+    X, model_id = _embed_corpus(corpus.texts, args.embedder, batch=args.batch)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, X)
@@ -126,6 +144,7 @@ def cmd_build(args) -> int:
     from .data import read_table
     from .workspace import build_pretrained_workspace, build_workspace
 
+    _check_batch(args)
     frame = read_table(args.data)
     if args.sae and args.embedding_col:  # the dashboard's "Open a pretrained SAE" runs this same function
         ws = build_pretrained_workspace(args.out, args.sae, frame=frame, text_col=args.text_col,
@@ -145,7 +164,7 @@ def cmd_build(args) -> int:
             _check_sae_width(sae, args.embedder)
         ws = build_workspace(args.out, frame=frame, text_col=args.text_col, m=args.m, k=args.k, seed=args.seed,
                              embedder_spec=args.embedder, embeddings=embeddings, sae=sae,
-                             progress=_progress("building"), name=args.name)
+                             progress=_progress("building"), name=args.name, batch=args.batch)
     print(f"Workspace ready: {args.out} ({len(ws.frame)} documents). Open it with: "
           f"HSAE_WORKSPACE={args.out} streamlit run app.py")
     return 0
@@ -176,6 +195,9 @@ def cmd_push(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------- parser
+BATCH_HELP = ("send OpenAI requests (openai: embeddings, LLM naming/annotation) through the Batch API: half the "
+              "price, may take up to 24 h; run the same command again to resume")
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hsae", description="Sparse autoencoders over text embeddings: concepts, search, hypotheses.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -208,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotator", default=LABELS.annotator, choices=settings.ANNOTATORS)
     p.add_argument("--llm-model", default=None, help="chat model (default $HSAE_LLM_MODEL or gpt-4o-mini)")
     p.add_argument("--sae", default=None, help="use this SAE instead of training one (folder or hub: spec)")
+    p.add_argument("--batch", action="store_true", help=BATCH_HELP)
     p.add_argument("--out", required=True)
     sae_options(p)
     training_options(p)
@@ -217,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--text-col", required=True)
     p.add_argument("--embedder", default=None)
+    p.add_argument("--batch", action="store_true", help=BATCH_HELP)
     p.add_argument("--out", required=True, help="output .npy")
     p.set_defaults(func=cmd_embed)
 
@@ -237,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sae", default=None, help="pretrained SAE: hub:OWNER/REPO/FILE.pth, hub:OWNER/REPO or a folder")
     p.add_argument("--embedding-col", default=None, help="use stored embeddings from this column instead of embedding")
     p.add_argument("--name", default=None)
+    p.add_argument("--batch", action="store_true", help=BATCH_HELP)
     p.add_argument("--out", required=True)
     sae_options(p)
     p.set_defaults(func=cmd_build)

