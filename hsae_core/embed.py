@@ -144,7 +144,7 @@ class OpenAIEmbedder:
         return np.vstack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
 
 
-    def embed_into_cache(self, texts: Sequence[str], cache: "EmbeddingCache",
+    def embed_into_cache(self, texts: Sequence[str], cache: EmbeddingCache,
                          progress: Optional[ProgressFn] = None) -> None:
         """Batch mode: embed ``texts`` through the Batch API, adding each finished part to ``cache``.
 

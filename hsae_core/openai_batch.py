@@ -24,9 +24,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Optional
 
 from . import settings
 from .errors import LLMError
@@ -182,18 +183,21 @@ class _Job:
             if not self._mine(entry) or self.remaining.isdisjoint(entry["custom_ids"]):
                 continue
             if not entry.get("batch_id"):  # uploaded, but the batch creation was never recorded
-                entry["batch_id"] = self._find_batch(entry["input_file_id"]) or self._create(entry["input_file_id"])
+                entry["batch_id"] = (self._find_batch(entry["input_file_id"], entry.get("created", 0))
+                                     or self._create(entry["input_file_id"]))
                 self.state.put(entry)
             claimed.append(entry)
             log.info("Resuming Batch API batch %s (%d requests)", entry["batch_id"], len(entry["custom_ids"]))
         return claimed
 
-    def _find_batch(self, input_file_id: str) -> Optional[str]:
+    def _find_batch(self, input_file_id: str, uploaded_at: float) -> Optional[str]:
         """A batch created from this file whose id we did not get to record (crash or timeout on create)."""
         try:
-            for batch in self.api.batches.list(limit=100):
+            for batch in self.api.batches.list(limit=100):  # newest first; stop before the upload
                 if batch.input_file_id == input_file_id:
                     return batch.id
+                if batch.created_at < uploaded_at - 3600:
+                    break
         except self._openai.APIError as exc:
             log.warning("Could not list batches to find one for %s: %s", input_file_id, _short(exc))
         return None
@@ -271,7 +275,9 @@ class _Job:
                     continue
                 except (self._openai.APIConnectionError, self._openai.APIStatusError) as exc:
                     errors_in_a_row += 1
-                    if errors_in_a_row >= MAX_POLL_ERRORS:
+                    status = getattr(exc, "status_code", None)
+                    refused = status is not None and 400 <= status < 500 and status not in (408, 409, 429)
+                    if refused or errors_in_a_row >= MAX_POLL_ERRORS:
                         raise LLMError(f"Cannot check Batch API batch {bid} at {self.base_url} ({_short(exc)}); "
                                        "it keeps running there: run the same command again to resume") from None
                     continue

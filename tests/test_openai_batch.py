@@ -10,13 +10,14 @@ import json
 
 import numpy as np
 import pytest
+from openai_server import fake_embedding, openai_server, user_prompt  # noqa: F401  (fixture)
 
 from hsae_core.cli import main
 from hsae_core.embed import OpenAIEmbedder, embed_texts
 from hsae_core.errors import LLMError
 from hsae_core.llm import LLMClient
 from hsae_core.openai_batch import CHAT, request_id, run_batch
-from openai_server import fake_embedding, openai_server, user_prompt  # noqa: F401  (fixture)
+from hsae_core.workspace import Workspace
 
 KEY = "sk-test-batch"
 
@@ -242,6 +243,13 @@ def test_cli_embed_and_hypothesize_with_batch(openai_server, yelp_files, tmp_pat
     assert X.shape == (60, 384) and len(creations(openai_server)) == 1
     assert not openai_server.calls("POST", r"/v1/embeddings")
 
+    ws = tmp_path / "ws"
+    code = main(["build", "--data", str(train), "--text-col", "text", "--embedder", "openai:text-embedding-3-small",
+                 "--batch", "--m", "16", "--k", "4", "--out", str(ws)])
+    assert code == 0, capsys.readouterr().err
+    assert [c["endpoint"] for c in creations(openai_server)] == ["/v1/embeddings"] * 2
+    assert Workspace.open(ws).embedder().batch is False  # typed queries never wait on a batch
+
     def fake_llm(request):
         prompt = user_prompt(request)
         if "Reply with one word" in prompt:
@@ -259,8 +267,7 @@ def test_cli_embed_and_hypothesize_with_batch(openai_server, yelp_files, tmp_pat
     assert openai_server.chat_requests() == [], "LLM calls bypassed the Batch API"
     assert "Mentions the food" in (out / "hypotheses.csv").read_text()
     endpoints = [c["endpoint"] for c in creations(openai_server)]
-    # embeddings: the holdout (its vectors then cached for hypothesize) and the training texts; chat: naming,
-    # label fidelity and holdout annotation
+    # no new embedding batch (embed and build cached both splits); chat: naming, label fidelity, annotation
     assert endpoints.count("/v1/embeddings") == 2 and endpoints.count(CHAT) >= 3
 
 
