@@ -346,6 +346,8 @@ def _summary(train: Corpus, holdout: Corpus, config: HypothesisConfig, sae: Spar
         summary["llm"] = {"client": dict(llm_client.stats),
                           "interpreter": dict(getattr(interpreter, "stats_", {})),
                           "annotator": dict(getattr(annotator, "stats_", {}))}
+        if getattr(llm_client, "batch_ids", None):  # Batch API jobs behind this run (their state is in the cache)
+            summary["llm"]["batch_ids"] = list(llm_client.batch_ids)
     return summary
 
 
