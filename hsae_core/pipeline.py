@@ -49,6 +49,7 @@ class HypothesisConfig:
     batch_size: int = settings.SAE.batch_size
     lr: float = settings.SAE.lr
     seed: int = settings.SAE.seed
+    device: str = settings.DEVICE  # where the SAE trains and encodes: auto (CUDA when present), cpu or cuda
     # selection
     select: str = settings.SELECTION.method
     n: int = settings.SELECTION.n
@@ -83,6 +84,8 @@ class HypothesisConfig:
             raise DataError(f"`holdout_frac` must be between 0 and 1, got {self.holdout_frac}")
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
             raise DataError(f"`lr` must be between 0 and 1, got {self.lr!r}")
+        if self.device not in settings.DEVICES:
+            raise DataError(f"`device` must be one of {', '.join(settings.DEVICES)}, got {self.device!r}")
 
 
 @dataclass
@@ -295,7 +298,7 @@ def _fit_or_check_sae(sae: Optional[SparseAutoencoder], X_train: np.ndarray, con
     if sae is None:
         return SparseAutoencoder(m=config.m, k=config.k, batch_topk=config.batch_topk, matryoshka=config.matryoshka,
                                  max_epochs=config.max_epochs, batch_size=config.batch_size, lr=config.lr,
-                                 seed=config.seed, embedding_model=embedding_model).fit(X_train)
+                                 seed=config.seed, embedding_model=embedding_model, device=config.device).fit(X_train)
     if sae.d_in != X_train.shape[1]:
         need = sae.config_.embedding_model or "the model it was trained on"
         raise ModelError(f"The SAE expects {sae.d_in}-d embeddings (from {need}); these are {X_train.shape[1]}-d")

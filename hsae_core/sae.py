@@ -35,6 +35,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from torch import nn
 
 from . import settings
+from .device import resolve_device
 from .errors import ModelError
 from .progress import ProgressFn, report
 
@@ -152,6 +153,15 @@ def _threads_for_work(flops_per_step: int, single_thread_below: int = 50_000_000
         torch.set_num_threads(before)
 
 
+def _stage_on(device: str, X: torch.Tensor, share: float = 0.5) -> torch.Tensor:
+    """The training set itself on a GPU when it takes under ``share`` of the free memory (no copy per batch);
+    otherwise it stays in host memory and each batch is copied over."""
+    if device == "cpu":
+        return X
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return X.to(device) if X.numel() * X.element_size() < share * free else X
+
+
 def geometric_median(x: torch.Tensor, iters: int = 50, eps: float = 1e-6) -> torch.Tensor:
     """Weiszfeld's algorithm; a robust centre for the pre-bias."""
     median = x.median(dim=0).values
@@ -185,21 +195,24 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
                  matryoshka: Sequence[int] = settings.SAE.matryoshka, aux_k: int = 0, aux_coef: float = 1.0 / 32,
                  dead_after: int = 5_000, lr: float = settings.SAE.lr, batch_size: int = settings.SAE.batch_size,
                  max_epochs: int = settings.SAE.max_epochs, patience: int = 10, val_frac: float = 0.1,
-                 seed: int = settings.SAE.seed, embedding_model: Optional[str] = None):
+                 seed: int = settings.SAE.seed, embedding_model: Optional[str] = None,
+                 device: str = settings.DEVICE):
         self.m, self.k = m, k
         self.batch_topk, self.matryoshka = batch_topk, matryoshka
         self.aux_k, self.aux_coef, self.dead_after = aux_k, aux_coef, dead_after
         self.lr, self.batch_size, self.max_epochs, self.patience = lr, batch_size, max_epochs, patience
         self.val_frac, self.seed, self.embedding_model = val_frac, seed, embedding_model
+        self.device = device  # 'auto' | 'cpu' | 'cuda': where training and encoding run; weights are saved on CPU
 
     # ------------------------------------------------------------------ training
     def fit(self, X, y=None, progress: Optional[ProgressFn] = None) -> SparseAutoencoder:
         """Train on the rows of ``X`` (``y`` is ignored; it is there for scikit-learn pipelines)."""
         X = as_float_matrix(X)
+        device = resolve_device(self.device)
         with _threads_for_work(min(self.batch_size, len(X)) * self.m * X.shape[1]):
-            return self._fit(X, progress)
+            return self._fit(X, progress, device)
 
-    def _fit(self, X: np.ndarray, progress: Optional[ProgressFn]) -> SparseAutoencoder:
+    def _fit(self, X: np.ndarray, progress: Optional[ProgressFn], device: str) -> SparseAutoencoder:
         n, d = X.shape
         if n < 2:
             raise ModelError(f"Need at least 2 rows to train an SAE, got {n}")
@@ -220,8 +233,11 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         # Normalise losses by the data's variance so they read as "fraction of variance unexplained".
         # E||x - mean||^2 without an N x d temporary.
         scale = max(float((X_train.norm(dim=1) ** 2).mean() - (X_train.mean(0) ** 2).sum()), 1e-12)
+        # Initialised on the CPU (same weights for a seed on any device), then moved.
+        model.to(device)
+        X_src = _stage_on(device, X_train)
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
-        since_fired = torch.zeros(cfg.m)
+        since_fired = torch.zeros(cfg.m, device=device)
         prefixes = list(cfg.matryoshka) + [cfg.m]
         batch = min(self.batch_size, len(X_train))
         history, best, best_loss, bad_epochs = [], None, math.inf, 0
@@ -231,7 +247,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
             perm = torch.randperm(len(X_train), generator=gen)
             sums = np.zeros(2)
             for start in range(0, len(X_train) - batch + 1, batch):
-                x = X_train[perm[start : start + batch]]
+                x = X_src[perm[start : start + batch].to(X_src.device)].to(device, non_blocking=True)
                 recon_loss, aux_loss, idx, vals = self._step_losses(model, x, prefixes, since_fired, scale)
                 loss = recon_loss + cfg.aux_coef * aux_loss
                 opt.zero_grad(set_to_none=True)
@@ -289,14 +305,14 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
             x_hat = model.decode_bag(idx, vals, offsets, limit=None if p == cfg.m else p)
             recon = recon + ((x_hat - x) ** 2).sum(1).mean() / scale
         recon = recon / len(prefixes)
-        aux = torch.zeros(())
+        aux = torch.zeros((), device=x.device)
         dead = since_fired >= cfg.dead_after
         n_dead = int(dead.sum())
         if n_dead:
             residual = (x - x_hat).detach()
             aux_k = min(cfg.effective_aux_k, n_dead)
             a_vals, a_idx = pre.masked_fill(~dead, -math.inf).topk(aux_k, dim=1, sorted=False)
-            offsets_aux = torch.arange(len(x)) * aux_k
+            offsets_aux = torch.arange(len(x), device=x.device) * aux_k
             e_hat = model.decode_bag(a_idx.flatten(), F.relu(a_vals).flatten(), offsets_aux, with_bias=False)
             aux = ((e_hat - residual) ** 2).sum(1).mean() / scale
         return recon, aux, idx, vals
@@ -322,12 +338,14 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
     @torch.no_grad()
     def transform(self, X, batch_size: int = 4096, progress: Optional[ProgressFn] = None) -> sp.csr_matrix:
         """Sparse codes (N x m CSR, float32) with at most k non-zeros per row (about k for batch-top-k)."""
-        model = self._check_fitted()
+        model = self._device_model()
+        device = model.b_pre.device
         X = as_float_matrix(X, model.cfg.d_in, self._input_name())
         indptr, indices, data = [np.zeros(1, dtype=np.int64)], [], []
         for start in range(0, len(X), batch_size):
-            x = torch.from_numpy(X[start : start + batch_size])
+            x = torch.from_numpy(X[start : start + batch_size]).to(device)
             idx, vals, offsets = model.sparse_code(model.pre_activations(x), batch_mode=False)
+            idx, vals, offsets = idx.cpu(), vals.cpu(), offsets.cpu()
             keep = vals > 0
             counts = torch.zeros(len(x), dtype=torch.long)
             rows = torch.repeat_interleave(torch.arange(len(x)), torch.diff(torch.cat([offsets, torch.tensor([len(idx)])])))
@@ -355,12 +373,13 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
     def decode(self, codes) -> np.ndarray:
         """Dense reconstructions (N x d) from codes given as CSR or a dense (N x m) array."""
         model = self._check_fitted()
+        W_dec, b_pre = model.W_dec.detach().cpu(), model.b_pre.detach().cpu()
         if sp.issparse(codes):
             codes = sp.csr_matrix(codes)
-            dec = codes @ model.W_dec.numpy()
-            return np.asarray(dec + model.b_pre.numpy(), dtype=np.float32)
+            dec = codes @ W_dec.numpy()
+            return np.asarray(dec + b_pre.numpy(), dtype=np.float32)
         codes = torch.as_tensor(np.asarray(codes, dtype=np.float32))
-        return (codes @ model.W_dec + model.b_pre).numpy()
+        return (codes @ W_dec + b_pre).numpy()
 
     def reconstruct(self, X) -> np.ndarray:
         return self.decode(self.transform(X))
@@ -368,12 +387,16 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
     def score(self, X) -> float:
         """Normalised MSE: squared error over the data's variance (0 is perfect, 1 is predicting the mean)."""
         X = as_float_matrix(X, self.d_in, self._input_name())
-        return _nmse(self._check_fitted(), torch.from_numpy(X))
+        return _nmse(self._device_model(), torch.from_numpy(X))
 
     @property
     def decoder_directions(self) -> np.ndarray:
         """(m, d) unit-norm direction of each latent in embedding space."""
-        return self._check_fitted().W_dec.detach().numpy()
+        return self._check_fitted().W_dec.detach().cpu().numpy()
+
+    def _device_model(self) -> TopKSAE:
+        """The fitted model, moved to ``device`` (a loaded SAE starts on the CPU)."""
+        return self._check_fitted().to(resolve_device(self.device))
 
     def _input_name(self) -> str:
         em = self.model_.cfg.embedding_model
@@ -388,11 +411,11 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tensors = {
-            "encoder.weight": model.W_enc.detach().contiguous(),
-            "decoder.weight": model.W_dec.detach().T.contiguous(),
-            "pre_bias": model.b_pre.detach().contiguous(),
-            "latent_bias": model.b_lat.detach().contiguous(),
-            "threshold": model.threshold.detach().reshape(1).contiguous(),
+            "encoder.weight": model.W_enc.detach().cpu().contiguous(),
+            "decoder.weight": model.W_dec.detach().T.cpu().contiguous(),
+            "pre_bias": model.b_pre.detach().cpu().contiguous(),
+            "latent_bias": model.b_lat.detach().cpu().contiguous(),
+            "threshold": model.threshold.detach().reshape(1).cpu().contiguous(),
         }
         save_file(tensors, str(path / WEIGHTS_NAME))
         config = {"architecture": ARCHITECTURE, **asdict(model.cfg)}
@@ -406,8 +429,8 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> SparseAutoencoder:
-        """Load a folder written by ``save`` (no pickle involved)."""
+    def load(cls, path: str | Path, device: str = settings.DEVICE) -> SparseAutoencoder:
+        """Load a folder written by ``save`` (no pickle involved); ``device`` is where it will encode."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -424,6 +447,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise ModelError(f"Corrupt SAE weights {w_path}: {str(exc).splitlines()[0]}") from None
         sae = cls.from_tensors(config, tensors, source=str(path))
+        sae.device = device
         sae.metrics_ = config.get("metrics", {})
         if config.get("source"):
             sae.source_ = config["source"]
@@ -470,8 +494,9 @@ def _calibrate_threshold(model: TopKSAE, X: torch.Tensor, batch: int) -> None:
     """Batch-top-k inference threshold: the average cut-off value of batch-top-k over the training data,
     so that inference keeps about k latents per row without needing a batch."""
     cutoffs = []
+    device = model.b_pre.device
     for start in range(0, len(X), batch):
-        pre = model.pre_activations(X[start : start + batch])
+        pre = model.pre_activations(X[start : start + batch].to(device))
         kept = pre.flatten().topk(min(model.cfg.k * len(pre), pre.numel())).values
         cutoffs.append(float(kept[-1].clamp_min(0.0)))
     model.threshold.fill_(float(np.mean(cutoffs)))
@@ -483,10 +508,11 @@ def _nmse_and_firing(model: TopKSAE, X: torch.Tensor, batch_size: int = 8192) ->
     was_training = model.training
     model.eval()
     err, var = 0.0, 0.0
-    mean = X.mean(0)
-    fired = torch.zeros(model.cfg.m, dtype=torch.bool)
+    device = model.b_pre.device
+    mean = X.mean(0).to(device)
+    fired = torch.zeros(model.cfg.m, dtype=torch.bool, device=device)
     for start in range(0, len(X), batch_size):
-        x = X[start : start + batch_size]
+        x = X[start : start + batch_size].to(device)
         x_hat, (idx, vals, _), _ = model(x, batch_mode=False)
         err += float(((x_hat - x) ** 2).sum())
         var += float(((x - mean) ** 2).sum())  # in chunks: no full-size temporary

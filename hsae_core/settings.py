@@ -16,6 +16,8 @@ Environment variables (an empty value counts as unset everywhere):
 ``OPENAI_API_KEY``          switches the LLM and OpenAI-embedding paths on
 ``OPENAI_BASE_URL``         any OpenAI-compatible server (vLLM, Ollama, llama.cpp, ...)
 ``HSAE_BATCH_POLL_S``       seconds between OpenAI Batch API status checks with ``--batch`` (default 30)
+``RAY_ADDRESS``             Ray's own: the cluster ``hsae build --engine ray`` joins without ``--ray-address``
+``HSAE_RAY_FAULT``          test hook of the Ray engine: ``STAGE:SHARD:MARKER`` kills a worker once
 ``HF_HUB_OFFLINE``          read the Hugging Face cache only
 ``HF_HUB_CACHE``/``HF_HOME``  the Hugging Face cache folder
 ==========================  ===========================================================================
@@ -65,6 +67,22 @@ class LabelDefaults:
 SAE = SAEDefaults()
 SELECTION = SelectionDefaults()
 LABELS = LabelDefaults()
+
+# Where embedding, SAE training and encoding run: auto = CUDA when torch sees a GPU (the embedder then in
+# half precision), else the CPU.
+DEVICES = ("auto", "cpu", "cuda")
+DEVICE = "auto"
+
+
+@dataclass(frozen=True)
+class RayDefaults:
+    """The Ray engine (``hsae build --engine ray``)."""
+
+    shard_rows: int = 10_000  # rows per Parquet shard: the unit of work that is redone after a failure
+    train_rows: int = 200_000  # the SAE is trained in the driver on at most this many sampled rows
+
+
+RAY = RayDefaults()
 
 SELECT_METHODS = ("correlation", "separation", "lasso")
 INTERPRETERS = ("keywords", "llm")

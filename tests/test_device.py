@@ -1,0 +1,84 @@
+"""--device auto|cpu|cuda: CPU always tested (auto == cpu here, identical results); CUDA checks run only where a
+GPU is present (skipped on CPU machines)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hsae_core.cli import main
+from hsae_core.device import resolve_device
+from hsae_core.errors import ModelError
+from hsae_core.sae import SparseAutoencoder
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if HAS_CUDA else "cpu")
+    assert resolve_device(None) == resolve_device("auto")
+    with pytest.raises(ModelError, match="device must be one of"):
+        resolve_device("gpu")
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA")
+def test_cuda_without_cuda_is_one_line():
+    with pytest.raises(ModelError, match="CUDA is not available") as err:
+        resolve_device("cuda")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ModelError, match="CUDA is not available"):
+        SparseAutoencoder(m=16, k=2, device="cuda").fit(np.zeros((10, 4), np.float32))
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA")
+@pytest.mark.parametrize("command", [
+    ["embed", "--data", "X.csv", "--text-col", "text", "--out", "out.npy"],
+    ["train", "--embeddings", "X.npy", "--out", "sae"],
+    ["build", "--data", "X.csv", "--text-col", "text", "--out", "ws"],
+    ["hypothesize", "--data", "X.csv", "--text-col", "text", "--target-col", "y", "--out", "run"],
+])
+def test_cli_device_cuda_without_cuda_exits_2(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # nothing is read: the device is checked before any work
+    assert main(command + ["--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hsae: error: device='cuda' but CUDA is not available") and "\n" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sae_cpu_and_auto_identical(yelp_embedded):
+    X = yelp_embedded[2][:400]
+    saes = [SparseAutoencoder(m=64, k=4, max_epochs=3, seed=3, device=d).fit(X) for d in ("cpu", "auto")]
+    np.testing.assert_array_equal(saes[0].decoder_directions, saes[1].decoder_directions)
+    a, b = (s.transform(X) for s in saes)
+    assert (a != b).nnz == 0
+    assert saes[0].score(X) == saes[1].score(X)
+
+
+def test_embedder_cpu_and_auto_identical(yelp_frames):
+    from hsae_core.embed import default_embedder, embed_texts
+
+    texts = yelp_frames[0]["text"].tolist()[:24]
+    cpu, auto = default_embedder("cpu"), default_embedder("auto")
+    if not HAS_CUDA:
+        assert auto.cache_id == cpu.cache_id == cpu.model_id  # the CPU cache is keyed as before
+    a = embed_texts(texts, cpu, use_cache=False)
+    b = embed_texts(texts, auto, use_cache=False)
+    assert a.dtype == b.dtype == np.float32
+    if HAS_CUDA:  # half precision on the GPU: close, not equal
+        assert auto.cache_id.endswith("@fp16")
+        assert np.allclose(a, b, atol=5e-3)
+    else:
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cuda_sae_saves_cpu_weights_and_loads_on_cpu(yelp_embedded, tmp_path):
+    X = yelp_embedded[2][:400]
+    gpu = SparseAutoencoder(m=64, k=4, max_epochs=3, seed=3, device="cuda").fit(X)
+    gpu.save(tmp_path / "sae")
+    cpu = SparseAutoencoder.load(tmp_path / "sae", device="cpu")
+    assert cpu.model_.W_dec.device.type == "cpu"
+    a, b = gpu.transform(X), cpu.transform(X)
+    assert a.shape == b.shape and abs(a.nnz - b.nnz) <= 0.01 * a.nnz
+    assert np.allclose(gpu.decoder_directions, cpu.decoder_directions)
