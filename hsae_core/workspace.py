@@ -24,6 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import settings
+from .csr_store import load_csr, save_csr
 from .data import prepare_corpus, read_table, require_columns
 from .errors import DataError, HsaeError, LLMError, ModelError
 from .progress import ProgressFn, report
@@ -34,7 +35,7 @@ FILES = {
     "table": "corpus.parquet",
     "embeddings": "embeddings.npy",
     "sae": "sae",
-    "codes": "codes.npz",
+    "codes": "codes",  # a folder of CSR .npy arrays, opened memory-mapped (csr_store)
     "features": "features.parquet",
     "index": "index.faiss",
 }
@@ -42,6 +43,20 @@ STEPS = tuple(FILES)
 LAYOUT_FILE, LAYOUT_META = "umap.npy", "umap.json"
 STORED_MODEL = "stored"
 FEATURES_VERSION = 2
+LEGACY_CODES = "codes.npz"  # codes of workspaces built before the folder form; still opened
+
+
+def _output(path: Path, step: str) -> Path:
+    """Where a step's output lives in a workspace folder (codes may still be a legacy .npz)."""
+    target = path / FILES[step]
+    if step == "codes" and not target.exists() and (path / LEGACY_CODES).is_file():
+        return path / LEGACY_CODES
+    return target
+
+
+def load_codes(path: Path) -> sp.csr_matrix:
+    """A code folder memory-mapped, or a legacy ``codes.npz`` read into memory."""
+    return sp.load_npz(path).tocsr() if path.suffix == ".npz" else load_csr(path)
 
 
 def _digest(*parts) -> str:
@@ -92,7 +107,7 @@ class Workspace:
             manifest = json.loads(man.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"Corrupt workspace manifest {man}: {exc}") from None
-        missing = [FILES[s] for s in STEPS if not (path / FILES[s]).exists()]
+        missing = [FILES[s] for s in STEPS if not _output(path, s).exists()]
         if missing:
             raise DataError(f"Workspace {path} is incomplete (missing {', '.join(missing)}); build it again")
         return cls(path, manifest)
@@ -140,7 +155,7 @@ class Workspace:
 
     @property
     def codes(self) -> sp.csr_matrix:
-        return self._lazy("codes", lambda: sp.load_npz(self.path / FILES["codes"]).tocsr())
+        return self._lazy("codes", lambda: load_codes(_output(self.path, "codes")))
 
     @property
     def features(self) -> pd.DataFrame:
@@ -246,13 +261,16 @@ def build_workspace(out_dir, *, data_path=None, frame=None, text_col: str, m: in
                     k: int = settings.SAE.k, seed: int = settings.SAE.seed,
                     embedder_spec: str | None = None, embeddings: np.ndarray | None = None,
                     sae: SparseAutoencoder | None = None, progress: ProgressFn | None = None,
-                    name: str | None = None, batch: bool = False) -> Workspace:
+                    name: str | None = None, batch: bool = False, device: str = settings.DEVICE,
+                    codes: sp.spmatrix | None = None, sae_source: str = "pretrained") -> Workspace:
     """Build (or update) the workspace in ``out_dir``, reusing every step whose inputs are unchanged.
 
     Give the table as ``data_path`` (CSV/TSV/JSON/JSONL/Parquet) or ``frame``. ``embeddings`` (one row
     per table row) skips embedding; ``sae`` (pretrained) skips training. ``progress`` receives
     ``(done, total, message)`` for each step. ``batch=True`` embeds with an OpenAI embedder through the
-    Batch API (half price, up to 24 h; rerunning resumes it).
+    Batch API (half price, up to 24 h; rerunning resumes it). ``device`` ('auto'|'cpu'|'cuda') is where
+    embedding, training and encoding run. ``codes`` (``sae``'s codes of the kept rows, computed elsewhere,
+    e.g. by the Ray engine) skip encoding; ``sae_source`` says where a given ``sae`` came from.
     """
     out = Path(out_dir)
     if (data_path is None) == (frame is None):
@@ -274,11 +292,11 @@ def build_workspace(out_dir, *, data_path=None, frame=None, text_col: str, m: in
     stage.mkdir(parents=True, exist_ok=False)
     steps = _StepRunner(out, stage, old, progress)
     try:
-        build = _Build(steps=steps, table=table, corpus=corpus, text_col=text_col)
+        build = _Build(steps=steps, table=table, corpus=corpus, text_col=text_col, device=device)
         _table_step(build)
         _embeddings_step(build, embedder_spec, embeddings, sae, batch=batch)
-        _sae_step(build, sae, m, k, seed)
-        _codes_step(build)
+        _sae_step(build, sae, m, k, seed, sae_source)
+        _codes_step(build, codes)
         _features_step(build)
         _index_step(build)
         _commit(out, stage, steps.changed, _manifest(build, name or out.name, embedder_spec, embeddings is None))
@@ -332,6 +350,7 @@ class _Build:
     sae: Optional[SparseAutoencoder] = None
     sae_info: dict = field(default_factory=dict)
     codes: Optional[sp.csr_matrix] = None
+    device: str = settings.DEVICE
 
 
 def _table_step(b: _Build) -> None:
@@ -358,7 +377,7 @@ def _embeddings_step(b: _Build, embedder_spec: Optional[str], embeddings: Option
         key = _digest("emb", table_key, b.model_id, hashlib.sha256(X_new.tobytes()).hexdigest())
         embedder = None
     else:
-        embedder = get_embedder(embedder_spec, batch=batch)
+        embedder = get_embedder(embedder_spec, batch=batch, device=b.device)
         b.model_id = embedder.model_id
         key = _digest("emb", table_key, b.model_id)
     if not b.steps.reusable("embeddings", key):
@@ -370,14 +389,15 @@ def _embeddings_step(b: _Build, embedder_spec: Optional[str], embeddings: Option
         raise DataError("The embeddings contain NaN or infinite values")
 
 
-def _sae_step(b: _Build, sae: Optional[SparseAutoencoder], m: int, k: int, seed: int) -> None:
+def _sae_step(b: _Build, sae: Optional[SparseAutoencoder], m: int, k: int, seed: int,
+              sae_source: str = "pretrained") -> None:
     """3. The SAE: a given pretrained one (width-checked), or one trained with the settings' defaults."""
     emb_key = b.steps.keys["embeddings"]
     if sae is not None:
         if sae.d_in != b.X.shape[1]:
             raise ModelError(f"The SAE expects {sae.d_in}-d inputs but the embeddings are {b.X.shape[1]}-d "
                              f"(SAE trained on {sae.config_.embedding_model or 'unknown embeddings'})")
-        key, source = _digest("sae-pretrained", emb_key, _sae_digest(sae)), "pretrained"
+        key, source = _digest("sae-pretrained", emb_key, _sae_digest(sae)), sae_source
     else:
         if m < 2 or k < 1 or k > m:
             raise DataError(f"Need `m` >= 2 and 1 <= `k` <= `m`, got m={m}, k={k}")
@@ -386,7 +406,7 @@ def _sae_step(b: _Build, sae: Optional[SparseAutoencoder], m: int, k: int, seed:
     if not b.steps.reusable("sae", key):
         if sae is None:
             report(b.steps.progress, 0, 1, f"sae: training m={m}, k={k}")
-            sae = SparseAutoencoder(m=m, k=k, seed=seed, embedding_model=b.model_id).fit(
+            sae = SparseAutoencoder(m=m, k=k, seed=seed, embedding_model=b.model_id, device=b.device).fit(
                 np.array(b.X), progress=b.steps.sub("sae"))
         sae.save(b.steps.path("sae"))
         b.sae_info = {}
@@ -394,12 +414,18 @@ def _sae_step(b: _Build, sae: Optional[SparseAutoencoder], m: int, k: int, seed:
     b.sae_info = b.sae_info or {"source": source}
 
 
-def _codes_step(b: _Build) -> None:
-    """4. Sparse codes of every document (CSR), and the SAE's reconstruction numbers for the Overview."""
+def _codes_step(b: _Build, codes: Optional[sp.spmatrix] = None) -> None:
+    """4. Sparse codes of every document (CSR: given, or encoded here), and the SAE's reconstruction numbers
+    for the Overview."""
     key = _digest("codes", b.steps.keys["sae"])
     if not b.steps.reusable("codes", key):
-        sp.save_npz(b.steps.path("codes"), b.sae.transform(np.array(b.X), progress=b.steps.sub("codes")))
-    b.codes = sp.load_npz(b.steps.path("codes")).tocsr()
+        if codes is None:
+            codes = b.sae.transform(np.array(b.X), progress=b.steps.sub("codes"))
+        elif codes.shape != (len(b.X), b.sae.config_.m):
+            raise DataError(f"`codes` have shape {codes.shape}; expected {(len(b.X), b.sae.config_.m)} "
+                            "(kept rows x SAE latents)")
+        save_csr(b.steps.path("codes"), codes)
+    b.codes = load_csr(b.steps.path("codes"))
     if set(b.sae_info) <= {"source"}:
         sample = np.array(b.X[: min(len(b.X), 20_000)])
         b.sae_info = {"m": int(b.sae.config_.m), "k": int(b.sae.config_.k), "nmse": float(b.sae.score(sample)),
@@ -462,6 +488,8 @@ def _commit(out: Path, stage: Path, changed: list[str], manifest: dict) -> None:
         os.replace(stage / FILES[step], target)
     if "embeddings" in changed:
         (out / LAYOUT_META).unlink(missing_ok=True)
+    if "codes" in changed:
+        (out / LEGACY_CODES).unlink(missing_ok=True)
     tmp = out / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, default=str))
     os.replace(tmp, out / MANIFEST)
@@ -522,7 +550,8 @@ def build_demo_workspace(root: str | Path | None = None, progress: Optional[Prog
 
 def build_pretrained_workspace(out_dir, sae_spec: str, *, frame: pd.DataFrame, text_col: str | None = None,
                                embedding_col: str | None = None, embeddings: np.ndarray | None = None,
-                               progress: Optional[ProgressFn] = None, name: str | None = None) -> Workspace:
+                               progress: Optional[ProgressFn] = None, name: str | None = None,
+                               device: str = settings.DEVICE) -> Workspace:
     """Build a workspace from a pretrained SAE (``hub:`` spec, registry name or folder) and stored embeddings.
 
     The embeddings are ``embeddings`` (one row per table row) or read from ``embedding_col`` of ``frame``;
@@ -546,12 +575,13 @@ def build_pretrained_workspace(out_dir, sae_spec: str, *, frame: pd.DataFrame, t
         if embedding_col == text_col:
             raise DataError(f"'{text_col}' cannot be both the text column and the embedding column")
     sae = load_sae(sae_spec)
+    sae.device = device
     if embeddings is None:
         embeddings = embeddings_from_column(frame, embedding_col)
         frame = frame.drop(columns=[embedding_col])
     check_compatible(sae, None, int(np.shape(embeddings)[1]))
     return build_workspace(out_dir, frame=frame, text_col=text_col, embeddings=embeddings, sae=sae,
-                           progress=progress, name=name)
+                           progress=progress, name=name, device=device)
 
 
 __all__ = ["Workspace", "build_workspace", "build_demo_workspace", "build_pretrained_workspace", "demo_frame", "list_workspaces",
