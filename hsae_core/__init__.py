@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 
 from .errors import DataError as DataError
+from .errors import EngineError as EngineError
 from .errors import HsaeError as HsaeError
 from .errors import LLMError as LLMError
 from .errors import ModelError as ModelError
@@ -30,12 +31,13 @@ _LAZY = {
     "read_table": "data", "prepare_corpus": "data", "Corpus": "data",
     # workspaces and what the dashboard asks of them
     "Workspace": "workspace", "build_workspace": "workspace", "build_pretrained_workspace": "workspace",
+    "build_workspace_ray": "ray_engine", "resolve_device": "device",
     "SteeredSearch": "search", "FeatureExplorer": "features",
     # pretrained SAEs
     "load_sae": "hub", "registry": "hub", "push_sae": "hub",
 }
 
-__all__ = sorted([*_LAZY, "DataError", "HsaeError", "LLMError", "ModelError"])
+__all__ = sorted([*_LAZY, "DataError", "EngineError", "HsaeError", "LLMError", "ModelError"])
 
 
 def __getattr__(name: str):

@@ -26,10 +26,10 @@ def _progress(stage: str):
     return TqdmProgress(stage)
 
 
-def _embed_corpus(texts, embedder_spec, stage="embedding", batch=False):
+def _embed_corpus(texts, embedder_spec, stage="embedding", batch=False, device=settings.DEVICE):
     from .embed import embed_texts, get_embedder
 
-    embedder = get_embedder(embedder_spec, batch=batch)
+    embedder = get_embedder(embedder_spec, batch=batch, device=device)
     return embed_texts(texts, embedder, progress=_progress(stage)), embedder.model_id
 
 
@@ -42,9 +42,9 @@ def cmd_hypothesize(args) -> int:
                               annotator=args.annotator, seed=args.seed, top_n=args.top_n,
                               target_kind=args.target_kind, target_class=args.target_class,
                               batch_topk=args.batch_topk, matryoshka=tuple(args.matryoshka),
-                              max_epochs=args.epochs, holdout_frac=args.holdout_frac)
+                              max_epochs=args.epochs, holdout_frac=args.holdout_frac, device=args.device)
     config.validate()  # before reading, embedding or training anything
-    sae = _load_sae(args.sae) if args.sae else None
+    sae = _load_sae(args.sae, args.device) if args.sae else None
     client = _llm_client(args) if "llm" in (args.interpreter, args.annotator) else None
     run = hypothesize(args.data, text_col=args.text_col, target_col=args.target_col, holdout=args.holdout,
                       config=config, embedder=_embedder(args), sae=sae, llm_client=client, out_dir=None,
@@ -65,11 +65,14 @@ def _llm_client(args):
 
 
 def _embedder(args):
-    """The ``--embedder`` spec, or with ``--batch`` an OpenAI embedder that goes through the Batch API."""
-    if getattr(args, "batch", False) and str(args.embedder or "").startswith("openai"):
+    """The ``--embedder`` spec, or the embedder itself when ``--batch`` (an OpenAI embedder through the Batch
+    API) or ``--device`` asks for more than the spec says."""
+    batch = getattr(args, "batch", False) and str(args.embedder or "").startswith("openai")
+    device = getattr(args, "device", settings.DEVICE)
+    if batch or device != settings.DEVICE:
         from .embed import get_embedder
 
-        return get_embedder(args.embedder, batch=True)
+        return get_embedder(args.embedder, batch=batch, device=device)
     return args.embedder
 
 
@@ -80,10 +83,12 @@ def _check_batch(args, uses_llm: bool = False) -> None:
                         + (" or --interpreter/--annotator llm" if hasattr(args, "interpreter") else ""))
 
 
-def _load_sae(spec: str):
+def _load_sae(spec: str, device: str = settings.DEVICE):
     from .hub import load_sae
 
-    return load_sae(spec)
+    sae = load_sae(spec)
+    sae.device = device
+    return sae
 
 
 def _check_sae_width(sae, embedder_spec) -> None:
@@ -101,7 +106,7 @@ def cmd_embed(args) -> int:
 
     _check_batch(args)
     corpus = prepare_corpus(read_table(args.data), args.text_col)
-    X, model_id = _embed_corpus(corpus.texts, args.embedder, batch=args.batch)
+    X, model_id = _embed_corpus(corpus.texts, args.embedder, batch=args.batch, device=args.device)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, X)
@@ -126,10 +131,10 @@ def cmd_train(args) -> int:
         from .data import prepare_corpus, read_table
 
         corpus = prepare_corpus(read_table(args.data), args.text_col)
-        X, model_id = _embed_corpus(corpus.texts, args.embedder)
+        X, model_id = _embed_corpus(corpus.texts, args.embedder, device=args.device)
     sae = SparseAutoencoder(m=args.m, k=args.k, batch_topk=args.batch_topk, matryoshka=args.matryoshka,
                             max_epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                            embedding_model=model_id)
+                            embedding_model=model_id, device=args.device)
     sae.fit(X, progress=_progress("training"))
     sae.save(args.out)
     m = sae.metrics_
@@ -146,10 +151,12 @@ def cmd_build(args) -> int:
 
     _check_batch(args)
     frame = read_table(args.data)
-    if args.sae and args.embedding_col:  # the dashboard's "Open a pretrained SAE" runs this same function
+    if args.engine == "ray":
+        ws = _build_with_ray(args, frame)
+    elif args.sae and args.embedding_col:  # the dashboard's "Open a pretrained SAE" runs this same function
         ws = build_pretrained_workspace(args.out, args.sae, frame=frame, text_col=args.text_col,
                                         embedding_col=args.embedding_col, progress=_progress("building"),
-                                        name=args.name)
+                                        name=args.name, device=args.device)
     else:
         embeddings = None
         if args.embedding_col:
@@ -159,15 +166,46 @@ def cmd_build(args) -> int:
             require_columns(frame, args.embedding_col, args.text_col)
             embeddings = embeddings_from_column(frame, args.embedding_col)
             frame = frame.drop(columns=[args.embedding_col])
-        sae = _load_sae(args.sae) if args.sae else None
+        sae = _load_sae(args.sae, args.device) if args.sae else None
         if sae is not None:  # refuse a width/model mismatch before any embedding or indexing work
             _check_sae_width(sae, args.embedder)
         ws = build_workspace(args.out, frame=frame, text_col=args.text_col, m=args.m, k=args.k, seed=args.seed,
                              embedder_spec=args.embedder, embeddings=embeddings, sae=sae,
-                             progress=_progress("building"), name=args.name, batch=args.batch)
+                             progress=_progress("building"), name=args.name, batch=args.batch, device=args.device)
     print(f"Workspace ready: {args.out} ({len(ws.frame)} documents). Open it with: "
           f"HSAE_WORKSPACE={args.out} streamlit run app.py")
     return 0
+
+
+def _build_with_ray(args, frame):
+    """``hsae build --engine ray``: embedding and encoding in Ray Data actors; stored embeddings come from
+    --embedding-col or a .npy beside the table (same name, one row per table row)."""
+    from .corpora import embeddings_from_column
+    from .data import require_columns
+    from .ray_engine import build_workspace_ray, require_ray
+
+    require_ray()  # before any work: a missing extra is one line
+    if args.batch:
+        raise HsaeError("--batch (the OpenAI Batch API) does not combine with --engine ray; drop one of them")
+    require_columns(frame, args.text_col, args.embedding_col)
+    embeddings = None
+    if args.embedding_col:
+        embeddings = embeddings_from_column(frame, args.embedding_col)
+        frame = frame.drop(columns=[args.embedding_col])
+    elif Path(args.data).with_suffix(".npy").is_file():
+        npy = Path(args.data).with_suffix(".npy")
+        try:
+            embeddings = np.load(npy, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise HsaeError(f"Could not read embeddings {npy}: {exc}") from None
+        print(f"Using the stored embeddings in {npy}", file=sys.stderr)
+    sae = _load_sae(args.sae, args.device) if args.sae else None
+    if sae is not None and embeddings is None:
+        _check_sae_width(sae, args.embedder)
+    return build_workspace_ray(args.out, frame=frame, text_col=args.text_col, m=args.m, k=args.k, seed=args.seed,
+                               embedder_spec=args.embedder, embeddings=embeddings, sae=sae, device=args.device,
+                               address=args.ray_address, shard_rows=args.shard_rows, progress=_progress("building"),
+                               name=args.name)
 
 
 # ---------------------------------------------------------------------------------------- models / push
@@ -202,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hsae", description="Sparse autoencoders over text embeddings: concepts, search, hypotheses.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    def device_option(p):
+        p.add_argument("--device", default=settings.DEVICE, choices=settings.DEVICES,
+                       help="where embedding and the SAE run: auto (CUDA when present; half-precision embedder), "
+                            "cpu or cuda")
+
     def sae_options(p):
         p.add_argument("--m", type=int, default=SAE.m, help="number of latents (default %(default)s)")
         p.add_argument("--k", type=int, default=SAE.k, help="active latents per text (default %(default)s)")
@@ -209,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--embedder", default=None,
                        help="embedding model: default offline all-MiniLM-L6-v2; a sentence-transformers name/folder; "
                             "or openai:text-embedding-3-small")
+        device_option(p)
 
     def training_options(p):
         p.add_argument("--epochs", type=int, default=SAE.max_epochs, help="maximum epochs; early stopping on a validation split")
@@ -242,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedder", default=None)
     p.add_argument("--batch", action="store_true", help=BATCH_HELP)
     p.add_argument("--out", required=True, help="output .npy")
+    device_option(p)
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("train", help="train an SAE on embeddings (.npy) or on a table's texts")
@@ -263,6 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None)
     p.add_argument("--batch", action="store_true", help=BATCH_HELP)
     p.add_argument("--out", required=True)
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this process (default); ray: embed and encode on a Ray cluster (pip install -e .[ray])")
+    p.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join: auto (the cluster this node is part of) or HEAD_IP:6379 "
+                        "(default: $RAY_ADDRESS, else a new local Ray)")
+    p.add_argument("--shard-rows", type=int, default=settings.RAY.shard_rows,
+                   help="rows per Ray shard (default %(default)s)")
     sae_options(p)
     p.set_defaults(func=cmd_build)
 
@@ -313,6 +365,10 @@ def main(argv=None) -> int:
     except SystemExit as exc:  # usage errors (status 2) and --help (status 0)
         return exc.code if isinstance(exc.code, int) else 2
     try:
+        if getattr(args, "device", None):
+            from .device import resolve_device
+
+            resolve_device(args.device)  # --device cuda without CUDA: one line before any work
         return args.func(args)
     except HsaeError as exc:
         print(f"hsae: error: {as_cli_message(str(exc), parser)}", file=sys.stderr)

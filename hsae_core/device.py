@@ -18,7 +18,7 @@ def resolve_device(spec: str | None = DEVICE) -> str:
     """
     spec = (spec or "auto").strip().lower()
     if spec not in DEVICES and not (spec.startswith("cuda:") and spec[5:].isdigit()):
-        raise ModelError(f"device must be one of {', '.join(DEVICES)} (or cuda:N), got '{spec}'")
+        raise ModelError(f"`device` must be one of {', '.join(DEVICES)} (or cuda:N), got '{spec}'")
     if spec == "cpu":
         return "cpu"
     if spec == "auto":
@@ -26,6 +26,6 @@ def resolve_device(spec: str | None = DEVICE) -> str:
     if not cuda_available():
         import torch
 
-        raise ModelError(f"device='{spec}' but CUDA is not available here (torch {torch.__version__}); "
-                         "use device='auto' or 'cpu'")
+        raise ModelError(f"`device` is '{spec}' but CUDA is not available here (torch {torch.__version__}); "
+                         "use auto or cpu")
     return spec

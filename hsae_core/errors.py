@@ -15,3 +15,7 @@ class ModelError(HsaeError):
 
 class LLMError(HsaeError):
     """An LLM endpoint that is not configured or cannot be used at all."""
+
+
+class EngineError(HsaeError):
+    """A compute engine (Ray) that is not installed, cannot be reached or lost work it cannot redo."""

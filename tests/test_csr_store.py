@@ -8,11 +8,11 @@ import shutil
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from ws_fixtures import SMALL_K, SMALL_M, small_frame, small_workspace  # noqa: F401
 
 from hsae_core.csr_store import concat_csr, load_csr, save_csr
 from hsae_core.errors import DataError
 from hsae_core.workspace import FILES, LEGACY_CODES, Workspace, build_workspace
-from ws_fixtures import SMALL_K, SMALL_M, small_frame, small_workspace  # noqa: F401
 
 
 def _mapped(array: np.ndarray) -> bool:

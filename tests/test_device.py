@@ -18,7 +18,7 @@ def test_resolve_device():
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") == ("cuda" if HAS_CUDA else "cpu")
     assert resolve_device(None) == resolve_device("auto")
-    with pytest.raises(ModelError, match="device must be one of"):
+    with pytest.raises(ModelError, match="`device` must be one of"):
         resolve_device("gpu")
 
 
@@ -42,7 +42,7 @@ def test_cli_device_cuda_without_cuda_exits_2(command, tmp_path, monkeypatch, ca
     monkeypatch.chdir(tmp_path)  # nothing is read: the device is checked before any work
     assert main(command + ["--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("hsae: error: device='cuda' but CUDA is not available") and "\n" not in err
+    assert err.startswith("hsae: error: --device is 'cuda' but CUDA is not available") and "\n" not in err
     assert list(tmp_path.iterdir()) == []
 
 
