@@ -196,7 +196,13 @@ class EmbedBatches:
 
 
 class EncodeBatches:
-    """Ray Data actor: encodes a batch's rows (read from the embedding parts) with the SAE and writes CSR parts."""
+    """Ray Data actor: encodes the shards a batch touches, each whole (its rows read from the embedding parts),
+    and writes one CSR part per shard.
+
+    Whole shards, not the batch's rows: Ray may hand a shard over in pieces (even a single row), and float32
+    matrix products on tiny batches round differently; encoding each shard in one go keeps the codes equal
+    to those of the single-process build.
+    """
 
     def __init__(self, sae_config: dict, sae_weights, device: str, emb_dir: str, out_dir: str, dim: int):
         import ray
@@ -209,25 +215,20 @@ class EncodeBatches:
         self.sae = SparseAutoencoder.from_tensors(sae_config, load_tensors(sae_weights), source="ray driver")
         self.sae.device = device
         self.emb_dir, self.out_dir, self.dim = Path(emb_dir), Path(out_dir), dim
-        self._tilings: dict[int, list] = {}
-
-    def _rows(self, shard: int, lo: int, hi: int) -> np.ndarray:
-        if shard not in self._tilings:
-            probe = Shard(shard, 0, 0)
-            tiling = tile_parts(self.emb_dir / probe.name, _shard_bounds(self.emb_dir / probe.name),
-                                embedding_part_ok(self.dim))
-            if tiling is None:
-                raise EngineError(f"Embeddings of {probe.name} are incomplete; run the build again")
-            self._tilings[shard] = tiling
-        return gather_rows(self._tilings[shard], np.arange(lo, hi))
 
     def __call__(self, batch: dict) -> dict:
         shards, rows = np.asarray(batch["shard"]), np.asarray(batch["row"])
         _maybe_fail("encode", shards)
-        for shard, a, b in contiguous_runs(shards, rows):
-            lo, hi = int(rows[a]), int(rows[b - 1]) + 1
-            codes = self.sae.transform(self._rows(shard, lo, hi))
-            write_code_part(self.out_dir / Shard(shard, 0, 0).name, lo, hi, codes)
+        for index in np.unique(shards).tolist():
+            name = Shard(index, 0, 0).name
+            shard = _shard_bounds(self.emb_dir / name)
+            if tile_parts(self.out_dir / name, shard, code_part_ok) is not None:
+                continue  # encoded already, from another piece of this shard
+            tiling = tile_parts(self.emb_dir / name, shard, embedding_part_ok(self.dim))
+            if tiling is None:
+                raise EngineError(f"Embeddings of {name} are incomplete; run the build again")
+            codes = self.sae.transform(gather_rows(tiling, np.arange(shard.lo, shard.hi)))
+            write_code_part(self.out_dir / name, shard.lo, shard.hi, codes)
         return {"row": rows}
 
 
@@ -449,7 +450,7 @@ def run_ray_stages(work: str | Path, texts: Sequence[str], *, m: int = 256, k: i
         # Kept in the work folder so a rerun after a failure does not train again.
         trained = emb_dir / f"sae-{_digest(m, k, seed, train_rows)}"
         if (trained / "model.safetensors").is_file():
-            sae, sae.device = SparseAutoencoder.load(trained), device
+            sae = SparseAutoencoder.load(trained, device=device)
         else:
             rng = np.random.default_rng(seed)
             rows = np.arange(len(texts)) if len(texts) <= train_rows else np.sort(

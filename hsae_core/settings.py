@@ -78,7 +78,9 @@ DEVICE = "auto"
 class RayDefaults:
     """The Ray engine (``hsae build --engine ray``)."""
 
-    shard_rows: int = 10_000  # rows per Parquet shard: the unit of work that is redone after a failure
+    # Rows per Parquet shard, the unit of work redone after a failure; a multiple of the encoding batch (4096),
+    # so that Ray's matrix products have the same shapes as the single-process build's.
+    shard_rows: int = 16_384
     train_rows: int = 200_000  # the SAE is trained in the driver on at most this many sampled rows
 
 

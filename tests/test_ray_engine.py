@@ -3,6 +3,7 @@ same embeddings and exactly the same codes as the single-process build, workers 
 a rerun redoes only missing shards, and the result is an ordinary workspace the dashboard's classes query."""
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import shutil
@@ -163,3 +164,36 @@ def test_missing_ray_is_one_line(monkeypatch):
     with pytest.raises(EngineError, match=r"pip install -e \.\[ray\]") as err:
         require_ray()
     assert "\n" not in str(err.value)
+
+
+def test_parts_tile_a_shard_only_when_complete(tmp_path):
+    from hsae_core.ray_engine import Shard, embedding_part_ok, part_name, save_npy_atomic, tile_parts
+
+    shard, ok = Shard(3, 300, 400), embedding_part_ok(4)
+    folder = tmp_path / shard.name
+    for lo, hi in ((300, 350), (350, 400), (300, 320)):  # two pieces, and a stray one from an earlier attempt
+        save_npy_atomic(folder / part_name(lo, hi, ".npy"), np.full((hi - lo, 4), lo, np.float32))
+    assert [(lo, hi) for lo, hi, _ in tile_parts(folder, shard, ok)] == [(300, 350), (350, 400)]
+    np.save(folder / part_name(350, 400, ".npy"), np.zeros((49, 4), np.float32))  # a truncated part
+    assert tile_parts(folder, shard, ok) is None
+
+
+def test_pieces_of_a_shard_are_encoded_as_the_whole_shard(ray_built, tmp_path):
+    """Ray may hand a shard over in pieces (a single row even); the codes are still those of the whole shard."""
+    from hsae_core.ray_engine import EncodeBatches
+
+    ws, root = ray_built
+    [emb_dir] = list(next((root / ".ws.ray").glob("table-*")).glob("emb-*"))
+    ws.sae.save(tmp_path / "sae")
+    config = json.loads((tmp_path / "sae" / "config.json").read_text())
+    encode = EncodeBatches(config, (tmp_path / "sae" / "model.safetensors").read_bytes(), "cpu", str(emb_dir),
+                           str(tmp_path / "codes"), ws.embeddings.shape[1])
+    for rows in (np.arange(199, 200), np.arange(100, 199)):  # the last row first, then the rest
+        encode({"shard": np.ones(len(rows), np.int64), "row": rows})
+    [part] = (tmp_path / "codes" / "shard-00001").iterdir()
+    assert part.name == "part-000000000100-000000000200"
+    indptr, indices, data = (np.load(part / f"{a}.npy") for a in ("indptr", "indices", "data"))
+    expected = ws.codes[100:200]
+    np.testing.assert_array_equal(indptr, expected.indptr)
+    np.testing.assert_array_equal(indices, expected.indices)
+    np.testing.assert_array_equal(data, expected.data)
