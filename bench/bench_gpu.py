@@ -6,9 +6,10 @@ each on the device it names.
     python bench/bench_gpu.py --quick        # tiny sizes on any device (CPU here): exercises the same code
 
 The full run refuses to start without CUDA (the CPU numbers live in BENCHMARKS.md's other sections).
-Training runs ``--epochs`` epochs with early stopping off; seconds/epoch is the whole ``fit`` wall time
-(including its validation passes) divided by the epochs. Encoding is ``SparseAutoencoder.transform`` of
-all N rows to CSR, the data already in host memory.
+Training runs ``--epochs`` epochs with early stopping off, at the product's default batch (256) and at a
+GPU-sized batch (4096); seconds/epoch is the whole ``fit`` wall time (including its validation passes)
+divided by the epochs. Encoding is ``SparseAutoencoder.transform`` of all N rows to CSR (the SAE of the
+first batch size), the data already in host memory.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hsae_core import settings  # noqa: E402
 
 FULL = {"n_texts": 20_000, "n_rows": 1_000_000, "dims": (384, 1536), "ms": (4096, 12288), "k": 32}
 QUICK = {"n_texts": 256, "n_rows": 4_000, "dims": (384, 1536), "ms": (256, 512), "k": 8}
@@ -76,7 +79,7 @@ def synthetic(n: int, d: int, seed: int = 0) -> np.ndarray:
     return X
 
 
-def bench_sae(device: str, X: np.ndarray, m: int, k: int, epochs: int, batch_size: int) -> list[dict]:
+def bench_train(device: str, X: np.ndarray, m: int, k: int, epochs: int, batch_size: int):
     import torch
 
     from hsae_core.sae import SparseAutoencoder
@@ -96,15 +99,19 @@ def bench_sae(device: str, X: np.ndarray, m: int, k: int, epochs: int, batch_siz
              "s_per_epoch": round(fit_s / max(1, len(sae.history_)), 2),
              "val_nmse": round(float(sae.metrics_["val_nmse"]), 4),
              "peak_gpu_gib": None if peak is None else round(peak, 2)}]
+    return sae, rows
+
+
+def bench_encode(device: str, sae, X: np.ndarray) -> dict:
+    m, k = sae.config_.m, sae.config_.k
     sae.transform(X[:4096])  # warm-up
     _sync(device)
     t0 = time.perf_counter()
     codes = sae.transform(X)
     _sync(device)
     enc_s = time.perf_counter() - t0
-    rows.append({"item": "encode", "n": len(X), "d": X.shape[1], "m": m, "k": k, "seconds": round(enc_s, 2),
-                 "rows_per_s": round(len(X) / enc_s), "nnz_per_row": round(codes.nnz / len(X), 2)})
-    return rows
+    return {"item": "encode", "n": len(X), "d": X.shape[1], "m": m, "k": k, "seconds": round(enc_s, 2),
+            "rows_per_s": round(len(X) / enc_s), "nnz_per_row": round(codes.nnz / len(X), 2)}
 
 
 def main(argv=None) -> int:
@@ -112,7 +119,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes; runs on CPU too")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 2; 1 with --quick)")
-    parser.add_argument("--batch-size", type=int, default=512, help="SAE training batch (the product default)")
+    parser.add_argument("--batch-sizes", default=f"{settings.SAE.batch_size},4096",
+                        help="SAE training batches, comma-separated (default: the product's, and 4096)")
     parser.add_argument("--embed-batch", type=int, default=None, help="embedding batch (default 256 GPU, 64 CPU)")
     parser.add_argument("--out", default=None, help="JSON results (default bench/results/gpu[-quick].json)")
     args = parser.parse_args(argv)
@@ -122,6 +130,7 @@ def main(argv=None) -> int:
     from hsae_core.device import resolve_device
     from hsae_core.errors import HsaeError
 
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     try:
         device = resolve_device(args.device)
     except HsaeError as exc:
@@ -143,12 +152,15 @@ def main(argv=None) -> int:
     for d in plan["dims"]:
         X = synthetic(plan["n_rows"], d)
         for m in plan["ms"]:
-            rows = bench_sae(device, X, m, plan["k"], epochs, args.batch_size)
-            results += rows
-            train, enc = rows
-            print(f"sae {len(X)} x {d}, M {m}, k {plan['k']}: {train['s_per_epoch']} s/epoch "
-                  f"(batch {args.batch_size}, {train['epochs']} epochs, val nMSE {train['val_nmse']}); "
-                  f"encoding {enc['rows_per_s']} rows/s", flush=True)
+            first = None
+            for batch_size in batch_sizes:
+                sae, rows = bench_train(device, X, m, plan["k"], epochs, batch_size)
+                results += rows
+                first = first or sae
+                print(f"sae {len(X)} x {d}, M {m}, k {plan['k']}, batch {batch_size}: {rows[0]['s_per_epoch']} "
+                      f"s/epoch ({rows[0]['epochs']} epochs, val nMSE {rows[0]['val_nmse']})", flush=True)
+            results.append(bench_encode(device, first, X))
+            print(f"encoding {len(X)} x {d}, M {m}: {results[-1]['rows_per_s']} rows/s", flush=True)
         del X
     out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / (
         "gpu-quick.json" if args.quick else "gpu.json")
