@@ -19,3 +19,15 @@ class LLMError(HsaeError):
 
 class EngineError(HsaeError):
     """A compute engine (Ray) that is not installed, cannot be reached or lost work it cannot redo."""
+
+
+class StorageError(HsaeError):
+    """An output or cache location that cannot be written, or a file on disk that is damaged."""
+
+
+class WorkspaceBusyError(HsaeError):
+    """Another process is building the same workspace."""
+
+
+class WorkspaceChangedError(StorageError):
+    """A workspace was rebuilt by another process while this one was reading it: open it again."""

@@ -34,14 +34,72 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator, TransformerMixin
 from torch import nn
 
-from . import settings
+from . import settings, validate
 from .device import resolve_device
-from .errors import ModelError
+from .errors import HsaeError, ModelError
 from .progress import ProgressFn, report
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 ARCHITECTURE = "topk_sae"
+TRAINING_FIELDS = ("lr", "batch_size", "max_epochs", "patience", "val_frac", "seed")
+
+
+def validate_sae_config(config, source: str = "SAE") -> dict:
+    """Check an SAE ``config.json`` (a folder's, or one built from a ``.pth``) against its schema: types,
+    ranges, no unknown meaning for known fields. Returns the config; raises one ModelError line naming
+    the file and the field. Values are never coerced ("64" is not 64, "yes" is not True)."""
+    where = f"{source}: invalid SAE config"
+    if not isinstance(config, dict):
+        raise ModelError(f"{where}: expected a JSON object, got a {type(config).__name__}")
+    arch = config.get("architecture", ARCHITECTURE)
+    if arch != ARCHITECTURE:
+        raise ModelError(f"{source}: unsupported architecture {arch!r} (expected {ARCHITECTURE})")
+    missing = [f for f in ("d_in", "m", "k") if f not in config]
+    if missing:
+        raise ModelError(f"{where}: missing field(s) {', '.join(missing)}")
+
+    def check(fn, name, value, *args, **kwargs):
+        try:
+            return fn(name, value, *args, error=ModelError, **kwargs)
+        except HsaeError as exc:
+            raise ModelError(f"{where}: {str(exc).replace('`', chr(39))}") from None
+
+    check(validate.positive_int, "d_in", config["d_in"])
+    m = check(validate.positive_int, "m", config["m"])
+    k = check(validate.positive_int, "k", config["k"])
+    if k > m:
+        raise ModelError(f"{where}: 'k' ({k}) cannot exceed 'm' ({m})")
+    if not isinstance(config.get("batch_topk", False), bool):
+        raise ModelError(f"{where}: 'batch_topk' must be true or false, got {config['batch_topk']!r}")
+    prefixes = config.get("matryoshka") or []
+    if not isinstance(prefixes, (list, tuple)):
+        raise ModelError(f"{where}: 'matryoshka' must be a list of latent counts, got {prefixes!r}")
+    for p in prefixes:
+        check(validate.positive_int, "matryoshka", p)
+    if "aux_k" in config:
+        check(validate.positive_int, "aux_k", config["aux_k"], 0)
+    if "aux_coef" in config:
+        check(validate.finite_float, "aux_coef", config["aux_coef"], 0.0)
+    if "dead_after" in config:
+        check(validate.positive_int, "dead_after", config["dead_after"])
+    em = config.get("embedding_model")
+    if em is not None and not isinstance(em, str):
+        raise ModelError(f"{where}: 'embedding_model' must be text or null, got {em!r}")
+    for section in ("training", "metrics", "source"):
+        if config.get(section) is not None and not isinstance(config[section], dict):
+            raise ModelError(f"{where}: '{section}' must be a JSON object, got {config[section]!r}")
+    training = config.get("training") or {}
+    for name in ("batch_size", "max_epochs", "patience"):
+        if name in training:
+            check(validate.positive_int, name, training[name])
+    if "lr" in training:
+        check(validate.finite_float, "lr", training["lr"], 0.0, low_open=True)
+    if "val_frac" in training:
+        check(validate.finite_float, "val_frac", training["val_frac"], 0.0, 1.0, high_open=True)
+    if "seed" in training:
+        check(validate.seed, "seed", training["seed"])
+    return config
 
 
 @dataclass
@@ -207,10 +265,32 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ training
     def fit(self, X, y=None, progress: Optional[ProgressFn] = None) -> SparseAutoencoder:
         """Train on the rows of ``X`` (``y`` is ignored; it is there for scikit-learn pipelines)."""
+        self._validate_params()
         X = as_float_matrix(X)
         device = resolve_device(self.device)
+        if device == "cpu":  # on a GPU, torch reports an allocation that does not fit
+            validate.check_fits_memory(self.m, X.shape[1], self.batch_size, error=ModelError)
         with _threads_for_work(min(self.batch_size, len(X)) * self.m * X.shape[1]):
             return self._fit(X, progress, device)
+
+    def _validate_params(self) -> None:
+        """Refuse out-of-range parameters before any work (scikit-learn style: checked at fit, not in __init__)."""
+        v = validate
+        m = v.positive_int("m", self.m, 1, ModelError)
+        k = v.positive_int("k", self.k, 1, ModelError)
+        if k > m:
+            raise ModelError(f"`k` ({k}) cannot exceed `m` ({m})")
+        if not isinstance(self.batch_topk, (bool, np.bool_)):
+            raise ModelError(f"`batch_topk` must be True or False, got {self.batch_topk!r}")
+        for p in self.matryoshka:
+            v.positive_int("matryoshka", p, 1, ModelError)
+        for name in ("batch_size", "max_epochs", "patience", "dead_after"):
+            v.positive_int(name, getattr(self, name), 1, ModelError)
+        v.positive_int("aux_k", self.aux_k, 0, ModelError)
+        v.finite_float("lr", self.lr, 0.0, low_open=True, error=ModelError)
+        v.finite_float("aux_coef", self.aux_coef, 0.0, error=ModelError)
+        v.finite_float("val_frac", self.val_frac, 0.0, 1.0, high_open=True, error=ModelError)
+        v.seed("seed", self.seed, ModelError)
 
     def _fit(self, X: np.ndarray, progress: Optional[ProgressFn], device: str) -> SparseAutoencoder:
         n, d = X.shape
@@ -420,7 +500,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         save_file(tensors, str(path / WEIGHTS_NAME))
         config = {"architecture": ARCHITECTURE, **asdict(model.cfg)}
         config["matryoshka"] = list(config["matryoshka"])
-        config["training"] = {k: getattr(self, k) for k in ("lr", "batch_size", "max_epochs", "patience", "val_frac", "seed")}
+        config["training"] = {k: getattr(self, k) for k in TRAINING_FIELDS}
         config["metrics"] = getattr(self, "metrics_", {})
         if getattr(self, "source_", None):
             config["source"] = self.source_  # where a pretrained SAE came from (hub repo, file, revision)
@@ -442,13 +522,14 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
             config = json.loads(cfg_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelError(f"Corrupt SAE config {cfg_path}: {exc}") from None
+        validate_sae_config(config, str(cfg_path))
         try:
             tensors = load_file(str(w_path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise ModelError(f"Corrupt SAE weights {w_path}: {str(exc).splitlines()[0]}") from None
         sae = cls.from_tensors(config, tensors, source=str(path))
         sae.device = device
-        sae.metrics_ = config.get("metrics", {})
+        sae.metrics_ = config.get("metrics") or {}
         if config.get("source"):
             sae.source_ = config["source"]
         return sae
@@ -456,12 +537,8 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
     @classmethod
     def from_tensors(cls, config: dict, tensors: dict, source: str = "checkpoint") -> SparseAutoencoder:
         """Build from a config dict and {name: tensor} in the saved layout, checking every shape."""
-        if config.get("architecture", ARCHITECTURE) != ARCHITECTURE:
-            raise ModelError(f"{source}: unsupported architecture '{config.get('architecture')}' (expected {ARCHITECTURE})")
-        try:
-            fields = {f: config[f] for f in ("d_in", "m", "k")}
-        except KeyError as exc:
-            raise ModelError(f"{source}: config is missing {exc}") from None
+        validate_sae_config(config, source)
+        fields = {f: int(config[f]) for f in ("d_in", "m", "k")}
         optional = ("batch_topk", "matryoshka", "aux_k", "aux_coef", "dead_after", "embedding_model")
         cfg = SAEConfig(**fields, **{f: config[f] for f in optional if f in config})
         expected = {"encoder.weight": (cfg.m, cfg.d_in), "decoder.weight": (cfg.d_in, cfg.m),
@@ -471,6 +548,12 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
                 raise ModelError(f"{source}: weights are missing '{name}'")
             if tuple(tensors[name].shape) != shape:
                 raise ModelError(f"{source}: '{name}' has shape {tuple(tensors[name].shape)}, expected {shape}")
+        for name, t in tensors.items():
+            if name in expected or name == "threshold":
+                if not t.is_floating_point():
+                    raise ModelError(f"{source}: '{name}' holds {t.dtype} values, not floating-point weights")
+                if name != "threshold" and not bool(torch.isfinite(t).all()):
+                    raise ModelError(f"{source}: '{name}' contains NaN or infinite weights; the SAE is damaged")
         model = TopKSAE(cfg)
         with torch.no_grad():
             model.W_enc.copy_(tensors["encoder.weight"].float())
@@ -483,7 +566,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         training = config.get("training", {})
         sae = cls(m=cfg.m, k=cfg.k, batch_topk=cfg.batch_topk, matryoshka=cfg.matryoshka, aux_k=cfg.aux_k,
                   aux_coef=cfg.aux_coef, dead_after=cfg.dead_after, embedding_model=cfg.embedding_model,
-                  **{k: v for k, v in training.items() if k in ("lr", "batch_size", "max_epochs", "patience", "val_frac", "seed")})
+                  **{k: v for k, v in training.items() if k in TRAINING_FIELDS})
         sae.model_, sae.config_, sae.history_ = model, cfg, []
         sae.metrics_ = {}
         return sae

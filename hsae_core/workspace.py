@@ -2,9 +2,11 @@
 statistics, a FAISS index, a cached 2-D map and saved hypothesis runs.
 
 ``build_workspace`` builds it step by step (table -> embeddings -> SAE -> codes -> features -> index),
-skipping every step whose inputs are unchanged. New outputs are written into a staging folder and
-moved into place only when every step has succeeded, so a failed build leaves the previous workspace
-intact; ``workspace.json`` (the manifest) is written last.
+skipping every step whose inputs are unchanged and whose file still holds what was written (checked
+against the manifest's checksum). New outputs are written into a staging folder and committed only when
+every step has succeeded (see :mod:`snapshot`: versioned file names, ``workspace.json`` written last), so
+a failed or killed build leaves the previous workspace intact and a reader never sees a half-replaced
+file. One build at a time per folder (:mod:`locking`).
 """
 from __future__ import annotations
 
@@ -23,10 +25,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import settings
+from . import settings, snapshot, validate
 from .csr_store import load_csr, save_csr
 from .data import prepare_corpus, read_table, require_columns
-from .errors import DataError, HsaeError, LLMError, ModelError
+from .errors import DataError, HsaeError, LLMError, ModelError, StorageError, WorkspaceChangedError
+from .fsutil import atomic_write, atomic_write_json, check_cache_dir, check_output_dir, glob_escape, remove_stale
+from .locking import WorkspaceLock
 from .progress import ProgressFn, report
 from .sae import SparseAutoencoder
 
@@ -46,9 +50,10 @@ FEATURES_VERSION = 2
 LEGACY_CODES = "codes.npz"  # codes of workspaces built before the folder form; still opened
 
 
-def _output(path: Path, step: str) -> Path:
-    """Where a step's output lives in a workspace folder (codes may still be a legacy .npz)."""
-    target = path / FILES[step]
+def _output(path: Path, manifest: dict, step: str) -> Path:
+    """Where a step's output lives: the versioned name the manifest gives it, else (a workspace of an older
+    version) its fixed name, where codes may still be a legacy ``codes.npz``."""
+    target = path / snapshot.entry_name(manifest, step, FILES[step])
     if step == "codes" and not target.exists() and (path / LEGACY_CODES).is_file():
         return path / LEGACY_CODES
     return target
@@ -57,6 +62,36 @@ def _output(path: Path, step: str) -> Path:
 def load_codes(path: Path) -> sp.csr_matrix:
     """A code folder memory-mapped, or a legacy ``codes.npz`` read into memory."""
     return sp.load_npz(path).tocsr() if path.suffix == ".npz" else load_csr(path)
+
+
+def _read_index(path: Path):
+    import faiss
+
+    return faiss.read_index(str(path))
+
+
+# How each step's output is read: used by the Workspace's lazy properties and by the build's reuse check.
+LOADERS: dict[str, Callable[[Path], object]] = {
+    "table": lambda p: pd.read_parquet(p),
+    "embeddings": lambda p: np.load(p, mmap_mode="r", allow_pickle=False),
+    "sae": lambda p: SparseAutoencoder.load(p),
+    "codes": load_codes,
+    "features": lambda p: pd.read_parquet(p),
+    "index": _read_index,
+}
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def damaged(path: Path, reason: str) -> StorageError:
+    """The one-line error for a damaged workspace file: which file, why, and the fix."""
+    return StorageError(f"Workspace file {path} is damaged ({reason}); rebuild the workspace (`hsae build ... --out "
+                        f"{path.parent}` or the dashboard's build form): the build checks every file and replaces "
+                        f"the damaged ones")
 
 
 def _digest(*parts) -> str:
@@ -90,36 +125,72 @@ def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
 class Workspace:
     """An opened workspace folder; heavy parts load lazily on first access and are then kept."""
 
-    def __init__(self, path: str | Path, manifest: dict):
+    def __init__(self, path: str | Path, manifest: dict, stamp: Optional[tuple] = None):
         self.path = Path(path)
         self.manifest = manifest
+        self._stamp = stamp
         self._cache: dict[str, object] = {}
 
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(cls, path: str | Path) -> Workspace:
-        """Open a folder written by ``build_workspace``."""
+        """Open a folder written by ``build_workspace``: one consistent version of it (the manifest read
+        now names every file this object will read). A damaged manifest or file is one StorageError line."""
         path = Path(path)
         man = path / MANIFEST
         if not man.is_file():
             raise DataError(f"{path} is not a workspace (no {MANIFEST}); build one with `hsae build` or the dashboard")
         try:
+            stamp = _manifest_stamp(path)
             manifest = json.loads(man.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"Corrupt workspace manifest {man}: {exc}") from None
-        missing = [FILES[s] for s in STEPS if not _output(path, s).exists()]
-        if missing:
-            raise DataError(f"Workspace {path} is incomplete (missing {', '.join(missing)}); build it again")
-        return cls(path, manifest)
+            raise damaged(man, f"not valid JSON: {_first_line(exc)}") from None
+        except OSError as exc:
+            raise damaged(man, exc.strerror or type(exc).__name__) from None
+        problem = _manifest_problem(manifest)
+        if problem:
+            raise damaged(man, problem)
+        for step in STEPS:
+            file = _output(path, manifest, step)
+            reason = snapshot.check_entry(file, (manifest.get("files") or {}).get(step), deep=False)
+            if reason == "it is missing":
+                if _manifest_stamp(path) != stamp:
+                    raise WorkspaceChangedError(f"Workspace {path} was rebuilt while it was being opened; open it again")
+                raise DataError(f"Workspace {path} is incomplete ({file.name} is missing); build it again")
+            if reason:
+                raise damaged(file, reason)
+        return cls(path, manifest, stamp)
 
     @staticmethod
     def is_workspace(path: str | Path) -> bool:
         return (Path(path) / MANIFEST).is_file()
 
+    def file(self, step: str) -> Path:
+        """The file (or folder) holding ``step``'s output in the version of the workspace this object opened."""
+        return _output(self.path, self.manifest, step)
+
     def _lazy(self, key: str, load: Callable[[], object]):
         if key not in self._cache:
             self._cache[key] = load()
         return self._cache[key]
+
+    def _step(self, step: str):
+        """A step's output, read once with its step loader; failures become one line naming the file."""
+        def load():
+            path = self.file(step)
+            try:
+                return LOADERS[step](path)
+            except HsaeError as exc:
+                raise damaged(path, _first_line(exc)) from None
+            except FileNotFoundError:
+                if _manifest_stamp(self.path) != self._stamp:
+                    raise WorkspaceChangedError(f"Workspace {self.path} was rebuilt while it was open; "
+                                                f"open it again") from None
+                raise damaged(path, "it is missing") from None
+            except Exception as exc:  # any reader error means the file cannot be used: say which and how to fix
+                raise damaged(path, _first_line(exc)) from None
+
+        return self._lazy(step, load)
 
     # ------------------------------------------------------------------ contents
     @property
@@ -136,7 +207,7 @@ class Workspace:
 
     @property
     def frame(self) -> pd.DataFrame:
-        return self._lazy("frame", lambda: pd.read_parquet(self.path / FILES["table"]))
+        return self._step("table")
 
     @property
     def texts(self) -> list[str]:
@@ -147,26 +218,24 @@ class Workspace:
 
     @property
     def embeddings(self) -> np.ndarray:
-        return self._lazy("embeddings", lambda: np.load(self.path / FILES["embeddings"], mmap_mode="r"))
+        return self._step("embeddings")
 
     @property
     def sae(self) -> SparseAutoencoder:
-        return self._lazy("sae", lambda: SparseAutoencoder.load(self.path / FILES["sae"]))
+        return self._step("sae")
 
     @property
     def codes(self) -> sp.csr_matrix:
-        return self._lazy("codes", lambda: load_codes(_output(self.path, "codes")))
+        return self._step("codes")
 
     @property
     def features(self) -> pd.DataFrame:
         """One row per latent: latent, label, keywords, label_method, density, n_active, mean/max activation."""
-        return self._lazy("features", lambda: pd.read_parquet(self.path / FILES["features"]))
+        return self._step("features")
 
     @property
     def index(self):
-        import faiss
-
-        return self._lazy("index", lambda: faiss.read_index(str(self.path / FILES["index"])))
+        return self._step("index")
 
     @property
     def runs_dir(self) -> Path:
@@ -178,10 +247,14 @@ class Workspace:
         if self.runs_dir.is_dir():
             for folder in self.runs_dir.iterdir():
                 summary_file = folder / "summary.json"
+                if folder.name.startswith("."):  # a run being written (or a dead writer's leftover)
+                    continue
                 if folder.is_dir() and summary_file.is_file():
                     try:
                         summary = json.loads(summary_file.read_text())
-                    except (json.JSONDecodeError, UnicodeDecodeError):
+                    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+                        continue
+                    if not isinstance(summary, dict):
                         continue
                     runs.append({"id": folder.name, "path": folder, "summary": summary,
                                  "mtime": summary_file.stat().st_mtime})
@@ -228,14 +301,14 @@ class Workspace:
         if arr_path.is_file() and meta_path.is_file():
             try:
                 if json.loads(meta_path.read_text()).get("key") == key:
-                    return np.load(arr_path)
-            except (json.JSONDecodeError, ValueError):
-                pass
+                    coords = np.load(arr_path, allow_pickle=False)
+                    if coords.shape == (len(self), 2):
+                        return coords
+            except (OSError, ValueError, AttributeError):
+                pass  # a damaged cached map is computed again
         coords = compute_layout(np.asarray(self.embeddings), seed=seed, progress=progress)
-        tmp = self.path / f".tmp-{uuid.uuid4().hex}.npy"
-        np.save(tmp, coords)
-        os.replace(tmp, arr_path)
-        meta_path.write_text(json.dumps({"key": key, "seed": seed}))
+        atomic_write(arr_path, lambda fh: np.save(fh, coords))
+        atomic_write_json(meta_path, {"key": key, "seed": seed})
         return coords
 
     def overview(self) -> dict:
@@ -275,6 +348,12 @@ def build_workspace(out_dir, *, data_path=None, frame=None, text_col: str, m: in
     out = Path(out_dir)
     if (data_path is None) == (frame is None):
         raise DataError("Give exactly one of data_path or frame")
+    if sae is None:
+        m, k = check_sae_shape(m, k)
+    seed = validate.seed("seed", seed)
+    check_output_dir(out, "workspace folder", allow_nonempty=looks_like_workspace)
+    if embeddings is None:
+        check_cache_dir(settings.cache_dir())
     df = read_table(data_path) if data_path is not None else frame
     if not isinstance(df, pd.DataFrame):
         raise DataError("frame must be a pandas DataFrame")
@@ -287,29 +366,78 @@ def build_workspace(out_dir, *, data_path=None, frame=None, text_col: str, m: in
     table = corpus.frame.copy()
     table[text_col] = corpus.texts
 
-    old = _read_manifest(out)
-    stage = out.parent / f".{out.name}.build-{uuid.uuid4().hex[:8]}"
-    stage.mkdir(parents=True, exist_ok=False)
-    steps = _StepRunner(out, stage, old, progress)
-    try:
-        build = _Build(steps=steps, table=table, corpus=corpus, text_col=text_col, device=device)
-        _table_step(build)
-        _embeddings_step(build, embedder_spec, embeddings, sae, batch=batch)
-        _sae_step(build, sae, m, k, seed, sae_source)
-        _codes_step(build, codes)
-        _features_step(build)
-        _index_step(build)
-        _commit(out, stage, steps.changed, _manifest(build, name or out.name, embedder_spec, embeddings is None))
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    with WorkspaceLock(out):
+        old = _read_manifest(out)
+        _remove_leftovers(out, old)
+        stage = out.parent / f".{out.name}.build-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        stage.mkdir(parents=True, exist_ok=False)
+        steps = _StepRunner(out, stage, old, progress)
+        try:
+            build = _Build(steps=steps, table=table, corpus=corpus, text_col=text_col, device=device)
+            _table_step(build)
+            _embeddings_step(build, embedder_spec, embeddings, sae, batch=batch)
+            _sae_step(build, sae, m, k, seed, sae_source)
+            _codes_step(build, codes)
+            _features_step(build)
+            _index_step(build)
+            _commit(out, stage, steps, _manifest(build, name or out.name, embedder_spec, embeddings is None))
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
     return Workspace.open(out)
 
 
-def _read_manifest(out: Path) -> dict:
+def check_sae_shape(m, k) -> tuple[int, int]:
+    """`m` >= 2 latents and 1 <= `k` <= `m`, as whole numbers."""
+    m = validate.positive_int("m", m, 2)
+    k = validate.positive_int("k", k, 1)
+    if k > m:
+        raise DataError(f"`k` ({k}) cannot exceed `m` ({m})")
+    return m, k
+
+
+def looks_like_workspace(path: Path) -> bool:
+    """A folder a build may update: a workspace, or what a crashed build of an older version left behind."""
+    if Workspace.is_workspace(path):
+        return True
+    return any(snapshot.is_version_of(child.name, name) for child in path.iterdir() for name in FILES.values())
+
+
+def _manifest_stamp(path: Path) -> Optional[tuple]:
     try:
-        return json.loads((out / MANIFEST).read_text())
+        st = (path / MANIFEST).stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _manifest_problem(manifest) -> Optional[str]:
+    """Why a parsed manifest cannot describe a workspace (None when it can)."""
+    if not isinstance(manifest, dict):
+        return f"expected a JSON object, got a {type(manifest).__name__}"
+    if not isinstance(manifest.get("steps"), dict) or not isinstance(manifest.get("text_col"), str):
+        return "the 'steps' or 'text_col' entry is missing"
+    if manifest.get("files") is not None and not isinstance(manifest["files"], dict):
+        return "the 'files' entry is not an object"
+    return None
+
+
+def _read_manifest(out: Path) -> dict:
+    """The current manifest, or {} when there is none or it is damaged (then every step is rebuilt)."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return {}
+    return {} if _manifest_problem(manifest) else manifest
+
+
+def _remove_leftovers(out: Path, manifest: dict) -> None:
+    """Under the build lock: staging folders of dead builds, temporaries, and versions no manifest names
+    (a build killed during its commit leaves those)."""
+    for stale in out.parent.glob(f".{glob_escape(out.name)}.build-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # nobody else can be building: we hold the lock
+    remove_stale(out, MANIFEST, patterns=(".tmp-*",))
+    if manifest:
+        snapshot.remove_unreferenced(out, manifest, FILES)
 
 
 class _StepRunner:
@@ -320,18 +448,38 @@ class _StepRunner:
         self.changed: list[str] = []
         self.keys: dict[str, str] = {}
 
+    def existing(self, step: str) -> Path:
+        return self.out / snapshot.entry_name(self.old, step, FILES[step])
+
     def reusable(self, step: str, key: str) -> bool:
+        """True when the step's inputs are unchanged and its file still holds what was built; a damaged
+        file is reported and rebuilt."""
         self.keys[step] = key
-        ok = self.old.get("steps", {}).get(step) == key and (self.out / FILES[step]).exists()
+        ok = self.old.get("steps", {}).get(step) == key and self.existing(step).exists()
+        if ok:
+            problem = self._check(step)
+            if problem:
+                report(self.progress, 0, 1, f"{step}: {self.existing(step).name} {problem}; rebuilding it")
+                ok = False
         if ok:
             report(self.progress, 1, 1, f"{step}: reused")
         else:
             self.changed.append(step)
         return ok
 
+    def _check(self, step: str) -> Optional[str]:
+        path, entry = self.existing(step), (self.old.get("files") or {}).get(step)
+        if isinstance(entry, dict) and entry.get("sha256"):
+            return snapshot.check_entry(path, entry, deep=True)
+        try:  # a workspace of an older version has no checksums: the file must at least load
+            LOADERS[step](path)
+        except Exception as exc:
+            return f"cannot be read ({_first_line(exc)})"
+        return None
+
     def path(self, step: str) -> Path:
         """Where the step's current output is: the staged new file, or the existing one."""
-        return (self.stage if step in self.changed else self.out) / FILES[step]
+        return self.stage / FILES[step] if step in self.changed else self.existing(step)
 
     def sub(self, step: str) -> ProgressFn:
         return lambda done, total, msg="": report(self.progress, done, total, f"{step}: {msg}" if msg else step)
@@ -399,8 +547,7 @@ def _sae_step(b: _Build, sae: Optional[SparseAutoencoder], m: int, k: int, seed:
                              f"(SAE trained on {sae.config_.embedding_model or 'unknown embeddings'})")
         key, source = _digest("sae-pretrained", emb_key, _sae_digest(sae)), sae_source
     else:
-        if m < 2 or k < 1 or k > m:
-            raise DataError(f"Need `m` >= 2 and 1 <= `k` <= `m`, got m={m}, k={k}")
+        validate.check_fits_memory(m, int(b.X.shape[1]))
         key, source = _digest("sae", emb_key, m, k, seed), "trained"
     b.sae_info = dict(b.steps.old.get("sae", {})) if b.steps.old.get("steps", {}).get("sae") == key else {}
     if not b.steps.reusable("sae", key):
@@ -456,7 +603,7 @@ def _index_step(b: _Build) -> None:
 
 def _manifest(b: _Build, name: str, embedder_spec: Optional[str], embedded_here: bool) -> dict:
     return {
-        "version": 1,
+        "version": snapshot.MANIFEST_VERSION,
         "name": name,
         "text_col": b.text_col,
         "n_docs": int(len(b.corpus.texts)),
@@ -475,24 +622,23 @@ def _sae_digest(sae: SparseAutoencoder) -> str:
     return _digest(sae.config_.m, sae.config_.k, hashlib.sha256(np.ascontiguousarray(w).tobytes()).hexdigest())
 
 
-def _commit(out: Path, stage: Path, changed: list[str], manifest: dict) -> None:
-    """Move the staged outputs into the workspace, then write the manifest (last, atomically)."""
-    out.mkdir(parents=True, exist_ok=True)
-    # Drop the manifest first: if we die mid-commit the folder reads as 'needs rebuilding', never as stale-but-valid.
-    if changed:
-        (out / MANIFEST).unlink(missing_ok=True)
-    for step in changed:
-        target = out / FILES[step]
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(stage / FILES[step], target)
-    if "embeddings" in changed:
+def _commit(out: Path, stage: Path, steps: _StepRunner, manifest: dict) -> None:
+    """Move the staged outputs into the workspace under new version names, then write the manifest (last,
+    atomically); a kill at any point leaves the previous version openable."""
+    files = {}
+    for step in STEPS:
+        if step in steps.changed:
+            continue
+        entry = (steps.old.get("files") or {}).get(step)
+        if not (isinstance(entry, dict) and entry.get("sha256")):  # an older workspace: record its checksum now
+            entry = {"name": steps.existing(step).name, **snapshot.fingerprint(steps.existing(step))}
+        files[step] = entry
+    staged = {step: stage / FILES[step] for step in STEPS if step in steps.changed}
+    snapshot.commit(out, staged, FILES, {**manifest, "files": files}, MANIFEST)
+    if "embeddings" in steps.changed:
         (out / LAYOUT_META).unlink(missing_ok=True)
-    if "codes" in changed:
-        (out / LEGACY_CODES).unlink(missing_ok=True)
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    os.replace(tmp, out / MANIFEST)
+    if "codes" in steps.changed:
+        (out / LEGACY_CODES).unlink(missing_ok=True)  # migrated to a code folder
 
 
 # ---------------------------------------------------------------------- discovery

@@ -2,6 +2,7 @@
 and workspaces built before the folder form (codes.npz) still open."""
 from __future__ import annotations
 
+import json
 import mmap
 import shutil
 
@@ -12,7 +13,7 @@ from ws_fixtures import SMALL_K, SMALL_M, small_frame, small_workspace  # noqa: 
 
 from hsae_core.csr_store import concat_csr, load_csr, save_csr
 from hsae_core.errors import DataError
-from hsae_core.workspace import FILES, LEGACY_CODES, Workspace, build_workspace
+from hsae_core.workspace import LEGACY_CODES, MANIFEST, Workspace, build_workspace
 
 
 def _mapped(array: np.ndarray) -> bool:
@@ -57,12 +58,16 @@ def test_corrupt_folder_is_one_line(tmp_path):
 def test_legacy_npz_workspace_opens_and_rebuild_migrates(tmp_path, small_workspace, yelp_frames):
     ws_dir = tmp_path / "old"
     shutil.copytree(small_workspace, ws_dir)
-    expected = Workspace.open(ws_dir).codes.copy()
-    # The layout written before code folders existed.
-    shutil.rmtree(ws_dir / FILES["codes"])
+    first = Workspace.open(ws_dir)
+    expected = first.codes.copy()
+    # The layout written before code folders existed: codes.npz, which the manifest does not name.
+    shutil.rmtree(first.file("codes"))
+    manifest = json.loads((ws_dir / MANIFEST).read_text())
+    del manifest["files"]["codes"]
+    (ws_dir / MANIFEST).write_text(json.dumps(manifest))
     sp.save_npz(ws_dir / LEGACY_CODES, expected)
     old = Workspace.open(ws_dir)
     assert (old.codes != expected).nnz == 0
     ws = build_workspace(ws_dir, frame=small_frame(yelp_frames), text_col="text", m=SMALL_M, k=SMALL_K)
-    assert (ws_dir / FILES["codes"]).is_dir() and not (ws_dir / LEGACY_CODES).exists()
+    assert ws.file("codes").is_dir() and not (ws_dir / LEGACY_CODES).exists()
     assert (ws.codes != expected).nnz == 0 and _mapped(ws.codes.indices)

@@ -30,13 +30,18 @@ def test_build_produces_every_part(small_workspace):
     assert small_workspace in list_workspaces(small_workspace.parent)
 
 
+def _stats(ws_dir):
+    ws = Workspace.open(ws_dir)
+    return {s: (ws.file(s).name, os.stat(ws.file(s)).st_mtime_ns) for s in FILES}
+
+
 def test_rebuild_reuses_every_step(small_workspace, yelp_frames):
-    before = {s: os.stat(small_workspace / FILES[s]).st_mtime_ns for s in FILES}
+    before = _stats(small_workspace)
     messages = []
     build_workspace(small_workspace, frame=small_frame(yelp_frames), text_col="text", m=SMALL_M, k=SMALL_K,
                     progress=lambda d, t, msg="": messages.append(msg))
     assert sorted(m for m in messages if m.endswith("reused")) == sorted(f"{s}: reused" for s in FILES)
-    assert {s: os.stat(small_workspace / FILES[s]).st_mtime_ns for s in FILES} == before
+    assert _stats(small_workspace) == before
 
 
 def test_changed_k_retrains_but_keeps_embeddings(tmp_path, small_workspace, yelp_frames):
@@ -44,13 +49,13 @@ def test_changed_k_retrains_but_keeps_embeddings(tmp_path, small_workspace, yelp
 
     ws_dir = tmp_path / "copy"
     shutil.copytree(small_workspace, ws_dir)
-    emb_mtime = os.stat(ws_dir / FILES["embeddings"]).st_mtime_ns
+    emb_before = _stats(ws_dir)["embeddings"]
     messages = []
     ws = build_workspace(ws_dir, frame=small_frame(yelp_frames), text_col="text", m=SMALL_M, k=2,
                          progress=lambda d, t, msg="": messages.append(msg))
     assert "embeddings: reused" in messages and "table: reused" in messages
     assert "sae: reused" not in messages
-    assert os.stat(ws_dir / FILES["embeddings"]).st_mtime_ns == emb_mtime
+    assert _stats(ws_dir)["embeddings"] == emb_before
     assert np.diff(ws.codes.indptr).max() <= 2 and ws.overview()["k"] == 2
 
 
