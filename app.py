@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import streamlit as st
 
 import ui
 from hsae_core.corpora import EMBEDDING_COLUMN_GUESSES, TEXT_COLUMN_GUESSES, guess_column, load_hub_corpus
-from hsae_core.data import TABLE_SUFFIXES, read_table
+from hsae_core.data import TABLE_SUFFIXES
 from hsae_core.errors import DataError, HsaeError, ModelError
 from hsae_core.hub import registry
 from hsae_core.workspace import (
@@ -31,25 +30,13 @@ def build_demo() -> None:
     progress, bar = ui.progress_bar("Building the demo workspace (Yelp reviews)")
     try:
         ws = build_demo_workspace(workspaces_dir(), progress=progress)
-    except HsaeError as exc:
+    except ui.ERRORS as exc:
         bar.empty()
-        st.error(str(exc))
+        st.error(ui.error_line(exc))
         return
     bar.empty()
     st.session_state["workspace_path"] = str(ws.path)
     st.success(f"Built {ws.name}: {len(ws):,} documents.")
-
-
-def read_upload(upload):
-    """An uploaded table, read through a temporary file so that every supported format works."""
-    suffix = Path(upload.name).suffix.lower()
-    with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as fh:
-        fh.write(upload.getvalue())
-        tmp = fh.name
-    try:
-        return read_table(tmp)
-    finally:
-        os.unlink(tmp)
 
 
 def safe_name(name: str) -> str:
@@ -63,7 +50,7 @@ def new_workspace_form() -> None:
     if upload is None:
         return
     try:
-        frame = read_upload(upload)
+        frame = ui.read_upload(upload)
     except HsaeError as exc:
         st.error(f"Could not use {upload.name}: {exc}")
         return
@@ -129,7 +116,7 @@ def pretrained_form() -> None:
                 upload = st.file_uploader("Table (CSV, TSV, JSON, JSONL or Parquet)",
                                           type=[s[1:] for s in TABLE_SUFFIXES], key="pre_upload")
                 if upload is not None:
-                    label, frame = Path(upload.name).stem, read_upload(upload)
+                    label, frame = Path(upload.name).stem, ui.read_upload(upload)
             else:
                 path = st.text_input("Path to a table on this machine (CSV, TSV, JSON, JSONL or Parquet)",
                                      key="pre_path").strip()

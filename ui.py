@@ -3,6 +3,7 @@ error display and table shaping. The only module besides the pages that imports 
 (anything a CLI user could also want lives in hsae_core)."""
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -11,17 +12,28 @@ import pandas as pd
 import streamlit as st
 
 from hsae_core import settings
-from hsae_core.errors import HsaeError
+from hsae_core.errors import HsaeError, WorkspaceChangedError
+from hsae_core.fsutil import describe_os_error
 from hsae_core.interpret import snippet
 from hsae_core.workspace import MANIFEST, Workspace, list_workspaces, workspaces_dir
 
 SNIPPET = 300
 
 
+ERRORS = (HsaeError, OSError)  # what a page shows as one st.error line instead of an exception box
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for a user-facing error (a library error or a filesystem error)."""
+    text = describe_os_error(exc, "use") if isinstance(exc, OSError) else str(exc)
+    return " ".join(text.split())
+
+
 def _stamp(path: Path) -> float:
-    """Changes when the workspace is rebuilt, so cached objects are reloaded."""
+    """Changes when the workspace is rebuilt (its manifest is replaced), so cached objects are reloaded."""
     try:
-        return (path / MANIFEST).stat().st_mtime
+        st_ = (path / MANIFEST).stat()
+        return st_.st_mtime_ns + st_.st_ino
     except OSError:
         return 0.0
 
@@ -29,9 +41,18 @@ def _stamp(path: Path) -> float:
 @st.cache_resource(show_spinner="Opening workspace…", max_entries=4)
 def _open(path: str, stamp: float) -> Workspace:
     ws = Workspace.open(path)
-    # Touch the heavy parts once so that no page rerun pays for them.
-    _ = ws.frame, ws.codes, ws.features, ws.sae
+    # Touch the heavy parts once so that no page rerun pays for them (and a damaged file is reported here).
+    _ = ws.frame, ws.codes, ws.features, ws.sae, ws.embeddings
     return ws
+
+
+def open_workspace(path: str) -> Workspace:
+    """The cached open workspace; when another process rebuilt it meanwhile, open the new version."""
+    try:
+        return _open(path, _stamp(Path(path)))
+    except WorkspaceChangedError:
+        _open.clear()
+        return _open(path, _stamp(Path(path)))
 
 
 @st.cache_resource(show_spinner="Loading search index…", max_entries=4)
@@ -71,6 +92,17 @@ def read_table_cached(path: str) -> pd.DataFrame:
     return _read_table(str(p.resolve()), stat.st_mtime, stat.st_size)
 
 
+def read_upload(upload) -> pd.DataFrame:
+    """An uploaded table (anything with ``.name`` and ``.getvalue()``), read through a temporary file of the
+    same name so that every supported format works and any error names the uploaded file, not a temporary one."""
+    from hsae_core.data import read_table
+
+    with tempfile.TemporaryDirectory(prefix="hsae-upload-") as folder:
+        path = Path(folder) / (Path(upload.name).name or "upload")
+        path.write_bytes(upload.getvalue())
+        return read_table(path)
+
+
 def workspace_choices() -> list[Path]:
     """$HSAE_WORKSPACE (one folder) if set, else every workspace under $HSAE_WORKSPACES_DIR (./workspaces)."""
     fixed = settings.fixed_workspace()
@@ -91,18 +123,27 @@ def pick_workspace() -> Optional[Workspace]:
     chosen = st.sidebar.selectbox("Workspace", labels, index=index, format_func=lambda p: Path(p).name)
     st.session_state["workspace_path"] = chosen
     try:
-        return _open(chosen, _stamp(Path(chosen)))
-    except HsaeError as exc:
-        st.error(str(exc))
+        return open_workspace(chosen)
+    except ERRORS as exc:
+        st.error(error_line(exc))
         return None
 
 
 def search_engine(ws: Workspace):
-    return _search(str(ws.path), _stamp(ws.path))
+    """The search engine of the open workspace; a damaged index or embeddings file stops the page with one line."""
+    try:
+        return _search(str(ws.path), _stamp(ws.path))
+    except ERRORS as exc:
+        st.error(error_line(exc))
+        st.stop()
 
 
 def explorer(ws: Workspace):
-    return _explorer(str(ws.path), _stamp(ws.path))
+    try:
+        return _explorer(str(ws.path), _stamp(ws.path))
+    except ERRORS as exc:
+        st.error(error_line(exc))
+        st.stop()
 
 
 def progress_bar(label: str):
@@ -122,8 +163,8 @@ def run_build(name: str, build) -> Optional[Workspace]:
     progress, bar = progress_bar(f"Building {name}")
     try:
         ws = build(progress)
-    except HsaeError as exc:
-        st.error(f"Build failed (any previous workspace is unchanged): {exc}")
+    except ERRORS as exc:
+        st.error(f"Build failed (any previous workspace is unchanged): {error_line(exc)}")
         return None
     finally:
         bar.empty()

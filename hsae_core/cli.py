@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from . import settings
-from .errors import HsaeError
+from . import settings, validate
+from .errors import DataError, HsaeError
+from .fsutil import check_cache_dir, check_output_dir, check_output_file, describe_os_error
 from .settings import LABELS, SAE, SELECTION
 
 
@@ -44,7 +46,16 @@ def cmd_hypothesize(args) -> int:
                               batch_topk=args.batch_topk, matryoshka=tuple(args.matryoshka),
                               max_epochs=args.epochs, holdout_frac=args.holdout_frac, device=args.device)
     config.validate()  # before reading, embedding or training anything
+    from .runstore import check_run_folder
+
+    check_run_folder(args.out)
+    check_cache_dir(settings.cache_dir())
     sae = _load_sae(args.sae, args.device) if args.sae else None
+    if sae is not None:
+        if args.n > sae.config_.m:
+            raise DataError(f"`n` ({args.n}) is more than the SAE's {sae.config_.m} latents")
+    else:
+        _check_memory(args.m, args.embedder)
     client = _llm_client(args) if "llm" in (args.interpreter, args.annotator) else None
     run = hypothesize(args.data, text_col=args.text_col, target_col=args.target_col, holdout=args.holdout,
                       config=config, embedder=_embedder(args), sae=sae, llm_client=client, out_dir=None,
@@ -54,6 +65,10 @@ def cmd_hypothesize(args) -> int:
     print(format_table(run))
     for warning in run.summary.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
+    llm = run.summary.get("llm")
+    if llm and llm.get("failed_calls"):
+        print(f"LLM: {llm['failed_calls']} failed call(s) of {llm['client'].get('requests', 0)} requests "
+              f"(last error: {llm.get('last_error')}); see summary.json")
     print(f"\nWrote {Path(args.out) / 'hypotheses.csv'}, summary.json, holdout_annotations.parquet and sae/")
     return 0
 
@@ -91,6 +106,16 @@ def _load_sae(spec: str, device: str = settings.DEVICE):
     return sae
 
 
+def _check_memory(m: int, embedder_spec, batch_size: int = SAE.batch_size) -> None:
+    """Refuse an SAE too large to train here, before reading anything (when the embedding width is known
+    without loading a model; otherwise training checks it)."""
+    from .embed import declared_dim
+
+    d = declared_dim(embedder_spec)
+    if d is not None:
+        validate.check_fits_memory(m, d, batch_size)
+
+
 def _check_sae_width(sae, embedder_spec) -> None:
     """Refuse early (before embedding anything) when the SAE cannot read this embedder's vectors."""
     from .embed import get_embedder
@@ -103,13 +128,18 @@ def _check_sae_width(sae, embedder_spec) -> None:
 # ---------------------------------------------------------------------------------------- embed / train
 def cmd_embed(args) -> int:
     from .data import prepare_corpus, read_table
+    from .fsutil import atomic_write
 
     _check_batch(args)
+    out = Path(args.out)
+    if out.suffix.lower() != ".npy":
+        raise DataError(f"`out` must be a .npy file name (got {out.name}); for example {out.with_suffix('.npy').name}")
+    check_output_file(out, "embeddings file")
+    check_cache_dir(settings.cache_dir())
     corpus = prepare_corpus(read_table(args.data), args.text_col)
     X, model_id = _embed_corpus(corpus.texts, args.embedder, batch=args.batch, device=args.device)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, X)
+    atomic_write(out, lambda fh: np.save(fh, X))
     dropped = corpus.counts["dropped_empty_text"]
     print(f"Embedded {len(X)} texts with {model_id} ({X.shape[1]}-d) -> {out}"
           + (f"; dropped {dropped} empty texts" if dropped else ""))
@@ -117,26 +147,31 @@ def cmd_embed(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .sae import SparseAutoencoder
+    from .fsutil import replace_folder
+    from .sae import CONFIG_NAME, SparseAutoencoder
 
+    if args.k > args.m:
+        raise DataError(f"`k` ({args.k}) cannot exceed `m` ({args.m})")
+    check_output_dir(args.out, "SAE folder", allow_nonempty=lambda p: (p / CONFIG_NAME).is_file())
+    sae = SparseAutoencoder(m=args.m, k=args.k, batch_topk=args.batch_topk, matryoshka=args.matryoshka,
+                            max_epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, device=args.device)
+    sae._validate_params()
     if args.embeddings:
-        try:
-            X = np.load(args.embeddings, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise HsaeError(f"Could not read embeddings {args.embeddings}: {exc}") from None
+        X = read_embeddings(args.embeddings)
+        validate.check_fits_memory(args.m, X.shape[1], args.batch_size)
         model_id = args.embedding_model
     else:
         if not (args.data and args.text_col):
             raise HsaeError("Give --embeddings FILE.npy, or --data and --text-col")
         from .data import prepare_corpus, read_table
 
+        check_cache_dir(settings.cache_dir())
+        _check_memory(args.m, args.embedder, args.batch_size)
         corpus = prepare_corpus(read_table(args.data), args.text_col)
         X, model_id = _embed_corpus(corpus.texts, args.embedder, device=args.device)
-    sae = SparseAutoencoder(m=args.m, k=args.k, batch_topk=args.batch_topk, matryoshka=args.matryoshka,
-                            max_epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                            embedding_model=model_id, device=args.device)
+    sae.set_params(embedding_model=model_id)
     sae.fit(X, progress=_progress("training"))
-    sae.save(args.out)
+    replace_folder(args.out, sae.save)
     m = sae.metrics_
     print(f"Trained SAE m={args.m} k={args.k} on {len(X)} rows in {m['train_seconds']} s: "
           f"val nMSE {m['val_nmse'] if m['val_nmse'] is not None else float('nan'):.4f}, "
@@ -144,12 +179,47 @@ def cmd_train(args) -> int:
     return 0
 
 
+def read_embeddings(path) -> np.ndarray:
+    """An (N, d) array of numbers from a .npy file, or one line saying what the file really holds."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as exc:
+        raise DataError(f"Could not read embeddings {path}: {exc.strerror}") from None
+    if magic != b"\x93NUMPY":
+        raise DataError(f"{path} is not a .npy file (no NumPy header); write embeddings with `hsae embed` or np.save")
+    try:
+        X = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickled" in str(exc):
+            raise DataError(f"{path} holds Python objects, not numbers; save a float array (np.save) instead") from None
+        raise DataError(f"Could not read embeddings {path}: {str(exc).splitlines()[0]}") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"Could not read embeddings {path}: {exc}") from None
+    if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
+        raise DataError(f"{path} holds {X.dtype} values, not real numbers; embeddings must be a float array")
+    if X.ndim != 2 or min(X.shape) == 0:
+        raise DataError(f"{path} has shape {X.shape}; embeddings must be a non-empty 2-D array (rows x dimensions)")
+    return X
+
+
 # ---------------------------------------------------------------------------------------- build
 def cmd_build(args) -> int:
     from .data import read_table
-    from .workspace import build_pretrained_workspace, build_workspace
+    from .workspace import build_pretrained_workspace, build_workspace, check_sae_shape, looks_like_workspace
 
     _check_batch(args)
+    if args.embedding_col and args.embedding_col == args.text_col:
+        raise DataError(f"'{args.text_col}' cannot be both `text_col` and `embedding_col`; pick the column holding "
+                        "the stored embeddings")
+    if not args.sae:
+        check_sae_shape(args.m, args.k)
+    check_output_dir(args.out, "workspace folder", allow_nonempty=looks_like_workspace)
+    if not args.embedding_col:
+        check_cache_dir(settings.cache_dir())
+        if not args.sae:
+            _check_memory(args.m, args.embedder)
     frame = read_table(args.data)
     if args.engine == "ray":
         ws = _build_with_ray(args, frame)
@@ -246,16 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "cpu or cuda")
 
     def sae_options(p):
-        p.add_argument("--m", type=int, default=SAE.m, help="number of latents (default %(default)s)")
-        p.add_argument("--k", type=int, default=SAE.k, help="active latents per text (default %(default)s)")
-        p.add_argument("--seed", type=int, default=SAE.seed)
+        p.add_argument("--m", type=_positive_int, default=SAE.m, help="number of latents (default %(default)s)")
+        p.add_argument("--k", type=_positive_int, default=SAE.k, help="active latents per text (default %(default)s)")
+        p.add_argument("--seed", type=_seed, default=SAE.seed, help="random seed, 0 to 2**32-1")
         p.add_argument("--embedder", default=None,
                        help="embedding model: default offline all-MiniLM-L6-v2; a sentence-transformers name/folder; "
                             "or openai:text-embedding-3-small")
         device_option(p)
 
     def training_options(p):
-        p.add_argument("--epochs", type=int, default=SAE.max_epochs, help="maximum epochs; early stopping on a validation split")
+        p.add_argument("--epochs", type=_positive_int, default=SAE.max_epochs, help="maximum epochs; early stopping on a validation split")
         p.add_argument("--batch-topk", action="store_true", help="batch-top-k instead of per-row top-k")
         p.add_argument("--matryoshka", type=_int_list, default=SAE.matryoshka, help="nested prefix sizes, e.g. 16,64")
 
@@ -264,12 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-col", required=True)
     p.add_argument("--target-col", required=True)
     p.add_argument("--holdout", default=None, help="a separate holdout table (same columns)")
-    p.add_argument("--holdout-frac", type=float, default=SELECTION.holdout_frac, help="holdout share when no --holdout is given")
+    p.add_argument("--holdout-frac", type=_fraction, default=SELECTION.holdout_frac, help="holdout share when no --holdout is given")
     p.add_argument("--target-kind", default="auto", choices=settings.TARGET_KINDS)
     p.add_argument("--target-class", default=None, help="for a multiclass target: analyse only this class")
     p.add_argument("--select", default=SELECTION.method, choices=settings.SELECT_METHODS)
-    p.add_argument("--n", type=int, default=SELECTION.n, help="number of hypotheses")
-    p.add_argument("--top-n", type=int, default=SELECTION.top_n, help="top activations used by the separation score")
+    p.add_argument("--n", type=_positive_int, default=SELECTION.n, help="number of hypotheses")
+    p.add_argument("--top-n", type=_positive_int, default=SELECTION.top_n, help="top activations used by the separation score")
     p.add_argument("--interpreter", default=LABELS.interpreter, choices=settings.INTERPRETERS)
     p.add_argument("--annotator", default=LABELS.annotator, choices=settings.ANNOTATORS)
     p.add_argument("--llm-model", default=None, help="chat model (default $HSAE_LLM_MODEL or gpt-4o-mini)")
@@ -294,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-model", default=None, help="which model made --embeddings (recorded in the SAE)")
     p.add_argument("--data", default=None)
     p.add_argument("--text-col", default=None)
-    p.add_argument("--batch-size", type=int, default=SAE.batch_size)
+    p.add_argument("--batch-size", type=_positive_int, default=SAE.batch_size)
     p.add_argument("--out", required=True, help="output folder (config.json + model.safetensors)")
     sae_options(p)
     training_options(p)
@@ -333,9 +403,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _int_list(text: str) -> tuple:
     try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
+        values = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got '{text}'")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (so 0, -1 and 2.5 are refused before any work)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {validate.SEED_LIMIT - 1}, got '{text}'") from None
+    if not 0 <= value < validate.SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {validate.SEED_LIMIT - 1}, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got '{text}'") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text}")
+    return value
 
 
 def as_cli_message(message: str, parser: argparse.ArgumentParser) -> str:
@@ -358,12 +462,25 @@ def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser
     return out
 
 
+def _fail(message: str) -> int:
+    print(f"hsae: error: {' '.join(message.split())}", file=sys.stderr)  # always exactly one line
+    return 2
+
+
+def _quiet_library_logs() -> None:
+    """Per-call LLM warnings would bury the one-line result: the CLI reports their counts instead."""
+    logger = logging.getLogger("hsae_core")
+    if not logger.handlers:  # a handler (even a null one) keeps logging's last-resort printer off stderr
+        logger.addHandler(logging.NullHandler())
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # usage errors (status 2) and --help (status 0)
         return exc.code if isinstance(exc.code, int) else 2
+    _quiet_library_logs()
     try:
         if getattr(args, "device", None):
             from .device import resolve_device
@@ -371,8 +488,11 @@ def main(argv=None) -> int:
             resolve_device(args.device)  # --device cuda without CUDA: one line before any work
         return args.func(args)
     except HsaeError as exc:
-        print(f"hsae: error: {as_cli_message(str(exc), parser)}", file=sys.stderr)
-        return 2
+        return _fail(as_cli_message(str(exc), parser))
+    except OSError as exc:  # permission denied, disk full, a file or folder in the way: one line, never a traceback
+        return _fail(describe_os_error(exc))
+    except MemoryError:
+        return _fail("Ran out of memory; use a smaller --m or fewer rows")
     except KeyboardInterrupt:
         print("hsae: interrupted", file=sys.stderr)
         return 130

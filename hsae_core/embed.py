@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 import uuid
 from collections.abc import Sequence
@@ -23,7 +22,8 @@ from typing import Optional, Protocol
 import numpy as np
 
 from . import settings
-from .errors import LLMError, ModelError
+from .errors import LLMError, ModelError, StorageError
+from .fsutil import atomic_write, remove_stale
 from .progress import ProgressFn, report
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -226,6 +226,15 @@ def get_embedder(spec: Optional[str] = None, batch: bool = False, device: str = 
     return SentenceTransformerEmbedder(spec, device=device)
 
 
+def declared_dim(spec: Optional[str] = None) -> Optional[int]:
+    """The embedding width of a spec when it is known without loading a model or calling an API, else None."""
+    if spec is None or spec in ("", "default", "minilm", DEFAULT_MODEL_ID, "all-MiniLM-L6-v2"):
+        return 384
+    if spec.startswith(("openai:", "openai/")):
+        return OPENAI_DIMS.get(re.split(r"[:/]", spec, maxsplit=1)[1] or "text-embedding-3-small")
+    return None
+
+
 def text_key(text: str) -> bytes:
     """The 16-byte cache key of one text."""
     return hashlib.sha256(text.encode("utf-8")).digest()[:16]
@@ -247,6 +256,9 @@ class EmbeddingCache:
 
     def _load(self) -> dict[bytes, tuple[int, int]]:
         if self._index is None:
+            # Half-written shards of killed runs (".tmp-shard-*" before, ".shard-*.tmp-<pid>-*" now) are removed
+            # once their writer is gone; a live writer's temporaries are left alone.
+            remove_stale(self.dir, patterns=(".tmp-shard-*", ".shard-*.tmp-*"))
             self._index, self._shards = {}, []
             for path in sorted(self.dir.glob("shard-*.npz")):
                 try:
@@ -281,12 +293,12 @@ class EmbeddingCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         key_arr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 16)
         name = f"shard-{uuid.uuid4().hex}.npz"
-        tmp = self.dir / f".tmp-{name}"
-        with open(tmp, "wb") as fh:
-            np.savez(fh, keys=key_arr, vectors=np.asarray(vectors, dtype=np.float32))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.dir / name)
+        try:
+            atomic_write(self.dir / name,
+                         lambda fh: np.savez(fh, keys=key_arr, vectors=np.asarray(vectors, dtype=np.float32)))
+        except OSError as exc:
+            raise StorageError(f"Could not write to the embedding cache {self.dir}: {exc.strerror}; free some space "
+                               "or set HSAE_CACHE_DIR to a writable folder") from None
         self._add_shard(key_arr, np.asarray(vectors, dtype=np.float32))
 
 

@@ -68,6 +68,8 @@ def check_output_file(path: str | Path, what: str = "output file") -> Path:
     path = Path(path).expanduser()
     if path.is_dir():
         raise StorageError(f"The {what} {path} is a folder; give a file name")
+    if path.exists() and not path.is_file():
+        raise StorageError(f"The {what} {path} is not a regular file (a device or pipe); give a file name")
     parent = path.parent
     if parent.exists() and not parent.is_dir():
         raise StorageError(f"The {what} {path} cannot be created: {parent} is a file")

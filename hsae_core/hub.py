@@ -23,11 +23,12 @@ import pickle
 import re
 import zipfile
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Optional
 
 from . import settings
 from .errors import ModelError
+from .fsutil import atomic_write_text
 from .sae import CONFIG_NAME, WEIGHTS_NAME, SparseAutoencoder
 
 PUBLISHED_KEYS = ("encoder.weight", "decoder.weight", "pre_bias", "latent_bias")
@@ -324,15 +325,41 @@ def check_compatible(sae: SparseAutoencoder, embedding_model_id: Optional[str], 
 
 
 # ---------------------------------------------------------------------------------------- push + model card
-def model_card(folder: str | Path, repo_id: Optional[str] = None) -> str:
-    """A Markdown model card (with Hub metadata) for an SAE folder: architecture, training data, metrics, usage."""
+def portable_config(folder: str | Path) -> dict:
+    """The SAE folder's config.json with every local absolute path made relative to the folder (or cut to its
+    last part), so what is published says where things came from without revealing this machine's layout."""
     folder = Path(folder)
     try:
         config = json.loads((folder / CONFIG_NAME).read_text())
     except FileNotFoundError:
         raise ModelError(f"{folder} is not an SAE folder: {CONFIG_NAME} is missing") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"Corrupt SAE config {folder / CONFIG_NAME}: {exc}") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"Corrupt SAE config {folder / CONFIG_NAME}: expected a JSON object")
+    root = folder.resolve()
+
+    def portable(value):
+        if isinstance(value, dict):
+            return {k: portable(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [portable(v) for v in value]
+        if isinstance(value, str) and (value.startswith("~") or PurePosixPath(value).is_absolute()
+                                       or PureWindowsPath(value).drive):
+            path = Path(value).expanduser()
+            try:
+                return path.resolve().relative_to(root).as_posix()
+            except (ValueError, OSError):
+                return PureWindowsPath(value).name if PureWindowsPath(value).drive else path.name
+        return value
+
+    return portable(config)
+
+
+def model_card(folder: str | Path, repo_id: Optional[str] = None) -> str:
+    """A Markdown model card (with Hub metadata) for an SAE folder: architecture, training data, metrics, usage."""
+    folder = Path(folder)
+    config = portable_config(folder)
     em = config.get("embedding_model") or "unknown embedding model"
     title = repo_id or folder.name
     lines = ["---", "library_name: hsae", "tags:", "- sparse-autoencoder", "- embeddings", "- interpretability",
@@ -384,7 +411,7 @@ def model_card(folder: str | Path, repo_id: Optional[str] = None) -> str:
 def push_sae(folder: str | Path, repo_id: str, *, token: Optional[str] = None, private: bool = False,
              commit_message: Optional[str] = None, endpoint: Optional[str] = None) -> str:
     """Write a README.md model card into ``folder`` and upload the folder to the Hub repo; returns its URL."""
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub import errors as hf_errors
 
     folder = Path(folder)
@@ -393,13 +420,18 @@ def push_sae(folder: str | Path, repo_id: str, *, token: Optional[str] = None, p
         raise ModelError(f"'{repo_id}' is not a Hub repo id: use OWNER/NAME")
     if _offline():
         raise ModelError("Cannot push while HF_HUB_OFFLINE is set: unset it and make sure the Hub is reachable")
-    (folder / "README.md").write_text(model_card(folder, repo_id))
+    card = model_card(folder, repo_id)
+    config = json.dumps(portable_config(folder), indent=2).encode("utf-8")
+    atomic_write_text(folder / "README.md", card)
     api = HfApi(endpoint=endpoint or settings.hf_endpoint(), token=token)
+    # config.json and the card are sent from memory (their local paths made portable); the weights as they are.
+    operations = [CommitOperationAdd(path_in_repo=CONFIG_NAME, path_or_fileobj=config),
+                  CommitOperationAdd(path_in_repo=WEIGHTS_NAME, path_or_fileobj=str(folder / WEIGHTS_NAME)),
+                  CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8"))]
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                          commit_message=commit_message or "Upload SAE with hsae",
-                          allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "README.md"])
+        api.create_commit(repo_id=repo_id, repo_type="model", operations=operations,
+                          commit_message=commit_message or "Upload SAE with hsae")
     except hf_errors.LocalTokenNotFoundError:
         raise ModelError("Pushing needs a Hugging Face token: run `hf auth login` or set HF_TOKEN") from None
     except hf_errors.HfHubHTTPError as exc:

@@ -125,6 +125,14 @@ def _retry_after_seconds(exc: Exception) -> Optional[float]:
         return None
 
 
+def _reason(exc: BaseException) -> str:
+    """A short, key-free reason for a failed request: the underlying socket error or the server's message."""
+    cause = exc.__cause__ or exc.__context__
+    text = str(cause) if cause is not None and str(cause) else str(getattr(exc, "message", "") or exc)
+    text = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 class LLMClient:
     """Chat Completions against OpenAI or any OpenAI-compatible server, cached, retried, never raising per call.
 
@@ -158,6 +166,8 @@ class LLMClient:
         self.stats = {"requests": 0, "cache_hits": 0, "failures": 0, "retries": 0}
         self.batch, self.batch_dir, self.batch_poll_s = bool(batch), batch_dir, batch_poll_s
         self.batch_ids: list[str] = []  # Batch API batches this client waited on
+        self.answered = 0  # calls answered by the endpoint (not from the cache)
+        self.last_error: Optional[str] = None  # why the latest failed call failed, for summaries and errors
 
     def __repr__(self) -> str:  # never shows the key
         return f"LLMClient(model={self.model!r}, base_url={self.base_url!r})"
@@ -165,6 +175,43 @@ class LLMClient:
     def _count(self, name: str, n: int = 1) -> None:
         with self._stats_lock:
             self.stats[name] += n
+
+    @property
+    def endpoint(self) -> str:
+        return self.base_url or "https://api.openai.com/v1"
+
+    def check(self, timeout: float = 15.0, attempts: int = 3) -> None:
+        """One cheap call (a few tokens, never cached) proving that the endpoint answers, accepts the key and
+        knows the model; raises one LLMError line otherwise. An unreachable server fails at once, a silent
+        one after ``timeout`` seconds; only "busy" answers (429/5xx) are retried, briefly."""
+        api = self._api.with_options(timeout=timeout, max_retries=0)
+        errors, where = self._openai, self.endpoint
+        for attempt in range(attempts):
+            try:
+                api.chat.completions.create(model=self.model, messages=[{"role": "user", "content": "Reply OK."}],
+                                            max_tokens=8, temperature=0.0)
+                return
+            except errors.APITimeoutError:
+                raise LLMError(f"The LLM endpoint {where} did not answer within {timeout:g} s; check OPENAI_BASE_URL "
+                               "and that the server is running") from None
+            except errors.APIConnectionError as exc:
+                raise LLMError(f"Cannot reach the LLM endpoint {where} ({_reason(exc)}); check OPENAI_BASE_URL and "
+                               "that the server is running") from None
+            except (errors.AuthenticationError, errors.PermissionDeniedError) as exc:
+                raise LLMError(f"The LLM endpoint {where} refused the API key (HTTP {exc.status_code}); check "
+                               "OPENAI_API_KEY") from None
+            except errors.NotFoundError:
+                raise LLMError(f"The LLM endpoint {where} has no model '{self.model}' (HTTP 404); set HSAE_LLM_MODEL "
+                               "(or `llm_model`) to a model it serves") from None
+            except errors.APIStatusError as exc:
+                if exc.status_code in RETRYABLE_STATUS and attempt + 1 < attempts:
+                    time.sleep(min(self._delay(attempt, exc), 5.0))
+                    continue
+                raise LLMError(f"The LLM endpoint {where} answered HTTP {exc.status_code} to a test call "
+                               f"({_reason(exc)}); check the server and the model '{self.model}'") from None
+            except Exception as exc:  # a malformed answer: the endpoint is not OpenAI-compatible
+                raise LLMError(f"The LLM endpoint {where} gave an answer that is not an OpenAI chat completion "
+                               f"({type(exc).__name__}); check OPENAI_BASE_URL") from None
 
     def cache_key(self, prompt: str, *, system: str | None = None, temperature: float = 0.0,
                   max_tokens: int = 256, **params) -> str:
@@ -186,6 +233,8 @@ class LLMClient:
         if answer is None:
             self._count("failures")
             return None
+        with self._stats_lock:
+            self.answered += 1
         self._cache.put(key, self.model, answer)
         return answer
 
@@ -199,6 +248,7 @@ class LLMClient:
                 response = self._api.chat.completions.create(model=self.model, messages=messages, **params)
                 content = response.choices[0].message.content if response.choices else None
                 if content is None:
+                    self.last_error = "an answer with no text"
                     log.warning("LLM %s returned an answer with no text", self.model)
                     return None
                 return content
@@ -207,10 +257,12 @@ class LLMClient:
                 retryable = status is None or status in RETRYABLE_STATUS
                 what = f"HTTP {status}" if status is not None else type(exc).__name__
                 if not retryable or attempt == self.max_retries:
+                    self.last_error = what if status is None else f"{what}: {_reason(exc)}"
                     log.warning("LLM call to %s failed (%s) after %d attempt(s)", self.model, what, attempt + 1)
                     return None
                 time.sleep(self._delay(attempt, exc))
             except Exception as exc:  # a malformed answer or client-side surprise: record, never crash the run
+                self.last_error = type(exc).__name__
                 log.warning("LLM call to %s failed: %s", self.model, type(exc).__name__)
                 return None
         return None

@@ -18,13 +18,15 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from . import settings
+from . import settings, validate
 from .annotate import Annotator
 from .data import Corpus, one_vs_rest, part_counts, prepare_corpus, read_table, require_columns, split_indices
 from .embed import Embedder
-from .errors import DataError, ModelError
+from .errors import DataError, LLMError, ModelError
+from .fsutil import check_cache_dir
 from .interpret import Interpreter
 from .progress import ProgressFn, report
+from .runstore import check_run_folder, new_run_id, verify_run_folder, write_run_folder
 from .sae import SparseAutoencoder
 from .select import select_latents
 from .stats import embedding_baseline, evaluate_hypotheses
@@ -73,17 +75,22 @@ class HypothesisConfig:
         if self.target_kind not in settings.TARGET_KINDS:
             raise DataError(f"Unknown `target_kind` '{self.target_kind}'; use one of {', '.join(settings.TARGET_KINDS)}")
         for name in ("m", "k", "n", "top_n", "max_epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise DataError(f"`{name}` must be a positive integer, got {value!r}")
+            validate.positive_int(name, getattr(self, name))
         if self.k > self.m:
             raise DataError(f"`k` ({self.k}) cannot exceed `m` ({self.m})")
         if self.n > self.m:
             raise DataError(f"`n` ({self.n}) is more than the SAE's `m` ({self.m}) latents")
-        if not 0.0 < float(self.holdout_frac) < 1.0:
-            raise DataError(f"`holdout_frac` must be between 0 and 1, got {self.holdout_frac}")
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
-            raise DataError(f"`lr` must be between 0 and 1, got {self.lr!r}")
+        validate.finite_float("holdout_frac", self.holdout_frac, 0.0, 1.0, low_open=True, high_open=True)
+        validate.finite_float("lr", self.lr, 0.0, 1.0, low_open=True, high_open=True)
+        validate.seed("seed", self.seed)
+        if not isinstance(self.batch_topk, (bool, np.bool_)):
+            raise DataError(f"`batch_topk` must be True or False, got {self.batch_topk!r}")
+        prefixes = [validate.positive_int("matryoshka", p) for p in self.matryoshka]
+        if prefixes != sorted(set(prefixes)) or any(p >= self.m for p in prefixes):
+            raise DataError(f"`matryoshka` prefixes must be increasing and below `m` ({self.m}), got {self.matryoshka}")
+        for name, allowed in (("interpreter", settings.INTERPRETERS), ("annotator", settings.ANNOTATORS)):
+            if isinstance(getattr(self, name), str) and getattr(self, name) not in allowed:
+                raise DataError(f"Unknown `{name}` {getattr(self, name)!r}; use one of {', '.join(allowed)}")
         if self.device not in settings.DEVICES:
             raise DataError(f"`device` must be one of {', '.join(settings.DEVICES)}, got {self.device!r}")
 
@@ -130,10 +137,23 @@ def hypothesize(data, *, text_col: str, target_col: str, holdout=None, config: O
     """
     config = config or HypothesisConfig()
     config.validate()
+    # Everything that can be refused cheaply is refused before reading, embedding or training.
+    interpreter = resolve_interpreter(interpreter or config.interpreter, llm_client)
+    annotator = resolve_annotator(annotator or config.annotator, llm_client)
+    if out_dir is not None:
+        check_run_folder(out_dir)
+    if embeddings is None:
+        check_cache_dir(settings.cache_dir())
+    if sae is not None and config.n > sae.config_.m:
+        raise DataError(f"`n` ({config.n}) is more than the SAE's {sae.config_.m} latents")
+    for client in llm_clients(interpreter, annotator):
+        client.check()  # one cheap call: an unreachable endpoint fails now, in seconds
     timer = StageTimer()
     t0 = time.perf_counter()
     with timer("read"):
         train, hold = load_split(data, text_col, target_col, holdout=holdout, config=config)
+        _validate_inputs(train, hold)
+        _targets(train, hold, config)  # a missing class is refused before embedding
     with timer("embed"):
         X_train, X_hold, model_id = embed_split(train, hold, embeddings=embeddings, embedder=embedder, sae=sae,
                                                 progress=embed_progress)
@@ -245,13 +265,13 @@ def run_hypotheses(train: Corpus, holdout: Corpus, X_train: np.ndarray, X_hold: 
         warnings.extend(f"{where.strip() or 'selection'}: {w}" for w in sel.warnings)
         latents = [int(j) for j in sel.latents]
         step(3, f"naming {len(latents)} latents{where}")
-        with timer("interpret"):
+        with timer("interpret"), LLMStage(interpreter, "naming the latents", warnings):
             todo = [j for j in latents if j not in names]
             for item in interpreter.interpret(train.texts, codes_train, todo):
                 names[item.latent] = item
         chosen = [names[j] for j in latents]
         step(4, f"annotating the holdout{where}")
-        with timer("annotate"):
+        with timer("annotate"), LLMStage(annotator, "annotating the holdout", warnings):
             ann = annotator.annotate(texts=holdout.texts, codes=codes_hold, interpretations=chosen)
         step(5, f"holdout statistics{where}")
         with timer("evaluate"):
@@ -345,8 +365,12 @@ def _summary(train: Corpus, holdout: Corpus, config: HypothesisConfig, sae: Spar
     }
     if warnings:
         summary["warnings"] = warnings
-    if getattr(llm_client, "stats", None):
-        summary["llm"] = {"client": dict(llm_client.stats),
+    clients = llm_clients(interpreter, annotator) or ([llm_client] if getattr(llm_client, "stats", None) else [])
+    if clients:
+        totals = {key: sum(c.stats.get(key, 0) for c in clients) for key in clients[0].stats}
+        summary["llm"] = {"client": totals,
+                          "failed_calls": totals.get("failures", 0),
+                          "last_error": next((c.last_error for c in clients if getattr(c, "last_error", None)), None),
                           "interpreter": dict(getattr(interpreter, "stats_", {})),
                           "annotator": dict(getattr(annotator, "stats_", {}))}
         if getattr(llm_client, "batch_ids", None):  # Batch API jobs behind this run (their state is in the cache)
@@ -354,18 +378,58 @@ def _summary(train: Corpus, holdout: Corpus, config: HypothesisConfig, sae: Spar
     return summary
 
 
+def llm_clients(*parts) -> list:
+    """The distinct LLM clients used by interpreters/annotators (those with a ``client`` that has ``check``)."""
+    out = []
+    for part in parts:
+        client = getattr(part, "client", None)
+        if client is not None and hasattr(client, "check") and all(client is not c for c in out):
+            out.append(client)
+    return out
+
+
+class LLMStage:
+    """Around one LLM stage: when every LLM call of the stage failed, stop the run with the reason (the
+    result would be all keyword fallbacks or NaN annotations); when some failed, add a warning."""
+
+    def __init__(self, part, what: str, warnings: list):
+        self.clients, self.what, self.warnings = llm_clients(part), what, warnings
+
+    def _counts(self) -> tuple[int, int]:
+        failed = sum(c.stats.get("failures", 0) for c in self.clients)
+        ok = sum(getattr(c, "answered", 0) + c.stats.get("cache_hits", 0) for c in self.clients)
+        return failed, ok
+
+    def __enter__(self):
+        self.before = self._counts()
+        return self
+
+    def __exit__(self, exc_type, *rest):
+        if exc_type is not None or not self.clients:
+            return False
+        failed, ok = (now - then for now, then in zip(self._counts(), self.before))
+        reason = next((c.last_error for c in self.clients if getattr(c, "last_error", None)), "unknown")
+        if failed and not ok:
+            raise LLMError(f"Every LLM call for {self.what} failed ({failed} calls; last error: {reason}); "
+                           "nothing was written. Check OPENAI_BASE_URL, the model name and the API key, then run again")
+        if failed:
+            self.warnings.append(f"{failed} of {failed + ok} LLM calls for {self.what} failed (last error: {reason}); "
+                                 "those latents kept keyword labels / those annotations are missing")
+        return False
+
+
 def _for(target_name) -> str:
     return f" for class {target_name}" if target_name is not None else ""
 
 
-def _validate_inputs(train: Corpus, holdout: Corpus, X_train, X_hold) -> None:
+def _validate_inputs(train: Corpus, holdout: Corpus, X_train=None, X_hold=None) -> None:
     if train.y is None or holdout.y is None:
         raise DataError("Hypothesis generation needs a target column (`target_col`)")
     if len(train) < MIN_TRAIN_ROWS:
         raise DataError(f"Only {len(train)} training rows; need at least {MIN_TRAIN_ROWS}")
     if len(holdout) < MIN_HOLDOUT_ROWS:
         raise DataError(f"Only {len(holdout)} holdout rows; need at least {MIN_HOLDOUT_ROWS}")
-    if len(X_train) != len(train) or len(X_hold) != len(holdout):
+    if X_train is not None and (len(X_train) != len(train) or len(X_hold) != len(holdout)):
         raise DataError("Embeddings and texts have different row counts")
     for part, y in (("training", train.y), ("holdout", holdout.y)):
         if np.unique(y).size < 2:
@@ -394,27 +458,35 @@ def _targets(train: Corpus, holdout: Corpus, config: HypothesisConfig):
 
 
 def write_run(run: HypothesisRun, out_dir) -> Path:
-    """Write hypotheses.csv, summary.json, holdout_annotations.parquet and the SAE folder."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    run.table.to_csv(out / "hypotheses.csv", index=False)
-    run.annotations.to_parquet(out / "holdout_annotations.parquet", index=False)
-    if run.sae is not None:
-        run.sae.save(out / "sae")
-    (out / "summary.json").write_text(json.dumps(run.summary, indent=2, default=_json_default))
-    run.out_dir = out
-    return out
+    """Write hypotheses.csv, summary.json, holdout_annotations.parquet and the SAE folder, all at once: a
+    kill while writing leaves the previous run in ``out_dir`` (see :mod:`runstore`)."""
+    run_id = new_run_id()
+    run.summary["run_id"] = run_id
+
+    def write(folder: Path) -> None:
+        run.table.to_csv(folder / "hypotheses.csv", index=False)
+        run.annotations.to_parquet(folder / "holdout_annotations.parquet", index=False)
+        if run.sae is not None:
+            run.sae.save(folder / "sae")
+        (folder / "summary.json").write_text(json.dumps(run.summary, indent=2, default=_json_default))
+
+    run.out_dir = write_run_folder(out_dir, run_id, write)
+    return run.out_dir
 
 
 def load_run(out_dir) -> HypothesisRun:
-    """Reopen a finished run from its folder (the SAE stays on disk until asked for)."""
+    """Reopen a finished run from its folder (the SAE stays on disk until asked for); a folder whose files
+    do not belong together is refused."""
     out = Path(out_dir)
+    run_id = verify_run_folder(out)
     try:
         table = pd.read_csv(out / "hypotheses.csv")
         summary = json.loads((out / "summary.json").read_text())
         annotations = pd.read_parquet(out / "holdout_annotations.parquet")
     except (OSError, ValueError) as exc:
-        raise DataError(f"{out} is not a complete hypothesis run: {exc}") from None
+        raise DataError(f"{out} is not a complete hypothesis run: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    if not isinstance(summary, dict) or (run_id is not None and summary.get("run_id") != run_id):
+        raise DataError(f"Run folder {out}: summary.json does not belong to this run; run the hypotheses again")
     return HypothesisRun(table=table, summary=summary, annotations=annotations, out_dir=out)
 
 

@@ -7,7 +7,6 @@ import streamlit as st
 
 import ui
 from hsae_core.columns import split_columns, target_columns
-from hsae_core.errors import HsaeError
 from hsae_core.evidence import hypothesis_evidence
 from hsae_core.llm import LLMClient
 from hsae_core.pipeline import TABLE_COLUMNS, HypothesisConfig, hypothesize, load_run
@@ -80,8 +79,8 @@ if submitted:
                           llm_client=client)
         bar.empty()
         st.session_state["run_path"] = str(out_dir)
-    except HsaeError as exc:
-        st.error(str(exc))
+    except ui.ERRORS as exc:
+        st.error(ui.error_line(exc))
 
 runs = ws.list_runs()
 if not runs:
@@ -95,8 +94,8 @@ chosen = st.selectbox("Past runs of this workspace", paths, index=paths.index(cu
 st.session_state["run_path"] = chosen
 try:
     run = open_run(chosen, Path(chosen, "summary.json").stat().st_mtime)
-except (HsaeError, OSError) as exc:
-    st.error(str(exc))
+except ui.ERRORS as exc:
+    st.error(ui.error_line(exc))
     st.stop()
 
 summary = run.summary
