@@ -45,7 +45,7 @@ def cmd_hypothesize(args) -> int:
                               target_kind=args.target_kind, target_class=args.target_class,
                               batch_topk=args.batch_topk, matryoshka=tuple(args.matryoshka),
                               max_epochs=args.epochs, holdout_frac=args.holdout_frac, device=args.device)
-    config.validate()  # before reading, embedding or training anything
+    config.validate(pretrained=bool(args.sae))  # before reading, embedding or training anything
     from .runstore import check_run_folder
 
     check_run_folder(args.out)
@@ -192,7 +192,7 @@ def read_embeddings(path) -> np.ndarray:
     try:
         X = np.load(path, allow_pickle=False)
     except ValueError as exc:
-        if "pickled" in str(exc):
+        if "pickle" in str(exc):
             raise DataError(f"{path} holds Python objects, not numbers; save a float array (np.save) instead") from None
         raise DataError(f"Could not read embeddings {path}: {str(exc).splitlines()[0]}") from None
     except (OSError, EOFError) as exc:

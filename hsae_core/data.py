@@ -43,7 +43,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
     except DataError:
         raise
     except Exception as exc:  # pandas raises many types; the user needs one line
-        raise DataError(f"Could not read {path.name} as {suffix[1:].upper()}: {_first_line(exc)}") from None
+        reason = _first_line(exc)
+        for shown in {str(path.resolve()), str(path.absolute()), str(path)}:  # name the file as the user knows it
+            reason = reason.replace(shown, path.name)
+        raise DataError(f"Could not read {path.name} as {suffix[1:].upper()}: {reason}") from None
     if not isinstance(df, pd.DataFrame) or df.shape[1] == 0:
         raise DataError(f"{path.name} holds no table (no columns found)")
     return df

@@ -28,7 +28,9 @@ STALE_AFTER_S = 3600.0  # temporaries without a pid are removed once they are th
 def describe_os_error(exc: OSError, action: str = "write") -> str:
     """One line for an OSError: what failed, where, and the system's reason (never a traceback)."""
     where = exc.filename if exc.filename is not None else None
-    reason = exc.strerror or type(exc).__name__
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    if exc.errno is None and not exc.strerror:  # e.g. numpy's "N requested and M written": a short write
+        reason += " (the disk may be full)"
     hint = {
         errno.ENOSPC: "free some disk space or choose another location",
         errno.EDQUOT: "free some disk space or choose another location",

@@ -67,8 +67,9 @@ class HypothesisConfig:
     split_col: Optional[str] = None
     holdout_value: Optional[str] = None
 
-    def validate(self) -> None:
-        """Raise a DataError naming the first parameter out of range, before any heavy work."""
+    def validate(self, pretrained: bool = False) -> None:
+        """Raise a DataError naming the first parameter out of range, before any heavy work. With
+        ``pretrained`` (a given SAE), the SAE's own size bounds `n` instead of `m`."""
         if self.select not in settings.SELECT_METHODS:
             raise DataError(f"Unknown selection method '{self.select}' for `select`; use one of "
                             f"{', '.join(settings.SELECT_METHODS)}")
@@ -78,7 +79,7 @@ class HypothesisConfig:
             validate.positive_int(name, getattr(self, name))
         if self.k > self.m:
             raise DataError(f"`k` ({self.k}) cannot exceed `m` ({self.m})")
-        if self.n > self.m:
+        if self.n > self.m and not pretrained:
             raise DataError(f"`n` ({self.n}) is more than the SAE's `m` ({self.m}) latents")
         validate.finite_float("holdout_frac", self.holdout_frac, 0.0, 1.0, low_open=True, high_open=True)
         validate.finite_float("lr", self.lr, 0.0, 1.0, low_open=True, high_open=True)
@@ -136,7 +137,7 @@ def hypothesize(data, *, text_col: str, target_col: str, holdout=None, config: O
     ``out_dir`` the run is written there (``hypotheses.csv``, ``summary.json``, annotations, ``sae/``).
     """
     config = config or HypothesisConfig()
-    config.validate()
+    config.validate(pretrained=sae is not None)
     # Everything that can be refused cheaply is refused before reading, embedding or training.
     interpreter = resolve_interpreter(interpreter or config.interpreter, llm_client)
     annotator = resolve_annotator(annotator or config.annotator, llm_client)
@@ -238,7 +239,7 @@ def run_hypotheses(train: Corpus, holdout: Corpus, X_train: np.ndarray, X_hold: 
                    interpreter: Optional[Interpreter | str] = None,
                    annotator: Optional[Annotator | str] = None) -> HypothesisRun:
     """The method on already-embedded splits: SAE, selection, naming, annotation, statistics."""
-    config.validate()
+    config.validate(pretrained=sae is not None)
     _validate_inputs(train, holdout, X_train, X_hold)
     targets = _targets(train, holdout, config)  # a missing class is refused before any training
     interpreter = resolve_interpreter(interpreter or config.interpreter, llm_client)

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
-from .errors import DataError
-from .fsutil import atomic_write_json, check_output_dir, recover_folder, replace_folder
+from .errors import DataError, StorageError
+from .fsutil import atomic_write_json, check_output_dir, describe_os_error, recover_folder, replace_folder
 from .snapshot import fingerprint
 
 RUN_MANIFEST = "run.json"
@@ -43,7 +43,11 @@ def write_run_folder(out: str | Path, run_id: str, write: Callable[[Path], None]
         atomic_write_json(folder / RUN_MANIFEST, {"format": "hsae-run", "version": 1, "run_id": run_id,
                                                   "files": files}, indent=2)
 
-    return replace_folder(out, staged)
+    try:
+        return replace_folder(out, staged)
+    except OSError as exc:
+        raise StorageError(f"Writing the run folder {out} failed: {describe_os_error(exc)}; any previous run "
+                           "there is unchanged") from None
 
 
 def verify_run_folder(out: str | Path) -> Optional[str]:

@@ -29,7 +29,15 @@ from . import settings, snapshot, validate
 from .csr_store import load_csr, save_csr
 from .data import prepare_corpus, read_table, require_columns
 from .errors import DataError, HsaeError, LLMError, ModelError, StorageError, WorkspaceChangedError
-from .fsutil import atomic_write, atomic_write_json, check_cache_dir, check_output_dir, glob_escape, remove_stale
+from .fsutil import (
+    atomic_write,
+    atomic_write_json,
+    check_cache_dir,
+    check_output_dir,
+    describe_os_error,
+    glob_escape,
+    remove_stale,
+)
 from .locking import WorkspaceLock
 from .progress import ProgressFn, report
 from .sae import SparseAutoencoder
@@ -381,6 +389,9 @@ def build_workspace(out_dir, *, data_path=None, frame=None, text_col: str, m: in
             _features_step(build)
             _index_step(build)
             _commit(out, stage, steps, _manifest(build, name or out.name, embedder_spec, embeddings is None))
+        except OSError as exc:  # disk full, permissions, a file in the way: one line, and say nothing was lost
+            raise StorageError(f"Building workspace {out} failed: {describe_os_error(exc)}; the previous "
+                               "workspace is unchanged") from None
         finally:
             shutil.rmtree(stage, ignore_errors=True)
     return Workspace.open(out)
