@@ -15,6 +15,8 @@ from .errors import EngineError as EngineError
 from .errors import HsaeError as HsaeError
 from .errors import LLMError as LLMError
 from .errors import ModelError as ModelError
+from .errors import StorageError as StorageError
+from .errors import WorkspaceBusyError as WorkspaceBusyError
 
 _LAZY = {
     # the one flow: table in, hypotheses out
@@ -37,7 +39,8 @@ _LAZY = {
     "load_sae": "hub", "registry": "hub", "push_sae": "hub",
 }
 
-__all__ = sorted([*_LAZY, "DataError", "EngineError", "HsaeError", "LLMError", "ModelError"])
+__all__ = sorted([*_LAZY, "DataError", "EngineError", "HsaeError", "LLMError", "ModelError", "StorageError",
+                  "WorkspaceBusyError"])
 
 
 def __getattr__(name: str):
