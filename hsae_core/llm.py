@@ -183,13 +183,17 @@ class LLMClient:
     def check(self, timeout: float = 15.0, attempts: int = 3) -> None:
         """One cheap call (a few tokens, never cached) proving that the endpoint answers, accepts the key and
         knows the model; raises one LLMError line otherwise. An unreachable server fails at once, a silent
-        one after ``timeout`` seconds; only "busy" answers (429/5xx) are retried, briefly."""
+        one after ``timeout`` seconds; only "busy" answers (429/5xx) are retried, briefly. In batch mode the call
+        lists one batch (no chat call is paid for; the model is checked when the batch runs)."""
         api = self._api.with_options(timeout=timeout, max_retries=0)
         errors, where = self._openai, self.endpoint
         for attempt in range(attempts):
             try:
-                api.chat.completions.create(model=self.model, messages=[{"role": "user", "content": "Reply OK."}],
-                                            max_tokens=8, temperature=0.0)
+                if self.batch:  # a batch run must not pay for direct calls: list one batch instead
+                    api.batches.list(limit=1)
+                else:
+                    api.chat.completions.create(model=self.model, messages=[{"role": "user", "content": "Reply OK."}],
+                                                max_tokens=8, temperature=0.0)
                 return
             except errors.APITimeoutError:
                 raise LLMError(f"The LLM endpoint {where} did not answer within {timeout:g} s; check OPENAI_BASE_URL "

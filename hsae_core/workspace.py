@@ -166,6 +166,8 @@ class Workspace:
                     raise WorkspaceChangedError(f"Workspace {path} was rebuilt while it was being opened; open it again")
                 raise DataError(f"Workspace {path} is incomplete ({file.name} is missing); build it again")
             if reason:
+                if _manifest_stamp(path) != stamp:
+                    raise WorkspaceChangedError(f"Workspace {path} was rebuilt while it was being opened; open it again")
                 raise damaged(file, reason)
         return cls(path, manifest, stamp)
 
@@ -188,15 +190,14 @@ class Workspace:
             path = self.file(step)
             try:
                 return LOADERS[step](path)
-            except HsaeError as exc:
-                raise damaged(path, _first_line(exc)) from None
-            except FileNotFoundError:
-                if _manifest_stamp(self.path) != self._stamp:
+            except MemoryError:
+                raise
+            except Exception as exc:  # any reader error means the file cannot be used: say which and how to fix
+                if _manifest_stamp(self.path) != self._stamp:  # rebuilt meanwhile: this version's files are gone
                     raise WorkspaceChangedError(f"Workspace {self.path} was rebuilt while it was open; "
                                                 f"open it again") from None
-                raise damaged(path, "it is missing") from None
-            except Exception as exc:  # any reader error means the file cannot be used: say which and how to fix
-                raise damaged(path, _first_line(exc)) from None
+                reason = "it is missing" if isinstance(exc, FileNotFoundError) else _first_line(exc)
+                raise damaged(path, reason) from None
 
         return self._lazy(step, load)
 
