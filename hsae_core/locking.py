@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -31,10 +32,15 @@ def lock_path(workspace: str | Path) -> Path:
     return workspace.parent / f".{workspace.name}.lock"
 
 
+_HELD: dict[str, int] = {}  # locks this process holds (by lock file) and how many times they were entered
+_HELD_LOCK = threading.Lock()
+
+
 class WorkspaceLock:
     """``with WorkspaceLock(ws):`` holds the build lock of ``ws`` or raises :class:`WorkspaceBusyError`.
 
-    ``wait`` seconds (default 0) are spent retrying before giving up.
+    ``wait`` seconds (default 0) are spent retrying before giving up. Re-entrant within one process (a
+    Ray build holds the lock and then runs the ordinary build, which takes it again).
     """
 
     def __init__(self, workspace: str | Path, wait: float = 0.0):
@@ -43,6 +49,8 @@ class WorkspaceLock:
         self.wait = float(wait)
         self._fd: Optional[int] = None
         self._pidfile = False
+        self._key = str(self.path.absolute())
+        self._nested = False
 
     def __enter__(self) -> WorkspaceLock:
         self.acquire()
@@ -52,10 +60,17 @@ class WorkspaceLock:
         self.release()
 
     def acquire(self) -> None:
+        with _HELD_LOCK:
+            if _HELD.get(self._key):
+                _HELD[self._key] += 1
+                self._nested = True
+                return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.wait
         while True:
             if self._try_acquire():
+                with _HELD_LOCK:
+                    _HELD[self._key] = 1
                 return
             if time.monotonic() >= deadline:
                 raise WorkspaceBusyError(self._busy_message())
@@ -117,6 +132,12 @@ class WorkspaceLock:
         return self.path.with_name(self.path.name + ".pid").exists()
 
     def release(self) -> None:
+        with _HELD_LOCK:
+            if self._nested or self._fd is not None:
+                _HELD[self._key] = _HELD.get(self._key, 1) - 1
+            if self._nested:
+                self._nested = False
+                return
         if self._fd is None:
             return
         try:

@@ -530,6 +530,7 @@ def build_workspace_ray(out_dir, *, frame, text_col: str, m: int = 256, k: int =
     import pandas as pd
 
     from .data import prepare_corpus, require_columns
+    from .locking import WorkspaceLock
     from .workspace import build_workspace
 
     if not isinstance(frame, pd.DataFrame):
@@ -544,28 +545,29 @@ def build_workspace_ray(out_dir, *, frame, text_col: str, m: int = 256, k: int =
         if len(embeddings) == len(frame):
             embeddings = embeddings[corpus.row_ids]
     out = Path(out_dir)
-    work = out.parent / f".{out.name}.ray"
-    ray = require_ray()
-    started = _connect(ray, address)
-    try:
-        outputs = run_ray_stages(work, corpus.texts, m=m, k=k, seed=seed, embedder_spec=embedder_spec,
-                                 embeddings=embeddings, sae=sae,
-                                 device=device, shard_rows=shard_rows, train_rows=train_rows, progress=progress)
-    finally:
-        if started:
-            ray.shutdown()
-    X, codes = assemble(outputs, work / f"assembled-{uuid.uuid4().hex[:8]}")
-    if len(corpus.row_ids) != len(frame):  # build_workspace wants one embedding row per table row
-        full = np.zeros((len(frame), X.shape[1]), dtype=np.float32)
-        full[corpus.row_ids] = X
-        X = full
-    ws = build_workspace(out, frame=frame, text_col=text_col, m=m, k=k, seed=seed, embedder_spec=embedder_spec,
-                         embeddings=X, sae=outputs.sae, codes=codes, sae_source=outputs.sae_source,
-                         progress=progress, name=name, device=device)
-    del X, codes
-    if keep_work:
-        for folder in work.glob("assembled-*"):
-            shutil.rmtree(folder, ignore_errors=True)
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-    return ws
+    with WorkspaceLock(out):  # one build per workspace, Ray stages included (build_workspace re-enters it)
+        work = out.parent / f".{out.name}.ray"
+        ray = require_ray()
+        started = _connect(ray, address)
+        try:
+            outputs = run_ray_stages(work, corpus.texts, m=m, k=k, seed=seed, embedder_spec=embedder_spec,
+                                     embeddings=embeddings, sae=sae,
+                                     device=device, shard_rows=shard_rows, train_rows=train_rows, progress=progress)
+        finally:
+            if started:
+                ray.shutdown()
+        X, codes = assemble(outputs, work / f"assembled-{uuid.uuid4().hex[:8]}")
+        if len(corpus.row_ids) != len(frame):  # build_workspace wants one embedding row per table row
+            full = np.zeros((len(frame), X.shape[1]), dtype=np.float32)
+            full[corpus.row_ids] = X
+            X = full
+        ws = build_workspace(out, frame=frame, text_col=text_col, m=m, k=k, seed=seed, embedder_spec=embedder_spec,
+                             embeddings=X, sae=outputs.sae, codes=codes, sae_source=outputs.sae_source,
+                             progress=progress, name=name, device=device)
+        del X, codes
+        if keep_work:
+            for folder in work.glob("assembled-*"):
+                shutil.rmtree(folder, ignore_errors=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        return ws

@@ -265,11 +265,54 @@ def test_two_concurrent_builds_into_one_folder_one_is_refused(tiny, tmp_path):
     assert len(ws.frame) == 200 and ws.codes.shape == (200, M)
 
 
+HOLDER = """
+import sys
+from hsae_core.locking import WorkspaceLock
+with WorkspaceLock(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+TRY_LOCK = """
+import sys
+from hsae_core.errors import WorkspaceBusyError
+from hsae_core.locking import WorkspaceLock
+try:
+    with WorkspaceLock(sys.argv[1]):
+        print("free")
+except WorkspaceBusyError:
+    print("busy")
+"""
+
+
+def _py(code, *args, **kwargs):
+    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], env={**os.environ, "PYTHONPATH": str(REPO)},
+                            text=True, **kwargs)
+
+
 def test_build_while_another_process_holds_the_lock_is_refused(tiny, ws_copy, capsys):
     before = tree(ws_copy)
-    with WorkspaceLock(ws_copy):
-        fails(build_args(tiny, ws_copy, "--k", "3"), capsys, "Another build is running", f"pid {os.getpid()}")
+    holder = _py(HOLDER, ws_copy, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        fails(build_args(tiny, ws_copy, "--k", "3"), capsys, "Another build is running", f"pid {holder.pid}")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
     assert tree(ws_copy) == before
+
+
+def test_lock_is_reentrant_in_one_process_and_held_until_the_outer_release(tmp_path):
+    """A Ray build holds the lock and runs the ordinary build inside, which takes it again."""
+    ws = tmp_path / "ws"
+
+    def other_process() -> str:
+        return _py(TRY_LOCK, ws, stdout=subprocess.PIPE).communicate(timeout=60)[0].strip()
+
+    with WorkspaceLock(ws):
+        with WorkspaceLock(ws):
+            assert other_process() == "busy"
+        assert other_process() == "busy", "the inner release let the lock go"
+    assert other_process() == "free"
 
 
 def test_lock_left_by_a_dead_builder_does_not_block(tiny, ws_copy, capsys):
