@@ -27,8 +27,8 @@ def layout(path: str, stamp: float) -> np.ndarray:
 
 try:
     coords = layout(str(ws.path), ui._stamp(ws.path))
-except HsaeError as exc:
-    st.error(str(exc))
+except ui.ERRORS as exc:  # e.g. a read-only workspace folder cannot keep the computed map
+    st.error(ui.error_line(exc))
     st.stop()
 table = ws.features
 MAX_POINTS = 20_000  # drawing more points than this only slows the browser

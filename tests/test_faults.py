@@ -430,8 +430,8 @@ def test_nan_weights_in_an_sae_folder_are_refused(tiny, tmp_path, ws_copy, capsy
 def _damage(ws: Path, step: str, same_size: bool = True) -> Path:
     """Overwrite a step's file with garbage (same size: only the checksum or the reader can tell)."""
     target = Workspace.open(ws).file(step)
-    if target.is_dir():
-        target = target / "config.json"
+    if target.is_dir():  # the SAE folder (its config) or the code folder (its column indices)
+        target = target / ("config.json" if (target / "config.json").exists() else "indices.npy")
     size = target.stat().st_size if same_size else 100
     target.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8)))
     return target
@@ -477,7 +477,8 @@ def test_dashboard_shows_one_error_line_for_a_damaged_file(page, step, ws_copy, 
         (ws_copy / MANIFEST).write_text("{broken")
         name = MANIFEST
     else:
-        name = _damage(ws_copy, step, same_size=(step != "embeddings")).name
+        name = Workspace.open(ws_copy).file(step).name  # the file, or the folder holding the damaged file
+        _damage(ws_copy, step, same_size=(step != "embeddings"))
     before = tree(ws_copy)
     monkeypatch.setenv("HSAE_WORKSPACE", str(ws_copy))
     monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(tmp_path / "none"))
@@ -703,7 +704,7 @@ def test_a_build_removes_leftovers_of_dead_builds(tiny, ws_copy):
     (stage / "embeddings.npy").write_bytes(b"x" * 1000)
     legacy_stage = ws_copy.parent / ".ws.build-0a1b2c3d"
     legacy_stage.mkdir()
-    orphan = ws_copy / "codes.v-0123456789ab.npz"
+    orphan = ws_copy / "features.v-0123456789ab.parquet"
     orphan.write_bytes(b"orphan")
     temp = ws_copy / f".{MANIFEST}.tmp-{DEAD_PID}-deadbeef"
     temp.write_text("{}")
