@@ -278,6 +278,47 @@ def _build_with_ray(args, frame):
                                name=args.name)
 
 
+# ---------------------------------------------------------------------------------------- relabel
+def cmd_relabel(args) -> int:
+    from .labelsets import relabel_workspace, summarize
+    from .workspace import Workspace
+
+    ws = Workspace.open(args.workspace)
+    client = budget = None
+    if args.labeller == "llm":
+        from .refine import Budget, describe_estimate, estimate_llm_labels
+
+        budget = Budget(max_calls=args.max_calls, max_tokens=args.max_tokens)
+        n_features = int((ws.features["n_active"] > 0).sum())
+        est = estimate_llm_labels(ws.texts, n_features, refine=args.refine, max_rounds=args.max_rounds, budget=budget)
+        print(describe_estimate(est, budget), flush=True)  # before any call is made
+        if args.dry_run:
+            return 0
+        client = _llm_client(args)
+    elif args.dry_run:
+        print(f"{args.labeller} labels are made offline: no LLM calls, no cost")
+        return 0
+    llm_options = dict(f1_bar=args.f1_bar, max_rounds=args.max_rounds) if args.labeller == "llm" else {}
+    table = relabel_workspace(ws, args.labeller, name=args.name, llm_client=client, budget=budget, refine=args.refine,
+                              progress=_progress("labelling"), **llm_options)
+    auc, f1 = summarize(table, "fidelity_auc"), summarize(table, "fidelity_f1")
+    name = args.name or (args.labeller if table["fidelity_judge"].ne("unavailable").any() or args.labeller != "phrases"
+                         else "keywords")
+    print(f"Label set '{name}' written to {Path(args.workspace) / 'labels' / (name + '.parquet')} "
+          f"({int((table['label_method'] != 'none').sum())} features; shown by default)")
+    judge = table["fidelity_judge"].iloc[0] if len(table) else "unavailable"
+    if auc["n"]:
+        print(f"held-out fidelity (embedding judge, test part): AUC median {auc['median']:.3f} "
+              f"[{auc['q25']:.3f}, {auc['q75']:.3f}] over {auc['n']} features")
+    if f1["n"]:
+        print(f"held-out F1 (test part): median {f1['median']:.3f} [{f1['q25']:.3f}, {f1['q75']:.3f}]")
+    if not auc["n"] and not f1["n"]:
+        print(f"fidelity unavailable ({judge}): this workspace cannot embed text to judge labels")
+    if budget is not None:
+        print(budget.describe())
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- models / push
 def cmd_models(args) -> int:
     from .hub import registry
@@ -387,6 +428,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows per Ray shard (default %(default)s)")
     sae_options(p)
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("relabel", help="label a workspace's features again (phrases, keywords or an LLM) and "
+                                       "score every label on documents the labeller never saw")
+    p.add_argument("workspace", help="workspace folder (from 'hsae build' or the dashboard)")
+    p.add_argument("--labeller", default="phrases", choices=settings.LABELLERS)
+    p.add_argument("--name", default=None, help="label set name (default: the labeller's name)")
+    p.add_argument("--refine", action="store_true", help="llm: rewrite labels whose validation F1 is under --f1-bar")
+    p.add_argument("--f1-bar", type=float, default=LABELS.refine_f1_bar)
+    p.add_argument("--max-rounds", type=int, default=LABELS.refine_max_rounds)
+    p.add_argument("--max-calls", type=int, default=None, help="llm: stop after this many LLM calls")
+    p.add_argument("--max-tokens", type=int, default=None, help="llm: stop after about this many tokens")
+    p.add_argument("--llm-model", default=None, help="chat model (default $HSAE_LLM_MODEL or gpt-4o-mini)")
+    p.add_argument("--dry-run", action="store_true", help="print the LLM estimate (calls, tokens, cost) and stop")
+    p.set_defaults(func=cmd_relabel)
 
     p = sub.add_parser("models", help="list the known pretrained SAEs (hub: specs for --sae)")
     p.add_argument("--domain", default=None, help="only this domain, e.g. csLG or astroPH")

@@ -39,11 +39,22 @@ def feature_stats(codes: sp.spmatrix) -> pd.DataFrame:
     })
 
 
-def build_feature_table(texts: Sequence[str], codes: sp.spmatrix, progress: Optional[ProgressFn] = None) -> pd.DataFrame:
-    """Statistics plus an offline keyword label for every latent that ever fires."""
+def build_feature_table(texts: Sequence[str], codes: sp.spmatrix, progress: Optional[ProgressFn] = None,
+                        labels: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """Statistics plus a label for every latent: from ``labels`` (a label set of :mod:`hsae_core.labelsets`,
+    with its fidelity columns) or, without one, offline keyword labels of every firing latent."""
     stats = feature_stats(codes)
+    if labels is not None:
+        from .labelsets import COLUMNS
+
+        by_latent = labels.set_index("latent")
+        for i, col in enumerate(COLUMNS[1:4]):
+            stats.insert(1 + i, col, by_latent[col].reindex(stats["latent"]).to_numpy())
+        for col in COLUMNS[4:]:
+            stats[col] = by_latent[col].reindex(stats["latent"]).to_numpy()
+        return stats
     alive = stats.loc[stats["n_active"] > 0, "latent"].to_numpy()
-    labels = {int(i): f"feature {i} (never fires)" for i in stats["latent"]}
+    labels_ = {int(i): f"feature {i} (never fires)" for i in stats["latent"]}
     keywords = {int(i): "" for i in stats["latent"]}
     method = "none"
     if len(alive):
@@ -52,11 +63,11 @@ def build_feature_table(texts: Sequence[str], codes: sp.spmatrix, progress: Opti
 
         for item in KeywordInterpreter().interpret(list(texts), sp.csr_matrix(codes), [int(i) for i in alive],
                                                          progress=progress):
-            labels[int(item.latent)] = item.label
+            labels_[int(item.latent)] = item.label
             keywords[int(item.latent)] = ", ".join(map(str, item.keywords or []))
             method = f"{item.method} (offline, contrastive log-odds)"
         report(progress, 1, 1, "labelled")
-    stats.insert(1, "label", [labels[int(i)] for i in stats["latent"]])
+    stats.insert(1, "label", [labels_[int(i)] for i in stats["latent"]])
     stats.insert(2, "keywords", [keywords[int(i)] for i in stats["latent"]])
     stats.insert(3, "label_method", method)
     return stats

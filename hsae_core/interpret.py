@@ -5,8 +5,9 @@
   (Monroe, Colaresi & Quinn 2008) or a class-based TF-IDF. One sparse term-document matrix serves all
   latents; per latent only row sums over index sets are computed.
 * :class:`LLMInterpreter` asks an LLM for several candidate labels per latent (different example samples
-  and temperatures), then scores each candidate's fidelity on held-out texts the LLM never saw while
-  naming (does this text match the label? yes/no vs. the actual activation) and keeps the best F1.
+  and temperatures) from build texts, keeps the candidate with the best F1 on validation texts (does
+  this text match the label? yes/no vs. whether the latent fires) and reports the winner's precision,
+  recall and F1 on test texts (:mod:`hsae_core.fidelity` splits the texts).
 """
 from __future__ import annotations
 
@@ -155,17 +156,19 @@ class KeywordInterpreter:
                  - np.log((bg + alpha) / (n_bg + a0 - bg - alpha)))
         return delta / np.sqrt(1.0 / (fg + alpha) + 1.0 / (bg + alpha))
 
-    def keywords_for(self, texts: Sequence[str], codes, latents: Sequence[int],
-                     progress: Optional[ProgressFn] = None) -> dict[int, list[str]]:
-        """``{latent: ranked keywords}`` for each latent (empty for a latent that never fires)."""
+    def score_blocks(self, texts: Sequence[str], codes, latents: Sequence[int],
+                     progress: Optional[ProgressFn] = None):
+        """Per block of latents: (latents, contrast scores (block x vocabulary), top-document rows per latent).
+
+        A term scores ``-inf`` where it is too rare among the latent's top documents to be trusted.
+        """
         texts, codes_csc, latents = _check_inputs(texts, codes, latents)
         report(progress, 0, max(len(latents), 1), "counting terms")
         dtm, vocab = self._term_matrix(texts)
         n_docs, n_terms = dtm.shape
-        total = np.asarray(dtm.sum(axis=0)).ravel()
-        out: dict[int, list[str]] = {}
         if n_terms == 0:
-            return {j: [] for j in latents}
+            return
+        total = np.asarray(dtm.sum(axis=0)).ravel()
         chunk = max(1, int(2e7 // n_terms))  # bounds the dense (chunk x vocabulary) blocks to ~80 MB
         for start in range(0, len(latents), chunk):
             block = latents[start:start + chunk]
@@ -180,14 +183,22 @@ class KeywordInterpreter:
             bg = np.maximum(total[None, :] - active_sum, 0.0)
             scores = self._scores(fg, bg, total)
             scores[fg < np.asarray(min_fg)[:, None]] = -np.inf
-            for i, j in enumerate(block):
-                if len(top_rows[i]) == 0:
-                    out[j] = []
-                    continue
-                best = np.argsort(-scores[i])[: 4 * self.n_keywords + 8]
-                ranked = [_unfold(vocab[t]) for t in best if np.isfinite(scores[i, t]) and scores[i, t] > 0]
-                out[j] = self._dedupe(ranked)
+            yield block, scores, top_rows
             report(progress, min(start + chunk, len(latents)), len(latents), "keywords")
+
+    def keywords_from_scores(self, scores_row: np.ndarray) -> list[str]:
+        """Ranked, de-duplicated keywords from one latent's row of contrast scores."""
+        best = np.argsort(-scores_row)[: 4 * self.n_keywords + 8]
+        ranked = [_unfold(self.vocab_[t]) for t in best if np.isfinite(scores_row[t]) and scores_row[t] > 0]
+        return self._dedupe(ranked)
+
+    def keywords_for(self, texts: Sequence[str], codes, latents: Sequence[int],
+                     progress: Optional[ProgressFn] = None) -> dict[int, list[str]]:
+        """``{latent: ranked keywords}`` for each latent (empty for a latent that never fires)."""
+        out: dict[int, list[str]] = {int(j): [] for j in latents}
+        for block, scores, top_rows in self.score_blocks(texts, codes, latents, progress=progress):
+            for i, j in enumerate(block):
+                out[j] = self.keywords_from_scores(scores[i]) if len(top_rows[i]) else []
         return out
 
     @staticmethod
@@ -287,43 +298,49 @@ def fidelity_scores(said_yes: Sequence[Optional[bool]], activation: Sequence[flo
 class _Plan:
     latent: int
     prompts: list[tuple[str, float]]  # (prompt, temperature) per candidate
-    eval_rows: np.ndarray
-    eval_acts: np.ndarray
+    shown_rows: np.ndarray  # every text shown in a naming prompt (build part)
+    val_rows: np.ndarray  # balanced validation sample: candidates compete here
+    val_acts: np.ndarray
+    test_rows: np.ndarray  # balanced test sample: only the winner is judged here
+    test_acts: np.ndarray
 
 
 class LLMInterpreter:
-    """LLM labels, several candidates per latent, the winner chosen by F1 on held-out texts.
+    """LLM labels, several candidates per latent: the winner is chosen on validation texts and scored on test texts.
 
-    ``sampling``: ``"top"`` (highest activations), ``"bins"`` (one example per activation-percentile bin)
-    or ``"hard_negatives"`` (top examples, contrasted with silent texts that fire the same other latents).
+    The texts are split once by :func:`hsae_core.fidelity.label_splits`: naming prompts show only
+    ``build`` texts; candidates are judged on a balanced sample of ``n_eval`` ``validation`` texts and
+    the best F1 wins; the winner alone is judged on a balanced sample of ``n_test`` ``test`` texts, and
+    that is its ``fidelity``. ``sampling``: ``"top"`` (highest activations), ``"bins"`` (one example
+    per activation-percentile bin) or ``"hard_negatives"`` (top examples, contrasted with silent texts
+    that fire the same other latents).
     """
 
     def __init__(self, client: LLMClient, n_candidates: int = 3, n_examples: int = 10, sampling: str = "top",
                  n_eval: int = 20, seed: int = 0, keyword_fallback: bool = True, max_chars: int = 600,
-                 n_negatives: Optional[int] = None, temperature: float = 0.7):
+                 n_negatives: Optional[int] = None, temperature: float = 0.7, n_test: int = 30,
+                 score_test: bool = True):
         if sampling not in ("top", "bins", "hard_negatives"):
             raise DataError(f"Unknown sampling {sampling!r}: use 'top', 'bins' or 'hard_negatives'")
         if client is None:
             raise LLMError("LLM naming needs an LLM client: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local server)")
         self.client, self.n_candidates, self.n_examples, self.sampling = client, max(1, n_candidates), n_examples, sampling
-        self.n_eval, self.seed, self.keyword_fallback, self.max_chars = n_eval, seed, keyword_fallback, max_chars
+        self.n_eval, self.n_test, self.seed, self.score_test = n_eval, n_test, seed, score_test
+        self.keyword_fallback, self.max_chars = keyword_fallback, max_chars
         self.n_negatives = n_negatives if n_negatives is not None else max(3, n_examples // 2)
         self.temperature = temperature
         self.keywords = KeywordInterpreter()
         self.stats_ = {"labels_asked": 0, "labels_failed": 0, "judgements_asked": 0, "judgements_failed": 0,
                        "keyword_fallbacks": 0}
+        self.plans_: dict[int, Optional[_Plan]] = {}
 
     @property
     def method(self) -> str:
         return f"llm:{self.client.model}"
 
     # -- sampling ---------------------------------------------------------------------------------
-    def _negatives(self, codes_csr, codes_csc, j, active_rows, shown_pos, n, rng) -> np.ndarray:
-        """Silent texts for latent ``j``: random ones, or (hard) those most like the shown positives elsewhere."""
-        n_docs = codes_csr.shape[0]
-        silent_mask = np.ones(n_docs, dtype=bool)
-        silent_mask[active_rows] = False
-        silent = np.flatnonzero(silent_mask)
+    def _negatives(self, codes_csr, j, silent, shown_pos, n, rng) -> np.ndarray:
+        """Silent build texts for latent ``j``: random ones, or (hard) those most like the shown positives elsewhere."""
         if len(silent) == 0 or n <= 0:
             return np.array([], dtype=np.int64)
         if self.sampling != "hard_negatives":
@@ -331,50 +348,39 @@ class LLMInterpreter:
         centroid = np.asarray(codes_csr[shown_pos].mean(axis=0)).ravel()
         centroid[j] = 0.0
         similarity = codes_csr[silent] @ centroid
-        hard = silent[np.argsort(-similarity, kind="stable")[:n]]
-        return hard
+        return silent[np.argsort(-similarity, kind="stable")[:n]]
 
-    def _plan(self, texts, codes_csr, codes_csc, j: int) -> Optional[_Plan]:
-        rows, acts = _active(codes_csc, j)
-        if len(rows) < 2:
+    def _plan(self, texts, codes_csr, codes_csc, j: int, splits) -> Optional[_Plan]:
+        from .fidelity import balanced_sample
+
+        rows, _ = _active(codes_csc, j)
+        in_build = np.zeros(codes_csr.shape[0], dtype=bool)
+        in_build[splits.build] = True
+        shown = rows[in_build[rows]]  # build texts where it fires, highest activation first
+        if len(shown) < 2:
             return None
         rng = np.random.default_rng([self.seed, j])
-        # split the active texts into a "shown" half and an "eval" half with matched activation ranks
-        n_pairs = len(rows) // 2
-        to_eval = np.zeros(len(rows), dtype=bool)
-        to_eval[np.arange(n_pairs) * 2 + (rng.random(n_pairs) < 0.5)] = True  # an odd last one is shown
-        shown, held = rows[~to_eval], rows[to_eval]
-        held_acts = acts[to_eval]
-        n_pos_eval = min(len(held), self.n_eval // 2)
-        if self.sampling == "bins":
-            pick = np.unique(np.linspace(0, len(held) - 1, n_pos_eval).round().astype(int)) if n_pos_eval else []
-        else:
-            pick = np.arange(n_pos_eval)
-        eval_pos, eval_pos_acts = held[pick], held_acts[pick]
-
-        n_neg_total = self.n_negatives * self.n_candidates + (self.n_eval - len(eval_pos))
-        negatives = self._negatives(codes_csr, codes_csc, j, rows, shown[: self.n_examples], n_neg_total, rng)
-        if self.sampling == "hard_negatives":  # interleave so prompts and evaluation both get hard ones
-            eval_neg = negatives[1::2][: self.n_eval - len(eval_pos)]
-            prompt_neg_pool = negatives[~np.isin(negatives, eval_neg)]
-        else:
-            eval_neg = negatives[: self.n_eval - len(eval_pos)]
-            prompt_neg_pool = negatives[len(eval_neg):]
-
-        prompts = []
+        silent = splits.build[~np.isin(splits.build, rows, assume_unique=True)]
+        negatives = self._negatives(codes_csr, j, silent, shown[: self.n_examples],
+                                    self.n_negatives * self.n_candidates, rng)
+        prompts, shown_rows = [], []
         template = load_prompt("interpret")
         for c in range(self.n_candidates):
             pos = self._sample_positives(shown, c, rng)
             if self.sampling == "hard_negatives" and c == 0:
-                neg = prompt_neg_pool[: self.n_negatives]
+                neg = negatives[: self.n_negatives]
             else:
-                neg = rng.choice(prompt_neg_pool, size=min(self.n_negatives, len(prompt_neg_pool)), replace=False) \
-                    if len(prompt_neg_pool) else prompt_neg_pool
+                neg = rng.choice(negatives, size=min(self.n_negatives, len(negatives)), replace=False) \
+                    if len(negatives) else negatives
             prompt = template.format(positives=self._listing(texts, pos), negatives=self._listing(texts, neg))
             prompts.append((prompt, 0.0 if c == 0 else self.temperature))
-        eval_rows = np.concatenate([eval_pos, eval_neg]).astype(np.int64)
-        eval_acts = np.concatenate([eval_pos_acts, np.zeros(len(eval_neg))])
-        return _Plan(latent=j, prompts=prompts, eval_rows=eval_rows, eval_acts=eval_acts)
+            shown_rows.extend([*pos, *neg])
+        activation = codes_csc[:, j].toarray().ravel()
+        val_rows, _ = balanced_sample(codes_csc, j, splits.validation, self.n_eval, seed=self.seed)
+        test_rows, _ = balanced_sample(codes_csc, j, splits.test, self.n_test, seed=self.seed)
+        return _Plan(latent=j, prompts=prompts, shown_rows=np.unique(np.asarray(shown_rows, dtype=np.int64)),
+                     val_rows=val_rows, val_acts=activation[val_rows], test_rows=test_rows,
+                     test_acts=activation[test_rows])
 
     def _sample_positives(self, shown: np.ndarray, c: int, rng) -> np.ndarray:
         n = min(self.n_examples, len(shown))
@@ -395,11 +401,17 @@ class LLMInterpreter:
     def interpret(self, texts: Sequence[str], codes, latents: Sequence[int],
                   progress: Optional[ProgressFn] = None) -> list[Interpretation]:
         """One :class:`Interpretation` per latent (order kept); never raises because of failed LLM calls."""
+        from .fidelity import label_splits
+
         texts, codes_csc, latents = _check_inputs(texts, codes, latents)
         codes_csr = codes_csc.tocsr()
-        report(progress, 0, 3, "keywords")
-        by_keywords = {it.latent: it for it in self.keywords.interpret(texts, codes_csc, latents)}
-        plans = {j: self._plan(texts, codes_csr, codes_csc, j) for j in latents}
+        splits = self.splits_ = label_splits(len(texts), self.seed)
+        report(progress, 0, 4, "keywords")
+        build = splits.build
+        by_keywords = {it.latent: it for it in self.keywords.interpret([texts[i] for i in build], codes_csr[build],
+                                                                       latents)}
+        plans = {j: self._plan(texts, codes_csr, codes_csc, j, splits) for j in latents}
+        self.plans_.update(plans)
         system = load_prompt("interpret_system").strip()
 
         # 1. candidate labels (grouped by temperature: complete_many shares parameters)
@@ -414,33 +426,42 @@ class LLMInterpreter:
         self.stats_["labels_asked"] += len(asked)
         self.stats_["labels_failed"] += sum(v is None for v in labels.values())
 
-        # 2. fidelity: each distinct candidate judged on the latent's held-out texts
+        # 2. every distinct candidate judged on the latent's validation sample
+        candidates = {j: list(dict.fromkeys(l for (jj, _), l in labels.items() if jj == j and l)) for j in latents}
+        val = self._judge([(j, label, plans[j].val_rows) for j in latents for label in candidates[j]], texts,
+                          _stage(progress, 2, "checking candidates"))
+        # 3. the winner alone judged on the test sample
+        winners = {j: self._winner(candidates[j], val, j, plans[j]) for j in latents if candidates[j]}
+        test = self._judge([(j, winners[j]["label"], plans[j].test_rows) for j in winners if self.score_test], texts,
+                           _stage(progress, 3, "scoring winners"))
+        result = [self._result(j, plans[j], winners.get(j), test, candidates[j], by_keywords[j]) for j in latents]
+        report(progress, 4, 4, "done")
+        return result
+
+    def _judge(self, jobs, texts, progress) -> dict[tuple[int, str], list[Optional[bool]]]:
         judge = load_prompt("judge")
-        jobs, prompts = [], []
-        for j, plan in plans.items():
-            if not plan:
-                continue
-            for label in dict.fromkeys(l for (jj, _), l in labels.items() if jj == j and l):
-                for row in plan.eval_rows:
-                    jobs.append((j, label))
-                    prompts.append(judge.format(text=snippet(texts[row], 2000), label=label))
-        answers = self.client.complete_many(prompts, temperature=0.0, max_tokens=8,
-                                            progress=_stage(progress, 2, "checking labels"))
+        keys, prompts = [], []
+        for j, label, rows in jobs:
+            for row in rows:
+                keys.append((j, label))
+                prompts.append(judge.format(text=snippet(texts[row], 2000), label=label))
+        answers = self.client.complete_many(prompts, temperature=0.0, max_tokens=8, progress=progress)
         verdicts: dict[tuple[int, str], list[Optional[bool]]] = {}
-        for key, answer in zip(jobs, answers):
+        for key, answer in zip(keys, answers):
             verdicts.setdefault(key, []).append(parse_yes_no(answer))
         self.stats_["judgements_asked"] += len(prompts)
         self.stats_["judgements_failed"] += sum(v is None for vs in verdicts.values() for v in vs)
+        return verdicts
 
-        result = [self._choose(j, plans[j], labels, verdicts, by_keywords[j]) for j in latents]
-        report(progress, 3, 3, "done")
-        return result
+    @staticmethod
+    def _winner(candidates, val, j, plan) -> dict:
+        scored = [{"label": label, **fidelity_scores(val.get((j, label), []), plan.val_acts)} for label in candidates]
+        best = max(scored, key=lambda c: (c["f1"] if c["f1"] is not None else -1.0,
+                                          c["correlation"] if c["correlation"] is not None else -1.0))
+        return {"label": best["label"], "scored": scored}
 
-    def _choose(self, j, plan, labels, verdicts, keyword_item: Interpretation) -> Interpretation:
-        candidates = []
-        for label in dict.fromkeys(l for (jj, _), l in labels.items() if jj == j and l):
-            candidates.append({"label": label, **fidelity_scores(verdicts.get((j, label), []), plan.eval_acts)})
-        if not candidates:
+    def _result(self, j, plan, winner, test, candidates, keyword_item: Interpretation) -> Interpretation:
+        if winner is None:
             if plan is not None:
                 log.warning("No usable LLM label for latent %d", j)
             if self.keyword_fallback or plan is None:
@@ -450,27 +471,37 @@ class LLMInterpreter:
                                       keywords=keyword_item.keywords, examples=keyword_item.examples)
             return Interpretation(latent=j, label="(no label: LLM failed)", method=self.method + " (failed)",
                                   keywords=keyword_item.keywords, examples=keyword_item.examples)
-        best = max(candidates, key=lambda c: (c["f1"] if c["f1"] is not None else -1.0,
-                                              c["correlation"] if c["correlation"] is not None else -1.0))
-        return Interpretation(latent=j, label=best["label"], method=self.method, keywords=keyword_item.keywords,
-                              examples=keyword_item.examples, candidates=candidates, fidelity=dict(best))
+        label = winner["label"]
+        fidelity = {"judge": self.method, "label": label,
+                    **fidelity_scores(test.get((j, label), []), plan.test_acts)} if self.score_test else None
+        return Interpretation(latent=j, label=label, method=self.method, keywords=keyword_item.keywords,
+                              examples=keyword_item.examples, candidates=winner["scored"], fidelity=fidelity)
 
 
 def _stage(progress: Optional[ProgressFn], stage: int, name: str) -> Optional[ProgressFn]:
     if progress is None:
         return None
-    return lambda done, total, msg: progress(stage, 3, f"{name}: {done}/{total}")
+    return lambda done, total, msg: progress(stage, 4, f"{name}: {done}/{total}")
 
 
-def make_interpreter(kind: str, client: Optional[LLMClient] = None, **kw):
-    """``"keywords"`` (offline) or ``"llm"`` (needs ``client`` or OPENAI_API_KEY)."""
+def make_interpreter(kind: str, client: Optional[LLMClient] = None, embedding_model: Optional[str] = None, **kw):
+    """``"phrases"`` (offline, judged with ``embedding_model``'s embedder), ``"keywords"`` (offline) or ``"llm"``
+    (needs ``client`` or OPENAI_API_KEY). Without an embedder that can embed text, ``"phrases"`` gives keywords."""
+    if kind == "phrases":
+        from .labels import PhraseInterpreter, text_embedder
+
+        embedder = kw.pop("embedder", None) or text_embedder(embedding_model)
+        if embedder is None:
+            log.info("Phrase labels need the embedder of the documents (%s); using keyword labels", embedding_model)
+            return KeywordInterpreter(**kw)
+        return PhraseInterpreter(embedder=embedder, **kw)
     if kind == "keywords":
         return KeywordInterpreter(**kw)
     if kind == "llm":
         if client is None:
             if not llm_configured():
                 raise LLMError("LLM naming needs an API key: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local "
-                               "OpenAI-compatible server), or use the `interpreter` 'keywords'")
+                               "OpenAI-compatible server), or use the `interpreter` 'phrases' or 'keywords'")
             client = LLMClient()
         return LLMInterpreter(client, **kw)
-    raise DataError(f"Unknown interpreter {kind!r}: use 'keywords' or 'llm'")
+    raise DataError(f"Unknown interpreter {kind!r}: use 'phrases', 'keywords' or 'llm'")

@@ -33,7 +33,7 @@ from .stats import embedding_baseline, evaluate_hypotheses
 
 MIN_TRAIN_ROWS = 50
 MIN_HOLDOUT_ROWS = 20
-TABLE_COLUMNS = ["latent", "hypothesis", "selection_score", "prevalence", "separation", "separation_p",
+TABLE_COLUMNS = ["latent", "hypothesis", "fidelity_auc", "fidelity_f1", "selection_score", "prevalence", "separation", "separation_p",
                  "coef", "coef_p", "significant_bonferroni", "significant_fdr"]
 STAGES = ("train_sae", "encode", "select", "interpret", "annotate", "evaluate")
 
@@ -242,7 +242,7 @@ def run_hypotheses(train: Corpus, holdout: Corpus, X_train: np.ndarray, X_hold: 
     config.validate(pretrained=sae is not None)
     _validate_inputs(train, holdout, X_train, X_hold)
     targets = _targets(train, holdout, config)  # a missing class is refused before any training
-    interpreter = resolve_interpreter(interpreter or config.interpreter, llm_client)
+    interpreter = resolve_interpreter(interpreter or config.interpreter, llm_client, embedding_model=embedding_model)
     annotator = resolve_annotator(annotator or config.annotator, llm_client)
     timer = StageTimer()
 
@@ -268,7 +268,9 @@ def run_hypotheses(train: Corpus, holdout: Corpus, X_train: np.ndarray, X_hold: 
         step(3, f"naming {len(latents)} latents{where}")
         with timer("interpret"), LLMStage(interpreter, "naming the latents", warnings):
             todo = [j for j in latents if j not in names]
-            for item in interpreter.interpret(train.texts, codes_train, todo):
+            # a labeller that judges its labels by embedding them reads the documents' vectors, not re-embeds them
+            extra = {"embeddings": X_train} if getattr(interpreter, "accepts_embeddings", False) else {}
+            for item in interpreter.interpret(train.texts, codes_train, todo, **extra):
                 names[item.latent] = item
         chosen = [names[j] for j in latents]
         step(4, f"annotating the holdout{where}")
@@ -295,12 +297,17 @@ def run_hypotheses(train: Corpus, holdout: Corpus, X_train: np.ndarray, X_hold: 
     return run
 
 
-def resolve_interpreter(interpreter: Interpreter | str, llm_client=None) -> Interpreter:
-    """An interpreter instance, or one made from its name ('keywords' or 'llm')."""
+def resolve_interpreter(interpreter: Interpreter | str, llm_client=None,
+                        embedding_model: Optional[str] = None) -> Interpreter:
+    """An interpreter instance, or one made from its name ('phrases', 'keywords' or 'llm').
+
+    'phrases' judges its labels with the model that made the embeddings (``embedding_model``); when
+    that model cannot embed new text here (stored or unknown embeddings) keyword labels are used.
+    """
     if isinstance(interpreter, str):
         from .interpret import make_interpreter
 
-        return make_interpreter(interpreter, client=llm_client)
+        return make_interpreter(interpreter, client=llm_client, embedding_model=embedding_model)
     return interpreter
 
 
@@ -340,6 +347,13 @@ def _hypothesis_table(target_name, latents, scores, chosen, per_hyp: pd.DataFram
         "label_method": [c.method for c in chosen],
         "keywords": [", ".join(c.keywords) for c in chosen],
     })
+    fidelity = [c.fidelity or {} for c in chosen]
+    for key in ("auc", "f1", "precision", "recall"):
+        table[f"fidelity_{key}"] = pd.to_numeric(pd.Series([f.get(key) for f in fidelity], dtype=object),
+                                                 errors="coerce").astype(float)
+    table["fidelity_judge"] = [f.get("judge") or "unavailable" for f in fidelity]
+    table.insert(2, "fidelity_auc", table.pop("fidelity_auc"))
+    table.insert(3, "fidelity_f1", table.pop("fidelity_f1"))
     table = pd.concat([table, per_hyp.drop(columns=["hypothesis"], errors="ignore").reset_index(drop=True)], axis=1)
     table["annotation_col"] = cols
     table["annotator"] = annotator_method

@@ -13,6 +13,8 @@ Environment variables (an empty value counts as unset everywhere):
 ``HSAE_DATA_DIR``           the shared data folder holding ``yelp_reviews_demo/`` for the demo workspace
 ``HSAE_REGISTRY``           a registry JSON to use instead of the packaged ``hsae_core/registry.json``
 ``HSAE_LLM_MODEL``          chat model for LLM labelling/annotation (default ``gpt-4o-mini``)
+``HSAE_LLM_PRICE_IN``       its price in US dollars per million input tokens (cost estimates only)
+``HSAE_LLM_PRICE_OUT``      ... and per million output tokens
 ``OPENAI_API_KEY``          switches the LLM and OpenAI-embedding paths on
 ``OPENAI_BASE_URL``         any OpenAI-compatible server (vLLM, Ollama, llama.cpp, ...)
 ``HSAE_BATCH_POLL_S``       seconds between OpenAI Batch API status checks with ``--batch`` (default 30)
@@ -62,6 +64,13 @@ class LabelDefaults:
     interpreter: str = "keywords"
     annotator: str = "activation"
     llm_model: str = "gpt-4o-mini"
+    # label fidelity and the LLM refinement loop (hsae_core.fidelity / hsae_core.refine)
+    low_fidelity_auc: float = 0.75  # the dashboard's "low fidelity" filter: embedding-judge AUC under this
+    refine_f1_bar: float = 0.75  # labels whose validation F1 (LLM judge) is under this are rewritten
+    refine_max_rounds: int = 3
+    # US dollars per million tokens, for cost estimates printed before LLM runs (gpt-4o-mini list prices)
+    llm_price_in: float = 0.15
+    llm_price_out: float = 0.60
 
 
 SAE = SAEDefaults()
@@ -88,6 +97,7 @@ RAY = RayDefaults()
 
 SELECT_METHODS = ("correlation", "separation", "lasso")
 INTERPRETERS = ("keywords", "llm")
+LABELLERS = ("phrases", "keywords", "llm")  # label sets of a workspace (hsae relabel)
 ANNOTATORS = ("activation", "llm")
 TARGET_KINDS = ("auto", "binary", "continuous", "multiclass")
 
@@ -129,6 +139,20 @@ def registry_override() -> Optional[Path]:
 
 def llm_model() -> str:
     return env("HSAE_LLM_MODEL") or LABELS.llm_model
+
+
+def llm_prices() -> tuple[float, float]:
+    """(input, output) US dollars per million tokens: ``$HSAE_LLM_PRICE_IN``/``_OUT`` or the defaults."""
+    out = []
+    for name, default in (("HSAE_LLM_PRICE_IN", LABELS.llm_price_in), ("HSAE_LLM_PRICE_OUT", LABELS.llm_price_out)):
+        value = env(name)
+        try:
+            out.append(float(value) if value is not None else default)
+        except ValueError:
+            from .errors import DataError
+
+            raise DataError(f"{name} must be a number of US dollars per million tokens, got {value!r}") from None
+    return out[0], out[1]
 
 
 def openai_api_key() -> Optional[str]:

@@ -54,7 +54,7 @@ FILES = {
 STEPS = tuple(FILES)
 LAYOUT_FILE, LAYOUT_META = "umap.npy", "umap.json"
 STORED_MODEL = "stored"
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3  # 3: label sets (phrases, keywords) with held-out fidelity
 LEGACY_CODES = "codes.npz"  # codes of workspaces built before the folder form; still opened
 
 
@@ -511,6 +511,7 @@ class _Build:
     sae_info: dict = field(default_factory=dict)
     codes: Optional[sp.csr_matrix] = None
     device: str = settings.DEVICE
+    text_embedder: object = None  # embeds labels like the documents were embedded (None: stored embeddings)
 
 
 def _table_step(b: _Build) -> None:
@@ -545,6 +546,10 @@ def _embeddings_step(b: _Build, embedder_spec: Optional[str], embeddings: Option
             X_new = embed_texts(b.corpus.texts, embedder, progress=b.steps.sub("embeddings"))
         np.save(b.steps.path("embeddings"), np.ascontiguousarray(X_new, dtype=np.float32))
     b.X = np.load(b.steps.path("embeddings"), mmap_mode="r")
+    if embedder is not None:  # a Batch API embedder would take hours for a few labels: use the direct one
+        from .labels import text_embedder
+
+        b.text_embedder = text_embedder(b.model_id) if batch else embedder
     if not np.isfinite(np.asarray(b.X[: min(len(b.X), 1000)])).all():
         raise DataError("The embeddings contain NaN or infinite values")
 
@@ -596,9 +601,17 @@ def _features_step(b: _Build) -> None:
     """5. Labels and per-feature statistics."""
     if not b.steps.reusable("features", _digest("features", b.steps.keys["codes"], FEATURES_VERSION)):
         from .features import build_feature_table
+        from .labelsets import build_label_sets, write_label_set
 
-        feats = build_feature_table(b.corpus.texts, b.codes, progress=b.steps.sub("features"))
+        # the embedder that made the embeddings judges the labels; stored embeddings: keyword labels, unscored
+        sets = build_label_sets(b.corpus.texts, b.codes, embeddings=b.X, embedder=b.text_embedder,
+                                progress=b.steps.sub("labels"))
+        feats = build_feature_table(b.corpus.texts, b.codes, progress=b.steps.sub("features"),
+                                    labels=next(iter(sets.values())))
         feats.to_parquet(b.steps.path("features"), index=False)
+        for i, (name, table) in enumerate(sets.items()):
+            write_label_set(b.steps.stage, name, table, codes_key=b.steps.keys["codes"], show=i == 0,
+                            meta={"labeller": name})
 
 
 def _index_step(b: _Build) -> None:
@@ -651,6 +664,10 @@ def _commit(out: Path, stage: Path, steps: _StepRunner, manifest: dict) -> None:
         (out / LAYOUT_META).unlink(missing_ok=True)
     if "codes" in steps.changed:
         (out / LEGACY_CODES).unlink(missing_ok=True)  # migrated to a code folder
+    if "features" in steps.changed:  # the label sets made with the features (labels/, see labelsets)
+        from .labelsets import merge_label_folder
+
+        merge_label_folder(stage, out, manifest.get("steps", {}).get("codes"))
 
 
 # ---------------------------------------------------------------------- discovery

@@ -121,10 +121,12 @@ def test_llm_interpreter_scores_candidates_on_unseen_texts(yelp_codes, openai_se
     texts, codes, _ = yelp_codes
     openai_server.responder = fake_llm
     client = client_for(openai_server, tmp_path)
-    interp = make_interpreter("llm", client=client, n_candidates=3, n_examples=8, n_eval=12)
+    interp = make_interpreter("llm", client=client, n_candidates=3, n_examples=8, n_eval=12, n_test=16)
     latents = [1, 4, 9]
     items = interp.interpret(texts, codes, latents)
     assert [it.latent for it in items] == latents
+    row_of = {snippet(t, 2000)[:80]: i for i, t in enumerate(texts)}
+    part_of = {int(r): name for name in ("build", "validation", "test") for r in interp.splits_.part(name)}
 
     shown_by_label = {}
     for req in openai_server.chat_requests():
@@ -133,28 +135,41 @@ def test_llm_interpreter_scores_candidates_on_unseen_texts(yelp_codes, openai_se
             assert req["messages"][0]["role"] == "system"
             pos, neg = naming_parts(prompt)
             shown_by_label[fake_llm(req)] = {p[:80] for p in pos + neg}
-    judged = 0
+    judged = {"validation": 0, "test": 0}
+    winners = {it.label for it in items}
     for req in openai_server.chat_requests():
         prompt = user_prompt(req)
         if FIRES not in prompt:
             text, label = judge_parts(prompt)
             assert text[:80] not in shown_by_label[label], "a candidate was scored on a text it was named from"
-            judged += 1
-    assert judged > 0
+            part = part_of[row_of[text[:80]]]
+            assert part in ("validation", "test") and (part == "validation" or label in winners)
+            judged[part] += 1
+    for plan in interp.plans_.values():  # naming shows build texts only; choosing and scoring use other parts
+        assert {part_of[int(r)] for r in plan.shown_rows} == {"build"}
+        assert {part_of[int(r)] for r in plan.val_rows} == {"validation"}
+        assert {part_of[int(r)] for r in plan.test_rows} == {"test"}
+    assert judged["validation"] > 0 and judged["test"] > 0
 
     for it in items:
         assert it.method == "llm:fake-model" and it.label.startswith("mentions ")
         assert 1 <= len(it.candidates) <= 3 and it.keywords and it.examples
-        best = max(c["f1"] for c in it.candidates)
-        assert it.fidelity["f1"] == best and it.fidelity["label"] == it.label
+        best = max(c["f1"] for c in it.candidates)  # the winner has the best validation F1 ...
+        assert [c["f1"] for c in it.candidates if c["label"] == it.label] == [best]
+        plan = interp.plans_[it.latent]
+        assert it.fidelity["label"] == it.label and it.fidelity["n_scored"] == len(plan.test_rows) > 0  # ... on test
+        assert it.fidelity["judge"] == "llm:fake-model" and 0.0 <= it.fidelity["f1"] <= 1.0
         for c in it.candidates:
             assert 0.0 <= c["precision"] <= 1.0 and 0.0 <= c["recall"] <= 1.0 and -1.0 <= c["correlation"] <= 1.0
-            assert c["n_scored"] == 12 and c["n_failed"] == 0
+            assert c["n_scored"] == len(plan.val_rows) and c["n_failed"] == 0
+        assert 0 < len(plan.val_rows) <= 12 and len(plan.test_rows) <= 16  # balanced: half firing, half silent
+        assert np.mean(codes[plan.val_rows, it.latent].toarray() > 0) == 0.5
     assert interp.stats_["labels_failed"] == 0 and interp.stats_["judgements_failed"] == 0
 
     # the whole thing again: answered from the cache, no HTTP request, same result
     openai_server.requests.clear()
-    again = make_interpreter("llm", client=client_for(openai_server, tmp_path), n_candidates=3, n_examples=8, n_eval=12)
+    again = make_interpreter("llm", client=client_for(openai_server, tmp_path), n_candidates=3, n_examples=8, n_eval=12,
+                             n_test=16)
     assert [it.label for it in again.interpret(texts, codes, latents)] == [it.label for it in items]
     assert openai_server.requests == []
 
@@ -207,11 +222,11 @@ def test_llm_failures_never_crash_and_fall_back_to_keywords(yelp_codes, openai_s
         return "it depends"
 
     openai_server.responder = garbage
-    interp = LLMInterpreter(client_for(openai_server, tmp_path / "b"), n_candidates=2, n_examples=5, n_eval=6)
+    interp = LLMInterpreter(client_for(openai_server, tmp_path / "b"), n_candidates=2, n_examples=5, n_eval=6, n_test=6)
     (item,) = interp.interpret(texts, codes, [2])
     assert item.label == "talks about pizza" and item.method == "llm:fake-model"
     assert item.fidelity["n_failed"] == 6 and item.fidelity["f1"] is None
-    assert interp.stats_["labels_failed"] == 1 and interp.stats_["judgements_failed"] == 6
+    assert interp.stats_["labels_failed"] == 1 and interp.stats_["judgements_failed"] == 12  # validation + test
 
     openai_server.responder = lambda req: ""
     no_fallback = LLMInterpreter(client_for(openai_server, tmp_path / "c"), n_candidates=1, keyword_fallback=False)
@@ -228,5 +243,6 @@ def test_parse_label_and_make_interpreter():
     assert isinstance(make_interpreter("keywords", method="ctfidf"), KeywordInterpreter)
     with pytest.raises(LLMError, match="OPENAI_API_KEY"):
         make_interpreter("llm")
-    with pytest.raises(HsaeError, match="keywords"):
+    with pytest.raises(HsaeError, match="phrases"):
         make_interpreter("topics")
+    assert isinstance(make_interpreter("phrases", embedding_model="stored"), KeywordInterpreter)  # cannot embed labels

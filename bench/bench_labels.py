@@ -1,0 +1,106 @@
+"""Label fidelity: held-out embedding-judge AUC of keyword labels and of phrase labels, side by side.
+
+For each corpus an SAE is trained as the workspace build trains it (M=128, K=16, seed 0, on every
+document's MiniLM embedding). Both labellers read only the ``build`` part of the documents (60%, a
+seeded permutation); phrase candidates compete on the ``validation`` part (20%); every label is scored
+on the ``test`` part (20%) that no labeller reads: AUC of cos(embed(label), embed(document)) for "the
+feature fires" (activation > 0), and F1 at the threshold that maximised F1 on validation.
+Keyword labels are today's offline labels (top three contrastive keywords, comma-separated).
+
+Corpora: the Yelp demo workspace's 4,000 reviews (val + holdout files) and the arXiv 2018 data
+(3,000 papers, title + ". " + abstract).
+
+    python bench/bench_labels.py [--quick]        # --quick: 1,000 documents of each, M=32
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+from common import data_dir, embed_cached, machine_description, markdown_table, script_main, setup_env, yelp_frames
+
+M, K, SEED = 128, 16, 0
+LABELLERS = ("keywords", "phrases")
+
+
+def corpora(quick: bool) -> dict[str, list[str]]:
+    train, hold = yelp_frames()
+    arx = pd.read_csv(data_dir() / "arxiv_2018_citations" / "arxiv_2018_with_citations.csv")
+    out = {
+        "Yelp demo (4,000 reviews)": pd.concat([train, hold])["text"].astype(str).tolist(),
+        "arXiv 2018 (3,000 abstracts)": (arx["title"].astype(str) + ". " + arx["abstract"].astype(str)).tolist(),
+    }
+    return {k: v[:1000] for k, v in out.items()} if quick else out
+
+
+def run(quick: bool = False) -> dict:
+    import os
+
+    from hsae_core.embed import default_embedder
+    from hsae_core.labelsets import label_features, summarize
+    from hsae_core.sae import SparseAutoencoder
+
+    setup_env()
+    m = 32 if quick else M
+    results = {"machine": machine_description(), "m": m, "k": K, "seed": SEED, "corpora": []}
+    for name, texts in corpora(quick).items():
+        X = embed_cached(texts)
+        sae = SparseAutoencoder(m=m, k=K, seed=SEED).fit(X)
+        codes = sae.transform(X)
+        entry = {"corpus": name, "n_docs": len(texts), "labellers": {}}
+        tables = {}
+        for labeller in LABELLERS:
+            start = time.perf_counter()
+            table = label_features(texts, codes, labeller, embeddings=X, embedder=default_embedder(), seed=SEED)
+            seconds = time.perf_counter() - start
+            tables[labeller] = table
+            entry["labellers"][labeller] = {"auc": summarize(table, "fidelity_auc"), "f1": summarize(table, "fidelity_f1"),
+                                            "seconds": round(seconds, 1), "mean_words": _mean_words(table),
+                                            "examples": table.loc[table["fidelity_auc"].notna(), "label"].head(8).tolist()}
+        a, b = tables["keywords"]["fidelity_auc"], tables["phrases"]["fidelity_auc"]
+        both = a.notna() & b.notna()
+        diff = (b - a)[both].to_numpy()
+        entry["paired"] = {"n": int(both.sum()), "phrases_better": round(float(np.mean(diff > 0)), 3),
+                           "median_difference": round(float(np.median(diff)), 4),
+                           "bootstrap_95": _bootstrap_median(diff)}
+        results["corpora"].append(entry)
+    results["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
+    return results
+
+
+def _mean_words(table: pd.DataFrame) -> float:
+    labels = table.loc[table["fidelity_auc"].notna(), "label"].astype(str)
+    return round(float(labels.map(lambda s: len(s.split())).mean()), 1) if len(labels) else float("nan")
+
+
+def _bootstrap_median(diff: np.ndarray, n: int = 2000) -> list:
+    rng = np.random.default_rng(0)
+    meds = [np.median(rng.choice(diff, len(diff))) for _ in range(n)] if len(diff) else [np.nan]
+    return [round(float(np.quantile(meds, 0.025)), 4), round(float(np.quantile(meds, 0.975)), 4)]
+
+
+def tables(res: dict) -> str:
+    rows = []
+    for c in res["corpora"]:
+        for labeller, r in c["labellers"].items():
+            auc, f1 = r["auc"], r["f1"]
+            rows.append([c["corpus"], labeller, auc["n"], f"{auc['median']:.3f}", f"{auc['q25']:.3f} – {auc['q75']:.3f}",
+                         f"{f1['median']:.3f}", r["mean_words"], r["seconds"]])
+    out = [f"### Held-out label fidelity (embedding judge, test part; SAE M={res['m']}, K={res['k']}, seed {res['seed']})",
+           f"Machine: {res['machine']['cores']} cores, torch threads {res['machine']['torch_threads']}, "
+           f"load average {res['machine']['load_avg_1m_at_start']} at start and {res.get('load_avg_1m_at_end')} at end "
+           f"({res['machine']['date']}).", "", markdown_table(["corpus", "labels", "features", "AUC median", "AUC quartiles", "F1 median",
+                               "words per label", "seconds"], rows), ""]
+    for c in res["corpora"]:
+        p = c["paired"]
+        out.append(f"- {c['corpus']}: phrase label beats the keyword label of the same feature on "
+                   f"{p['phrases_better']:.0%} of {p['n']} features; median paired difference {p['median_difference']:+.3f} "
+                   f"(bootstrap 95% interval {p['bootstrap_95'][0]:+.3f} to {p['bootstrap_95'][1]:+.3f})")
+        for labeller, r in c["labellers"].items():
+            out.append(f"  - {labeller}, first features: " + " | ".join(r["examples"][:5]))
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    script_main("labels", run, tables, "1,000 documents per corpus and M=32: a smoke run", __doc__)

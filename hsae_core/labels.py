@@ -1,0 +1,263 @@
+"""Offline phrase labels: a short piece of text that says what a feature's documents share.
+
+:class:`PhraseInterpreter` names a latent in four steps, reading only the ``build`` part of the corpus
+(see :mod:`hsae_core.fidelity` for the build / validation / test split):
+
+1. **Contrast.** Weighted log-odds z-scores of every word and word pair in the latent's top build
+   documents against the build documents where it is silent (the keyword labeller's statistics).
+2. **Candidates.** The top documents are cut into sentences and clauses of 3 to 8 words; each span
+   scores the sum of its distinctive terms' z-scores over the square root of its length, so short
+   spans dense in distinctive words rank first, and the best ``n_spans`` distinct spans are kept.
+   Two composed phrases join the top keywords in a sentence frame ("mentions pho and broth").
+3. **Shortlist.** With a text embedder, each candidate's embedding is compared with every build
+   document: the ``n_compete`` candidates whose cosine best separates firing from silent build
+   documents (AUC) go on.
+4. **Competition.** The shortlist competes on the validation part (AUC); the winner's fidelity is
+   measured on the test part only (AUC, and F1 at the validation threshold).
+
+The top keywords stay in ``Interpretation.keywords``. Without an embedder the best-scoring span is the
+label and fidelity is unavailable.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Optional
+
+import numpy as np
+import scipy.sparse as sp
+
+from .fidelity import EmbeddingJudge, LabelSplits, label_splits
+from .interpret import Interpretation, KeywordInterpreter, _active, _check_inputs, _preprocess, snippet
+from .progress import ProgressFn, report
+
+# sentence ends, line breaks, brackets, semicolons, colons and dashes end a span outright
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|[\n\r]+|\s*[;:()\[\]{}]\s*|\s+[-\u2013\u2014]+\s+|\s*\u2026\s*")
+# commas and joining words start a new clause inside a long sentence
+_CLAUSE = re.compile(r",\s+|\s+(?=(?:and|but|so|because|although|though|while|whereas|which|when|if|or|since|"
+                     r"unless|until|after|before)\s)", re.I)
+_LEAD = {"and", "but", "so", "or", "of", "then", "also", "plus", "because", "although", "though", "while", "whereas",
+         "which", "when", "if", "since", "unless", "until", "after", "before", "that", "as", "yet", "just", "oh",
+         "well", "anyway", "however", "thus", "hence", "moreover", "furthermore", "additionally"}
+# a span may not start with an auxiliary (a clause cut from its subject) or end on a function word
+_AUX = {"is", "are", "was", "were", "be", "been", "being", "can", "could", "will", "would", "shall", "should", "may",
+        "might", "must", "has", "have", "had", "does", "do", "did"}
+_WORD = re.compile(r"\S+")
+_URL = re.compile(r"\S*(?:https?://|www\.)\S*")
+_TOKEN = re.compile(r"(?u)\b[^\W\d_]{2,}\b")
+
+
+def _function_words() -> frozenset:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS) - {"not", "no", "never", "nothing", "none", "everything", "enough", "well"}
+
+
+_ENDS = _function_words()
+
+
+def split_spans(text: str, min_words: int = 3, max_words: int = 12) -> list[str]:
+    """Sentences and clauses of ``text`` with ``min_words``..``max_words`` words, cleaned, in reading order."""
+    out = []
+    text = _URL.sub(" ", str(text))
+    for sentence in _SENTENCE.split(text):
+        parts = [sentence] if len(_WORD.findall(sentence)) <= max_words else _CLAUSE.split(sentence)
+        for part in parts:
+            span = clean_span(part)
+            n = len(span.split())
+            if min_words <= n <= max_words and len(span) <= 100:
+                out.append(span)
+    return out
+
+
+def clean_span(text: str) -> str:
+    """A span without leading joining words, surrounding quotes or trailing punctuation."""
+    words = str(text).split()
+    while words and words[0].lower().strip(",.;:!?\"'") in _LEAD:
+        words = words[1:]
+    span = " ".join(words).strip(" \t\"'`*_~,.;:!?\u201c\u201d\u2018\u2019")
+    if any(mark in span.lower() for mark in ("http", "www.", "@", "$", "\\", "etc")):
+        return ""
+    words = span.lower().split()
+    if not words or words[0] in _AUX or words[-1].strip("'\u2019") in _ENDS:
+        return ""
+    letters = sum(ch.isalpha() for ch in span)
+    if letters < 0.6 * max(len(span.replace(" ", "")), 1):
+        return ""
+    return span[:1].upper() + span[1:] if span[:1].islower() and not span[1:2].isupper() else span
+
+
+class PhraseInterpreter:
+    """Offline phrase labels chosen and scored on documents they were not built from.
+
+    ``embedder`` (an :class:`~hsae_core.embed.Embedder`) embeds candidate labels for the embedding
+    judge; give the documents' embeddings from the same model to ``interpret(..., embeddings=)`` or
+    they are embedded (through the disk cache). ``fractions`` are the build / validation / test shares.
+    """
+
+    method = "phrases"
+    accepts_embeddings = True
+
+    def __init__(self, embedder=None, n_spans: int = 24, n_compete: int = 3, top_docs: int = 30,
+                 min_words: int = 3, max_words: int = 8, n_examples: int = 3, seed: int = 0,
+                 fractions: Sequence[float] = (0.6, 0.2, 0.2), keywords: Optional[KeywordInterpreter] = None,
+                 templates: Sequence[str] = ("mentions {0}", "mentions {0} and {1}"),
+                 spans: bool = True):
+        self.embedder, self.n_spans, self.n_compete = embedder, max(1, n_spans), max(1, n_compete)
+        self.top_docs, self.min_words, self.max_words = top_docs, min_words, max_words
+        self.n_examples, self.seed, self.fractions = n_examples, seed, tuple(fractions)
+        self.keywords = keywords or KeywordInterpreter(top_docs=50)
+        self.templates, self.use_spans = tuple(templates), spans
+        self.splits_: Optional[LabelSplits] = None
+        self.judge_: Optional[EmbeddingJudge] = None
+
+    # -- candidates -------------------------------------------------------------------------------
+    def _term_index(self) -> dict[str, int]:
+        if getattr(self, "_vocab_for", None) is not self.keywords.vocab_:
+            self._index = {t: i for i, t in enumerate(self.keywords.vocab_)}
+            self._vocab_for = self.keywords.vocab_
+        return self._index
+
+    def _span_terms(self, span: str) -> list[int]:
+        """Vocabulary ids of the span's words and adjacent word pairs (stop words removed, as counted)."""
+        stop = self._stop
+        tokens = [t for t in _TOKEN.findall(_preprocess(span)) if t not in stop]
+        index = self._term_index()
+        grams = tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
+        return list({index[g] for g in grams if g in index})
+
+    def candidates(self, texts: Sequence[str], top_rows: np.ndarray, scores_row: np.ndarray) -> list[tuple[str, float]]:
+        """(span, text score) of the best distinct spans of the top documents, best first."""
+        seen: dict[str, float] = {}
+        terms_seen: set[frozenset] = set()
+        ranked = []
+        for r in top_rows[: self.top_docs]:
+            for span in split_spans(texts[int(r)], self.min_words, self.max_words):
+                key = span.lower()
+                if key in seen:
+                    continue
+                ids = self._span_terms(span)
+                z = scores_row[ids] if ids else np.zeros(0)
+                z = z[np.isfinite(z) & (z > 0)]
+                score = float(z.sum() / np.sqrt(len(span.split()) + 2.0))
+                seen[key] = score
+                if score > 0:
+                    ranked.append((span, score, frozenset(t for t in ids if scores_row[t] > 0)))
+        ranked.sort(key=lambda t: -t[1])
+        out = []
+        for span, score, terms in ranked:
+            if terms in terms_seen:  # same distinctive words in other clothes: keep the best-scoring wording
+                continue
+            terms_seen.add(terms)
+            out.append((span, score))
+            if len(out) >= self.n_spans:
+                break
+        return out
+
+    def composed(self, keywords: list[str]) -> list[tuple[str, float]]:
+        """Phrases made of the top keywords in a sentence frame ("mentions pho and broth")."""
+        distinct: list[str] = []
+        for word in keywords:  # "graph" and "graphs" make one phrase, not two
+            if not any(word.startswith(w) or w.startswith(word) for w in distinct):
+                distinct.append(word)
+        keywords, out = distinct, []
+        for template in self.templates:
+            need = max(int(n) for n in re.findall(r"\{(\d)\}", template)) + 1
+            if len(keywords) >= need:
+                out.append((template.format(*keywords[:need]), 0.0))
+        return out
+
+    # -- main -------------------------------------------------------------------------------------
+    def interpret(self, texts: Sequence[str], codes, latents: Sequence[int], progress: Optional[ProgressFn] = None,
+                  embeddings: Optional[np.ndarray] = None) -> list[Interpretation]:
+        """One phrase-labelled :class:`Interpretation` per latent (order kept), with test-part fidelity."""
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+        from .interpret import _FOLDED_STOP, _NEGATIONS
+
+        texts, codes_csc, latents = _check_inputs(texts, codes, latents)
+        self._stop = (set(ENGLISH_STOP_WORDS) - _NEGATIONS) | _FOLDED_STOP
+        splits = self.splits_ = label_splits(len(texts), self.seed, self.fractions)
+        build = splits.build
+        build_codes = sp.csc_matrix(codes_csc.tocsr()[build])
+        judge = self.judge_ = self._judge(texts, codes_csc, splits, embeddings)
+        total = max(len(latents), 1)
+        report(progress, 0, total, "phrases: contrasting terms")
+
+        picked: dict[int, dict] = {}
+        for block, scores, top_rows in self.keywords.score_blocks([texts[i] for i in build], build_codes, latents):
+            for i, j in enumerate(block):
+                rows = build[top_rows[i]]  # back to corpus row ids
+                words = self.keywords.keywords_from_scores(scores[i]) if len(rows) else []
+                spans = self.candidates(texts, rows, scores[i]) if len(rows) and self.use_spans else []
+                picked[j] = {"keywords": words, "spans": self.composed(words) + spans, "rows": rows}
+        if judge is not None:
+            report(progress, 0, total, "phrases: embedding candidates")
+            judge.embed_labels([s for p in picked.values() for s, _ in p["spans"]])
+        result = []
+        for n, j in enumerate(latents):
+            result.append(self._choose(j, picked.get(j), texts, codes_csc, judge))
+            report(progress, n + 1, total, "phrases: choosing on validation")
+        return result
+
+    def _judge(self, texts, codes_csc, splits, embeddings) -> Optional[EmbeddingJudge]:
+        if self.embedder is None:
+            return None
+        if embeddings is None:
+            from .embed import embed_texts
+
+            embeddings = embed_texts(list(texts), self.embedder)
+        return EmbeddingJudge(self.embedder, embeddings, codes_csc, splits, seed=self.seed)
+
+    def _choose(self, j: int, found: Optional[dict], texts, codes_csc, judge) -> Interpretation:
+        rows_all, _ = _active(codes_csc, j)
+        examples = [snippet(texts[r]) for r in (found["rows"] if found else rows_all)[: self.n_examples]]
+        keywords = found["keywords"] if found else []
+        spans = found["spans"] if found else []
+        if not spans:
+            if len(rows_all) == 0:
+                label, method = "(never active on these texts)", "phrases"
+            elif keywords:
+                label, method = ", ".join(keywords[:3]), "keywords (no phrase found)"
+            else:
+                label, method = "(no distinctive words)", "phrases"
+            fidelity = judge.test_fidelity(j, label) if judge is not None and keywords else None
+            return Interpretation(latent=j, label=label, method=method, keywords=keywords, examples=examples,
+                                  fidelity=fidelity)
+        cands = [{"label": s, "text_score": round(sc, 3)} for s, sc in spans]
+        if judge is None:
+            return Interpretation(latent=j, label=spans[0][0], method="phrases (unscored)", keywords=keywords,
+                                  examples=examples, candidates=cands)
+        build_auc = judge.auc_on(j, [c["label"] for c in cands], "build")
+        for c, a in zip(cands, build_auc):
+            c["build_auc"] = a
+        order = sorted(range(len(cands)), key=lambda i: (-(build_auc[i] if build_auc[i] is not None else -1.0), i))
+        short = order[: self.n_compete]
+        winner, val_auc, fidelity = judge.compete(j, [cands[i]["label"] for i in short])
+        for i, a in zip(short, val_auc):
+            cands[i]["val_auc"] = a
+        return Interpretation(latent=j, label=cands[short[winner]]["label"], method="phrases", keywords=keywords,
+                              examples=examples, candidates=cands, fidelity=fidelity)
+
+
+def text_embedder(embedding_model: Optional[str]):
+    """An embedder that embeds new text like ``embedding_model`` embedded the documents, or None.
+
+    Known here: the offline MiniLM model, a local sentence-transformers folder, and OpenAI models when
+    ``OPENAI_API_KEY`` is set. Stored embeddings of unknown origin give None.
+    """
+    from pathlib import Path
+
+    from . import settings
+    from .embed import DEFAULT_MODEL_ID, get_embedder
+
+    if not embedding_model:
+        return None
+    spec = str(embedding_model)
+    if spec in (DEFAULT_MODEL_ID, "minilm", "all-MiniLM-L6-v2", "default"):
+        return get_embedder(None)
+    if spec.startswith("openai"):
+        return get_embedder("openai:" + spec.split(":", 1)[-1].split("/", 1)[-1]) if settings.openai_api_key() else None
+    if Path(spec).is_dir():
+        return get_embedder(spec)
+    return None

@@ -1,0 +1,248 @@
+"""Offline phrase labels and their fidelity on held-out real Yelp reviews; label sets in a workspace."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from ws_fixtures import small_frame, small_workspace  # noqa: F401
+
+from hsae_core.errors import HsaeError
+from hsae_core.fidelity import EmbeddingJudge, auc, best_threshold, fires, label_splits, prf
+from hsae_core.interpret import KeywordInterpreter
+from hsae_core.labels import PhraseInterpreter, clean_span, split_spans
+from hsae_core.labelsets import (
+    COLUMNS,
+    features_with_labels,
+    label_features,
+    label_sets,
+    read_index,
+    relabel_workspace,
+    summarize,
+)
+from hsae_core.sae import SparseAutoencoder
+
+
+@pytest.fixture(scope="module")
+def yelp_sae(yelp_embedded):
+    train, _, X, _ = yelp_embedded
+    sae = SparseAutoencoder(m=32, k=4, max_epochs=20, seed=0).fit(X)
+    return train["text"].tolist(), X, sae.transform(X)
+
+
+@pytest.fixture(scope="module")
+def phrase_items(yelp_sae, embedder):
+    texts, X, codes = yelp_sae
+    latents = [int(j) for j in np.argsort(-np.diff(codes.tocsc().indptr))[:10]]  # the ten most active
+    interp = PhraseInterpreter(embedder=embedder, seed=0)
+    return interp, latents, interp.interpret(texts, codes, latents, embeddings=X)
+
+
+def test_label_splits_are_disjoint_complete_and_fixed():
+    s = label_splits(1000, seed=3)
+    parts = [s.build, s.validation, s.test]
+    assert [len(p) for p in parts] == [600, 200, 200]
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(1000))
+    again = label_splits(1000, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, [again.build, again.validation, again.test]))
+    assert not np.array_equal(label_splits(1000, seed=4).test, s.test)
+    assert all(len(p) == 1 for p in (label_splits(3).build, label_splits(3).validation, label_splits(3).test))
+    with pytest.raises(HsaeError, match="at least 3"):
+        label_splits(2)
+    with pytest.raises(HsaeError, match="fractions"):
+        label_splits(10, fractions=(0.5, 0.5))
+
+
+def test_spans_are_short_clean_phrases():
+    text = ("We waited 45 minutes for our food, which was cold and bland when it finally came to the table. "
+            "The manager was rude! See http://example.com for photos. And the fries were great")
+    spans = split_spans(text, 3, 12)
+    assert "The manager was rude" in spans and "The fries were great" in spans
+    assert all(3 <= len(s.split()) <= 12 and "http" not in s and not s.endswith((".", ",")) for s in spans)
+    assert clean_span("and so it was good") == "It was good"
+    assert clean_span("which is the best in town") == ""  # an auxiliary start: a clause cut from its subject
+    assert clean_span("suggest that") == "" and clean_span("costs $ 12.99 now") == ""
+
+
+def test_auc_threshold_and_f1_follow_their_definitions():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    pos, neg = rng.normal(1, 1, 60), rng.normal(0, 1, 300)
+    y, s = np.r_[np.ones(60), np.zeros(300)], np.r_[pos, neg]
+    assert auc(pos, neg) == pytest.approx(roc_auc_score(y, s))
+    assert auc(np.array([1.0]), np.array([1.0])) == 0.5 and auc(pos[:0], neg) is None
+    t = best_threshold(pos, neg)
+    f1_at = {c: prf(pos, neg, c)["f1"] for c in np.r_[pos, neg]}
+    assert prf(pos, neg, t)["f1"] == max(f1_at.values())
+    scores = prf(pos, neg, 0.5)
+    tp, fp = np.sum(pos >= 0.5), np.sum(neg >= 0.5)
+    assert scores["precision"] == round(tp / (tp + fp), 4) and scores["recall"] == round(tp / 60, 4)
+    # sampled negatives weighted back: 3 x fewer negatives with weight 3 gives (about) the same precision
+    assert prf(pos, neg[::3], 0.5, neg_weight=3.0)["precision"] == pytest.approx(scores["precision"], abs=0.05)
+
+
+def test_phrase_labels_are_phrases_chosen_on_validation_scored_on_test(yelp_sae, phrase_items, embedder):
+    texts, X, codes = yelp_sae
+    interp, latents, items = phrase_items
+    splits = interp.splits_
+    build_text = " \n ".join(" ".join(texts[i].lower().split()) for i in splits.build)
+    for it in items:
+        kw_label = ", ".join(it.keywords[:3])
+        assert it.method == "phrases" and it.label != kw_label and 1 <= len(it.label.split()) <= 12, it.label
+        assert len(it.keywords) >= 3
+        for c in it.candidates:  # every candidate is a span of a build text, or keywords in a sentence frame
+            span = c["label"]
+            assert span.startswith("mentions ") or span[:1].lower() + span[1:].lower() in build_text, span
+        shortlisted = [c for c in it.candidates if "val_auc" in c]
+        best_build = sorted((c["build_auc"] for c in it.candidates if c["build_auc"] is not None), reverse=True)
+        assert sorted(c["build_auc"] for c in shortlisted) == sorted(best_build[: interp.n_compete])
+        winner = max(shortlisted, key=lambda c: (c["val_auc"], c["build_auc"]))  # ties: the better build AUC
+        assert winner["label"] == it.label and it.fidelity["val_auc"] == winner["val_auc"]
+        # the reported score is the test part's, recomputed here by an independent judge
+        fresh = EmbeddingJudge(embedder, X, codes, label_splits(len(texts), 0)).test_fidelity(it.latent, it.label)
+        assert fresh["auc"] == it.fidelity["auc"] and fresh["f1"] == it.fidelity["f1"]
+        n_pos = int(np.isin(fires(codes, it.latent), splits.test).sum())
+        assert it.fidelity["n_test_pos"] == n_pos and it.fidelity["n_test"] == len(splits.test)
+        assert 0.5 < it.fidelity["auc"] <= 1.0 and it.fidelity["judge"].startswith("embedding:")
+
+
+def test_a_label_fits_its_own_feature_better_than_other_features_labels(yelp_sae, phrase_items):
+    _, _, codes = yelp_sae
+    interp, latents, items = phrase_items
+    labels = [it.label for it in items]
+    wins = 0
+    for it in items:
+        aucs = interp.judge_.auc_on(it.latent, labels, "test")
+        own = aucs[labels.index(it.label)]
+        wins += own > np.median([a for a, lab in zip(aucs, labels) if lab != it.label])
+    assert wins >= 0.8 * len(items), wins
+
+
+def test_judge_subsamples_large_parts_without_bias(yelp_sae, embedder, phrase_items):
+    texts, X, codes = yelp_sae
+    _, latents, items = phrase_items
+    splits = label_splits(len(texts), 0)
+    full = EmbeddingJudge(embedder, X, codes, splits)
+    small = EmbeddingJudge(embedder, X, codes, splits, max_docs=80, max_pos=15)
+    for it in items[:5]:
+        a, b = full.test_fidelity(it.latent, it.label), small.test_fidelity(it.latent, it.label)
+        assert abs(a["auc"] - b["auc"]) < 0.15
+        assert abs(a["n_test"] - b["n_test"]) <= 1 and abs(a["n_test_pos"] - b["n_test_pos"]) <= 1  # weighted back
+
+
+def test_phrases_are_not_worse_than_keywords_and_label_sets_have_every_column(yelp_sae, embedder):
+    texts, X, codes = yelp_sae
+    kw = label_features(texts, codes, "keywords", embeddings=X, embedder=embedder)
+    ph = label_features(texts, codes, "phrases", embeddings=X, embedder=embedder)
+    assert list(kw.columns) == COLUMNS == list(ph.columns) and len(kw) == len(ph) == codes.shape[1]
+    assert kw["label"].str.count(",").ge(1).mean() > 0.8  # keywords: comma lists
+    assert ph["label"].str.startswith("mentions").mean() < 0.8  # phrases: mostly real text
+    assert summarize(ph)["median"] >= summarize(kw)["median"] - 0.02, (summarize(ph), summarize(kw))
+    offline = label_features(texts, codes, "keywords")  # no embedder: nothing can judge the labels
+    assert offline["fidelity_auc"].isna().all() and set(offline["fidelity_judge"]) == {"unavailable"}
+    with pytest.raises(HsaeError, match="labeller"):
+        label_features(texts, codes, "topics")
+
+
+def test_keyword_labels_come_from_the_build_part_only(yelp_sae):
+    texts, _, codes = yelp_sae
+    splits = label_splits(len(texts), 0)
+    table = label_features(texts, codes, "keywords", latents=[0, 1])
+    build = KeywordInterpreter().interpret([texts[i] for i in splits.build], codes[splits.build], [0, 1])
+    assert table.set_index("latent").loc[[0, 1], "label"].tolist() == [b.label for b in build]
+
+
+def test_hypotheses_carry_label_fidelity_into_the_csv(yelp_frames, embedder, tmp_path):
+    from hsae_core.pipeline import HypothesisConfig, format_table, hypothesize, load_run
+
+    train, hold = yelp_frames
+    config = HypothesisConfig(m=32, k=4, n=4, max_epochs=20, interpreter="phrases")
+    run = hypothesize(train, holdout=hold, text_col="text", target_col="stars", config=config, embedder=embedder,
+                      out_dir=tmp_path / "run")
+    table = load_run(tmp_path / "run").table
+    assert {"fidelity_auc", "fidelity_f1", "fidelity_judge"} <= set(table.columns)
+    assert table["fidelity_auc"].between(0, 1).all() and table["fidelity_judge"].str.startswith("embedding:").all()
+    assert (table["label_method"] == "phrases").mean() >= 0.5
+    text = format_table(run)
+    assert "fidelity_auc" in text.splitlines()[0]
+    # stored embeddings of unknown origin: no embedder can judge phrases, so keywords without fidelity
+    X = np.vstack([embedder.embed(train["text"].tolist()), embedder.embed(hold["text"].tolist())])
+    both = pd.concat([train, hold], ignore_index=True)
+    config = HypothesisConfig(m=32, k=4, n=3, max_epochs=20, interpreter="phrases", holdout_frac=0.3)
+    stored = hypothesize(both, text_col="text", target_col="stars", config=config, embeddings=X, embedder="stored")
+    assert stored.table["fidelity_auc"].isna().all() and (stored.table["fidelity_judge"] == "unavailable").all()
+    assert (stored.table["label_method"] == "keywords").all()
+
+
+# ------------------------------------------------------------------ label sets in a workspace
+@pytest.fixture
+def ws_copy(small_workspace, tmp_path):
+    from hsae_core.workspace import Workspace
+
+    shutil.copytree(small_workspace, tmp_path / "ws")
+    return Workspace.open(tmp_path / "ws")
+
+
+def test_workspace_build_stores_phrase_and_keyword_label_sets(small_workspace):
+    from hsae_core.workspace import Workspace
+
+    ws = Workspace.open(small_workspace)
+    assert label_sets(ws) == ["phrases", "keywords"]  # the shown set first
+    feats = ws.features
+    phrases = features_with_labels(ws, "phrases")
+    assert feats["label"].tolist() == phrases["label"].tolist()
+    assert {"fidelity_auc", "fidelity_f1", "fidelity_judge"} <= set(feats.columns)
+    alive = feats["n_active"] > 0
+    assert feats.loc[alive, "fidelity_auc"].notna().mean() > 0.8
+    keywords = features_with_labels(ws, "keywords")
+    assert (keywords.loc[alive, "label"] != phrases.loc[alive, "label"]).mean() > 0.8
+    assert keywords["density"].tolist() == feats["density"].tolist()  # statistics stay, labels change
+    index = read_index(small_workspace)
+    assert index["shown"] == "phrases" and index["sets"]["phrases"]["auc"]["n"] > 0
+
+
+def test_relabel_writes_a_set_that_becomes_the_shown_one(ws_copy):
+    from hsae_core.workspace import Workspace
+
+    table = relabel_workspace(ws_copy, "keywords", name="kw-again")
+    assert label_sets(ws_copy)[0] == "kw-again" and list(table.columns) == COLUMNS
+    assert features_with_labels(ws_copy)["label"].tolist() == table["label"].tolist()
+    with pytest.raises(HsaeError, match="no current label set"):
+        features_with_labels(ws_copy, "llm")
+    with pytest.raises(HsaeError, match="a-z"):
+        relabel_workspace(ws_copy, "keywords", name="../evil")
+    # a rebuild with new codes makes old sets stale: they are no longer offered
+    from hsae_core.workspace import build_workspace
+
+    frame = Workspace.open(ws_copy.path).frame
+    rebuilt = build_workspace(ws_copy.path, frame=frame, text_col="text", m=64, k=5, seed=0)
+    assert "kw-again" not in label_sets(rebuilt) and label_sets(rebuilt) == ["phrases", "keywords"]
+
+
+def test_stored_embeddings_workspace_has_keyword_labels_marked_unscored(tmp_path, yelp_frames, yelp_embedded):
+    from hsae_core.workspace import build_workspace
+
+    frame = small_frame(yelp_frames)
+    train, hold, X_train, X_hold = yelp_embedded
+    X = np.vstack([X_train[:450], X_hold[:150]])
+    ws = build_workspace(tmp_path / "stored", frame=frame, text_col="text", embeddings=X, m=32, k=4)
+    assert label_sets(ws) == ["keywords"]
+    assert ws.features["fidelity_auc"].isna().all() and set(ws.features["fidelity_judge"]) == {"unavailable"}
+    table = relabel_workspace(ws, "phrases")  # cannot embed a label: keyword labels, noted, fidelity unavailable
+    assert table["label_method"].str.startswith(("keywords", "none")).all()
+    assert "stored embeddings" in read_index(ws.path)["sets"]["keywords"]["note"]
+
+
+def test_cli_relabel(ws_copy, capsys):
+    from hsae_core.cli import main
+
+    assert main(["relabel", str(ws_copy.path), "--labeller", "keywords", "--name", "kw2"]) == 0
+    out = capsys.readouterr().out
+    assert "Label set 'kw2' written" in out and "AUC median" in out
+    assert main(["relabel", str(ws_copy.path), "--labeller", "phrases", "--dry-run"]) == 0
+    assert "no LLM calls" in capsys.readouterr().out
+    assert main(["relabel", str(ws_copy.path / "nope")]) == 2
+    assert "not a workspace" in capsys.readouterr().err
+    assert main(["relabel", str(ws_copy.path), "--labeller", "topics"]) == 2
