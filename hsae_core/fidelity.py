@@ -271,8 +271,8 @@ def llm_scores(said_yes: Sequence[Optional[bool]], truth: Sequence[int]) -> dict
     pred = np.array([p for p, _ in pairs], dtype=bool)
     true = np.array([t for _, t in pairs], dtype=bool)
     tp = float(np.sum(pred & true))
-    precision = tp / pred.sum() if pred.sum() else 0.0
-    recall = tp / true.sum() if true.sum() else 0.0
+    precision = tp / float(pred.sum()) if pred.sum() else 0.0
+    recall = tp / float(true.sum()) if true.sum() else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
             "n_scored": len(pairs), "n_failed": n_failed}
