@@ -173,7 +173,18 @@ def run_build(name: str, build) -> Optional[Workspace]:
 
 
 def feature_name(table: pd.DataFrame, latent: int) -> str:
-    return f"#{int(latent)} {table['label'].iloc[int(latent)]}"
+    """``#12 label (AUC 0.84)``: a feature's number, label and, where measured, its label's held-out fidelity."""
+    return f"#{int(latent)} {table['label'].iloc[int(latent)]}{fidelity_note(table.iloc[int(latent)])}"
+
+
+def fidelity_note(row) -> str:
+    """`` (AUC 0.84)`` / `` (F1 0.71)`` for a feature row, or nothing when its label was not scored."""
+    auc, f1 = row.get("fidelity_auc"), row.get("fidelity_f1")
+    if auc is not None and pd.notna(auc):
+        return f" (AUC {auc:.2f})"
+    if f1 is not None and pd.notna(f1):
+        return f" (F1 {f1:.2f})"
+    return ""
 
 
 def docs_table(ws: Workspace, docs, extra: Optional[dict] = None, columns: Optional[list] = None) -> pd.DataFrame:
@@ -198,3 +209,88 @@ def api_key_box() -> Optional[str]:
     return typed.strip() or None
 
 
+
+
+# ------------------------------------------------------------------ label sets (which labels to show, relabelling)
+def _labels_stamp(path: Path) -> float:
+    try:
+        return (path / "labels" / "index.json").stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _labelled(path: str, stamp: float, labels_stamp: float, name: Optional[str]) -> pd.DataFrame:
+    from hsae_core.labelsets import features_with_labels
+
+    return features_with_labels(_open(path, stamp), name)
+
+
+def feature_table(ws: Workspace) -> pd.DataFrame:
+    """The workspace's feature table labelled by the label set picked in the sidebar (callers must not modify it)."""
+    from hsae_core.labelsets import label_sets, read_index
+
+    names = label_sets(ws)
+    name = None
+    if names:
+        index = read_index(ws.path)
+
+        def describe(n: str) -> str:
+            med = index["sets"].get(n, {}).get("auc", {}).get("median")
+            f1 = index["sets"].get(n, {}).get("f1", {}).get("median")
+            score = f"median AUC {med:.2f}" if med is not None else (f"median F1 {f1:.2f}" if f1 is not None else "")
+            return f"{n} ({score})" if score else n
+
+        forced = st.session_state.pop("label_set_force", None)  # a relabel just made this set: show it
+        if forced in names:
+            st.session_state["label_set_pick"] = forced
+        remembered = st.session_state.get("label_set")
+        name = st.sidebar.selectbox("Feature labels", names, index=names.index(remembered) if remembered in names else 0,
+                                    format_func=describe, key="label_set_pick",
+                                    help="Which label set to show. Fidelity is measured on documents the labeller "
+                                         "never saw (AUC: embedding judge; F1: LLM judge).")
+        st.session_state["label_set"] = name
+    return _labelled(str(ws.path), _stamp(ws.path), _labels_stamp(ws.path), name)
+
+
+def relabel_control(ws: Workspace) -> None:
+    """An expander that relabels every feature (offline or with an LLM) under a progress bar."""
+    from hsae_core.labelsets import relabel_workspace
+    from hsae_core.refine import Budget, describe_estimate, estimate_llm_labels
+
+    with st.expander("Relabel features", expanded="relabel_message" in st.session_state):
+        if "relabel_message" in st.session_state:
+            st.success(st.session_state.pop("relabel_message"))
+        kind = st.radio("Labeller", list(settings.LABELLERS), horizontal=True, key="relabel_kind",
+                        format_func={"phrases": "phrases (offline)", "keywords": "keywords (offline)",
+                                     "llm": "LLM"}.get)
+        client = budget = None
+        refine = False
+        if kind == "llm":
+            api_key = api_key_box()
+            refine = st.checkbox("Rewrite labels whose validation F1 is under "
+                                 f"{settings.LABELS.refine_f1_bar:.2f} (shows the LLM its mistakes)",
+                                 key="relabel_refine")
+            max_calls = int(st.number_input("Stop after this many LLM calls", 0, 10_000_000, 5_000, step=500,
+                                            key="relabel_max_calls"))
+            budget = Budget(max_calls=max_calls)
+            n_features = int((ws.features["n_active"] > 0).sum())
+            st.info(describe_estimate(estimate_llm_labels(ws.texts, n_features, refine=refine, budget=budget), budget))
+        if st.button("Relabel", key="relabel_go"):
+            progress, bar = progress_bar(f"Labelling features ({kind})")
+            try:
+                if kind == "llm":
+                    from hsae_core.llm import LLMClient
+
+                    client = LLMClient(api_key=api_key) if api_key else LLMClient()  # the key stays in memory
+                table = relabel_workspace(ws, kind, llm_client=client, budget=budget, refine=refine, progress=progress)
+            except HsaeError as exc:
+                st.error(str(exc))
+                return
+            finally:
+                bar.empty()
+            name = kind if table["fidelity_judge"].ne("unavailable").any() or kind != "phrases" else "keywords"
+            st.session_state["label_set_force"] = name
+            st.session_state["relabel_message"] = (f"Label set '{name}' made and shown"
+                                                   + (f"; {budget.describe()}" if budget else ""))
+            st.rerun()

@@ -112,6 +112,22 @@ def items_table(items: Sequence[Interpretation]) -> pd.DataFrame:
     return table
 
 
+def low_fidelity(table: pd.DataFrame) -> pd.Series:
+    """True for labels that scored under the bar: held-out AUC under ``settings.LABELS.low_fidelity_auc``, or,
+    where only an LLM judge scored them, F1 under ``settings.LABELS.refine_f1_bar``. Unscored labels are False."""
+    auc = pd.to_numeric(table["fidelity_auc"], errors="coerce")
+    f1 = pd.to_numeric(table["fidelity_f1"], errors="coerce")
+    llm_only = auc.isna() & table["fidelity_judge"].astype(str).str.startswith("llm")
+    return (auc < settings.LABELS.low_fidelity_auc) | (llm_only & (f1 < settings.LABELS.refine_f1_bar))
+
+
+def trusted(table: pd.DataFrame) -> pd.Series:
+    """True for labels that were scored and are not of low fidelity (see :func:`low_fidelity`)."""
+    scored = pd.to_numeric(table["fidelity_auc"], errors="coerce").notna() | \
+        pd.to_numeric(table["fidelity_f1"], errors="coerce").notna()
+    return scored & ~low_fidelity(table)
+
+
 def summarize(table: pd.DataFrame, column: str = "fidelity_auc") -> dict:
     """Median and quartiles of one fidelity column over the scored features."""
     values = pd.to_numeric(table[column], errors="coerce").dropna().to_numpy()

@@ -61,7 +61,7 @@ class SelectionDefaults:
 class LabelDefaults:
     """How latents are named and how the holdout is annotated."""
 
-    interpreter: str = "keywords"
+    interpreter: str = "phrases"  # offline phrases judged by the embedder; keywords where it cannot embed text
     annotator: str = "activation"
     llm_model: str = "gpt-4o-mini"
     # label fidelity and the LLM refinement loop (hsae_core.fidelity / hsae_core.refine)
@@ -96,7 +96,7 @@ class RayDefaults:
 RAY = RayDefaults()
 
 SELECT_METHODS = ("correlation", "separation", "lasso")
-INTERPRETERS = ("keywords", "llm")
+INTERPRETERS = ("phrases", "keywords", "llm")
 LABELLERS = ("phrases", "keywords", "llm")  # label sets of a workspace (hsae relabel)
 ANNOTATORS = ("activation", "llm")
 TARGET_KINDS = ("auto", "binary", "continuous", "multiclass")

@@ -6,7 +6,9 @@ import streamlit as st
 
 import ui
 from hsae_core.errors import HsaeError
+from hsae_core import settings
 from hsae_core.features import numeric_target, search_features, text_features
+from hsae_core.labelsets import low_fidelity, trusted
 
 st.set_page_config(page_title="hsae: Features", layout="wide")
 st.title("Features")
@@ -14,7 +16,7 @@ ws = ui.pick_workspace()
 if ws is None:
     st.stop()
 fx = ui.explorer(ws)
-table = ws.features.copy()
+table = ui.feature_table(ws).copy()
 other_cols = [c for c in ws.frame.columns if c != ws.text_col]
 
 # ---- the table of all latents
@@ -30,13 +32,19 @@ if corr_col != "(none)":
     except HsaeError as exc:
         st.warning(str(exc))
 shown = search_features(table, query, limit=len(table)) if query.strip() else table
+fidelity_filter = c1.selectbox("Label fidelity", ["all labels", "low fidelity only", "trusted only"],
+                               key="feat_fidelity", help="Low: held-out AUC under "
+                               f"{settings.LABELS.low_fidelity_auc} (or LLM-judged F1 under {settings.LABELS.refine_f1_bar})")
+if fidelity_filter != "all labels":
+    shown = shown[low_fidelity(shown) if fidelity_filter == "low fidelity only" else trusted(shown)]
 if query.strip() and shown.empty:
     st.info(f"No feature label or keyword contains '{query}'.")
-cols = ["latent", "label", "density", "mean_activation", "max_activation", "keywords"] + \
+cols = ["latent", "label", "fidelity_auc", "fidelity_f1", "density", "mean_activation", "max_activation", "keywords"] + \
        [c for c in shown.columns if c.startswith("corr(")]
 event = st.dataframe(shown[cols], key="feature_table", on_select="rerun", selection_mode="single-row",
                      hide_index=True, height=300)
 st.caption(f"{len(shown)} of {len(table)} features · labels: {table['label_method'].iloc[0]} · click a row to open it")
+ui.relabel_control(ws)
 picked = event.selection.rows if event is not None and hasattr(event, "selection") else []
 if picked:
     st.session_state["feature_id"] = int(shown.iloc[picked[0]]["latent"])
@@ -47,7 +55,7 @@ st.session_state["feature_id"] = latent
 # ---- one feature's page
 row = table.iloc[latent]
 st.header(f"Feature #{latent}: {row['label']}")
-st.caption(f"Label made by: {row['label_method']} · keywords: {row['keywords'] or '—'}")
+st.caption(f"Label made by: {row['label_method']}{ui.fidelity_note(row)} · keywords: {row['keywords'] or '—'}")
 m1, m2, m3 = st.columns(3)
 m1.metric("Share of documents where it fires", f"{row['density']:.2%}")
 m2.metric("Mean activation (when active)", f"{row['mean_activation']:.3f}")

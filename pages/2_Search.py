@@ -16,7 +16,7 @@ ws = ui.pick_workspace()
 if ws is None:
     st.stop()
 engine = ui.search_engine(ws)
-table = ws.features
+table = ui.feature_table(ws)
 
 mode = st.radio("Query", ["Typed text", "More like this document"], horizontal=True, key="search_mode")
 if mode == "Typed text":

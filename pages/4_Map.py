@@ -30,7 +30,7 @@ try:
 except ui.ERRORS as exc:  # e.g. a read-only workspace folder cannot keep the computed map
     st.error(ui.error_line(exc))
     st.stop()
-table = ws.features
+table = ui.feature_table(ws)
 MAX_POINTS = 20_000  # drawing more points than this only slows the browser
 
 colour_by = st.radio("Colour by", ["feature activation", "column"], horizontal=True, key="map_colour")

@@ -1,0 +1,89 @@
+"""Label sets and their fidelity in the dashboard: the picker, the Features table and filter, slider names,
+the hypothesis table, and relabelling under a progress bar (on a copy of the small real workspace)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+from ws_fixtures import small_workspace  # noqa: F401
+
+from hsae_core import settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def ws_env(monkeypatch, small_workspace, tmp_path):
+    ws = tmp_path / "ws"
+    shutil.copytree(small_workspace, ws)
+    monkeypatch.setenv("HSAE_WORKSPACE", str(ws))
+    monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(tmp_path / "workspaces"))
+    return ws
+
+
+def page(name: str) -> AppTest:
+    at = AppTest.from_file(str(REPO / name), default_timeout=300)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def feature_table(at: AppTest):
+    return next(e.value for e in at.dataframe if e.proto.id.endswith("-feature_table"))
+
+
+def test_features_table_shows_fidelity_filters_low_fidelity_and_switches_label_sets(ws_env):
+    at = page("pages/1_Features.py")
+    picker = at.sidebar.selectbox(key="label_set_pick")
+    assert picker.options[0].startswith("phrases (median AUC 0.") and picker.options[1].startswith("keywords (")
+    assert picker.value == "phrases"
+    table = feature_table(at)
+    assert {"fidelity_auc", "fidelity_f1"} <= set(table.columns) and table["fidelity_auc"].notna().sum() > 40
+    phrases = table["label"].tolist()
+
+    at.selectbox(key="feat_fidelity").set_value("low fidelity only").run()
+    low = feature_table(at)
+    assert 0 < len(low) < len(table) and (low["fidelity_auc"] < settings.LABELS.low_fidelity_auc).all()
+    at.selectbox(key="feat_fidelity").set_value("trusted only").run()
+    trusted = feature_table(at)
+    assert (trusted["fidelity_auc"] >= settings.LABELS.low_fidelity_auc).all() and len(trusted) + len(low) <= 64
+    at.selectbox(key="feat_fidelity").set_value("all labels").run()
+
+    at.sidebar.selectbox(key="label_set_pick").set_value("keywords").run()
+    assert not at.exception
+    keywords = feature_table(at)["label"].tolist()
+    assert sum(a != b for a, b in zip(phrases, keywords)) > 40 and keywords[0].count(",") == 2
+
+
+def test_relabel_control_makes_and_shows_a_new_label_set(ws_env):
+    at = page("pages/1_Features.py")
+    at.radio(key="relabel_kind").set_value("keywords").run()
+    at.button(key="relabel_go").click().run()
+    assert not at.exception and not at.error
+    assert any("Label set 'keywords' made and shown" in s.value for s in at.success)
+    assert at.sidebar.selectbox(key="label_set_pick").value == "keywords"
+    assert feature_table(at)["label"].iloc[0].count(",") == 2
+    # the LLM choice shows its cost estimate before anything runs, and without a key it says what is missing
+    at.radio(key="relabel_kind").set_value("llm").run()
+    assert any(i.value.startswith("LLM estimate for") for i in at.info)
+    at.button(key="relabel_go").click().run()
+    assert not at.exception and any("OPENAI_API_KEY" in e.value for e in at.error)
+
+
+def test_search_slider_names_and_hypothesis_table_carry_fidelity(ws_env):
+    at = page("pages/2_Search.py")
+    at.text_input(key="search_text").input("great tacos and cheap margaritas").run()
+    sliders = [s for s in at.slider if s.key.startswith("steer_")]
+    assert sliders and all("(AUC " in s.label for s in sliders)
+
+    at = page("pages/3_Hypotheses.py")
+    assert at.selectbox(key="hyp_interp").value == "phrases"
+    at.number_input(key="hyp_m").set_value(32)
+    at.number_input(key="hyp_k").set_value(4)
+    at.number_input(key="hyp_n").set_value(3)
+    at.button(key="hyp_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    table = next(e.value for e in at.dataframe if e.proto.id.endswith("-hyp_table"))
+    assert "fidelity_auc" in table.columns and table["fidelity_auc"].notna().all()
