@@ -5,8 +5,8 @@ import plotly.express as px
 import streamlit as st
 
 import ui
-from hsae_core.errors import HsaeError
 from hsae_core import settings
+from hsae_core.errors import HsaeError
 from hsae_core.features import numeric_target, search_features, text_features
 from hsae_core.labelsets import low_fidelity, trusted
 
