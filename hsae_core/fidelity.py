@@ -171,7 +171,9 @@ class EmbeddingJudge:
         todo = list(dict.fromkeys(str(l) for l in labels if str(l) not in self._vectors))
         if not todo:
             return
-        vecs = _unit(self.embedder.embed(todo, progress=progress))
+        from .embed import embed_texts
+
+        vecs = _unit(embed_texts(todo, self.embedder, progress=progress))  # the disk cache makes relabelling cheap
         if vecs.shape[1] != self.E.shape[1]:
             raise DataError(f"The label embedder gives {vecs.shape[1]}-d vectors but the documents are "
                             f"{self.E.shape[1]}-d: the judge needs the embedder that made the document embeddings")
