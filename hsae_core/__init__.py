@@ -26,7 +26,11 @@ _LAZY = {
     "SparseAutoencoder": "sae",
     "Embedder": "embed", "get_embedder": "embed", "embed_texts": "embed",
     "Interpreter": "interpret", "Interpretation": "interpret", "KeywordInterpreter": "interpret",
-    "LLMInterpreter": "interpret",
+    "LLMInterpreter": "interpret", "PhraseInterpreter": "labels",
+    # labels you can trust: fidelity on unseen documents, label sets, the LLM refinement loop
+    "label_splits": "fidelity", "EmbeddingJudge": "fidelity", "LLMJudge": "fidelity",
+    "label_features": "labelsets", "relabel_workspace": "labelsets", "features_with_labels": "labelsets",
+    "Refiner": "refine", "Budget": "refine", "estimate_llm_labels": "refine",
     "Annotator": "annotate", "ActivationAnnotator": "annotate", "LLMAnnotator": "annotate",
     "LLMClient": "llm",
     "select_latents": "select", "evaluate_hypotheses": "stats",

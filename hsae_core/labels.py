@@ -56,6 +56,18 @@ def _function_words() -> frozenset:
 _ENDS = _function_words()
 
 
+def _counted_stop() -> frozenset:
+    """The stop words the keyword counts leave out (so a span's terms are looked up as they were counted)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    from .interpret import _FOLDED_STOP, _NEGATIONS
+
+    return frozenset((set(ENGLISH_STOP_WORDS) - _NEGATIONS) | _FOLDED_STOP)
+
+
+_COUNTED_STOP = _counted_stop()
+
+
 def split_spans(text: str, min_words: int = 3, max_words: int = 12) -> list[str]:
     """Sentences and clauses of ``text`` with ``min_words``..``max_words`` words, cleaned, in reading order."""
     out = []
@@ -120,8 +132,7 @@ class PhraseInterpreter:
 
     def _span_terms(self, span: str) -> list[int]:
         """Vocabulary ids of the span's words and adjacent word pairs (stop words removed, as counted)."""
-        stop = self._stop
-        tokens = [t for t in _TOKEN.findall(_preprocess(span)) if t not in stop]
+        tokens = [t for t in _TOKEN.findall(_preprocess(span)) if t not in _COUNTED_STOP]
         index = self._term_index()
         grams = tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
         return list({index[g] for g in grams if g in index})
@@ -171,12 +182,7 @@ class PhraseInterpreter:
     def interpret(self, texts: Sequence[str], codes, latents: Sequence[int], progress: Optional[ProgressFn] = None,
                   embeddings: Optional[np.ndarray] = None) -> list[Interpretation]:
         """One phrase-labelled :class:`Interpretation` per latent (order kept), with test-part fidelity."""
-        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
-        from .interpret import _FOLDED_STOP, _NEGATIONS
-
         texts, codes_csc, latents = _check_inputs(texts, codes, latents)
-        self._stop = (set(ENGLISH_STOP_WORDS) - _NEGATIONS) | _FOLDED_STOP
         splits = self.splits_ = label_splits(len(texts), self.seed, self.fractions)
         build = splits.build
         build_codes = sp.csc_matrix(codes_csc.tocsr()[build])

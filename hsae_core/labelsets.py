@@ -86,7 +86,8 @@ def _keyword_items(texts, codes, latents, splits, judge, progress, **options) ->
     from .interpret import KeywordInterpreter
 
     build = splits.build
-    items = KeywordInterpreter(**options).interpret([texts[i] for i in build], codes[build], latents, progress=progress)
+    interp = options.pop("keywords", None) or KeywordInterpreter(**options)
+    items = interp.interpret([texts[i] for i in build], codes[build], latents, progress=progress)
     if judge is not None:
         scores = judge.score_labels({it.latent: it.label for it in items if it.keywords})
         for it in items:
@@ -155,12 +156,15 @@ def build_label_sets(texts: Sequence[str], codes, *, embeddings=None, embedder=N
                      progress: Optional[ProgressFn] = None) -> dict[str, pd.DataFrame]:
     """The offline label sets a workspace build makes: ``keywords`` always, ``phrases`` when an embedder can
     judge them (the first key is the one to show)."""
+    from .interpret import KeywordInterpreter
+
+    shared = KeywordInterpreter(top_docs=50)  # both sets count the same build texts once
     sets = {}
     if embedder is not None:
         sets["phrases"] = label_features(texts, codes, "phrases", embeddings=embeddings, embedder=embedder,
-                                         seed=seed, progress=progress)
+                                         seed=seed, progress=progress, keywords=shared)
     sets["keywords"] = label_features(texts, codes, "keywords", embeddings=embeddings, embedder=embedder, seed=seed,
-                                      progress=progress)
+                                      progress=progress, keywords=shared)
     return sets
 
 
