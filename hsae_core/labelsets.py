@@ -295,9 +295,12 @@ def relabel_workspace(ws, labeller: str = "phrases", *, name: Optional[str] = No
     if labeller == "phrases" and embedder is None:
         used = "keywords"
     if labeller == "llm":
+        llm_client = _checked_llm_client(llm_client)
         options.update(refine=refine, budget=budget)
     table = label_features(ws.texts, ws.codes, used, embeddings=ws.embeddings if embedder is not None else None,
                            embedder=embedder, llm_client=llm_client, seed=seed, progress=progress, **options)
+    if labeller == "llm":
+        _stop_if_every_call_failed(llm_client)
     meta = {"labeller": labeller}
     if used != labeller:
         meta["note"] = "phrases need a text embedder; this workspace has stored embeddings only"
@@ -327,6 +330,32 @@ def read_manifest_codes_key(ws_path) -> Optional[str]:
         return json.loads((Path(ws_path) / MANIFEST).read_text()).get("steps", {}).get("codes")
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def _checked_llm_client(client):
+    """The given client (or one from the environment), after one cheap call proving the endpoint works."""
+    if client is None:
+        from .errors import LLMError
+        from .llm import LLMClient
+
+        if not settings.openai_api_key():
+            raise LLMError("LLM labels need an LLM: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local server), "
+                           "or use the `labeller` 'phrases' or 'keywords'")
+        client = LLMClient()
+    if hasattr(client, "check"):
+        client.check()  # an unreachable endpoint or a refused key fails now, before any labelling
+    return client
+
+
+def _stop_if_every_call_failed(client) -> None:
+    """Nothing is written when every LLM call failed: the set would be keyword fallbacks only."""
+    stats = getattr(client, "stats", {}) or {}
+    failed = stats.get("failures", 0)
+    if failed and not (getattr(client, "answered", 0) + stats.get("cache_hits", 0)):
+        from .errors import LLMError
+
+        raise LLMError(f"Every LLM call failed ({failed}); no label set was written. Check the endpoint and "
+                       "the model, then relabel")
 
 
 def workspace_judge_embedder(ws):

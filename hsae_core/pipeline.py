@@ -139,7 +139,8 @@ def hypothesize(data, *, text_col: str, target_col: str, holdout=None, config: O
     config = config or HypothesisConfig()
     config.validate(pretrained=sae is not None)
     # Everything that can be refused cheaply is refused before reading, embedding or training.
-    interpreter = resolve_interpreter(interpreter or config.interpreter, llm_client)
+    interpreter = resolve_interpreter(interpreter or config.interpreter, llm_client,
+                                      embedding_model=_embedding_model_hint(embeddings, embedder, sae))
     annotator = resolve_annotator(annotator or config.annotator, llm_client)
     if out_dir is not None:
         check_run_folder(out_dir)
@@ -295,6 +296,17 @@ def run_hypotheses(train: Corpus, holdout: Corpus, X_train: np.ndarray, X_hold: 
     if out_dir is not None:
         write_run(run, out_dir)
     return run
+
+
+def _embedding_model_hint(embeddings, embedder, sae) -> Optional[str]:
+    """Which model made (or will make) the documents' embeddings, as far as the arguments tell."""
+    if embedder is not None:
+        return embedder if isinstance(embedder, str) else getattr(embedder, "model_id", None)
+    if embeddings is None:
+        from .embed import DEFAULT_MODEL_ID
+
+        return DEFAULT_MODEL_ID
+    return getattr(getattr(sae, "config_", None), "embedding_model", None)
 
 
 def resolve_interpreter(interpreter: Interpreter | str, llm_client=None,

@@ -70,6 +70,8 @@ def rewriter(prompt: str) -> str:
 
 def fake_llm(request) -> str:
     prompt = user_prompt(request)
+    if "<<<" not in prompt and FIRES not in prompt and not is_rewrite(prompt):
+        return "OK"  # the client's one-call check of the endpoint
     if is_rewrite(prompt):
         return rewriter(prompt)
     if FIRES in prompt:
@@ -253,12 +255,16 @@ def test_cli_prints_the_estimate_before_any_call_and_writes_an_llm_label_set(sma
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("LLM estimate for") and "budget: calls 400" in out[0]
     assert any(line.startswith("spent ") and "stopped" in line for line in out)
-    assert len(openai_server.chat_requests()) <= 400
+    assert len(openai_server.chat_requests()) <= 400 + 1  # the budget, and the endpoint check before it
     ws = Workspace.open(ws_path)
     assert label_sets(ws)[0] == "llm"
     table = load_label_set(ws, "llm")
     assert table["label_method"].str.startswith("llm:").sum() >= 1
     assert table["label_method"].eq("keywords (LLM budget reached)").sum() >= 1
+    # an endpoint that fails every call: one line, and no label set is written
+    openai_server.responder = lambda req: (500, {"error": {"message": "down"}}, {})
+    assert main(["relabel", str(ws_path), "--labeller", "llm", "--name", "broken", "--max-calls", "50"]) == 2
+    assert "hsae: error:" in capsys.readouterr().err and "broken" not in label_sets(Workspace.open(ws_path))
     monkeypatch.setenv("HSAE_LLM_PRICE_IN", "cheap")
     assert main(["relabel", str(ws_path), "--labeller", "llm", "--dry-run"]) == 2
     assert "HSAE_LLM_PRICE_IN" in capsys.readouterr().err
