@@ -225,6 +225,14 @@ def write_label_set(ws_path, name: str, table: pd.DataFrame, *, codes_key: str, 
     atomic_write_json(folder / INDEX_FILE, index, indent=2, default=str)
 
 
+def has_label_sets(ws_path, codes_key: Optional[str]) -> bool:
+    """Whether the workspace folder holds at least one label set made for these codes."""
+    from pathlib import Path
+
+    return any(meta.get("codes_key") == codes_key and (Path(ws_path) / LABELS_DIR / f"{n}.parquet").is_file()
+               for n, meta in read_index(ws_path)["sets"].items())
+
+
 def label_sets(ws) -> list[str]:
     """Names of the workspace's label sets made for its current SAE codes, the shown one first."""
     from pathlib import Path

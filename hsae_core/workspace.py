@@ -598,20 +598,25 @@ def _codes_step(b: _Build, codes: Optional[sp.spmatrix] = None) -> None:
 
 
 def _features_step(b: _Build) -> None:
-    """5. Labels and per-feature statistics."""
-    if not b.steps.reusable("features", _digest("features", b.steps.keys["codes"], FEATURES_VERSION)):
-        from .features import build_feature_table
-        from .labelsets import build_label_sets, write_label_set
+    """5. Labels and per-feature statistics; the label sets go to ``labels/`` (see :mod:`labelsets`)."""
+    from .labelsets import build_label_sets, has_label_sets, write_label_set
 
-        # the embedder that made the embeddings judges the labels; stored embeddings: keyword labels, unscored
-        sets = build_label_sets(b.corpus.texts, b.codes, embeddings=b.X, embedder=b.text_embedder,
-                                progress=b.steps.sub("labels"))
+    codes_key = b.steps.keys["codes"]
+    reusable = b.steps.reusable("features", _digest("features", codes_key, FEATURES_VERSION))
+    if reusable and has_label_sets(b.steps.out, codes_key):
+        return
+    # the embedder that made the embeddings judges the labels; stored embeddings: keyword labels, unscored.
+    # (Reusable features without label sets: a build killed between its manifest and its labels; redo them.)
+    sets = build_label_sets(b.corpus.texts, b.codes, embeddings=b.X, embedder=b.text_embedder,
+                            progress=b.steps.sub("labels"))
+    if not reusable:
+        from .features import build_feature_table
+
         feats = build_feature_table(b.corpus.texts, b.codes, progress=b.steps.sub("features"),
                                     labels=next(iter(sets.values())))
         feats.to_parquet(b.steps.path("features"), index=False)
-        for i, (name, table) in enumerate(sets.items()):
-            write_label_set(b.steps.stage, name, table, codes_key=b.steps.keys["codes"], show=i == 0,
-                            meta={"labeller": name})
+    for i, (name, table) in enumerate(sets.items()):
+        write_label_set(b.steps.stage, name, table, codes_key=codes_key, show=i == 0, meta={"labeller": name})
 
 
 def _index_step(b: _Build) -> None:
@@ -664,7 +669,7 @@ def _commit(out: Path, stage: Path, steps: _StepRunner, manifest: dict) -> None:
         (out / LAYOUT_META).unlink(missing_ok=True)
     if "codes" in steps.changed:
         (out / LEGACY_CODES).unlink(missing_ok=True)  # migrated to a code folder
-    if "features" in steps.changed:  # the label sets made with the features (labels/, see labelsets)
+    if (stage / "labels").is_dir():  # label sets made in this build (labels/, see labelsets)
         from .labelsets import merge_label_folder
 
         merge_label_folder(stage, out, manifest.get("steps", {}).get("codes"))

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from ws_fixtures import small_frame, small_workspace  # noqa: F401
+from ws_fixtures import SMALL_K, SMALL_M, small_frame, small_workspace  # noqa: F401
 
 from hsae_core.errors import HsaeError
 from hsae_core.fidelity import EmbeddingJudge, auc, best_threshold, fires, label_splits, prf
@@ -219,6 +219,17 @@ def test_relabel_writes_a_set_that_becomes_the_shown_one(ws_copy):
     frame = Workspace.open(ws_copy.path).frame
     rebuilt = build_workspace(ws_copy.path, frame=frame, text_col="text", m=64, k=5, seed=0)
     assert "kw-again" not in label_sets(rebuilt) and label_sets(rebuilt) == ["phrases", "keywords"]
+
+
+def test_a_build_restores_missing_label_sets_without_redoing_the_features(ws_copy, yelp_frames):
+    from hsae_core.workspace import build_workspace
+
+    shutil.rmtree(ws_copy.path / "labels")  # e.g. a build killed between its manifest and its label sets
+    messages = []
+    ws = build_workspace(ws_copy.path, frame=small_frame(yelp_frames), text_col="text", m=SMALL_M, k=SMALL_K,
+                         progress=lambda d, t, msg="": messages.append(msg))
+    assert "features: reused" in messages and label_sets(ws) == ["phrases", "keywords"]
+    assert features_with_labels(ws)["label"].tolist() == ws.features["label"].tolist()
 
 
 def test_stored_embeddings_workspace_has_keyword_labels_marked_unscored(tmp_path, yelp_frames, yelp_embedded):
