@@ -231,6 +231,7 @@ def docs_table(ws: Workspace, docs, extra: Optional[dict] = None, columns: Optio
     return out
 
 
+DOC_ROW_HEIGHT = 80  # about four wrapped lines per document (the grid wraps text only in rows this tall)
 TEXT_COLUMN = st.column_config.TextColumn("text", width="large", help="Click the row to read the whole text")
 
 
@@ -269,7 +270,7 @@ def documents(ws: Workspace, table: pd.DataFrame, key: str, terms=(), column_con
     """A table of documents (with a ``doc`` column) whose clicked row opens below it in full; returns that doc."""
     config = {"text": TEXT_COLUMN, **(column_config or {})}
     event = st.dataframe(table, key=key, on_select="rerun", selection_mode="single-row", hide_index=True,
-                         column_config=config, height=height)
+                         column_config=config, height=height, row_height=DOC_ROW_HEIGHT)
     row = selected_row(event)
     if row is None or row >= len(table):
         st.caption("Click a row to read the whole document.")

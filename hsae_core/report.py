@@ -7,23 +7,24 @@ import pandas as pd
 
 from .stats import format_p
 
-# Column -> the name shown to people (the files keep the machine names).
-COLUMN_NAMES = {
-    "class": "class",
-    "latent": "feature",
-    "hypothesis": "hypothesis",
-    "selection_score": "training score",
-    "prevalence": "present in (holdout)",
-    "separation": "target difference (present − absent)",
-    "separation_p": "p (difference)",
-    "coef": "coefficient (joint model)",
-    "coef_ci_low": "95% CI low",
-    "coef_ci_high": "95% CI high",
-    "coef_p": "p (coefficient)",
-    "significant_bonferroni": "significant (Bonferroni)",
-    "significant_fdr": "significant (FDR)",
-    "note": "note",
+# Column -> (name shown to people, what it means); the files keep the machine names. In reading order.
+COLUMNS = {
+    "class": ("class", "The class this hypothesis is about (one vs rest)"),
+    "latent": ("feature", "The SAE feature behind the hypothesis"),
+    "hypothesis": ("hypothesis", "The feature's label"),
+    "coef": ("coefficient", "Effect in one model of the target on all hypotheses (holdout, robust HC3 errors)"),
+    "coef_p": ("p (coefficient)", "p-value of the coefficient"),
+    "significant_bonferroni": ("Bonferroni", "Significant at 5% after a Bonferroni correction"),
+    "significant_fdr": ("FDR", "Significant at 5% false discovery rate (Benjamini–Hochberg)"),
+    "prevalence": ("present in", "Share of holdout documents where the hypothesis holds"),
+    "separation": ("difference", "Mean target where present minus where absent (holdout)"),
+    "separation_p": ("p (difference)", "Welch's t-test of that difference"),
+    "selection_score": ("training score", "The score that selected it, on the training rows only"),
+    "coef_ci_low": ("95% CI low", "Lower end of the coefficient's 95% confidence interval"),
+    "coef_ci_high": ("95% CI high", "Upper end of the coefficient's 95% confidence interval"),
+    "note": ("note", "Why a hypothesis was left out of the model, if it was"),
 }
+COLUMN_NAMES = {col: name for col, (name, _) in COLUMNS.items()}
 P_COLUMNS = ("separation_p", "coef_p")
 
 
@@ -50,12 +51,12 @@ def headline_metrics(metrics: dict) -> list[tuple[str, str, str]]:
     folds = metrics.get("cv_folds", 5)
     base = metrics.get("embedding_baseline") or {}
     rows = [
-        (f"Holdout {name} of the hypotheses", _num(metrics.get(f"{metric}_in_sample")),
+        (f"Holdout {name}", _num(metrics.get(f"{metric}_in_sample")),
          f"How well the hypotheses together predict the target on the holdout ({'OLS' if metric == 'r2' else 'logistic'} "
          "on their 0/1 presence)."),
         (f"Cross-validated {name}", _num(metrics.get(f"{metric}_cv")),
          f"The same model scored out of fold ({folds}-fold) on the holdout: less optimistic."),
-        (f"Ceiling: embeddings {name}", _num(base.get("value")),
+        (f"Embedding ceiling {name}", _num(base.get("value")),
          f"A {base.get('model', 'ridge')} model on the raw embeddings, trained on the training rows: about as good as "
          "anything built from these embeddings gets."),
         ("Significant (Bonferroni)", f"{metrics.get('n_significant_bonferroni', 0)} / {metrics.get('n_hypotheses', 0)}",

@@ -1,6 +1,8 @@
 """Features: a searchable, sortable table of every latent; click a row (or follow a link) to open its page."""
 from __future__ import annotations
 
+import hashlib
+
 import plotly.express as px
 import streamlit as st
 from pandas.api.types import is_bool_dtype
@@ -61,16 +63,18 @@ shown = search_features(table, query, limit=len(table)) if query.strip() else ta
 if query.strip() and shown.empty:
     st.info(f"No feature label or keyword contains '{query}'.")
 cols = [c for c in column_config if c in shown.columns]
-event = st.dataframe(shown[cols], key="feature_table", on_select="rerun", selection_mode="single-row",
+# A new search is a new table: its own key, so that a row picked in the previous list is not reread in this one.
+table_key = "feature_table" if not query.strip() else "feature_table_" + hashlib.sha1(query.encode()).hexdigest()[:8]
+event = st.dataframe(shown[cols], key=table_key, on_select="rerun", selection_mode="single-row",
                      hide_index=True, height=300, column_config=column_config)
 st.caption(f"{len(shown)} of {len(table)} features · labels: {table['label_method'].iloc[0]} · "
            "click a row to open that feature below")
 picked = ui.selected_row(event)
 if picked is not None and picked < len(shown):
-    clicked = int(shown.iloc[picked]["latent"])
+    clicked = (table_key, int(shown.iloc[picked]["latent"]))
     if clicked != st.session_state.get("_feature_from_row"):  # a new click wins over the number box
         st.session_state["_feature_from_row"] = clicked
-        st.session_state["feature_open"] = clicked
+        st.session_state["feature_open"] = clicked[1]
 if "feature_open" not in st.session_state:
     st.session_state["feature_open"] = int(table.sort_values("n_active", ascending=False)["latent"].iloc[0])
 latent = int(st.number_input("Open feature #", min_value=0, max_value=len(table) - 1, key="feature_open"))
@@ -93,11 +97,12 @@ left, right = st.columns([3, 2])
 with left:
     st.subheader("Top-activating documents")
     top = page["top"]
-    ui.documents(ws, ui.docs_table(ws, top["doc"], {"activation": top["activation"].round(3)}), "top_docs", terms)
+    ui.documents(ws, ui.docs_table(ws, top["doc"], {"activation": top["activation"].round(3)}), f"top_docs_{latent}",
+                 terms)
     st.subheader("Documents from lower activation quantiles")
     q = page["quantiles"]
     ui.documents(ws, ui.docs_table(ws, q["doc"], {"band": q["band"], "activation": q["activation"].round(3)}),
-                 "quantile_docs", terms)
+                 f"quantile_docs_{latent}", terms)
 with right:
     counts, edges = page["histogram"]
     if len(counts):

@@ -73,14 +73,14 @@ change = []
 for r, d in enumerate(res.ids):
     d = int(d)
     change.append("new" if d not in base_rank else ("" if base_rank[d] == r else f"{base_rank[d] - r:+d}"))
-# The text comes right after rank and change so that it stays in view; the feature lists go last.
+# The text comes right after the short rank, doc and change columns so that it stays in view; features go last.
 steered = ui.docs_table(ws, res.ids, {"rank": range(1, len(res.ids) + 1), "change": change}, text_first=True)
 steered["score"] = np.round(res.scores, 4)
 steered["shared features"] = ["; ".join(labels[s][:4]) for s in res.shared]
-steered = steered[["rank", "change", "text", "score", "shared features", "doc"]]
+steered = steered[["rank", "doc", "change", "text", "score", "shared features"]]
 baseline = ui.docs_table(ws, res.baseline_ids, {"rank": range(1, len(res.baseline_ids) + 1)}, text_first=True)
 baseline["score"] = np.round(res.baseline_scores, 4)
-baseline = baseline[["rank", "text", "score", "doc"]]
+baseline = baseline[["rank", "doc", "text", "score"]]
 terms = [w for j in res.query_latents[:5] for w in str(table["keywords"].iloc[int(j)] or "").split(", ")]
 if edits:
     st.success(f"Steered with {len(edits)} edit(s): {len(res.entered)} entered, {len(res.left)} left the top {k}.")
@@ -89,14 +89,14 @@ else:
 left, right = st.columns([3, 2])
 with left:
     st.subheader("Steered results")
-    ui.documents(ws, steered, "steered_results", terms,
+    ui.documents(ws, steered, f"steered_results_{qkey}", terms,
                  column_config={"change": st.column_config.TextColumn("change", width="small",
                                                                       help="new: entered the top list; +n: moved up"),
                                 "rank": st.column_config.NumberColumn("rank", width="small")})
 with right:
     st.subheader("Baseline (unsteered)")
-    ui.documents(ws, baseline, "baseline_results", terms,
+    ui.documents(ws, baseline, f"baseline_results_{qkey}", terms,
                  column_config={"rank": st.column_config.NumberColumn("rank", width="small")})
 if res.left:
     st.subheader("Left the results")
-    ui.documents(ws, ui.docs_table(ws, res.left, text_first=True), "left_results", terms)
+    ui.documents(ws, ui.docs_table(ws, res.left, text_first=True), f"left_results_{qkey}", terms)

@@ -11,8 +11,8 @@ from hsae_core.columns import group_columns, split_columns, target_columns
 from hsae_core.errors import HsaeError
 from hsae_core.evidence import hypothesis_evidence
 from hsae_core.llm import LLMClient
-from hsae_core.pipeline import TABLE_COLUMNS, HypothesisConfig, hypothesize, load_run, load_split, write_run
-from hsae_core.report import COLUMN_NAMES, effect_rows, headline_metrics, readable_table, split_summary
+from hsae_core.pipeline import HypothesisConfig, hypothesize, load_run, load_split, write_run
+from hsae_core.report import COLUMNS, effect_rows, headline_metrics, readable_table, split_summary
 from hsae_core.settings import ANNOTATORS, INTERPRETERS, SELECT_METHODS
 from hsae_core.splits import split_warnings
 
@@ -25,18 +25,19 @@ if ws is None:
 
 SPLITS = ("random rows", "grouped by a column", "by a column's value")
 FEATURE_SOURCES = ("this workspace's features", "a new SAE trained on the training rows only")
-# Columns of the results table and how they are shown; a new column is one more entry here.
-HYPOTHESIS_COLUMNS = {c: COLUMN_NAMES[c] for c in ["class"] + TABLE_COLUMNS}
-HYPOTHESIS_CONFIG = {
-    "prevalence": st.column_config.NumberColumn(COLUMN_NAMES["prevalence"], format="percent"),
-    "selection_score": st.column_config.NumberColumn(COLUMN_NAMES["selection_score"], format="%.3f",
-                                                     help="Selection score on the training rows"),
-    "separation": st.column_config.NumberColumn(COLUMN_NAMES["separation"], format="%.3f",
-                                                help="Mean target where present minus where absent (holdout)"),
-    "coef": st.column_config.NumberColumn(COLUMN_NAMES["coef"], format="%.3f",
-                                          help="All hypotheses in one model with robust (HC3) standard errors"),
-    "hypothesis": st.column_config.TextColumn("hypothesis", width="medium"),
-}
+# Columns of the results table, in order, and how they are shown; a new column is one more entry here.
+HYPOTHESIS_COLUMNS = ["class", "latent", "hypothesis", "coef", "coef_p", "significant_bonferroni", "significant_fdr",
+                      "prevalence", "separation", "separation_p", "selection_score"]
+FORMATS = {"coef": "%.3f", "separation": "%.3f", "selection_score": "%.3f", "prevalence": "percent"}
+
+
+def column_config(col: str):
+    name, help_text = COLUMNS[col]
+    if col == "hypothesis":
+        return st.column_config.TextColumn(name, help=help_text, width="medium")
+    if col in FORMATS:
+        return st.column_config.NumberColumn(name, help=help_text, format=FORMATS[col])
+    return st.column_config.Column(name, help=help_text)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -131,13 +132,15 @@ with st.container(border=True):
                       help="This workspace's features: each hypothesis is a feature you can open on the Features "
                            "page (that SAE saw every text, never the target). A new SAE sees only training texts.")
     d1, d2, d3, d4 = st.columns(4)
+    interpreter = d1.selectbox("Interpreter", INTERPRETERS, key="hyp_interp",
+                               help="keywords: offline labels; llm: names from an OpenAI-compatible model")
+    annotator = d2.selectbox("Annotator", ANNOTATORS, key="hyp_annot",
+                             help="activation: present where the feature fires (offline); llm: a model reads each text")
     m, k = HypothesisConfig.m, HypothesisConfig.k
     if source == FEATURE_SOURCES[1]:
-        m = int(d1.number_input("SAE features (m)", 8, 4096, HypothesisConfig.m, step=8, key="hyp_m"))
-        k = int(d2.number_input("Active per doc (k)", 1, 64, HypothesisConfig.k, key="hyp_k"))
-    interpreter = d3.selectbox("Interpreter", INTERPRETERS, key="hyp_interp")
-    annotator = d4.selectbox("Annotator", ANNOTATORS, key="hyp_annot")
-    api_key = ui.api_key_box()
+        m = int(d3.number_input("SAE features (m)", 8, 4096, HypothesisConfig.m, step=8, key="hyp_m"))
+        k = int(d4.number_input("Active per doc (k)", 1, 64, HypothesisConfig.k, key="hyp_k"))
+    api_key = ui.api_key_box() if "llm" in (interpreter, annotator) else None
     submitted = st.button("Run", type="primary", key="hyp_run")
 
 if submitted:
@@ -203,9 +206,10 @@ for warning in summary.get("warnings", []):
 table = run.table
 shown = readable_table(table)
 show_cols = [c for c in HYPOTHESIS_COLUMNS if c in shown.columns]
-config = {c: HYPOTHESIS_CONFIG.get(c, st.column_config.Column(HYPOTHESIS_COLUMNS[c])) for c in show_cols}
-event = st.dataframe(shown[show_cols], key="hyp_table", on_select="rerun", selection_mode="single-row",
-                     hide_index=True, column_config=config)
+run_key = Path(chosen).name  # each run's tables get their own keys: a row picked in one run is not reread in another
+event = st.dataframe(shown[show_cols], key=f"hyp_table_{run_key}", on_select="rerun",
+                     selection_mode="single-row", hide_index=True,
+                     column_config={c: column_config(c) for c in show_cols})
 st.caption("Click a row to see its strongest supporting documents and counterexamples below.")
 st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name="hypotheses.csv",
                    mime="text/csv", key="hyp_download")
@@ -243,7 +247,7 @@ terms = [t.strip() for t in str(row.get("keywords") or "").split(",")]
 left, right = st.columns(2)
 with left:
     st.markdown("**Supporting holdout documents**: present, target on the predicted side; strongest first")
-    ui.documents(ws, supporting, "hyp_support", terms)
+    ui.documents(ws, supporting, f"hyp_support_{run_key}_{row_index}", terms)
 with right:
     st.markdown("**Counterexamples**: present, target on the other side; strongest first")
-    ui.documents(ws, counter, "hyp_counter", terms)
+    ui.documents(ws, counter, f"hyp_counter_{run_key}_{row_index}", terms)

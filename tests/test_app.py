@@ -51,18 +51,29 @@ def page(name: str = "Overview", **query) -> AppTest:
 ORDER = {"nearest": 3, "cooccurring": 4, "try_result": 5, "region_features": 0, "corpus_head": 0}
 
 
+def full_key(at: AppTest, key: str):
+    """The key of the table shown as ``key`` (pages suffix keys per feature, query or run: ``top_docs_5``)."""
+    for element in at.dataframe:
+        found = re.search(rf"-({re.escape(key)}(?:_.*)?)$", element.proto.id)
+        if found:
+            return found.group(1), element
+    return None, None
+
+
 def df(at: AppTest, key: str):
     frames = at.dataframe
-    for element in frames:
-        if element.proto.id.endswith("-" + key):
-            return element.value
+    _, element = full_key(at, key)
+    if element is not None:
+        return element.value
     assert key in ORDER and len(frames) > ORDER[key], f"dataframe {key} not shown (page has {len(frames)} tables)"
     return frames[ORDER[key]].value
 
 
 def click_row(at: AppTest, key: str, row: int) -> AppTest:
     """What a click on a table row sends: the selection state of that dataframe."""
-    at.session_state[key] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    name, _ = full_key(at, key)
+    assert name, f"no table {key}"
+    at.session_state[name] = {"selection": {"rows": [row], "columns": [], "cells": []}}
     return at.run()
 
 
@@ -137,7 +148,7 @@ def test_search_sliders_steer_and_untouched_sliders_match_baseline(app_env):
     assert not at.exception
     steered, baseline = df(at, "steered_results"), df(at, "baseline_results")
     np.testing.assert_array_equal(steered["doc"], baseline["doc"])
-    assert list(steered.columns[:3]) == ["rank", "change", "text"], "the text stays in view"
+    assert list(steered.columns[:4]) == ["rank", "doc", "change", "text"], "the text stays in view"
     corpus = texts(app_env)
     assert all(t == corpus[d] for d, t in zip(steered["doc"], steered["text"]))
     sliders = [s for s in at.slider if s.key.startswith("steer_")]
@@ -187,8 +198,8 @@ def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
     at.button(key="hyp_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     metrics = {m.label: m.value for m in at.metric}
-    assert {"Holdout R² of the hypotheses", "Cross-validated R²", "Ceiling: embeddings R²"} <= set(metrics)
-    assert float(metrics["Ceiling: embeddings R²"]) > 0
+    assert {"Holdout R²", "Cross-validated R²", "Embedding ceiling R²"} <= set(metrics)
+    assert float(metrics["Embedding ceiling R²"]) > 0
     table = df(at, "hyp_table")
     assert len(table) == 5
     for col in ["latent", "hypothesis", "prevalence", "separation", "separation_p", "coef", "coef_p"]:

@@ -57,7 +57,7 @@ def test_report_names_metrics_formats_p_and_gives_the_ceiling(yelp_run):
     run, _, _ = yelp_run
     metrics = run.summary["metrics"]["overall"]
     names = [name for name, _, _ in headline_metrics(metrics)]
-    assert names[:3] == ["Holdout R² of the hypotheses", "Cross-validated R²", "Ceiling: embeddings R²"]
+    assert names[:3] == ["Holdout R²", "Cross-validated R²", "Embedding ceiling R²"]
     assert headline_metrics(metrics)[2][1] == f"{metrics['embedding_baseline']['value']:.3f}"
     shown = readable_table(run.table)
     assert shown["coef_p"].map(lambda p: isinstance(p, str)).all()
