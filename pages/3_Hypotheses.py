@@ -222,6 +222,7 @@ if len(effects):
                                          "not significant": "#b0b0b0"},
                      labels={"coef": "coefficient in the joint model (95% CI)", "hypothesis": ""},
                      title="Effect of each hypothesis on the target (holdout)")
+    fig.update_yaxes(categoryorder="array", categoryarray=effects["hypothesis"].tolist())  # by effect, not colour
     fig.add_vline(x=0, line_dash="dot", line_color="grey")
     fig.update_layout(height=max(260, 28 * len(effects) + 120), margin=dict(t=40, b=10), legend_title_text="")
     st.plotly_chart(fig, key="hyp_effects")

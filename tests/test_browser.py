@@ -111,6 +111,7 @@ def cell(page, key: str, row: int, col: int) -> str:
 
 
 def column_index(page, key: str, name: str) -> int:
+    grid(page, key).locator(f"th[role='columnheader']:text-is('{name}')").wait_for(state="attached")
     headers = grid(page, key).locator("th[role='columnheader']").all_inner_texts()
     return headers.index(name) + 1  # column 0 is the row-selection column
 
@@ -172,9 +173,10 @@ def test_every_page_in_a_real_browser(server, workspace):
         wanted = int(cell(page, "feature_table", 3, 1))
         click_row(page, "feature_table", 3)
         page.get_by_role("heading", name=re.compile(rf"^Feature #{wanted}:")).wait_for()
-        check_texts(page, "top_docs", 3)
-        top_doc = int(cell(page, "top_docs", 0, column_index(page, "top_docs", "doc")))
-        click_row(page, "top_docs", 0, ui.DOC_ROW_HEIGHT)
+        top_docs = f"top_docs_{wanted}"  # the feature's own table (keys carry the feature number)
+        check_texts(page, top_docs, 3)
+        top_doc = int(cell(page, top_docs, 0, column_index(page, top_docs, "doc")))
+        click_row(page, top_docs, 0, ui.DOC_ROW_HEIGHT)
         page.locator(".hsae-doc").first.wait_for()
         assert reader_doc(page) == top_doc
         assert reader_text(page).strip() == corpus[top_doc].strip(), "the whole document, wrapped"
