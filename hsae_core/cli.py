@@ -52,7 +52,8 @@ def cmd_hypothesize(args) -> int:
                               annotator=args.annotator, seed=args.seed, top_n=args.top_n,
                               target_kind=args.target_kind, target_class=args.target_class,
                               batch_topk=args.batch_topk, matryoshka=tuple(args.matryoshka),
-                              max_epochs=args.epochs, holdout_frac=args.holdout_frac, device=args.device)
+                              max_epochs=args.epochs, holdout_frac=args.holdout_frac, device=args.device,
+                              group_col=args.group_col, dedupe=args.dedupe)
     config.validate(pretrained=bool(args.sae))  # before reading, embedding or training anything
     from .runstore import check_run_folder
 
@@ -379,6 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-col", required=True)
     p.add_argument("--holdout", default=None, help="a separate holdout table (same columns)")
     p.add_argument("--holdout-frac", type=_fraction, default=SELECTION.holdout_frac, help="holdout share when no --holdout is given")
+    p.add_argument("--group-col", default=None,
+                   help="keep rows with the same value of this column on one side (e.g. an A/B test id)")
+    p.add_argument("--dedupe", action="store_true",
+                   help="drop texts identical up to case, punctuation and spacing before splitting")
     p.add_argument("--target-kind", default="auto", choices=settings.TARGET_KINDS)
     p.add_argument("--target-class", default=None, help="for a multiclass target: analyse only this class")
     p.add_argument("--select", default=SELECTION.method, choices=settings.SELECT_METHODS)

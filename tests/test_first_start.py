@@ -1,11 +1,12 @@
 """The first start: `hsae demo` builds the demo workspace in the terminal, and the SAE stops early at this size."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
 import pytest
-from ws_fixtures import small_workspace  # noqa: F401
+from ws_fixtures import small_workspace, upworthy_frame  # noqa: F401
 
 from hsae_core.cli import main
 from hsae_core.sae import MAX_SAMPLES, SparseAutoencoder, epoch_budget
@@ -65,3 +66,17 @@ def test_hsae_demo_is_not_needed_with_a_fixed_workspace(small_workspace, tmp_pat
     monkeypatch.setenv("HSAE_WORKSPACE", str(copy))
     assert main(["demo"]) == 0
     assert "no demo workspace needed" in capsys.readouterr().out
+
+
+def test_hypothesize_grouped_and_deduplicated_from_the_command_line(upworthy_frame, tmp_path, capsys):
+    data = tmp_path / "upworthy.parquet"
+    upworthy_frame.to_parquet(data)
+    out = tmp_path / "run"
+    assert main(["hypothesize", "--data", str(data), "--text-col", "headline", "--target-col", "ctr",
+                 "--group-col", "clickability_test_id", "--dedupe", "--n", "4", "--m", "32", "--k", "4",
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["split"]["method"] == "grouped" and summary["split"]["dropped_duplicate_text"] > 0
+    assert main(["hypothesize", "--data", str(data), "--text-col", "headline", "--target-col", "ctr",
+                 "--group-col", "nope", "--out", str(tmp_path / "bad")]) == 2
+    assert "Column 'nope' not found" in capsys.readouterr().err
