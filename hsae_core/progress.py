@@ -119,9 +119,14 @@ class TqdmStaged:
     """A :class:`StagedProgress` drawn as one tqdm bar (percent, elapsed, time left, current step)."""
 
     def __init__(self, label: str, weights: dict, disable: Optional[bool] = None):
+        import shutil
+
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=1000, desc=label, leave=True,
+        # A terminal that reports no size (some ptys, `script`) would get a zero-width bar: fall back to 100.
+        width = shutil.get_terminal_size((100, 20)).columns
+        width = width if width >= 40 else 100
+        self.bar = tqdm(total=1000, desc=label, leave=True, ncols=width,
                         disable=(not sys.stderr.isatty()) if disable is None else disable,
                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed{postfix}")
         self.progress = StagedProgress(weights, self._draw)

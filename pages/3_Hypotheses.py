@@ -158,8 +158,9 @@ if submitted:
         run = hypothesize(ws.frame, text_col=ws.text_col, target_col=target, config=config,
                           embeddings=ws.embeddings, embedder=ws.embedding_model, progress=progress,
                           llm_client=client, sae=ws.sae if own else None)
-        if own:
+        if own:  # the run points at the workspace's SAE instead of keeping a copy of it
             run.summary["features"] = {"source": "workspace", "sae_key": ws.manifest.get("steps", {}).get("sae")}
+            run.sae = None
         out_dir = ws.new_run_dir(target)
         write_run(run, out_dir)
         bar.empty()

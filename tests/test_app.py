@@ -316,3 +316,18 @@ def test_no_workspace_and_no_data_says_what_to_download_and_what_next(monkeypatc
     for name in ["Features", "Search", "Hypotheses", "Map"]:
         infos = [i.value for i in page(name).info]
         assert any("No workspace yet" in i for i in infos), (name, infos)
+
+
+def test_multiclass_target_offers_its_classes(shared_data, tmp_path, monkeypatch):
+    """A category held as pandas 3 `str` (arXiv categories) gets the one-vs-rest class picker."""
+    from hsae_core.workspace import build_workspace
+
+    frame = pd.read_csv(shared_data / "arxiv_cs_categories_small" / "arxiv_data.csv").iloc[:200]
+    assert frame["category"].dtype != object
+    vectors = np.random.default_rng(0).normal(size=(len(frame), 16)).astype(np.float32)  # no embedding needed here
+    ws = build_workspace(tmp_path / "arxiv", frame=frame, text_col="summary", embeddings=vectors, m=8, k=2)
+    monkeypatch.setenv("HSAE_WORKSPACE", str(ws.path))
+    monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(tmp_path / "none"))
+    at = page("Hypotheses")
+    assert at.selectbox(key="hyp_target").options == ["category"]
+    assert at.selectbox(key="hyp_class").options == ["every class"] + sorted(frame["category"].unique())
