@@ -16,6 +16,7 @@ from hsae_core.data import TABLE_SUFFIXES
 from hsae_core.errors import DataError, HsaeError, ModelError
 from hsae_core.hub import registry
 from hsae_core.workspace import (
+    BUILD_WEIGHTS,
     DEMO_HELP,
     build_demo_workspace,
     build_pretrained_workspace,
@@ -28,7 +29,7 @@ st.title("hsae: Overview")
 
 
 def build_demo() -> None:
-    progress, bar = ui.progress_bar("Building the demo workspace (Yelp reviews)")
+    progress, bar = ui.progress_bar("Building the demo workspace (Yelp reviews)", BUILD_WEIGHTS)
     try:
         ws = build_demo_workspace(workspaces_dir(), progress=progress)
     except ui.ERRORS as exc:

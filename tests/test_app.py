@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from ws_fixtures import small_workspace, upworthy_frame, upworthy_workspace  # noqa: F401
 
 from hsae_core.splits import duplicate_mask
+from hsae_core.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
@@ -78,7 +79,11 @@ def click_row(at: AppTest, key: str, row: int) -> AppTest:
 
 
 def texts(workspace) -> list[str]:
-    return pd.read_parquet(Path(workspace) / "corpus.parquet")["text"].tolist()
+    return Workspace.open(workspace).texts
+
+
+def last_run(workspace) -> Path:
+    return Path(Workspace.open(workspace).list_runs()[0]["path"])
 
 
 def shown_documents(at: AppTest) -> list[str]:
@@ -91,7 +96,7 @@ def test_overview_is_the_first_page_and_shows_validation_nmse(app_env):
     assert at.title[0].value == "hsae: Overview"
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Documents"] == "600" and metrics["SAE shape"] == "m=64, k=4"
-    manifest = json.loads((app_env / "workspace.json").read_text())
+    manifest = Workspace.open(app_env).manifest
     assert metrics["Validation NMSE"] == f"{manifest['sae']['metrics']['val_nmse']:.3f}"
     assert at.get("plotly_chart"), "density histogram drawn"
     assert "Feature density" in at.get("plotly_chart")[0].proto.spec
@@ -209,7 +214,7 @@ def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
     assert at.get("download_button")
 
     corpus = texts(app_env)
-    frame = pd.read_parquet(app_env / "corpus.parquet")
+    frame = Workspace.open(app_env).frame
     click_row(at, "hyp_table", 2)
     latent = int(table["latent"].iloc[2])
     assert any(f"(feature #{latent})" in s.value for s in at.subheader)
@@ -221,7 +226,7 @@ def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
         assert part["activation"].is_monotonic_decreasing, "strongest first"
         assert list(part["stars"]) == frame["stars"].to_numpy()[part["doc"]].tolist(), "the target beside each"
         assert all(t == corpus[d] for d, t in zip(part["doc"], part["text"]))
-    run_dir = next((app_env / "runs").iterdir())
+    run_dir = last_run(app_env)
     centre = pd.read_parquet(run_dir / "holdout_annotations.parquet")["target"].mean()
     sign = np.sign(pd.read_csv(run_dir / "hypotheses.csv").set_index("latent").loc[latent, "separation"])
     assert (np.sign(support["stars"] - centre) == sign).all() and (np.sign(counter["stars"] - centre) == -sign).all()
@@ -255,7 +260,7 @@ def test_upworthy_split_is_random_by_default_grouped_by_test_one_choice_away(upw
     at.number_input(key="hyp_n").set_value(4)
     at.button(key="hyp_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    run_dir = next((upworthy_env / "runs").iterdir())
+    run_dir = last_run(upworthy_env)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["split"]["method"] == "grouped" and summary["split"]["column"] == "clickability_test_id"
     dups = int(upworthy_frame["headline"].duplicated().sum())
@@ -322,7 +327,8 @@ def test_multiclass_target_offers_its_classes(shared_data, tmp_path, monkeypatch
     """A category held as pandas 3 `str` (arXiv categories) gets the one-vs-rest class picker."""
     from hsae_core.workspace import build_workspace
 
-    frame = pd.read_csv(shared_data / "arxiv_cs_categories_small" / "arxiv_data.csv").iloc[:200]
+    frame = pd.read_csv(shared_data / "arxiv_cs_categories_small" / "arxiv_data.csv")
+    frame = frame.groupby("category").head(50).reset_index(drop=True)  # 50 abstracts of each of the 4 categories
     assert frame["category"].dtype != object
     vectors = np.random.default_rng(0).normal(size=(len(frame), 16)).astype(np.float32)  # no embedding needed here
     ws = build_workspace(tmp_path / "arxiv", frame=frame, text_col="summary", embeddings=vectors, m=8, k=2)
