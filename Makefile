@@ -23,7 +23,10 @@ browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 	  || echo "warning: could not install chromium; the browser test will be skipped"
 
+# The demo workspace is built here, in the terminal, before the server starts (a no-op once built). Without
+# demo data `hsae demo` says what to download (status 2) and the dashboard still opens.
 dashboard: install
+	@$(PY) -m hsae_core.cli demo; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 2 ] || exit $$status
 	$(VENV)/bin/streamlit run app.py --server.headless true --server.address 127.0.0.1 --server.port $(PORT)
 
 lint: install

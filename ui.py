@@ -3,6 +3,8 @@ error display and table shaping. The only module besides the pages that imports 
 (anything a CLI user could also want lives in hsae_core)."""
 from __future__ import annotations
 
+import html
+import re
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -14,10 +16,30 @@ import streamlit as st
 from hsae_core import settings
 from hsae_core.errors import HsaeError, WorkspaceChangedError
 from hsae_core.fsutil import describe_os_error
-from hsae_core.interpret import snippet
+from hsae_core.interpret import snippet  # noqa: F401  (re-exported: the Map page shows ui.snippet)
 from hsae_core.workspace import MANIFEST, Workspace, list_workspaces, workspaces_dir
 
 SNIPPET = 300
+# Every page, by the name the pages use for links (app.py registers them with st.navigation).
+PAGES = {
+    "Overview": "pages/0_Overview.py",
+    "Features": "pages/1_Features.py",
+    "Search": "pages/2_Search.py",
+    "Hypotheses": "pages/3_Hypotheses.py",
+    "Map": "pages/4_Map.py",
+}
+# What a newcomer can do next on each page (shown when the page has nothing to show yet).
+NEXT_STEPS = {
+    "Overview": "Pick a workspace in the sidebar, or build one from a table below. Then open **Features** to "
+                "read the concepts, **Search** to steer a query, **Hypotheses** to test concepts against a column.",
+    "Features": "Click a row of the table to open that feature: its strongest documents, how often it fires and "
+                "its neighbours. Type in the search box to find features by label or keyword.",
+    "Search": "Type a query (or pick a document for 'more like this'). Its features become sliders: move one and "
+              "watch which documents enter or leave the results.",
+    "Hypotheses": "Choose the column to explain (the target) and press **Run**: the SAE features that predict it "
+                  "are named and tested on a holdout. Click a result row to read its evidence.",
+    "Map": "Colour the map by a feature or a column; select a region (box or lasso) to see its features.",
+}
 
 
 ERRORS = (HsaeError, OSError)  # what a page shows as one st.error line instead of an exception box
@@ -115,7 +137,8 @@ def pick_workspace() -> Optional[Workspace]:
     """Sidebar workspace picker; returns the opened workspace or None (after saying why)."""
     choices = workspace_choices()
     if not choices:
-        st.info("No workspace yet. Open the **Overview** page (app) to build the demo workspace or upload a table.")
+        st.info("No workspace yet. Open the **Overview** page to build the demo workspace or upload a table "
+                "(or run `make dashboard`, which builds the demo first).")
         return None
     labels = [str(p) for p in choices]
     current = st.session_state.get("workspace_path")
@@ -146,13 +169,25 @@ def explorer(ws: Workspace):
         st.stop()
 
 
-def progress_bar(label: str):
-    """A ProgressFn drawing a Streamlit progress bar with the step's message."""
+def progress_bar(label: str, weights: Optional[dict] = None):
+    """A ProgressFn drawing a Streamlit progress bar with the step's message.
+
+    With ``weights`` ({stage: share of the time}) the bar is one bar over every stage with the time left
+    (hsae_core.progress.StagedProgress); without, it follows each call's own done/total.
+    """
+    from hsae_core.progress import StagedProgress, format_seconds
+
     bar = st.progress(0.0, text=label)
 
+    def draw(frac: float, message: str, seconds_left: Optional[float] = None) -> None:
+        left = f" · about {format_seconds(seconds_left)} left" if seconds_left is not None else ""
+        bar.progress(frac, text=(f"{label}: {message}" if message else label) + left)
+
+    if weights:
+        return StagedProgress(weights, draw), bar
+
     def update(done: int, total: int, message: str = "") -> None:
-        frac = 0.0 if total <= 0 else min(max(done / total, 0.0), 1.0)
-        bar.progress(frac, text=f"{label}: {message}" if message else label)
+        draw(0.0 if total <= 0 else min(max(done / total, 0.0), 1.0), message)
 
     return update, bar
 
@@ -160,7 +195,9 @@ def progress_bar(label: str):
 def run_build(name: str, build) -> Optional[Workspace]:
     """Run ``build(progress)`` under a progress bar and open the result; on an HsaeError show one line and
     keep whatever workspace was open (the library never half-replaces one)."""
-    progress, bar = progress_bar(f"Building {name}")
+    from hsae_core.workspace import BUILD_WEIGHTS
+
+    progress, bar = progress_bar(f"Building {name}", BUILD_WEIGHTS)
     try:
         ws = build(progress)
     except ERRORS as exc:
@@ -187,16 +224,95 @@ def fidelity_note(row) -> str:
     return ""
 
 
-def docs_table(ws: Workspace, docs, extra: Optional[dict] = None, columns: Optional[list] = None) -> pd.DataFrame:
-    """Documents as a table: doc id, chosen columns, a text snippet, plus extra columns."""
+def docs_table(ws: Workspace, docs, extra: Optional[dict] = None, columns: Optional[list] = None,
+               text_first: bool = False) -> pd.DataFrame:
+    """Documents as a table: doc id, extra columns, chosen columns and the full text (never cut: the grid wraps
+    it to the column width and the reader below a table shows it whole). ``text_first`` puts the text right
+    after the doc id, so it stays in view beside many other columns."""
     docs = np.asarray(docs, dtype=np.int64)
     out = pd.DataFrame({"doc": docs})
+    if text_first:
+        out["text"] = [ws.texts[i] for i in docs]
     for key, values in (extra or {}).items():
         out[key] = list(values)
     for col in columns or []:
         out[col] = ws.frame[col].to_numpy()[docs]
-    out["text"] = [snippet(ws.texts[i], SNIPPET) for i in docs]
+    if not text_first:
+        out["text"] = [ws.texts[i] for i in docs]
     return out
+
+
+DOC_ROW_HEIGHT = 80  # about four wrapped lines per document (the grid wraps text only in rows this tall)
+TEXT_COLUMN = st.column_config.TextColumn("text", width="large", help="Click the row to read the whole text")
+
+
+def selected_row(event) -> Optional[int]:
+    """The row clicked in a ``st.dataframe(..., on_select="rerun", selection_mode="single-row")``, or None."""
+    rows = event.selection.rows if event is not None and hasattr(event, "selection") else []
+    return int(rows[0]) if rows else None
+
+
+def highlight_html(text: str, terms=()) -> str:
+    """The text as safe HTML with every occurrence of ``terms`` (whole words, any case) marked."""
+    words = sorted({t.strip() for t in terms if t and t.strip()}, key=len, reverse=True)
+    if not words:
+        return html.escape(text)
+    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+    parts, last = [], 0
+    for match in pattern.finditer(text):
+        parts.append(html.escape(text[last:match.start()]))
+        parts.append(f"<mark>{html.escape(match.group(0))}</mark>")
+        last = match.end()
+    parts.append(html.escape(text[last:]))
+    return "".join(parts)
+
+
+def reader(ws: Workspace, doc: int, terms=(), details: Optional[dict] = None, key: str = "reader") -> None:
+    """One document in full, wrapped, with ``terms`` highlighted (a side panel for any table of documents)."""
+    with st.container(border=True, key=f"{key}_{int(doc)}"):
+        facts = " · ".join(f"**{k}:** {v}" for k, v in (details or {}).items())
+        st.markdown(f"**Document {int(doc)}**" + (f" · {facts}" if facts else ""))
+        st.html(f'<div class="hsae-doc" style="white-space: pre-wrap; line-height: 1.5">'
+                f"{highlight_html(ws.texts[int(doc)], terms)}</div>")
+
+
+def documents(ws: Workspace, table: pd.DataFrame, key: str, terms=(), column_config: Optional[dict] = None,
+              height="auto") -> Optional[int]:
+    """A table of documents (with a ``doc`` column) whose clicked row opens below it in full; returns that doc."""
+    config = {"text": TEXT_COLUMN, **(column_config or {})}
+    event = st.dataframe(table, key=key, on_select="rerun", selection_mode="single-row", hide_index=True,
+                         column_config=config, height=height, row_height=DOC_ROW_HEIGHT)
+    row = selected_row(event)
+    if row is None or row >= len(table):
+        st.caption("Click a row to read the whole document.")
+        return None
+    doc = int(table["doc"].iloc[row])
+    extra = {c: table[c].iloc[row] for c in table.columns if c not in ("doc", "text")}
+    reader(ws, doc, terms, {k: _fmt(v) for k, v in extra.items()}, key=f"{key}_reader")
+    return doc
+
+
+def _fmt(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def next_steps(page: str) -> None:
+    """The empty-state guide: what to do next on this page."""
+    st.info(NEXT_STEPS[page], icon=":material/lightbulb:")
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _kinds(path: str, stamp: float) -> dict:
+    from hsae_core.columns import column_kinds
+
+    return column_kinds(_open(path, stamp).frame)
+
+
+def column_kinds(ws: Workspace) -> dict:
+    """{column: kind} of the workspace's table (text, id, numeric, category, date, other), computed once."""
+    return _kinds(str(ws.path), _stamp(ws.path))
 
 
 def api_key_box() -> Optional[str]:

@@ -28,6 +28,14 @@ def _progress(stage: str):
     return TqdmProgress(stage)
 
 
+def _build_progress():
+    """One bar over every step of a workspace build, with the time left."""
+    from .progress import TqdmStaged
+    from .workspace import BUILD_WEIGHTS
+
+    return TqdmStaged("building", BUILD_WEIGHTS)
+
+
 def _embed_corpus(texts, embedder_spec, stage="embedding", batch=False, device=settings.DEVICE):
     from .embed import embed_texts, get_embedder
 
@@ -44,7 +52,8 @@ def cmd_hypothesize(args) -> int:
                               annotator=args.annotator, seed=args.seed, top_n=args.top_n,
                               target_kind=args.target_kind, target_class=args.target_class,
                               batch_topk=args.batch_topk, matryoshka=tuple(args.matryoshka),
-                              max_epochs=args.epochs, holdout_frac=args.holdout_frac, device=args.device)
+                              max_epochs=args.epochs, holdout_frac=args.holdout_frac, device=args.device,
+                              group_col=args.group_col, dedupe=args.dedupe)
     config.validate(pretrained=bool(args.sae))  # before reading, embedding or training anything
     from .runstore import check_run_folder
 
@@ -224,9 +233,11 @@ def cmd_build(args) -> int:
     if args.engine == "ray":
         ws = _build_with_ray(args, frame)
     elif args.sae and args.embedding_col:  # the dashboard's "Open a pretrained SAE" runs this same function
-        ws = build_pretrained_workspace(args.out, args.sae, frame=frame, text_col=args.text_col,
-                                        embedding_col=args.embedding_col, progress=_progress("building"),
-                                        name=args.name, device=args.device)
+        bar = _build_progress()
+        with bar:
+            ws = build_pretrained_workspace(args.out, args.sae, frame=frame, text_col=args.text_col,
+                                            embedding_col=args.embedding_col, progress=bar, name=args.name,
+                                            device=args.device)
     else:
         embeddings = None
         if args.embedding_col:
@@ -239,9 +250,11 @@ def cmd_build(args) -> int:
         sae = _load_sae(args.sae, args.device) if args.sae else None
         if sae is not None:  # refuse a width/model mismatch before any embedding or indexing work
             _check_sae_width(sae, args.embedder)
-        ws = build_workspace(args.out, frame=frame, text_col=args.text_col, m=args.m, k=args.k, seed=args.seed,
-                             embedder_spec=args.embedder, embeddings=embeddings, sae=sae,
-                             progress=_progress("building"), name=args.name, batch=args.batch, device=args.device)
+        bar = _build_progress()
+        with bar:
+            ws = build_workspace(args.out, frame=frame, text_col=args.text_col, m=args.m, k=args.k, seed=args.seed,
+                                 embedder_spec=args.embedder, embeddings=embeddings, sae=sae, progress=bar,
+                                 name=args.name, batch=args.batch, device=args.device)
     print(f"Workspace ready: {args.out} ({len(ws.frame)} documents). Open it with: "
           f"HSAE_WORKSPACE={args.out} streamlit run app.py")
     return 0
@@ -316,6 +329,36 @@ def cmd_relabel(args) -> int:
         print(f"fidelity unavailable ({judge}): this workspace cannot embed text to judge labels")
     if budget is not None:
         print(budget.describe())
+
+# ---------------------------------------------------------------------------------------- demo
+def cmd_demo(args) -> int:
+    """Build the Yelp demo workspace in the terminal (one progress bar over every step), unless it is there."""
+    import time
+
+    from .progress import TqdmStaged, format_seconds
+    from .workspace import BUILD_WEIGHTS, DEMO_NAME, Workspace, build_demo_workspace, workspaces_dir
+
+    fixed = settings.fixed_workspace()
+    if fixed and not args.root:
+        print(f"HSAE_WORKSPACE is set: the dashboard opens {fixed}; no demo workspace needed")
+        return 0
+    root = Path(args.root) if args.root else workspaces_dir()
+    if not args.rebuild:
+        try:
+            ws = Workspace.open(root / DEMO_NAME)
+        except HsaeError:
+            pass
+        else:
+            print(f"Demo workspace ready: {ws.path} ({len(ws):,} reviews; --rebuild to build it again)")
+            return 0
+    start = time.perf_counter()
+    bar = TqdmStaged("Building the demo workspace", BUILD_WEIGHTS)
+    with bar:
+        ws = build_demo_workspace(root, progress=bar)
+    seconds = bar.seconds
+    steps = ", ".join(f"{name} {sec:.1f} s" for name, sec in seconds.items())
+    print(f"Demo workspace ready: {ws.path} ({len(ws):,} reviews) in {format_seconds(time.perf_counter() - start)} "
+          f"({steps})")
     return 0
 
 
@@ -376,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-col", required=True)
     p.add_argument("--holdout", default=None, help="a separate holdout table (same columns)")
     p.add_argument("--holdout-frac", type=_fraction, default=SELECTION.holdout_frac, help="holdout share when no --holdout is given")
+    p.add_argument("--group-col", default=None,
+                   help="keep rows with the same value of this column on one side (e.g. an A/B test id)")
+    p.add_argument("--dedupe", action="store_true",
+                   help="drop texts identical up to case, punctuation and spacing before splitting")
     p.add_argument("--target-kind", default="auto", choices=settings.TARGET_KINDS)
     p.add_argument("--target-class", default=None, help="for a multiclass target: analyse only this class")
     p.add_argument("--select", default=SELECTION.method, choices=settings.SELECT_METHODS)
@@ -442,6 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llm-model", default=None, help="chat model (default $HSAE_LLM_MODEL or gpt-4o-mini)")
     p.add_argument("--dry-run", action="store_true", help="print the LLM estimate (calls, tokens, cost) and stop")
     p.set_defaults(func=cmd_relabel)
+
+    p = sub.add_parser("demo", help="build the Yelp demo workspace for the dashboard (needs HSAE_DATA_DIR)")
+    p.add_argument("--root", default=None, help="folder to build it in (default $HSAE_WORKSPACES_DIR or ./workspaces)")
+    p.add_argument("--rebuild", action="store_true", help="check every step again even if the workspace opens")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("models", help="list the known pretrained SAEs (hub: specs for --sae)")
     p.add_argument("--domain", default=None, help="only this domain, e.g. csLG or astroPH")

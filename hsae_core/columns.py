@@ -1,23 +1,177 @@
-"""Which columns of a table can play which role (target, holdout split) in a hypothesis run."""
+"""What each column of a table holds, decided from its content (not its dtype), and which columns can play
+which role (text, target, holdout split, grouping) in a run.
+
+The kinds: ``text`` (prose: several words, mostly distinct), ``id`` (codes without spaces, or many
+distinct short strings), ``numeric``, ``category`` (few distinct values, booleans included), ``date`` and
+``other`` (empty columns, lists, nested objects). Decisions hold under pandas 2 (text as ``object``) and
+pandas 3 (text as ``str``): they read the values, never compare a dtype with ``object``.
+"""
 from __future__ import annotations
 
+import math
+import re
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
 import pandas as pd
+
+KINDS = ("text", "id", "numeric", "category", "date", "other")
+MAX_CATEGORIES = 50  # more distinct labels than this is not a usable class label (as in data.MAX_CLASSES)
+MAX_SPLIT_VALUES = 10  # a column defining the holdout by value has at most this many values
+SAMPLE = 2_000  # values read per column; enough to decide, fast on a million rows
+TEXT_NAMES = ("text", "abstract", "abstracts", "headline", "review", "content", "body", "document", "title",
+              "sentence", "description", "summary", "tweet", "comment", "message")
+_MARKUP = re.compile(r"<[A-Za-z/][^>]*>")
+_DATE_CHARS = re.compile(r"^[0-9][0-9 :/\-.TZ+]*$|^[A-Za-z]{3,9}\.? [0-9]{1,2},? [0-9]{4}")
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    """What one column holds; ``text_score`` ranks text columns (distinct share x log words, less for markup)."""
+
+    name: str
+    kind: str
+    n_unique: int
+    distinct_share: float
+    mean_words: float = 0.0
+    text_score: float = 0.0
+
+
+def _sample(values: pd.Series) -> pd.Series:
+    values = values.dropna()
+    if len(values) > SAMPLE:
+        values = values.sample(SAMPLE, random_state=0)
+    return values
+
+
+def _n_unique(values: pd.Series) -> int:
+    try:
+        return int(values.nunique(dropna=True))
+    except TypeError:  # unhashable cells (lists, dicts)
+        return int(values.dropna().astype(str).nunique())
+
+
+def profile_column(series: pd.Series, name=None) -> ColumnProfile:
+    """Profile one column (see the module docstring for the kinds)."""
+    name = series.name if name is None else name
+    present = series.dropna()
+    if len(present) == 0:
+        return ColumnProfile(name, "other", 0, 0.0)
+    if isinstance(present.iloc[0], (list, tuple, dict, set, np.ndarray)):  # vectors, nested records
+        return ColumnProfile(name, "other", 0, 0.0)
+    n_unique = _n_unique(present)
+    share = n_unique / len(present)
+    if pd.api.types.is_bool_dtype(present):
+        return ColumnProfile(name, "category", n_unique, share)
+    if pd.api.types.is_datetime64_any_dtype(present):
+        return ColumnProfile(name, "date", n_unique, share)
+    if pd.api.types.is_numeric_dtype(present):
+        return ColumnProfile(name, "numeric", n_unique, share)
+    sample = _sample(present)
+    is_str = sample.map(lambda v: isinstance(v, str))
+    if is_str.mean() < 0.95:
+        bools = sample.map(lambda v: isinstance(v, (bool, np.bool_)))
+        nums = sample.map(lambda v: isinstance(v, (int, float, np.number)) and not isinstance(v, bool))
+        if bools.all():
+            return ColumnProfile(name, "category", n_unique, share)
+        if nums.all():
+            return ColumnProfile(name, "numeric", n_unique, share)
+        kind = "category" if (is_str | bools | nums).all() and n_unique <= MAX_CATEGORIES else "other"
+        return ColumnProfile(name, kind, n_unique, share)
+    return _profile_strings(name, sample[is_str].str.strip(), n_unique, share)
+
+
+def _profile_strings(name, strings: pd.Series, n_unique: int, share: float) -> ColumnProfile:
+    strings = strings[strings.str.len() > 0]
+    if len(strings) == 0:
+        return ColumnProfile(name, "other", n_unique, share)
+    if pd.to_numeric(strings, errors="coerce").notna().mean() >= 0.95:
+        return ColumnProfile(name, "numeric", n_unique, share)
+    words = strings.str.split().str.len()
+    mean_words = float(words.mean())
+    spaced = float((words > 1).mean())
+    if _looks_like_dates(strings):
+        return ColumnProfile(name, "date", n_unique, share, mean_words)
+    few = n_unique <= MAX_CATEGORIES and (share <= 0.5 or n_unique <= 10)
+    if few and mean_words < 6:
+        return ColumnProfile(name, "category", n_unique, share, mean_words)
+    if mean_words >= 3 and spaced >= 0.5:
+        markup = float(strings.str.contains(_MARKUP).mean())
+        score = share * math.log1p(mean_words) * (1.0 - 0.5 * markup)
+        return ColumnProfile(name, "text", n_unique, share, mean_words, score)
+    if few:
+        return ColumnProfile(name, "category", n_unique, share, mean_words)
+    return ColumnProfile(name, "id", n_unique, share, mean_words)
+
+
+def _looks_like_dates(strings: pd.Series) -> bool:
+    head = strings.head(200)
+    if head.str.len().max() > 40 or not head.str.match(_DATE_CHARS).mean() >= 0.9:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "could not infer format" chatter
+        parsed = pd.to_datetime(head, errors="coerce", format="mixed")
+    return bool(parsed.notna().mean() >= 0.9)
+
+
+def profile_columns(frame: pd.DataFrame) -> dict:
+    """{column: ColumnProfile} for every column of ``frame``."""
+    return {col: profile_column(frame[col], col) for col in frame.columns}
+
+
+def column_kinds(frame: pd.DataFrame) -> dict:
+    """{column: kind} for every column of ``frame``."""
+    return {col: p.kind for col, p in profile_columns(frame).items()}
+
+
+def text_columns(frame: pd.DataFrame) -> list:
+    """Columns holding prose, best first (a common text name first, then more distinct and longer texts)."""
+    profiles = [p for p in profile_columns(frame).values() if p.kind == "text"]
+    return [p.name for p in sorted(profiles, key=lambda p: -_text_rank(p))]
+
+
+def _text_rank(p: ColumnProfile) -> float:
+    return p.text_score * (1.5 if str(p.name).lower() in TEXT_NAMES else 1.0)
+
+
+def guess_text_column(frame: pd.DataFrame):
+    """The column most likely to hold the documents, or None when no column holds prose."""
+    found = text_columns(frame)
+    return found[0] if found else None
 
 
 def target_columns(frame: pd.DataFrame, text_col: str) -> list[str]:
-    """Columns usable as a target: numeric with 2+ values, or categorical with 2..50 values."""
+    """Columns usable as a target: numeric with 2+ values, or categories with 2..50 values (no text, ids, dates)."""
     out = []
-    for col in frame.columns:
-        if col == text_col:
+    for col, p in profile_columns(frame).items():
+        if col == text_col or p.n_unique < 2:
             continue
-        values = frame[col].dropna()
-        n_unique = values.nunique()
-        numeric = pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
-        if n_unique >= 2 and (numeric or n_unique <= 50):
+        if p.kind == "numeric" or (p.kind == "category" and p.n_unique <= MAX_CATEGORIES):
             out.append(col)
     return out
 
 
+def is_categorical(series: pd.Series) -> bool:
+    """True when the column holds labels (including booleans), not numbers or free text."""
+    return profile_column(series).kind == "category"
+
+
 def split_columns(frame: pd.DataFrame, text_col: str, target: str) -> list[str]:
-    """Columns that can define the train/holdout split (2..10 distinct values, not the target)."""
-    return [c for c in frame.columns if c not in (text_col, target) and 2 <= frame[c].nunique() <= 10]
+    """Columns that can define the holdout by value (2..10 distinct values, not the text or the target)."""
+    return [c for c, p in profile_columns(frame).items()
+            if c not in (text_col, target) and 2 <= p.n_unique <= MAX_SPLIT_VALUES]
+
+
+def group_columns(frame: pd.DataFrame, text_col: str, target: str) -> list[str]:
+    """Columns whose values group rows that must stay on one side of the split (ids and categories that repeat),
+    most plausible first: ids, then categories, coarser groupings (fewer, larger groups) first."""
+    out = []
+    n = max(len(frame), 1)
+    for col, p in profile_columns(frame).items():
+        if col in (text_col, target) or p.kind not in ("id", "category", "date"):
+            continue
+        if p.n_unique < 3 or p.n_unique >= n:  # every row its own group is no grouping
+            continue
+        out.append((0 if p.kind == "id" else 1, p.n_unique, col))
+    return [col for _, _, col in sorted(out, key=lambda t: (t[0], t[1]))]

@@ -1,47 +1,116 @@
-"""Evidence for a hypothesis: holdout documents where it is present, on the side of the target it predicts
-(supporting) and on the other side (counterexamples)."""
+"""Evidence for a hypothesis: the holdout documents where it is present, strongest first, on the side of the
+target it predicts (supporting) and on the other side (counterexamples).
+
+"Strongest" is the hypothesis latent's activation under the SAE the run used; the target side comes from
+the run's stored holdout target (the ``target`` column of ``holdout_annotations.parquet``), so the
+evidence agrees with the statistics in the table.
+"""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
-from .interpret import snippet
+from .errors import DataError
+
+EVIDENCE_COLUMNS = ("doc", "activation", "text")
 
 
-def hypothesis_evidence(run, frame: pd.DataFrame, text_col: str, row: pd.Series, n: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(supporting, counterexamples) holdout documents for one hypothesis of a run.
+def run_sae(run):
+    """The SAE a run used (kept on the run, or read from its ``sae/`` folder)."""
+    if getattr(run, "sae", None) is not None:
+        return run.sae
+    from .sae import SparseAutoencoder
 
-    Both sets have the hypothesis present; supporting documents have the target on the side the
-    hypothesis predicts (above the holdout median, or the positive class, when separation > 0), and
-    counterexamples on the other side.
+    if run.out_dir is None or not (Path(run.out_dir) / "sae").is_dir():
+        raise DataError("This run has no saved SAE, so its activations cannot be recomputed")
+    run.sae = SparseAutoencoder.load(Path(run.out_dir) / "sae")
+    return run.sae
+
+
+def holdout_codes(run, embeddings) -> sp.csr_matrix:
+    """SAE codes of the run's holdout rows, in the row order of its annotations.
+
+    ``embeddings`` has one row per row of the table the holdout came from (e.g. a workspace's embeddings).
     """
-    target = run.summary.get("target", {})
-    col, kind = target.get("column"), target.get("kind")
-    ann_col = row.get("annotation_col")
+    row_ids = run.annotations["row_id"].to_numpy(dtype=np.int64)
+    if len(row_ids) and (row_ids.min() < 0 or row_ids.max() >= len(embeddings)):
+        raise DataError("The run's holdout rows do not fit these embeddings (was it run on another table?)")
+    X = np.asarray(embeddings[np.sort(row_ids)], dtype=np.float32)
+    codes = run_sae(run).transform(X)
+    return codes[np.argsort(np.argsort(row_ids))]  # back to annotation order
+
+
+def _target_side(run, row: pd.Series, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(on the predicted side, on the other side) masks over the annotation rows, from the stored target.
+
+    Binary / one class of a multiclass target: positive class vs the rest. Continuous: above vs below the
+    holdout mean (rows exactly at the mean count for neither side).
+    """
     ann = run.annotations
+    target = run.summary.get("target", {})
+    kind, classes = target.get("kind"), target.get("classes") or []
+    if "target" in ann.columns:
+        y = ann["target"].to_numpy(dtype=np.float64)
+    else:  # runs written before the target was stored: read it back from the table
+        raw = frame[target.get("column")].iloc[ann["row_id"].to_numpy(dtype=np.int64)]
+        if kind == "continuous":
+            y = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+        else:
+            index = {str(c): i for i, c in enumerate(classes)}
+            y = raw.astype(str).map(index).to_numpy(dtype=np.float64)
+    if kind == "multiclass":
+        names = [str(c) for c in classes]
+        cls = str(row.get("class"))
+        high = y == (names.index(cls) if cls in names else -1)
+        low = ~high
+    elif kind == "binary":
+        high, low = y == 1, y == 0
+    else:
+        centre = np.nanmean(y)
+        high, low = y > centre, y < centre
+    if float(row.get("separation", 0.0) or 0.0) < 0:
+        high, low = low, high
+    return high, low
+
+
+def hypothesis_evidence(run, frame: pd.DataFrame, text_col: str, row: pd.Series,
+                        codes: Optional[sp.csr_matrix] = None, n: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(supporting, counterexamples): up to ``n`` holdout documents each where the hypothesis is present.
+
+    Supporting documents have the target on the side the hypothesis predicts; counterexamples on the other
+    side. Both are ordered by the hypothesis latent's activation, strongest first (``codes``: holdout codes
+    in annotation order, see :func:`holdout_codes`; without them, in holdout order). Columns: ``doc`` (row
+    of ``frame``), ``activation``, the target column's value and the full ``text``.
+    """
+    ann = run.annotations
+    target_col = run.summary.get("target", {}).get("column")
+    ann_col = row.get("annotation_col")
     if ann_col not in ann.columns:
         ann_col = f"latent_{int(row['latent'])}"
-    present = ann[ann[ann_col] == 1]["row_id"].to_numpy(dtype=np.int64)
-    present = present[(present >= 0) & (present < len(frame))]
-    y_all = frame[col]
-    hold = ann["row_id"].to_numpy(dtype=np.int64)
-    if kind == "multiclass":
-        pos = y_all.astype(str) == str(row.get("class"))
-        high = pos.to_numpy()
-    elif kind == "binary":
-        classes = target.get("classes") or sorted(y_all.dropna().unique().tolist())
-        high = (y_all.astype(str) == str(classes[-1])).to_numpy()
+    if ann_col not in ann.columns:
+        raise DataError(f"The run has no annotations for hypothesis #{int(row['latent'])}")
+    row_ids = ann["row_id"].to_numpy(dtype=np.int64)
+    present = (ann[ann_col] == 1).to_numpy() & (row_ids >= 0) & (row_ids < len(frame))
+    if codes is not None:
+        activation = np.asarray(codes[:, int(row["latent"])].toarray()).ravel()
     else:
-        y_num = pd.to_numeric(y_all, errors="coerce")
-        high = (y_num > np.nanmedian(y_num.to_numpy()[hold])).to_numpy()
-    sep = float(row.get("separation", 0.0) or 0.0)
-    agrees = high[present] if sep >= 0 else ~high[present]
-    cols = [text_col, col] if col else [text_col]
+        activation = np.full(len(ann), np.nan)
+    high, low = _target_side(run, row, frame)
 
-    def table(rows):
-        out = frame.iloc[rows[:n]][cols].copy()
-        out.insert(0, "doc", rows[:n])
-        out[text_col] = out[text_col].map(lambda t: snippet(t, 300))
-        return out.reset_index(drop=True)
+    def table(mask: np.ndarray) -> pd.DataFrame:
+        where = np.flatnonzero(mask)
+        if codes is not None:
+            where = where[np.argsort(-activation[where], kind="stable")]
+        where = where[:n]
+        docs = row_ids[where]
+        out = pd.DataFrame({"doc": docs, "activation": activation[where]})
+        if target_col in frame.columns:
+            out[target_col] = frame[target_col].to_numpy()[docs]
+        out["text"] = frame[text_col].astype(str).to_numpy()[docs]
+        return out
 
-    return table(present[agrees]), table(present[~agrees])
+    return table(present & high), table(present & low)

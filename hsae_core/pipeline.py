@@ -29,6 +29,7 @@ from .progress import ProgressFn, report
 from .runstore import check_run_folder, new_run_id, verify_run_folder, write_run_folder
 from .sae import SparseAutoencoder
 from .select import select_latents
+from .splits import duplicate_mask, grouped_split, split_warnings
 from .stats import embedding_baseline, evaluate_hypotheses
 
 MIN_TRAIN_ROWS = 50
@@ -66,6 +67,8 @@ class HypothesisConfig:
     holdout_frac: float = settings.SELECTION.holdout_frac
     split_col: Optional[str] = None
     holdout_value: Optional[str] = None
+    group_col: Optional[str] = None  # random split of whole groups (e.g. the arms of one A/B test stay together)
+    dedupe: bool = False  # drop texts identical up to case, punctuation and spacing before splitting
 
     def validate(self, pretrained: bool = False) -> None:
         """Raise a DataError naming the first parameter out of range, before any heavy work. With
@@ -94,6 +97,8 @@ class HypothesisConfig:
                 raise DataError(f"Unknown `{name}` {getattr(self, name)!r}; use one of {', '.join(allowed)}")
         if self.device not in settings.DEVICES:
             raise DataError(f"`device` must be one of {', '.join(settings.DEVICES)}, got {self.device!r}")
+        if self.split_col and self.group_col:
+            raise DataError("Give either `split_col` (holdout by value) or `group_col` (grouped split), not both")
 
 
 @dataclass
@@ -156,6 +161,7 @@ def hypothesize(data, *, text_col: str, target_col: str, holdout=None, config: O
         train, hold = load_split(data, text_col, target_col, holdout=holdout, config=config)
         _validate_inputs(train, hold)
         _targets(train, hold, config)  # a missing class is refused before embedding
+    split_notes = split_warnings(train, hold, config) if holdout is None else []
     with timer("embed"):
         X_train, X_hold, model_id = embed_split(train, hold, embeddings=embeddings, embedder=embedder, sae=sae,
                                                 progress=embed_progress)
@@ -163,6 +169,9 @@ def hypothesize(data, *, text_col: str, target_col: str, holdout=None, config: O
                          embedding_model=model_id, interpreter=interpreter, annotator=annotator)
     run.summary["seconds"] = {**timer.seconds, **run.summary["seconds"],
                               "total": round(time.perf_counter() - t0, 3)}
+    run.summary["split"] = describe_split(train, hold, config, separate_holdout=holdout is not None)
+    if split_notes:
+        run.summary["warnings"] = [f"split: {w}" for w in split_notes] + run.summary.get("warnings", [])
     if out_dir is not None:
         write_run(run, out_dir)
     return run
@@ -173,8 +182,10 @@ def load_split(data, text_col: str, target_col: str, holdout=None,
     """(train, holdout) corpora with one target encoding shared by both.
 
     The holdout is a separate table (``holdout``), the rows whose ``config.split_col`` equals
-    ``config.holdout_value``, or a random ``config.holdout_frac`` of the rows. Row ids are positions in
-    the table each part came from.
+    ``config.holdout_value``, a random ``config.holdout_frac`` of the groups of ``config.group_col``, or a
+    random ``config.holdout_frac`` of the rows. With ``config.dedupe`` repeated texts are dropped first
+    (counted as ``dropped_duplicate_text``; a holdout text equal to a training text goes). Row ids are
+    positions in the table each part came from.
     """
     config = config or HypothesisConfig()
     frame = _as_frame(data)
@@ -185,14 +196,24 @@ def load_split(data, text_col: str, target_col: str, holdout=None,
         both = pd.concat([frame, hold_frame], ignore_index=True)
         corpus = prepare_corpus(both, text_col, target_col, config.target_kind)
         in_train = corpus.row_ids < len(frame)
-        train = corpus.subset(np.flatnonzero(in_train), counts=part_counts(both, text_col, target_col,
-                                                                           slice(0, len(frame))))
-        hold = corpus.subset(np.flatnonzero(~in_train), counts=part_counts(both, text_col, target_col,
-                                                                           slice(len(frame), len(both))))
+        dup = duplicate_mask(corpus.texts) if config.dedupe else np.zeros(len(corpus), dtype=bool)
+        parts = []
+        for side, rows in ((in_train, slice(0, len(frame))), (~in_train, slice(len(frame), len(both)))):
+            counts = part_counts(both, text_col, target_col, rows)
+            if config.dedupe:
+                counts["dropped_duplicate_text"] = int((side & dup).sum())
+            parts.append(corpus.subset(np.flatnonzero(side & ~dup), counts=counts))
+        train, hold = parts
         hold.row_ids = hold.row_ids - len(frame)  # row ids are positions within each file
         return train, hold
     corpus = prepare_corpus(frame, text_col, target_col, config.target_kind)
-    if config.split_col:
+    if config.dedupe:
+        dup = duplicate_mask(corpus.texts)
+        corpus = corpus.subset(np.flatnonzero(~dup), counts={**corpus.counts, "dropped_duplicate_text": int(dup.sum())})
+    if config.group_col:
+        require_columns(frame, config.group_col)
+        train_pos, hold_pos = grouped_split(corpus.frame[config.group_col], config.holdout_frac, config.seed)
+    elif config.split_col:
         require_columns(frame, config.split_col)
         is_hold = (corpus.frame[config.split_col].astype(str) == str(config.holdout_value)).to_numpy()
         if is_hold.all() or not is_hold.any():
@@ -202,6 +223,30 @@ def load_split(data, text_col: str, target_col: str, holdout=None,
     else:
         train_pos, hold_pos = split_indices(len(corpus), config.holdout_frac, config.seed)
     return corpus.subset(train_pos), corpus.subset(hold_pos)
+
+
+def describe_split(train: Corpus, hold: Corpus, config: HypothesisConfig, separate_holdout: bool = False) -> dict:
+    """How the holdout was made, for the run summary: method, column, and duplicate texts dropped."""
+    if separate_holdout:
+        method, column = "holdout table", None
+    elif config.group_col:
+        method, column = "grouped", config.group_col
+    elif config.split_col:
+        method, column = "by value", config.split_col
+    else:
+        method, column = "random", None
+    if separate_holdout:
+        dropped = train.counts.get("dropped_duplicate_text", 0) + hold.counts.get("dropped_duplicate_text", 0)
+    else:
+        dropped = train.counts.get("dropped_duplicate_text", 0)
+    out = {"method": method, "column": column, "holdout_frac": None if separate_holdout or config.split_col
+           else config.holdout_frac, "dedupe": bool(config.dedupe), "dropped_duplicate_text": int(dropped)}
+    if method == "grouped":
+        out["groups"] = {"train": int(train.frame[column].nunique(dropna=False)),
+                         "holdout": int(hold.frame[column].nunique(dropna=False))}
+    if method == "by value":
+        out["holdout_value"] = config.holdout_value
+    return out
 
 
 def _as_frame(data) -> pd.DataFrame:

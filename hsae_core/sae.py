@@ -39,10 +39,16 @@ from .device import resolve_device
 from .errors import HsaeError, ModelError
 from .progress import ProgressFn, report
 
+# Early stopping: an epoch counts as progress only if the validation error drops by this share of its best
+# value; after PATIENCE epochs without progress training stops (and the best weights are restored).
+MIN_DELTA = 1e-3
+PATIENCE = 5
+# Rows seen in all, across epochs: big corpora need fewer passes (1M rows: 4 epochs; 4,000 rows: the cap).
+MAX_SAMPLES = 4_000_000
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 ARCHITECTURE = "topk_sae"
-TRAINING_FIELDS = ("lr", "batch_size", "max_epochs", "patience", "val_frac", "seed")
+TRAINING_FIELDS = ("lr", "batch_size", "max_epochs", "patience", "min_delta", "max_samples", "val_frac", "seed")
 
 
 def validate_sae_config(config, source: str = "SAE") -> dict:
@@ -95,6 +101,10 @@ def validate_sae_config(config, source: str = "SAE") -> dict:
             check(validate.positive_int, name, training[name])
     if "lr" in training:
         check(validate.finite_float, "lr", training["lr"], 0.0, low_open=True)
+    if "min_delta" in training:
+        check(validate.finite_float, "min_delta", training["min_delta"], 0.0, 1.0, high_open=True)
+    if training.get("max_samples") is not None:
+        check(validate.positive_int, "max_samples", training["max_samples"])
     if "val_frac" in training:
         check(validate.finite_float, "val_frac", training["val_frac"], 0.0, 1.0, high_open=True)
     if "seed" in training:
@@ -220,6 +230,13 @@ def _stage_on(device: str, X: torch.Tensor, share: float = 0.5) -> torch.Tensor:
     return X.to(device) if X.numel() * X.element_size() < share * free else X
 
 
+def epoch_budget(n_train: int, max_epochs: int, max_samples: int = MAX_SAMPLES, min_epochs: int = 2) -> int:
+    """Epochs to train on ``n_train`` rows: at most ``max_epochs`` and, beyond ``min_epochs``, no more passes
+    than ``max_samples`` rows in all."""
+    by_samples = max(min_epochs, math.ceil(max_samples / max(int(n_train), 1)))
+    return max(1, min(int(max_epochs), by_samples))
+
+
 def geometric_median(x: torch.Tensor, iters: int = 50, eps: float = 1e-6) -> torch.Tensor:
     """Weiszfeld's algorithm; a robust centre for the pre-bias."""
     median = x.median(dim=0).values
@@ -252,13 +269,15 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
     def __init__(self, m: int = settings.SAE.m, k: int = settings.SAE.k, *, batch_topk: bool = settings.SAE.batch_topk,
                  matryoshka: Sequence[int] = settings.SAE.matryoshka, aux_k: int = 0, aux_coef: float = 1.0 / 32,
                  dead_after: int = 5_000, lr: float = settings.SAE.lr, batch_size: int = settings.SAE.batch_size,
-                 max_epochs: int = settings.SAE.max_epochs, patience: int = 10, val_frac: float = 0.1,
+                 max_epochs: int = settings.SAE.max_epochs, patience: int = PATIENCE, min_delta: float = MIN_DELTA,
+                 max_samples: Optional[int] = MAX_SAMPLES, val_frac: float = 0.1,
                  seed: int = settings.SAE.seed, embedding_model: Optional[str] = None,
                  device: str = settings.DEVICE):
         self.m, self.k = m, k
         self.batch_topk, self.matryoshka = batch_topk, matryoshka
         self.aux_k, self.aux_coef, self.dead_after = aux_k, aux_coef, dead_after
         self.lr, self.batch_size, self.max_epochs, self.patience = lr, batch_size, max_epochs, patience
+        self.min_delta, self.max_samples = min_delta, max_samples
         self.val_frac, self.seed, self.embedding_model = val_frac, seed, embedding_model
         self.device = device  # 'auto' | 'cpu' | 'cuda': where training and encoding run; weights are saved on CPU
 
@@ -290,6 +309,9 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         v.finite_float("lr", self.lr, 0.0, low_open=True, error=ModelError)
         v.finite_float("aux_coef", self.aux_coef, 0.0, error=ModelError)
         v.finite_float("val_frac", self.val_frac, 0.0, 1.0, high_open=True, error=ModelError)
+        v.finite_float("min_delta", self.min_delta, 0.0, 1.0, high_open=True, error=ModelError)
+        if self.max_samples is not None:
+            v.positive_int("max_samples", self.max_samples, 1, ModelError)
         v.seed("seed", self.seed, ModelError)
 
     def _fit(self, X: np.ndarray, progress: Optional[ProgressFn], device: str) -> SparseAutoencoder:
@@ -320,9 +342,11 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         since_fired = torch.zeros(cfg.m, device=device)
         prefixes = list(cfg.matryoshka) + [cfg.m]
         batch = min(self.batch_size, len(X_train))
-        history, best, best_loss, bad_epochs = [], None, math.inf, 0
+        history, best, best_loss, reference, bad_epochs = [], None, math.inf, math.inf, 0
+        epochs = self.max_epochs if self.max_samples is None else epoch_budget(len(X_train), self.max_epochs,
+                                                                                  self.max_samples)
         t0 = time.perf_counter()
-        for epoch in range(self.max_epochs):
+        for epoch in range(epochs):
             model.train()
             perm = torch.randperm(len(X_train), generator=gen)
             sums = np.zeros(2)
@@ -344,9 +368,11 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
             if X_val is not None:
                 record["val_nmse"] = monitor = _nmse(model, X_val)
             history.append(record)
-            report(progress, epoch + 1, self.max_epochs, f"epoch {epoch + 1}: nmse {monitor:.4f}")
-            if monitor < best_loss - 1e-5:
-                best_loss, best, bad_epochs = monitor, copy.deepcopy(model.state_dict()), 0
+            report(progress, epoch + 1, epochs, f"epoch {epoch + 1}: nmse {monitor:.4f}")
+            if monitor < best_loss:  # the weights to restore: the best seen, however small the gain
+                best_loss, best = monitor, copy.deepcopy(model.state_dict())
+            if monitor < reference * (1.0 - self.min_delta):  # clear progress since the last clear progress
+                reference, bad_epochs = monitor, 0
             else:
                 bad_epochs += 1
                 if bad_epochs >= self.patience:
@@ -355,7 +381,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         model.eval()
         if cfg.batch_topk:
             _calibrate_threshold(model, X_train, batch)
-        report(progress, self.max_epochs, self.max_epochs, "done")
+        report(progress, epochs, epochs, "done")
         self.model_, self.config_, self.history_ = model, cfg, history
         self.best_epoch_ = int(np.argmin([h.get("val_nmse", h["train_nmse"]) for h in history]) + 1)
         # One pass per split gives both the error and which latents fire (no extra transform).
@@ -369,6 +395,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
             "val_nmse": val_nmse,
             "dead_frac": float(1.0 - fired.float().mean()),
             "epochs": len(history),
+            "epoch_budget": int(epochs),
             "best_epoch": self.best_epoch_,
             "train_seconds": round(time.perf_counter() - t0, 3),
             "n_train": int(len(X_train)),

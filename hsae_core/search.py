@@ -7,7 +7,7 @@ With no edits (or edits equal to the current values) z' - z is exactly zero, so 
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -123,21 +123,33 @@ class SteeredSearch:
         keep = ids[0] >= 0
         return ids[0][keep].astype(np.int64), scores[0][keep]
 
-    def search(self, vector: np.ndarray, edits: Optional[Mapping[int, float]] = None, k: int = 20) -> SearchResult:
-        """Top-k documents for the steered query, with the unsteered baseline and shared features per hit."""
+    def _knn_without(self, vector: np.ndarray, k: int, skip: set) -> tuple[np.ndarray, np.ndarray]:
+        if not skip:
+            return self._knn(vector, k)
+        ids, scores = self._knn(vector, min(k + len(skip), self.codes.shape[0]))
+        keep = np.array([int(i) not in skip for i in ids], dtype=bool)
+        return ids[keep][:k], scores[keep][:k]
+
+    def search(self, vector: np.ndarray, edits: Optional[Mapping[int, float]] = None, k: int = 20,
+               exclude: Sequence[int] = ()) -> SearchResult:
+        """Top-k documents for the steered query, with the unsteered baseline and shared features per hit.
+
+        ``exclude``: documents never returned (e.g. the query document itself in "more like this").
+        """
         x = np.asarray(vector, dtype=np.float32).reshape(-1)
         if x.shape[0] != self._W_dec.shape[1]:
             raise DataError(f"Query vector has {x.shape[0]} dimensions, expected {self._W_dec.shape[1]}")
         if not np.isfinite(x).all():
             raise DataError("The query vector contains NaN or infinite values")
-        k = max(1, min(int(k), self.codes.shape[0]))
+        skip = {int(d) for d in exclude}
+        k = max(1, min(int(k), self.codes.shape[0] - len(skip)))
         z = self.code(x)
-        base_ids, base_scores = self._knn(x, k)
+        base_ids, base_scores = self._knn_without(x, k, skip)
         steered, z_new = self.steer(x, edits, z=z)
         if np.array_equal(steered, x):
             ids, scores = base_ids, base_scores
         else:
-            ids, scores = self._knn(steered, k)
+            ids, scores = self._knn_without(steered, k, skip)
         q_latents = np.flatnonzero(z_new > 0)
         q_latents = q_latents[np.argsort(-z_new[q_latents], kind="stable")]
         rows = self.codes[ids]

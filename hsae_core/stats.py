@@ -28,8 +28,36 @@ MIN_ROWS_PER_SIDE = 2
 MAX_LOGIT_COEF = 15.0
 
 COLUMNS = ["hypothesis", "n", "prevalence", "mean_present", "mean_absent", "separation", "separation_t",
-           "separation_p", "coef", "coef_se", "coef_p", "p_bonferroni", "q_fdr", "significant_bonferroni",
-           "significant_fdr", "note"]
+           "separation_p", "coef", "coef_se", "coef_ci_low", "coef_ci_high", "coef_p", "p_bonferroni", "q_fdr",
+           "significant_bonferroni", "significant_fdr", "note"]
+# p-values below this are shown as "< 1e-16": beyond double precision of 1 - CDF they only say "tiny".
+P_FLOOR = 1e-16
+
+
+def format_p(p, equals: bool = False) -> str:
+    """A p-value for people: ``< 1e-16``, ``3.2e-05``, ``0.012`` or ``n/a``; ``equals`` prefixes "= " to a value."""
+    try:
+        p = float(p)
+    except (TypeError, ValueError):
+        return "n/a"
+    if not np.isfinite(p):
+        return "n/a"
+    if p < P_FLOOR:
+        return "< 1e-16"
+    text = f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
+    return f"= {text}" if equals else text
+
+
+def coef_ci(coef, se, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Normal-approximation confidence interval (low, high) of coefficients with (robust) standard errors ``se``.
+
+    The same approximation as the coefficients' p-values (statsmodels' robust covariances use z, not t).
+    """
+    if not 0 < level < 1:
+        raise DataError(f"`level` must be between 0 and 1, got {level}")
+    coef, se = np.asarray(coef, dtype=np.float64), np.asarray(se, dtype=np.float64)
+    half = sps.norm.ppf(0.5 + level / 2) * se
+    return coef - half, coef + half
 
 
 # ---------------------------------------------------------------------------- validation
@@ -273,6 +301,7 @@ def evaluate_hypotheses(annotations: np.ndarray, y: np.ndarray, kind: str, names
     elif not summary_notes:
         summary_notes.append("no hypothesis could enter the multivariate model")
 
+    table["coef_ci_low"], table["coef_ci_high"] = coef_ci(table["coef"], table["coef_se"], 1 - alpha)
     tested = np.flatnonzero(np.isfinite(table["coef_p"].to_numpy()))
     if len(tested):
         pvals = table["coef_p"].to_numpy()[tested]

@@ -1,8 +1,11 @@
-"""Features: a searchable, sortable table of every latent and one feature's page."""
+"""Features: a searchable, sortable table of every latent; click a row (or follow a link) to open its page."""
 from __future__ import annotations
+
+import hashlib
 
 import plotly.express as px
 import streamlit as st
+from pandas.api.types import is_bool_dtype
 
 import ui
 from hsae_core import settings
@@ -14,21 +17,52 @@ st.set_page_config(page_title="hsae: Features", layout="wide")
 st.title("Features")
 ws = ui.pick_workspace()
 if ws is None:
+    ui.next_steps("Features")
     st.stop()
 fx = ui.explorer(ws)
 table = ui.feature_table(ws).copy()
 other_cols = [c for c in ws.frame.columns if c != ws.text_col]
+kinds = ui.column_kinds(ws)
+
+# Columns of the features table and how they are shown; a new column is one more entry here.
+FEATURE_COLUMNS = {
+    "latent": st.column_config.NumberColumn("feature", help="Feature number (click the row to open it)"),
+    "label": st.column_config.TextColumn("label", width="medium"),
+    "fidelity_auc": st.column_config.NumberColumn("fidelity AUC", format="%.2f",
+                                                  help="Held-out embedding-judge AUC of the label (documents the "
+                                                       "labeller never saw); low = do not trust the label"),
+    "fidelity_f1": st.column_config.NumberColumn("fidelity F1", format="%.2f", help="Held-out F1 of the label"),
+    "density": st.column_config.NumberColumn("fires on", format="percent",
+                                             help="Share of documents where the feature is active"),
+    "mean_activation": st.column_config.NumberColumn("mean activation", format="%.3f",
+                                                     help="Mean activation where active"),
+    "max_activation": st.column_config.NumberColumn("max activation", format="%.3f"),
+    "keywords": st.column_config.TextColumn("keywords", width="large"),
+}
+
+# ---- which feature is open: a link (?feature=N), a clicked row, or the number box
+wanted = st.query_params.get("feature")
+if wanted is not None and wanted != st.session_state.get("_feature_from_link"):
+    st.session_state["_feature_from_link"] = wanted
+    if wanted.isdigit() and int(wanted) < len(table):
+        st.session_state["feature_open"] = int(wanted)
 
 # ---- the table of all latents
 c1, c2, c3 = st.columns([2, 1, 1])
 query = c1.text_input("Search labels and keywords", key="feat_query")
-corr_col = c2.selectbox("Correlate with column", ["(none)"] + other_cols, key="feat_corr_col")
+corr_options = [c for c in other_cols if kinds.get(c) in ("numeric", "category")]
+corr_col = c2.selectbox("Correlate with column", ["(none)"] + corr_options, key="feat_corr_col",
+                        help="Adds each feature's correlation with this column (for a category: with one value)")
 corr_value = None
-if corr_col != "(none)" and ws.frame[corr_col].nunique() <= 50 and ws.frame[corr_col].dtype == object:
-    corr_value = c3.selectbox("…equal to", sorted(ws.frame[corr_col].dropna().astype(str).unique()), key="feat_corr_val")
+if corr_col != "(none)" and kinds.get(corr_col) == "category" and not is_bool_dtype(ws.frame[corr_col]):
+    corr_value = c3.selectbox("…equal to", sorted(ws.frame[corr_col].dropna().astype(str).unique()),
+                              key="feat_corr_val")
+column_config = dict(FEATURE_COLUMNS)
 if corr_col != "(none)":
+    name = f"corr({corr_col})" if corr_value is None else f"corr({corr_col}={corr_value})"
     try:
-        table[f"corr({corr_col})"] = fx.correlations(numeric_target(ws.frame[corr_col], corr_value))
+        table[name] = fx.correlations(numeric_target(ws.frame[corr_col], corr_value))
+        column_config[name] = st.column_config.NumberColumn(name, format="%.3f")
     except HsaeError as exc:
         st.warning(str(exc))
 shown = search_features(table, query, limit=len(table)) if query.strip() else table
@@ -39,39 +73,48 @@ if fidelity_filter != "all labels":
     shown = shown[low_fidelity(shown) if fidelity_filter == "low fidelity only" else trusted(shown)]
 if query.strip() and shown.empty:
     st.info(f"No feature label or keyword contains '{query}'.")
-cols = ["latent", "label", "fidelity_auc", "fidelity_f1", "density", "mean_activation", "max_activation", "keywords"] + \
-       [c for c in shown.columns if c.startswith("corr(")]
-event = st.dataframe(shown[cols], key="feature_table", on_select="rerun", selection_mode="single-row",
-                     hide_index=True, height=300)
-st.caption(f"{len(shown)} of {len(table)} features · labels: {table['label_method'].iloc[0]} · click a row to open it")
+cols = [c for c in column_config if c in shown.columns]
+# A new search is a new table: its own key, so that a row picked in the previous list is not reread in this one.
+table_key = "feature_table" if not query.strip() else "feature_table_" + hashlib.sha1(query.encode()).hexdigest()[:8]
+event = st.dataframe(shown[cols], key=table_key, on_select="rerun", selection_mode="single-row",
+                     hide_index=True, height=300, column_config=column_config)
+st.caption(f"{len(shown)} of {len(table)} features · labels: {table['label_method'].iloc[0]} · "
+           "click a row to open that feature below")
 ui.relabel_control(ws)
-picked = event.selection.rows if event is not None and hasattr(event, "selection") else []
-if picked:
-    st.session_state["feature_id"] = int(shown.iloc[picked[0]]["latent"])
-default = int(st.session_state.get("feature_id", int(table.sort_values("n_active", ascending=False)["latent"].iloc[0])))
-latent = int(st.number_input("Open feature #", min_value=0, max_value=len(table) - 1, value=default, key="feature_open"))
-st.session_state["feature_id"] = latent
+picked = ui.selected_row(event)
+if picked is not None and picked < len(shown):
+    clicked = (table_key, int(shown.iloc[picked]["latent"]))
+    if clicked != st.session_state.get("_feature_from_row"):  # a new click wins over the number box
+        st.session_state["_feature_from_row"] = clicked
+        st.session_state["feature_open"] = clicked[1]
+if "feature_open" not in st.session_state:
+    st.session_state["feature_open"] = int(table.sort_values("n_active", ascending=False)["latent"].iloc[0])
+latent = int(st.number_input("Open feature #", min_value=0, max_value=len(table) - 1, key="feature_open"))
+st.query_params["feature"] = str(latent)
+st.session_state["_feature_from_link"] = str(latent)
 
 # ---- one feature's page
 row = table.iloc[latent]
+terms = [t.strip() for t in str(row["keywords"] or "").split(",")]
 st.header(f"Feature #{latent}: {row['label']}")
-st.caption(f"Label made by: {row['label_method']}{ui.fidelity_note(row)} · keywords: {row['keywords'] or '—'}")
+st.caption(f"Label made by: {row['label_method']}{ui.fidelity_note(row)} · keywords: {row['keywords'] or '—'} · "
+           "keywords are highlighted in the documents")
 m1, m2, m3 = st.columns(3)
 m1.metric("Share of documents where it fires", f"{row['density']:.2%}")
 m2.metric("Mean activation (when active)", f"{row['mean_activation']:.3f}")
 m3.metric("Max activation", f"{row['max_activation']:.3f}")
 
 page = fx.page(latent)
-left, right = st.columns(2)
+left, right = st.columns([3, 2])
 with left:
     st.subheader("Top-activating documents")
     top = page["top"]
-    st.dataframe(ui.docs_table(ws, top["doc"], {"activation": top["activation"].round(3)}), key="top_docs",
-                 hide_index=True)
+    ui.documents(ws, ui.docs_table(ws, top["doc"], {"activation": top["activation"].round(3)}), f"top_docs_{latent}",
+                 terms)
     st.subheader("Documents from lower activation quantiles")
     q = page["quantiles"]
-    st.dataframe(ui.docs_table(ws, q["doc"], {"band": q["band"], "activation": q["activation"].round(3)}),
-                 key="quantile_docs", hide_index=True)
+    ui.documents(ws, ui.docs_table(ws, q["doc"], {"band": q["band"], "activation": q["activation"].round(3)}),
+                 f"quantile_docs_{latent}", terms)
 with right:
     counts, edges = page["histogram"]
     if len(counts):

@@ -14,6 +14,7 @@ st.set_page_config(page_title="hsae: Search", layout="wide")
 st.title("Search")
 ws = ui.pick_workspace()
 if ws is None:
+    ui.next_steps("Search")
     st.stop()
 engine = ui.search_engine(ws)
 table = ui.feature_table(ws)
@@ -23,6 +24,7 @@ if mode == "Typed text":
     text = st.text_input("Search text", key="search_text", placeholder="e.g. friendly staff but cold food")
     if text == "":
         st.info("Type a query to search the documents (or switch to 'More like this document').")
+        ui.next_steps("Search")
         st.stop()
     cache = st.session_state.setdefault("query_vectors", {})
     if text not in cache:
@@ -34,7 +36,8 @@ if mode == "Typed text":
     vector, query_id = cache[text], "t:" + text
 else:
     doc = int(st.number_input("Document #", min_value=0, max_value=len(ws) - 1, value=0, key="search_doc"))
-    st.caption(ui.snippet(ws.texts[doc], 500))
+    with st.expander(f"Document {doc} (the query; left out of the results)", expanded=False):
+        st.write(ws.texts[doc])
     vector, query_id = np.array(ws.embeddings[doc], dtype=np.float32), f"d:{doc}"
 qkey = hashlib.sha1(query_id.encode()).hexdigest()[:8]  # sliders reset when the query changes
 
@@ -62,7 +65,7 @@ for i, (j, a) in enumerate(initial.items()):
     if abs(value - start) > 1e-9:  # an untouched slider sends no edit, so the baseline is reproduced exactly
         edits[j] = value
 k = int(st.number_input("Results", min_value=5, max_value=100, value=10, step=5, key="search_k"))
-res = engine.search(vector, edits, k=k)
+res = engine.search(vector, edits, k=k, exclude=[doc] if mode != "Typed text" else ())
 
 labels = table["label"].to_numpy()
 base_rank = {int(d): r for r, d in enumerate(res.baseline_ids)}
@@ -70,22 +73,30 @@ change = []
 for r, d in enumerate(res.ids):
     d = int(d)
     change.append("new" if d not in base_rank else ("" if base_rank[d] == r else f"{base_rank[d] - r:+d}"))
-steered = ui.docs_table(ws, res.ids, {"rank": range(1, len(res.ids) + 1), "score": np.round(res.scores, 4),
-                                      "change": change,
-                                      "shared features": ["; ".join(labels[s][:4]) for s in res.shared]})
-baseline = ui.docs_table(ws, res.baseline_ids, {"rank": range(1, len(res.baseline_ids) + 1),
-                                                "score": np.round(res.baseline_scores, 4)})
+# The text comes right after the short rank, doc and change columns so that it stays in view; features go last.
+steered = ui.docs_table(ws, res.ids, {"rank": range(1, len(res.ids) + 1), "change": change}, text_first=True)
+steered["score"] = np.round(res.scores, 4)
+steered["shared features"] = ["; ".join(labels[s][:4]) for s in res.shared]
+steered = steered[["rank", "doc", "change", "text", "score", "shared features"]]
+baseline = ui.docs_table(ws, res.baseline_ids, {"rank": range(1, len(res.baseline_ids) + 1)}, text_first=True)
+baseline["score"] = np.round(res.baseline_scores, 4)
+baseline = baseline[["rank", "doc", "text", "score"]]
+terms = [w for j in res.query_latents[:5] for w in str(table["keywords"].iloc[int(j)] or "").split(", ")]
 if edits:
     st.success(f"Steered with {len(edits)} edit(s): {len(res.entered)} entered, {len(res.left)} left the top {k}.")
 else:
     st.caption("No slider moved: the steered results are exactly the baseline.")
-left, right = st.columns(2)
+left, right = st.columns([3, 2])
 with left:
     st.subheader("Steered results")
-    st.dataframe(steered, key="steered_results", hide_index=True)
+    ui.documents(ws, steered, f"steered_results_{qkey}", terms,
+                 column_config={"change": st.column_config.TextColumn("change", width="small",
+                                                                      help="new: entered the top list; +n: moved up"),
+                                "rank": st.column_config.NumberColumn("rank", width="small")})
 with right:
     st.subheader("Baseline (unsteered)")
-    st.dataframe(baseline, key="baseline_results", hide_index=True)
+    ui.documents(ws, baseline, f"baseline_results_{qkey}", terms,
+                 column_config={"rank": st.column_config.NumberColumn("rank", width="small")})
 if res.left:
     st.subheader("Left the results")
-    st.dataframe(ui.docs_table(ws, res.left), key="left_results", hide_index=True)
+    ui.documents(ws, ui.docs_table(ws, res.left, text_first=True), f"left_results_{qkey}", terms)

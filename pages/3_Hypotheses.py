@@ -1,22 +1,43 @@
-"""Hypotheses: pick a target column and settings, run the method with a progress bar, browse the results."""
+"""Hypotheses: pick a target column and a safe split, run the method with a progress bar, read the results."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import plotly.express as px
 import streamlit as st
 
 import ui
-from hsae_core.columns import split_columns, target_columns
+from hsae_core.columns import group_columns, split_columns, target_columns
+from hsae_core.errors import HsaeError
 from hsae_core.evidence import hypothesis_evidence
 from hsae_core.llm import LLMClient
-from hsae_core.pipeline import TABLE_COLUMNS, HypothesisConfig, hypothesize, load_run
+from hsae_core.pipeline import HypothesisConfig, hypothesize, load_run, load_split, write_run
+from hsae_core.report import COLUMNS, effect_rows, headline_metrics, readable_table, split_summary
 from hsae_core.settings import ANNOTATORS, INTERPRETERS, SELECT_METHODS
+from hsae_core.splits import split_warnings
 
 st.set_page_config(page_title="hsae: Hypotheses", layout="wide")
 st.title("Hypotheses")
 ws = ui.pick_workspace()
 if ws is None:
+    ui.next_steps("Hypotheses")
     st.stop()
+
+SPLITS = ("random rows", "grouped by a column", "by a column's value")
+FEATURE_SOURCES = ("this workspace's features", "a new SAE trained on the training rows only")
+# Columns of the results table, in order, and how they are shown; a new column is one more entry here.
+HYPOTHESIS_COLUMNS = ["class", "latent", "hypothesis", "coef", "coef_p", "significant_bonferroni", "significant_fdr",
+                      "prevalence", "separation", "separation_p", "selection_score"]
+FORMATS = {"coef": "%.3f", "separation": "%.3f", "selection_score": "%.3f", "prevalence": "percent"}
+
+
+def column_config(col: str):
+    name, help_text = COLUMNS[col]
+    if col == "hypothesis":
+        return st.column_config.TextColumn(name, help=help_text, width="medium")
+    if col in FORMATS:
+        return st.column_config.NumberColumn(name, help=help_text, format=FORMATS[col])
+    return st.column_config.Column(name, help=help_text)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -24,42 +45,102 @@ def open_run(path: str, stamp: float):
     return load_run(path)
 
 
-targets = target_columns(ws.frame, ws.text_col)
+@st.cache_resource(max_entries=8, show_spinner="Computing activations of the holdout documents…")
+def run_codes(path: str, stamp: float, ws_path: str, ws_stamp: float):
+    """Holdout codes under the run's SAE (the workspace's own codes when the run used the workspace SAE)."""
+    from hsae_core.evidence import holdout_codes
+
+    run, space = open_run(path, stamp), ui._open(ws_path, ws_stamp)
+    rows = run.annotations["row_id"].to_numpy()
+    if uses_workspace_features(run, space):
+        return space.codes[rows]
+    return holdout_codes(run, space.embeddings)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def column_roles(path: str, stamp: float) -> tuple[list, dict, dict]:
+    frame, text_col = ui._open(path, stamp).frame, ui._open(path, stamp).text_col
+    targets = target_columns(frame, text_col)
+    return (targets, {t: split_columns(frame, text_col, t) for t in targets},
+            {t: group_columns(frame, text_col, t) for t in targets})
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def split_check(path: str, stamp: float, target: str, split_col: str, value: str) -> list[str]:
+    """The split's warnings before running (the same check the run records)."""
+    space = ui._open(path, stamp)
+    config = HypothesisConfig(split_col=split_col, holdout_value=value)
+    try:
+        train, hold = load_split(space.frame, space.text_col, target, config=config)
+    except HsaeError as exc:
+        return [str(exc)]
+    return split_warnings(train, hold, config)
+
+
+def uses_workspace_features(run, space) -> bool:
+    return (run.summary.get("features") or {}).get("sae_key") == space.manifest.get("steps", {}).get("sae")
+
+
+stamp = ui._stamp(ws.path)
+targets, split_opts, group_opts = column_roles(str(ws.path), stamp)
 if not targets:
-    st.error("This workspace has no column that can be a target (numeric, binary or categorical with 2+ values).")
+    st.error("This workspace has no column that can be a target (numeric, or a category with 2 to 50 values).")
     st.stop()
+kinds = ui.column_kinds(ws)
 
 with st.container(border=True):
     c1, c2, c3 = st.columns(3)
-    target = c1.selectbox("Target column", targets, index=targets.index("stars") if "stars" in targets else 0,
-                          key="hyp_target")
+    target = c1.selectbox("Target column (what to explain)", targets, key="hyp_target",
+                          index=targets.index("stars") if "stars" in targets else 0)
     values = ws.frame[target].dropna()
     target_class = None
-    if values.dtype == object and values.nunique() > 2:
+    if kinds.get(target) == "category" and values.nunique() > 2:
         choice = c1.selectbox("Class (one-vs-rest)", ["every class"] + sorted(values.astype(str).unique()),
                               key="hyp_class")
         target_class = None if choice == "every class" else choice
-    split_cols = split_columns(ws.frame, ws.text_col, target)
-    split_mode = c2.radio("Holdout", (["by column"] if split_cols else []) + ["random fraction"], key="hyp_split")
-    split_col = holdout_value = None
+    split_mode = c2.radio("Holdout", SPLITS, key="hyp_split", horizontal=True,
+                          help="The holdout is never used to select or name the hypotheses; "
+                               "the statistics are computed on it.")
+    split_col = holdout_value = group_col = None
     frac = 0.2
-    if split_mode == "by column":
-        split_col = c2.selectbox("Split column", split_cols, key="hyp_split_col",
-                                 index=split_cols.index("split") if "split" in split_cols else 0)
-        opts = sorted(ws.frame[split_col].dropna().astype(str).unique())
-        holdout_value = c2.selectbox("Holdout rows are those equal to", opts,
-                                     index=opts.index("holdout") if "holdout" in opts else len(opts) - 1,
-                                     key="hyp_holdout_value")
-    else:
+    if split_mode == SPLITS[1]:
+        if group_opts[target]:
+            group_col = c2.selectbox("Keep rows with the same value together", group_opts[target], key="hyp_group_col",
+                                     help="e.g. the A/B test id: all arms of one test go to the same side")
+        else:
+            c2.warning("No column groups the rows (ids or categories that repeat); using random rows.")
+    if split_mode == SPLITS[2]:
+        if split_opts[target]:
+            split_col = c2.selectbox("Split column", split_opts[target], key="hyp_split_col",
+                                     index=split_opts[target].index("split") if "split" in split_opts[target] else 0)
+            opts = sorted(ws.frame[split_col].dropna().astype(str).unique())
+            holdout_value = c2.selectbox("Holdout rows are those equal to", opts,
+                                         index=opts.index("holdout") if "holdout" in opts else len(opts) - 1,
+                                         key="hyp_holdout_value")
+            for warning in split_check(str(ws.path), stamp, target, split_col, holdout_value):
+                c2.warning(warning)
+        else:
+            c2.warning("No column has 2 to 10 values to split on; using random rows.")
+    if split_col is None:
         frac = c2.slider("Holdout fraction", 0.1, 0.5, 0.2, 0.05, key="hyp_frac")
+    dedupe = c2.checkbox("Drop duplicate texts first", value=True, key="hyp_dedupe",
+                         help="Texts identical up to case, punctuation and spacing are kept once, so that no text "
+                              "is on both sides and top examples are not copies of one story.")
     method = c3.selectbox("Selection", SELECT_METHODS, key="hyp_method")
     n = int(c3.number_input("Hypotheses (n)", 1, 100, HypothesisConfig.n, key="hyp_n"))
+    source = c3.radio("Features", FEATURE_SOURCES, key="hyp_features",
+                      help="This workspace's features: each hypothesis is a feature you can open on the Features "
+                           "page (that SAE saw every text, never the target). A new SAE sees only training texts.")
     d1, d2, d3, d4 = st.columns(4)
-    m = int(d1.number_input("SAE features (m)", 8, 4096, HypothesisConfig.m, step=8, key="hyp_m"))
-    k = int(d2.number_input("Active per doc (k)", 1, 64, HypothesisConfig.k, key="hyp_k"))
-    interpreter = d3.selectbox("Interpreter", INTERPRETERS, key="hyp_interp")
-    annotator = d4.selectbox("Annotator", ANNOTATORS, key="hyp_annot")
-    api_key = ui.api_key_box()
+    interpreter = d1.selectbox("Interpreter", INTERPRETERS, key="hyp_interp",
+                               help="keywords: offline labels; llm: names from an OpenAI-compatible model")
+    annotator = d2.selectbox("Annotator", ANNOTATORS, key="hyp_annot",
+                             help="activation: present where the feature fires (offline); llm: a model reads each text")
+    m, k = HypothesisConfig.m, HypothesisConfig.k
+    if source == FEATURE_SOURCES[1]:
+        m = int(d3.number_input("SAE features (m)", 8, 4096, HypothesisConfig.m, step=8, key="hyp_m"))
+        k = int(d4.number_input("Active per doc (k)", 1, 64, HypothesisConfig.k, key="hyp_k"))
+    api_key = ui.api_key_box() if "llm" in (interpreter, annotator) else None
     submitted = st.button("Run", type="primary", key="hyp_run")
 
 if submitted:
@@ -71,12 +152,17 @@ if submitted:
             client = LLMClient(api_key=api_key) if api_key else LLMClient()
         config = HypothesisConfig(m=m, k=k, select=method, n=n, interpreter=interpreter, annotator=annotator,
                                   target_class=target_class, holdout_frac=frac, split_col=split_col,
-                                  holdout_value=holdout_value)
+                                  holdout_value=holdout_value, group_col=group_col, dedupe=dedupe)
+        own = source == FEATURE_SOURCES[0]
         progress, bar = ui.progress_bar(f"Generating hypotheses for '{target}'")
-        out_dir = ws.new_run_dir(target)
         run = hypothesize(ws.frame, text_col=ws.text_col, target_col=target, config=config,
-                          embeddings=ws.embeddings, embedder=ws.embedding_model, out_dir=out_dir, progress=progress,
-                          llm_client=client)
+                          embeddings=ws.embeddings, embedder=ws.embedding_model, progress=progress,
+                          llm_client=client, sae=ws.sae if own else None)
+        if own:  # the run points at the workspace's SAE instead of keeping a copy of it
+            run.summary["features"] = {"source": "workspace", "sae_key": ws.manifest.get("steps", {}).get("sae")}
+            run.sae = None
+        out_dir = ws.new_run_dir(target)
+        write_run(run, out_dir)
         bar.empty()
         st.session_state["run_path"] = str(out_dir)
     except ui.ERRORS as exc:
@@ -84,7 +170,7 @@ if submitted:
 
 runs = ws.list_runs()
 if not runs:
-    st.info("No runs yet for this workspace: choose a target and press Run.")
+    ui.next_steps("Hypotheses")
     st.stop()
 paths = [str(r["path"]) for r in runs]
 current = st.session_state.get("run_path")
@@ -93,39 +179,77 @@ chosen = st.selectbox("Past runs of this workspace", paths, index=paths.index(cu
                       format_func=labels.get, key="hyp_run_pick")
 st.session_state["run_path"] = chosen
 try:
-    run = open_run(chosen, Path(chosen, "summary.json").stat().st_mtime)
+    run_stamp = Path(chosen, "summary.json").stat().st_mtime
+    run = open_run(chosen, run_stamp)
 except ui.ERRORS as exc:
     st.error(ui.error_line(exc))
     st.stop()
 
+# ---- headline numbers, in words
 summary = run.summary
 tgt = summary.get("target", {})
 st.subheader(f"Results: target '{tgt.get('column')}' ({tgt.get('kind')})")
 for name, metrics in summary.get("metrics", {}).items():
-    shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    if shown:
-        cols = st.columns(min(len(shown), 5))
-        for col, (key, value) in zip(cols, list(shown.items())[:5]):
-            col.metric(f"{name}: {key}" if name != "overall" else key,
-                       f"{value:,}" if isinstance(value, int) else f"{value:.3f}")
-st.caption(f"Interpreter: {summary.get('interpreter')} · annotator: {summary.get('annotator')}"
-           + (" (offline: a hypothesis is 'present' where its feature fires)" if summary.get("offline_annotation") else ""))
+    if name != "overall":
+        st.markdown(f"**Class {name}** (one vs rest)")
+    cols = st.columns(5)
+    for col, (label, value, help_text) in zip(cols, headline_metrics(metrics)):
+        col.metric(label, value, help=help_text)
+linked = uses_workspace_features(run, ws)
+st.caption(split_summary(summary) + f" · interpreter: {summary.get('interpreter')} · annotator: "
+           f"{summary.get('annotator')}"
+           + (" (offline: a hypothesis is 'present' where its feature fires)" if summary.get("offline_annotation") else "")
+           + (" · features: this workspace's" if linked else " · features: an SAE trained for this run"))
+for warning in summary.get("warnings", []):
+    st.warning(warning)
+
+# ---- the table (click a row for its evidence) and the effect plot
 table = run.table
-show_cols = [c for c in ["class"] + TABLE_COLUMNS if c in table.columns]
-event = st.dataframe(table[show_cols].round(4), key="hyp_table", on_select="rerun", selection_mode="single-row",
-                     hide_index=True)
+shown = readable_table(table)
+show_cols = [c for c in HYPOTHESIS_COLUMNS if c in shown.columns]
+run_key = Path(chosen).name  # each run's tables get their own keys: a row picked in one run is not reread in another
+event = st.dataframe(shown[show_cols], key=f"hyp_table_{run_key}", on_select="rerun",
+                     selection_mode="single-row", hide_index=True,
+                     column_config={c: column_config(c) for c in show_cols})
+st.caption("Click a row to see its strongest supporting documents and counterexamples below.")
 st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name="hypotheses.csv",
                    mime="text/csv", key="hyp_download")
-picked = event.selection.rows if event is not None and hasattr(event, "selection") else []
-row_index = st.selectbox("Evidence for hypothesis", list(range(len(table))), index=picked[0] if picked else 0,
-                         format_func=lambda i: f"{table['hypothesis'].iloc[i]} (#{int(table['latent'].iloc[i])})",
-                         key=f"hyp_evidence_{chosen}_{picked[0] if picked else 'none'}")
+
+effects = effect_rows(table)
+if len(effects):
+    fig = px.scatter(effects, x="coef", y="hypothesis", color="significant",
+                     error_x=effects["high"] - effects["coef"], error_x_minus=effects["coef"] - effects["low"],
+                     color_discrete_map={"Bonferroni-significant": "#1f77b4", "FDR only": "#7fb3d5",
+                                         "not significant": "#b0b0b0"},
+                     labels={"coef": "coefficient in the joint model (95% CI)", "hypothesis": ""},
+                     title="Effect of each hypothesis on the target (holdout)")
+    fig.update_yaxes(categoryorder="array", categoryarray=effects["hypothesis"].tolist())  # by effect, not colour
+    fig.add_vline(x=0, line_dash="dot", line_color="grey")
+    fig.update_layout(height=max(260, 28 * len(effects) + 120), margin=dict(t=40, b=10), legend_title_text="")
+    st.plotly_chart(fig, key="hyp_effects")
+
+# ---- evidence for the clicked hypothesis
+picked = ui.selected_row(event)
+row_index = picked if picked is not None and picked < len(table) else 0
 row = table.iloc[row_index]
-supporting, counter = hypothesis_evidence(run, ws.frame, ws.text_col, row)
+latent = int(row["latent"])
+st.subheader(f"Evidence: {row['hypothesis']} (feature #{latent})")
+if linked:
+    st.page_link(ui.PAGES["Features"], label=f"Open feature #{latent} on the Features page",
+                 query_params={"feature": str(latent)}, icon=":material/open_in_new:")
+else:
+    st.caption("This run trained its own SAE, so its feature numbers are not the Features page's.")
+try:
+    codes = run_codes(chosen, run_stamp, str(ws.path), stamp)
+except ui.ERRORS as exc:
+    st.warning(f"Documents shown in holdout order: {ui.error_line(exc)}")
+    codes = None
+supporting, counter = hypothesis_evidence(run, ws.frame, ws.text_col, row, codes=codes)
+terms = [t.strip() for t in str(row.get("keywords") or "").split(",")]
 left, right = st.columns(2)
 with left:
-    st.subheader("Supporting holdout documents")
-    st.dataframe(supporting, key="hyp_support", hide_index=True)
+    st.markdown("**Supporting holdout documents**: present, target on the predicted side; strongest first")
+    ui.documents(ws, supporting, f"hyp_support_{run_key}_{row_index}", terms)
 with right:
-    st.subheader("Counterexamples (present, target on the other side)")
-    st.dataframe(counter, key="hyp_counter", hide_index=True)
+    st.markdown("**Counterexamples**: present, target on the other side; strongest first")
+    ui.documents(ws, counter, f"hyp_counter_{run_key}_{row_index}", terms)

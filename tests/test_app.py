@@ -1,12 +1,20 @@
-"""Every dashboard page under streamlit.testing.v1.AppTest, on a small workspace built from real Yelp reviews."""
+"""Every dashboard page under streamlit.testing.v1.AppTest, through app.py's navigation, on small workspaces built
+from real Yelp reviews and real Upworthy headlines."""
 from __future__ import annotations
 
+import html
+import json
+import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
-from ws_fixtures import small_workspace  # noqa: F401
+from ws_fixtures import small_workspace, upworthy_frame, upworthy_workspace  # noqa: F401
+
+from hsae_core.splits import duplicate_mask
+from hsae_core.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
@@ -19,52 +27,118 @@ def app_env(monkeypatch, small_workspace, tmp_path):
     return small_workspace
 
 
-def page(name: str) -> AppTest:
-    at = AppTest.from_file(str(REPO / name), default_timeout=TIMEOUT)
+@pytest.fixture
+def upworthy_env(monkeypatch, upworthy_workspace, tmp_path):
+    monkeypatch.setenv("HSAE_WORKSPACE", str(upworthy_workspace))
+    monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(tmp_path / "workspaces"))
+    return upworthy_workspace
+
+
+def page(name: str = "Overview", **query) -> AppTest:
+    """The app as a browser opens it: app.py's navigation, then the named page (with ?query parameters)."""
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
     at.run()
     assert not at.exception, at.exception
+    if name != "Overview":
+        at.switch_page(f"pages/{ {'Features': 1, 'Search': 2, 'Hypotheses': 3, 'Map': 4}[name]}_{name}.py")
+        for key, value in query.items():
+            at.query_params[key] = str(value)
+        at.run()
+        assert not at.exception, at.exception
     return at
 
 
 # Dataframes without a selection have no key in the element tree, so they are found by their place on the page.
-ORDER = {
-    "feature_table": 0, "top_docs": 1, "quantile_docs": 2, "nearest": 3, "cooccurring": 4, "try_result": 5,
-    "steered_results": 0, "baseline_results": 1, "left_results": 2,
-    "hyp_table": 0, "hyp_support": 1, "hyp_counter": 2,
-    "region_features": 0, "corpus_head": 0,
-}
+ORDER = {"nearest": 3, "cooccurring": 4, "try_result": 5, "region_features": 0, "corpus_head": 0}
+
+
+def full_key(at: AppTest, key: str):
+    """The key of the table shown as ``key`` (pages suffix keys per feature, query or run: ``top_docs_5``)."""
+    for element in at.dataframe:
+        found = re.search(rf"-({re.escape(key)}(?:_.*)?)$", element.proto.id)
+        if found:
+            return found.group(1), element
+    return None, None
 
 
 def df(at: AppTest, key: str):
     frames = at.dataframe
-    for element in frames:
-        if element.proto.id.endswith("-" + key):
-            return element.value
-    assert len(frames) > ORDER[key], f"dataframe {key} not shown (page has {len(frames)} tables)"
+    _, element = full_key(at, key)
+    if element is not None:
+        return element.value
+    assert key in ORDER and len(frames) > ORDER[key], f"dataframe {key} not shown (page has {len(frames)} tables)"
     return frames[ORDER[key]].value
 
 
-def test_overview_shows_corpus_and_sae(app_env):
-    at = page("app.py")
+def click_row(at: AppTest, key: str, row: int) -> AppTest:
+    """What a click on a table row sends: the selection state of that dataframe."""
+    name, _ = full_key(at, key)
+    assert name, f"no table {key}"
+    at.session_state[name] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    return at.run()
+
+
+def texts(workspace) -> list[str]:
+    return Workspace.open(workspace).texts
+
+
+def last_run(workspace) -> Path:
+    return Path(Workspace.open(workspace).list_runs()[0]["path"])
+
+
+def shown_documents(at: AppTest) -> list[str]:
+    """The plain text of the documents shown by the reader panels (st.html with <mark> highlights)."""
+    return [html.unescape(re.sub(r"<[^>]+>", "", h.proto.body)) for h in at.get("html")]
+
+
+def test_overview_is_the_first_page_and_shows_validation_nmse(app_env):
+    at = page()
+    assert at.title[0].value == "hsae: Overview"
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Documents"] == "600" and metrics["SAE shape"] == "m=64, k=4"
-    assert 0 < float(metrics["Normalised MSE"]) < 1
+    manifest = Workspace.open(app_env).manifest
+    assert metrics["Validation NMSE"] == f"{manifest['sae']['metrics']['val_nmse']:.3f}"
     assert at.get("plotly_chart"), "density histogram drawn"
     assert "Feature density" in at.get("plotly_chart")[0].proto.spec
+    links = [link.proto.label for link in at.get("page_link")]
+    assert any(label.startswith("Features") for label in links) and any("Hypotheses" in x for x in links)
 
 
-def test_features_page_table_feature_page_and_typed_text(app_env):
-    at = page("pages/1_Features.py")
-    assert len(df(at, "feature_table")) == 64
+def test_features_table_row_click_opens_the_feature_and_documents_read_in_full(app_env):
+    at = page("Features")
+    table = df(at, "feature_table")
+    assert len(table) == 64
+    click_row(at, "feature_table", 5)
+    assert not at.exception
+    opened = int(table["latent"].iloc[5])
+    assert at.header[0].value.startswith(f"Feature #{opened}:")
+    assert at.query_params["feature"] in (str(opened), [str(opened)])
+    # The number box still works after a click, and a new click wins over it.
+    at.number_input(key="feature_open").set_value(9).run()
+    assert at.header[0].value.startswith("Feature #9:")
+    top = df(at, "top_docs")
+    assert len(top) > 0 and top["activation"].is_monotonic_decreasing
+    corpus = texts(app_env)
+    assert all(t == corpus[d] for d, t in zip(top["doc"], top["text"])), "table cells hold the whole text"
+    click_row(at, "top_docs", 0)
+    doc = int(top["doc"].iloc[0])
+    assert corpus[doc] in shown_documents(at), "the clicked document is shown whole"
+    assert len(df(at, "nearest")) == 10 and len(df(at, "cooccurring")) > 0
+
+
+def test_features_link_with_query_parameter_opens_that_feature(app_env):
+    at = page("Features", feature=7)
+    assert at.header[0].value.startswith("Feature #7:")
+
+
+def test_features_correlation_with_a_text_category_asks_for_its_value(app_env):
+    at = page("Features")
     at.selectbox(key="feat_corr_col").set_value("stars").run()
     table = df(at, "feature_table")
     assert "corr(stars)" in table.columns and table["corr(stars)"].abs().max() > 0.2
-    at.number_input(key="feature_open").set_value(5).run()
-    assert not at.exception
-    assert at.header[0].value.startswith("Feature #5")
-    top = df(at, "top_docs")
-    assert len(top) > 0 and top["activation"].is_monotonic_decreasing
-    assert len(df(at, "nearest")) == 10 and len(df(at, "cooccurring")) > 0
+    at.selectbox(key="feat_corr_col").set_value("split").run()  # a `str` column under pandas 3
+    assert at.selectbox(key="feat_corr_val").options == ["holdout", "val"]
+    assert not at.warning and "corr(split=holdout)" in df(at, "feature_table").columns
     at.text_area(key="try_text").input("The waiter ignored us and the soup was cold.")
     at.button(key="try_go").click().run()
     assert len(df(at, "try_result")) > 0
@@ -74,11 +148,14 @@ def test_features_page_table_feature_page_and_typed_text(app_env):
 
 
 def test_search_sliders_steer_and_untouched_sliders_match_baseline(app_env):
-    at = page("pages/2_Search.py")
+    at = page("Search")
     at.text_input(key="search_text").input("great tacos and cheap margaritas").run()
     assert not at.exception
     steered, baseline = df(at, "steered_results"), df(at, "baseline_results")
     np.testing.assert_array_equal(steered["doc"], baseline["doc"])
+    assert list(steered.columns[:4]) == ["rank", "doc", "change", "text"], "the text stays in view"
+    corpus = texts(app_env)
+    assert all(t == corpus[d] for d, t in zip(steered["doc"], steered["text"]))
     sliders = [s for s in at.slider if s.key.startswith("steer_")]
     assert sliders, "the query's features become sliders"
     first = sliders[0]
@@ -88,65 +165,129 @@ def test_search_sliders_steer_and_untouched_sliders_match_baseline(app_env):
     assert not np.array_equal(moved["doc"], baseline["doc"])
     np.testing.assert_array_equal(df(at, "baseline_results")["doc"], baseline["doc"])
     assert (moved["change"] == "new").any() and any("entered" in s.value for s in at.success)
+    click_row(at, "steered_results", 0)
+    doc = int(df(at, "steered_results")["doc"].iloc[0])
+    assert corpus[doc] in shown_documents(at), "the clicked document is shown whole"
 
 
-def test_search_back_to_start_value_reproduces_baseline_and_more_like_this(app_env):
-    at = page("pages/2_Search.py")
+def test_more_like_this_leaves_out_the_query_and_back_to_start_reproduces_baseline(app_env):
+    at = page("Search")
     at.radio(key="search_mode").set_value("More like this document").run()
     at.number_input(key="search_doc").set_value(42).run()
     base = df(at, "baseline_results")
-    assert base["doc"].iloc[0] == 42
+    assert 42 not in base["doc"].tolist() and len(base) == 10
     slider = [s for s in at.slider if s.key.startswith("steer_")][0]
     start = slider.value
     slider.set_value(slider.max).run()
     assert not np.array_equal(df(at, "steered_results")["doc"], base["doc"])
+    assert 42 not in df(at, "steered_results")["doc"].tolist()
     [s for s in at.slider if s.key == slider.key][0].set_value(start).run()
     np.testing.assert_array_equal(df(at, "steered_results")["doc"], base["doc"])
     np.testing.assert_array_equal(df(at, "steered_results")["score"], base["score"])
 
 
 def test_search_empty_query_is_a_message_not_a_crash(app_env):
-    at = page("pages/2_Search.py")
+    at = page("Search")
     assert any("Type a query" in i.value for i in at.info)
     at.text_input(key="search_text").input("   ").run()
     assert not at.exception and any("empty" in e.value for e in at.error)
 
 
-def test_hypotheses_run_shows_table_evidence_and_past_runs(app_env):
-    at = page("pages/3_Hypotheses.py")
+def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
+    at = page("Hypotheses")
     assert at.selectbox(key="hyp_target").value == "stars"
-    at.radio(key="hyp_split").set_value("by column").run()
-    assert at.selectbox(key="hyp_split_col").value == "split"
-    assert at.selectbox(key="hyp_holdout_value").value == "holdout"
-    at.number_input(key="hyp_m").set_value(32)
-    at.number_input(key="hyp_k").set_value(4)
+    assert at.radio(key="hyp_split").value == "random rows"
+    assert at.radio(key="hyp_features").value == "this workspace's features"
+    assert at.checkbox(key="hyp_dedupe").value is True
     at.number_input(key="hyp_n").set_value(5)
     at.button(key="hyp_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
+    metrics = {m.label: m.value for m in at.metric}
+    assert {"Holdout R²", "Cross-validated R²", "Embedding ceiling R²"} <= set(metrics)
+    assert float(metrics["Embedding ceiling R²"]) > 0
     table = df(at, "hyp_table")
     assert len(table) == 5
-    for col in ["latent", "hypothesis", "prevalence", "separation", "separation_p", "coef", "coef_p",
-                "significant_bonferroni", "significant_fdr"]:
+    for col in ["latent", "hypothesis", "prevalence", "separation", "separation_p", "coef", "coef_p"]:
         assert col in table.columns
-    support, counter = df(at, "hyp_support"), df(at, "hyp_counter")
-    assert len(support) + len(counter) > 0 and "stars" in support.columns
+    assert all(isinstance(p, str) and p != "0.0" for p in table["coef_p"]), "p-values are formatted, never 0"
+    assert "Effect of each hypothesis" in at.get("plotly_chart")[-1].proto.spec
     assert at.get("download_button")
+
+    corpus = texts(app_env)
+    frame = Workspace.open(app_env).frame
+    click_row(at, "hyp_table", 2)
+    latent = int(table["latent"].iloc[2])
+    assert any(f"(feature #{latent})" in s.value for s in at.subheader)
+    link = at.get("page_link")[-1].proto
+    assert link.page == "Features" and link.query_string == f"feature={latent}"
+    support, counter = df(at, "hyp_support"), df(at, "hyp_counter")
+    assert len(support) + len(counter) > 0
+    for part in (support, counter):
+        assert part["activation"].is_monotonic_decreasing, "strongest first"
+        assert list(part["stars"]) == frame["stars"].to_numpy()[part["doc"]].tolist(), "the target beside each"
+        assert all(t == corpus[d] for d, t in zip(part["doc"], part["text"]))
+    run_dir = last_run(app_env)
+    centre = pd.read_parquet(run_dir / "holdout_annotations.parquet")["target"].mean()
+    sign = np.sign(pd.read_csv(run_dir / "hypotheses.csv").set_index("latent").loc[latent, "separation"])
+    assert (np.sign(support["stars"] - centre) == sign).all() and (np.sign(counter["stars"] - centre) == -sign).all()
     # The run is saved in the workspace and reopens from disk in a fresh session.
-    again = page("pages/3_Hypotheses.py")
+    again = page("Hypotheses")
     assert len(again.selectbox(key="hyp_run_pick").options) >= 1
     assert len(df(again, "hyp_table")) == 5
 
 
 def test_hypotheses_llm_without_key_is_a_clear_error(app_env):
-    at = page("pages/3_Hypotheses.py")
+    at = page("Hypotheses")
     at.selectbox(key="hyp_interp").set_value("llm")
     at.button(key="hyp_run").click().run()
     assert not at.exception
     assert any("OPENAI_API_KEY" in e.value for e in at.error)
 
 
+def test_upworthy_split_is_random_by_default_grouped_by_test_one_choice_away(upworthy_env, upworthy_frame):
+    at = page("Hypotheses")
+    at.selectbox(key="hyp_target").set_value("ctr").run()
+    assert at.radio(key="hyp_split").value == "random rows"
+    # An outcome-related holdout column is flagged before anything runs.
+    at.radio(key="hyp_split").set_value("by a column's value").run()
+    at.selectbox(key="hyp_split_col").set_value("winner").run()
+    at.selectbox(key="hyp_holdout_value").set_value("True").run()
+    assert any("associated with the target" in w.value for w in at.warning)
+    # The grouped split: one choice, the test id preselected.
+    at.radio(key="hyp_split").set_value("grouped by a column").run()
+    assert at.selectbox(key="hyp_group_col").value == "clickability_test_id"
+    assert not any("associated with the target" in w.value for w in at.warning)
+    at.number_input(key="hyp_n").set_value(4)
+    at.button(key="hyp_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    run_dir = last_run(upworthy_env)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["split"]["method"] == "grouped" and summary["split"]["column"] == "clickability_test_id"
+    dups = int(upworthy_frame["headline"].duplicated().sum())
+    assert summary["split"]["dropped_duplicate_text"] >= dups > 0
+    hold = set(pd.read_parquet(run_dir / "holdout_annotations.parquet")["row_id"])
+    tests_hold = set(upworthy_frame["clickability_test_id"].iloc[sorted(hold)])
+    kept = np.flatnonzero(~duplicate_mask(upworthy_frame["headline"]))
+    train_rows = set(kept.tolist()) - hold
+    assert len(train_rows) + len(hold) == len(kept)
+    assert not tests_hold & set(upworthy_frame["clickability_test_id"].iloc[sorted(train_rows)])
+    assert any("duplicate texts dropped" in c.value for c in at.caption)
+
+
+def test_upload_picks_the_text_column_from_content(upworthy_env, upworthy_frame, tmp_path):
+    at = page()
+    path = tmp_path / "upworthy.parquet"
+    upworthy_frame.to_parquet(path)
+    at.get("file_uploader")[0].set_value(("upworthy.parquet", path.read_bytes(), "application/octet-stream"))
+    at.run()
+    assert not at.exception
+    picker = at.selectbox(key="new_text_col")
+    assert picker.value == "headline"
+    assert picker.options[:3] == ["headline (text)", "lede (text)", "excerpt (text)"]
+
+
 def test_map_page_layout_and_region_features(app_env):
-    at = page("pages/4_Map.py")
+    at = page("Map")
     chart = at.get("plotly_chart")[0].proto.spec
     assert '"x"' in chart and "feature #" in chart
     x = at.slider(key="map_x")
@@ -154,13 +295,15 @@ def test_map_page_layout_and_region_features(app_env):
     x.set_value((lo, lo + (hi - lo) * 0.3)).run()
     assert not at.exception
     region = df(at, "region_features")
-    assert len(region) > 0 and (region["inside_rate"] > region["outside_rate"]).all()
+    strongest = region.head(5)  # (the Haldane-smoothed log-odds can be > 0 for a weak feature with equal rates)
+    assert len(region) > 0 and region["z"].is_monotonic_decreasing
+    assert (strongest["inside_rate"] > strongest["outside_rate"]).all()
     at.radio(key="map_colour").set_value("column").run()
     assert "stars" in at.get("plotly_chart")[0].proto.spec
 
 
 def test_bad_upload_shows_an_error_not_a_traceback(app_env):
-    at = page("app.py")
+    at = page()
     uploader = at.get("file_uploader")[0]
     uploader.set_value(("broken.parquet", b"not parquet at all", "application/octet-stream"))
     at.run()
@@ -168,12 +311,29 @@ def test_bad_upload_shows_an_error_not_a_traceback(app_env):
     assert any("Could not use broken.parquet" in e.value for e in at.error)
 
 
-def test_no_workspace_and_no_data_says_what_to_download(monkeypatch, tmp_path):
+def test_no_workspace_and_no_data_says_what_to_download_and_what_next(monkeypatch, tmp_path):
     monkeypatch.delenv("HSAE_WORKSPACE", raising=False)
     monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(tmp_path / "none"))
     monkeypatch.setenv("HSAE_DATA_DIR", str(tmp_path / "empty-data"))
-    at = page("app.py")
+    at = page()
     text = " ".join(e.value for e in at.error)
     assert "yelp-demo-val-2K.jsonl" in text and "demo_data" in text
-    for name in ["pages/1_Features.py", "pages/2_Search.py", "pages/3_Hypotheses.py", "pages/4_Map.py"]:
-        assert any("No workspace yet" in i.value for i in page(name).info)
+    for name in ["Features", "Search", "Hypotheses", "Map"]:
+        infos = [i.value for i in page(name).info]
+        assert any("No workspace yet" in i for i in infos), (name, infos)
+
+
+def test_multiclass_target_offers_its_classes(shared_data, tmp_path, monkeypatch):
+    """A category held as pandas 3 `str` (arXiv categories) gets the one-vs-rest class picker."""
+    from hsae_core.workspace import build_workspace
+
+    frame = pd.read_csv(shared_data / "arxiv_cs_categories_small" / "arxiv_data.csv")
+    frame = frame.groupby("category").head(50).reset_index(drop=True)  # 50 abstracts of each of the 4 categories
+    assert frame["category"].dtype != object
+    vectors = np.random.default_rng(0).normal(size=(len(frame), 16)).astype(np.float32)  # no embedding needed here
+    ws = build_workspace(tmp_path / "arxiv", frame=frame, text_col="summary", embeddings=vectors, m=8, k=2)
+    monkeypatch.setenv("HSAE_WORKSPACE", str(ws.path))
+    monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(tmp_path / "none"))
+    at = page("Hypotheses")
+    assert at.selectbox(key="hyp_target").options == ["category"]
+    assert at.selectbox(key="hyp_class").options == ["every class"] + sorted(frame["category"].unique())

@@ -33,6 +33,7 @@ def installed(tmp_path_factory):
     result = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(src)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr and "deprecated" not in result.stderr, result.stderr  # a clean install
     shutil.rmtree(src)  # the installed copy must not depend on the sources
     return env_dir
 
@@ -62,3 +63,4 @@ def test_library_imports_no_dashboard_packages():
             "assert not bad, bad")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr and "deprecated" not in result.stderr, result.stderr  # a clean install

@@ -93,3 +93,13 @@ def test_approximate_index_beyond_the_exact_limit_keeps_high_recall(ws):
         exact = set(_brute_force(E, E[i], 10).tolist())
         recall.append(len(exact & set(approx.search(E[i], k=10).ids.tolist())) / 10)
     assert np.mean(recall) >= 0.9
+
+
+def test_more_like_this_can_leave_out_the_query_document(ws, engine):
+    q = np.asarray(ws.embeddings[17])
+    res = engine.search(q, {}, k=10, exclude=[17])
+    E = np.asarray(ws.embeddings)
+    np.testing.assert_array_equal(res.ids, [d for d in _brute_force(E, q, 11) if d != 17][:10])
+    latents, acts = engine.query_code(q)
+    steered = engine.search(q, {int(latents[0]): 3 * float(acts[0])}, k=10, exclude=[17])
+    assert 17 not in steered.ids.tolist() and 17 not in steered.baseline_ids.tolist() and len(steered.ids) == 10

@@ -28,3 +28,23 @@ def small_workspace(tmp_path_factory, yelp_frames, yelp_embedded):
     build_workspace(out, frame=small_frame(yelp_frames), text_col="text", m=SMALL_M, k=SMALL_K, seed=0,
                     name="Yelp small (test)")
     return out
+
+
+UPWORTHY_ROWS = 600
+
+
+@pytest.fixture(scope="session")
+def upworthy_frame(shared_data) -> pd.DataFrame:
+    """The first 600 arms of the real Upworthy archive (whole A/B tests, several arms sharing a headline)."""
+    path = shared_data / "upworthy_headlines" / "upworthy_exploratory_packages.parquet"
+    return pd.read_parquet(path).iloc[:UPWORTHY_ROWS].reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def upworthy_workspace(tmp_path_factory, upworthy_frame, isolated_cache):
+    """A workspace over those headlines (m=32, k=4), for the split and column-type checks of the dashboard."""
+    from hsae_core.workspace import build_workspace
+
+    out = tmp_path_factory.getbasetemp() / "ws-upworthy" / "upworthy-small"
+    build_workspace(out, frame=upworthy_frame, text_col="headline", m=32, k=4, seed=0, name="Upworthy (test)")
+    return out

@@ -1,0 +1,115 @@
+"""A hypothesis run in words people read: metric names, formatted p-values, the ceiling beside the score,
+row counts and the split. Shared by the dashboard and anything else that shows a run; no plotting here."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .stats import format_p
+
+# Column -> (name shown to people, what it means); the files keep the machine names. In reading order.
+COLUMNS = {
+    "class": ("class", "The class this hypothesis is about (one vs rest)"),
+    "latent": ("feature", "The SAE feature behind the hypothesis"),
+    "hypothesis": ("hypothesis", "The feature's label"),
+    "coef": ("coefficient", "Effect in one model of the target on all hypotheses (holdout, robust HC3 errors)"),
+    "coef_p": ("p (coefficient)", "p-value of the coefficient"),
+    "significant_bonferroni": ("Bonferroni", "Significant at 5% after a Bonferroni correction"),
+    "significant_fdr": ("FDR", "Significant at 5% false discovery rate (Benjamini–Hochberg)"),
+    "prevalence": ("present in", "Share of holdout documents where the hypothesis holds"),
+    "separation": ("difference", "Mean target where present minus where absent (holdout)"),
+    "separation_p": ("p (difference)", "Welch's t-test of that difference"),
+    "selection_score": ("training score", "The score that selected it, on the training rows only"),
+    "coef_ci_low": ("95% CI low", "Lower end of the coefficient's 95% confidence interval"),
+    "coef_ci_high": ("95% CI high", "Upper end of the coefficient's 95% confidence interval"),
+    "note": ("note", "Why a hypothesis was left out of the model, if it was"),
+}
+COLUMN_NAMES = {col: name for col, (name, _) in COLUMNS.items()}
+P_COLUMNS = ("separation_p", "coef_p")
+
+
+def readable_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The hypothesis table with p-values as text (``< 1e-16``) and a CI for each coefficient if missing.
+
+    Column names stay the machine names (see :data:`COLUMN_NAMES` for what to show).
+    """
+    out = table.copy()
+    if {"coef", "coef_se"} <= set(out.columns) and "coef_ci_low" not in out.columns:
+        from .stats import coef_ci
+
+        out["coef_ci_low"], out["coef_ci_high"] = coef_ci(out["coef"], out["coef_se"])
+    for col in P_COLUMNS:
+        if col in out.columns:
+            out[col] = out[col].map(format_p)
+    return out
+
+
+def headline_metrics(metrics: dict) -> list[tuple[str, str, str]]:
+    """(name, value, explanation) for one target's overall metrics: the hypotheses' score beside the ceiling."""
+    metric = metrics.get("metric") or ("r2" if "r2_cv" in metrics else "auc")
+    name = "R²" if metric == "r2" else "AUC"
+    folds = metrics.get("cv_folds", 5)
+    base = metrics.get("embedding_baseline") or {}
+    rows = [
+        (f"Holdout {name}", _num(metrics.get(f"{metric}_in_sample")),
+         f"How well the hypotheses together predict the target on the holdout ({'OLS' if metric == 'r2' else 'logistic'} "
+         "on their 0/1 presence)."),
+        (f"Cross-validated {name}", _num(metrics.get(f"{metric}_cv")),
+         f"The same model scored out of fold ({folds}-fold) on the holdout: less optimistic."),
+        (f"Embedding ceiling {name}", _num(base.get("value")),
+         f"A {base.get('model', 'ridge')} model on the raw embeddings, trained on the training rows: about as good as "
+         "anything built from these embeddings gets."),
+        ("Significant (Bonferroni)", f"{metrics.get('n_significant_bonferroni', 0)} / {metrics.get('n_hypotheses', 0)}",
+         "Hypotheses whose joint-model coefficient survives a Bonferroni correction at 5%."),
+        ("Significant (FDR)", f"{metrics.get('n_significant_fdr', 0)} / {metrics.get('n_hypotheses', 0)}",
+         "The same with Benjamini–Hochberg false discovery rate control at 5%."),
+    ]
+    return rows
+
+
+def _num(value) -> str:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return f"{value:.3f}" if np.isfinite(value) else "n/a"
+
+
+def split_summary(summary: dict) -> str:
+    """One line: how the holdout was made and how many rows each side kept (duplicates dropped included)."""
+    split = summary.get("split") or {}
+    config = summary.get("config", {})
+    rows = summary.get("rows", {})
+    train, hold = rows.get("train", {}), rows.get("holdout", {})
+    method = split.get("method") or ("grouped" if config.get("group_col") else
+                                     "by value" if config.get("split_col") else "random")
+    if method == "grouped":
+        groups = split.get("groups") or {}
+        how = (f"random {config.get('holdout_frac', 0):.0%} of the groups of '{config.get('group_col')}'"
+               + (f" ({groups['train']:,} groups train, {groups['holdout']:,} holdout)" if groups else ""))
+    elif method == "by value":
+        how = f"rows where {config.get('split_col')} = {config.get('holdout_value')}"
+    elif method == "holdout table":
+        how = "a separate holdout table"
+    else:
+        how = f"random {config.get('holdout_frac', 0):.0%} of the rows"
+    parts = [f"Holdout: {how}", f"training rows {train.get('kept', 0):,}", f"holdout rows {hold.get('kept', 0):,}"]
+    if split.get("dedupe"):
+        parts.append(f"duplicate texts dropped {split.get('dropped_duplicate_text', 0):,}")
+    dropped = train.get("dropped_empty_text", 0) + train.get("dropped_missing_target", 0)
+    if dropped:
+        parts.append(f"rows without text or target dropped {dropped:,}")
+    return " · ".join(parts)
+
+
+def effect_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per hypothesis with a finite coefficient: name, coefficient, CI and significance, sorted by effect."""
+    t = readable_table(table) if "coef_ci_low" not in table.columns else table
+    name = t["hypothesis"].astype(str) + " (#" + t["latent"].astype(int).astype(str) + ")"
+    if "class" in t.columns:
+        name = t["class"].astype(str) + ": " + name
+    out = pd.DataFrame({"hypothesis": name, "coef": t["coef"], "low": t["coef_ci_low"], "high": t["coef_ci_high"],
+                        "significant": np.where(t.get("significant_bonferroni", False), "Bonferroni-significant",
+                                                np.where(t.get("significant_fdr", False), "FDR only", "not significant"))})
+    out = out[np.isfinite(out["coef"].to_numpy(dtype=float))]
+    return out.sort_values("coef").reset_index(drop=True)

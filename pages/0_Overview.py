@@ -1,0 +1,227 @@
+"""Overview: workspace picker, corpus and SAE summary, new workspace from an upload or a pretrained SAE."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import plotly.express as px
+import streamlit as st
+
+import ui
+from hsae_core.columns import guess_text_column, profile_columns
+from hsae_core.corpora import EMBEDDING_COLUMN_GUESSES, guess_column, load_hub_corpus
+from hsae_core.data import TABLE_SUFFIXES
+from hsae_core.errors import DataError, HsaeError, ModelError
+from hsae_core.hub import registry
+from hsae_core.workspace import (
+    BUILD_WEIGHTS,
+    DEMO_HELP,
+    build_demo_workspace,
+    build_pretrained_workspace,
+    build_workspace,
+    workspaces_dir,
+)
+
+st.set_page_config(page_title="hsae: Overview", layout="wide")
+st.title("hsae: Overview")
+
+
+def build_demo() -> None:
+    progress, bar = ui.progress_bar("Building the demo workspace (Yelp reviews)", BUILD_WEIGHTS)
+    try:
+        ws = build_demo_workspace(workspaces_dir(), progress=progress)
+    except ui.ERRORS as exc:
+        bar.empty()
+        st.error(ui.error_line(exc))
+        return
+    bar.empty()
+    st.session_state["workspace_path"] = str(ws.path)
+    st.success(f"Built {ws.name}: {len(ws):,} documents.")
+
+
+def text_column_picker(frame, key: str, container=st):
+    """A selectbox of the columns, prose first and the likeliest text column chosen (decided from content)."""
+    profiles = profile_columns(frame)
+    cols = list(frame.columns)
+    order = sorted(cols, key=lambda c: (profiles[c].kind != "text", cols.index(c)))
+    guess = guess_text_column(frame)
+    return container.selectbox("Text column", order, index=order.index(guess) if guess in order else 0, key=key,
+                               format_func=lambda c: f"{c} ({profiles[c].kind})")
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "workspace"
+
+
+def new_workspace_form() -> None:
+    """Upload a table, pick its text column, build a workspace through the same code as `hsae build`."""
+    upload = st.file_uploader("Table (CSV, TSV, JSON, JSONL or Parquet)", type=[s[1:] for s in TABLE_SUFFIXES],
+                              key="upload")
+    if upload is None:
+        return
+    try:
+        frame = ui.read_upload(upload)
+    except HsaeError as exc:
+        st.error(f"Could not use {upload.name}: {exc}")
+        return
+    st.write(f"{len(frame):,} rows, columns: {', '.join(map(str, frame.columns))}")
+    text_col = text_column_picker(frame, key="new_text_col")
+    default_name = safe_name(Path(upload.name).stem)
+    name = st.text_input("Workspace name", value=default_name, key="new_name")
+    c1, c2 = st.columns(2)
+    m = c1.number_input("Features (m)", min_value=8, max_value=16384, value=256, step=8, key="new_m")
+    k = c2.number_input("Active per document (k)", min_value=1, max_value=128, value=8, key="new_k")
+    if st.button("Build workspace", key="new_build"):
+        safe = safe_name(name)
+        ws = ui.run_build(safe, lambda progress: build_workspace(
+            workspaces_dir() / safe, frame=frame, text_col=text_col, m=int(m), k=int(k), progress=progress, name=name))
+        if ws is not None:
+            st.success(f"Built {ws.name}: {len(ws):,} documents. Pick it in the sidebar.")
+
+
+SAE_CHOICES = ("Published SAE", "Type a spec or folder")
+CORPUS_CHOICES = ("Upload a table", "Table on this machine", "Hugging Face dataset")
+
+
+def pick_pretrained_sae() -> tuple[str, dict | None]:
+    """(spec, registry entry or None): a published SAE from the registry, or a typed spec."""
+    try:
+        entries = {e["name"]: e for e in registry()}
+    except HsaeError as exc:
+        st.error(str(exc))
+        entries = {}
+    how = st.radio("SAE", SAE_CHOICES, horizontal=True, key="pre_how") if entries else SAE_CHOICES[1]
+    if how == SAE_CHOICES[1]:
+        spec = st.text_input("SAE spec", key="pre_spec",
+                             placeholder="hub:owner/repo/file.pth, hub:owner/repo, a registry name or a local folder")
+        return spec.strip(), None
+    name = st.selectbox("Published SAE", list(entries), key="pre_pick", format_func=lambda n: (
+        f"{n}: k={entries[n]['k']}, n={entries[n]['n']} latents, {entries[n]['domain']} "
+        f"(needs {entries[n]['d_in']}-d {entries[n]['embedding_model']})"))
+    entry = entries[name]
+    st.caption(f"Spec: `hub:{entry['repo_id']}/{entry['filename']}` · "
+               f"{(entry.get('corpus') or {}).get('description', 'training corpus not recorded')}")
+    return f"hub:{entry['repo_id']}/{entry['filename']}", entry
+
+
+def pretrained_form() -> None:
+    """A pretrained SAE plus texts with their stored embeddings from the SAE's embedding model -> a workspace."""
+    spec, entry = pick_pretrained_sae()
+    source = st.radio("Corpus: texts with stored embeddings", CORPUS_CHOICES, horizontal=True, key="pre_source")
+    frame, text_col, emb_col, label = None, None, None, "table"
+    if source == CORPUS_CHOICES[2]:
+        suggested = ((entry or {}).get("corpus") or {}).get("hub_dataset")
+        if suggested and ("pre_dataset" not in st.session_state or st.session_state.get("pre_dataset_for") != spec):
+            st.session_state["pre_dataset"] = suggested  # prefill with the chosen SAE's own corpus
+        st.session_state["pre_dataset_for"] = spec
+        dataset = st.text_input("Dataset repo id", key="pre_dataset", placeholder="owner/name").strip()
+        c1, c2 = st.columns(2)
+        text_col = c1.text_input("Text column (blank: guess)", key="pre_ds_text").strip() or None
+        emb_col = c2.text_input("Embedding column (blank: guess)", key="pre_ds_emb").strip() or None
+        label = dataset.split("/")[-1] or label
+    else:
+        try:
+            if source == CORPUS_CHOICES[0]:
+                upload = st.file_uploader("Table (CSV, TSV, JSON, JSONL or Parquet)",
+                                          type=[s[1:] for s in TABLE_SUFFIXES], key="pre_upload")
+                if upload is not None:
+                    label, frame = Path(upload.name).stem, ui.read_upload(upload)
+            else:
+                path = st.text_input("Path to a table on this machine (CSV, TSV, JSON, JSONL or Parquet)",
+                                     key="pre_path").strip()
+                if path:
+                    label, frame = Path(path).stem, ui.read_table_cached(path)
+        except HsaeError as exc:
+            st.error(f"Could not use that table: {exc}")
+            return
+        if frame is None:
+            return
+        cols = list(frame.columns)
+        st.write(f"{len(frame):,} rows, columns: {', '.join(map(str, cols))}")
+        guess_emb = guess_column(frame, EMBEDDING_COLUMN_GUESSES) or cols[-1]
+        c1, c2 = st.columns(2)
+        text_col = text_column_picker(frame, key="pre_text_col", container=c1)
+        emb_col = c2.selectbox("Embedding column", cols, index=cols.index(guess_emb), key="pre_emb_col")
+    default = safe_name(f"{entry['name']}-{label}" if entry else label)
+    name = st.text_input("Workspace name", value=default, key="pre_ws_name")
+    if not st.button("Build workspace", key="pre_build"):
+        return
+    safe = safe_name(name)
+
+    def build(progress):
+        frame_, text_col_, embeddings = frame, text_col, None
+        if not spec:
+            raise ModelError("Choose a published SAE or type a spec (hub:owner/repo/file.pth, hub:owner/repo or a folder)")
+        if source == CORPUS_CHOICES[2]:
+            if not dataset:
+                raise DataError("Type the Hugging Face dataset repo id (owner/name)")
+            frame_, embeddings = load_hub_corpus(dataset, text_col=text_col, embedding_col=emb_col)
+            if embeddings is None:
+                raise DataError(f"{dataset} has no embedding column (columns: {', '.join(map(str, frame_.columns))}); "
+                                "type the column holding the stored embeddings")
+            text_col_ = frame_.columns[0]
+        return build_pretrained_workspace(workspaces_dir() / safe, spec, frame=frame_, text_col=text_col_,
+                                          embedding_col=emb_col, embeddings=embeddings, progress=progress, name=name)
+
+    ws = ui.run_build(safe, build)
+    if ws is None:
+        return
+    st.success(f"Built {ws.name}: {len(ws):,} documents with {ws.sae.config_.m:,} pretrained features; it is open below.")
+
+
+choices = ui.workspace_choices()
+if not choices and not st.session_state.get("demo_attempted"):
+    # First start: build the demo workspace once per session (it is reused from disk afterwards).
+    st.session_state["demo_attempted"] = True
+    if os.environ.get("HSAE_DATA_DIR"):
+        build_demo()
+        choices = ui.workspace_choices()
+    else:
+        st.error("No workspace yet and no demo data: HSAE_DATA_DIR is not set. " + DEMO_HELP)
+elif not choices:
+    st.warning("No workspace yet. " + DEMO_HELP)
+    if st.button("Try building the demo workspace again"):
+        build_demo()
+
+with st.expander("New workspace from a table", expanded=not choices):
+    new_workspace_form()
+with st.expander("Open a pretrained SAE"):
+    pretrained_form()
+
+ws = ui.pick_workspace() if ui.workspace_choices() else None
+if ws is not None:
+    info = ws.overview()
+    st.header(info["name"])
+    c = st.columns(4)
+    c[0].metric("Documents", f"{info['n_docs']:,}")
+    c[1].metric("SAE shape", f"m={info['m']}, k={info['k']}")
+    if info.get("val_nmse") is not None:
+        c[2].metric("Validation NMSE", f"{info['val_nmse']:.3f}",
+                    help="Reconstruction error on documents held out from SAE training, as a share of the "
+                         "embeddings' variance (0 = perfect, 1 = no better than the mean).")
+    else:
+        c[2].metric("NMSE (all documents)", f"{info['nmse']:.3f}" if info["nmse"] is not None else "n/a",
+                    help="Reconstruction error on this workspace's documents as a share of their variance; "
+                         "the SAE was not trained here, so no validation split is known.")
+    c[3].metric("Dead latents", f"{info['dead_frac']:.1%}")
+    st.write(f"**Text column:** `{info['text_col']}` · **Embeddings:** {info['embedding_model']} ({info['dim']}-d) · "
+             f"**SAE:** {info['source']} · **Columns:** {', '.join(info['columns'])}")
+    density = ws.features["density"].to_numpy()
+    alive = density[density > 0]
+    fig = px.histogram(x=np.log10(alive) if len(alive) else [], nbins=40,
+                       labels={"x": "log10(share of documents where the feature fires)"},
+                       title=f"Feature density ({len(alive)} of {len(density)} features ever fire)")
+    fig.update_layout(yaxis_title="features", height=320, margin=dict(t=40, b=10))
+    st.plotly_chart(fig, key="density_hist")
+    st.subheader("Corpus sample")
+    st.dataframe(ws.frame.head(20), key="corpus_head", column_config={info["text_col"]: ui.TEXT_COLUMN})
+    st.subheader("What next")
+    c = st.columns(3)
+    c[0].page_link(ui.PAGES["Features"], label="Features: read the concepts", icon=":material/category:")
+    c[1].page_link(ui.PAGES["Search"], label="Search: steer a query feature by feature", icon=":material/search:")
+    c[2].page_link(ui.PAGES["Hypotheses"], label="Hypotheses: which concepts predict a column",
+                   icon=":material/science:")
+else:
+    ui.next_steps("Overview")

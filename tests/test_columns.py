@@ -1,0 +1,82 @@
+"""Column kinds from content, under pandas 3's `str` dtype and pandas 2's `object` alike, on real tables."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hsae_core.columns import (
+    column_kinds,
+    group_columns,
+    guess_text_column,
+    split_columns,
+    target_columns,
+    text_columns,
+)
+
+
+@pytest.fixture(scope="module")
+def upworthy(shared_data) -> pd.DataFrame:
+    return pd.read_parquet(shared_data / "upworthy_headlines" / "upworthy_exploratory_packages.parquet")
+
+
+@pytest.fixture(scope="module")
+def yelp(shared_data) -> pd.DataFrame:
+    return pd.read_json(shared_data / "yelp_reviews_demo" / "yelp-demo-val-2K.jsonl", lines=True)
+
+
+def as_object(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table as pandas 2 reads it: text columns with the `object` dtype."""
+    return frame.astype({c: object for c in frame.columns if pd.api.types.is_string_dtype(frame[c])})
+
+
+def as_str(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table as pandas 3 reads it: text columns with the `str` (StringDtype) dtype."""
+    return frame.astype({c: pd.StringDtype(na_value=np.nan) for c in frame.columns
+                         if pd.api.types.is_string_dtype(frame[c])})
+
+
+@pytest.mark.parametrize("convert", [as_str, as_object], ids=["pandas3-str", "object"])
+def test_upworthy_text_is_the_headline_and_ids_are_ids(upworthy, convert):
+    frame = convert(upworthy)
+    if convert is as_str:
+        assert frame["headline"].dtype != object  # the case that broke `dtype == object` checks
+    kinds = column_kinds(frame)
+    assert kinds["headline"] == "text" and kinds["lede"] == "text"
+    assert kinds["clickability_test_id"] == "id" and kinds["eyecatcher_id"] == "id"
+    assert kinds["ctr"] == kinds["impressions"] == kinds["test_week"] == "numeric"
+    assert kinds["winner"] == "category"
+    assert guess_text_column(frame) == "headline"
+    targets = target_columns(frame, "headline")
+    assert "ctr" in targets and "winner" in targets
+    assert not {"clickability_test_id", "eyecatcher_id", "lede", "excerpt"} & set(targets)
+    assert group_columns(frame, "headline", "ctr")[0] == "clickability_test_id"
+    assert "winner" in split_columns(frame, "headline", "ctr")
+
+
+@pytest.mark.parametrize("convert", [as_str, as_object], ids=["pandas3-str", "object"])
+def test_yelp_text_ids_numbers_and_dates(yelp, convert):
+    frame = convert(yelp)
+    kinds = column_kinds(frame)
+    assert guess_text_column(frame) == "text" and text_columns(frame) == ["text"]
+    assert kinds["review_id"] == kinds["user_id"] == kinds["business_id"] == "id"
+    assert kinds["stars"] == "numeric" and kinds["date"] == "date"
+    assert target_columns(frame, "text") == ["stars", "useful", "funny", "cool"]
+
+
+def test_values_decide_not_dtypes():
+    frame = pd.DataFrame({
+        "numbers_as_text": pd.array(["1.5", "2", "3.25", "4"] * 10, dtype="str"),
+        "dates_as_text": pd.array(["2021-03-04", "2020-01-01", "2019-12-31", "2022-07-08"] * 10, dtype="str"),
+        "labels": pd.array(["cs", "math", "physics", "cs"] * 10, dtype="str"),
+        "prose": pd.array([f"review number {i} says the soup was cold and late" for i in range(40)], dtype="str"),
+        "codes": pd.array([f"a{i:06x}f" for i in range(40)], dtype="str"),
+        "flags": [True, False] * 20,
+        "vectors": [np.zeros(3)] * 40,
+        "empty": [None] * 40,
+    })
+    assert column_kinds(frame) == {"numbers_as_text": "numeric", "dates_as_text": "date", "labels": "category",
+                                   "prose": "text", "codes": "id", "flags": "category", "vectors": "other",
+                                   "empty": "other"}
+    assert guess_text_column(frame) == "prose"
+    assert guess_text_column(frame.drop(columns="prose")) is None

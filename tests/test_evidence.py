@@ -1,0 +1,96 @@
+"""Evidence, report and progress helpers on a real run over Yelp reviews."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hsae_core.evidence import holdout_codes, hypothesis_evidence
+from hsae_core.pipeline import HypothesisConfig, hypothesize, load_run
+from hsae_core.progress import StagedProgress, format_seconds
+from hsae_core.report import effect_rows, headline_metrics, readable_table, split_summary
+from hsae_core.stats import coef_ci, format_p
+
+
+@pytest.fixture(scope="module")
+def yelp_run(yelp_embedded, tmp_path_factory):
+    """A run over 1,200 real reviews (random 25% holdout) written to disk, with the table and embeddings."""
+    train, hold, X_train, X_hold = yelp_embedded
+    frame = pd.concat([train, hold], ignore_index=True)[["text", "stars"]]
+    X = np.vstack([X_train, X_hold])
+    out = tmp_path_factory.mktemp("run")
+    config = HypothesisConfig(m=64, k=4, n=6, holdout_frac=0.25, dedupe=True)
+    hypothesize(frame, text_col="text", target_col="stars", config=config, embeddings=X, out_dir=out)
+    return load_run(out), frame, X
+
+
+def test_evidence_is_strongest_first_on_both_sides_of_the_stored_target(yelp_run):
+    run, frame, X = yelp_run
+    codes = holdout_codes(run, X)
+    rows = run.annotations["row_id"].to_numpy()
+    np.testing.assert_allclose(codes.toarray(), run_sae_codes(run, X[rows]), rtol=1e-5)
+    centre = run.annotations["target"].mean()
+    for _, row in run.table.iterrows():
+        support, counter = hypothesis_evidence(run, frame, "text", row, codes=codes, n=5)
+        sign = np.sign(row["separation"])
+        for part, side in ((support, sign), (counter, -sign)):
+            assert part["activation"].is_monotonic_decreasing and (part["activation"] > 0).all()
+            assert (np.sign(part["stars"] - centre) == side).all()
+            assert part["stars"].tolist() == frame["stars"].to_numpy()[part["doc"]].tolist()
+            assert part["text"].tolist() == frame["text"].to_numpy()[part["doc"]].tolist()  # whole texts
+        # The strongest supporting document is the one with the highest activation among all that qualify.
+        present = run.annotations[row["annotation_col"]].to_numpy() == 1
+        y = run.annotations["target"].to_numpy()
+        agree = present & (np.sign(y - centre) == sign)
+        if agree.any() and len(support):
+            act = codes[:, int(row["latent"])].toarray().ravel()
+            assert support["activation"].iloc[0] == pytest.approx(act[agree].max())
+
+
+def run_sae_codes(run, X):
+    from hsae_core.sae import SparseAutoencoder
+
+    return SparseAutoencoder.load(run.out_dir / "sae").transform(X).toarray()
+
+
+def test_report_names_metrics_formats_p_and_gives_the_ceiling(yelp_run):
+    run, _, _ = yelp_run
+    metrics = run.summary["metrics"]["overall"]
+    names = [name for name, _, _ in headline_metrics(metrics)]
+    assert names[:3] == ["Holdout R²", "Cross-validated R²", "Embedding ceiling R²"]
+    assert headline_metrics(metrics)[2][1] == f"{metrics['embedding_baseline']['value']:.3f}"
+    shown = readable_table(run.table)
+    assert shown["coef_p"].map(lambda p: isinstance(p, str)).all()
+    assert "random 25% of the rows" in split_summary(run.summary)
+    assert "duplicate texts dropped" in split_summary(run.summary)
+    effects = effect_rows(run.table)
+    assert effects["coef"].is_monotonic_increasing and (effects["low"] <= effects["coef"]).all()
+    assert (effects["high"] >= effects["coef"]).all()
+
+
+def test_format_p_and_normal_confidence_intervals():
+    assert format_p(0.0) == "< 1e-16" and format_p(3e-40) == "< 1e-16"
+    assert format_p(2.4e-12) == "2.4e-12" and format_p(0.0123) == "0.012" and format_p(0.5, equals=True) == "= 0.5"
+    assert format_p(float("nan")) == "n/a" and format_p(None) == "n/a"
+    low, high = coef_ci([1.0, -2.0], [0.5, np.nan])
+    assert low[0] == pytest.approx(1 - 1.959964 * 0.5) and high[0] == pytest.approx(1 + 1.959964 * 0.5)
+    assert np.isnan(low[1]) and np.isnan(high[1])
+
+
+def test_staged_progress_is_one_monotonic_bar_with_time_left():
+    seen = []
+    progress = StagedProgress({"table": 1, "embeddings": 6, "sae": 3},
+                              lambda frac, msg, left: seen.append((frac, msg, left)))
+    progress(1, 1, "table: reused")
+    progress(0, 4000, "embeddings: 0 of 4000 cached")
+    progress(2000, 4000, "embeddings: 2000 of 4000")
+    progress(4000, 4000, "embeddings: done")
+    progress(10, 200, "sae: epoch 10: nmse 0.6")
+    progress(97, 97, "sae: done")  # early stopping: the stage ends before its budget
+    fractions = [f for f, _, _ in seen]
+    assert fractions == sorted(fractions) and fractions[0] == pytest.approx(0.1)
+    assert fractions[2] == pytest.approx(0.4) and fractions[-1] == pytest.approx(1.0)
+    assert seen[2][2] is not None and seen[2][2] >= 0
+    seconds = progress.finish()
+    assert set(seconds) == {"table", "embeddings", "sae"}
+    assert format_seconds(65) == "1 min 05 s" and format_seconds(42.4) == "42 s" and format_seconds(None) == ""

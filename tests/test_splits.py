@@ -1,0 +1,77 @@
+"""Safe splits on real tables: grouped, de-duplicated, and a warning when the holdout column tracks the target."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hsae_core.errors import DataError
+from hsae_core.pipeline import HypothesisConfig, describe_split, load_split
+from hsae_core.splits import duplicate_mask, grouped_split, holdout_association, split_warnings, text_key
+
+
+@pytest.fixture(scope="module")
+def upworthy(shared_data) -> pd.DataFrame:
+    return pd.read_parquet(shared_data / "upworthy_headlines" / "upworthy_exploratory_packages.parquet")
+
+
+def test_text_key_ignores_case_punctuation_and_spacing_only():
+    assert text_key("They're Being Called  'Walmart's Worst Nightmare.'") == text_key("they re being called walmart s worst nightmare")
+    assert text_key("Great pizza!") != text_key("Great pizzas!")
+    assert duplicate_mask(["A b.", "c", "a  B", "C!", "d"]).tolist() == [False, False, True, True, False]
+
+
+def test_grouped_split_keeps_every_test_on_one_side(upworthy):
+    groups = upworthy["clickability_test_id"]
+    train, hold = grouped_split(groups, 0.2, seed=0)
+    assert len(train) + len(hold) == len(upworthy) and not set(train) & set(hold)
+    assert not set(groups.iloc[train]) & set(groups.iloc[hold])
+    assert abs(len(hold) / len(upworthy) - 0.2) < 0.01
+    again, _ = grouped_split(groups, 0.2, seed=0)
+    np.testing.assert_array_equal(train, again)  # seeded
+    # Missing group values are groups of one row; a single group cannot be split.
+    t, h = grouped_split(pd.Series(["a", "a", None, None, "b"]), 0.4, seed=1)
+    assert sorted(np.r_[t, h]) == [0, 1, 2, 3, 4]
+    with pytest.raises(DataError, match="single group"):
+        grouped_split(pd.Series(["a"] * 5), 0.2)
+
+
+def test_load_split_grouped_and_deduplicated_counts_what_it_dropped(upworthy):
+    config = HypothesisConfig(group_col="clickability_test_id", dedupe=True)
+    train, hold = load_split(upworthy, "headline", "ctr", config=config)
+    dups = int(duplicate_mask(upworthy["headline"]).sum())
+    assert dups > 10_000  # arms of one test often share a headline
+    assert train.counts["dropped_duplicate_text"] == dups and len(train) + len(hold) == len(upworthy) - dups
+    keys = lambda c: {text_key(t) for t in c.texts}  # noqa: E731
+    assert not keys(train) & keys(hold), "no text on both sides"
+    assert not set(train.frame["clickability_test_id"]) & set(hold.frame["clickability_test_id"])
+    info = describe_split(train, hold, config)
+    assert info["method"] == "grouped" and info["dropped_duplicate_text"] == dups
+    assert info["groups"]["holdout"] > 0
+    with pytest.raises(DataError, match="`split_col`.*`group_col`"):
+        HypothesisConfig(group_col="clickability_test_id", split_col="winner", holdout_value="True").validate()
+
+
+def test_dedupe_with_a_separate_holdout_drops_holdout_copies_of_training_texts(yelp_frames):
+    train_df, hold_df = yelp_frames
+    hold_df = pd.concat([hold_df, train_df.iloc[:5].assign(text=lambda d: d["text"].str.upper())], ignore_index=True)
+    train, hold = load_split(train_df, "text", "stars", holdout=hold_df, config=HypothesisConfig(dedupe=True))
+    assert hold.counts["dropped_duplicate_text"] >= 5 and len(hold) <= len(hold_df) - 5
+    assert not {text_key(t) for t in train.texts} & {text_key(t) for t in hold.texts}
+
+
+def test_outcome_related_holdout_column_is_flagged_and_a_random_one_is_not(upworthy, yelp_frames):
+    config = HypothesisConfig(split_col="winner", holdout_value="True")
+    train, hold = load_split(upworthy, "headline", "ctr", config=config)
+    (warning,) = split_warnings(train, hold, config)
+    assert "winner = True" in warning and "'ctr'" in warning and "p < 1e-16" in warning
+    # The Yelp demo's val/holdout files are a random split of one pool: no warning.
+    a, b = yelp_frames
+    both = pd.concat([a.assign(split="val"), b.assign(split="holdout")], ignore_index=True)
+    config = HypothesisConfig(split_col="split", holdout_value="holdout")
+    assert split_warnings(*load_split(both, "text", "stars", config=config), config) == []
+    # Binary targets use a chi-square test of the class shares.
+    y = np.r_[np.zeros(500), np.ones(500)]
+    assert holdout_association(y, np.r_[np.zeros(400, bool), np.ones(600, bool)], "binary")["associated"]
+    rng = np.random.default_rng(0)
+    assert not holdout_association(rng.integers(0, 2, 1000), rng.random(1000) < 0.2, "binary")["associated"]
