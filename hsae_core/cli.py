@@ -329,6 +329,8 @@ def cmd_relabel(args) -> int:
         print(f"fidelity unavailable ({judge}): this workspace cannot embed text to judge labels")
     if budget is not None:
         print(budget.describe())
+    return 0
+
 
 # ---------------------------------------------------------------------------------------- demo
 def cmd_demo(args) -> int:
