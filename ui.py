@@ -38,7 +38,9 @@ NEXT_STEPS = {
               "watch which documents enter or leave the results.",
     "Hypotheses": "Choose the column to explain (the target) and press **Run**: the SAE features that predict it "
                   "are named and tested on a holdout. Click a result row to read its evidence.",
-    "Map": "Colour the map by a feature or a column; select a region (box or lasso) to see its features.",
+    "Map": "Regions carry the label of their most over-represented feature. Colour the map by a feature or a "
+           "column, filter it, and select a region (box or lasso, or type its ranges) to list its documents and "
+           "the features over-represented there.",
 }
 
 
@@ -325,6 +327,93 @@ def api_key_box() -> Optional[str]:
     return typed.strip() or None
 
 
+
+
+# ------------------------------------------------------------------ the Map
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _layout_job(path: str, stamp: float) -> dict:
+    """Compute a workspace's missing 2-D layout once, in a background thread (other pages stay usable)."""
+    import threading
+
+    state = {"message": "starting", "done": False, "error": None}
+
+    def work():
+        try:
+            Workspace.open(path).layout(progress=lambda done, total, msg="": state.update(message=msg))
+            state["done"] = True
+        except ERRORS as exc:
+            state["error"] = error_line(exc)
+        except Exception as exc:  # noqa: BLE001 - shown on the page instead of dying silently in a thread
+            state["error"] = f"{type(exc).__name__}: {exc}"
+
+    threading.Thread(target=work, daemon=True, name=f"hsae-layout-{Path(path).name}").start()
+    return state
+
+
+def start_layout(ws: Workspace) -> None:
+    """Start computing the map in the background if the workspace has none (e.g. the demo, built without it)."""
+    if not ws.has_layout:
+        _layout_job(str(ws.path), _stamp(ws.path))
+
+
+def map_layout(ws: Workspace) -> Optional[np.ndarray]:
+    """The workspace's 2-D layout, or None (after saying so) while it is computed in the background."""
+    if ws.has_layout:
+        return ws.layout()
+    job = _layout_job(str(ws.path), _stamp(ws.path))
+    if job["error"]:
+        st.error(f"The map could not be computed: {job['error']}")
+        return None
+    if job["done"]:
+        return ws.layout()
+    st.info("This workspace was built without its map: computing it now in the background (a large corpus "
+            "takes minutes; the other pages work meanwhile). `hsae build` computes it during the build.")
+
+    @st.fragment(run_every=2)
+    def poll():
+        if job["done"] or job["error"]:
+            st.rerun()
+        st.caption(f"Map: {job['message']}")
+
+    poll()
+    return None
+
+
+@st.cache_resource(max_entries=8, show_spinner="Naming the map's regions…")
+def _regions(path: str, stamp: float, labels: tuple, n_regions: int):
+    from hsae_core.mapping import map_regions
+
+    ws = _open(path, stamp)
+    return map_regions(ws.layout(), ws.codes, np.asarray(labels, dtype=object), n_regions=n_regions)
+
+
+def map_regions(ws: Workspace, labels, n_regions: int = 12):
+    """(region of each document, one row per region: label position and the label of its most over-represented
+    feature), computed once per workspace and label set."""
+    return _regions(str(ws.path), _stamp(ws.path), tuple(map(str, labels)), n_regions)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _map_columns(path: str, stamp: float) -> dict:
+    ws = _open(path, stamp)
+    out = {}
+    for col, kind in column_kinds(ws).items():
+        if col == ws.text_col or kind not in ("numeric", "category"):
+            continue
+        values = ws.frame[col]
+        n_unique = int(values.nunique())
+        if kind == "numeric" and n_unique > 20:
+            num = pd.to_numeric(values, errors="coerce")
+            out[col] = ("numeric", (float(num.min()), float(num.max())))
+        elif 2 <= n_unique <= 200:
+            out[col] = ("category", values.dropna().astype(str).value_counts().index.tolist()[:50])
+    return out
+
+
+def map_columns(ws: Workspace) -> dict:
+    """{column: ("numeric", (min, max)) or ("category", its most common values)}: what the Map filters and
+    colours by (text, id and date columns left out), computed once."""
+    return _map_columns(str(ws.path), _stamp(ws.path))
 
 
 # ------------------------------------------------------------------ label sets (which labels to show, relabelling)

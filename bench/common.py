@@ -92,6 +92,32 @@ def yelp_embeddings() -> Path:
     return out
 
 
+def real_mix_texts() -> list[str]:
+    """Every distinct real text in the shared data: Upworthy headlines, Yelp reviews, arXiv and NeurIPS/ICLR
+    abstracts (about 24k texts from four domains), in a fixed order."""
+    import glob
+
+    import pandas as pd
+
+    d = data_dir()
+    parts = [pd.read_parquet(d / "upworthy_headlines" / "upworthy_exploratory_packages.parquet")["headline"]]
+    train, hold = yelp_frames()
+    parts += [train["text"], hold["text"]]
+    parts.append(pd.read_csv(d / "arxiv_2018_citations" / "arxiv_2018_with_citations.csv")["abstract"])
+    for f in sorted(glob.glob(str(d / "iclr_nips_abstracts" / "NIPS1*_paper.csv"))):
+        parts.append(pd.read_csv(f)["Abstract"])
+    texts = pd.concat(parts, ignore_index=True).dropna().astype(str).str.strip()
+    return texts[texts.str.len() > 0].drop_duplicates().tolist()
+
+
+def real_mix_embeddings() -> Path:
+    """:func:`real_mix_texts` embedded with MiniLM (through the product's cache), as an .npy path."""
+    out = INPUTS / "real_mix.npy"
+    if not out.exists():
+        np.save(out, embed_cached(real_mix_texts()).astype(np.float32))
+    return out
+
+
 def synthetic_embeddings(n: int, seed: int = 0, n_concepts: int = 2048, active: int = 8, noise: float = 0.3,
                          with_texts: bool = False):
     """Reproducible unit-norm vectors built like text embeddings are thought to be: a few concepts each.
@@ -119,6 +145,117 @@ def synthetic_embeddings(n: int, seed: int = 0, n_concepts: int = 2048, active: 
         if with_texts:
             texts.extend(" ".join(f"c{c}" for c in row) for row in picks.tolist())
     return (out, texts) if with_texts else out
+
+
+_SYLLABLES = ("ka", "lo", "mi", "nu", "re", "sa", "to", "vi", "be", "da", "fe", "gu", "ho", "ji", "ke", "la", "mo",
+              "ne", "pi", "ru", "si", "ta", "vo", "ze", "an", "el", "or", "um", "is", "ar")
+_FILLER = ("the", "a", "of", "and", "to", "in", "is", "we", "this", "that", "for", "with", "on", "our", "are", "as",
+           "by", "an", "be", "from", "which", "results", "show", "method", "approach", "paper", "propose", "model",
+           "data", "using", "new", "based", "performance", "two", "these", "can", "also", "study", "work", "high")
+
+
+def _pseudo_words(n_words: int, rng) -> np.ndarray:
+    """Distinct made-up words of 2-4 syllables (a concept's vocabulary), reproducible from ``rng``."""
+    words: dict[str, None] = {}
+    while len(words) < n_words:
+        k = int(rng.integers(2, 5))
+        words["".join(rng.choice(_SYLLABLES, size=k))] = None
+    return np.array(list(words), dtype=object)
+
+
+def synthetic_corpus(n: int, seed: int = 0, n_concepts: int = 2048, active: int = 8, noise: float = 0.3,
+                     words_per_concept: int = 6, length: int = 40, topics: int = 0, in_topic: float = 0.8,
+                     topic_weight: float = 0.0, common_weight: float = 0.0):
+    """(embeddings, table) of ``n`` synthetic documents for the scale suite: text-like and label-able.
+
+    Embeddings are :func:`synthetic_embeddings`' mixture of concepts. Each document's text mixes words from
+    its concepts' own small vocabularies (more words for stronger concepts) with common filler words, about
+    ``length`` words, so keyword labelling, search results and the Map read like a real (if nonsensical)
+    corpus. Columns: ``text``, ``rating`` (1-5, driven by twenty concepts plus noise), ``source`` (six values,
+    tied to the strongest concept 70% of the time).
+
+    With ``topics`` > 0 documents also belong to one of that many topics (Zipf-popular): ``in_topic`` of their
+    concepts come from the topic's own share of the concepts, and the topic's direction (``topic_weight``)
+    and one direction shared by every document (``common_weight``: sentence embeddings are anisotropic) are
+    added, so neighbourhoods look like those of real embedded text (calibrated in BENCHMARKS.md, Scale).
+    """
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    dirs = rng.standard_normal((n_concepts, DIM)).astype(np.float32)
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    popularity = 1.0 / np.arange(1, n_concepts + 1) ** 0.7
+    popularity /= popularity.sum()
+    if topics:
+        topic_dirs = rng.standard_normal((topics, DIM)).astype(np.float32)
+        topic_dirs /= np.linalg.norm(topic_dirs, axis=1, keepdims=True)
+        common = rng.standard_normal(DIM).astype(np.float32)
+        common /= np.linalg.norm(common)
+        topic_pop = 1.0 / np.arange(1, topics + 1) ** 0.7
+        topic_pop /= topic_pop.sum()
+        concept_topic = rng.integers(0, topics, n_concepts)
+        members = [np.flatnonzero(concept_topic == t) for t in range(topics)]
+        member_p = [popularity[m] / popularity[m].sum() if len(m) else None for m in members]
+    vocab = _pseudo_words(n_concepts * words_per_concept + len(_FILLER), rng)
+    vocab = np.concatenate([vocab[: n_concepts * words_per_concept], np.array(_FILLER, dtype=object)])
+    filler0 = n_concepts * words_per_concept
+    effect = np.zeros(n_concepts, dtype=np.float32)
+    effect[0:20:2], effect[1:20:2] = 1.0, -1.0  # ten popular concepts push the rating up, ten down
+    X = np.empty((n, DIM), dtype=np.float32)
+    texts, rating, source = [], np.empty(n, dtype=np.int64), np.empty(n, dtype=object)
+    for start in range(0, n, 50_000):
+        rows = min(50_000, n - start)
+        picks = rng.choice(n_concepts, size=(rows, active), p=popularity)
+        weights = rng.exponential(1.0, size=(rows, active)).astype(np.float32)
+        if topics:
+            topic = rng.choice(topics, size=rows, p=topic_pop)
+            own = rng.random((rows, active)) < in_topic
+            for t in np.unique(topic):
+                if len(members[t]) == 0:
+                    continue
+                r, a = np.nonzero(own & (topic == t)[:, None])
+                picks[r, a] = rng.choice(members[t], size=len(r), p=member_p[t])
+        block = np.einsum("ra,rad->rd", weights, dirs[picks])
+        if topics:
+            scale = np.linalg.norm(block, axis=1, keepdims=True)
+            block += scale * (topic_weight * topic_dirs[topic] + common_weight * common[None, :])
+        block += noise * rng.standard_normal((rows, DIM)).astype(np.float32) / np.sqrt(DIM) * np.linalg.norm(block, axis=1, keepdims=True)
+        block /= np.linalg.norm(block, axis=1, keepdims=True)
+        X[start:start + rows] = block
+        # words: each slot takes a concept with probability ~ its weight, or a filler word
+        share = weights / weights.sum(axis=1, keepdims=True)
+        slot_concept = (rng.random((rows, length, 1)) > np.cumsum(share, axis=1)[:, None, :]).sum(axis=2)
+        slot_concept = np.minimum(slot_concept, active - 1)
+        concept = np.take_along_axis(picks, slot_concept, axis=1)
+        word = concept * words_per_concept + rng.integers(0, words_per_concept, size=(rows, length))
+        filler = rng.random((rows, length)) < 0.45
+        word[filler] = filler0 + rng.integers(0, len(_FILLER), size=int(filler.sum()))
+        texts.extend(" ".join(row) for row in vocab[word])
+        score = (weights * effect[picks]).sum(axis=1) + rng.normal(0, 0.5, rows)
+        rating[start:start + rows] = np.clip(np.round(3 + 1.5 * score), 1, 5).astype(np.int64)
+        strongest = picks[np.arange(rows), weights.argmax(axis=1)]
+        tied = rng.random(rows) < 0.7
+        source[start:start + rows] = np.where(tied, strongest % 6, rng.integers(0, 6, rows)).astype(str)
+    frame = pd.DataFrame({"text": texts, "rating": rating, "source": pd.Series(source).radd("s")})
+    return X, frame
+
+
+# Topic structure calibrated so that neighbourhoods match real MiniLM embeddings of the shared data's 22,678
+# distinct texts (nearest-neighbour cosines and the IVF nprobe needed for recall@10 0.95; BENCHMARKS.md, Scale).
+TEXT_LIKE = {"topics": 200, "topic_weight": 0.25, "common_weight": 0.2, "in_topic": 0.8, "noise": 0.5}
+
+
+def synthetic_corpus_files(n: int, seed: int = 0, params: Optional[dict] = None) -> tuple[Path, Path]:
+    """(table .parquet, embeddings .npy) of :func:`synthetic_corpus` with ``params`` (default :data:`TEXT_LIKE`),
+    generated once and kept in bench/results."""
+    params = TEXT_LIKE if params is None else params
+    tag = "-".join(f"{k}{v}" for k, v in sorted(params.items())) or "plain"
+    table, emb = INPUTS / f"corpus_{n}_{seed}_{tag}.parquet", INPUTS / f"corpus_{n}_{seed}_{tag}.npy"
+    if not (table.exists() and emb.exists()):
+        X, frame = synthetic_corpus(n, seed, **params)
+        np.save(emb, X)
+        frame.to_parquet(table, index=False)
+    return table, emb
 
 
 def synthetic_path(n: int, seed: int = 0) -> Path:

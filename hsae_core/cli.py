@@ -215,49 +215,104 @@ def read_embeddings(path) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------- build
 def cmd_build(args) -> int:
-    from .data import read_table
+    from .data import read_table, require_columns
     from .workspace import build_pretrained_workspace, build_workspace, check_sae_shape, looks_like_workspace
 
     _check_batch(args)
+    if args.corpus:
+        return _build_published(args)
+    if not (args.data and args.text_col):
+        raise HsaeError("Give --data and --text-col (or --corpus NAME for a published corpus)")
+    if args.embeddings and args.embedding_col:
+        raise HsaeError("Give stored embeddings as --embeddings FILE.npy or as --embedding-col, not both")
     if args.embedding_col and args.embedding_col == args.text_col:
         raise DataError(f"'{args.text_col}' cannot be both `text_col` and `embedding_col`; pick the column holding "
                         "the stored embeddings")
     if not args.sae:
         check_sae_shape(args.m, args.k)
     check_output_dir(args.out, "workspace folder", allow_nonempty=looks_like_workspace)
-    if not args.embedding_col:
+    stored = bool(args.embedding_col or args.embeddings)
+    if not stored:
         check_cache_dir(settings.cache_dir())
         if not args.sae:
             _check_memory(args.m, args.embedder)
-    frame = read_table(args.data)
     if args.engine == "ray":
-        ws = _build_with_ray(args, frame)
-    elif args.sae and args.embedding_col:  # the dashboard's "Open a pretrained SAE" runs this same function
-        bar = _build_progress()
-        with bar:
-            ws = build_pretrained_workspace(args.out, args.sae, frame=frame, text_col=args.text_col,
-                                            embedding_col=args.embedding_col, progress=bar, name=args.name,
-                                            device=args.device)
+        return _built(_build_with_ray(args, read_table(args.data)), args.out)
+    embeddings = None
+    if args.embeddings:
+        from .chunked import load_embeddings
+
+        embeddings = load_embeddings(args.embeddings)  # memory-mapped: never read whole into memory
+    if args.embedding_col and Path(args.data).suffix.lower() in (".parquet", ".pq"):
+        from .corpora import parquet_embeddings
+
+        # the vector column is read batch by batch into one float32 matrix (no Python list per row)
+        frame, embeddings = parquet_embeddings(args.data, args.embedding_col)
+        require_columns(frame, args.text_col)
     else:
-        embeddings = None
+        frame = read_table(args.data)
         if args.embedding_col:
             from .corpora import embeddings_from_column
-            from .data import require_columns
 
             require_columns(frame, args.embedding_col, args.text_col)
             embeddings = embeddings_from_column(frame, args.embedding_col)
             frame = frame.drop(columns=[args.embedding_col])
+    bar = _build_progress()
+    if args.sae and embeddings is not None:  # the dashboard's "Open a pretrained SAE" runs this same function
+        with bar:
+            ws = build_pretrained_workspace(args.out, args.sae, frame=frame, text_col=args.text_col,
+                                            embeddings=embeddings, progress=bar, name=args.name, device=args.device,
+                                            layout=not args.no_map)
+    else:
         sae = _load_sae(args.sae, args.device) if args.sae else None
         if sae is not None:  # refuse a width/model mismatch before any embedding or indexing work
             _check_sae_width(sae, args.embedder)
-        bar = _build_progress()
         with bar:
             ws = build_workspace(args.out, frame=frame, text_col=args.text_col, m=args.m, k=args.k, seed=args.seed,
                                  embedder_spec=args.embedder, embeddings=embeddings, sae=sae, progress=bar,
-                                 name=args.name, batch=args.batch, device=args.device)
-    print(f"Workspace ready: {args.out} ({len(ws.frame)} documents). Open it with: "
-          f"HSAE_WORKSPACE={args.out} streamlit run app.py")
+                                 name=args.name, batch=args.batch, device=args.device, layout=not args.no_map,
+                                 max_epochs=args.epochs)
+    return _built(ws, args.out)
+
+
+def _built(ws, out) -> int:
+    index = ws.index_info
+    how = (f"IVF index, nprobe {index['nprobe']} (recall@10 {index['recall_at_10']:.3f} against exact)"
+           if index.get("kind") == "ivf" else "exact index")
+    print(f"Workspace ready: {out} ({len(ws):,} documents, {how}). Open it with: "
+          f"HSAE_WORKSPACE={out} streamlit run app.py")
     return 0
+
+
+def _build_published(args) -> int:
+    """`hsae build --corpus csLG [--sae csLG_16_9216_32]`: a published corpus's texts and stored embeddings."""
+    from .corpora import TEXT_COLUMN, load_published_corpus
+    from .workspace import build_pretrained_workspace, build_workspace
+
+    if args.data or args.embedding_col:
+        raise HsaeError("--corpus brings its own texts and embeddings: leave out --data and --embedding-col")
+    if args.engine == "ray":
+        raise HsaeError("--corpus builds in this process; leave out --engine ray")
+    check_output_dir(args.out, "workspace folder", allow_nonempty=_looks_like_workspace)
+    frame, X = load_published_corpus(args.corpus, max_rows=args.max_rows, embeddings_path=args.embeddings,
+                                     progress=_progress("corpus"))
+    name = args.name or f"{args.corpus} ({len(frame):,} documents)"
+    bar = _build_progress()
+    with bar:
+        if args.sae:
+            ws = build_pretrained_workspace(args.out, args.sae, frame=frame, text_col=TEXT_COLUMN, embeddings=X,
+                                            progress=bar, name=name, device=args.device, layout=not args.no_map)
+        else:
+            ws = build_workspace(args.out, frame=frame, text_col=TEXT_COLUMN, m=args.m, k=args.k, seed=args.seed,
+                                 embeddings=X, progress=bar, name=name, device=args.device, layout=not args.no_map,
+                                 max_epochs=args.epochs)
+    return _built(ws, args.out)
+
+
+def _looks_like_workspace(path) -> bool:
+    from .workspace import looks_like_workspace
+
+    return looks_like_workspace(path)
 
 
 def _build_with_ray(args, frame):
@@ -275,6 +330,10 @@ def _build_with_ray(args, frame):
     if args.embedding_col:
         embeddings = embeddings_from_column(frame, args.embedding_col)
         frame = frame.drop(columns=[args.embedding_col])
+    elif args.embeddings:
+        from .chunked import load_embeddings
+
+        embeddings = load_embeddings(args.embeddings)
     elif Path(args.data).with_suffix(".npy").is_file():
         npy = Path(args.data).with_suffix(".npy")
         try:
@@ -461,10 +520,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("build", help="build a dashboard workspace from a table")
-    p.add_argument("--data", required=True)
-    p.add_argument("--text-col", required=True)
+    p.add_argument("--data", default=None, help="CSV, TSV, JSON, JSONL or Parquet table (not with --corpus)")
+    p.add_argument("--text-col", default=None)
     p.add_argument("--sae", default=None, help="pretrained SAE: hub:OWNER/REPO/FILE.pth, hub:OWNER/REPO or a folder")
-    p.add_argument("--embedding-col", default=None, help="use stored embeddings from this column instead of embedding")
+    p.add_argument("--embedding-col", default=None, help="use stored embeddings from this column instead of embedding "
+                                                         "(a Parquet list column is read in batches)")
+    p.add_argument("--embeddings", default=None,
+                   help="stored embeddings as a .npy matrix, one row per table row (read memory-mapped); with "
+                        "--corpus, a local copy of that corpus's vector-store .npy")
+    p.add_argument("--corpus", default=None, help="a published corpus with its stored embeddings: csLG (texts from "
+                                                  "the Hub dataset charlieoneill/csLG)")
+    p.add_argument("--max-rows", type=int, default=None, help="with --corpus: read only the first N documents")
+    p.add_argument("--no-map", action="store_true", help="skip the Map's 2-D layout (computed on first visit instead)")
+    p.add_argument("--epochs", type=int, default=None, help="cap the SAE's training epochs (default: early stopping; "
+                                                            "above 100k documents, at most 5 on a 100k sample)")
     p.add_argument("--name", default=None)
     p.add_argument("--batch", action="store_true", help=BATCH_HELP)
     p.add_argument("--out", required=True)

@@ -39,6 +39,23 @@ def feature_stats(codes: sp.spmatrix) -> pd.DataFrame:
     })
 
 
+def label_rows(codes: sp.spmatrix, top_docs: int, sample_docs: int, seed: int = 0) -> Optional[np.ndarray]:
+    """Documents the keyword labeller reads on a large corpus: every latent's ``top_docs`` strongest documents
+    plus a random ``sample_docs`` (the background the top documents are contrasted with). None = all documents."""
+    n = codes.shape[0]
+    if n <= 2 * sample_docs:
+        return None
+    csc = sp.csc_matrix(codes)
+    picked = [np.random.default_rng(seed).choice(n, size=sample_docs, replace=False)]
+    for j in range(csc.shape[1]):
+        lo, hi = csc.indptr[j], csc.indptr[j + 1]
+        if hi > lo:
+            vals = csc.data[lo:hi]
+            top = np.argpartition(-vals, top_docs - 1)[:top_docs] if hi - lo > top_docs else np.arange(hi - lo)
+            picked.append(csc.indices[lo:hi][top[vals[top] > 0]])
+    return np.unique(np.concatenate(picked))
+
+
 def build_feature_table(texts: Sequence[str], codes: sp.spmatrix, progress: Optional[ProgressFn] = None,
                         labels: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """Statistics plus a label for every latent: from ``labels`` (a label set of :mod:`hsae_core.labelsets`,
@@ -101,12 +118,20 @@ class FeatureExplorer:
     """Answers every question of a feature page from the workspace's sparse codes."""
 
     def __init__(self, codes: sp.spmatrix, decoder_directions: np.ndarray):
-        self.csr = sp.csr_matrix(codes)
-        self.csc = self.csr.tocsc()  # column slices (one feature's documents) are O(nnz of that column)
+        self.csr = codes if sp.issparse(codes) and codes.format == "csr" else sp.csr_matrix(codes)
+        self._csc: Optional[sp.csc_matrix] = None
         self.n, self.m = self.csr.shape
         W = np.asarray(decoder_directions, dtype=np.float32)
         self.W = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-12)
-        self.density = np.asarray((self.csr > 0).sum(axis=0)).ravel() / max(self.n, 1)
+        positive = self.csr.data > 0
+        self.density = np.bincount(self.csr.indices[positive], minlength=self.m) / max(self.n, 1)
+
+    @property
+    def csc(self) -> sp.csc_matrix:
+        """Column-major codes, built on first use: one feature's documents are then O(nnz of that column)."""
+        if self._csc is None:
+            self._csc = self.csr.tocsc()
+        return self._csc
 
     def _check(self, latent: int) -> int:
         latent = int(latent)

@@ -1,73 +1,313 @@
-"""2-D map of the documents (UMAP) and which features are over-represented in a selected region."""
+"""The Map's numbers: a 2-D layout of the documents, density images, filters, regions labelled by their
+most over-represented feature, and what a selected region holds.
+
+The layout is UMAP (cosine) fitted on at most ``settings.SCALE.map_fit_rows`` documents; every other
+document is placed at the similarity-weighted mean position of its nearest fitted documents (FAISS
+IVF search over the fitted sample, in its top principal directions), so a million documents are laid
+out in minutes, not hours.
+Nothing here sends points anywhere: above ``settings.SCALE.map_points`` the page draws the aggregated
+grid of :func:`density_grid` plus a sample of points for hover.
+"""
 from __future__ import annotations
 
+import time
 from typing import Optional
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from . import settings
 from .errors import DataError
 from .progress import ProgressFn, report
 
-FIT_SAMPLE = 50_000
+LAYOUT_VERSION = 3  # 1: UMAP transform beyond 50k; 2: neighbour placement; 3: neighbours found in PCA-64
+PLACE_NEIGHBOURS = 10
+PLACE_CHUNK = 50_000
+PLACE_DIMS = 64
 
 
-def compute_layout(embeddings: np.ndarray, seed: int = 0, n_neighbors: int = 15, fit_sample: int = FIT_SAMPLE,
-                   progress: Optional[ProgressFn] = None) -> np.ndarray:
-    """(N, 2) float32 UMAP layout (cosine metric). Beyond ``fit_sample`` documents UMAP is fitted on a
-    random sample and the rest are placed with ``transform``, so time grows linearly with N."""
-    X = np.asarray(embeddings, dtype=np.float32)
-    n = len(X)
+# ---------------------------------------------------------------------------------------------- layout
+def compute_layout(embeddings: np.ndarray, seed: int = 0, n_neighbors: int = 15,
+                   fit_rows: int = settings.SCALE.map_fit_rows, progress: Optional[ProgressFn] = None,
+                   with_info: bool = False):
+    """(N, 2) float32 layout (UMAP, cosine metric); with ``with_info`` also a dict saying how it was made.
+
+    Beyond ``fit_rows`` documents UMAP is fitted on a random sample and each remaining document is put at
+    the similarity-weighted mean of its nearest sampled documents' positions (read in chunks: ``embeddings``
+    may be a memory map).
+    """
+    from .chunked import release, sample_matrix, sample_rows
+
+    t0 = time.perf_counter()
+    n = len(embeddings)
     if n < 3:
         raise DataError(f"A map needs at least 3 documents, this workspace has {n}")
-    report(progress, 0, 2, "loading UMAP")
+    fit = sample_rows(n, fit_rows, seed)
+    n_fit = n if fit is None else len(fit)
+    report(progress, 0, 3, "loading UMAP")
     import umap
 
-    reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, n - 1), metric="cosine", random_state=seed,
-                        low_memory=True, force_approximation_algorithm=n > 4_000)
-    report(progress, 1, 2, f"laying out {n:,} documents")
-    if n <= fit_sample:
-        coords = reducer.fit_transform(X)
+    X_fit = _unit(np.asarray(embeddings, dtype=np.float32) if fit is None else sample_matrix(embeddings, fit))
+    release(embeddings)
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, n_fit - 1), metric="cosine", random_state=seed, n_jobs=1,
+                        low_memory=True, force_approximation_algorithm=n_fit > 4_000)
+    report(progress, 1, 3, f"UMAP on {n_fit:,} documents")
+    fitted = np.asarray(reducer.fit_transform(X_fit), dtype=np.float32)
+    if fit is None:
+        coords = fitted
     else:
-        rng = np.random.default_rng(seed)
-        fit_rows = np.sort(rng.choice(n, size=fit_sample, replace=False))
         coords = np.empty((n, 2), dtype=np.float32)
-        coords[fit_rows] = reducer.fit_transform(X[fit_rows])
-        rest = np.setdiff1d(np.arange(n), fit_rows)
-        coords[rest] = reducer.transform(X[rest])
-    report(progress, 2, 2, "layout done")
-    return np.asarray(coords, dtype=np.float32)
+        coords[fit] = fitted
+        rest = np.setdiff1d(np.arange(n), fit, assume_unique=True)
+        _place_by_neighbours(embeddings, rest, X_fit, fitted, coords, progress)
+    report(progress, 3, 3, "layout done")
+    info = {"method": "umap" if fit is None else "umap on a sample + nearest-neighbour placement",
+            "fit_rows": int(n_fit), "n_docs": int(n), "seconds": round(time.perf_counter() - t0, 1),
+            "version": LAYOUT_VERSION}
+    return (coords, info) if with_info else coords
 
 
+def _unit(X: np.ndarray) -> np.ndarray:
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def _place_by_neighbours(embeddings, rest: np.ndarray, X_fit: np.ndarray, fitted: np.ndarray, coords: np.ndarray,
+                         progress: Optional[ProgressFn], dims: int = PLACE_DIMS) -> None:
+    """Neighbours are searched among the fitted documents in their top ``dims`` principal directions (IVF,
+    8 of ~sqrt(n_fit) lists): an approximation that only decides where a point is drawn, at a sixth of the
+    cost of a full-width search."""
+    import faiss
+
+    from .chunked import release
+
+    mean = X_fit.mean(axis=0)
+    centred = X_fit - mean
+    # principal directions from the d x d covariance (an SVD of the n x d sample is ~50x slower here)
+    _, vecs = np.linalg.eigh((centred.T @ centred).astype(np.float64))
+    basis = np.ascontiguousarray(vecs[:, ::-1][:, : min(dims, vecs.shape[1])], dtype=np.float32)
+    project = lambda X: _unit(np.ascontiguousarray((X - mean) @ basis, dtype=np.float32))  # noqa: E731
+    P_fit = project(X_fit)
+    d = P_fit.shape[1]
+    nlist = max(1, int(np.sqrt(len(P_fit))))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.spherical = True
+    index.train(P_fit)
+    index.add(P_fit)
+    index.nprobe = min(nlist, 8)
+    for start in range(0, len(rest), PLACE_CHUNK):
+        rows = rest[start:start + PLACE_CHUNK]
+        q = project(_unit(np.ascontiguousarray(embeddings[rows], dtype=np.float32)))
+        release(embeddings)
+        sims, ids = index.search(q, PLACE_NEIGHBOURS)
+        ok = ids >= 0
+        # closer neighbours weigh more; cosine distance 1 - sim, floored so an exact duplicate does not divide by 0
+        w = np.where(ok, 1.0 / np.maximum(1.0 - sims, 1e-3), 0.0).astype(np.float32)
+        w_sum = np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+        pos = fitted[np.where(ok, ids, 0)]  # (rows, neighbours, 2)
+        coords[rows] = (w[:, :, None] * pos).sum(axis=1) / w_sum
+        report(progress, 2, 3, f"placed {min(start + PLACE_CHUNK, len(rest)):,} of {len(rest):,} other documents")
+
+
+# ---------------------------------------------------------------------------------------------- density
+def density_grid(coords: np.ndarray, mask: Optional[np.ndarray] = None, values: Optional[np.ndarray] = None,
+                 bins: int = 300, extent: Optional[tuple[float, float, float, float]] = None,
+                 engine: str = "auto") -> dict:
+    """Points aggregated on a ``bins`` x ``bins`` grid: counts and (with ``values``) the mean value per cell.
+
+    Returns ``{"count", "mean", "x", "y", "extent", "engine"}``; arrays are (bins_y, bins_x) with row 0 at
+    the bottom; ``x``/``y`` are the cell centres. ``engine`` is "numpy" or "datashader" (the optional
+    ``map`` extra); "auto" reads ``$HSAE_MAP_ENGINE`` and defaults to numpy, which measured as fast as
+    datashader at this grid size (and needs no JIT compilation on first use). Only this grid goes to the
+    browser, whatever the number of points.
+    """
+    x0, x1, y0, y1 = extent or _extent(coords)
+    sel = slice(None) if mask is None else np.asarray(mask, dtype=bool)
+    x, y = coords[sel, 0], coords[sel, 1]
+    v = None if values is None else np.asarray(values, dtype=np.float64)[sel]
+    if engine == "auto":
+        engine = settings.map_engine()
+    if engine not in ("numpy", "datashader"):
+        raise DataError(f"Unknown map engine {engine!r}: use 'numpy' or 'datashader'")
+    use_ds = engine == "datashader"
+    if use_ds and not _has_datashader():
+        raise DataError("The datashader map engine needs the optional package: pip install -e .[map]")
+    if use_ds:
+        count, total = _datashader_grid(x, y, v, bins, (x0, x1, y0, y1))
+    else:
+        count, total = _numpy_grid(x, y, v, bins, (x0, x1, y0, y1))
+    mean = None
+    if v is not None:
+        mean = np.full(count.shape, np.nan)
+        np.divide(total, count, out=mean, where=count > 0)
+    xs = x0 + (np.arange(bins) + 0.5) * (x1 - x0) / bins
+    ys = y0 + (np.arange(bins) + 0.5) * (y1 - y0) / bins
+    return {"count": count, "mean": mean, "x": xs, "y": ys, "extent": (x0, x1, y0, y1),
+            "engine": "datashader" if use_ds else "numpy"}
+
+
+def _extent(coords: np.ndarray) -> tuple[float, float, float, float]:
+    x0, y0 = coords.min(axis=0)
+    x1, y1 = coords.max(axis=0)
+    pad_x, pad_y = max((x1 - x0) * 0.01, 1e-6), max((y1 - y0) * 0.01, 1e-6)
+    return float(x0 - pad_x), float(x1 + pad_x), float(y0 - pad_y), float(y1 + pad_y)
+
+
+def _numpy_grid(x, y, v, bins, extent):
+    x0, x1, y0, y1 = extent
+    ix = np.clip(((x - x0) * (bins / (x1 - x0))).astype(np.int64), 0, bins - 1)
+    iy = np.clip(((y - y0) * (bins / (y1 - y0))).astype(np.int64), 0, bins - 1)
+    cell = iy * bins + ix
+    count = np.bincount(cell, minlength=bins * bins).reshape(bins, bins).astype(np.float64)
+    total = None if v is None else np.bincount(cell, weights=v, minlength=bins * bins).reshape(bins, bins)
+    return count, total
+
+
+def _has_datashader() -> bool:
+    try:
+        import datashader  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _datashader_grid(x, y, v, bins, extent):
+    import datashader as ds
+
+    x0, x1, y0, y1 = extent
+    frame = pd.DataFrame({"x": x, "y": y, **({} if v is None else {"v": v})})
+    canvas = ds.Canvas(plot_width=bins, plot_height=bins, x_range=(x0, x1), y_range=(y0, y1))
+    count = np.nan_to_num(canvas.points(frame, "x", "y", agg=ds.count()).values.astype(np.float64))
+    total = None if v is None else np.nan_to_num(canvas.points(frame, "x", "y", agg=ds.sum("v")).values)
+    return count, total
+
+
+def hover_sample(n_or_mask, size: int = settings.SCALE.map_hover_points, seed: int = 0) -> np.ndarray:
+    """Sorted document ids of a random sample (of every document, or of those where a mask is True)."""
+    ids = np.arange(n_or_mask) if np.isscalar(n_or_mask) else np.flatnonzero(n_or_mask)
+    if len(ids) <= size:
+        return ids
+    return np.sort(np.random.default_rng(seed).choice(ids, size=size, replace=False))
+
+
+# ---------------------------------------------------------------------------------------------- selection
 def points_in_box(coords: np.ndarray, x_range: tuple[float, float], y_range: tuple[float, float]) -> np.ndarray:
     """Boolean mask of points inside an axis-aligned box."""
     x, y = coords[:, 0], coords[:, 1]
-    return (x >= x_range[0]) & (x <= x_range[1]) & (y >= y_range[0]) & (y <= y_range[1])
+    (xa, xb), (ya, yb) = sorted(x_range), sorted(y_range)
+    return (x >= xa) & (x <= xb) & (y >= ya) & (y <= yb)
 
 
-def region_overrepresentation(codes: sp.spmatrix, inside: np.ndarray, top: int = 20, min_inside: int = 3) -> pd.DataFrame:
-    """Features that fire more often inside a region than outside it.
+def points_in_polygon(coords: np.ndarray, xs, ys) -> np.ndarray:
+    """Boolean mask of points inside a polygon (even-odd rule), e.g. a lasso selection."""
+    px, py = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+    if len(px) < 3:
+        return np.zeros(len(coords), dtype=bool)
+    x, y = coords[:, 0].astype(np.float64), coords[:, 1].astype(np.float64)
+    inside = np.zeros(len(coords), dtype=bool)
+    candidates = points_in_box(coords, (px.min(), px.max()), (py.min(), py.max()))
+    cx, cy = x[candidates], y[candidates]
+    hit = np.zeros(len(cx), dtype=bool)
+    for i in range(len(px)):
+        xa, ya, xb, yb = px[i - 1], py[i - 1], px[i], py[i]
+        crosses = (ya > cy) != (yb > cy)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x_cross = xa + (cy - ya) * (xb - xa) / (yb - ya)
+        hit ^= crosses & (cx < x_cross)
+    inside[np.flatnonzero(candidates)] = hit
+    return inside
+
+
+def selection_mask(coords: np.ndarray, selection) -> Optional[np.ndarray]:
+    """Documents inside a plotly selection (``{"box": [...], "lasso": [...], "points": [...]}``), or None.
+
+    Boxes and lassos select every document in the drawn area, not only the points drawn in the browser;
+    a click on single points (no area) selects those points' ``customdata`` document ids.
+    """
+    if not selection:
+        return None
+    mask = np.zeros(len(coords), dtype=bool)
+    found = False
+    for box in selection.get("box") or []:
+        if len(box.get("x") or []) >= 2 and len(box.get("y") or []) >= 2:
+            mask |= points_in_box(coords, (min(box["x"]), max(box["x"])), (min(box["y"]), max(box["y"])))
+            found = True
+    for lasso in selection.get("lasso") or []:
+        if len(lasso.get("x") or []) >= 3:
+            mask |= points_in_polygon(coords, lasso["x"], lasso["y"])
+            found = True
+    if not found:
+        docs = [int(p["customdata"][0]) for p in selection.get("points") or [] if p.get("customdata")]
+        if not docs:
+            return None
+        mask[np.asarray(docs)[(np.asarray(docs) >= 0) & (np.asarray(docs) < len(coords))]] = True
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------- filters
+def filter_mask(frame: pd.DataFrame, column: Optional[str] = None, values=None,
+                value_range: Optional[tuple[float, float]] = None,
+                feature_docs: Optional[np.ndarray] = None) -> np.ndarray:
+    """Documents kept by the Map's filters: a column equal to one of ``values`` or within ``value_range``,
+    and (with ``feature_docs``, e.g. where a feature fires) only those documents."""
+    keep = np.ones(len(frame), dtype=bool)
+    if column is not None:
+        if column not in frame.columns:
+            raise DataError(f"No column '{column}' to filter on")
+        col = frame[column]
+        if value_range is not None:
+            num = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
+            keep &= (num >= value_range[0]) & (num <= value_range[1])
+        if values is not None:
+            keep &= col.astype(str).isin([str(v) for v in values]).to_numpy()
+    if feature_docs is not None:
+        only = np.zeros(len(frame), dtype=bool)
+        only[np.asarray(feature_docs, dtype=np.int64)] = True
+        keep &= only
+    return keep
+
+
+# ---------------------------------------------------------------------------------------------- over-representation
+def _csr(codes) -> sp.csr_matrix:
+    return codes if sp.issparse(codes) and codes.format == "csr" else sp.csr_matrix(codes)
+
+
+def fire_counts(codes: sp.csr_matrix, rows: Optional[np.ndarray] = None) -> np.ndarray:
+    """(m,) number of documents (all, or the boolean/positional ``rows``) where each latent fires."""
+    codes = _csr(codes)
+    if rows is not None:
+        rows = np.asarray(rows)
+        codes = codes[np.flatnonzero(rows) if rows.dtype == bool else rows]
+    return np.bincount(codes.indices[codes.data > 0], minlength=codes.shape[1]).astype(np.float64)
+
+
+def _log_odds(fire_in, n_in, fire_out, n_out):
+    a, b = fire_in + 0.5, n_in - fire_in + 0.5
+    c, d = fire_out + 0.5, n_out - fire_out + 0.5
+    log_odds = np.log(a / b) - np.log(c / d)
+    return log_odds, log_odds / np.sqrt(1 / a + 1 / b + 1 / c + 1 / d)
+
+
+def region_overrepresentation(codes: sp.spmatrix, inside: np.ndarray, top: int = 20, min_inside: int = 3,
+                              among: Optional[np.ndarray] = None) -> pd.DataFrame:
+    """Features that fire more often inside a region than outside it (``among``: only these documents count).
 
     For each latent: counts of documents where it fires inside/outside, the two rates, their ratio and
     the smoothed log-odds ratio with its z-score (Haldane +0.5 correction). Sorted by z, strongest first;
     latents firing in fewer than ``min_inside`` selected documents are left out.
     """
-    codes = sp.csr_matrix(codes)
+    codes = _csr(codes)
     inside = np.asarray(inside, dtype=bool)
     if inside.shape[0] != codes.shape[0]:
         raise DataError(f"Selection has {inside.shape[0]} points but there are {codes.shape[0]} documents")
-    n_in, n_out = int(inside.sum()), int((~inside).sum())
+    universe = np.ones(len(inside), dtype=bool) if among is None else np.asarray(among, dtype=bool)
+    inside = inside & universe
+    n_in, n_out = int(inside.sum()), int((universe & ~inside).sum())
     if n_in == 0:
         raise DataError("The selected region holds no documents; select a region on the map")
-    active = (codes > 0).astype(np.float32)
-    fire_in = np.asarray(active.T @ inside.astype(np.float32)).ravel()
-    fire_all = np.asarray(active.sum(axis=0)).ravel()
-    fire_out = fire_all - fire_in
-    a, b = fire_in + 0.5, n_in - fire_in + 0.5
-    c, d = fire_out + 0.5, n_out - fire_out + 0.5
-    log_odds = np.log(a / b) - np.log(c / d)
-    z = log_odds / np.sqrt(1 / a + 1 / b + 1 / c + 1 / d)
+    fire_in = fire_counts(codes, inside)
+    fire_out = (fire_counts(codes) if among is None else fire_counts(codes, universe)) - fire_in
+    log_odds, z = _log_odds(fire_in, n_in, fire_out, n_out)
     rate_in = fire_in / n_in
     rate_out = fire_out / max(n_out, 1)
     ratio = (fire_in + 0.5) / n_in / ((fire_out + 0.5) / max(n_out, 1))
@@ -76,3 +316,58 @@ def region_overrepresentation(codes: sp.spmatrix, inside: np.ndarray, top: int =
                           "ratio": ratio, "log_odds": log_odds, "z": z})
     table = table[(table["inside"] >= min_inside) & (table["log_odds"] > 0)]
     return table.sort_values("z", ascending=False).head(top).reset_index(drop=True)
+
+
+def map_regions(coords: np.ndarray, codes: sp.csr_matrix, labels, n_regions: int = 12, seed: int = 0,
+                fit_sample: int = 50_000, min_docs: int = 5) -> tuple[np.ndarray, pd.DataFrame]:
+    """Split the map into regions (k-means on the 2-D positions) and name each by its most over-represented
+    feature. Returns (region of every document, one row per region: region, x, y (label position),
+    n_docs, latent, label, z, inside_rate, outside_rate)."""
+    from sklearn.cluster import KMeans
+
+    n = len(coords)
+    n_regions = int(max(1, min(n_regions, n // max(min_docs, 1))))
+    rng = np.random.default_rng(seed)
+    fit = coords if n <= fit_sample else coords[rng.choice(n, size=fit_sample, replace=False)]
+    km = KMeans(n_clusters=n_regions, n_init=3, random_state=seed).fit(np.asarray(fit, dtype=np.float64))
+    region = km.predict(np.asarray(coords, dtype=np.float64)).astype(np.int32)
+    codes = _csr(codes)
+    # documents x regions one-hot; (codes > 0)^T @ onehot gives every region's fire counts in one product
+    onehot = sp.csr_matrix((np.ones(n, dtype=np.float32), (np.arange(n), region)), shape=(n, n_regions))
+    active = codes.astype(np.float32, copy=True)
+    active.data = (active.data > 0).astype(np.float32)
+    fire_in = np.asarray((active.T @ onehot).todense())  # (m, regions)
+    fire_all = fire_in.sum(axis=1, keepdims=True)
+    n_in = np.bincount(region, minlength=n_regions).astype(np.float64)[None, :]
+    log_odds, z = _log_odds(fire_in, n_in, fire_all - fire_in, n - n_in)
+    z[fire_in < min_docs] = -np.inf
+    labels = np.asarray(labels)
+    rows = []
+    for r in range(n_regions):
+        j = int(np.argmax(z[:, r]))
+        ok = np.isfinite(z[j, r]) and log_odds[j, r] > 0
+        members = coords[region == r]
+        cx, cy = np.median(members, axis=0) if len(members) else km.cluster_centers_[r]
+        rows.append({"region": r, "x": float(cx), "y": float(cy), "n_docs": int(n_in[0, r]),
+                     "latent": j if ok else -1, "label": str(labels[j]) if ok else "(no distinctive feature)",
+                     "z": float(z[j, r]) if ok else float("nan"),
+                     "inside_rate": float(fire_in[j, r] / max(n_in[0, r], 1)) if ok else float("nan"),
+                     "outside_rate": float((fire_all[j, 0] - fire_in[j, r]) / max(n - n_in[0, r], 1)) if ok else float("nan")})
+    return region, pd.DataFrame(rows)
+
+
+def strongest_documents(codes_csc: sp.csc_matrix, docs_mask: np.ndarray, latent: Optional[int], limit: int = 100
+                        ) -> np.ndarray:
+    """Up to ``limit`` document ids from ``docs_mask``, strongest on ``latent`` first (then in document order)."""
+    chosen = np.flatnonzero(docs_mask)
+    if latent is None or latent < 0 or len(chosen) == 0:
+        return chosen[:limit]
+    lo, hi = codes_csc.indptr[latent], codes_csc.indptr[latent + 1]
+    rows, vals = codes_csc.indices[lo:hi], codes_csc.data[lo:hi]
+    keep = docs_mask[rows] & (vals > 0)
+    rows, vals = rows[keep], vals[keep]
+    top = rows[np.argsort(-vals, kind="stable")][:limit]
+    if len(top) < limit:
+        rest = chosen[~np.isin(chosen, top)][: limit - len(top)]
+        top = np.concatenate([top, rest])
+    return top.astype(np.int64)

@@ -7,6 +7,7 @@ With no edits (or edits equal to the current values) z' - z is exactly zero, so 
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
@@ -14,10 +15,13 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 
+from . import settings
 from .errors import DataError
+from .progress import ProgressFn, report
 from .sae import SparseAutoencoder
 
-EXACT_LIMIT = 100_000
+EXACT_LIMIT = settings.SCALE.exact_index_limit
+NPROBE_STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 
 def _normalise(X: np.ndarray) -> np.ndarray:
@@ -26,20 +30,129 @@ def _normalise(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(norms, 1e-12)
 
 
-def build_index(embeddings: np.ndarray, exact_limit: int = EXACT_LIMIT, hnsw_m: int = 32):
-    """Cosine-similarity FAISS index: exact (IndexFlatIP) up to ``exact_limit`` documents, HNSW beyond."""
+@dataclass
+class IndexInfo:
+    """A built FAISS index and what was measured while building it (stored in the workspace manifest)."""
+
+    index: object
+    kind: str  # "exact" or "ivf"
+    nlist: int = 0
+    nprobe: int = 0
+    recall_at_10: Optional[float] = None  # of the approximate index against exact search, on held-out queries
+    n_queries: int = 0
+    train_rows: int = 0
+    seconds: float = 0.0
+
+    def manifest(self) -> dict:
+        return {"kind": self.kind, "faiss": type(self.index).__name__, "nlist": self.nlist, "nprobe": self.nprobe,
+                "recall_at_10": self.recall_at_10, "tuning_queries": self.n_queries, "train_rows": self.train_rows,
+                "seconds": round(self.seconds, 2)}
+
+
+def _add_in_chunks(index, X, chunk: int = 65_536, progress: Optional[ProgressFn] = None) -> None:
+    """Normalise and add rows chunk by chunk: no full-size normalised copy (X may be a memory map)."""
+    from .chunked import release
+
+    for start in range(0, len(X), chunk):
+        index.add(_normalise(X[start:start + chunk]))
+        release(X)
+        report(progress, min(start + chunk, len(X)), len(X), "adding vectors")
+
+
+def build_search_index(embeddings: np.ndarray, exact_limit: int = EXACT_LIMIT, *,
+                       target_recall: float = settings.SCALE.target_recall, n_queries: int = 500, seed: int = 0,
+                       nlist: Optional[int] = None, progress: Optional[ProgressFn] = None) -> IndexInfo:
+    """Cosine-similarity FAISS index: exact (IndexFlatIP) up to ``exact_limit`` documents, IVF-Flat beyond.
+
+    The IVF index (``nlist`` ~ sqrt(N) lists, spherical k-means on a sample of 64 rows per list) gets the
+    smallest ``nprobe`` whose recall@10 against exact search reaches ``target_recall`` on up to
+    ``n_queries`` corpus rows held out of the k-means sample (each query's own row is not counted).
+    """
     import faiss
 
-    X = _normalise(np.asarray(embeddings))
-    d = X.shape[1]
-    if len(X) <= exact_limit:
+    from .chunked import sample_matrix
+
+    t0 = time.perf_counter()
+    n, d = embeddings.shape
+    if n <= exact_limit:
         index = faiss.IndexFlatIP(d)
-    else:
-        index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
-        index.hnsw.efSearch = 128
-    index.add(X)
-    return index
+        _add_in_chunks(index, embeddings, progress=progress)
+        return IndexInfo(index, "exact", seconds=time.perf_counter() - t0)
+    nlist = int(nlist or min(max(8, round(np.sqrt(n))), 65_536))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    train_rows = np.sort(order[: min(n, 64 * nlist)])
+    held_out = order[len(train_rows):] if n > len(train_rows) else order
+    queries = np.sort(held_out[: min(n_queries, max(1, n // 5))])
+    report(progress, 0, 3, f"training {nlist} lists on {len(train_rows):,} rows")
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.spherical = True
+    index.train(_normalise(sample_matrix(embeddings, train_rows)))
+    report(progress, 1, 3, f"adding {n:,} vectors")
+    _add_in_chunks(index, embeddings)
+    report(progress, 2, 3, f"tuning nprobe on {len(queries)} held-out queries")
+    q = _normalise(sample_matrix(embeddings, queries))
+    truth = exact_neighbours(embeddings, q, 11)
+    nprobe, recall = tune_nprobe(index, q, queries, target_recall, truth=truth)
+    index.nprobe = nprobe
+    report(progress, 3, 3, f"nprobe {nprobe}: recall@10 {recall:.3f}")
+    return IndexInfo(index, "ivf", nlist=nlist, nprobe=nprobe, recall_at_10=round(recall, 4),
+                     n_queries=len(queries), train_rows=len(train_rows), seconds=time.perf_counter() - t0)
+
+
+def exact_neighbours(embeddings: np.ndarray, queries: np.ndarray, k: int, chunk: int = 65_536) -> np.ndarray:
+    """(Q, k) ids of the exact cosine nearest rows of ``embeddings`` (may be a memory map) for unit ``queries``,
+    one matrix product per chunk of rows (BLAS), merged into a running top-k."""
+    from .chunked import release
+
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    best_s = np.full((len(q), k), -np.inf, dtype=np.float32)
+    best_i = np.full((len(q), k), -1, dtype=np.int64)
+    for start in range(0, len(embeddings), chunk):
+        block = _normalise(embeddings[start:start + chunk])
+        release(embeddings)
+        s = q @ block.T
+        kk = min(k, s.shape[1])
+        top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        cand_s = np.concatenate([best_s, np.take_along_axis(s, top, axis=1)], axis=1)
+        cand_i = np.concatenate([best_i, top + start], axis=1)
+        order = np.argsort(-cand_s, axis=1, kind="stable")[:, :k]
+        best_s, best_i = np.take_along_axis(cand_s, order, axis=1), np.take_along_axis(cand_i, order, axis=1)
+    return best_i
+
+
+def tune_nprobe(index, queries: np.ndarray, query_ids: np.ndarray, target_recall: float, k: int = 10,
+                truth: Optional[np.ndarray] = None) -> tuple[int, float]:
+    """The smallest nprobe (from :data:`NPROBE_STEPS`, then all lists) with recall@k >= target_recall.
+
+    ``truth`` holds each query's exact k+1 nearest rows (:func:`exact_neighbours`); without it they come from
+    the same IVF index probing every list. Each query's own row is dropped from both lists, so a query
+    cannot score by finding itself.
+    """
+    nlist = int(index.nlist)
+    if truth is None:
+        index.nprobe = nlist
+        _, truth = index.search(queries, k + 1)
+    truth = [set(_drop_self(row, q, k)) for row, q in zip(truth, query_ids)]
+    recall = 1.0
+    for nprobe in [p for p in NPROBE_STEPS if p < nlist] + [nlist]:
+        index.nprobe = nprobe
+        _, found = index.search(queries, k + 1)
+        recall = float(np.mean([len(t & set(_drop_self(row, q, k))) / max(len(t), 1)
+                                for t, row, q in zip(truth, found, query_ids)]))
+        if recall >= target_recall:
+            return nprobe, recall
+    return nlist, recall
+
+
+def _drop_self(ids: np.ndarray, own: int, k: int) -> list[int]:
+    return [int(i) for i in ids if i >= 0 and i != own][:k]
+
+
+def build_index(embeddings: np.ndarray, exact_limit: int = EXACT_LIMIT, **options):
+    """The FAISS index of :func:`build_search_index` (exact up to ``exact_limit``, IVF-Flat with tuned nprobe beyond)."""
+    return build_search_index(embeddings, exact_limit, **options).index
 
 
 @dataclass
@@ -72,12 +185,14 @@ class SteeredSearch:
     """FAISS search over documents whose query can be steered feature by feature."""
 
     def __init__(self, embeddings: np.ndarray, sae: SparseAutoencoder, codes: sp.csr_matrix, index=None,
-                 exact_limit: int = EXACT_LIMIT):
+                 exact_limit: int = EXACT_LIMIT, nprobe: Optional[int] = None):
         if sae.d_in != embeddings.shape[1]:
             raise DataError(f"SAE width {sae.d_in} does not match the {embeddings.shape[1]}-d embeddings")
         self.sae = sae
         self.codes = codes.tocsr()
         self.index = index if index is not None else build_index(embeddings, exact_limit)
+        if nprobe and hasattr(self.index, "nprobe"):
+            self.index.nprobe = int(nprobe)  # the value tuned at build time (kept in the workspace manifest)
         self.m = sae.config_.m
         self._W_dec = np.ascontiguousarray(sae.decoder_directions, dtype=np.float32)
 

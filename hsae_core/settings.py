@@ -12,6 +12,7 @@ Environment variables (an empty value counts as unset everywhere):
 ``HSAE_WORKSPACE``          open only this workspace folder in the dashboard
 ``HSAE_DATA_DIR``           the shared data folder holding ``yelp_reviews_demo/`` for the demo workspace
 ``HSAE_REGISTRY``           a registry JSON to use instead of the packaged ``hsae_core/registry.json``
+``HSAE_MAP_ENGINE``         how the Map aggregates large corpora: ``numpy`` (default) or ``datashader``
 ``HSAE_LLM_MODEL``          chat model for LLM labelling/annotation (default ``gpt-4o-mini``)
 ``HSAE_LLM_PRICE_IN``       its price in US dollars per million input tokens (cost estimates only)
 ``HSAE_LLM_PRICE_OUT``      ... and per million output tokens
@@ -73,9 +74,26 @@ class LabelDefaults:
     llm_price_out: float = 0.60
 
 
+@dataclass(frozen=True)
+class ScaleDefaults:
+    """Where large corpora switch to sampled or approximate work (measured in BENCHMARKS.md, Scale)."""
+
+    exact_index_limit: int = 200_000  # exact FAISS search up to here (p95 ~30 ms single-threaded), IVF-Flat above
+    target_recall: float = 0.95  # IVF nprobe is tuned at build time until recall@10 against exact reaches this
+    sae_fit_rows: int = 100_000  # above this many documents the SAE trains on a random sample of this size ...
+    sae_sample_epochs: int = 5  # ... for at most this many epochs (early stopping still applies) ...
+    sae_sample_batch_size: int = 1024  # ... in batches this big (fewer, larger steps: faster per epoch on CPU)
+    label_sample_docs: int = 50_000  # labels read each feature's top documents plus this random sample
+    map_fit_rows: int = 20_000  # UMAP is fitted on at most this many documents; the rest are placed by neighbours
+    map_points: int = 50_000  # above this many documents the Map draws a density image plus a sample of points
+    map_hover_points: int = 4_000  # points sent to the browser for hover on a density map
+    run_rows: int = 100_000  # hypothesis runs from the dashboard use at most this many rows (a random sample)
+
+
 SAE = SAEDefaults()
 SELECTION = SelectionDefaults()
 LABELS = LabelDefaults()
+SCALE = ScaleDefaults()
 
 # Where embedding, SAE training and encoding run: auto = CUDA when torch sees a GPU (the embedder then in
 # half precision), else the CPU.
@@ -135,6 +153,11 @@ def registry_override() -> Optional[Path]:
     """``$HSAE_REGISTRY``: a registry file that replaces the packaged one, if set."""
     value = env("HSAE_REGISTRY")
     return Path(value) if value else None
+
+
+def map_engine() -> str:
+    """``$HSAE_MAP_ENGINE``: ``numpy`` (default) or ``datashader`` (optional extra) for the Map's density image."""
+    return (env("HSAE_MAP_ENGINE") or "numpy").lower()
 
 
 def llm_model() -> str:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import settings, snapshot, validate
+from . import chunked, settings, snapshot, validate
 from .csr_store import load_csr, save_csr
 from .data import prepare_corpus, read_table, require_columns
 from .errors import DataError, HsaeError, LLMError, ModelError, StorageError, WorkspaceChangedError
@@ -54,9 +54,10 @@ FILES = {
 STEPS = tuple(FILES)
 # Rough share of a fresh build's time per step (the 4,000-review demo on 2 cores: embeddings 387 s, SAE 12 s,
 # features 2 s under load): weights for one overall progress bar over the whole build (progress.StagedProgress).
-BUILD_WEIGHTS = {"table": 1, "embeddings": 100, "sae": 4, "codes": 1, "features": 2, "index": 1}
+BUILD_WEIGHTS = {"table": 1, "embeddings": 100, "sae": 4, "codes": 1, "features": 2, "index": 1, "layout": 4}
 LAYOUT_FILE, LAYOUT_META = "umap.npy", "umap.json"
 STORED_MODEL = "stored"
+RUN_ROWS = "workspace_rows.npy"
 FEATURES_VERSION = 3  # 3: label sets (phrases, keywords) with held-out fidelity
 LEGACY_CODES = "codes.npz"  # codes of workspaces built before the folder form; still opened
 
@@ -78,7 +79,9 @@ def load_codes(path: Path) -> sp.csr_matrix:
 def _read_index(path: Path):
     import faiss
 
-    return faiss.read_index(str(path))
+    # an IVF index's inverted lists stay on disk (a query reads only the nprobe lists it probes); a committed
+    # file is never modified, so mapping it is safe. Flat indexes are read whole either way.
+    return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
 
 
 # How each step's output is read: used by the Workspace's lazy properties and by the build's reuse check.
@@ -246,8 +249,16 @@ class Workspace:
         return self._step("features")
 
     @property
+    def index_info(self) -> dict:
+        """How the search index was built: kind (exact/ivf), nlist, tuned nprobe and its measured recall@10."""
+        return dict(self.manifest.get("index") or {"kind": "exact"})
+
+    @property
     def index(self):
-        return self._step("index")
+        index = self._step("index")
+        if self.index_info.get("nprobe") and hasattr(index, "nprobe"):
+            index.nprobe = int(self.index_info["nprobe"])  # tuned at build time for recall@10
+        return index
 
     @property
     def runs_dir(self) -> Path:
@@ -271,6 +282,24 @@ class Workspace:
                     runs.append({"id": folder.name, "path": folder, "summary": summary,
                                  "mtime": summary_file.stat().st_mtime})
         return sorted(runs, key=lambda r: r["mtime"], reverse=True)
+
+    def run_sample(self, limit: Optional[int] = None, seed: int = 0) -> Optional[np.ndarray]:
+        """Rows a dashboard hypothesis run uses on a large workspace: a random ``limit`` (default
+        ``settings.SCALE.run_rows``); None = every row."""
+        return chunked.sample_rows(len(self), settings.SCALE.run_rows if limit is None else limit, seed)
+
+    @staticmethod
+    def save_run_rows(run_dir: str | Path, rows: Optional[np.ndarray]) -> None:
+        """Remember which workspace rows a run used (its row ids are positions among them)."""
+        if rows is not None:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            atomic_write(Path(run_dir) / RUN_ROWS, lambda fh: np.save(fh, np.asarray(rows, dtype=np.int64)))
+
+    @staticmethod
+    def run_rows(run_dir: str | Path) -> Optional[np.ndarray]:
+        """The workspace rows a run used, or None when it used every row."""
+        path = Path(run_dir) / RUN_ROWS
+        return np.load(path, allow_pickle=False) if path.is_file() else None
 
     def new_run_dir(self, label: str = "run") -> Path:
         safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in label)[:40]
@@ -304,24 +333,47 @@ class Workspace:
                              f"{self.embeddings.shape[1]}-d embeddings")
         return vec
 
+    def _stored_layout(self) -> Optional[np.ndarray]:
+        """The map on disk when it belongs to these embeddings, else None (a damaged one counts as absent)."""
+        meta_path, arr_path = self.path / LAYOUT_META, self.path / LAYOUT_FILE
+        try:
+            if json.loads(meta_path.read_text()).get("key") != self.manifest["steps"]["embeddings"]:
+                return None
+            coords = np.load(arr_path, allow_pickle=False)
+        except (OSError, ValueError, AttributeError):
+            return None
+        return coords if coords.shape == (len(self), 2) else None
+
+    @property
+    def has_layout(self) -> bool:
+        """Whether the 2-D map is on disk (built with the workspace, or computed once since)."""
+        return "layout" in self._cache or (self.path / LAYOUT_META).is_file() and self._stored_layout() is not None
+
+    @property
+    def layout_info(self) -> dict:
+        """How the stored map was made (method, documents UMAP was fitted on, seconds); {} if unknown."""
+        try:
+            meta = json.loads((self.path / LAYOUT_META).read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in meta.items() if k not in ("key", "layout_key")} if isinstance(meta, dict) else {}
+
     def layout(self, progress: Optional[ProgressFn] = None, seed: int = 0) -> np.ndarray:
-        """2-D UMAP layout of the documents, computed once and cached in the workspace."""
+        """(N, 2) map of the documents: the one built with the workspace, else computed once and stored."""
         from .mapping import compute_layout
 
-        key = self.manifest["steps"]["embeddings"]
-        meta_path, arr_path = self.path / LAYOUT_META, self.path / LAYOUT_FILE
-        if arr_path.is_file() and meta_path.is_file():
-            try:
-                if json.loads(meta_path.read_text()).get("key") == key:
-                    coords = np.load(arr_path, allow_pickle=False)
-                    if coords.shape == (len(self), 2):
-                        return coords
-            except (OSError, ValueError, AttributeError):
-                pass  # a damaged cached map is computed again
-        coords = compute_layout(np.asarray(self.embeddings), seed=seed, progress=progress)
-        atomic_write(arr_path, lambda fh: np.save(fh, coords))
-        atomic_write_json(meta_path, {"key": key, "seed": seed})
-        return coords
+        def load():
+            coords = self._stored_layout()
+            if coords is not None:
+                return coords
+            coords, info = compute_layout(self.embeddings, seed=seed, fit_rows=settings.SCALE.map_fit_rows,
+                                          progress=progress, with_info=True)
+            atomic_write(self.path / LAYOUT_FILE, lambda fh: np.save(fh, coords))
+            atomic_write_json(self.path / LAYOUT_META, {"key": self.manifest["steps"]["embeddings"], "seed": seed,
+                                                        **info})
+            return coords
+
+        return self._lazy("layout", load)
 
     def overview(self) -> dict:
         """Numbers for the overview screen."""
@@ -348,7 +400,8 @@ def build_workspace(out_dir, *, data_path=None, frame=None, text_col: str, m: in
                     embedder_spec: str | None = None, embeddings: np.ndarray | None = None,
                     sae: SparseAutoencoder | None = None, progress: ProgressFn | None = None,
                     name: str | None = None, batch: bool = False, device: str = settings.DEVICE,
-                    codes: sp.spmatrix | None = None, sae_source: str = "pretrained") -> Workspace:
+                    codes: sp.spmatrix | None = None, sae_source: str = "pretrained", layout: bool = True,
+                    max_epochs: int | None = None) -> Workspace:
     """Build (or update) the workspace in ``out_dir``, reusing every step whose inputs are unchanged.
 
     Give the table as ``data_path`` (CSV/TSV/JSON/JSONL/Parquet) or ``frame``. ``embeddings`` (one row
@@ -356,7 +409,11 @@ def build_workspace(out_dir, *, data_path=None, frame=None, text_col: str, m: in
     ``(done, total, message)`` for each step. ``batch=True`` embeds with an OpenAI embedder through the
     Batch API (half price, up to 24 h; rerunning resumes it). ``device`` ('auto'|'cpu'|'cuda') is where
     embedding, training and encoding run. ``codes`` (``sae``'s codes of the kept rows, computed elsewhere,
-    e.g. by the Ray engine) skip encoding; ``sae_source`` says where a given ``sae`` came from.
+    e.g. by the Ray engine) skip encoding; ``sae_source`` says where a given ``sae`` came from. ``embeddings``
+    may be a ``.npy`` path: it stays memory-mapped. ``max_epochs`` caps SAE training; ``layout`` also computes
+    the Map's 2-D layout. Above the sizes of :data:`settings.SCALE` the SAE trains on a sample, labels read a
+    sample and the index is IVF-Flat with ``nprobe`` tuned for recall@10 (every step reads the embeddings in
+    chunks, so a million rows build in a few GiB).
     """
     out = Path(out_dir)
     if (data_path is None) == (frame is None):
@@ -389,10 +446,12 @@ def build_workspace(out_dir, *, data_path=None, frame=None, text_col: str, m: in
             build = _Build(steps=steps, table=table, corpus=corpus, text_col=text_col, device=device)
             _table_step(build)
             _embeddings_step(build, embedder_spec, embeddings, sae, batch=batch)
-            _sae_step(build, sae, m, k, seed, sae_source)
+            _sae_step(build, sae, m, k, seed, sae_source, max_epochs)
             _codes_step(build, codes)
             _features_step(build)
             _index_step(build)
+            if layout:
+                _layout_step(build, seed)
             _commit(out, stage, steps, _manifest(build, name or out.name, embedder_spec, embeddings is None))
         except OSError as exc:  # disk full, permissions, a file in the way: one line, and say nothing was lost
             raise StorageError(f"Building workspace {out} failed: {describe_os_error(exc)}; the previous "
@@ -463,6 +522,18 @@ class _StepRunner:
         self.out, self.stage, self.old, self.progress = out, stage, old, progress
         self.changed: list[str] = []
         self.keys: dict[str, str] = {}
+        self.seconds: dict[str, float] = {}
+        self._current, self._since = "prepare", time.perf_counter()
+
+    def clock(self, step: str) -> None:
+        """Close the running step's timer and start ``step``'s (wall seconds per step go into the manifest)."""
+        now = time.perf_counter()
+        self.seconds[self._current] = round(self.seconds.get(self._current, 0.0) + now - self._since, 2)
+        self._current, self._since = step, now
+
+    def finish(self) -> dict[str, float]:
+        self.clock("done")
+        return dict(self.seconds)
 
     def existing(self, step: str) -> Path:
         return self.out / snapshot.entry_name(self.old, step, FILES[step])
@@ -470,6 +541,7 @@ class _StepRunner:
     def reusable(self, step: str, key: str) -> bool:
         """True when the step's inputs are unchanged and its file still holds what was built; a damaged
         file is reported and rebuilt."""
+        self.clock(step)
         self.keys[step] = key
         ok = self.old.get("steps", {}).get(step) == key and self.existing(step).exists()
         if ok:
@@ -516,6 +588,8 @@ class _Build:
     codes: Optional[sp.csr_matrix] = None
     device: str = settings.DEVICE
     text_embedder: object = None  # embeds labels like the documents were embedded (None: stored embeddings)
+    index_info: dict = field(default_factory=dict)
+    layout_info: dict = field(default_factory=dict)
 
 
 def _table_step(b: _Build) -> None:
@@ -532,14 +606,14 @@ def _embeddings_step(b: _Build, embedder_spec: Optional[str], embeddings: Option
     from .embed import embed_texts, get_embedder
 
     table_key = b.steps.keys["table"]
-    if embeddings is not None:
-        embeddings = np.asarray(embeddings, dtype=np.float32)
-        if embeddings.ndim != 2 or embeddings.shape[0] != b.corpus.counts["read"]:
+    if embeddings is not None:  # stored ones, maybe a memory map: hashed and copied chunk by chunk
+        embeddings = chunked.load_embeddings(embeddings)
+        if embeddings.shape[0] != b.corpus.counts["read"]:
             raise DataError(f"Embeddings have shape {embeddings.shape}; expected one row per table row "
                             f"({b.corpus.counts.get('read')})")
-        X_new = embeddings[b.corpus.row_ids]
         b.model_id = sae.config_.embedding_model if sae is not None and sae.config_.embedding_model else STORED_MODEL
-        key = _digest("emb", table_key, b.model_id, hashlib.sha256(X_new.tobytes()).hexdigest())
+        report(b.steps.progress, 0, 1, "embeddings: hashing the stored embeddings")
+        key = _digest("emb", table_key, b.model_id, chunked.content_digest(embeddings, b.corpus.row_ids))
         embedder = None
     else:
         embedder = get_embedder(embedder_spec, batch=batch, device=b.device)
@@ -548,7 +622,11 @@ def _embeddings_step(b: _Build, embedder_spec: Optional[str], embeddings: Option
     if not b.steps.reusable("embeddings", key):
         if embedder is not None:
             X_new = embed_texts(b.corpus.texts, embedder, progress=b.steps.sub("embeddings"))
-        np.save(b.steps.path("embeddings"), np.ascontiguousarray(X_new, dtype=np.float32))
+            np.save(b.steps.path("embeddings"), np.ascontiguousarray(X_new, dtype=np.float32))
+        else:
+            chunked.write_rows(embeddings, b.corpus.row_ids, b.steps.path("embeddings"), b.steps.sub("embeddings"))
+    if embeddings is not None:
+        chunked.release(embeddings)
     b.X = np.load(b.steps.path("embeddings"), mmap_mode="r")
     if embedder is not None:  # a Batch API embedder would take hours for a few labels: use the direct one
         from .labels import text_embedder
@@ -559,8 +637,9 @@ def _embeddings_step(b: _Build, embedder_spec: Optional[str], embeddings: Option
 
 
 def _sae_step(b: _Build, sae: Optional[SparseAutoencoder], m: int, k: int, seed: int,
-              sae_source: str = "pretrained") -> None:
-    """3. The SAE: a given pretrained one (width-checked), or one trained with the settings' defaults."""
+              sae_source: str = "pretrained", max_epochs: Optional[int] = None) -> None:
+    """3. The SAE: a given pretrained one (width-checked), or one trained with the settings' defaults (on a
+    random sample of rows, for a few epochs, above ``settings.SCALE.sae_fit_rows`` documents)."""
     emb_key = b.steps.keys["embeddings"]
     if sae is not None:
         if sae.d_in != b.X.shape[1]:
@@ -569,13 +648,23 @@ def _sae_step(b: _Build, sae: Optional[SparseAutoencoder], m: int, k: int, seed:
         key, source = _digest("sae-pretrained", emb_key, _sae_digest(sae)), sae_source
     else:
         validate.check_fits_memory(m, int(b.X.shape[1]))
-        key, source = _digest("sae", emb_key, m, k, seed), "trained"
+        fit_rows, fit_options = chunked.training_plan(len(b.X), seed)
+        if max_epochs is not None:
+            fit_options["max_epochs"] = min(int(max_epochs), fit_options.get("max_epochs", int(max_epochs)))
+        # A corpus trained on every row with the defaults keeps its old key; a sample or a cap is another SAE.
+        key = _digest("sae", emb_key, m, k, seed, *(() if fit_rows is None else (len(fit_rows),)),
+                      *(sorted(fit_options.items()) if fit_options else ()))
+        source = "trained"
     b.sae_info = dict(b.steps.old.get("sae", {})) if b.steps.old.get("steps", {}).get("sae") == key else {}
     if not b.steps.reusable("sae", key):
         if sae is None:
-            report(b.steps.progress, 0, 1, f"sae: training m={m}, k={k}")
-            sae = SparseAutoencoder(m=m, k=k, seed=seed, embedding_model=b.model_id, device=b.device).fit(
-                np.array(b.X), progress=b.steps.sub("sae"))
+            where = "" if fit_rows is None else f" on a random {len(fit_rows):,} of {len(b.X):,} rows"
+            where += f", <= {fit_options['max_epochs']} epochs" if "max_epochs" in fit_options else ""
+            report(b.steps.progress, 0, 1, f"sae: training m={m}, k={k}{where}")
+            X_fit = np.array(b.X) if fit_rows is None else chunked.sample_matrix(b.X, fit_rows)
+            sae = SparseAutoencoder(m=m, k=k, seed=seed, embedding_model=b.model_id, device=b.device,
+                                    **fit_options).fit(X_fit, progress=b.steps.sub("sae"))
+            del X_fit
         sae.save(b.steps.path("sae"))
         b.sae_info = {}
     b.sae = sae if sae is not None else SparseAutoencoder.load(b.steps.path("sae"))
@@ -588,7 +677,7 @@ def _codes_step(b: _Build, codes: Optional[sp.spmatrix] = None) -> None:
     key = _digest("codes", b.steps.keys["sae"])
     if not b.steps.reusable("codes", key):
         if codes is None:
-            codes = b.sae.transform(np.array(b.X), progress=b.steps.sub("codes"))
+            codes = chunked.encode_in_chunks(b.sae, b.X, progress=b.steps.sub("codes"))
         elif codes.shape != (len(b.X), b.sae.config_.m):
             raise DataError(f"`codes` have shape {codes.shape}; expected {(len(b.X), b.sae.config_.m)} "
                             "(kept rows x SAE latents)")
@@ -596,6 +685,7 @@ def _codes_step(b: _Build, codes: Optional[sp.spmatrix] = None) -> None:
     b.codes = load_csr(b.steps.path("codes"))
     if set(b.sae_info) <= {"source"}:
         sample = np.array(b.X[: min(len(b.X), 20_000)])
+        chunked.release(b.X)
         b.sae_info = {"m": int(b.sae.config_.m), "k": int(b.sae.config_.k), "nmse": float(b.sae.score(sample)),
                       "source": b.sae_info.get("source", "trained"), "embedding_model": b.sae.config_.embedding_model,
                       "metrics": b.sae.metrics_}
@@ -606,13 +696,25 @@ def _features_step(b: _Build) -> None:
     from .labelsets import build_label_sets, has_label_sets, write_label_set
 
     codes_key = b.steps.keys["codes"]
-    reusable = b.steps.reusable("features", _digest("features", codes_key, FEATURES_VERSION))
+    sampled = len(b.corpus.texts) > 2 * settings.SCALE.label_sample_docs
+    reusable = b.steps.reusable("features", _digest("features", codes_key, FEATURES_VERSION,
+                                                    *(("sample", settings.SCALE.label_sample_docs) if sampled else ())))
     if reusable and has_label_sets(b.steps.out, codes_key):
         return
     # the embedder that made the embeddings judges the labels; stored embeddings: keyword labels, unscored.
     # (Reusable features without label sets: a build killed between its manifest and its labels; redo them.)
-    sets = build_label_sets(b.corpus.texts, b.codes, embeddings=b.X, embedder=b.text_embedder,
-                            progress=b.steps.sub("labels"))
+    from .features import label_rows
+
+    # a large corpus: the labellers read every feature's top documents plus a random sample
+    rows = label_rows(b.codes, top_docs=50, sample_docs=settings.SCALE.label_sample_docs)
+    texts = b.corpus.texts if rows is None else [b.corpus.texts[i] for i in rows]
+    sets = build_label_sets(texts, b.codes if rows is None else b.codes[rows],
+                            embeddings=b.X if rows is None else chunked.sample_matrix(b.X, rows),
+                            embedder=b.text_embedder, progress=b.steps.sub("labels"))
+    if rows is not None:
+        read = f" (labels read {len(rows):,} of {len(b.corpus.texts):,} documents)"
+        for table in sets.values():
+            table["label_method"] = table["label_method"].astype(str) + read
     if not reusable:
         from .features import build_feature_table
 
@@ -624,15 +726,51 @@ def _features_step(b: _Build) -> None:
 
 
 def _index_step(b: _Build) -> None:
-    """6. The FAISS index over the embeddings."""
-    if not b.steps.reusable("index", _digest("index", b.steps.keys["embeddings"])):
-        import faiss
+    """6. The FAISS index over the embeddings: exact up to ``settings.SCALE.exact_index_limit`` documents,
+    IVF-Flat beyond, its ``nprobe`` tuned for recall@10 (kept in the manifest)."""
+    exact = len(b.X) <= settings.SCALE.exact_index_limit
+    key = _digest("index", b.steps.keys["embeddings"], *(() if exact else ("ivf", settings.SCALE.target_recall)))
+    old = b.steps.old
+    b.index_info = dict(old.get("index") or {}) if old.get("steps", {}).get("index") == key else {}
+    if b.steps.reusable("index", key):
+        b.index_info = b.index_info or {"kind": "exact"}  # a workspace of an older version: exact search
+        return
+    import faiss
 
-        from .search import build_index
+    from .search import build_search_index
 
-        report(b.steps.progress, 0, 1, "index: building FAISS index")
-        faiss.write_index(build_index(np.asarray(b.X)), str(b.steps.path("index")))
-        report(b.steps.progress, 1, 1, "index: built")
+    report(b.steps.progress, 0, 1, "index: building FAISS index")
+    built = build_search_index(b.X, settings.SCALE.exact_index_limit, target_recall=settings.SCALE.target_recall,
+                               progress=b.steps.sub("index"))
+    faiss.write_index(built.index, str(b.steps.path("index")))
+    b.index_info = built.manifest()
+    report(b.steps.progress, 1, 1, "index: built")
+
+
+def _layout_step(b: _Build, seed: int) -> None:
+    """7. The Map's 2-D layout, so the page never waits for UMAP (reused while the embeddings are the same)."""
+    from .mapping import LAYOUT_VERSION, compute_layout
+
+    b.steps.clock("layout")
+    if len(b.X) < 3:
+        return
+    fit_rows = settings.SCALE.map_fit_rows
+    key = _digest("layout", b.steps.keys["embeddings"], seed, LAYOUT_VERSION, *(() if len(b.X) <= fit_rows else (fit_rows,)))
+    out = b.steps.out
+    try:
+        meta = json.loads((out / LAYOUT_META).read_text())
+        reuse = meta.get("layout_key") == key and np.load(out / LAYOUT_FILE, mmap_mode="r").shape == (len(b.X), 2)
+    except (OSError, ValueError, AttributeError):
+        reuse = False
+    if reuse:
+        b.layout_info = {k: v for k, v in meta.items() if k not in ("key", "layout_key")}
+        report(b.steps.progress, 1, 1, "layout: reused")
+        return
+    coords, b.layout_info = compute_layout(b.X, seed=seed, fit_rows=fit_rows, progress=b.steps.sub("layout"),
+                                           with_info=True)
+    np.save(b.steps.stage / LAYOUT_FILE, coords)
+    meta = {"key": b.steps.keys["embeddings"], "layout_key": key, "seed": seed, **b.layout_info}
+    (b.steps.stage / LAYOUT_META).write_text(json.dumps(meta))
 
 
 def _manifest(b: _Build, name: str, embedder_spec: Optional[str], embedded_here: bool) -> dict:
@@ -646,7 +784,10 @@ def _manifest(b: _Build, name: str, embedder_spec: Optional[str], embedded_here:
         "embedding_model": b.model_id,
         "embedder_spec": embedder_spec if embedded_here else None,
         "sae": b.sae_info,
+        "index": b.index_info,
+        **({"layout": b.layout_info} if b.layout_info else {}),
         "steps": dict(b.steps.keys),
+        "seconds": b.steps.finish(),
         "built": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 
@@ -671,6 +812,9 @@ def _commit(out: Path, stage: Path, steps: _StepRunner, manifest: dict) -> None:
     snapshot.commit(out, staged, FILES, {**manifest, "files": files}, MANIFEST)
     if "embeddings" in steps.changed:
         (out / LAYOUT_META).unlink(missing_ok=True)
+    if (stage / LAYOUT_FILE).is_file():  # the map built with this version: array first, its key (meta) last
+        os.replace(stage / LAYOUT_FILE, out / LAYOUT_FILE)
+        os.replace(stage / LAYOUT_META, out / LAYOUT_META)
     if "codes" in steps.changed:
         (out / LEGACY_CODES).unlink(missing_ok=True)  # migrated to a code folder
     if (stage / "labels").is_dir():  # label sets made in this build (labels/, see labelsets)
@@ -725,17 +869,18 @@ def demo_frame(data_dir: str | Path | None = None) -> pd.DataFrame:
 
 def build_demo_workspace(root: str | Path | None = None, progress: Optional[ProgressFn] = None,
                          data_dir: str | Path | None = None) -> Workspace:
-    """Build (or reuse) the Yelp demo workspace under ``root``."""
+    """Build (or reuse) the Yelp demo workspace under ``root``. Its map is left to the dashboard, which computes
+    it in the background (the first start stays short: UMAP's first compilation alone takes tens of seconds)."""
     frame = demo_frame(data_dir)
     root = Path(root) if root is not None else workspaces_dir()
     return build_workspace(root / DEMO_NAME, frame=frame, text_col="text", progress=progress,
-                           name="Yelp reviews (demo)")
+                           name="Yelp reviews (demo)", layout=False)
 
 
 def build_pretrained_workspace(out_dir, sae_spec: str, *, frame: pd.DataFrame, text_col: str | None = None,
                                embedding_col: str | None = None, embeddings: np.ndarray | None = None,
                                progress: Optional[ProgressFn] = None, name: str | None = None,
-                               device: str = settings.DEVICE) -> Workspace:
+                               device: str = settings.DEVICE, layout: bool = True) -> Workspace:
     """Build a workspace from a pretrained SAE (``hub:`` spec, registry name or folder) and stored embeddings.
 
     The embeddings are ``embeddings`` (one row per table row) or read from ``embedding_col`` of ``frame``;
@@ -765,7 +910,7 @@ def build_pretrained_workspace(out_dir, sae_spec: str, *, frame: pd.DataFrame, t
         frame = frame.drop(columns=[embedding_col])
     check_compatible(sae, None, int(np.shape(embeddings)[1]))
     return build_workspace(out_dir, frame=frame, text_col=text_col, embeddings=embeddings, sae=sae,
-                           progress=progress, name=name, device=device)
+                           progress=progress, name=name, device=device, layout=layout)
 
 
 __all__ = ["Workspace", "build_workspace", "build_demo_workspace", "build_pretrained_workspace", "demo_frame", "list_workspaces",

@@ -11,7 +11,14 @@ import streamlit as st
 
 import ui
 from hsae_core.columns import guess_text_column, profile_columns
-from hsae_core.corpora import EMBEDDING_COLUMN_GUESSES, guess_column, load_hub_corpus
+from hsae_core.corpora import (
+    EMBEDDING_COLUMN_GUESSES,
+    TEXT_COLUMN,
+    corpus_for_sae,
+    guess_column,
+    load_hub_corpus,
+    load_published_corpus,
+)
 from hsae_core.data import TABLE_SUFFIXES
 from hsae_core.errors import DataError, HsaeError, ModelError
 from hsae_core.hub import registry
@@ -83,6 +90,7 @@ def new_workspace_form() -> None:
 
 SAE_CHOICES = ("Published SAE", "Type a spec or folder")
 CORPUS_CHOICES = ("Upload a table", "Table on this machine", "Hugging Face dataset")
+OWN_CORPUS = "Its published corpus"
 
 
 def pick_pretrained_sae() -> tuple[str, dict | None]:
@@ -109,9 +117,17 @@ def pick_pretrained_sae() -> tuple[str, dict | None]:
 def pretrained_form() -> None:
     """A pretrained SAE plus texts with their stored embeddings from the SAE's embedding model -> a workspace."""
     spec, entry = pick_pretrained_sae()
-    source = st.radio("Corpus: texts with stored embeddings", CORPUS_CHOICES, horizontal=True, key="pre_source")
-    frame, text_col, emb_col, label = None, None, None, "table"
-    if source == CORPUS_CHOICES[2]:
+    own = corpus_for_sae(entry)
+    choices = ((OWN_CORPUS,) if own else ()) + CORPUS_CHOICES
+    source = st.radio("Corpus: texts with stored embeddings", choices, horizontal=True, key="pre_source")
+    frame, text_col, emb_col, label, max_rows = None, None, None, "table", None
+    if source == OWN_CORPUS:
+        st.caption(f"{own.description}: texts from the Hub dataset `{own.dataset}`, embeddings from "
+                   f"`{own.embeddings_repo}/{own.embeddings_file}` (read without unpickling anything).")
+        max_rows = int(st.number_input("Documents to read (0 = all)", min_value=0, value=0, step=10_000,
+                                       key="pre_own_rows")) or None
+        label = f"{own.name}-corpus"
+    elif source == CORPUS_CHOICES[2]:
         suggested = ((entry or {}).get("corpus") or {}).get("hub_dataset")
         if suggested and ("pre_dataset" not in st.session_state or st.session_state.get("pre_dataset_for") != spec):
             st.session_state["pre_dataset"] = suggested  # prefill with the chosen SAE's own corpus
@@ -120,6 +136,8 @@ def pretrained_form() -> None:
         c1, c2 = st.columns(2)
         text_col = c1.text_input("Text column (blank: guess)", key="pre_ds_text").strip() or None
         emb_col = c2.text_input("Embedding column (blank: guess)", key="pre_ds_emb").strip() or None
+        max_rows = int(st.number_input("Rows to read (0 = all; read in batches)", min_value=0, value=100_000,
+                                       step=10_000, key="pre_ds_rows")) or None
         label = dataset.split("/")[-1] or label
     else:
         try:
@@ -154,10 +172,13 @@ def pretrained_form() -> None:
         frame_, text_col_, embeddings = frame, text_col, None
         if not spec:
             raise ModelError("Choose a published SAE or type a spec (hub:owner/repo/file.pth, hub:owner/repo or a folder)")
-        if source == CORPUS_CHOICES[2]:
+        if source == OWN_CORPUS:
+            frame_, embeddings = load_published_corpus(own.name, max_rows=max_rows)
+            text_col_ = TEXT_COLUMN
+        elif source == CORPUS_CHOICES[2]:
             if not dataset:
                 raise DataError("Type the Hugging Face dataset repo id (owner/name)")
-            frame_, embeddings = load_hub_corpus(dataset, text_col=text_col, embedding_col=emb_col)
+            frame_, embeddings = load_hub_corpus(dataset, text_col=text_col, embedding_col=emb_col, max_rows=max_rows)
             if embeddings is None:
                 raise DataError(f"{dataset} has no embedding column (columns: {', '.join(map(str, frame_.columns))}); "
                                 "type the column holding the stored embeddings")
@@ -192,6 +213,7 @@ with st.expander("Open a pretrained SAE"):
 
 ws = ui.pick_workspace() if ui.workspace_choices() else None
 if ws is not None:
+    ui.start_layout(ws)  # a workspace built without its map (the demo) gets it in the background meanwhile
     info = ws.overview()
     st.header(info["name"])
     c = st.columns(4)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import plotly.express as px
 import streamlit as st
 
@@ -52,9 +53,10 @@ def run_codes(path: str, stamp: float, ws_path: str, ws_stamp: float):
 
     run, space = open_run(path, stamp), ui._open(ws_path, ws_stamp)
     rows = run.annotations["row_id"].to_numpy()
+    used = space.run_rows(path)  # a run on a sample of a large workspace: its rows are positions in the sample
     if uses_workspace_features(run, space):
-        return space.codes[rows]
-    return holdout_codes(run, space.embeddings)
+        return space.codes[rows if used is None else used[rows]]
+    return holdout_codes(run, space.embeddings if used is None else np.asarray(space.embeddings[used]))
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -141,6 +143,10 @@ with st.container(border=True):
         m = int(d3.number_input("SAE features (m)", 8, 4096, HypothesisConfig.m, step=8, key="hyp_m"))
         k = int(d4.number_input("Active per doc (k)", 1, 64, HypothesisConfig.k, key="hyp_k"))
     api_key = ui.api_key_box() if "llm" in (interpreter, annotator) else None
+    sample = ws.run_sample()
+    if sample is not None:
+        st.caption(f"This workspace holds {len(ws):,} documents: a run uses a random {len(sample):,} of them "
+                   "(seed 0), split into train and holdout as chosen above.")
     submitted = st.button("Run", type="primary", key="hyp_run")
 
 if submitted:
@@ -155,14 +161,18 @@ if submitted:
                                   holdout_value=holdout_value, group_col=group_col, dedupe=dedupe)
         own = source == FEATURE_SOURCES[0]
         progress, bar = ui.progress_bar(f"Generating hypotheses for '{target}'")
-        run = hypothesize(ws.frame, text_col=ws.text_col, target_col=target, config=config,
-                          embeddings=ws.embeddings, embedder=ws.embedding_model, progress=progress,
+        frame, embeddings = ws.frame, ws.embeddings
+        if sample is not None:
+            frame, embeddings = frame.iloc[sample].reset_index(drop=True), np.asarray(embeddings[sample])
+        run = hypothesize(frame, text_col=ws.text_col, target_col=target, config=config,
+                          embeddings=embeddings, embedder=ws.embedding_model, progress=progress,
                           llm_client=client, sae=ws.sae if own else None)
         if own:  # the run points at the workspace's SAE instead of keeping a copy of it
             run.summary["features"] = {"source": "workspace", "sae_key": ws.manifest.get("steps", {}).get("sae")}
             run.sae = None
         out_dir = ws.new_run_dir(target)
         write_run(run, out_dir)
+        ws.save_run_rows(out_dir, sample)
         bar.empty()
         st.session_state["run_path"] = str(out_dir)
     except ui.ERRORS as exc:
@@ -244,7 +254,12 @@ try:
 except ui.ERRORS as exc:
     st.warning(f"Documents shown in holdout order: {ui.error_line(exc)}")
     codes = None
-supporting, counter = hypothesis_evidence(run, ws.frame, ws.text_col, row, codes=codes)
+used = ws.run_rows(chosen)
+supporting, counter = hypothesis_evidence(run, ws.frame if used is None else ws.frame.iloc[used], ws.text_col, row,
+                                          codes=codes)
+if used is not None:  # back from positions in the run's sample to the workspace's documents
+    supporting["doc"] = used[supporting["doc"].to_numpy(dtype=np.int64)]
+    counter["doc"] = used[counter["doc"].to_numpy(dtype=np.int64)]
 terms = [t.strip() for t in str(row.get("keywords") or "").split(",")]
 left, right = st.columns(2)
 with left:

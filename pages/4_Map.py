@@ -1,81 +1,161 @@
-"""Map: a 2-D UMAP of the documents, coloured by a feature or a column; select a region to see its features."""
+"""Map: the documents in 2-D, regions named by their most over-represented feature, filters by column and
+feature, and what a selected region holds. Large corpora are drawn as a density image plus a sample of points."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from hsae_core.errors import HsaeError
-from hsae_core.mapping import points_in_box, region_overrepresentation
+from hsae_core import settings
+from hsae_core.mapping import (
+    density_grid,
+    filter_mask,
+    hover_sample,
+    points_in_box,
+    region_overrepresentation,
+    selection_mask,
+    strongest_documents,
+)
 
 st.set_page_config(page_title="hsae: Map", layout="wide")
 st.title("Map")
 ws = ui.pick_workspace()
 if ws is None:
     st.stop()
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def layout(path: str, stamp: float) -> np.ndarray:
-    progress, bar = ui.progress_bar("Computing the 2-D map (once per workspace, then cached on disk)")
-    coords = ws.layout(progress=progress)
-    bar.empty()
-    return coords
-
-
 try:
-    coords = layout(str(ws.path), ui._stamp(ws.path))
-except ui.ERRORS as exc:  # e.g. a read-only workspace folder cannot keep the computed map
+    coords = ui.map_layout(ws)
+except ui.ERRORS as exc:  # e.g. a read-only workspace folder cannot keep a map computed now
     st.error(ui.error_line(exc))
     st.stop()
+if coords is None:
+    st.stop()
 table = ui.feature_table(ws)
-MAX_POINTS = 20_000  # drawing more points than this only slows the browser
-
-colour_by = st.radio("Colour by", ["feature activation", "column"], horizontal=True, key="map_colour")
-if colour_by == "feature activation":
-    order = table.sort_values("n_active", ascending=False)["latent"].tolist()
-    j = st.selectbox("Feature", order, key="map_feature", format_func=lambda j: ui.feature_name(table, j))
-    colour = ws.codes[:, int(j)].toarray().ravel()
-    colour_name = f"feature #{j}"
-else:
-    cols = [c for c in ws.frame.columns if c != ws.text_col]
-    col = st.selectbox("Column", cols, index=cols.index("stars") if "stars" in cols else 0, key="map_column")
-    colour = ws.frame[col].to_numpy()
-    colour_name = col
-
+labels = table["label"].to_numpy()
+fx = ui.explorer(ws)
+kinds = ui.map_columns(ws)
 n = len(coords)
-shown = np.arange(n) if n <= MAX_POINTS else np.sort(np.random.default_rng(0).choice(n, MAX_POINTS, replace=False))
-plot = pd.DataFrame({"x": coords[shown, 0], "y": coords[shown, 1], colour_name: colour[shown], "doc": shown,
-                     "text": [ui.snippet(ws.texts[i], 160) for i in shown]})
-fig = px.scatter(plot, x="x", y="y", color=colour_name, hover_data={"text": True, "doc": True, "x": False, "y": False},
-                 custom_data=["doc"], render_mode="webgl", height=560)
-fig.update_traces(marker=dict(size=4))
-fig.update_layout(dragmode="lasso", margin=dict(t=10, b=10))
-event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("box", "lasso"))
+by_density = table.sort_values("n_active", ascending=False)["latent"].tolist()
 
-selected = []
-if event is not None and getattr(event, "selection", None):
-    selected = [int(p["customdata"][0]) for p in event.selection.get("points", []) if p.get("customdata")]
-with st.expander("…or type a box", expanded=not selected):
+# ---- filters
+with st.expander("Filters", expanded=False):
+    f1, f2 = st.columns(2)
+    f_col = f1.selectbox("Filter by column", ["(none)"] + list(kinds), key="map_filter_col")
+    f_values = f_range = None
+    if f_col != "(none)":
+        kind, info = kinds[f_col]
+        if kind == "numeric":
+            f_range = f1.slider(f"{f_col} between", info[0], info[1], info, key=f"map_filter_range_{f_col}")
+        else:
+            f_values = f1.multiselect(f"{f_col} is one of", info, default=info[:1], key=f"map_filter_values_{f_col}")
+    f_feat = f2.selectbox("Only documents where this feature fires", [None] + by_density, key="map_filter_feature",
+                          format_func=lambda j: "(any document)" if j is None else ui.feature_name(table, j))
+try:
+    keep = filter_mask(ws.frame, None if f_col == "(none)" else f_col, f_values, f_range,
+                       None if f_feat is None else fx.activations(int(f_feat))[0])
+except ui.ERRORS as exc:
+    st.error(ui.error_line(exc))
+    st.stop()
+n_keep = int(keep.sum())
+if n_keep == 0:
+    st.warning("No document passes these filters; loosen them.")
+    st.stop()
+
+# ---- colour
+c1, c2, c3 = st.columns([2, 2, 1])
+colour_by = c1.radio("Colour by", ["feature activation", "column", "document count"], horizontal=True,
+                     key="map_colour")
+colour, colour_name, category = None, "documents", False
+if colour_by == "feature activation":
+    j = c2.selectbox("Feature", by_density, key="map_feature", format_func=lambda j: ui.feature_name(table, j))
+    docs, acts = fx.activations(int(j))
+    colour = np.zeros(n)
+    colour[docs] = acts
+    colour_name = f"feature #{j}"
+elif colour_by == "column" and kinds:
+    col = c2.selectbox("Column", list(kinds), index=list(kinds).index("stars") if "stars" in kinds else 0,
+                       key="map_column")
+    kind, info = kinds[col]
+    if kind == "numeric":
+        colour, colour_name = pd.to_numeric(ws.frame[col], errors="coerce").to_numpy(dtype=np.float64), col
+    else:
+        colour, colour_name, category = ws.frame[col].astype(str).to_numpy(), col, True
+show_regions = c3.checkbox("Label regions", value=True, key="map_regions")
+
+dense = n_keep > settings.SCALE.map_points
+if dense and category:  # a density image averages numbers: a category becomes the share of one value
+    value = c2.selectbox(f"Share of documents with {colour_name} =", info, key="map_share_value")
+    colour, colour_name, category = (colour == str(value)).astype(np.float64), f"share {colour_name}={value}", False
+
+# ---- the figure: every point when few, else a density image plus a sample of points for hover
+if dense:
+    grid = density_grid(coords, keep, None if colour is None else colour)
+    z = np.log10(1 + grid["count"]) if colour is None else grid["mean"]
+    if colour is None:
+        z[grid["count"] == 0] = np.nan
+    fig = go.Figure(go.Heatmap(x=grid["x"], y=grid["y"], z=z, colorscale="Viridis", hoverongaps=False,
+                               colorbar=dict(title="log10 docs" if colour is None else colour_name),
+                               hovertemplate="x %{x:.2f}, y %{y:.2f}<br>%{z:.3g}<extra></extra>"))
+    shown = hover_sample(keep, settings.SCALE.map_hover_points)
+    fig.add_trace(go.Scattergl(x=coords[shown, 0], y=coords[shown, 1], mode="markers", customdata=shown[:, None],
+                               hovertext=[ui.snippet(ws.texts[i], 160) for i in shown], hoverinfo="text",
+                               marker=dict(size=3, color="rgba(255,255,255,0.45)"), name="sample", showlegend=False))
+    caption = (f"{n_keep:,} documents drawn as a {len(grid['x'])}x{len(grid['y'])} density image "
+               f"({grid['engine']}); hover shows a sample of {len(shown):,}. Box or lasso selects every document "
+               "in the area, not only the sampled points.")
+else:
+    shown = np.flatnonzero(keep)
+    plot = pd.DataFrame({"x": coords[shown, 0], "y": coords[shown, 1], "doc": shown,
+                         "text": [ui.snippet(ws.texts[i], 160) for i in shown]})
+    if colour is not None:
+        plot[colour_name] = colour[shown]
+    fig = px.scatter(plot, x="x", y="y", color=None if colour is None else colour_name,
+                     hover_data={"text": True, "doc": True, "x": False, "y": False}, custom_data=["doc"],
+                     render_mode="webgl")
+    fig.update_traces(marker=dict(size=4))
+    caption = f"{n_keep:,} documents."
+if show_regions:
+    _, regions = ui.map_regions(ws, labels)
+    for r in regions.itertuples():
+        fig.add_annotation(x=r.x, y=r.y, text=str(r.label)[:40], showarrow=False, font=dict(size=11, color="black"),
+                           bgcolor="rgba(255,255,255,0.7)")
+fig.update_layout(dragmode="select", height=600, margin=dict(t=10, b=10),
+                  xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None))
+event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("box", "lasso"))
+layout_how = ws.layout_info.get("method", "umap")
+st.caption(f"{caption} Layout: {layout_how}.")
+
+# ---- the selected region
+selected = selection_mask(coords, getattr(event, "selection", None) if event is not None else None)
+with st.expander("…or type a box", expanded=selected is None):
     x_lo, x_hi = float(coords[:, 0].min()), float(coords[:, 0].max())
     y_lo, y_hi = float(coords[:, 1].min()), float(coords[:, 1].max())
     xr = st.slider("x range", x_lo, x_hi, (x_lo, x_hi), key="map_x")
     yr = st.slider("y range", y_lo, y_hi, (y_lo, y_hi), key="map_y")
-if selected:
-    inside = np.zeros(n, dtype=bool)
-    inside[selected] = True
-else:
-    inside = points_in_box(coords, xr, yr)
-if inside.all():
-    st.info("Select a region on the map (box or lasso), or narrow the ranges above, to see its over-represented features.")
+inside = (selected if selected is not None else points_in_box(coords, xr, yr)) & keep
+if show_regions:
+    with st.expander("Regions and the feature each is named after"):
+        st.dataframe(regions[["region", "label", "latent", "n_docs", "inside_rate", "outside_rate", "z"]].round(3),
+                     key="map_region_labels", hide_index=True)
+if inside.sum() == keep.sum():
+    ui.next_steps("Map")
     st.stop()
-try:
-    over = region_overrepresentation(ws.codes, inside)
-except HsaeError as exc:
-    st.error(str(exc))
+if not inside.any():
+    st.warning("The selected region holds no document that passes the filters.")
     st.stop()
-over.insert(1, "label", table["label"].to_numpy()[over["latent"]] if len(over) else [])
-st.subheader(f"Features over-represented in the {int(inside.sum()):,} selected documents")
-st.dataframe(over.round(3), key="region_features", hide_index=True)
+over = region_overrepresentation(ws.codes, inside, among=keep)
+over.insert(1, "label", labels[over["latent"]] if len(over) else [])
+top_latent = int(over["latent"].iloc[0]) if len(over) else None
+left, right = st.columns(2)
+with left:
+    st.subheader(f"Features over-represented in the {int(inside.sum()):,} selected documents")
+    st.dataframe(over.round(3), key="region_features", hide_index=True)
+with right:
+    docs = strongest_documents(fx.csc, inside, top_latent, limit=100)
+    st.subheader("Selected documents")
+    if top_latent is not None:
+        st.caption(f"Strongest on the most over-represented feature ({ui.feature_name(table, top_latent)}) first; "
+                   f"{min(len(docs), 100)} of {int(inside.sum()):,} shown.")
+    ui.documents(ws, ui.docs_table(ws, docs, text_first=True), key="map_docs", height=400)

@@ -49,7 +49,7 @@ def page(name: str = "Overview", **query) -> AppTest:
 
 
 # Dataframes without a selection have no key in the element tree, so they are found by their place on the page.
-ORDER = {"nearest": 3, "cooccurring": 4, "try_result": 5, "region_features": 0, "corpus_head": 0}
+ORDER = {"nearest": 3, "cooccurring": 4, "try_result": 5, "region_features": 1, "corpus_head": 0}
 
 
 def full_key(at: AppTest, key: str):

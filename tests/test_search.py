@@ -6,7 +6,7 @@ import pytest
 from ws_fixtures import small_workspace  # noqa: F401
 
 from hsae_core.errors import DataError
-from hsae_core.search import SteeredSearch, build_index
+from hsae_core.search import NPROBE_STEPS, SteeredSearch, build_search_index, tune_nprobe
 from hsae_core.workspace import Workspace
 
 
@@ -83,18 +83,6 @@ def test_bad_edits_and_vectors_are_clear_errors(engine):
         engine.search(np.ones(12, np.float32))
 
 
-def test_approximate_index_beyond_the_exact_limit_keeps_high_recall(ws):
-    E = np.asarray(ws.embeddings)
-    hnsw = build_index(E, exact_limit=100)
-    assert type(hnsw).__name__ == "IndexHNSWFlat"
-    approx = SteeredSearch(E, ws.sae, ws.codes, index=hnsw)
-    recall = []
-    for i in range(0, 600, 60):
-        exact = set(_brute_force(E, E[i], 10).tolist())
-        recall.append(len(exact & set(approx.search(E[i], k=10).ids.tolist())) / 10)
-    assert np.mean(recall) >= 0.9
-
-
 def test_more_like_this_can_leave_out_the_query_document(ws, engine):
     q = np.asarray(ws.embeddings[17])
     res = engine.search(q, {}, k=10, exclude=[17])
@@ -103,3 +91,46 @@ def test_more_like_this_can_leave_out_the_query_document(ws, engine):
     latents, acts = engine.query_code(q)
     steered = engine.search(q, {int(latents[0]): 3 * float(acts[0])}, k=10, exclude=[17])
     assert 17 not in steered.ids.tolist() and 17 not in steered.baseline_ids.tolist() and len(steered.ids) == 10
+
+
+def test_ivf_index_beyond_the_exact_limit_is_tuned_to_the_target_recall(ws):
+    """Above the exact limit: IVF-Flat, nprobe chosen at build time on held-out rows so recall@10 >= target."""
+    E = np.asarray(ws.embeddings)
+    info = build_search_index(E, exact_limit=100, target_recall=0.95, n_queries=100)
+    assert type(info.index).__name__ == "IndexIVFFlat" and info.kind == "ivf"
+    assert info.nlist == round(np.sqrt(len(E))) and 1 <= info.nprobe <= info.nlist
+    assert info.recall_at_10 >= 0.95 and info.n_queries == 100
+    assert info.index.nprobe == info.nprobe and info.manifest()["nprobe"] == info.nprobe
+    approx = SteeredSearch(E, ws.sae, ws.codes, index=info.index, nprobe=info.nprobe)
+    recall = []
+    for i in range(0, 600, 30):  # the tuned index, measured here on other queries, through the product's search
+        exact = set(_brute_force(E, E[i], 10).tolist())
+        recall.append(len(exact & set(approx.search(E[i], k=10).ids.tolist())) / 10)
+    assert np.mean(recall) >= 0.9
+
+
+def test_nprobe_tuning_picks_the_first_setting_that_reaches_the_target(ws):
+    """Checked against brute-force numpy neighbours (each query's own row excluded), step by step."""
+    E = np.asarray(ws.embeddings)
+    En = E / np.linalg.norm(E, axis=1, keepdims=True)
+    index = build_search_index(E, exact_limit=100, target_recall=1.0).index
+    ids = np.arange(1, len(E), 7)
+    truth = [set(np.argsort(-(En @ En[i]), kind="stable")[1:11].tolist()) for i in ids]
+
+    def recall_at(nprobe):
+        index.nprobe = nprobe
+        _, found = index.search(En[ids], 11)
+        return np.mean([len(t & {int(f) for f in row if f != i}) / 10 for t, row, i in zip(truth, found, ids)])
+
+    steps = [p for p in NPROBE_STEPS if p < index.nlist] + [index.nlist]
+    recalls = {p: recall_at(p) for p in steps}
+    target = float(np.median(list(recalls.values())))
+    chosen, measured = tune_nprobe(index, En[ids], ids, target)
+    assert measured >= target and abs(measured - recalls[chosen]) < 1e-9
+    assert all(recalls[p] < target for p in steps if p < chosen)
+    assert recalls[index.nlist] == 1.0  # probing every list is exhaustive
+
+
+def test_exact_index_up_to_the_limit(ws):
+    info = build_search_index(np.asarray(ws.embeddings), exact_limit=10_000)
+    assert type(info.index).__name__ == "IndexFlatIP" and info.kind == "exact" and info.index.ntotal == len(ws)

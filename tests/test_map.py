@@ -1,0 +1,192 @@
+"""The Map: density aggregation, selections, filters and feature-labelled regions (hsae_core.mapping), and the
+page itself on the small real workspace, both as a scatter and, with the density threshold lowered, as the
+density image a million-document workspace gets; plus a workspace without a stored layout computing it in the
+background."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+from ws_fixtures import SMALL_K, SMALL_M, small_frame, small_workspace  # noqa: F401
+
+from hsae_core import settings
+from hsae_core.mapping import (
+    density_grid,
+    filter_mask,
+    map_regions,
+    points_in_box,
+    points_in_polygon,
+    region_overrepresentation,
+    selection_mask,
+    strongest_documents,
+)
+from hsae_core.workspace import Workspace, build_workspace
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ws(small_workspace):
+    return Workspace.open(small_workspace)
+
+
+def test_density_grid_counts_every_point_once_and_averages_values():
+    rng = np.random.default_rng(0)
+    coords = rng.normal(size=(5000, 2)).astype(np.float32)
+    values = rng.random(5000)
+    mask = rng.random(5000) < 0.5
+    g = density_grid(coords, mask, values, bins=40, engine="numpy")
+    assert g["count"].shape == (40, 40) and g["count"].sum() == mask.sum()
+    # the cell of one point holds it; its mean equals the mean of the points that fall in that cell
+    x0, x1, y0, y1 = g["extent"]
+    i = int(np.flatnonzero(mask)[0])
+    cx = min(int((coords[i, 0] - x0) / (x1 - x0) * 40), 39)
+    cy = min(int((coords[i, 1] - y0) / (y1 - y0) * 40), 39)
+    same = mask & (np.minimum(((coords[:, 0] - x0) / (x1 - x0) * 40).astype(int), 39) == cx) & \
+        (np.minimum(((coords[:, 1] - y0) / (y1 - y0) * 40).astype(int), 39) == cy)
+    assert g["count"][cy, cx] == same.sum() and np.isclose(g["mean"][cy, cx], values[same].mean())
+    assert np.isnan(g["mean"][g["count"] == 0]).all()
+
+
+def test_datashader_engine_agrees_with_numpy():
+    pytest.importorskip("datashader")
+    rng = np.random.default_rng(1)
+    coords = rng.normal(size=(20000, 2)).astype(np.float32)
+    values = rng.random(20000)
+    a = density_grid(coords, values=values, bins=60, engine="numpy")
+    b = density_grid(coords, values=values, bins=60, engine="datashader")
+    assert b["engine"] == "datashader" and a["count"].sum() == b["count"].sum() == 20000
+    assert (a["count"] != b["count"]).mean() < 0.01  # only points exactly on a cell edge may differ
+
+
+def test_selections_box_lasso_and_clicked_points():
+    coords = np.array([[0, 0], [1, 1], [2, 2], [0.5, 1.5], [3, 0]], dtype=np.float32)
+    assert points_in_box(coords, (0.9, 2.1), (0.9, 2.1)).tolist() == [False, True, True, False, False]
+    triangle = ([0, 2.5, 0], [0, 2.5, 2.5])  # above the diagonal, plus the diagonal's lower part
+    assert points_in_polygon(coords, *triangle).tolist() == [False, False, False, True, False]
+    assert selection_mask(coords, {"box": [{"x": [2.1, 0.9], "y": [0.9, 2.1]}], "lasso": [], "points": []}).sum() == 2
+    assert selection_mask(coords, {"box": [], "lasso": [{"x": triangle[0], "y": triangle[1]}], "points": []})[3]
+    clicked = selection_mask(coords, {"box": [], "lasso": [], "points": [{"customdata": [4]}]})
+    assert clicked.tolist() == [False, False, False, False, True]
+    assert selection_mask(coords, {"box": [], "lasso": [], "points": []}) is None
+
+
+def test_filters_by_column_value_range_and_feature(ws):
+    frame = ws.frame
+    five = filter_mask(frame, "stars", values=[5])
+    assert five.sum() == (frame["stars"] == 5).sum()
+    low = filter_mask(frame, "stars", value_range=(1, 2))
+    assert low.sum() == frame["stars"].between(1, 2).sum()
+    docs = np.array([1, 5, 9])
+    both = filter_mask(frame, "stars", values=[frame["stars"].iloc[5]], feature_docs=docs)
+    assert set(np.flatnonzero(both)) <= {1, 5, 9} and both[5]
+
+
+def test_regions_are_named_by_their_most_overrepresented_feature(ws):
+    coords = ws.layout()
+    region, regions = map_regions(coords, ws.codes, ws.features["label"].to_numpy(), n_regions=6)
+    assert len(regions) == 6 and region.shape == (len(ws),) and set(np.unique(region)) == set(range(6))
+    for r in regions.itertuples():
+        if r.latent < 0:
+            continue
+        top = region_overrepresentation(ws.codes, region == r.region, top=1, min_inside=5)
+        assert int(top["latent"].iloc[0]) == r.latent and r.label == ws.features["label"].iloc[r.latent]
+        assert r.inside_rate > r.outside_rate
+
+
+def test_overrepresentation_among_filtered_documents_and_strongest_first(ws):
+    coords = ws.layout()
+    keep = filter_mask(ws.frame, "stars", values=[1, 2])
+    inside = points_in_box(coords, (coords[:, 0].min(), np.median(coords[:, 0])), (-1e9, 1e9))
+    over = region_overrepresentation(ws.codes, inside, among=keep, min_inside=1)
+    top = int(over["latent"].iloc[0])
+    chosen = inside & keep
+    assert over["inside"].iloc[0] == int((ws.codes[np.flatnonzero(chosen)][:, top] > 0).sum())
+    docs = strongest_documents(ws.codes.tocsc(), chosen, top, limit=20)
+    assert chosen[docs].all() and len(docs) == min(20, chosen.sum())
+    acts = ws.codes[docs][:, top].toarray().ravel()
+    firing = acts[acts > 0]
+    assert (np.diff(firing) <= 0).all() and (acts[len(firing):] == 0).all()
+
+
+def _map(env_ws, monkeypatch, **scale) -> AppTest:
+    monkeypatch.setenv("HSAE_WORKSPACE", str(env_ws))
+    if scale:
+        monkeypatch.setattr(settings, "SCALE", dataclasses.replace(settings.SCALE, **scale))
+    at = AppTest.from_file(str(REPO / "pages/4_Map.py"), default_timeout=300)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _spec(at) -> dict:
+    return json.loads(at.get("plotly_chart")[0].proto.spec)
+
+
+def _values(data) -> np.ndarray:
+    """A plotly trace array: a JSON list, or plotly's base64 typed array ({"dtype", "bdata"[, "shape"]})."""
+    if isinstance(data, dict) and "bdata" in data:
+        import base64
+
+        out = np.frombuffer(base64.b64decode(data["bdata"]), dtype=np.dtype(data["dtype"]))
+        return out.reshape([int(x) for x in str(data["shape"]).split(",")]) if "shape" in data else out
+    return np.asarray(data)
+
+
+def test_map_page_density_image_for_a_large_corpus(small_workspace, monkeypatch):
+    at = _map(small_workspace, monkeypatch, map_points=100, map_hover_points=150)
+    spec = _spec(at)
+    kinds = [t["type"] for t in spec["data"]]
+    assert kinds == ["heatmap", "scattergl"], "a density image plus a sample of points"
+    assert len(_values(spec["data"][1]["x"])) == 150, "only the hover sample is sent"
+    assert len(spec["layout"]["annotations"]) == 12, "regions are labelled on the map"
+    labels = set(Workspace.open(small_workspace).features["label"])
+    assert all(a["text"] in {lbl[:40] for lbl in labels} | {"(no distinctive feature)"} for a in spec["layout"]["annotations"])
+    # a column as colour: the share of one value per cell
+    at.radio(key="map_colour").set_value("column").run()
+    at.selectbox(key="map_column").set_value("stars").run()
+    assert not at.exception and "share stars=" in json.dumps(_spec(at)["data"][0])
+    # narrowing the box lists the documents in it and its over-represented features
+    lo, hi = at.slider(key="map_x").value
+    at.slider(key="map_x").set_value((lo, lo + (hi - lo) * 0.4)).run()
+    assert not at.exception
+    docs = next(e.value for e in at.dataframe if e.proto.id.endswith("-map_docs"))
+    assert len(docs) > 0 and "text" in docs.columns
+    region = next(e.value for e in at.dataframe if "ratio" in e.value.columns)  # no key: found by its columns
+    assert len(region) > 0 and (region["inside_rate"] > region["outside_rate"]).all()
+
+
+def test_map_page_filters_change_what_is_drawn_and_selected(small_workspace, monkeypatch):
+    at = _map(small_workspace, monkeypatch)
+    n_all = len(_values(_spec(at)["data"][0]["x"]))
+    at.selectbox(key="map_filter_col").set_value("stars").run()
+    at.multiselect(key="map_filter_values_stars").set_value(["5"]).run()
+    n_five = len(_values(_spec(at)["data"][0]["x"]))
+    frame = Workspace.open(small_workspace).frame
+    assert n_all == len(frame) and n_five == (frame["stars"] == 5).sum()
+    ws = Workspace.open(small_workspace)
+    j = int(ws.features.sort_values("n_active", ascending=False)["latent"].iloc[0])
+    at.selectbox(key="map_filter_feature").set_value(j).run()
+    fires = set(np.flatnonzero(ws.codes[:, j].toarray().ravel() > 0))
+    shown = {int(c) for c in _values(_spec(at)["data"][0]["customdata"]).ravel()}
+    assert shown and shown <= fires and all(frame["stars"].iloc[d] == 5 for d in shown)
+
+
+def test_a_workspace_without_its_map_computes_it_in_the_background(tmp_path, yelp_frames, yelp_embedded, monkeypatch):
+    out = tmp_path / "no-map"
+    build_workspace(out, frame=small_frame(yelp_frames).iloc[:200], text_col="text", m=SMALL_M, k=SMALL_K,
+                    layout=False)
+    assert not Workspace.open(out).has_layout
+    at = _map(out, monkeypatch)
+    assert any("computing it now in the background" in i.value for i in at.info)
+    assert not at.get("plotly_chart")
+    deadline = time.time() + 300
+    while not Workspace.open(out).has_layout and time.time() < deadline:
+        time.sleep(1)
+    at.run()
+    assert not at.exception and at.get("plotly_chart"), "the map appears once the background job is done"
