@@ -87,15 +87,12 @@ if edits:
 else:
     st.caption("No slider moved: the steered results are exactly the baseline.")
 # One above the other, each the page's width, so that the texts have room; "change" compares them row by row.
-small = {"rank": st.column_config.NumberColumn("rank", width="small"),
-         "doc": st.column_config.NumberColumn("doc", width="small"),
-         "score": st.column_config.NumberColumn("score", width="small", format="%.4f")}
 st.subheader("Steered results")
 ui.documents(ws, steered, f"steered_results_{qkey}", terms,
-             column_config={**small, "change": st.column_config.TextColumn(
+             column_config={"change": st.column_config.TextColumn(
                  "change", width="small", help="new: entered the top list; +n / -n: moved up / down")})
 with st.expander("Baseline (unsteered)", expanded=bool(edits)):
-    ui.documents(ws, baseline, f"baseline_results_{qkey}", terms, column_config=small)
+    ui.documents(ws, baseline, f"baseline_results_{qkey}", terms)
 if res.left:
     st.subheader("Left the results")
     ui.documents(ws, ui.docs_table(ws, res.left, text_first=True), f"left_results_{qkey}", terms)

@@ -247,9 +247,7 @@ except ui.ERRORS as exc:
 supporting, counter = hypothesis_evidence(run, ws.frame, ws.text_col, row, codes=codes)
 terms = [t.strip() for t in str(row.get("keywords") or "").split(",")]
 target_name = summary.get("target", {}).get("column")
-small = {"doc": st.column_config.NumberColumn("doc", width="small"),
-         "activation": st.column_config.NumberColumn("activation", width="small", format="%.3f"),
-         target_name: st.column_config.Column(target_name, width="small")}
+small = {target_name: st.column_config.Column(target_name, width="small")}
 st.markdown("**Supporting holdout documents**: the hypothesis is present and the target is on the side it predicts; "
             "strongest first")
 ui.documents(ws, supporting, f"hyp_support_{run_key}_{row_index}", terms, column_config=small)
