@@ -248,6 +248,15 @@ DOC_ROW_HEIGHT = 80  # about four wrapped lines per document (the grid wraps tex
 TEXT_COLUMN = st.column_config.TextColumn("text", width="large", help="Click the row to read the whole text")
 
 
+SMALL_COLUMNS = {  # short columns beside a document's text, kept narrow so that the text has the room
+    "doc": st.column_config.NumberColumn("doc", width="small"),
+    "activation": st.column_config.NumberColumn("activation", width="small", format="%.3f"),
+    "band": st.column_config.TextColumn("band", width="small"),
+    "rank": st.column_config.NumberColumn("rank", width="small"),
+    "score": st.column_config.NumberColumn("score", width="small", format="%.4f"),
+}
+
+
 def selected_row(event) -> Optional[int]:
     """The row clicked in a ``st.dataframe(..., on_select="rerun", selection_mode="single-row")``, or None."""
     rows = event.selection.rows if event is not None and hasattr(event, "selection") else []
@@ -281,7 +290,8 @@ def reader(ws: Workspace, doc: int, terms=(), details: Optional[dict] = None, ke
 def documents(ws: Workspace, table: pd.DataFrame, key: str, terms=(), column_config: Optional[dict] = None,
               height="auto") -> Optional[int]:
     """A table of documents (with a ``doc`` column) whose clicked row opens below it in full; returns that doc."""
-    config = {"text": TEXT_COLUMN, **(column_config or {})}
+    config = {"text": TEXT_COLUMN, **{c: SMALL_COLUMNS[c] for c in SMALL_COLUMNS if c in table.columns},
+              **(column_config or {})}
     event = st.dataframe(table, key=key, on_select="rerun", selection_mode="single-row", hide_index=True,
                          column_config=config, height=height, row_height=DOC_ROW_HEIGHT)
     row = selected_row(event)

@@ -86,17 +86,13 @@ if edits:
     st.success(f"Steered with {len(edits)} edit(s): {len(res.entered)} entered, {len(res.left)} left the top {k}.")
 else:
     st.caption("No slider moved: the steered results are exactly the baseline.")
-left, right = st.columns([3, 2])
-with left:
-    st.subheader("Steered results")
-    ui.documents(ws, steered, f"steered_results_{qkey}", terms,
-                 column_config={"change": st.column_config.TextColumn("change", width="small",
-                                                                      help="new: entered the top list; +n: moved up"),
-                                "rank": st.column_config.NumberColumn("rank", width="small")})
-with right:
-    st.subheader("Baseline (unsteered)")
-    ui.documents(ws, baseline, f"baseline_results_{qkey}", terms,
-                 column_config={"rank": st.column_config.NumberColumn("rank", width="small")})
+# One above the other, each the page's width, so that the texts have room; "change" compares them row by row.
+st.subheader("Steered results")
+ui.documents(ws, steered, f"steered_results_{qkey}", terms,
+             column_config={"change": st.column_config.TextColumn(
+                 "change", width="small", help="new: entered the top list; +n / -n: moved up / down")})
+with st.expander("Baseline (unsteered)", expanded=bool(edits)):
+    ui.documents(ws, baseline, f"baseline_results_{qkey}", terms)
 if res.left:
     st.subheader("Left the results")
     ui.documents(ws, ui.docs_table(ws, res.left, text_first=True), f"left_results_{qkey}", terms)

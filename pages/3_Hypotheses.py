@@ -261,10 +261,10 @@ if used is not None:  # back from positions in the run's sample to the workspace
     supporting["doc"] = used[supporting["doc"].to_numpy(dtype=np.int64)]
     counter["doc"] = used[counter["doc"].to_numpy(dtype=np.int64)]
 terms = [t.strip() for t in str(row.get("keywords") or "").split(",")]
-left, right = st.columns(2)
-with left:
-    st.markdown("**Supporting holdout documents**: present, target on the predicted side; strongest first")
-    ui.documents(ws, supporting, f"hyp_support_{run_key}_{row_index}", terms)
-with right:
-    st.markdown("**Counterexamples**: present, target on the other side; strongest first")
-    ui.documents(ws, counter, f"hyp_counter_{run_key}_{row_index}", terms)
+target_name = summary.get("target", {}).get("column")
+small = {target_name: st.column_config.Column(target_name, width="small")}
+st.markdown("**Supporting holdout documents**: the hypothesis is present and the target is on the side it predicts; "
+            "strongest first")
+ui.documents(ws, supporting, f"hyp_support_{run_key}_{row_index}", terms, column_config=small)
+st.markdown("**Counterexamples**: present, but the target is on the other side; strongest first")
+ui.documents(ws, counter, f"hyp_counter_{run_key}_{row_index}", terms, column_config=small)

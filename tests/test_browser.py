@@ -38,12 +38,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def shoot(page, name: str, readme_name: str | None = None) -> None:
+def shoot(page, name: str, readme_name: str | None = None, height: int = 1500) -> None:
+    """Screenshot the window (Streamlit scrolls inside the page, so a full-page shot shows no more), ``height`` tall."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size({"width": 1400, "height": height})
+    page.wait_for_timeout(500)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
     if README_SHOTS and readme_name:
         Path(README_SHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(README_SHOTS) / f"{readme_name}.png"))
+    page.set_viewport_size({"width": 1400, "height": 1500})
 
 
 @pytest.fixture
@@ -185,7 +189,7 @@ def test_every_page_in_a_real_browser(server, workspace):
         page.keyboard.press("Enter")
         page.get_by_text(f"of {m} features").wait_for()
         _no_exception(page)
-        shoot(page, "2_features", "features")
+        shoot(page, "2_features", "features", height=2000)
 
         # Search: a typed query gives sliders; moving one changes the ranking; a result reads whole.
         page.locator('[data-testid="stSidebarNav"] a:has-text("Search")').click()
@@ -208,7 +212,7 @@ def test_every_page_in_a_real_browser(server, workspace):
         hit = int(cell(page, "steered_results", 0, column_index(page, "steered_results", "doc")))
         assert reader_doc(page) == hit and reader_text(page).strip() == corpus[hit].strip()
         _no_exception(page)
-        shoot(page, "3_search", "search")
+        shoot(page, "3_search", "search", height=2000)
 
         # Hypotheses: run with the defaults; a click on a row shows its evidence and links to its feature.
         page.locator('[data-testid="stSidebarNav"] a:has-text("Hypotheses")').click()
@@ -227,7 +231,7 @@ def test_every_page_in_a_real_browser(server, workspace):
         _no_exception(page)
         page.get_by_text("Results: target").evaluate("e => e.scrollIntoView({block: 'start'})")
         page.wait_for_timeout(500)
-        shoot(page, "4_hypotheses", "hypotheses")
+        shoot(page, "4_hypotheses", "hypotheses", height=2400)
         page.get_by_text(f"Open feature #{latent} on the Features page").click()
         page.get_by_role("heading", name=re.compile(rf"^Feature #{latent}:")).wait_for()
         _no_exception(page)

@@ -771,8 +771,11 @@ def test_push_publishes_no_local_paths(tiny, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------------------- 10. dashboard config
 def test_streamlit_does_not_watch_the_environment():
-    text = (REPO / ".streamlit" / "config.toml").read_text()
-    assert text == '[server]\nfileWatcherType = "none"\n\n[client]\ntoolbarMode = "minimal"\n'
+    import re
+
+    text = (REPO / ".streamlit" / "config.toml").read_text()  # (tomllib is Python 3.11+; the project runs on 3.10)
+    assert re.search(r'^\[server\][^\[]*^fileWatcherType = "none"$', text, re.M | re.S)
+    assert re.search(r'^\[client\][^\[]*^toolbarMode = "minimal"$', text, re.M | re.S)
 
 
 def test_console_script_faults_are_one_line_without_traceback(tiny, tmp_path):
