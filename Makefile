@@ -31,6 +31,7 @@ dashboard: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: install browser lint
 	$(PY) -m pytest -q tests

@@ -1,6 +1,7 @@
 """Dashboard helpers shared by app.py and pages/: workspace picking, cached loading, progress bars,
 error display and table shaping. The only module besides the pages that imports Streamlit; no maths here
 (anything a CLI user could also want lives in hsae_core)."""
+
 from __future__ import annotations
 
 import html
@@ -31,16 +32,16 @@ PAGES = {
 # What a newcomer can do next on each page (shown when the page has nothing to show yet).
 NEXT_STEPS = {
     "Overview": "Pick a workspace in the sidebar, or build one from a table below. Then open **Features** to "
-                "read the concepts, **Search** to steer a query, **Hypotheses** to test concepts against a column.",
+    "read the concepts, **Search** to steer a query, **Hypotheses** to test concepts against a column.",
     "Features": "Click a row of the table to open that feature: its strongest documents, how often it fires and "
-                "its neighbours. Type in the search box to find features by label or keyword.",
+    "its neighbours. Type in the search box to find features by label or keyword.",
     "Search": "Type a query (or pick a document for 'more like this'). Its features become sliders: move one and "
-              "watch which documents enter or leave the results.",
+    "watch which documents enter or leave the results.",
     "Hypotheses": "Choose the column to explain (the target) and press **Run**: the SAE features that predict it "
-                  "are named and tested on a holdout. Click a result row to read its evidence.",
+    "are named and tested on a holdout. Click a result row to read its evidence.",
     "Map": "Regions carry the label of their most over-represented feature. Colour the map by a feature or a "
-           "column, filter it, and select a region (box or lasso, or type its ranges) to list its documents and "
-           "the features over-represented there.",
+    "column, filter it, and select a region (box or lasso, or type its ranges) to list its documents and "
+    "the features over-represented there.",
 }
 
 
@@ -139,8 +140,10 @@ def pick_workspace() -> Optional[Workspace]:
     """Sidebar workspace picker; returns the opened workspace or None (after saying why)."""
     choices = workspace_choices()
     if not choices:
-        st.info("No workspace yet. Open the **Overview** page to build the demo workspace or upload a table "
-                "(or run `make dashboard`, which builds the demo first).")
+        st.info(
+            "No workspace yet. Open the **Overview** page to build the demo workspace or upload a table "
+            "(or run `make dashboard`, which builds the demo first)."
+        )
         return None
     labels = [str(p) for p in choices]
     current = st.session_state.get("workspace_path")
@@ -226,8 +229,9 @@ def fidelity_note(row) -> str:
     return ""
 
 
-def docs_table(ws: Workspace, docs, extra: Optional[dict] = None, columns: Optional[list] = None,
-               text_first: bool = False) -> pd.DataFrame:
+def docs_table(
+    ws: Workspace, docs, extra: Optional[dict] = None, columns: Optional[list] = None, text_first: bool = False
+) -> pd.DataFrame:
     """Documents as a table: doc id, extra columns, chosen columns and the full text (never cut: the grid wraps
     it to the column width and the reader below a table shows it whole). ``text_first`` puts the text right
     after the doc id, so it stays in view beside many other columns."""
@@ -271,7 +275,7 @@ def highlight_html(text: str, terms=()) -> str:
     pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
     parts, last = [], 0
     for match in pattern.finditer(text):
-        parts.append(html.escape(text[last:match.start()]))
+        parts.append(html.escape(text[last : match.start()]))
         parts.append(f"<mark>{html.escape(match.group(0))}</mark>")
         last = match.end()
     parts.append(html.escape(text[last:]))
@@ -283,17 +287,31 @@ def reader(ws: Workspace, doc: int, terms=(), details: Optional[dict] = None, ke
     with st.container(border=True, key=f"{key}_{int(doc)}"):
         facts = " · ".join(f"**{k}:** {v}" for k, v in (details or {}).items())
         st.markdown(f"**Document {int(doc)}**" + (f" · {facts}" if facts else ""))
-        st.html(f'<div class="hsae-doc" style="white-space: pre-wrap; line-height: 1.5">'
-                f"{highlight_html(ws.texts[int(doc)], terms)}</div>")
+        st.html(
+            f'<div class="hsae-doc" style="white-space: pre-wrap; line-height: 1.5">'
+            f"{highlight_html(ws.texts[int(doc)], terms)}</div>"
+        )
 
 
-def documents(ws: Workspace, table: pd.DataFrame, key: str, terms=(), column_config: Optional[dict] = None,
-              height="auto") -> Optional[int]:
+def documents(
+    ws: Workspace, table: pd.DataFrame, key: str, terms=(), column_config: Optional[dict] = None, height="auto"
+) -> Optional[int]:
     """A table of documents (with a ``doc`` column) whose clicked row opens below it in full; returns that doc."""
-    config = {"text": TEXT_COLUMN, **{c: SMALL_COLUMNS[c] for c in SMALL_COLUMNS if c in table.columns},
-              **(column_config or {})}
-    event = st.dataframe(table, key=key, on_select="rerun", selection_mode="single-row", hide_index=True,
-                         column_config=config, height=height, row_height=DOC_ROW_HEIGHT)
+    config = {
+        "text": TEXT_COLUMN,
+        **{c: SMALL_COLUMNS[c] for c in SMALL_COLUMNS if c in table.columns},
+        **(column_config or {}),
+    }
+    event = st.dataframe(
+        table,
+        key=key,
+        on_select="rerun",
+        selection_mode="single-row",
+        hide_index=True,
+        column_config=config,
+        height=height,
+        row_height=DOC_ROW_HEIGHT,
+    )
     row = selected_row(event)
     if row is None or row >= len(table):
         st.caption("Click a row to read the whole document.")
@@ -332,11 +350,12 @@ def api_key_box() -> Optional[str]:
     if settings.openai_api_key():
         st.caption("LLM: using OPENAI_API_KEY from the environment.")
         return settings.openai_api_key()
-    typed = st.text_input("OpenAI-compatible API key (kept for this browser session only, never saved)",
-                          type="password", key="session_api_key")
+    typed = st.text_input(
+        "OpenAI-compatible API key (kept for this browser session only, never saved)",
+        type="password",
+        key="session_api_key",
+    )
     return typed.strip() or None
-
-
 
 
 # ------------------------------------------------------------------ the Map
@@ -376,8 +395,10 @@ def map_layout(ws: Workspace) -> Optional[np.ndarray]:
         return None
     if job["done"]:
         return ws.layout()
-    st.info("This workspace was built without its map: computing it now in the background (a large corpus "
-            "takes minutes; the other pages work meanwhile). `hsae build` computes it during the build.")
+    st.info(
+        "This workspace was built without its map: computing it now in the background (a large corpus "
+        "takes minutes; the other pages work meanwhile). `hsae build` computes it during the build."
+    )
 
     @st.fragment(run_every=2)
     def poll():
@@ -460,10 +481,15 @@ def feature_table(ws: Workspace) -> pd.DataFrame:
         if forced in names:
             st.session_state["label_set_pick"] = forced
         remembered = st.session_state.get("label_set")
-        name = st.sidebar.selectbox("Feature labels", names, index=names.index(remembered) if remembered in names else 0,
-                                    format_func=describe, key="label_set_pick",
-                                    help="Which label set to show. Fidelity is measured on documents the labeller "
-                                         "never saw (AUC: embedding judge; F1: LLM judge).")
+        name = st.sidebar.selectbox(
+            "Feature labels",
+            names,
+            index=names.index(remembered) if remembered in names else 0,
+            format_func=describe,
+            key="label_set_pick",
+            help="Which label set to show. Fidelity is measured on documents the labeller "
+            "never saw (AUC: embedding judge; F1: LLM judge).",
+        )
         st.session_state["label_set"] = name
     return _labelled(str(ws.path), _stamp(ws.path), _labels_stamp(ws.path), name)
 
@@ -476,18 +502,27 @@ def relabel_control(ws: Workspace) -> None:
     with st.expander("Relabel features", expanded="relabel_message" in st.session_state):
         if "relabel_message" in st.session_state:
             st.success(st.session_state.pop("relabel_message"))
-        kind = st.radio("Labeller", list(settings.LABELLERS), horizontal=True, key="relabel_kind",
-                        format_func={"phrases": "phrases (offline)", "keywords": "keywords (offline)",
-                                     "llm": "LLM"}.get)
+        kind = st.radio(
+            "Labeller",
+            list(settings.LABELLERS),
+            horizontal=True,
+            key="relabel_kind",
+            format_func={"phrases": "phrases (offline)", "keywords": "keywords (offline)", "llm": "LLM"}.get,
+        )
         client = budget = None
         refine = False
         if kind == "llm":
             api_key = api_key_box()
-            refine = st.checkbox("Rewrite labels whose validation F1 is under "
-                                 f"{settings.LABELS.refine_f1_bar:.2f} (shows the LLM its mistakes)",
-                                 key="relabel_refine")
-            max_calls = int(st.number_input("Stop after this many LLM calls", 0, 10_000_000, 5_000, step=500,
-                                            key="relabel_max_calls"))
+            refine = st.checkbox(
+                "Rewrite labels whose validation F1 is under "
+                f"{settings.LABELS.refine_f1_bar:.2f} (shows the LLM its mistakes)",
+                key="relabel_refine",
+            )
+            max_calls = int(
+                st.number_input(
+                    "Stop after this many LLM calls", 0, 10_000_000, 5_000, step=500, key="relabel_max_calls"
+                )
+            )
             budget = Budget(max_calls=max_calls)
             n_features = int((ws.features["n_active"] > 0).sum())
             st.info(describe_estimate(estimate_llm_labels(ws.texts, n_features, refine=refine, budget=budget), budget))
@@ -506,6 +541,7 @@ def relabel_control(ws: Workspace) -> None:
                 bar.empty()
             name = kind if table["fidelity_judge"].ne("unavailable").any() or kind != "phrases" else "keywords"
             st.session_state["label_set_force"] = name
-            st.session_state["relabel_message"] = (f"Label set '{name}' made and shown"
-                                                   + (f"; {budget.describe()}" if budget else ""))
+            st.session_state["relabel_message"] = f"Label set '{name}' made and shown" + (
+                f"; {budget.describe()}" if budget else ""
+            )
             st.rerun()

@@ -7,6 +7,7 @@ the same call again (everything from the embedding cache). Prints one table; num
 
     python bench/bench_batch.py [--n 60000] [--dim 384]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,14 @@ def main() -> None:
     yelp = pd.read_json(data_dir() / "yelp_reviews_demo" / "yelp-demo-val-2K.jsonl", lines=True)["text"].tolist()
     texts = [f"{yelp[i % len(yelp)]} #{i}" for i in range(args.n)]  # real review text, every one distinct
     with FakeOpenAIServer(embed_dim=args.dim) as server, tempfile.TemporaryDirectory() as tmp:
-        embedder = OpenAIEmbedder("text-embedding-3-small", api_key="bench", base_url=server.base_url, batch=True,
-                                  batch_dir=Path(tmp) / "batches", batch_poll_s=0)
+        embedder = OpenAIEmbedder(
+            "text-embedding-3-small",
+            api_key="bench",
+            base_url=server.base_url,
+            batch=True,
+            batch_dir=Path(tmp) / "batches",
+            batch_poll_s=0,
+        )
         t0 = time.perf_counter()
         X = embed_texts(texts, embedder, cache_dir=Path(tmp) / "cache")
         first = time.perf_counter() - t0
@@ -46,9 +53,16 @@ def main() -> None:
         again = time.perf_counter() - t0
         uploads = server.calls("POST", r"/v1/files")
         sizes = [server.files[u["file_id"]]["bytes"] for u in uploads]
-    row = {"texts": args.n, "dim": X.shape[1], "batches": len(uploads), "input_MB": round(sum(sizes) / 2**20, 1),
-           "first_run_s": round(first, 1), "per_1k_texts_s": round(1000 * first / args.n, 3),
-           "cached_rerun_s": round(again, 2), "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
+    row = {
+        "texts": args.n,
+        "dim": X.shape[1],
+        "batches": len(uploads),
+        "input_MB": round(sum(sizes) / 2**20, 1),
+        "first_run_s": round(first, 1),
+        "per_1k_texts_s": round(1000 * first / args.n, 3),
+        "cached_rerun_s": round(again, 2),
+        "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+    }
     print(json.dumps(row))
 
 

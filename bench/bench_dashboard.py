@@ -8,6 +8,7 @@ CSC codes) are loaded: `SteeredSearch.search(vector, edits)` and `FeatureExplore
 The synthetic workspace uses unit-norm random embeddings and an SAE trained briefly on a sample of them
 (its quality is irrelevant to timing; the code's sparsity k and width m are what matter).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,12 +64,24 @@ def measure(name, embeddings, sae, codes, column, repeats, index=None) -> list[d
         state["i"] += 1
 
     rows = []
-    for what, fn in (("slider change (steered search)", slider_change), ("unsteered search", unsteered),
-                     ("open feature page", feature_page)):
+    for what, fn in (
+        ("slider change (steered search)", slider_change),
+        ("unsteered search", unsteered),
+        ("open feature page", feature_page),
+    ):
         med, p95 = timed(fn, repeats)
-        rows.append({"workspace": name, "docs": len(embeddings), "m": sae.config_.m, "k": sae.config_.k,
-                     "action": what, "median_ms": round(med, 2), "p95_ms": round(p95, 2),
-                     "cached_load_s": round(load_s, 2)})
+        rows.append(
+            {
+                "workspace": name,
+                "docs": len(embeddings),
+                "m": sae.config_.m,
+                "k": sae.config_.k,
+                "action": what,
+                "median_ms": round(med, 2),
+                "p95_ms": round(p95, 2),
+                "cached_load_s": round(load_s, 2),
+            }
+        )
     return rows
 
 

@@ -13,6 +13,7 @@
 
     python bench/bench_discovery.py [--quick]
 """
+
 from __future__ import annotations
 
 import time
@@ -38,8 +39,10 @@ def concept_datasets() -> dict[str, tuple[list[str], pd.Series]]:
     return {
         "arxiv field": (arx["abstract"].astype(str).tolist(), arx["field"].astype(str)),
         "arxiv category": (cats["summary"].astype(str).tolist(), cats["category"].astype(str)),
-        "ICLR decision": (iclr["Abstract"].astype(str).tolist(),
-                          iclr["Decision"].isin([1, 2]).map({True: "accept", False: "reject"})),
+        "ICLR decision": (
+            iclr["Abstract"].astype(str).tolist(),
+            iclr["Decision"].isin([1, 2]).map({True: "accept", False: "reject"}),
+        ),
     }
 
 
@@ -65,11 +68,17 @@ def prepare_concepts(quick: bool) -> list[dict]:
         classes = ["accept"] if name == "ICLR decision" else sorted(labels.unique())
         for cls in classes:
             y = (labels.to_numpy() == cls).astype(np.int64)
-            c = {"name": cls, "y_train": str(INPUTS / f"{slug}_{cls}_ytr.npy"), "y_hold": str(INPUTS / f"{slug}_{cls}_yho.npy")}
+            c = {
+                "name": cls,
+                "y_train": str(INPUTS / f"{slug}_{cls}_ytr.npy"),
+                "y_hold": str(INPUTS / f"{slug}_{cls}_yho.npy"),
+            }
             np.save(c["y_train"], y[tr])
             np.save(c["y_hold"], y[ho])
             concepts.append(c)
-        jobs.append({"dataset": name, "x_train": str(paths["x_train"]), "x_hold": str(paths["x_hold"]), "concepts": concepts})
+        jobs.append(
+            {"dataset": name, "x_train": str(paths["x_train"]), "x_hold": str(paths["x_hold"]), "concepts": concepts}
+        )
     return jobs
 
 
@@ -91,19 +100,34 @@ def ours_recovery(jobs: list[dict], seeds) -> list[dict]:
                     sel = select_latents(C_tr, y_tr, method=method, n=N_SELECT, kind="binary", top_n=100)
                     latents = [int(j) for j in sel.latents]
                     f1, best = best_f1(C_ho[:, latents] > 0, y_ho)
-                    out.append({"item": f"{job['dataset']}|{concept['name']}|{method}|{seed}", "f1": f1,
-                                "latent": latents[best] if best is not None else None,
-                                "epochs": sae.metrics_["epochs"], "seconds": time.perf_counter() - t0})
+                    out.append(
+                        {
+                            "item": f"{job['dataset']}|{concept['name']}|{method}|{seed}",
+                            "f1": f1,
+                            "latent": latents[best] if best is not None else None,
+                            "epochs": sae.metrics_["epochs"],
+                            "seconds": time.perf_counter() - t0,
+                        }
+                    )
     return out
 
 
 def reference_recovery(jobs: list[dict], seeds, timeout: float) -> list[dict]:
     ref_python = ensure_reference_env()
-    ref_jobs = [{**job, "seed": s, "m": M, "k": K, "epochs": 100, "patience": 3, "n": N_SELECT, "methods": list(METHODS)}
-                for job in jobs for s in seeds]
+    ref_jobs = [
+        {**job, "seed": s, "m": M, "k": K, "epochs": 100, "patience": 3, "n": N_SELECT, "methods": list(METHODS)}
+        for job in jobs
+        for s in seeds
+    ]
     expect = [f"{j['dataset']}|{c['name']}|{m}|{j['seed']}" for j in ref_jobs for c in j["concepts"] for m in METHODS]
-    return run_worker(ref_python, "worker_ref.py", {"kind": "discover", "jobs": ref_jobs}, timeout=timeout,
-                      mem_limit_gib=6, expect=expect)
+    return run_worker(
+        ref_python,
+        "worker_ref.py",
+        {"kind": "discover", "jobs": ref_jobs},
+        timeout=timeout,
+        mem_limit_gib=6,
+        expect=expect,
+    )
 
 
 def yelp_validity(seeds, methods=("correlation", "separation", "lasso")) -> list[dict]:
@@ -119,12 +143,20 @@ def yelp_validity(seeds, methods=("correlation", "separation", "lasso")) -> list
             cfg = HypothesisConfig(select=method, n=N_SELECT, seed=seed, target_kind="continuous")  # product defaults
             run = hypothesize(train_df, text_col="text", target_col="stars", holdout=hold_df, config=cfg)
             overall = run.summary["metrics"]["overall"]
-            rows.append({"method": method, "seed": seed, "m": cfg.m, "k": cfg.k, "seconds": time.perf_counter() - t0,
-                         "n_significant_bonferroni": overall.get("n_significant_bonferroni"),
-                         "holdout_r2": _first(overall, ("r2_in_sample", "r2")),
-                         "r2_cv": overall.get("r2_cv"),
-                         "ridge_r2": overall.get("embedding_baseline", {}).get("value"),
-                         "overall": overall})
+            rows.append(
+                {
+                    "method": method,
+                    "seed": seed,
+                    "m": cfg.m,
+                    "k": cfg.k,
+                    "seconds": time.perf_counter() - t0,
+                    "n_significant_bonferroni": overall.get("n_significant_bonferroni"),
+                    "holdout_r2": _first(overall, ("r2_in_sample", "r2")),
+                    "r2_cv": overall.get("r2_cv"),
+                    "ridge_r2": overall.get("embedding_baseline", {}).get("value"),
+                    "overall": overall,
+                }
+            )
     return rows
 
 
@@ -166,27 +198,49 @@ def tables(result: dict) -> str:
     rows = []
     for key in sorted(ours):
         o, t = ours[key], ref.get(key, [])
-        diff = (np.mean([v for v in o if v is not None]) - np.mean([v for v in t if v is not None])
-                if any(v is not None for v in t) else None)
+        diff = (
+            np.mean([v for v in o if v is not None]) - np.mean([v for v in t if v is not None])
+            if any(v is not None for v in t)
+            else None
+        )
         rows.append(list(key) + [_mean_sd(o), _mean_sd(t), None if diff is None else round(float(diff), 3)])
-    text = (f"### Recovery of known concepts (best holdout F1 of one selected latent; M={result['m']}, K={result['k']}, "
-            f"{result['n_select']} latents; mean ± sd over seeds {result['seeds']})\n\n"
-            + markdown_table(["dataset", "concept", "selection", "ours F1", "ref F1", "ours − ref"], rows))
+    text = (
+        f"### Recovery of known concepts (best holdout F1 of one selected latent; M={result['m']}, K={result['k']}, "
+        f"{result['n_select']} latents; mean ± sd over seeds {result['seeds']})\n\n"
+        + markdown_table(["dataset", "concept", "selection", "ours F1", "ref F1", "ours − ref"], rows)
+    )
     if fails:
         text += "\n\nReference failures: " + "; ".join(fails)
     if "yelp" in result:
         grouped: dict = {}
         for r in result["yelp"]:
             grouped.setdefault(r["method"], []).append(r)
-        yrows = [[m, _mean_sd([r["n_significant_bonferroni"] for r in rs]), _mean_sd([r["holdout_r2"] for r in rs]),
-                  _mean_sd([r["r2_cv"] for r in rs]), _mean_sd([r["ridge_r2"] for r in rs])] for m, rs in grouped.items()]
+        yrows = [
+            [
+                m,
+                _mean_sd([r["n_significant_bonferroni"] for r in rs]),
+                _mean_sd([r["holdout_r2"] for r in rs]),
+                _mean_sd([r["r2_cv"] for r in rs]),
+                _mean_sd([r["ridge_r2"] for r in rs]),
+            ]
+            for m, rs in grouped.items()
+        ]
         first = result["yelp"][0]
         sizes = f"SAE M={first['m']}, K={first['k']}; " if "m" in first else ""
-        text += ("\n\n### Predictive validity on the Yelp holdout (2,000 reviews, stars; 20 hypotheses; "
-                 f"{sizes}mean ± sd over seeds)\n\n"
-                 + markdown_table(["selection", "Bonferroni-significant of 20", "hypotheses R² (OLS on holdout)",
-                                   "hypotheses 5-fold CV R² on holdout", "ridge on embeddings, train→holdout R² (ceiling)"],
-                                  yrows))
+        text += (
+            "\n\n### Predictive validity on the Yelp holdout (2,000 reviews, stars; 20 hypotheses; "
+            f"{sizes}mean ± sd over seeds)\n\n"
+            + markdown_table(
+                [
+                    "selection",
+                    "Bonferroni-significant of 20",
+                    "hypotheses R² (OLS on holdout)",
+                    "hypotheses 5-fold CV R² on holdout",
+                    "ridge on embeddings, train→holdout R² (ceiling)",
+                ],
+                yrows,
+            )
+        )
     elif "yelp_error" in result:
         text += f"\n\nYelp predictive validity not measured: {result['yelp_error']}"
     return text

@@ -11,6 +11,7 @@ GPU-sized batch (4096); seconds/epoch is the whole ``fit`` wall time (including 
 divided by the epochs. Encoding is ``SparseAutoencoder.transform`` of all N rows to CSR (the SAE of the
 first batch size), the data already in host memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,9 @@ def device_name(device: str) -> str:
 
     if device.startswith("cuda"):
         props = torch.cuda.get_device_properties(torch.device(device))
-        return f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, torch {torch.__version__}"
+        return (
+            f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, torch {torch.__version__}"
+        )
     return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
@@ -64,9 +67,15 @@ def bench_embedding(device: str, n_texts: int, batch_size: int) -> dict:
     X = embed_texts(texts, embedder, use_cache=False)
     _sync(device)
     seconds = time.perf_counter() - t0
-    return {"item": "embedding", "texts": n_texts, "batch_size": batch_size, "seconds": round(seconds, 3),
-            "texts_per_s": round(n_texts / seconds, 1), "dtype": "float16" if device != "cpu" else "float32",
-            "dim": int(X.shape[1])}
+    return {
+        "item": "embedding",
+        "texts": n_texts,
+        "batch_size": batch_size,
+        "seconds": round(seconds, 3),
+        "texts_per_s": round(n_texts / seconds, 1),
+        "dtype": "float16" if device != "cpu" else "float32",
+        "dim": int(X.shape[1]),
+    }
 
 
 def synthetic(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -84,8 +93,9 @@ def bench_train(device: str, X: np.ndarray, m: int, k: int, epochs: int, batch_s
 
     from hsae_core.sae import SparseAutoencoder
 
-    sae = SparseAutoencoder(m=m, k=k, max_epochs=epochs, patience=epochs + 1, batch_size=batch_size, seed=0,
-                            device=device)
+    sae = SparseAutoencoder(
+        m=m, k=k, max_epochs=epochs, patience=epochs + 1, batch_size=batch_size, seed=0, device=device
+    )
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     _sync(device)
@@ -94,11 +104,21 @@ def bench_train(device: str, X: np.ndarray, m: int, k: int, epochs: int, batch_s
     _sync(device)
     fit_s = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
-    rows = [{"item": "train", "n": len(X), "d": X.shape[1], "m": m, "k": k, "batch_size": batch_size,
-             "epochs": len(sae.history_), "fit_s": round(fit_s, 2),
-             "s_per_epoch": round(fit_s / max(1, len(sae.history_)), 2),
-             "val_nmse": round(float(sae.metrics_["val_nmse"]), 4),
-             "peak_gpu_gib": None if peak is None else round(peak, 2)}]
+    rows = [
+        {
+            "item": "train",
+            "n": len(X),
+            "d": X.shape[1],
+            "m": m,
+            "k": k,
+            "batch_size": batch_size,
+            "epochs": len(sae.history_),
+            "fit_s": round(fit_s, 2),
+            "s_per_epoch": round(fit_s / max(1, len(sae.history_)), 2),
+            "val_nmse": round(float(sae.metrics_["val_nmse"]), 4),
+            "peak_gpu_gib": None if peak is None else round(peak, 2),
+        }
+    ]
     return sae, rows
 
 
@@ -110,8 +130,16 @@ def bench_encode(device: str, sae, X: np.ndarray) -> dict:
     codes = sae.transform(X)
     _sync(device)
     enc_s = time.perf_counter() - t0
-    return {"item": "encode", "n": len(X), "d": X.shape[1], "m": m, "k": k, "seconds": round(enc_s, 2),
-            "rows_per_s": round(len(X) / enc_s), "nnz_per_row": round(codes.nnz / len(X), 2)}
+    return {
+        "item": "encode",
+        "n": len(X),
+        "d": X.shape[1],
+        "m": m,
+        "k": k,
+        "seconds": round(enc_s, 2),
+        "rows_per_s": round(len(X) / enc_s),
+        "nnz_per_row": round(codes.nnz / len(X), 2),
+    }
 
 
 def main(argv=None) -> int:
@@ -119,8 +147,11 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes; runs on CPU too")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 2; 1 with --quick)")
-    parser.add_argument("--batch-sizes", default=f"{settings.SAE.batch_size},4096",
-                        help="SAE training batches, comma-separated (default: the product's, and 4096)")
+    parser.add_argument(
+        "--batch-sizes",
+        default=f"{settings.SAE.batch_size},4096",
+        help="SAE training batches, comma-separated (default: the product's, and 4096)",
+    )
     parser.add_argument("--embed-batch", type=int, default=None, help="embedding batch (default 256 GPU, 64 CPU)")
     parser.add_argument("--out", default=None, help="JSON results (default bench/results/gpu[-quick].json)")
     args = parser.parse_args(argv)
@@ -137,8 +168,11 @@ def main(argv=None) -> int:
         print(f"bench_gpu: {exc}", file=sys.stderr)
         return 2
     if device == "cpu" and not args.quick:
-        print("bench_gpu: no CUDA device here; the full run (1M rows) is for a GPU machine. "
-              "Run with --quick to exercise it on CPU.", file=sys.stderr)
+        print(
+            "bench_gpu: no CUDA device here; the full run (1M rows) is for a GPU machine. "
+            "Run with --quick to exercise it on CPU.",
+            file=sys.stderr,
+        )
         return 2
     plan = QUICK if args.quick else FULL
     epochs = args.epochs or (1 if args.quick else 2)
@@ -147,8 +181,11 @@ def main(argv=None) -> int:
     print(f"# device: {device_name(device)}; load {load:.2f}; {'quick' if args.quick else 'full'} run", flush=True)
 
     results = [bench_embedding(device, plan["n_texts"], embed_batch)]
-    print(f"embedding: {results[-1]['texts_per_s']} texts/s ({results[-1]['texts']} texts, "
-          f"batch {embed_batch}, {results[-1]['dtype']})", flush=True)
+    print(
+        f"embedding: {results[-1]['texts_per_s']} texts/s ({results[-1]['texts']} texts, "
+        f"batch {embed_batch}, {results[-1]['dtype']})",
+        flush=True,
+    )
     for d in plan["dims"]:
         X = synthetic(plan["n_rows"], d)
         for m in plan["ms"]:
@@ -157,16 +194,32 @@ def main(argv=None) -> int:
                 sae, rows = bench_train(device, X, m, plan["k"], epochs, batch_size)
                 results += rows
                 first = first or sae
-                print(f"sae {len(X)} x {d}, M {m}, k {plan['k']}, batch {batch_size}: {rows[0]['s_per_epoch']} "
-                      f"s/epoch ({rows[0]['epochs']} epochs, val nMSE {rows[0]['val_nmse']})", flush=True)
+                print(
+                    f"sae {len(X)} x {d}, M {m}, k {plan['k']}, batch {batch_size}: {rows[0]['s_per_epoch']} "
+                    f"s/epoch ({rows[0]['epochs']} epochs, val nMSE {rows[0]['val_nmse']})",
+                    flush=True,
+                )
             results.append(bench_encode(device, first, X))
             print(f"encoding {len(X)} x {d}, M {m}: {results[-1]['rows_per_s']} rows/s", flush=True)
         del X
-    out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / (
-        "gpu-quick.json" if args.quick else "gpu.json")
+    out = (
+        Path(args.out)
+        if args.out
+        else Path(__file__).resolve().parent / "results" / ("gpu-quick.json" if args.quick else "gpu.json")
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": device_name(device), "load_avg_1m": round(load, 2), "quick": args.quick,
-                               "epochs": epochs, "results": results}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "device": device_name(device),
+                "load_avg_1m": round(load, 2),
+                "quick": args.quick,
+                "epochs": epochs,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
     return 0
 

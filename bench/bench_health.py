@@ -15,6 +15,7 @@ per page view; server log lines per page view. The interpreter is ``--python`` (
 the repository's own ``.venv/bin/python`` (what ``make dashboard`` creates) to measure the layout where the
 watcher also sees every installed package.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("HSAE_CHROMIUM", "/usr/bin/chromium"))
-CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync"]
+CHROME_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def free_port() -> int:
@@ -64,8 +72,23 @@ def tiny_workspace(folder: Path) -> Path:
 def start_server(python: str, workspace: Path, watcher: str, log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "HSAE_WORKSPACE": str(workspace), "PYTHONPATH": str(REPO)}
-    cmd = [python, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.address", "127.0.0.1",
-           "--server.port", str(port), "--server.fileWatcherType", watcher, "--browser.gatherUsageStats", "false"]
+    cmd = [
+        python,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.headless",
+        "true",
+        "--server.address",
+        "127.0.0.1",
+        "--server.port",
+        str(port),
+        "--server.fileWatcherType",
+        watcher,
+        "--browser.gatherUsageStats",
+        "false",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -125,8 +148,7 @@ def page_views(url: str, n_pages: int, stop: threading.Event, counter: list) -> 
         browser.close()
 
 
-def measure(python: str, workspace: Path, watcher: str, clients: int, seconds: float, views: int,
-            folder: Path) -> dict:
+def measure(python: str, workspace: Path, watcher: str, clients: int, seconds: float, views: int, folder: Path) -> dict:
     log = folder / f"streamlit-{watcher}.log"
     proc, url = start_server(python, workspace, watcher, log)
     try:
@@ -147,12 +169,18 @@ def measure(python: str, workspace: Path, watcher: str, clients: int, seconds: f
         except subprocess.TimeoutExpired:
             proc.kill()
     ms = sorted(x * 1000 for x in latencies)
-    return dict(watcher=watcher, requests=len(ms), errors=errors, views=viewed[0],
-                  p50_ms=statistics.median(ms) if ms else None,
-                  p95_ms=ms[min(len(ms) - 1, int(0.95 * len(ms)))] if ms else None,
-                  max_ms=ms[-1] if ms else None, server_cpu_s=cpu,
-                  cpu_per_view_s=cpu / viewed[0] if viewed[0] else None,
-                  log_lines_per_view=lines / viewed[0] if viewed[0] else None)
+    return dict(
+        watcher=watcher,
+        requests=len(ms),
+        errors=errors,
+        views=viewed[0],
+        p50_ms=statistics.median(ms) if ms else None,
+        p95_ms=ms[min(len(ms) - 1, int(0.95 * len(ms)))] if ms else None,
+        max_ms=ms[-1] if ms else None,
+        server_cpu_s=cpu,
+        cpu_per_view_s=cpu / viewed[0] if viewed[0] else None,
+        log_lines_per_view=lines / viewed[0] if viewed[0] else None,
+    )
 
 
 def main() -> None:
@@ -168,17 +196,22 @@ def main() -> None:
         folder = Path(tmp)
         workspace = Path(args.workspace) if args.workspace else tiny_workspace(folder)
         print(f"load before: {os.getloadavg()[0]:.2f} (1-min); {os.cpu_count()} cores; python {args.python}")
-        print(f"{'watcher':<8} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'views':>6} "
-              f"{'CPU s/view':>10} {'log lines/view':>14}")
+        print(
+            f"{'watcher':<8} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'views':>6} "
+            f"{'CPU s/view':>10} {'log lines/view':>14}"
+        )
         for watcher in args.watchers.split(","):
             r = measure(args.python, workspace, watcher, args.clients, args.seconds, args.views, folder)
 
             def f(v, d=1):
                 return "n/a" if v is None else f"{v:.{d}f}"
 
-            print(f"{r['watcher']:<8} {r['requests']:>8} {r['errors']:>6} {f(r['p50_ms']):>8} {f(r['p95_ms']):>8} "
-                  f"{f(r['max_ms']):>8} {r['views']:>6} {f(r['cpu_per_view_s'], 2):>10} "
-                  f"{f(r['log_lines_per_view']):>14}", flush=True)
+            print(
+                f"{r['watcher']:<8} {r['requests']:>8} {r['errors']:>6} {f(r['p50_ms']):>8} {f(r['p95_ms']):>8} "
+                f"{f(r['max_ms']):>8} {r['views']:>6} {f(r['cpu_per_view_s'], 2):>10} "
+                f"{f(r['log_lines_per_view']):>14}",
+                flush=True,
+            )
         print(f"load after: {os.getloadavg()[0]:.2f} (1-min)")
 
 

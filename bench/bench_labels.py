@@ -12,6 +12,7 @@ Corpora: the Yelp demo workspace's 4,000 reviews (val + holdout files) and the a
 
     python bench/bench_labels.py [--quick]        # --quick: 1,000 documents of each, M=32
 """
+
 from __future__ import annotations
 
 import time
@@ -55,15 +56,22 @@ def run(quick: bool = False) -> dict:
             table = label_features(texts, codes, labeller, embeddings=X, embedder=default_embedder(), seed=SEED)
             seconds = time.perf_counter() - start
             tables[labeller] = table
-            entry["labellers"][labeller] = {"auc": summarize(table, "fidelity_auc"), "f1": summarize(table, "fidelity_f1"),
-                                            "seconds": round(seconds, 1), "mean_words": _mean_words(table),
-                                            "examples": table.loc[table["fidelity_auc"].notna(), "label"].head(8).tolist()}
+            entry["labellers"][labeller] = {
+                "auc": summarize(table, "fidelity_auc"),
+                "f1": summarize(table, "fidelity_f1"),
+                "seconds": round(seconds, 1),
+                "mean_words": _mean_words(table),
+                "examples": table.loc[table["fidelity_auc"].notna(), "label"].head(8).tolist(),
+            }
         a, b = tables["keywords"]["fidelity_auc"], tables["phrases"]["fidelity_auc"]
         both = a.notna() & b.notna()
         diff = (b - a)[both].to_numpy()
-        entry["paired"] = {"n": int(both.sum()), "phrases_better": round(float(np.mean(diff > 0)), 3),
-                           "median_difference": round(float(np.median(diff)), 4),
-                           "bootstrap_95": _bootstrap_median(diff)}
+        entry["paired"] = {
+            "n": int(both.sum()),
+            "phrases_better": round(float(np.mean(diff > 0)), 3),
+            "median_difference": round(float(np.median(diff)), 4),
+            "bootstrap_95": _bootstrap_median(diff),
+        }
         results["corpora"].append(entry)
     results["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
     return results
@@ -85,18 +93,37 @@ def tables(res: dict) -> str:
     for c in res["corpora"]:
         for labeller, r in c["labellers"].items():
             auc, f1 = r["auc"], r["f1"]
-            rows.append([c["corpus"], labeller, auc["n"], f"{auc['median']:.3f}", f"{auc['q25']:.3f} – {auc['q75']:.3f}",
-                         f"{f1['median']:.3f}", r["mean_words"], r["seconds"]])
-    out = [f"### Held-out label fidelity (embedding judge, test part; SAE M={res['m']}, K={res['k']}, seed {res['seed']})",
-           f"Machine: {res['machine']['cores']} cores, torch threads {res['machine']['torch_threads']}, "
-           f"load average {res['machine']['load_avg_1m_at_start']} at start and {res.get('load_avg_1m_at_end')} at end "
-           f"({res['machine']['date']}).", "", markdown_table(["corpus", "labels", "features", "AUC median", "AUC quartiles", "F1 median",
-                               "words per label", "seconds"], rows), ""]
+            rows.append(
+                [
+                    c["corpus"],
+                    labeller,
+                    auc["n"],
+                    f"{auc['median']:.3f}",
+                    f"{auc['q25']:.3f} – {auc['q75']:.3f}",
+                    f"{f1['median']:.3f}",
+                    r["mean_words"],
+                    r["seconds"],
+                ]
+            )
+    out = [
+        f"### Held-out label fidelity (embedding judge, test part; SAE M={res['m']}, K={res['k']}, seed {res['seed']})",
+        f"Machine: {res['machine']['cores']} cores, torch threads {res['machine']['torch_threads']}, "
+        f"load average {res['machine']['load_avg_1m_at_start']} at start and {res.get('load_avg_1m_at_end')} at end "
+        f"({res['machine']['date']}).",
+        "",
+        markdown_table(
+            ["corpus", "labels", "features", "AUC median", "AUC quartiles", "F1 median", "words per label", "seconds"],
+            rows,
+        ),
+        "",
+    ]
     for c in res["corpora"]:
         p = c["paired"]
-        out.append(f"- {c['corpus']}: phrase label beats the keyword label of the same feature on "
-                   f"{p['phrases_better']:.0%} of {p['n']} features; median paired difference {p['median_difference']:+.3f} "
-                   f"(bootstrap 95% interval {p['bootstrap_95'][0]:+.3f} to {p['bootstrap_95'][1]:+.3f})")
+        out.append(
+            f"- {c['corpus']}: phrase label beats the keyword label of the same feature on "
+            f"{p['phrases_better']:.0%} of {p['n']} features; median paired difference {p['median_difference']:+.3f} "
+            f"(bootstrap 95% interval {p['bootstrap_95'][0]:+.3f} to {p['bootstrap_95'][1]:+.3f})"
+        )
         for labeller, r in c["labellers"].items():
             out.append(f"  - {labeller}, first features: " + " | ".join(r["examples"][:5]))
     return "\n".join(out)

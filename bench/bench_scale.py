@@ -18,6 +18,7 @@ Last, the calibration: neighbourhood statistics and IVF difficulty of real embed
 
     python bench/bench_scale.py [--quick]
 """
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,24 @@ SMALL_EPOCHS = 5
 def hsae_build(table, emb, out, timeout: float, epochs: Optional[int] = None) -> dict:
     """Run `hsae build` in a child process; wall seconds, peak RSS (GiB) and the manifest's per-step seconds."""
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [str(OUR_PYTHON), "-m", "hsae_core.cli", "build", "--data", str(table), "--text-col", "text",
-           "--embeddings", str(emb), "--m", str(M), "--k", str(K), "--out", str(out)]
+    cmd = [
+        str(OUR_PYTHON),
+        "-m",
+        "hsae_core.cli",
+        "build",
+        "--data",
+        str(table),
+        "--text-col",
+        "text",
+        "--embeddings",
+        str(emb),
+        "--m",
+        str(M),
+        "--k",
+        str(K),
+        "--out",
+        str(out),
+    ]
     cmd += ["--epochs", str(epochs)] if epochs else []
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
     load_before = os.getloadavg()[0]
@@ -78,11 +95,17 @@ def hsae_build(table, emb, out, timeout: float, epochs: Optional[int] = None) ->
         last = (out.parent / f"{out.name}.stderr.txt").read_text().strip().splitlines()
         return {"failed": why or f"exit {code}: {last[-1] if last else ''}"}
     manifest = json.loads((out / "workspace.json").read_text())
-    return {"wall_s": round(wall, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
-            "peak_rss_gib": round(max(peak, usage.ru_maxrss * 1024) / 2**30, 2), "seconds": manifest.get("seconds", {}),
-            "index": manifest.get("index", {}), "layout": manifest.get("layout", {}),
-            "load_1m_before": round(load_before, 2), "load_1m_after": round(os.getloadavg()[0], 2),
-            "command": "hsae " + " ".join(cmd[3:]).replace(str(RESULTS), "bench/results")}
+    return {
+        "wall_s": round(wall, 1),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "peak_rss_gib": round(max(peak, usage.ru_maxrss * 1024) / 2**30, 2),
+        "seconds": manifest.get("seconds", {}),
+        "index": manifest.get("index", {}),
+        "layout": manifest.get("layout", {}),
+        "load_1m_before": round(load_before, 2),
+        "load_1m_after": round(os.getloadavg()[0], 2),
+        "command": "hsae " + " ".join(cmd[3:]).replace(str(RESULTS), "bench/results"),
+    }
 
 
 def run(quick: bool = False, timeout: float = 1800, mem_gib: float = 12) -> dict:
@@ -97,18 +120,34 @@ def run(quick: bool = False, timeout: float = 1800, mem_gib: float = 12) -> dict
         row = {"n": n, "build": build}
         if "failed" not in build:
             for kind, expect in (("search", "search"), ("pages", "pages")):
-                res = run_worker(OUR_PYTHON, "worker_scale.py", {"kind": kind, "workspace": str(out),
-                                                                 "queries": 50 if quick else 200},
-                                 timeout=timeout, mem_limit_gib=mem_gib, expect=(expect,))
+                res = run_worker(
+                    OUR_PYTHON,
+                    "worker_scale.py",
+                    {"kind": kind, "workspace": str(out), "queries": 50 if quick else 200},
+                    timeout=timeout,
+                    mem_limit_gib=mem_gib,
+                    expect=(expect,),
+                )
                 row[kind] = res[0]
         rows.append(row)
         print(f"  scale n={n:,}: {json.dumps(row)[:300]}", file=sys.stderr, flush=True)
     realism = [] if quick else neighbourhood_realism()
-    embed_task = {"kind": "embed", "n": 100 if quick else 300, "tmp": str(RESULTS),
-                  "path": str(data_dir() / "yelp_reviews_demo" / "yelp-demo-holdout-2K.jsonl")}
+    embed_task = {
+        "kind": "embed",
+        "n": 100 if quick else 300,
+        "tmp": str(RESULTS),
+        "path": str(data_dir() / "yelp_reviews_demo" / "yelp-demo-holdout-2K.jsonl"),
+    }
     embed = run_worker(OUR_PYTHON, "worker_ours.py", embed_task, timeout=300, mem_limit_gib=4, expect=("embed",))[0]
-    return {"rows": rows, "embed": embed, "threads": bench_threads(), "timeout_s": timeout, "m": M, "k": K,
-            "realism": realism}
+    return {
+        "rows": rows,
+        "embed": embed,
+        "threads": bench_threads(),
+        "timeout_s": timeout,
+        "m": M,
+        "k": K,
+        "realism": realism,
+    }
 
 
 def neighbourhood_realism() -> list[dict]:
@@ -120,18 +159,30 @@ def neighbourhood_realism() -> list[dict]:
 
     real = np.load(real_mix_embeddings())
     out = []
-    for name, X in (("real texts (MiniLM)", real),
-                    ("synthetic, plain mixture", synthetic_corpus(len(real), 3)[0]),
-                    ("synthetic, TEXT_LIKE (used above)", synthetic_corpus(len(real), 3, **TEXT_LIKE)[0])):
+    for name, X in (
+        ("real texts (MiniLM)", real),
+        ("synthetic, plain mixture", synthetic_corpus(len(real), 3)[0]),
+        ("synthetic, TEXT_LIKE (used above)", synthetic_corpus(len(real), 3, **TEXT_LIKE)[0]),
+    ):
         X = X / np.linalg.norm(X, axis=1, keepdims=True)
         ids = np.random.default_rng(0).choice(len(X), 300, replace=False)
         S = X[ids] @ X.T
         S[np.arange(len(ids)), ids] = -1
         top = -np.sort(-S, axis=1)[:, :10]
         info = build_search_index(X, exact_limit=0, target_recall=0.95, n_queries=500)
-        out.append({"data": name, "n": len(X), "median_cos": float(np.median(S)), "nn1": float(top[:, 0].mean()),
-                    "nn10": float(top[:, 9].mean()), "nlist": info.nlist, "nprobe": info.nprobe,
-                    "probed_share": info.nprobe / info.nlist, "recall_at_10": info.recall_at_10})
+        out.append(
+            {
+                "data": name,
+                "n": len(X),
+                "median_cos": float(np.median(S)),
+                "nn1": float(top[:, 0].mean()),
+                "nn10": float(top[:, 9].mean()),
+                "nlist": info.nlist,
+                "nprobe": info.nprobe,
+                "probed_share": info.nprobe / info.nlist,
+                "recall_at_10": info.recall_at_10,
+            }
+        )
         print(f"  realism: {out[-1]}", file=sys.stderr, flush=True)
     return out
 
@@ -147,53 +198,120 @@ def tables(result: dict) -> str:
             build.append([n, f"failed: {b['failed']}"] + [None] * 6)
             continue
         idx = b.get("index", {})
-        kind = "exact" if idx.get("kind") == "exact" else f"IVF-Flat nlist {idx.get('nlist')} nprobe {idx.get('nprobe')}"
-        build.append([n, b["wall_s"], b["cpu_s"], b["peak_rss_gib"], kind, idx.get("recall_at_10"),
-                      f"{b['load_1m_before']} → {b['load_1m_after']}", b.get("layout", {}).get("method")])
+        kind = (
+            "exact" if idx.get("kind") == "exact" else f"IVF-Flat nlist {idx.get('nlist')} nprobe {idx.get('nprobe')}"
+        )
+        build.append(
+            [
+                n,
+                b["wall_s"],
+                b["cpu_s"],
+                b["peak_rss_gib"],
+                kind,
+                idx.get("recall_at_10"),
+                f"{b['load_1m_before']} → {b['load_1m_after']}",
+                b.get("layout", {}).get("method"),
+            ]
+        )
         steps.append([n] + [b["seconds"].get(s) for s in STEPS])
         s = r.get("search", {})
         if "failed" in s:
             search.append([n, f"failed: {s['failed']}"] + [None] * 5)
         else:
-            search.append([n, s["unsteered"]["p50_ms"], s["unsteered"]["p95_ms"], s["unsteered"]["recall_at_10"],
-                           s["steered"]["p50_ms"], s["steered"]["p95_ms"], s["steered"]["recall_at_10"]])
+            search.append(
+                [
+                    n,
+                    s["unsteered"]["p50_ms"],
+                    s["unsteered"]["p95_ms"],
+                    s["unsteered"]["recall_at_10"],
+                    s["steered"]["p50_ms"],
+                    s["steered"]["p95_ms"],
+                    s["steered"]["recall_at_10"],
+                ]
+            )
         p = r.get("pages", {})
         if "failed" in p:
             pages.append([n, f"failed: {p['failed']}"] + [None] * 4)
         else:
-            pages.append([n] + [f"{v['first_s']} / **{v['open_s']}**" + (f" / {v['interaction_s']}" if v["interaction_s"]
-                                                                          is not None else "")
-                                for v in p["pages"].values()])
+            pages.append(
+                [n]
+                + [
+                    f"{v['first_s']} / **{v['open_s']}**"
+                    + (f" / {v['interaction_s']}" if v["interaction_s"] is not None else "")
+                    for v in p["pages"].values()
+                ]
+            )
     e = result.get("embed", {})
     if "texts_per_s" in e:
         rate = e["texts_per_s"]
-        embed_line = (f"\n\nEmbedding (excluded above), measured: {e['n']} real Yelp reviews (mean {e['mean_words']:.0f} words) "
-                      f"with all-MiniLM-L6-v2 on {result.get('threads', '?')} CPU thread(s), empty cache: "
-                      f"{rate:.1f} texts/s, so 10k ≈ {1e4 / rate / 60:.0f} min, 100k ≈ {1e5 / rate / 3600:.1f} h, "
-                      f"1M ≈ {1e6 / rate / 3600:.0f} h on this machine.")
+        embed_line = (
+            f"\n\nEmbedding (excluded above), measured: {e['n']} real Yelp reviews (mean {e['mean_words']:.0f} words) "
+            f"with all-MiniLM-L6-v2 on {result.get('threads', '?')} CPU thread(s), empty cache: "
+            f"{rate:.1f} texts/s, so 10k ≈ {1e4 / rate / 60:.0f} min, 100k ≈ {1e5 / rate / 3600:.1f} h, "
+            f"1M ≈ {1e6 / rate / 3600:.0f} h on this machine."
+        )
     else:
         embed_line = f"\n\nEmbedding throughput not measured: {e.get('failed', 'no result')}"
     page_names = ["Overview", "Features", "Search", "Hypotheses", "Map"]
-    realism = [[r["data"], f"{r['n']:,}", r["median_cos"], r["nn1"], r["nn10"], f"{r['nprobe']} of {r['nlist']}",
-                r["probed_share"], r["recall_at_10"]] for r in result.get("realism", [])]
-    realism_table = ("\n\n### How realistic are the synthetic neighbourhoods? (cosines; IVF nprobe for recall@10 >= 0.95)\n\n"
-                     + markdown_table(["data", "N", "median cosine", "1st neighbour", "10th neighbour",
-                                       "nprobe needed", "share of lists probed", "recall@10"], realism)
-                     if realism else "")
-    return (f"### `hsae build` with stored embeddings (M={result.get('m')}, K={result.get('k')}; wall s, peak RSS of "
-            "the build process)\n\n"
-            + markdown_table(["N", "wall s", "CPU s", "peak RSS GiB", "index", "recall@10 at build",
-                              "1-min load before → after",
-                              "map layout"], build)
-            + "\n\nSeconds per step (from the workspace manifest):\n\n"
-            + markdown_table(["N", *STEPS], steps)
-            + "\n\n### Steered search, one query, one thread, server side (ms; recall@10 against exact search)\n\n"
-            + markdown_table(["N", "plain p50", "plain p95", "plain recall@10", "steered p50", "steered p95",
-                              "steered recall@10"], search)
-            + "\n\n### Dashboard pages, server side (s): first load / **open in a new session** / one interaction\n\n"
-            + markdown_table(["N", *page_names], pages)
-            + realism_table
-            + embed_line)
+    realism = [
+        [
+            r["data"],
+            f"{r['n']:,}",
+            r["median_cos"],
+            r["nn1"],
+            r["nn10"],
+            f"{r['nprobe']} of {r['nlist']}",
+            r["probed_share"],
+            r["recall_at_10"],
+        ]
+        for r in result.get("realism", [])
+    ]
+    realism_table = (
+        "\n\n### How realistic are the synthetic neighbourhoods? (cosines; IVF nprobe for recall@10 >= 0.95)\n\n"
+        + markdown_table(
+            [
+                "data",
+                "N",
+                "median cosine",
+                "1st neighbour",
+                "10th neighbour",
+                "nprobe needed",
+                "share of lists probed",
+                "recall@10",
+            ],
+            realism,
+        )
+        if realism
+        else ""
+    )
+    return (
+        f"### `hsae build` with stored embeddings (M={result.get('m')}, K={result.get('k')}; wall s, peak RSS of "
+        "the build process)\n\n"
+        + markdown_table(
+            [
+                "N",
+                "wall s",
+                "CPU s",
+                "peak RSS GiB",
+                "index",
+                "recall@10 at build",
+                "1-min load before → after",
+                "map layout",
+            ],
+            build,
+        )
+        + "\n\nSeconds per step (from the workspace manifest):\n\n"
+        + markdown_table(["N", *STEPS], steps)
+        + "\n\n### Steered search, one query, one thread, server side (ms; recall@10 against exact search)\n\n"
+        + markdown_table(
+            ["N", "plain p50", "plain p95", "plain recall@10", "steered p50", "steered p95", "steered recall@10"],
+            search,
+        )
+        + "\n\n### Dashboard pages, server side (s): first load / **open in a new session** / one interaction\n\n"
+        + markdown_table(["N", *page_names], pages)
+        + realism_table
+        + embed_line
+    )
 
 
 if __name__ == "__main__":

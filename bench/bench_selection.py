@@ -8,6 +8,7 @@ a row that says why. Ratios are ours/theirs.
 
     python bench/bench_selection.py [--quick]
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,14 +58,40 @@ def tables(result: dict) -> str:
     for r in result["rows"]:
         o, t = r["ours"], r["ref"]
         ref_s = t.get("seconds")
-        rows.append([f"{r['n']:,}", r["m"], r["method"], o.get("seconds", "failed: " + o.get("failed", "")),
-                     ref_s if ref_s is not None else "failed: " + t.get("failed", ""),
-                     ratio_or_bound(o.get("seconds"), ref_s, t.get("failed", ""), result["timeout_s"]), r["overlap_of_20"], o.get("extra_mib"), t.get("extra_mib"),
-                     round(o["input_bytes"] / 2**20, 1) if "input_bytes" in o else None,
-                     round(t["input_bytes"] / 2**20, 1) if "input_bytes" in t else None])
-    return ("### Selecting 20 latents (seconds, same latents chosen, peak extra MiB, codes held in MiB)\n\n"
-            + markdown_table(["N", "M", "method", "ours s", "ref s", "ours/ref", "same of 20", "ours MiB",
-                              "ref MiB", "ours codes MiB", "ref codes MiB"], rows))
+        rows.append(
+            [
+                f"{r['n']:,}",
+                r["m"],
+                r["method"],
+                o.get("seconds", "failed: " + o.get("failed", "")),
+                ref_s if ref_s is not None else "failed: " + t.get("failed", ""),
+                ratio_or_bound(o.get("seconds"), ref_s, t.get("failed", ""), result["timeout_s"]),
+                r["overlap_of_20"],
+                o.get("extra_mib"),
+                t.get("extra_mib"),
+                round(o["input_bytes"] / 2**20, 1) if "input_bytes" in o else None,
+                round(t["input_bytes"] / 2**20, 1) if "input_bytes" in t else None,
+            ]
+        )
+    return (
+        "### Selecting 20 latents (seconds, same latents chosen, peak extra MiB, codes held in MiB)\n\n"
+        + markdown_table(
+            [
+                "N",
+                "M",
+                "method",
+                "ours s",
+                "ref s",
+                "ours/ref",
+                "same of 20",
+                "ours MiB",
+                "ref MiB",
+                "ours codes MiB",
+                "ref codes MiB",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

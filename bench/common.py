@@ -5,6 +5,7 @@ Every timed stage runs in a child process (ours with this venv, the reference wi
 wall-clock and a memory budget, so a reference run that cannot finish a size becomes a row that says
 so instead of a missing row or a machine that swaps.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,9 @@ def data_dir() -> Path:
     env = os.environ.get("HSAE_DATA_DIR")
     path = Path(env) if env else REPO.parent / "shared" / "data"
     if not (path / "yelp_reviews_demo").is_dir():
-        raise SystemExit(f"Benchmark data not found at {path}: put ../shared/data beside the checkout or set HSAE_DATA_DIR")
+        raise SystemExit(
+            f"Benchmark data not found at {path}: put ../shared/data beside the checkout or set HSAE_DATA_DIR"
+        )
     return path
 
 
@@ -118,8 +121,9 @@ def real_mix_embeddings() -> Path:
     return out
 
 
-def synthetic_embeddings(n: int, seed: int = 0, n_concepts: int = 2048, active: int = 8, noise: float = 0.3,
-                         with_texts: bool = False):
+def synthetic_embeddings(
+    n: int, seed: int = 0, n_concepts: int = 2048, active: int = 8, noise: float = 0.3, with_texts: bool = False
+):
     """Reproducible unit-norm vectors built like text embeddings are thought to be: a few concepts each.
 
     Each row mixes ``active`` of ``n_concepts`` random unit directions (Zipf-like popularity, positive
@@ -139,7 +143,12 @@ def synthetic_embeddings(n: int, seed: int = 0, n_concepts: int = 2048, active: 
         picks = rng.choice(n_concepts, size=(rows, active), p=popularity)
         weights = rng.exponential(1.0, size=(rows, active)).astype(np.float32)
         block = np.einsum("ra,rad->rd", weights, dirs[picks])
-        block += noise * rng.standard_normal((rows, DIM)).astype(np.float32) / np.sqrt(DIM) * np.linalg.norm(block, axis=1, keepdims=True)
+        block += (
+            noise
+            * rng.standard_normal((rows, DIM)).astype(np.float32)
+            / np.sqrt(DIM)
+            * np.linalg.norm(block, axis=1, keepdims=True)
+        )
         block /= np.linalg.norm(block, axis=1, keepdims=True)
         out[start : start + rows] = block
         if with_texts:
@@ -147,11 +156,80 @@ def synthetic_embeddings(n: int, seed: int = 0, n_concepts: int = 2048, active: 
     return (out, texts) if with_texts else out
 
 
-_SYLLABLES = ("ka", "lo", "mi", "nu", "re", "sa", "to", "vi", "be", "da", "fe", "gu", "ho", "ji", "ke", "la", "mo",
-              "ne", "pi", "ru", "si", "ta", "vo", "ze", "an", "el", "or", "um", "is", "ar")
-_FILLER = ("the", "a", "of", "and", "to", "in", "is", "we", "this", "that", "for", "with", "on", "our", "are", "as",
-           "by", "an", "be", "from", "which", "results", "show", "method", "approach", "paper", "propose", "model",
-           "data", "using", "new", "based", "performance", "two", "these", "can", "also", "study", "work", "high")
+_SYLLABLES = (
+    "ka",
+    "lo",
+    "mi",
+    "nu",
+    "re",
+    "sa",
+    "to",
+    "vi",
+    "be",
+    "da",
+    "fe",
+    "gu",
+    "ho",
+    "ji",
+    "ke",
+    "la",
+    "mo",
+    "ne",
+    "pi",
+    "ru",
+    "si",
+    "ta",
+    "vo",
+    "ze",
+    "an",
+    "el",
+    "or",
+    "um",
+    "is",
+    "ar",
+)
+_FILLER = (
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "we",
+    "this",
+    "that",
+    "for",
+    "with",
+    "on",
+    "our",
+    "are",
+    "as",
+    "by",
+    "an",
+    "be",
+    "from",
+    "which",
+    "results",
+    "show",
+    "method",
+    "approach",
+    "paper",
+    "propose",
+    "model",
+    "data",
+    "using",
+    "new",
+    "based",
+    "performance",
+    "two",
+    "these",
+    "can",
+    "also",
+    "study",
+    "work",
+    "high",
+)
 
 
 def _pseudo_words(n_words: int, rng) -> np.ndarray:
@@ -163,9 +241,19 @@ def _pseudo_words(n_words: int, rng) -> np.ndarray:
     return np.array(list(words), dtype=object)
 
 
-def synthetic_corpus(n: int, seed: int = 0, n_concepts: int = 2048, active: int = 8, noise: float = 0.3,
-                     words_per_concept: int = 6, length: int = 40, topics: int = 0, in_topic: float = 0.8,
-                     topic_weight: float = 0.0, common_weight: float = 0.0):
+def synthetic_corpus(
+    n: int,
+    seed: int = 0,
+    n_concepts: int = 2048,
+    active: int = 8,
+    noise: float = 0.3,
+    words_per_concept: int = 6,
+    length: int = 40,
+    topics: int = 0,
+    in_topic: float = 0.8,
+    topic_weight: float = 0.0,
+    common_weight: float = 0.0,
+):
     """(embeddings, table) of ``n`` synthetic documents for the scale suite: text-like and label-able.
 
     Embeddings are :func:`synthetic_embeddings`' mixture of concepts. Each document's text mixes words from
@@ -219,9 +307,14 @@ def synthetic_corpus(n: int, seed: int = 0, n_concepts: int = 2048, active: int 
         if topics:
             scale = np.linalg.norm(block, axis=1, keepdims=True)
             block += scale * (topic_weight * topic_dirs[topic] + common_weight * common[None, :])
-        block += noise * rng.standard_normal((rows, DIM)).astype(np.float32) / np.sqrt(DIM) * np.linalg.norm(block, axis=1, keepdims=True)
+        block += (
+            noise
+            * rng.standard_normal((rows, DIM)).astype(np.float32)
+            / np.sqrt(DIM)
+            * np.linalg.norm(block, axis=1, keepdims=True)
+        )
         block /= np.linalg.norm(block, axis=1, keepdims=True)
-        X[start:start + rows] = block
+        X[start : start + rows] = block
         # words: each slot takes a concept with probability ~ its weight, or a filler word
         share = weights / weights.sum(axis=1, keepdims=True)
         slot_concept = (rng.random((rows, length, 1)) > np.cumsum(share, axis=1)[:, None, :]).sum(axis=2)
@@ -232,10 +325,10 @@ def synthetic_corpus(n: int, seed: int = 0, n_concepts: int = 2048, active: int 
         word[filler] = filler0 + rng.integers(0, len(_FILLER), size=int(filler.sum()))
         texts.extend(" ".join(row) for row in vocab[word])
         score = (weights * effect[picks]).sum(axis=1) + rng.normal(0, 0.5, rows)
-        rating[start:start + rows] = np.clip(np.round(3 + 1.5 * score), 1, 5).astype(np.int64)
+        rating[start : start + rows] = np.clip(np.round(3 + 1.5 * score), 1, 5).astype(np.int64)
         strongest = picks[np.arange(rows), weights.argmax(axis=1)]
         tied = rng.random(rows) < 0.7
-        source[start:start + rows] = np.where(tied, strongest % 6, rng.integers(0, 6, rows)).astype(str)
+        source[start : start + rows] = np.where(tied, strongest % 6, rng.integers(0, 6, rows)).astype(str)
     frame = pd.DataFrame({"text": texts, "rating": rating, "source": pd.Series(source).radd("s")})
     return X, frame
 
@@ -266,8 +359,9 @@ def synthetic_path(n: int, seed: int = 0) -> Path:
 
 
 # ----------------------------------------------------------------------------- workers
-def run_worker(python: Path, script: str, task: dict, timeout: float, mem_limit_gib: float,
-               expect: Iterable[str] = ()) -> list[dict]:
+def run_worker(
+    python: Path, script: str, task: dict, timeout: float, mem_limit_gib: float, expect: Iterable[str] = ()
+) -> list[dict]:
     """Run ``bench/<script>`` with ``task`` (JSON) under a time and memory budget.
 
     Returns the worker's RESULT dicts; every name in ``expect`` that did not come back gets a dict
@@ -276,12 +370,25 @@ def run_worker(python: Path, script: str, task: dict, timeout: float, mem_limit_
     # Same thread count on both sides (torch, BLAS, FAISS); 1 by default so a shared, oversubscribed
     # machine does not distort the ratios (2 threads ran 3x slower than 1 under load here).
     threads = str(bench_threads())
-    env = dict(os.environ, OPENAI_API_KEY="sk-offline-benchmark-never-used", HF_HUB_OFFLINE="1",
-               PYTHONPATH=str(BENCH), PYTHONUNBUFFERED="1", OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
-               OPENBLAS_NUM_THREADS=threads)
+    env = dict(
+        os.environ,
+        OPENAI_API_KEY="sk-offline-benchmark-never-used",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=str(BENCH),
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS=threads,
+        MKL_NUM_THREADS=threads,
+        OPENBLAS_NUM_THREADS=threads,
+    )
     env.pop("OPENAI_BASE_URL", None)
-    proc = subprocess.Popen([str(python), str(BENCH / script), json.dumps(task)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=str(REPO))
+    proc = subprocess.Popen(
+        [str(python), str(BENCH / script), json.dumps(task)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=str(REPO),
+    )
     results: list[dict] = []
     err_tail: list[str] = []
 
@@ -390,7 +497,14 @@ def machine_description() -> dict:
     except ImportError:
         torch_v, threads = "?", "?"
     load = os.getloadavg()
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_gib, 1), "python": platform.python_version(),
-            "torch": torch_v, "torch_threads": threads, "gpu": "none",
-            "load_avg_1m_at_start": round(load[0], 2),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_gib, 1),
+        "python": platform.python_version(),
+        "torch": torch_v,
+        "torch_threads": threads,
+        "gpu": "none",
+        "load_avg_1m_at_start": round(load[0], 2),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }

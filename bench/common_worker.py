@@ -1,4 +1,5 @@
 """Measurement helpers both worker processes share (numpy + stdlib only, so the reference venv can import it)."""
+
 from __future__ import annotations
 
 import json

@@ -9,6 +9,7 @@ Prints the machine load before and after, the build's seconds per step (from `hs
 until the server answered and until the page showed the workspace. Needs ../shared/data (or HSAE_DATA_DIR)
 and /usr/bin/chromium (`make browser`). Not part of `make bench`: it takes minutes and a browser.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,15 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync"]
+CHROME_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def load() -> str:
@@ -57,13 +65,21 @@ def main() -> int:
     env = dict(os.environ, HSAE_CACHE_DIR=str(work / "empty-cache"), HSAE_DATA_DIR=data, PORT=str(port))
     for name in ("HSAE_WORKSPACE", "HSAE_WORKSPACES_DIR", "PYTHONPATH"):
         env.pop(name, None)
-    print(f"clone: {clone} ({subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=clone, text=True, capture_output=True).stdout.strip()})")
+    print(
+        f"clone: {clone} ({subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=clone, text=True, capture_output=True).stdout.strip()})"
+    )
     print(f"load average before: {load()}", flush=True)
     log = open(work / "make.log", "w")
     start = time.perf_counter()
     # -o: treat the borrowed venv as installed (the install is not part of the first start measured here)
-    proc = subprocess.Popen(["make", "-o", ".venv/.installed", "dashboard", f"PORT={port}"], cwd=clone, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        ["make", "-o", ".venv/.installed", "dashboard", f"PORT={port}"],
+        cwd=clone,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         while True:
             try:

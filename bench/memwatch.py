@@ -5,6 +5,7 @@ A daemon thread samples this process's RSS from /proc every few milliseconds bet
 already in memory are not counted. Sampling can miss a spike shorter than the interval, so this is a
 slight under-estimate for very short stages and exact enough for anything over ~50 ms.
 """
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ build we use, so the reference cannot pull a CUDA wheel and both sides run the s
 
     python bench/reference_env.py          # create (idempotent) and print the interpreter path
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -31,9 +32,13 @@ def ensure_reference_env(quiet: bool = True) -> Path:
     # torch first so the resolver sees the CPU wheel already satisfied.
     subprocess.run(pip + [TORCH_PIN], check=True)
     subprocess.run(pip + ["-c", str(constraints), REF_PACKAGE], check=True)
-    out = subprocess.run([str(REF_PYTHON), "-c", "import torch, hypothesaes; print(torch.__version__)"],
-                         check=True, capture_output=True, text=True, env={"OPENAI_API_KEY": "sk-unused-offline",
-                                                                          "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    out = subprocess.run(
+        [str(REF_PYTHON), "-c", "import torch, hypothesaes; print(torch.__version__)"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={"OPENAI_API_KEY": "sk-unused-offline", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+    )
     if "+cu" in out.stdout:
         raise SystemExit(f"reference env pulled a CUDA torch ({out.stdout.strip()}); check the constraints file")
     MARKER.write_text(out.stdout)

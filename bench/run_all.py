@@ -12,6 +12,7 @@ Needs ../shared/data (or HSAE_DATA_DIR). The reference implementation is install
 bench/.venv-ref on first use (bench/reference_env.py). HSAE_BENCH_THREADS sets the thread count of
 every measured stage on both sides (default 1).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,16 +62,24 @@ def write_benchmarks_md(results: dict[str, dict]) -> Path:
     _, tail = rest.split(END, 1)
     machine = next(iter(results.values()))["machine"]
     total = sum(r["seconds"] for r in results.values())
-    body = [f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB RAM, no GPU; "
-            f"Python {machine['python']}, torch {machine['torch']}; {machine['torch_threads']} thread(s) per measured "
-            f"stage on both sides. Suites together: {total / 60:.1f} minutes (embeddings already cached).", ""]
+    body = [
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB RAM, no GPU; "
+        f"Python {machine['python']}, torch {machine['torch']}; {machine['torch_threads']} thread(s) per measured "
+        f"stage on both sides. Suites together: {total / 60:.1f} minutes (embeddings already cached).",
+        "",
+    ]
     for name in SUITES:
         r = results[name]
         m = r["machine"]
-        body += [f"## {name.capitalize()}", "",
-                 f"_`{r.get('command', 'make bench')}`, {m['date']}, {r['seconds']:.0f} s; 1-minute load average "
-                 f"{m['load_avg_1m_at_start']} on {m['cores']} cores at its start{_busy(m)}._", "",
-                 _module(name).tables(r), ""]
+        body += [
+            f"## {name.capitalize()}",
+            "",
+            f"_`{r.get('command', 'make bench')}`, {m['date']}, {r['seconds']:.0f} s; 1-minute load average "
+            f"{m['load_avg_1m_at_start']} on {m['cores']} cores at its start{_busy(m)}._",
+            "",
+            _module(name).tables(r),
+            "",
+        ]
     path.write_text(head + BEGIN + "\n" + "\n".join(body) + END + tail)
     return path
 
@@ -79,7 +88,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smallest sizes only; does not touch BENCHMARKS.md")
     ap.add_argument("--only", default=",".join(SUITES), help=f"comma-separated subset of {','.join(SUITES)}")
-    ap.add_argument("--report", action="store_true", help="run nothing: rebuild BENCHMARKS.md from bench/results/*.json")
+    ap.add_argument(
+        "--report", action="store_true", help="run nothing: rebuild BENCHMARKS.md from bench/results/*.json"
+    )
     args = ap.parse_args()
     if args.report:
         latest = load_full_results()
@@ -91,8 +102,11 @@ def main() -> int:
         return 0
     setup_env()
     machine = machine_description()
-    print(f"hsae benchmarks on {machine['cpu']} ({machine['cores']} cores, {machine['memory_gib']} GiB), "
-          f"{bench_threads()} thread(s) per stage, load {machine['load_avg_1m_at_start']}", flush=True)
+    print(
+        f"hsae benchmarks on {machine['cpu']} ({machine['cores']} cores, {machine['memory_gib']} GiB), "
+        f"{bench_threads()} thread(s) per stage, load {machine['load_avg_1m_at_start']}",
+        flush=True,
+    )
     t_start, sections, failed = time.perf_counter(), {}, []
     for name in [s.strip() for s in args.only.split(",") if s.strip()]:
         if name not in SUITES:

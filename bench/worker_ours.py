@@ -2,6 +2,7 @@
 
 Usage: ``python worker_ours.py JSON`` (run by the bench scripts, one process per measurement).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,21 +24,40 @@ def do_train(task: dict) -> None:
 
     X = np.load(task["x"])
     warm_up_optimizer()
-    sae = SparseAutoencoder(m=task["m"], k=task["k"], batch_size=512, lr=5e-4, max_epochs=task["epochs"],
-                            patience=task["epochs"] + 1, val_frac=0.1, seed=task["seed"])
+    sae = SparseAutoencoder(
+        m=task["m"],
+        k=task["k"],
+        batch_size=512,
+        lr=5e-4,
+        max_epochs=task["epochs"],
+        patience=task["epochs"] + 1,
+        val_frac=0.1,
+        seed=task["seed"],
+    )
     with PeakRSS() as mem:
         t0 = time.perf_counter()
         sae.fit(X)
         fit_s = time.perf_counter() - t0
     epochs = sae.metrics_["epochs"]
-    emit("train", fit_s=fit_s, epochs=epochs, s_per_epoch=fit_s / epochs, nmse=nmse_of(sae.reconstruct(X), X),
-         extra_mib=mem.extra_mib)
+    emit(
+        "train",
+        fit_s=fit_s,
+        epochs=epochs,
+        s_per_epoch=fit_s / epochs,
+        nmse=nmse_of(sae.reconstruct(X), X),
+        extra_mib=mem.extra_mib,
+    )
     with PeakRSS() as mem:
         t0 = time.perf_counter()
         codes = sae.transform(X)
         enc_s = time.perf_counter() - t0
-    emit("encode", encode_s=enc_s, codes_bytes=csr_bytes(codes),
-         codes_format=f"CSR {codes.data.dtype}/{codes.indices.dtype}", extra_mib=mem.extra_mib)
+    emit(
+        "encode",
+        encode_s=enc_s,
+        codes_bytes=csr_bytes(codes),
+        codes_format=f"CSR {codes.data.dtype}/{codes.indices.dtype}",
+        extra_mib=mem.extra_mib,
+    )
 
 
 WARMUP_ROWS = 2000  # rows of the warm-up call before each timed selection (both sides)
@@ -61,9 +81,13 @@ def do_select(task: dict) -> None:
         t0 = time.perf_counter()
         selection = select_latents(codes, y, method=task["method"], n=task["n"], kind=kind, top_n=100)
         secs = time.perf_counter() - t0
-    emit(task["method"], seconds=secs, extra_mib=mem.extra_mib, latents=[int(i) for i in selection.latents],
-         input_bytes=csr_bytes(codes))
-
+    emit(
+        task["method"],
+        seconds=secs,
+        extra_mib=mem.extra_mib,
+        latents=[int(i) for i in selection.latents],
+        input_bytes=csr_bytes(codes),
+    )
 
 
 def do_embed(task: dict) -> None:
@@ -83,8 +107,15 @@ def do_embed(task: dict) -> None:
         t0 = time.perf_counter()
         X = embed_texts(texts, emb)
         secs = time.perf_counter() - t0
-    emit("embed", n=len(texts), seconds=secs, texts_per_s=len(texts) / secs, dim=int(X.shape[1]),
-         extra_mib=mem.extra_mib, mean_words=float(np.mean([len(t.split()) for t in texts])))
+    emit(
+        "embed",
+        n=len(texts),
+        seconds=secs,
+        texts_per_s=len(texts) / secs,
+        dim=int(X.shape[1]),
+        extra_mib=mem.extra_mib,
+        mean_words=float(np.mean([len(t.split()) for t in texts])),
+    )
     import shutil
 
     shutil.rmtree(os.environ["HSAE_CACHE_DIR"], ignore_errors=True)
@@ -144,8 +175,14 @@ def do_scale(task: dict) -> None:
         with PeakRSS() as total:
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
-                rows = X if n <= task["fit_rows"] else X[np.sort(np.random.default_rng(0).choice(n, task["fit_rows"], replace=False))]
-                sae = SparseAutoencoder(m=m, k=k, max_epochs=task["epochs"], patience=task["epochs"] + 1, seed=0).fit(rows)
+                rows = (
+                    X
+                    if n <= task["fit_rows"]
+                    else X[np.sort(np.random.default_rng(0).choice(n, task["fit_rows"], replace=False))]
+                )
+                sae = SparseAutoencoder(m=m, k=k, max_epochs=task["epochs"], patience=task["epochs"] + 1, seed=0).fit(
+                    rows
+                )
                 del rows
                 fit_s, fit_mib = time.perf_counter() - t0, mem.extra_mib
             with PeakRSS() as mem:
@@ -156,9 +193,21 @@ def do_scale(task: dict) -> None:
                 else:
                     codes, index = _components_build(X, sae, f"{root}/parts", task["nprobe"])
                 build_s, build_mib = time.perf_counter() - t0, mem.extra_mib
-        emit("build", n=n, mode=task["mode"], fit_s=fit_s, fit_mib=fit_mib, build_s=build_s, build_mib=build_mib,
-             total_s=fit_s + build_s, peak_extra_mib=total.extra_mib, codes_sparse=bool(sp.issparse(codes)),
-             codes_bytes=csr_bytes(codes), dense_codes_bytes=n * m * 4, index_kind=type(index).__name__)
+        emit(
+            "build",
+            n=n,
+            mode=task["mode"],
+            fit_s=fit_s,
+            fit_mib=fit_mib,
+            build_s=build_s,
+            build_mib=build_mib,
+            total_s=fit_s + build_s,
+            peak_extra_mib=total.extra_mib,
+            codes_sparse=bool(sp.issparse(codes)),
+            codes_bytes=csr_bytes(codes),
+            dense_codes_bytes=n * m * 4,
+            index_kind=type(index).__name__,
+        )
 
         # The other index kind, for the latency comparison and recall of the approximate one.
         t0 = time.perf_counter()
@@ -180,13 +229,23 @@ def do_scale(task: dict) -> None:
                 res = search.search(q, edits={int(z_ids[0]) if len(z_ids) else 0: 2.0}, k=10)
                 times.append(time.perf_counter() - t0)
                 hits.append(set(res.ids.tolist()))
-            lat[name] = {"p50_ms": float(np.percentile(times, 50) * 1e3), "p95_ms": float(np.percentile(times, 95) * 1e3)}
+            lat[name] = {
+                "p50_ms": float(np.percentile(times, 50) * 1e3),
+                "p95_ms": float(np.percentile(times, 95) * 1e3),
+            }
             if name == "exact":
                 truth = hits
             else:
                 recalls = [len(a & b) / 10 for a, b in zip(truth, hits)]
-        emit("search", n=n, latency=lat, recall_at_10=float(np.mean(recalls)), approx_kind=type(approx).__name__,
-             other_index_s=other_s, faiss_threads=faiss.omp_get_max_threads())
+        emit(
+            "search",
+            n=n,
+            latency=lat,
+            recall_at_10=float(np.mean(recalls)),
+            approx_kind=type(approx).__name__,
+            other_index_s=other_s,
+            faiss_threads=faiss.omp_get_max_threads(),
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

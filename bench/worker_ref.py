@@ -5,6 +5,7 @@ its select_neurons_* functions); everything else here is measurement. The packag
 imports its LLM and embedding stack, so the two modules we need are loaded from their files directly:
 that keeps the network-facing code unloaded and start-up short. Usage: ``python worker_ref.py JSON``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -39,8 +40,9 @@ def train_sae(X: np.ndarray, m: int, k: int, epochs: int, patience: int, seed: i
     n_val = int(round(len(X) * 0.1))
     X_val, X_tr = torch.from_numpy(X[np.sort(order[:n_val])]), torch.from_numpy(X[np.sort(order[n_val:])])
     sae = ref.SparseAutoencoder(input_dim=X.shape[1], m_total_neurons=m, k_active_neurons=k, device="cpu")
-    history = sae.fit(X_tr, X_val, batch_size=batch_size, learning_rate=5e-4, n_epochs=epochs, patience=patience,
-                      show_progress=False)
+    history = sae.fit(
+        X_tr, X_val, batch_size=batch_size, learning_rate=5e-4, n_epochs=epochs, patience=patience, show_progress=False
+    )
     return sae, len(history["train_loss"])
 
 
@@ -62,14 +64,25 @@ def do_train(task: dict) -> None:
         t0 = time.perf_counter()
         sae, epochs = train_sae(X, task["m"], task["k"], task["epochs"], task["epochs"] + 1, task["seed"])
         fit_s = time.perf_counter() - t0
-    emit("train", fit_s=fit_s, epochs=epochs, s_per_epoch=fit_s / epochs, nmse=nmse_of(reconstruct(sae, X), X),
-         extra_mib=mem.extra_mib)
+    emit(
+        "train",
+        fit_s=fit_s,
+        epochs=epochs,
+        s_per_epoch=fit_s / epochs,
+        nmse=nmse_of(reconstruct(sae, X), X),
+        extra_mib=mem.extra_mib,
+    )
     with PeakRSS() as mem:
         t0 = time.perf_counter()
         acts = sae.get_activations(X, show_progress=False)
         enc_s = time.perf_counter() - t0
-    emit("encode", encode_s=enc_s, codes_bytes=int(acts.nbytes), codes_format=f"dense {acts.dtype}",
-         extra_mib=mem.extra_mib)
+    emit(
+        "encode",
+        encode_s=enc_s,
+        codes_bytes=int(acts.nbytes),
+        codes_format=f"dense {acts.dtype}",
+        extra_mib=mem.extra_mib,
+    )
 
 
 WARMUP_ROWS = 2000  # rows of the warm-up call before each timed selection (both sides)
@@ -79,9 +92,11 @@ def do_select(task: dict) -> None:
     sel = _load("select_neurons")
     codes = sp.load_npz(task["codes"]).toarray()  # the reference keeps activations dense (get_activations)
     y = np.load(task["y"])
-    fn = {"correlation": sel.select_neurons_correlation,
-          "separation": sel.select_neurons_separation_score,
-          "lasso": sel.select_neurons_lasso}[task["method"]]
+    fn = {
+        "correlation": sel.select_neurons_correlation,
+        "separation": sel.select_neurons_separation_score,
+        "lasso": sel.select_neurons_lasso,
+    }[task["method"]]
     kwargs = {"n_top_activating": 100} if task["method"] == "separation" else {}
     if task["method"] == "lasso":
         kwargs["classification"] = bool(task.get("classification", False))
@@ -91,8 +106,13 @@ def do_select(task: dict) -> None:
         t0 = time.perf_counter()
         idx, _ = fn(codes, y, task["n"], **kwargs)
         secs = time.perf_counter() - t0
-    emit(task["method"], seconds=secs, extra_mib=mem.extra_mib, latents=[int(i) for i in idx],
-         input_bytes=int(codes.nbytes))
+    emit(
+        task["method"],
+        seconds=secs,
+        extra_mib=mem.extra_mib,
+        latents=[int(i) for i in idx],
+        input_bytes=int(codes.nbytes),
+    )
 
 
 def do_discover(task: dict) -> None:
@@ -112,9 +132,13 @@ def do_discover(task: dict) -> None:
                 else:
                     idx, _ = sel.select_neurons_separation_score(A_tr, y_tr, job["n"], n_top_activating=100)
                 f1, best = best_f1(A_ho[:, idx] > 0, y_ho)
-                emit(f"{job['dataset']}|{concept['name']}|{method}|{job['seed']}", f1=f1,
-                     latent=int(idx[best]) if best is not None else None, epochs=epochs,
-                     seconds=time.perf_counter() - t0)
+                emit(
+                    f"{job['dataset']}|{concept['name']}|{method}|{job['seed']}",
+                    f1=f1,
+                    latent=int(idx[best]) if best is not None else None,
+                    epochs=epochs,
+                    seconds=time.perf_counter() - t0,
+                )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 
 Prints one ``RESULT {json}`` line per finished item (see common.emit).
 """
+
 from __future__ import annotations
 
 import json
@@ -57,16 +58,25 @@ def do_search(task: dict) -> None:
     for name in timings:
         q = np.stack(vectors[name])
         truth = exact_neighbours(ws.embeddings, q / np.linalg.norm(q, axis=1, keepdims=True), 11)
-        recall = [len(set(f) & set([int(t) for t in row if t != i][:10])) / 10
-                  for f, row, i in zip(found[name], truth, ids)]
+        recall = [
+            len(set(f) & set([int(t) for t in row if t != i][:10])) / 10 for f, row, i in zip(found[name], truth, ids)
+        ]
         ms = np.array(timings[name]) * 1e3
-        out[name] = {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
-                     "recall_at_10": round(float(np.mean(recall)), 4)}
+        out[name] = {
+            "p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p95_ms": round(float(np.percentile(ms, 95)), 2),
+            "recall_at_10": round(float(np.mean(recall)), 4),
+        }
     emit("search", **out)
 
 
-PAGES = {"Overview": "app.py", "Features": "pages/1_Features.py", "Search": "pages/2_Search.py",
-         "Hypotheses": "pages/3_Hypotheses.py", "Map": "pages/4_Map.py"}
+PAGES = {
+    "Overview": "app.py",
+    "Features": "pages/1_Features.py",
+    "Search": "pages/2_Search.py",
+    "Hypotheses": "pages/3_Hypotheses.py",
+    "Map": "pages/4_Map.py",
+}
 
 
 def do_pages(task: dict) -> None:
@@ -99,16 +109,22 @@ def do_pages(task: dict) -> None:
         lo, hi = at.slider(key="map_x").value
         at.slider(key="map_x").set_value((lo, lo + (hi - lo) * 0.3))
 
-    interactions = {"Search": lambda at: at.radio(key="search_mode").set_value("More like this document"),
-                    "Features": lambda at: at.number_input(key="feature_open").set_value(3),
-                    "Map": narrow_map,
-                    "Overview": None, "Hypotheses": None}
+    interactions = {
+        "Search": lambda at: at.radio(key="search_mode").set_value("More like this document"),
+        "Features": lambda at: at.number_input(key="feature_open").set_value(3),
+        "Map": narrow_map,
+        "Overview": None,
+        "Hypotheses": None,
+    }
     rows = {}
     for name, path in PAGES.items():
         first, _ = run(path)
         warm, action = run(path, interactions[name])
-        rows[name] = {"first_s": round(first, 2), "open_s": round(warm, 2),
-                      "interaction_s": None if action is None else round(action, 2)}
+        rows[name] = {
+            "first_s": round(first, 2),
+            "open_s": round(warm, 2),
+            "interaction_s": None if action is None else round(action, 2),
+        }
         print(f"  page {name}: {rows[name]}", file=sys.stderr, flush=True)
     emit("pages", pages=rows, rss_mib=round(rss_bytes() / 2**20))
 

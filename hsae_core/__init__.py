@@ -6,6 +6,7 @@ needs them is first used, so ``import hsae_core`` is quick and never imports Str
     from hsae_core import HypothesisConfig, hypothesize
     run = hypothesize("reviews.csv", text_col="text", target_col="stars", out_dir="runs/x")
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,31 +21,59 @@ from .errors import WorkspaceBusyError as WorkspaceBusyError
 
 _LAZY = {
     # the one flow: table in, hypotheses out
-    "hypothesize": "pipeline", "HypothesisConfig": "pipeline", "HypothesisRun": "pipeline",
-    "load_split": "pipeline", "run_hypotheses": "pipeline", "load_run": "pipeline", "write_run": "pipeline",
+    "hypothesize": "pipeline",
+    "HypothesisConfig": "pipeline",
+    "HypothesisRun": "pipeline",
+    "load_split": "pipeline",
+    "run_hypotheses": "pipeline",
+    "load_run": "pipeline",
+    "write_run": "pipeline",
     # parts
     "SparseAutoencoder": "sae",
-    "Embedder": "embed", "get_embedder": "embed", "embed_texts": "embed",
-    "Interpreter": "interpret", "Interpretation": "interpret", "KeywordInterpreter": "interpret",
-    "LLMInterpreter": "interpret", "PhraseInterpreter": "labels",
+    "Embedder": "embed",
+    "get_embedder": "embed",
+    "embed_texts": "embed",
+    "Interpreter": "interpret",
+    "Interpretation": "interpret",
+    "KeywordInterpreter": "interpret",
+    "LLMInterpreter": "interpret",
+    "PhraseInterpreter": "labels",
     # labels you can trust: fidelity on unseen documents, label sets, the LLM refinement loop
-    "label_splits": "fidelity", "EmbeddingJudge": "fidelity", "LLMJudge": "fidelity",
-    "label_features": "labelsets", "relabel_workspace": "labelsets", "features_with_labels": "labelsets",
-    "Refiner": "refine", "Budget": "refine", "estimate_llm_labels": "refine",
-    "Annotator": "annotate", "ActivationAnnotator": "annotate", "LLMAnnotator": "annotate",
+    "label_splits": "fidelity",
+    "EmbeddingJudge": "fidelity",
+    "LLMJudge": "fidelity",
+    "label_features": "labelsets",
+    "relabel_workspace": "labelsets",
+    "features_with_labels": "labelsets",
+    "Refiner": "refine",
+    "Budget": "refine",
+    "estimate_llm_labels": "refine",
+    "Annotator": "annotate",
+    "ActivationAnnotator": "annotate",
+    "LLMAnnotator": "annotate",
     "LLMClient": "llm",
-    "select_latents": "select", "evaluate_hypotheses": "stats",
-    "read_table": "data", "prepare_corpus": "data", "Corpus": "data",
+    "select_latents": "select",
+    "evaluate_hypotheses": "stats",
+    "read_table": "data",
+    "prepare_corpus": "data",
+    "Corpus": "data",
     # workspaces and what the dashboard asks of them
-    "Workspace": "workspace", "build_workspace": "workspace", "build_pretrained_workspace": "workspace",
-    "build_workspace_ray": "ray_engine", "resolve_device": "device",
-    "SteeredSearch": "search", "FeatureExplorer": "features",
+    "Workspace": "workspace",
+    "build_workspace": "workspace",
+    "build_pretrained_workspace": "workspace",
+    "build_workspace_ray": "ray_engine",
+    "resolve_device": "device",
+    "SteeredSearch": "search",
+    "FeatureExplorer": "features",
     # pretrained SAEs
-    "load_sae": "hub", "registry": "hub", "push_sae": "hub",
+    "load_sae": "hub",
+    "registry": "hub",
+    "push_sae": "hub",
 }
 
-__all__ = sorted([*_LAZY, "DataError", "EngineError", "HsaeError", "LLMError", "ModelError", "StorageError",
-                  "WorkspaceBusyError"])
+__all__ = sorted(
+    [*_LAZY, "DataError", "EngineError", "HsaeError", "LLMError", "ModelError", "StorageError", "WorkspaceBusyError"]
+)
 
 
 def __getattr__(name: str):

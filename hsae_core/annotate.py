@@ -4,6 +4,7 @@
 * :class:`LLMAnnotator`: asks the LLM, per (text, hypothesis), whether the label fits; NaN where the
   answer was missing or unparseable, so statistics can drop those cells instead of guessing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,14 @@ class Annotator(Protocol):
 
     method: str
 
-    def annotate(self, *, texts: Sequence[str], codes, interpretations: Sequence[Interpretation],
-                 progress: Optional[ProgressFn] = None) -> np.ndarray: ...
+    def annotate(
+        self,
+        *,
+        texts: Sequence[str],
+        codes,
+        interpretations: Sequence[Interpretation],
+        progress: Optional[ProgressFn] = None,
+    ) -> np.ndarray: ...
 
 
 class ActivationAnnotator:
@@ -36,8 +43,14 @@ class ActivationAnnotator:
 
     method = "activation"
 
-    def annotate(self, *, texts: Sequence[str], codes, interpretations: Sequence[Interpretation],
-                 progress: Optional[ProgressFn] = None) -> np.ndarray:
+    def annotate(
+        self,
+        *,
+        texts: Sequence[str],
+        codes,
+        interpretations: Sequence[Interpretation],
+        progress: Optional[ProgressFn] = None,
+    ) -> np.ndarray:
         """(N texts x H hypotheses) float array of 0/1."""
         if codes is None:
             raise DataError("Activation annotation needs the holdout's SAE codes")
@@ -58,7 +71,9 @@ class LLMAnnotator:
 
     def __init__(self, client: LLMClient, max_chars: int = 2000):
         if client is None:
-            raise LLMError("LLM annotation needs an LLM client: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local server)")
+            raise LLMError(
+                "LLM annotation needs an LLM client: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local server)"
+            )
         self.client, self.max_chars = client, max_chars
         self.stats_ = {"asked": 0, "failed": 0}
 
@@ -66,8 +81,14 @@ class LLMAnnotator:
     def method(self) -> str:
         return f"llm:{self.client.model}"
 
-    def annotate(self, *, texts: Sequence[str], codes=None, interpretations: Sequence[Interpretation],
-                 progress: Optional[ProgressFn] = None) -> np.ndarray:
+    def annotate(
+        self,
+        *,
+        texts: Sequence[str],
+        codes=None,
+        interpretations: Sequence[Interpretation],
+        progress: Optional[ProgressFn] = None,
+    ) -> np.ndarray:
         """(N texts x H hypotheses) float array: 1 yes, 0 no, NaN where the LLM gave no usable answer."""
         template = load_prompt("judge")
         cut = [snippet(t, self.max_chars) for t in texts]
@@ -90,8 +111,10 @@ def make_annotator(kind: str, client: Optional[LLMClient] = None):
     if kind == "llm":
         if client is None:
             if not llm_configured():
-                raise LLMError("LLM annotation needs an API key: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local "
-                               "OpenAI-compatible server), or use the `annotator` 'activation'")
+                raise LLMError(
+                    "LLM annotation needs an API key: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local "
+                    "OpenAI-compatible server), or use the `annotator` 'activation'"
+                )
             client = LLMClient()
         return LLMAnnotator(client)
     raise DataError(f"Unknown annotator {kind!r}: use 'activation' or 'llm'")

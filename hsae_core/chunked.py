@@ -4,6 +4,7 @@ Embeddings stay memory-mapped (``np.load(..., mmap_mode="r")``); every pass over
 rows at a time: hashing, copying into the workspace, encoding into CSR. The SAE of a large corpus is
 trained on a random sample of rows (:data:`settings.SCALE`), never on an N x d copy.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,7 +66,7 @@ def iter_rows(X: np.ndarray, rows: Optional[np.ndarray] = None, chunk: int = CHU
     n = len(X) if rows is None else len(rows)
     whole = rows is None or _is_all_rows(np.asarray(rows), len(X))
     for start in range(0, n, chunk):
-        block = X[start:start + chunk] if whole else X[np.asarray(rows[start:start + chunk])]
+        block = X[start : start + chunk] if whole else X[np.asarray(rows[start : start + chunk])]
         block = np.array(block, dtype=np.float32, order="C")  # a writable copy of one chunk
         release(X)
         yield start, block
@@ -84,8 +85,11 @@ def content_digest(X: np.ndarray, rows: Optional[np.ndarray] = None) -> str:
 def write_rows(X: np.ndarray, rows: Optional[np.ndarray], path: Path, progress: Optional[ProgressFn] = None) -> None:
     """Write ``X[rows]`` as a float32 ``.npy`` at ``path`` without holding more than one chunk in memory."""
     n = len(X) if rows is None else len(rows)
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
-              "shape": (n, int(X.shape[1]))}
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+        "fortran_order": False,
+        "shape": (n, int(X.shape[1])),
+    }
     with open(path, "wb") as fh:  # plain writes: no dirty mapped pages piling up in this process
         np.lib.format.write_array_header_1_0(fh, header)
         for start, block in iter_rows(X, rows):
@@ -117,7 +121,9 @@ def sample_matrix(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def encode_in_chunks(sae, X: np.ndarray, progress: Optional[ProgressFn] = None, chunk: int = CHUNK_ROWS) -> sp.csr_matrix:
+def encode_in_chunks(
+    sae, X: np.ndarray, progress: Optional[ProgressFn] = None, chunk: int = CHUNK_ROWS
+) -> sp.csr_matrix:
     """SAE codes of every row of ``X`` (CSR), encoded one chunk of rows at a time."""
     parts = []
     for start, block in iter_rows(X, chunk=chunk):

@@ -1,4 +1,5 @@
 """The ``hsae`` command: one subcommand per job; bad input exits 2 with one line."""
+
 from __future__ import annotations
 
 import argparse
@@ -48,12 +49,25 @@ def cmd_hypothesize(args) -> int:
     from .pipeline import HypothesisConfig, format_table, hypothesize, write_run
 
     _check_batch(args, uses_llm="llm" in (args.interpreter, args.annotator))
-    config = HypothesisConfig(m=args.m, k=args.k, select=args.select, n=args.n, interpreter=args.interpreter,
-                              annotator=args.annotator, seed=args.seed, top_n=args.top_n,
-                              target_kind=args.target_kind, target_class=args.target_class,
-                              batch_topk=args.batch_topk, matryoshka=tuple(args.matryoshka),
-                              max_epochs=args.epochs, holdout_frac=args.holdout_frac, device=args.device,
-                              group_col=args.group_col, dedupe=args.dedupe)
+    config = HypothesisConfig(
+        m=args.m,
+        k=args.k,
+        select=args.select,
+        n=args.n,
+        interpreter=args.interpreter,
+        annotator=args.annotator,
+        seed=args.seed,
+        top_n=args.top_n,
+        target_kind=args.target_kind,
+        target_class=args.target_class,
+        batch_topk=args.batch_topk,
+        matryoshka=tuple(args.matryoshka),
+        max_epochs=args.epochs,
+        holdout_frac=args.holdout_frac,
+        device=args.device,
+        group_col=args.group_col,
+        dedupe=args.dedupe,
+    )
     config.validate(pretrained=bool(args.sae))  # before reading, embedding or training anything
     from .runstore import check_run_folder
 
@@ -66,9 +80,19 @@ def cmd_hypothesize(args) -> int:
     else:
         _check_memory(args.m, args.embedder)
     client = _llm_client(args) if "llm" in (args.interpreter, args.annotator) else None
-    run = hypothesize(args.data, text_col=args.text_col, target_col=args.target_col, holdout=args.holdout,
-                      config=config, embedder=_embedder(args), sae=sae, llm_client=client, out_dir=None,
-                      progress=_progress("hypotheses"), embed_progress=_progress("embedding"))
+    run = hypothesize(
+        args.data,
+        text_col=args.text_col,
+        target_col=args.target_col,
+        holdout=args.holdout,
+        config=config,
+        embedder=_embedder(args),
+        sae=sae,
+        llm_client=client,
+        out_dir=None,
+        progress=_progress("hypotheses"),
+        embed_progress=_progress("embedding"),
+    )
     run.summary["command"] = "hsae " + " ".join(sys.argv[1:])
     write_run(run, args.out)
     print(format_table(run))
@@ -76,8 +100,10 @@ def cmd_hypothesize(args) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     llm = run.summary.get("llm")
     if llm and llm.get("failed_calls"):
-        print(f"LLM: {llm['failed_calls']} failed call(s) of {llm['client'].get('requests', 0)} requests "
-              f"(last error: {llm.get('last_error')}); see summary.json")
+        print(
+            f"LLM: {llm['failed_calls']} failed call(s) of {llm['client'].get('requests', 0)} requests "
+            f"(last error: {llm.get('last_error')}); see summary.json"
+        )
     print(f"\nWrote {Path(args.out) / 'hypotheses.csv'}, summary.json, holdout_annotations.parquet and sae/")
     return 0
 
@@ -103,8 +129,10 @@ def _embedder(args):
 def _check_batch(args, uses_llm: bool = False) -> None:
     """``--batch`` must have something to send to the OpenAI Batch API."""
     if getattr(args, "batch", False) and not uses_llm and not str(args.embedder or "").startswith("openai"):
-        raise HsaeError("--batch sends OpenAI requests through the Batch API: use it with --embedder openai:MODEL"
-                        + (" or --interpreter/--annotator llm" if hasattr(args, "interpreter") else ""))
+        raise HsaeError(
+            "--batch sends OpenAI requests through the Batch API: use it with --embedder openai:MODEL"
+            + (" or --interpreter/--annotator llm" if hasattr(args, "interpreter") else "")
+        )
 
 
 def _load_sae(spec: str, device: str = settings.DEVICE):
@@ -150,8 +178,10 @@ def cmd_embed(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda fh: np.save(fh, X))
     dropped = corpus.counts["dropped_empty_text"]
-    print(f"Embedded {len(X)} texts with {model_id} ({X.shape[1]}-d) -> {out}"
-          + (f"; dropped {dropped} empty texts" if dropped else ""))
+    print(
+        f"Embedded {len(X)} texts with {model_id} ({X.shape[1]}-d) -> {out}"
+        + (f"; dropped {dropped} empty texts" if dropped else "")
+    )
     return 0
 
 
@@ -162,8 +192,16 @@ def cmd_train(args) -> int:
     if args.k > args.m:
         raise DataError(f"`k` ({args.k}) cannot exceed `m` ({args.m})")
     check_output_dir(args.out, "SAE folder", allow_nonempty=lambda p: (p / CONFIG_NAME).is_file())
-    sae = SparseAutoencoder(m=args.m, k=args.k, batch_topk=args.batch_topk, matryoshka=args.matryoshka,
-                            max_epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, device=args.device)
+    sae = SparseAutoencoder(
+        m=args.m,
+        k=args.k,
+        batch_topk=args.batch_topk,
+        matryoshka=args.matryoshka,
+        max_epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+    )
     sae._validate_params()
     if args.embeddings:
         X = read_embeddings(args.embeddings)
@@ -182,9 +220,11 @@ def cmd_train(args) -> int:
     sae.fit(X, progress=_progress("training"))
     replace_folder(args.out, sae.save)
     m = sae.metrics_
-    print(f"Trained SAE m={args.m} k={args.k} on {len(X)} rows in {m['train_seconds']} s: "
-          f"val nMSE {m['val_nmse'] if m['val_nmse'] is not None else float('nan'):.4f}, "
-          f"dead latents {m['dead_frac']:.1%} -> {args.out}")
+    print(
+        f"Trained SAE m={args.m} k={args.k} on {len(X)} rows in {m['train_seconds']} s: "
+        f"val nMSE {m['val_nmse'] if m['val_nmse'] is not None else float('nan'):.4f}, "
+        f"dead latents {m['dead_frac']:.1%} -> {args.out}"
+    )
     return 0
 
 
@@ -226,8 +266,10 @@ def cmd_build(args) -> int:
     if args.embeddings and args.embedding_col:
         raise HsaeError("Give stored embeddings as --embeddings FILE.npy or as --embedding-col, not both")
     if args.embedding_col and args.embedding_col == args.text_col:
-        raise DataError(f"'{args.text_col}' cannot be both `text_col` and `embedding_col`; pick the column holding "
-                        "the stored embeddings")
+        raise DataError(
+            f"'{args.text_col}' cannot be both `text_col` and `embedding_col`; pick the column holding "
+            "the stored embeddings"
+        )
     if not args.sae:
         check_sae_shape(args.m, args.k)
     check_output_dir(args.out, "workspace folder", allow_nonempty=looks_like_workspace)
@@ -260,27 +302,53 @@ def cmd_build(args) -> int:
     bar = _build_progress()
     if args.sae and embeddings is not None:  # the dashboard's "Open a pretrained SAE" runs this same function
         with bar:
-            ws = build_pretrained_workspace(args.out, args.sae, frame=frame, text_col=args.text_col,
-                                            embeddings=embeddings, progress=bar, name=args.name, device=args.device,
-                                            layout=not args.no_map)
+            ws = build_pretrained_workspace(
+                args.out,
+                args.sae,
+                frame=frame,
+                text_col=args.text_col,
+                embeddings=embeddings,
+                progress=bar,
+                name=args.name,
+                device=args.device,
+                layout=not args.no_map,
+            )
     else:
         sae = _load_sae(args.sae, args.device) if args.sae else None
         if sae is not None:  # refuse a width/model mismatch before any embedding or indexing work
             _check_sae_width(sae, args.embedder)
         with bar:
-            ws = build_workspace(args.out, frame=frame, text_col=args.text_col, m=args.m, k=args.k, seed=args.seed,
-                                 embedder_spec=args.embedder, embeddings=embeddings, sae=sae, progress=bar,
-                                 name=args.name, batch=args.batch, device=args.device, layout=not args.no_map,
-                                 max_epochs=args.epochs)
+            ws = build_workspace(
+                args.out,
+                frame=frame,
+                text_col=args.text_col,
+                m=args.m,
+                k=args.k,
+                seed=args.seed,
+                embedder_spec=args.embedder,
+                embeddings=embeddings,
+                sae=sae,
+                progress=bar,
+                name=args.name,
+                batch=args.batch,
+                device=args.device,
+                layout=not args.no_map,
+                max_epochs=args.epochs,
+            )
     return _built(ws, args.out)
 
 
 def _built(ws, out) -> int:
     index = ws.index_info
-    how = (f"IVF index, nprobe {index['nprobe']} (recall@10 {index['recall_at_10']:.3f} against exact)"
-           if index.get("kind") == "ivf" else "exact index")
-    print(f"Workspace ready: {out} ({len(ws):,} documents, {how}). Open it with: "
-          f"HSAE_WORKSPACE={out} streamlit run app.py")
+    how = (
+        f"IVF index, nprobe {index['nprobe']} (recall@10 {index['recall_at_10']:.3f} against exact)"
+        if index.get("kind") == "ivf"
+        else "exact index"
+    )
+    print(
+        f"Workspace ready: {out} ({len(ws):,} documents, {how}). Open it with: "
+        f"HSAE_WORKSPACE={out} streamlit run app.py"
+    )
     return 0
 
 
@@ -294,18 +362,39 @@ def _build_published(args) -> int:
     if args.engine == "ray":
         raise HsaeError("--corpus builds in this process; leave out --engine ray")
     check_output_dir(args.out, "workspace folder", allow_nonempty=_looks_like_workspace)
-    frame, X = load_published_corpus(args.corpus, max_rows=args.max_rows, embeddings_path=args.embeddings,
-                                     progress=_progress("corpus"))
+    frame, X = load_published_corpus(
+        args.corpus, max_rows=args.max_rows, embeddings_path=args.embeddings, progress=_progress("corpus")
+    )
     name = args.name or f"{args.corpus} ({len(frame):,} documents)"
     bar = _build_progress()
     with bar:
         if args.sae:
-            ws = build_pretrained_workspace(args.out, args.sae, frame=frame, text_col=TEXT_COLUMN, embeddings=X,
-                                            progress=bar, name=name, device=args.device, layout=not args.no_map)
+            ws = build_pretrained_workspace(
+                args.out,
+                args.sae,
+                frame=frame,
+                text_col=TEXT_COLUMN,
+                embeddings=X,
+                progress=bar,
+                name=name,
+                device=args.device,
+                layout=not args.no_map,
+            )
         else:
-            ws = build_workspace(args.out, frame=frame, text_col=TEXT_COLUMN, m=args.m, k=args.k, seed=args.seed,
-                                 embeddings=X, progress=bar, name=name, device=args.device, layout=not args.no_map,
-                                 max_epochs=args.epochs)
+            ws = build_workspace(
+                args.out,
+                frame=frame,
+                text_col=TEXT_COLUMN,
+                m=args.m,
+                k=args.k,
+                seed=args.seed,
+                embeddings=X,
+                progress=bar,
+                name=name,
+                device=args.device,
+                layout=not args.no_map,
+                max_epochs=args.epochs,
+            )
     return _built(ws, args.out)
 
 
@@ -344,10 +433,22 @@ def _build_with_ray(args, frame):
     sae = _load_sae(args.sae, args.device) if args.sae else None
     if sae is not None and embeddings is None:
         _check_sae_width(sae, args.embedder)
-    return build_workspace_ray(args.out, frame=frame, text_col=args.text_col, m=args.m, k=args.k, seed=args.seed,
-                               embedder_spec=args.embedder, embeddings=embeddings, sae=sae, device=args.device,
-                               address=args.ray_address, shard_rows=args.shard_rows, progress=_progress("building"),
-                               name=args.name)
+    return build_workspace_ray(
+        args.out,
+        frame=frame,
+        text_col=args.text_col,
+        m=args.m,
+        k=args.k,
+        seed=args.seed,
+        embedder_spec=args.embedder,
+        embeddings=embeddings,
+        sae=sae,
+        device=args.device,
+        address=args.ray_address,
+        shard_rows=args.shard_rows,
+        progress=_progress("building"),
+        name=args.name,
+    )
 
 
 # ---------------------------------------------------------------------------------------- relabel
@@ -371,17 +472,30 @@ def cmd_relabel(args) -> int:
         print(f"{args.labeller} labels are made offline: no LLM calls, no cost")
         return 0
     llm_options = dict(f1_bar=args.f1_bar, max_rounds=args.max_rounds) if args.labeller == "llm" else {}
-    table = relabel_workspace(ws, args.labeller, name=args.name, llm_client=client, budget=budget, refine=args.refine,
-                              progress=_progress("labelling"), **llm_options)
+    table = relabel_workspace(
+        ws,
+        args.labeller,
+        name=args.name,
+        llm_client=client,
+        budget=budget,
+        refine=args.refine,
+        progress=_progress("labelling"),
+        **llm_options,
+    )
     auc, f1 = summarize(table, "fidelity_auc"), summarize(table, "fidelity_f1")
-    name = args.name or (args.labeller if table["fidelity_judge"].ne("unavailable").any() or args.labeller != "phrases"
-                         else "keywords")
-    print(f"Label set '{name}' written to {Path(args.workspace) / 'labels' / (name + '.parquet')} "
-          f"({int((table['label_method'] != 'none').sum())} features; shown by default)")
+    name = args.name or (
+        args.labeller if table["fidelity_judge"].ne("unavailable").any() or args.labeller != "phrases" else "keywords"
+    )
+    print(
+        f"Label set '{name}' written to {Path(args.workspace) / 'labels' / (name + '.parquet')} "
+        f"({int((table['label_method'] != 'none').sum())} features; shown by default)"
+    )
     judge = table["fidelity_judge"].iloc[0] if len(table) else "unavailable"
     if auc["n"]:
-        print(f"held-out fidelity (embedding judge, test part): AUC median {auc['median']:.3f} "
-              f"[{auc['q25']:.3f}, {auc['q75']:.3f}] over {auc['n']} features")
+        print(
+            f"held-out fidelity (embedding judge, test part): AUC median {auc['median']:.3f} "
+            f"[{auc['q25']:.3f}, {auc['q75']:.3f}] over {auc['n']} features"
+        )
     if f1["n"]:
         print(f"held-out F1 (test part): median {f1['median']:.3f} [{f1['q25']:.3f}, {f1['q75']:.3f}]")
     if not auc["n"] and not f1["n"]:
@@ -418,8 +532,10 @@ def cmd_demo(args) -> int:
         ws = build_demo_workspace(root, progress=bar)
     seconds = bar.seconds
     steps = ", ".join(f"{name} {sec:.1f} s" for name, sec in seconds.items())
-    print(f"Demo workspace ready: {ws.path} ({len(ws):,} reviews) in {format_seconds(time.perf_counter() - start)} "
-          f"({steps})")
+    print(
+        f"Demo workspace ready: {ws.path} ({len(ws):,} reviews) in {format_seconds(time.perf_counter() - start)} "
+        f"({steps})"
+    )
     return 0
 
 
@@ -432,8 +548,10 @@ def cmd_models(args) -> int:
         raise HsaeError(f"No known SAEs for domain '{args.domain}'")
     print(f"{'name':<22} {'k':>4} {'n':>6} {'d_in':>5}  embedding model                 spec for --sae")
     for e in rows:
-        print(f"{e['name']:<22} {e['k']:>4} {e['n']:>6} {e['d_in']:>5}  {e['embedding_model']:<31} "
-              f"hub:{e['repo_id']}/{e['filename']}")
+        print(
+            f"{e['name']:<22} {e['k']:>4} {e['n']:>6} {e['d_in']:>5}  {e['embedding_model']:<31} "
+            f"hub:{e['repo_id']}/{e['filename']}"
+        )
     corpora = {e["domain"]: e.get("corpus", {}).get("hub_dataset") for e in rows}
     print("\nCorpora: " + "; ".join(f"{d}: {c or 'unknown'}" for d, c in corpora.items()))
     return 0
@@ -448,29 +566,43 @@ def cmd_push(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------- parser
-BATCH_HELP = ("send OpenAI requests (openai: embeddings, LLM naming/annotation) through the Batch API: half the "
-              "price, may take up to 24 h; run the same command again to resume")
+BATCH_HELP = (
+    "send OpenAI requests (openai: embeddings, LLM naming/annotation) through the Batch API: half the "
+    "price, may take up to 24 h; run the same command again to resume"
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hsae", description="Sparse autoencoders over text embeddings: concepts, search, hypotheses.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def device_option(p):
-        p.add_argument("--device", default=settings.DEVICE, choices=settings.DEVICES,
-                       help="where embedding and the SAE run: auto (CUDA when present; half-precision embedder), "
-                            "cpu or cuda")
+        p.add_argument(
+            "--device",
+            default=settings.DEVICE,
+            choices=settings.DEVICES,
+            help="where embedding and the SAE run: auto (CUDA when present; half-precision embedder), cpu or cuda",
+        )
 
     def sae_options(p):
         p.add_argument("--m", type=_positive_int, default=SAE.m, help="number of latents (default %(default)s)")
         p.add_argument("--k", type=_positive_int, default=SAE.k, help="active latents per text (default %(default)s)")
         p.add_argument("--seed", type=_seed, default=SAE.seed, help="random seed, 0 to 2**32-1")
-        p.add_argument("--embedder", default=None,
-                       help="embedding model: default offline all-MiniLM-L6-v2; a sentence-transformers name/folder; "
-                            "or openai:text-embedding-3-small")
+        p.add_argument(
+            "--embedder",
+            default=None,
+            help="embedding model: default offline all-MiniLM-L6-v2; a sentence-transformers name/folder; "
+            "or openai:text-embedding-3-small",
+        )
         device_option(p)
 
     def training_options(p):
-        p.add_argument("--epochs", type=_positive_int, default=SAE.max_epochs, help="maximum epochs; early stopping on a validation split")
+        p.add_argument(
+            "--epochs",
+            type=_positive_int,
+            default=SAE.max_epochs,
+            help="maximum epochs; early stopping on a validation split",
+        )
         p.add_argument("--batch-topk", action="store_true", help="batch-top-k instead of per-row top-k")
         p.add_argument("--matryoshka", type=_int_list, default=SAE.matryoshka, help="nested prefix sizes, e.g. 16,64")
 
@@ -479,16 +611,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-col", required=True)
     p.add_argument("--target-col", required=True)
     p.add_argument("--holdout", default=None, help="a separate holdout table (same columns)")
-    p.add_argument("--holdout-frac", type=_fraction, default=SELECTION.holdout_frac, help="holdout share when no --holdout is given")
-    p.add_argument("--group-col", default=None,
-                   help="keep rows with the same value of this column on one side (e.g. an A/B test id)")
-    p.add_argument("--dedupe", action="store_true",
-                   help="drop texts identical up to case, punctuation and spacing before splitting")
+    p.add_argument(
+        "--holdout-frac",
+        type=_fraction,
+        default=SELECTION.holdout_frac,
+        help="holdout share when no --holdout is given",
+    )
+    p.add_argument(
+        "--group-col",
+        default=None,
+        help="keep rows with the same value of this column on one side (e.g. an A/B test id)",
+    )
+    p.add_argument(
+        "--dedupe",
+        action="store_true",
+        help="drop texts identical up to case, punctuation and spacing before splitting",
+    )
     p.add_argument("--target-kind", default="auto", choices=settings.TARGET_KINDS)
     p.add_argument("--target-class", default=None, help="for a multiclass target: analyse only this class")
     p.add_argument("--select", default=SELECTION.method, choices=settings.SELECT_METHODS)
     p.add_argument("--n", type=_positive_int, default=SELECTION.n, help="number of hypotheses")
-    p.add_argument("--top-n", type=_positive_int, default=SELECTION.top_n, help="top activations used by the separation score")
+    p.add_argument(
+        "--top-n", type=_positive_int, default=SELECTION.top_n, help="top activations used by the separation score"
+    )
     p.add_argument("--interpreter", default=LABELS.interpreter, choices=settings.INTERPRETERS)
     p.add_argument("--annotator", default=LABELS.annotator, choices=settings.ANNOTATORS)
     p.add_argument("--llm-model", default=None, help="chat model (default $HSAE_LLM_MODEL or gpt-4o-mini)")
@@ -523,32 +668,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="CSV, TSV, JSON, JSONL or Parquet table (not with --corpus)")
     p.add_argument("--text-col", default=None)
     p.add_argument("--sae", default=None, help="pretrained SAE: hub:OWNER/REPO/FILE.pth, hub:OWNER/REPO or a folder")
-    p.add_argument("--embedding-col", default=None, help="use stored embeddings from this column instead of embedding "
-                                                         "(a Parquet list column is read in batches)")
-    p.add_argument("--embeddings", default=None,
-                   help="stored embeddings as a .npy matrix, one row per table row (read memory-mapped); with "
-                        "--corpus, a local copy of that corpus's vector-store .npy")
-    p.add_argument("--corpus", default=None, help="a published corpus with its stored embeddings: csLG (texts from "
-                                                  "the Hub dataset charlieoneill/csLG)")
+    p.add_argument(
+        "--embedding-col",
+        default=None,
+        help="use stored embeddings from this column instead of embedding (a Parquet list column is read in batches)",
+    )
+    p.add_argument(
+        "--embeddings",
+        default=None,
+        help="stored embeddings as a .npy matrix, one row per table row (read memory-mapped); with "
+        "--corpus, a local copy of that corpus's vector-store .npy",
+    )
+    p.add_argument(
+        "--corpus",
+        default=None,
+        help="a published corpus with its stored embeddings: csLG (texts from the Hub dataset charlieoneill/csLG)",
+    )
     p.add_argument("--max-rows", type=int, default=None, help="with --corpus: read only the first N documents")
     p.add_argument("--no-map", action="store_true", help="skip the Map's 2-D layout (computed on first visit instead)")
-    p.add_argument("--epochs", type=int, default=None, help="cap the SAE's training epochs (default: early stopping; "
-                                                            "above 100k documents, at most 5 on a 100k sample)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="cap the SAE's training epochs (default: early stopping; "
+        "above 100k documents, at most 5 on a 100k sample)",
+    )
     p.add_argument("--name", default=None)
     p.add_argument("--batch", action="store_true", help=BATCH_HELP)
     p.add_argument("--out", required=True)
-    p.add_argument("--engine", default="local", choices=["local", "ray"],
-                   help="local: this process (default); ray: embed and encode on a Ray cluster (pip install -e .[ray])")
-    p.add_argument("--ray-address", default=None,
-                   help="Ray cluster to join: auto (the cluster this node is part of) or HEAD_IP:6379 "
-                        "(default: $RAY_ADDRESS, else a new local Ray)")
-    p.add_argument("--shard-rows", type=int, default=settings.RAY.shard_rows,
-                   help="rows per Ray shard (default %(default)s)")
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local: this process (default); ray: embed and encode on a Ray cluster (pip install -e .[ray])",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster to join: auto (the cluster this node is part of) or HEAD_IP:6379 "
+        "(default: $RAY_ADDRESS, else a new local Ray)",
+    )
+    p.add_argument(
+        "--shard-rows", type=int, default=settings.RAY.shard_rows, help="rows per Ray shard (default %(default)s)"
+    )
     sae_options(p)
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("relabel", help="label a workspace's features again (phrases, keywords or an LLM) and "
-                                       "score every label on documents the labeller never saw")
+    p = sub.add_parser(
+        "relabel",
+        help="label a workspace's features again (phrases, keywords or an LLM) and "
+        "score every label on documents the labeller never saw",
+    )
     p.add_argument("workspace", help="workspace folder (from 'hsae build' or the dashboard)")
     p.add_argument("--labeller", default="phrases", choices=settings.LABELLERS)
     p.add_argument("--name", default=None, help="label set name (default: the labeller's name)")
@@ -604,7 +774,9 @@ def _seed(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {validate.SEED_LIMIT - 1}, got '{text}'") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number from 0 to {validate.SEED_LIMIT - 1}, got '{text}'"
+        ) from None
     if not 0 <= value < validate.SEED_LIMIT:
         raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {validate.SEED_LIMIT - 1}, got {value}")
     return value
@@ -622,8 +794,12 @@ def _fraction(text: str) -> float:
 
 def as_cli_message(message: str, parser: argparse.ArgumentParser) -> str:
     """A library message with its `parameter` names replaced by this command's flags (``holdout_frac`` -> ``--holdout-frac``)."""
-    flags = {action.dest: action.option_strings[-1] for sub in _subparsers(parser) for action in sub._actions
-             if action.option_strings and action.option_strings[-1].startswith("--")}
+    flags = {
+        action.dest: action.option_strings[-1]
+        for sub in _subparsers(parser)
+        for action in sub._actions
+        if action.option_strings and action.option_strings[-1].startswith("--")
+    }
 
     def flag(match: re.Match) -> str:
         name = match.group(1)

@@ -6,6 +6,7 @@ distinct short strings), ``numeric``, ``category`` (few distinct values, boolean
 ``other`` (empty columns, lists, nested objects). Decisions hold under pandas 2 (text as ``object``) and
 pandas 3 (text as ``str``): they read the values, never compare a dtype with ``object``.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,23 @@ KINDS = ("text", "id", "numeric", "category", "date", "other")
 MAX_CATEGORIES = 50  # more distinct labels than this is not a usable class label (as in data.MAX_CLASSES)
 MAX_SPLIT_VALUES = 10  # a column defining the holdout by value has at most this many values
 SAMPLE = 2_000  # values read per column; enough to decide, fast on a million rows
-TEXT_NAMES = ("text", "abstract", "abstracts", "headline", "review", "content", "body", "document", "title",
-              "sentence", "description", "summary", "tweet", "comment", "message")
+TEXT_NAMES = (
+    "text",
+    "abstract",
+    "abstracts",
+    "headline",
+    "review",
+    "content",
+    "body",
+    "document",
+    "title",
+    "sentence",
+    "description",
+    "summary",
+    "tweet",
+    "comment",
+    "message",
+)
 _MARKUP = re.compile(r"<[A-Za-z/][^>]*>")
 _DATE_CHARS = re.compile(r"^[0-9][0-9 :/\-.TZ+]*$|^[A-Za-z]{3,9}\.? [0-9]{1,2},? [0-9]{4}")
 
@@ -159,8 +175,11 @@ def is_categorical(series: pd.Series) -> bool:
 
 def split_columns(frame: pd.DataFrame, text_col: str, target: str) -> list[str]:
     """Columns that can define the holdout by value (2..10 distinct values, not the text or the target)."""
-    return [c for c, p in profile_columns(frame).items()
-            if c not in (text_col, target) and 2 <= p.n_unique <= MAX_SPLIT_VALUES]
+    return [
+        c
+        for c, p in profile_columns(frame).items()
+        if c not in (text_col, target) and 2 <= p.n_unique <= MAX_SPLIT_VALUES
+    ]
 
 
 def group_columns(frame: pd.DataFrame, text_col: str, target: str) -> list[str]:

@@ -4,6 +4,7 @@ Pretrained SAEs over OpenAI embeddings are only usable if the texts' embeddings 
 are at hand; these loaders read them from where they are stored instead of recomputing them.
 No ``datasets`` package: files are fetched with ``huggingface_hub`` and read with pandas.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,27 @@ from .errors import DataError, HsaeError
 from .progress import ProgressFn, report
 
 TEXT_COLUMN_GUESSES = ("abstract", "text", "abstracts", "content", "body", "document", "title")
-EMBEDDING_COLUMN_GUESSES = ("embedding", "embeddings", "embed", "abstract_embedding", "abstract_embeddings",
-                            "vector", "emb")
-DATA_FILE_PATTERNS = ("*.parquet", "*.jsonl", "*.csv", "*.tsv", "*.json", "**/*.parquet", "**/*.jsonl",
-                      "**/*.csv", "**/*.tsv", "**/*.json")
+EMBEDDING_COLUMN_GUESSES = (
+    "embedding",
+    "embeddings",
+    "embed",
+    "abstract_embedding",
+    "abstract_embeddings",
+    "vector",
+    "emb",
+)
+DATA_FILE_PATTERNS = (
+    "*.parquet",
+    "*.jsonl",
+    "*.csv",
+    "*.tsv",
+    "*.json",
+    "**/*.parquet",
+    "**/*.jsonl",
+    "**/*.csv",
+    "**/*.tsv",
+    "**/*.json",
+)
 
 
 def embeddings_from_column(df: pd.DataFrame, col: str) -> np.ndarray:
@@ -39,8 +57,10 @@ def embeddings_from_column(df: pd.DataFrame, col: str) -> np.ndarray:
     width = rows[0].shape[0]
     for i, row in enumerate(rows):
         if row.shape[0] != width:
-            raise DataError(f"Embedding column '{col}' is ragged: row 0 has {width} numbers but row {i} has "
-                            f"{row.shape[0]}; every row needs a vector of the same length")
+            raise DataError(
+                f"Embedding column '{col}' is ragged: row 0 has {width} numbers but row {i} has "
+                f"{row.shape[0]}; every row needs a vector of the same length"
+            )
     X = np.stack(rows).astype(np.float32, copy=False)
     if width == 0:
         raise DataError(f"Embedding column '{col}' holds empty vectors")
@@ -58,15 +78,19 @@ def _cell_vector(cell, i: int, col: str) -> np.ndarray:
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            raise DataError(f"Embedding column '{col}', row {i}: the text is not a JSON list of numbers "
-                            f"(starts with {value[:30]!r})") from None
+            raise DataError(
+                f"Embedding column '{col}', row {i}: the text is not a JSON list of numbers "
+                f"(starts with {value[:30]!r})"
+            ) from None
     if value is None or (isinstance(value, float) and np.isnan(value)):
         raise DataError(f"Embedding column '{col}', row {i} has no embedding; drop such rows or fill them in")
     try:
         vec = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise DataError(f"Embedding column '{col}', row {i} is not a list of numbers "
-                        f"(got {type(value).__name__}); store one vector per row") from None
+        raise DataError(
+            f"Embedding column '{col}', row {i} is not a list of numbers "
+            f"(got {type(value).__name__}); store one vector per row"
+        ) from None
     if vec.ndim != 1:
         raise DataError(f"Embedding column '{col}', row {i} is not a flat vector (shape {vec.shape})")
     return vec
@@ -81,10 +105,15 @@ def guess_column(df: pd.DataFrame, guesses: tuple[str, ...]) -> Optional[str]:
     return None
 
 
-def load_hub_corpus(repo_id: str, filename: Optional[str] = None, revision: Optional[str] = None,
-                    text_col: Optional[str] = None, embedding_col: Optional[str] = None,
-                    cache_dir: Optional[str] = None, max_rows: Optional[int] = None
-                    ) -> tuple[pd.DataFrame, Optional[np.ndarray]]:
+def load_hub_corpus(
+    repo_id: str,
+    filename: Optional[str] = None,
+    revision: Optional[str] = None,
+    text_col: Optional[str] = None,
+    embedding_col: Optional[str] = None,
+    cache_dir: Optional[str] = None,
+    max_rows: Optional[int] = None,
+) -> tuple[pd.DataFrame, Optional[np.ndarray]]:
     """Read a Hub dataset (parquet/jsonl/csv files) into a table plus its stored embeddings, if it has any.
 
     With ``filename`` only that file is fetched; otherwise every data file of the dataset snapshot is read
@@ -109,11 +138,15 @@ def load_hub_corpus(repo_id: str, filename: Optional[str] = None, revision: Opti
         df = df.iloc[:max_rows].reset_index(drop=True)
     text = text_col or guess_column(df, TEXT_COLUMN_GUESSES)
     if text is None or text not in df.columns:
-        raise DataError(f"{repo_id}: no text column {'named ' + repr(text_col) if text_col else 'found'}; "
-                        f"pass text_col (columns: {', '.join(map(str, df.columns))})")
+        raise DataError(
+            f"{repo_id}: no text column {'named ' + repr(text_col) if text_col else 'found'}; "
+            f"pass text_col (columns: {', '.join(map(str, df.columns))})"
+        )
     emb_name = embedding_col or guess_column(df, EMBEDDING_COLUMN_GUESSES)
     if embedding_col and embedding_col not in df.columns:
-        raise DataError(f"{repo_id}: no embedding column '{embedding_col}' (columns: {', '.join(map(str, df.columns))})")
+        raise DataError(
+            f"{repo_id}: no embedding column '{embedding_col}' (columns: {', '.join(map(str, df.columns))})"
+        )
     X = embeddings_from_column(df, emb_name) if emb_name else None
     rest = [c for c in df.columns if c not in (text, emb_name)]
     return df[[text, *rest]].reset_index(drop=True), X
@@ -125,17 +158,29 @@ def _snapshot_files(repo_id: str, revision: Optional[str], cache_dir: Optional[s
 
     where = f"dataset {repo_id}" + (f"@{revision}" if revision else "")
     try:
-        folder = Path(snapshot_download(repo_id, repo_type="dataset", revision=revision, cache_dir=cache_dir,
-                                        local_files_only=offline, allow_patterns=list(DATA_FILE_PATTERNS)))
+        folder = Path(
+            snapshot_download(
+                repo_id,
+                repo_type="dataset",
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=offline,
+                allow_patterns=list(DATA_FILE_PATTERNS),
+            )
+        )
     except hf_errors.LocalEntryNotFoundError:
-        raise DataError(f"{where} is not in the local Hugging Face cache ({cache_dir or 'default'}) and downloads "
-                        f"are off (HF_HUB_OFFLINE) or the Hub is unreachable") from None
+        raise DataError(
+            f"{where} is not in the local Hugging Face cache ({cache_dir or 'default'}) and downloads "
+            f"are off (HF_HUB_OFFLINE) or the Hub is unreachable"
+        ) from None
     except hf_errors.RepositoryNotFoundError:
         raise DataError(f"{where}: no such dataset on the Hub (or it is private: set HF_TOKEN)") from None
     except hf_errors.RevisionNotFoundError:
         raise DataError(f"{where}: that revision does not exist") from None
     except (hf_errors.HfHubHTTPError, OSError, ValueError) as exc:
-        raise DataError(f"Could not download {where}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from None
+        raise DataError(
+            f"Could not download {where}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
+        ) from None
     found = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")]
     # One format only, the most table-like present: a dataset's stray .json metadata is not data.
     for suffixes in ((".parquet", ".pq"), (".jsonl", ".ndjson"), (".csv",), (".tsv",), (".json",)):
@@ -149,8 +194,9 @@ def _snapshot_files(repo_id: str, revision: Optional[str], cache_dir: Optional[s
 BATCH_ROWS = 65_536
 
 
-def read_table_rows(path: str | Path, max_rows: Optional[int] = None, columns: Optional[list[str]] = None
-                    ) -> pd.DataFrame:
+def read_table_rows(
+    path: str | Path, max_rows: Optional[int] = None, columns: Optional[list[str]] = None
+) -> pd.DataFrame:
     """A table's first ``max_rows`` rows (all when None). Parquet is read batch by batch, so a row limit
     on a large file reads only what it keeps; other formats are read whole and then cut."""
     path = Path(path)
@@ -176,8 +222,9 @@ def read_table_rows(path: str | Path, max_rows: Optional[int] = None, columns: O
         raise DataError(f"Could not read {path.name} as PARQUET: {str(exc).strip().splitlines()[0]}") from None
 
 
-def parquet_embeddings(path: str | Path, col: str, max_rows: Optional[int] = None,
-                       progress: Optional[ProgressFn] = None) -> tuple[pd.DataFrame, np.ndarray]:
+def parquet_embeddings(
+    path: str | Path, col: str, max_rows: Optional[int] = None, progress: Optional[ProgressFn] = None
+) -> tuple[pd.DataFrame, np.ndarray]:
     """(the table without ``col``, its (N, d) float32 embeddings) from a Parquet file, the vector column
     read one batch at a time into a preallocated matrix (no Python list per row)."""
     import pyarrow as pa
@@ -210,8 +257,10 @@ def parquet_embeddings(path: str | Path, col: str, max_rows: Optional[int] = Non
             X = np.empty((n, int(lengths[0])), dtype=np.float32)
         if (lengths != X.shape[1]).any():
             bad = done + int(np.flatnonzero(lengths != X.shape[1])[0])
-            raise DataError(f"Embedding column '{col}' is ragged: row 0 has {X.shape[1]} numbers but row {bad} has "
-                            f"{int(lengths[bad - done])}; every row needs a vector of the same length")
+            raise DataError(
+                f"Embedding column '{col}' is ragged: row 0 has {X.shape[1]} numbers but row {bad} has "
+                f"{int(lengths[bad - done])}; every row needs a vector of the same length"
+            )
         try:
             values = cells.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
         except (pa.ArrowException, TypeError, ValueError):
@@ -220,7 +269,7 @@ def parquet_embeddings(path: str | Path, col: str, max_rows: Optional[int] = Non
         if not np.isfinite(block).all():
             bad = done + int(np.argmax(~np.isfinite(block).all(axis=1)))
             raise DataError(f"Embedding column '{col}': row {bad} contains NaN or infinite values")
-        X[done:done + len(cells)] = block
+        X[done : done + len(cells)] = block
         done += len(cells)
         report(progress, done, n, "reading embeddings")
         if done >= n:
@@ -254,10 +303,14 @@ class PublishedCorpus:
 
 PUBLISHED_CORPORA = {
     "csLG": PublishedCorpus(
-        name="csLG", dataset="charlieoneill/csLG", columns=("id", "title", "abstract"),
-        embeddings_repo="JSALT2024-Astro-LLMs/cs-embeddings", embeddings_file="embeddings_matrix.npy",
+        name="csLG",
+        dataset="charlieoneill/csLG",
+        columns=("id", "title", "abstract"),
+        embeddings_repo="JSALT2024-Astro-LLMs/cs-embeddings",
+        embeddings_file="embeddings_matrix.npy",
         embedding_model="openai/text-embedding-3-small",
-        description="arXiv cs.LG papers (title + abstract) with their text-embedding-3-small vectors"),
+        description="arXiv cs.LG papers (title + abstract) with their text-embedding-3-small vectors",
+    ),
 }
 TEXT_COLUMN = "text"
 
@@ -278,9 +331,14 @@ def corpus_for_sae(entry: Optional[dict]) -> Optional[PublishedCorpus]:
     return next((c for c in PUBLISHED_CORPORA.values() if c.dataset == dataset or c.name == entry.get("domain")), None)
 
 
-def load_published_corpus(name: str, max_rows: Optional[int] = None, embeddings_path: Optional[str | Path] = None,
-                          revision: Optional[str] = None, cache_dir: Optional[str] = None,
-                          progress: Optional[ProgressFn] = None) -> tuple[pd.DataFrame, np.ndarray]:
+def load_published_corpus(
+    name: str,
+    max_rows: Optional[int] = None,
+    embeddings_path: Optional[str | Path] = None,
+    revision: Optional[str] = None,
+    cache_dir: Optional[str] = None,
+    progress: Optional[ProgressFn] = None,
+) -> tuple[pd.DataFrame, np.ndarray]:
     """(table with ``text`` first, then id/title/abstract; the (N, d) embeddings, memory-mapped) of a
     published corpus, the first ``max_rows`` rows (all when None).
 
@@ -306,8 +364,10 @@ def load_published_corpus(name: str, max_rows: Optional[int] = None, embeddings_
     X = _published_embeddings(corpus, embeddings_path, revision, cache_dir)
     n_total = sum(_parquet_rows(p) for p in files)
     if len(X) != n_total:
-        raise DataError(f"The stored embeddings have {len(X):,} rows but {corpus.dataset} has {n_total:,}; "
-                        "they must be the same documents in the same order")
+        raise DataError(
+            f"The stored embeddings have {len(X):,} rows but {corpus.dataset} has {n_total:,}; "
+            "they must be the same documents in the same order"
+        )
     table.insert(0, TEXT_COLUMN, corpus.text(table))
     report(progress, 3, 3, "corpus ready")
     return table, X[: len(table)]
@@ -316,8 +376,10 @@ def load_published_corpus(name: str, max_rows: Optional[int] = None, embeddings_
 def _published_columns(frame: pd.DataFrame, corpus: PublishedCorpus, path: Path) -> pd.DataFrame:
     missing = [c for c in corpus.columns if c not in frame.columns]
     if missing:
-        raise DataError(f"{corpus.dataset}/{path.name} lacks column(s) {', '.join(missing)} "
-                        f"(has: {', '.join(map(str, frame.columns))})")
+        raise DataError(
+            f"{corpus.dataset}/{path.name} lacks column(s) {', '.join(missing)} "
+            f"(has: {', '.join(map(str, frame.columns))})"
+        )
     return frame[list(corpus.columns)]
 
 
@@ -346,5 +408,4 @@ def _download_vector_store(corpus: PublishedCorpus, revision, cache_dir) -> Path
             return _download(corpus.embeddings_repo, corpus.embeddings_file, revision, cache_dir, repo_type=repo_type)
         except HsaeError as exc:
             errors.append(str(exc))
-    raise DataError(f"{errors[0]}; or download {corpus.embeddings_file} yourself and pass its path "
-                    "(`embeddings_path`)")
+    raise DataError(f"{errors[0]}; or download {corpus.embeddings_file} yourself and pass its path (`embeddings_path`)")

@@ -4,6 +4,7 @@ A code folder holds ``indptr.npy``, ``indices.npy``, ``data.npy`` (the CSR array
 Index arrays share one integer type (int32 while it fits) so scipy wraps the mapped arrays without
 copying them; a workspace of millions of rows opens its codes without reading them into memory.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,9 @@ def save_csr(folder: str | Path, codes: sp.spmatrix) -> Path:
         codes = codes.copy()
         codes.sum_duplicates()
     idx = index_dtype(codes.nnz, codes.shape[1])
-    return _write_folder(folder, codes.shape, [(np.asarray(codes.indptr), np.asarray(codes.indices),
-                                                 np.asarray(codes.data))], idx)
+    return _write_folder(
+        folder, codes.shape, [(np.asarray(codes.indptr), np.asarray(codes.indices), np.asarray(codes.data))], idx
+    )
 
 
 def concat_csr(folder: str | Path, parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], n_cols: int) -> Path:

@@ -2,6 +2,7 @@
 
 Rows with an empty/NaN text or a NaN target are dropped and counted, never silently.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,9 +27,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"File not found: {path}")
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
-        raise DataError(
-            f"Unknown file type '{suffix or path.name}': use one of {', '.join(TABLE_SUFFIXES)}"
-        )
+        raise DataError(f"Unknown file type '{suffix or path.name}': use one of {', '.join(TABLE_SUFFIXES)}")
     try:
         if suffix == ".csv":
             df = pd.read_csv(path)
@@ -158,7 +157,9 @@ def prepare_corpus(
     )
 
 
-def _unusable_rows(stripped_text: pd.Series, df: pd.DataFrame, target_col: Optional[str]) -> tuple[np.ndarray, np.ndarray]:
+def _unusable_rows(
+    stripped_text: pd.Series, df: pd.DataFrame, target_col: Optional[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """(empty text, missing target) masks over the rows of ``df``."""
     empty = (stripped_text.str.len() == 0).to_numpy()
     missing = df[target_col].isna().to_numpy() if target_col is not None else np.zeros(len(df), dtype=bool)

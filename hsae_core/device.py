@@ -1,4 +1,5 @@
 """Where torch work runs: ``resolve_device('auto'|'cpu'|'cuda')`` turns a user's choice into a torch device name."""
+
 from __future__ import annotations
 
 from .errors import ModelError
@@ -26,6 +27,7 @@ def resolve_device(spec: str | None = DEVICE) -> str:
     if not cuda_available():
         import torch
 
-        raise ModelError(f"`device` is '{spec}' but CUDA is not available here (torch {torch.__version__}); "
-                         "use auto or cpu")
+        raise ModelError(
+            f"`device` is '{spec}' but CUDA is not available here (torch {torch.__version__}); use auto or cpu"
+        )
     return spec

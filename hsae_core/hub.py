@@ -16,6 +16,7 @@ decodes with ``decoder`` plus ``pre_bias``, with no input normalisation: exactly
 Downloads honour ``HF_HOME`` / ``HF_HUB_CACHE`` / ``HF_HUB_OFFLINE`` read at call time (so a test or a
 user can set them after import) and a revision (branch, tag or commit).
 """
+
 from __future__ import annotations
 
 import json
@@ -109,8 +110,10 @@ def parse_spec(spec: str) -> dict:
         return {"kind": "registry", "name": spec}
     if PUBLISHED_NAME.match(spec.removesuffix(".pth")) or "/" not in spec and not path.suffix:
         raise ModelError(f"Unknown pretrained SAE '{spec}'; {known_names_hint()}")
-    raise ModelError(f"No SAE found at '{spec}': give an existing folder/.pth file, hub:OWNER/REPO[/FILE.pth] "
-                     f"or a registry name ({known_names_hint()})")
+    raise ModelError(
+        f"No SAE found at '{spec}': give an existing folder/.pth file, hub:OWNER/REPO[/FILE.pth] "
+        f"or a registry name ({known_names_hint()})"
+    )
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -136,7 +139,12 @@ def load_sae(spec: str, *, revision: Optional[str] = None, cache_dir: Optional[s
     if kind == "hub_file":
         entry = _entry_for(repo_id, filename)
         local = _download(repo_id, filename, rev, cache_dir)
-        source = {"type": "hub", "repo_id": repo_id, "filename": filename, "revision": _commit_of(local) or rev or "main"}
+        source = {
+            "type": "hub",
+            "repo_id": repo_id,
+            "filename": filename,
+            "revision": _commit_of(local) or rev or "main",
+        }
         if entry:
             source["domain"] = entry["domain"]
         return _from_published_file(local, entry, source)
@@ -145,8 +153,12 @@ def load_sae(spec: str, *, revision: Optional[str] = None, cache_dir: Optional[s
     cfg_path = _download(repo_id, prefix + CONFIG_NAME, rev, cache_dir)
     _download(repo_id, prefix + WEIGHTS_NAME, rev, cache_dir)
     sae = SparseAutoencoder.load(cfg_path.parent)
-    source = {"type": "hub", "repo_id": repo_id, "filename": prefix.rstrip("/") or None,
-              "revision": _commit_of(cfg_path) or rev or "main"}
+    source = {
+        "type": "hub",
+        "repo_id": repo_id,
+        "filename": prefix.rstrip("/") or None,
+        "revision": _commit_of(cfg_path) or rev or "main",
+    }
     _set_source(sae, source, keep_existing=False)
     return sae
 
@@ -168,25 +180,37 @@ def hub_cache_dir(cache_dir: Optional[str] = None) -> Optional[str]:
     return settings.hf_cache_dir()
 
 
-def _download(repo_id: str, filename: str, revision: Optional[str], cache_dir: Optional[str],
-              repo_type: str = "model") -> Path:
+def _download(
+    repo_id: str, filename: str, revision: Optional[str], cache_dir: Optional[str], repo_type: str = "model"
+) -> Path:
     """hf_hub_download with every failure turned into one ModelError line that says what to do."""
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import hf_hub_download
 
     where = f"{repo_id}/{filename}" + (f"@{revision}" if revision else "")
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision, repo_type=repo_type,
-                                    cache_dir=hub_cache_dir(cache_dir), local_files_only=_offline()))
+        return Path(
+            hf_hub_download(
+                repo_id,
+                filename,
+                revision=revision,
+                repo_type=repo_type,
+                cache_dir=hub_cache_dir(cache_dir),
+                local_files_only=_offline(),
+            )
+        )
     except hf_errors.LocalEntryNotFoundError:
         hint = known_names_hint(repo_id) if repo_type == "model" and _entry_repo(repo_id) else ""
-        raise ModelError(f"{where} is not in the local Hugging Face cache ({hub_cache_dir(cache_dir) or 'default'}) "
-                         f"and downloads are off (HF_HUB_OFFLINE) or the Hub is unreachable"
-                         + (f"; {hint}" if hint else "")) from None
+        raise ModelError(
+            f"{where} is not in the local Hugging Face cache ({hub_cache_dir(cache_dir) or 'default'}) "
+            f"and downloads are off (HF_HUB_OFFLINE) or the Hub is unreachable" + (f"; {hint}" if hint else "")
+        ) from None
     except hf_errors.RevisionNotFoundError:
         raise ModelError(f"{where}: revision '{revision}' does not exist on the Hub") from None
     except hf_errors.GatedRepoError:
-        raise ModelError(f"{where}: the repo is gated; accept its terms on huggingface.co and log in (HF_TOKEN)") from None
+        raise ModelError(
+            f"{where}: the repo is gated; accept its terms on huggingface.co and log in (HF_TOKEN)"
+        ) from None
     except hf_errors.RepositoryNotFoundError:
         raise ModelError(f"{where}: no such {repo_type} repo on the Hub (or it is private: set HF_TOKEN)") from None
     except hf_errors.EntryNotFoundError:
@@ -233,12 +257,26 @@ def read_state_dict(path: str | Path) -> dict:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses any global that is not a tensor building block: the file may run code.
-        raise ModelError(f"{name} was refused: it is not a plain tensor state dict and loading it could run code "
-                         f"({_unsafe_detail(exc)}); only load checkpoints you trust, converted to safetensors") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, TypeError,
-            IndexError, KeyError, MemoryError) as exc:
-        raise ModelError(f"{name} is truncated or corrupt and cannot be read ({_first_line(exc)}); "
-                         f"delete it from the cache and download it again") from None
+        raise ModelError(
+            f"{name} was refused: it is not a plain tensor state dict and loading it could run code "
+            f"({_unsafe_detail(exc)}); only load checkpoints you trust, converted to safetensors"
+        ) from None
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,
+        AttributeError,
+        TypeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+    ) as exc:
+        raise ModelError(
+            f"{name} is truncated or corrupt and cannot be read ({_first_line(exc)}); "
+            f"delete it from the cache and download it again"
+        ) from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj:
@@ -246,11 +284,12 @@ def read_state_dict(path: str | Path) -> dict:
     out = {}
     for key, value in obj.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise ModelError(f"{name}: entry '{key}' is a {type(value).__name__}, not a tensor; "
-                             f"this is not a plain SAE state dict")
+            raise ModelError(
+                f"{name}: entry '{key}' is a {type(value).__name__}, not a tensor; this is not a plain SAE state dict"
+            )
         for prefix in _WRAPPER_PREFIXES:
             if key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
         out[key] = value
     return out
 
@@ -268,8 +307,9 @@ def convert_published(tensors: dict, entry: Optional[dict], source: dict, filena
     """Build our SAE from a published state dict, checking every shape against the registry entry."""
     missing = [k for k in PUBLISHED_KEYS if k not in tensors]
     if missing:
-        raise ModelError(f"{filename}: not an SAE state dict (missing {', '.join(missing)}; found "
-                         f"{', '.join(sorted(tensors)[:6])})")
+        raise ModelError(
+            f"{filename}: not an SAE state dict (missing {', '.join(missing)}; found {', '.join(sorted(tensors)[:6])})"
+        )
     for key in PUBLISHED_KEYS:
         t = tensors[key]
         if not (t.is_floating_point() and t.isfinite().all()):
@@ -281,15 +321,23 @@ def convert_published(tensors: dict, entry: Optional[dict], source: dict, filena
     if entry is not None:
         k, want_n, want_d, embedding_model = entry["k"], entry["n"], entry["d_in"], entry["embedding_model"]
         if (n, d) != (want_n, want_d):
-            raise ModelError(f"{filename}: 'encoder.weight' has shape {(n, d)}, but the registry says "
-                             f"{entry['name']} is ({want_n}, {want_d}); the file is not the published SAE")
+            raise ModelError(
+                f"{filename}: 'encoder.weight' has shape {(n, d)}, but the registry says "
+                f"{entry['name']} is ({want_n}, {want_d}); the file is not the published SAE"
+            )
     else:
         m = PUBLISHED_NAME.match(Path(filename).stem)
         if not m or int(m["n"]) != n:
-            raise ModelError(f"{filename}: cannot tell this SAE's k (top-k) from its name; name it "
-                             f"{{domain}}_{{k}}_{{n}}_{{x}}.pth or convert it to our folder format")
+            raise ModelError(
+                f"{filename}: cannot tell this SAE's k (top-k) from its name; name it "
+                f"{{domain}}_{{k}}_{{n}}_{{x}}.pth or convert it to our folder format"
+            )
         k = int(m["k"])
-        embedding_model = "openai/text-embedding-3-small" if d == 1536 and source.get("repo_id") == "charlieoneill/embedding-saes" else None
+        embedding_model = (
+            "openai/text-embedding-3-small"
+            if d == 1536 and source.get("repo_id") == "charlieoneill/embedding-saes"
+            else None
+        )
     config = {"architecture": "topk_sae", "d_in": d, "m": n, "k": k, "embedding_model": embedding_model}
     # from_tensors checks decoder/bias shapes against (n, d) and copies into float32.
     sae = SparseAutoencoder.from_tensors(config, {key: tensors[key] for key in PUBLISHED_KEYS}, source=filename)
@@ -315,9 +363,15 @@ def check_compatible(sae: SparseAutoencoder, embedding_model_id: Optional[str], 
     want_model = sae.config_.embedding_model
     got = f"{dim}-d" + (f" from {embedding_model_id}" if embedding_model_id else "")
     need = f"{want_dim}-d embeddings" + (f" from {want_model}" if want_model else "")
-    fix = (f" Embed the texts with {want_model}" + (" (needs OPENAI_API_KEY)" if want_model and want_model.startswith("openai/") else "")
-           + ", or give stored embeddings from that model with `embedding_col`.") if want_model else \
-        " Use embeddings of the width the SAE was trained on."
+    fix = (
+        (
+            f" Embed the texts with {want_model}"
+            + (" (needs OPENAI_API_KEY)" if want_model and want_model.startswith("openai/") else "")
+            + ", or give stored embeddings from that model with `embedding_col`."
+        )
+        if want_model
+        else " Use embeddings of the width the SAE was trained on."
+    )
     if int(dim) != want_dim:
         raise ModelError(f"This SAE expects {need}; got {got}.{fix}")
     if want_model and embedding_model_id and _model_key(want_model) != _model_key(embedding_model_id):
@@ -344,8 +398,9 @@ def portable_config(folder: str | Path) -> dict:
             return {k: portable(v) for k, v in value.items()}
         if isinstance(value, list):
             return [portable(v) for v in value]
-        if isinstance(value, str) and (value.startswith("~") or PurePosixPath(value).is_absolute()
-                                       or PureWindowsPath(value).drive):
+        if isinstance(value, str) and (
+            value.startswith("~") or PurePosixPath(value).is_absolute() or PureWindowsPath(value).drive
+        ):
             path = Path(value).expanduser()
             try:
                 return path.resolve().relative_to(root).as_posix()
@@ -362,18 +417,41 @@ def model_card(folder: str | Path, repo_id: Optional[str] = None) -> str:
     config = portable_config(folder)
     em = config.get("embedding_model") or "unknown embedding model"
     title = repo_id or folder.name
-    lines = ["---", "library_name: hsae", "tags:", "- sparse-autoencoder", "- embeddings", "- interpretability",
-             "- hsae", "---", "", f"# {title}", "",
-             f"A top-k sparse autoencoder (SAE) over **{config.get('d_in')}-d text embeddings from {em}**, "
-             f"made with [hsae](https://github.com/) so texts can be read, searched and tested as sparse concepts.", "",
-             "## Architecture", "", "| field | value |", "|---|---|"]
-    arch_rows = [("architecture", config.get("architecture", "topk_sae")), ("input width (d_in)", config.get("d_in")),
-                 ("latents (m)", config.get("m")), ("active latents per text (k)", config.get("k")),
-                 ("batch top-k", config.get("batch_topk", False)),
-                 ("Matryoshka prefixes", ", ".join(map(str, config.get("matryoshka") or [])) or "none"),
-                 ("embedding model", em)]
+    lines = [
+        "---",
+        "library_name: hsae",
+        "tags:",
+        "- sparse-autoencoder",
+        "- embeddings",
+        "- interpretability",
+        "- hsae",
+        "---",
+        "",
+        f"# {title}",
+        "",
+        f"A top-k sparse autoencoder (SAE) over **{config.get('d_in')}-d text embeddings from {em}**, "
+        f"made with [hsae](https://github.com/) so texts can be read, searched and tested as sparse concepts.",
+        "",
+        "## Architecture",
+        "",
+        "| field | value |",
+        "|---|---|",
+    ]
+    arch_rows = [
+        ("architecture", config.get("architecture", "topk_sae")),
+        ("input width (d_in)", config.get("d_in")),
+        ("latents (m)", config.get("m")),
+        ("active latents per text (k)", config.get("k")),
+        ("batch top-k", config.get("batch_topk", False)),
+        ("Matryoshka prefixes", ", ".join(map(str, config.get("matryoshka") or [])) or "none"),
+        ("embedding model", em),
+    ]
     lines += [f"| {k} | {v} |" for k, v in arch_rows]
-    lines += ["", "Model: `z = TopK(W_enc (x - b_pre) + b_lat)`, `x_hat = W_dec^T z + b_pre`, decoder rows of unit norm.", ""]
+    lines += [
+        "",
+        "Model: `z = TopK(W_enc (x - b_pre) + b_lat)`, `x_hat = W_dec^T z + b_pre`, decoder rows of unit norm.",
+        "",
+    ]
     lines += ["## Training data", ""]
     data = config.get("training_data") or config.get("data") or {}
     source = config.get("source") or {}
@@ -401,15 +479,34 @@ def model_card(folder: str | Path, repo_id: Optional[str] = None) -> str:
     else:
         lines.append("No metrics recorded.")
     ref = f"hub:{repo_id}" if repo_id else "hub:OWNER/NAME"
-    lines += ["", "## Use", "", "```bash", "pip install hsae",
-              f"hsae build --sae {ref} --data table.parquet --text-col text --out workspace/", "```", "",
-              "```python", "from hsae_core.hub import load_sae", f'sae = load_sae("{ref}")',
-              "codes = sae.transform(embeddings)  # sparse (N x m), at most k non-zeros per row", "```", ""]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```bash",
+        "pip install hsae",
+        f"hsae build --sae {ref} --data table.parquet --text-col text --out workspace/",
+        "```",
+        "",
+        "```python",
+        "from hsae_core.hub import load_sae",
+        f'sae = load_sae("{ref}")',
+        "codes = sae.transform(embeddings)  # sparse (N x m), at most k non-zeros per row",
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
-def push_sae(folder: str | Path, repo_id: str, *, token: Optional[str] = None, private: bool = False,
-             commit_message: Optional[str] = None, endpoint: Optional[str] = None) -> str:
+def push_sae(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    token: Optional[str] = None,
+    private: bool = False,
+    commit_message: Optional[str] = None,
+    endpoint: Optional[str] = None,
+) -> str:
     """Write a README.md model card into ``folder`` and upload the folder to the Hub repo; returns its URL."""
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub import errors as hf_errors
@@ -425,13 +522,19 @@ def push_sae(folder: str | Path, repo_id: str, *, token: Optional[str] = None, p
     atomic_write_text(folder / "README.md", card)
     api = HfApi(endpoint=endpoint or settings.hf_endpoint(), token=token)
     # config.json and the card are sent from memory (their local paths made portable); the weights as they are.
-    operations = [CommitOperationAdd(path_in_repo=CONFIG_NAME, path_or_fileobj=config),
-                  CommitOperationAdd(path_in_repo=WEIGHTS_NAME, path_or_fileobj=str(folder / WEIGHTS_NAME)),
-                  CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8"))]
+    operations = [
+        CommitOperationAdd(path_in_repo=CONFIG_NAME, path_or_fileobj=config),
+        CommitOperationAdd(path_in_repo=WEIGHTS_NAME, path_or_fileobj=str(folder / WEIGHTS_NAME)),
+        CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")),
+    ]
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        api.create_commit(repo_id=repo_id, repo_type="model", operations=operations,
-                          commit_message=commit_message or "Upload SAE with hsae")
+        api.create_commit(
+            repo_id=repo_id,
+            repo_type="model",
+            operations=operations,
+            commit_message=commit_message or "Upload SAE with hsae",
+        )
     except hf_errors.LocalTokenNotFoundError:
         raise ModelError("Pushing needs a Hugging Face token: run `hf auth login` or set HF_TOKEN") from None
     except hf_errors.HfHubHTTPError as exc:

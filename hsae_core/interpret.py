@@ -9,6 +9,7 @@
   this text match the label? yes/no vs. whether the latent fires) and reports the winner's precision,
   recall and F1 on test texts (:mod:`hsae_core.fidelity` splits the texts).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,11 +32,50 @@ log = logging.getLogger(__name__)
 # sklearn's English list without negations: "not good" and "never again" carry meaning here
 _NEGATIONS = {"not", "no", "never", "nothing", "nobody", "none", "nor", "cannot"}
 # apostrophes are folded before tokenising ("didn't" -> "didnt"); these pronoun contractions say nothing
-_FOLDED_STOP = {"im", "ive", "id", "youre", "youve", "youd", "theyre", "theyve", "thats", "theres", "its", "lets",
-                "hes", "shes", "weve", "whats", "heres", "itll", "theyll", "youll"}
+_FOLDED_STOP = {
+    "im",
+    "ive",
+    "id",
+    "youre",
+    "youve",
+    "youd",
+    "theyre",
+    "theyve",
+    "thats",
+    "theres",
+    "its",
+    "lets",
+    "hes",
+    "shes",
+    "weve",
+    "whats",
+    "heres",
+    "itll",
+    "theyll",
+    "youll",
+}
 # ... and these are shown with their apostrophe back, so labels read naturally
-_UNFOLD = {w: w[:-2] + "n't" for w in ("didnt", "doesnt", "dont", "wasnt", "werent", "isnt", "arent", "couldnt",
-                                      "wouldnt", "shouldnt", "havent", "hasnt", "hadnt", "wont", "cant", "aint")}
+_UNFOLD = {
+    w: w[:-2] + "n't"
+    for w in (
+        "didnt",
+        "doesnt",
+        "dont",
+        "wasnt",
+        "werent",
+        "isnt",
+        "arent",
+        "couldnt",
+        "wouldnt",
+        "shouldnt",
+        "havent",
+        "hasnt",
+        "hadnt",
+        "wont",
+        "cant",
+        "aint",
+    )
+}
 _UNFOLD.update({"wont": "won't", "cant": "can't", "aint": "ain't"})
 _SNIPPET_CHARS = 240
 
@@ -71,7 +111,9 @@ def _check_inputs(texts: Sequence[str], codes, latents: Sequence[int]) -> tuple[
     latents = [int(j) for j in latents]
     bad = [j for j in latents if not 0 <= j < codes.shape[1]]
     if bad:
-        raise DataError(f"Latent {bad[0]} does not exist: the SAE has {codes.shape[1]} latents (0..{codes.shape[1] - 1})")
+        raise DataError(
+            f"Latent {bad[0]} does not exist: the SAE has {codes.shape[1]} latents (0..{codes.shape[1] - 1})"
+        )
     return texts, codes.tocsc(), latents
 
 
@@ -98,8 +140,9 @@ def _unfold(term: str) -> str:
 class Interpreter(Protocol):
     """Names latents from the training texts and their SAE codes."""
 
-    def interpret(self, texts: Sequence[str], codes, latents: Sequence[int],
-                  progress: Optional[ProgressFn] = None) -> list[Interpretation]: ...
+    def interpret(
+        self, texts: Sequence[str], codes, latents: Sequence[int], progress: Optional[ProgressFn] = None
+    ) -> list[Interpretation]: ...
 
 
 class KeywordInterpreter:
@@ -108,8 +151,16 @@ class KeywordInterpreter:
     ``method`` is ``"logodds"`` (weighted log-odds z-scores, informative Dirichlet prior) or ``"ctfidf"``.
     """
 
-    def __init__(self, n_keywords: int = 6, top_docs: int = 50, method: str = "logodds", n_examples: int = 3,
-                 n_label_terms: int = 3, min_df: Optional[int] = None, max_features: int = 100_000):
+    def __init__(
+        self,
+        n_keywords: int = 6,
+        top_docs: int = 50,
+        method: str = "logodds",
+        n_examples: int = 3,
+        n_label_terms: int = 3,
+        min_df: Optional[int] = None,
+        max_features: int = 100_000,
+    ):
         if method not in ("logodds", "ctfidf"):
             raise DataError(f"Unknown keyword method {method!r}: use 'logodds' or 'ctfidf'")
         self.n_keywords, self.top_docs, self.method = n_keywords, top_docs, method
@@ -126,9 +177,16 @@ class KeywordInterpreter:
             return self.dtm_, self.vocab_
         min_df = self.min_df or (2 if len(texts) < 5000 else 3)
         stop = sorted((set(ENGLISH_STOP_WORDS) - _NEGATIONS) | _FOLDED_STOP)
-        vectorizer = CountVectorizer(preprocessor=_preprocess, token_pattern=r"(?u)\b[^\W\d_]{2,}\b",
-                                     stop_words=stop, ngram_range=(1, 2), min_df=min(min_df, max(1, len(texts))),
-                                     max_features=self.max_features, binary=True, dtype=np.float32)
+        vectorizer = CountVectorizer(
+            preprocessor=_preprocess,
+            token_pattern=r"(?u)\b[^\W\d_]{2,}\b",
+            stop_words=stop,
+            ngram_range=(1, 2),
+            min_df=min(min_df, max(1, len(texts))),
+            max_features=self.max_features,
+            binary=True,
+            dtype=np.float32,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "stop words inconsistent with preprocessing"
             try:
@@ -152,12 +210,10 @@ class KeywordInterpreter:
         # prior as heavy as one foreground set, shaped like the whole corpus
         alpha = n_fg * (total / max(total.sum(), 1e-9))[None, :] + 1e-3
         a0 = alpha.sum(axis=1, keepdims=True)
-        delta = (np.log((fg + alpha) / (n_fg + a0 - fg - alpha))
-                 - np.log((bg + alpha) / (n_bg + a0 - bg - alpha)))
+        delta = np.log((fg + alpha) / (n_fg + a0 - fg - alpha)) - np.log((bg + alpha) / (n_bg + a0 - bg - alpha))
         return delta / np.sqrt(1.0 / (fg + alpha) + 1.0 / (bg + alpha))
 
-    def score_blocks(self, texts: Sequence[str], codes, latents: Sequence[int],
-                     progress: Optional[ProgressFn] = None):
+    def score_blocks(self, texts: Sequence[str], codes, latents: Sequence[int], progress: Optional[ProgressFn] = None):
         """Per block of latents: (latents, contrast scores (block x vocabulary), top-document rows per latent).
 
         A term scores ``-inf`` where it is too rare among the latent's top documents to be trusted.
@@ -171,11 +227,11 @@ class KeywordInterpreter:
         total = np.asarray(dtm.sum(axis=0)).ravel()
         chunk = max(1, int(2e7 // n_terms))  # bounds the dense (chunk x vocabulary) blocks to ~80 MB
         for start in range(0, len(latents), chunk):
-            block = latents[start:start + chunk]
+            block = latents[start : start + chunk]
             top_rows, act_rows, min_fg = [], [], []
             for j in block:
                 rows, _ = _active(codes_csc, j)
-                top_rows.append(rows[:self.top_docs])
+                top_rows.append(rows[: self.top_docs])
                 act_rows.append(rows)
                 min_fg.append(max(2, int(np.ceil(0.05 * min(len(rows), self.top_docs)))) if len(rows) >= 4 else 1)
             fg = np.asarray((self._selector(top_rows, n_docs) @ dtm).todense())
@@ -192,8 +248,9 @@ class KeywordInterpreter:
         ranked = [_unfold(self.vocab_[t]) for t in best if np.isfinite(scores_row[t]) and scores_row[t] > 0]
         return self._dedupe(ranked)
 
-    def keywords_for(self, texts: Sequence[str], codes, latents: Sequence[int],
-                     progress: Optional[ProgressFn] = None) -> dict[int, list[str]]:
+    def keywords_for(
+        self, texts: Sequence[str], codes, latents: Sequence[int], progress: Optional[ProgressFn] = None
+    ) -> dict[int, list[str]]:
         """``{latent: ranked keywords}`` for each latent (empty for a latent that never fires)."""
         out: dict[int, list[str]] = {int(j): [] for j in latents}
         for block, scores, top_rows in self.score_blocks(texts, codes, latents, progress=progress):
@@ -229,8 +286,9 @@ class KeywordInterpreter:
                 break
         return picked[: self.n_keywords]
 
-    def interpret(self, texts: Sequence[str], codes, latents: Sequence[int],
-                  progress: Optional[ProgressFn] = None) -> list[Interpretation]:
+    def interpret(
+        self, texts: Sequence[str], codes, latents: Sequence[int], progress: Optional[ProgressFn] = None
+    ) -> list[Interpretation]:
         """One keyword-labelled :class:`Interpretation` per latent, in the order given."""
         texts, codes_csc, latents = _check_inputs(texts, codes, latents)
         keywords = self.keywords_for(texts, codes_csc, latents, progress=progress)
@@ -244,8 +302,15 @@ class KeywordInterpreter:
                 label = "(no distinctive words)"
             else:
                 label = ", ".join(words[: self.n_label_terms])
-            result.append(Interpretation(latent=j, label=label, method="keywords", keywords=words,
-                                         examples=[snippet(texts[r]) for r in rows[: self.n_examples]]))
+            result.append(
+                Interpretation(
+                    latent=j,
+                    label=label,
+                    method="keywords",
+                    keywords=words,
+                    examples=[snippet(texts[r]) for r in rows[: self.n_examples]],
+                )
+            )
         return result
 
 
@@ -290,8 +355,14 @@ def fidelity_scores(said_yes: Sequence[Optional[bool]], activation: Sequence[flo
     recall = tp / truth.sum() if truth.sum() else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     corr = float(np.corrcoef(pred, act)[0, 1]) if pred.std() > 0 and act.std() > 0 else 0.0
-    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
-            "correlation": round(corr, 4), "n_scored": len(pairs), "n_failed": n_failed}
+    return {
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
+        "f1": round(f1, 4),
+        "correlation": round(corr, 4),
+        "n_scored": len(pairs),
+        "n_failed": n_failed,
+    }
 
 
 @dataclass
@@ -316,22 +387,45 @@ class LLMInterpreter:
     that fire the same other latents).
     """
 
-    def __init__(self, client: LLMClient, n_candidates: int = 3, n_examples: int = 10, sampling: str = "top",
-                 n_eval: int = 20, seed: int = 0, keyword_fallback: bool = True, max_chars: int = 600,
-                 n_negatives: Optional[int] = None, temperature: float = 0.7, n_test: int = 30,
-                 score_test: bool = True):
+    def __init__(
+        self,
+        client: LLMClient,
+        n_candidates: int = 3,
+        n_examples: int = 10,
+        sampling: str = "top",
+        n_eval: int = 20,
+        seed: int = 0,
+        keyword_fallback: bool = True,
+        max_chars: int = 600,
+        n_negatives: Optional[int] = None,
+        temperature: float = 0.7,
+        n_test: int = 30,
+        score_test: bool = True,
+    ):
         if sampling not in ("top", "bins", "hard_negatives"):
             raise DataError(f"Unknown sampling {sampling!r}: use 'top', 'bins' or 'hard_negatives'")
         if client is None:
-            raise LLMError("LLM naming needs an LLM client: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local server)")
-        self.client, self.n_candidates, self.n_examples, self.sampling = client, max(1, n_candidates), n_examples, sampling
+            raise LLMError(
+                "LLM naming needs an LLM client: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local server)"
+            )
+        self.client, self.n_candidates, self.n_examples, self.sampling = (
+            client,
+            max(1, n_candidates),
+            n_examples,
+            sampling,
+        )
         self.n_eval, self.n_test, self.seed, self.score_test = n_eval, n_test, seed, score_test
         self.keyword_fallback, self.max_chars = keyword_fallback, max_chars
         self.n_negatives = n_negatives if n_negatives is not None else max(3, n_examples // 2)
         self.temperature = temperature
         self.keywords = KeywordInterpreter()
-        self.stats_ = {"labels_asked": 0, "labels_failed": 0, "judgements_asked": 0, "judgements_failed": 0,
-                       "keyword_fallbacks": 0}
+        self.stats_ = {
+            "labels_asked": 0,
+            "labels_failed": 0,
+            "judgements_asked": 0,
+            "judgements_failed": 0,
+            "keyword_fallbacks": 0,
+        }
         self.plans_: dict[int, Optional[_Plan]] = {}
 
     @property
@@ -361,8 +455,9 @@ class LLMInterpreter:
             return None
         rng = np.random.default_rng([self.seed, j])
         silent = splits.build[~np.isin(splits.build, rows, assume_unique=True)]
-        negatives = self._negatives(codes_csr, j, silent, shown[: self.n_examples],
-                                    self.n_negatives * self.n_candidates, rng)
+        negatives = self._negatives(
+            codes_csr, j, silent, shown[: self.n_examples], self.n_negatives * self.n_candidates, rng
+        )
         prompts, shown_rows = [], []
         template = load_prompt("interpret")
         for c in range(self.n_candidates):
@@ -370,17 +465,26 @@ class LLMInterpreter:
             if self.sampling == "hard_negatives" and c == 0:
                 neg = negatives[: self.n_negatives]
             else:
-                neg = rng.choice(negatives, size=min(self.n_negatives, len(negatives)), replace=False) \
-                    if len(negatives) else negatives
+                neg = (
+                    rng.choice(negatives, size=min(self.n_negatives, len(negatives)), replace=False)
+                    if len(negatives)
+                    else negatives
+                )
             prompt = template.format(positives=self._listing(texts, pos), negatives=self._listing(texts, neg))
             prompts.append((prompt, 0.0 if c == 0 else self.temperature))
             shown_rows.extend([*pos, *neg])
         activation = codes_csc[:, j].toarray().ravel()
         val_rows, _ = balanced_sample(codes_csc, j, splits.validation, self.n_eval, seed=self.seed)
         test_rows, _ = balanced_sample(codes_csc, j, splits.test, self.n_test, seed=self.seed)
-        return _Plan(latent=j, prompts=prompts, shown_rows=np.unique(np.asarray(shown_rows, dtype=np.int64)),
-                     val_rows=val_rows, val_acts=activation[val_rows], test_rows=test_rows,
-                     test_acts=activation[test_rows])
+        return _Plan(
+            latent=j,
+            prompts=prompts,
+            shown_rows=np.unique(np.asarray(shown_rows, dtype=np.int64)),
+            val_rows=val_rows,
+            val_acts=activation[val_rows],
+            test_rows=test_rows,
+            test_acts=activation[test_rows],
+        )
 
     def _sample_positives(self, shown: np.ndarray, c: int, rng) -> np.ndarray:
         n = min(self.n_examples, len(shown))
@@ -398,8 +502,9 @@ class LLMInterpreter:
         return "\n".join(f"{i + 1}. {snippet(texts[r], self.max_chars)}" for i, r in enumerate(rows))
 
     # -- main -------------------------------------------------------------------------------------
-    def interpret(self, texts: Sequence[str], codes, latents: Sequence[int],
-                  progress: Optional[ProgressFn] = None) -> list[Interpretation]:
+    def interpret(
+        self, texts: Sequence[str], codes, latents: Sequence[int], progress: Optional[ProgressFn] = None
+    ) -> list[Interpretation]:
         """One :class:`Interpretation` per latent (order kept); never raises because of failed LLM calls."""
         from .fidelity import label_splits
 
@@ -408,8 +513,9 @@ class LLMInterpreter:
         splits = self.splits_ = label_splits(len(texts), self.seed)
         report(progress, 0, 4, "keywords")
         build = splits.build
-        by_keywords = {it.latent: it for it in self.keywords.interpret([texts[i] for i in build], codes_csr[build],
-                                                                       latents)}
+        by_keywords = {
+            it.latent: it for it in self.keywords.interpret([texts[i] for i in build], codes_csr[build], latents)
+        }
         plans = {j: self._plan(texts, codes_csr, codes_csc, j, splits) for j in latents}
         self.plans_.update(plans)
         system = load_prompt("interpret_system").strip()
@@ -419,8 +525,13 @@ class LLMInterpreter:
         labels: dict[tuple[int, int], Optional[str]] = {}
         for temp in sorted({t for *_, t in asked}):
             group = [(j, c, p) for j, c, p, t in asked if t == temp]
-            answers = self.client.complete_many([p for *_, p in group], system=system, temperature=temp,
-                                                max_tokens=60, progress=_stage(progress, 1, "naming"))
+            answers = self.client.complete_many(
+                [p for *_, p in group],
+                system=system,
+                temperature=temp,
+                max_tokens=60,
+                progress=_stage(progress, 1, "naming"),
+            )
             for (j, c, _), answer in zip(group, answers):
                 labels[(j, c)] = parse_label(answer)
         self.stats_["labels_asked"] += len(asked)
@@ -428,12 +539,18 @@ class LLMInterpreter:
 
         # 2. every distinct candidate judged on the latent's validation sample
         candidates = {j: list(dict.fromkeys(l for (jj, _), l in labels.items() if jj == j and l)) for j in latents}
-        val = self._judge([(j, label, plans[j].val_rows) for j in latents for label in candidates[j]], texts,
-                          _stage(progress, 2, "checking candidates"))
+        val = self._judge(
+            [(j, label, plans[j].val_rows) for j in latents for label in candidates[j]],
+            texts,
+            _stage(progress, 2, "checking candidates"),
+        )
         # 3. the winner alone judged on the test sample
         winners = {j: self._winner(candidates[j], val, j, plans[j]) for j in latents if candidates[j]}
-        test = self._judge([(j, winners[j]["label"], plans[j].test_rows) for j in winners if self.score_test], texts,
-                           _stage(progress, 3, "scoring winners"))
+        test = self._judge(
+            [(j, winners[j]["label"], plans[j].test_rows) for j in winners if self.score_test],
+            texts,
+            _stage(progress, 3, "scoring winners"),
+        )
         result = [self._result(j, plans[j], winners.get(j), test, candidates[j], by_keywords[j]) for j in latents]
         report(progress, 4, 4, "done")
         return result
@@ -456,8 +573,13 @@ class LLMInterpreter:
     @staticmethod
     def _winner(candidates, val, j, plan) -> dict:
         scored = [{"label": label, **fidelity_scores(val.get((j, label), []), plan.val_acts)} for label in candidates]
-        best = max(scored, key=lambda c: (c["f1"] if c["f1"] is not None else -1.0,
-                                          c["correlation"] if c["correlation"] is not None else -1.0))
+        best = max(
+            scored,
+            key=lambda c: (
+                c["f1"] if c["f1"] is not None else -1.0,
+                c["correlation"] if c["correlation"] is not None else -1.0,
+            ),
+        )
         return {"label": best["label"], "scored": scored}
 
     def _result(self, j, plan, winner, test, candidates, keyword_item: Interpretation) -> Interpretation:
@@ -467,15 +589,35 @@ class LLMInterpreter:
             if self.keyword_fallback or plan is None:
                 self.stats_["keyword_fallbacks"] += 1
                 method = "keywords (LLM failed)" if plan is not None else "keywords (too few activations for LLM)"
-                return Interpretation(latent=j, label=keyword_item.label, method=method,
-                                      keywords=keyword_item.keywords, examples=keyword_item.examples)
-            return Interpretation(latent=j, label="(no label: LLM failed)", method=self.method + " (failed)",
-                                  keywords=keyword_item.keywords, examples=keyword_item.examples)
+                return Interpretation(
+                    latent=j,
+                    label=keyword_item.label,
+                    method=method,
+                    keywords=keyword_item.keywords,
+                    examples=keyword_item.examples,
+                )
+            return Interpretation(
+                latent=j,
+                label="(no label: LLM failed)",
+                method=self.method + " (failed)",
+                keywords=keyword_item.keywords,
+                examples=keyword_item.examples,
+            )
         label = winner["label"]
-        fidelity = {"judge": self.method, "label": label,
-                    **fidelity_scores(test.get((j, label), []), plan.test_acts)} if self.score_test else None
-        return Interpretation(latent=j, label=label, method=self.method, keywords=keyword_item.keywords,
-                              examples=keyword_item.examples, candidates=winner["scored"], fidelity=fidelity)
+        fidelity = (
+            {"judge": self.method, "label": label, **fidelity_scores(test.get((j, label), []), plan.test_acts)}
+            if self.score_test
+            else None
+        )
+        return Interpretation(
+            latent=j,
+            label=label,
+            method=self.method,
+            keywords=keyword_item.keywords,
+            examples=keyword_item.examples,
+            candidates=winner["scored"],
+            fidelity=fidelity,
+        )
 
 
 def _stage(progress: Optional[ProgressFn], stage: int, name: str) -> Optional[ProgressFn]:
@@ -500,8 +642,10 @@ def make_interpreter(kind: str, client: Optional[LLMClient] = None, embedding_mo
     if kind == "llm":
         if client is None:
             if not llm_configured():
-                raise LLMError("LLM naming needs an API key: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local "
-                               "OpenAI-compatible server), or use the `interpreter` 'phrases' or 'keywords'")
+                raise LLMError(
+                    "LLM naming needs an API key: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local "
+                    "OpenAI-compatible server), or use the `interpreter` 'phrases' or 'keywords'"
+                )
             client = LLMClient()
         return LLMInterpreter(client, **kw)
     raise DataError(f"Unknown interpreter {kind!r}: use 'phrases', 'keywords' or 'llm'")

@@ -18,6 +18,7 @@
 The top keywords stay in ``Interpretation.keywords``. Without an embedder the best-scoring span is the
 label and fidelity is unavailable.
 """
+
 from __future__ import annotations
 
 import re
@@ -34,14 +35,72 @@ from .progress import ProgressFn, report
 # sentence ends, line breaks, brackets, semicolons, colons and dashes end a span outright
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|[\n\r]+|\s*[;:()\[\]{}]\s*|\s+[-\u2013\u2014]+\s+|\s*\u2026\s*")
 # commas and joining words start a new clause inside a long sentence
-_CLAUSE = re.compile(r",\s+|\s+(?=(?:and|but|so|because|although|though|while|whereas|which|when|if|or|since|"
-                     r"unless|until|after|before)\s)", re.I)
-_LEAD = {"and", "but", "so", "or", "of", "then", "also", "plus", "because", "although", "though", "while", "whereas",
-         "which", "when", "if", "since", "unless", "until", "after", "before", "that", "as", "yet", "just", "oh",
-         "well", "anyway", "however", "thus", "hence", "moreover", "furthermore", "additionally"}
+_CLAUSE = re.compile(
+    r",\s+|\s+(?=(?:and|but|so|because|although|though|while|whereas|which|when|if|or|since|"
+    r"unless|until|after|before)\s)",
+    re.I,
+)
+_LEAD = {
+    "and",
+    "but",
+    "so",
+    "or",
+    "of",
+    "then",
+    "also",
+    "plus",
+    "because",
+    "although",
+    "though",
+    "while",
+    "whereas",
+    "which",
+    "when",
+    "if",
+    "since",
+    "unless",
+    "until",
+    "after",
+    "before",
+    "that",
+    "as",
+    "yet",
+    "just",
+    "oh",
+    "well",
+    "anyway",
+    "however",
+    "thus",
+    "hence",
+    "moreover",
+    "furthermore",
+    "additionally",
+}
 # a span may not start with an auxiliary (a clause cut from its subject) or end on a function word
-_AUX = {"is", "are", "was", "were", "be", "been", "being", "can", "could", "will", "would", "shall", "should", "may",
-        "might", "must", "has", "have", "had", "does", "do", "did"}
+_AUX = {
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "been",
+    "being",
+    "can",
+    "could",
+    "will",
+    "would",
+    "shall",
+    "should",
+    "may",
+    "might",
+    "must",
+    "has",
+    "have",
+    "had",
+    "does",
+    "do",
+    "did",
+}
 _WORD = re.compile(r"\S+")
 _URL = re.compile(r"\S*(?:https?://|www\.)\S*")
 _TOKEN = re.compile(r"(?u)\b[^\W\d_]{2,}\b")
@@ -110,11 +169,21 @@ class PhraseInterpreter:
     method = "phrases"
     accepts_embeddings = True
 
-    def __init__(self, embedder=None, n_spans: int = 24, n_compete: int = 3, top_docs: int = 30,
-                 min_words: int = 3, max_words: int = 8, n_examples: int = 3, seed: int = 0,
-                 fractions: Sequence[float] = (0.6, 0.2, 0.2), keywords: Optional[KeywordInterpreter] = None,
-                 templates: Sequence[str] = ("mentions {0}", "mentions {0} and {1}"),
-                 spans: bool = True):
+    def __init__(
+        self,
+        embedder=None,
+        n_spans: int = 24,
+        n_compete: int = 3,
+        top_docs: int = 30,
+        min_words: int = 3,
+        max_words: int = 8,
+        n_examples: int = 3,
+        seed: int = 0,
+        fractions: Sequence[float] = (0.6, 0.2, 0.2),
+        keywords: Optional[KeywordInterpreter] = None,
+        templates: Sequence[str] = ("mentions {0}", "mentions {0} and {1}"),
+        spans: bool = True,
+    ):
         self.embedder, self.n_spans, self.n_compete = embedder, max(1, n_spans), max(1, n_compete)
         self.top_docs, self.min_words, self.max_words = top_docs, min_words, max_words
         self.n_examples, self.seed, self.fractions = n_examples, seed, tuple(fractions)
@@ -179,8 +248,14 @@ class PhraseInterpreter:
         return out
 
     # -- main -------------------------------------------------------------------------------------
-    def interpret(self, texts: Sequence[str], codes, latents: Sequence[int], progress: Optional[ProgressFn] = None,
-                  embeddings: Optional[np.ndarray] = None) -> list[Interpretation]:
+    def interpret(
+        self,
+        texts: Sequence[str],
+        codes,
+        latents: Sequence[int],
+        progress: Optional[ProgressFn] = None,
+        embeddings: Optional[np.ndarray] = None,
+    ) -> list[Interpretation]:
         """One phrase-labelled :class:`Interpretation` per latent (order kept), with test-part fidelity."""
         texts, codes_csc, latents = _check_inputs(texts, codes, latents)
         splits = self.splits_ = label_splits(len(texts), self.seed, self.fractions)
@@ -228,12 +303,19 @@ class PhraseInterpreter:
             else:
                 label, method = "(no distinctive words)", "phrases"
             fidelity = judge.test_fidelity(j, label) if judge is not None and keywords else None
-            return Interpretation(latent=j, label=label, method=method, keywords=keywords, examples=examples,
-                                  fidelity=fidelity)
+            return Interpretation(
+                latent=j, label=label, method=method, keywords=keywords, examples=examples, fidelity=fidelity
+            )
         cands = [{"label": s, "text_score": round(sc, 3)} for s, sc in spans]
         if judge is None:
-            return Interpretation(latent=j, label=spans[0][0], method="phrases (unscored)", keywords=keywords,
-                                  examples=examples, candidates=cands)
+            return Interpretation(
+                latent=j,
+                label=spans[0][0],
+                method="phrases (unscored)",
+                keywords=keywords,
+                examples=examples,
+                candidates=cands,
+            )
         build_auc = judge.auc_on(j, [c["label"] for c in cands], "build")
         for c, a in zip(cands, build_auc):
             c["build_auc"] = a
@@ -242,8 +324,15 @@ class PhraseInterpreter:
         winner, val_auc, fidelity = judge.compete(j, [cands[i]["label"] for i in short])
         for i, a in zip(short, val_auc):
             cands[i]["val_auc"] = a
-        return Interpretation(latent=j, label=cands[short[winner]]["label"], method="phrases", keywords=keywords,
-                              examples=examples, candidates=cands, fidelity=fidelity)
+        return Interpretation(
+            latent=j,
+            label=cands[short[winner]]["label"],
+            method="phrases",
+            keywords=keywords,
+            examples=examples,
+            candidates=cands,
+            fidelity=fidelity,
+        )
 
 
 def text_embedder(embedding_model: Optional[str]):

@@ -13,6 +13,7 @@ test part of :func:`hsae_core.fidelity.label_splits`, which no labeller reads. L
 Offline labels are scored by the embedding judge; without an embedder that can embed text (a workspace
 of stored embeddings) their fidelity is unavailable (``fidelity_judge == "unavailable"``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -34,9 +35,19 @@ COLUMNS = ["latent", "label", "keywords", "label_method", *FIDELITY_COLUMNS]
 UNAVAILABLE = "unavailable"
 
 
-def label_features(texts: Sequence[str], codes, labeller: str = "phrases", *, latents: Optional[Sequence[int]] = None,
-                   embeddings: Optional[np.ndarray] = None, embedder=None, llm_client=None, seed: int = 0,
-                   progress: Optional[ProgressFn] = None, **options) -> pd.DataFrame:
+def label_features(
+    texts: Sequence[str],
+    codes,
+    labeller: str = "phrases",
+    *,
+    latents: Optional[Sequence[int]] = None,
+    embeddings: Optional[np.ndarray] = None,
+    embedder=None,
+    llm_client=None,
+    seed: int = 0,
+    progress: Optional[ProgressFn] = None,
+    **options,
+) -> pd.DataFrame:
     """Name ``latents`` (default: every latent that fires) with ``labeller`` and score each label on the test part.
 
     ``embedder`` (with ``embeddings`` of ``texts`` from the same model, or they are embedded through the
@@ -69,13 +80,21 @@ def label_features(texts: Sequence[str], codes, labeller: str = "phrases", *, la
     else:
         from .refine import llm_label_items
 
-        items = llm_label_items(texts, codes, latents, splits, llm_client, judge=judge, seed=seed,
-                                progress=progress, **options)
+        items = llm_label_items(
+            texts, codes, latents, splits, llm_client, judge=judge, seed=seed, progress=progress, **options
+        )
     table = items_table(items)
     dead = [j for j in range(codes.shape[1]) if j not in set(latents)]
     if dead:
-        filler = pd.DataFrame({"latent": dead, "label": [f"feature {j} (never fires)" for j in dead], "keywords": "",
-                               "label_method": "none", "fidelity_judge": UNAVAILABLE})
+        filler = pd.DataFrame(
+            {
+                "latent": dead,
+                "label": [f"feature {j} (never fires)" for j in dead],
+                "keywords": "",
+                "label_method": "none",
+                "fidelity_judge": UNAVAILABLE,
+            }
+        )
         table = pd.concat([table, filler], ignore_index=True)
     table = table.sort_values("latent", kind="stable").reset_index(drop=True)
     report(progress, 1, 1, f"{labeller}: {len(latents)} features labelled")
@@ -100,13 +119,19 @@ def items_table(items: Sequence[Interpretation]) -> pd.DataFrame:
     rows = []
     for it in items:
         fid = it.fidelity or {}
-        rows.append({
-            "latent": int(it.latent), "label": str(it.label), "keywords": ", ".join(map(str, it.keywords or [])),
-            "label_method": str(it.method),
-            "fidelity_auc": fid.get("auc"), "fidelity_f1": fid.get("f1"),
-            "fidelity_precision": fid.get("precision"), "fidelity_recall": fid.get("recall"),
-            "fidelity_judge": fid.get("judge") or UNAVAILABLE,
-        })
+        rows.append(
+            {
+                "latent": int(it.latent),
+                "label": str(it.label),
+                "keywords": ", ".join(map(str, it.keywords or [])),
+                "label_method": str(it.method),
+                "fidelity_auc": fid.get("auc"),
+                "fidelity_f1": fid.get("f1"),
+                "fidelity_precision": fid.get("precision"),
+                "fidelity_recall": fid.get("recall"),
+                "fidelity_judge": fid.get("judge") or UNAVAILABLE,
+            }
+        )
     table = pd.DataFrame(rows, columns=COLUMNS)
     for col in FIDELITY_COLUMNS[:-1]:
         table[col] = pd.to_numeric(table[col], errors="coerce").astype(float)
@@ -124,8 +149,10 @@ def low_fidelity(table: pd.DataFrame) -> pd.Series:
 
 def trusted(table: pd.DataFrame) -> pd.Series:
     """True for labels that were scored and are not of low fidelity (see :func:`low_fidelity`)."""
-    scored = pd.to_numeric(table["fidelity_auc"], errors="coerce").notna() | \
-        pd.to_numeric(table["fidelity_f1"], errors="coerce").notna()
+    scored = (
+        pd.to_numeric(table["fidelity_auc"], errors="coerce").notna()
+        | pd.to_numeric(table["fidelity_f1"], errors="coerce").notna()
+    )
     return scored & ~low_fidelity(table)
 
 
@@ -135,8 +162,13 @@ def summarize(table: pd.DataFrame, column: str = "fidelity_auc") -> dict:
     if len(values) == 0:
         return {"n": 0, "q25": None, "median": None, "q75": None, "mean": None}
     q25, med, q75 = np.quantile(values, [0.25, 0.5, 0.75])
-    return {"n": int(len(values)), "q25": round(float(q25), 4), "median": round(float(med), 4),
-            "q75": round(float(q75), 4), "mean": round(float(values.mean()), 4)}
+    return {
+        "n": int(len(values)),
+        "q25": round(float(q25), 4),
+        "median": round(float(med), 4),
+        "q75": round(float(q75), 4),
+        "mean": round(float(values.mean()), 4),
+    }
 
 
 # ------------------------------------------------------------------------------------------- in a workspace
@@ -152,8 +184,9 @@ def _check_name(name: str) -> str:
     return name
 
 
-def build_label_sets(texts: Sequence[str], codes, *, embeddings=None, embedder=None, seed: int = 0,
-                     progress: Optional[ProgressFn] = None) -> dict[str, pd.DataFrame]:
+def build_label_sets(
+    texts: Sequence[str], codes, *, embeddings=None, embedder=None, seed: int = 0, progress: Optional[ProgressFn] = None
+) -> dict[str, pd.DataFrame]:
     """The offline label sets a workspace build makes: ``keywords`` always, ``phrases`` when an embedder can
     judge them (the first key is the one to show)."""
     from .interpret import KeywordInterpreter
@@ -161,10 +194,26 @@ def build_label_sets(texts: Sequence[str], codes, *, embeddings=None, embedder=N
     shared = KeywordInterpreter(top_docs=50)  # both sets count the same build texts once
     sets = {}
     if embedder is not None:
-        sets["phrases"] = label_features(texts, codes, "phrases", embeddings=embeddings, embedder=embedder,
-                                         seed=seed, progress=progress, keywords=shared)
-    sets["keywords"] = label_features(texts, codes, "keywords", embeddings=embeddings, embedder=embedder, seed=seed,
-                                      progress=progress, keywords=shared)
+        sets["phrases"] = label_features(
+            texts,
+            codes,
+            "phrases",
+            embeddings=embeddings,
+            embedder=embedder,
+            seed=seed,
+            progress=progress,
+            keywords=shared,
+        )
+    sets["keywords"] = label_features(
+        texts,
+        codes,
+        "keywords",
+        embeddings=embeddings,
+        embedder=embedder,
+        seed=seed,
+        progress=progress,
+        keywords=shared,
+    )
     return sets
 
 
@@ -203,8 +252,9 @@ def read_index(ws_path) -> dict:
     return index
 
 
-def write_label_set(ws_path, name: str, table: pd.DataFrame, *, codes_key: str, show: bool = True,
-                    meta: Optional[dict] = None) -> None:
+def write_label_set(
+    ws_path, name: str, table: pd.DataFrame, *, codes_key: str, show: bool = True, meta: Optional[dict] = None
+) -> None:
     """Write ``labels/<name>.parquet`` and its index entry atomically (a reader never sees half a file)."""
     import time
     from pathlib import Path
@@ -216,10 +266,14 @@ def write_label_set(ws_path, name: str, table: pd.DataFrame, *, codes_key: str, 
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / f"{name}.parquet", lambda fh: table[COLUMNS].to_parquet(fh, index=False))
     index = read_index(ws_path)
-    index["sets"][name] = {"codes_key": codes_key, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                           "n_scored": int(max(table["fidelity_auc"].notna().sum(), table["fidelity_f1"].notna().sum())),
-                           "auc": summarize(table, "fidelity_auc"), "f1": summarize(table, "fidelity_f1"),
-                           **(meta or {})}
+    index["sets"][name] = {
+        "codes_key": codes_key,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "n_scored": int(max(table["fidelity_auc"].notna().sum(), table["fidelity_f1"].notna().sum())),
+        "auc": summarize(table, "fidelity_auc"),
+        "f1": summarize(table, "fidelity_f1"),
+        **(meta or {}),
+    }
     if show or not index.get("shown"):
         index["shown"] = name
     atomic_write_json(folder / INDEX_FILE, index, indent=2, default=str)
@@ -229,8 +283,10 @@ def has_label_sets(ws_path, codes_key: Optional[str]) -> bool:
     """Whether the workspace folder holds at least one label set made for these codes."""
     from pathlib import Path
 
-    return any(meta.get("codes_key") == codes_key and (Path(ws_path) / LABELS_DIR / f"{n}.parquet").is_file()
-               for n, meta in read_index(ws_path)["sets"].items())
+    return any(
+        meta.get("codes_key") == codes_key and (Path(ws_path) / LABELS_DIR / f"{n}.parquet").is_file()
+        for n, meta in read_index(ws_path)["sets"].items()
+    )
 
 
 def label_sets(ws) -> list[str]:
@@ -239,8 +295,11 @@ def label_sets(ws) -> list[str]:
 
     index = read_index(ws.path)
     key = ws.manifest.get("steps", {}).get("codes")
-    names = [n for n, meta in index["sets"].items()
-             if meta.get("codes_key") == key and (Path(ws.path) / LABELS_DIR / f"{n}.parquet").is_file()]
+    names = [
+        n
+        for n, meta in index["sets"].items()
+        if meta.get("codes_key") == key and (Path(ws.path) / LABELS_DIR / f"{n}.parquet").is_file()
+    ]
     shown = index.get("shown")
     return sorted(names, key=lambda n: (n != shown, n))
 
@@ -252,15 +311,19 @@ def load_label_set(ws, name: str) -> pd.DataFrame:
     name = _check_name(name)
     if name not in label_sets(ws):
         known = ", ".join(label_sets(ws)) or "none"
-        raise DataError(f"The workspace has no current label set {name!r} (label sets: {known}); "
-                        "make it with `hsae relabel` or the dashboard's Relabel control")
+        raise DataError(
+            f"The workspace has no current label set {name!r} (label sets: {known}); "
+            "make it with `hsae relabel` or the dashboard's Relabel control"
+        )
     try:
         table = pd.read_parquet(Path(ws.path) / LABELS_DIR / f"{name}.parquet")
     except (OSError, ValueError) as exc:
         from .errors import StorageError
 
-        raise StorageError(f"Label set {name!r} of {ws.path} is damaged or unreadable ({type(exc).__name__}); "
-                           "make it again with `hsae relabel`") from None
+        raise StorageError(
+            f"Label set {name!r} of {ws.path} is damaged or unreadable ({type(exc).__name__}); "
+            "make it again with `hsae relabel`"
+        ) from None
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise DataError(f"Label set {name!r} lacks columns {', '.join(missing)}; make it again with `hsae relabel`")
@@ -287,9 +350,19 @@ def features_with_labels(ws, name: Optional[str] = None) -> pd.DataFrame:
     return table
 
 
-def relabel_workspace(ws, labeller: str = "phrases", *, name: Optional[str] = None, llm_client=None,
-                      budget=None, refine: bool = False, show: bool = True, seed: int = 0,
-                      progress: Optional[ProgressFn] = None, **options) -> pd.DataFrame:
+def relabel_workspace(
+    ws,
+    labeller: str = "phrases",
+    *,
+    name: Optional[str] = None,
+    llm_client=None,
+    budget=None,
+    refine: bool = False,
+    show: bool = True,
+    seed: int = 0,
+    progress: Optional[ProgressFn] = None,
+    **options,
+) -> pd.DataFrame:
     """Label every firing feature of workspace ``ws`` with ``labeller`` and store it as label set ``name``.
 
     Offline labels are judged with the workspace's own embedder (the embeddings are already stored);
@@ -305,8 +378,17 @@ def relabel_workspace(ws, labeller: str = "phrases", *, name: Optional[str] = No
     if labeller == "llm":
         llm_client = _checked_llm_client(llm_client)
         options.update(refine=refine, budget=budget)
-    table = label_features(ws.texts, ws.codes, used, embeddings=ws.embeddings if embedder is not None else None,
-                           embedder=embedder, llm_client=llm_client, seed=seed, progress=progress, **options)
+    table = label_features(
+        ws.texts,
+        ws.codes,
+        used,
+        embeddings=ws.embeddings if embedder is not None else None,
+        embedder=embedder,
+        llm_client=llm_client,
+        seed=seed,
+        progress=progress,
+        **options,
+    )
     if labeller == "llm":
         _stop_if_every_call_failed(llm_client)
     meta = {"labeller": labeller}
@@ -321,8 +403,9 @@ def relabel_workspace(ws, labeller: str = "phrases", *, name: Optional[str] = No
         if current != ws.manifest.get("steps", {}).get("codes"):
             from .errors import WorkspaceChangedError
 
-            raise WorkspaceChangedError(f"The workspace {ws.path} was rebuilt while it was being labelled; "
-                                        "open it again and relabel")
+            raise WorkspaceChangedError(
+                f"The workspace {ws.path} was rebuilt while it was being labelled; open it again and relabel"
+            )
         write_label_set(ws.path, name or used, table, codes_key=current, show=show, meta=meta)
     return table
 
@@ -347,8 +430,10 @@ def _checked_llm_client(client):
         from .llm import LLMClient
 
         if not settings.openai_api_key():
-            raise LLMError("LLM labels need an LLM: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local server), "
-                           "or use the `labeller` 'phrases' or 'keywords'")
+            raise LLMError(
+                "LLM labels need an LLM: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local server), "
+                "or use the `labeller` 'phrases' or 'keywords'"
+            )
         client = LLMClient()
     if hasattr(client, "check"):
         client.check()  # an unreachable endpoint or a refused key fails now, before any labelling
@@ -362,8 +447,10 @@ def _stop_if_every_call_failed(client) -> None:
     if failed and not (getattr(client, "answered", 0) + stats.get("cache_hits", 0)):
         from .errors import LLMError
 
-        raise LLMError(f"Every LLM call failed ({failed}); no label set was written. Check the endpoint and "
-                       "the model, then relabel")
+        raise LLMError(
+            f"Every LLM call failed ({failed}); no label set was written. Check the endpoint and "
+            "the model, then relabel"
+        )
 
 
 def workspace_judge_embedder(ws):

@@ -7,6 +7,7 @@ sampling parameter; the API key is never logged, hashed or stored. With ``batch=
 :meth:`LLMClient.complete_many` sends its uncached prompts through the OpenAI Batch API instead (half
 price, up to 24 h; see ``openai_batch.py``) and caches the answers under the same keys.
 """
+
 from __future__ import annotations
 
 import email.utils
@@ -75,7 +76,9 @@ class _Cache:
         self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, model TEXT, answer TEXT, created REAL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, model TEXT, answer TEXT, created REAL)"
+        )
 
     def get(self, key: str) -> Optional[str]:
         with self._lock:
@@ -140,17 +143,29 @@ class LLMClient:
     and ``retries``.
     """
 
-    def __init__(self, model: str | None = None, api_key: str | None = None, base_url: str | None = None,
-                 cache_path: str | Path | None = None, max_concurrency: int = 8, max_retries: int = 4,
-                 timeout: float = 60.0, backoff: float = 1.0, batch: bool = False,
-                 batch_dir: str | Path | None = None, batch_poll_s: float | None = None):
+    def __init__(
+        self,
+        model: str | None = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        cache_path: str | Path | None = None,
+        max_concurrency: int = 8,
+        max_retries: int = 4,
+        timeout: float = 60.0,
+        backoff: float = 1.0,
+        batch: bool = False,
+        batch_dir: str | Path | None = None,
+        batch_poll_s: float | None = None,
+    ):
         import openai
 
         self.model = model or settings.llm_model()
         key = api_key or settings.openai_api_key()
         if not key:
-            raise LLMError("No LLM configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local "
-                           "OpenAI-compatible server), or use the offline keyword labels / activation annotation")
+            raise LLMError(
+                "No LLM configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local "
+                "OpenAI-compatible server), or use the offline keyword labels / activation annotation"
+            )
         self.base_url = base_url or settings.openai_base_url()
         if max_concurrency < 1:
             raise LLMError("max_concurrency must be at least 1")
@@ -192,40 +207,61 @@ class LLMClient:
                 if self.batch:  # a batch run must not pay for direct calls: list one batch instead
                     api.batches.list(limit=1)
                 else:
-                    api.chat.completions.create(model=self.model, messages=[{"role": "user", "content": "Reply OK."}],
-                                                max_tokens=8, temperature=0.0)
+                    api.chat.completions.create(
+                        model=self.model,
+                        messages=[{"role": "user", "content": "Reply OK."}],
+                        max_tokens=8,
+                        temperature=0.0,
+                    )
                 return
             except errors.APITimeoutError:
-                raise LLMError(f"The LLM endpoint {where} did not answer within {timeout:g} s; check OPENAI_BASE_URL "
-                               "and that the server is running") from None
+                raise LLMError(
+                    f"The LLM endpoint {where} did not answer within {timeout:g} s; check OPENAI_BASE_URL "
+                    "and that the server is running"
+                ) from None
             except errors.APIConnectionError as exc:
-                raise LLMError(f"Cannot reach the LLM endpoint {where} ({_reason(exc)}); check OPENAI_BASE_URL and "
-                               "that the server is running") from None
+                raise LLMError(
+                    f"Cannot reach the LLM endpoint {where} ({_reason(exc)}); check OPENAI_BASE_URL and "
+                    "that the server is running"
+                ) from None
             except (errors.AuthenticationError, errors.PermissionDeniedError) as exc:
-                raise LLMError(f"The LLM endpoint {where} refused the API key (HTTP {exc.status_code}); check "
-                               "OPENAI_API_KEY") from None
+                raise LLMError(
+                    f"The LLM endpoint {where} refused the API key (HTTP {exc.status_code}); check OPENAI_API_KEY"
+                ) from None
             except errors.NotFoundError:
-                raise LLMError(f"The LLM endpoint {where} has no model '{self.model}' (HTTP 404); set HSAE_LLM_MODEL "
-                               "(or `llm_model`) to a model it serves") from None
+                raise LLMError(
+                    f"The LLM endpoint {where} has no model '{self.model}' (HTTP 404); set HSAE_LLM_MODEL "
+                    "(or `llm_model`) to a model it serves"
+                ) from None
             except errors.APIStatusError as exc:
                 if exc.status_code in RETRYABLE_STATUS and attempt + 1 < attempts:
                     time.sleep(min(self._delay(attempt, exc), 5.0))
                     continue
-                raise LLMError(f"The LLM endpoint {where} answered HTTP {exc.status_code} to a test call "
-                               f"({_reason(exc)}); check the server and the model '{self.model}'") from None
+                raise LLMError(
+                    f"The LLM endpoint {where} answered HTTP {exc.status_code} to a test call "
+                    f"({_reason(exc)}); check the server and the model '{self.model}'"
+                ) from None
             except Exception as exc:  # a malformed answer: the endpoint is not OpenAI-compatible
-                raise LLMError(f"The LLM endpoint {where} gave an answer that is not an OpenAI chat completion "
-                               f"({type(exc).__name__}); check OPENAI_BASE_URL") from None
+                raise LLMError(
+                    f"The LLM endpoint {where} gave an answer that is not an OpenAI chat completion "
+                    f"({type(exc).__name__}); check OPENAI_BASE_URL"
+                ) from None
 
-    def cache_key(self, prompt: str, *, system: str | None = None, temperature: float = 0.0,
-                  max_tokens: int = 256, **params) -> str:
+    def cache_key(
+        self, prompt: str, *, system: str | None = None, temperature: float = 0.0, max_tokens: int = 256, **params
+    ) -> str:
         """The cache key for one call: a hash of model, system prompt, prompt and every parameter."""
-        payload = {"model": self.model, "system": system, "prompt": prompt,
-                   "params": {"temperature": temperature, "max_tokens": max_tokens, **params}}
+        payload = {
+            "model": self.model,
+            "system": system,
+            "prompt": prompt,
+            "params": {"temperature": temperature, "max_tokens": max_tokens, **params},
+        }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
-    def complete(self, prompt: str, *, system: str | None = None, temperature: float = 0.0,
-                 max_tokens: int = 256, **params) -> str | None:
+    def complete(
+        self, prompt: str, *, system: str | None = None, temperature: float = 0.0, max_tokens: int = 256, **params
+    ) -> str | None:
         """One chat completion's text, from the cache when possible; None when the call failed after retries."""
         key = self.cache_key(prompt, system=system, temperature=temperature, max_tokens=max_tokens, **params)
         cached = self._cache.get(key)
@@ -276,9 +312,11 @@ class LLMClient:
         if asked is not None:
             return min(asked, MAX_RETRY_AFTER_S)
         # exponential backoff with full jitter, so parallel workers do not retry in lockstep
-        return self.backoff * (2 ** attempt) * random.uniform(0.5, 1.5)
+        return self.backoff * (2**attempt) * random.uniform(0.5, 1.5)
 
-    def complete_many(self, prompts: list[str], *, progress: Optional[ProgressFn] = None, **same_params) -> list[str | None]:
+    def complete_many(
+        self, prompts: list[str], *, progress: Optional[ProgressFn] = None, **same_params
+    ) -> list[str | None]:
         """Answers for many prompts (same parameters), at most ``max_concurrency`` in flight; order kept.
 
         In batch mode (``batch=True``) this is :meth:`complete_batch`.
@@ -298,8 +336,16 @@ class LLMClient:
                     report(progress, done, total, f"{done}/{total} LLM answers")
         return [answers[p] for p in prompts]
 
-    def complete_batch(self, prompts: list[str], *, system: str | None = None, temperature: float = 0.0,
-                       max_tokens: int = 256, progress: Optional[ProgressFn] = None, **params) -> list[str | None]:
+    def complete_batch(
+        self,
+        prompts: list[str],
+        *,
+        system: str | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 256,
+        progress: Optional[ProgressFn] = None,
+        **params,
+    ) -> list[str | None]:
         """Answers for many prompts through the OpenAI Batch API; order kept, None where a request failed.
 
         Cached prompts are not sent; answers are cached as each batch is read, under the keys
@@ -320,12 +366,20 @@ class LLMClient:
                 self._count("cache_hits")
                 answers[prompt] = cached
                 continue
-            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-            body = {"model": self.model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens,
-                    **params}
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": prompt}
+            ]
+            body = {
+                "model": self.model,
+                "messages": messages,
+                "temperature": temperature,
+                "max_tokens": max_tokens,
+                **params,
+            }
             todo[request_id(CHAT, body)] = (prompt, key)
             bodies.append(body)
         if bodies:
+
             def store(results: dict) -> dict:
                 rejected = {}
                 for cid, body in results.items():
@@ -338,15 +392,27 @@ class LLMClient:
                     answers[prompt] = text
                 return rejected
 
-            outcome = run_batch(self._api, CHAT, bodies, state_dir=self.batch_dir, poll_interval=self.batch_poll_s,
-                                progress=progress, on_results=store)
+            outcome = run_batch(
+                self._api,
+                CHAT,
+                bodies,
+                state_dir=self.batch_dir,
+                poll_interval=self.batch_poll_s,
+                progress=progress,
+                on_results=store,
+            )
             self._count("requests", outcome.submitted)
             self._count("failures", len(outcome.errors))
             self.batch_ids += [b for b in outcome.batch_ids if b not in self.batch_ids]
             if outcome.errors:
                 first = next(iter(outcome.errors.values()))
-                log.warning("%d of %d Batch API requests to %s failed (first: %s)", len(outcome.errors), len(bodies),
-                            self.model, first)
+                log.warning(
+                    "%d of %d Batch API requests to %s failed (first: %s)",
+                    len(outcome.errors),
+                    len(bodies),
+                    self.model,
+                    first,
+                )
         return [answers.get(p) for p in prompts]
 
     def close(self) -> None:

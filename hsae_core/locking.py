@@ -6,6 +6,7 @@ records who holds it (pid, host, start time) for the "another build is running" 
 file system has no ``flock`` (some network mounts), an exclusive pid file is used instead and a pid
 file whose process is gone is taken over.
 """
+
 from __future__ import annotations
 
 import errno
@@ -80,8 +81,10 @@ class WorkspaceLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise StorageError(f"Cannot create the build lock {self.path}: {exc.strerror}; choose a writable "
-                               f"location for the workspace") from None
+            raise StorageError(
+                f"Cannot create the build lock {self.path}: {exc.strerror}; choose a writable "
+                f"location for the workspace"
+            ) from None
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -125,8 +128,7 @@ class WorkspaceLock:
         source = self.path.with_name(self.path.name + ".pid") if self._uses_pidfile() else self.path
         holder = _read_holder(source)
         who = f" (pid {holder['pid']} since {holder.get('since', '?')})" if holder.get("pid") else ""
-        return (f"Another build is running on {self.workspace}{who}; wait for it to finish, or build into "
-                f"another folder")
+        return f"Another build is running on {self.workspace}{who}; wait for it to finish, or build into another folder"
 
     def _uses_pidfile(self) -> bool:
         return self.path.with_name(self.path.name + ".pid").exists()
@@ -158,4 +160,3 @@ def _read_holder(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return info if isinstance(info, dict) else {}
-

@@ -8,6 +8,7 @@ out in minutes, not hours.
 Nothing here sends points anywhere: above ``settings.SCALE.map_points`` the page draws the aggregated
 grid of :func:`density_grid` plus a sample of points for hover.
 """
+
 from __future__ import annotations
 
 import time
@@ -28,9 +29,14 @@ PLACE_DIMS = 64
 
 
 # ---------------------------------------------------------------------------------------------- layout
-def compute_layout(embeddings: np.ndarray, seed: int = 0, n_neighbors: int = 15,
-                   fit_rows: int = settings.SCALE.map_fit_rows, progress: Optional[ProgressFn] = None,
-                   with_info: bool = False):
+def compute_layout(
+    embeddings: np.ndarray,
+    seed: int = 0,
+    n_neighbors: int = 15,
+    fit_rows: int = settings.SCALE.map_fit_rows,
+    progress: Optional[ProgressFn] = None,
+    with_info: bool = False,
+):
     """(N, 2) float32 layout (UMAP, cosine metric); with ``with_info`` also a dict saying how it was made.
 
     Beyond ``fit_rows`` documents UMAP is fitted on a random sample and each remaining document is put at
@@ -50,8 +56,15 @@ def compute_layout(embeddings: np.ndarray, seed: int = 0, n_neighbors: int = 15,
 
     X_fit = _unit(np.asarray(embeddings, dtype=np.float32) if fit is None else sample_matrix(embeddings, fit))
     release(embeddings)
-    reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, n_fit - 1), metric="cosine", random_state=seed, n_jobs=1,
-                        low_memory=True, force_approximation_algorithm=n_fit > 4_000)
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=min(n_neighbors, n_fit - 1),
+        metric="cosine",
+        random_state=seed,
+        n_jobs=1,
+        low_memory=True,
+        force_approximation_algorithm=n_fit > 4_000,
+    )
     report(progress, 1, 3, f"UMAP on {n_fit:,} documents")
     fitted = np.asarray(reducer.fit_transform(X_fit), dtype=np.float32)
     if fit is None:
@@ -62,9 +75,13 @@ def compute_layout(embeddings: np.ndarray, seed: int = 0, n_neighbors: int = 15,
         rest = np.setdiff1d(np.arange(n), fit, assume_unique=True)
         _place_by_neighbours(embeddings, rest, X_fit, fitted, coords, progress)
     report(progress, 3, 3, "layout done")
-    info = {"method": "umap" if fit is None else "umap on a sample + nearest-neighbour placement",
-            "fit_rows": int(n_fit), "n_docs": int(n), "seconds": round(time.perf_counter() - t0, 1),
-            "version": LAYOUT_VERSION}
+    info = {
+        "method": "umap" if fit is None else "umap on a sample + nearest-neighbour placement",
+        "fit_rows": int(n_fit),
+        "n_docs": int(n),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "version": LAYOUT_VERSION,
+    }
     return (coords, info) if with_info else coords
 
 
@@ -72,8 +89,15 @@ def _unit(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
-def _place_by_neighbours(embeddings, rest: np.ndarray, X_fit: np.ndarray, fitted: np.ndarray, coords: np.ndarray,
-                         progress: Optional[ProgressFn], dims: int = PLACE_DIMS) -> None:
+def _place_by_neighbours(
+    embeddings,
+    rest: np.ndarray,
+    X_fit: np.ndarray,
+    fitted: np.ndarray,
+    coords: np.ndarray,
+    progress: Optional[ProgressFn],
+    dims: int = PLACE_DIMS,
+) -> None:
     """Neighbours are searched among the fitted documents in their top ``dims`` principal directions (IVF,
     8 of ~sqrt(n_fit) lists): an approximation that only decides where a point is drawn, at a sixth of the
     cost of a full-width search."""
@@ -96,7 +120,7 @@ def _place_by_neighbours(embeddings, rest: np.ndarray, X_fit: np.ndarray, fitted
     index.add(P_fit)
     index.nprobe = min(nlist, 8)
     for start in range(0, len(rest), PLACE_CHUNK):
-        rows = rest[start:start + PLACE_CHUNK]
+        rows = rest[start : start + PLACE_CHUNK]
         q = project(_unit(np.ascontiguousarray(embeddings[rows], dtype=np.float32)))
         release(embeddings)
         sims, ids = index.search(q, PLACE_NEIGHBOURS)
@@ -110,9 +134,14 @@ def _place_by_neighbours(embeddings, rest: np.ndarray, X_fit: np.ndarray, fitted
 
 
 # ---------------------------------------------------------------------------------------------- density
-def density_grid(coords: np.ndarray, mask: Optional[np.ndarray] = None, values: Optional[np.ndarray] = None,
-                 bins: int = 300, extent: Optional[tuple[float, float, float, float]] = None,
-                 engine: str = "auto") -> dict:
+def density_grid(
+    coords: np.ndarray,
+    mask: Optional[np.ndarray] = None,
+    values: Optional[np.ndarray] = None,
+    bins: int = 300,
+    extent: Optional[tuple[float, float, float, float]] = None,
+    engine: str = "auto",
+) -> dict:
     """Points aggregated on a ``bins`` x ``bins`` grid: counts and (with ``values``) the mean value per cell.
 
     Returns ``{"count", "mean", "x", "y", "extent", "engine"}``; arrays are (bins_y, bins_x) with row 0 at
@@ -142,8 +171,14 @@ def density_grid(coords: np.ndarray, mask: Optional[np.ndarray] = None, values: 
         np.divide(total, count, out=mean, where=count > 0)
     xs = x0 + (np.arange(bins) + 0.5) * (x1 - x0) / bins
     ys = y0 + (np.arange(bins) + 0.5) * (y1 - y0) / bins
-    return {"count": count, "mean": mean, "x": xs, "y": ys, "extent": (x0, x1, y0, y1),
-            "engine": "datashader" if use_ds else "numpy"}
+    return {
+        "count": count,
+        "mean": mean,
+        "x": xs,
+        "y": ys,
+        "extent": (x0, x1, y0, y1),
+        "engine": "datashader" if use_ds else "numpy",
+    }
 
 
 def _extent(coords: np.ndarray) -> tuple[float, float, float, float]:
@@ -245,9 +280,13 @@ def selection_mask(coords: np.ndarray, selection) -> Optional[np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------------- filters
-def filter_mask(frame: pd.DataFrame, column: Optional[str] = None, values=None,
-                value_range: Optional[tuple[float, float]] = None,
-                feature_docs: Optional[np.ndarray] = None) -> np.ndarray:
+def filter_mask(
+    frame: pd.DataFrame,
+    column: Optional[str] = None,
+    values=None,
+    value_range: Optional[tuple[float, float]] = None,
+    feature_docs: Optional[np.ndarray] = None,
+) -> np.ndarray:
     """Documents kept by the Map's filters: a column equal to one of ``values`` or within ``value_range``,
     and (with ``feature_docs``, e.g. where a feature fires) only those documents."""
     keep = np.ones(len(frame), dtype=bool)
@@ -288,8 +327,9 @@ def _log_odds(fire_in, n_in, fire_out, n_out):
     return log_odds, log_odds / np.sqrt(1 / a + 1 / b + 1 / c + 1 / d)
 
 
-def region_overrepresentation(codes: sp.spmatrix, inside: np.ndarray, top: int = 20, min_inside: int = 3,
-                              among: Optional[np.ndarray] = None) -> pd.DataFrame:
+def region_overrepresentation(
+    codes: sp.spmatrix, inside: np.ndarray, top: int = 20, min_inside: int = 3, among: Optional[np.ndarray] = None
+) -> pd.DataFrame:
     """Features that fire more often inside a region than outside it (``among``: only these documents count).
 
     For each latent: counts of documents where it fires inside/outside, the two rates, their ratio and
@@ -311,15 +351,31 @@ def region_overrepresentation(codes: sp.spmatrix, inside: np.ndarray, top: int =
     rate_in = fire_in / n_in
     rate_out = fire_out / max(n_out, 1)
     ratio = (fire_in + 0.5) / n_in / ((fire_out + 0.5) / max(n_out, 1))
-    table = pd.DataFrame({"latent": np.arange(codes.shape[1]), "inside": fire_in.astype(int),
-                          "outside": fire_out.astype(int), "inside_rate": rate_in, "outside_rate": rate_out,
-                          "ratio": ratio, "log_odds": log_odds, "z": z})
+    table = pd.DataFrame(
+        {
+            "latent": np.arange(codes.shape[1]),
+            "inside": fire_in.astype(int),
+            "outside": fire_out.astype(int),
+            "inside_rate": rate_in,
+            "outside_rate": rate_out,
+            "ratio": ratio,
+            "log_odds": log_odds,
+            "z": z,
+        }
+    )
     table = table[(table["inside"] >= min_inside) & (table["log_odds"] > 0)]
     return table.sort_values("z", ascending=False).head(top).reset_index(drop=True)
 
 
-def map_regions(coords: np.ndarray, codes: sp.csr_matrix, labels, n_regions: int = 12, seed: int = 0,
-                fit_sample: int = 50_000, min_docs: int = 5) -> tuple[np.ndarray, pd.DataFrame]:
+def map_regions(
+    coords: np.ndarray,
+    codes: sp.csr_matrix,
+    labels,
+    n_regions: int = 12,
+    seed: int = 0,
+    fit_sample: int = 50_000,
+    min_docs: int = 5,
+) -> tuple[np.ndarray, pd.DataFrame]:
     """Split the map into regions (k-means on the 2-D positions) and name each by its most over-represented
     feature. Returns (region of every document, one row per region: region, x, y (label position),
     n_docs, latent, label, z, inside_rate, outside_rate)."""
@@ -348,16 +404,27 @@ def map_regions(coords: np.ndarray, codes: sp.csr_matrix, labels, n_regions: int
         ok = np.isfinite(z[j, r]) and log_odds[j, r] > 0
         members = coords[region == r]
         cx, cy = np.median(members, axis=0) if len(members) else km.cluster_centers_[r]
-        rows.append({"region": r, "x": float(cx), "y": float(cy), "n_docs": int(n_in[0, r]),
-                     "latent": j if ok else -1, "label": str(labels[j]) if ok else "(no distinctive feature)",
-                     "z": float(z[j, r]) if ok else float("nan"),
-                     "inside_rate": float(fire_in[j, r] / max(n_in[0, r], 1)) if ok else float("nan"),
-                     "outside_rate": float((fire_all[j, 0] - fire_in[j, r]) / max(n - n_in[0, r], 1)) if ok else float("nan")})
+        rows.append(
+            {
+                "region": r,
+                "x": float(cx),
+                "y": float(cy),
+                "n_docs": int(n_in[0, r]),
+                "latent": j if ok else -1,
+                "label": str(labels[j]) if ok else "(no distinctive feature)",
+                "z": float(z[j, r]) if ok else float("nan"),
+                "inside_rate": float(fire_in[j, r] / max(n_in[0, r], 1)) if ok else float("nan"),
+                "outside_rate": float((fire_all[j, 0] - fire_in[j, r]) / max(n - n_in[0, r], 1))
+                if ok
+                else float("nan"),
+            }
+        )
     return region, pd.DataFrame(rows)
 
 
-def strongest_documents(codes_csc: sp.csc_matrix, docs_mask: np.ndarray, latent: Optional[int], limit: int = 100
-                        ) -> np.ndarray:
+def strongest_documents(
+    codes_csc: sp.csc_matrix, docs_mask: np.ndarray, latent: Optional[int], limit: int = 100
+) -> np.ndarray:
     """Up to ``limit`` document ids from ``docs_mask``, strongest on ``latent`` first (then in document order)."""
     chosen = np.flatnonzero(docs_mask)
     if latent is None or latent < 0 or len(chosen) == 0:

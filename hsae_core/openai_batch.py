@@ -16,6 +16,7 @@ One job: request bodies for one endpoint in, a response body or an error message
 Results are handed to ``on_results`` in chunks as each batch's output file is read, so the caller can
 put them in its cache (embeddings, LLM answers) before the batch is marked as collected.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -72,10 +73,19 @@ class BatchOutcome:
     succeeded: int = 0
 
 
-def run_batch(client, endpoint: str, bodies: Sequence[dict], *, state_dir: str | Path | None = None,
-              poll_interval: float | None = None, max_attempts: int = 3, progress: Optional[ProgressFn] = None,
-              on_results: Optional[OnResults] = None, max_requests: int = MAX_REQUESTS,
-              max_bytes: int = MAX_FILE_BYTES) -> BatchOutcome:
+def run_batch(
+    client,
+    endpoint: str,
+    bodies: Sequence[dict],
+    *,
+    state_dir: str | Path | None = None,
+    poll_interval: float | None = None,
+    max_attempts: int = 3,
+    progress: Optional[ProgressFn] = None,
+    on_results: Optional[OnResults] = None,
+    max_requests: int = MAX_REQUESTS,
+    max_bytes: int = MAX_FILE_BYTES,
+) -> BatchOutcome:
     """Run ``bodies`` (request bodies for ``endpoint``) through the Batch API and wait for them.
 
     ``client`` is an ``openai.OpenAI``. Returns a :class:`BatchOutcome`; results are keyed by
@@ -97,9 +107,17 @@ def run_batch(client, endpoint: str, bodies: Sequence[dict], *, state_dir: str |
             poll_interval = settings.batch_poll_s()
         except ValueError as exc:
             raise LLMError(str(exc)) from None
-    job = _Job(client, endpoint, wanted, _State(Path(state_dir) if state_dir else default_state_dir()),
-               float(poll_interval), progress, on_results,
-               max(1, int(max_requests)), int(max_bytes))
+    job = _Job(
+        client,
+        endpoint,
+        wanted,
+        _State(Path(state_dir) if state_dir else default_state_dir()),
+        float(poll_interval),
+        progress,
+        on_results,
+        max(1, int(max_requests)),
+        int(max_bytes),
+    )
     return job.run(int(max_attempts))
 
 
@@ -167,10 +185,15 @@ class _Job:
                 self._collect(entry, batch)
         for cid in [i for i in self.wanted if i in self.remaining]:
             self.outcome.errors[cid] = f"not processed after {max_attempts} batch attempt(s)" + (
-                f" ({self.last_problem})" if self.last_problem else "")
+                f" ({self.last_problem})" if self.last_problem else ""
+            )
         self.remaining.clear()
-        report(self.progress, total, max(total, 1), f"Batch API: {self.outcome.succeeded} done, "
-                                                    f"{len(self.outcome.errors)} failed")
+        report(
+            self.progress,
+            total,
+            max(total, 1),
+            f"Batch API: {self.outcome.succeeded} done, {len(self.outcome.errors)} failed",
+        )
         return self.outcome
 
     # -- which batches already cover what we need -----------------------------------------------
@@ -183,8 +206,9 @@ class _Job:
             if not self._mine(entry) or self.remaining.isdisjoint(entry["custom_ids"]):
                 continue
             if not entry.get("batch_id"):  # uploaded, but the batch creation was never recorded
-                entry["batch_id"] = (self._find_batch(entry["input_file_id"], entry.get("created", 0))
-                                     or self._create(entry["input_file_id"]))
+                entry["batch_id"] = self._find_batch(entry["input_file_id"], entry.get("created", 0)) or self._create(
+                    entry["input_file_id"]
+                )
                 self.state.put(entry)
             claimed.append(entry)
             log.info("Resuming Batch API batch %s (%d requests)", entry["batch_id"], len(entry["custom_ids"]))
@@ -209,10 +233,18 @@ class _Job:
             try:
                 uploaded = self.api.files.create(file=("hsae-batch.jsonl", data, "application/jsonl"), purpose="batch")
             except self._openai.APIError as exc:
-                raise LLMError(f"The Batch API at {self.base_url} refused the upload of {len(chunk)} requests: "
-                               f"{_short(exc)}") from None
-            entry = {"input_file_id": uploaded.id, "batch_id": None, "endpoint": self.endpoint,
-                     "base_url": self.base_url, "created": time.time(), "status": "uploaded", "custom_ids": chunk}
+                raise LLMError(
+                    f"The Batch API at {self.base_url} refused the upload of {len(chunk)} requests: {_short(exc)}"
+                ) from None
+            entry = {
+                "input_file_id": uploaded.id,
+                "batch_id": None,
+                "endpoint": self.endpoint,
+                "base_url": self.base_url,
+                "created": time.time(),
+                "status": "uploaded",
+                "custom_ids": chunk,
+            }
             self.state.put(entry)  # recorded before the batch exists: a crash now costs nothing twice
             entry["batch_id"] = self._create(uploaded.id)
             entry["status"] = "submitted"
@@ -224,8 +256,12 @@ class _Job:
 
     def _create(self, input_file_id: str) -> str:
         try:
-            batch = self.api.batches.create(input_file_id=input_file_id, endpoint=self.endpoint,
-                                            completion_window=COMPLETION_WINDOW, metadata={"source": "hsae"})
+            batch = self.api.batches.create(
+                input_file_id=input_file_id,
+                endpoint=self.endpoint,
+                completion_window=COMPLETION_WINDOW,
+                metadata={"source": "hsae"},
+            )
         except self._openai.APIError as exc:
             raise LLMError(f"The Batch API at {self.base_url} refused to create a batch: {_short(exc)}") from None
         return batch.id
@@ -237,15 +273,20 @@ class _Job:
         size = inputs = 0
         for cid in ids:
             body = self.wanted[cid]
-            line = (json.dumps({"custom_id": cid, "method": "POST", "url": self.endpoint, "body": body},
-                               ensure_ascii=False) + "\n").encode("utf-8")
+            line = (
+                json.dumps({"custom_id": cid, "method": "POST", "url": self.endpoint, "body": body}, ensure_ascii=False)
+                + "\n"
+            ).encode("utf-8")
             n_in = len(body["input"]) if self.endpoint == EMBEDDINGS and isinstance(body.get("input"), list) else 1
             if len(line) > self.max_bytes:
                 self.outcome.errors[cid] = "request is larger than a Batch API file may be"
                 self.remaining.discard(cid)
                 continue
-            if chunk and (len(chunk) >= self.max_requests or inputs + n_in > self.max_requests
-                          or size + len(line) > self.max_bytes):
+            if chunk and (
+                len(chunk) >= self.max_requests
+                or inputs + n_in > self.max_requests
+                or size + len(line) > self.max_bytes
+            ):
                 yield chunk, b"".join(lines)
                 chunk, lines, size, inputs = [], [], 0, 0
             chunk.append(cid)
@@ -278,8 +319,10 @@ class _Job:
                     status = getattr(exc, "status_code", None)
                     refused = status is not None and 400 <= status < 500 and status not in (408, 409, 429)
                     if refused or errors_in_a_row >= MAX_POLL_ERRORS:
-                        raise LLMError(f"Cannot check Batch API batch {bid} at {self.base_url} ({_short(exc)}); "
-                                       "it keeps running there: run the same command again to resume") from None
+                        raise LLMError(
+                            f"Cannot check Batch API batch {bid} at {self.base_url} ({_short(exc)}); "
+                            "it keeps running there: run the same command again to resume"
+                        ) from None
                     continue
                 if batch.status in TERMINAL:
                     finished.append((entry, batch))
@@ -290,8 +333,12 @@ class _Job:
                     statuses.append(batch.status)
             if pending:
                 done = len(self.wanted) - len(self.remaining) + in_flight
-                report(self.progress, min(done, len(self.wanted)), len(self.wanted),
-                       f"Batch API: {len(pending)} batch(es) {', '.join(sorted(set(statuses))) or 'waiting'}")
+                report(
+                    self.progress,
+                    min(done, len(self.wanted)),
+                    len(self.wanted),
+                    f"Batch API: {len(pending)} batch(es) {', '.join(sorted(set(statuses))) or 'waiting'}",
+                )
                 time.sleep(self.poll_interval)
         return finished
 
@@ -325,8 +372,10 @@ class _Job:
             self.state.put({**entry, "custom_ids": []})
             return
         except self._openai.APIError as exc:
-            raise LLMError(f"Could not download the results of batch {batch.id} ({_short(exc)}); "
-                           "run the same command again to resume") from None
+            raise LLMError(
+                f"Could not download the results of batch {batch.id} ({_short(exc)}); "
+                "run the same command again to resume"
+            ) from None
         if bad_lines:
             log.warning("Batch %s: %d output line(s) could not be read", batch.id, bad_lines)
         problem = _batch_problem(batch)
@@ -345,8 +394,7 @@ class _Job:
                 continue  # unfinished: stays remaining and goes into the next batch
             self.remaining.discard(cid)
         # Only answered requests stay claimed by this batch: failed ones are asked again by a later run.
-        self.state.put({**entry, "custom_ids": [i for i in entry["custom_ids"] if i in ok],
-                        "status": batch.status})
+        self.state.put({**entry, "custom_ids": [i for i in entry["custom_ids"] if i in ok], "status": batch.status})
 
     def _deliver(self, chunk: dict) -> set:
         """Hand results over; returns the ids the caller rejected (recorded as errors)."""
@@ -403,8 +451,11 @@ def _parse_record(record: dict, endpoint: str) -> tuple[Optional[dict], object]:
         return None, f"{code}: {message}" if code else str(message)
     status, body = response.get("status_code"), response.get("body")
     if status != 200:
-        detail = body.get("error", {}).get("message") if isinstance(body, dict) and isinstance(
-            body.get("error"), dict) else None
+        detail = (
+            body.get("error", {}).get("message")
+            if isinstance(body, dict) and isinstance(body.get("error"), dict)
+            else None
+        )
         return None, f"HTTP {status}" + (f": {detail}" if detail else "")
     key = "choices" if endpoint == CHAT else "data"
     if not isinstance(body, dict) or not isinstance(body.get(key), list) or not body[key]:

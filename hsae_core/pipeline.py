@@ -4,6 +4,7 @@ split -> select latents -> name them -> annotate the holdout -> holdout statisti
 
 The holdout is never used for training the SAE, selecting latents or naming them.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,20 @@ from .stats import embedding_baseline, evaluate_hypotheses
 
 MIN_TRAIN_ROWS = 50
 MIN_HOLDOUT_ROWS = 20
-TABLE_COLUMNS = ["latent", "hypothesis", "fidelity_auc", "fidelity_f1", "selection_score", "prevalence", "separation", "separation_p",
-                 "coef", "coef_p", "significant_bonferroni", "significant_fdr"]
+TABLE_COLUMNS = [
+    "latent",
+    "hypothesis",
+    "fidelity_auc",
+    "fidelity_f1",
+    "selection_score",
+    "prevalence",
+    "separation",
+    "separation_p",
+    "coef",
+    "coef_p",
+    "significant_bonferroni",
+    "significant_fdr",
+]
 STAGES = ("train_sae", "encode", "select", "interpret", "annotate", "evaluate")
 
 
@@ -74,10 +87,14 @@ class HypothesisConfig:
         """Raise a DataError naming the first parameter out of range, before any heavy work. With
         ``pretrained`` (a given SAE), the SAE's own size bounds `n` instead of `m`."""
         if self.select not in settings.SELECT_METHODS:
-            raise DataError(f"Unknown selection method '{self.select}' for `select`; use one of "
-                            f"{', '.join(settings.SELECT_METHODS)}")
+            raise DataError(
+                f"Unknown selection method '{self.select}' for `select`; use one of "
+                f"{', '.join(settings.SELECT_METHODS)}"
+            )
         if self.target_kind not in settings.TARGET_KINDS:
-            raise DataError(f"Unknown `target_kind` '{self.target_kind}'; use one of {', '.join(settings.TARGET_KINDS)}")
+            raise DataError(
+                f"Unknown `target_kind` '{self.target_kind}'; use one of {', '.join(settings.TARGET_KINDS)}"
+            )
         for name in ("m", "k", "n", "top_n", "max_epochs", "batch_size"):
             validate.positive_int(name, getattr(self, name))
         if self.k > self.m:
@@ -127,11 +144,23 @@ class StageTimer:
 
 
 # ---------------------------------------------------------------------------------------- the one entry point
-def hypothesize(data, *, text_col: str, target_col: str, holdout=None, config: Optional[HypothesisConfig] = None,
-                embeddings: Optional[np.ndarray] = None, embedder: Optional[Embedder | str] = None,
-                sae: Optional[SparseAutoencoder] = None, interpreter: Optional[Interpreter | str] = None,
-                annotator: Optional[Annotator | str] = None, llm_client=None, out_dir=None,
-                progress: Optional[ProgressFn] = None, embed_progress: Optional[ProgressFn] = None) -> HypothesisRun:
+def hypothesize(
+    data,
+    *,
+    text_col: str,
+    target_col: str,
+    holdout=None,
+    config: Optional[HypothesisConfig] = None,
+    embeddings: Optional[np.ndarray] = None,
+    embedder: Optional[Embedder | str] = None,
+    sae: Optional[SparseAutoencoder] = None,
+    interpreter: Optional[Interpreter | str] = None,
+    annotator: Optional[Annotator | str] = None,
+    llm_client=None,
+    out_dir=None,
+    progress: Optional[ProgressFn] = None,
+    embed_progress: Optional[ProgressFn] = None,
+) -> HypothesisRun:
     """Table in, hypotheses out: read, split, embed, SAE, select, name, annotate, evaluate, write.
 
     ``data`` (and ``holdout``, a separate holdout table) is a path to a CSV/TSV/JSON/JSONL/Parquet table
@@ -144,8 +173,9 @@ def hypothesize(data, *, text_col: str, target_col: str, holdout=None, config: O
     config = config or HypothesisConfig()
     config.validate(pretrained=sae is not None)
     # Everything that can be refused cheaply is refused before reading, embedding or training.
-    interpreter = resolve_interpreter(interpreter or config.interpreter, llm_client,
-                                      embedding_model=_embedding_model_hint(embeddings, embedder, sae))
+    interpreter = resolve_interpreter(
+        interpreter or config.interpreter, llm_client, embedding_model=_embedding_model_hint(embeddings, embedder, sae)
+    )
     annotator = resolve_annotator(annotator or config.annotator, llm_client)
     if out_dir is not None:
         check_run_folder(out_dir)
@@ -163,12 +193,23 @@ def hypothesize(data, *, text_col: str, target_col: str, holdout=None, config: O
         _targets(train, hold, config)  # a missing class is refused before embedding
     split_notes = split_warnings(train, hold, config) if holdout is None else []
     with timer("embed"):
-        X_train, X_hold, model_id = embed_split(train, hold, embeddings=embeddings, embedder=embedder, sae=sae,
-                                                progress=embed_progress)
-    run = run_hypotheses(train, hold, X_train, X_hold, config, progress=progress, llm_client=llm_client, sae=sae,
-                         embedding_model=model_id, interpreter=interpreter, annotator=annotator)
-    run.summary["seconds"] = {**timer.seconds, **run.summary["seconds"],
-                              "total": round(time.perf_counter() - t0, 3)}
+        X_train, X_hold, model_id = embed_split(
+            train, hold, embeddings=embeddings, embedder=embedder, sae=sae, progress=embed_progress
+        )
+    run = run_hypotheses(
+        train,
+        hold,
+        X_train,
+        X_hold,
+        config,
+        progress=progress,
+        llm_client=llm_client,
+        sae=sae,
+        embedding_model=model_id,
+        interpreter=interpreter,
+        annotator=annotator,
+    )
+    run.summary["seconds"] = {**timer.seconds, **run.summary["seconds"], "total": round(time.perf_counter() - t0, 3)}
     run.summary["split"] = describe_split(train, hold, config, separate_holdout=holdout is not None)
     if split_notes:
         run.summary["warnings"] = [f"split: {w}" for w in split_notes] + run.summary.get("warnings", [])
@@ -177,8 +218,9 @@ def hypothesize(data, *, text_col: str, target_col: str, holdout=None, config: O
     return run
 
 
-def load_split(data, text_col: str, target_col: str, holdout=None,
-               config: Optional[HypothesisConfig] = None) -> tuple[Corpus, Corpus]:
+def load_split(
+    data, text_col: str, target_col: str, holdout=None, config: Optional[HypothesisConfig] = None
+) -> tuple[Corpus, Corpus]:
     """(train, holdout) corpora with one target encoding shared by both.
 
     The holdout is a separate table (``holdout``), the rows whose ``config.split_col`` equals
@@ -217,8 +259,9 @@ def load_split(data, text_col: str, target_col: str, holdout=None,
         require_columns(frame, config.split_col)
         is_hold = (corpus.frame[config.split_col].astype(str) == str(config.holdout_value)).to_numpy()
         if is_hold.all() or not is_hold.any():
-            raise DataError(f"Splitting on `split_col` {config.split_col} = {config.holdout_value} "
-                            "leaves no rows on one side")
+            raise DataError(
+                f"Splitting on `split_col` {config.split_col} = {config.holdout_value} leaves no rows on one side"
+            )
         train_pos, hold_pos = np.flatnonzero(~is_hold), np.flatnonzero(is_hold)
     else:
         train_pos, hold_pos = split_indices(len(corpus), config.holdout_frac, config.seed)
@@ -239,11 +282,18 @@ def describe_split(train: Corpus, hold: Corpus, config: HypothesisConfig, separa
         dropped = train.counts.get("dropped_duplicate_text", 0) + hold.counts.get("dropped_duplicate_text", 0)
     else:
         dropped = train.counts.get("dropped_duplicate_text", 0)
-    out = {"method": method, "column": column, "holdout_frac": None if separate_holdout or config.split_col
-           else config.holdout_frac, "dedupe": bool(config.dedupe), "dropped_duplicate_text": int(dropped)}
+    out = {
+        "method": method,
+        "column": column,
+        "holdout_frac": None if separate_holdout or config.split_col else config.holdout_frac,
+        "dedupe": bool(config.dedupe),
+        "dropped_duplicate_text": int(dropped),
+    }
     if method == "grouped":
-        out["groups"] = {"train": int(train.frame[column].nunique(dropna=False)),
-                         "holdout": int(hold.frame[column].nunique(dropna=False))}
+        out["groups"] = {
+            "train": int(train.frame[column].nunique(dropna=False)),
+            "holdout": int(hold.frame[column].nunique(dropna=False)),
+        }
     if method == "by value":
         out["holdout_value"] = config.holdout_value
     return out
@@ -255,9 +305,15 @@ def _as_frame(data) -> pd.DataFrame:
     return read_table(data)
 
 
-def embed_split(train: Corpus, hold: Corpus, *, embeddings: Optional[np.ndarray] = None,
-                embedder: Optional[Embedder | str] = None, sae: Optional[SparseAutoencoder] = None,
-                progress: Optional[ProgressFn] = None) -> tuple[np.ndarray, np.ndarray, Optional[str]]:
+def embed_split(
+    train: Corpus,
+    hold: Corpus,
+    *,
+    embeddings: Optional[np.ndarray] = None,
+    embedder: Optional[Embedder | str] = None,
+    sae: Optional[SparseAutoencoder] = None,
+    progress: Optional[ProgressFn] = None,
+) -> tuple[np.ndarray, np.ndarray, Optional[str]]:
     """(X_train, X_hold, embedding model id): rows of stored ``embeddings`` or freshly embedded (cached) texts."""
     if embeddings is not None:
         E = embeddings
@@ -279,11 +335,20 @@ def embed_split(train: Corpus, hold: Corpus, *, embeddings: Optional[np.ndarray]
 
 
 # ---------------------------------------------------------------------------------------- the method on embeddings
-def run_hypotheses(train: Corpus, holdout: Corpus, X_train: np.ndarray, X_hold: np.ndarray,
-                   config: HypothesisConfig, out_dir=None, progress: Optional[ProgressFn] = None,
-                   llm_client=None, sae: Optional[SparseAutoencoder] = None, embedding_model: Optional[str] = None,
-                   interpreter: Optional[Interpreter | str] = None,
-                   annotator: Optional[Annotator | str] = None) -> HypothesisRun:
+def run_hypotheses(
+    train: Corpus,
+    holdout: Corpus,
+    X_train: np.ndarray,
+    X_hold: np.ndarray,
+    config: HypothesisConfig,
+    out_dir=None,
+    progress: Optional[ProgressFn] = None,
+    llm_client=None,
+    sae: Optional[SparseAutoencoder] = None,
+    embedding_model: Optional[str] = None,
+    interpreter: Optional[Interpreter | str] = None,
+    annotator: Optional[Annotator | str] = None,
+) -> HypothesisRun:
     """The method on already-embedded splits: SAE, selection, naming, annotation, statistics."""
     config.validate(pretrained=sae is not None)
     _validate_inputs(train, holdout, X_train, X_hold)
@@ -333,11 +398,16 @@ def run_hypotheses(train: Corpus, holdout: Corpus, X_train: np.ndarray, X_hold: 
     step(6, "done")
 
     annotation_cols["target"] = holdout.y
-    summary = _summary(train, holdout, config, sae, interpreter, annotator, llm_client, embedding_model,
-                       metrics, warnings, timer)
-    run = HypothesisRun(table=pd.concat(tables, ignore_index=True), summary=summary,
-                        annotations=pd.DataFrame(annotation_cols), sae=sae,
-                        interpretations=[names[j] for j in sorted(names)])
+    summary = _summary(
+        train, holdout, config, sae, interpreter, annotator, llm_client, embedding_model, metrics, warnings, timer
+    )
+    run = HypothesisRun(
+        table=pd.concat(tables, ignore_index=True),
+        summary=summary,
+        annotations=pd.DataFrame(annotation_cols),
+        sae=sae,
+        interpretations=[names[j] for j in sorted(names)],
+    )
     if out_dir is not None:
         write_run(run, out_dir)
     return run
@@ -354,8 +424,9 @@ def _embedding_model_hint(embeddings, embedder, sae) -> Optional[str]:
     return getattr(getattr(sae, "config_", None), "embedding_model", None)
 
 
-def resolve_interpreter(interpreter: Interpreter | str, llm_client=None,
-                        embedding_model: Optional[str] = None) -> Interpreter:
+def resolve_interpreter(
+    interpreter: Interpreter | str, llm_client=None, embedding_model: Optional[str] = None
+) -> Interpreter:
     """An interpreter instance, or one made from its name ('phrases', 'keywords' or 'llm').
 
     'phrases' judges its labels with the model that made the embeddings (``embedding_model``); when
@@ -377,13 +448,23 @@ def resolve_annotator(annotator: Annotator | str, llm_client=None) -> Annotator:
     return annotator
 
 
-def _fit_or_check_sae(sae: Optional[SparseAutoencoder], X_train: np.ndarray, config: HypothesisConfig,
-                      embedding_model: Optional[str]) -> SparseAutoencoder:
+def _fit_or_check_sae(
+    sae: Optional[SparseAutoencoder], X_train: np.ndarray, config: HypothesisConfig, embedding_model: Optional[str]
+) -> SparseAutoencoder:
     """Train the configured SAE on the training rows, or check that a given one reads these embeddings."""
     if sae is None:
-        return SparseAutoencoder(m=config.m, k=config.k, batch_topk=config.batch_topk, matryoshka=config.matryoshka,
-                                 max_epochs=config.max_epochs, batch_size=config.batch_size, lr=config.lr,
-                                 seed=config.seed, embedding_model=embedding_model, device=config.device).fit(X_train)
+        return SparseAutoencoder(
+            m=config.m,
+            k=config.k,
+            batch_topk=config.batch_topk,
+            matryoshka=config.matryoshka,
+            max_epochs=config.max_epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            seed=config.seed,
+            embedding_model=embedding_model,
+            device=config.device,
+        ).fit(X_train)
     if sae.d_in != X_train.shape[1]:
         need = sae.config_.embedding_model or "the model it was trained on"
         raise ModelError(f"The SAE expects {sae.d_in}-d embeddings (from {need}); these are {X_train.shape[1]}-d")
@@ -392,22 +473,26 @@ def _fit_or_check_sae(sae: Optional[SparseAutoencoder], X_train: np.ndarray, con
     return sae
 
 
-def _hypothesis_table(target_name, latents, scores, chosen, per_hyp: pd.DataFrame,
-                      annotator_method: str) -> tuple[pd.DataFrame, list[str]]:
+def _hypothesis_table(
+    target_name, latents, scores, chosen, per_hyp: pd.DataFrame, annotator_method: str
+) -> tuple[pd.DataFrame, list[str]]:
     """One row per hypothesis of one target, and the names of its annotation columns."""
     prefix = f"{target_name}:" if target_name is not None else ""
     cols = [f"{prefix}latent_{j}" for j in latents]
-    table = pd.DataFrame({
-        "latent": latents,
-        "hypothesis": [c.label for c in chosen],
-        "selection_score": scores,
-        "label_method": [c.method for c in chosen],
-        "keywords": [", ".join(c.keywords) for c in chosen],
-    })
+    table = pd.DataFrame(
+        {
+            "latent": latents,
+            "hypothesis": [c.label for c in chosen],
+            "selection_score": scores,
+            "label_method": [c.method for c in chosen],
+            "keywords": [", ".join(c.keywords) for c in chosen],
+        }
+    )
     fidelity = [c.fidelity or {} for c in chosen]
     for key in ("auc", "f1", "precision", "recall"):
-        table[f"fidelity_{key}"] = pd.to_numeric(pd.Series([f.get(key) for f in fidelity], dtype=object),
-                                                 errors="coerce").astype(float)
+        table[f"fidelity_{key}"] = pd.to_numeric(
+            pd.Series([f.get(key) for f in fidelity], dtype=object), errors="coerce"
+        ).astype(float)
     table["fidelity_judge"] = [f.get("judge") or "unavailable" for f in fidelity]
     table.insert(2, "fidelity_auc", table.pop("fidelity_auc"))
     table.insert(3, "fidelity_f1", table.pop("fidelity_f1"))
@@ -419,8 +504,19 @@ def _hypothesis_table(target_name, latents, scores, chosen, per_hyp: pd.DataFram
     return table, cols
 
 
-def _summary(train: Corpus, holdout: Corpus, config: HypothesisConfig, sae: SparseAutoencoder, interpreter,
-             annotator, llm_client, embedding_model, metrics: dict, warnings: list, timer: StageTimer) -> dict:
+def _summary(
+    train: Corpus,
+    holdout: Corpus,
+    config: HypothesisConfig,
+    sae: SparseAutoencoder,
+    interpreter,
+    annotator,
+    llm_client,
+    embedding_model,
+    metrics: dict,
+    warnings: list,
+    timer: StageTimer,
+) -> dict:
     summary = {
         "config": asdict(config),
         "target": {"column": train.target_col, "kind": train.target_kind, "classes": _jsonable(train.classes)},
@@ -440,11 +536,13 @@ def _summary(train: Corpus, holdout: Corpus, config: HypothesisConfig, sae: Spar
     clients = llm_clients(interpreter, annotator) or ([llm_client] if getattr(llm_client, "stats", None) else [])
     if clients:
         totals = {key: sum(c.stats.get(key, 0) for c in clients) for key in clients[0].stats}
-        summary["llm"] = {"client": totals,
-                          "failed_calls": totals.get("failures", 0),
-                          "last_error": next((c.last_error for c in clients if getattr(c, "last_error", None)), None),
-                          "interpreter": dict(getattr(interpreter, "stats_", {})),
-                          "annotator": dict(getattr(annotator, "stats_", {}))}
+        summary["llm"] = {
+            "client": totals,
+            "failed_calls": totals.get("failures", 0),
+            "last_error": next((c.last_error for c in clients if getattr(c, "last_error", None)), None),
+            "interpreter": dict(getattr(interpreter, "stats_", {})),
+            "annotator": dict(getattr(annotator, "stats_", {})),
+        }
         if getattr(llm_client, "batch_ids", None):  # Batch API jobs behind this run (their state is in the cache)
             summary["llm"]["batch_ids"] = list(llm_client.batch_ids)
     return summary
@@ -482,11 +580,15 @@ class LLMStage:
         failed, ok = (now - then for now, then in zip(self._counts(), self.before))
         reason = next((c.last_error for c in self.clients if getattr(c, "last_error", None)), "unknown")
         if failed and not ok:
-            raise LLMError(f"Every LLM call for {self.what} failed ({failed} calls; last error: {reason}); "
-                           "nothing was written. Check OPENAI_BASE_URL, the model name and the API key, then run again")
+            raise LLMError(
+                f"Every LLM call for {self.what} failed ({failed} calls; last error: {reason}); "
+                "nothing was written. Check OPENAI_BASE_URL, the model name and the API key, then run again"
+            )
         if failed:
-            self.warnings.append(f"{failed} of {failed + ok} LLM calls for {self.what} failed (last error: {reason}); "
-                                 "those latents kept keyword labels / those annotations are missing")
+            self.warnings.append(
+                f"{failed} of {failed + ok} LLM calls for {self.what} failed (last error: {reason}); "
+                "those latents kept keyword labels / those annotations are missing"
+            )
         return False
 
 
@@ -515,8 +617,9 @@ def _targets(train: Corpus, holdout: Corpus, config: HypothesisConfig):
     classes = [str(c) for c in train.classes]
     if config.target_class is not None:
         if str(config.target_class) not in classes:
-            raise DataError(f"Class '{config.target_class}' (`target_class`) not in the target; "
-                            f"classes are: {', '.join(classes)}")
+            raise DataError(
+                f"Class '{config.target_class}' (`target_class`) not in the target; classes are: {', '.join(classes)}"
+            )
         wanted = [classes.index(str(config.target_class))]
     else:
         wanted = range(len(classes))
@@ -556,7 +659,9 @@ def load_run(out_dir) -> HypothesisRun:
         summary = json.loads((out / "summary.json").read_text())
         annotations = pd.read_parquet(out / "holdout_annotations.parquet")
     except (OSError, ValueError) as exc:
-        raise DataError(f"{out} is not a complete hypothesis run: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+        raise DataError(
+            f"{out} is not a complete hypothesis run: {str(exc).splitlines()[0] if str(exc) else exc}"
+        ) from None
     if not isinstance(summary, dict) or (run_id is not None and summary.get("run_id") != run_id):
         raise DataError(f"Run folder {out}: summary.json does not belong to this run; run the hypotheses again")
     return HypothesisRun(table=table, summary=summary, annotations=annotations, out_dir=out)

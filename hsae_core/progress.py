@@ -2,6 +2,7 @@
 
 A progress callback is ``fn(done, total, message)``; library functions accept ``progress=None``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -126,9 +127,14 @@ class TqdmStaged:
         # A terminal that reports no size (some ptys, `script`) would get a zero-width bar: fall back to 100.
         width = shutil.get_terminal_size((100, 20)).columns
         width = width if width >= 40 else 100
-        self.bar = tqdm(total=1000, desc=label, leave=True, ncols=width,
-                        disable=(not sys.stderr.isatty()) if disable is None else disable,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed{postfix}")
+        self.bar = tqdm(
+            total=1000,
+            desc=label,
+            leave=True,
+            ncols=width,
+            disable=(not sys.stderr.isatty()) if disable is None else disable,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed{postfix}",
+        )
         self.progress = StagedProgress(weights, self._draw)
 
     def _draw(self, fraction: float, message: str, seconds_left: Optional[float]) -> None:

@@ -13,6 +13,7 @@ can reach (a shared disk, NFS), as for any local path given to Ray Data.
 
 Ray is optional (``pip install -e .[ray]``) and imported only when this engine is used.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,8 +47,9 @@ def require_ray():
         import ray
         import ray.data  # noqa: F401  (Ray without its data extra cannot run this engine)
     except ImportError:
-        raise EngineError("The Ray engine needs Ray Data: pip install -e .[ray]  (or: pip install 'ray[data]')") \
-            from None
+        raise EngineError(
+            "The Ray engine needs Ray Data: pip install -e .[ray]  (or: pip install 'ray[data]')"
+        ) from None
     return ray
 
 
@@ -141,17 +143,18 @@ def embedding_part_ok(dim: int) -> Callable[[Path, int], bool]:
         except (OSError, ValueError):
             return False
         return arr.dtype == np.float32 and arr.shape == (n_rows, dim)
+
     return ok
 
 
 def code_part_ok(path: Path, n_rows: int) -> bool:
     try:
-        indptr, indices, data = (np.load(path / f"{a}.npy", mmap_mode="r", allow_pickle=False)
-                                 for a in ("indptr", "indices", "data"))
+        indptr, indices, data = (
+            np.load(path / f"{a}.npy", mmap_mode="r", allow_pickle=False) for a in ("indptr", "indices", "data")
+        )
     except (OSError, ValueError):
         return False
-    return (indptr.shape == (n_rows + 1,) and int(indptr[0]) == 0
-            and len(indices) == len(data) == int(indptr[-1]))
+    return indptr.shape == (n_rows + 1,) and int(indptr[0]) == 0 and len(indices) == len(data) == int(indptr[-1])
 
 
 def write_code_part(folder: Path, lo: int, hi: int, codes) -> None:
@@ -335,9 +338,13 @@ def _write_text_shards(folder: Path, texts: Sequence[str], shards: list[Shard]) 
         except (OSError, pa.ArrowInvalid):
             ok = False
         if not ok:
-            table = pa.table({"shard": pa.array(np.full(shard.hi - shard.lo, shard.index, np.int32)),
-                              "row": pa.array(np.arange(shard.lo, shard.hi, dtype=np.int64)),
-                              "text": pa.array(list(texts[shard.lo : shard.hi]), type=pa.string())})
+            table = pa.table(
+                {
+                    "shard": pa.array(np.full(shard.hi - shard.lo, shard.index, np.int32)),
+                    "row": pa.array(np.arange(shard.lo, shard.hi, dtype=np.int64)),
+                    "text": pa.array(list(texts[shard.lo : shard.hi]), type=pa.string()),
+                }
+            )
             tmp = folder / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
             pq.write_table(table, tmp)
             os.replace(tmp, path)
@@ -372,15 +379,31 @@ def _remove_parts(folder: Path) -> None:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
-def _run_stage(ray, text_paths: list[Path], todo: list[Shard], udf, constructor_kwargs: dict, columns: list[str],
-               num_gpus: float, actors: int, progress: Optional[ProgressFn], label: str) -> None:
+def _run_stage(
+    ray,
+    text_paths: list[Path],
+    todo: list[Shard],
+    udf,
+    constructor_kwargs: dict,
+    columns: list[str],
+    num_gpus: float,
+    actors: int,
+    progress: Optional[ProgressFn],
+    label: str,
+) -> None:
     if not todo:
         return
     paths = [str(text_paths[s.index]) for s in todo]
     ds = ray.data.read_parquet(paths, override_num_blocks=len(paths)).select_columns(columns)
-    ds = ds.map_batches(udf, fn_constructor_kwargs=constructor_kwargs, batch_size=None, batch_format="numpy",
-                        num_gpus=num_gpus or None, num_cpus=1 if not num_gpus else None,
-                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(actors, len(todo)))))
+    ds = ds.map_batches(
+        udf,
+        fn_constructor_kwargs=constructor_kwargs,
+        batch_size=None,
+        batch_format="numpy",
+        num_gpus=num_gpus or None,
+        num_cpus=1 if not num_gpus else None,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(actors, len(todo)))),
+    )
     total, done = sum(s.hi - s.lo for s in todo), 0
     report(progress, 0, total, label)
     try:
@@ -388,14 +411,27 @@ def _run_stage(ray, text_paths: list[Path], todo: list[Shard], udf, constructor_
             done += len(batch["row"])
             report(progress, done, total, label)
     except ray.exceptions.RayError as exc:
-        raise EngineError(f"Ray {label} failed; finished shards are kept, run the build again to redo the rest: "
-                          f"{str(exc).strip().splitlines()[0]}") from None
+        raise EngineError(
+            f"Ray {label} failed; finished shards are kept, run the build again to redo the rest: "
+            f"{str(exc).strip().splitlines()[0]}"
+        ) from None
 
 
-def run_ray_stages(work: str | Path, texts: Sequence[str], *, m: int = 256, k: int = 8, seed: int = 0,
-                   embedder_spec: Optional[str] = None, embeddings: Optional[np.ndarray] = None, sae=None,
-                   device: str = settings.DEVICE, shard_rows: int = DEFAULT_SHARD_ROWS,
-                   train_rows: int = DEFAULT_TRAIN_ROWS, progress: Optional[ProgressFn] = None) -> RayOutputs:
+def run_ray_stages(
+    work: str | Path,
+    texts: Sequence[str],
+    *,
+    m: int = 256,
+    k: int = 8,
+    seed: int = 0,
+    embedder_spec: Optional[str] = None,
+    embeddings: Optional[np.ndarray] = None,
+    sae=None,
+    device: str = settings.DEVICE,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    train_rows: int = DEFAULT_TRAIN_ROWS,
+    progress: Optional[ProgressFn] = None,
+) -> RayOutputs:
     """Embed (unless ``embeddings``, one row per text, are given) and encode ``texts`` on the connected Ray
     cluster, leaving per-shard parts in ``work``; shards already done there are skipped.
 
@@ -429,13 +465,24 @@ def run_ray_stages(work: str | Path, texts: Sequence[str], *, m: int = 256, k: i
     emb_tilings, todo = _todo(emb_dir, shards, embedding_part_ok(dim))
     if todo and embeddings is not None:
         for shard in todo:  # stored vectors need no workers: copied into parts here
-            save_npy_atomic(emb_dir / shard.name / part_name(shard.lo, shard.hi, ".npy"),
-                            np.ascontiguousarray(embeddings[shard.lo : shard.hi], dtype=np.float32))
+            save_npy_atomic(
+                emb_dir / shard.name / part_name(shard.lo, shard.hi, ".npy"),
+                np.ascontiguousarray(embeddings[shard.lo : shard.hi], dtype=np.float32),
+            )
     elif todo:
         cache_dir = os.environ.get("HSAE_CACHE_DIR")
-        _run_stage(ray, text_paths, todo, EmbedBatches,
-                   {"embedder_spec": embedder_spec, "device": actor_device, "out_dir": str(emb_dir),
-                    "cache_dir": cache_dir}, ["shard", "row", "text"], num_gpus, actors, progress, "embedding")
+        _run_stage(
+            ray,
+            text_paths,
+            todo,
+            EmbedBatches,
+            {"embedder_spec": embedder_spec, "device": actor_device, "out_dir": str(emb_dir), "cache_dir": cache_dir},
+            ["shard", "row", "text"],
+            num_gpus,
+            actors,
+            progress,
+            "embedding",
+        )
     ran["embed"] = [s.index for s in todo]
     emb_tilings = _require_complete(emb_dir, shards, embedding_part_ok(dim), "embeddings")
 
@@ -453,10 +500,18 @@ def run_ray_stages(work: str | Path, texts: Sequence[str], *, m: int = 256, k: i
             sae = SparseAutoencoder.load(trained, device=device)
         else:
             rng = np.random.default_rng(seed)
-            rows = np.arange(len(texts)) if len(texts) <= train_rows else np.sort(
-                rng.choice(len(texts), train_rows, replace=False))
-            sample = np.concatenate([gather_rows(emb_tilings[s.index], rows[(rows >= s.lo) & (rows < s.hi)])
-                                     for s in shards if ((rows >= s.lo) & (rows < s.hi)).any()])
+            rows = (
+                np.arange(len(texts))
+                if len(texts) <= train_rows
+                else np.sort(rng.choice(len(texts), train_rows, replace=False))
+            )
+            sample = np.concatenate(
+                [
+                    gather_rows(emb_tilings[s.index], rows[(rows >= s.lo) & (rows < s.hi)])
+                    for s in shards
+                    if ((rows >= s.lo) & (rows < s.hi)).any()
+                ]
+            )
             report(progress, 0, 1, f"sae: training m={m}, k={k} on {len(sample)} rows")
             sae = SparseAutoencoder(m=m, k=k, seed=seed, embedding_model=model_id, device=device).fit(sample)
             tmp = _atomic_dir(trained)
@@ -479,22 +534,48 @@ def run_ray_stages(work: str | Path, texts: Sequence[str], *, m: int = 256, k: i
         _remove_parts(codes_dir / shards[index].name)
     _, todo = _todo(codes_dir, shards, code_part_ok)
     if todo:
-        _run_stage(ray, text_paths, todo, EncodeBatches,
-                   {"sae_config": config, "sae_weights": ray.put(weights), "device": actor_device,
-                    "emb_dir": str(emb_dir), "out_dir": str(codes_dir), "dim": dim},
-                   ["shard", "row"], num_gpus, actors, progress, "encoding")
+        _run_stage(
+            ray,
+            text_paths,
+            todo,
+            EncodeBatches,
+            {
+                "sae_config": config,
+                "sae_weights": ray.put(weights),
+                "device": actor_device,
+                "emb_dir": str(emb_dir),
+                "out_dir": str(codes_dir),
+                "dim": dim,
+            },
+            ["shard", "row"],
+            num_gpus,
+            actors,
+            progress,
+            "encoding",
+        )
     ran["encode"] = [s.index for s in todo]
     code_tilings = _require_complete(codes_dir, shards, code_part_ok, "codes")
-    return RayOutputs(work=work, shards=shards, embeddings=emb_tilings, codes=code_tilings, dim=dim, sae=sae,
-                      sae_source=sae_source, model_id=model_id, ran=ran)
+    return RayOutputs(
+        work=work,
+        shards=shards,
+        embeddings=emb_tilings,
+        codes=code_tilings,
+        dim=dim,
+        sae=sae,
+        sae_source=sae_source,
+        model_id=model_id,
+        ran=ran,
+    )
 
 
 def _require_complete(root: Path, shards: list[Shard], valid, what: str) -> list:
     tilings = [tile_parts(root / s.name, s, valid) for s in shards]
     missing = [s.name for s, t in zip(shards, tilings) if t is None]
     if missing:
-        raise EngineError(f"Ray finished but the {what} of {len(missing)} shard(s) are missing "
-                          f"({', '.join(missing[:3])}); run the build again to redo them")
+        raise EngineError(
+            f"Ray finished but the {what} of {len(missing)} shard(s) are missing "
+            f"({', '.join(missing[:3])}); run the build again to redo them"
+        )
     return tilings
 
 
@@ -511,18 +592,34 @@ def assemble(outputs: RayOutputs, folder: Path):
             X[lo:hi] = np.load(path, mmap_mode="r")
     X.flush()
     del X
-    parts = [tuple(np.load(path / f"{a}.npy", mmap_mode="r") for a in ("indptr", "indices", "data"))
-             for tiling in outputs.codes for _, _, path in tiling]
+    parts = [
+        tuple(np.load(path / f"{a}.npy", mmap_mode="r") for a in ("indptr", "indices", "data"))
+        for tiling in outputs.codes
+        for _, _, path in tiling
+    ]
     concat_csr(folder / "codes", parts, outputs.sae.config_.m)
     return np.load(emb_path, mmap_mode="r"), load_csr(folder / "codes")
 
 
-def build_workspace_ray(out_dir, *, frame, text_col: str, m: int = 256, k: int = 8, seed: int = 0,
-                        embedder_spec: Optional[str] = None, embeddings: Optional[np.ndarray] = None, sae=None,
-                        device: str = settings.DEVICE, address: Optional[str] = None,
-                        shard_rows: int = DEFAULT_SHARD_ROWS,
-                        train_rows: int = DEFAULT_TRAIN_ROWS, progress: Optional[ProgressFn] = None,
-                        name: Optional[str] = None, keep_work: bool = False):
+def build_workspace_ray(
+    out_dir,
+    *,
+    frame,
+    text_col: str,
+    m: int = 256,
+    k: int = 8,
+    seed: int = 0,
+    embedder_spec: Optional[str] = None,
+    embeddings: Optional[np.ndarray] = None,
+    sae=None,
+    device: str = settings.DEVICE,
+    address: Optional[str] = None,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    train_rows: int = DEFAULT_TRAIN_ROWS,
+    progress: Optional[ProgressFn] = None,
+    name: Optional[str] = None,
+    keep_work: bool = False,
+):
     """``build_workspace`` with embedding and encoding on Ray (``address``: a cluster; None: RAY_ADDRESS or a
     local Ray). ``embeddings`` (one row per table row) skip embedding; ``sae`` skips training. The work folder
     ``.NAME.ray`` beside ``out_dir`` keeps finished shards until the workspace is built (``keep_work``: always).
@@ -540,8 +637,10 @@ def build_workspace_ray(out_dir, *, frame, text_col: str, m: int = 256, k: int =
     if embeddings is not None:  # one row per table row, or per kept text (as `hsae embed` writes them)
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or len(embeddings) not in (len(frame), len(corpus.texts)):
-            raise DataError(f"Embeddings have shape {embeddings.shape}; expected one row per table row ({len(frame)})"
-                            f" or per non-empty text ({len(corpus.texts)})")
+            raise DataError(
+                f"Embeddings have shape {embeddings.shape}; expected one row per table row ({len(frame)})"
+                f" or per non-empty text ({len(corpus.texts)})"
+            )
         if len(embeddings) == len(frame):
             embeddings = embeddings[corpus.row_ids]
     out = Path(out_dir)
@@ -550,9 +649,20 @@ def build_workspace_ray(out_dir, *, frame, text_col: str, m: int = 256, k: int =
         ray = require_ray()
         started = _connect(ray, address)
         try:
-            outputs = run_ray_stages(work, corpus.texts, m=m, k=k, seed=seed, embedder_spec=embedder_spec,
-                                     embeddings=embeddings, sae=sae,
-                                     device=device, shard_rows=shard_rows, train_rows=train_rows, progress=progress)
+            outputs = run_ray_stages(
+                work,
+                corpus.texts,
+                m=m,
+                k=k,
+                seed=seed,
+                embedder_spec=embedder_spec,
+                embeddings=embeddings,
+                sae=sae,
+                device=device,
+                shard_rows=shard_rows,
+                train_rows=train_rows,
+                progress=progress,
+            )
         finally:
             if started:
                 ray.shutdown()
@@ -561,9 +671,22 @@ def build_workspace_ray(out_dir, *, frame, text_col: str, m: int = 256, k: int =
             full = np.zeros((len(frame), X.shape[1]), dtype=np.float32)
             full[corpus.row_ids] = X
             X = full
-        ws = build_workspace(out, frame=frame, text_col=text_col, m=m, k=k, seed=seed, embedder_spec=embedder_spec,
-                             embeddings=X, sae=outputs.sae, codes=codes, sae_source=outputs.sae_source,
-                             progress=progress, name=name, device=device)
+        ws = build_workspace(
+            out,
+            frame=frame,
+            text_col=text_col,
+            m=m,
+            k=k,
+            seed=seed,
+            embedder_spec=embedder_spec,
+            embeddings=X,
+            sae=outputs.sae,
+            codes=codes,
+            sae_source=outputs.sae_source,
+            progress=progress,
+            name=name,
+            device=device,
+        )
         del X, codes
         if keep_work:
             for folder in work.glob("assembled-*"):

@@ -12,6 +12,7 @@
 * :func:`llm_label_items`: the ``llm`` labeller of :mod:`hsae_core.labelsets` (LLM candidates, optional
   refinement, all under one budget). A failed or unusable answer is recorded and never stops a run.
 """
+
 from __future__ import annotations
 
 import math
@@ -87,11 +88,19 @@ class Budget:
         self.stopped = self.stopped or reason
 
     def describe(self) -> str:
-        caps = ", ".join(f"{n} {v:,}" for n, v in (("max calls", self.max_calls), ("max tokens", self.max_tokens))
-                         if v is not None) or "no cap"
-        return (f"spent {self.calls:,} calls, ~{self.tokens_in + self.tokens_out:,} tokens, ~${self.spent:.4f} "
-                f"({caps}; ${self.price_in}/M in, ${self.price_out}/M out)"
-                + (f"; stopped: {self.stopped}" if self.stopped else ""))
+        caps = (
+            ", ".join(
+                f"{n} {v:,}"
+                for n, v in (("max calls", self.max_calls), ("max tokens", self.max_tokens))
+                if v is not None
+            )
+            or "no cap"
+        )
+        return (
+            f"spent {self.calls:,} calls, ~{self.tokens_in + self.tokens_out:,} tokens, ~${self.spent:.4f} "
+            f"({caps}; ${self.price_in}/M in, ${self.price_out}/M out)"
+            + (f"; stopped: {self.stopped}" if self.stopped else "")
+        )
 
 
 class BudgetedClient:
@@ -106,16 +115,22 @@ class BudgetedClient:
     def stats(self) -> dict:
         return {**getattr(self.client, "stats", {}), "refused_by_budget": self.refused}
 
-    def complete_many(self, prompts: Sequence[str], *, progress: Optional[ProgressFn] = None,
-                      system: Optional[str] = None, max_tokens: int = 256, **params) -> list[Optional[str]]:
+    def complete_many(
+        self,
+        prompts: Sequence[str],
+        *,
+        progress: Optional[ProgressFn] = None,
+        system: Optional[str] = None,
+        max_tokens: int = 256,
+        **params,
+    ) -> list[Optional[str]]:
         prompts = list(prompts)
         upper = sum(estimate_tokens(p) + estimate_tokens(system) + max_tokens for p in prompts)
         if not self.budget.fits(len(prompts), upper):
             self.budget.stop(f"a batch of {len(prompts)} calls would exceed the budget")
             self.refused += len(prompts)
             return [None] * len(prompts)
-        answers = self.client.complete_many(prompts, progress=progress, system=system, max_tokens=max_tokens,
-                                            **params)
+        answers = self.client.complete_many(prompts, progress=progress, system=system, max_tokens=max_tokens, **params)
         self.budget.charge(prompts, answers, system)
         return answers
 
@@ -133,17 +148,32 @@ def _mean_chars(texts: Sequence[str], cap: int, sample: int = 2000) -> float:
     return float(np.mean(lengths)) if lengths else 0.0
 
 
-def estimate_llm_labels(texts: Sequence[str], n_features: int, *, name: bool = True, refine: bool = False,
-                        n_candidates: int = 3, n_examples: int = 10, n_eval: int = 20, n_test: int = 30,
-                        max_rounds: int = 3, n_build: int = 24, n_show: int = 4, budget: Optional[Budget] = None) -> dict:
+def estimate_llm_labels(
+    texts: Sequence[str],
+    n_features: int,
+    *,
+    name: bool = True,
+    refine: bool = False,
+    n_candidates: int = 3,
+    n_examples: int = 10,
+    n_eval: int = 20,
+    n_test: int = 30,
+    max_rounds: int = 3,
+    n_build: int = 24,
+    n_show: int = 4,
+    budget: Optional[Budget] = None,
+) -> dict:
     """Worst-case LLM calls, tokens and cost of naming ``n_features`` features (and refining every one of them)."""
     budget = budget or Budget()
     judge_in = estimate_tokens(load_prompt("judge")) + _mean_chars(texts, 2000) / CHARS_PER_TOKEN
     calls = tok_in = tok_out = 0.0
     if name:
         n_neg = max(3, n_examples // 2)
-        name_in = (estimate_tokens(load_prompt("interpret")) + estimate_tokens(load_prompt("interpret_system"))
-                   + (n_examples + n_neg) * _mean_chars(texts, 600) / CHARS_PER_TOKEN)
+        name_in = (
+            estimate_tokens(load_prompt("interpret"))
+            + estimate_tokens(load_prompt("interpret_system"))
+            + (n_examples + n_neg) * _mean_chars(texts, 600) / CHARS_PER_TOKEN
+        )
         judged = n_candidates * n_eval + n_test
         calls += n_candidates + judged
         tok_in += n_candidates * name_in + judged * judge_in
@@ -155,20 +185,29 @@ def estimate_llm_labels(texts: Sequence[str], n_features: int, *, name: bool = T
         tok_in += judged * judge_in + max_rounds * rewrite_in
         tok_out += judged * JUDGE_MAX_TOKENS + max_rounds * LABEL_MAX_TOKENS
     calls, tok_in, tok_out = (int(math.ceil(v * n_features)) for v in (calls, tok_in, tok_out))
-    return {"features": int(n_features), "calls": calls, "tokens_in": tok_in, "tokens_out": tok_out,
-            "cost_usd": round(budget.cost(tok_in, tok_out), 4), "price_in": budget.price_in,
-            "price_out": budget.price_out}
+    return {
+        "features": int(n_features),
+        "calls": calls,
+        "tokens_in": tok_in,
+        "tokens_out": tok_out,
+        "cost_usd": round(budget.cost(tok_in, tok_out), 4),
+        "price_in": budget.price_in,
+        "price_out": budget.price_out,
+    }
 
 
 def describe_estimate(est: dict, budget: Optional[Budget] = None) -> str:
     """One line for the user before an LLM run: what it may cost at most, and the caps that will stop it."""
     caps = ""
     if budget is not None and (budget.max_calls is not None or budget.max_tokens is not None):
-        caps = " · budget: " + ", ".join(f"{n} {v:,}" for n, v in (("calls", budget.max_calls),
-                                                                    ("tokens", budget.max_tokens)) if v is not None)
-    return (f"LLM estimate for {est['features']} features: at most {est['calls']:,} calls, "
-            f"~{est['tokens_in'] + est['tokens_out']:,} tokens, ~${est['cost_usd']:.4f} "
-            f"at ${est['price_in']}/M input and ${est['price_out']}/M output tokens{caps}")
+        caps = " · budget: " + ", ".join(
+            f"{n} {v:,}" for n, v in (("calls", budget.max_calls), ("tokens", budget.max_tokens)) if v is not None
+        )
+    return (
+        f"LLM estimate for {est['features']} features: at most {est['calls']:,} calls, "
+        f"~{est['tokens_in'] + est['tokens_out']:,} tokens, ~${est['cost_usd']:.4f} "
+        f"at ${est['price_in']}/M input and ${est['price_out']}/M output tokens{caps}"
+    )
 
 
 # ----------------------------------------------------------------------------------------------- refinement
@@ -194,9 +233,23 @@ class Refiner:
     of each kind); ``n_val`` validation texts decide; ``n_test`` test texts score the final label.
     """
 
-    def __init__(self, client, texts: Sequence[str], codes, splits: LabelSplits, *, f1_bar: float = 0.75,
-                 max_rounds: int = 3, n_build: int = 24, n_val: int = 20, n_test: int = 30, n_show: int = 4,
-                 budget: Optional[Budget] = None, seed: int = 0, max_chars: int = 600):
+    def __init__(
+        self,
+        client,
+        texts: Sequence[str],
+        codes,
+        splits: LabelSplits,
+        *,
+        f1_bar: float = 0.75,
+        max_rounds: int = 3,
+        n_build: int = 24,
+        n_val: int = 20,
+        n_test: int = 30,
+        n_show: int = 4,
+        budget: Optional[Budget] = None,
+        seed: int = 0,
+        max_chars: int = 600,
+    ):
         if not 0.0 <= float(f1_bar) <= 1.0:
             raise DataError(f"`f1_bar` must be between 0 and 1, got {f1_bar}")
         if int(max_rounds) < 0:
@@ -214,9 +267,18 @@ class Refiner:
         self.answers: list[dict] = []  # every rewrite answer, usable or not
 
     def estimate(self, n_features: int) -> dict:
-        return estimate_llm_labels(self.texts, n_features, name=False, refine=True, n_eval=self.n_val,
-                                   n_test=self.n_test, max_rounds=self.max_rounds, n_build=self.n_build,
-                                   n_show=self.n_show, budget=self.budget)
+        return estimate_llm_labels(
+            self.texts,
+            n_features,
+            name=False,
+            refine=True,
+            n_eval=self.n_val,
+            n_test=self.n_test,
+            max_rounds=self.max_rounds,
+            n_build=self.n_build,
+            n_show=self.n_show,
+            budget=self.budget,
+        )
 
     def refine(self, labels: dict[int, str], progress: Optional[ProgressFn] = None) -> dict[int, RefineResult]:
         """One :class:`RefineResult` per latent, in the order given; stops (cleanly) when the budget runs out."""
@@ -234,8 +296,13 @@ class Refiner:
     def _round_cost(self, label: str) -> tuple[int, int]:
         """Worst case of one round: a build judgement, a rewrite and a validation judgement of the rewrite."""
         judge_upper = estimate_tokens(self.judge.template) + estimate_tokens(label) + 2000 // 4 + JUDGE_MAX_TOKENS
-        rewrite_upper = (estimate_tokens(self.template) + estimate_tokens(self.system) + estimate_tokens(label)
-                         + 3 * self.n_show * math.ceil(self.max_chars / CHARS_PER_TOKEN) + LABEL_MAX_TOKENS)
+        rewrite_upper = (
+            estimate_tokens(self.template)
+            + estimate_tokens(self.system)
+            + estimate_tokens(label)
+            + 3 * self.n_show * math.ceil(self.max_chars / CHARS_PER_TOKEN)
+            + LABEL_MAX_TOKENS
+        )
         return self.n_build + 1 + self.n_val, (self.n_build + self.n_val) * judge_upper + rewrite_upper
 
     def _fits(self, *costs: tuple[int, int]) -> bool:
@@ -244,8 +311,12 @@ class Refiner:
     def _one(self, j: int, label: str) -> RefineResult:
         val_rows, val_truth = balanced_sample(self.codes, j, self.splits.validation, self.n_val, seed=self.seed)
         test_rows, test_truth = balanced_sample(self.codes, j, self.splits.test, self.n_test, seed=self.seed)
-        res = RefineResult(latent=j, start_label=label, label=label,
-                           rows={"shown": [], "validation": val_rows.tolist(), "test": test_rows.tolist()})
+        res = RefineResult(
+            latent=j,
+            start_label=label,
+            label=label,
+            rows={"shown": [], "validation": val_rows.tolist(), "test": test_rows.tolist()},
+        )
         if len(val_rows) == 0 or len(test_rows) == 0:
             res.stopped = "too few firing or silent texts to judge"
             return res
@@ -289,14 +360,24 @@ class Refiner:
         fps = [row for row, v, t in zip(build_rows, verdicts, build_truth) if v is True and t == 0]
         fns = [row for row, v, t in zip(build_rows, verdicts, build_truth) if v is False and t == 1]
         if not fps and not fns:
-            return {"round": r, "label": None, "kept": False, "reason": "no errors on the build sample",
-                    "build": llm_scores(verdicts, build_truth)}
+            return {
+                "round": r,
+                "label": None,
+                "kept": False,
+                "reason": "no errors on the build sample",
+                "build": llm_scores(verdicts, build_truth),
+            }
         shown = [*hits[: self.n_show], *fps[: self.n_show], *fns[: self.n_show]]
         res.rows["shown"] = sorted(set(res.rows["shown"]) | {int(x) for x in shown})
-        prompt = self.template.format(label=res.label, hits=self._listing(hits), false_positives=self._listing(fps),
-                                      false_negatives=self._listing(fns))
-        answer = self.client.complete_many([prompt], system=self.system, temperature=0.0,
-                                           max_tokens=LABEL_MAX_TOKENS)[0]
+        prompt = self.template.format(
+            label=res.label,
+            hits=self._listing(hits),
+            false_positives=self._listing(fps),
+            false_negatives=self._listing(fns),
+        )
+        answer = self.client.complete_many([prompt], system=self.system, temperature=0.0, max_tokens=LABEL_MAX_TOKENS)[
+            0
+        ]
         new = parse_label(answer, max_words=20)
         self.answers.append({"latent": j, "round": r, "answer": answer, "label": new})
         base = {"round": r, "build": llm_scores(verdicts, build_truth), "n_shown": len(shown)}
@@ -310,8 +391,14 @@ class Refiner:
         if val["f1"] is None:
             return {**base, "label": new, "val": val, "val_f1": None, "kept": False, "reason": "could not be scored"}
         kept = val["f1"] > current_f1
-        return {**base, "label": new, "val": val, "val_f1": val["f1"], "kept": kept,
-                "reason": "validation F1 rose" if kept else "validation F1 did not rise"}
+        return {
+            **base,
+            "label": new,
+            "val": val,
+            "val_f1": val["f1"],
+            "kept": kept,
+            "reason": "validation F1 rose" if kept else "validation F1 did not rise",
+        }
 
     def _listing(self, rows) -> str:
         rows = list(rows)[: self.n_show]
@@ -321,10 +408,23 @@ class Refiner:
 
 
 # ----------------------------------------------------------------------------------------------- the llm labeller
-def llm_label_items(texts: Sequence[str], codes, latents: Sequence[int], splits: LabelSplits, client, *,
-                    judge=None, seed: int = 0, progress: Optional[ProgressFn] = None, refine: bool = False,
-                    budget: Optional[Budget] = None, f1_bar: float = 0.75, max_rounds: int = 3, chunk: int = 8,
-                    **interpreter_options) -> list[Interpretation]:
+def llm_label_items(
+    texts: Sequence[str],
+    codes,
+    latents: Sequence[int],
+    splits: LabelSplits,
+    client,
+    *,
+    judge=None,
+    seed: int = 0,
+    progress: Optional[ProgressFn] = None,
+    refine: bool = False,
+    budget: Optional[Budget] = None,
+    f1_bar: float = 0.75,
+    max_rounds: int = 3,
+    chunk: int = 8,
+    **interpreter_options,
+) -> list[Interpretation]:
     """LLM labels for ``latents`` (candidates on build texts, chosen on validation, scored on test), then,
     with ``refine``, the rewrite loop for those under ``f1_bar``; everything under one ``budget``.
 
@@ -335,43 +435,73 @@ def llm_label_items(texts: Sequence[str], codes, latents: Sequence[int], splits:
 
     if client is None:
         if not settings.openai_api_key():
-            raise DataError("LLM labels need an LLM: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local server), "
-                            "or use the `labeller` 'phrases' or 'keywords'")
+            raise DataError(
+                "LLM labels need an LLM: set OPENAI_API_KEY (and OPENAI_BASE_URL for a local server), "
+                "or use the `labeller` 'phrases' or 'keywords'"
+            )
         client = LLMClient()
     budget = budget or Budget()
     client = client if isinstance(client, BudgetedClient) else BudgetedClient(client, budget)
     interpreter_options.setdefault("score_test", not refine)  # with refinement the final label is scored once, there
     interp = LLMInterpreter(client, seed=seed, **interpreter_options)
-    per_feature = estimate_llm_labels(texts, 1, n_candidates=interp.n_candidates, n_examples=interp.n_examples,
-                                      n_eval=interp.n_eval, n_test=interp.n_test, budget=budget)
+    per_feature = estimate_llm_labels(
+        texts,
+        1,
+        n_candidates=interp.n_candidates,
+        n_examples=interp.n_examples,
+        n_eval=interp.n_eval,
+        n_test=interp.n_test,
+        budget=budget,
+    )
     calls_each, tokens_each = per_feature["calls"], per_feature["tokens_in"] + per_feature["tokens_out"]
     latents = [int(j) for j in latents]
     items: list[Interpretation] = []
     start = 0
     while start < len(latents):
         left_calls = math.inf if budget.max_calls is None else budget.max_calls - budget.calls
-        left_tokens = math.inf if budget.max_tokens is None else budget.max_tokens - budget.tokens_in - budget.tokens_out
+        left_tokens = (
+            math.inf if budget.max_tokens is None else budget.max_tokens - budget.tokens_in - budget.tokens_out
+        )
         n_fit = int(min(chunk, left_calls // max(calls_each, 1), left_tokens // max(tokens_each, 1)))
         if n_fit < 1:
             budget.stop("not enough budget left to name more features")
             items.extend(_keyword_fallback(texts, codes, latents[start:], splits))
             break
-        items.extend(interp.interpret(texts, codes, latents[start:start + n_fit]))
+        items.extend(interp.interpret(texts, codes, latents[start : start + n_fit]))
         start += n_fit
         report(progress, start, len(latents) * (2 if refine else 1), "LLM labels")
     if refine:
-        refiner = Refiner(client, texts, codes, splits, f1_bar=f1_bar, max_rounds=max_rounds, budget=budget,
-                          seed=seed, n_val=interp.n_eval, n_test=interp.n_test)
+        refiner = Refiner(
+            client,
+            texts,
+            codes,
+            splits,
+            f1_bar=f1_bar,
+            max_rounds=max_rounds,
+            budget=budget,
+            seed=seed,
+            n_val=interp.n_eval,
+            n_test=interp.n_test,
+        )
         todo = {it.latent: it.label for it in items if it.method.startswith("llm:")}
-        results = refiner.refine(todo, progress=lambda d, t, m: report(progress, len(latents) + d,
-                                                                     len(latents) + t, m))
+        results = refiner.refine(todo, progress=lambda d, t, m: report(progress, len(latents) + d, len(latents) + t, m))
         for it in items:
             res = results.get(it.latent)
             if res is None:
                 continue
-            it.candidates = [*it.candidates, *({"label": rd.get("label"), "round": rd["round"], "kept": rd.get("kept"),
-                                                "reason": rd.get("reason"), "f1": rd.get("val_f1")}
-                                               for rd in res.rounds)]
+            it.candidates = [
+                *it.candidates,
+                *(
+                    {
+                        "label": rd.get("label"),
+                        "round": rd["round"],
+                        "kept": rd.get("kept"),
+                        "reason": rd.get("reason"),
+                        "f1": rd.get("val_f1"),
+                    }
+                    for rd in res.rounds
+                ),
+            ]
             if res.label != it.label:
                 it.label, it.method = res.label, f"{it.method} + refined"
             if res.test is not None:

@@ -1,5 +1,6 @@
 """A hypothesis run in words people read: metric names, formatted p-values, the ceiling beside the score,
 row counts and the split. Shared by the dashboard and anything else that shows a run; no plotting here."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -51,18 +52,33 @@ def headline_metrics(metrics: dict) -> list[tuple[str, str, str]]:
     folds = metrics.get("cv_folds", 5)
     base = metrics.get("embedding_baseline") or {}
     rows = [
-        (f"Holdout {name}", _num(metrics.get(f"{metric}_in_sample")),
-         f"How well the hypotheses together predict the target on the holdout ({'OLS' if metric == 'r2' else 'logistic'} "
-         "on their 0/1 presence)."),
-        (f"Cross-validated {name}", _num(metrics.get(f"{metric}_cv")),
-         f"The same model scored out of fold ({folds}-fold) on the holdout: less optimistic."),
-        (f"Embedding ceiling {name}", _num(base.get("value")),
-         f"A {base.get('model', 'ridge')} model on the raw embeddings, trained on the training rows: about as good as "
-         "anything built from these embeddings gets."),
-        ("Significant (Bonferroni)", f"{metrics.get('n_significant_bonferroni', 0)} / {metrics.get('n_hypotheses', 0)}",
-         "Hypotheses whose joint-model coefficient survives a Bonferroni correction at 5%."),
-        ("Significant (FDR)", f"{metrics.get('n_significant_fdr', 0)} / {metrics.get('n_hypotheses', 0)}",
-         "The same with Benjamini–Hochberg false discovery rate control at 5%."),
+        (
+            f"Holdout {name}",
+            _num(metrics.get(f"{metric}_in_sample")),
+            f"How well the hypotheses together predict the target on the holdout ({'OLS' if metric == 'r2' else 'logistic'} "
+            "on their 0/1 presence).",
+        ),
+        (
+            f"Cross-validated {name}",
+            _num(metrics.get(f"{metric}_cv")),
+            f"The same model scored out of fold ({folds}-fold) on the holdout: less optimistic.",
+        ),
+        (
+            f"Embedding ceiling {name}",
+            _num(base.get("value")),
+            f"A {base.get('model', 'ridge')} model on the raw embeddings, trained on the training rows: about as good as "
+            "anything built from these embeddings gets.",
+        ),
+        (
+            "Significant (Bonferroni)",
+            f"{metrics.get('n_significant_bonferroni', 0)} / {metrics.get('n_hypotheses', 0)}",
+            "Hypotheses whose joint-model coefficient survives a Bonferroni correction at 5%.",
+        ),
+        (
+            "Significant (FDR)",
+            f"{metrics.get('n_significant_fdr', 0)} / {metrics.get('n_hypotheses', 0)}",
+            "The same with Benjamini–Hochberg false discovery rate control at 5%.",
+        ),
     ]
     return rows
 
@@ -81,12 +97,14 @@ def split_summary(summary: dict) -> str:
     config = summary.get("config", {})
     rows = summary.get("rows", {})
     train, hold = rows.get("train", {}), rows.get("holdout", {})
-    method = split.get("method") or ("grouped" if config.get("group_col") else
-                                     "by value" if config.get("split_col") else "random")
+    method = split.get("method") or (
+        "grouped" if config.get("group_col") else "by value" if config.get("split_col") else "random"
+    )
     if method == "grouped":
         groups = split.get("groups") or {}
-        how = (f"random {config.get('holdout_frac', 0):.0%} of the groups of '{config.get('group_col')}'"
-               + (f" ({groups['train']:,} groups train, {groups['holdout']:,} holdout)" if groups else ""))
+        how = f"random {config.get('holdout_frac', 0):.0%} of the groups of '{config.get('group_col')}'" + (
+            f" ({groups['train']:,} groups train, {groups['holdout']:,} holdout)" if groups else ""
+        )
     elif method == "by value":
         how = f"rows where {config.get('split_col')} = {config.get('holdout_value')}"
     elif method == "holdout table":
@@ -108,8 +126,18 @@ def effect_rows(table: pd.DataFrame) -> pd.DataFrame:
     name = t["hypothesis"].astype(str) + " (#" + t["latent"].astype(int).astype(str) + ")"
     if "class" in t.columns:
         name = t["class"].astype(str) + ": " + name
-    out = pd.DataFrame({"hypothesis": name, "coef": t["coef"], "low": t["coef_ci_low"], "high": t["coef_ci_high"],
-                        "significant": np.where(t.get("significant_bonferroni", False), "Bonferroni-significant",
-                                                np.where(t.get("significant_fdr", False), "FDR only", "not significant"))})
+    out = pd.DataFrame(
+        {
+            "hypothesis": name,
+            "coef": t["coef"],
+            "low": t["coef_ci_low"],
+            "high": t["coef_ci_high"],
+            "significant": np.where(
+                t.get("significant_bonferroni", False),
+                "Bonferroni-significant",
+                np.where(t.get("significant_fdr", False), "FDR only", "not significant"),
+            ),
+        }
+    )
     out = out[np.isfinite(out["coef"].to_numpy(dtype=float))]
     return out.sort_values("coef").reset_index(drop=True)

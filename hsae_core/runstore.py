@@ -3,6 +3,7 @@ manifest (``run.json``: a run id plus the size and SHA-256 of every file), then 
 step. A kill while a rerun writes leaves the previous run; a folder whose files do not match its manifest
 (a mix of two runs, a truncated file) is refused in one line.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,14 +41,16 @@ def write_run_folder(out: str | Path, run_id: str, write: Callable[[Path], None]
     def staged(folder: Path) -> None:
         write(folder)
         files = {p.relative_to(folder).as_posix(): fingerprint(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-        atomic_write_json(folder / RUN_MANIFEST, {"format": "hsae-run", "version": 1, "run_id": run_id,
-                                                  "files": files}, indent=2)
+        atomic_write_json(
+            folder / RUN_MANIFEST, {"format": "hsae-run", "version": 1, "run_id": run_id, "files": files}, indent=2
+        )
 
     try:
         return replace_folder(out, staged)
     except OSError as exc:
-        raise StorageError(f"Writing the run folder {out} failed: {describe_os_error(exc)}; any previous run "
-                           "there is unchanged") from None
+        raise StorageError(
+            f"Writing the run folder {out} failed: {describe_os_error(exc)}; any previous run there is unchanged"
+        ) from None
 
 
 def verify_run_folder(out: str | Path) -> Optional[str]:
@@ -62,8 +65,10 @@ def verify_run_folder(out: str | Path) -> Optional[str]:
         manifest = json.loads(manifest_path.read_text())
         files, run_id = manifest["files"], manifest["run_id"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"Run folder {out}: {RUN_MANIFEST} is damaged ({type(exc).__name__}); run the hypotheses "
-                        "again into this folder") from None
+        raise DataError(
+            f"Run folder {out}: {RUN_MANIFEST} is damaged ({type(exc).__name__}); run the hypotheses "
+            "again into this folder"
+        ) from None
     for name in RUN_FILES:
         path, entry = out / name, files.get(name)
         if entry is None:
@@ -79,5 +84,7 @@ def verify_run_folder(out: str | Path) -> Optional[str]:
 
 
 def _mixed(out: Path, name: str) -> DataError:
-    return DataError(f"Run folder {out} mixes files of different runs or holds a damaged file ({name} is not the "
-                     f"one written with {RUN_MANIFEST}); run the hypotheses again into this folder")
+    return DataError(
+        f"Run folder {out} mixes files of different runs or holds a damaged file ({name} is not the "
+        f"one written with {RUN_MANIFEST}); run the hypotheses again into this folder"
+    )

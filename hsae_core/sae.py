@@ -15,6 +15,7 @@ Model:   z = TopK(W_enc (x - b_pre) + b_lat),   x_hat = W_dec^T z + b_pre
 at most k non-zeros per row, never a dense N x M matrix) / ``save`` / ``load`` (a folder with
 ``config.json`` + ``model.safetensors``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -266,13 +267,27 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
     """A scikit-learn estimator (``clone``, ``get_params``, usable in a ``Pipeline``): parameters in
     ``__init__`` stored unchanged, learned state with a trailing underscore. Defaults: :data:`settings.SAE`."""
 
-    def __init__(self, m: int = settings.SAE.m, k: int = settings.SAE.k, *, batch_topk: bool = settings.SAE.batch_topk,
-                 matryoshka: Sequence[int] = settings.SAE.matryoshka, aux_k: int = 0, aux_coef: float = 1.0 / 32,
-                 dead_after: int = 5_000, lr: float = settings.SAE.lr, batch_size: int = settings.SAE.batch_size,
-                 max_epochs: int = settings.SAE.max_epochs, patience: int = PATIENCE, min_delta: float = MIN_DELTA,
-                 max_samples: Optional[int] = MAX_SAMPLES, val_frac: float = 0.1,
-                 seed: int = settings.SAE.seed, embedding_model: Optional[str] = None,
-                 device: str = settings.DEVICE):
+    def __init__(
+        self,
+        m: int = settings.SAE.m,
+        k: int = settings.SAE.k,
+        *,
+        batch_topk: bool = settings.SAE.batch_topk,
+        matryoshka: Sequence[int] = settings.SAE.matryoshka,
+        aux_k: int = 0,
+        aux_coef: float = 1.0 / 32,
+        dead_after: int = 5_000,
+        lr: float = settings.SAE.lr,
+        batch_size: int = settings.SAE.batch_size,
+        max_epochs: int = settings.SAE.max_epochs,
+        patience: int = PATIENCE,
+        min_delta: float = MIN_DELTA,
+        max_samples: Optional[int] = MAX_SAMPLES,
+        val_frac: float = 0.1,
+        seed: int = settings.SAE.seed,
+        embedding_model: Optional[str] = None,
+        device: str = settings.DEVICE,
+    ):
         self.m, self.k = m, k
         self.batch_topk, self.matryoshka = batch_topk, matryoshka
         self.aux_k, self.aux_coef, self.dead_after = aux_k, aux_coef, dead_after
@@ -318,9 +333,17 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         n, d = X.shape
         if n < 2:
             raise ModelError(f"Need at least 2 rows to train an SAE, got {n}")
-        cfg = SAEConfig(d_in=d, m=self.m, k=self.k, batch_topk=self.batch_topk, matryoshka=tuple(self.matryoshka),
-                        aux_k=self.aux_k, aux_coef=self.aux_coef, dead_after=self.dead_after,
-                        embedding_model=self.embedding_model)
+        cfg = SAEConfig(
+            d_in=d,
+            m=self.m,
+            k=self.k,
+            batch_topk=self.batch_topk,
+            matryoshka=tuple(self.matryoshka),
+            aux_k=self.aux_k,
+            aux_coef=self.aux_coef,
+            dead_after=self.dead_after,
+            embedding_model=self.embedding_model,
+        )
         gen = torch.Generator().manual_seed(self.seed)
         torch.manual_seed(self.seed)
         order = torch.randperm(n, generator=gen).numpy()
@@ -343,8 +366,11 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         prefixes = list(cfg.matryoshka) + [cfg.m]
         batch = min(self.batch_size, len(X_train))
         history, best, best_loss, reference, bad_epochs = [], None, math.inf, math.inf, 0
-        epochs = self.max_epochs if self.max_samples is None else epoch_budget(len(X_train), self.max_epochs,
-                                                                                  self.max_samples)
+        epochs = (
+            self.max_epochs
+            if self.max_samples is None
+            else epoch_budget(len(X_train), self.max_epochs, self.max_samples)
+        )
         t0 = time.perf_counter()
         for epoch in range(epochs):
             model.train()
@@ -362,8 +388,12 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
                 self._track_firing(model, since_fired, idx, vals, len(x))
                 sums += (recon_loss.item(), aux_loss.item())
             steps = max(1, len(X_train) // batch)
-            record = {"epoch": epoch + 1, "train_nmse": sums[0] / steps, "aux_loss": sums[1] / steps,
-                      "dead_frac": float((since_fired >= cfg.dead_after).float().mean())}
+            record = {
+                "epoch": epoch + 1,
+                "train_nmse": sums[0] / steps,
+                "aux_loss": sums[1] / steps,
+                "dead_frac": float((since_fired >= cfg.dead_after).float().mean()),
+            }
             monitor = record["train_nmse"]
             if X_val is not None:
                 record["val_nmse"] = monitor = _nmse(model, X_val)
@@ -455,7 +485,9 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
             idx, vals, offsets = idx.cpu(), vals.cpu(), offsets.cpu()
             keep = vals > 0
             counts = torch.zeros(len(x), dtype=torch.long)
-            rows = torch.repeat_interleave(torch.arange(len(x)), torch.diff(torch.cat([offsets, torch.tensor([len(idx)])])))
+            rows = torch.repeat_interleave(
+                torch.arange(len(x)), torch.diff(torch.cat([offsets, torch.tensor([len(idx)])]))
+            )
             counts.index_add_(0, rows[keep], torch.ones(int(keep.sum()), dtype=torch.long))
             # Sort column indices within each row (CSR canonical form).
             r, c, v = rows[keep].numpy(), idx[keep].numpy(), vals[keep].numpy()
@@ -465,9 +497,11 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
             indptr.append(indptr[-1][-1] + np.cumsum(counts.numpy()))
             report(progress, min(start + batch_size, len(X)), len(X), "encoding")
         codes = sp.csr_matrix(
-            (np.concatenate(data) if data else np.zeros(0, np.float32),
-             np.concatenate(indices) if indices else np.zeros(0, np.int64),
-             np.concatenate(indptr)),
+            (
+                np.concatenate(data) if data else np.zeros(0, np.float32),
+                np.concatenate(indices) if indices else np.zeros(0, np.int64),
+                np.concatenate(indptr),
+            ),
             shape=(len(X), model.cfg.m),
         )
         codes.has_canonical_format = True
@@ -568,8 +602,12 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         fields = {f: int(config[f]) for f in ("d_in", "m", "k")}
         optional = ("batch_topk", "matryoshka", "aux_k", "aux_coef", "dead_after", "embedding_model")
         cfg = SAEConfig(**fields, **{f: config[f] for f in optional if f in config})
-        expected = {"encoder.weight": (cfg.m, cfg.d_in), "decoder.weight": (cfg.d_in, cfg.m),
-                    "pre_bias": (cfg.d_in,), "latent_bias": (cfg.m,)}
+        expected = {
+            "encoder.weight": (cfg.m, cfg.d_in),
+            "decoder.weight": (cfg.d_in, cfg.m),
+            "pre_bias": (cfg.d_in,),
+            "latent_bias": (cfg.m,),
+        }
         for name, shape in expected.items():
             if name not in tensors:
                 raise ModelError(f"{source}: weights are missing '{name}'")
@@ -591,9 +629,17 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
                 model.threshold.copy_(tensors["threshold"].float().reshape(()))
         model.eval()
         training = config.get("training", {})
-        sae = cls(m=cfg.m, k=cfg.k, batch_topk=cfg.batch_topk, matryoshka=cfg.matryoshka, aux_k=cfg.aux_k,
-                  aux_coef=cfg.aux_coef, dead_after=cfg.dead_after, embedding_model=cfg.embedding_model,
-                  **{k: v for k, v in training.items() if k in TRAINING_FIELDS})
+        sae = cls(
+            m=cfg.m,
+            k=cfg.k,
+            batch_topk=cfg.batch_topk,
+            matryoshka=cfg.matryoshka,
+            aux_k=cfg.aux_k,
+            aux_coef=cfg.aux_coef,
+            dead_after=cfg.dead_after,
+            embedding_model=cfg.embedding_model,
+            **{k: v for k, v in training.items() if k in TRAINING_FIELDS},
+        )
         sae.model_, sae.config_, sae.history_ = model, cfg, []
         sae.metrics_ = {}
         return sae

@@ -5,6 +5,7 @@ reconstruction residual: steered = decode(z') + (x - decode(z)) = x + W_dec^T (z
 With no edits (or edits equal to the current values) z' - z is exactly zero, so the steered vector
 *is* the query vector and the ranking is exactly the unsteered one.
 """
+
 from __future__ import annotations
 
 import time
@@ -44,9 +45,16 @@ class IndexInfo:
     seconds: float = 0.0
 
     def manifest(self) -> dict:
-        return {"kind": self.kind, "faiss": type(self.index).__name__, "nlist": self.nlist, "nprobe": self.nprobe,
-                "recall_at_10": self.recall_at_10, "tuning_queries": self.n_queries, "train_rows": self.train_rows,
-                "seconds": round(self.seconds, 2)}
+        return {
+            "kind": self.kind,
+            "faiss": type(self.index).__name__,
+            "nlist": self.nlist,
+            "nprobe": self.nprobe,
+            "recall_at_10": self.recall_at_10,
+            "tuning_queries": self.n_queries,
+            "train_rows": self.train_rows,
+            "seconds": round(self.seconds, 2),
+        }
 
 
 def _add_in_chunks(index, X, chunk: int = 65_536, progress: Optional[ProgressFn] = None) -> None:
@@ -54,14 +62,21 @@ def _add_in_chunks(index, X, chunk: int = 65_536, progress: Optional[ProgressFn]
     from .chunked import release
 
     for start in range(0, len(X), chunk):
-        index.add(_normalise(X[start:start + chunk]))
+        index.add(_normalise(X[start : start + chunk]))
         release(X)
         report(progress, min(start + chunk, len(X)), len(X), "adding vectors")
 
 
-def build_search_index(embeddings: np.ndarray, exact_limit: int = EXACT_LIMIT, *,
-                       target_recall: float = settings.SCALE.target_recall, n_queries: int = 500, seed: int = 0,
-                       nlist: Optional[int] = None, progress: Optional[ProgressFn] = None) -> IndexInfo:
+def build_search_index(
+    embeddings: np.ndarray,
+    exact_limit: int = EXACT_LIMIT,
+    *,
+    target_recall: float = settings.SCALE.target_recall,
+    n_queries: int = 500,
+    seed: int = 0,
+    nlist: Optional[int] = None,
+    progress: Optional[ProgressFn] = None,
+) -> IndexInfo:
     """Cosine-similarity FAISS index: exact (IndexFlatIP) up to ``exact_limit`` documents, IVF-Flat beyond.
 
     The IVF index (``nlist`` ~ sqrt(N) lists, spherical k-means on a sample of 64 rows per list) gets the
@@ -82,7 +97,7 @@ def build_search_index(embeddings: np.ndarray, exact_limit: int = EXACT_LIMIT, *
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)
     train_rows = np.sort(order[: min(n, 64 * nlist)])
-    held_out = order[len(train_rows):] if n > len(train_rows) else order
+    held_out = order[len(train_rows) :] if n > len(train_rows) else order
     queries = np.sort(held_out[: min(n_queries, max(1, n // 5))])
     report(progress, 0, 3, f"training {nlist} lists on {len(train_rows):,} rows")
     quantizer = faiss.IndexFlatIP(d)
@@ -97,8 +112,16 @@ def build_search_index(embeddings: np.ndarray, exact_limit: int = EXACT_LIMIT, *
     nprobe, recall = tune_nprobe(index, q, queries, target_recall, truth=truth)
     index.nprobe = nprobe
     report(progress, 3, 3, f"nprobe {nprobe}: recall@10 {recall:.3f}")
-    return IndexInfo(index, "ivf", nlist=nlist, nprobe=nprobe, recall_at_10=round(recall, 4),
-                     n_queries=len(queries), train_rows=len(train_rows), seconds=time.perf_counter() - t0)
+    return IndexInfo(
+        index,
+        "ivf",
+        nlist=nlist,
+        nprobe=nprobe,
+        recall_at_10=round(recall, 4),
+        n_queries=len(queries),
+        train_rows=len(train_rows),
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def exact_neighbours(embeddings: np.ndarray, queries: np.ndarray, k: int, chunk: int = 65_536) -> np.ndarray:
@@ -110,7 +133,7 @@ def exact_neighbours(embeddings: np.ndarray, queries: np.ndarray, k: int, chunk:
     best_s = np.full((len(q), k), -np.inf, dtype=np.float32)
     best_i = np.full((len(q), k), -1, dtype=np.int64)
     for start in range(0, len(embeddings), chunk):
-        block = _normalise(embeddings[start:start + chunk])
+        block = _normalise(embeddings[start : start + chunk])
         release(embeddings)
         s = q @ block.T
         kk = min(k, s.shape[1])
@@ -122,8 +145,14 @@ def exact_neighbours(embeddings: np.ndarray, queries: np.ndarray, k: int, chunk:
     return best_i
 
 
-def tune_nprobe(index, queries: np.ndarray, query_ids: np.ndarray, target_recall: float, k: int = 10,
-                truth: Optional[np.ndarray] = None) -> tuple[int, float]:
+def tune_nprobe(
+    index,
+    queries: np.ndarray,
+    query_ids: np.ndarray,
+    target_recall: float,
+    k: int = 10,
+    truth: Optional[np.ndarray] = None,
+) -> tuple[int, float]:
     """The smallest nprobe (from :data:`NPROBE_STEPS`, then all lists) with recall@k >= target_recall.
 
     ``truth`` holds each query's exact k+1 nearest rows (:func:`exact_neighbours`); without it they come from
@@ -139,8 +168,11 @@ def tune_nprobe(index, queries: np.ndarray, query_ids: np.ndarray, target_recall
     for nprobe in [p for p in NPROBE_STEPS if p < nlist] + [nlist]:
         index.nprobe = nprobe
         _, found = index.search(queries, k + 1)
-        recall = float(np.mean([len(t & set(_drop_self(row, q, k))) / max(len(t), 1)
-                                for t, row, q in zip(truth, found, query_ids)]))
+        recall = float(
+            np.mean(
+                [len(t & set(_drop_self(row, q, k))) / max(len(t), 1) for t, row, q in zip(truth, found, query_ids)]
+            )
+        )
         if recall >= target_recall:
             return nprobe, recall
     return nlist, recall
@@ -184,8 +216,15 @@ class SearchResult:
 class SteeredSearch:
     """FAISS search over documents whose query can be steered feature by feature."""
 
-    def __init__(self, embeddings: np.ndarray, sae: SparseAutoencoder, codes: sp.csr_matrix, index=None,
-                 exact_limit: int = EXACT_LIMIT, nprobe: Optional[int] = None):
+    def __init__(
+        self,
+        embeddings: np.ndarray,
+        sae: SparseAutoencoder,
+        codes: sp.csr_matrix,
+        index=None,
+        exact_limit: int = EXACT_LIMIT,
+        nprobe: Optional[int] = None,
+    ):
         if sae.d_in != embeddings.shape[1]:
             raise DataError(f"SAE width {sae.d_in} does not match the {embeddings.shape[1]}-d embeddings")
         self.sae = sae
@@ -208,8 +247,9 @@ class SteeredSearch:
         order = np.argsort(-z[ids], kind="stable")
         return ids[order], z[ids[order]]
 
-    def steer(self, vector: np.ndarray, edits: Optional[Mapping[int, float]] = None,
-              z: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    def steer(
+        self, vector: np.ndarray, edits: Optional[Mapping[int, float]] = None, z: Optional[np.ndarray] = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(steered vector, edited code z'). Any latent may be edited, to any value (negative too)."""
         x = np.asarray(vector, dtype=np.float32)
         z = self.code(x) if z is None else z
@@ -245,8 +285,9 @@ class SteeredSearch:
         keep = np.array([int(i) not in skip for i in ids], dtype=bool)
         return ids[keep][:k], scores[keep][:k]
 
-    def search(self, vector: np.ndarray, edits: Optional[Mapping[int, float]] = None, k: int = 20,
-               exclude: Sequence[int] = ()) -> SearchResult:
+    def search(
+        self, vector: np.ndarray, edits: Optional[Mapping[int, float]] = None, k: int = 20, exclude: Sequence[int] = ()
+    ) -> SearchResult:
         """Top-k documents for the steered query, with the unsteered baseline and shared features per hit.
 
         ``exclude``: documents never returned (e.g. the query document itself in "more like this").
@@ -270,7 +311,13 @@ class SteeredSearch:
         rows = self.codes[ids]
         shared = []
         for r in range(rows.shape[0]):
-            cols = set(rows.indices[rows.indptr[r]:rows.indptr[r + 1]].tolist())
+            cols = set(rows.indices[rows.indptr[r] : rows.indptr[r + 1]].tolist())
             shared.append([int(c) for c in q_latents if int(c) in cols])
-        return SearchResult(ids=ids, scores=scores, baseline_ids=base_ids, baseline_scores=base_scores,
-                            query_latents=q_latents, shared=shared)
+        return SearchResult(
+            ids=ids,
+            scores=scores,
+            baseline_ids=base_ids,
+            baseline_scores=base_scores,
+            query_latents=q_latents,
+            shared=shared,
+        )

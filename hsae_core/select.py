@@ -9,6 +9,7 @@ Three methods, all on the N x m CSR codes without ever densifying them:
 - ``lasso``: an L1 path (Lasso for a continuous target, L1-logistic for a binary one) at a
   regularisation where exactly ``n`` latents are non-zero (read off a LARS path, or bisected).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -50,7 +51,9 @@ def _as_codes(codes) -> sp.csr_matrix:
 def _as_target(y, n_rows: int) -> np.ndarray:
     y = np.asarray(y, dtype=np.float64).ravel()
     if len(y) != n_rows:
-        raise DataError(f"The codes have {n_rows} rows but the target has {len(y)} values; they must describe the same documents")
+        raise DataError(
+            f"The codes have {n_rows} rows but the target has {len(y)} values; they must describe the same documents"
+        )
     if not np.isfinite(y).all():
         raise DataError("The target contains missing or infinite values; drop those rows first")
     if len(y) < 2 or np.ptp(y) == 0:
@@ -183,8 +186,15 @@ def l1_model(kind: str, strength: float):
         return Lasso(alpha=strength, fit_intercept=True, max_iter=10_000, tol=1e-6, selection="cyclic")
     # liblinear is the fast sparse L1-logistic solver (it has no warm start). It penalises the
     # intercept like a feature; a large intercept_scaling makes that negligible.
-    return LogisticRegression(C=strength, l1_ratio=1.0, solver="liblinear", fit_intercept=True,
-                              intercept_scaling=100.0, max_iter=10_000, tol=1e-6)
+    return LogisticRegression(
+        C=strength,
+        l1_ratio=1.0,
+        solver="liblinear",
+        fit_intercept=True,
+        intercept_scaling=100.0,
+        max_iter=10_000,
+        tol=1e-6,
+    )
 
 
 class _L1Path:
@@ -294,16 +304,26 @@ def _continuous_lasso(X: sp.csr_matrix, sd: np.ndarray, y: np.ndarray, n: int, s
     alpha, coef, count, n_paths = _lasso_by_lars(X, sd, y, n, size)
     notes: list[str] = []
     if count > n:
-        notes.append(f"No L1 strength gives exactly {n} latents (tied latents enter together); "
-                     f"kept the {n} largest of {count} at the first strength with more")
+        notes.append(
+            f"No L1 strength gives exactly {n} latents (tied latents enter together); "
+            f"kept the {n} largest of {count} at the first strength with more"
+        )
     elif count < n:
-        notes.append(f"The L1 path keeps only {count} latents even at its weakest penalty; "
-                     f"returning those instead of {n}")
+        notes.append(
+            f"The L1 path keeps only {count} latents even at its weakest penalty; returning those instead of {n}"
+        )
     nonzero = np.flatnonzero(coef)
     order = np.lexsort((nonzero, -np.abs(coef[nonzero])))
     chosen = nonzero[order[:n]]
-    return LassoPath(latents=chosen.astype(np.int64), coefs=coef[chosen], kind="continuous", regularisation=alpha,
-                     n_nonzero=count, n_fits=n_paths, warnings=notes)
+    return LassoPath(
+        latents=chosen.astype(np.int64),
+        coefs=coef[chosen],
+        kind="continuous",
+        regularisation=alpha,
+        n_nonzero=count,
+        n_fits=n_paths,
+        warnings=notes,
+    )
 
 
 def lasso_path_fit(codes, y, n: int, kind: str, max_fits: int = 60, working_set: Optional[int] = None) -> LassoPath:
@@ -360,8 +380,15 @@ def lasso_path_fit(codes, y, n: int, kind: str, max_fits: int = 60, working_set:
     nonzero = np.flatnonzero(coef)
     order = np.lexsort((nonzero, -np.abs(coef[nonzero])))
     chosen = nonzero[order[:n]]
-    return LassoPath(latents=chosen.astype(np.int64), coefs=coef[chosen], kind=kind, regularisation=strength,
-                     n_nonzero=int(len(nonzero)), n_fits=total_fits, warnings=notes)
+    return LassoPath(
+        latents=chosen.astype(np.int64),
+        coefs=coef[chosen],
+        kind=kind,
+        regularisation=strength,
+        n_nonzero=int(len(nonzero)),
+        n_fits=total_fits,
+        warnings=notes,
+    )
 
 
 def _bisect_strength(X: sp.csr_matrix, y: np.ndarray, n: int, kind: str, max_fits: int):
@@ -403,17 +430,22 @@ def _bisect_strength(X: sp.csr_matrix, y: np.ndarray, n: int, kind: str, max_fit
         strength = found
     elif above is not None:
         strength = above
-        notes.append(f"No L1 strength gives exactly {n} latents (tied latents enter together); "
-                     f"kept the {n} largest of {count(above)} at the closest strength above")
+        notes.append(
+            f"No L1 strength gives exactly {n} latents (tied latents enter together); "
+            f"kept the {n} largest of {count(above)} at the closest strength above"
+        )
     else:
         strength = below
-        notes.append(f"Even the weakest L1 penalty tried keeps only {count(below)} latents; returning those instead of {n}")
+        notes.append(
+            f"Even the weakest L1 penalty tried keeps only {count(below)} latents; returning those instead of {n}"
+        )
     return strength, path.fits[strength], len(path.fits), notes, path
 
 
 # ---------------------------------------------------------------------------- entry point
-def select_latents(codes, y, method: str = "correlation", n: int = 20, kind: str = "continuous",
-                   top_n: int = 100) -> Selection:
+def select_latents(
+    codes, y, method: str = "correlation", n: int = 20, kind: str = "continuous", top_n: int = 100
+) -> Selection:
     """The ``n`` latents most related to ``y`` by ``method``, best first."""
     if method not in METHODS:
         raise DataError(f"Unknown selection method '{method}'; use one of {', '.join(METHODS)}")
@@ -426,11 +458,19 @@ def select_latents(codes, y, method: str = "correlation", n: int = 20, kind: str
 
     if method == "lasso":
         path = lasso_path_fit(codes, y, int(n), kind)
-        return Selection(latents=path.latents, scores=path.coefs, method=method, all_scores=None,
-                         warnings=list(path.warnings),
-                         details={"regularisation": path.regularisation,
-                                  "regularisation_name": "alpha" if kind == "continuous" else "C",
-                                  "n_nonzero": path.n_nonzero, "n_fits": path.n_fits})
+        return Selection(
+            latents=path.latents,
+            scores=path.coefs,
+            method=method,
+            all_scores=None,
+            warnings=list(path.warnings),
+            details={
+                "regularisation": path.regularisation,
+                "regularisation_name": "alpha" if kind == "continuous" else "C",
+                "n_nonzero": path.n_nonzero,
+                "n_fits": path.n_fits,
+            },
+        )
 
     if method == "correlation":
         scores = correlation_scores(codes, y)
@@ -445,5 +485,11 @@ def select_latents(codes, y, method: str = "correlation", n: int = 20, kind: str
     notes = []
     if len(chosen) < n:
         notes.append(f"Only {len(chosen)} latents {reason}; returning {len(chosen)} instead of {n}")
-    return Selection(latents=chosen.astype(np.int64), scores=scores[chosen], method=method, all_scores=scores,
-                     warnings=notes, details={"top_n": int(top_n)} if method == "separation" else {})
+    return Selection(
+        latents=chosen.astype(np.int64),
+        scores=scores[chosen],
+        method=method,
+        all_scores=scores,
+        warnings=notes,
+        details={"top_n": int(top_n)} if method == "separation" else {},
+    )

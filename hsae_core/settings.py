@@ -25,6 +25,7 @@ Environment variables (an empty value counts as unset everywhere):
 ``HF_HUB_CACHE``/``HF_HOME``  the Hugging Face cache folder
 ==========================  ===========================================================================
 """
+
 from __future__ import annotations
 
 import os

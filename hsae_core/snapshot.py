@@ -11,6 +11,7 @@ current version of every step with its size and SHA-256. So:
 
 Versions no manifest names are deleted right after the commit (and at the start of the next build).
 """
+
 from __future__ import annotations
 
 import hashlib

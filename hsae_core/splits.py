@@ -5,6 +5,7 @@ Why each matters: a text that appears on both sides leaks the holdout into train
 (or reviews of one business) on both sides make the holdout easier than new data; a holdout chosen by an
 outcome-related column (``winner = True``) tests the hypotheses on a different population.
 """
+
 from __future__ import annotations
 
 import re
@@ -87,13 +88,16 @@ def holdout_association(y: np.ndarray, is_hold: np.ndarray, kind: str) -> dict:
         chi2, p, _, _ = sps.chi2_contingency(table, correction=False)
         effect = float(np.sqrt(chi2 / table.sum()))  # Cramér's V with two rows
         p = float(p)
-        out = {"hold_rates": (table[0] / table[0].sum()).round(3).tolist(),
-               "train_rates": (table[1] / table[1].sum()).round(3).tolist()}
+        out = {
+            "hold_rates": (table[0] / table[0].sum()).round(3).tolist(),
+            "train_rates": (table[1] / table[1].sum()).round(3).tolist(),
+        }
     return {"associated": bool(p < ASSOCIATION_P and effect >= ASSOCIATION_EFFECT), "p": p, "effect": effect, **out}
 
 
-def association_warning(y: np.ndarray, is_hold: np.ndarray, kind: str, split_col: str, holdout_value,
-                        target_col: str) -> Optional[str]:
+def association_warning(
+    y: np.ndarray, is_hold: np.ndarray, kind: str, split_col: str, holdout_value, target_col: str
+) -> Optional[str]:
     """One sentence when choosing the holdout by ``split_col`` = ``holdout_value`` also selects on the target."""
     from .stats import format_p
 
@@ -104,9 +108,11 @@ def association_warning(y: np.ndarray, is_hold: np.ndarray, kind: str, split_col
         detail = f"mean {a['hold_mean']:.4g} on the holdout vs {a['train_mean']:.4g} on the training rows"
     else:
         detail = f"class shares {a['hold_rates']} on the holdout vs {a['train_rates']} on the training rows"
-    return (f"The holdout ({split_col} = {holdout_value}) differs from the training rows in '{target_col}' "
-            f"({detail}, p {format_p(a['p'])}): the column that defines the holdout is associated with the target, "
-            "so the hypotheses are trained on one population and tested on another. Prefer a random or grouped split.")
+    return (
+        f"The holdout ({split_col} = {holdout_value}) differs from the training rows in '{target_col}' "
+        f"({detail}, p {format_p(a['p'])}): the column that defines the holdout is associated with the target, "
+        "so the hypotheses are trained on one population and tested on another. Prefer a random or grouped split."
+    )
 
 
 def split_warnings(train, hold, config) -> list[str]:
@@ -115,6 +121,7 @@ def split_warnings(train, hold, config) -> list[str]:
         return []
     y = np.concatenate([np.asarray(train.y), np.asarray(hold.y)])
     is_hold = np.r_[np.zeros(len(train), bool), np.ones(len(hold), bool)]
-    message = association_warning(y, is_hold, train.target_kind, config.split_col, config.holdout_value,
-                                  train.target_col)
+    message = association_warning(
+        y, is_hold, train.target_kind, config.split_col, config.holdout_value, train.target_col
+    )
     return [message] if message else []

@@ -9,6 +9,7 @@ Overall: in-sample and cross-validated R^2 (continuous) or AUC (binary) of that 
 Degenerate inputs never crash: constant, too-rare, collinear or perfectly separating hypotheses are
 left out of the model with NaN coefficients and a ``note`` that says why.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -27,9 +28,26 @@ MIN_ROWS_PER_SIDE = 2
 # Beyond this |log-odds| a logistic coefficient means separation, not an estimate.
 MAX_LOGIT_COEF = 15.0
 
-COLUMNS = ["hypothesis", "n", "prevalence", "mean_present", "mean_absent", "separation", "separation_t",
-           "separation_p", "coef", "coef_se", "coef_ci_low", "coef_ci_high", "coef_p", "p_bonferroni", "q_fdr",
-           "significant_bonferroni", "significant_fdr", "note"]
+COLUMNS = [
+    "hypothesis",
+    "n",
+    "prevalence",
+    "mean_present",
+    "mean_absent",
+    "separation",
+    "separation_t",
+    "separation_p",
+    "coef",
+    "coef_se",
+    "coef_ci_low",
+    "coef_ci_high",
+    "coef_p",
+    "p_bonferroni",
+    "q_fdr",
+    "significant_bonferroni",
+    "significant_fdr",
+    "note",
+]
 # p-values below this are shown as "< 1e-16": beyond double precision of 1 - CDF they only say "tiny".
 P_FLOOR = 1e-16
 
@@ -75,11 +93,15 @@ def _validate(annotations, y, kind: str, names, alpha: float, cv_folds: int):
         raise DataError(f"Annotations must be 0 (absent), 1 (present) or NaN (failed); found {bad:g}")
     y = np.asarray(y, dtype=np.float64).ravel()
     if len(y) != A.shape[0]:
-        raise DataError(f"Annotations have {A.shape[0]} rows but the target has {len(y)}; they must describe the same holdout documents")
+        raise DataError(
+            f"Annotations have {A.shape[0]} rows but the target has {len(y)}; they must describe the same holdout documents"
+        )
     if not np.isfinite(y).all():
         raise DataError("The holdout target contains missing or infinite values; drop those rows first")
     if len(y) < 3 or np.ptp(y) == 0:
-        raise DataError("The holdout target is constant (or has fewer than 3 rows), so nothing can be tested against it")
+        raise DataError(
+            "The holdout target is constant (or has fewer than 3 rows), so nothing can be tested against it"
+        )
     if kind == "binary" and not np.isin(y, (0.0, 1.0)).all():
         raise DataError("A binary target must be coded 0/1; use kind='continuous' or recode the target")
     if names is None:
@@ -99,9 +121,12 @@ def _univariate(a: np.ndarray, y: np.ndarray) -> dict:
     seen = ~np.isnan(a)
     a, y = a[seen], y[seen]
     present, absent = y[a == 1], y[a == 0]
-    row = {"n": int(seen.sum()), "prevalence": float(a.mean()) if len(a) else np.nan,
-           "mean_present": float(present.mean()) if len(present) else np.nan,
-           "mean_absent": float(absent.mean()) if len(absent) else np.nan}
+    row = {
+        "n": int(seen.sum()),
+        "prevalence": float(a.mean()) if len(a) else np.nan,
+        "mean_present": float(present.mean()) if len(present) else np.nan,
+        "mean_absent": float(absent.mean()) if len(absent) else np.nan,
+    }
     row["separation"] = row["mean_present"] - row["mean_absent"]
     row["separation_t"] = row["separation_p"] = np.nan
     if len(present) >= MIN_ROWS_PER_SIDE and len(absent) >= MIN_ROWS_PER_SIDE:
@@ -135,14 +160,18 @@ def _model_columns(A: np.ndarray, y: np.ndarray, kind: str, names: list[str]):
         col = A[complete, j]
         n_present = int(col.sum())
         if min(n_present, len(col) - n_present) < MIN_ROWS_PER_SIDE:
-            notes[j] = (f"present in {n_present} of the {len(col)} rows annotated for every hypothesis; "
-                        f"needs at least {MIN_ROWS_PER_SIDE} present and absent to enter the model")
+            notes[j] = (
+                f"present in {n_present} of the {len(col)} rows annotated for every hypothesis; "
+                f"needs at least {MIN_ROWS_PER_SIDE} present and absent to enter the model"
+            )
             continue
         if kind == "binary":
             side = yc[col == 1], yc[col == 0]
             if any(s.min() == s.max() for s in side):
-                notes[j] = ("perfectly separates the target (one side has a single class): no finite "
-                            "logistic coefficient; left out of the model")
+                notes[j] = (
+                    "perfectly separates the target (one side has a single class): no finite "
+                    "logistic coefficient; left out of the model"
+                )
                 continue
         twin = _collinear_with(A[complete][:, kept], col, [names[k] for k in kept])
         if twin is not None:
@@ -214,8 +243,11 @@ def _fit_logit(X: np.ndarray, y: np.ndarray):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             res = sm.Logit(y, design).fit(method="newton", maxiter=100, disp=0)
-        if res.mle_retvals.get("converged", False) and np.isfinite(res.params).all() \
-                and np.abs(res.params[1:]).max(initial=0) < MAX_LOGIT_COEF:
+        if (
+            res.mle_retvals.get("converged", False)
+            and np.isfinite(res.params).all()
+            and np.abs(res.params[1:]).max(initial=0) < MAX_LOGIT_COEF
+        ):
             params = np.asarray(res.params)
     except Exception:  # noqa: BLE001 - singular Hessian, PerfectSeparationError...: fall back below
         params = None
@@ -226,8 +258,10 @@ def _fit_logit(X: np.ndarray, y: np.ndarray):
         return params[1:], se[1:], p[1:], expit(design @ params), None
     model = LogisticRegression(C=10.0, max_iter=5000).fit(X, y)
     nan = np.full(X.shape[1], np.nan)
-    note = ("hypotheses together separate the target, so the logistic MLE does not exist; coefficient "
-            "from a lightly L2-penalised fit (C=10), no p-value")
+    note = (
+        "hypotheses together separate the target, so the logistic MLE does not exist; coefficient "
+        "from a lightly L2-penalised fit (C=10), no p-value"
+    )
     return model.coef_.ravel(), nan, nan.copy(), model.predict_proba(X)[:, 1], note
 
 
@@ -246,7 +280,10 @@ def _cross_validated(X: np.ndarray, y: np.ndarray, kind: str, folds: int, seed: 
         folds = min(folds, int(np.bincount(y.astype(int), minlength=2).min()))
         if folds < 2:
             return np.nan
-        splitter, model = StratifiedKFold(folds, shuffle=True, random_state=seed), LogisticRegression(C=100.0, max_iter=5000)
+        splitter, model = (
+            StratifiedKFold(folds, shuffle=True, random_state=seed),
+            LogisticRegression(C=100.0, max_iter=5000),
+        )
     pred = np.empty(len(y))
     for train, test in splitter.split(X, y):
         model.fit(X[train], y[train])
@@ -257,8 +294,15 @@ def _cross_validated(X: np.ndarray, y: np.ndarray, kind: str, folds: int, seed: 
 
 
 # ---------------------------------------------------------------------------- entry points
-def evaluate_hypotheses(annotations: np.ndarray, y: np.ndarray, kind: str, names: Optional[list[str]] = None,
-                        alpha: float = 0.05, cv_folds: int = 5, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+def evaluate_hypotheses(
+    annotations: np.ndarray,
+    y: np.ndarray,
+    kind: str,
+    names: Optional[list[str]] = None,
+    alpha: float = 0.05,
+    cv_folds: int = 5,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict]:
     """Test each hypothesis against the holdout target; one row per hypothesis, in input order.
 
     Univariate columns use every row where that hypothesis was annotated; the multivariate model uses
@@ -283,8 +327,9 @@ def evaluate_hypotheses(annotations: np.ndarray, y: np.ndarray, kind: str, names
     X, yc = A[complete][:, kept], y[complete]
     in_sample = cv = np.nan
     if kept and len(yc) <= len(kept) + 1:
-        summary_notes.append(f"only {len(yc)} rows are annotated for every hypothesis, too few for a model "
-                             f"with {len(kept)} hypotheses")
+        summary_notes.append(
+            f"only {len(yc)} rows are annotated for every hypothesis, too few for a model with {len(kept)} hypotheses"
+        )
         for j in kept:
             notes[j] = "too few complete rows for the multivariate model"
         kept = []
@@ -348,13 +393,19 @@ def embedding_baseline(X_train, y_train, X_hold, y_hold, kind: str, seed: int = 
     X_train, y_train = _matrix_and_target(X_train, y_train, "training")
     X_hold, y_hold = _matrix_and_target(X_hold, y_hold, "holdout")
     if X_train.shape[1] != X_hold.shape[1]:
-        raise DataError(f"Training embeddings have width {X_train.shape[1]} but holdout ones {X_hold.shape[1]}; embed both with the same model")
+        raise DataError(
+            f"Training embeddings have width {X_train.shape[1]} but holdout ones {X_hold.shape[1]}; embed both with the same model"
+        )
     if kind == "continuous":
         if np.ptp(y_train) == 0:
             raise DataError("The training target is constant; a baseline cannot be fitted")
         model = RidgeCV(alphas=np.logspace(-3, 5, 17)).fit(X_train, y_train)
-        return {"metric": "r2", "value": float(r2_score(y_hold, model.predict(X_hold))), "model": "ridge",
-                "alpha": float(model.alpha_)}
+        return {
+            "metric": "r2",
+            "value": float(r2_score(y_hold, model.predict(X_hold))),
+            "model": "ridge",
+            "alpha": float(model.alpha_),
+        }
     for part, target in (("training", y_train), ("holdout", y_hold)):
         if not np.isin(target, (0.0, 1.0)).all():
             raise DataError(f"A binary target must be coded 0/1; the {part} target is not")
@@ -363,11 +414,19 @@ def embedding_baseline(X_train, y_train, X_hold, y_hold, kind: str, seed: int = 
     folds = min(5, int(np.bincount(y_train.astype(int), minlength=2).min()))
     if folds < 2:
         raise DataError("The training target has fewer than 2 rows of one class; cannot cross-validate the baseline")
-    search = GridSearchCV(LogisticRegression(max_iter=5000), {"C": np.logspace(-3, 3, 7)}, scoring="roc_auc",
-                          cv=StratifiedKFold(folds, shuffle=True, random_state=seed)).fit(X_train, y_train)
+    search = GridSearchCV(
+        LogisticRegression(max_iter=5000),
+        {"C": np.logspace(-3, 3, 7)},
+        scoring="roc_auc",
+        cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+    ).fit(X_train, y_train)
     score = search.best_estimator_.decision_function(X_hold)
-    return {"metric": "auc", "value": float(roc_auc_score(y_hold, score)), "model": "logistic",
-            "C": float(search.best_params_["C"])}
+    return {
+        "metric": "auc",
+        "value": float(roc_auc_score(y_hold, score)),
+        "model": "logistic",
+        "C": float(search.best_params_["C"]),
+    }
 
 
 def _matrix_and_target(X, y, part: str) -> tuple[np.ndarray, np.ndarray]:

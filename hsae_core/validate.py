@@ -2,6 +2,7 @@
 and the CLI's option parsing, so every door refuses the same values with the same one line, before any
 heavy work. Messages name the library parameter in backticks (the CLI maps it to its flag).
 """
+
 from __future__ import annotations
 
 import math
@@ -38,10 +39,22 @@ def seed(name: str, value, error: type[HsaeError] = DataError) -> int:
     return int(value)
 
 
-def finite_float(name: str, value, low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
-                 high_open: bool = False, error: type[HsaeError] = DataError) -> float:
+def finite_float(
+    name: str,
+    value,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    error: type[HsaeError] = DataError,
+) -> float:
     """A finite float within [low, high] (ends excluded where ``*_open``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(value)
+    ):
         raise error(f"`{name}` must be a finite number, got {value!r}")
     value = float(value)
     too_low = value <= low if low_open else value < low
@@ -78,8 +91,10 @@ def check_fits_memory(m: int, d: int, batch_size: int = 256, error: type[HsaeErr
     need = training_bytes(int(m), int(d), int(batch_size))
     have = available_memory()
     if have is not None and need > 0.9 * have:
-        raise error(f"An SAE with `m` = {m:,} latents on {d}-d embeddings needs about {_gib(need)} of memory to "
-                    f"train; {_gib(have)} is available. Use a smaller `m`")
+        raise error(
+            f"An SAE with `m` = {m:,} latents on {d}-d embeddings needs about {_gib(need)} of memory to "
+            f"train; {_gib(have)} is available. Use a smaller `m`"
+        )
 
 
 def _gib(n: float) -> str:

@@ -8,6 +8,7 @@ every step has succeeded (see :mod:`snapshot`: versioned file names, ``workspace
 a failed or killed build leaves the previous workspace intact and a reader never sees a half-replaced
 file. One build at a time per folder (:mod:`locking`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -103,9 +104,11 @@ def _first_line(exc: BaseException) -> str:
 
 def damaged(path: Path, reason: str) -> StorageError:
     """The one-line error for a damaged workspace file: which file, why, and the fix."""
-    return StorageError(f"Workspace file {path} is damaged ({reason}); rebuild the workspace (`hsae build ... --out "
-                        f"{path.parent}` or the dashboard's build form): the build checks every file and replaces "
-                        f"the damaged ones")
+    return StorageError(
+        f"Workspace file {path} is damaged ({reason}); rebuild the workspace (`hsae build ... --out "
+        f"{path.parent}` or the dashboard's build form): the build checks every file and replaces "
+        f"the damaged ones"
+    )
 
 
 def _digest(*parts) -> str:
@@ -169,11 +172,15 @@ class Workspace:
             reason = snapshot.check_entry(file, (manifest.get("files") or {}).get(step), deep=False)
             if reason == "it is missing":
                 if _manifest_stamp(path) != stamp:
-                    raise WorkspaceChangedError(f"Workspace {path} was rebuilt while it was being opened; open it again")
+                    raise WorkspaceChangedError(
+                        f"Workspace {path} was rebuilt while it was being opened; open it again"
+                    )
                 raise DataError(f"Workspace {path} is incomplete ({file.name} is missing); build it again")
             if reason:
                 if _manifest_stamp(path) != stamp:
-                    raise WorkspaceChangedError(f"Workspace {path} was rebuilt while it was being opened; open it again")
+                    raise WorkspaceChangedError(
+                        f"Workspace {path} was rebuilt while it was being opened; open it again"
+                    )
                 raise damaged(file, reason)
         return cls(path, manifest, stamp)
 
@@ -192,6 +199,7 @@ class Workspace:
 
     def _step(self, step: str):
         """A step's output, read once with its step loader; failures become one line naming the file."""
+
         def load():
             path = self.file(step)
             try:
@@ -200,8 +208,9 @@ class Workspace:
                 raise
             except Exception as exc:  # any reader error means the file cannot be used: say which and how to fix
                 if _manifest_stamp(self.path) != self._stamp:  # rebuilt meanwhile: this version's files are gone
-                    raise WorkspaceChangedError(f"Workspace {self.path} was rebuilt while it was open; "
-                                                f"open it again") from None
+                    raise WorkspaceChangedError(
+                        f"Workspace {self.path} was rebuilt while it was open; open it again"
+                    ) from None
                 reason = "it is missing" if isinstance(exc, FileNotFoundError) else _first_line(exc)
                 raise damaged(path, reason) from None
 
@@ -279,8 +288,9 @@ class Workspace:
                         continue
                     if not isinstance(summary, dict):
                         continue
-                    runs.append({"id": folder.name, "path": folder, "summary": summary,
-                                 "mtime": summary_file.stat().st_mtime})
+                    runs.append(
+                        {"id": folder.name, "path": folder, "summary": summary, "mtime": summary_file.stat().st_mtime}
+                    )
         return sorted(runs, key=lambda r: r["mtime"], reverse=True)
 
     def run_sample(self, limit: Optional[int] = None, seed: int = 0) -> Optional[np.ndarray]:
@@ -312,15 +322,18 @@ class Workspace:
 
         spec = self.manifest.get("embedder_spec")
         model = self.embedding_model
-        if model == STORED_MODEL or (spec is None and model != "sentence-transformers/all-MiniLM-L6-v2"
-                                      and not model.startswith("openai")):
+        if model == STORED_MODEL or (
+            spec is None and model != "sentence-transformers/all-MiniLM-L6-v2" and not model.startswith("openai")
+        ):
             raise ModelError(
                 f"This workspace uses stored embeddings ({model}); typed text cannot be embedded. "
                 "Use 'more like this document' instead"
             )
         if model.startswith("openai") and not settings.openai_api_key():
-            raise LLMError(f"Typed queries need OPENAI_API_KEY to embed text with {model}; "
-                           "set it, or use 'more like this document'")
+            raise LLMError(
+                f"Typed queries need OPENAI_API_KEY to embed text with {model}; "
+                "set it, or use 'more like this document'"
+            )
         return self._lazy("embedder", lambda: get_embedder(spec or model))
 
     def embed_query(self, text: str) -> np.ndarray:
@@ -329,8 +342,10 @@ class Workspace:
             raise DataError("Type some text first (the query is empty)")
         vec = np.asarray(self.embedder().embed([text.strip()]), dtype=np.float32)[0]
         if vec.shape[0] != self.embeddings.shape[1]:
-            raise ModelError(f"The embedder gives {vec.shape[0]}-d vectors but this workspace holds "
-                             f"{self.embeddings.shape[1]}-d embeddings")
+            raise ModelError(
+                f"The embedder gives {vec.shape[0]}-d vectors but this workspace holds "
+                f"{self.embeddings.shape[1]}-d embeddings"
+            )
         return vec
 
     def _stored_layout(self) -> Optional[np.ndarray]:
@@ -366,11 +381,13 @@ class Workspace:
             coords = self._stored_layout()
             if coords is not None:
                 return coords
-            coords, info = compute_layout(self.embeddings, seed=seed, fit_rows=settings.SCALE.map_fit_rows,
-                                          progress=progress, with_info=True)
+            coords, info = compute_layout(
+                self.embeddings, seed=seed, fit_rows=settings.SCALE.map_fit_rows, progress=progress, with_info=True
+            )
             atomic_write(self.path / LAYOUT_FILE, lambda fh: np.save(fh, coords))
-            atomic_write_json(self.path / LAYOUT_META, {"key": self.manifest["steps"]["embeddings"], "seed": seed,
-                                                        **info})
+            atomic_write_json(
+                self.path / LAYOUT_META, {"key": self.manifest["steps"]["embeddings"], "seed": seed, **info}
+            )
             return coords
 
         return self._lazy("layout", load)
@@ -395,13 +412,27 @@ class Workspace:
 
 
 # ---------------------------------------------------------------------- building
-def build_workspace(out_dir, *, data_path=None, frame=None, text_col: str, m: int = settings.SAE.m,
-                    k: int = settings.SAE.k, seed: int = settings.SAE.seed,
-                    embedder_spec: str | None = None, embeddings: np.ndarray | None = None,
-                    sae: SparseAutoencoder | None = None, progress: ProgressFn | None = None,
-                    name: str | None = None, batch: bool = False, device: str = settings.DEVICE,
-                    codes: sp.spmatrix | None = None, sae_source: str = "pretrained", layout: bool = True,
-                    max_epochs: int | None = None) -> Workspace:
+def build_workspace(
+    out_dir,
+    *,
+    data_path=None,
+    frame=None,
+    text_col: str,
+    m: int = settings.SAE.m,
+    k: int = settings.SAE.k,
+    seed: int = settings.SAE.seed,
+    embedder_spec: str | None = None,
+    embeddings: np.ndarray | None = None,
+    sae: SparseAutoencoder | None = None,
+    progress: ProgressFn | None = None,
+    name: str | None = None,
+    batch: bool = False,
+    device: str = settings.DEVICE,
+    codes: sp.spmatrix | None = None,
+    sae_source: str = "pretrained",
+    layout: bool = True,
+    max_epochs: int | None = None,
+) -> Workspace:
     """Build (or update) the workspace in ``out_dir``, reusing every step whose inputs are unchanged.
 
     Give the table as ``data_path`` (CSV/TSV/JSON/JSONL/Parquet) or ``frame``. ``embeddings`` (one row
@@ -431,7 +462,9 @@ def build_workspace(out_dir, *, data_path=None, frame=None, text_col: str, m: in
         raise DataError("Pick the text column (`text_col`)")
     require_columns(df, text_col)
     if df[text_col].map(lambda v: isinstance(v, str) and v.strip() != "").sum() == 0:
-        raise DataError(f"Column '{text_col}' holds no text: every value is empty or not a string; pick the text column")
+        raise DataError(
+            f"Column '{text_col}' holds no text: every value is empty or not a string; pick the text column"
+        )
     corpus = prepare_corpus(df, text_col, min_rows=2)
     table = corpus.frame.copy()
     table[text_col] = corpus.texts
@@ -454,8 +487,9 @@ def build_workspace(out_dir, *, data_path=None, frame=None, text_col: str, m: in
                 _layout_step(build, seed)
             _commit(out, stage, steps, _manifest(build, name or out.name, embedder_spec, embeddings is None))
         except OSError as exc:  # disk full, permissions, a file in the way: one line, and say nothing was lost
-            raise StorageError(f"Building workspace {out} failed: {describe_os_error(exc)}; the previous "
-                               "workspace is unchanged") from None
+            raise StorageError(
+                f"Building workspace {out} failed: {describe_os_error(exc)}; the previous workspace is unchanged"
+            ) from None
         finally:
             shutil.rmtree(stage, ignore_errors=True)
     return Workspace.open(out)
@@ -600,8 +634,13 @@ def _table_step(b: _Build) -> None:
         report(b.steps.progress, 1, 1, "table: written")
 
 
-def _embeddings_step(b: _Build, embedder_spec: Optional[str], embeddings: Optional[np.ndarray],
-                     sae: Optional[SparseAutoencoder], batch: bool = False) -> None:
+def _embeddings_step(
+    b: _Build,
+    embedder_spec: Optional[str],
+    embeddings: Optional[np.ndarray],
+    sae: Optional[SparseAutoencoder],
+    batch: bool = False,
+) -> None:
     """2. Embeddings: the given stored ones (one row per table row), or the texts embedded through the cache."""
     from .embed import embed_texts, get_embedder
 
@@ -609,8 +648,10 @@ def _embeddings_step(b: _Build, embedder_spec: Optional[str], embeddings: Option
     if embeddings is not None:  # stored ones, maybe a memory map: hashed and copied chunk by chunk
         embeddings = chunked.load_embeddings(embeddings)
         if embeddings.shape[0] != b.corpus.counts["read"]:
-            raise DataError(f"Embeddings have shape {embeddings.shape}; expected one row per table row "
-                            f"({b.corpus.counts.get('read')})")
+            raise DataError(
+                f"Embeddings have shape {embeddings.shape}; expected one row per table row "
+                f"({b.corpus.counts.get('read')})"
+            )
         b.model_id = sae.config_.embedding_model if sae is not None and sae.config_.embedding_model else STORED_MODEL
         report(b.steps.progress, 0, 1, "embeddings: hashing the stored embeddings")
         key = _digest("emb", table_key, b.model_id, chunked.content_digest(embeddings, b.corpus.row_ids))
@@ -636,15 +677,24 @@ def _embeddings_step(b: _Build, embedder_spec: Optional[str], embeddings: Option
         raise DataError("The embeddings contain NaN or infinite values")
 
 
-def _sae_step(b: _Build, sae: Optional[SparseAutoencoder], m: int, k: int, seed: int,
-              sae_source: str = "pretrained", max_epochs: Optional[int] = None) -> None:
+def _sae_step(
+    b: _Build,
+    sae: Optional[SparseAutoencoder],
+    m: int,
+    k: int,
+    seed: int,
+    sae_source: str = "pretrained",
+    max_epochs: Optional[int] = None,
+) -> None:
     """3. The SAE: a given pretrained one (width-checked), or one trained with the settings' defaults (on a
     random sample of rows, for a few epochs, above ``settings.SCALE.sae_fit_rows`` documents)."""
     emb_key = b.steps.keys["embeddings"]
     if sae is not None:
         if sae.d_in != b.X.shape[1]:
-            raise ModelError(f"The SAE expects {sae.d_in}-d inputs but the embeddings are {b.X.shape[1]}-d "
-                             f"(SAE trained on {sae.config_.embedding_model or 'unknown embeddings'})")
+            raise ModelError(
+                f"The SAE expects {sae.d_in}-d inputs but the embeddings are {b.X.shape[1]}-d "
+                f"(SAE trained on {sae.config_.embedding_model or 'unknown embeddings'})"
+            )
         key, source = _digest("sae-pretrained", emb_key, _sae_digest(sae)), sae_source
     else:
         validate.check_fits_memory(m, int(b.X.shape[1]))
@@ -652,8 +702,15 @@ def _sae_step(b: _Build, sae: Optional[SparseAutoencoder], m: int, k: int, seed:
         if max_epochs is not None:
             fit_options["max_epochs"] = min(int(max_epochs), fit_options.get("max_epochs", int(max_epochs)))
         # A corpus trained on every row with the defaults keeps its old key; a sample or a cap is another SAE.
-        key = _digest("sae", emb_key, m, k, seed, *(() if fit_rows is None else (len(fit_rows),)),
-                      *(sorted(fit_options.items()) if fit_options else ()))
+        key = _digest(
+            "sae",
+            emb_key,
+            m,
+            k,
+            seed,
+            *(() if fit_rows is None else (len(fit_rows),)),
+            *(sorted(fit_options.items()) if fit_options else ()),
+        )
         source = "trained"
     b.sae_info = dict(b.steps.old.get("sae", {})) if b.steps.old.get("steps", {}).get("sae") == key else {}
     if not b.steps.reusable("sae", key):
@@ -662,8 +719,9 @@ def _sae_step(b: _Build, sae: Optional[SparseAutoencoder], m: int, k: int, seed:
             where += f", <= {fit_options['max_epochs']} epochs" if "max_epochs" in fit_options else ""
             report(b.steps.progress, 0, 1, f"sae: training m={m}, k={k}{where}")
             X_fit = np.array(b.X) if fit_rows is None else chunked.sample_matrix(b.X, fit_rows)
-            sae = SparseAutoencoder(m=m, k=k, seed=seed, embedding_model=b.model_id, device=b.device,
-                                    **fit_options).fit(X_fit, progress=b.steps.sub("sae"))
+            sae = SparseAutoencoder(
+                m=m, k=k, seed=seed, embedding_model=b.model_id, device=b.device, **fit_options
+            ).fit(X_fit, progress=b.steps.sub("sae"))
             del X_fit
         sae.save(b.steps.path("sae"))
         b.sae_info = {}
@@ -679,16 +737,22 @@ def _codes_step(b: _Build, codes: Optional[sp.spmatrix] = None) -> None:
         if codes is None:
             codes = chunked.encode_in_chunks(b.sae, b.X, progress=b.steps.sub("codes"))
         elif codes.shape != (len(b.X), b.sae.config_.m):
-            raise DataError(f"`codes` have shape {codes.shape}; expected {(len(b.X), b.sae.config_.m)} "
-                            "(kept rows x SAE latents)")
+            raise DataError(
+                f"`codes` have shape {codes.shape}; expected {(len(b.X), b.sae.config_.m)} (kept rows x SAE latents)"
+            )
         save_csr(b.steps.path("codes"), codes)
     b.codes = load_csr(b.steps.path("codes"))
     if set(b.sae_info) <= {"source"}:
         sample = np.array(b.X[: min(len(b.X), 20_000)])
         chunked.release(b.X)
-        b.sae_info = {"m": int(b.sae.config_.m), "k": int(b.sae.config_.k), "nmse": float(b.sae.score(sample)),
-                      "source": b.sae_info.get("source", "trained"), "embedding_model": b.sae.config_.embedding_model,
-                      "metrics": b.sae.metrics_}
+        b.sae_info = {
+            "m": int(b.sae.config_.m),
+            "k": int(b.sae.config_.k),
+            "nmse": float(b.sae.score(sample)),
+            "source": b.sae_info.get("source", "trained"),
+            "embedding_model": b.sae.config_.embedding_model,
+            "metrics": b.sae.metrics_,
+        }
 
 
 def _features_step(b: _Build) -> None:
@@ -697,8 +761,12 @@ def _features_step(b: _Build) -> None:
 
     codes_key = b.steps.keys["codes"]
     sampled = len(b.corpus.texts) > 2 * settings.SCALE.label_sample_docs
-    reusable = b.steps.reusable("features", _digest("features", codes_key, FEATURES_VERSION,
-                                                    *(("sample", settings.SCALE.label_sample_docs) if sampled else ())))
+    reusable = b.steps.reusable(
+        "features",
+        _digest(
+            "features", codes_key, FEATURES_VERSION, *(("sample", settings.SCALE.label_sample_docs) if sampled else ())
+        ),
+    )
     if reusable and has_label_sets(b.steps.out, codes_key):
         return
     # the embedder that made the embeddings judges the labels; stored embeddings: keyword labels, unscored.
@@ -708,9 +776,13 @@ def _features_step(b: _Build) -> None:
     # a large corpus: the labellers read every feature's top documents plus a random sample
     rows = label_rows(b.codes, top_docs=50, sample_docs=settings.SCALE.label_sample_docs)
     texts = b.corpus.texts if rows is None else [b.corpus.texts[i] for i in rows]
-    sets = build_label_sets(texts, b.codes if rows is None else b.codes[rows],
-                            embeddings=b.X if rows is None else chunked.sample_matrix(b.X, rows),
-                            embedder=b.text_embedder, progress=b.steps.sub("labels"))
+    sets = build_label_sets(
+        texts,
+        b.codes if rows is None else b.codes[rows],
+        embeddings=b.X if rows is None else chunked.sample_matrix(b.X, rows),
+        embedder=b.text_embedder,
+        progress=b.steps.sub("labels"),
+    )
     if rows is not None:
         read = f" (labels read {len(rows):,} of {len(b.corpus.texts):,} documents)"
         for table in sets.values():
@@ -718,8 +790,9 @@ def _features_step(b: _Build) -> None:
     if not reusable:
         from .features import build_feature_table
 
-        feats = build_feature_table(b.corpus.texts, b.codes, progress=b.steps.sub("features"),
-                                    labels=next(iter(sets.values())))
+        feats = build_feature_table(
+            b.corpus.texts, b.codes, progress=b.steps.sub("features"), labels=next(iter(sets.values()))
+        )
         feats.to_parquet(b.steps.path("features"), index=False)
     for i, (name, table) in enumerate(sets.items()):
         write_label_set(b.steps.stage, name, table, codes_key=codes_key, show=i == 0, meta={"labeller": name})
@@ -740,8 +813,9 @@ def _index_step(b: _Build) -> None:
     from .search import build_search_index
 
     report(b.steps.progress, 0, 1, "index: building FAISS index")
-    built = build_search_index(b.X, settings.SCALE.exact_index_limit, target_recall=settings.SCALE.target_recall,
-                               progress=b.steps.sub("index"))
+    built = build_search_index(
+        b.X, settings.SCALE.exact_index_limit, target_recall=settings.SCALE.target_recall, progress=b.steps.sub("index")
+    )
     faiss.write_index(built.index, str(b.steps.path("index")))
     b.index_info = built.manifest()
     report(b.steps.progress, 1, 1, "index: built")
@@ -755,7 +829,9 @@ def _layout_step(b: _Build, seed: int) -> None:
     if len(b.X) < 3:
         return
     fit_rows = settings.SCALE.map_fit_rows
-    key = _digest("layout", b.steps.keys["embeddings"], seed, LAYOUT_VERSION, *(() if len(b.X) <= fit_rows else (fit_rows,)))
+    key = _digest(
+        "layout", b.steps.keys["embeddings"], seed, LAYOUT_VERSION, *(() if len(b.X) <= fit_rows else (fit_rows,))
+    )
     out = b.steps.out
     try:
         meta = json.loads((out / LAYOUT_META).read_text())
@@ -766,8 +842,9 @@ def _layout_step(b: _Build, seed: int) -> None:
         b.layout_info = {k: v for k, v in meta.items() if k not in ("key", "layout_key")}
         report(b.steps.progress, 1, 1, "layout: reused")
         return
-    coords, b.layout_info = compute_layout(b.X, seed=seed, fit_rows=fit_rows, progress=b.steps.sub("layout"),
-                                           with_info=True)
+    coords, b.layout_info = compute_layout(
+        b.X, seed=seed, fit_rows=fit_rows, progress=b.steps.sub("layout"), with_info=True
+    )
     np.save(b.steps.stage / LAYOUT_FILE, coords)
     meta = {"key": b.steps.keys["embeddings"], "layout_key": key, "seed": seed, **b.layout_info}
     (b.steps.stage / LAYOUT_META).write_text(json.dumps(meta))
@@ -867,20 +944,31 @@ def demo_frame(data_dir: str | Path | None = None) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def build_demo_workspace(root: str | Path | None = None, progress: Optional[ProgressFn] = None,
-                         data_dir: str | Path | None = None) -> Workspace:
+def build_demo_workspace(
+    root: str | Path | None = None, progress: Optional[ProgressFn] = None, data_dir: str | Path | None = None
+) -> Workspace:
     """Build (or reuse) the Yelp demo workspace under ``root``. Its map is left to the dashboard, which computes
     it in the background (the first start stays short: UMAP's first compilation alone takes tens of seconds)."""
     frame = demo_frame(data_dir)
     root = Path(root) if root is not None else workspaces_dir()
-    return build_workspace(root / DEMO_NAME, frame=frame, text_col="text", progress=progress,
-                           name="Yelp reviews (demo)", layout=False)
+    return build_workspace(
+        root / DEMO_NAME, frame=frame, text_col="text", progress=progress, name="Yelp reviews (demo)", layout=False
+    )
 
 
-def build_pretrained_workspace(out_dir, sae_spec: str, *, frame: pd.DataFrame, text_col: str | None = None,
-                               embedding_col: str | None = None, embeddings: np.ndarray | None = None,
-                               progress: Optional[ProgressFn] = None, name: str | None = None,
-                               device: str = settings.DEVICE, layout: bool = True) -> Workspace:
+def build_pretrained_workspace(
+    out_dir,
+    sae_spec: str,
+    *,
+    frame: pd.DataFrame,
+    text_col: str | None = None,
+    embedding_col: str | None = None,
+    embeddings: np.ndarray | None = None,
+    progress: Optional[ProgressFn] = None,
+    name: str | None = None,
+    device: str = settings.DEVICE,
+    layout: bool = True,
+) -> Workspace:
     """Build a workspace from a pretrained SAE (``hub:`` spec, registry name or folder) and stored embeddings.
 
     The embeddings are ``embeddings`` (one row per table row) or read from ``embedding_col`` of ``frame``;
@@ -899,8 +987,10 @@ def build_pretrained_workspace(out_dir, sae_spec: str, *, frame: pd.DataFrame, t
     if embeddings is None:
         embedding_col = embedding_col or guess_column(frame, EMBEDDING_COLUMN_GUESSES)
         if not embedding_col:
-            raise DataError(f"No embedding column found (columns: {columns}); a pretrained SAE needs the texts' "
-                            "stored embeddings from the model it was trained on: pick the column holding them")
+            raise DataError(
+                f"No embedding column found (columns: {columns}); a pretrained SAE needs the texts' "
+                "stored embeddings from the model it was trained on: pick the column holding them"
+            )
         if embedding_col == text_col:
             raise DataError(f"'{text_col}' cannot be both the text column and the embedding column")
     sae = load_sae(sae_spec)
@@ -909,9 +999,27 @@ def build_pretrained_workspace(out_dir, sae_spec: str, *, frame: pd.DataFrame, t
         embeddings = embeddings_from_column(frame, embedding_col)
         frame = frame.drop(columns=[embedding_col])
     check_compatible(sae, None, int(np.shape(embeddings)[1]))
-    return build_workspace(out_dir, frame=frame, text_col=text_col, embeddings=embeddings, sae=sae,
-                           progress=progress, name=name, device=device, layout=layout)
+    return build_workspace(
+        out_dir,
+        frame=frame,
+        text_col=text_col,
+        embeddings=embeddings,
+        sae=sae,
+        progress=progress,
+        name=name,
+        device=device,
+        layout=layout,
+    )
 
 
-__all__ = ["Workspace", "build_workspace", "build_demo_workspace", "build_pretrained_workspace", "demo_frame", "list_workspaces",
-           "workspaces_dir", "DEMO_HELP", "HsaeError"]
+__all__ = [
+    "Workspace",
+    "build_workspace",
+    "build_demo_workspace",
+    "build_pretrained_workspace",
+    "demo_frame",
+    "list_workspaces",
+    "workspaces_dir",
+    "DEMO_HELP",
+    "HsaeError",
+]

@@ -1,4 +1,5 @@
 """Overview: workspace picker, corpus and SAE summary, new workspace from an upload or a pretrained SAE."""
+
 from __future__ import annotations
 
 import os
@@ -54,8 +55,13 @@ def text_column_picker(frame, key: str, container=st):
     cols = list(frame.columns)
     order = sorted(cols, key=lambda c: (profiles[c].kind != "text", cols.index(c)))
     guess = guess_text_column(frame)
-    return container.selectbox("Text column", order, index=order.index(guess) if guess in order else 0, key=key,
-                               format_func=lambda c: f"{c} ({profiles[c].kind})")
+    return container.selectbox(
+        "Text column",
+        order,
+        index=order.index(guess) if guess in order else 0,
+        key=key,
+        format_func=lambda c: f"{c} ({profiles[c].kind})",
+    )
 
 
 def safe_name(name: str) -> str:
@@ -64,8 +70,9 @@ def safe_name(name: str) -> str:
 
 def new_workspace_form() -> None:
     """Upload a table, pick its text column, build a workspace through the same code as `hsae build`."""
-    upload = st.file_uploader("Table (CSV, TSV, JSON, JSONL or Parquet)", type=[s[1:] for s in TABLE_SUFFIXES],
-                              key="upload")
+    upload = st.file_uploader(
+        "Table (CSV, TSV, JSON, JSONL or Parquet)", type=[s[1:] for s in TABLE_SUFFIXES], key="upload"
+    )
     if upload is None:
         return
     try:
@@ -82,8 +89,18 @@ def new_workspace_form() -> None:
     k = c2.number_input("Active per document (k)", min_value=1, max_value=128, value=8, key="new_k")
     if st.button("Build workspace", key="new_build"):
         safe = safe_name(name)
-        ws = ui.run_build(safe, lambda progress: build_workspace(
-            workspaces_dir() / safe, frame=frame, text_col=text_col, m=int(m), k=int(k), progress=progress, name=name))
+        ws = ui.run_build(
+            safe,
+            lambda progress: build_workspace(
+                workspaces_dir() / safe,
+                frame=frame,
+                text_col=text_col,
+                m=int(m),
+                k=int(k),
+                progress=progress,
+                name=name,
+            ),
+        )
         if ws is not None:
             st.success(f"Built {ws.name}: {len(ws):,} documents. Pick it in the sidebar.")
 
@@ -102,15 +119,26 @@ def pick_pretrained_sae() -> tuple[str, dict | None]:
         entries = {}
     how = st.radio("SAE", SAE_CHOICES, horizontal=True, key="pre_how") if entries else SAE_CHOICES[1]
     if how == SAE_CHOICES[1]:
-        spec = st.text_input("SAE spec", key="pre_spec",
-                             placeholder="hub:owner/repo/file.pth, hub:owner/repo, a registry name or a local folder")
+        spec = st.text_input(
+            "SAE spec",
+            key="pre_spec",
+            placeholder="hub:owner/repo/file.pth, hub:owner/repo, a registry name or a local folder",
+        )
         return spec.strip(), None
-    name = st.selectbox("Published SAE", list(entries), key="pre_pick", format_func=lambda n: (
-        f"{n}: k={entries[n]['k']}, n={entries[n]['n']} latents, {entries[n]['domain']} "
-        f"(needs {entries[n]['d_in']}-d {entries[n]['embedding_model']})"))
+    name = st.selectbox(
+        "Published SAE",
+        list(entries),
+        key="pre_pick",
+        format_func=lambda n: (
+            f"{n}: k={entries[n]['k']}, n={entries[n]['n']} latents, {entries[n]['domain']} "
+            f"(needs {entries[n]['d_in']}-d {entries[n]['embedding_model']})"
+        ),
+    )
     entry = entries[name]
-    st.caption(f"Spec: `hub:{entry['repo_id']}/{entry['filename']}` · "
-               f"{(entry.get('corpus') or {}).get('description', 'training corpus not recorded')}")
+    st.caption(
+        f"Spec: `hub:{entry['repo_id']}/{entry['filename']}` · "
+        f"{(entry.get('corpus') or {}).get('description', 'training corpus not recorded')}"
+    )
     return f"hub:{entry['repo_id']}/{entry['filename']}", entry
 
 
@@ -122,10 +150,14 @@ def pretrained_form() -> None:
     source = st.radio("Corpus: texts with stored embeddings", choices, horizontal=True, key="pre_source")
     frame, text_col, emb_col, label, max_rows = None, None, None, "table", None
     if source == OWN_CORPUS:
-        st.caption(f"{own.description}: texts from the Hub dataset `{own.dataset}`, embeddings from "
-                   f"`{own.embeddings_repo}/{own.embeddings_file}` (read without unpickling anything).")
-        max_rows = int(st.number_input("Documents to read (0 = all)", min_value=0, value=0, step=10_000,
-                                       key="pre_own_rows")) or None
+        st.caption(
+            f"{own.description}: texts from the Hub dataset `{own.dataset}`, embeddings from "
+            f"`{own.embeddings_repo}/{own.embeddings_file}` (read without unpickling anything)."
+        )
+        max_rows = (
+            int(st.number_input("Documents to read (0 = all)", min_value=0, value=0, step=10_000, key="pre_own_rows"))
+            or None
+        )
         label = f"{own.name}-corpus"
     elif source == CORPUS_CHOICES[2]:
         suggested = ((entry or {}).get("corpus") or {}).get("hub_dataset")
@@ -136,19 +168,31 @@ def pretrained_form() -> None:
         c1, c2 = st.columns(2)
         text_col = c1.text_input("Text column (blank: guess)", key="pre_ds_text").strip() or None
         emb_col = c2.text_input("Embedding column (blank: guess)", key="pre_ds_emb").strip() or None
-        max_rows = int(st.number_input("Rows to read (0 = all; read in batches)", min_value=0, value=100_000,
-                                       step=10_000, key="pre_ds_rows")) or None
+        max_rows = (
+            int(
+                st.number_input(
+                    "Rows to read (0 = all; read in batches)",
+                    min_value=0,
+                    value=100_000,
+                    step=10_000,
+                    key="pre_ds_rows",
+                )
+            )
+            or None
+        )
         label = dataset.split("/")[-1] or label
     else:
         try:
             if source == CORPUS_CHOICES[0]:
-                upload = st.file_uploader("Table (CSV, TSV, JSON, JSONL or Parquet)",
-                                          type=[s[1:] for s in TABLE_SUFFIXES], key="pre_upload")
+                upload = st.file_uploader(
+                    "Table (CSV, TSV, JSON, JSONL or Parquet)", type=[s[1:] for s in TABLE_SUFFIXES], key="pre_upload"
+                )
                 if upload is not None:
                     label, frame = Path(upload.name).stem, ui.read_upload(upload)
             else:
-                path = st.text_input("Path to a table on this machine (CSV, TSV, JSON, JSONL or Parquet)",
-                                     key="pre_path").strip()
+                path = st.text_input(
+                    "Path to a table on this machine (CSV, TSV, JSON, JSONL or Parquet)", key="pre_path"
+                ).strip()
                 if path:
                     label, frame = Path(path).stem, ui.read_table_cached(path)
         except HsaeError as exc:
@@ -171,7 +215,9 @@ def pretrained_form() -> None:
     def build(progress):
         frame_, text_col_, embeddings = frame, text_col, None
         if not spec:
-            raise ModelError("Choose a published SAE or type a spec (hub:owner/repo/file.pth, hub:owner/repo or a folder)")
+            raise ModelError(
+                "Choose a published SAE or type a spec (hub:owner/repo/file.pth, hub:owner/repo or a folder)"
+            )
         if source == OWN_CORPUS:
             frame_, embeddings = load_published_corpus(own.name, max_rows=max_rows)
             text_col_ = TEXT_COLUMN
@@ -180,16 +226,28 @@ def pretrained_form() -> None:
                 raise DataError("Type the Hugging Face dataset repo id (owner/name)")
             frame_, embeddings = load_hub_corpus(dataset, text_col=text_col, embedding_col=emb_col, max_rows=max_rows)
             if embeddings is None:
-                raise DataError(f"{dataset} has no embedding column (columns: {', '.join(map(str, frame_.columns))}); "
-                                "type the column holding the stored embeddings")
+                raise DataError(
+                    f"{dataset} has no embedding column (columns: {', '.join(map(str, frame_.columns))}); "
+                    "type the column holding the stored embeddings"
+                )
             text_col_ = frame_.columns[0]
-        return build_pretrained_workspace(workspaces_dir() / safe, spec, frame=frame_, text_col=text_col_,
-                                          embedding_col=emb_col, embeddings=embeddings, progress=progress, name=name)
+        return build_pretrained_workspace(
+            workspaces_dir() / safe,
+            spec,
+            frame=frame_,
+            text_col=text_col_,
+            embedding_col=emb_col,
+            embeddings=embeddings,
+            progress=progress,
+            name=name,
+        )
 
     ws = ui.run_build(safe, build)
     if ws is None:
         return
-    st.success(f"Built {ws.name}: {len(ws):,} documents with {ws.sae.config_.m:,} pretrained features; it is open below.")
+    st.success(
+        f"Built {ws.name}: {len(ws):,} documents with {ws.sae.config_.m:,} pretrained features; it is open below."
+    )
 
 
 choices = ui.workspace_choices()
@@ -220,21 +278,32 @@ if ws is not None:
     c[0].metric("Documents", f"{info['n_docs']:,}")
     c[1].metric("SAE shape", f"m={info['m']}, k={info['k']}")
     if info.get("val_nmse") is not None:
-        c[2].metric("Validation NMSE", f"{info['val_nmse']:.3f}",
-                    help="Reconstruction error on documents held out from SAE training, as a share of the "
-                         "embeddings' variance (0 = perfect, 1 = no better than the mean).")
+        c[2].metric(
+            "Validation NMSE",
+            f"{info['val_nmse']:.3f}",
+            help="Reconstruction error on documents held out from SAE training, as a share of the "
+            "embeddings' variance (0 = perfect, 1 = no better than the mean).",
+        )
     else:
-        c[2].metric("NMSE (all documents)", f"{info['nmse']:.3f}" if info["nmse"] is not None else "n/a",
-                    help="Reconstruction error on this workspace's documents as a share of their variance; "
-                         "the SAE was not trained here, so no validation split is known.")
+        c[2].metric(
+            "NMSE (all documents)",
+            f"{info['nmse']:.3f}" if info["nmse"] is not None else "n/a",
+            help="Reconstruction error on this workspace's documents as a share of their variance; "
+            "the SAE was not trained here, so no validation split is known.",
+        )
     c[3].metric("Dead latents", f"{info['dead_frac']:.1%}")
-    st.write(f"**Text column:** `{info['text_col']}` · **Embeddings:** {info['embedding_model']} ({info['dim']}-d) · "
-             f"**SAE:** {info['source']} · **Columns:** {', '.join(info['columns'])}")
+    st.write(
+        f"**Text column:** `{info['text_col']}` · **Embeddings:** {info['embedding_model']} ({info['dim']}-d) · "
+        f"**SAE:** {info['source']} · **Columns:** {', '.join(info['columns'])}"
+    )
     density = ws.features["density"].to_numpy()
     alive = density[density > 0]
-    fig = px.histogram(x=np.log10(alive) if len(alive) else [], nbins=40,
-                       labels={"x": "log10(share of documents where the feature fires)"},
-                       title=f"Feature density ({len(alive)} of {len(density)} features ever fire)")
+    fig = px.histogram(
+        x=np.log10(alive) if len(alive) else [],
+        nbins=40,
+        labels={"x": "log10(share of documents where the feature fires)"},
+        title=f"Feature density ({len(alive)} of {len(density)} features ever fire)",
+    )
     fig.update_layout(yaxis_title="features", height=320, margin=dict(t=40, b=10))
     st.plotly_chart(fig, key="density_hist")
     st.subheader("Corpus sample")
@@ -243,7 +312,8 @@ if ws is not None:
     c = st.columns(3)
     c[0].page_link(ui.PAGES["Features"], label="Features: read the concepts", icon=":material/category:")
     c[1].page_link(ui.PAGES["Search"], label="Search: steer a query feature by feature", icon=":material/search:")
-    c[2].page_link(ui.PAGES["Hypotheses"], label="Hypotheses: which concepts predict a column",
-                   icon=":material/science:")
+    c[2].page_link(
+        ui.PAGES["Hypotheses"], label="Hypotheses: which concepts predict a column", icon=":material/science:"
+    )
 else:
     ui.next_steps("Overview")

@@ -1,4 +1,5 @@
 """Features: a searchable, sortable table of every latent; click a row (or follow a link) to open its page."""
+
 from __future__ import annotations
 
 import hashlib
@@ -28,14 +29,19 @@ kinds = ui.column_kinds(ws)
 FEATURE_COLUMNS = {
     "latent": st.column_config.NumberColumn("feature", help="Feature number (click the row to open it)"),
     "label": st.column_config.TextColumn("label", width="medium"),
-    "fidelity_auc": st.column_config.NumberColumn("fidelity AUC", format="%.2f",
-                                                  help="Held-out embedding-judge AUC of the label (documents the "
-                                                       "labeller never saw); low = do not trust the label"),
+    "fidelity_auc": st.column_config.NumberColumn(
+        "fidelity AUC",
+        format="%.2f",
+        help="Held-out embedding-judge AUC of the label (documents the "
+        "labeller never saw); low = do not trust the label",
+    ),
     "fidelity_f1": st.column_config.NumberColumn("fidelity F1", format="%.2f", help="Held-out F1 of the label"),
-    "density": st.column_config.NumberColumn("fires on", format="percent",
-                                             help="Share of documents where the feature is active"),
-    "mean_activation": st.column_config.NumberColumn("mean activation", format="%.3f",
-                                                     help="Mean activation where active"),
+    "density": st.column_config.NumberColumn(
+        "fires on", format="percent", help="Share of documents where the feature is active"
+    ),
+    "mean_activation": st.column_config.NumberColumn(
+        "mean activation", format="%.3f", help="Mean activation where active"
+    ),
     "max_activation": st.column_config.NumberColumn("max activation", format="%.3f"),
     "keywords": st.column_config.TextColumn("keywords", width="large"),
 }
@@ -51,12 +57,17 @@ if wanted is not None and wanted != st.session_state.get("_feature_from_link"):
 c1, c2, c3 = st.columns([2, 1, 1])
 query = c1.text_input("Search labels and keywords", key="feat_query")
 corr_options = [c for c in other_cols if kinds.get(c) in ("numeric", "category")]
-corr_col = c2.selectbox("Correlate with column", ["(none)"] + corr_options, key="feat_corr_col",
-                        help="Adds each feature's correlation with this column (for a category: with one value)")
+corr_col = c2.selectbox(
+    "Correlate with column",
+    ["(none)"] + corr_options,
+    key="feat_corr_col",
+    help="Adds each feature's correlation with this column (for a category: with one value)",
+)
 corr_value = None
 if corr_col != "(none)" and kinds.get(corr_col) == "category" and not is_bool_dtype(ws.frame[corr_col]):
-    corr_value = c3.selectbox("…equal to", sorted(ws.frame[corr_col].dropna().astype(str).unique()),
-                              key="feat_corr_val")
+    corr_value = c3.selectbox(
+        "…equal to", sorted(ws.frame[corr_col].dropna().astype(str).unique()), key="feat_corr_val"
+    )
 column_config = dict(FEATURE_COLUMNS)
 if corr_col != "(none)":
     name = f"corr({corr_col})" if corr_value is None else f"corr({corr_col}={corr_value})"
@@ -66,9 +77,13 @@ if corr_col != "(none)":
     except HsaeError as exc:
         st.warning(str(exc))
 shown = search_features(table, query, limit=len(table)) if query.strip() else table
-fidelity_filter = c1.selectbox("Label fidelity", ["all labels", "low fidelity only", "trusted only"],
-                               key="feat_fidelity", help="Low: held-out AUC under "
-                               f"{settings.LABELS.low_fidelity_auc} (or LLM-judged F1 under {settings.LABELS.refine_f1_bar})")
+fidelity_filter = c1.selectbox(
+    "Label fidelity",
+    ["all labels", "low fidelity only", "trusted only"],
+    key="feat_fidelity",
+    help="Low: held-out AUC under "
+    f"{settings.LABELS.low_fidelity_auc} (or LLM-judged F1 under {settings.LABELS.refine_f1_bar})",
+)
 if fidelity_filter != "all labels":
     shown = shown[low_fidelity(shown) if fidelity_filter == "low fidelity only" else trusted(shown)]
 if query.strip() and shown.empty:
@@ -76,10 +91,19 @@ if query.strip() and shown.empty:
 cols = [c for c in column_config if c in shown.columns]
 # A new search is a new table: its own key, so that a row picked in the previous list is not reread in this one.
 table_key = "feature_table" if not query.strip() else "feature_table_" + hashlib.sha1(query.encode()).hexdigest()[:8]
-event = st.dataframe(shown[cols], key=table_key, on_select="rerun", selection_mode="single-row",
-                     hide_index=True, height=300, column_config=column_config)
-st.caption(f"{len(shown)} of {len(table)} features · labels: {table['label_method'].iloc[0]} · "
-           "click a row to open that feature below")
+event = st.dataframe(
+    shown[cols],
+    key=table_key,
+    on_select="rerun",
+    selection_mode="single-row",
+    hide_index=True,
+    height=300,
+    column_config=column_config,
+)
+st.caption(
+    f"{len(shown)} of {len(table)} features · labels: {table['label_method'].iloc[0]} · "
+    "click a row to open that feature below"
+)
 ui.relabel_control(ws)
 picked = ui.selected_row(event)
 if picked is not None and picked < len(shown):
@@ -97,8 +121,10 @@ st.session_state["_feature_from_link"] = str(latent)
 row = table.iloc[latent]
 terms = [t.strip() for t in str(row["keywords"] or "").split(",")]
 st.header(f"Feature #{latent}: {row['label']}")
-st.caption(f"Label made by: {row['label_method']}{ui.fidelity_note(row)} · keywords: {row['keywords'] or '—'} · "
-           "keywords are highlighted in the documents")
+st.caption(
+    f"Label made by: {row['label_method']}{ui.fidelity_note(row)} · keywords: {row['keywords'] or '—'} · "
+    "keywords are highlighted in the documents"
+)
 m1, m2, m3 = st.columns(3)
 m1.metric("Share of documents where it fires", f"{row['density']:.2%}")
 m2.metric("Mean activation (when active)", f"{row['mean_activation']:.3f}")
@@ -109,17 +135,26 @@ left, right = st.columns([3, 2])
 with left:
     st.subheader("Top-activating documents")
     top = page["top"]
-    ui.documents(ws, ui.docs_table(ws, top["doc"], {"activation": top["activation"].round(3)}), f"top_docs_{latent}",
-                 terms)
+    ui.documents(
+        ws, ui.docs_table(ws, top["doc"], {"activation": top["activation"].round(3)}), f"top_docs_{latent}", terms
+    )
     st.subheader("Documents from lower activation quantiles")
     q = page["quantiles"]
-    ui.documents(ws, ui.docs_table(ws, q["doc"], {"band": q["band"], "activation": q["activation"].round(3)}),
-                 f"quantile_docs_{latent}", terms)
+    ui.documents(
+        ws,
+        ui.docs_table(ws, q["doc"], {"band": q["band"], "activation": q["activation"].round(3)}),
+        f"quantile_docs_{latent}",
+        terms,
+    )
 with right:
     counts, edges = page["histogram"]
     if len(counts):
-        fig = px.bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, labels={"x": "activation", "y": "documents"},
-                     title="Activation histogram (active documents)")
+        fig = px.bar(
+            x=(edges[:-1] + edges[1:]) / 2,
+            y=counts,
+            labels={"x": "activation", "y": "documents"},
+            title="Activation histogram (active documents)",
+        )
         fig.update_layout(height=280, margin=dict(t=40, b=10))
         st.plotly_chart(fig, key="act_hist")
     else:
@@ -137,8 +172,13 @@ if other_cols:
     st.subheader("Prevalence across a column")
     by = st.selectbox("Column", other_cols, key="prev_col")
     prev = fx.prevalence_by(latent, ws.frame[by])
-    fig = px.bar(prev, x="group", y="active_share", hover_data=["n_docs", "mean_activation"],
-                 labels={"group": by, "active_share": "share of documents where it fires"})
+    fig = px.bar(
+        prev,
+        x="group",
+        y="active_share",
+        hover_data=["n_docs", "mean_activation"],
+        labels={"group": by, "active_share": "share of documents where it fires"},
+    )
     fig.update_layout(height=300, margin=dict(t=20, b=10))
     st.plotly_chart(fig, key="prevalence")
 

@@ -1,4 +1,5 @@
 """Search: a query's SAE features become sliders; moving them steers the search, next to the unsteered baseline."""
+
 from __future__ import annotations
 
 import hashlib
@@ -46,8 +47,12 @@ initial = {int(l): float(a) for l, a in zip(latents, acts)}
 with st.sidebar:
     st.subheader("Add features")
     found = search_features(table, st.text_input("Find features by label", key="add_query"), limit=30)
-    added = st.multiselect("Add to the sliders", found["latent"].tolist(), key=f"added_{qkey}",
-                           format_func=lambda j: ui.feature_name(table, j))
+    added = st.multiselect(
+        "Add to the sliders",
+        found["latent"].tolist(),
+        key=f"added_{qkey}",
+        format_func=lambda j: ui.feature_name(table, j),
+    )
 z = engine.code(vector)
 for j in added:
     initial.setdefault(int(j), float(z[int(j)]))
@@ -60,8 +65,15 @@ cols = st.columns(2)
 for i, (j, a) in enumerate(initial.items()):
     start = round(a, 3)
     span = max(3 * abs(a), 2 * float(table["max_activation"].iloc[j]), 0.5)
-    value = cols[i % 2].slider(ui.feature_name(table, j), min_value=-round(span, 3), max_value=round(span, 3),
-                               value=start, step=0.001, format="%.3f", key=f"steer_{qkey}_{j}")
+    value = cols[i % 2].slider(
+        ui.feature_name(table, j),
+        min_value=-round(span, 3),
+        max_value=round(span, 3),
+        value=start,
+        step=0.001,
+        format="%.3f",
+        key=f"steer_{qkey}_{j}",
+    )
     if abs(value - start) > 1e-9:  # an untouched slider sends no edit, so the baseline is reproduced exactly
         edits[j] = value
 k = int(st.number_input("Results", min_value=5, max_value=100, value=10, step=5, key="search_k"))
@@ -88,9 +100,17 @@ else:
     st.caption("No slider moved: the steered results are exactly the baseline.")
 # One above the other, each the page's width, so that the texts have room; "change" compares them row by row.
 st.subheader("Steered results")
-ui.documents(ws, steered, f"steered_results_{qkey}", terms,
-             column_config={"change": st.column_config.TextColumn(
-                 "change", width="small", help="new: entered the top list; +n / -n: moved up / down")})
+ui.documents(
+    ws,
+    steered,
+    f"steered_results_{qkey}",
+    terms,
+    column_config={
+        "change": st.column_config.TextColumn(
+            "change", width="small", help="new: entered the top list; +n / -n: moved up / down"
+        )
+    },
+)
 with st.expander("Baseline (unsteered)", expanded=bool(edits)):
     ui.documents(ws, baseline, f"baseline_results_{qkey}", terms)
 if res.left:

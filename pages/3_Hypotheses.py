@@ -1,4 +1,5 @@
 """Hypotheses: pick a target column and a safe split, run the method with a progress bar, read the results."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,19 @@ if ws is None:
 SPLITS = ("random rows", "grouped by a column", "by a column's value")
 FEATURE_SOURCES = ("this workspace's features", "a new SAE trained on the training rows only")
 # Columns of the results table, in order, and how they are shown; a new column is one more entry here.
-HYPOTHESIS_COLUMNS = ["class", "latent", "hypothesis", "coef", "coef_p", "significant_bonferroni", "significant_fdr",
-                      "prevalence", "separation", "separation_p", "selection_score"]
+HYPOTHESIS_COLUMNS = [
+    "class",
+    "latent",
+    "hypothesis",
+    "coef",
+    "coef_p",
+    "significant_bonferroni",
+    "significant_fdr",
+    "prevalence",
+    "separation",
+    "separation_p",
+    "selection_score",
+]
 FORMATS = {"coef": "%.3f", "separation": "%.3f", "selection_score": "%.3f", "prevalence": "percent"}
 
 
@@ -63,8 +75,11 @@ def run_codes(path: str, stamp: float, ws_path: str, ws_stamp: float):
 def column_roles(path: str, stamp: float) -> tuple[list, dict, dict]:
     frame, text_col = ui._open(path, stamp).frame, ui._open(path, stamp).text_col
     targets = target_columns(frame, text_col)
-    return (targets, {t: split_columns(frame, text_col, t) for t in targets},
-            {t: group_columns(frame, text_col, t) for t in targets})
+    return (
+        targets,
+        {t: split_columns(frame, text_col, t) for t in targets},
+        {t: group_columns(frame, text_col, t) for t in targets},
+    )
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -92,52 +107,88 @@ kinds = ui.column_kinds(ws)
 
 with st.container(border=True):
     c1, c2, c3 = st.columns(3)
-    target = c1.selectbox("Target column (what to explain)", targets, key="hyp_target",
-                          index=targets.index("stars") if "stars" in targets else 0)
+    target = c1.selectbox(
+        "Target column (what to explain)",
+        targets,
+        key="hyp_target",
+        index=targets.index("stars") if "stars" in targets else 0,
+    )
     values = ws.frame[target].dropna()
     target_class = None
     if kinds.get(target) == "category" and values.nunique() > 2:
-        choice = c1.selectbox("Class (one-vs-rest)", ["every class"] + sorted(values.astype(str).unique()),
-                              key="hyp_class")
+        choice = c1.selectbox(
+            "Class (one-vs-rest)", ["every class"] + sorted(values.astype(str).unique()), key="hyp_class"
+        )
         target_class = None if choice == "every class" else choice
-    split_mode = c2.radio("Holdout", SPLITS, key="hyp_split", horizontal=True,
-                          help="The holdout is never used to select or name the hypotheses; "
-                               "the statistics are computed on it.")
+    split_mode = c2.radio(
+        "Holdout",
+        SPLITS,
+        key="hyp_split",
+        horizontal=True,
+        help="The holdout is never used to select or name the hypotheses; the statistics are computed on it.",
+    )
     split_col = holdout_value = group_col = None
     frac = 0.2
     if split_mode == SPLITS[1]:
         if group_opts[target]:
-            group_col = c2.selectbox("Keep rows with the same value together", group_opts[target], key="hyp_group_col",
-                                     help="e.g. the A/B test id: all arms of one test go to the same side")
+            group_col = c2.selectbox(
+                "Keep rows with the same value together",
+                group_opts[target],
+                key="hyp_group_col",
+                help="e.g. the A/B test id: all arms of one test go to the same side",
+            )
         else:
             c2.warning("No column groups the rows (ids or categories that repeat); using random rows.")
     if split_mode == SPLITS[2]:
         if split_opts[target]:
-            split_col = c2.selectbox("Split column", split_opts[target], key="hyp_split_col",
-                                     index=split_opts[target].index("split") if "split" in split_opts[target] else 0)
+            split_col = c2.selectbox(
+                "Split column",
+                split_opts[target],
+                key="hyp_split_col",
+                index=split_opts[target].index("split") if "split" in split_opts[target] else 0,
+            )
             opts = sorted(ws.frame[split_col].dropna().astype(str).unique())
-            holdout_value = c2.selectbox("Holdout rows are those equal to", opts,
-                                         index=opts.index("holdout") if "holdout" in opts else len(opts) - 1,
-                                         key="hyp_holdout_value")
+            holdout_value = c2.selectbox(
+                "Holdout rows are those equal to",
+                opts,
+                index=opts.index("holdout") if "holdout" in opts else len(opts) - 1,
+                key="hyp_holdout_value",
+            )
             for warning in split_check(str(ws.path), stamp, target, split_col, holdout_value):
                 c2.warning(warning)
         else:
             c2.warning("No column has 2 to 10 values to split on; using random rows.")
     if split_col is None:
         frac = c2.slider("Holdout fraction", 0.1, 0.5, 0.2, 0.05, key="hyp_frac")
-    dedupe = c2.checkbox("Drop duplicate texts first", value=True, key="hyp_dedupe",
-                         help="Texts identical up to case, punctuation and spacing are kept once, so that no text "
-                              "is on both sides and top examples are not copies of one story.")
+    dedupe = c2.checkbox(
+        "Drop duplicate texts first",
+        value=True,
+        key="hyp_dedupe",
+        help="Texts identical up to case, punctuation and spacing are kept once, so that no text "
+        "is on both sides and top examples are not copies of one story.",
+    )
     method = c3.selectbox("Selection", SELECT_METHODS, key="hyp_method")
     n = int(c3.number_input("Hypotheses (n)", 1, 100, HypothesisConfig.n, key="hyp_n"))
-    source = c3.radio("Features", FEATURE_SOURCES, key="hyp_features",
-                      help="This workspace's features: each hypothesis is a feature you can open on the Features "
-                           "page (that SAE saw every text, never the target). A new SAE sees only training texts.")
+    source = c3.radio(
+        "Features",
+        FEATURE_SOURCES,
+        key="hyp_features",
+        help="This workspace's features: each hypothesis is a feature you can open on the Features "
+        "page (that SAE saw every text, never the target). A new SAE sees only training texts.",
+    )
     d1, d2, d3, d4 = st.columns(4)
-    interpreter = d1.selectbox("Interpreter", INTERPRETERS, key="hyp_interp",
-                               help="keywords: offline labels; llm: names from an OpenAI-compatible model")
-    annotator = d2.selectbox("Annotator", ANNOTATORS, key="hyp_annot",
-                             help="activation: present where the feature fires (offline); llm: a model reads each text")
+    interpreter = d1.selectbox(
+        "Interpreter",
+        INTERPRETERS,
+        key="hyp_interp",
+        help="keywords: offline labels; llm: names from an OpenAI-compatible model",
+    )
+    annotator = d2.selectbox(
+        "Annotator",
+        ANNOTATORS,
+        key="hyp_annot",
+        help="activation: present where the feature fires (offline); llm: a model reads each text",
+    )
     m, k = HypothesisConfig.m, HypothesisConfig.k
     if source == FEATURE_SOURCES[1]:
         m = int(d3.number_input("SAE features (m)", 8, 4096, HypothesisConfig.m, step=8, key="hyp_m"))
@@ -145,8 +196,10 @@ with st.container(border=True):
     api_key = ui.api_key_box() if "llm" in (interpreter, annotator) else None
     sample = ws.run_sample()
     if sample is not None:
-        st.caption(f"This workspace holds {len(ws):,} documents: a run uses a random {len(sample):,} of them "
-                   "(seed 0), split into train and holdout as chosen above.")
+        st.caption(
+            f"This workspace holds {len(ws):,} documents: a run uses a random {len(sample):,} of them "
+            "(seed 0), split into train and holdout as chosen above."
+        )
     submitted = st.button("Run", type="primary", key="hyp_run")
 
 if submitted:
@@ -156,17 +209,36 @@ if submitted:
         if needs_llm:
             # Never written to disk: the key lives only in this session's memory.
             client = LLMClient(api_key=api_key) if api_key else LLMClient()
-        config = HypothesisConfig(m=m, k=k, select=method, n=n, interpreter=interpreter, annotator=annotator,
-                                  target_class=target_class, holdout_frac=frac, split_col=split_col,
-                                  holdout_value=holdout_value, group_col=group_col, dedupe=dedupe)
+        config = HypothesisConfig(
+            m=m,
+            k=k,
+            select=method,
+            n=n,
+            interpreter=interpreter,
+            annotator=annotator,
+            target_class=target_class,
+            holdout_frac=frac,
+            split_col=split_col,
+            holdout_value=holdout_value,
+            group_col=group_col,
+            dedupe=dedupe,
+        )
         own = source == FEATURE_SOURCES[0]
         progress, bar = ui.progress_bar(f"Generating hypotheses for '{target}'")
         frame, embeddings = ws.frame, ws.embeddings
         if sample is not None:
             frame, embeddings = frame.iloc[sample].reset_index(drop=True), np.asarray(embeddings[sample])
-        run = hypothesize(frame, text_col=ws.text_col, target_col=target, config=config,
-                          embeddings=embeddings, embedder=ws.embedding_model, progress=progress,
-                          llm_client=client, sae=ws.sae if own else None)
+        run = hypothesize(
+            frame,
+            text_col=ws.text_col,
+            target_col=target,
+            config=config,
+            embeddings=embeddings,
+            embedder=ws.embedding_model,
+            progress=progress,
+            llm_client=client,
+            sae=ws.sae if own else None,
+        )
         if own:  # the run points at the workspace's SAE instead of keeping a copy of it
             run.summary["features"] = {"source": "workspace", "sae_key": ws.manifest.get("steps", {}).get("sae")}
             run.sae = None
@@ -185,8 +257,13 @@ if not runs:
 paths = [str(r["path"]) for r in runs]
 current = st.session_state.get("run_path")
 labels = {str(r["path"]): f"{r['id']} · target {r['summary'].get('target', {}).get('column')}" for r in runs}
-chosen = st.selectbox("Past runs of this workspace", paths, index=paths.index(current) if current in paths else 0,
-                      format_func=labels.get, key="hyp_run_pick")
+chosen = st.selectbox(
+    "Past runs of this workspace",
+    paths,
+    index=paths.index(current) if current in paths else 0,
+    format_func=labels.get,
+    key="hyp_run_pick",
+)
 st.session_state["run_path"] = chosen
 try:
     run_stamp = Path(chosen, "summary.json").stat().st_mtime
@@ -206,10 +283,12 @@ for name, metrics in summary.get("metrics", {}).items():
     for col, (label, value, help_text) in zip(cols, headline_metrics(metrics)):
         col.metric(label, value, help=help_text)
 linked = uses_workspace_features(run, ws)
-st.caption(split_summary(summary) + f" · interpreter: {summary.get('interpreter')} · annotator: "
-           f"{summary.get('annotator')}"
-           + (" (offline: a hypothesis is 'present' where its feature fires)" if summary.get("offline_annotation") else "")
-           + (" · features: this workspace's" if linked else " · features: an SAE trained for this run"))
+st.caption(
+    split_summary(summary) + f" · interpreter: {summary.get('interpreter')} · annotator: "
+    f"{summary.get('annotator')}"
+    + (" (offline: a hypothesis is 'present' where its feature fires)" if summary.get("offline_annotation") else "")
+    + (" · features: this workspace's" if linked else " · features: an SAE trained for this run")
+)
 for warning in summary.get("warnings", []):
     st.warning(warning)
 
@@ -218,21 +297,32 @@ table = run.table
 shown = readable_table(table)
 show_cols = [c for c in HYPOTHESIS_COLUMNS if c in shown.columns]
 run_key = Path(chosen).name  # each run's tables get their own keys: a row picked in one run is not reread in another
-event = st.dataframe(shown[show_cols], key=f"hyp_table_{run_key}", on_select="rerun",
-                     selection_mode="single-row", hide_index=True,
-                     column_config={c: column_config(c) for c in show_cols})
+event = st.dataframe(
+    shown[show_cols],
+    key=f"hyp_table_{run_key}",
+    on_select="rerun",
+    selection_mode="single-row",
+    hide_index=True,
+    column_config={c: column_config(c) for c in show_cols},
+)
 st.caption("Click a row to see its strongest supporting documents and counterexamples below.")
-st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name="hypotheses.csv",
-                   mime="text/csv", key="hyp_download")
+st.download_button(
+    "Download CSV", table.to_csv(index=False).encode(), file_name="hypotheses.csv", mime="text/csv", key="hyp_download"
+)
 
 effects = effect_rows(table)
 if len(effects):
-    fig = px.scatter(effects, x="coef", y="hypothesis", color="significant",
-                     error_x=effects["high"] - effects["coef"], error_x_minus=effects["coef"] - effects["low"],
-                     color_discrete_map={"Bonferroni-significant": "#1f77b4", "FDR only": "#7fb3d5",
-                                         "not significant": "#b0b0b0"},
-                     labels={"coef": "coefficient in the joint model (95% CI)", "hypothesis": ""},
-                     title="Effect of each hypothesis on the target (holdout)")
+    fig = px.scatter(
+        effects,
+        x="coef",
+        y="hypothesis",
+        color="significant",
+        error_x=effects["high"] - effects["coef"],
+        error_x_minus=effects["coef"] - effects["low"],
+        color_discrete_map={"Bonferroni-significant": "#1f77b4", "FDR only": "#7fb3d5", "not significant": "#b0b0b0"},
+        labels={"coef": "coefficient in the joint model (95% CI)", "hypothesis": ""},
+        title="Effect of each hypothesis on the target (holdout)",
+    )
     fig.update_yaxes(categoryorder="array", categoryarray=effects["hypothesis"].tolist())  # by effect, not colour
     fig.add_vline(x=0, line_dash="dot", line_color="grey")
     fig.update_layout(height=max(260, 28 * len(effects) + 120), margin=dict(t=40, b=10), legend_title_text="")
@@ -245,8 +335,12 @@ row = table.iloc[row_index]
 latent = int(row["latent"])
 st.subheader(f"Evidence: {row['hypothesis']} (feature #{latent})")
 if linked:
-    st.page_link(ui.PAGES["Features"], label=f"Open feature #{latent} on the Features page",
-                 query_params={"feature": str(latent)}, icon=":material/open_in_new:")
+    st.page_link(
+        ui.PAGES["Features"],
+        label=f"Open feature #{latent} on the Features page",
+        query_params={"feature": str(latent)},
+        icon=":material/open_in_new:",
+    )
 else:
     st.caption("This run trained its own SAE, so its feature numbers are not the Features page's.")
 try:
@@ -255,16 +349,19 @@ except ui.ERRORS as exc:
     st.warning(f"Documents shown in holdout order: {ui.error_line(exc)}")
     codes = None
 used = ws.run_rows(chosen)
-supporting, counter = hypothesis_evidence(run, ws.frame if used is None else ws.frame.iloc[used], ws.text_col, row,
-                                          codes=codes)
+supporting, counter = hypothesis_evidence(
+    run, ws.frame if used is None else ws.frame.iloc[used], ws.text_col, row, codes=codes
+)
 if used is not None:  # back from positions in the run's sample to the workspace's documents
     supporting["doc"] = used[supporting["doc"].to_numpy(dtype=np.int64)]
     counter["doc"] = used[counter["doc"].to_numpy(dtype=np.int64)]
 terms = [t.strip() for t in str(row.get("keywords") or "").split(",")]
 target_name = summary.get("target", {}).get("column")
 small = {target_name: st.column_config.Column(target_name, width="small")}
-st.markdown("**Supporting holdout documents**: the hypothesis is present and the target is on the side it predicts; "
-            "strongest first")
+st.markdown(
+    "**Supporting holdout documents**: the hypothesis is present and the target is on the side it predicts; "
+    "strongest first"
+)
 ui.documents(ws, supporting, f"hyp_support_{run_key}_{row_index}", terms, column_config=small)
 st.markdown("**Counterexamples**: present, but the target is on the other side; strongest first")
 ui.documents(ws, counter, f"hyp_counter_{run_key}_{row_index}", terms, column_config=small)

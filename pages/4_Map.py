@@ -1,5 +1,6 @@
 """Map: the documents in 2-D, regions named by their most over-represented feature, filters by column and
 feature, and what a selected region holds. Large corpora are drawn as a density image plus a sample of points."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,11 +51,20 @@ with st.expander("Filters", expanded=False):
             f_range = f1.slider(f"{f_col} between", info[0], info[1], info, key=f"map_filter_range_{f_col}")
         else:
             f_values = f1.multiselect(f"{f_col} is one of", info, default=info[:1], key=f"map_filter_values_{f_col}")
-    f_feat = f2.selectbox("Only documents where this feature fires", [None] + by_density, key="map_filter_feature",
-                          format_func=lambda j: "(any document)" if j is None else ui.feature_name(table, j))
+    f_feat = f2.selectbox(
+        "Only documents where this feature fires",
+        [None] + by_density,
+        key="map_filter_feature",
+        format_func=lambda j: "(any document)" if j is None else ui.feature_name(table, j),
+    )
 try:
-    keep = filter_mask(ws.frame, None if f_col == "(none)" else f_col, f_values, f_range,
-                       None if f_feat is None else fx.activations(int(f_feat))[0])
+    keep = filter_mask(
+        ws.frame,
+        None if f_col == "(none)" else f_col,
+        f_values,
+        f_range,
+        None if f_feat is None else fx.activations(int(f_feat))[0],
+    )
 except ui.ERRORS as exc:
     st.error(ui.error_line(exc))
     st.stop()
@@ -65,8 +75,7 @@ if n_keep == 0:
 
 # ---- colour
 c1, c2, c3 = st.columns([2, 2, 1])
-colour_by = c1.radio("Colour by", ["feature activation", "column", "document count"], horizontal=True,
-                     key="map_colour")
+colour_by = c1.radio("Colour by", ["feature activation", "column", "document count"], horizontal=True, key="map_colour")
 colour, colour_name, category = None, "documents", False
 if colour_by == "feature activation":
     j = c2.selectbox("Feature", by_density, key="map_feature", format_func=lambda j: ui.feature_name(table, j))
@@ -75,8 +84,9 @@ if colour_by == "feature activation":
     colour[docs] = acts
     colour_name = f"feature #{j}"
 elif colour_by == "column" and kinds:
-    col = c2.selectbox("Column", list(kinds), index=list(kinds).index("stars") if "stars" in kinds else 0,
-                       key="map_column")
+    col = c2.selectbox(
+        "Column", list(kinds), index=list(kinds).index("stars") if "stars" in kinds else 0, key="map_column"
+    )
     kind, info = kinds[col]
     if kind == "numeric":
         colour, colour_name = pd.to_numeric(ws.frame[col], errors="coerce").to_numpy(dtype=np.float64), col
@@ -95,34 +105,77 @@ if dense:
     z = np.log10(1 + grid["count"]) if colour is None else grid["mean"]
     if colour is None:
         z[grid["count"] == 0] = np.nan
-    fig = go.Figure(go.Heatmap(x=grid["x"], y=grid["y"], z=z, colorscale="Viridis", hoverongaps=False,
-                               colorbar=dict(title="log10 docs" if colour is None else colour_name),
-                               hovertemplate="x %{x:.2f}, y %{y:.2f}<br>%{z:.3g}<extra></extra>"))
+    fig = go.Figure(
+        go.Heatmap(
+            x=grid["x"],
+            y=grid["y"],
+            z=z,
+            colorscale="Viridis",
+            hoverongaps=False,
+            colorbar=dict(title="log10 docs" if colour is None else colour_name),
+            hovertemplate="x %{x:.2f}, y %{y:.2f}<br>%{z:.3g}<extra></extra>",
+        )
+    )
     shown = hover_sample(keep, settings.SCALE.map_hover_points)
-    fig.add_trace(go.Scattergl(x=coords[shown, 0], y=coords[shown, 1], mode="markers", customdata=shown[:, None],
-                               hovertext=[ui.snippet(ws.texts[i], 160) for i in shown], hoverinfo="text",
-                               marker=dict(size=3, color="rgba(255,255,255,0.45)"), name="sample", showlegend=False))
-    caption = (f"{n_keep:,} documents drawn as a {len(grid['x'])}x{len(grid['y'])} density image "
-               f"({grid['engine']}); hover shows a sample of {len(shown):,}. Box or lasso selects every document "
-               "in the area, not only the sampled points.")
+    fig.add_trace(
+        go.Scattergl(
+            x=coords[shown, 0],
+            y=coords[shown, 1],
+            mode="markers",
+            customdata=shown[:, None],
+            hovertext=[ui.snippet(ws.texts[i], 160) for i in shown],
+            hoverinfo="text",
+            marker=dict(size=3, color="rgba(255,255,255,0.45)"),
+            name="sample",
+            showlegend=False,
+        )
+    )
+    caption = (
+        f"{n_keep:,} documents drawn as a {len(grid['x'])}x{len(grid['y'])} density image "
+        f"({grid['engine']}); hover shows a sample of {len(shown):,}. Box or lasso selects every document "
+        "in the area, not only the sampled points."
+    )
 else:
     shown = np.flatnonzero(keep)
-    plot = pd.DataFrame({"x": coords[shown, 0], "y": coords[shown, 1], "doc": shown,
-                         "text": [ui.snippet(ws.texts[i], 160) for i in shown]})
+    plot = pd.DataFrame(
+        {
+            "x": coords[shown, 0],
+            "y": coords[shown, 1],
+            "doc": shown,
+            "text": [ui.snippet(ws.texts[i], 160) for i in shown],
+        }
+    )
     if colour is not None:
         plot[colour_name] = colour[shown]
-    fig = px.scatter(plot, x="x", y="y", color=None if colour is None else colour_name,
-                     hover_data={"text": True, "doc": True, "x": False, "y": False}, custom_data=["doc"],
-                     render_mode="webgl")
+    fig = px.scatter(
+        plot,
+        x="x",
+        y="y",
+        color=None if colour is None else colour_name,
+        hover_data={"text": True, "doc": True, "x": False, "y": False},
+        custom_data=["doc"],
+        render_mode="webgl",
+    )
     fig.update_traces(marker=dict(size=4))
     caption = f"{n_keep:,} documents."
 if show_regions:
     _, regions = ui.map_regions(ws, labels)
     for r in regions.itertuples():
-        fig.add_annotation(x=r.x, y=r.y, text=str(r.label)[:40], showarrow=False, font=dict(size=11, color="black"),
-                           bgcolor="rgba(255,255,255,0.7)")
-fig.update_layout(dragmode="select", height=600, margin=dict(t=10, b=10),
-                  xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None))
+        fig.add_annotation(
+            x=r.x,
+            y=r.y,
+            text=str(r.label)[:40],
+            showarrow=False,
+            font=dict(size=11, color="black"),
+            bgcolor="rgba(255,255,255,0.7)",
+        )
+fig.update_layout(
+    dragmode="select",
+    height=600,
+    margin=dict(t=10, b=10),
+    xaxis=dict(showticklabels=False, title=None),
+    yaxis=dict(showticklabels=False, title=None),
+)
 event = st.plotly_chart(fig, key="map_chart", on_select="rerun", selection_mode=("box", "lasso"))
 layout_how = ws.layout_info.get("method", "umap")
 st.caption(f"{caption} Layout: {layout_how}.")
@@ -137,8 +190,11 @@ with st.expander("…or type a box", expanded=selected is None):
 inside = (selected if selected is not None else points_in_box(coords, xr, yr)) & keep
 if show_regions:
     with st.expander("Regions and the feature each is named after"):
-        st.dataframe(regions[["region", "label", "latent", "n_docs", "inside_rate", "outside_rate", "z"]].round(3),
-                     key="map_region_labels", hide_index=True)
+        st.dataframe(
+            regions[["region", "label", "latent", "n_docs", "inside_rate", "outside_rate", "z"]].round(3),
+            key="map_region_labels",
+            hide_index=True,
+        )
 if inside.sum() == keep.sum():
     ui.next_steps("Map")
     st.stop()
@@ -156,6 +212,8 @@ with right:
     docs = strongest_documents(fx.csc, inside, top_latent, limit=100)
     st.subheader("Selected documents")
     if top_latent is not None:
-        st.caption(f"Strongest on the most over-represented feature ({ui.feature_name(table, top_latent)}) first; "
-                   f"{min(len(docs), 100)} of {int(inside.sum()):,} shown.")
+        st.caption(
+            f"Strongest on the most over-represented feature ({ui.feature_name(table, top_latent)}) first; "
+            f"{min(len(docs), 100)} of {int(inside.sum()):,} shown."
+        )
     ui.documents(ws, ui.docs_table(ws, docs, text_first=True), key="map_docs", height=400)

@@ -1,4 +1,5 @@
 """Shared fixtures: real data from ../shared/data (or $HSAE_DATA_DIR), embedded once per session."""
+
 from __future__ import annotations
 
 import os

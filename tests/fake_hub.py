@@ -3,6 +3,7 @@
 It answers on 127.0.0.1 like huggingface.co does for these calls, keeps every file a commit adds (all
 files are declared "regular", so they travel base64-encoded inside the commit) and records requests.
 """
+
 from __future__ import annotations
 
 import base64
@@ -54,8 +55,14 @@ class FakeHub:
                         return self._send(404, {"error": "Repository not found"})
                     if parts[5] == "preupload":
                         files = json.loads(body)["files"]
-                        return self._send(200, {"files": [{"path": f["path"], "uploadMode": "regular",
-                                                           "shouldIgnore": False} for f in files]})
+                        return self._send(
+                            200,
+                            {
+                                "files": [
+                                    {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files
+                                ]
+                            },
+                        )
                     repo = hub.repos[repo_id]
                     for line in body.decode().splitlines():
                         item = json.loads(line)
@@ -63,8 +70,14 @@ class FakeHub:
                             repo["commits"].append(item["value"].get("summary"))
                         elif item.get("key") == "file":
                             repo["files"][item["value"]["path"]] = base64.b64decode(item["value"]["content"])
-                    return self._send(200, {"commitUrl": f"http://{self.headers['Host']}/{repo_id}/commit/1",
-                                            "commitOid": "1" * 40, "pullRequestUrl": None})
+                    return self._send(
+                        200,
+                        {
+                            "commitUrl": f"http://{self.headers['Host']}/{repo_id}/commit/1",
+                            "commitOid": "1" * 40,
+                            "pullRequestUrl": None,
+                        },
+                    )
                 return self._send(404, {"error": f"not handled: {self.path}"})
 
             def do_GET(self):

@@ -12,6 +12,7 @@ Environment:
 
 Nothing in hsae is replaced: the wrappers only add a kill, a delay or a size limit around the OS calls.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@
 ``<cache>/<type>s--OWNER--NAME/snapshots/<commit>/<file>`` the files. With HF_HUB_OFFLINE=1 the real
 ``hf_hub_download`` / ``snapshot_download`` resolve these exactly as they would a downloaded repo.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,9 @@ def commit_id(label: str) -> str:
     return hashlib.sha1(label.encode()).hexdigest()
 
 
-def add_to_cache(cache: Path, repo_id: str, files: dict, *, repo_type: str = "model", commit: str | None = None,
-                 branch: str = "main") -> Path:
+def add_to_cache(
+    cache: Path, repo_id: str, files: dict, *, repo_type: str = "model", commit: str | None = None, branch: str = "main"
+) -> Path:
     """Write ``files`` ({relative name: bytes or a source Path}) as one commit of ``repo_id``; returns the snapshot."""
     owner, name = repo_id.split("/")
     repo_dir = Path(cache) / f"{repo_type}s--{owner}--{name}"
@@ -42,8 +44,9 @@ def published_state_dict(n: int = 3072, d: int = 1536, seed: int = 0) -> Ordered
     encoder = decoder.T.clone() + 0.01 * torch.randn(n, d, generator=g)
     pre_bias = 0.01 * torch.randn(d, generator=g)
     latent_bias = 0.01 * torch.randn(n, generator=g) / math.sqrt(d)
-    return OrderedDict([("pre_bias", pre_bias), ("latent_bias", latent_bias),
-                        ("encoder.weight", encoder), ("decoder.weight", decoder)])
+    return OrderedDict(
+        [("pre_bias", pre_bias), ("latent_bias", latent_bias), ("encoder.weight", encoder), ("decoder.weight", decoder)]
+    )
 
 
 def save_state_dict(state: dict, path: Path) -> Path:

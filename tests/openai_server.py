@@ -26,6 +26,7 @@ write instead of an output line (garbage output); ``server.batch_create_errors``
 answers for the next batch creations (``made``: the batch exists although the client got an error). Batch lines are kept in ``server.batch_lines``; they are
 not HTTP requests and do not appear in ``server.requests``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -49,9 +50,14 @@ Responder = Callable[[dict], Any]
 
 def chat_reply(content: Optional[str], model: str = "fake-model") -> dict:
     """A minimal Chat Completions response body carrying ``content``."""
-    return {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
 
 
 def fake_embedding(text: str, dim: int) -> list[float]:
@@ -116,8 +122,11 @@ class FakeOpenAIServer:
                 pass
 
             def send(self, status, body, headers=None, content_type="application/json"):
-                raw = body if isinstance(body, bytes) else (
-                    body.encode("utf-8") if isinstance(body, str) else json.dumps(body).encode("utf-8"))
+                raw = (
+                    body
+                    if isinstance(body, bytes)
+                    else (body.encode("utf-8") if isinstance(body, str) else json.dumps(body).encode("utf-8"))
+                )
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", content_type)
@@ -134,8 +143,11 @@ class FakeOpenAIServer:
                 with server._lock:
                     server.requests.append({"_path": path, "_method": "GET"})
                     status, body = server._batch_api("GET", path, None)
-                self.send(status, body, content_type="application/octet-stream" if isinstance(body, bytes)
-                          else "application/json")
+                self.send(
+                    status,
+                    body,
+                    content_type="application/octet-stream" if isinstance(body, bytes) else "application/json",
+                )
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -175,12 +187,26 @@ class FakeOpenAIServer:
             inputs = request.get("input", [])
             inputs = [inputs] if isinstance(inputs, str) else inputs
             as_base64 = request.get("encoding_format") == "base64"
-            data = [{"object": "embedding", "index": i,
-                     "embedding": _base64(fake_embedding(str(t), self.embed_dim)) if as_base64
-                     else fake_embedding(str(t), self.embed_dim)}
-                    for i, t in enumerate(inputs)]
-            return 200, {"object": "list", "data": data, "model": request.get("model", "fake-embed"),
-                         "usage": {"prompt_tokens": 1, "total_tokens": 1}}, {}
+            data = [
+                {
+                    "object": "embedding",
+                    "index": i,
+                    "embedding": _base64(fake_embedding(str(t), self.embed_dim))
+                    if as_base64
+                    else fake_embedding(str(t), self.embed_dim),
+                }
+                for i, t in enumerate(inputs)
+            ]
+            return (
+                200,
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": request.get("model", "fake-embed"),
+                    "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                },
+                {},
+            )
         result = self.responder(request)
         if isinstance(result, tuple):
             return result
@@ -207,12 +233,22 @@ class FakeOpenAIServer:
             self.requests.append({"_path": path, "_method": "POST", **request})
             if request.get("input_file_id") not in self.files:
                 return 400, {"error": {"message": "unknown input_file_id"}}
-            batch = {"id": f"batch_{next(self._ids)}", "object": "batch", "endpoint": request.get("endpoint"),
-                     "input_file_id": request["input_file_id"], "completion_window": request.get("completion_window"),
-                     "status": "validating", "output_file_id": None, "error_file_id": None, "errors": None,
-                     "created_at": int(time.time()), "metadata": request.get("metadata"),
-                     "request_counts": {"total": 0, "completed": 0, "failed": 0},
-                     "_step": 0, "_ending": self.batch_endings.pop(0) if self.batch_endings else "completed"}
+            batch = {
+                "id": f"batch_{next(self._ids)}",
+                "object": "batch",
+                "endpoint": request.get("endpoint"),
+                "input_file_id": request["input_file_id"],
+                "completion_window": request.get("completion_window"),
+                "status": "validating",
+                "output_file_id": None,
+                "error_file_id": None,
+                "errors": None,
+                "created_at": int(time.time()),
+                "metadata": request.get("metadata"),
+                "request_counts": {"total": 0, "completed": 0, "failed": 0},
+                "_step": 0,
+                "_ending": self.batch_endings.pop(0) if self.batch_endings else "completed",
+            }
             self.batches[batch["id"]] = batch
             if self.batch_create_errors:  # e.g. a timeout after the batch was made: the client sees an error
                 status, keep = self.batch_create_errors.pop(0)
@@ -235,13 +271,26 @@ class FakeOpenAIServer:
             return 404, {"error": {"message": "No such batch", "type": "invalid_request_error"}}
         if method == "GET" and path.endswith("/batches"):
             data = [_public(b) for b in reversed(list(self.batches.values()))]
-            return 200, {"object": "list", "data": data, "has_more": False,
-                         "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+            return 200, {
+                "object": "list",
+                "data": data,
+                "has_more": False,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            }
         return 404, {"error": {"message": f"unknown path {path}"}}
 
     def _new_file(self, content: bytes, filename: str, purpose: str) -> dict:
-        file = {"id": f"file-{next(self._ids)}", "object": "file", "bytes": len(content), "created_at": int(time.time()),
-                "filename": filename, "purpose": purpose, "status": "processed", "content": content}
+        file = {
+            "id": f"file-{next(self._ids)}",
+            "object": "file",
+            "bytes": len(content),
+            "created_at": int(time.time()),
+            "filename": filename,
+            "purpose": purpose,
+            "status": "processed",
+            "content": content,
+        }
         self.files[file["id"]] = file
         return file
 
@@ -267,8 +316,16 @@ class FakeOpenAIServer:
             rid = f"batch_req_{next(self._ids)}"
             if ending != "completed" and i >= self.expire_keep:
                 code = "batch_expired" if ending == "expired" else "batch_cancelled"
-                err.append(json.dumps({"id": rid, "custom_id": line["custom_id"], "response": None,
-                                       "error": {"code": code, "message": f"request not run: batch {ending}"}}))
+                err.append(
+                    json.dumps(
+                        {
+                            "id": rid,
+                            "custom_id": line["custom_id"],
+                            "response": None,
+                            "error": {"code": code, "message": f"request not run: batch {ending}"},
+                        }
+                    )
+                )
                 continue
             self.batch_lines.append(line)
             if line.get("url") != batch["endpoint"]:
@@ -278,8 +335,12 @@ class FakeOpenAIServer:
                     status, body, _ = self._answer({**line.get("body", {}), "_path": line["url"]})
                 except Exception as exc:
                     status, body = 500, {"error": {"message": repr(exc)}}
-            record = {"id": rid, "custom_id": line["custom_id"],
-                      "response": {"status_code": status, "request_id": rid, "body": body}, "error": None}
+            record = {
+                "id": rid,
+                "custom_id": line["custom_id"],
+                "response": {"status_code": status, "request_id": rid, "body": body},
+                "error": None,
+            }
             if status == 200:
                 mangled = self.mangle(record) if self.mangle else None
                 out.append(mangled if mangled is not None else json.dumps(record))
@@ -317,7 +378,8 @@ def _public(obj: dict) -> dict:
 def _multipart(raw: bytes, content_type: str) -> dict[str, tuple[Optional[str], bytes]]:
     """name -> (filename, bytes) of a multipart/form-data body."""
     message = BytesParser(policy=email_policy).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw)
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw
+    )
     fields = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")

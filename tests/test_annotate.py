@@ -1,4 +1,5 @@
 """Holdout annotation on real Yelp reviews: activation presence offline, and LLM yes/no through a local server."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,11 +44,18 @@ def judge_by_word(request):
 
 def test_llm_annotator_asks_per_text_and_hypothesis(holdout, openai_server, tmp_path):
     texts, codes, _ = holdout
-    hyps = [Interpretation(latent=0, label="mentions service", method="llm:x"),
-            Interpretation(latent=1, label="mentions chicken", method="llm:x")]
+    hyps = [
+        Interpretation(latent=0, label="mentions service", method="llm:x"),
+        Interpretation(latent=1, label="mentions chicken", method="llm:x"),
+    ]
     openai_server.responder = judge_by_word
-    client = LLMClient(model="judge-model", api_key="k", base_url=openai_server.base_url,
-                       cache_path=tmp_path / "c.sqlite", backoff=0.01)
+    client = LLMClient(
+        model="judge-model",
+        api_key="k",
+        base_url=openai_server.base_url,
+        cache_path=tmp_path / "c.sqlite",
+        backoff=0.01,
+    )
     annotator = make_annotator("llm", client=client)
     assert annotator.method == "llm:judge-model"
     ann = annotator.annotate(texts=texts, codes=codes, interpretations=hyps)
@@ -63,8 +71,9 @@ def test_llm_annotator_asks_per_text_and_hypothesis(holdout, openai_server, tmp_
 
     # cached: a second annotation makes no request
     openai_server.requests.clear()
-    again = LLMAnnotator(LLMClient(model="judge-model", api_key="k", base_url=openai_server.base_url,
-                                   cache_path=tmp_path / "c.sqlite"))
+    again = LLMAnnotator(
+        LLMClient(model="judge-model", api_key="k", base_url=openai_server.base_url, cache_path=tmp_path / "c.sqlite")
+    )
     assert np.array_equal(again.annotate(texts=texts, codes=None, interpretations=hyps), ann, equal_nan=True)
     assert openai_server.requests == []
 
@@ -72,11 +81,18 @@ def test_llm_annotator_asks_per_text_and_hypothesis(holdout, openai_server, tmp_
 def test_llm_annotator_truncates_and_survives_a_dead_server(holdout, openai_server, tmp_path):
     texts, codes, names = holdout
     openai_server.responder = lambda req: (503, {"error": {"message": "overloaded"}}, {"retry-after": "0"})
-    client = LLMClient(model="m", api_key="k", base_url=openai_server.base_url, cache_path=tmp_path / "c.sqlite",
-                       max_retries=1, backoff=0.01)
+    client = LLMClient(
+        model="m",
+        api_key="k",
+        base_url=openai_server.base_url,
+        cache_path=tmp_path / "c.sqlite",
+        max_retries=1,
+        backoff=0.01,
+    )
     long_text = "word " * 5000
-    ann = LLMAnnotator(client, max_chars=300).annotate(texts=texts[:3] + [long_text], codes=None,
-                                                       interpretations=names[:2])
+    ann = LLMAnnotator(client, max_chars=300).annotate(
+        texts=texts[:3] + [long_text], codes=None, interpretations=names[:2]
+    )
     assert ann.shape == (4, 2) and np.isnan(ann).all()
     assert client.stats["failures"] == 8
     assert max(len(user_prompt(r)) for r in openai_server.chat_requests()) < 300 + 400

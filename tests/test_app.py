@@ -1,5 +1,6 @@
 """Every dashboard page under streamlit.testing.v1.AppTest, through app.py's navigation, on small workspaces built
 from real Yelp reviews and real Upworthy headlines."""
+
 from __future__ import annotations
 
 import html
@@ -40,7 +41,7 @@ def page(name: str = "Overview", **query) -> AppTest:
     at.run()
     assert not at.exception, at.exception
     if name != "Overview":
-        at.switch_page(f"pages/{ {'Features': 1, 'Search': 2, 'Hypotheses': 3, 'Map': 4}[name]}_{name}.py")
+        at.switch_page(f"pages/{ {'Features': 1, 'Search': 2, 'Hypotheses': 3, 'Map': 4}[name] }_{name}.py")
         for key, value in query.items():
             at.query_params[key] = str(value)
         at.run()

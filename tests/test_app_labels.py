@@ -1,5 +1,6 @@
 """Label sets and their fidelity in the dashboard: the picker, the Features table and filter, slider names,
 the hypothesis table, and relabelling under a progress bar (on a copy of the small real workspace)."""
+
 from __future__ import annotations
 
 import shutil

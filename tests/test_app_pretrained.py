@@ -3,6 +3,7 @@ real arXiv abstracts with a stored 1536-d embedding column, then the Features an
 
 The "OpenAI" embeddings are the deterministic TF-IDF projections of tests/test_corpora.py (no OpenAI access here).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -133,7 +134,7 @@ def test_hub_dataset_corpus_is_prefilled_from_the_registry(offline_hub, arxiv_ta
     build(at)
     assert not [e.value for e in at.error if "Build failed" in e.value]
     assert metrics(at)["Documents"] == "120"
-    assert (Path(at.session_state["workspace_path"]).name == "cslg-from-hub")
+    assert Path(at.session_state["workspace_path"]).name == "cslg-from-hub"
 
 
 def test_bad_choices_are_one_line_errors_and_the_open_workspace_stays(offline_hub, arxiv_table, tmp_path):

@@ -7,6 +7,7 @@ reads is cut, runs a hypothesis and follows its link to the feature page. Saves 
 points the run at another workspace (e.g. the demo) instead of the small test workspace. Skipped only when
 /usr/bin/chromium is absent (`make browser` installs it).
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,15 @@ REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("HSAE_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(os.environ.get("HSAE_ARTIFACTS", REPO / "test-artifacts"))
 README_SHOTS = os.environ.get("HSAE_SCREENSHOTS")
-CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync"]
+CHROME_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 HEADER_H, ROW_H = 35, 35  # Streamlit's grid: header and default row height (px)
 
 
@@ -72,9 +80,27 @@ def server(workspace, tmp_path):
     env = dict(os.environ, HSAE_WORKSPACE=str(workspace), HSAE_WORKSPACES_DIR=str(tmp_path / "ws"))
     log = open(tmp_path / "streamlit.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(REPO / "app.py"),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -98,7 +124,9 @@ def server(workspace, tmp_path):
 
 
 def _no_exception(page) -> None:
-    assert page.locator('[data-testid="stException"]').count() == 0, page.locator('[data-testid="stException"]').first.inner_text()
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator(
+        '[data-testid="stException"]'
+    ).first.inner_text()
 
 
 def grid(page, key: str):

@@ -1,4 +1,5 @@
 """The `hsae` command end to end on real Yelp reviews, and its one-line errors on bad input."""
+
 import json
 import os
 import subprocess
@@ -11,8 +12,18 @@ import pytest
 from hsae_core.cli import main
 from hsae_core.sae import SparseAutoencoder
 
-REQUIRED = ["latent", "hypothesis", "selection_score", "prevalence", "separation", "separation_p",
-            "coef", "coef_p", "significant_bonferroni", "significant_fdr"]
+REQUIRED = [
+    "latent",
+    "hypothesis",
+    "selection_score",
+    "prevalence",
+    "separation",
+    "separation_p",
+    "coef",
+    "coef_p",
+    "significant_bonferroni",
+    "significant_fdr",
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +40,27 @@ def yelp_files(yelp_embedded, tmp_path_factory):
 def run_dir(yelp_files, tmp_path_factory):
     train, hold = yelp_files
     out = tmp_path_factory.mktemp("run")
-    code = main(["hypothesize", "--data", str(train), "--holdout", str(hold), "--text-col", "text",
-                 "--target-col", "stars", "--n", "10", "--m", "64", "--k", "8", "--out", str(out)])
+    code = main(
+        [
+            "hypothesize",
+            "--data",
+            str(train),
+            "--holdout",
+            str(hold),
+            "--text-col",
+            "text",
+            "--target-col",
+            "stars",
+            "--n",
+            "10",
+            "--m",
+            "64",
+            "--k",
+            "8",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     return out
 
@@ -44,7 +74,9 @@ def test_hypothesize_writes_table_summary_annotations_and_sae(run_dir, yelp_file
     assert summary["annotator"] == "activation" and summary["offline_annotation"] is True
     metrics = summary["metrics"]["overall"]
     assert {"r2_in_sample", "r2_cv", "n_significant_bonferroni", "embedding_baseline"} <= set(metrics)
-    assert {"read", "embed", "train_sae", "select", "interpret", "annotate", "evaluate", "total"} <= set(summary["seconds"])
+    assert {"read", "embed", "train_sae", "select", "interpret", "annotate", "evaluate", "total"} <= set(
+        summary["seconds"]
+    )
     assert summary["versions"]["torch"].startswith("2.13")
     ann = pd.read_parquet(run_dir / "holdout_annotations.parquet")
     assert ann.shape == (400, 12) and list(ann["row_id"]) == list(range(400))
@@ -68,9 +100,31 @@ def test_hypotheses_are_real_findings_on_the_holdout(run_dir):
 
 def test_multiclass_target_gives_one_vs_rest_tables(yelp_files, tmp_path):
     train, hold = yelp_files
-    code = main(["hypothesize", "--data", str(train), "--holdout", str(hold), "--text-col", "text",
-                 "--target-col", "stars", "--target-kind", "multiclass", "--n", "5", "--m", "64", "--k", "4",
-                 "--select", "separation", "--out", str(tmp_path)])
+    code = main(
+        [
+            "hypothesize",
+            "--data",
+            str(train),
+            "--holdout",
+            str(hold),
+            "--text-col",
+            "text",
+            "--target-col",
+            "stars",
+            "--target-kind",
+            "multiclass",
+            "--n",
+            "5",
+            "--m",
+            "64",
+            "--k",
+            "4",
+            "--select",
+            "separation",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     table = pd.read_csv(tmp_path / "hypotheses.csv")
     assert sorted(table["class"].unique()) == [1, 2, 3, 4, 5] and len(table) == 25
@@ -85,9 +139,29 @@ def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path):
     df.loc[:9, "text"] = ""  # dropped and counted
     path = tmp_path / "binary.parquet"
     df.to_parquet(path)
-    code = main(["hypothesize", "--data", str(path), "--text-col", "text", "--target-col", "positive",
-                 "--holdout-frac", "0.3", "--n", "6", "--m", "64", "--k", "4", "--select", "lasso",
-                 "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "hypothesize",
+            "--data",
+            str(path),
+            "--text-col",
+            "text",
+            "--target-col",
+            "positive",
+            "--holdout-frac",
+            "0.3",
+            "--n",
+            "6",
+            "--m",
+            "64",
+            "--k",
+            "4",
+            "--select",
+            "lasso",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["target"]["kind"] == "binary" and summary["target"]["classes"] == ["bad", "good"]
@@ -108,8 +182,11 @@ def test_bad_inputs_exit_2_with_one_line(yelp_files, tmp_path, capsys):
     base = ["hypothesize", "--text-col", "text", "--target-col", "stars", "--out", str(tmp_path / "o")]
     (tmp_path / "table.xlsx").write_text("x")
     _bad(base + ["--data", str(tmp_path / "table.xlsx")], capsys, "Unknown file type '.xlsx'")
-    _bad(["hypothesize", "--data", str(train), "--text-col", "review", "--target-col", "stars", "--out", "x"],
-         capsys, "Column 'review' not found")
+    _bad(
+        ["hypothesize", "--data", str(train), "--text-col", "review", "--target-col", "stars", "--out", "x"],
+        capsys,
+        "Column 'review' not found",
+    )
     const = pd.read_json(train, lines=True).assign(stars=5)
     const.to_csv(tmp_path / "const.csv", index=False)
     _bad(base + ["--data", str(tmp_path / "const.csv")], capsys, "single value")
@@ -122,8 +199,19 @@ def test_wrong_width_and_corrupt_sae_are_refused(yelp_files, tmp_path, capsys):
     train, hold = yelp_files
     narrow = SparseAutoencoder(m=16, k=2, max_epochs=2).fit(np.random.default_rng(0).normal(size=(100, 16)))
     narrow.save(tmp_path / "narrow")
-    base = ["hypothesize", "--data", str(train), "--holdout", str(hold), "--text-col", "text",
-            "--target-col", "stars", "--out", str(tmp_path / "o")]
+    base = [
+        "hypothesize",
+        "--data",
+        str(train),
+        "--holdout",
+        str(hold),
+        "--text-col",
+        "text",
+        "--target-col",
+        "stars",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     _bad(base + ["--sae", str(tmp_path / "narrow")], capsys, "16")
     (tmp_path / "narrow" / "model.safetensors").write_bytes(b"\x00garbage")
     _bad(base + ["--sae", str(tmp_path / "narrow")], capsys, "Corrupt SAE weights")
@@ -133,8 +221,25 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     env = dict(os.environ)
     bad = tmp_path / "notes.txt"
     bad.write_text("hello")
-    proc = subprocess.run([sys.executable, "-m", "hsae_core.cli", "hypothesize", "--data", str(bad),
-                           "--text-col", "t", "--target-col", "y", "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hsae_core.cli",
+            "hypothesize",
+            "--data",
+            str(bad),
+            "--text-col",
+            "t",
+            "--target-col",
+            "y",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "Unknown file type '.txt'" in proc.stderr

@@ -1,4 +1,5 @@
 """Column kinds from content, under pandas 3's `str` dtype and pandas 2's `object` alike, on real tables."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,9 @@ def as_object(frame: pd.DataFrame) -> pd.DataFrame:
 
 def as_str(frame: pd.DataFrame) -> pd.DataFrame:
     """The table as pandas 3 reads it: text columns with the `str` (StringDtype) dtype."""
-    return frame.astype({c: pd.StringDtype(na_value=np.nan) for c in frame.columns
-                         if pd.api.types.is_string_dtype(frame[c])})
+    return frame.astype(
+        {c: pd.StringDtype(na_value=np.nan) for c in frame.columns if pd.api.types.is_string_dtype(frame[c])}
+    )
 
 
 @pytest.mark.parametrize("convert", [as_str, as_object], ids=["pandas3-str", "object"])
@@ -65,18 +67,27 @@ def test_yelp_text_ids_numbers_and_dates(yelp, convert):
 
 
 def test_values_decide_not_dtypes():
-    frame = pd.DataFrame({
-        "numbers_as_text": pd.array(["1.5", "2", "3.25", "4"] * 10, dtype="str"),
-        "dates_as_text": pd.array(["2021-03-04", "2020-01-01", "2019-12-31", "2022-07-08"] * 10, dtype="str"),
-        "labels": pd.array(["cs", "math", "physics", "cs"] * 10, dtype="str"),
-        "prose": pd.array([f"review number {i} says the soup was cold and late" for i in range(40)], dtype="str"),
-        "codes": pd.array([f"a{i:06x}f" for i in range(40)], dtype="str"),
-        "flags": [True, False] * 20,
-        "vectors": [np.zeros(3)] * 40,
-        "empty": [None] * 40,
-    })
-    assert column_kinds(frame) == {"numbers_as_text": "numeric", "dates_as_text": "date", "labels": "category",
-                                   "prose": "text", "codes": "id", "flags": "category", "vectors": "other",
-                                   "empty": "other"}
+    frame = pd.DataFrame(
+        {
+            "numbers_as_text": pd.array(["1.5", "2", "3.25", "4"] * 10, dtype="str"),
+            "dates_as_text": pd.array(["2021-03-04", "2020-01-01", "2019-12-31", "2022-07-08"] * 10, dtype="str"),
+            "labels": pd.array(["cs", "math", "physics", "cs"] * 10, dtype="str"),
+            "prose": pd.array([f"review number {i} says the soup was cold and late" for i in range(40)], dtype="str"),
+            "codes": pd.array([f"a{i:06x}f" for i in range(40)], dtype="str"),
+            "flags": [True, False] * 20,
+            "vectors": [np.zeros(3)] * 40,
+            "empty": [None] * 40,
+        }
+    )
+    assert column_kinds(frame) == {
+        "numbers_as_text": "numeric",
+        "dates_as_text": "date",
+        "labels": "category",
+        "prose": "text",
+        "codes": "id",
+        "flags": "category",
+        "vectors": "other",
+        "empty": "other",
+    }
     assert guess_text_column(frame) == "prose"
     assert guess_text_column(frame.drop(columns="prose")) is None

@@ -6,6 +6,7 @@ We have no OpenAI access, so the 1536-d "OpenAI" embeddings are synthetic but de
 text-dependent: L2-normalised TF-IDF of each abstract through a fixed Gaussian projection to 1536-d
 (cosines are preserved up to small noise, so similar abstracts stay close).
 """
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,6 @@ def arxiv(shared_data):
     return df, pseudo_openai_embeddings(df["abstract"].tolist())
 
 
-
 # ------------------------------------------------------------------------------- embeddings_from_column
 def test_embedding_cells_as_lists_arrays_or_json_give_the_same_matrix():
     rows = np.arange(12, dtype=np.float64).reshape(3, 4) / 7
@@ -64,14 +64,17 @@ def test_parquet_list_column_round_trips(tmp_path, arxiv):
     np.testing.assert_allclose(back, X[:, :8], rtol=1e-6)
 
 
-@pytest.mark.parametrize("cells, message", [
-    ([[1.0, 2.0], [1.0, 2.0, 3.0]], r"ragged: row 0 has 2 numbers but row 1 has 3"),
-    ([[1.0, 2.0], ["a", "b"]], r"row 1 is not a list of numbers"),
-    ([[1.0, 2.0], None], r"row 1 has no embedding"),
-    (["[1, 2]", "not json"], r"row 1: the text is not a JSON list of numbers"),
-    ([[1.0, float("nan")], [1.0, 2.0]], r"row 0 contains NaN"),
-    ([[[1.0], [2.0]], [[1.0], [2.0]]], r"row 0 is not a flat vector"),
-])
+@pytest.mark.parametrize(
+    "cells, message",
+    [
+        ([[1.0, 2.0], [1.0, 2.0, 3.0]], r"ragged: row 0 has 2 numbers but row 1 has 3"),
+        ([[1.0, 2.0], ["a", "b"]], r"row 1 is not a list of numbers"),
+        ([[1.0, 2.0], None], r"row 1 has no embedding"),
+        (["[1, 2]", "not json"], r"row 1: the text is not a JSON list of numbers"),
+        ([[1.0, float("nan")], [1.0, 2.0]], r"row 0 contains NaN"),
+        ([[[1.0], [2.0]], [[1.0], [2.0]]], r"row 0 is not a flat vector"),
+    ],
+)
 def test_bad_embedding_cells_give_one_clear_error(cells, message):
     with pytest.raises(DataError, match=message) as info:
         embeddings_from_column(pd.DataFrame({"e": pd.Series(cells, dtype=object)}), "e")
@@ -91,17 +94,24 @@ def test_hub_dataset_with_stored_embeddings_loads_offline(tmp_path, arxiv, offli
     a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
     table.iloc[:half].to_parquet(a)
     table.iloc[half:].to_parquet(b)
-    add_to_cache(offline_cache, "charlieoneill/csLG", {
-        "data/train-00000-of-00002.parquet": a, "data/train-00001-of-00002.parquet": b,
-        "README.md": b"# csLG\n", "dataset_info.json": b'{"features": {}}',
-    }, repo_type="dataset", commit=commit_id("csLG"))
+    add_to_cache(
+        offline_cache,
+        "charlieoneill/csLG",
+        {
+            "data/train-00000-of-00002.parquet": a,
+            "data/train-00001-of-00002.parquet": b,
+            "README.md": b"# csLG\n",
+            "dataset_info.json": b'{"features": {}}',
+        },
+        repo_type="dataset",
+        commit=commit_id("csLG"),
+    )
     frame, emb = load_hub_corpus("charlieoneill/csLG")
     assert frame.columns[0] == "abstract" and "embed" not in frame.columns
     assert frame["abstract"].tolist() == df["abstract"].tolist()
     np.testing.assert_allclose(emb, X, rtol=1e-6)
 
-    one, emb_one = load_hub_corpus("charlieoneill/csLG", filename="data/train-00001-of-00002.parquet",
-                                   text_col="title")
+    one, emb_one = load_hub_corpus("charlieoneill/csLG", filename="data/train-00001-of-00002.parquet", text_col="title")
     assert one.columns[0] == "title" and len(one) == N_DOCS - half
     np.testing.assert_allclose(emb_one, X[half:], rtol=1e-6)
 
@@ -124,8 +134,9 @@ def test_absent_hub_dataset_offline_says_so(offline_cache):
 
 # ------------------------------------------------------------------------------- done-when, end to end
 def _run_cli(args, env, cwd):
-    return subprocess.run([sys.executable, "-m", "hsae_core.cli", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "hsae_core.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_build_with_published_sae_and_stored_embeddings_then_use_workspace_without_key(tmp_path, arxiv, offline_cache):
@@ -142,8 +153,23 @@ def test_build_with_published_sae_and_stored_embeddings_then_use_workspace_witho
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
     env.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(offline_cache))
     ws_dir = tmp_path / "WS"
-    done = _run_cli(["build", "--sae", f"hub:{SAE_REPO}/{SAE_FILE}", "--data", str(data), "--embedding-col",
-                     "embedding", "--text-col", "abstract", "--out", str(ws_dir)], env, tmp_path)
+    done = _run_cli(
+        [
+            "build",
+            "--sae",
+            f"hub:{SAE_REPO}/{SAE_FILE}",
+            "--data",
+            str(data),
+            "--embedding-col",
+            "embedding",
+            "--text-col",
+            "abstract",
+            "--out",
+            str(ws_dir),
+        ],
+        env,
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
 
     ws = Workspace.open(ws_dir)
@@ -164,8 +190,21 @@ def test_build_with_published_sae_and_stored_embeddings_then_use_workspace_witho
         ws.embed_query("diffusion models for perception")
 
     # Without stored embeddings the 384-d default embedder is refused before any work, naming the model needed.
-    refused = _run_cli(["build", "--sae", f"hub:{SAE_REPO}/{SAE_FILE}", "--data", str(data), "--text-col", "abstract",
-                        "--out", str(tmp_path / "WS2")], env, tmp_path)
+    refused = _run_cli(
+        [
+            "build",
+            "--sae",
+            f"hub:{SAE_REPO}/{SAE_FILE}",
+            "--data",
+            str(data),
+            "--text-col",
+            "abstract",
+            "--out",
+            str(tmp_path / "WS2"),
+        ],
+        env,
+        tmp_path,
+    )
     assert refused.returncode == 2
     # (sentence-transformers may draw a model-loading bar above it; the error itself is one line)
     err = refused.stderr.strip().splitlines()[-1]

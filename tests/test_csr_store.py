@@ -1,5 +1,6 @@
 """Sparse codes stored as a folder of .npy arrays: exact round trip, memory-mapped opening, streamed concatenation,
 and workspaces built before the folder form (codes.npz) still open."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Reading tables and validating columns/targets, on the real data files."""
+
 import numpy as np
 import pandas as pd
 import pytest

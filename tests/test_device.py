@@ -1,5 +1,6 @@
 """--device auto|cpu|cuda: CPU always tested (auto == cpu here, identical results); CUDA checks run only where a
 GPU is present (skipped on CPU machines)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,12 +33,15 @@ def test_cuda_without_cuda_is_one_line():
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA")
-@pytest.mark.parametrize("command", [
-    ["embed", "--data", "X.csv", "--text-col", "text", "--out", "out.npy"],
-    ["train", "--embeddings", "X.npy", "--out", "sae"],
-    ["build", "--data", "X.csv", "--text-col", "text", "--out", "ws"],
-    ["hypothesize", "--data", "X.csv", "--text-col", "text", "--target-col", "y", "--out", "run"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["embed", "--data", "X.csv", "--text-col", "text", "--out", "out.npy"],
+        ["train", "--embeddings", "X.npy", "--out", "sae"],
+        ["build", "--data", "X.csv", "--text-col", "text", "--out", "ws"],
+        ["hypothesize", "--data", "X.csv", "--text-col", "text", "--target-col", "y", "--out", "run"],
+    ],
+)
 def test_cli_device_cuda_without_cuda_exits_2(command, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # nothing is read: the device is checked before any work
     assert main(command + ["--device", "cuda"]) == 2

@@ -1,4 +1,5 @@
 """Embedding cache: a second run embeds nothing, keys are exact, a killed write leaves no corrupt cache."""
+
 import numpy as np
 
 from hsae_core.embed import EmbeddingCache, embed_texts, text_key

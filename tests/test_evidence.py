@@ -1,4 +1,5 @@
 """Evidence, report and progress helpers on a real run over Yelp reviews."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -79,8 +80,9 @@ def test_format_p_and_normal_confidence_intervals():
 
 def test_staged_progress_is_one_monotonic_bar_with_time_left():
     seen = []
-    progress = StagedProgress({"table": 1, "embeddings": 6, "sae": 3},
-                              lambda frac, msg, left: seen.append((frac, msg, left)))
+    progress = StagedProgress(
+        {"table": 1, "embeddings": 6, "sae": 3}, lambda frac, msg, left: seen.append((frac, msg, left))
+    )
     progress(1, 1, "table: reused")
     progress(0, 4000, "embeddings: 0 of 4000 cached")
     progress(2000, 4000, "embeddings: 2000 of 4000")

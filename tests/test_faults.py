@@ -6,6 +6,7 @@ the way, read-only folders (as an unprivileged user), a file-size limit that mak
 SIGKILL at the commit's renames (tests/fault_runner.py), a second real ``hsae build``, a local HTTP server
 that refuses or fails, and damaged files written over real ones.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,13 +54,40 @@ def tiny(shared_data, tmp_path_factory):
 
 
 def run_args(csv, *extra) -> list[str]:
-    return ["--data", str(csv), "--text-col", "text", "--target-col", "stars", "--m", str(M), "--k", str(K),
-            "--n", "4", "--epochs", "20", *extra]
+    return [
+        "--data",
+        str(csv),
+        "--text-col",
+        "text",
+        "--target-col",
+        "stars",
+        "--m",
+        str(M),
+        "--k",
+        str(K),
+        "--n",
+        "4",
+        "--epochs",
+        "20",
+        *extra,
+    ]
 
 
 def build_args(tiny, out, *extra) -> list[str]:
-    return ["build", "--data", str(tiny.csv), "--text-col", "text", "--m", str(M), "--k", str(K), "--out", str(out),
-            *extra]
+    return [
+        "build",
+        "--data",
+        str(tiny.csv),
+        "--text-col",
+        "text",
+        "--m",
+        str(M),
+        "--k",
+        str(K),
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture
@@ -90,8 +118,11 @@ def tree(path: Path) -> dict[str, str]:
     path = Path(path)
     if path.is_file():
         return {path.name: hashlib.sha256(path.read_bytes()).hexdigest()}
-    return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def nothing_embedded(cache: Path) -> bool:
@@ -115,8 +146,14 @@ def fails(args, capsys, *expected) -> str:
 
 def run_proc(args, env=None, timeout=600, **kwargs) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, str(RUNNER), *map(str, args)], env=full_env, capture_output=True,
-                          text=True, timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, str(RUNNER), *map(str, args)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 def ws_content(path: Path) -> dict:
@@ -141,22 +178,36 @@ def _foreign(tmp_path):
 
 OUTPUT_CASES = {
     "hypothesize-out-is-file": (lambda t, tmp: ["hypothesize", *run_args(t.csv), "--out", _file(tmp)], "is a file"),
-    "hypothesize-out-under-file": (lambda t, tmp: ["hypothesize", *run_args(t.csv), "--out", _file(tmp) / "sub"],
-                                   "cannot be created"),
-    "hypothesize-out-foreign-folder": (lambda t, tmp: ["hypothesize", *run_args(t.csv), "--out", _foreign(tmp)],
-                                       "holds other files"),
-    "train-out-is-file": (lambda t, tmp: ["train", "--data", t.csv, "--text-col", "text", "--out", _file(tmp)],
-                          "is a file"),
-    "train-out-foreign-folder": (lambda t, tmp: ["train", "--data", t.csv, "--text-col", "text", "--out",
-                                                 _foreign(tmp)], "holds other files"),
+    "hypothesize-out-under-file": (
+        lambda t, tmp: ["hypothesize", *run_args(t.csv), "--out", _file(tmp) / "sub"],
+        "cannot be created",
+    ),
+    "hypothesize-out-foreign-folder": (
+        lambda t, tmp: ["hypothesize", *run_args(t.csv), "--out", _foreign(tmp)],
+        "holds other files",
+    ),
+    "train-out-is-file": (
+        lambda t, tmp: ["train", "--data", t.csv, "--text-col", "text", "--out", _file(tmp)],
+        "is a file",
+    ),
+    "train-out-foreign-folder": (
+        lambda t, tmp: ["train", "--data", t.csv, "--text-col", "text", "--out", _foreign(tmp)],
+        "holds other files",
+    ),
     "build-out-is-file": (lambda t, tmp: build_args(t, _file(tmp)), "is a file"),
     "build-out-foreign-folder": (lambda t, tmp: build_args(t, _foreign(tmp)), "holds other files"),
-    "embed-out-is-folder": (lambda t, tmp: ["embed", "--data", t.csv, "--text-col", "text", "--out",
-                                            _mkdir(tmp / "x.npy")], "is a folder"),
-    "embed-out-under-file": (lambda t, tmp: ["embed", "--data", t.csv, "--text-col", "text", "--out",
-                                             _file(tmp) / "x.npy"], "cannot be created"),
-    "embed-out-is-a-pipe": (lambda t, tmp: ["embed", "--data", t.csv, "--text-col", "text", "--out",
-                                            _fifo(tmp / "pipe.npy")], "not a regular file"),
+    "embed-out-is-folder": (
+        lambda t, tmp: ["embed", "--data", t.csv, "--text-col", "text", "--out", _mkdir(tmp / "x.npy")],
+        "is a folder",
+    ),
+    "embed-out-under-file": (
+        lambda t, tmp: ["embed", "--data", t.csv, "--text-col", "text", "--out", _file(tmp) / "x.npy"],
+        "cannot be created",
+    ),
+    "embed-out-is-a-pipe": (
+        lambda t, tmp: ["embed", "--data", t.csv, "--text-col", "text", "--out", _fifo(tmp / "pipe.npy")],
+        "not a regular file",
+    ),
 }
 
 
@@ -188,10 +239,12 @@ def test_unwritable_output_is_refused_before_any_work(case, tiny, tmp_path, fres
 def test_unusable_cache_folder_is_refused_before_any_work(command, tiny, tmp_path, monkeypatch, capsys):
     blocker = _file(tmp_path)
     monkeypatch.setenv("HSAE_CACHE_DIR", str(blocker / "cache"))
-    args = {"hypothesize": ["hypothesize", *run_args(tiny.csv), "--out", tmp_path / "o"],
-            "build": build_args(tiny, tmp_path / "o"),
-            "embed": ["embed", "--data", tiny.csv, "--text-col", "text", "--out", tmp_path / "x.npy"],
-            "train": ["train", "--data", tiny.csv, "--text-col", "text", "--out", tmp_path / "o"]}[command]
+    args = {
+        "hypothesize": ["hypothesize", *run_args(tiny.csv), "--out", tmp_path / "o"],
+        "build": build_args(tiny, tmp_path / "o"),
+        "embed": ["embed", "--data", tiny.csv, "--text-col", "text", "--out", tmp_path / "x.npy"],
+        "train": ["train", "--data", tiny.csv, "--text-col", "text", "--out", tmp_path / "o"],
+    }[command]
     fails(args, capsys, "cache folder", "HSAE_CACHE_DIR")
     assert not (tmp_path / "o").exists() and not (tmp_path / "x.npy").exists()
 
@@ -217,11 +270,13 @@ def read_only(tmp_path):
 def test_read_only_locations_fail_in_one_line(case, tiny, read_only, tmp_path, monkeypatch, capsys):
     if case == "cache":
         monkeypatch.setenv("HSAE_CACHE_DIR", str(read_only / "cache"))
-    args = {"hypothesize-out": ["hypothesize", *run_args(tiny.csv), "--out", read_only / "run"],
-            "build-out": build_args(tiny, read_only / "ws"),
-            "train-out": ["train", "--data", tiny.csv, "--text-col", "text", "--out", read_only / "sae"],
-            "embed-out": ["embed", "--data", tiny.csv, "--text-col", "text", "--out", read_only / "x.npy"],
-            "cache": build_args(tiny, tmp_path / "ws")}[case]
+    args = {
+        "hypothesize-out": ["hypothesize", *run_args(tiny.csv), "--out", read_only / "run"],
+        "build-out": build_args(tiny, read_only / "ws"),
+        "train-out": ["train", "--data", tiny.csv, "--text-col", "text", "--out", read_only / "sae"],
+        "embed-out": ["embed", "--data", tiny.csv, "--text-col", "text", "--out", read_only / "x.npy"],
+        "cache": build_args(tiny, tmp_path / "ws"),
+    }[case]
     line = fails(args, capsys, "Cannot write")
     assert any(r in line for r in ("Permission denied", "Operation not permitted", "Read-only file system")), line
     assert list(read_only.iterdir()) == []
@@ -232,8 +287,10 @@ def test_disk_filling_up_mid_build_keeps_the_previous_workspace(tiny, ws_copy):
     before = tree(ws_copy)
     data = ws_copy.parent / "other.csv"
     tiny.frame.iloc[:150].to_csv(data, index=False)  # texts already embedded: only the workspace write can fail
-    done = run_proc(["build", "--data", data, "--text-col", "text", "--m", M, "--k", K, "--out", ws_copy],
-                    env={"HSAE_FSIZE_LIMIT": "150000"})
+    done = run_proc(
+        ["build", "--data", data, "--text-col", "text", "--m", M, "--k", K, "--out", ws_copy],
+        env={"HSAE_FSIZE_LIMIT": "150000"},
+    )
     one_line(done.returncode, done.stderr, "Building workspace", "the previous workspace is unchanged")
     assert tree(ws_copy) == before
     assert not list(ws_copy.parent.glob(".ws.build-*")), "staging folder left behind"
@@ -243,9 +300,13 @@ def test_disk_filling_up_mid_build_keeps_the_previous_workspace(tiny, ws_copy):
 def test_two_concurrent_builds_into_one_folder_one_is_refused(tiny, tmp_path):
     out = tmp_path / "ws"
     go_on = tmp_path / "go-on"  # the first build holds its lock until this file exists
-    first = subprocess.Popen([sys.executable, str(RUNNER), *map(str, build_args(tiny, out))],
-                             env={**os.environ, "PYTHONPATH": str(REPO), "HSAE_HOLD_LOCK_UNTIL": str(go_on)},
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, str(RUNNER), *map(str, build_args(tiny, out))],
+        env={**os.environ, "PYTHONPATH": str(REPO), "HSAE_HOLD_LOCK_UNTIL": str(go_on)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while f'"pid": {first.pid}' not in (lock_path(out).read_text() if lock_path(out).exists() else ""):
@@ -285,8 +346,9 @@ except WorkspaceBusyError:
 
 
 def _py(code, *args, **kwargs):
-    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], env={**os.environ, "PYTHONPATH": str(REPO)},
-                            text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)], env={**os.environ, "PYTHONPATH": str(REPO)}, text=True, **kwargs
+    )
 
 
 def test_build_while_another_process_holds_the_lock_is_refused(tiny, ws_copy, capsys):
@@ -347,8 +409,12 @@ for i in range(int(sys.argv[3])):
 def test_reader_during_commits_always_sees_one_whole_version(tiny, ws_copy):
     """A process rebuilds (k alternating 3/2) while this one reads: every read is a complete, consistent
     version, or a clear 'rebuilt while open' error after which the next open works. Never a broken file."""
-    builder = subprocess.Popen([sys.executable, "-c", BUILDER, str(tiny.csv), str(ws_copy), "6"],
-                               env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True)
+    builder = subprocess.Popen(
+        [sys.executable, "-c", BUILDER, str(tiny.csv), str(ws_copy), "6"],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     reads, changed, ks, other = 0, 0, set(), []
     try:
         while builder.poll() is None or reads < 5:
@@ -408,8 +474,9 @@ def _broken_sae(tiny, tmp_path, change) -> Path:
 def test_invalid_sae_config_is_refused_before_any_work(case, tiny, tmp_path, fresh_cache, capsys):
     change, expected = SAE_CONFIG_CASES[case]
     folder = _broken_sae(tiny, tmp_path, change)
-    fails(["hypothesize", *run_args(tiny.csv), "--sae", folder, "--out", tmp_path / "o"], capsys,
-          "config.json", expected)
+    fails(
+        ["hypothesize", *run_args(tiny.csv), "--sae", folder, "--out", tmp_path / "o"], capsys, "config.json", expected
+    )
     assert nothing_embedded(fresh_cache) and not (tmp_path / "o").exists()
 
 
@@ -421,8 +488,11 @@ def test_nan_weights_in_an_sae_folder_are_refused(tiny, tmp_path, ws_copy, capsy
     tensors["encoder.weight"][0, 0] = float("nan")
     save_file(tensors, str(folder / "model.safetensors"))
     before = tree(ws_copy)
-    fails(["build", "--data", tiny.csv, "--text-col", "text", "--sae", folder, "--out", ws_copy], capsys,
-          "'encoder.weight' contains NaN")
+    fails(
+        ["build", "--data", tiny.csv, "--text-col", "text", "--sae", folder, "--out", ws_copy],
+        capsys,
+        "'encoder.weight' contains NaN",
+    )
     assert tree(ws_copy) == before
 
 
@@ -443,8 +513,14 @@ def test_damaged_file_is_named_then_rebuilt_by_the_next_build(step, tiny, ws_cop
     _damage(ws_copy, step)
     ws = Workspace.open(ws_copy)
     with pytest.raises(StorageError) as err:
-        {"table": lambda: ws.frame, "embeddings": lambda: np.asarray(ws.embeddings).sum(), "sae": lambda: ws.sae,
-         "codes": lambda: ws.codes, "features": lambda: ws.features, "index": lambda: ws.index}[step]()
+        {
+            "table": lambda: ws.frame,
+            "embeddings": lambda: np.asarray(ws.embeddings).sum(),
+            "sae": lambda: ws.sae,
+            "codes": lambda: ws.codes,
+            "features": lambda: ws.features,
+            "index": lambda: ws.index,
+        }[step]()
     message = str(err.value)
     assert len(message.splitlines()) == 1 and str(ws.file(step)) in message and "rebuild the workspace" in message
     assert main(build_args(tiny, ws_copy)) == 0
@@ -465,8 +541,14 @@ def test_damaged_manifest_is_one_line_and_a_build_repairs_it(content, tiny, ws_c
     assert len(Workspace.open(ws_copy).frame) == 200
 
 
-PAGES = [("app.py", "features"), ("pages/1_Features.py", "codes"), ("pages/2_Search.py", "index"),
-         ("pages/3_Hypotheses.py", "table"), ("pages/4_Map.py", "manifest"), ("pages/2_Search.py", "embeddings")]
+PAGES = [
+    ("app.py", "features"),
+    ("pages/1_Features.py", "codes"),
+    ("pages/2_Search.py", "index"),
+    ("pages/3_Hypotheses.py", "table"),
+    ("pages/4_Map.py", "manifest"),
+    ("pages/2_Search.py", "embeddings"),
+]
 
 
 @pytest.mark.parametrize("page,step", PAGES)
@@ -510,16 +592,21 @@ def _closed_port() -> int:
 def test_unreachable_llm_endpoint_fails_in_seconds(tiny, tmp_path, fresh_cache, llm_env, capsys):
     llm_env(f"http://127.0.0.1:{_closed_port()}/v1")
     start = time.monotonic()
-    line = fails(["hypothesize", *run_args(tiny.csv), "--interpreter", "llm", "--annotator", "llm", "--out",
-                  tmp_path / "o"], capsys, "Cannot reach the LLM endpoint", "OPENAI_BASE_URL")
+    line = fails(
+        ["hypothesize", *run_args(tiny.csv), "--interpreter", "llm", "--annotator", "llm", "--out", tmp_path / "o"],
+        capsys,
+        "Cannot reach the LLM endpoint",
+        "OPENAI_BASE_URL",
+    )
     assert time.monotonic() - start < 60  # was 296 s of retries, then exit 0 with NaN annotations
     assert nothing_embedded(fresh_cache) and not (tmp_path / "o").exists()
     assert "sk-test" not in line
 
 
 @pytest.mark.parametrize("status,expected", [(401, "refused the API key"), (404, "has no model")])
-def test_llm_endpoint_refusing_the_key_or_model_fails_up_front(status, expected, tiny, tmp_path, fresh_cache, llm_env,
-                                                               capsys):
+def test_llm_endpoint_refusing_the_key_or_model_fails_up_front(
+    status, expected, tiny, tmp_path, fresh_cache, llm_env, capsys
+):
     with FakeOpenAIServer(lambda req: (status, {"error": {"message": "no"}}, {})) as server:
         llm_env(server.base_url)
         fails(["hypothesize", *run_args(tiny.csv), "--interpreter", "llm", "--out", tmp_path / "o"], capsys, expected)
@@ -529,11 +616,13 @@ def test_llm_endpoint_refusing_the_key_or_model_fails_up_front(status, expected,
 
 def _fail_after_check(bad):
     """Answer the one-token check; then answer HTTP 400 to the prompts ``bad`` picks (a bad request is not retried)."""
+
     def respond(request):
         prompt = user_prompt(request)
         if prompt == "Reply OK.":
             return "OK"
         return (400, {"error": {"message": "unsupported prompt"}}, {}) if bad(prompt) else "yes"
+
     return respond
 
 
@@ -541,8 +630,21 @@ def test_every_llm_call_failing_exits_2_and_keeps_the_previous_run(tiny, run_cop
     before = tree(run_copy)
     with FakeOpenAIServer(_fail_after_check(lambda prompt: True)) as server:
         llm_env(server.base_url)
-        fails(["hypothesize", *run_args(tiny.csv), "--interpreter", "llm", "--llm-model", f"m-{time.time_ns()}",
-               "--out", run_copy], capsys, "Every LLM call for naming the latents failed", "HTTP 400")
+        fails(
+            [
+                "hypothesize",
+                *run_args(tiny.csv),
+                "--interpreter",
+                "llm",
+                "--llm-model",
+                f"m-{time.time_ns()}",
+                "--out",
+                run_copy,
+            ],
+            capsys,
+            "Every LLM call for naming the latents failed",
+            "HTTP 400",
+        )
     assert tree(run_copy) == before
 
 
@@ -552,8 +654,18 @@ def test_some_llm_failures_are_counted_in_the_summary(tiny, tmp_path, llm_env, c
 
     with FakeOpenAIServer(_fail_after_check(some)) as server:
         llm_env(server.base_url)
-        code = main(["hypothesize", *run_args(tiny.csv), "--interpreter", "llm", "--llm-model", f"m-{time.time_ns()}",
-                     "--out", str(tmp_path / "o")])
+        code = main(
+            [
+                "hypothesize",
+                *run_args(tiny.csv),
+                "--interpreter",
+                "llm",
+                "--llm-model",
+                f"m-{time.time_ns()}",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
     assert code == 0, capsys.readouterr().err
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["llm"]["failed_calls"] > 0 and "HTTP 400" in summary["llm"]["last_error"]
@@ -586,8 +698,11 @@ def test_bad_hypothesize_option_is_refused_before_any_work(case, tiny, tmp_path,
 
 def test_n_above_a_given_sae_is_refused_before_any_work(tiny, tmp_path, fresh_cache, capsys):
     sae = Workspace.open(tiny.ws).file("sae")
-    fails(["hypothesize", *run_args(tiny.csv), "--sae", sae, "--n", "17", "--out", tmp_path / "o"], capsys,
-          "--n (17) is more than the SAE's 16 latents")
+    fails(
+        ["hypothesize", *run_args(tiny.csv), "--sae", sae, "--n", "17", "--out", tmp_path / "o"],
+        capsys,
+        "--n (17) is more than the SAE's 16 latents",
+    )
     assert nothing_embedded(fresh_cache)
 
 
@@ -625,8 +740,10 @@ def test_bad_train_input_is_refused_and_saves_nothing(case, tmp_path, capsys):
     assert not (tmp_path / "sae").exists(), "an untrained SAE was saved"
 
 
-@pytest.mark.parametrize("extra,expected", [(["--m", "1"], "--m"), (["--k", "0"], "--k"),
-                                            (["--seed", "-1"], "--seed"), (["--k", "17"], "cannot exceed --m")])
+@pytest.mark.parametrize(
+    "extra,expected",
+    [(["--m", "1"], "--m"), (["--k", "0"], "--k"), (["--seed", "-1"], "--seed"), (["--k", "17"], "cannot exceed --m")],
+)
 def test_bad_build_option_is_refused_and_keeps_the_workspace(extra, expected, tiny, ws_copy, capsys):
     before = tree(ws_copy)
     fails(build_args(tiny, ws_copy, *extra), capsys, expected)
@@ -662,8 +779,10 @@ def _unreferenced(ws: Path) -> list[str]:
 
 def test_kill_while_a_rerun_writes_the_run_folder_keeps_the_previous_run(tiny, run_copy, capsys):
     before = tree(run_copy)
-    done = run_proc(["hypothesize", *run_args(tiny.csv), "--n", "3", "--out", run_copy],
-                    env={"HSAE_KILL_AT": "after:replace:run.json"})
+    done = run_proc(
+        ["hypothesize", *run_args(tiny.csv), "--n", "3", "--out", run_copy],
+        env={"HSAE_KILL_AT": "after:replace:run.json"},
+    )
     assert done.returncode == -9, done.stderr
     assert tree(run_copy) == before and len(load_run(run_copy).table) == 4
     leftovers = list(run_copy.parent.glob(".run.stage-*"))
@@ -674,8 +793,10 @@ def test_kill_while_a_rerun_writes_the_run_folder_keeps_the_previous_run(tiny, r
 
 
 def test_kill_right_after_the_run_swap_leaves_the_new_run(tiny, run_copy):
-    done = run_proc(["hypothesize", *run_args(tiny.csv), "--n", "3", "--out", run_copy],
-                    env={"HSAE_KILL_AT": "before:rmtree:.run.stage-"})
+    done = run_proc(
+        ["hypothesize", *run_args(tiny.csv), "--n", "3", "--out", run_copy],
+        env={"HSAE_KILL_AT": "before:rmtree:.run.stage-"},
+    )
     assert done.returncode == -9, done.stderr
     assert len(load_run(run_copy).table) == 3
 
@@ -782,4 +903,3 @@ def test_console_script_faults_are_one_line_without_traceback(tiny, tmp_path):
     """The same refusal through a real process: exit 2, one line, no traceback."""
     done = run_proc(["build", "--data", tiny.csv, "--text-col", "text", "--out", _file(tmp_path)])
     one_line(done.returncode, done.stderr, "is a file")
-

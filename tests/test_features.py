@@ -1,4 +1,5 @@
 """Feature statistics and the feature page, checked against dense computations on a real workspace."""
+
 from __future__ import annotations
 
 import numpy as np

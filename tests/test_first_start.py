@@ -1,4 +1,5 @@
 """The first start: `hsae demo` builds the demo workspace in the terminal, and the SAE stops early at this size."""
+
 from __future__ import annotations
 
 import json
@@ -72,11 +73,49 @@ def test_hypothesize_grouped_and_deduplicated_from_the_command_line(upworthy_fra
     data = tmp_path / "upworthy.parquet"
     upworthy_frame.to_parquet(data)
     out = tmp_path / "run"
-    assert main(["hypothesize", "--data", str(data), "--text-col", "headline", "--target-col", "ctr",
-                 "--group-col", "clickability_test_id", "--dedupe", "--n", "4", "--m", "32", "--k", "4",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "hypothesize",
+                "--data",
+                str(data),
+                "--text-col",
+                "headline",
+                "--target-col",
+                "ctr",
+                "--group-col",
+                "clickability_test_id",
+                "--dedupe",
+                "--n",
+                "4",
+                "--m",
+                "32",
+                "--k",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["split"]["method"] == "grouped" and summary["split"]["dropped_duplicate_text"] > 0
-    assert main(["hypothesize", "--data", str(data), "--text-col", "headline", "--target-col", "ctr",
-                 "--group-col", "nope", "--out", str(tmp_path / "bad")]) == 2
+    assert (
+        main(
+            [
+                "hypothesize",
+                "--data",
+                str(data),
+                "--text-col",
+                "headline",
+                "--target-col",
+                "ctr",
+                "--group-col",
+                "nope",
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
     assert "Column 'nope' not found" in capsys.readouterr().err

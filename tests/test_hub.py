@@ -3,6 +3,7 @@
 The main case uses the exact published repo, file name and state-dict layout of the scientific-paper
 SAEs (charlieoneill/embedding-saes, csLG_16_3072_32.pth: 3072 latents over 1536-d embeddings).
 """
+
 from __future__ import annotations
 
 import os
@@ -30,7 +31,6 @@ def published(tmp_path_factory):
     state = published_state_dict(n=3072, d=1536, seed=1)
     path = save_state_dict(state, tmp_path_factory.mktemp("published") / FILE)
     return state, path
-
 
 
 def reference_codes(state, X, k):
@@ -167,8 +167,10 @@ def test_width_mismatch_names_the_embedding_model_needed(published, offline_cach
     with pytest.raises(ModelError) as info:
         check_compatible(sae, "sentence-transformers/all-MiniLM-L6-v2", 384)
     msg = str(info.value)
-    assert msg.startswith("This SAE expects 1536-d embeddings from openai/text-embedding-3-small; "
-                          "got 384-d from sentence-transformers/all-MiniLM-L6-v2.")
+    assert msg.startswith(
+        "This SAE expects 1536-d embeddings from openai/text-embedding-3-small; "
+        "got 384-d from sentence-transformers/all-MiniLM-L6-v2."
+    )
     assert "OPENAI_API_KEY" in msg and "\n" not in msg
     with pytest.raises(ModelError, match="same width, different model"):
         check_compatible(sae, "openai/text-embedding-ada-002", 1536)
@@ -182,8 +184,9 @@ def test_width_mismatch_names_the_embedding_model_needed(published, offline_cach
 @pytest.fixture(scope="module")
 def own_sae(yelp_embedded):
     X = yelp_embedded[2]
-    sae = SparseAutoencoder(m=32, k=4, max_epochs=8, seed=0,
-                            embedding_model="sentence-transformers/all-MiniLM-L6-v2").fit(X)
+    sae = SparseAutoencoder(
+        m=32, k=4, max_epochs=8, seed=0, embedding_model="sentence-transformers/all-MiniLM-L6-v2"
+    ).fit(X)
     return sae, X
 
 
@@ -197,8 +200,12 @@ def test_own_format_save_load_gives_identical_codes(own_sae, tmp_path, offline_c
     assert local.config_.embedding_model == "sentence-transformers/all-MiniLM-L6-v2"
 
     # The same folder in a Hub repo, at the repo root and in a subfolder, resolved through the cache.
-    files = {"config.json": folder / "config.json", "model.safetensors": folder / "model.safetensors",
-             "v1/config.json": folder / "config.json", "v1/model.safetensors": folder / "model.safetensors"}
+    files = {
+        "config.json": folder / "config.json",
+        "model.safetensors": folder / "model.safetensors",
+        "v1/config.json": folder / "config.json",
+        "v1/model.safetensors": folder / "model.safetensors",
+    }
     commit = commit_id("mine")
     add_to_cache(offline_cache, "someone/my-sae", files, commit=commit)
     for spec in ("hub:someone/my-sae", f"hub:someone/my-sae@{commit}", "hub:someone/my-sae/v1"):
@@ -248,8 +255,9 @@ def _cli(args, env):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "hsae_core.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "hsae_core.cli", *args], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_push_uploads_folder_with_card_and_it_loads_back_identically(own_sae, tmp_path, monkeypatch):

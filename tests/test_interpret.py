@@ -1,4 +1,5 @@
 """Naming latents on real Yelp reviews: offline keywords, and the LLM interpreter through a local OpenAI server."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,11 +15,61 @@ from hsae_core.interpret import KeywordInterpreter, LLMInterpreter, make_interpr
 from hsae_core.llm import LLMClient
 from hsae_core.sae import SparseAutoencoder
 
-NEGATIVE = {"not", "no", "never", "worst", "bad", "rude", "terrible", "horrible", "awful", "disappointed",
-            "disappointing", "manager", "refund", "minutes", "waited", "wait", "cold", "told", "asked", "dirty",
-            "overpriced", "didn't", "wasn't", "don't", "complain", "poor", "worse", "mediocre", "bland", "nothing", "money"}
-POSITIVE = {"great", "delicious", "amazing", "best", "love", "loved", "excellent", "friendly", "awesome", "perfect",
-            "fantastic", "favorite", "nice", "recommend", "highly", "fresh", "enjoyed", "wonderful", "tasty", "good"}
+NEGATIVE = {
+    "not",
+    "no",
+    "never",
+    "worst",
+    "bad",
+    "rude",
+    "terrible",
+    "horrible",
+    "awful",
+    "disappointed",
+    "disappointing",
+    "manager",
+    "refund",
+    "minutes",
+    "waited",
+    "wait",
+    "cold",
+    "told",
+    "asked",
+    "dirty",
+    "overpriced",
+    "didn't",
+    "wasn't",
+    "don't",
+    "complain",
+    "poor",
+    "worse",
+    "mediocre",
+    "bland",
+    "nothing",
+    "money",
+}
+POSITIVE = {
+    "great",
+    "delicious",
+    "amazing",
+    "best",
+    "love",
+    "loved",
+    "excellent",
+    "friendly",
+    "awesome",
+    "perfect",
+    "fantastic",
+    "favorite",
+    "nice",
+    "recommend",
+    "highly",
+    "fresh",
+    "enjoyed",
+    "wonderful",
+    "tasty",
+    "good",
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +81,9 @@ def yelp_codes(yelp_embedded):
 
 def star_correlations(codes, stars) -> np.ndarray:
     present = (codes > 0).toarray().astype(float)
-    return np.array([np.corrcoef(present[:, j], stars)[0, 1] if present[:, j].std() > 0 else 0.0
-                     for j in range(codes.shape[1])])
+    return np.array(
+        [np.corrcoef(present[:, j], stars)[0, 1] if present[:, j].std() > 0 else 0.0 for j in range(codes.shape[1])]
+    )
 
 
 def words_of(keywords) -> set[str]:
@@ -78,8 +130,24 @@ def test_keyword_details(yelp_codes):
 
 
 # ------------------------------------------------------------------ a small, deterministic "LLM"
-STOP5 = {"there", "their", "about", "would", "which", "could", "these", "those", "other", "every", "where",
-         "after", "because", "really", "always", "place"}
+STOP5 = {
+    "there",
+    "their",
+    "about",
+    "would",
+    "which",
+    "could",
+    "these",
+    "those",
+    "other",
+    "every",
+    "where",
+    "after",
+    "because",
+    "really",
+    "always",
+    "place",
+}
 FIRES, SILENT = "Passages where it fires strongly:", "Passages where it stays silent:"
 
 
@@ -113,8 +181,14 @@ def fake_llm(request):
 
 
 def client_for(server, tmp_path, **kw) -> LLMClient:
-    return LLMClient(model="fake-model", api_key="test", base_url=server.base_url, cache_path=tmp_path / "c.sqlite",
-                     backoff=0.01, **kw)
+    return LLMClient(
+        model="fake-model",
+        api_key="test",
+        base_url=server.base_url,
+        cache_path=tmp_path / "c.sqlite",
+        backoff=0.01,
+        **kw,
+    )
 
 
 def test_llm_interpreter_scores_candidates_on_unseen_texts(yelp_codes, openai_server, tmp_path):
@@ -168,8 +242,9 @@ def test_llm_interpreter_scores_candidates_on_unseen_texts(yelp_codes, openai_se
 
     # the whole thing again: answered from the cache, no HTTP request, same result
     openai_server.requests.clear()
-    again = make_interpreter("llm", client=client_for(openai_server, tmp_path), n_candidates=3, n_examples=8, n_eval=12,
-                             n_test=16)
+    again = make_interpreter(
+        "llm", client=client_for(openai_server, tmp_path), n_candidates=3, n_examples=8, n_eval=12, n_test=16
+    )
     assert [it.label for it in again.interpret(texts, codes, latents)] == [it.label for it in items]
     assert openai_server.requests == []
 
@@ -181,8 +256,9 @@ def test_sampling_strategies_show_firing_and_silent_texts(yelp_codes, openai_ser
     j = int(np.argmax(np.diff(codes.tocsc().indptr)))  # the most active latent
     activation = codes[:, j].toarray().ravel()
     row_of = {snippet(t, 600)[:80]: i for i, t in enumerate(texts)}
-    interp = LLMInterpreter(client_for(openai_server, tmp_path), sampling=sampling, n_candidates=2,
-                            n_examples=6, n_eval=10)
+    interp = LLMInterpreter(
+        client_for(openai_server, tmp_path), sampling=sampling, n_candidates=2, n_examples=6, n_eval=10
+    )
     (item,) = interp.interpret(texts, codes, [j])
     assert item.method == "llm:fake-model"
     naming = [user_prompt(r) for r in openai_server.chat_requests() if FIRES in user_prompt(r)]

@@ -1,4 +1,5 @@
 """Offline phrase labels and their fidelity on held-out real Yelp reviews; label sets in a workspace."""
+
 from __future__ import annotations
 
 import shutil
@@ -55,8 +56,10 @@ def test_label_splits_are_disjoint_complete_and_fixed():
 
 
 def test_spans_are_short_clean_phrases():
-    text = ("We waited 45 minutes for our food, which was cold and bland when it finally came to the table. "
-            "The manager was rude! See http://example.com for photos. And the fries were great")
+    text = (
+        "We waited 45 minutes for our food, which was cold and bland when it finally came to the table. "
+        "The manager was rude! See http://example.com for photos. And the fries were great"
+    )
     spans = split_spans(text, 3, 12)
     assert "The manager was rude" in spans and "The fries were great" in spans
     assert all(3 <= len(s.split()) <= 12 and "http" not in s and not s.endswith((".", ",")) for s in spans)
@@ -159,8 +162,15 @@ def test_hypotheses_carry_label_fidelity_into_the_csv(yelp_frames, embedder, tmp
 
     train, hold = yelp_frames
     config = HypothesisConfig(m=32, k=4, n=4, max_epochs=20, interpreter="phrases")
-    run = hypothesize(train, holdout=hold, text_col="text", target_col="stars", config=config, embedder=embedder,
-                      out_dir=tmp_path / "run")
+    run = hypothesize(
+        train,
+        holdout=hold,
+        text_col="text",
+        target_col="stars",
+        config=config,
+        embedder=embedder,
+        out_dir=tmp_path / "run",
+    )
     table = load_run(tmp_path / "run").table
     assert {"fidelity_auc", "fidelity_f1", "fidelity_judge"} <= set(table.columns)
     assert table["fidelity_auc"].between(0, 1).all() and table["fidelity_judge"].str.startswith("embedding:").all()
@@ -226,8 +236,14 @@ def test_a_build_restores_missing_label_sets_without_redoing_the_features(ws_cop
 
     shutil.rmtree(ws_copy.path / "labels")  # e.g. a build killed between its manifest and its label sets
     messages = []
-    ws = build_workspace(ws_copy.path, frame=small_frame(yelp_frames), text_col="text", m=SMALL_M, k=SMALL_K,
-                         progress=lambda d, t, msg="": messages.append(msg))
+    ws = build_workspace(
+        ws_copy.path,
+        frame=small_frame(yelp_frames),
+        text_col="text",
+        m=SMALL_M,
+        k=SMALL_K,
+        progress=lambda d, t, msg="": messages.append(msg),
+    )
     assert "features: reused" in messages and label_sets(ws) == ["phrases", "keywords"]
     assert features_with_labels(ws)["label"].tolist() == ws.features["label"].tolist()
 

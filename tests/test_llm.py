@@ -1,4 +1,5 @@
 """LLMClient against a real local OpenAI-compatible server: retries, timeouts, cache, concurrency, failures."""
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,13 @@ SECRET = "sk-test-secret-123"
 
 def make_client(server, tmp_path, **kw) -> LLMClient:
     kw.setdefault("backoff", 0.01)
-    return LLMClient(model=kw.pop("model", "fake-model"), api_key=SECRET, base_url=server.base_url,
-                     cache_path=tmp_path / "llm.sqlite", **kw)
+    return LLMClient(
+        model=kw.pop("model", "fake-model"),
+        api_key=SECRET,
+        base_url=server.base_url,
+        cache_path=tmp_path / "llm.sqlite",
+        **kw,
+    )
 
 
 def test_no_key_is_a_clear_error(monkeypatch):
@@ -152,7 +158,14 @@ def test_unreachable_server_is_a_recorded_failure(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    client = LLMClient(model="m", api_key=SECRET, base_url=f"http://127.0.0.1:{port}/v1",
-                       cache_path=tmp_path / "c.sqlite", max_retries=1, backoff=0.01, timeout=2)
+    client = LLMClient(
+        model="m",
+        api_key=SECRET,
+        base_url=f"http://127.0.0.1:{port}/v1",
+        cache_path=tmp_path / "c.sqlite",
+        max_retries=1,
+        backoff=0.01,
+        timeout=2,
+    )
     assert client.complete("anyone there?") is None
     assert client.stats == {"requests": 2, "cache_hits": 0, "failures": 1, "retries": 1}

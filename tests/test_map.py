@@ -2,6 +2,7 @@
 page itself on the small real workspace, both as a scatter and, with the density threshold lowered, as the
 density image a million-document workspace gets; plus a workspace without a stored layout computing it in the
 background."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,8 +48,11 @@ def test_density_grid_counts_every_point_once_and_averages_values():
     i = int(np.flatnonzero(mask)[0])
     cx = min(int((coords[i, 0] - x0) / (x1 - x0) * 40), 39)
     cy = min(int((coords[i, 1] - y0) / (y1 - y0) * 40), 39)
-    same = mask & (np.minimum(((coords[:, 0] - x0) / (x1 - x0) * 40).astype(int), 39) == cx) & \
-        (np.minimum(((coords[:, 1] - y0) / (y1 - y0) * 40).astype(int), 39) == cy)
+    same = (
+        mask
+        & (np.minimum(((coords[:, 0] - x0) / (x1 - x0) * 40).astype(int), 39) == cx)
+        & (np.minimum(((coords[:, 1] - y0) / (y1 - y0) * 40).astype(int), 39) == cy)
+    )
     assert g["count"][cy, cx] == same.sum() and np.isclose(g["mean"][cy, cx], values[same].mean())
     assert np.isnan(g["mean"][g["count"] == 0]).all()
 
@@ -111,7 +115,7 @@ def test_overrepresentation_among_filtered_documents_and_strongest_first(ws):
     assert chosen[docs].all() and len(docs) == min(20, chosen.sum())
     acts = ws.codes[docs][:, top].toarray().ravel()
     firing = acts[acts > 0]
-    assert (np.diff(firing) <= 0).all() and (acts[len(firing):] == 0).all()
+    assert (np.diff(firing) <= 0).all() and (acts[len(firing) :] == 0).all()
 
 
 def _map(env_ws, monkeypatch, **scale) -> AppTest:
@@ -146,7 +150,9 @@ def test_map_page_density_image_for_a_large_corpus(small_workspace, monkeypatch)
     assert len(_values(spec["data"][1]["x"])) == 150, "only the hover sample is sent"
     assert len(spec["layout"]["annotations"]) == 12, "regions are labelled on the map"
     labels = set(Workspace.open(small_workspace).features["label"])
-    assert all(a["text"] in {lbl[:40] for lbl in labels} | {"(no distinctive feature)"} for a in spec["layout"]["annotations"])
+    assert all(
+        a["text"] in {lbl[:40] for lbl in labels} | {"(no distinctive feature)"} for a in spec["layout"]["annotations"]
+    )
     # a column as colour: the share of one value per cell
     at.radio(key="map_colour").set_value("column").run()
     at.selectbox(key="map_column").set_value("stars").run()
@@ -179,8 +185,7 @@ def test_map_page_filters_change_what_is_drawn_and_selected(small_workspace, mon
 
 def test_a_workspace_without_its_map_computes_it_in_the_background(tmp_path, yelp_frames, yelp_embedded, monkeypatch):
     out = tmp_path / "no-map"
-    build_workspace(out, frame=small_frame(yelp_frames).iloc[:200], text_col="text", m=SMALL_M, k=SMALL_K,
-                    layout=False)
+    build_workspace(out, frame=small_frame(yelp_frames).iloc[:200], text_col="text", m=SMALL_M, k=SMALL_K, layout=False)
     assert not Workspace.open(out).has_layout
     at = _map(out, monkeypatch)
     assert any("computing it now in the background" in i.value for i in at.info)

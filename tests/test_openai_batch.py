@@ -4,6 +4,7 @@ Embeddings and LLM answers through batches equal the direct path and land in the
 failures are recorded, not raised; expired/cancelled/failed batches are resubmitted only for what is
 missing; a rerun resumes the batch already submitted instead of paying twice.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,13 +24,28 @@ KEY = "sk-test-batch"
 
 
 def client(server, tmp_path, batch=True, cache="llm.sqlite", **kw) -> LLMClient:
-    return LLMClient(model="fake-model", api_key=KEY, base_url=server.base_url, cache_path=tmp_path / cache,
-                     backoff=0.01, batch=batch, batch_dir=tmp_path / "batches", batch_poll_s=0.01, **kw)
+    return LLMClient(
+        model="fake-model",
+        api_key=KEY,
+        base_url=server.base_url,
+        cache_path=tmp_path / cache,
+        backoff=0.01,
+        batch=batch,
+        batch_dir=tmp_path / "batches",
+        batch_poll_s=0.01,
+        **kw,
+    )
 
 
 def embedder(server, tmp_path, batch=True) -> OpenAIEmbedder:
-    return OpenAIEmbedder("text-embedding-3-small", api_key=KEY, base_url=server.base_url, batch=batch,
-                          batch_dir=tmp_path / "batches", batch_poll_s=0.01)
+    return OpenAIEmbedder(
+        "text-embedding-3-small",
+        api_key=KEY,
+        base_url=server.base_url,
+        batch=batch,
+        batch_dir=tmp_path / "batches",
+        batch_poll_s=0.01,
+    )
 
 
 def echo(request):
@@ -137,8 +153,9 @@ def test_an_expiring_batch_gives_up_after_max_attempts_and_reports_the_rest(open
     openai_server.batch_endings = ["expired"] * 5
     openai_server.expire_keep = 1
     bodies = [{"model": "m", "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(4)]
-    outcome = run_batch(openai_server_client(openai_server), CHAT, bodies, state_dir=tmp_path, poll_interval=0,
-                        max_attempts=2)
+    outcome = run_batch(
+        openai_server_client(openai_server), CHAT, bodies, state_dir=tmp_path, poll_interval=0, max_attempts=2
+    )
     assert len(outcome.results) == 2 and len(creations(openai_server)) == 2
     assert set(outcome.errors) == {request_id(CHAT, b) for b in bodies[2:]}
     assert all("not processed after 2 batch attempt(s) (expired)" in e for e in outcome.errors.values())
@@ -204,8 +221,9 @@ def test_garbage_output_lines_are_recorded_as_failures(openai_server, tmp_path):
 
 def test_embedding_failures_raise_one_line_after_caching_the_rest(openai_server, reviews, tmp_path):
     bad = reviews[5]
-    openai_server.mangle = lambda record: ("garbage" if record["response"]["body"]["data"][0]["embedding"]
-                                           == _b64(bad) else None)
+    openai_server.mangle = lambda record: (
+        "garbage" if record["response"]["body"]["data"][0]["embedding"] == _b64(bad) else None
+    )
     with pytest.raises(LLMError, match=r"1 of 10 texts could not be embedded.*run again"):
         embed_texts(reviews[:10], embedder(openai_server, tmp_path), cache_dir=tmp_path / "cache")
     openai_server.mangle = None
@@ -217,12 +235,19 @@ def test_embedding_failures_raise_one_line_after_caching_the_rest(openai_server,
 
 def test_requests_are_split_to_respect_batch_limits(openai_server, tmp_path):
     bodies = [{"model": "m", "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(7)]
-    outcome = run_batch(openai_server_client(openai_server), CHAT, bodies + bodies[:2], state_dir=tmp_path,
-                        poll_interval=0, max_requests=3)
+    outcome = run_batch(
+        openai_server_client(openai_server),
+        CHAT,
+        bodies + bodies[:2],
+        state_dir=tmp_path,
+        poll_interval=0,
+        max_requests=3,
+    )
     assert [len(openai_server.uploaded_ids(u["file_id"])) for u in uploads(openai_server)] == [3, 3, 1]
     assert len(outcome.results) == 7 and not outcome.errors and len(outcome.batch_ids) == 3
-    small = run_batch(openai_server_client(openai_server), CHAT, bodies, state_dir=tmp_path / "b", poll_interval=0,
-                      max_bytes=400)
+    small = run_batch(
+        openai_server_client(openai_server), CHAT, bodies, state_dir=tmp_path / "b", poll_interval=0, max_bytes=400
+    )
     assert len(small.results) == 7 and len(uploads(openai_server)) == 3 + 4  # two ~190-byte lines per file
 
 
@@ -236,16 +261,44 @@ def test_cli_embed_and_hypothesize_with_batch(openai_server, yelp_files, tmp_pat
     assert main(["embed", "--data", str(train), "--text-col", "text", "--batch", "--out", str(tmp_path / "x.npy")]) == 2
     assert "--batch" in capsys.readouterr().err
 
-    code = main(["embed", "--data", str(hold), "--text-col", "text", "--embedder", "openai:text-embedding-3-small",
-                 "--batch", "--out", str(tmp_path / "x.npy")])
+    code = main(
+        [
+            "embed",
+            "--data",
+            str(hold),
+            "--text-col",
+            "text",
+            "--embedder",
+            "openai:text-embedding-3-small",
+            "--batch",
+            "--out",
+            str(tmp_path / "x.npy"),
+        ]
+    )
     assert code == 0
     X = np.load(tmp_path / "x.npy")
     assert X.shape == (60, 384) and len(creations(openai_server)) == 1
     assert not openai_server.calls("POST", r"/v1/embeddings")
 
     ws = tmp_path / "ws"
-    code = main(["build", "--data", str(train), "--text-col", "text", "--embedder", "openai:text-embedding-3-small",
-                 "--batch", "--m", "16", "--k", "4", "--out", str(ws)])
+    code = main(
+        [
+            "build",
+            "--data",
+            str(train),
+            "--text-col",
+            "text",
+            "--embedder",
+            "openai:text-embedding-3-small",
+            "--batch",
+            "--m",
+            "16",
+            "--k",
+            "4",
+            "--out",
+            str(ws),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert [c["endpoint"] for c in creations(openai_server)] == ["/v1/embeddings"] * 2
     assert Workspace.open(ws).embedder().batch is False  # typed queries never wait on a batch
@@ -258,9 +311,36 @@ def test_cli_embed_and_hypothesize_with_batch(openai_server, yelp_files, tmp_pat
 
     openai_server.responder = fake_llm
     out = tmp_path / "run"
-    code = main(["hypothesize", "--data", str(train), "--holdout", str(hold), "--text-col", "text",
-                 "--target-col", "stars", "--embedder", "openai:text-embedding-3-small", "--m", "16", "--k", "4",
-                 "--n", "2", "--epochs", "5", "--interpreter", "llm", "--annotator", "llm", "--batch", "--out", str(out)])
+    code = main(
+        [
+            "hypothesize",
+            "--data",
+            str(train),
+            "--holdout",
+            str(hold),
+            "--text-col",
+            "text",
+            "--target-col",
+            "stars",
+            "--embedder",
+            "openai:text-embedding-3-small",
+            "--m",
+            "16",
+            "--k",
+            "4",
+            "--n",
+            "2",
+            "--epochs",
+            "5",
+            "--interpreter",
+            "llm",
+            "--annotator",
+            "llm",
+            "--batch",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["llm"]["client"]["failures"] == 0 and summary["llm"]["client"]["requests"] > 0

@@ -1,10 +1,11 @@
-""""csLG with its corpus": the published SAE, the Hub dataset charlieoneill/csLG (id, title, abstract) and the
+""" "csLG with its corpus": the published SAE, the Hub dataset charlieoneill/csLG (id, title, abstract) and the
 authors' vector store (an embeddings .npy beside pickled document lists), all from an offline Hugging Face
 cache folder laid out as the Hub serves them; one `hsae build` command and one dashboard choice.
 
 The texts are real arXiv abstracts; the "OpenAI" embeddings are test_corpora's deterministic TF-IDF projections.
 The vector store's pickles are booby-trapped: unpickling them would create a marker file.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -43,8 +44,9 @@ class _Trap:
 def cslg(shared_data, tmp_path_factory):
     """(papers frame, 1536-d embeddings in dataset order, folder with the files to put in a cache)."""
     df = pd.read_csv(shared_data / "arxiv_cs_categories_small" / "arxiv_data.csv").iloc[:N_DOCS]
-    papers = pd.DataFrame({"id": [f"24{i:02d}.{i:05d}" for i in range(N_DOCS)], "title": df["title"],
-                           "abstract": df["summary"]})
+    papers = pd.DataFrame(
+        {"id": [f"24{i:02d}.{i:05d}" for i in range(N_DOCS)], "title": df["title"], "abstract": df["summary"]}
+    )
     X = pseudo_openai_embeddings((papers["title"] + "\n\n" + papers["abstract"]).tolist())
     folder = tmp_path_factory.mktemp("cslg-files")
     papers.iloc[:50].to_parquet(folder / "train-00000-of-00002.parquet", index=False)
@@ -61,13 +63,29 @@ def cslg_cache(offline_cache, cslg, tmp_path):
     marker = tmp_path / "UNPICKLED"
     trap = pickle.dumps(_Trap(marker))
     add_to_cache(offline_cache, SAE_REPO, {SAE_FILE: folder / SAE_FILE}, commit=commit_id("sae"))
-    add_to_cache(offline_cache, CORPUS.dataset, {
-        "data/train-00000-of-00002.parquet": folder / "train-00000-of-00002.parquet",
-        "data/train-00001-of-00002.parquet": folder / "train-00001-of-00002.parquet",
-        "README.md": b"# csLG\n"}, repo_type="dataset", commit=commit_id("cslg-data"))
-    add_to_cache(offline_cache, CORPUS.embeddings_repo, {
-        CORPUS.embeddings_file: folder / "embeddings_matrix.npy", "documents.pkl": trap,
-        "document_index.pkl": trap, "index_mapping.pkl": trap}, repo_type="dataset", commit=commit_id("cslg-vs"))
+    add_to_cache(
+        offline_cache,
+        CORPUS.dataset,
+        {
+            "data/train-00000-of-00002.parquet": folder / "train-00000-of-00002.parquet",
+            "data/train-00001-of-00002.parquet": folder / "train-00001-of-00002.parquet",
+            "README.md": b"# csLG\n",
+        },
+        repo_type="dataset",
+        commit=commit_id("cslg-data"),
+    )
+    add_to_cache(
+        offline_cache,
+        CORPUS.embeddings_repo,
+        {
+            CORPUS.embeddings_file: folder / "embeddings_matrix.npy",
+            "documents.pkl": trap,
+            "document_index.pkl": trap,
+            "index_mapping.pkl": trap,
+        },
+        repo_type="dataset",
+        commit=commit_id("cslg-vs"),
+    )
     return marker
 
 
@@ -99,13 +117,20 @@ def test_one_build_command_for_cslg_with_its_corpus(cslg, cslg_cache, tmp_path, 
 
 def test_misaligned_or_missing_vector_store_is_one_line(cslg, offline_cache, tmp_path, capsys):
     papers, X, folder = cslg
-    add_to_cache(offline_cache, CORPUS.dataset, {"data/train.parquet": folder / "train-00000-of-00002.parquet"},
-                 repo_type="dataset", commit=commit_id("half"))
+    add_to_cache(
+        offline_cache,
+        CORPUS.dataset,
+        {"data/train.parquet": folder / "train-00000-of-00002.parquet"},
+        repo_type="dataset",
+        commit=commit_id("half"),
+    )
     with pytest.raises(DataError, match="cs-embeddings/embeddings_matrix.npy is not in the local Hugging Face cache"):
         load_published_corpus("csLG")
     np.save(tmp_path / "all.npy", X)  # 90 rows for a 50-row dataset
-    assert main(["build", "--corpus", "csLG", "--embeddings", str(tmp_path / "all.npy"), "--out",
-                 str(tmp_path / "ws")]) == 2
+    assert (
+        main(["build", "--corpus", "csLG", "--embeddings", str(tmp_path / "all.npy"), "--out", str(tmp_path / "ws")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "stored embeddings have 90 rows but charlieoneill/csLG has 50" in err and err.count("\n") == 1
     with pytest.raises(DataError, match="Unknown published corpus 'astro'"):

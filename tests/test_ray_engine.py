@@ -1,6 +1,7 @@
 """The Ray engine on a local Ray (num_cpus=2) started here, on 300 real Yelp reviews with MiniLM:
 same embeddings and exactly the same codes as the single-process build, workers killed mid-shard lose nothing,
 a rerun redoes only missing shards, and the result is an ordinary workspace the dashboard's classes query."""
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,17 @@ def ray_built(ray_session, frame, tmp_path_factory, isolated_cache):
     old = os.environ["HSAE_CACHE_DIR"]
     os.environ["HSAE_CACHE_DIR"] = str(fresh_cache)
     try:
-        ws = build_workspace_ray(root / "ws", frame=frame, text_col="text", m=M, k=K, seed=0,
-                                 shard_rows=SHARD_ROWS, keep_work=True, name="ray test")
+        ws = build_workspace_ray(
+            root / "ws",
+            frame=frame,
+            text_col="text",
+            m=M,
+            k=K,
+            seed=0,
+            shard_rows=SHARD_ROWS,
+            keep_work=True,
+            name="ray test",
+        )
     finally:
         os.environ["HSAE_CACHE_DIR"] = old
     return ws, root
@@ -109,8 +119,10 @@ def test_rerun_redoes_only_missing_shards(ray_built, ray_session, frame):
     shutil.rmtree(next((codes_dir / shards[0].name).glob("part-*")))
     emb_part = next((emb_dir / shards[2].name).glob("part-*"))
     os.replace(emb_part, emb_part.parent / f".tmp-{emb_part.name}-dead")
-    untouched = {p: p.stat().st_mtime_ns for p in (next((emb_dir / shards[1].name).glob("part-*")),
-                                                   next((codes_dir / shards[1].name).glob("part-*")))}
+    untouched = {
+        p: p.stat().st_mtime_ns
+        for p in (next((emb_dir / shards[1].name).glob("part-*")), next((codes_dir / shards[1].name).glob("part-*")))
+    }
     out = run_ray_stages(work, texts, m=M, k=K, seed=0, shard_rows=SHARD_ROWS, sae=ws.sae)
     assert out.ran == {"embed": [2], "encode": [0, 2]}  # re-embedded rows are encoded again
     assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
@@ -149,8 +161,27 @@ def test_cli_engine_ray_with_stored_embeddings(ray_built, frame, tmp_path, capsy
     table = tmp_path / "reviews.parquet"
     frame.to_parquet(table)
     np.save(tmp_path / "reviews.npy", np.asarray(ws.embeddings))  # one row per kept text, as `hsae embed` writes
-    code = main(["build", "--engine", "ray", "--data", str(table), "--text-col", "text", "--m", str(M),
-                 "--k", str(K), "--shard-rows", "300", "--out", str(tmp_path / "cli-ws"), "--device", "cpu"])
+    code = main(
+        [
+            "build",
+            "--engine",
+            "ray",
+            "--data",
+            str(table),
+            "--text-col",
+            "text",
+            "--m",
+            str(M),
+            "--k",
+            str(K),
+            "--shard-rows",
+            "300",
+            "--out",
+            str(tmp_path / "cli-ws"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     cli_ws = Workspace.open(tmp_path / "cli-ws")
     assert (cli_ws.codes != ws.codes).nnz == 0 and cli_ws.codes.nnz == ws.codes.nnz
@@ -186,8 +217,14 @@ def test_pieces_of_a_shard_are_encoded_as_the_whole_shard(ray_built, tmp_path):
     [emb_dir] = list(next((root / ".ws.ray").glob("table-*")).glob("emb-*"))
     ws.sae.save(tmp_path / "sae")
     config = json.loads((tmp_path / "sae" / "config.json").read_text())
-    encode = EncodeBatches(config, (tmp_path / "sae" / "model.safetensors").read_bytes(), "cpu", str(emb_dir),
-                           str(tmp_path / "codes"), ws.embeddings.shape[1])
+    encode = EncodeBatches(
+        config,
+        (tmp_path / "sae" / "model.safetensors").read_bytes(),
+        "cpu",
+        str(emb_dir),
+        str(tmp_path / "codes"),
+        ws.embeddings.shape[1],
+    )
     for rows in (np.arange(199, 200), np.arange(100, 199)):  # the last row first, then the rest
         encode({"shard": np.ones(len(rows), np.int64), "row": rows})
     [part] = (tmp_path / "codes" / "shard-00001").iterdir()

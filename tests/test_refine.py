@@ -4,6 +4,7 @@ The server's "model" is small and deterministic: it judges a label "mentions WOR
 the passage, names a latent after the word most over-represented in the passages it is shown, and rewrites
 a label after the word that best covers the hits and misses it is shown while avoiding the false alarms.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,8 +23,28 @@ from hsae_core.llm import LLMClient
 from hsae_core.refine import Budget, BudgetedClient, Refiner, estimate_llm_labels
 from hsae_core.sae import SparseAutoencoder
 
-STOP = {"there", "their", "about", "would", "which", "could", "these", "those", "other", "every", "where", "after",
-        "because", "really", "always", "place", "food", "great", "good", "ordered"}
+STOP = {
+    "there",
+    "their",
+    "about",
+    "would",
+    "which",
+    "could",
+    "these",
+    "those",
+    "other",
+    "every",
+    "where",
+    "after",
+    "because",
+    "really",
+    "always",
+    "place",
+    "food",
+    "great",
+    "good",
+    "ordered",
+}
 FIRES, SILENT = "Passages where it fires strongly:", "Passages where it stays silent:"
 HITS = "(the label works):"
 FPS = "(the label is too broad here):"
@@ -90,8 +111,14 @@ def yelp_sae(yelp_embedded):
 
 
 def client_for(server, tmp_path, **kw) -> LLMClient:
-    return LLMClient(model="fake-model", api_key="test", base_url=server.base_url, cache_path=tmp_path / "c.sqlite",
-                     backoff=0.01, **kw)
+    return LLMClient(
+        model="fake-model",
+        api_key="test",
+        base_url=server.base_url,
+        cache_path=tmp_path / "c.sqlite",
+        backoff=0.01,
+        **kw,
+    )
 
 
 def busiest(codes, n: int = 1) -> list[int]:
@@ -112,8 +139,17 @@ def test_a_planted_bad_label_is_rewritten_and_kept_only_when_validation_f1_rises
     openai_server.responder = fake_llm
     splits = label_splits(len(texts), 0)
     (j,) = busiest(codes)
-    refiner = Refiner(client_for(openai_server, tmp_path), texts, codes, splits, f1_bar=0.95, max_rounds=3,
-                      n_build=24, n_val=20, n_test=20)
+    refiner = Refiner(
+        client_for(openai_server, tmp_path),
+        texts,
+        codes,
+        splits,
+        f1_bar=0.95,
+        max_rounds=3,
+        n_build=24,
+        n_val=20,
+        n_test=20,
+    )
     res = refiner.refine({j: "mentions zzqxv"})[j]
     assert res.start_label == "mentions zzqxv" and res.val_start["f1"] == 0.0
     assert any(rd["kept"] for rd in res.rounds) and res.label != "mentions zzqxv"
@@ -128,9 +164,18 @@ def test_a_planted_bad_label_is_rewritten_and_kept_only_when_validation_f1_rises
 
     # a model that only ever suggests worse labels: every rewrite is scored and rejected, the label stays
     good = res.label
-    openai_server.responder = lambda req: ("mentions zzqxv" if is_rewrite(user_prompt(req)) else fake_llm(req))
-    again = Refiner(client_for(openai_server, tmp_path / "b"), texts, codes, splits, f1_bar=1.0, max_rounds=2,
-                    n_build=24, n_val=20, n_test=20).refine({j: good})[j]
+    openai_server.responder = lambda req: "mentions zzqxv" if is_rewrite(user_prompt(req)) else fake_llm(req)
+    again = Refiner(
+        client_for(openai_server, tmp_path / "b"),
+        texts,
+        codes,
+        splits,
+        f1_bar=1.0,
+        max_rounds=2,
+        n_build=24,
+        n_val=20,
+        n_test=20,
+    ).refine({j: good})[j]
     assert again.label == good and [rd["kept"] for rd in again.rounds] == [False, False]
     assert {rd["reason"] for rd in again.rounds} == {"validation F1 did not rise"}
     assert all(rd["val_f1"] < again.val_start["f1"] for rd in again.rounds)
@@ -142,8 +187,20 @@ def test_no_example_used_to_choose_a_label_is_used_to_score_it(yelp_sae, openai_
     splits = label_splits(len(texts), 0)
     part = part_of_text(texts, splits)
     latents = busiest(codes, 3)
-    table = label_features(texts, codes, "llm", latents=latents, llm_client=client_for(openai_server, tmp_path),
-                           refine=True, f1_bar=0.95, max_rounds=2, n_candidates=2, n_examples=6, n_eval=16, n_test=20)
+    table = label_features(
+        texts,
+        codes,
+        "llm",
+        latents=latents,
+        llm_client=client_for(openai_server, tmp_path),
+        refine=True,
+        f1_bar=0.95,
+        max_rounds=2,
+        n_candidates=2,
+        n_examples=6,
+        n_eval=16,
+        n_test=20,
+    )
     final = set(table.set_index("latent").loc[latents, "label"])
     seen = {"naming": set(), "rewrite": set(), "judged_test": set(), "judged_validation": set()}
     for req in openai_server.chat_requests():
@@ -172,8 +229,18 @@ def test_the_budget_is_estimated_up_front_and_stops_the_loop(yelp_sae, openai_se
     a, b = busiest(codes, 2)
     # enough for one feature's start, one round and its test score (10 + 21 + 10), not for a second round
     budget = Budget(max_calls=45)
-    refiner = Refiner(client_for(openai_server, tmp_path), texts, codes, splits, f1_bar=1.0, max_rounds=5,
-                      n_build=10, n_val=10, n_test=10, budget=budget)
+    refiner = Refiner(
+        client_for(openai_server, tmp_path),
+        texts,
+        codes,
+        splits,
+        f1_bar=1.0,
+        max_rounds=5,
+        n_build=10,
+        n_val=10,
+        n_test=10,
+        budget=budget,
+    )
     est = refiner.estimate(2)
     assert est["calls"] == 2 * (10 + 5 * 21 + 10) and est["cost_usd"] > 0
     results = refiner.refine({a: "mentions zzqxv", b: "mentions zzqxv"})
@@ -186,8 +253,9 @@ def test_the_budget_is_estimated_up_front_and_stops_the_loop(yelp_sae, openai_se
     # a token cap stops it the same way; nothing is sent once a batch would not fit
     openai_server.requests.clear()
     tiny = Budget(max_tokens=500)
-    res = Refiner(client_for(openai_server, tmp_path / "t"), texts, codes, splits, budget=tiny,
-                  n_val=10, n_test=10).refine({a: "mentions zzqxv"})[a]
+    res = Refiner(
+        client_for(openai_server, tmp_path / "t"), texts, codes, splits, budget=tiny, n_val=10, n_test=10
+    ).refine({a: "mentions zzqxv"})[a]
     assert res.stopped == "budget" and openai_server.chat_requests() == [] and tiny.calls == 0
     client = BudgetedClient(client_for(openai_server, tmp_path / "u"), Budget(max_calls=3))
     assert client.complete_many(["a", "b", "c", "d"]) == [None] * 4 and client.refused == 4
@@ -197,8 +265,17 @@ def test_the_budget_is_estimated_up_front_and_stops_the_loop(yelp_sae, openai_se
     per_feature = estimate_llm_labels(texts, 1, n_candidates=2, n_eval=10, n_test=10)["calls"]
     budget = Budget(max_calls=2 * per_feature + 5)
     five = busiest(codes, 5)
-    table = label_features(texts, codes, "llm", latents=five, llm_client=client_for(openai_server, tmp_path / "s"),
-                           budget=budget, n_candidates=2, n_eval=10, n_test=10)
+    table = label_features(
+        texts,
+        codes,
+        "llm",
+        latents=five,
+        llm_client=client_for(openai_server, tmp_path / "s"),
+        budget=budget,
+        n_candidates=2,
+        n_eval=10,
+        n_test=10,
+    )
     methods = table.set_index("latent").loc[five, "label_method"].tolist()
     n_llm = methods.count("llm:fake-model")
     assert 2 <= n_llm < 5 and methods == ["llm:fake-model"] * n_llm + ["keywords (LLM budget reached)"] * (5 - n_llm)
@@ -220,8 +297,17 @@ def test_garbage_and_failed_answers_are_recorded_and_never_crash(yelp_sae, opena
         return "it depends" if len(text) % 7 == 0 else judge(prompt)  # some judgements are unusable
 
     openai_server.responder = flaky
-    refiner = Refiner(client_for(openai_server, tmp_path, max_retries=0), texts, codes, splits, f1_bar=1.0,
-                      max_rounds=4, n_build=24, n_val=20, n_test=20)
+    refiner = Refiner(
+        client_for(openai_server, tmp_path, max_retries=0),
+        texts,
+        codes,
+        splits,
+        f1_bar=1.0,
+        max_rounds=4,
+        n_build=24,
+        n_val=20,
+        n_test=20,
+    )
     res = refiner.refine({j: "mentions zzqxv"})[j]
     reasons = [rd["reason"] for rd in res.rounds]
     assert reasons[:3] == ["unusable answer", "no answer (the call failed)", "unusable answer"]
@@ -237,8 +323,9 @@ def test_garbage_and_failed_answers_are_recorded_and_never_crash(yelp_sae, opena
     assert res.test["f1"] is None and res.test["n_failed"] == len(res.rows["test"])
 
 
-def test_cli_prints_the_estimate_before_any_call_and_writes_an_llm_label_set(small_workspace, openai_server, tmp_path,
-                                                                            monkeypatch, capsys):
+def test_cli_prints_the_estimate_before_any_call_and_writes_an_llm_label_set(
+    small_workspace, openai_server, tmp_path, monkeypatch, capsys
+):
     from hsae_core.cli import main
     from hsae_core.workspace import Workspace
 

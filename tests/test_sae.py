@@ -1,4 +1,5 @@
 """SAE invariants on real embeddings: sparsity, unit-norm decoder, round trip, reproducibility, bad input."""
+
 import json
 
 import numpy as np

@@ -2,6 +2,7 @@
 through `hsae build --embeddings FILE.npy` exactly as a million documents would (IVF index with nprobe tuned
 for recall, SAE on a sample, keyword labels on a sample, map by UMAP on a sample + neighbour placement), and
 the chunked readers give the same numbers as the plain ones."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,16 @@ from hsae_core.corpora import embeddings_from_column, parquet_embeddings, read_t
 from hsae_core.errors import DataError
 from hsae_core.workspace import Workspace
 
-SMALL_SCALE = dict(exact_index_limit=300, sae_fit_rows=500, sae_sample_epochs=3, label_sample_docs=200,
-                   map_fit_rows=400, map_points=100, map_hover_points=150, run_rows=600)
+SMALL_SCALE = dict(
+    exact_index_limit=300,
+    sae_fit_rows=500,
+    sae_sample_epochs=3,
+    label_sample_docs=200,
+    map_fit_rows=400,
+    map_points=100,
+    map_hover_points=150,
+    run_rows=600,
+)
 
 
 @pytest.fixture
@@ -48,8 +57,26 @@ def corpus_files(yelp_embedded, tmp_path_factory):
 def test_hsae_build_with_a_npy_takes_the_large_corpus_path(small_scale, corpus_files, tmp_path, capsys):
     folder, frame, X = corpus_files
     out = tmp_path / "ws"
-    assert main(["build", "--data", str(folder / "table.parquet"), "--text-col", "text", "--embeddings",
-                 str(folder / "emb.npy"), "--m", "64", "--k", "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--data",
+                str(folder / "table.parquet"),
+                "--text-col",
+                "text",
+                "--embeddings",
+                str(folder / "emb.npy"),
+                "--m",
+                "64",
+                "--k",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "IVF index, nprobe" in capsys.readouterr().out
     ws = Workspace.open(out)
     kept = np.delete(np.arange(len(frame)), 7)
@@ -61,7 +88,10 @@ def test_hsae_build_with_a_npy_takes_the_large_corpus_path(small_scale, corpus_f
     metrics = ws.manifest["sae"]["metrics"]
     assert metrics["n_train"] + metrics["n_val"] == 500 and metrics["epochs"] <= 3, "SAE trained on a 500-row sample"
     assert ws.codes.shape == (len(kept), 64) and np.diff(ws.codes.indptr).max() <= 4
-    assert "read" in ws.features["label_method"].iloc[0] and f"of {len(kept):,} documents" in ws.features["label_method"].iloc[0]
+    assert (
+        "read" in ws.features["label_method"].iloc[0]
+        and f"of {len(kept):,} documents" in ws.features["label_method"].iloc[0]
+    )
     alive = ws.features[ws.features["n_active"] > 0]
     assert (alive["keywords"].str.len() > 0).mean() > 0.7, "labels from a sample still name most features"
     assert ws.has_layout and ws.layout().shape == (len(kept), 2) and np.isfinite(ws.layout()).all()
@@ -119,7 +149,9 @@ def test_parquet_embedding_column_read_in_batches(corpus_files, monkeypatch):
     folder, frame, X = corpus_files
     monkeypatch.setattr(corpora, "BATCH_ROWS", 100)  # many batches
     rest, E = parquet_embeddings(folder / "with-vectors.parquet", "embedding")
-    np.testing.assert_array_equal(E, embeddings_from_column(pd.read_parquet(folder / "with-vectors.parquet"), "embedding"))
+    np.testing.assert_array_equal(
+        E, embeddings_from_column(pd.read_parquet(folder / "with-vectors.parquet"), "embedding")
+    )
     assert list(rest.columns) == ["text", "stars"] and len(rest) == len(frame)
     head, E_head = parquet_embeddings(folder / "with-vectors.parquet", "embedding", max_rows=250)
     assert len(head) == 250 and E_head.shape == (250, X.shape[1])
@@ -127,11 +159,14 @@ def test_parquet_embedding_column_read_in_batches(corpus_files, monkeypatch):
     assert len(read_table_rows(folder / "table.parquet", 333)) == 333
 
 
-@pytest.mark.parametrize("cells, message", [
-    ([[1.0, 2.0], [1.0, 2.0, 3.0]], r"ragged: row 0 has 2 numbers but row 1 has 3"),
-    ([[1.0, 2.0], None], r"row 1 has no embedding"),
-    ([[1.0, float("nan")], [1.0, 2.0]], r"row 0 contains NaN"),
-])
+@pytest.mark.parametrize(
+    "cells, message",
+    [
+        ([[1.0, 2.0], [1.0, 2.0, 3.0]], r"ragged: row 0 has 2 numbers but row 1 has 3"),
+        ([[1.0, 2.0], None], r"row 1 has no embedding"),
+        ([[1.0, float("nan")], [1.0, 2.0]], r"row 0 contains NaN"),
+    ],
+)
 def test_parquet_embedding_errors_are_one_line(tmp_path, cells, message):
     path = tmp_path / "bad.parquet"
     pd.DataFrame({"text": ["a", "b"], "e": pd.Series(cells, dtype=object)}).to_parquet(path)
@@ -145,8 +180,27 @@ def test_parquet_embedding_errors_are_one_line(tmp_path, cells, message):
 def test_cli_build_with_a_parquet_vector_column(small_scale, corpus_files, tmp_path):
     folder, frame, X = corpus_files
     out = tmp_path / "ws"
-    assert main(["build", "--data", str(folder / "with-vectors.parquet"), "--text-col", "text", "--embedding-col",
-                 "embedding", "--m", "32", "--k", "4", "--no-map", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--data",
+                str(folder / "with-vectors.parquet"),
+                "--text-col",
+                "text",
+                "--embedding-col",
+                "embedding",
+                "--m",
+                "32",
+                "--k",
+                "4",
+                "--no-map",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     ws = Workspace.open(out)
     assert "embedding" not in ws.frame.columns and not ws.has_layout
     np.testing.assert_array_equal(ws.embeddings, np.delete(X, 7, axis=0))
@@ -157,12 +211,42 @@ def test_cli_refuses_conflicting_or_missing_inputs(corpus_files, tmp_path, capsy
     folder, _, _ = corpus_files
     assert main(["build", "--out", str(tmp_path / "w")]) == 2
     assert "Give --data and --text-col" in capsys.readouterr().err
-    assert main(["build", "--data", str(folder / "with-vectors.parquet"), "--text-col", "text", "--embedding-col",
-                 "embedding", "--embeddings", str(folder / "emb.npy"), "--out", str(tmp_path / "w")]) == 2
+    assert (
+        main(
+            [
+                "build",
+                "--data",
+                str(folder / "with-vectors.parquet"),
+                "--text-col",
+                "text",
+                "--embedding-col",
+                "embedding",
+                "--embeddings",
+                str(folder / "emb.npy"),
+                "--out",
+                str(tmp_path / "w"),
+            ]
+        )
+        == 2
+    )
     assert "not both" in capsys.readouterr().err
     np.save(tmp_path / "short.npy", np.zeros((3, 384), np.float32))
-    assert main(["build", "--data", str(folder / "table.parquet"), "--text-col", "text", "--embeddings",
-                 str(tmp_path / "short.npy"), "--out", str(tmp_path / "w")]) == 2
+    assert (
+        main(
+            [
+                "build",
+                "--data",
+                str(folder / "table.parquet"),
+                "--text-col",
+                "text",
+                "--embeddings",
+                str(tmp_path / "short.npy"),
+                "--out",
+                str(tmp_path / "w"),
+            ]
+        )
+        == 2
+    )
     assert "expected one row per table row" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
 

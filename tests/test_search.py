@@ -1,4 +1,5 @@
 """Steered search on a real workspace: untouched sliders reproduce the baseline exactly; moving one changes it."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Latent selection against dense / brute-force references, on random and real SAE codes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -85,8 +86,12 @@ def test_separation_matches_brute_force(random_codes, top_n):
 
 def test_separation_on_real_codes_matches_brute_force(real_codes):
     codes, stars = real_codes
-    np.testing.assert_allclose(separation_scores(codes, stars, top_n=30),
-                               brute_separation(codes.toarray().astype(np.float64), stars, 30), atol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(
+        separation_scores(codes, stars, top_n=30),
+        brute_separation(codes.toarray().astype(np.float64), stars, 30),
+        atol=1e-9,
+        equal_nan=True,
+    )
 
 
 def test_separation_selection_skips_nan_latents(random_codes):
@@ -132,8 +137,9 @@ def test_binary_l1_logistic_lands_on_exactly_n_and_matches_sklearn(real_codes):
     good = (stars >= 4).astype(float)
     path = lasso_path_fit(codes, good, 8, "binary")
     assert len(path.latents) == 8 and path.n_nonzero == 8
-    ref = LogisticRegression(C=path.regularisation, l1_ratio=1.0, solver="liblinear", intercept_scaling=100.0,
-                             tol=1e-6, max_iter=10_000).fit(_standardised_dense(codes), good)
+    ref = LogisticRegression(
+        C=path.regularisation, l1_ratio=1.0, solver="liblinear", intercept_scaling=100.0, tol=1e-6, max_iter=10_000
+    ).fit(_standardised_dense(codes), good)
     assert set(np.flatnonzero(ref.coef_.ravel())) == set(path.latents)
     sel = select_latents(codes, good, method="lasso", n=8, kind="binary")
     assert set(sel.latents) == set(path.latents) and sel.details["regularisation_name"] == "C"
@@ -158,8 +164,9 @@ def test_lasso_grows_a_too_small_working_set_to_the_exact_answer():
     good = (y > np.median(y)).astype(float)
     small = lasso_path_fit(codes, good, 10, "binary", working_set=5)
     assert small.n_nonzero == 10 and not small.warnings
-    ref = LogisticRegression(C=small.regularisation, l1_ratio=1.0, solver="liblinear", intercept_scaling=100.0,
-                             tol=1e-6, max_iter=10_000).fit(Z, good)
+    ref = LogisticRegression(
+        C=small.regularisation, l1_ratio=1.0, solver="liblinear", intercept_scaling=100.0, tol=1e-6, max_iter=10_000
+    ).fit(Z, good)
     assert set(np.flatnonzero(ref.coef_.ravel())) == set(small.latents)
 
 
@@ -173,17 +180,20 @@ def test_lasso_returns_fewer_with_a_warning_when_n_cannot_be_reached():
     assert "keeps only 3" in path.warnings[0]
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda c, y: select_latents(c, y[:-1]), "same documents"),
-    (lambda c, y: select_latents(c, y, n=0), "between 1 and 40"),
-    (lambda c, y: select_latents(c, y, n=41), "between 1 and 40"),
-    (lambda c, y: select_latents(c, y, method="magic"), "correlation, separation, lasso"),
-    (lambda c, y: select_latents(c, np.ones_like(y)), "constant"),
-    (lambda c, y: select_latents(c, y, kind="ordinal"), "continuous, binary"),
-    (lambda c, y: select_latents(c, y, method="lasso", kind="binary"), "coded 0/1"),
-    (lambda c, y: separation_scores(c, y, top_n=0), "top_n"),
-    (lambda c, y: correlation_scores(c, np.where(np.arange(len(y)) == 0, np.nan, y)), "missing"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda c, y: select_latents(c, y[:-1]), "same documents"),
+        (lambda c, y: select_latents(c, y, n=0), "between 1 and 40"),
+        (lambda c, y: select_latents(c, y, n=41), "between 1 and 40"),
+        (lambda c, y: select_latents(c, y, method="magic"), "correlation, separation, lasso"),
+        (lambda c, y: select_latents(c, np.ones_like(y)), "constant"),
+        (lambda c, y: select_latents(c, y, kind="ordinal"), "continuous, binary"),
+        (lambda c, y: select_latents(c, y, method="lasso", kind="binary"), "coded 0/1"),
+        (lambda c, y: separation_scores(c, y, top_n=0), "top_n"),
+        (lambda c, y: correlation_scores(c, np.where(np.arange(len(y)) == 0, np.nan, y)), "missing"),
+    ],
+)
 def test_bad_inputs_raise_clear_data_errors(random_codes, call, message):
     codes, _, y = random_codes
     with pytest.raises(DataError, match=message):

@@ -1,4 +1,5 @@
 """Safe splits on real tables: grouped, de-duplicated, and a warning when the holdout column tracks the target."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,7 +17,9 @@ def upworthy(shared_data) -> pd.DataFrame:
 
 
 def test_text_key_ignores_case_punctuation_and_spacing_only():
-    assert text_key("They're Being Called  'Walmart's Worst Nightmare.'") == text_key("they re being called walmart s worst nightmare")
+    assert text_key("They're Being Called  'Walmart's Worst Nightmare.'") == text_key(
+        "they re being called walmart s worst nightmare"
+    )
     assert text_key("Great pizza!") != text_key("Great pizzas!")
     assert duplicate_mask(["A b.", "c", "a  B", "C!", "d"]).tolist() == [False, False, True, True, False]
 

@@ -1,4 +1,5 @@
 """Holdout statistics against statsmodels / scipy references, degenerate inputs, and real Yelp data."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -120,7 +121,9 @@ def test_binary_target_logistic_with_hc3_sandwich(holdout):
     np.testing.assert_allclose(table["coef"], ref.params[1:], rtol=1e-6)
     # HC0 through our sandwich equals statsmodels' robust covariance...
     hc0 = sm.Logit(y[keep_all], X).fit(disp=0, cov_type="HC0")
-    np.testing.assert_allclose(np.sqrt(np.diag(logit_sandwich_cov(X, y[keep_all], ref.params, "HC0"))), hc0.bse, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.sqrt(np.diag(logit_sandwich_cov(X, y[keep_all], ref.params, "HC0"))), hc0.bse, rtol=1e-6
+    )
     # ...and HC3 equals the textbook per-row formula.
     p = expit(X @ ref.params)
     bread = np.linalg.inv((X * (p * (1 - p))[:, None]).T @ X)
@@ -181,8 +184,9 @@ def test_end_to_end_on_real_yelp_codes(yelp_embedded):
     sae = SparseAutoencoder(m=64, k=4, max_epochs=20, seed=0).fit(X_train)
     sel = select_latents(sae.transform(X_train), train["stars"].to_numpy(float), "separation", n=6, top_n=50)
     annotations = (sae.transform(X_hold)[:, sel.latents].toarray() > 0).astype(float)
-    table, summary = evaluate_hypotheses(annotations, hold["stars"].to_numpy(float), "continuous",
-                                         names=[f"latent {j}" for j in sel.latents])
+    table, summary = evaluate_hypotheses(
+        annotations, hold["stars"].to_numpy(float), "continuous", names=[f"latent {j}" for j in sel.latents]
+    )
     assert summary["n_rows"] == len(hold) and summary["r2_in_sample"] > 0.05
     assert summary["n_significant_fdr"] >= 1
     # Train-side sign of separation agrees with holdout for the significant hypotheses.
@@ -196,15 +200,18 @@ def test_end_to_end_on_real_yelp_codes(yelp_embedded):
     assert base_b["model"] == "logistic" and base_b["value"] > 0.8 and base_b["C"] > 0
 
 
-@pytest.mark.parametrize("args, message", [
-    (dict(annotations=np.zeros((5, 2)), y=np.arange(4.0), kind="continuous"), "same holdout documents"),
-    (dict(annotations=np.full((5, 1), 2.0), y=np.arange(5.0), kind="continuous"), "0 .absent., 1 .present. or NaN"),
-    (dict(annotations=np.zeros((5, 2)), y=np.ones(5), kind="continuous"), "constant"),
-    (dict(annotations=np.zeros((5, 2)), y=np.arange(5.0), kind="binary"), "coded 0/1"),
-    (dict(annotations=np.zeros((5, 2)), y=np.arange(5.0), kind="ordinal"), "continuous, binary"),
-    (dict(annotations=np.zeros((5, 2)), y=np.arange(5.0), kind="continuous", names=["a"]), "2 annotation columns"),
-    (dict(annotations=np.zeros((5, 2)), y=np.arange(5.0), kind="continuous", cv_folds=1), "cv_folds"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (dict(annotations=np.zeros((5, 2)), y=np.arange(4.0), kind="continuous"), "same holdout documents"),
+        (dict(annotations=np.full((5, 1), 2.0), y=np.arange(5.0), kind="continuous"), "0 .absent., 1 .present. or NaN"),
+        (dict(annotations=np.zeros((5, 2)), y=np.ones(5), kind="continuous"), "constant"),
+        (dict(annotations=np.zeros((5, 2)), y=np.arange(5.0), kind="binary"), "coded 0/1"),
+        (dict(annotations=np.zeros((5, 2)), y=np.arange(5.0), kind="ordinal"), "continuous, binary"),
+        (dict(annotations=np.zeros((5, 2)), y=np.arange(5.0), kind="continuous", names=["a"]), "2 annotation columns"),
+        (dict(annotations=np.zeros((5, 2)), y=np.arange(5.0), kind="continuous", cv_folds=1), "cv_folds"),
+    ],
+)
 def test_bad_inputs_raise_clear_data_errors(args, message):
     with pytest.raises(DataError, match=message):
         evaluate_hypotheses(**args)

@@ -1,4 +1,5 @@
 """Workspaces: built step by step from real data, reused when unchanged, intact after a failed build."""
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,14 @@ def _stats(ws_dir):
 def test_rebuild_reuses_every_step(small_workspace, yelp_frames):
     before = _stats(small_workspace)
     messages = []
-    build_workspace(small_workspace, frame=small_frame(yelp_frames), text_col="text", m=SMALL_M, k=SMALL_K,
-                    progress=lambda d, t, msg="": messages.append(msg))
+    build_workspace(
+        small_workspace,
+        frame=small_frame(yelp_frames),
+        text_col="text",
+        m=SMALL_M,
+        k=SMALL_K,
+        progress=lambda d, t, msg="": messages.append(msg),
+    )
     assert sorted(m for m in messages if m.endswith("reused")) == sorted(f"{s}: reused" for s in [*FILES, "layout"])
     assert _stats(small_workspace) == before
 
@@ -51,8 +58,14 @@ def test_changed_k_retrains_but_keeps_embeddings(tmp_path, small_workspace, yelp
     shutil.copytree(small_workspace, ws_dir)
     emb_before = _stats(ws_dir)["embeddings"]
     messages = []
-    ws = build_workspace(ws_dir, frame=small_frame(yelp_frames), text_col="text", m=SMALL_M, k=2,
-                         progress=lambda d, t, msg="": messages.append(msg))
+    ws = build_workspace(
+        ws_dir,
+        frame=small_frame(yelp_frames),
+        text_col="text",
+        m=SMALL_M,
+        k=2,
+        progress=lambda d, t, msg="": messages.append(msg),
+    )
     assert "embeddings: reused" in messages and "table: reused" in messages
     assert "sae: reused" not in messages
     assert _stats(ws_dir)["embeddings"] == emb_before

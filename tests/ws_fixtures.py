@@ -3,6 +3,7 @@
 Imported by several test modules; it is built once per session in a fixed folder, and a second
 build there only re-checks that every step can be reused.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -25,8 +26,9 @@ def small_workspace(tmp_path_factory, yelp_frames, yelp_embedded):
     from hsae_core.workspace import build_workspace
 
     out = tmp_path_factory.getbasetemp() / "ws-small" / "yelp-small"
-    build_workspace(out, frame=small_frame(yelp_frames), text_col="text", m=SMALL_M, k=SMALL_K, seed=0,
-                    name="Yelp small (test)")
+    build_workspace(
+        out, frame=small_frame(yelp_frames), text_col="text", m=SMALL_M, k=SMALL_K, seed=0, name="Yelp small (test)"
+    )
     return out
 
 
