@@ -25,7 +25,11 @@ def ws_env(monkeypatch, small_workspace, tmp_path):
 
 
 def page(name: str) -> AppTest:
-    at = AppTest.from_file(str(REPO / name), default_timeout=300)
+    """The app as a browser opens it (app.py's navigation), then the page file ``name``."""
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=300)
+    at.run()
+    assert not at.exception, at.exception
+    at.switch_page(name)
     at.run()
     assert not at.exception, at.exception
     return at

@@ -179,7 +179,9 @@ def test_map_page_filters_change_what_is_drawn_and_selected(small_workspace, mon
     j = int(ws.features.sort_values("n_active", ascending=False)["latent"].iloc[0])
     at.selectbox(key="map_filter_feature").set_value(j).run()
     fires = set(np.flatnonzero(ws.codes[:, j].toarray().ravel() > 0))
-    shown = {int(c) for c in _values(_spec(at)["data"][0]["customdata"]).ravel()}
+    custom = _values(_spec(at)["data"][0]["customdata"])  # one row per point; the document id comes first
+    custom = custom.reshape(len(custom), -1) if custom.ndim > 1 else custom[:, None]
+    shown = {int(c) for c in custom[:, 0]}
     assert shown and shown <= fires and all(frame["stars"].iloc[d] == 5 for d in shown)
 
 
