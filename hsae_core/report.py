@@ -13,6 +13,11 @@ COLUMNS = {
     "class": ("class", "The class this hypothesis is about (one vs rest)"),
     "latent": ("feature", "The SAE feature behind the hypothesis"),
     "hypothesis": ("hypothesis", "The feature's label"),
+    "fidelity_auc": (
+        "label AUC",
+        "Held-out fidelity of the label: embedding-judge AUC on documents the labeller never saw",
+    ),
+    "fidelity_f1": ("label F1", "Held-out F1 of the label on documents the labeller never saw"),
     "coef": ("coefficient", "Effect in one model of the target on all hypotheses (holdout, robust HC3 errors)"),
     "coef_p": ("p (coefficient)", "p-value of the coefficient"),
     "significant_bonferroni": ("Bonferroni", "Significant at 5% after a Bonferroni correction"),

@@ -32,6 +32,8 @@ HYPOTHESIS_COLUMNS = [
     "class",
     "latent",
     "hypothesis",
+    "fidelity_auc",
+    "fidelity_f1",
     "coef",
     "coef_p",
     "significant_bonferroni",
@@ -41,7 +43,14 @@ HYPOTHESIS_COLUMNS = [
     "separation_p",
     "selection_score",
 ]
-FORMATS = {"coef": "%.3f", "separation": "%.3f", "selection_score": "%.3f", "prevalence": "percent"}
+FORMATS = {
+    "fidelity_auc": "%.2f",
+    "fidelity_f1": "%.2f",
+    "coef": "%.3f",
+    "separation": "%.3f",
+    "selection_score": "%.3f",
+    "prevalence": "percent",
+}
 
 
 def column_config(col: str):

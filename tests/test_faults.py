@@ -29,7 +29,7 @@ from hsae_core.cli import main
 from hsae_core.errors import DataError, HsaeError, StorageError, WorkspaceChangedError
 from hsae_core.locking import WorkspaceLock, lock_path
 from hsae_core.pipeline import load_run
-from hsae_core.workspace import MANIFEST, STEPS, Workspace, build_workspace
+from hsae_core.workspace import LAYOUT_FILE, LAYOUT_META, MANIFEST, STEPS, Workspace, build_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = REPO / "tests" / "fault_runner.py"
@@ -774,6 +774,7 @@ def test_kill_after_the_manifest_swap_leaves_the_new_workspace(tiny, ws_copy):
 
 def _unreferenced(ws: Path) -> list[str]:
     named = {Workspace.open(ws).file(s).name for s in STEPS} | {MANIFEST, "labels"}  # label sets: labelsets.py
+    named |= {LAYOUT_FILE, LAYOUT_META}  # the map's cached layout, keyed by the embeddings and replaced atomically
     return sorted(p.name for p in ws.iterdir() if p.name not in named)
 
 
