@@ -190,7 +190,8 @@ with st.container(border=True):
         "Interpreter",
         INTERPRETERS,
         key="hyp_interp",
-        help="keywords: offline labels; llm: names from an OpenAI-compatible model",
+        help="phrases: offline short phrases with their held-out fidelity; keywords: offline keyword labels; "
+        "llm: names from an OpenAI-compatible model",
     )
     annotator = d2.selectbox(
         "Annotator",
