@@ -6,7 +6,8 @@ Model:   z = TopK(W_enc (x - b_pre) + b_lat),   x_hat = W_dec^T z + b_pre
   during training.
 - Rows of ``W_dec`` (one direction per latent) have unit norm; their gradient is projected so
   Adam does not fight the renormalisation.
-- Matryoshka: with prefixes (m1 < m2 < ...), each prefix of the code must reconstruct x alone.
+- Matryoshka: with prefixes (m1 < m2 < ...), each prefix of the code must reconstruct x alone
+  (``matryoshka="auto"``, the default: 4, 16, 64, ... below m).
 - Aux-k: latents that have not fired for ``dead_after`` examples are asked to explain the
   residual, which revives them.
 - ``b_pre`` starts at the geometric median of the data.
@@ -152,6 +153,13 @@ def _threads_for_work(flops_per_step: int, single_thread_below: int = 50_000_000
         torch.set_num_threads(before)
 
 
+def _prefixes(spec, m: int) -> tuple:
+    try:
+        return settings.matryoshka_prefixes(spec, m)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(str(exc)) from None
+
+
 def geometric_median(x: torch.Tensor, iters: int = 50, eps: float = 1e-6) -> torch.Tensor:
     """Weiszfeld's algorithm; a robust centre for the pre-bias."""
     median = x.median(dim=0).values
@@ -182,7 +190,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
     ``__init__`` stored unchanged, learned state with a trailing underscore. Defaults: :data:`settings.SAE`."""
 
     def __init__(self, m: int = settings.SAE.m, k: int = settings.SAE.k, *, batch_topk: bool = settings.SAE.batch_topk,
-                 matryoshka: Sequence[int] = settings.SAE.matryoshka, aux_k: int = 0, aux_coef: float = 1.0 / 32,
+                 matryoshka: Sequence[int] | str = settings.SAE.matryoshka, aux_k: int = 0, aux_coef: float = 1.0 / 32,
                  dead_after: int = 5_000, lr: float = settings.SAE.lr, batch_size: int = settings.SAE.batch_size,
                  max_epochs: int = settings.SAE.max_epochs, patience: int = 10, val_frac: float = 0.1,
                  seed: int = settings.SAE.seed, embedding_model: Optional[str] = None):
@@ -203,7 +211,8 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         n, d = X.shape
         if n < 2:
             raise ModelError(f"Need at least 2 rows to train an SAE, got {n}")
-        cfg = SAEConfig(d_in=d, m=self.m, k=self.k, batch_topk=self.batch_topk, matryoshka=tuple(self.matryoshka),
+        cfg = SAEConfig(d_in=d, m=self.m, k=self.k, batch_topk=self.batch_topk,
+                        matryoshka=_prefixes(self.matryoshka, self.m),
                         aux_k=self.aux_k, aux_coef=self.aux_coef, dead_after=self.dead_after,
                         embedding_model=self.embedding_model)
         gen = torch.Generator().manual_seed(self.seed)

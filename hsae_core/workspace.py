@@ -171,6 +171,30 @@ class Workspace:
                                  "mtime": summary_file.stat().st_mtime})
         return sorted(runs, key=lambda r: r["mtime"], reverse=True)
 
+    def hypothesize(self, target_col: str, config=None, *, out_dir=None, **kwargs):
+        """Hypotheses for ``target_col`` from this workspace's embeddings and its SAE, saved under ``runs/``.
+
+        The run's latents are the workspace's latents (the ones the Features page shows). That SAE was
+        trained without any target on every row of the workspace, holdout rows included: it never saw a
+        target value, and latents are chosen, thresholded and named on the training rows only, so the
+        holdout statistics stay a fair test of them. The run summary says so (``sae.origin``).
+        ``kwargs`` go to :func:`hsae_core.pipeline.hypothesize` (``progress``, ``llm_client``, ...).
+        """
+        from .pipeline import hypothesize, write_run
+
+        info = self.manifest.get("sae", {})
+        if info.get("source", "trained") == "trained":
+            origin = (f"this workspace's SAE (the latents of its Features page), trained without any target on all "
+                      f"{len(self)} workspace rows, holdout rows included")
+        else:
+            origin = f"this workspace's pretrained SAE ({info.get('source')}; the latents of its Features page)"
+        run = hypothesize(self.frame, text_col=self.text_col, target_col=target_col, config=config,
+                          embeddings=self.embeddings, embedder=self.embedding_model, sae=self.sae,
+                          sae_origin=origin, **kwargs)
+        run.summary["sae"]["workspace"] = {"path": str(self.path), "sae_step": self.manifest.get("steps", {}).get("sae")}
+        write_run(run, out_dir or self.new_run_dir(target_col))
+        return run
+
     def new_run_dir(self, label: str = "run") -> Path:
         safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in label)[:40]
         return self.runs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-{uuid.uuid4().hex[:4]}"
@@ -353,7 +377,7 @@ def _run_steps(steps: _StepRunner, table, corpus, text_col, m, k, seed, embedder
     else:
         if m < 2 or k < 1 or k > m:
             raise DataError(f"Need m >= 2 and 1 <= k <= m, got m={m}, k={k}")
-        sae_key = _digest("sae", emb_key, m, k, seed)
+        sae_key = _digest("sae", emb_key, m, k, seed, *_training_settings())
         source = "trained"
     sae_info = dict(steps.old.get("sae", {})) if steps.old.get("steps", {}).get("sae") == sae_key else {}
     if not steps.reusable("sae", sae_key):
@@ -408,6 +432,12 @@ def _run_steps(steps: _StepRunner, table, corpus, text_col, m, k, seed, embedder
         "steps": dict(steps.keys),
         "built": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+
+
+def _training_settings() -> tuple:
+    """The SAE defaults besides m, k and seed: a workspace built under other defaults retrains its SAE."""
+    d = settings.SAE
+    return (d.batch_topk, str(d.matryoshka), d.max_epochs, d.batch_size, d.lr)
 
 
 def _sae_digest(sae: SparseAutoencoder) -> str:

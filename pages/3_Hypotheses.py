@@ -10,7 +10,7 @@ from hsae_core.columns import split_columns, target_columns
 from hsae_core.errors import HsaeError
 from hsae_core.evidence import hypothesis_evidence
 from hsae_core.llm import LLMClient
-from hsae_core.pipeline import TABLE_COLUMNS, HypothesisConfig, hypothesize, load_run
+from hsae_core.pipeline import TABLE_COLUMNS, HypothesisConfig, load_run
 from hsae_core.settings import ANNOTATORS, INTERPRETERS, SELECT_METHODS
 
 st.set_page_config(page_title="hsae: Hypotheses", layout="wide")
@@ -55,11 +55,11 @@ with st.container(border=True):
         frac = c2.slider("Holdout fraction", 0.1, 0.5, 0.2, 0.05, key="hyp_frac")
     method = c3.selectbox("Selection", SELECT_METHODS, key="hyp_method")
     n = int(c3.number_input("Hypotheses (n)", 1, 100, HypothesisConfig.n, key="hyp_n"))
-    d1, d2, d3, d4 = st.columns(4)
-    m = int(d1.number_input("SAE features (m)", 8, 4096, HypothesisConfig.m, step=8, key="hyp_m"))
-    k = int(d2.number_input("Active per doc (k)", 1, 64, HypothesisConfig.k, key="hyp_k"))
-    interpreter = d3.selectbox("Interpreter", INTERPRETERS, key="hyp_interp")
-    annotator = d4.selectbox("Annotator", ANNOTATORS, key="hyp_annot")
+    d1, d2, d3 = st.columns(3)
+    # Hypotheses use the workspace's own SAE, so each one is a feature of the Features page.
+    d1.caption(f"SAE: this workspace's ({ws.overview()['m']} features, k={ws.overview()['k']})")
+    interpreter = d2.selectbox("Interpreter", INTERPRETERS, key="hyp_interp")
+    annotator = d3.selectbox("Annotator", ANNOTATORS, key="hyp_annot")
     api_key = ui.api_key_box()
     submitted = st.button("Run", type="primary", key="hyp_run")
 
@@ -70,14 +70,12 @@ if submitted:
         if needs_llm:
             # Never written to disk: the key lives only in this session's memory.
             client = LLMClient(api_key=api_key) if api_key else LLMClient()
-        config = HypothesisConfig(m=m, k=k, select=method, n=n, interpreter=interpreter, annotator=annotator,
+        config = HypothesisConfig(select=method, n=n, interpreter=interpreter, annotator=annotator,
                                   target_class=target_class, holdout_frac=frac, split_col=split_col,
                                   holdout_value=holdout_value)
         progress, bar = ui.progress_bar(f"Generating hypotheses for '{target}'")
         out_dir = ws.new_run_dir(target)
-        run = hypothesize(ws.frame, text_col=ws.text_col, target_col=target, config=config,
-                          embeddings=ws.embeddings, embedder=ws.embedding_model, out_dir=out_dir, progress=progress,
-                          llm_client=client)
+        run = ws.hypothesize(target, config, out_dir=out_dir, progress=progress, llm_client=client)
         bar.empty()
         st.session_state["run_path"] = str(out_dir)
     except HsaeError as exc:

@@ -118,16 +118,21 @@ def test_hypotheses_run_shows_table_evidence_and_past_runs(app_env):
     at.radio(key="hyp_split").set_value("by column").run()
     assert at.selectbox(key="hyp_split_col").value == "split"
     assert at.selectbox(key="hyp_holdout_value").value == "holdout"
-    at.number_input(key="hyp_m").set_value(32)
-    at.number_input(key="hyp_k").set_value(4)
     at.number_input(key="hyp_n").set_value(5)
     at.button(key="hyp_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     table = df(at, "hyp_table")
     assert len(table) == 5
-    for col in ["latent", "hypothesis", "prevalence", "separation", "separation_p", "coef", "coef_p",
+    for col in ["latent", "hypothesis", "threshold", "prevalence", "separation", "separation_p", "coef", "coef_p",
                 "significant_bonferroni", "significant_fdr"]:
         assert col in table.columns
+    # The run used the workspace's own SAE: its latents are the Features page's features.
+    from hsae_core.workspace import Workspace
+
+    ws = Workspace.open(app_env)
+    summary = ws.list_runs()[0]["summary"]
+    assert "this workspace's SAE" in summary["sae"]["origin"]
+    assert summary["sae"]["m"] == ws.overview()["m"] and table["latent"].lt(ws.overview()["m"]).all()
     support, counter = df(at, "hyp_support"), df(at, "hyp_counter")
     assert len(support) + len(counter) > 0 and "stars" in support.columns
     assert at.get("download_button")
