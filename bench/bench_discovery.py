@@ -91,7 +91,7 @@ def ours_recovery(jobs: list[dict], seeds) -> list[dict]:
         X_tr, X_ho = np.load(job["x_train"]), np.load(job["x_hold"])
         for seed in seeds:
             t0 = time.perf_counter()
-            sae = SparseAutoencoder(m=M, k=K, seed=seed).fit(X_tr)
+            sae = SparseAutoencoder(m=M, k=K, seed=seed, matryoshka=()).fit(X_tr)  # plain top-k, as the reference
             C_tr, C_ho = sae.transform(X_tr), sae.transform(X_ho)
             for concept in job["concepts"]:
                 y_tr, y_ho = np.load(concept["y_train"]), np.load(concept["y_hold"])

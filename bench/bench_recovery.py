@@ -292,7 +292,8 @@ def main() -> None:
     res["command"] = "python bench/bench_recovery.py" + "".join(f" --config '{c}'" for c in args.config or ()) \
         + (f" --only '{args.only}'" if only else "") + (" --quick" if args.quick else "")
     full = configs == ("default",) and not only and not args.quick
-    name = "recovery" if full else "recovery_" + ("quick" if args.quick else "compare")
+    tag = "_".join("".join(c if c.isalnum() else "-" for c in str(resolve_config(spec)["name"]))[:40] for spec in configs)
+    name = "recovery" if full else "recovery_" + ("quick" if args.quick else f"compare_{tag}")
     print(f"wrote {save_json(name, res)}")
     print(tables(res))
 

@@ -32,8 +32,8 @@ from typing import Optional
 class SAEDefaults:
     """The SAE every entry point trains unless told otherwise (hypotheses, workspaces, ``hsae train``)."""
 
-    m: int = 128
-    k: int = 16
+    m: int = 256
+    k: int = 8
     batch_topk: bool = False
     # Nested prefixes, each trained to reconstruct alone, so the first latents are the coarsest concepts.
     # "auto": 4, 16, 64, ... below m (see matryoshka_prefixes); () for none.
