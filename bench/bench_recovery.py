@@ -195,8 +195,12 @@ def resolve_config(spec: str) -> dict:
     return {"name": parsed.get("name") or json.dumps(parsed, sort_keys=True), **parsed}
 
 
-def run(quick: bool = False, configs: tuple[str, ...] = ("default",), only: tuple[str, ...] = ()) -> dict:
-    """Every candidate config on every concept set and on Yelp; ``only`` limits the concept sets by name."""
+def run(quick: bool = False, configs: tuple[str, ...] = ("default",), only: tuple[str, ...] = (),
+        partial: str = "recovery_partial") -> dict:
+    """Every candidate config on every concept set and on Yelp; ``only`` limits the concept sets by name.
+
+    What is done so far is saved after each corpus as ``bench/results/<partial>.json``, so a run cut
+    short still leaves its numbers."""
     from hsae_core.pipeline import HypothesisConfig
 
     setup_env()
@@ -210,11 +214,13 @@ def run(quick: bool = False, configs: tuple[str, ...] = ("default",), only: tupl
         print(f"== config {overrides['name']}", flush=True)
         cand = {"name": overrides["name"], "overrides": overrides,
                 "config": {k: v for k, v in vars(_config(overrides, seeds[0])).items()}, "concepts": []}
+        result["candidates"].append(cand)
         for cset in sets:
             cand["concepts"] += recovery(cset, overrides, seeds, probes)
+            save_json(partial, result)
         cand["yelp"] = [] if quick or "Yelp" not in (only or ("Yelp",)) else yelp_validity(overrides, seeds)
         cand["seconds"] = time.perf_counter() - t0
-        result["candidates"].append(cand)
+        save_json(partial, result)
     result["product_defaults"] = vars(HypothesisConfig())
     return result
 
