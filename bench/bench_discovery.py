@@ -29,18 +29,26 @@ SEEDS = (0, 1, 2)
 METHODS = ("correlation", "separation")
 
 
-def concept_datasets() -> dict[str, tuple[list[str], pd.Series]]:
-    """name -> (texts, label per row); labels become one-vs-rest concepts."""
+def concept_datasets(titled: bool = False) -> dict[str, tuple[list[str], pd.Series]]:
+    """name -> (texts, label per row); labels become one-vs-rest concepts.
+
+    Texts are the abstracts, or ``title + ". " + abstract`` with ``titled`` (the recovery benchmark).
+    """
     root = data_dir()
     arx = pd.read_csv(root / "arxiv_2018_citations" / "arxiv_2018_with_citations.csv")
     cats = pd.read_csv(root / "arxiv_cs_categories_small" / "arxiv_data.csv").drop_duplicates("title")
     iclr = pd.concat([pd.read_csv(root / "iclr_nips_abstracts" / f"ICLR{y}_submissions.csv") for y in (17, 18)])
     iclr = iclr.dropna(subset=["Abstract"])
+
+    def text(frame, title, abstract):
+        body = frame[abstract].astype(str)
+        return (frame[title].fillna("").astype(str) + ". " + body if titled else body).tolist()
+
     return {
-        "arxiv field": (arx["abstract"].astype(str).tolist(), arx["field"].astype(str)),
-        "arxiv category": (cats["summary"].astype(str).tolist(), cats["category"].astype(str)),
+        "arxiv field": (text(arx, "title", "abstract"), arx["field"].astype(str)),
+        "arxiv category": (text(cats, "title", "summary"), cats["category"].astype(str)),
         "ICLR decision": (
-            iclr["Abstract"].astype(str).tolist(),
+            text(iclr, "Title", "Abstract"),
             iclr["Decision"].isin([1, 2]).map({True: "accept", False: "reject"}),
         ),
     }
@@ -92,7 +100,7 @@ def ours_recovery(jobs: list[dict], seeds) -> list[dict]:
         X_tr, X_ho = np.load(job["x_train"]), np.load(job["x_hold"])
         for seed in seeds:
             t0 = time.perf_counter()
-            sae = SparseAutoencoder(m=M, k=K, seed=seed).fit(X_tr)
+            sae = SparseAutoencoder(m=M, k=K, seed=seed, matryoshka=()).fit(X_tr)  # plain top-k, as the reference
             C_tr, C_ho = sae.transform(X_tr), sae.transform(X_ho)
             for concept in job["concepts"]:
                 y_tr, y_ho = np.load(concept["y_train"]), np.load(concept["y_hold"])

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from common import REPO, RESULTS, bench_threads, machine_description, save_json, setup_env
 
-SUITES = ("training", "selection", "discovery", "scale")
+SUITES = ("training", "selection", "discovery", "recovery", "scale")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 

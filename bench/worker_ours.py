@@ -24,6 +24,7 @@ def do_train(task: dict) -> None:
 
     X = np.load(task["x"])
     warm_up_optimizer()
+    # The reference trains plain top-k: no Matryoshka prefixes on our side either, like for like.
     sae = SparseAutoencoder(
         m=task["m"],
         k=task["k"],
@@ -33,6 +34,7 @@ def do_train(task: dict) -> None:
         patience=task["epochs"] + 1,
         val_frac=0.1,
         seed=task["seed"],
+        matryoshka=(),
     )
     with PeakRSS() as mem:
         t0 = time.perf_counter()

@@ -1,6 +1,7 @@
 """Holdout annotation: is each hypothesis present in each held-out text?
 
-* :class:`ActivationAnnotator` (offline): present = the hypothesis' latent fires (> 0) on the text.
+* :class:`ActivationAnnotator` (offline): present = the hypothesis' latent activation is above its
+  threshold on the text (a threshold learned on the training split, or 0: it fires at all).
 * :class:`LLMAnnotator`: asks the LLM, per (text, hypothesis), whether the label fits; NaN where the
   answer was missing or unparseable, so statistics can drop those cells instead of guessing.
 """
@@ -17,6 +18,7 @@ import scipy.sparse as sp
 from .errors import DataError, LLMError
 from .interpret import Interpretation, snippet
 from .llm import LLMClient, llm_configured, load_prompt, parse_yes_no
+from .presence import presence
 from .progress import ProgressFn
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ class Annotator(Protocol):
 
 
 class ActivationAnnotator:
-    """Presence = the latent's activation > 0 on each holdout text (no LLM, no network)."""
+    """Presence = the latent's activation > its threshold on each holdout text (no LLM, no network)."""
 
     method = "activation"
 
@@ -50,8 +52,9 @@ class ActivationAnnotator:
         codes,
         interpretations: Sequence[Interpretation],
         progress: Optional[ProgressFn] = None,
+        thresholds: Optional[Sequence[float]] = None,
     ) -> np.ndarray:
-        """(N texts x H hypotheses) float array of 0/1."""
+        """(N texts x H hypotheses) float array of 0/1: activation > ``thresholds`` (one per hypothesis; default 0)."""
         if codes is None:
             raise DataError("Activation annotation needs the holdout's SAE codes")
         codes = codes if sp.issparse(codes) else sp.csr_matrix(np.asarray(codes))
@@ -60,10 +63,12 @@ class ActivationAnnotator:
         latents = [int(it.latent) for it in interpretations]
         if any(not 0 <= j < codes.shape[1] for j in latents):
             raise DataError(f"A hypothesis refers to a latent the SAE does not have (it has {codes.shape[1]})")
+        t = np.zeros(len(latents)) if thresholds is None else np.asarray(thresholds, dtype=np.float64).ravel()
+        if len(t) != len(latents) or not np.isfinite(t).all() or (t < 0).any():
+            raise DataError(f"Need one finite, non-negative threshold per hypothesis ({len(latents)}), got {len(t)}")
         if not latents:
             return np.zeros((codes.shape[0], 0))
-        picked = sp.csc_matrix(codes)[:, latents]
-        return (picked > 0).astype(np.float64).toarray()
+        return presence(codes, latents, t)
 
 
 class LLMAnnotator:

@@ -61,12 +61,15 @@ def cmd_hypothesize(args) -> int:
         target_kind=args.target_kind,
         target_class=args.target_class,
         batch_topk=args.batch_topk,
-        matryoshka=tuple(args.matryoshka),
+        matryoshka=args.matryoshka,
         max_epochs=args.epochs,
         holdout_frac=args.holdout_frac,
         device=args.device,
         group_col=args.group_col,
         dedupe=args.dedupe,
+        presence=args.presence,
+        max_overlap=args.max_overlap,
+        cache_sae=not args.no_sae_cache,
     )
     config.validate(pretrained=bool(args.sae))  # before reading, embedding or training anything
     from .runstore import check_run_folder
@@ -604,7 +607,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="maximum epochs; early stopping on a validation split",
         )
         p.add_argument("--batch-topk", action="store_true", help="batch-top-k instead of per-row top-k")
-        p.add_argument("--matryoshka", type=_int_list, default=SAE.matryoshka, help="nested prefix sizes, e.g. 16,64")
+        p.add_argument(
+            "--matryoshka",
+            type=_prefix_list,
+            default=SAE.matryoshka,
+            help="nested prefix sizes, e.g. 16,64; 'auto' (default: 4,16,64,... below m) or 'none'",
+        )
 
     p = sub.add_parser("hypothesize", help="find latents that predict a target and validate them on a holdout")
     p.add_argument("--data", required=True, help="CSV, TSV, JSON, JSONL or Parquet table")
@@ -633,6 +641,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_positive_int, default=SELECTION.n, help="number of hypotheses")
     p.add_argument(
         "--top-n", type=_positive_int, default=SELECTION.top_n, help="top activations used by the separation score"
+    )
+    p.add_argument(
+        "--presence",
+        default=SELECTION.presence,
+        choices=settings.PRESENCE_MODES,
+        help="when a hypothesis is present: its activation above a threshold learned on the training split "
+        "(learned) or any activation (positive); default %(default)s",
+    )
+    p.add_argument(
+        "--max-overlap",
+        type=float,
+        default=SELECTION.max_overlap,
+        help="leave out a hypothesis whose training presence overlaps a better one by more than this "
+        "(Jaccard); 1 keeps all (default %(default)s)",
+    )
+    p.add_argument(
+        "--no-sae-cache",
+        action="store_true",
+        help="train the SAE even if an identical one (same embeddings and settings) is cached",
     )
     p.add_argument("--interpreter", default=LABELS.interpreter, choices=settings.INTERPRETERS)
     p.add_argument("--annotator", default=LABELS.annotator, choices=settings.ANNOTATORS)
@@ -790,6 +817,13 @@ def _fraction(text: str) -> float:
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text}")
     return value
+
+
+def _prefix_list(text: str):
+    """'auto', 'none' or comma-separated integers."""
+    if text.strip().lower() in ("auto", "none"):
+        return text.strip().lower()
+    return _int_list(text)
 
 
 def as_cli_message(message: str, parser: argparse.ArgumentParser) -> str:

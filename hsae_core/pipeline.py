@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from . import settings, validate
-from .annotate import Annotator
+from .annotate import ActivationAnnotator, Annotator
+from .choose import choose_hypotheses
 from .data import Corpus, one_vs_rest, part_counts, prepare_corpus, read_table, require_columns, split_indices
 from .embed import Embedder
 from .errors import DataError, LLMError, ModelError
@@ -29,7 +30,6 @@ from .interpret import Interpreter
 from .progress import ProgressFn, report
 from .runstore import check_run_folder, new_run_id, verify_run_folder, write_run_folder
 from .sae import SparseAutoencoder
-from .select import select_latents
 from .splits import duplicate_mask, grouped_split, split_warnings
 from .stats import embedding_baseline, evaluate_hypotheses
 
@@ -41,6 +41,7 @@ TABLE_COLUMNS = [
     "fidelity_auc",
     "fidelity_f1",
     "selection_score",
+    "threshold",
     "prevalence",
     "separation",
     "separation_p",
@@ -60,16 +61,20 @@ class HypothesisConfig:
     m: int = settings.SAE.m
     k: int = settings.SAE.k
     batch_topk: bool = settings.SAE.batch_topk
-    matryoshka: tuple = settings.SAE.matryoshka
+    matryoshka: tuple | str = settings.SAE.matryoshka
     max_epochs: int = settings.SAE.max_epochs
     batch_size: int = settings.SAE.batch_size
     lr: float = settings.SAE.lr
     seed: int = settings.SAE.seed
     device: str = settings.DEVICE  # where the SAE trains and encodes: auto (CUDA when present), cpu or cuda
+    cache_sae: bool = True  # reuse an SAE trained earlier on the same embeddings with the same settings
     # selection
     select: str = settings.SELECTION.method
     n: int = settings.SELECTION.n
     top_n: int = settings.SELECTION.top_n
+    presence: str = settings.SELECTION.presence
+    min_present_frac: float = settings.SELECTION.min_present_frac
+    max_overlap: float = settings.SELECTION.max_overlap
     # naming and holdout annotation (names; instances can be passed to ``hypothesize``)
     interpreter: str = settings.LABELS.interpreter
     annotator: str = settings.LABELS.annotator
@@ -91,6 +96,10 @@ class HypothesisConfig:
                 f"Unknown selection method '{self.select}' for `select`; use one of "
                 f"{', '.join(settings.SELECT_METHODS)}"
             )
+        if self.presence not in settings.PRESENCE_MODES:
+            raise DataError(f"Unknown `presence` '{self.presence}'; use one of {', '.join(settings.PRESENCE_MODES)}")
+        for name in ("max_overlap", "min_present_frac"):
+            validate.finite_float(name, getattr(self, name), 0.0, 1.0)
         if self.target_kind not in settings.TARGET_KINDS:
             raise DataError(
                 f"Unknown `target_kind` '{self.target_kind}'; use one of {', '.join(settings.TARGET_KINDS)}"
@@ -106,9 +115,13 @@ class HypothesisConfig:
         validate.seed("seed", self.seed)
         if not isinstance(self.batch_topk, (bool, np.bool_)):
             raise DataError(f"`batch_topk` must be True or False, got {self.batch_topk!r}")
-        prefixes = [validate.positive_int("matryoshka", p) for p in self.matryoshka]
+        try:
+            prefixes = list(settings.matryoshka_prefixes(self.matryoshka, self.m))
+        except (TypeError, ValueError):
+            raise DataError(f"`matryoshka` must be 'auto', 'none' or prefix sizes, got {self.matryoshka!r}") from None
+        prefixes = [validate.positive_int("matryoshka", p) for p in prefixes]
         if prefixes != sorted(set(prefixes)) or any(p >= self.m for p in prefixes):
-            raise DataError(f"`matryoshka` prefixes must be increasing and below `m` ({self.m}), got {self.matryoshka}")
+            raise DataError(f"`matryoshka` prefixes must be increasing and below `m` ({self.m}), got {prefixes}")
         for name, allowed in (("interpreter", settings.INTERPRETERS), ("annotator", settings.ANNOTATORS)):
             if isinstance(getattr(self, name), str) and getattr(self, name) not in allowed:
                 raise DataError(f"Unknown `{name}` {getattr(self, name)!r}; use one of {', '.join(allowed)}")
@@ -160,13 +173,16 @@ def hypothesize(
     out_dir=None,
     progress: Optional[ProgressFn] = None,
     embed_progress: Optional[ProgressFn] = None,
+    sae_origin: Optional[str] = None,
 ) -> HypothesisRun:
     """Table in, hypotheses out: read, split, embed, SAE, select, name, annotate, evaluate, write.
 
     ``data`` (and ``holdout``, a separate holdout table) is a path to a CSV/TSV/JSON/JSONL/Parquet table
     or a DataFrame. ``embeddings`` (one row per row of ``data``, e.g. a workspace's stored embeddings)
     skips embedding; otherwise ``embedder`` (an :class:`~hsae_core.embed.Embedder` or a spec; default
-    offline MiniLM) embeds the texts through the disk cache. ``sae`` (pretrained) skips training.
+    offline MiniLM) embeds the texts through the disk cache. ``sae`` (pretrained, or a workspace's) skips
+    training; ``sae_origin`` says in the summary where it came from and which rows it saw. Without one, an
+    SAE is trained on the training rows only (or loaded from the SAE cache after an identical training).
     ``interpreter``/``annotator`` may be instances or names and default to ``config``'s names. With
     ``out_dir`` the run is written there (``hypotheses.csv``, ``summary.json``, annotations, ``sae/``).
     """
@@ -208,6 +224,7 @@ def hypothesize(
         embedding_model=model_id,
         interpreter=interpreter,
         annotator=annotator,
+        sae_origin=sae_origin,
     )
     run.summary["seconds"] = {**timer.seconds, **run.summary["seconds"], "total": round(time.perf_counter() - t0, 3)}
     run.summary["split"] = describe_split(train, hold, config, separate_holdout=holdout is not None)
@@ -348,6 +365,7 @@ def run_hypotheses(
     embedding_model: Optional[str] = None,
     interpreter: Optional[Interpreter | str] = None,
     annotator: Optional[Annotator | str] = None,
+    sae_origin: Optional[str] = None,
 ) -> HypothesisRun:
     """The method on already-embedded splits: SAE, selection, naming, annotation, statistics."""
     config.validate(pretrained=sae is not None)
@@ -361,20 +379,34 @@ def run_hypotheses(
         report(progress, i, len(STAGES), msg)
 
     step(0, "training SAE")
+    given = sae is not None
     with timer("train_sae"):
         sae = _fit_or_check_sae(sae, X_train, config, embedding_model)
+    origin = _sae_origin(sae, given, sae_origin, len(X_train))
     step(1, "encoding")
     with timer("encode"):
         codes_train, codes_hold = sae.transform(X_train), sae.transform(X_hold)
 
     names: dict[int, object] = {}
-    tables, annotation_cols, metrics, warnings = [], {"row_id": holdout.row_ids}, {}, []
+    tables, annotation_cols, metrics, warnings, duplicates = [], {"row_id": holdout.row_ids}, {}, [], {}
     for target_name, kind, y_train, y_hold in targets:
         where = _for(target_name)
         step(2, f"selecting latents{where}")
         with timer("select"):
-            sel = select_latents(codes_train, y_train, method=config.select, n=config.n, kind=kind, top_n=config.top_n)
+            sel = choose_hypotheses(
+                codes_train,
+                y_train,
+                method=config.select,
+                n=config.n,
+                kind=kind,
+                top_n=config.top_n,
+                presence_mode=config.presence,
+                max_overlap=config.max_overlap,
+                min_present_frac=config.min_present_frac,
+            )
         warnings.extend(f"{where.strip() or 'selection'}: {w}" for w in sel.warnings)
+        if sel.dropped:
+            duplicates[str(target_name) if target_name is not None else "overall"] = sel.dropped
         latents = [int(j) for j in sel.latents]
         step(3, f"naming {len(latents)} latents{where}")
         with timer("interpret"), LLMStage(interpreter, "naming the latents", warnings):
@@ -386,12 +418,13 @@ def run_hypotheses(
         chosen = [names[j] for j in latents]
         step(4, f"annotating the holdout{where}")
         with timer("annotate"), LLMStage(annotator, "annotating the holdout", warnings):
-            ann = annotator.annotate(texts=holdout.texts, codes=codes_hold, interpretations=chosen)
+            extra = {"thresholds": sel.thresholds} if isinstance(annotator, ActivationAnnotator) else {}
+            ann = annotator.annotate(texts=holdout.texts, codes=codes_hold, interpretations=chosen, **extra)
         step(5, f"holdout statistics{where}")
         with timer("evaluate"):
             per_hyp, overall = evaluate_hypotheses(ann, y_hold, kind, [c.label for c in chosen])
             overall["embedding_baseline"] = embedding_baseline(X_train, y_train, X_hold, y_hold, kind, seed=config.seed)
-        table, cols = _hypothesis_table(target_name, latents, sel.scores, chosen, per_hyp, annotator.method)
+        table, cols = _hypothesis_table(target_name, latents, sel, chosen, per_hyp, annotator.method)
         annotation_cols.update(zip(cols, ann.T))
         tables.append(table)
         metrics[str(target_name) if target_name is not None else "overall"] = overall
@@ -401,6 +434,10 @@ def run_hypotheses(
     summary = _summary(
         train, holdout, config, sae, interpreter, annotator, llm_client, embedding_model, metrics, warnings, timer
     )
+    summary["sae"]["origin"] = origin
+    summary["presence"] = _presence_note(config, annotator)
+    if duplicates:
+        summary["near_duplicates_dropped"] = duplicates
     run = HypothesisRun(
         table=pd.concat(tables, ignore_index=True),
         summary=summary,
@@ -453,7 +490,9 @@ def _fit_or_check_sae(
 ) -> SparseAutoencoder:
     """Train the configured SAE on the training rows, or check that a given one reads these embeddings."""
     if sae is None:
-        return SparseAutoencoder(
+        from .sae_cache import fit_cached
+
+        fresh = SparseAutoencoder(
             m=config.m,
             k=config.k,
             batch_topk=config.batch_topk,
@@ -464,7 +503,8 @@ def _fit_or_check_sae(
             seed=config.seed,
             embedding_model=embedding_model,
             device=config.device,
-        ).fit(X_train)
+        )
+        return fit_cached(fresh, X_train, use_cache=config.cache_sae)
     if sae.d_in != X_train.shape[1]:
         need = sae.config_.embedding_model or "the model it was trained on"
         raise ModelError(f"The SAE expects {sae.d_in}-d embeddings (from {need}); these are {X_train.shape[1]}-d")
@@ -474,7 +514,7 @@ def _fit_or_check_sae(
 
 
 def _hypothesis_table(
-    target_name, latents, scores, chosen, per_hyp: pd.DataFrame, annotator_method: str
+    target_name, latents, sel, chosen, per_hyp: pd.DataFrame, annotator_method: str
 ) -> tuple[pd.DataFrame, list[str]]:
     """One row per hypothesis of one target, and the names of its annotation columns."""
     prefix = f"{target_name}:" if target_name is not None else ""
@@ -483,7 +523,9 @@ def _hypothesis_table(
         {
             "latent": latents,
             "hypothesis": [c.label for c in chosen],
-            "selection_score": scores,
+            "selection_score": sel.scores,
+            "threshold": sel.thresholds,
+            "train_presence_r": sel.train_corr,
             "label_method": [c.method for c in chosen],
             "keywords": [", ".join(c.keywords) for c in chosen],
         }
@@ -526,7 +568,14 @@ def _summary(
         "annotator": annotator.method,
         "offline_annotation": annotator.method == "activation",
         "rows": {"train": train.counts, "holdout": holdout.counts},
-        "sae": {"m": sae.config_.m, "k": sae.config_.k, "d_in": sae.config_.d_in, **_jsonable(sae.metrics_)},
+        "sae": {
+            "m": sae.config_.m,
+            "k": sae.config_.k,
+            "d_in": sae.config_.d_in,
+            "matryoshka": list(sae.config_.matryoshka),
+            "batch_topk": bool(sae.config_.batch_topk),
+            **_jsonable(sae.metrics_),
+        },
         "metrics": metrics,
         "seconds": timer.seconds,
         "versions": package_versions(),
@@ -590,6 +639,25 @@ class LLMStage:
                 "those latents kept keyword labels / those annotations are missing"
             )
         return False
+
+
+def _sae_origin(sae: SparseAutoencoder, given: bool, origin: Optional[str], n_train: int) -> str:
+    """One sentence for the summary: where the SAE came from and which rows it saw."""
+    if given:
+        return origin or f"given: a pretrained SAE ({getattr(sae, 'source_', None) or 'passed in'}), not trained here"
+    how = "loaded from the SAE cache (an identical earlier training)" if getattr(sae, "cached_", False) else "trained"
+    return f"{how} on the {n_train} training rows only; the holdout rows were never seen"
+
+
+def _presence_note(config: HypothesisConfig, annotator) -> str:
+    if annotator.method != "activation":
+        return f"judged per holdout text by the annotator {annotator.method}"
+    if config.presence == "learned":
+        return (
+            "activation above the hypothesis's threshold (column threshold), learned on the training split: "
+            "the cut whose 0/1 presence correlates most with the target"
+        )
+    return "activation > 0 (the latent fires at all)"
 
 
 def _for(target_name) -> str:
@@ -713,5 +781,14 @@ def format_table(run: HypothesisRun, width: int = 60) -> str:
             f"FDR {m.get('n_significant_fdr')}/{m.get('n_hypotheses')}"
         )
     if annot == "activation":
-        lines.append("Holdout presence = the latent's activation > 0 (offline activation annotator, no LLM).")
+        if run.summary.get("config", {}).get("presence") == "learned":
+            lines.append(
+                "Holdout presence = the latent's activation > its threshold learned on the training split "
+                "(offline activation annotator, no LLM)."
+            )
+        else:
+            lines.append("Holdout presence = the latent's activation > 0 (offline activation annotator, no LLM).")
+    origin = run.summary.get("sae", {}).get("origin")
+    if origin:
+        lines.append(f"SAE: {origin}.")
     return "\n".join(lines)

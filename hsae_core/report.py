@@ -26,6 +26,10 @@ COLUMNS = {
     "separation": ("difference", "Mean target where present minus where absent (holdout)"),
     "separation_p": ("p (difference)", "Welch's t-test of that difference"),
     "selection_score": ("training score", "The score that selected it, on the training rows only"),
+    "threshold": (
+        "present above",
+        "The feature's activation above which the hypothesis counts as present, learned on the training rows",
+    ),
     "coef_ci_low": ("95% CI low", "Lower end of the coefficient's 95% confidence interval"),
     "coef_ci_high": ("95% CI high", "Upper end of the coefficient's 95% confidence interval"),
     "note": ("note", "Why a hypothesis was left out of the model, if it was"),

@@ -6,7 +6,8 @@ Model:   z = TopK(W_enc (x - b_pre) + b_lat),   x_hat = W_dec^T z + b_pre
   during training.
 - Rows of ``W_dec`` (one direction per latent) have unit norm; their gradient is projected so
   Adam does not fight the renormalisation.
-- Matryoshka: with prefixes (m1 < m2 < ...), each prefix of the code must reconstruct x alone.
+- Matryoshka: with prefixes (m1 < m2 < ...), each prefix of the code must reconstruct x alone
+  (``matryoshka="auto"``, the default: 4, 16, 64, ... below m).
 - Aux-k: latents that have not fired for ``dead_after`` examples are asked to explain the
   residual, which revives them.
 - ``b_pre`` starts at the geometric median of the data.
@@ -238,6 +239,13 @@ def epoch_budget(n_train: int, max_epochs: int, max_samples: int = MAX_SAMPLES, 
     return max(1, min(int(max_epochs), by_samples))
 
 
+def _prefixes(spec, m: int) -> tuple:
+    try:
+        return settings.matryoshka_prefixes(spec, m)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(str(exc)) from None
+
+
 def geometric_median(x: torch.Tensor, iters: int = 50, eps: float = 1e-6) -> torch.Tensor:
     """Weiszfeld's algorithm; a robust centre for the pre-bias."""
     median = x.median(dim=0).values
@@ -273,7 +281,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         k: int = settings.SAE.k,
         *,
         batch_topk: bool = settings.SAE.batch_topk,
-        matryoshka: Sequence[int] = settings.SAE.matryoshka,
+        matryoshka: Sequence[int] | str = settings.SAE.matryoshka,
         aux_k: int = 0,
         aux_coef: float = 1.0 / 32,
         dead_after: int = 5_000,
@@ -316,7 +324,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
             raise ModelError(f"`k` ({k}) cannot exceed `m` ({m})")
         if not isinstance(self.batch_topk, (bool, np.bool_)):
             raise ModelError(f"`batch_topk` must be True or False, got {self.batch_topk!r}")
-        for p in self.matryoshka:
+        for p in _prefixes(self.matryoshka, m):
             v.positive_int("matryoshka", p, 1, ModelError)
         for name in ("batch_size", "max_epochs", "patience", "dead_after"):
             v.positive_int(name, getattr(self, name), 1, ModelError)
@@ -338,7 +346,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
             m=self.m,
             k=self.k,
             batch_topk=self.batch_topk,
-            matryoshka=tuple(self.matryoshka),
+            matryoshka=_prefixes(self.matryoshka, self.m),
             aux_k=self.aux_k,
             aux_coef=self.aux_coef,
             dead_after=self.dead_after,

@@ -39,10 +39,12 @@ from typing import Optional
 class SAEDefaults:
     """The SAE every entry point trains unless told otherwise (hypotheses, workspaces, ``hsae train``)."""
 
-    m: int = 128
-    k: int = 16
+    m: int = 256
+    k: int = 8
     batch_topk: bool = False
-    matryoshka: tuple = ()
+    # Nested prefixes, each trained to reconstruct alone, so the first latents are the coarsest concepts.
+    # "auto": 4, 16, 64, ... below m (see matryoshka_prefixes); () for none.
+    matryoshka: tuple | str = "auto"
     max_epochs: int = 200
     batch_size: int = 256
     lr: float = 5e-4
@@ -57,6 +59,13 @@ class SelectionDefaults:
     n: int = 20
     top_n: int = 100
     holdout_frac: float = 0.2
+    # "learned": present = activation above a per-latent threshold learned on the training split;
+    # "positive": present = the latent fires at all (activation > 0).
+    presence: str = "learned"
+    # Smallest share of training rows a learned threshold may keep (at least 5 rows).
+    min_present_frac: float = 0.01
+    # Two hypotheses whose training presence overlaps more than this (Jaccard) are one concept: keep the better.
+    max_overlap: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -114,11 +123,28 @@ class RayDefaults:
 
 RAY = RayDefaults()
 
-SELECT_METHODS = ("correlation", "separation", "lasso")
+SELECT_METHODS = ("correlation", "separation", "lasso", "stepwise")
+PRESENCE_MODES = ("learned", "positive")
 INTERPRETERS = ("phrases", "keywords", "llm")
 LABELLERS = ("phrases", "keywords", "llm")  # label sets of a workspace (hsae relabel)
 ANNOTATORS = ("activation", "llm")
 TARGET_KINDS = ("auto", "binary", "continuous", "multiclass")
+
+
+def matryoshka_prefixes(spec, m: int) -> tuple:
+    """The Matryoshka prefix sizes for an SAE with ``m`` latents: ``"auto"`` is every power of 4 from 4
+    below ``m`` (m=128: 4, 16, 64), ``None``/``"none"``/``()`` none, a sequence of sizes itself."""
+    if spec is None or (isinstance(spec, str) and spec.lower() == "none"):
+        return ()
+    if isinstance(spec, str):
+        if spec.lower() != "auto":
+            raise ValueError(f"matryoshka must be 'auto', 'none' or a sequence of sizes, got {spec!r}")
+        out, p = [], 4
+        while p < m:
+            out.append(p)
+            p *= 4
+        return tuple(out)
+    return tuple(int(p) for p in spec)
 
 
 # ---------------------------------------------------------------------------------------- environment

@@ -311,6 +311,60 @@ class Workspace:
         path = Path(run_dir) / RUN_ROWS
         return np.load(path, allow_pickle=False) if path.is_file() else None
 
+    def hypothesize(
+        self,
+        target_col: str,
+        config=None,
+        *,
+        own_features: bool = True,
+        sample: Optional[np.ndarray] = None,
+        out_dir=None,
+        **kwargs,
+    ):
+        """Hypotheses for ``target_col`` from this workspace's embeddings, saved under ``runs/``.
+
+        With ``own_features`` (the default) the run's latents are the workspace's latents, the ones the
+        Features page shows. That SAE was trained without any target on every row of the workspace,
+        holdout rows included: it never saw a target value, and latents are chosen, thresholded and named
+        on the training rows only, so the holdout statistics stay a fair test of them. The run summary
+        says so (``sae.origin``). Otherwise a new SAE is trained on the training rows only. ``sample``
+        (workspace row positions, e.g. :meth:`run_sample`) limits the run to those rows. ``kwargs`` go to
+        :func:`hsae_core.pipeline.hypothesize` (``progress``, ``llm_client``, ...).
+        """
+        from .pipeline import hypothesize, write_run
+
+        origin = None
+        if own_features:
+            info = self.manifest.get("sae", {})
+            if info.get("source", "trained") == "trained":
+                origin = (
+                    "this workspace's SAE (the latents of its Features page), trained without any target on "
+                    f"all {len(self)} workspace rows, holdout rows included"
+                )
+            else:
+                origin = f"this workspace's pretrained SAE ({info.get('source')}; the latents of its Features page)"
+        frame, embeddings = self.frame, self.embeddings
+        if sample is not None:
+            frame, embeddings = frame.iloc[sample].reset_index(drop=True), np.asarray(embeddings[sample])
+        run = hypothesize(
+            frame,
+            text_col=self.text_col,
+            target_col=target_col,
+            config=config,
+            embeddings=embeddings,
+            embedder=self.embedding_model,
+            sae=self.sae if own_features else None,
+            sae_origin=origin,
+            **kwargs,
+        )
+        if own_features:  # the run points at the workspace's SAE instead of keeping a copy of it
+            run.summary["features"] = {"source": "workspace", "sae_key": self.manifest.get("steps", {}).get("sae")}
+            run.sae = None
+        out = out_dir or self.new_run_dir(target_col)
+        write_run(run, out)
+        self.save_run_rows(out, sample)
+        return run
+
     def new_run_dir(self, label: str = "run") -> Path:
         safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in label)[:40]
         return self.runs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-{uuid.uuid4().hex[:4]}"
@@ -701,13 +755,15 @@ def _sae_step(
         fit_rows, fit_options = chunked.training_plan(len(b.X), seed)
         if max_epochs is not None:
             fit_options["max_epochs"] = min(int(max_epochs), fit_options.get("max_epochs", int(max_epochs)))
-        # A corpus trained on every row with the defaults keeps its old key; a sample or a cap is another SAE.
+        # A corpus trained on every row with the defaults keeps its key; a sample, a cap or other defaults
+        # (Matryoshka prefixes, epochs, batch, lr) is another SAE.
         key = _digest(
             "sae",
             emb_key,
             m,
             k,
             seed,
+            *_training_settings(),
             *(() if fit_rows is None else (len(fit_rows),)),
             *(sorted(fit_options.items()) if fit_options else ()),
         )
@@ -867,6 +923,12 @@ def _manifest(b: _Build, name: str, embedder_spec: Optional[str], embedded_here:
         "seconds": b.steps.finish(),
         "built": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+
+
+def _training_settings() -> tuple:
+    """The SAE defaults besides m, k and seed: a workspace built under other defaults retrains its SAE."""
+    d = settings.SAE
+    return (d.batch_topk, str(d.matryoshka), d.max_epochs, d.batch_size, d.lr)
 
 
 def _sae_digest(sae: SparseAutoencoder) -> str:

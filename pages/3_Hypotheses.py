@@ -13,7 +13,7 @@ from hsae_core.columns import group_columns, split_columns, target_columns
 from hsae_core.errors import HsaeError
 from hsae_core.evidence import hypothesis_evidence
 from hsae_core.llm import LLMClient
-from hsae_core.pipeline import HypothesisConfig, hypothesize, load_run, load_split, write_run
+from hsae_core.pipeline import HypothesisConfig, load_run, load_split
 from hsae_core.report import COLUMNS, effect_rows, headline_metrics, readable_table, split_summary
 from hsae_core.settings import ANNOTATORS, INTERPRETERS, SELECT_METHODS
 from hsae_core.splits import split_warnings
@@ -42,6 +42,7 @@ HYPOTHESIS_COLUMNS = [
     "separation",
     "separation_p",
     "selection_score",
+    "threshold",
 ]
 FORMATS = {
     "fidelity_auc": "%.2f",
@@ -49,6 +50,7 @@ FORMATS = {
     "coef": "%.3f",
     "separation": "%.3f",
     "selection_score": "%.3f",
+    "threshold": "%.3f",
     "prevalence": "percent",
 }
 
@@ -233,28 +235,17 @@ if submitted:
             group_col=group_col,
             dedupe=dedupe,
         )
-        own = source == FEATURE_SOURCES[0]
         progress, bar = ui.progress_bar(f"Generating hypotheses for '{target}'")
-        frame, embeddings = ws.frame, ws.embeddings
-        if sample is not None:
-            frame, embeddings = frame.iloc[sample].reset_index(drop=True), np.asarray(embeddings[sample])
-        run = hypothesize(
-            frame,
-            text_col=ws.text_col,
-            target_col=target,
-            config=config,
-            embeddings=embeddings,
-            embedder=ws.embedding_model,
+        out_dir = ws.new_run_dir(target)
+        ws.hypothesize(
+            target,
+            config,
+            own_features=source == FEATURE_SOURCES[0],
+            sample=sample,
+            out_dir=out_dir,
             progress=progress,
             llm_client=client,
-            sae=ws.sae if own else None,
         )
-        if own:  # the run points at the workspace's SAE instead of keeping a copy of it
-            run.summary["features"] = {"source": "workspace", "sae_key": ws.manifest.get("steps", {}).get("sae")}
-            run.sae = None
-        out_dir = ws.new_run_dir(target)
-        write_run(run, out_dir)
-        ws.save_run_rows(out_dir, sample)
         bar.empty()
         st.session_state["run_path"] = str(out_dir)
     except ui.ERRORS as exc:

@@ -208,10 +208,17 @@ def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
     assert float(metrics["Embedding ceiling R²"]) > 0
     table = df(at, "hyp_table")
     assert len(table) == 5
-    for col in ["latent", "hypothesis", "prevalence", "separation", "separation_p", "coef", "coef_p"]:
+    for col in ["latent", "hypothesis", "threshold", "prevalence", "separation", "separation_p", "coef", "coef_p"]:
         assert col in table.columns
     assert all(isinstance(p, str) and p != "0.0" for p in table["coef_p"]), "p-values are formatted, never 0"
     assert "Effect of each hypothesis" in at.get("plotly_chart")[-1].proto.spec
+    # The run used the workspace's own SAE: its latents are the Features page's features.
+    from hsae_core.workspace import Workspace
+
+    ws = Workspace.open(app_env)
+    summary = ws.list_runs()[0]["summary"]
+    assert "this workspace's SAE" in summary["sae"]["origin"]
+    assert summary["sae"]["m"] == ws.overview()["m"] and table["latent"].lt(ws.overview()["m"]).all()
     assert at.get("download_button")
 
     corpus = texts(app_env)

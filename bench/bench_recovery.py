@@ -1,0 +1,405 @@
+"""Concept recovery: do the default hypotheses name the labelled concepts, and do they stay valid on Yelp?
+
+The product's own path, no flags: ``hsae_core.pipeline.hypothesize(...)`` with a default
+``HypothesisConfig`` (only its ``seed`` varies) on real labelled corpora, text = ``title + ". " + abstract``:
+
+* arXiv 2018 ``field`` (computer_science / mathematics / physics), arXiv cs ``category`` (cs.AI / cs.CR /
+  cs.LG / stat.ML; duplicated titles dropped), ICLR 2017+2018 accept (Decision 1 or 2) and the venue group
+  of the ML/NLP abstracts (NLP venues ACL, NAACL, EMNLP, COLING, CL, CoNLL, SemEval vs ML venues).
+  A multiclass label runs one-vs-rest, one concept per class. One fixed random split (30% holdout,
+  seed 0); SAE seeds 0, 1, 2.
+* Per concept, on the holdout: the best F1 of one hypothesis's 0/1 annotation against the concept,
+  the F1 of the union (OR) of the hypotheses positively related to it on the training split, and the
+  5-fold cross-validated AUC of a logistic model on all the hypotheses' annotations (the pipeline's
+  ``auc_cv``). Beside them a linear probe on the same embeddings (logistic, C chosen by 5-fold CV on the
+  training split; F1 of its 0/1 prediction, AUC of its score): the ceiling for what the embeddings know.
+* Yelp (2,000 training reviews, 2,000 holdout, stars), same defaults: Bonferroni-significant hypotheses
+  of 20 and the holdout R² in sample and by 5-fold CV, so no recovery gain is bought with a validity loss.
+
+    python bench/bench_recovery.py                     # the defaults, written to bench/results/recovery.json
+    python bench/bench_recovery.py --quick             # arXiv field only, one seed
+    python bench/bench_recovery.py --config before_issue_9 --config default   # candidates side by side
+    python bench/bench_recovery.py --config '{"name": "m256", "m": 256}'       # any HypothesisConfig fields
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from common import data_dir, embed_cached, machine_description, markdown_table, save_json, setup_env, yelp_frames
+from common_worker import best_f1
+
+SEEDS = (0, 1, 2)
+HOLDOUT_FRAC, SPLIT_SEED = 0.3, 0
+NLP_VENUES = ("ACL", "NAACL", "EMNLP", "COLING", "CL", "CoNLL", "SemEval")
+# Named candidates for --config: overrides of HypothesisConfig's fields. "default" is the product as it is.
+PRESETS: dict[str, dict] = {
+    "default": {},
+    # The defaults before issue 9 (measured as the baseline in BENCHMARKS.md).
+    "before_issue_9": {"m": 128, "k": 16, "matryoshka": (), "presence": "positive", "max_overlap": 1.0},
+}
+
+
+@dataclass
+class ConceptSet:
+    """One labelled corpus: a frame with ``text`` and ``label``, split once for every seed."""
+
+    name: str
+    frame: pd.DataFrame
+    binary_concept: str | None = None  # for a 0/1 label: the concept's name; None: one concept per class
+
+    def split(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        from hsae_core.data import split_indices
+
+        tr, ho = split_indices(len(self.frame), HOLDOUT_FRAC, seed=SPLIT_SEED)
+        return self.frame.iloc[tr].reset_index(drop=True), self.frame.iloc[ho].reset_index(drop=True)
+
+    def concepts(self) -> list[str]:
+        return [self.binary_concept] if self.binary_concept else sorted(self.frame["label"].unique())
+
+    def indicator(self, frame: pd.DataFrame, concept: str) -> np.ndarray:
+        if self.binary_concept:
+            return frame["label"].to_numpy().astype(np.int64)
+        return (frame["label"].to_numpy() == concept).astype(np.int64)
+
+
+def concept_sets(quick: bool = False) -> list[ConceptSet]:
+    """The labelled corpora (the discovery benchmark's loaders, with titles) plus the ML/NLP venue group."""
+    from bench_discovery import concept_datasets
+
+    found = concept_datasets(titled=True)
+    sets = []
+    for name, (texts, labels) in found.items():
+        frame = pd.DataFrame({"text": texts, "label": labels.to_numpy()})
+        if name == "ICLR decision":
+            frame["label"] = (frame["label"] == "accept").astype(np.int64)
+            sets.append(ConceptSet("ICLR decision", frame, binary_concept="accept"))
+        else:
+            sets.append(ConceptSet(name, frame))
+    stance = pd.read_json(data_dir() / "ml_nlp_abstracts_stance" / "human_annotated_all.json")
+    venue = pd.DataFrame(
+        {
+            "text": (stance["title"].fillna("").astype(str) + ". " + stance["abstract"].astype(str)).tolist(),
+            "label": stance["venue"].isin(NLP_VENUES).astype(np.int64).to_numpy(),
+        }
+    )
+    sets.append(ConceptSet("ML/NLP venue", venue, binary_concept="NLP venue"))
+    return sets[:1] if quick else sets
+
+
+# ----------------------------------------------------------------------------- measures
+def union_f1(present: np.ndarray, concept: np.ndarray) -> float:
+    """F1 of 'any of these hypotheses is present' against the concept (0 when there is none)."""
+    if present.shape[1] == 0:
+        return 0.0
+    return best_f1(present.any(axis=1), concept)[0]
+
+
+def probe(X_train, y_train, X_hold, y_hold, seed: int = 0) -> dict:
+    """Logistic probe on raw embeddings, C by 5-fold CV on the training rows: holdout F1 and AUC."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score, roc_auc_score
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    search = GridSearchCV(
+        LogisticRegression(max_iter=5000),
+        {"C": np.logspace(-3, 3, 7)},
+        scoring="roc_auc",
+        cv=StratifiedKFold(5, shuffle=True, random_state=seed),
+    ).fit(X_train, y_train)
+    model = search.best_estimator_
+    return {
+        "f1": float(f1_score(y_hold, model.predict(X_hold))),
+        "auc": float(roc_auc_score(y_hold, model.decision_function(X_hold))),
+    }
+
+
+def concept_scores(run, cset: ConceptSet, concept: str, y_hold: np.ndarray) -> dict:
+    """Recovery measures of one run for one concept, from its table and holdout annotations."""
+    table = run.table
+    if "class" in table.columns:
+        table = table[table["class"].astype(str) == str(concept)]
+        metrics = run.summary["metrics"][str(concept)]
+    else:
+        metrics = run.summary["metrics"]["overall"]
+    present = run.annotations[table["annotation_col"].tolist()].to_numpy() > 0
+    positive = table["selection_score"].to_numpy() > 0
+    f1, best = best_f1(present, y_hold)
+    return {
+        "best_f1": f1,
+        "union_f1": union_f1(present[:, positive], y_hold),
+        "auc_cv": metrics.get("auc_cv"),
+        "auc_in_sample": metrics.get("auc_in_sample"),
+        "n_hypotheses": int(len(table)),
+        "n_positive": int(positive.sum()),
+        "best_latent": int(table["latent"].iloc[best]) if best is not None else None,
+        "best_hypothesis": str(table["hypothesis"].iloc[best]) if best is not None else None,
+    }
+
+
+# ----------------------------------------------------------------------------- runs
+def _config(overrides: dict, seed: int, **fixed):
+    from hsae_core.pipeline import HypothesisConfig
+
+    fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if k != "name"}
+    return HypothesisConfig(seed=seed, **fixed, **fields)
+
+
+def recovery(cset: ConceptSet, overrides: dict, seeds, probes: dict) -> list[dict]:
+    """Every concept of one corpus, one pipeline run per seed (multiclass: one-vs-rest in one run)."""
+    from hsae_core.pipeline import hypothesize
+
+    train, hold = cset.split()
+    X_train = embed_cached(train["text"].tolist())  # cache hits after the first time; the probe reads them
+    X_hold = embed_cached(hold["text"].tolist())
+    rows = []
+    for concept in cset.concepts():
+        key = (cset.name, concept)
+        if key not in probes:
+            probes[key] = probe(X_train, cset.indicator(train, concept), X_hold, cset.indicator(hold, concept))
+    for seed in seeds:
+        t0 = time.perf_counter()
+        run = hypothesize(
+            train,
+            text_col="text",
+            target_col="label",
+            holdout=hold,
+            config=_config(overrides, seed, target_kind="binary" if cset.binary_concept else "auto"),
+        )
+        seconds = time.perf_counter() - t0
+        for concept in cset.concepts():
+            scores = concept_scores(run, cset, concept, cset.indicator(hold, concept))
+            rows.append(
+                {
+                    "dataset": cset.name,
+                    "concept": concept,
+                    "seed": seed,
+                    "seconds": seconds,
+                    "sae": {k: run.summary["sae"].get(k) for k in ("m", "k", "matryoshka", "epochs", "val_nmse")},
+                    **scores,
+                    "probe_f1": probes[(cset.name, concept)]["f1"],
+                    "probe_auc": probes[(cset.name, concept)]["auc"],
+                }
+            )
+            print(
+                f"  {cset.name} | {concept} | seed {seed}: best F1 {scores['best_f1']:.3f}, union F1 "
+                f"{scores['union_f1']:.3f}, AUC(cv) {scores['auc_cv']:.3f} ({seconds:.0f} s)",
+                flush=True,
+            )
+    return rows
+
+
+def yelp_validity(overrides: dict, seeds) -> list[dict]:
+    """The same defaults on Yelp stars: significant hypotheses and holdout R² (in sample, 5-fold CV)."""
+    from hsae_core.pipeline import hypothesize
+
+    train, hold = yelp_frames()
+    rows = []
+    for seed in seeds:
+        t0 = time.perf_counter()
+        run = hypothesize(
+            train,
+            text_col="text",
+            target_col="stars",
+            holdout=hold,
+            config=_config(overrides, seed, target_kind="continuous"),
+        )
+        overall = run.summary["metrics"]["overall"]
+        rows.append(
+            {
+                "seed": seed,
+                "seconds": time.perf_counter() - t0,
+                "n_hypotheses": overall["n_hypotheses"],
+                "n_significant_bonferroni": overall["n_significant_bonferroni"],
+                "r2_in_sample": overall["r2_in_sample"],
+                "r2_cv": overall["r2_cv"],
+                "ridge_r2": overall["embedding_baseline"]["value"],
+            }
+        )
+        print(
+            f"  Yelp seed {seed}: {rows[-1]['n_significant_bonferroni']}/{rows[-1]['n_hypotheses']} significant, "
+            f"R² {rows[-1]['r2_in_sample']:.3f}, CV R² {rows[-1]['r2_cv']:.3f}",
+            flush=True,
+        )
+    return rows
+
+
+def resolve_config(spec: str) -> dict:
+    """A preset name or a JSON object of HypothesisConfig overrides (its "name" labels the rows)."""
+    if spec in PRESETS:
+        return {"name": spec, **PRESETS[spec]}
+    try:
+        parsed = json.loads(spec)
+    except json.JSONDecodeError:
+        raise SystemExit(f"--config {spec!r}: not a preset ({', '.join(PRESETS)}) nor a JSON object") from None
+    if not isinstance(parsed, dict):
+        raise SystemExit(f"--config {spec!r}: the JSON must be an object of HypothesisConfig fields")
+    return {"name": parsed.get("name") or json.dumps(parsed, sort_keys=True), **parsed}
+
+
+def run(
+    quick: bool = False,
+    configs: tuple[str, ...] = ("default",),
+    only: tuple[str, ...] = (),
+    partial: str = "recovery_partial",
+) -> dict:
+    """Every candidate config on every concept set and on Yelp; ``only`` limits the concept sets by name.
+
+    What is done so far is saved after each corpus as ``bench/results/<partial>.json``, so a run cut
+    short still leaves its numbers."""
+    from hsae_core.pipeline import HypothesisConfig
+
+    setup_env()
+    seeds = SEEDS[:1] if quick else SEEDS
+    sets = [c for c in concept_sets(quick) if not only or c.name in only]
+    probes: dict = {}
+    result = {"seeds": list(seeds), "holdout_frac": HOLDOUT_FRAC, "split_seed": SPLIT_SEED, "candidates": []}
+    for spec in configs:
+        overrides = resolve_config(spec)
+        t0 = time.perf_counter()
+        print(f"== config {overrides['name']}", flush=True)
+        cand = {
+            "name": overrides["name"],
+            "overrides": overrides,
+            "config": {k: v for k, v in vars(_config(overrides, seeds[0])).items()},
+            "concepts": [],
+        }
+        result["candidates"].append(cand)
+        for cset in sets:
+            cand["concepts"] += recovery(cset, overrides, seeds, probes)
+            save_json(partial, result)
+        cand["yelp"] = [] if quick or "Yelp" not in (only or ("Yelp",)) else yelp_validity(overrides, seeds)
+        cand["seconds"] = time.perf_counter() - t0
+        save_json(partial, result)
+    result["product_defaults"] = vars(HypothesisConfig())
+    return result
+
+
+# ----------------------------------------------------------------------------- tables
+def _mean_sd(values, digits: int = 3) -> str:
+    vals = [v for v in values if v is not None and v == v]
+    if not vals:
+        return "—"
+    sd = np.std(vals, ddof=1) if len(vals) > 1 else 0.0
+    return f"{np.mean(vals):.{digits}f} ± {sd:.{digits}f}"
+
+
+def _mean(values) -> str:
+    vals = [v for v in values if v is not None and v == v]
+    return f"{np.mean(vals):.3f}" if vals else "—"
+
+
+def tables(result: dict) -> str:
+    """One recovery table (rows: concept; column groups: candidates) and one Yelp table."""
+    cands = result["candidates"]
+    keys = list(dict.fromkeys((r["dataset"], r["concept"]) for c in cands for r in c["concepts"]))
+    headers = ["dataset", "concept"]
+    for c in cands:
+        tag = f" ({c['name']})" if len(cands) > 1 else ""
+        headers += [f"best single F1{tag}", f"union F1{tag}", f"AUC 5-fold CV{tag}"]
+    headers += ["probe F1", "probe AUC"]
+    rows = []
+    for key in keys:
+        row = list(key)
+        probe_row = None
+        for c in cands:
+            rs = [r for r in c["concepts"] if (r["dataset"], r["concept"]) == key]
+            row += [
+                _mean_sd([r["best_f1"] for r in rs]),
+                _mean_sd([r["union_f1"] for r in rs]),
+                _mean_sd([r["auc_cv"] for r in rs]),
+            ]
+            probe_row = rs[0] if rs else probe_row
+        row += [
+            _mean([probe_row["probe_f1"]] if probe_row else []),
+            _mean([probe_row["probe_auc"]] if probe_row else []),
+        ]
+        rows.append(row)
+    described = "; ".join(f"{c['name']}: {_describe(c['config'])}" for c in cands)
+    text = (
+        f"### Concept recovery on the holdout (mean ± sd over SAE seeds {result['seeds']}; fixed "
+        f"{int(result['holdout_frac'] * 100)}% holdout, split seed {result['split_seed']})\n\n"
+        f"Settings: {described}.\n\n" + markdown_table(headers, rows)
+    )
+    yrows = [
+        [
+            c["name"],
+            _mean_sd([r["n_significant_bonferroni"] for r in c["yelp"]], 1),
+            _mean_sd([r["r2_in_sample"] for r in c["yelp"]]),
+            _mean_sd([r["r2_cv"] for r in c["yelp"]]),
+            _mean([r["ridge_r2"] for r in c["yelp"]]),
+        ]
+        for c in cands
+        if c.get("yelp")
+    ]
+    if yrows:
+        text += (
+            "\n\n### Yelp validity with the same settings (2,000 train / 2,000 holdout reviews, stars; mean ± sd "
+            "over seeds)\n\n"
+            + markdown_table(
+                [
+                    "settings",
+                    "Bonferroni-significant",
+                    "holdout R² (in sample)",
+                    "holdout R² (5-fold CV)",
+                    "ridge on embeddings R² (ceiling)",
+                ],
+                yrows,
+            )
+        )
+    return text
+
+
+def _describe(cfg: dict) -> str:
+    parts = [
+        f"m={cfg['m']}",
+        f"k={cfg['k']}",
+        f"matryoshka={list(cfg['matryoshka']) or 'none'}",
+        f"select={cfg['select']}",
+        f"n={cfg['n']}",
+    ]
+    for name in ("presence", "max_overlap"):
+        if name in cfg:
+            parts.append(f"{name}={cfg[name]}")
+    return ", ".join(parts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="arXiv field only, one seed, no Yelp (smoke test)")
+    ap.add_argument(
+        "--config",
+        action="append",
+        default=None,
+        help=f"a preset ({', '.join(PRESETS)}) or a JSON object of HypothesisConfig overrides; repeat "
+        "to compare candidates side by side (default: the product's defaults)",
+    )
+    ap.add_argument("--only", default="", help="comma-separated concept sets to run (names as in the table; 'Yelp')")
+    args = ap.parse_args()
+    configs = tuple(args.config or ("default",))
+    only = tuple(s.strip() for s in args.only.split(",") if s.strip())
+    t0, machine = time.perf_counter(), machine_description()
+    res = run(args.quick, configs, only)
+    res.update(seconds=time.perf_counter() - t0, machine=machine, quick=args.quick)
+    res["command"] = (
+        "python bench/bench_recovery.py"
+        + "".join(f" --config '{c}'" for c in args.config or ())
+        + (f" --only '{args.only}'" if only else "")
+        + (" --quick" if args.quick else "")
+    )
+    full = configs == ("default",) and not only and not args.quick
+    tag = "_".join(
+        "".join(c if c.isalnum() else "-" for c in str(resolve_config(spec)["name"]))[:40] for spec in configs
+    )
+    name = "recovery" if full else "recovery_" + ("quick" if args.quick else f"compare_{tag}")
+    print(f"wrote {save_json(name, res)}")
+    print(tables(res))
+
+
+if __name__ == "__main__":
+    main()

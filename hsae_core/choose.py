@@ -1,0 +1,133 @@
+"""From SAE codes and a target to a set of hypotheses, on the training split only: rank latents
+(:mod:`select`), give each a presence threshold (:mod:`presence`), drop near-duplicates (:mod:`distinct`);
+or, with the method ``stepwise`` (:mod:`stepwise`), threshold every latent first and add them one at a
+time by what their presence adds to the ones already chosen.
+
+A hypothesis stays one latent and one number: "present" means its activation is above its threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import settings
+from .distinct import drop_near_duplicates
+from .errors import DataError
+from .presence import learn_thresholds, presence
+from .select import select_latents
+
+PRESENCE_MODES = settings.PRESENCE_MODES
+
+
+@dataclass
+class Choice:
+    latents: np.ndarray  # chosen latent ids, best first
+    scores: np.ndarray  # the selection method's score of each
+    thresholds: np.ndarray  # presence threshold of each (0: fires at all)
+    train_corr: np.ndarray  # r of each one's 0/1 presence with the training target
+    warnings: list[str] = field(default_factory=list)
+    dropped: list[dict] = field(default_factory=list)  # near-duplicates left out, and what they repeated
+
+
+def min_present_rows(n_rows: int, frac: float) -> int:
+    """Fewest training rows a learned threshold may keep: ``frac`` of them, at least 5."""
+    return max(5, int(np.ceil(frac * n_rows)))
+
+
+def choose_hypotheses(
+    codes,
+    y,
+    *,
+    method: str,
+    n: int,
+    kind: str,
+    top_n: int,
+    presence_mode: str = "learned",
+    max_overlap: float = 1.0,
+    min_present_frac: float = 0.0,
+) -> Choice:
+    """The ``n`` best latents for ``y`` by ``method``, each with its presence threshold, no two overlapping
+    (Jaccard of training presence) more than ``max_overlap``. Correlation and separation rank every latent,
+    so dropped duplicates are replaced by the next ones; the lasso's ``n`` are thinned without refill."""
+    if presence_mode not in PRESENCE_MODES:
+        raise DataError(f"Unknown `presence` '{presence_mode}'; use one of {', '.join(PRESENCE_MODES)}")
+    if method == "stepwise":
+        return _stepwise(codes, y, n, kind, presence_mode, max_overlap, min_present_frac)
+    m = codes.shape[1]
+    pool = n if method == "lasso" or max_overlap >= 1.0 else m
+    sel = select_latents(codes, y, method=method, n=pool, kind=kind, top_n=top_n)
+    cand = np.asarray(sel.latents, dtype=np.int64)
+    if presence_mode == "learned":
+        direction = np.zeros(m)
+        direction[cand] = np.sign(sel.scores)  # a cut that goes the way the latent was chosen for
+        learned = learn_thresholds(
+            codes, y, min_present=min_present_rows(codes.shape[0], min_present_frac), direction=direction
+        )
+        thresholds, corr = learned.threshold[cand], learned.corr[cand]
+    else:
+        thresholds = np.zeros(len(cand))
+        corr = _presence_corr(presence(codes, cand, thresholds), y)
+    # A pool larger than n only feeds the duplicate filter; its own "fewer than asked" notes do not apply.
+    warnings = list(sel.warnings) if pool == n else []
+    keep = np.arange(min(n, len(cand)))
+    dropped: list[dict] = []
+    if max_overlap < 1.0 and len(cand):
+        found = drop_near_duplicates(presence(codes, cand, thresholds), n=n, max_overlap=max_overlap)
+        keep = np.asarray(found.kept, dtype=np.int64)
+        dropped = [
+            {"latent": int(cand[i]), "repeats": int(cand[j]), "overlap": round(o, 3)}
+            for i, (j, o) in sorted(found.dropped.items())
+        ]
+        if len(keep) < n:
+            warnings.append(
+                f"Only {len(keep)} distinct latents relate to the target (of {len(cand)} that vary, "
+                f"{len(dropped)} repeat a better one with presence overlap above {max_overlap:g}); "
+                f"returning {len(keep)} instead of {n}"
+            )
+    return Choice(
+        latents=cand[keep],
+        scores=np.asarray(sel.scores)[keep],
+        thresholds=thresholds[keep],
+        train_corr=corr[keep],
+        warnings=warnings,
+        dropped=dropped,
+    )
+
+
+def _stepwise(codes, y, n: int, kind: str, presence_mode: str, max_overlap: float, min_present_frac: float) -> Choice:
+    from .select import _as_codes, _as_target, _check_kind
+    from .stepwise import forward_select, presence_matrix
+
+    codes = _as_codes(codes)
+    y = _as_target(y, codes.shape[0])
+    _check_kind(kind, y)
+    if not isinstance(n, (int, np.integer)) or not 1 <= n <= codes.shape[1]:
+        raise DataError(
+            f"Cannot select {n} latents from an SAE with {codes.shape[1]}; choose n between 1 and {codes.shape[1]}"
+        )
+    if presence_mode == "learned":
+        learned = learn_thresholds(codes, y, min_present=min_present_rows(codes.shape[0], min_present_frac))
+        thresholds = learned.threshold
+    else:
+        thresholds = np.zeros(codes.shape[1])
+    P = presence_matrix(codes, thresholds)
+    found = forward_select(P, y, int(n), max_overlap=max_overlap)
+    latents = found.latents
+    corr = _presence_corr(P[:, latents].toarray(), y) if len(latents) else np.zeros(0)
+    warnings = []
+    if len(latents) < n:
+        warnings.append(
+            f"Only {len(latents)} latents add to the ones before them ({found.n_overlapping} left out "
+            f"for repeating a chosen one); returning {len(latents)} instead of {n}"
+        )
+    return Choice(latents=latents, scores=corr, thresholds=thresholds[latents], train_corr=corr, warnings=warnings)
+
+
+def _presence_corr(P: np.ndarray, y) -> np.ndarray:
+    """r of each 0/1 column with y (0 for a constant column)."""
+    y = np.asarray(y, float) - np.mean(y)
+    Pc = P - P.mean(axis=0)
+    denom = np.sqrt((Pc**2).sum(axis=0) * (y**2).sum())
+    return np.divide(Pc.T @ y, denom, out=np.zeros(P.shape[1]), where=denom > 0)

@@ -1,0 +1,109 @@
+"""When is a hypothesis "present" in a text? Its latent's activation above a threshold learned on the training split.
+
+A latent fires (activation > 0) on far more texts than the concept it names: top-k coding gives every
+text k latents, so weak activations are often noise. For each latent, :func:`learn_thresholds` scans
+every cut of its training activations (present = the rows above the cut) and keeps the cut whose 0/1
+presence correlates most strongly with the target (Pearson's r, which for a 0/1 target is the phi
+coefficient / Matthews correlation). The threshold sits halfway between the lowest activation kept and
+the highest one left out, or at 0 when every firing row is kept, so ``activation > threshold``
+reproduces the training partition exactly. The holdout is never looked at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .errors import DataError
+
+
+@dataclass
+class Thresholds:
+    """Per latent: the presence threshold, the correlation of its presence with y, and how many rows it keeps."""
+
+    threshold: np.ndarray  # (m,) float; 0 means "fires at all"
+    corr: np.ndarray  # (m,) signed r of 1[a > threshold] with y on the training rows; 0 where undefined
+    n_present: np.ndarray  # (m,) int, training rows present at that threshold
+
+
+def learn_thresholds(codes, y, min_present: int = 1, direction=None) -> Thresholds:
+    """For every latent, the presence threshold whose 0/1 presence has the largest |r| with ``y``.
+
+    Candidate cuts keep the top firing rows (ties in activation are kept or dropped together), at least
+    ``min_present`` of them; a latent firing on fewer rows, or on every row with no cut below it, gets
+    threshold 0 and r 0. Among equal |r| the lowest threshold (most rows) wins. ``direction`` (+1/-1 per
+    latent, e.g. the sign of its selection score) asks for the largest r in that direction instead of
+    the largest |r|, so a latent chosen for going with the target is not given a cut that goes against it.
+    """
+    codes = sp.csc_matrix(codes, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64).ravel()
+    n, m = codes.shape
+    if len(y) != n:
+        raise DataError(f"The codes have {n} rows but the target has {len(y)} values")
+    if not np.isfinite(y).all():
+        raise DataError("The target contains missing or infinite values; drop those rows first")
+    codes.eliminate_zeros()
+    codes.sort_indices()
+    counts = np.diff(codes.indptr)
+    col = np.repeat(np.arange(m), counts)
+    # Within each column, activations from high to low.
+    order = np.lexsort((-codes.data, col))
+    vals, rows, col = codes.data[order], codes.indices[order], col[order]
+    start = np.repeat(codes.indptr[:-1], counts)
+    rank = np.arange(len(vals)) - start + 1  # rows kept by a cut after this entry
+    y_c = y - y.mean()
+    sum_y = np.cumsum(y_c[rows])
+    sum_y -= np.repeat(np.concatenate([[0.0], sum_y])[codes.indptr[:-1]], counts)  # restart per column
+    var_y = float(np.mean(y_c**2))
+    frac = rank / n
+    var_i = frac * (1.0 - frac)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = (sum_y / n) / np.sqrt(var_i * var_y)
+    # A cut is valid between two different activations (or after the column's last firing row).
+    last = rank == np.repeat(counts, counts)
+    nxt = np.append(vals[1:], 0.0)
+    r = np.where((var_i > 0) & np.isfinite(r), r, 0.0)
+    valid = (last | (nxt < vals)) & (rank >= min_present) & (var_i > 0)
+    cut = np.where(last, 0.0, (vals + nxt) / 2)
+    if direction is None:
+        strength = np.abs(r)
+    else:
+        sign = np.sign(np.asarray(direction, dtype=np.float64).ravel())
+        if len(sign) != m:
+            raise DataError(f"`direction` needs one sign per latent ({m}), got {len(sign)}")
+        strength = r * np.where(sign == 0, 1.0, sign)[col]
+        valid &= strength > 0
+
+    threshold = np.zeros(m)
+    corr = np.zeros(m)
+    n_present = np.zeros(m, dtype=np.int64)
+    idx = np.flatnonzero(valid)
+    if len(idx):
+        # Best per column; ties go to the larger rank (lower threshold): sort by column, strength, rank.
+        # Strength rounded so that cuts equal up to float noise count as ties.
+        best = idx[np.lexsort((rank[idx], np.round(strength[idx], 12), col[idx]))]
+        keep = np.append(col[best][1:] != col[best][:-1], True)  # the last entry of each column's run
+        best = best[keep]
+        threshold[col[best]] = cut[best]
+        corr[col[best]] = r[best]
+        n_present[col[best]] = rank[best]
+    # Latents with no admissible cut keep threshold 0: present wherever they fire.
+    no_cut = (counts > 0) & (n_present == 0)
+    n_present[no_cut] = counts[no_cut]
+    corr[no_cut] = r[last][no_cut[col[last]]]
+    return Thresholds(threshold=threshold, corr=corr, n_present=n_present)
+
+
+def presence(codes, latents, thresholds) -> np.ndarray:
+    """(N x len(latents)) 0/1 float matrix: activation of each latent above its threshold."""
+    codes = sp.csc_matrix(codes)
+    latents = [int(j) for j in latents]
+    t = np.asarray(thresholds, dtype=np.float64).ravel()
+    if len(t) != len(latents):
+        raise DataError(f"{len(latents)} latents but {len(t)} thresholds")
+    if not latents:
+        return np.zeros((codes.shape[0], 0))
+    picked = codes[:, latents].toarray()
+    return (picked > t[None, :]).astype(np.float64)

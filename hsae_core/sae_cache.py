@@ -1,0 +1,82 @@
+"""Trained SAEs kept on disk, so a rerun on the same embeddings with the same settings loads instead of training.
+
+The key is a hash of the training embeddings (bytes and shape), every constructor parameter of the
+:class:`~hsae_core.sae.SparseAutoencoder` and the source of ``sae.py`` itself (a change to the training
+code retrains). Entries live in ``settings.cache_dir() / "sae" / <key>/`` as ordinary SAE folders
+(``config.json`` + ``model.safetensors``), written to a temporary folder and renamed into place, so a run
+killed mid-write leaves nothing half-written. A corrupt entry is retrained; an unwritable cache is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from . import sae as sae_module
+from . import settings
+from .errors import ModelError
+from .progress import ProgressFn
+from .sae import SparseAutoencoder, as_float_matrix
+
+log = logging.getLogger(__name__)
+# The training code as imported by this process (an edit to sae.py after import does not change what runs).
+_CODE = hashlib.sha256(Path(sae_module.__file__).read_bytes()).hexdigest()
+
+
+def cache_key(X: np.ndarray, params: dict) -> str:
+    """Hex digest of the embeddings, the SAE's parameters and the training code."""
+    X = np.ascontiguousarray(as_float_matrix(X))
+    h = hashlib.sha256()
+    h.update(json.dumps({"shape": X.shape, "params": params}, sort_keys=True, default=list).encode())
+    h.update(X.tobytes())
+    h.update(_CODE.encode())
+    return h.hexdigest()[:32]
+
+
+def cache_root() -> Path:
+    return settings.cache_dir() / "sae"
+
+
+def fit_cached(
+    sae: SparseAutoencoder, X, progress: Optional[ProgressFn] = None, use_cache: bool = True
+) -> SparseAutoencoder:
+    """``sae.fit(X)``, or the SAE an identical earlier fit left in the cache (``sae.cached_`` says which)."""
+    X = as_float_matrix(X)
+    if not use_cache:
+        fitted = sae.fit(X, progress=progress)
+        fitted.cached_ = False
+        return fitted
+    folder = cache_root() / cache_key(X, sae.get_params())
+    if folder.is_dir():
+        try:
+            loaded = SparseAutoencoder.load(folder)
+            loaded.cached_ = True
+            return loaded
+        except ModelError as exc:  # corrupt entry: train again and replace it
+            log.warning("ignoring a corrupt cached SAE (%s); retraining", exc)
+    fitted = sae.fit(X, progress=progress)
+    fitted.cached_ = False
+    _store(fitted, folder)
+    return fitted
+
+
+def _store(fitted: SparseAutoencoder, folder: Path) -> None:
+    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        fitted.save(tmp)
+        if folder.exists():  # corrupt or written meanwhile by another process: replace it
+            shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    except OSError as exc:
+        log.warning("could not cache the trained SAE in %s: %s", folder.parent, exc)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

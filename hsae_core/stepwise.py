@@ -1,0 +1,103 @@
+"""Forward stepwise selection of hypotheses: each next latent is the one whose 0/1 presence adds most to
+what the latents already chosen explain about the target (training split only).
+
+Presence is the latent's activation above its learned threshold (:mod:`presence`), so the model chosen
+here is the model the holdout statistics fit: an OLS of y on the hypotheses' 0/1 annotations. At each
+step the gain in R² from adding column j is (p_j · r)² / ||p_j⊥||², where r is the current residual and
+p_j⊥ is p_j centred and made orthogonal to the columns already chosen (exact forward selection). A latent
+that repeats chosen ones explains little that is new, so the chosen set spreads over distinct concepts.
+Works on sparse presence (rows x latents) and never forms a dense rows x latents matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .errors import DataError
+
+# A candidate whose presence is this close to a combination of the chosen ones adds nothing stable.
+MIN_NEW_VARIANCE = 1e-3
+
+
+@dataclass
+class Stepwise:
+    latents: np.ndarray  # chosen, in the order they entered
+    gains: np.ndarray  # R² added by each when it entered (training rows)
+    r2: float  # training R² of the OLS on all chosen presences
+    n_overlapping: int = 0  # candidates left out for repeating a chosen one (presence overlap)
+
+
+def presence_matrix(codes, thresholds) -> sp.csc_matrix:
+    """Sparse 0/1 (rows x latents): activation above each latent's threshold."""
+    codes = sp.csc_matrix(codes, dtype=np.float64)
+    t = np.asarray(thresholds, dtype=np.float64).ravel()
+    if len(t) != codes.shape[1]:
+        raise DataError(f"{codes.shape[1]} latents but {len(t)} thresholds")
+    col = np.repeat(np.arange(codes.shape[1]), np.diff(codes.indptr))
+    data = (codes.data > t[col]).astype(np.float64)
+    out = sp.csc_matrix((data, codes.indices, codes.indptr), shape=codes.shape)
+    out.eliminate_zeros()
+    return out
+
+
+def forward_select(P, y, n: int, eligible=None, max_overlap: float = 1.0) -> Stepwise:
+    """Choose up to ``n`` columns of the 0/1 matrix ``P`` by forward selection for an OLS of ``y``.
+
+    ``eligible`` (bool per column) limits the candidates; a column whose rows overlap a chosen one's by
+    more than ``max_overlap`` (Jaccard) stops being a candidate. Stops early when no candidate adds variance.
+    """
+    P = sp.csc_matrix(P, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64).ravel()
+    N, m = P.shape
+    if len(y) != N:
+        raise DataError(f"The presence matrix has {N} rows but the target has {len(y)} values")
+    counts = np.asarray(P.sum(axis=0)).ravel()
+    var = counts * (1.0 - counts / N)  # ||p_j - mean||²
+    ok = var > 0 if eligible is None else (np.asarray(eligible, bool) & (var > 0))
+    r = y - y.mean()
+    total = float(r @ r)
+    if total == 0:
+        raise DataError("The target is constant, so no latent can be related to it; pick a target that varies")
+    Q = np.zeros((N, 0))  # orthonormal basis of the chosen columns, centred
+    proj = np.zeros(m)  # ||Q^T p_j||² for every column
+    chosen, gains = [], []
+    overlapping = np.zeros(m, dtype=bool)
+    PT = P.T.tocsr()
+    for _ in range(int(n)):
+        new_var = var - proj
+        fit = ok & (new_var > MIN_NEW_VARIANCE * np.maximum(var, 1e-300))
+        if not fit.any():
+            break
+        score = np.zeros(m)
+        dot = PT @ r
+        score[fit] = dot[fit] ** 2 / new_var[fit]
+        j = int(np.argmax(np.where(fit, score, -1.0)))
+        if score[j] <= 0:
+            break
+        chosen.append(j)
+        gains.append(score[j] / total)
+        ok[j] = False
+        if max_overlap < 1.0:
+            inter = PT @ P[:, j].toarray().ravel()
+            union = counts + counts[j] - inter
+            near = (union > 0) & (inter > max_overlap * union) & ok
+            overlapping |= near
+            ok &= ~near
+        # Extend the basis with the chosen column, centred and orthogonalised (twice, for stability).
+        q = P[:, j].toarray().ravel()
+        q = q - q.mean()
+        for _ in range(2):
+            q -= Q @ (Q.T @ q)
+        q /= np.linalg.norm(q)
+        Q = np.column_stack([Q, q])
+        r = r - q * (q @ r)
+        proj += (PT @ q) ** 2
+    return Stepwise(
+        latents=np.asarray(chosen, dtype=np.int64),
+        gains=np.asarray(gains),
+        r2=float(1.0 - (r @ r) / total),
+        n_overlapping=int(overlapping.sum()),
+    )

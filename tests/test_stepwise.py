@@ -1,0 +1,80 @@
+"""Forward stepwise selection on sparse 0/1 presence equals a brute-force greedy OLS search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from hsae_core.choose import choose_hypotheses
+from hsae_core.errors import DataError
+from hsae_core.stepwise import forward_select, presence_matrix
+
+
+def ols_r2(X: np.ndarray, y: np.ndarray) -> float:
+    design = np.column_stack([np.ones(len(y)), X])
+    beta, *_ = np.linalg.lstsq(design, y, rcond=None)
+    resid = y - design @ beta
+    return 1.0 - resid @ resid / ((y - y.mean()) @ (y - y.mean()))
+
+
+def brute_force_greedy(P: np.ndarray, y: np.ndarray, n: int) -> list[int]:
+    chosen: list[int] = []
+    for _ in range(n):
+        base = ols_r2(P[:, chosen], y) if chosen else 0.0
+        gains = {
+            j: ols_r2(P[:, chosen + [j]], y) - base for j in range(P.shape[1]) if j not in chosen and P[:, j].std() > 0
+        }
+        chosen.append(max(gains, key=gains.get))
+    return chosen
+
+
+def test_forward_selection_matches_brute_force():
+    rng = np.random.default_rng(0)
+    N, m = 300, 25
+    P = (rng.random((N, m)) < rng.uniform(0.05, 0.5, m)).astype(float)
+    P[:, 7] = P[:, 3]  # an exact copy: never both chosen
+    y = 2 * P[:, 3] - 1.5 * P[:, 11] + P[:, 20] + rng.normal(0, 1, N)
+    got = forward_select(sp.csc_matrix(P), y, n=6)
+    want = brute_force_greedy(P, y, 6)
+    assert list(got.latents) == want
+    assert not {3, 7} <= set(got.latents)
+    assert got.r2 == pytest.approx(ols_r2(P[:, want], y))
+    assert got.gains.sum() == pytest.approx(got.r2)
+
+
+def test_overlap_cap_and_early_stop():
+    rng = np.random.default_rng(1)
+    N = 200
+    a = (rng.random(N) < 0.3).astype(float)
+    near = a.copy()
+    near[np.flatnonzero(a)[:3]] = 0  # almost the same rows as a (Jaccard > 0.9)
+    other = (rng.random(N) < 0.3).astype(float)
+    P = np.column_stack([a, near, other, np.zeros(N)])  # the last column never varies
+    y = a + 0.8 * near + 0.5 * other + rng.normal(0, 0.3, N)
+    capped = forward_select(sp.csc_matrix(P), y, n=4, max_overlap=0.5)
+    assert 2 == len(capped.latents) and capped.n_overlapping == 1  # a (or near) and other; the empty one never
+    assert set(capped.latents) in ({0, 2}, {1, 2})
+    free = forward_select(sp.csc_matrix(P), y, n=4)
+    assert len(free.latents) == 3 and 3 not in free.latents
+
+
+def test_presence_matrix_applies_each_threshold():
+    codes = sp.csr_matrix(np.array([[0.5, 0.0], [0.2, 3.0], [0.0, 1.0]]))
+    P = presence_matrix(codes, [0.3, 0.0]).toarray()
+    np.testing.assert_array_equal(P, [[1, 0], [0, 1], [0, 1]])
+    with pytest.raises(DataError, match="thresholds"):
+        presence_matrix(codes, [0.3])
+
+
+def test_stepwise_choice_reports_thresholds_and_signs():
+    rng = np.random.default_rng(2)
+    N, m = 400, 30
+    dense = rng.exponential(1.0, (N, m)) * (rng.random((N, m)) < 0.25)
+    y = (dense[:, 4] > 1.0).astype(float) - (dense[:, 9] > 0.5) + rng.normal(0, 0.5, N)
+    choice = choose_hypotheses(sp.csr_matrix(dense), y, method="stepwise", n=5, kind="continuous", top_n=100)
+    assert list(choice.latents[:2]) in ([4, 9], [9, 4])
+    i4, i9 = list(choice.latents).index(4), list(choice.latents).index(9)
+    assert choice.thresholds[i4] == pytest.approx(1.0, abs=0.2) and choice.scores[i4] > 0
+    assert choice.scores[i9] < 0
+    np.testing.assert_allclose(choice.scores, choice.train_corr)
