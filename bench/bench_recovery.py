@@ -356,10 +356,12 @@ def tables(result: dict) -> str:
 
 
 def _describe(cfg: dict) -> str:
+    from hsae_core.settings import matryoshka_prefixes
+
     parts = [
         f"m={cfg['m']}",
         f"k={cfg['k']}",
-        f"matryoshka={list(cfg['matryoshka']) or 'none'}",
+        f"matryoshka={list(matryoshka_prefixes(cfg['matryoshka'], cfg['m'])) or 'none'}",
         f"select={cfg['select']}",
         f"n={cfg['n']}",
     ]
