@@ -39,12 +39,14 @@ from typing import Optional
 class SAEDefaults:
     """The SAE every entry point trains unless told otherwise (hypotheses, workspaces, ``hsae train``)."""
 
-    m: int = 256
-    k: int = 8
+    m: int = 128
+    k: int = 16
     batch_topk: bool = False
-    # Nested prefixes, each trained to reconstruct alone, so the first latents are the coarsest concepts.
-    # "auto": 4, 16, 64, ... below m (see matryoshka_prefixes); () for none.
-    matryoshka: tuple | str = "auto"
+    # Nested prefixes, each trained to reconstruct alone, so the first latents are the coarsest concepts:
+    # "auto" is 4, 16, 64, ... below m (see matryoshka_prefixes); () for none. Off by default: with it,
+    # whole-concept recovery rises but fewer Yelp hypotheses stay Bonferroni-significant (BENCHMARKS.md,
+    # "Concept recovery"), a trade the defaults do not make for the user.
+    matryoshka: tuple | str = ()
     max_epochs: int = 200
     batch_size: int = 256
     lr: float = 5e-4
@@ -61,11 +63,12 @@ class SelectionDefaults:
     holdout_frac: float = 0.2
     # "learned": present = activation above a per-latent threshold learned on the training split;
     # "positive": present = the latent fires at all (activation > 0).
-    presence: str = "learned"
+    presence: str = "positive"
     # Smallest share of training rows a learned threshold may keep (at least 5 rows).
     min_present_frac: float = 0.01
-    # Two hypotheses whose training presence overlaps more than this (Jaccard) are one concept: keep the better.
-    max_overlap: float = 0.5
+    # Two hypotheses whose training presence overlaps more than this (Jaccard) are one concept: keep the
+    # better. 1.0 keeps all. "learned" presence and 0.5 here are opt-in (see SAEDefaults.matryoshka).
+    max_overlap: float = 1.0
 
 
 @dataclass(frozen=True)
