@@ -34,6 +34,8 @@ import pandas as pd
 from common import data_dir, embed_cached, machine_description, markdown_table, save_json, setup_env, yelp_frames
 from common_worker import best_f1
 
+from hsae_core.settings import CONCEPT_SAE, CONCEPT_SELECTION
+
 SEEDS = (0, 1, 2)
 HOLDOUT_FRAC, SPLIT_SEED = 0.3, 0
 NLP_VENUES = ("ACL", "NAACL", "EMNLP", "COLING", "CL", "CoNLL", "SemEval")
@@ -44,7 +46,7 @@ PRESETS: dict[str, dict] = {
     "before_issue_9": {"m": 128, "k": 16, "matryoshka": (), "presence": "positive", "max_overlap": 1.0},
     # The opt-in concept settings: Matryoshka prefixes 4, 16, 64, presence thresholds learned on the
     # training split, near-duplicates (Jaccard > 0.5) left out.
-    "concepts": {"m": 128, "k": 8, "matryoshka": "auto", "presence": "learned", "max_overlap": 0.5},
+    "concepts": {**CONCEPT_SAE, **CONCEPT_SELECTION},
 }
 
 

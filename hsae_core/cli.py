@@ -49,6 +49,8 @@ def cmd_hypothesize(args) -> int:
     from .pipeline import HypothesisConfig, format_table, hypothesize, write_run
 
     _check_batch(args, uses_llm="llm" in (args.interpreter, args.annotator))
+    if args.concepts:
+        _apply_concept_settings(args)
     config = HypothesisConfig(
         m=args.m,
         k=args.k,
@@ -657,6 +659,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(Jaccard); 1 keeps all (default %(default)s)",
     )
     p.add_argument(
+        "--concepts",
+        action="store_true",
+        help="settings for targets that are whole topics: --m 128 --k 8 --matryoshka auto --presence learned "
+        "--max-overlap 0.5 (each flag given explicitly still wins)",
+    )
+    p.add_argument(
         "--no-sae-cache",
         action="store_true",
         help="train the SAE even if an identical one (same embeddings and settings) is cached",
@@ -817,6 +825,15 @@ def _fraction(text: str) -> float:
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text}")
     return value
+
+
+def _apply_concept_settings(args) -> None:
+    """``--concepts``: the concept settings replace the options the user left at their defaults."""
+    plain = {"m": SAE.m, "k": SAE.k, "matryoshka": SAE.matryoshka}
+    plain.update(presence=SELECTION.presence, max_overlap=SELECTION.max_overlap)
+    for name, value in {**settings.CONCEPT_SAE, **settings.CONCEPT_SELECTION}.items():
+        if getattr(args, name) == plain[name]:
+            setattr(args, name, value)
 
 
 def _prefix_list(text: str):

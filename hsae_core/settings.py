@@ -105,6 +105,12 @@ class ScaleDefaults:
 
 SAE = SAEDefaults()
 SELECTION = SelectionDefaults()
+
+# Opt-in settings for targets that are whole topics (``hsae hypothesize --concepts``, the Hypotheses page's
+# "whole concepts" box): Matryoshka prefixes, presence thresholds learned on the training split and
+# near-duplicates left out. Measured against the defaults in BENCHMARKS.md ("Concept recovery").
+CONCEPT_SAE = {"m": 128, "k": 8, "matryoshka": "auto"}  # used when a run trains its own SAE
+CONCEPT_SELECTION = {"presence": "learned", "max_overlap": 0.5}
 LABELS = LabelDefaults()
 SCALE = ScaleDefaults()
 

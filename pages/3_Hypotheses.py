@@ -15,7 +15,7 @@ from hsae_core.evidence import hypothesis_evidence
 from hsae_core.llm import LLMClient
 from hsae_core.pipeline import HypothesisConfig, load_run, load_split
 from hsae_core.report import COLUMNS, effect_rows, headline_metrics, readable_table, split_summary
-from hsae_core.settings import ANNOTATORS, INTERPRETERS, SELECT_METHODS
+from hsae_core.settings import ANNOTATORS, CONCEPT_SAE, CONCEPT_SELECTION, INTERPRETERS, SELECT_METHODS
 from hsae_core.splits import split_warnings
 
 st.set_page_config(page_title="hsae: Hypotheses", layout="wide")
@@ -201,10 +201,22 @@ with st.container(border=True):
         key="hyp_annot",
         help="activation: present where the feature fires (offline); llm: a model reads each text",
     )
-    m, k = HypothesisConfig.m, HypothesisConfig.k
+    concepts = st.checkbox(
+        "Whole concepts",
+        value=False,
+        key="hyp_concepts",
+        help="For a target that is a whole topic: each hypothesis counts as present above a threshold learned "
+        "on the training rows, near-duplicate hypotheses are left out, and a new SAE gets Matryoshka "
+        "prefixes (coarse to fine). Recovers topics better; fewer hypotheses stay individually significant "
+        "(see BENCHMARKS.md, Concept recovery).",
+    )
+    sae_defaults = {"m": HypothesisConfig.m, "k": HypothesisConfig.k, "matryoshka": HypothesisConfig.matryoshka}
+    if concepts:
+        sae_defaults.update(CONCEPT_SAE)
+    m, k = sae_defaults["m"], sae_defaults["k"]
     if source == FEATURE_SOURCES[1]:
-        m = int(d3.number_input("SAE features (m)", 8, 4096, HypothesisConfig.m, step=8, key="hyp_m"))
-        k = int(d4.number_input("Active per doc (k)", 1, 64, HypothesisConfig.k, key="hyp_k"))
+        m = int(d3.number_input("SAE features (m)", 8, 4096, m, step=8, key="hyp_m"))
+        k = int(d4.number_input("Active per doc (k)", 1, 64, k, key="hyp_k"))
     api_key = ui.api_key_box() if "llm" in (interpreter, annotator) else None
     sample = ws.run_sample()
     if sample is not None:
@@ -234,6 +246,8 @@ if submitted:
             holdout_value=holdout_value,
             group_col=group_col,
             dedupe=dedupe,
+            matryoshka=sae_defaults["matryoshka"],
+            **(CONCEPT_SELECTION if concepts else {}),
         )
         progress, bar = ui.progress_bar(f"Generating hypotheses for '{target}'")
         out_dir = ws.new_run_dir(target)

@@ -200,6 +200,7 @@ def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
     assert at.radio(key="hyp_split").value == "random rows"
     assert at.radio(key="hyp_features").value == "this workspace's features"
     assert at.checkbox(key="hyp_dedupe").value is True
+    assert at.checkbox(key="hyp_concepts").value is False  # the concept settings are one click away, not default
     at.number_input(key="hyp_n").set_value(5)
     at.button(key="hyp_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]

@@ -170,6 +170,28 @@ def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path):
     assert summary["metrics"]["overall"]["auc_in_sample"] > 0.6
 
 
+def test_concepts_flag_switches_to_the_concept_settings_and_explicit_flags_win(yelp_files, tmp_path):
+    train, holdout = yelp_files
+    out = tmp_path / "concepts"
+    args = ["hypothesize", "--data", str(train), "--holdout", str(holdout), "--text-col", "text"]
+    args += ["--target-col", "stars", "--n", "6", "--k", "4", "--concepts", "--out", str(out)]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    # --concepts: Matryoshka prefixes, learned thresholds, near-duplicates left out; --k 4 given explicitly stays.
+    assert (summary["sae"]["m"], summary["sae"]["k"], summary["sae"]["matryoshka"]) == (128, 4, [4, 16, 64])
+    assert summary["config"]["presence"] == "learned" and summary["config"]["max_overlap"] == 0.5
+    table = pd.read_csv(out / "hypotheses.csv")
+    assert (table["threshold"] > 0).any(), "learned thresholds are stored with the hypotheses"
+    # A holdout text is annotated present exactly where the latent's activation is above its threshold.
+    from hsae_core.embed import default_embedder, embed_texts
+
+    annotations = pd.read_parquet(out / "holdout_annotations.parquet")
+    texts = pd.read_json(holdout, lines=True)["text"].to_numpy()[annotations["row_id"].to_numpy()]
+    codes = SparseAutoencoder.load(out / "sae").transform(embed_texts(list(texts), default_embedder())).toarray()
+    for col, latent, threshold in zip(table["annotation_col"], table["latent"], table["threshold"]):
+        np.testing.assert_array_equal(annotations[col].to_numpy() > 0, codes[:, latent] > threshold)
+
+
 def _bad(args, capsys, expected):
     code = main(args)
     err = capsys.readouterr().err.strip()
