@@ -11,8 +11,10 @@ from ws_fixtures import small_workspace  # noqa: F401
 from hsae_core.distinct import jaccard
 from hsae_core.pipeline import HypothesisConfig, hypothesize, load_run
 from hsae_core.presence import presence
+from hsae_core.settings import CONCEPT_SELECTION
 
 SMALL = {"m": 64, "k": 8, "n": 10}
+LEARNED = {**SMALL, **CONCEPT_SELECTION}  # the opt-in concept selection: learned thresholds, no near-duplicates
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +22,7 @@ def learned_run(yelp_embedded, tmp_path_factory):
     train, hold, X_train, X_hold = yelp_embedded
     out = tmp_path_factory.mktemp("learned")
     run = hypothesize(
-        train, text_col="text", target_col="stars", holdout=hold, config=HypothesisConfig(**SMALL), out_dir=out
+        train, text_col="text", target_col="stars", holdout=hold, config=HypothesisConfig(**LEARNED), out_dir=out
     )
     return run, out, X_train, X_hold
 
@@ -44,6 +46,7 @@ def test_no_two_hypotheses_repeat_each_other_on_the_training_rows(learned_run):
     run, _, X_train, _ = learned_run
     P = presence(run.sae.transform(X_train), run.table["latent"], run.table["threshold"]).astype(bool)
     limit = run.summary["config"]["max_overlap"]
+    assert limit < 1.0
     for i in range(P.shape[1]):
         for j in range(i):
             assert jaccard(P[:, i], P[:, j]) <= limit
@@ -72,14 +75,14 @@ def test_warm_rerun_loads_the_cached_sae(learned_run, yelp_embedded, tmp_path):
         text_col="text",
         target_col="stars",
         holdout=hold,
-        config=HypothesisConfig(**SMALL),
+        config=HypothesisConfig(**LEARNED),
         out_dir=tmp_path / "again",
     )
     assert "SAE cache" in again.summary["sae"]["origin"]
     np.testing.assert_array_equal(again.sae.decoder_directions, first.sae.decoder_directions)
     pd.testing.assert_frame_equal(again.table, first.table)
     fresh = hypothesize(
-        train, text_col="text", target_col="stars", holdout=hold, config=HypothesisConfig(**SMALL, cache_sae=False)
+        train, text_col="text", target_col="stars", holdout=hold, config=HypothesisConfig(**LEARNED, cache_sae=False)
     )
     assert "SAE cache" not in fresh.summary["sae"]["origin"]
     assert load_run(tmp_path / "again").summary["sae"]["origin"] == again.summary["sae"]["origin"]
