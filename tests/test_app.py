@@ -245,6 +245,20 @@ def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
     assert len(df(again, "hyp_table")) == 5
 
 
+def test_hypotheses_whole_concepts_box_learns_thresholds_on_the_workspace_features(app_env):
+    at = page("Hypotheses")
+    at.checkbox(key="hyp_concepts").check()
+    at.number_input(key="hyp_n").set_value(5)
+    at.button(key="hyp_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    run_dir = last_run(app_env)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["config"]["presence"] == "learned" and summary["config"]["max_overlap"] == 0.5
+    assert "this workspace's SAE" in summary["sae"]["origin"]  # still the Features page's features
+    table = df(at, "hyp_table")
+    assert (table["threshold"] > 0).any(), "the shown thresholds are the learned ones"
+
+
 def test_hypotheses_llm_without_key_is_a_clear_error(app_env):
     at = page("Hypotheses")
     at.selectbox(key="hyp_interp").set_value("llm")
