@@ -840,7 +840,10 @@ def _prefix_list(text: str):
     """'auto', 'none' or comma-separated integers."""
     if text.strip().lower() in ("auto", "none"):
         return text.strip().lower()
-    return _int_list(text)
+    try:
+        return _int_list(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'none' or prefix sizes like 16,64, got '{text}'") from None
 
 
 def as_cli_message(message: str, parser: argparse.ArgumentParser) -> str:
