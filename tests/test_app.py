@@ -255,8 +255,17 @@ def test_hypotheses_whole_concepts_box_learns_thresholds_on_the_workspace_featur
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["config"]["presence"] == "learned" and summary["config"]["max_overlap"] == 0.5
     assert "this workspace's SAE" in summary["sae"]["origin"]  # still the Features page's features
-    table = df(at, "hyp_table")
-    assert (table["threshold"] > 0).any(), "the shown thresholds are the learned ones"
+    # Each holdout annotation is the workspace feature's activation above the threshold the run learned.
+    from hsae_core.workspace import Workspace
+
+    codes = Workspace.open(app_env).codes
+    stored = pd.read_csv(run_dir / "hypotheses.csv")
+    annotations = pd.read_parquet(run_dir / "holdout_annotations.parquet")
+    rows = annotations["row_id"].to_numpy()
+    for col, latent, threshold in zip(stored["annotation_col"], stored["latent"], stored["threshold"]):
+        activation = codes[rows][:, int(latent)].toarray().ravel()
+        np.testing.assert_array_equal(annotations[col].to_numpy() > 0, activation > threshold)
+    np.testing.assert_allclose(df(at, "hyp_table")["threshold"].to_numpy(), stored["threshold"].to_numpy())
 
 
 def test_hypotheses_llm_without_key_is_a_clear_error(app_env):
