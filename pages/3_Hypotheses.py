@@ -261,7 +261,8 @@ if submitted:
             llm_client=client,
         )
         bar.empty()
-        st.session_state["run_path"] = str(out_dir)
+        # Show the new run: the picker below keeps its own state, so it is told, not just given an index.
+        st.session_state["hyp_run_pick"] = str(out_dir)
     except ui.ERRORS as exc:
         st.error(ui.error_line(exc))
 
@@ -270,16 +271,10 @@ if not runs:
     ui.next_steps("Hypotheses")
     st.stop()
 paths = [str(r["path"]) for r in runs]
-current = st.session_state.get("run_path")
 labels = {str(r["path"]): f"{r['id']} · target {r['summary'].get('target', {}).get('column')}" for r in runs}
-chosen = st.selectbox(
-    "Past runs of this workspace",
-    paths,
-    index=paths.index(current) if current in paths else 0,
-    format_func=labels.get,
-    key="hyp_run_pick",
-)
-st.session_state["run_path"] = chosen
+if st.session_state.get("hyp_run_pick") not in paths:  # first visit, or the picked run was deleted
+    st.session_state["hyp_run_pick"] = paths[0]
+chosen = st.selectbox("Past runs of this workspace", paths, format_func=labels.get, key="hyp_run_pick")
 try:
     run_stamp = Path(chosen, "summary.json").stat().st_mtime
     run = open_run(chosen, run_stamp)

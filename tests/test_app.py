@@ -247,11 +247,14 @@ def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
 
 def test_hypotheses_whole_concepts_box_learns_thresholds_on_the_workspace_features(app_env):
     at = page("Hypotheses")
-    at.checkbox(key="hyp_concepts").check()
     at.number_input(key="hyp_n").set_value(5)
+    at.button(key="hyp_run").click().run()  # a first run, so the past-runs picker already holds a choice
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at.checkbox(key="hyp_concepts").check()
     at.button(key="hyp_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     run_dir = last_run(app_env)
+    assert at.selectbox(key="hyp_run_pick").value == str(run_dir), "the page shows the run just made"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["config"]["presence"] == "learned" and summary["config"]["max_overlap"] == 0.5
     assert "this workspace's SAE" in summary["sae"]["origin"]  # still the Features page's features
