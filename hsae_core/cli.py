@@ -830,7 +830,7 @@ def _fraction(text: str) -> float:
 def _apply_concept_settings(args) -> None:
     """``--concepts``: the concept settings replace the options the user left at their defaults."""
     plain = {"m": SAE.m, "k": SAE.k, "matryoshka": SAE.matryoshka}
-    plain.update(presence=SELECTION.presence, max_overlap=SELECTION.max_overlap)
+    plain |= {"presence": SELECTION.presence, "max_overlap": SELECTION.max_overlap}
     for name, value in {**settings.CONCEPT_SAE, **settings.CONCEPT_SELECTION}.items():
         if getattr(args, name) == plain[name]:
             setattr(args, name, value)

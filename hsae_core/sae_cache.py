@@ -3,8 +3,8 @@
 The key is a hash of the training embeddings (bytes and shape), every constructor parameter of the
 :class:`~hsae_core.sae.SparseAutoencoder` and the source of ``sae.py`` itself (a change to the training
 code retrains). Entries live in ``settings.cache_dir() / "sae" / <key>/`` as ordinary SAE folders
-(``config.json`` + ``model.safetensors``), written to a temporary folder and renamed into place, so a run
-killed mid-write leaves nothing half-written. A corrupt entry is retrained; an unwritable cache is skipped.
+(``config.json`` + ``model.safetensors``), written through :func:`fsutil.replace_folder`, so a run killed
+mid-write leaves nothing half-written. A corrupt entry is retrained; an unwritable cache is skipped.
 """
 
 from __future__ import annotations
@@ -12,9 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +20,7 @@ import numpy as np
 from . import sae as sae_module
 from . import settings
 from .errors import ModelError
+from .fsutil import replace_folder
 from .progress import ProgressFn
 from .sae import SparseAutoencoder, as_float_matrix
 
@@ -69,14 +67,8 @@ def fit_cached(
 
 
 def _store(fitted: SparseAutoencoder, folder: Path) -> None:
-    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    """Put the fitted SAE in the cache in one step (a corrupt or concurrent entry is replaced)."""
     try:
-        fitted.save(tmp)
-        if folder.exists():  # corrupt or written meanwhile by another process: replace it
-            shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        replace_folder(folder, fitted.save)
     except OSError as exc:
         log.warning("could not cache the trained SAE in %s: %s", folder.parent, exc)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
