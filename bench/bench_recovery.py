@@ -42,10 +42,10 @@ NLP_VENUES = ("ACL", "NAACL", "EMNLP", "COLING", "CL", "CoNLL", "SemEval")
 # Named candidates for --config: overrides of HypothesisConfig's fields. "default" is the product as it is.
 PRESETS: dict[str, dict] = {
     "default": {},
-    # The defaults before issue 9 (the baseline in BENCHMARKS.md); the same as "default" today.
+    # The defaults before issue 9 changed them (the baseline in BENCHMARKS.md).
     "before_issue_9": {"m": 128, "k": 16, "matryoshka": (), "presence": "positive", "max_overlap": 1.0},
-    # The opt-in concept settings: Matryoshka prefixes 4, 16, 64, presence thresholds learned on the
-    # training split, near-duplicates (Jaccard > 0.5) left out.
+    # The opt-in concept settings: an m 128, k 8 SAE with Matryoshka prefixes 4, 16, 64, presence
+    # thresholds learned on the training split, near-duplicates (Jaccard > 0.5) left out.
     "concepts": {**CONCEPT_SAE, **CONCEPT_SELECTION},
 }
 

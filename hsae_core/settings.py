@@ -39,13 +39,16 @@ from typing import Optional
 class SAEDefaults:
     """The SAE every entry point trains unless told otherwise (hypotheses, workspaces, ``hsae train``)."""
 
-    m: int = 128
+    # 64 latents with 16 active: broad enough that one latent names a whole topic more often than with
+    # 128 (best single-hypothesis F1 up on 8 of 9 labelled concepts, Yelp validity no worse; BENCHMARKS.md,
+    # "Concept recovery"). Larger corpora that need finer features pass --m.
+    m: int = 64
     k: int = 16
     batch_topk: bool = False
     # Nested prefixes, each trained to reconstruct alone, so the first latents are the coarsest concepts:
     # "auto" is 4, 16, 64, ... below m (see matryoshka_prefixes); () for none. Off by default: with it,
-    # whole-concept recovery rises but fewer Yelp hypotheses stay Bonferroni-significant (BENCHMARKS.md,
-    # "Concept recovery"), a trade the defaults do not make for the user.
+    # whole-concept recovery rises but fewer Yelp hypotheses stay Bonferroni-significant (the target's
+    # signal gathers in a few coarse latents), a trade the defaults do not make for the user.
     matryoshka: tuple | str = ()
     max_epochs: int = 200
     batch_size: int = 256
@@ -63,12 +66,12 @@ class SelectionDefaults:
     holdout_frac: float = 0.2
     # "learned": present = activation above a per-latent threshold learned on the training split;
     # "positive": present = the latent fires at all (activation > 0).
-    presence: str = "positive"
+    presence: str = "learned"
     # Smallest share of training rows a learned threshold may keep (at least 5 rows).
     min_present_frac: float = 0.01
     # Two hypotheses whose training presence overlaps more than this (Jaccard) are one concept: keep the
-    # better. 1.0 keeps all. "learned" presence and 0.5 here are opt-in (see SAEDefaults.matryoshka).
-    max_overlap: float = 1.0
+    # better. 1.0 keeps all.
+    max_overlap: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,8 @@ SAE = SAEDefaults()
 SELECTION = SelectionDefaults()
 
 # Opt-in settings for targets that are whole topics (``hsae hypothesize --concepts``, the Hypotheses page's
-# "whole concepts" box): Matryoshka prefixes, presence thresholds learned on the training split and
-# near-duplicates left out. Measured against the defaults in BENCHMARKS.md ("Concept recovery").
+# "whole concepts" box for a new SAE): a Matryoshka SAE. The selection part equals today's defaults and is
+# spelled out so that --concepts keeps its meaning if they move. Measured in BENCHMARKS.md ("Concept recovery").
 CONCEPT_SAE = {"m": 128, "k": 8, "matryoshka": "auto"}  # used when a run trains its own SAE
 CONCEPT_SELECTION = {"presence": "learned", "max_overlap": 0.5}
 LABELS = LabelDefaults()

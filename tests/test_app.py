@@ -14,6 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from ws_fixtures import small_workspace, upworthy_frame, upworthy_workspace  # noqa: F401
 
+from hsae_core.settings import CONCEPT_SAE
 from hsae_core.splits import duplicate_mask
 from hsae_core.workspace import Workspace
 
@@ -200,7 +201,8 @@ def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
     assert at.radio(key="hyp_split").value == "random rows"
     assert at.radio(key="hyp_features").value == "this workspace's features"
     assert at.checkbox(key="hyp_dedupe").value is True
-    assert at.checkbox(key="hyp_concepts").value is False  # the concept settings are one click away, not default
+    # "Whole concepts" changes the SAE, so it is offered only when a run trains a new one (tested below).
+    assert not [c for c in at.checkbox if c.key == "hyp_concepts"]
     at.number_input(key="hyp_n").set_value(5)
     at.button(key="hyp_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -245,12 +247,12 @@ def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
     assert len(df(again, "hyp_table")) == 5
 
 
-def test_hypotheses_whole_concepts_box_learns_thresholds_on_the_workspace_features(app_env):
+def test_hypotheses_default_run_learns_thresholds_on_the_workspace_features(app_env):
     at = page("Hypotheses")
     at.number_input(key="hyp_n").set_value(5)
     at.button(key="hyp_run").click().run()  # a first run, so the past-runs picker already holds a choice
     assert not at.exception and not at.error, [e.value for e in at.error]
-    at.checkbox(key="hyp_concepts").check()
+    at.number_input(key="hyp_n").set_value(6)
     at.button(key="hyp_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     run_dir = last_run(app_env)
@@ -263,12 +265,29 @@ def test_hypotheses_whole_concepts_box_learns_thresholds_on_the_workspace_featur
 
     codes = Workspace.open(app_env).codes
     stored = pd.read_csv(run_dir / "hypotheses.csv")
+    assert len(stored) == 6 and (stored["threshold"] > 0).any(), "learned cuts, not only 'fires at all'"
     annotations = pd.read_parquet(run_dir / "holdout_annotations.parquet")
     rows = annotations["row_id"].to_numpy()
     for col, latent, threshold in zip(stored["annotation_col"], stored["latent"], stored["threshold"]):
         activation = codes[rows][:, int(latent)].toarray().ravel()
         np.testing.assert_array_equal(annotations[col].to_numpy() > 0, activation > threshold)
     np.testing.assert_allclose(df(at, "hyp_table")["threshold"].to_numpy(), stored["threshold"].to_numpy())
+
+
+def test_hypotheses_whole_concepts_box_trains_a_matryoshka_sae(app_env):
+    at = page("Hypotheses")
+    at.radio(key="hyp_features").set_value("a new SAE trained on the training rows only").run()
+    at.number_input(key="hyp_n").set_value(5)
+    at.checkbox(key="hyp_concepts").check().run()
+    assert (
+        at.number_input(key="hyp_m").value == CONCEPT_SAE["m"]
+        and at.number_input(key="hyp_k").value == CONCEPT_SAE["k"]
+    )
+    at.button(key="hyp_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    summary = json.loads((last_run(app_env) / "summary.json").read_text())
+    assert (summary["sae"]["m"], summary["sae"]["k"], summary["sae"]["matryoshka"]) == (128, 8, [4, 16, 64])
+    assert "this workspace's SAE" not in summary["sae"]["origin"]
 
 
 def test_hypotheses_llm_without_key_is_a_clear_error(app_env):
