@@ -1,10 +1,11 @@
 """Label fidelity: held-out embedding-judge AUC of keyword labels and of phrase labels, side by side.
 
 For each corpus an SAE of M=128, K=16 is trained (the workspace default when this was first
-measured; seed 0, on every document's MiniLM embedding). Both labellers read only the ``build`` part of the documents (60%, a
-seeded permutation); phrase candidates compete on the ``validation`` part (20%); every label is scored
-on the ``test`` part (20%) that no labeller reads: AUC of cos(embed(label), embed(document)) for "the
-feature fires" (activation > 0), and F1 at the threshold that maximised F1 on validation.
+measured; seed 0, on every document's MiniLM embedding). Both labellers read only the ``build`` part
+of the documents (60%, a seeded permutation); phrase candidates compete on the ``validation`` part
+(20%); every label is scored on the ``test`` part (20%) that no labeller reads: AUC of
+cos(embed(label), embed(document)) for "the feature fires" (activation > 0), and F1 at the threshold
+that maximised F1 on validation.
 Keyword labels are today's offline labels (top three contrastive keywords, comma-separated).
 
 Corpora: the Yelp demo workspace's 4,000 reviews (val + holdout files) and the arXiv 2018 data
