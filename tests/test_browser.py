@@ -162,6 +162,17 @@ def reader_doc(page) -> int:
     return int(re.search(r"Document (\d+)", text).group(1))
 
 
+def wait_for_new_run(space, known: set, timeout_s: float) -> str:
+    """The id of the first hypothesis run saved in ``space`` that is not in ``known``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        new = [r["id"] for r in space.list_runs() if r["id"] not in known]
+        if new:
+            return new[0]
+        time.sleep(0.5)
+    raise AssertionError(f"No new hypothesis run was saved within {timeout_s:.0f} s")
+
+
 def test_every_page_in_a_real_browser(server, workspace):
     from playwright.sync_api import sync_playwright
 
@@ -245,8 +256,14 @@ def test_every_page_in_a_real_browser(server, workspace):
         # Hypotheses: run with the defaults; a click on a row shows its evidence and links to its feature.
         page.locator('[data-testid="stSidebarNav"] a:has-text("Hypotheses")').click()
         page.get_by_text("Target column (what to explain)").wait_for()
+        # Other tests may have saved runs in this workspace, and the page shows the newest one before Run
+        # is clicked: wait for this click's run to be saved and shown, not for any results.
+        known = {r["id"] for r in opened.list_runs()}
         page.get_by_role("button", name="Run").click()
-        page.get_by_text("Results: target").wait_for(timeout=420_000)
+        new_run = wait_for_new_run(opened, known, timeout_s=420)
+        # The past-runs picker holds its choice as its input's value.
+        page.locator(f'[data-testid="stSelectbox"] input[value="{new_run} · target stars"]').wait_for()
+        page.get_by_text("Results: target").wait_for()
         page.get_by_text("Embedding ceiling").first.wait_for()
         grid(page, "hyp_table").locator("[data-testid='glide-cell-1-2']").wait_for(state="attached")
         latent = int(cell(page, "hyp_table", 2, column_index(page, "hyp_table", "feature")))
