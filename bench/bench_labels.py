@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 import pandas as pd
-from common import data_dir, embed_cached, machine_description, markdown_table, script_main, setup_env, yelp_frames
+from common import data_dir, embed_cached, machine_description, markdown_table, save_json, setup_env, yelp_frames
 
 M, K, SEED = 128, 16, 0
 LABELLERS = ("keywords", "phrases")
@@ -36,7 +36,7 @@ def corpora(quick: bool) -> dict[str, list[str]]:
     return {k: v[:1000] for k, v in out.items()} if quick else out
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, m: int = M) -> dict:
     import os
 
     from hsae_core.embed import default_embedder
@@ -44,7 +44,7 @@ def run(quick: bool = False) -> dict:
     from hsae_core.sae import SparseAutoencoder
 
     setup_env()
-    m = 32 if quick else M
+    m = 32 if quick else m
     results = {"machine": machine_description(), "m": m, "k": K, "seed": SEED, "corpora": []}
     for name, texts in corpora(quick).items():
         X = embed_cached(texts)
@@ -130,5 +130,17 @@ def tables(res: dict) -> str:
     return "\n".join(out)
 
 
+def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1,000 documents per corpus and M=32: a smoke run")
+    ap.add_argument("--m", type=int, default=M, help=f"SAE latents (default {M}, the size BENCHMARKS.md reports)")
+    args = ap.parse_args()
+    res = run(args.quick, m=args.m)
+    save_json("labels" + ("_quick" if args.quick else "" if args.m == M else f"_m{args.m}"), res)
+    print(tables(res))
+
+
 if __name__ == "__main__":
-    script_main("labels", run, tables, "1,000 documents per corpus and M=32: a smoke run", __doc__)
+    main()
