@@ -14,7 +14,7 @@ from hsae_core.presence import presence
 from hsae_core.settings import CONCEPT_SELECTION
 
 SMALL = {"m": 64, "k": 8, "n": 10}
-LEARNED = {**SMALL, **CONCEPT_SELECTION}  # the opt-in concept selection: learned thresholds, no near-duplicates
+LEARNED = {**SMALL, **CONCEPT_SELECTION}  # learned thresholds, near-duplicates left out (also the defaults now)
 
 
 @pytest.fixture(scope="module")
