@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from . import settings
 from .distinct import drop_near_duplicates
 from .errors import DataError
-from .presence import learn_thresholds, presence
+from .presence import learn_thresholds, presence_matrix
 from .select import select_latents
 
 PRESENCE_MODES = settings.PRESENCE_MODES
@@ -68,13 +69,17 @@ def choose_hypotheses(
         thresholds, corr = learned.threshold[cand], learned.corr[cand]
     else:
         thresholds = np.zeros(len(cand))
-        corr = _presence_corr(presence(codes, cand, thresholds), y)
+    # Sparse: with near-duplicate removal every latent is a candidate, and a dense rows x latents
+    # presence would not fit in memory for a large workspace.
+    pool_presence = presence_matrix(_columns(codes, cand), thresholds)
+    if presence_mode != "learned":
+        corr = _presence_corr(pool_presence, y)
     # A pool larger than n only feeds the duplicate filter; its own "fewer than asked" notes do not apply.
     warnings = list(sel.warnings) if pool == n else []
     keep = np.arange(min(n, len(cand)))
     dropped: list[dict] = []
     if max_overlap < 1.0 and len(cand):
-        found = drop_near_duplicates(presence(codes, cand, thresholds), n=n, max_overlap=max_overlap)
+        found = drop_near_duplicates(pool_presence, n=n, max_overlap=max_overlap)
         keep = np.asarray(found.kept, dtype=np.int64)
         dropped = [
             {"latent": int(cand[i]), "repeats": int(cand[j]), "overlap": round(o, 3)}
@@ -98,7 +103,7 @@ def choose_hypotheses(
 
 def _stepwise(codes, y, n: int, kind: str, presence_mode: str, max_overlap: float, min_present_frac: float) -> Choice:
     from .select import _as_codes, _as_target, _check_kind
-    from .stepwise import forward_select, presence_matrix
+    from .stepwise import forward_select
 
     codes = _as_codes(codes)
     y = _as_target(y, codes.shape[0])
@@ -115,7 +120,7 @@ def _stepwise(codes, y, n: int, kind: str, presence_mode: str, max_overlap: floa
     P = presence_matrix(codes, thresholds)
     found = forward_select(P, y, int(n), max_overlap=max_overlap)
     latents = found.latents
-    corr = _presence_corr(P[:, latents].toarray(), y) if len(latents) else np.zeros(0)
+    corr = _presence_corr(P[:, latents], y)
     warnings = []
     if len(latents) < n:
         warnings.append(
@@ -125,9 +130,17 @@ def _stepwise(codes, y, n: int, kind: str, presence_mode: str, max_overlap: floa
     return Choice(latents=latents, scores=corr, thresholds=thresholds[latents], train_corr=corr, warnings=warnings)
 
 
-def _presence_corr(P: np.ndarray, y) -> np.ndarray:
-    """r of each 0/1 column with y (0 for a constant column)."""
+def _columns(codes, latents) -> sp.csc_matrix:
+    """The codes of ``latents`` (sparse, in that order)."""
+    return sp.csc_matrix(codes)[:, np.asarray(latents, dtype=np.int64)]
+
+
+def _presence_corr(P, y) -> np.ndarray:
+    """r of each 0/1 column of ``P`` (dense or sparse) with y (0 for a constant column)."""
+    P = sp.csc_matrix(P, dtype=np.float64)
     y = np.asarray(y, float) - np.mean(y)
-    Pc = P - P.mean(axis=0)
-    denom = np.sqrt((Pc**2).sum(axis=0) * (y**2).sum())
-    return np.divide(Pc.T @ y, denom, out=np.zeros(P.shape[1]), where=denom > 0)
+    n_rows = P.shape[0]
+    counts = np.asarray(P.sum(axis=0)).ravel()
+    cross = P.T @ y  # y is centred, so this is the centred column's dot product with y
+    denom = np.sqrt(counts * (1.0 - counts / max(n_rows, 1)) * (y**2).sum())
+    return np.divide(cross, denom, out=np.zeros(P.shape[1]), where=denom > 0)

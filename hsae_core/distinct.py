@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from .errors import DataError
 
@@ -31,20 +32,24 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
 
 def drop_near_duplicates(present, n: int, max_overlap: float) -> Distinct:
     """Walk the candidates (columns of ``present``, best first) and keep up to ``n`` of them, skipping each
-    one whose Jaccard overlap with an already kept column exceeds ``max_overlap`` (1 keeps everything)."""
-    P = np.asarray(present, dtype=bool)
-    if P.ndim != 2:
-        raise DataError(f"`present` must be a (rows x candidates) matrix, got shape {P.shape}")
+    one whose Jaccard overlap with an already kept column exceeds ``max_overlap`` (1 keeps everything).
+
+    ``present`` may be dense or a scipy sparse 0/1 matrix; it is used sparse, so every latent of a large
+    SAE can be a candidate without a dense rows x candidates matrix.
+    """
     if not 0.0 <= float(max_overlap) <= 1.0:
         raise DataError(f"`max_overlap` must be between 0 and 1, got {max_overlap}")
-    sizes = P.sum(axis=0).astype(np.int64)
-    P_int = P.astype(np.int32)
+    if not sp.issparse(present) and np.ndim(present) != 2:
+        raise DataError(f"`present` must be a (rows x candidates) matrix, got shape {np.shape(present)}")
+    P = sp.csc_matrix(present, dtype=bool).astype(np.int64)
+    P.eliminate_zeros()
+    sizes = np.diff(P.indptr)
     out = Distinct(kept=[])
     for i in range(P.shape[1]):
         if len(out.kept) >= n:
             break
         if out.kept and max_overlap < 1.0:
-            inter = P_int[:, out.kept].T @ P_int[:, i]
+            inter = np.asarray((P[:, out.kept].T @ P[:, i]).toarray()).ravel()
             union = sizes[out.kept] + sizes[i] - inter
             overlap = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
             worst = int(np.argmax(overlap))

@@ -107,3 +107,16 @@ def presence(codes, latents, thresholds) -> np.ndarray:
         return np.zeros((codes.shape[0], 0))
     picked = codes[:, latents].toarray()
     return (picked > t[None, :]).astype(np.float64)
+
+
+def presence_matrix(codes, thresholds) -> sp.csc_matrix:
+    """Sparse 0/1 (rows x latents): activation above each latent's threshold."""
+    codes = sp.csc_matrix(codes, dtype=np.float64)
+    t = np.asarray(thresholds, dtype=np.float64).ravel()
+    if len(t) != codes.shape[1]:
+        raise DataError(f"{codes.shape[1]} latents but {len(t)} thresholds")
+    col = np.repeat(np.arange(codes.shape[1]), np.diff(codes.indptr))
+    data = (codes.data > t[col]).astype(np.float64)
+    out = sp.csc_matrix((data, codes.indices, codes.indptr), shape=codes.shape)
+    out.eliminate_zeros()
+    return out

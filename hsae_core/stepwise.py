@@ -30,19 +30,6 @@ class Stepwise:
     n_overlapping: int = 0  # candidates left out for repeating a chosen one (presence overlap)
 
 
-def presence_matrix(codes, thresholds) -> sp.csc_matrix:
-    """Sparse 0/1 (rows x latents): activation above each latent's threshold."""
-    codes = sp.csc_matrix(codes, dtype=np.float64)
-    t = np.asarray(thresholds, dtype=np.float64).ravel()
-    if len(t) != codes.shape[1]:
-        raise DataError(f"{codes.shape[1]} latents but {len(t)} thresholds")
-    col = np.repeat(np.arange(codes.shape[1]), np.diff(codes.indptr))
-    data = (codes.data > t[col]).astype(np.float64)
-    out = sp.csc_matrix((data, codes.indices, codes.indptr), shape=codes.shape)
-    out.eliminate_zeros()
-    return out
-
-
 def forward_select(P, y, n: int, eligible=None, max_overlap: float = 1.0) -> Stepwise:
     """Choose up to ``n`` columns of the 0/1 matrix ``P`` by forward selection for an OLS of ``y``.
 

@@ -49,3 +49,17 @@ def test_empty_columns_and_bad_inputs():
         drop_near_duplicates(present, n=3, max_overlap=1.5)
     with pytest.raises(DataError, match="matrix"):
         drop_near_duplicates(np.zeros(5, bool), n=3, max_overlap=0.5)
+
+
+def test_sparse_presence_gives_the_same_choice_as_dense():
+    # choose_hypotheses passes every latent of a large SAE as a sparse matrix; the answer must not change.
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(1)
+    base = rng.random((300, 2)) < 0.2
+    present = np.column_stack([base[:, 0], base[:, 0], base[:, 1], rng.random((300, 6)) < 0.1, base[:, 1]])
+    dense = drop_near_duplicates(present, n=5, max_overlap=0.5)
+    sparse = drop_near_duplicates(sp.csc_matrix(present), n=5, max_overlap=0.5)
+    assert sparse.kept == dense.kept
+    assert sparse.dropped == dense.dropped
+    assert 1 in dense.dropped  # the copy of column 0 was dropped

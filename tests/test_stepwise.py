@@ -8,7 +8,8 @@ import scipy.sparse as sp
 
 from hsae_core.choose import choose_hypotheses
 from hsae_core.errors import DataError
-from hsae_core.stepwise import forward_select, presence_matrix
+from hsae_core.presence import presence_matrix
+from hsae_core.stepwise import forward_select
 
 
 def ols_r2(X: np.ndarray, y: np.ndarray) -> float:
