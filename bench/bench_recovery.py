@@ -20,6 +20,7 @@ The product's own path, no flags: ``hsae_core.pipeline.hypothesize(...)`` with a
     python bench/bench_recovery.py --quick             # arXiv field only, one seed
     python bench/bench_recovery.py --config before_issue_9 --config default   # candidates side by side
     python bench/bench_recovery.py --config '{"name": "m256", "m": 256}'       # any HypothesisConfig fields
+    python bench/bench_recovery.py --only Yelp --seeds 10 --config default     # Yelp alone, seeds 0-9
 """
 
 from __future__ import annotations
@@ -252,6 +253,7 @@ def run(
     configs: tuple[str, ...] = ("default",),
     only: tuple[str, ...] = (),
     partial: str = "recovery_partial",
+    n_seeds: int = len(SEEDS),
 ) -> dict:
     """Every candidate config on every concept set and on Yelp; ``only`` limits the concept sets by name.
 
@@ -260,7 +262,7 @@ def run(
     from hsae_core.pipeline import HypothesisConfig
 
     setup_env()
-    seeds = SEEDS[:1] if quick else SEEDS
+    seeds = SEEDS[:1] if quick else tuple(range(n_seeds))
     sets = [c for c in concept_sets(quick) if not only or c.name in only]
     probes: dict = {}
     result = {"seeds": list(seeds), "holdout_frac": HOLDOUT_FRAC, "split_seed": SPLIT_SEED, "candidates": []}
@@ -326,11 +328,15 @@ def tables(result: dict) -> str:
         ]
         rows.append(row)
     described = "; ".join(f"{c['name']}: {_describe(c['config'])}" for c in cands)
-    text = (
-        f"### Concept recovery on the holdout (mean ± sd over SAE seeds {result['seeds']}; fixed "
-        f"{int(result['holdout_frac'] * 100)}% holdout, split seed {result['split_seed']})\n\n"
-        f"Settings: {described}.\n\n" + markdown_table(headers, rows)
-    )
+    text = f"Settings: {described}."
+    if rows:  # none with --only Yelp
+        text = (
+            f"### Concept recovery on the holdout (mean ± sd over SAE seeds {result['seeds']}; fixed "
+            f"{int(result['holdout_frac'] * 100)}% holdout, split seed {result['split_seed']})\n\n"
+            + text
+            + "\n\n"
+            + markdown_table(headers, rows)
+        )
     yrows = [
         [
             c["name"],
@@ -345,7 +351,7 @@ def tables(result: dict) -> str:
     if yrows:
         text += (
             "\n\n### Yelp validity with the same settings (2,000 train / 2,000 holdout reviews, stars; mean ± sd "
-            "over seeds)\n\n"
+            f"over SAE seeds {result['seeds']})\n\n"
             + markdown_table(
                 [
                     "settings",
@@ -387,23 +393,33 @@ def main() -> None:
         "to compare candidates side by side (default: the product's defaults)",
     )
     ap.add_argument("--only", default="", help="comma-separated concept sets to run (names as in the table; 'Yelp')")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        default=len(SEEDS),
+        help=f"SAE seeds 0..N-1 (default {len(SEEDS)}); more seeds tell a small difference from seed noise",
+    )
     args = ap.parse_args()
+    if args.seeds < 1:
+        raise SystemExit(f"--seeds must be at least 1, got {args.seeds}")
     configs = tuple(args.config or ("default",))
     only = tuple(s.strip() for s in args.only.split(",") if s.strip())
     t0, machine = time.perf_counter(), machine_description()
-    res = run(args.quick, configs, only)
+    res = run(args.quick, configs, only, n_seeds=args.seeds)
     res.update(seconds=time.perf_counter() - t0, machine=machine, quick=args.quick)
     res["command"] = (
         "python bench/bench_recovery.py"
         + "".join(f" --config '{c}'" for c in args.config or ())
         + (f" --only '{args.only}'" if only else "")
+        + (f" --seeds {args.seeds}" if args.seeds != len(SEEDS) else "")
         + (" --quick" if args.quick else "")
     )
-    full = configs == ("default",) and not only and not args.quick
+    full = configs == ("default",) and not only and not args.quick and args.seeds == len(SEEDS)
     tag = "_".join(
         "".join(c if c.isalnum() else "-" for c in str(resolve_config(spec)["name"]))[:40] for spec in configs
     )
-    name = "recovery" if full else "recovery_" + ("quick" if args.quick else f"compare_{tag}")
+    seeds_tag = f"_{args.seeds}seeds" if args.seeds != len(SEEDS) else ""
+    name = "recovery" if full else "recovery_" + ("quick" if args.quick else f"compare_{tag}{seeds_tag}")
     print(f"wrote {save_json(name, res)}")
     print(tables(res))
 
