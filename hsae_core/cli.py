@@ -639,7 +639,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--target-kind", default="auto", choices=settings.TARGET_KINDS)
     p.add_argument("--target-class", default=None, help="for a multiclass target: analyse only this class")
-    p.add_argument("--select", default=SELECTION.method, choices=settings.SELECT_METHODS)
+    p.add_argument(
+        "--select",
+        default=SELECTION.method,
+        choices=settings.SELECT_METHODS,
+        help=f"how latents become hypotheses (default {SELECTION.method}: each next one adds most to those chosen)",
+    )
     p.add_argument("--n", type=_positive_int, default=SELECTION.n, help="number of hypotheses")
     p.add_argument(
         "--top-n", type=_positive_int, default=SELECTION.top_n, help="top activations used by the separation score"

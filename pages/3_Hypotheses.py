@@ -186,7 +186,14 @@ with st.container(border=True):
         help="Texts identical up to case, punctuation and spacing are kept once, so that no text "
         "is on both sides and top examples are not copies of one story.",
     )
-    method = c3.selectbox("Selection", SELECT_METHODS, key="hyp_method")
+    method = c3.selectbox(
+        "Selection",
+        SELECT_METHODS,
+        index=SELECT_METHODS.index(HypothesisConfig.select),
+        key="hyp_method",
+        help="stepwise: each next feature adds most to the ones chosen (distinct concepts); correlation, "
+        "separation: the top n by their own score; lasso: an L1 model's n",
+    )
     n = int(c3.number_input("Hypotheses (n)", 1, 100, HypothesisConfig.n, key="hyp_n"))
     source = c3.radio(
         "Features",

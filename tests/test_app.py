@@ -14,6 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from ws_fixtures import small_workspace, upworthy_frame, upworthy_workspace  # noqa: F401
 
+from hsae_core.pipeline import HypothesisConfig
 from hsae_core.settings import CONCEPT_SAE
 from hsae_core.splits import duplicate_mask
 from hsae_core.workspace import Workspace
@@ -259,6 +260,8 @@ def test_hypotheses_default_run_learns_thresholds_on_the_workspace_features(app_
     assert at.selectbox(key="hyp_run_pick").value == str(run_dir), "the page shows the run just made"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["config"]["presence"] == "learned" and summary["config"]["max_overlap"] == 0.5
+    # The page's defaults are the library's (a user gets what `hsae hypothesize` with no flags gives).
+    assert summary["config"]["select"] == HypothesisConfig().select == "stepwise"
     assert "this workspace's SAE" in summary["sae"]["origin"]  # still the Features page's features
     # Each holdout annotation is the workspace feature's activation above the threshold the run learned.
     from hsae_core.workspace import Workspace
