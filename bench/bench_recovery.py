@@ -21,6 +21,7 @@ The product's own path, no flags: ``hsae_core.pipeline.hypothesize(...)`` with a
     python bench/bench_recovery.py --config before_issue_9 --config default   # candidates side by side
     python bench/bench_recovery.py --config '{"name": "m256", "m": 256}'       # any HypothesisConfig fields
     python bench/bench_recovery.py --only Yelp --seeds 10 --config default     # Yelp alone, seeds 0-9
+    python bench/bench_recovery.py --config '{"name": "pooled", "pool": [[4, 1], [16, 2]]}'  # bench/pooled.py
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np
 import pandas as pd
 from common import data_dir, embed_cached, machine_description, markdown_table, save_json, setup_env, yelp_frames
 from common_worker import best_f1
+from pooled import pooled_codes, pooled_hypotheses, product_embeddings, source_of
 
 from hsae_core.settings import CONCEPT_SAE, CONCEPT_SELECTION
 
@@ -49,6 +51,11 @@ PRESETS: dict[str, dict] = {
     # thresholds learned on the training split, near-duplicates (Jaccard > 0.5) left out.
     "concepts": {**CONCEPT_SAE, **CONCEPT_SELECTION},
 }
+
+
+# Keys of a --config that are not HypothesisConfig fields: "name" labels the rows; "pool" ([[m, k], ...])
+# lets the choice pick from those SAEs' latents too (bench/pooled.py: an experiment, not a product setting).
+BENCH_ONLY = ("name", "pool")
 
 
 @dataclass
@@ -148,11 +155,36 @@ def concept_scores(run, cset: ConceptSet, concept: str, y_hold: np.ndarray) -> d
     }
 
 
+def pooled_scores(codes, y_train, y_hold, kind: str, config) -> dict:
+    """The recovery measures of a choice from several SAEs' latents (bench/pooled.py)."""
+    codes_train, codes_hold, sizes = codes
+    found = pooled_hypotheses(codes_train, codes_hold, y_train, y_hold, kind, config)
+    present = found["annotations"] > 0
+    f1, best = best_f1(present, y_hold)
+    return {
+        "best_f1": f1,
+        "union_f1": union_f1(present[:, found["positive"]], y_hold),
+        "auc_cv": found["metrics"].get("auc_cv"),
+        "auc_in_sample": found["metrics"].get("auc_in_sample"),
+        "n_hypotheses": int(present.shape[1]),
+        "n_positive": int(found["positive"].sum()),
+        "best_latent": int(found["latents"][best]) if best is not None else None,
+        "best_from_sae": source_of(found["latents"][[best]], sizes)[0] if best is not None else None,
+        "from_sae": source_of(found["latents"], sizes),
+    }
+
+
+def _sae_summary(run, overrides: dict) -> dict:
+    if run is None:
+        return {"pool": overrides["pool"]}
+    return {k: run.summary["sae"].get(k) for k in ("m", "k", "matryoshka", "epochs", "val_nmse")}
+
+
 # ----------------------------------------------------------------------------- runs
 def _config(overrides: dict, seed: int, **fixed):
     from hsae_core.pipeline import HypothesisConfig
 
-    fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if k != "name"}
+    fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if k not in BENCH_ONLY}
     return HypothesisConfig(seed=seed, **fixed, **fields)
 
 
@@ -170,23 +202,26 @@ def recovery(cset: ConceptSet, overrides: dict, seeds, probes: dict) -> list[dic
             probes[key] = probe(X_train, cset.indicator(train, concept), X_hold, cset.indicator(hold, concept))
     for seed in seeds:
         t0 = time.perf_counter()
-        run = hypothesize(
-            train,
-            text_col="text",
-            target_col="label",
-            holdout=hold,
-            config=_config(overrides, seed, target_kind="binary" if cset.binary_concept else "auto"),
-        )
+        config = _config(overrides, seed, target_kind="binary" if cset.binary_concept else "auto")
+        if overrides.get("pool"):
+            X_pair = product_embeddings(train, hold, "text", "label", config)
+            codes = pooled_codes(*X_pair, config, overrides["pool"])
+        else:
+            run = hypothesize(train, text_col="text", target_col="label", holdout=hold, config=config)
         seconds = time.perf_counter() - t0
         for concept in cset.concepts():
-            scores = concept_scores(run, cset, concept, cset.indicator(hold, concept))
+            y_hold = cset.indicator(hold, concept)
+            if overrides.get("pool"):
+                scores = pooled_scores(codes, cset.indicator(train, concept), y_hold, "binary", config)
+            else:
+                scores = concept_scores(run, cset, concept, y_hold)
             rows.append(
                 {
                     "dataset": cset.name,
                     "concept": concept,
                     "seed": seed,
                     "seconds": seconds,
-                    "sae": {k: run.summary["sae"].get(k) for k in ("m", "k", "matryoshka", "epochs", "val_nmse")},
+                    "sae": _sae_summary(run if not overrides.get("pool") else None, overrides),
                     **scores,
                     "probe_f1": probes[(cset.name, concept)]["f1"],
                     "probe_auc": probes[(cset.name, concept)]["auc"],
@@ -203,19 +238,24 @@ def recovery(cset: ConceptSet, overrides: dict, seeds, probes: dict) -> list[dic
 def yelp_validity(overrides: dict, seeds) -> list[dict]:
     """The same defaults on Yelp stars: significant hypotheses and holdout R² (in sample, 5-fold CV)."""
     from hsae_core.pipeline import hypothesize
+    from hsae_core.stats import embedding_baseline
 
     train, hold = yelp_frames()
     rows = []
     for seed in seeds:
         t0 = time.perf_counter()
-        run = hypothesize(
-            train,
-            text_col="text",
-            target_col="stars",
-            holdout=hold,
-            config=_config(overrides, seed, target_kind="continuous"),
-        )
-        overall = run.summary["metrics"]["overall"]
+        config = _config(overrides, seed, target_kind="continuous")
+        if overrides.get("pool"):
+            X_train, X_hold = product_embeddings(train, hold, "text", "stars", config)
+            codes = pooled_codes(X_train, X_hold, config, overrides["pool"])
+            y_train, y_hold = train["stars"].to_numpy(float), hold["stars"].to_numpy(float)
+            overall = pooled_hypotheses(codes[0], codes[1], y_train, y_hold, "continuous", config)["metrics"]
+            overall["embedding_baseline"] = embedding_baseline(
+                X_train, y_train, X_hold, y_hold, "continuous", seed=config.seed
+            )
+        else:
+            run = hypothesize(train, text_col="text", target_col="stars", holdout=hold, config=config)
+            overall = run.summary["metrics"]["overall"]
         rows.append(
             {
                 "seed": seed,
@@ -273,7 +313,10 @@ def run(
         cand = {
             "name": overrides["name"],
             "overrides": overrides,
-            "config": {k: v for k, v in vars(_config(overrides, seeds[0])).items()},
+            "config": {
+                **vars(_config(overrides, seeds[0])),
+                **({"pool": overrides["pool"]} if "pool" in overrides else {}),
+            },
             "concepts": [],
         }
         result["candidates"].append(cand)
@@ -376,7 +419,7 @@ def _describe(cfg: dict) -> str:
         f"select={cfg['select']}",
         f"n={cfg['n']}",
     ]
-    for name in ("presence", "max_overlap"):
+    for name in ("presence", "max_overlap", "pool"):
         if name in cfg:
             parts.append(f"{name}={cfg[name]}")
     return ", ".join(parts)
