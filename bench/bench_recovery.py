@@ -11,7 +11,8 @@ The product's own path, no flags: ``hsae_core.pipeline.hypothesize(...)`` with a
 * Per concept, on the holdout: the best F1 of one hypothesis's 0/1 annotation against the concept,
   the F1 of the union (OR) of the hypotheses positively related to it on the training split, and the
   5-fold cross-validated AUC of a logistic model on all the hypotheses' annotations (the pipeline's
-  ``auc_cv``). Beside them a linear probe on the same embeddings (logistic, C chosen by 5-fold CV on the
+  ``auc_cv``), and how many of the hypotheses are Bonferroni-significant in that logistic model (a
+  hypothesis that names the concept well can leave the others nothing to add). Beside them a linear probe on the same embeddings (logistic, C chosen by 5-fold CV on the
   training split; F1 of its 0/1 prediction, AUC of its score): the ceiling for what the embeddings know.
 * Yelp (2,000 training reviews, 2,000 holdout, stars), same defaults: Bonferroni-significant hypotheses
   of 20 and the holdout R² in sample and by 5-fold CV, so no recovery gain is bought with a validity loss.
@@ -150,6 +151,7 @@ def concept_scores(run, cset: ConceptSet, concept: str, y_hold: np.ndarray) -> d
         "auc_in_sample": metrics.get("auc_in_sample"),
         "n_hypotheses": int(len(table)),
         "n_positive": int(positive.sum()),
+        "n_significant_bonferroni": metrics.get("n_significant_bonferroni"),
         "best_latent": int(table["latent"].iloc[best]) if best is not None else None,
         "best_hypothesis": str(table["hypothesis"].iloc[best]) if best is not None else None,
     }
@@ -168,6 +170,7 @@ def pooled_scores(codes, y_train, y_hold, kind: str, config) -> dict:
         "auc_in_sample": found["metrics"].get("auc_in_sample"),
         "n_hypotheses": int(present.shape[1]),
         "n_positive": int(found["positive"].sum()),
+        "n_significant_bonferroni": found["metrics"].get("n_significant_bonferroni"),
         "best_latent": int(found["latents"][best]) if best is not None else None,
         "best_from_sae": source_of(found["latents"][[best]], sizes)[0] if best is not None else None,
         "from_sae": source_of(found["latents"], sizes),
@@ -229,7 +232,8 @@ def recovery(cset: ConceptSet, overrides: dict, seeds, probes: dict) -> list[dic
             )
             print(
                 f"  {cset.name} | {concept} | seed {seed}: best F1 {scores['best_f1']:.3f}, union F1 "
-                f"{scores['union_f1']:.3f}, AUC(cv) {scores['auc_cv']:.3f} ({seconds:.0f} s)",
+                f"{scores['union_f1']:.3f}, AUC(cv) {scores['auc_cv']:.3f}, {scores['n_significant_bonferroni']} "
+                f"Bonferroni-significant ({seconds:.0f} s)",
                 flush=True,
             )
     return rows
@@ -351,7 +355,7 @@ def tables(result: dict) -> str:
     headers = ["dataset", "concept"]
     for c in cands:
         tag = f" ({c['name']})" if len(cands) > 1 else ""
-        headers += [f"best single F1{tag}", f"union F1{tag}", f"AUC 5-fold CV{tag}"]
+        headers += [f"best single F1{tag}", f"union F1{tag}", f"AUC 5-fold CV{tag}", f"Bonferroni-significant{tag}"]
     headers += ["probe F1", "probe AUC"]
     rows = []
     for key in keys:
@@ -363,6 +367,7 @@ def tables(result: dict) -> str:
                 _mean_sd([r["best_f1"] for r in rs]),
                 _mean_sd([r["union_f1"] for r in rs]),
                 _mean_sd([r["auc_cv"] for r in rs]),
+                _mean_sd([r.get("n_significant_bonferroni") for r in rs], 1),
             ]
             probe_row = rs[0] if rs else probe_row
         row += [
