@@ -36,7 +36,7 @@ def corpora(quick: bool) -> dict[str, list[str]]:
     return {k: v[:1000] for k, v in out.items()} if quick else out
 
 
-def run(quick: bool = False, m: int = M) -> dict:
+def run(quick: bool = False, m: int = M, k: int = K) -> dict:
     import os
 
     from hsae_core.embed import default_embedder
@@ -45,10 +45,10 @@ def run(quick: bool = False, m: int = M) -> dict:
 
     setup_env()
     m = 32 if quick else m
-    results = {"machine": machine_description(), "m": m, "k": K, "seed": SEED, "corpora": []}
+    results = {"machine": machine_description(), "m": m, "k": k, "seed": SEED, "corpora": []}
     for name, texts in corpora(quick).items():
         X = embed_cached(texts)
-        sae = SparseAutoencoder(m=m, k=K, seed=SEED).fit(X)
+        sae = SparseAutoencoder(m=m, k=k, seed=SEED).fit(X)
         codes = sae.transform(X)
         entry = {"corpus": name, "n_docs": len(texts), "labellers": {}}
         tables = {}
@@ -136,9 +136,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1,000 documents per corpus and M=32: a smoke run")
     ap.add_argument("--m", type=int, default=M, help=f"SAE latents (default {M}, the size BENCHMARKS.md reports)")
+    ap.add_argument("--k", type=int, default=K, help=f"active latents per document (default {K})")
     args = ap.parse_args()
-    res = run(args.quick, m=args.m)
-    save_json("labels" + ("_quick" if args.quick else "" if args.m == M else f"_m{args.m}"), res)
+    res = run(args.quick, m=args.m, k=args.k)
+    suffix = ("" if args.m == M else f"_m{args.m}") + ("" if args.k == K else f"_k{args.k}")
+    save_json("labels" + ("_quick" if args.quick else suffix), res)
     print(tables(res))
 
 
