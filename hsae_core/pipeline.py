@@ -393,17 +393,7 @@ def run_hypotheses(
         where = _for(target_name)
         step(2, f"selecting latents{where}")
         with timer("select"):
-            sel = choose_hypotheses(
-                codes_train,
-                y_train,
-                method=config.select,
-                n=config.n,
-                kind=kind,
-                top_n=config.top_n,
-                presence_mode=config.presence,
-                max_overlap=config.max_overlap,
-                min_present_frac=config.min_present_frac,
-            )
+            sel = choose_for(config, codes_train, y_train, kind)
         warnings.extend(f"{where.strip() or 'selection'}: {w}" for w in sel.warnings)
         if sel.dropped:
             duplicates[str(target_name) if target_name is not None else "overall"] = sel.dropped
@@ -483,6 +473,21 @@ def resolve_annotator(annotator: Annotator | str, llm_client=None) -> Annotator:
 
         return make_annotator(annotator, client=llm_client)
     return annotator
+
+
+def choose_for(config: HypothesisConfig, codes, y, kind: str):
+    """The hypotheses ``config`` chooses from these training codes (its method, n, presence and overlap cap)."""
+    return choose_hypotheses(
+        codes,
+        y,
+        method=config.select,
+        n=config.n,
+        kind=kind,
+        top_n=config.top_n,
+        presence_mode=config.presence,
+        max_overlap=config.max_overlap,
+        min_present_frac=config.min_present_frac,
+    )
 
 
 def _fit_or_check_sae(
