@@ -2,9 +2,9 @@
 
 The product trains one SAE and chooses among its latents. Issue 9 asks whether a target should be able to
 pick its granularity (a whole field needs a latent about as broad as the field; Yelp stars need many fine
-ones). Here the main SAE (the config's ``m``, ``k``) is trained beside coarser ones (``pool``: [m, k]
+ones). Here the main SAE (the config's ``m``, ``k``) is trained beside other sizes (``pool``: [m, k]
 pairs, same seed and training settings), their codes are put side by side, and the product's own choice
-(:func:`hsae_core.choose.choose_hypotheses`, the config's method, presence and overlap cap) picks ``n``
+(:func:`hsae_core.pipeline.choose_for`: the config's method, presence and overlap cap) picks ``n``
 latents from all of them. Each hypothesis is still one latent of one SAE with its learned threshold; its
 holdout annotation is that latent's presence, scored by the pipeline's statistics.
 """

@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import settings, validate
 from .annotate import ActivationAnnotator, Annotator
-from .choose import choose_hypotheses
+from .choose import Choice, choose_hypotheses
 from .data import Corpus, one_vs_rest, part_counts, prepare_corpus, read_table, require_columns, split_indices
 from .embed import Embedder
 from .errors import DataError, LLMError, ModelError
@@ -475,7 +475,7 @@ def resolve_annotator(annotator: Annotator | str, llm_client=None) -> Annotator:
     return annotator
 
 
-def choose_for(config: HypothesisConfig, codes, y, kind: str):
+def choose_for(config: HypothesisConfig, codes, y, kind: str) -> Choice:
     """The hypotheses ``config`` chooses from these training codes (its method, n, presence and overlap cap)."""
     return choose_hypotheses(
         codes,
