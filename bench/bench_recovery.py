@@ -203,10 +203,11 @@ def recovery(cset: ConceptSet, overrides: dict, seeds, probes: dict) -> list[dic
         key = (cset.name, concept)
         if key not in probes:
             probes[key] = probe(X_train, cset.indicator(train, concept), X_hold, cset.indicator(hold, concept))
+    pooled = bool(overrides.get("pool"))
     for seed in seeds:
         t0 = time.perf_counter()
         config = _config(overrides, seed, target_kind="binary" if cset.binary_concept else "auto")
-        if overrides.get("pool"):
+        if pooled:
             X_pair = product_embeddings(train, hold, "text", "label", config)
             codes = pooled_codes(*X_pair, config, overrides["pool"])
         else:
@@ -214,7 +215,7 @@ def recovery(cset: ConceptSet, overrides: dict, seeds, probes: dict) -> list[dic
         seconds = time.perf_counter() - t0
         for concept in cset.concepts():
             y_hold = cset.indicator(hold, concept)
-            if overrides.get("pool"):
+            if pooled:
                 scores = pooled_scores(codes, cset.indicator(train, concept), y_hold, "binary", config)
             else:
                 scores = concept_scores(run, cset, concept, y_hold)
@@ -224,7 +225,7 @@ def recovery(cset: ConceptSet, overrides: dict, seeds, probes: dict) -> list[dic
                     "concept": concept,
                     "seed": seed,
                     "seconds": seconds,
-                    "sae": _sae_summary(run if not overrides.get("pool") else None, overrides),
+                    "sae": _sae_summary(None if pooled else run, overrides),
                     **scores,
                     "probe_f1": probes[(cset.name, concept)]["f1"],
                     "probe_auc": probes[(cset.name, concept)]["auc"],

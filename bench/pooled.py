@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from hsae_core.embed import DEFAULT_MODEL_ID
 from hsae_core.pipeline import choose_for
-from hsae_core.presence import presence_matrix
+from hsae_core.presence import presence
 from hsae_core.sae import SparseAutoencoder
 from hsae_core.sae_cache import fit_cached
 from hsae_core.stats import evaluate_hypotheses
@@ -58,7 +58,7 @@ def pooled_codes(X_train, X_hold, config, pool) -> tuple[sp.csr_matrix, sp.csr_m
 def pooled_hypotheses(codes_train, codes_hold, y_train, y_hold, kind: str, config) -> dict:
     """The product's choice on pooled codes, annotated on the holdout and scored there."""
     choice = choose_for(config, codes_train, y_train, kind)
-    annotations = presence_matrix(codes_hold[:, choice.latents], choice.thresholds).toarray().astype(np.float64)
+    annotations = presence(codes_hold, choice.latents, choice.thresholds)  # the activation annotator's rule
     _, overall = evaluate_hypotheses(annotations, y_hold, kind)
     return {
         "latents": choice.latents,

@@ -97,16 +97,10 @@ def learn_thresholds(codes, y, min_present: int = 1, direction=None) -> Threshol
 
 
 def presence(codes, latents, thresholds) -> np.ndarray:
-    """(N x len(latents)) 0/1 float matrix: activation of each latent above its threshold."""
-    codes = sp.csc_matrix(codes)
-    latents = [int(j) for j in latents]
-    t = np.asarray(thresholds, dtype=np.float64).ravel()
-    if len(t) != len(latents):
-        raise DataError(f"{len(latents)} latents but {len(t)} thresholds")
-    if not latents:
-        return np.zeros((codes.shape[0], 0))
-    picked = codes[:, latents].toarray()
-    return (picked > t[None, :]).astype(np.float64)
+    """(N x len(latents)) 0/1 float matrix: activation of each latent above its threshold (the dense view
+    of :func:`presence_matrix` for a few chosen latents, as the holdout annotation uses it)."""
+    latents = np.asarray([int(j) for j in latents], dtype=np.int64)
+    return presence_matrix(sp.csc_matrix(codes)[:, latents], thresholds).toarray()
 
 
 def presence_matrix(codes, thresholds) -> sp.csc_matrix:
