@@ -36,19 +36,21 @@ def corpora(quick: bool) -> dict[str, list[str]]:
     return {k: v[:1000] for k, v in out.items()} if quick else out
 
 
-def run(quick: bool = False, m: int = M, k: int = K) -> dict:
+def run(quick: bool = False, m: int = M, k: int = K, levels: str = "none") -> dict:
     import os
 
     from hsae_core.embed import default_embedder
     from hsae_core.labelsets import label_features, summarize
     from hsae_core.sae import SparseAutoencoder
+    from hsae_core.settings import parse_levels
 
     setup_env()
     m = 32 if quick else m
-    results = {"machine": machine_description(), "m": m, "k": k, "seed": SEED, "corpora": []}
+    levels = parse_levels(levels)
+    results = {"machine": machine_description(), "m": m, "k": k, "levels": levels, "seed": SEED, "corpora": []}
     for name, texts in corpora(quick).items():
         X = embed_cached(texts)
-        sae = SparseAutoencoder(m=m, k=k, seed=SEED).fit(X)
+        sae = SparseAutoencoder(m=m, k=k, levels=levels, seed=SEED).fit(X)
         codes = sae.transform(X)
         entry = {"corpus": name, "n_docs": len(texts), "labellers": {}}
         tables = {}
@@ -64,6 +66,11 @@ def run(quick: bool = False, m: int = M, k: int = K) -> dict:
                 "mean_words": _mean_words(table),
                 "examples": table.loc[table["fidelity_auc"].notna(), "label"].head(8).tolist(),
             }
+            if levels:  # each level's labels apart: broad groups and fine features read differently
+                level = np.asarray(sae.level_names)[table["latent"].to_numpy(int)]
+                entry["labellers"][labeller]["by_level"] = {
+                    name: summarize(table[level == name], "fidelity_auc") for name in dict.fromkeys(sae.level_names)
+                }
         a, b = tables["keywords"]["fidelity_auc"], tables["phrases"]["fidelity_auc"]
         both = a.notna() & b.notna()
         diff = (b - a)[both].to_numpy()
@@ -107,7 +114,9 @@ def tables(res: dict) -> str:
                 ]
             )
     out = [
-        f"### Held-out label fidelity (embedding judge, test part; SAE M={res['m']}, K={res['k']}, seed {res['seed']})",
+        f"### Held-out label fidelity (embedding judge, test part; SAE M={res['m']}, K={res['k']}"
+        + (f", levels {', '.join(f'{s}/{a}' for s, a in res['levels'])}" if res.get("levels") else "")
+        + f", seed {res['seed']})",
         f"Machine: {res['machine']['cores']} cores, torch threads {res['machine']['torch_threads']}, "
         f"load average {res['machine']['load_avg_1m_at_start']} at start and {res.get('load_avg_1m_at_end')} at end "
         f"({res['machine']['date']}).",
@@ -127,6 +136,14 @@ def tables(res: dict) -> str:
         )
         for labeller, r in c["labellers"].items():
             out.append(f"  - {labeller}, first features: " + " | ".join(r["examples"][:5]))
+            if r.get("by_level"):
+                out.append(
+                    f"  - {labeller}, median AUC by level: "
+                    + ", ".join(
+                        f"{name} {v['median']:.3f} (n {v['n']})" if v["n"] else f"{name} – (n 0)"
+                        for name, v in r["by_level"].items()
+                    )
+                )
     return "\n".join(out)
 
 
@@ -137,9 +154,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1,000 documents per corpus and M=32: a smoke run")
     ap.add_argument("--m", type=int, default=M, help=f"SAE latents (default {M}, the size BENCHMARKS.md reports)")
     ap.add_argument("--k", type=int, default=K, help=f"active latents per document (default {K})")
+    ap.add_argument("--levels", default="none", help="further SAE levels as latents/active pairs, e.g. 4/1,16/2")
     args = ap.parse_args()
-    res = run(args.quick, m=args.m, k=args.k)
+    res = run(args.quick, m=args.m, k=args.k, levels=args.levels)
     suffix = ("" if args.m == M else f"_m{args.m}") + ("" if args.k == K else f"_k{args.k}")
+    suffix += "_levels" if res["levels"] else ""
     save_json("labels" + ("_quick" if args.quick else suffix), res)
     print(tables(res))
 

@@ -47,7 +47,17 @@ NLP_VENUES = ("ACL", "NAACL", "EMNLP", "COLING", "CL", "CoNLL", "SemEval")
 PRESETS: dict[str, dict] = {
     "default": {},
     # The defaults before issue 9 changed them (the baseline in BENCHMARKS.md).
-    "before_issue_9": {"m": 128, "k": 16, "matryoshka": (), "presence": "positive", "max_overlap": 1.0},
+    "before_issue_9": {
+        "m": 128,
+        "k": 16,
+        "matryoshka": (),
+        "levels": (),
+        "presence": "positive",
+        "max_overlap": 1.0,
+        "select": "correlation",
+    },
+    # The default from issue 9's stepwise change until levels: one m 64, k 16 SAE.
+    "single_sae": {"k": 16, "levels": ()},
     # The opt-in concept settings: an m 128, k 8 SAE with Matryoshka prefixes 4, 16, 64, presence
     # thresholds learned on the training split, near-duplicates (Jaccard > 0.5) left out.
     "concepts": {**CONCEPT_SAE, **CONCEPT_SELECTION},
@@ -154,6 +164,7 @@ def concept_scores(run, cset: ConceptSet, concept: str, y_hold: np.ndarray) -> d
         "n_significant_bonferroni": metrics.get("n_significant_bonferroni"),
         "best_latent": int(table["latent"].iloc[best]) if best is not None else None,
         "best_hypothesis": str(table["hypothesis"].iloc[best]) if best is not None else None,
+        **({"best_level": str(table["level"].iloc[best]) if best is not None else None} if "level" in table else {}),
     }
 
 
@@ -180,7 +191,7 @@ def pooled_scores(codes, y_train, y_hold, kind: str, config) -> dict:
 def _sae_summary(run, overrides: dict) -> dict:
     if run is None:
         return {"pool": overrides["pool"]}
-    return {k: run.summary["sae"].get(k) for k in ("m", "k", "matryoshka", "epochs", "val_nmse")}
+    return {k: run.summary["sae"].get(k) for k in ("m", "k", "matryoshka", "levels", "epochs", "val_nmse")}
 
 
 # ----------------------------------------------------------------------------- runs
@@ -425,7 +436,7 @@ def _describe(cfg: dict) -> str:
         f"select={cfg['select']}",
         f"n={cfg['n']}",
     ]
-    for name in ("presence", "max_overlap", "pool"):
+    for name in ("presence", "max_overlap", "levels", "pool"):
         if name in cfg:
             parts.append(f"{name}={cfg[name]}")
     return ", ".join(parts)

@@ -64,6 +64,7 @@ def cmd_hypothesize(args) -> int:
         target_class=args.target_class,
         batch_topk=args.batch_topk,
         matryoshka=args.matryoshka,
+        levels=args.levels,
         max_epochs=args.epochs,
         holdout_frac=args.holdout_frac,
         device=args.device,
@@ -83,7 +84,7 @@ def cmd_hypothesize(args) -> int:
         if args.n > sae.config_.m:
             raise DataError(f"`n` ({args.n}) is more than the SAE's {sae.config_.m} latents")
     else:
-        _check_memory(args.m, args.embedder)
+        _check_memory(_latents(args), args.embedder)
     client = _llm_client(args) if "llm" in (args.interpreter, args.annotator) else None
     run = hypothesize(
         args.data,
@@ -148,6 +149,11 @@ def _load_sae(spec: str, device: str = settings.DEVICE):
     return sae
 
 
+def _latents(args) -> int:
+    """Latents of the SAE the options describe: the main m plus every level's."""
+    return args.m + sum(s for s, _ in args.levels)
+
+
 def _check_memory(m: int, embedder_spec, batch_size: int = SAE.batch_size) -> None:
     """Refuse an SAE too large to train here, before reading anything (when the embedding width is known
     without loading a model; otherwise training checks it)."""
@@ -202,6 +208,7 @@ def cmd_train(args) -> int:
         k=args.k,
         batch_topk=args.batch_topk,
         matryoshka=args.matryoshka,
+        levels=args.levels,
         max_epochs=args.epochs,
         batch_size=args.batch_size,
         seed=args.seed,
@@ -210,7 +217,7 @@ def cmd_train(args) -> int:
     sae._validate_params()
     if args.embeddings:
         X = read_embeddings(args.embeddings)
-        validate.check_fits_memory(args.m, X.shape[1], args.batch_size)
+        validate.check_fits_memory(_latents(args), X.shape[1], args.batch_size)
         model_id = args.embedding_model
     else:
         if not (args.data and args.text_col):
@@ -218,7 +225,7 @@ def cmd_train(args) -> int:
         from .data import prepare_corpus, read_table
 
         check_cache_dir(settings.cache_dir())
-        _check_memory(args.m, args.embedder, args.batch_size)
+        _check_memory(_latents(args), args.embedder, args.batch_size)
         corpus = prepare_corpus(read_table(args.data), args.text_col)
         X, model_id = _embed_corpus(corpus.texts, args.embedder, device=args.device)
     sae.set_params(embedding_model=model_id)
@@ -226,7 +233,7 @@ def cmd_train(args) -> int:
     replace_folder(args.out, sae.save)
     m = sae.metrics_
     print(
-        f"Trained SAE m={args.m} k={args.k} on {len(X)} rows in {m['train_seconds']} s: "
+        f"Trained SAE m={args.m} k={args.k}{'' if not args.levels else ' levels ' + _levels_text(args.levels)} on {len(X)} rows in {m['train_seconds']} s: "
         f"val nMSE {m['val_nmse'] if m['val_nmse'] is not None else float('nan'):.4f}, "
         f"dead latents {m['dead_frac']:.1%} -> {args.out}"
     )
@@ -282,7 +289,7 @@ def cmd_build(args) -> int:
     if not stored:
         check_cache_dir(settings.cache_dir())
         if not args.sae:
-            _check_memory(args.m, args.embedder)
+            _check_memory(_latents(args), args.embedder)
     if args.engine == "ray":
         return _built(_build_with_ray(args, read_table(args.data)), args.out)
     embeddings = None
@@ -330,6 +337,7 @@ def cmd_build(args) -> int:
                 m=args.m,
                 k=args.k,
                 seed=args.seed,
+                levels=args.levels,
                 embedder_spec=args.embedder,
                 embeddings=embeddings,
                 sae=sae,
@@ -393,6 +401,7 @@ def _build_published(args) -> int:
                 m=args.m,
                 k=args.k,
                 seed=args.seed,
+                levels=args.levels,
                 embeddings=X,
                 progress=bar,
                 name=name,
@@ -445,6 +454,7 @@ def _build_with_ray(args, frame):
         m=args.m,
         k=args.k,
         seed=args.seed,
+        levels=args.levels,
         embedder_spec=args.embedder,
         embeddings=embeddings,
         sae=sae,
@@ -592,6 +602,13 @@ def build_parser() -> argparse.ArgumentParser:
     def sae_options(p):
         p.add_argument("--m", type=_positive_int, default=SAE.m, help="number of latents (default %(default)s)")
         p.add_argument("--k", type=_positive_int, default=SAE.k, help="active latents per text (default %(default)s)")
+        p.add_argument(
+            "--levels",
+            type=_levels,
+            default=SAE.levels,
+            help="further SAE levels beside --m/--k, as latents/active pairs (4/1: every text in one of 4 broad "
+            f"groups); 'none' for one dictionary (default {_levels_text(SAE.levels)})",
+        )
         p.add_argument("--seed", type=_seed, default=SAE.seed, help="random seed, 0 to 2**32-1")
         p.add_argument(
             "--embedder",
@@ -666,8 +683,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--concepts",
         action="store_true",
-        help="settings for targets that are whole topics: --m 128 --k 8 --matryoshka auto --presence learned "
-        "--max-overlap 0.5 (each flag given explicitly still wins)",
+        help="the earlier opt-in for whole topics, kept for scripts: --m 128 --k 8 --matryoshka auto --levels none "
+        "--presence learned --max-overlap 0.5 (each flag given explicitly still wins); the default levels now "
+        "recover whole topics better (BENCHMARKS.md, Levels)",
     )
     p.add_argument(
         "--no-sae-cache",
@@ -834,11 +852,23 @@ def _fraction(text: str) -> float:
 
 def _apply_concept_settings(args) -> None:
     """``--concepts``: the concept settings replace the options the user left at their defaults."""
-    plain = {"m": SAE.m, "k": SAE.k, "matryoshka": SAE.matryoshka}
+    plain = {"m": SAE.m, "k": SAE.k, "matryoshka": SAE.matryoshka, "levels": SAE.levels}
     plain |= {"presence": SELECTION.presence, "max_overlap": SELECTION.max_overlap}
     for name, value in {**settings.CONCEPT_SAE, **settings.CONCEPT_SELECTION}.items():
         if getattr(args, name) == plain[name]:
             setattr(args, name, value)
+
+
+def _levels(text: str) -> tuple:
+    """'none' or latents/active pairs such as '4/1,16/2'."""
+    try:
+        return settings.parse_levels(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _levels_text(levels) -> str:
+    return ",".join(f"{s}/{a}" for s, a in levels) or "none"
 
 
 def _prefix_list(text: str):

@@ -37,6 +37,7 @@ MIN_TRAIN_ROWS = 50
 MIN_HOLDOUT_ROWS = 20
 TABLE_COLUMNS = [
     "latent",
+    "level",
     "hypothesis",
     "fidelity_auc",
     "fidelity_f1",
@@ -62,6 +63,7 @@ class HypothesisConfig:
     k: int = settings.SAE.k
     batch_topk: bool = settings.SAE.batch_topk
     matryoshka: tuple | str = settings.SAE.matryoshka
+    levels: tuple | str = settings.SAE.levels  # further (latents, active) dictionaries beside (m, k); "none"
     max_epochs: int = settings.SAE.max_epochs
     batch_size: int = settings.SAE.batch_size
     lr: float = settings.SAE.lr
@@ -108,7 +110,16 @@ class HypothesisConfig:
             validate.positive_int(name, getattr(self, name))
         if self.k > self.m:
             raise DataError(f"`k` ({self.k}) cannot exceed `m` ({self.m})")
-        if self.n > self.m and not pretrained:
+        try:
+            levels = settings.parse_levels(self.levels)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"`levels`: {exc}") from None
+        if self.n > self.m + sum(s for s, _ in levels) and not pretrained:
+            if levels:
+                raise DataError(
+                    f"`n` ({self.n}) is more than the SAE's {self.m + sum(s for s, _ in levels)} latents "
+                    f"(`m` ({self.m}) and its `levels`)"
+                )
             raise DataError(f"`n` ({self.n}) is more than the SAE's `m` ({self.m}) latents")
         validate.finite_float("holdout_frac", self.holdout_frac, 0.0, 1.0, low_open=True, high_open=True)
         validate.finite_float("lr", self.lr, 0.0, 1.0, low_open=True, high_open=True)
@@ -122,6 +133,8 @@ class HypothesisConfig:
         prefixes = [validate.positive_int("matryoshka", p) for p in prefixes]
         if prefixes != sorted(set(prefixes)) or any(p >= self.m for p in prefixes):
             raise DataError(f"`matryoshka` prefixes must be increasing and below `m` ({self.m}), got {prefixes}")
+        if levels and (prefixes or self.batch_topk):
+            raise DataError("`levels` cannot be combined with `matryoshka` or `batch_topk`; pass levels 'none'")
         for name, allowed in (("interpreter", settings.INTERPRETERS), ("annotator", settings.ANNOTATORS)):
             if isinstance(getattr(self, name), str) and getattr(self, name) not in allowed:
                 raise DataError(f"Unknown `{name}` {getattr(self, name)!r}; use one of {', '.join(allowed)}")
@@ -415,6 +428,8 @@ def run_hypotheses(
             per_hyp, overall = evaluate_hypotheses(ann, y_hold, kind, [c.label for c in chosen])
             overall["embedding_baseline"] = embedding_baseline(X_train, y_train, X_hold, y_hold, kind, seed=config.seed)
         table, cols = _hypothesis_table(target_name, latents, sel, chosen, per_hyp, annotator.method)
+        if sae.config_.levels:  # which dictionary each feature comes from: its granularity
+            table.insert(table.columns.get_loc("latent") + 1, "level", [sae.level_names[j] for j in latents])
         annotation_cols.update(zip(cols, ann.T))
         tables.append(table)
         metrics[str(target_name) if target_name is not None else "overall"] = overall
@@ -502,6 +517,7 @@ def _fit_or_check_sae(
             k=config.k,
             batch_topk=config.batch_topk,
             matryoshka=config.matryoshka,
+            levels=config.levels,
             max_epochs=config.max_epochs,
             batch_size=config.batch_size,
             lr=config.lr,
@@ -578,6 +594,7 @@ def _summary(
             "k": sae.config_.k,
             "d_in": sae.config_.d_in,
             "matryoshka": list(sae.config_.matryoshka),
+            "levels": [list(pair) for pair in sae.config_.levels],
             "batch_topk": bool(sae.config_.batch_topk),
             **_jsonable(sae.metrics_),
         },

@@ -424,6 +424,7 @@ def run_ray_stages(
     m: int = settings.SAE.m,
     k: int = settings.SAE.k,
     seed: int = settings.SAE.seed,
+    levels=settings.SAE.levels,
     embedder_spec: Optional[str] = None,
     embeddings: Optional[np.ndarray] = None,
     sae=None,
@@ -435,7 +436,7 @@ def run_ray_stages(
     """Embed (unless ``embeddings``, one row per text, are given) and encode ``texts`` on the connected Ray
     cluster, leaving per-shard parts in ``work``; shards already done there are skipped.
 
-    The SAE is ``sae`` or one trained in the driver (m, k, seed) on up to ``train_rows`` sampled rows.
+    The SAE is ``sae`` or one trained in the driver (m, k, levels, seed) on up to ``train_rows`` sampled rows.
     """
     ray = require_ray()
     _quiet_ray_data()
@@ -495,7 +496,9 @@ def run_ray_stages(
             raise ModelError(f"The SAE expects {sae.d_in}-d inputs but the embeddings are {dim}-d")
     else:
         # Kept in the work folder so a rerun after a failure does not train again.
-        trained = emb_dir / f"sae-{_digest(m, k, seed, train_rows)}"
+        levels = settings.parse_levels(levels)
+        shape = (m, k) + ((("levels",) + tuple(f"{s}/{a}" for s, a in levels)) if levels else ())
+        trained = emb_dir / f"sae-{_digest(*shape, seed, train_rows)}"
         if (trained / "model.safetensors").is_file():
             sae = SparseAutoencoder.load(trained, device=device)
         else:
@@ -513,7 +516,9 @@ def run_ray_stages(
                 ]
             )
             report(progress, 0, 1, f"sae: training m={m}, k={k} on {len(sample)} rows")
-            sae = SparseAutoencoder(m=m, k=k, seed=seed, embedding_model=model_id, device=device).fit(sample)
+            sae = SparseAutoencoder(m=m, k=k, levels=levels, seed=seed, embedding_model=model_id, device=device).fit(
+                sample
+            )
             tmp = _atomic_dir(trained)
             sae.save(tmp)
             _publish(tmp, trained)
@@ -609,6 +614,7 @@ def build_workspace_ray(
     m: int = settings.SAE.m,
     k: int = settings.SAE.k,
     seed: int = settings.SAE.seed,
+    levels=settings.SAE.levels,
     embedder_spec: Optional[str] = None,
     embeddings: Optional[np.ndarray] = None,
     sae=None,
@@ -628,8 +634,9 @@ def build_workspace_ray(
 
     from .data import prepare_corpus, require_columns
     from .locking import WorkspaceLock
-    from .workspace import build_workspace
+    from .workspace import build_workspace, check_levels
 
+    levels = check_levels(levels) if sae is None else ()
     if not isinstance(frame, pd.DataFrame):
         raise DataError("frame must be a pandas DataFrame")
     require_columns(frame, text_col)
@@ -655,6 +662,7 @@ def build_workspace_ray(
                 m=m,
                 k=k,
                 seed=seed,
+                levels=levels,
                 embedder_spec=embedder_spec,
                 embeddings=embeddings,
                 sae=sae,

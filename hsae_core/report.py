@@ -12,6 +12,10 @@ from .stats import format_p
 COLUMNS = {
     "class": ("class", "The class this hypothesis is about (one vs rest)"),
     "latent": ("feature", "The SAE feature behind the hypothesis"),
+    "level": (
+        "level",
+        "The SAE level of the feature, as latents/active: 4/1 sorts documents into 4 broad groups, 64/24 is the main one",
+    ),
     "hypothesis": ("hypothesis", "The feature's label"),
     "fidelity_auc": (
         "label AUC",

@@ -7,7 +7,11 @@ Model:   z = TopK(W_enc (x - b_pre) + b_lat),   x_hat = W_dec^T z + b_pre
 - Rows of ``W_dec`` (one direction per latent) have unit norm; their gradient is projected so
   Adam does not fight the renormalisation.
 - Matryoshka: with prefixes (m1 < m2 < ...), each prefix of the code must reconstruct x alone
-  (``matryoshka="auto"``, the default: 4, 16, 64, ... below m).
+  (``matryoshka="auto"``: 4, 16, 64, ... below m).
+- Levels: with ``levels`` (pairs of latents/active, e.g. 4/1 and 16/2), the latents after the main m are
+  further top-k dictionaries of their own, each trained to reconstruct x alone; the code has k active latents
+  from the main dictionary plus each level's own. The SAE's reconstruction is its main dictionary's (the
+  finest); the levels are coarser views of the same input.
 - Aux-k: latents that have not fired for ``dead_after`` examples are asked to explain the
   residual, which revives them.
 - ``b_pre`` starts at the geometric median of the data.
@@ -80,6 +84,13 @@ def validate_sae_config(config, source: str = "SAE") -> dict:
         raise ModelError(f"{where}: 'k' ({k}) cannot exceed 'm' ({m})")
     if not isinstance(config.get("batch_topk", False), bool):
         raise ModelError(f"{where}: 'batch_topk' must be true or false, got {config['batch_topk']!r}")
+    if config.get("levels"):
+        try:
+            levels = settings.parse_levels(config["levels"])
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"{where}: 'levels' {exc}") from None
+        if (sum(s for s, _ in levels), sum(a for _, a in levels)) != (m, k):
+            raise ModelError(f"{where}: 'levels' {config['levels']} do not add up to m={m}, k={k}")
     prefixes = config.get("matryoshka") or []
     if not isinstance(prefixes, (list, tuple)):
         raise ModelError(f"{where}: 'matryoshka' must be a list of latent counts, got {prefixes!r}")
@@ -125,9 +136,19 @@ class SAEConfig:
     aux_coef: float = 1.0 / 32
     dead_after: int = 5_000
     embedding_model: Optional[str] = None
+    # Every level as (latents, active), the main dictionary first, adding up to (m, k); () for one dictionary.
+    levels: tuple = ()
 
     def __post_init__(self):
         self.matryoshka = tuple(int(p) for p in self.matryoshka)
+        self.levels = tuple((int(s), int(a)) for s, a in self.levels)
+        if self.levels:
+            if (sum(s for s, _ in self.levels), sum(a for _, a in self.levels)) != (self.m, self.k):
+                raise ModelError(f"Levels {self.levels} do not add up to m={self.m}, k={self.k}")
+            if any(not 0 < a <= s for s, a in self.levels):
+                raise ModelError(f"Each level needs 0 < active <= latents, got {self.levels}")
+            if self.matryoshka or self.batch_topk:
+                raise ModelError("Levels cannot be combined with Matryoshka prefixes or batch-top-k")
         if not (0 < self.k <= self.m):
             raise ModelError(f"Need 0 < k <= m, got k={self.k}, m={self.m}")
         if self.d_in <= 0:
@@ -138,6 +159,13 @@ class SAEConfig:
     @property
     def effective_aux_k(self) -> int:
         return min(self.m, self.aux_k or 2 * self.k)
+
+    @property
+    def groups(self) -> tuple[tuple[int, int, int], ...]:
+        """(first latent, latents, active) of each level; one group spanning all latents without levels."""
+        sizes = self.levels or ((self.m, self.k),)
+        starts = np.cumsum([0] + [s for s, _ in sizes[:-1]])
+        return tuple((int(start), s, a) for start, (s, a) in zip(starts, sizes))
 
 
 class TopKSAE(nn.Module):
@@ -185,16 +213,51 @@ class TopKSAE(nn.Module):
         if self.cfg.batch_topk:
             rows, cols = torch.nonzero(pre > self.threshold, as_tuple=True)
             return _rows_to_bag(rows, cols, pre[rows, cols], n)
-        vals, idx = pre.topk(k, dim=1, sorted=False)
+        if self.cfg.levels:  # each level keeps its own top-k among its own latents
+            parts = [
+                pre[:, start : start + size].topk(active, dim=1, sorted=False)
+                for start, size, active in self.cfg.groups
+            ]
+            vals = torch.cat([v for v, _ in parts], dim=1)
+            idx = torch.cat([i + start for (_, i), (start, _, _) in zip(parts, self.cfg.groups)], dim=1)
+        else:
+            vals, idx = pre.topk(k, dim=1, sorted=False)
         offsets = torch.arange(n, device=pre.device) * k
         return idx.flatten(), F.relu(vals).flatten(), offsets
 
-    def decode_bag(self, idx, vals, offsets, limit: Optional[int] = None, with_bias: bool = True) -> torch.Tensor:
-        """Reconstruct from a sparse code; ``limit`` keeps only latents below that index (Matryoshka)."""
+    def decode_bag(
+        self,
+        idx,
+        vals,
+        offsets,
+        limit: Optional[int] = None,
+        with_bias: bool = True,
+        level: Optional[int] = None,
+    ) -> torch.Tensor:
+        """Reconstruct from a sparse code; ``limit`` keeps only latents below that index (Matryoshka);
+        ``level`` reconstructs from that level's latents alone. An SAE with levels reconstructs from its main
+        level (level 0) unless told otherwise."""
         if limit is not None:
             vals = vals * (idx < limit)
+        if level is None and self.cfg.levels:
+            level = 0
+        if level is not None and level >= 0:  # -1: the caller passes one level's latents only
+            start, size, _ = self.cfg.groups[level]
+            vals = vals * ((idx >= start) & (idx < start + size))
         out = F.embedding_bag(idx, self.W_dec, offsets, mode="sum", per_sample_weights=vals)
         return out + self.b_pre if with_bias else out
+
+    def level_reconstructions(self, idx, vals, n: int) -> list[torch.Tensor]:
+        """Each level's own reconstruction of the n rows of a per-row code (``sparse_code`` of an SAE with levels,
+        whose rows hold each level's k latents side by side): one small bag per level, nothing masked."""
+        idx, vals = idx.view(n, self.cfg.k), vals.view(n, self.cfg.k)
+        out, col = [], 0
+        for _, _, active in self.cfg.groups:
+            offsets = torch.arange(n, device=idx.device) * active
+            level_idx, level_vals = idx[:, col : col + active].reshape(-1), vals[:, col : col + active].reshape(-1)
+            out.append(self.decode_bag(level_idx, level_vals, offsets, level=-1))
+            col += active
+        return out
 
     def forward(self, x: torch.Tensor, batch_mode: bool = False):
         pre = self.pre_activations(x)
@@ -246,6 +309,13 @@ def _prefixes(spec, m: int) -> tuple:
         raise ModelError(str(exc)) from None
 
 
+def _levels(spec) -> tuple:
+    try:
+        return settings.parse_levels(spec)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"`levels`: {exc}") from None
+
+
 def geometric_median(x: torch.Tensor, iters: int = 50, eps: float = 1e-6) -> torch.Tensor:
     """Weiszfeld's algorithm; a robust centre for the pre-bias."""
     median = x.median(dim=0).values
@@ -273,7 +343,9 @@ def as_float_matrix(X, d_in: Optional[int] = None, what: str = "embeddings") -> 
 
 class SparseAutoencoder(TransformerMixin, BaseEstimator):
     """A scikit-learn estimator (``clone``, ``get_params``, usable in a ``Pipeline``): parameters in
-    ``__init__`` stored unchanged, learned state with a trailing underscore. Defaults: :data:`settings.SAE`."""
+    ``__init__`` stored unchanged, learned state with a trailing underscore. Defaults: :data:`settings.SAE`,
+    except ``levels``: the estimator alone is one top-k dictionary unless given levels (the product's entry
+    points, hypotheses, workspaces and the CLI, pass ``settings.SAE.levels``)."""
 
     def __init__(
         self,
@@ -282,6 +354,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         *,
         batch_topk: bool = settings.SAE.batch_topk,
         matryoshka: Sequence[int] | str = settings.SAE.matryoshka,
+        levels: Sequence | str = (),
         aux_k: int = 0,
         aux_coef: float = 1.0 / 32,
         dead_after: int = 5_000,
@@ -298,6 +371,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
     ):
         self.m, self.k = m, k
         self.batch_topk, self.matryoshka = batch_topk, matryoshka
+        self.levels = levels  # further (latents, active) dictionaries beside the main (m, k); "none" or ()
         self.aux_k, self.aux_coef, self.dead_after = aux_k, aux_coef, dead_after
         self.lr, self.batch_size, self.max_epochs, self.patience = lr, batch_size, max_epochs, patience
         self.min_delta, self.max_samples = min_delta, max_samples
@@ -310,9 +384,10 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         self._validate_params()
         X = as_float_matrix(X)
         device = resolve_device(self.device)
+        m_total = self.m + sum(s for s, _ in _levels(self.levels))
         if device == "cpu":  # on a GPU, torch reports an allocation that does not fit
-            validate.check_fits_memory(self.m, X.shape[1], self.batch_size, error=ModelError)
-        with _threads_for_work(min(self.batch_size, len(X)) * self.m * X.shape[1]):
+            validate.check_fits_memory(m_total, X.shape[1], self.batch_size, error=ModelError)
+        with _threads_for_work(min(self.batch_size, len(X)) * m_total * X.shape[1]):
             return self._fit(X, progress, device)
 
     def _validate_params(self) -> None:
@@ -326,6 +401,8 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
             raise ModelError(f"`batch_topk` must be True or False, got {self.batch_topk!r}")
         for p in _prefixes(self.matryoshka, m):
             v.positive_int("matryoshka", p, 1, ModelError)
+        if _levels(self.levels) and (_prefixes(self.matryoshka, m) or self.batch_topk):
+            raise ModelError("`levels` cannot be combined with Matryoshka prefixes or batch-top-k")
         for name in ("batch_size", "max_epochs", "patience", "dead_after"):
             v.positive_int(name, getattr(self, name), 1, ModelError)
         v.positive_int("aux_k", self.aux_k, 0, ModelError)
@@ -341,16 +418,19 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         n, d = X.shape
         if n < 2:
             raise ModelError(f"Need at least 2 rows to train an SAE, got {n}")
+        extra = _levels(self.levels)
+        levels = ((self.m, self.k),) + extra if extra else ()
         cfg = SAEConfig(
             d_in=d,
-            m=self.m,
-            k=self.k,
+            m=self.m + sum(s for s, _ in extra),
+            k=self.k + sum(a for _, a in extra),
             batch_topk=self.batch_topk,
             matryoshka=_prefixes(self.matryoshka, self.m),
             aux_k=self.aux_k,
             aux_coef=self.aux_coef,
             dead_after=self.dead_after,
             embedding_model=self.embedding_model,
+            levels=levels,
         )
         gen = torch.Generator().manual_seed(self.seed)
         torch.manual_seed(self.seed)
@@ -405,6 +485,8 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
             monitor = record["train_nmse"]
             if X_val is not None:
                 record["val_nmse"] = monitor = _nmse(model, X_val)
+                if cfg.levels:  # stop on the training objective: every level reconstructing alone
+                    monitor = float(np.mean(_level_nmse(model, X_val)))
             history.append(record)
             report(progress, epoch + 1, epochs, f"epoch {epoch + 1}: nmse {monitor:.4f}")
             if monitor < best_loss:  # the weights to restore: the best seen, however small the gain
@@ -439,28 +521,50 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
             "n_train": int(len(X_train)),
             "n_val": int(n_val),
         }
+        if cfg.levels:
+            per_level = _level_nmse(model, X_val if X_val is not None else X_train)
+            self.metrics_["level_nmse"] = {f"{s}/{a}": round(e, 5) for (s, a), e in zip(cfg.levels, per_level)}
         return self
 
     def _step_losses(self, model: TopKSAE, x, prefixes, since_fired, scale):
         cfg = model.cfg
         pre = model.pre_activations(x)
         idx, vals, offsets = model.sparse_code(pre, batch_mode=True)
+        dead = since_fired >= cfg.dead_after
+        if cfg.levels:  # every level reconstructs x alone; dead latents are revived within their level
+            recon, aux = 0.0, torch.zeros((), device=x.device)
+            for (start, size, active), x_hat in zip(cfg.groups, model.level_reconstructions(idx, vals, len(x))):
+                recon = recon + ((x_hat - x) ** 2).sum(1).mean() / scale
+                level_dead = dead[start : start + size]
+                if bool(level_dead.any()):
+                    aux_k = min(size, cfg.aux_k or 2 * active)
+                    level_pre = pre[:, start : start + size]
+                    aux = aux + self._aux_loss(model, x, x_hat, level_pre, level_dead, aux_k, scale, start)
+            n = len(cfg.groups)
+            return recon / n, aux / n, idx, vals
         recon = 0.0
         for p in prefixes:
             x_hat = model.decode_bag(idx, vals, offsets, limit=None if p == cfg.m else p)
             recon = recon + ((x_hat - x) ** 2).sum(1).mean() / scale
         recon = recon / len(prefixes)
-        aux = torch.zeros((), device=x.device)
-        dead = since_fired >= cfg.dead_after
-        n_dead = int(dead.sum())
-        if n_dead:
-            residual = (x - x_hat).detach()
-            aux_k = min(cfg.effective_aux_k, n_dead)
-            a_vals, a_idx = pre.masked_fill(~dead, -math.inf).topk(aux_k, dim=1, sorted=False)
-            offsets_aux = torch.arange(len(x), device=x.device) * aux_k
-            e_hat = model.decode_bag(a_idx.flatten(), F.relu(a_vals).flatten(), offsets_aux, with_bias=False)
-            aux = ((e_hat - residual) ** 2).sum(1).mean() / scale
+        aux = self._aux_loss(model, x, x_hat, pre, dead, cfg.effective_aux_k, scale)
         return recon, aux, idx, vals
+
+    @staticmethod
+    def _aux_loss(model: TopKSAE, x, x_hat, pre, dead, aux_k: int, scale: float, first: Optional[int] = None):
+        """Aux-k: the ``aux_k`` strongest dead latents are asked to explain the residual ``x - x_hat``. With
+        ``first``, ``pre`` and ``dead`` are one level's columns, whose first latent is ``first``."""
+        n_dead = int(dead.sum())
+        if not n_dead:
+            return torch.zeros((), device=x.device)
+        residual = (x - x_hat).detach()
+        aux_k = min(aux_k, n_dead)
+        a_vals, a_idx = pre.masked_fill(~dead, -math.inf).topk(aux_k, dim=1, sorted=False)
+        offsets_aux = torch.arange(len(x), device=x.device) * aux_k
+        a_idx = a_idx.flatten() if first is None else a_idx.flatten() + first
+        level = None if first is None else -1
+        e_hat = model.decode_bag(a_idx, F.relu(a_vals).flatten(), offsets_aux, with_bias=False, level=level)
+        return ((e_hat - residual) ** 2).sum(1).mean() / scale
 
     @staticmethod
     @torch.no_grad()
@@ -522,7 +626,9 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
     def decode(self, codes) -> np.ndarray:
         """Dense reconstructions (N x d) from codes given as CSR or a dense (N x m) array."""
         model = self._check_fitted()
-        W_dec, b_pre = model.W_dec.detach().cpu(), model.b_pre.detach().cpu()
+        W_dec, b_pre = model.W_dec.detach().cpu().clone(), model.b_pre.detach().cpu()
+        if model.cfg.levels:  # the main level reconstructs; the other levels' latents do not enter
+            W_dec[model.cfg.levels[0][0] :] = 0.0
         if sp.issparse(codes):
             codes = sp.csr_matrix(codes)
             dec = codes @ W_dec.numpy()
@@ -542,6 +648,15 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
     def decoder_directions(self) -> np.ndarray:
         """(m, d) unit-norm direction of each latent in embedding space."""
         return self._check_fitted().W_dec.detach().cpu().numpy()
+
+    @property
+    def level_names(self) -> list[str]:
+        """Each latent's level as 'latents/active' (e.g. '4/1'); every latent is in the one level of a plain SAE."""
+        cfg = self._check_fitted().cfg
+        names = []
+        for _, size, active in cfg.groups:
+            names += [f"{size}/{active}"] * size
+        return names
 
     def _device_model(self) -> TopKSAE:
         """The fitted model, moved to ``device`` (a loaded SAE starts on the CPU)."""
@@ -569,6 +684,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         save_file(tensors, str(path / WEIGHTS_NAME))
         config = {"architecture": ARCHITECTURE, **asdict(model.cfg)}
         config["matryoshka"] = list(config["matryoshka"])
+        config["levels"] = [list(pair) for pair in config["levels"]]
         config["training"] = {k: getattr(self, k) for k in TRAINING_FIELDS}
         config["metrics"] = getattr(self, "metrics_", {})
         if getattr(self, "source_", None):
@@ -608,7 +724,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         """Build from a config dict and {name: tensor} in the saved layout, checking every shape."""
         validate_sae_config(config, source)
         fields = {f: int(config[f]) for f in ("d_in", "m", "k")}
-        optional = ("batch_topk", "matryoshka", "aux_k", "aux_coef", "dead_after", "embedding_model")
+        optional = ("batch_topk", "matryoshka", "aux_k", "aux_coef", "dead_after", "embedding_model", "levels")
         cfg = SAEConfig(**fields, **{f: config[f] for f in optional if f in config})
         expected = {
             "encoder.weight": (cfg.m, cfg.d_in),
@@ -637,11 +753,13 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
                 model.threshold.copy_(tensors["threshold"].float().reshape(()))
         model.eval()
         training = config.get("training", {})
+        main_m, main_k = cfg.levels[0] if cfg.levels else (cfg.m, cfg.k)
         sae = cls(
-            m=cfg.m,
-            k=cfg.k,
+            m=main_m,
+            k=main_k,
             batch_topk=cfg.batch_topk,
             matryoshka=cfg.matryoshka,
+            levels=cfg.levels[1:],
             aux_k=cfg.aux_k,
             aux_coef=cfg.aux_coef,
             dead_after=cfg.dead_after,
@@ -687,6 +805,24 @@ def _nmse_and_firing(model: TopKSAE, X: torch.Tensor, batch_size: int = 8192) ->
 
 def _nmse(model: TopKSAE, X: torch.Tensor, batch_size: int = 8192) -> float:
     return _nmse_and_firing(model, X, batch_size)[0]
+
+
+@torch.no_grad()
+def _level_nmse(model: TopKSAE, X: torch.Tensor, batch_size: int = 8192) -> list[float]:
+    """Normalised MSE of each level's own reconstruction over X (an SAE with levels)."""
+    was_training = model.training
+    model.eval()
+    device = model.b_pre.device
+    mean = X.mean(0).to(device)
+    errs, var = np.zeros(len(model.cfg.groups)), 0.0
+    for start in range(0, len(X), batch_size):
+        x = X[start : start + batch_size].to(device)
+        idx, vals, _ = model.sparse_code(model.pre_activations(x), batch_mode=False)
+        for level, x_hat in enumerate(model.level_reconstructions(idx, vals, len(x))):
+            errs[level] += float(((x_hat - x) ** 2).sum())
+        var += float(((x - mean) ** 2).sum())
+    model.train(was_training)
+    return [float(e) / max(var, 1e-12) for e in errs]
 
 
 def _json_default(value):

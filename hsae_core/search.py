@@ -2,6 +2,8 @@
 
 Steering edits the query's sparse code z -> z', decodes it and adds back the query's own
 reconstruction residual: steered = decode(z') + (x - decode(z)) = x + W_dec^T (z' - z).
+In an SAE with levels each feature moves the query along its own decoder direction, as its own level's
+reconstruction would move (the main level's features exactly as in the formula above).
 With no edits (or edits equal to the current values) z' - z is exactly zero, so the steered vector
 *is* the query vector and the ranking is exactly the unsteered one.
 """

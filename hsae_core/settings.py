@@ -52,6 +52,11 @@ class SAEDefaults:
     # whole-concept recovery rises but fewer Yelp hypotheses stay Bonferroni-significant (the target's
     # signal gathers in a few coarse latents), a trade the defaults do not make for the user.
     matryoshka: tuple | str = ()
+    # Levels: further dictionaries trained beside the main one, each a top-k SAE of its own over the same
+    # input, as (latents, active) pairs; their latents follow the main ones in the code. () for none (see
+    # parse_levels). Used by every entry point (hypotheses, workspaces, the CLI); the SparseAutoencoder
+    # estimator alone defaults to one dictionary.
+    levels: tuple = ()
     max_epochs: int = 200
     batch_size: int = 256
     lr: float = 5e-4
@@ -120,7 +125,7 @@ SELECTION = SelectionDefaults()
 # "whole concepts" box for a new SAE): a Matryoshka SAE. Presence and overlap equal today's defaults and are
 # spelled out so they stay if the defaults move; the selection method follows the default (stepwise), as
 # measured in BENCHMARKS.md ("Opt-in concepts").
-CONCEPT_SAE = {"m": 128, "k": 8, "matryoshka": "auto"}  # used when a run trains its own SAE
+CONCEPT_SAE = {"m": 128, "k": 8, "matryoshka": "auto", "levels": ()}  # used when a run trains its own SAE
 CONCEPT_SELECTION = {"presence": "learned", "max_overlap": 0.5}
 LABELS = LabelDefaults()
 SCALE = ScaleDefaults()
@@ -165,6 +170,36 @@ def matryoshka_prefixes(spec, m: int) -> tuple:
             p *= 4
         return tuple(out)
     return tuple(int(p) for p in spec)
+
+
+def parse_levels(spec) -> tuple:
+    """Extra SAE levels as a tuple of (latents, active) pairs: from ``None``/``"none"``/``()`` (none), text
+    such as ``"4/1,16/2"``, or a sequence of pairs. Raises ValueError naming what is wrong."""
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "none")):
+        return ()
+    if isinstance(spec, str):
+        pairs = []
+        for part in spec.split(","):
+            size, sep, active = part.strip().partition("/")
+            if not sep:
+                raise ValueError(f"levels are 'latents/active' pairs such as 4/1,16/2, got {part.strip()!r}")
+            pairs.append((size, active))
+        spec = pairs
+    out = []
+    for pair in spec:
+        if isinstance(pair, (str, bytes)) or len(pair) != 2:
+            raise ValueError(f"each level is a (latents, active) pair, got {pair!r}")
+        size, active = pair
+        try:
+            if any(isinstance(v, (bool, float)) for v in pair):  # 1.5 or True is no count of latents
+                raise ValueError
+            size, active = int(size), int(active)
+        except (TypeError, ValueError):
+            raise ValueError(f"a level's latents and active count must be whole numbers, got {pair!r}") from None
+        if not 0 < active <= size:
+            raise ValueError(f"a level needs 0 < active <= latents, got {size}/{active}")
+        out.append((size, active))
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------------------- environment

@@ -458,6 +458,7 @@ class Workspace:
             "dim": int(self.embeddings.shape[1]),
             "m": int(sae_info.get("m", self.codes.shape[1])),
             "k": int(sae_info.get("k", 0)),
+            "levels": [list(pair) for pair in self.sae.config_.levels],  # main level first; [] for one dictionary
             "nmse": sae_info.get("nmse"),
             "val_nmse": (sae_info.get("metrics") or {}).get("val_nmse"),
             "dead_frac": float((self.features["n_active"] == 0).mean()),
@@ -475,6 +476,7 @@ def build_workspace(
     m: int = settings.SAE.m,
     k: int = settings.SAE.k,
     seed: int = settings.SAE.seed,
+    levels=settings.SAE.levels,
     embedder_spec: str | None = None,
     embeddings: np.ndarray | None = None,
     sae: SparseAutoencoder | None = None,
@@ -496,7 +498,8 @@ def build_workspace(
     embedding, training and encoding run. ``codes`` (``sae``'s codes of the kept rows, computed elsewhere,
     e.g. by the Ray engine) skip encoding; ``sae_source`` says where a given ``sae`` came from. ``embeddings``
     may be a ``.npy`` path: it stays memory-mapped. ``max_epochs`` caps SAE training; ``layout`` also computes
-    the Map's 2-D layout. Above the sizes of :data:`settings.SCALE` the SAE trains on a sample, labels read a
+    the Map's 2-D layout. ``levels`` are the trained SAE's further (latents, active) dictionaries beside
+    (m, k) (see :mod:`sae`). Above the sizes of :data:`settings.SCALE` the SAE trains on a sample, labels read a
     sample and the index is IVF-Flat with ``nprobe`` tuned for recall@10 (every step reads the embeddings in
     chunks, so a million rows build in a few GiB).
     """
@@ -505,6 +508,7 @@ def build_workspace(
         raise DataError("Give exactly one of data_path or frame")
     if sae is None:
         m, k = check_sae_shape(m, k)
+        levels = check_levels(levels)
     seed = validate.seed("seed", seed)
     check_output_dir(out, "workspace folder", allow_nonempty=looks_like_workspace)
     if embeddings is None:
@@ -533,7 +537,7 @@ def build_workspace(
             build = _Build(steps=steps, table=table, corpus=corpus, text_col=text_col, device=device)
             _table_step(build)
             _embeddings_step(build, embedder_spec, embeddings, sae, batch=batch)
-            _sae_step(build, sae, m, k, seed, sae_source, max_epochs)
+            _sae_step(build, sae, m, k, seed, sae_source, max_epochs, levels)
             _codes_step(build, codes)
             _features_step(build)
             _index_step(build)
@@ -556,6 +560,14 @@ def check_sae_shape(m, k) -> tuple[int, int]:
     if k > m:
         raise DataError(f"`k` ({k}) cannot exceed `m` ({m})")
     return m, k
+
+
+def check_levels(levels) -> tuple:
+    """The SAE levels as (latents, active) pairs (see :func:`settings.parse_levels`), or one DataError line."""
+    try:
+        return settings.parse_levels(levels)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"`levels`: {exc}") from None
 
 
 def looks_like_workspace(path: Path) -> bool:
@@ -739,6 +751,7 @@ def _sae_step(
     seed: int,
     sae_source: str = "pretrained",
     max_epochs: Optional[int] = None,
+    levels: tuple = (),
 ) -> None:
     """3. The SAE: a given pretrained one (width-checked), or one trained with the settings' defaults (on a
     random sample of rows, for a few epochs, above ``settings.SCALE.sae_fit_rows`` documents)."""
@@ -751,7 +764,7 @@ def _sae_step(
             )
         key, source = _digest("sae-pretrained", emb_key, _sae_digest(sae)), sae_source
     else:
-        validate.check_fits_memory(m, int(b.X.shape[1]))
+        validate.check_fits_memory(m + sum(s for s, _ in levels), int(b.X.shape[1]))
         fit_rows, fit_options = chunked.training_plan(len(b.X), seed)
         if max_epochs is not None:
             fit_options["max_epochs"] = min(int(max_epochs), fit_options.get("max_epochs", int(max_epochs)))
@@ -766,6 +779,7 @@ def _sae_step(
             *_training_settings(),
             *(() if fit_rows is None else (len(fit_rows),)),
             *(sorted(fit_options.items()) if fit_options else ()),
+            *(("levels", *(f"{s}/{a}" for s, a in levels)) if levels else ()),
         )
         source = "trained"
     b.sae_info = dict(b.steps.old.get("sae", {})) if b.steps.old.get("steps", {}).get("sae") == key else {}
@@ -773,10 +787,11 @@ def _sae_step(
         if sae is None:
             where = "" if fit_rows is None else f" on a random {len(fit_rows):,} of {len(b.X):,} rows"
             where += f", <= {fit_options['max_epochs']} epochs" if "max_epochs" in fit_options else ""
-            report(b.steps.progress, 0, 1, f"sae: training m={m}, k={k}{where}")
+            shape = f"m={m}, k={k}" + (f", levels {','.join(f'{s}/{a}' for s, a in levels)}" if levels else "")
+            report(b.steps.progress, 0, 1, f"sae: training {shape}{where}")
             X_fit = np.array(b.X) if fit_rows is None else chunked.sample_matrix(b.X, fit_rows)
             sae = SparseAutoencoder(
-                m=m, k=k, seed=seed, embedding_model=b.model_id, device=b.device, **fit_options
+                m=m, k=k, levels=levels, seed=seed, embedding_model=b.model_id, device=b.device, **fit_options
             ).fit(X_fit, progress=b.steps.sub("sae"))
             del X_fit
         sae.save(b.steps.path("sae"))
