@@ -276,7 +276,18 @@ if ws is not None:
     st.header(info["name"])
     c = st.columns(4)
     c[0].metric("Documents", f"{info['n_docs']:,}")
-    c[1].metric("SAE shape", f"m={info['m']}, k={info['k']}")
+    if info["levels"]:
+        (main_m, main_k), *more = info["levels"]
+        c[1].metric(
+            "SAE shape",
+            f"m={main_m}, k={main_k} + {len(more)} levels",
+            help=f"{info['m']} features in all: the main level (m={main_m}, k={main_k}) and the levels "
+            + ", ".join(f"{s}/{a}" for s, a in more)
+            + " (latents/active; 4/1 puts every document in one of 4 broad groups). Reconstruction numbers are "
+            "the main level's.",
+        )
+    else:
+        c[1].metric("SAE shape", f"m={info['m']}, k={info['k']}")
     if info.get("val_nmse") is not None:
         c[2].metric(
             "Validation NMSE",

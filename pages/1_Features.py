@@ -22,12 +22,20 @@ if ws is None:
     st.stop()
 fx = ui.explorer(ws)
 table = ui.feature_table(ws).copy()
+levels = ws.sae.level_names if ws.sae.config_.levels else None
+if levels:
+    table.insert(1, "level", levels)
 other_cols = [c for c in ws.frame.columns if c != ws.text_col]
 kinds = ui.column_kinds(ws)
 
 # Columns of the features table and how they are shown; a new column is one more entry here.
 FEATURE_COLUMNS = {
     "latent": st.column_config.NumberColumn("feature", help="Feature number (click the row to open it)"),
+    "level": st.column_config.TextColumn(
+        "level",
+        help="The SAE level, as latents/active: 4/1 puts every document in one of 4 broad groups; "
+        "the main level holds the finest features",
+    ),
     "label": st.column_config.TextColumn("label", width="medium"),
     "fidelity_auc": st.column_config.NumberColumn(
         "fidelity AUC",
@@ -86,6 +94,15 @@ fidelity_filter = c1.selectbox(
 )
 if fidelity_filter != "all labels":
     shown = shown[low_fidelity(shown) if fidelity_filter == "low fidelity only" else trusted(shown)]
+if levels:
+    level = c2.selectbox(
+        "Level",
+        ["all levels"] + list(dict.fromkeys(levels)),
+        key="feat_level",
+        help="Show one level's features: the small levels sort the corpus into a few broad groups",
+    )
+    if level != "all levels":
+        shown = shown[shown["level"] == level]
 if query.strip() and shown.empty:
     st.info(f"No feature label or keyword contains '{query}'.")
 cols = [c for c in column_config if c in shown.columns]
@@ -121,6 +138,8 @@ st.session_state["_feature_from_link"] = str(latent)
 row = table.iloc[latent]
 terms = [t.strip() for t in str(row["keywords"] or "").split(",")]
 st.header(f"Feature #{latent}: {row['label']}")
+if levels:
+    st.caption(f"Level {levels[latent]} (latents/active) of this SAE's levels {', '.join(dict.fromkeys(levels))}")
 st.caption(
     f"Label made by: {row['label_method']}{ui.fidelity_note(row)} · keywords: {row['keywords'] or '—'} · "
     "keywords are highlighted in the documents"

@@ -11,6 +11,8 @@ import ui
 from hsae_core.errors import HsaeError
 from hsae_core.features import search_features
 
+MAX_SLIDERS = 12
+
 st.set_page_config(page_title="hsae: Search", layout="wide")
 st.title("Search")
 ws = ui.pick_workspace()
@@ -43,7 +45,8 @@ else:
 qkey = hashlib.sha1(query_id.encode()).hexdigest()[:8]  # sliders reset when the query changes
 
 latents, acts = engine.query_code(vector)
-initial = {int(l): float(a) for l, a in zip(latents, acts)}
+# The strongest features get sliders (an SAE with levels activates dozens per query); the sidebar adds any other.
+initial = {int(l): float(a) for l, a in zip(latents[:MAX_SLIDERS], acts[:MAX_SLIDERS])}
 with st.sidebar:
     st.subheader("Add features")
     found = search_features(table, st.text_input("Find features by label", key="add_query"), limit=30)
@@ -60,6 +63,10 @@ for j in added:
 st.subheader("Steer: the query's features")
 if not initial:
     st.info("The query activates no feature; add features from the sidebar to steer.")
+elif len(latents) > MAX_SLIDERS:
+    st.caption(
+        f"The {MAX_SLIDERS} strongest of the query's {len(latents)} active features; add others from the sidebar."
+    )
 edits = {}
 cols = st.columns(2)
 for i, (j, a) in enumerate(initial.items()):

@@ -15,7 +15,7 @@ from hsae_core.evidence import hypothesis_evidence
 from hsae_core.llm import LLMClient
 from hsae_core.pipeline import HypothesisConfig, load_run, load_split
 from hsae_core.report import COLUMNS, effect_rows, headline_metrics, readable_table, split_summary
-from hsae_core.settings import ANNOTATORS, CONCEPT_SAE, INTERPRETERS, SELECT_METHODS
+from hsae_core.settings import ANNOTATORS, INTERPRETERS, SELECT_METHODS
 from hsae_core.splits import split_warnings
 
 st.set_page_config(page_title="hsae: Hypotheses", layout="wide")
@@ -29,16 +29,11 @@ SPLITS = ("random rows", "grouped by a column", "by a column's value")
 FEATURE_SOURCES = ("this workspace's features", "a new SAE trained on the training rows only")
 
 
-def _sae_size_follows_concepts_box(plain_sae: dict) -> None:
-    """Ticking "Whole concepts" sets the new SAE's m and k to the concept settings, unticking to the defaults."""
-    chosen = CONCEPT_SAE if st.session_state.get("hyp_concepts") else plain_sae
-    st.session_state["hyp_m"], st.session_state["hyp_k"] = chosen["m"], chosen["k"]
-
-
 # Columns of the results table, in order, and how they are shown; a new column is one more entry here.
 HYPOTHESIS_COLUMNS = [
     "class",
     "latent",
+    "level",
     "hypothesis",
     "fidelity_auc",
     "fidelity_f1",
@@ -217,25 +212,20 @@ with st.container(border=True):
         help="activation: present where the feature fires (offline); llm: a model reads each text",
     )
     new_sae = source == FEATURE_SOURCES[1]
-    plain_sae = {"m": HypothesisConfig.m, "k": HypothesisConfig.k, "matryoshka": HypothesisConfig.matryoshka}
-    concepts = new_sae and st.checkbox(
-        "Whole concepts",
-        value=False,
-        key="hyp_concepts",
-        on_change=_sae_size_follows_concepts_box,
-        args=(plain_sae,),
-        help="For a target that is a whole topic: the new SAE gets Matryoshka prefixes (coarse to fine "
-        "latents). Recovers topics better; fewer hypotheses stay individually significant "
-        "(see BENCHMARKS.md, Concept recovery).",
-    )
-    sae_settings = {**plain_sae, **(CONCEPT_SAE if concepts else {})}
-    m, k = sae_settings["m"], sae_settings["k"]
+    m, k, levels = HypothesisConfig.m, HypothesisConfig.k, HypothesisConfig.levels
     if new_sae:
-        # Keyed inputs keep their own state, so their starting values live in session state (see the callback).
-        st.session_state.setdefault("hyp_m", m)
-        st.session_state.setdefault("hyp_k", k)
-        m = int(d3.number_input("SAE features (m)", min_value=8, max_value=4096, step=8, key="hyp_m"))
-        k = int(d4.number_input("Active per doc (k)", min_value=1, max_value=64, key="hyp_k"))
+        m = int(d3.number_input("SAE features (m)", min_value=8, max_value=4096, value=m, step=8, key="hyp_m"))
+        k = int(d4.number_input("Active per doc (k)", min_value=1, max_value=64, value=k, key="hyp_k"))
+        levels_text = ", ".join(f"{s}/{a}" for s, a in levels)
+        with_levels = st.checkbox(
+            "Levels",
+            value=True,
+            key="hyp_levels",
+            help=f"Train the new SAE with its levels ({levels_text}, as latents/active) beside the m main "
+            "features: broad groups to fine features, so a target that is a whole topic can be named by one "
+            "feature. Off: one dictionary of m features.",
+        )
+        levels = levels if with_levels else ()
     api_key = ui.api_key_box() if "llm" in (interpreter, annotator) else None
     sample = ws.run_sample()
     if sample is not None:
@@ -265,7 +255,7 @@ if submitted:
             holdout_value=holdout_value,
             group_col=group_col,
             dedupe=dedupe,
-            matryoshka=sae_settings["matryoshka"],
+            levels=levels,
         )
         progress, bar = ui.progress_bar(f"Generating hypotheses for '{target}'")
         out_dir = ws.new_run_dir(target)

@@ -14,8 +14,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from ws_fixtures import small_workspace, upworthy_frame, upworthy_workspace  # noqa: F401
 
+from hsae_core import settings
 from hsae_core.pipeline import HypothesisConfig
-from hsae_core.settings import CONCEPT_SAE
 from hsae_core.splits import duplicate_mask
 from hsae_core.workspace import Workspace
 
@@ -98,7 +98,7 @@ def test_overview_is_the_first_page_and_shows_validation_nmse(app_env):
     at = page()
     assert at.title[0].value == "hsae: Overview"
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Documents"] == "600" and metrics["SAE shape"] == "m=64, k=4"
+    assert metrics["Documents"] == "600" and metrics["SAE shape"] == "m=64, k=4 + 6 levels"
     manifest = Workspace.open(app_env).manifest
     assert metrics["Validation NMSE"] == f"{manifest['sae']['metrics']['val_nmse']:.3f}"
     assert at.get("plotly_chart"), "density histogram drawn"
@@ -110,7 +110,11 @@ def test_overview_is_the_first_page_and_shows_validation_nmse(app_env):
 def test_features_table_row_click_opens_the_feature_and_documents_read_in_full(app_env):
     at = page("Features")
     table = df(at, "feature_table")
-    assert len(table) == 64
+    n_levels = sum(s for s, _ in settings.SAE.levels)
+    assert len(table) == 64 + n_levels and table["level"].iloc[0] == "64/4" and table["level"].iloc[-1] == "128/16"
+    at.selectbox(key="feat_level").set_value("4/1").run()  # one level's features: four broad groups
+    assert df(at, "feature_table")["level"].tolist() == ["4/1"] * 4
+    at.selectbox(key="feat_level").set_value("all levels").run()
     click_row(at, "feature_table", 5)
     assert not at.exception
     opened = int(table["latent"].iloc[5])
@@ -161,6 +165,7 @@ def test_search_sliders_steer_and_untouched_sliders_match_baseline(app_env):
     assert all(t == corpus[d] for d, t in zip(steered["doc"], steered["text"]))
     sliders = [s for s in at.slider if s.key.startswith("steer_")]
     assert sliders, "the query's features become sliders"
+    assert len(sliders) == 12, "the strongest 12 of the query's 4 + levels' active features, no wall of sliders"
     first = sliders[0]
     first.set_value(first.min).run()  # push the strongest feature far below zero
     assert not at.exception
@@ -202,8 +207,8 @@ def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
     assert at.radio(key="hyp_split").value == "random rows"
     assert at.radio(key="hyp_features").value == "this workspace's features"
     assert at.checkbox(key="hyp_dedupe").value is True
-    # "Whole concepts" changes the SAE, so it is offered only when a run trains a new one (tested below).
-    assert not [c for c in at.checkbox if c.key == "hyp_concepts"]
+    # "Levels" changes the SAE, so it is offered only when a run trains a new one (tested below).
+    assert not [c for c in at.checkbox if c.key == "hyp_levels"]
     at.number_input(key="hyp_n").set_value(5)
     at.button(key="hyp_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -277,20 +282,20 @@ def test_hypotheses_default_run_learns_thresholds_on_the_workspace_features(app_
     np.testing.assert_allclose(df(at, "hyp_table")["threshold"].to_numpy(), stored["threshold"].to_numpy())
 
 
-def test_hypotheses_whole_concepts_box_trains_a_matryoshka_sae(app_env):
+def test_hypotheses_new_sae_without_levels_is_one_dictionary(app_env):
     at = page("Hypotheses")
     at.radio(key="hyp_features").set_value("a new SAE trained on the training rows only").run()
     at.number_input(key="hyp_n").set_value(5)
-    at.checkbox(key="hyp_concepts").check().run()
-    assert (
-        at.number_input(key="hyp_m").value == CONCEPT_SAE["m"]
-        and at.number_input(key="hyp_k").value == CONCEPT_SAE["k"]
-    )
+    assert at.checkbox(key="hyp_levels").value is True
+    at.number_input(key="hyp_m").set_value(32)
+    at.number_input(key="hyp_k").set_value(8)
+    at.checkbox(key="hyp_levels").uncheck().run()
     at.button(key="hyp_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     summary = json.loads((last_run(app_env) / "summary.json").read_text())
-    assert (summary["sae"]["m"], summary["sae"]["k"], summary["sae"]["matryoshka"]) == (128, 8, [4, 16, 64])
+    assert (summary["sae"]["m"], summary["sae"]["k"], summary["sae"]["levels"]) == (32, 8, [])
     assert "this workspace's SAE" not in summary["sae"]["origin"]
+    assert "level" not in df(at, "hyp_table").columns  # one dictionary: no level to tell apart
 
 
 def test_hypotheses_llm_without_key_is_a_clear_error(app_env):

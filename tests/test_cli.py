@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hsae_core import settings
 from hsae_core.cli import main
 from hsae_core.sae import SparseAutoencoder
 
@@ -83,7 +84,11 @@ def test_hypothesize_writes_table_summary_annotations_and_sae(run_dir, yelp_file
     holdout_stars = pd.read_json(yelp_files[1], lines=True)["stars"].to_numpy()
     np.testing.assert_array_equal(ann["target"].to_numpy(), holdout_stars)  # the encoded holdout target
     assert set(np.unique(ann.drop(columns=["row_id", "target"]).to_numpy())) <= {0.0, 1.0}
-    assert SparseAutoencoder.load(run_dir / "sae").config_.m == 64
+    sae = SparseAutoencoder.load(run_dir / "sae")
+    assert (sae.m, sae.k, sae.levels) == (64, 8, settings.SAE.levels)  # --m/--k set the main level; levels stay
+    assert summary["sae"]["levels"] == [[64, 8]] + [list(pair) for pair in settings.SAE.levels]
+    # each hypothesis names the level its feature comes from
+    assert [sae.level_names[j] for j in table["latent"]] == table["level"].tolist()
 
 
 def test_hypotheses_are_real_findings_on_the_holdout(run_dir):
@@ -179,6 +184,7 @@ def test_concepts_flag_switches_to_the_concept_settings_and_explicit_flags_win(y
     summary = json.loads((out / "summary.json").read_text())
     # --concepts: Matryoshka prefixes, learned thresholds, near-duplicates left out; --k 4 given explicitly stays.
     assert (summary["sae"]["m"], summary["sae"]["k"], summary["sae"]["matryoshka"]) == (128, 4, [4, 16, 64])
+    assert summary["sae"]["levels"] == [] and "level" not in pd.read_csv(out / "hypotheses.csv").columns
     assert summary["config"]["presence"] == "learned" and summary["config"]["max_overlap"] == 0.5
     table = pd.read_csv(out / "hypotheses.csv")
     assert (table["threshold"] > 0).any(), "learned thresholds are stored with the hypotheses"

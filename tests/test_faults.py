@@ -33,7 +33,7 @@ from hsae_core.workspace import LAYOUT_FILE, LAYOUT_META, MANIFEST, STEPS, Works
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = REPO / "tests" / "fault_runner.py"
-M, K = 16, 2
+M, K = 16, 2  # one dictionary (no levels): these tests are about builds and files, not the SAE's shape
 DEAD_PID = 4_194_305  # above the kernel's PID_MAX_LIMIT (2**22): no process can have it
 
 
@@ -47,7 +47,7 @@ def tiny(shared_data, tmp_path_factory):
     csv = folder / "reviews.csv"
     frame.to_csv(csv, index=False)
     ws = folder / "ws"
-    build_workspace(ws, frame=frame, text_col="text", m=M, k=K, seed=0, name="tiny")
+    build_workspace(ws, frame=frame, text_col="text", m=M, k=K, levels=(), seed=0, name="tiny")
     run = folder / "run"
     assert main(["hypothesize", *run_args(csv), "--out", str(run)]) == 0
     return SimpleNamespace(folder=folder, csv=csv, frame=frame, ws=ws, run=run)
@@ -84,6 +84,8 @@ def build_args(tiny, out, *extra) -> list[str]:
         str(M),
         "--k",
         str(K),
+        "--levels",
+        "none",
         "--out",
         str(out),
         *extra,
@@ -402,7 +404,7 @@ from hsae_core.workspace import build_workspace
 import pandas as pd
 frame = pd.read_csv(sys.argv[1])
 for i in range(int(sys.argv[3])):
-    build_workspace(sys.argv[2], frame=frame, text_col="text", m=16, k=2 + i % 2, seed=0)
+    build_workspace(sys.argv[2], frame=frame, text_col="text", m=16, k=2 + i % 2, levels=(), seed=0)
 """
 
 
@@ -683,7 +685,10 @@ OPTION_CASES = {
     "holdout-frac-1.5": (["--holdout-frac", "1.5"], "--holdout-frac"),
     "matryoshka-0": (["--matryoshka", "0,8"], "--matryoshka"),
     "m-1e8-too-big": (["--m", "100000000"], "of memory"),
-    "n-above-m": (["--n", "40"], "is more than the SAE's --m"),
+    "n-above-m": (["--n", "40", "--levels", "none"], "is more than the SAE's --m"),
+    "n-above-levels": (["--n", "200"], "--n (200) is more than the SAE's 174 latents (--m (16) and its --levels)"),
+    "levels-bad": (["--levels", "4/0"], "--levels"),
+    "levels-with-matryoshka": (["--matryoshka", "auto"], "--levels cannot be combined with --matryoshka"),
     "k-above-m": (["--k", "32"], "cannot exceed --m"),
     "missing-class": (["--target-kind", "multiclass", "--target-class", "9"], "Class '9'"),
 }

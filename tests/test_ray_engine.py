@@ -13,10 +13,12 @@ import sys
 import numpy as np
 import pytest
 
+from hsae_core import settings
 from hsae_core.errors import EngineError
 
 pytestmark = pytest.mark.slow
 N_ROWS, SHARD_ROWS, M, K = 300, 100, 64, 4
+M_ALL = M + sum(size for size, _ in settings.SAE.levels)  # the default levels are trained beside m, k
 
 
 def _mapped(array) -> bool:
@@ -85,7 +87,7 @@ def test_same_embeddings_and_codes_as_single_process(ray_built, frame, embedder,
     full[kept.index.to_numpy()] = ws.embeddings
     local = build_workspace(tmp_path / "local", frame=frame, text_col="text", m=M, k=K, seed=0, embeddings=full)
     np.testing.assert_array_equal(local.sae.decoder_directions, ws.sae.decoder_directions)
-    assert local.codes.shape == ws.codes.shape == (N_ROWS - 1, M)
+    assert local.codes.shape == ws.codes.shape == (N_ROWS - 1, M_ALL)
     np.testing.assert_array_equal(local.codes.indptr, ws.codes.indptr)
     np.testing.assert_array_equal(local.codes.indices, ws.codes.indices)
     np.testing.assert_array_equal(local.codes.data, ws.codes.data)
@@ -149,7 +151,7 @@ def test_workspace_opens_memory_mapped_and_answers_queries(ray_built):
     assert len(result.ids) == 10 and len(result.query_latents) > 0
     steered = search.search(query, edits={int(result.query_latents[0]): 0.0}, k=10)
     assert steered.scores.shape == (10,)
-    assert len(ws.features) == M and ws.index.ntotal == len(ws)
+    assert len(ws.features) == M_ALL and ws.index.ntotal == len(ws)
 
 
 def test_cli_engine_ray_with_stored_embeddings(ray_built, frame, tmp_path, capsys):

@@ -87,7 +87,8 @@ def test_hsae_build_with_a_npy_takes_the_large_corpus_path(small_scale, corpus_f
     assert index["recall_at_10"] >= 0.95 and ws.index.nprobe == index["nprobe"] and index["tuning_queries"] > 0
     metrics = ws.manifest["sae"]["metrics"]
     assert metrics["n_train"] + metrics["n_val"] == 500 and metrics["epochs"] <= 3, "SAE trained on a 500-row sample"
-    assert ws.codes.shape == (len(kept), 64) and np.diff(ws.codes.indptr).max() <= 4
+    assert ws.codes.shape == (len(kept), 64 + sum(s for s, _ in settings.SAE.levels))
+    assert np.diff(ws.codes[:, :64].tocsr().indptr).max() <= 4
     assert (
         "read" in ws.features["label_method"].iloc[0]
         and f"of {len(kept):,} documents" in ws.features["label_method"].iloc[0]

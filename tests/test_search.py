@@ -55,11 +55,17 @@ def test_moving_a_slider_changes_the_ranking_and_reports_the_diff(ws, engine):
     assert len(res.entered) == len(res.left) > 0
     assert set(res.entered).isdisjoint(res.baseline_ids) and set(res.left) <= set(res.baseline_ids.tolist())
     assert int(latents[0]) not in res.query_latents
-    # The steered vector is decode(z') + (x - decode(z)).
-    steered, z_new = engine.steer(q, edits)
+    # For a main-level feature the steered vector is decode(z') + (x - decode(z)) ...
+    main_level = ws.sae.level_names[0]
+    j = next(int(j) for j in latents if ws.sae.level_names[j] == main_level)
+    steered, z_new = engine.steer(q, {j: 0.0})
     z = engine.code(q)
     expected = ws.sae.decode(z_new[None])[0] + (q - ws.sae.decode(z[None])[0])
     np.testing.assert_allclose(steered, expected, atol=1e-5)
+    # ... and a level's feature moves the query along its own direction, as its level's reconstruction would.
+    j = next(int(j) for j in latents if ws.sae.level_names[j] != main_level)
+    steered, z_new = engine.steer(q, {j: 0.0})
+    np.testing.assert_allclose(steered, q - z[j] * ws.sae.decoder_directions[j], atol=1e-5)
     # Boosting a feature pulls in documents where that feature fires.
     target = int(np.argmax(np.asarray((ws.codes > 0).sum(axis=0)).ravel()[:]))
     boosted = engine.search(q, {target: 5.0}, k=20)

@@ -6,8 +6,9 @@ import os
 
 import numpy as np
 import pytest
-from ws_fixtures import SMALL_K, SMALL_M, small_frame, small_workspace  # noqa: F401
+from ws_fixtures import LEVEL_ACTIVE, LEVEL_LATENTS, SMALL_K, SMALL_M, small_frame, small_workspace  # noqa: F401
 
+from hsae_core import settings
 from hsae_core.errors import DataError, HsaeError, ModelError
 from hsae_core.sae import SparseAutoencoder
 from hsae_core.workspace import DEMO_HELP, FILES, MANIFEST, Workspace, build_workspace, demo_frame, list_workspaces
@@ -17,15 +18,19 @@ def test_build_produces_every_part(small_workspace):
     ws = Workspace.open(small_workspace)
     assert len(ws) == 600 and len(ws.frame) == 600
     assert ws.embeddings.shape == (600, 384)
-    assert ws.codes.shape == (600, SMALL_M)
-    assert np.diff(ws.codes.indptr).max() <= SMALL_K
+    assert ws.codes.shape == (600, SMALL_M + LEVEL_LATENTS)
+    assert np.diff(ws.codes[:, :SMALL_M].tocsr().indptr).max() <= SMALL_K  # the main level's k per document
+    assert np.diff(ws.codes.indptr).max() <= SMALL_K + LEVEL_ACTIVE
     assert ws.index.ntotal == 600
     feats = ws.features
-    assert len(feats) == SMALL_M and set(["label", "keywords", "density", "mean_activation"]) <= set(feats.columns)
+    assert len(feats) == SMALL_M + LEVEL_LATENTS and set(["label", "keywords", "density", "mean_activation"]) <= set(
+        feats.columns
+    )
     alive = feats[feats["n_active"] > 0]
     assert (alive["keywords"].str.len() > 0).mean() > 0.8, "most live features get keywords"
     info = ws.overview()
-    assert info["m"] == SMALL_M and info["k"] == SMALL_K and 0 < info["nmse"] < 1
+    assert info["m"] == SMALL_M + LEVEL_LATENTS and info["k"] == SMALL_K + LEVEL_ACTIVE and 0 < info["nmse"] < 1
+    assert info["levels"][0] == [SMALL_M, SMALL_K] and len(info["levels"]) == 1 + len(settings.SAE.levels)
     assert info["embedding_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert "split" in info["columns"] and ws.text_col == "text"
     assert small_workspace in list_workspaces(small_workspace.parent)
@@ -69,7 +74,7 @@ def test_changed_k_retrains_but_keeps_embeddings(tmp_path, small_workspace, yelp
     assert "embeddings: reused" in messages and "table: reused" in messages
     assert "sae: reused" not in messages
     assert _stats(ws_dir)["embeddings"] == emb_before
-    assert np.diff(ws.codes.indptr).max() <= 2 and ws.overview()["k"] == 2
+    assert np.diff(ws.codes[:, :SMALL_M].tocsr().indptr).max() <= 2 and ws.overview()["levels"][0] == [SMALL_M, 2]
 
 
 def test_failed_build_leaves_previous_workspace_intact(tmp_path, small_workspace, yelp_frames):

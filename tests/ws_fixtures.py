@@ -9,7 +9,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from hsae_core import settings
+
 SMALL_M, SMALL_K = 64, 4
+# The default levels ride along beside m and k (as in every product build): their latents follow the main ones.
+LEVEL_LATENTS = sum(size for size, _ in settings.SAE.levels)
+LEVEL_ACTIVE = sum(active for _, active in settings.SAE.levels)
 
 
 def small_frame(yelp_frames) -> pd.DataFrame:
