@@ -10,8 +10,9 @@ Model:   z = TopK(W_enc (x - b_pre) + b_lat),   x_hat = W_dec^T z + b_pre
   (``matryoshka="auto"``: 4, 16, 64, ... below m).
 - Levels: with ``levels`` (pairs of latents/active, e.g. 4/1 and 16/2), the latents after the main m are
   further top-k dictionaries of their own, each trained to reconstruct x alone; the code has k active latents
-  from the main dictionary plus each level's own. The SAE's reconstruction is its main dictionary's (the
-  finest); the levels are coarser views of the same input.
+  from the main dictionary plus each level's own, and each level has its own pre-bias (as a separate SAE
+  would). The SAE's reconstruction is its main dictionary's (the finest); the levels are coarser views of
+  the same input.
 - Aux-k: latents that have not fired for ``dead_after`` examples are asked to explain the
   residual, which revives them.
 - ``b_pre`` starts at the geometric median of the data.
@@ -176,8 +177,12 @@ class TopKSAE(nn.Module):
         self.cfg = cfg
         self.W_enc = nn.Parameter(torch.empty(cfg.m, cfg.d_in))
         self.W_dec = nn.Parameter(torch.empty(cfg.m, cfg.d_in))
-        self.b_pre = nn.Parameter(torch.zeros(cfg.d_in))
+        self.b_pre = nn.Parameter(torch.zeros(cfg.d_in))  # the main level's pre-bias
         self.b_lat = nn.Parameter(torch.zeros(cfg.m))
+        if cfg.levels:  # every further level centres the input on a pre-bias of its own
+            self.b_levels = nn.Parameter(torch.zeros(len(cfg.levels) - 1, cfg.d_in))
+            level_of = torch.cat([torch.full((size,), g) for g, (_, size, _) in enumerate(cfg.groups)])
+            self.register_buffer("level_of", level_of, persistent=False)
         # Inference threshold for batch-top-k; NaN until trained.
         self.register_buffer("threshold", torch.tensor(float("nan")))
 
@@ -189,6 +194,12 @@ class TopKSAE(nn.Module):
             self.b_lat.zero_()
             if median is not None:
                 self.b_pre.copy_(median)
+                if self.cfg.levels:
+                    self.b_levels.copy_(median.expand_as(self.b_levels))
+
+    def level_bias(self, level: int) -> torch.Tensor:
+        """The pre-bias of one level (0: the main one)."""
+        return self.b_pre if level == 0 else self.b_levels[level - 1]
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:
@@ -201,6 +212,9 @@ class TopKSAE(nn.Module):
             g.sub_((g * w).sum(dim=1, keepdim=True) * w)
 
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.levels:  # W_enc (x - b_level) + b_lat, each latent centred by its own level's pre-bias
+            biases = torch.cat([self.b_pre[None], self.b_levels])[self.level_of]
+            return F.linear(x, self.W_enc, self.b_lat - (self.W_enc * biases).sum(1))
         return F.linear(x - self.b_pre, self.W_enc, self.b_lat)
 
     def sparse_code(self, pre: torch.Tensor, batch_mode: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -233,29 +247,33 @@ class TopKSAE(nn.Module):
         limit: Optional[int] = None,
         with_bias: bool = True,
         level: Optional[int] = None,
+        only_level: bool = False,
     ) -> torch.Tensor:
         """Reconstruct from a sparse code; ``limit`` keeps only latents below that index (Matryoshka);
-        ``level`` reconstructs from that level's latents alone. An SAE with levels reconstructs from its main
-        level (level 0) unless told otherwise."""
+        ``level`` reconstructs from that level's latents alone, with its pre-bias (``only_level``: the code
+        holds that level's latents only, so nothing needs masking). An SAE with levels reconstructs from its
+        main level (level 0) unless told otherwise."""
         if limit is not None:
             vals = vals * (idx < limit)
         if level is None and self.cfg.levels:
             level = 0
-        if level is not None and level >= 0:  # -1: the caller passes one level's latents only
+        if level is not None and not only_level:
             start, size, _ = self.cfg.groups[level]
             vals = vals * ((idx >= start) & (idx < start + size))
         out = F.embedding_bag(idx, self.W_dec, offsets, mode="sum", per_sample_weights=vals)
-        return out + self.b_pre if with_bias else out
+        if not with_bias:
+            return out
+        return out + (self.b_pre if level is None else self.level_bias(level))
 
     def level_reconstructions(self, idx, vals, n: int) -> list[torch.Tensor]:
         """Each level's own reconstruction of the n rows of a per-row code (``sparse_code`` of an SAE with levels,
         whose rows hold each level's k latents side by side): one small bag per level, nothing masked."""
         idx, vals = idx.view(n, self.cfg.k), vals.view(n, self.cfg.k)
         out, col = [], 0
-        for _, _, active in self.cfg.groups:
+        for level, (_, _, active) in enumerate(self.cfg.groups):
             offsets = torch.arange(n, device=idx.device) * active
             level_idx, level_vals = idx[:, col : col + active].reshape(-1), vals[:, col : col + active].reshape(-1)
-            out.append(self.decode_bag(level_idx, level_vals, offsets, level=-1))
+            out.append(self.decode_bag(level_idx, level_vals, offsets, level=level, only_level=True))
             col += active
         return out
 
@@ -562,8 +580,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         a_vals, a_idx = pre.masked_fill(~dead, -math.inf).topk(aux_k, dim=1, sorted=False)
         offsets_aux = torch.arange(len(x), device=x.device) * aux_k
         a_idx = a_idx.flatten() if first is None else a_idx.flatten() + first
-        level = None if first is None else -1
-        e_hat = model.decode_bag(a_idx, F.relu(a_vals).flatten(), offsets_aux, with_bias=False, level=level)
+        e_hat = model.decode_bag(a_idx, F.relu(a_vals).flatten(), offsets_aux, with_bias=False, only_level=True)
         return ((e_hat - residual) ** 2).sum(1).mean() / scale
 
     @staticmethod
@@ -681,6 +698,8 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
             "latent_bias": model.b_lat.detach().cpu().contiguous(),
             "threshold": model.threshold.detach().reshape(1).cpu().contiguous(),
         }
+        if model.cfg.levels:
+            tensors["level_pre_bias"] = model.b_levels.detach().cpu().contiguous()
         save_file(tensors, str(path / WEIGHTS_NAME))
         config = {"architecture": ARCHITECTURE, **asdict(model.cfg)}
         config["matryoshka"] = list(config["matryoshka"])
@@ -732,6 +751,8 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
             "pre_bias": (cfg.d_in,),
             "latent_bias": (cfg.m,),
         }
+        if cfg.levels:
+            expected["level_pre_bias"] = (len(cfg.levels) - 1, cfg.d_in)
         for name, shape in expected.items():
             if name not in tensors:
                 raise ModelError(f"{source}: weights are missing '{name}'")
@@ -749,6 +770,8 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
             model.W_dec.copy_(tensors["decoder.weight"].float().T)
             model.b_pre.copy_(tensors["pre_bias"].float())
             model.b_lat.copy_(tensors["latent_bias"].float())
+            if cfg.levels:
+                model.b_levels.copy_(tensors["level_pre_bias"].float())
             if "threshold" in tensors:
                 model.threshold.copy_(tensors["threshold"].float().reshape(()))
         model.eval()

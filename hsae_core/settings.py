@@ -54,9 +54,9 @@ class SAEDefaults:
     # input, as (latents, active) pairs; their latents follow the main ones in the code. 2/1 to 5/1 sort every
     # document into one of 2-5 broad groups, 16/2 and 128/16 are a coarse and a fine view, so each target can
     # be named at the granularity it needs. Against the single m 64, k 16 SAE, over seeds 0-2: best single
-    # hypothesis F1 up on 8 of 9 labelled concepts (arXiv fields 0.59-0.63 -> 0.71-0.84) and Yelp CV R² 0.424
-    # (0.378), as many Yelp hypotheses significant over ten seeds (14.4 of 20, 14.6); the costs are training time
-    # (about 2.4x) and the main level's labels. BENCHMARKS.md, "Levels". () for none (see parse_levels).
+    # hypothesis F1 up on 8 of 9 labelled concepts (arXiv fields 0.59-0.63 -> 0.76-0.84) and Yelp CV R² 0.435
+    # (0.378); over ten seeds Yelp 15.5 of 20 significant (14.6). The costs are training time (about 2.5x) and
+    # the main level's labels. BENCHMARKS.md, "Levels". () for none (see parse_levels).
     # Used by every entry point (hypotheses, workspaces, the CLI); the SparseAutoencoder estimator alone
     # defaults to one dictionary.
     levels: tuple = ((2, 1), (3, 1), (4, 1), (5, 1), (16, 2), (128, 16))

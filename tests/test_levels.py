@@ -62,6 +62,12 @@ def test_levels_survive_save_and_load(leveled, X, tmp_path):
     folder = leveled.save(tmp_path / "sae")
     config = json.loads((folder / "config.json").read_text())
     assert config["levels"] == [[32, 4], [4, 1], [16, 2]] and (config["m"], config["k"]) == (52, 7)
+    from safetensors.torch import load_file
+
+    weights = load_file(str(folder / "model.safetensors"))
+    # each further level centres the input on a pre-bias of its own, learned apart from the main one
+    assert weights["level_pre_bias"].shape == (2, X.shape[1])
+    assert not np.allclose(weights["level_pre_bias"][0].numpy(), weights["pre_bias"].numpy(), atol=1e-3)
     loaded = SparseAutoencoder.load(folder)
     assert (loaded.m, loaded.k, loaded.levels) == (32, 4, ((4, 1), (16, 2)))
     assert (loaded.transform(X) != leveled.transform(X)).nnz == 0
