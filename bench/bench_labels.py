@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from common import data_dir, embed_cached, machine_description, markdown_table, save_json, setup_env, yelp_frames
 
+from hsae_core.settings import format_levels, parse_levels
+
 M, K, SEED = 128, 16, 0
 LABELLERS = ("keywords", "phrases")
 
@@ -42,7 +44,6 @@ def run(quick: bool = False, m: int = M, k: int = K, levels: str = "none") -> di
     from hsae_core.embed import default_embedder
     from hsae_core.labelsets import label_features, summarize
     from hsae_core.sae import SparseAutoencoder
-    from hsae_core.settings import parse_levels
 
     setup_env()
     m = 32 if quick else m
@@ -115,7 +116,7 @@ def tables(res: dict) -> str:
             )
     out = [
         f"### Held-out label fidelity (embedding judge, test part; SAE M={res['m']}, K={res['k']}"
-        + (f", levels {', '.join(f'{s}/{a}' for s, a in res['levels'])}" if res.get("levels") else "")
+        + (f", levels {format_levels(res['levels'])}" if res.get("levels") else "")
         + f", seed {res['seed']})",
         f"Machine: {res['machine']['cores']} cores, torch threads {res['machine']['torch_threads']}, "
         f"load average {res['machine']['load_avg_1m_at_start']} at start and {res.get('load_avg_1m_at_end')} at end "

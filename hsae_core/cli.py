@@ -233,7 +233,7 @@ def cmd_train(args) -> int:
     replace_folder(args.out, sae.save)
     m = sae.metrics_
     print(
-        f"Trained SAE m={args.m} k={args.k}{'' if not args.levels else ' levels ' + _levels_text(args.levels)} on {len(X)} rows in {m['train_seconds']} s: "
+        f"Trained SAE m={args.m} k={args.k}{'' if not args.levels else ' levels ' + settings.format_levels(args.levels, ',')} on {len(X)} rows in {m['train_seconds']} s: "
         f"val nMSE {m['val_nmse'] if m['val_nmse'] is not None else float('nan'):.4f}, "
         f"dead latents {m['dead_frac']:.1%} -> {args.out}"
     )
@@ -607,7 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
             type=_levels,
             default=SAE.levels,
             help="further SAE levels beside --m/--k, as latents/active pairs (4/1: every text in one of 4 broad "
-            f"groups); 'none' for one dictionary (default {_levels_text(SAE.levels)})",
+            f"groups); 'none' for one dictionary (default {settings.format_levels(SAE.levels, ',')})",
         )
         p.add_argument("--seed", type=_seed, default=SAE.seed, help="random seed, 0 to 2**32-1")
         p.add_argument(
@@ -865,10 +865,6 @@ def _levels(text: str) -> tuple:
         return settings.parse_levels(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _levels_text(levels) -> str:
-    return ",".join(f"{s}/{a}" for s, a in levels) or "none"
 
 
 def _prefix_list(text: str):

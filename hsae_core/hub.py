@@ -444,7 +444,7 @@ def model_card(folder: str | Path, repo_id: Optional[str] = None) -> str:
         ("active latents per text (k)", config.get("k")),
         ("batch top-k", config.get("batch_topk", False)),
         ("Matryoshka prefixes", ", ".join(map(str, config.get("matryoshka") or [])) or "none"),
-        ("levels (latents/active, main first)", ", ".join(f"{s}/{a}" for s, a in config.get("levels") or []) or "none"),
+        ("levels (latents/active, main first)", settings.format_levels(config.get("levels") or [])),
         ("embedding model", em),
     ]
     lines += [f"| {k} | {v} |" for k, v in arch_rows]

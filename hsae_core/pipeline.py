@@ -110,15 +110,12 @@ class HypothesisConfig:
             validate.positive_int(name, getattr(self, name))
         if self.k > self.m:
             raise DataError(f"`k` ({self.k}) cannot exceed `m` ({self.m})")
-        try:
-            levels = settings.parse_levels(self.levels)
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"`levels`: {exc}") from None
-        if self.n > self.m + sum(s for s, _ in levels) and not pretrained:
+        levels = validate.levels(self.levels)
+        latents = self.m + sum(s for s, _ in levels)
+        if self.n > latents and not pretrained:
             if levels:
                 raise DataError(
-                    f"`n` ({self.n}) is more than the SAE's {self.m + sum(s for s, _ in levels)} latents "
-                    f"(`m` ({self.m}) and its `levels`)"
+                    f"`n` ({self.n}) is more than the SAE's {latents} latents (`m` ({self.m}) and its `levels`)"
                 )
             raise DataError(f"`n` ({self.n}) is more than the SAE's `m` ({self.m}) latents")
         validate.finite_float("holdout_frac", self.holdout_frac, 0.0, 1.0, low_open=True, high_open=True)

@@ -29,7 +29,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import settings
+from . import settings, validate
 from .errors import DataError, EngineError, ModelError
 from .progress import ProgressFn, report
 
@@ -496,8 +496,8 @@ def run_ray_stages(
             raise ModelError(f"The SAE expects {sae.d_in}-d inputs but the embeddings are {dim}-d")
     else:
         # Kept in the work folder so a rerun after a failure does not train again.
-        levels = settings.parse_levels(levels)
-        shape = (m, k) + ((("levels",) + tuple(f"{s}/{a}" for s, a in levels)) if levels else ())
+        levels = validate.levels(levels)
+        shape = (m, k) + (("levels", settings.format_levels(levels, ",")) if levels else ())
         trained = emb_dir / f"sae-{_digest(*shape, seed, train_rows)}"
         if (trained / "model.safetensors").is_file():
             sae = SparseAutoencoder.load(trained, device=device)
@@ -634,9 +634,9 @@ def build_workspace_ray(
 
     from .data import prepare_corpus, require_columns
     from .locking import WorkspaceLock
-    from .workspace import build_workspace, check_levels
+    from .workspace import build_workspace
 
-    levels = check_levels(levels) if sae is None else ()
+    levels = validate.levels(levels) if sae is None else ()
     if not isinstance(frame, pd.DataFrame):
         raise DataError("frame must be a pandas DataFrame")
     require_columns(frame, text_col)

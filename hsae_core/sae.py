@@ -327,13 +327,6 @@ def _prefixes(spec, m: int) -> tuple:
         raise ModelError(str(exc)) from None
 
 
-def _levels(spec) -> tuple:
-    try:
-        return settings.parse_levels(spec)
-    except (TypeError, ValueError) as exc:
-        raise ModelError(f"`levels`: {exc}") from None
-
-
 def geometric_median(x: torch.Tensor, iters: int = 50, eps: float = 1e-6) -> torch.Tensor:
     """Weiszfeld's algorithm; a robust centre for the pre-bias."""
     median = x.median(dim=0).values
@@ -402,7 +395,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         self._validate_params()
         X = as_float_matrix(X)
         device = resolve_device(self.device)
-        m_total = self.m + sum(s for s, _ in _levels(self.levels))
+        m_total = self.m + sum(s for s, _ in validate.levels(self.levels, ModelError))
         if device == "cpu":  # on a GPU, torch reports an allocation that does not fit
             validate.check_fits_memory(m_total, X.shape[1], self.batch_size, error=ModelError)
         with _threads_for_work(min(self.batch_size, len(X)) * m_total * X.shape[1]):
@@ -419,7 +412,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
             raise ModelError(f"`batch_topk` must be True or False, got {self.batch_topk!r}")
         for p in _prefixes(self.matryoshka, m):
             v.positive_int("matryoshka", p, 1, ModelError)
-        if _levels(self.levels) and (_prefixes(self.matryoshka, m) or self.batch_topk):
+        if validate.levels(self.levels, ModelError) and (_prefixes(self.matryoshka, m) or self.batch_topk):
             raise ModelError("`levels` cannot be combined with Matryoshka prefixes or batch-top-k")
         for name in ("batch_size", "max_epochs", "patience", "dead_after"):
             v.positive_int(name, getattr(self, name), 1, ModelError)
@@ -436,7 +429,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         n, d = X.shape
         if n < 2:
             raise ModelError(f"Need at least 2 rows to train an SAE, got {n}")
-        extra = _levels(self.levels)
+        extra = validate.levels(self.levels, ModelError)
         levels = ((self.m, self.k),) + extra if extra else ()
         cfg = SAEConfig(
             d_in=d,
@@ -541,7 +534,9 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         }
         if cfg.levels:
             per_level = _level_nmse(model, X_val if X_val is not None else X_train)
-            self.metrics_["level_nmse"] = {f"{s}/{a}": round(e, 5) for (s, a), e in zip(cfg.levels, per_level)}
+            self.metrics_["level_nmse"] = {
+                settings.level_name(s, a): round(e, 5) for (s, a), e in zip(cfg.levels, per_level)
+            }
         return self
 
     def _step_losses(self, model: TopKSAE, x, prefixes, since_fired, scale):
@@ -672,7 +667,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         cfg = self._check_fitted().cfg
         names = []
         for _, size, active in cfg.groups:
-            names += [f"{size}/{active}"] * size
+            names += [settings.level_name(size, active)] * size
         return names
 
     def _device_model(self) -> TopKSAE:

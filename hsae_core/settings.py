@@ -205,6 +205,16 @@ def parse_levels(spec) -> tuple:
     return tuple(out)
 
 
+def level_name(size: int, active: int) -> str:
+    """A level as people read it: '4/1' (latents/active)."""
+    return f"{size}/{active}"
+
+
+def format_levels(levels, sep: str = ", ") -> str:
+    """Levels as text, e.g. '2/1, 16/2'; 'none' for no levels."""
+    return sep.join(level_name(s, a) for s, a in levels) or "none"
+
+
 # ---------------------------------------------------------------------------------------- environment
 def env(name: str) -> Optional[str]:
     """The stripped value of an environment variable, or None when it is unset or blank."""

@@ -32,6 +32,16 @@ def positive_int(name: str, value, minimum: int = 1, error: type[HsaeError] = Da
     return int(value)
 
 
+def levels(value, error: type[HsaeError] = DataError) -> tuple:
+    """SAE levels as (latents, active) pairs (see :func:`settings.parse_levels`), or one ``error`` line."""
+    from .settings import parse_levels
+
+    try:
+        return parse_levels(value)
+    except (TypeError, ValueError) as exc:
+        raise error(f"`levels`: {exc}") from None
+
+
 def seed(name: str, value, error: type[HsaeError] = DataError) -> int:
     """A random seed in [0, 2**32)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < SEED_LIMIT:

@@ -508,7 +508,7 @@ def build_workspace(
         raise DataError("Give exactly one of data_path or frame")
     if sae is None:
         m, k = check_sae_shape(m, k)
-        levels = check_levels(levels)
+        levels = validate.levels(levels)
     seed = validate.seed("seed", seed)
     check_output_dir(out, "workspace folder", allow_nonempty=looks_like_workspace)
     if embeddings is None:
@@ -560,14 +560,6 @@ def check_sae_shape(m, k) -> tuple[int, int]:
     if k > m:
         raise DataError(f"`k` ({k}) cannot exceed `m` ({m})")
     return m, k
-
-
-def check_levels(levels) -> tuple:
-    """The SAE levels as (latents, active) pairs (see :func:`settings.parse_levels`), or one DataError line."""
-    try:
-        return settings.parse_levels(levels)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"`levels`: {exc}") from None
 
 
 def looks_like_workspace(path: Path) -> bool:
@@ -779,7 +771,7 @@ def _sae_step(
             *_training_settings(),
             *(() if fit_rows is None else (len(fit_rows),)),
             *(sorted(fit_options.items()) if fit_options else ()),
-            *(("levels", *(f"{s}/{a}" for s, a in levels)) if levels else ()),
+            *(("levels", settings.format_levels(levels, ",")) if levels else ()),
         )
         source = "trained"
     b.sae_info = dict(b.steps.old.get("sae", {})) if b.steps.old.get("steps", {}).get("sae") == key else {}
@@ -787,7 +779,7 @@ def _sae_step(
         if sae is None:
             where = "" if fit_rows is None else f" on a random {len(fit_rows):,} of {len(b.X):,} rows"
             where += f", <= {fit_options['max_epochs']} epochs" if "max_epochs" in fit_options else ""
-            shape = f"m={m}, k={k}" + (f", levels {','.join(f'{s}/{a}' for s, a in levels)}" if levels else "")
+            shape = f"m={m}, k={k}" + (f", levels {settings.format_levels(levels, ',')}" if levels else "")
             report(b.steps.progress, 0, 1, f"sae: training {shape}{where}")
             X_fit = np.array(b.X) if fit_rows is None else chunked.sample_matrix(b.X, fit_rows)
             sae = SparseAutoencoder(

@@ -23,6 +23,7 @@ from hsae_core.corpora import (
 from hsae_core.data import TABLE_SUFFIXES
 from hsae_core.errors import DataError, HsaeError, ModelError
 from hsae_core.hub import registry
+from hsae_core.settings import format_levels
 from hsae_core.workspace import (
     BUILD_WEIGHTS,
     DEMO_HELP,
@@ -282,7 +283,7 @@ if ws is not None:
             "SAE shape",
             f"m={main_m}, k={main_k} + {len(more)} levels",
             help=f"{info['m']} features in all: the main level (m={main_m}, k={main_k}) and the levels "
-            + ", ".join(f"{s}/{a}" for s, a in more)
+            + format_levels(more)
             + " (latents/active; 4/1 puts every document in one of 4 broad groups). Reconstruction numbers are "
             "the main level's.",
         )

@@ -15,7 +15,7 @@ from hsae_core.evidence import hypothesis_evidence
 from hsae_core.llm import LLMClient
 from hsae_core.pipeline import HypothesisConfig, load_run, load_split
 from hsae_core.report import COLUMNS, effect_rows, headline_metrics, readable_table, split_summary
-from hsae_core.settings import ANNOTATORS, INTERPRETERS, SELECT_METHODS
+from hsae_core.settings import ANNOTATORS, INTERPRETERS, SELECT_METHODS, format_levels
 from hsae_core.splits import split_warnings
 
 st.set_page_config(page_title="hsae: Hypotheses", layout="wide")
@@ -216,7 +216,7 @@ with st.container(border=True):
     if new_sae:
         m = int(d3.number_input("SAE features (m)", min_value=8, max_value=4096, value=m, step=8, key="hyp_m"))
         k = int(d4.number_input("Active per doc (k)", min_value=1, max_value=64, value=k, key="hyp_k"))
-        levels_text = ", ".join(f"{s}/{a}" for s, a in levels)
+        levels_text = format_levels(levels)
         with_levels = st.checkbox(
             "Levels",
             value=True,
