@@ -9,7 +9,9 @@ The product's own path, no flags: ``hsae_core.pipeline.hypothesize(...)`` with a
   A multiclass label runs one-vs-rest, one concept per class. One fixed random split (30% holdout,
   seed 0); SAE seeds 0, 1, 2.
 * Per concept, on the holdout: the best F1 of one hypothesis's 0/1 annotation against the concept,
-  the F1 of the union (OR) of the hypotheses positively related to it on the training split, and the
+  the F1 of the union (OR) of the hypotheses positively related to it on the training split, the F1 of
+  the run's any-of rule (the few positive hypotheses whose union best marks the class on the training
+  split, ``hsae_core.anyof``), and the
   5-fold cross-validated AUC of a logistic model on all the hypotheses' annotations (the pipeline's
   ``auc_cv``), and how many of the hypotheses are Bonferroni-significant in that logistic model (a
   hypothesis that names the concept well can leave the others nothing to add). Beside them a linear probe on the same embeddings (logistic, C chosen by 5-fold CV on the
@@ -157,6 +159,7 @@ def concept_scores(run, cset: ConceptSet, concept: str, y_hold: np.ndarray) -> d
     return {
         "best_f1": f1,
         "union_f1": union_f1(present[:, positive], y_hold),
+        **_any_of_scores(metrics),
         "auc_cv": metrics.get("auc_cv"),
         "auc_in_sample": metrics.get("auc_in_sample"),
         "n_hypotheses": int(len(table)),
@@ -166,6 +169,12 @@ def concept_scores(run, cset: ConceptSet, concept: str, y_hold: np.ndarray) -> d
         "best_hypothesis": str(table["hypothesis"].iloc[best]) if best is not None else None,
         **({"best_level": str(table["level"].iloc[best]) if best is not None else None} if "level" in table else {}),
     }
+
+
+def _any_of_scores(metrics: dict) -> dict:
+    """The run's any-of rule (its few positive hypotheses chosen on the training split): holdout F1, size."""
+    rule = metrics.get("any_of") or {}
+    return {"any_of_f1": (rule.get("holdout") or {}).get("f1"), "any_of_size": len(rule.get("latents") or [])}
 
 
 def pooled_scores(codes, y_train, y_hold, kind: str, config) -> dict:
@@ -244,7 +253,8 @@ def recovery(cset: ConceptSet, overrides: dict, seeds, probes: dict) -> list[dic
             )
             print(
                 f"  {cset.name} | {concept} | seed {seed}: best F1 {scores['best_f1']:.3f}, union F1 "
-                f"{scores['union_f1']:.3f}, AUC(cv) {scores['auc_cv']:.3f}, {scores['n_significant_bonferroni']} "
+                f"{scores['union_f1']:.3f}, any-of rule F1 {scores.get('any_of_f1') or float('nan'):.3f} "
+                f"({scores.get('any_of_size', 0)} in it), AUC(cv) {scores['auc_cv']:.3f}, {scores['n_significant_bonferroni']} "
                 f"Bonferroni-significant ({seconds:.0f} s)",
                 flush=True,
             )
@@ -367,7 +377,13 @@ def tables(result: dict) -> str:
     headers = ["dataset", "concept"]
     for c in cands:
         tag = f" ({c['name']})" if len(cands) > 1 else ""
-        headers += [f"best single F1{tag}", f"union F1{tag}", f"AUC 5-fold CV{tag}", f"Bonferroni-significant{tag}"]
+        headers += [
+            f"best single F1{tag}",
+            f"union F1{tag}",
+            f"any-of rule F1{tag}",
+            f"AUC 5-fold CV{tag}",
+            f"Bonferroni-significant{tag}",
+        ]
     headers += ["probe F1", "probe AUC"]
     rows = []
     for key in keys:
@@ -378,6 +394,7 @@ def tables(result: dict) -> str:
             row += [
                 _mean_sd([r["best_f1"] for r in rs]),
                 _mean_sd([r["union_f1"] for r in rs]),
+                _mean_sd([r.get("any_of_f1") for r in rs]),
                 _mean_sd([r["auc_cv"] for r in rs]),
                 _mean_sd([r.get("n_significant_bonferroni") for r in rs], 1),
             ]

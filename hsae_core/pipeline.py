@@ -18,16 +18,20 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from . import settings, validate
 from .annotate import ActivationAnnotator, Annotator
+from .anyof import any_of_scores, fit_any_of
 from .choose import Choice, choose_hypotheses
 from .data import Corpus, one_vs_rest, part_counts, prepare_corpus, read_table, require_columns, split_indices
 from .embed import Embedder
 from .errors import DataError, LLMError, ModelError
 from .fsutil import check_cache_dir
 from .interpret import Interpreter
+from .presence import presence_matrix
 from .progress import ProgressFn, report
+from .report import any_of_sentence, concept_name
 from .runstore import check_run_folder, new_run_id, verify_run_folder, write_run_folder
 from .sae import SparseAutoencoder
 from .splits import duplicate_mask, grouped_split, split_warnings
@@ -424,6 +428,8 @@ def run_hypotheses(
         with timer("evaluate"):
             per_hyp, overall = evaluate_hypotheses(ann, y_hold, kind, [c.label for c in chosen])
             overall["embedding_baseline"] = embedding_baseline(X_train, y_train, X_hold, y_hold, kind, seed=config.seed)
+        if kind == "binary":
+            overall["any_of"] = _any_of(codes_train, y_train, ann, y_hold, sel, chosen)
         table, cols = _hypothesis_table(target_name, latents, sel, chosen, per_hyp, annotator.method)
         if sae.config_.levels:  # which dictionary each feature comes from: its granularity
             table.insert(table.columns.get_loc("latent") + 1, "level", [sae.level_names[j] for j in latents])
@@ -500,6 +506,21 @@ def choose_for(config: HypothesisConfig, codes, y, kind: str) -> Choice:
         max_overlap=config.max_overlap,
         min_present_frac=config.min_present_frac,
     )
+
+
+def _any_of(codes_train, y_train, annotations: np.ndarray, y_hold, sel: Choice, chosen) -> dict:
+    """The few positive hypotheses whose "any of them is present" best marks the class: chosen on the
+    training presence (activation above threshold), scored on the holdout annotations."""
+    train_presence = presence_matrix(
+        sp.csc_matrix(codes_train)[:, np.asarray(sel.latents, dtype=np.int64)], sel.thresholds
+    )
+    rule = fit_any_of(train_presence, y_train, candidates=np.asarray(sel.scores) > 0)
+    return {
+        "latents": [int(sel.latents[i]) for i in rule.members],
+        "hypotheses": [chosen[i].label for i in rule.members],
+        "train": rule.train,
+        "holdout": any_of_scores(np.asarray(annotations) > 0, y_hold, rule.members),
+    }
 
 
 def _fit_or_check_sae(
@@ -799,6 +820,9 @@ def format_table(run: HypothesisRun, width: int = 60) -> str:
             f"Bonferroni-significant {m.get('n_significant_bonferroni')}/{m.get('n_hypotheses')}, "
             f"FDR {m.get('n_significant_fdr')}/{m.get('n_hypotheses')}"
         )
+        rule = any_of_sentence(m, concept_name(run.summary, name))
+        if rule:
+            lines.append(f"{label}{rule}")
     if annot == "activation":
         if run.summary.get("config", {}).get("presence") == "learned":
             lines.append(

@@ -96,6 +96,31 @@ def headline_metrics(metrics: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
+def any_of_sentence(metrics: dict, concept: str) -> str | None:
+    """One line: the run's any-of rule for ``concept`` (a binary target or one class) and its holdout
+    scores, or None when there is no rule (continuous target, or no hypothesis goes with the class)."""
+    rule = metrics.get("any_of") or {}
+    if not rule.get("latents"):
+        return None
+    named = ", ".join(f"“{h}” (#{j})" for h, j in zip(rule["hypotheses"], rule["latents"]))
+    hold, train = rule.get("holdout") or {}, rule.get("train") or {}
+    count = len(rule["latents"])
+    return (
+        f"{concept} = any of {count} hypothes{'is' if count == 1 else 'es'}: {named}. Holdout F1 "
+        f"{_num(hold.get('f1'))} (precision {_num(hold.get('precision'))}, recall {_num(hold.get('recall'))}); "
+        f"chosen on the training rows (F1 there {_num(train.get('f1'))})."
+    )
+
+
+def concept_name(summary: dict, metrics_key: str) -> str:
+    """What a metrics entry is about in words: its class, or for a binary target "column = positive value"."""
+    if metrics_key != "overall":
+        return metrics_key
+    target = summary.get("target", {})
+    classes = target.get("classes") or []
+    return f"{target.get('column')} = {classes[1]}" if len(classes) == 2 else str(target.get("column"))
+
+
 def _num(value) -> str:
     try:
         value = float(value)

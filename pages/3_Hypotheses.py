@@ -14,7 +14,15 @@ from hsae_core.errors import HsaeError
 from hsae_core.evidence import hypothesis_evidence
 from hsae_core.llm import LLMClient
 from hsae_core.pipeline import HypothesisConfig, load_run, load_split
-from hsae_core.report import COLUMNS, effect_rows, headline_metrics, readable_table, split_summary
+from hsae_core.report import (
+    COLUMNS,
+    any_of_sentence,
+    concept_name,
+    effect_rows,
+    headline_metrics,
+    readable_table,
+    split_summary,
+)
 from hsae_core.settings import ANNOTATORS, INTERPRETERS, SELECT_METHODS, format_levels
 from hsae_core.splits import split_warnings
 
@@ -300,6 +308,9 @@ for name, metrics in summary.get("metrics", {}).items():
     cols = st.columns(5)
     for col, (label, value, help_text) in zip(cols, headline_metrics(metrics)):
         col.metric(label, value, help=help_text)
+    rule = any_of_sentence(metrics, concept_name(summary, name))
+    if rule:
+        st.markdown(f"**In short:** {rule}")
 linked = uses_workspace_features(run, ws)
 st.caption(
     split_summary(summary) + f" · interpreter: {summary.get('interpreter')} · annotator: "

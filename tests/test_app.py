@@ -399,3 +399,14 @@ def test_multiclass_target_offers_its_classes(shared_data, tmp_path, monkeypatch
     at = page("Hypotheses")
     assert at.selectbox(key="hyp_target").options == ["category"]
     assert at.selectbox(key="hyp_class").options == ["every class"] + sorted(frame["category"].unique())
+    # One class: the page states the class's any-of rule as the run's summary has it
+    at.selectbox(key="hyp_class").set_value("cs.CR")
+    at.number_input(key="hyp_n").set_value(3)
+    at.button(key="hyp_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    rule = json.loads((last_run(ws.path) / "summary.json").read_text())["metrics"]["cs.CR"]["any_of"]
+    shown = [m.value for m in at.markdown if m.value.startswith("**In short:**")]
+    assert rule["latents"], "some of the 3 hypotheses go with cs.CR on the training rows"
+    assert len(shown) == 1 and f"cs.CR = any of {len(rule['latents'])} hypothes" in shown[0]
+    assert all(f"(#{j})" in shown[0] for j in rule["latents"])
+    assert f"Holdout F1 {rule['holdout']['f1']:.3f}" in shown[0]

@@ -107,7 +107,7 @@ def test_hypotheses_are_real_findings_on_the_holdout(run_dir):
     assert (np.sign(sig["separation"]) == np.sign(sig["selection_score"])).mean() >= 0.8
 
 
-def test_multiclass_target_gives_one_vs_rest_tables(yelp_files, tmp_path):
+def test_multiclass_target_gives_one_vs_rest_tables(yelp_files, tmp_path, capsys):
     train, hold = yelp_files
     code = main(
         [
@@ -139,9 +139,23 @@ def test_multiclass_target_gives_one_vs_rest_tables(yelp_files, tmp_path):
     assert sorted(table["class"].unique()) == [1, 2, 3, 4, 5] and len(table) == 25
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary["metrics"]) == {"1", "2", "3", "4", "5"} and "auc_cv" in summary["metrics"]["5"]
+    # Each class's any-of rule: positive hypotheses of its table, its holdout F1 as the saved annotations give it
+    ann = pd.read_parquet(tmp_path / "holdout_annotations.parquet")
+    printed = capsys.readouterr().out
+    for stars in ("1", "5"):
+        rule = summary["metrics"][stars]["any_of"]
+        rows = table[table["class"] == int(stars)].set_index("latent").loc[rule["latents"]]
+        assert len(rows) and (rows["selection_score"] > 0).all()
+        hit = (ann[rows["annotation_col"]] > 0).any(axis=1).to_numpy()
+        truth = ann["target"].to_numpy() == summary["target"]["classes"].index(int(stars))  # stored: class index
+        assert rule["holdout"]["f1"] == pytest.approx(2 * (hit & truth).sum() / (hit.sum() + truth.sum()))
+        assert f"[{stars}] {stars} = any of {len(rule['latents'])} hypothes" in printed
+    # Complaints about service mark most 1-star reviews (a fifth of the holdout); 5 stars gets few positive
+    # hypotheses from separation here, so its rule is as weak as they are
+    assert summary["metrics"]["1"]["any_of"]["holdout"]["f1"] > 0.45
 
 
-def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path):
+def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path, capsys):
     train, _ = yelp_files
     df = pd.read_json(train, lines=True)
     df["positive"] = np.where(df["stars"] >= 4, "good", "bad")
@@ -177,6 +191,11 @@ def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path):
     assert summary["rows"]["train"]["dropped_empty_text"] == 10
     assert summary["rows"]["train"]["kept"] + summary["rows"]["holdout"]["kept"] == 790
     assert summary["metrics"]["overall"]["auc_in_sample"] > 0.6
+    # Hypotheses for the good side give an any-of rule for "positive = good"; none, no rule
+    rule = summary["metrics"]["overall"]["any_of"]
+    table = pd.read_csv(tmp_path / "out" / "hypotheses.csv")
+    assert bool(rule["latents"]) == bool((table["selection_score"] > 0).any())
+    assert ("positive = good = any of" in capsys.readouterr().out) == bool(rule["latents"])
 
 
 def test_concepts_flag_switches_to_the_concept_settings_and_explicit_flags_win(yelp_files, tmp_path):

@@ -1,0 +1,114 @@
+"""The concept as a short rule: "the class holds when any of these few hypotheses is present".
+
+Twenty hypotheses chosen for a broad class (a whole arXiv field) are mostly positive, and together they
+fire on far more than the class: each fine feature also catches some texts of other classes. A reader
+wants the few that, taken together, mark the class. :func:`fit_any_of` picks them greedily on the
+training split: it adds the positive hypothesis whose presence most raises the F1 of "any of them is
+present" against the class, and stops when no hypothesis raises it by ``min_gain`` or ``max_terms`` are
+in (the search starts once from each hypothesis and keeps the best). The holdout is never looked at; :func:`any_of_scores` then measures the rule there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .errors import DataError
+
+MIN_GAIN = 0.005  # smallest rise in training F1 that earns a hypothesis a place in the rule
+MAX_TERMS = 5  # a rule longer than this is no longer read at a glance
+
+
+@dataclass
+class AnyOfRule:
+    """Positions (in the hypothesis list) of the rule's members, in the order they were added, and its
+    training scores."""
+
+    members: list[int]
+    train: dict  # f1, precision, recall, present (rows where any member is present)
+
+
+def any_of_scores(presence, y, members) -> dict:
+    """F1, precision and recall of "any of ``members`` (column positions) is present" against 0/1 ``y``."""
+    presence = sp.csc_matrix(presence)
+    y = _binary(y, presence.shape[0])
+    if len(members):
+        hit = np.asarray(presence[:, list(members)].sum(axis=1)).ravel() > 0
+    else:
+        hit = np.zeros(presence.shape[0], dtype=bool)
+    return _scores(int((hit & (y > 0)).sum()), int(hit.sum()), int((y > 0).sum()))
+
+
+def fit_any_of(presence, y, candidates=None, min_gain: float = MIN_GAIN, max_terms: int = MAX_TERMS) -> AnyOfRule:
+    """Greedy any-of rule on the training rows: ``presence`` is rows x hypotheses (0/1, dense or sparse),
+    ``y`` the 0/1 class, ``candidates`` a mask or list of the hypotheses allowed in (default: all).
+
+    The greedy search runs once from each allowed hypothesis (a plain greedy's first pick can be a broad
+    hypothesis that covers the whole class and leaves nothing to add) and the best training F1 wins;
+    among equal F1 the shorter rule."""
+    P = sp.csc_matrix(presence, dtype=np.float64)
+    P.data = (P.data > 0).astype(np.float64)
+    y = _binary(y, P.shape[0])
+    allowed = np.ones(P.shape[1], dtype=bool) if candidates is None else _mask(candidates, P.shape[1])
+    best: AnyOfRule | None = None
+    for first in np.flatnonzero(allowed):
+        rule = _greedy_from(int(first), P, y, allowed, min_gain, max_terms)
+        if best is None or (rule.train["f1"], -len(rule.members)) > (best.train["f1"], -len(best.members)):
+            best = rule
+    return best or AnyOfRule(members=[], train=_scores(0, 0, int(y.sum())))
+
+
+def _greedy_from(first: int, P: sp.csc_matrix, y: np.ndarray, allowed, min_gain: float, max_terms: int) -> AnyOfRule:
+    """Start from hypothesis ``first``; add the one that raises F1 most while it rises by ``min_gain``."""
+    positives = int(y.sum())
+    covered = np.asarray(P[:, first].todense()).ravel() > 0
+    members = [first]
+    tp, pred = int(y[covered].sum()), int(covered.sum())
+    if tp == 0:  # a hypothesis that never holds on the class starts no rule
+        return AnyOfRule(members=[], train=_scores(0, 0, positives))
+    best = _scores(tp, pred, positives)["f1"]
+    while len(members) < max_terms:
+        # What each hypothesis would add: its present rows not yet covered, and how many are in the class.
+        fresh = P[~covered]
+        add_pred = np.asarray(fresh.sum(axis=0)).ravel()
+        add_tp = fresh.T @ y[~covered]
+        f1 = 2 * (tp + add_tp) / np.maximum(pred + add_pred + positives, 1)
+        f1[~allowed] = -np.inf
+        f1[members] = -np.inf
+        j = int(np.argmax(f1))
+        if not np.isfinite(f1[j]) or f1[j] < best + min_gain:
+            break
+        members.append(j)
+        best = float(f1[j])
+        tp, pred = tp + int(add_tp[j]), pred + int(add_pred[j])
+        covered |= np.asarray(P[:, j].todense()).ravel() > 0
+    return AnyOfRule(members=members, train=_scores(tp, pred, positives))
+
+
+def _scores(tp: int, pred: int, positives: int) -> dict:
+    precision = tp / pred if pred else 0.0
+    recall = tp / positives if positives else 0.0
+    f1 = 2 * tp / (pred + positives) if pred + positives else 0.0
+    return {"f1": f1, "precision": precision, "recall": recall, "present": pred}
+
+
+def _binary(y, n_rows: int) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if len(y) != n_rows:
+        raise DataError(f"The presence has {n_rows} rows but the target has {len(y)} values")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise DataError("An any-of rule needs a 0/1 target (one class against the rest)")
+    return y
+
+
+def _mask(candidates, n: int) -> np.ndarray:
+    candidates = np.asarray(candidates)
+    if candidates.dtype == bool:
+        if len(candidates) != n:
+            raise DataError(f"`candidates` needs one entry per hypothesis ({n}), got {len(candidates)}")
+        return candidates
+    mask = np.zeros(n, dtype=bool)
+    mask[candidates.astype(np.int64)] = True
+    return mask

@@ -1,0 +1,67 @@
+"""The any-of rule: the few positive hypotheses whose union marks a class, chosen on the training rows."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from hsae_core.anyof import any_of_scores, fit_any_of
+from hsae_core.errors import DataError
+
+
+def constructed():
+    """60 rows, class = rows 0-29. A marks rows 0-14, B rows 15-29 (both exact halves of the class),
+    C fires on every row, D marks rows 0-9 (inside A), E marks rows 30-59 (the rest)."""
+    y = np.r_[np.ones(30), np.zeros(30)]
+    rows = np.arange(60)
+    cols = {
+        "A": rows < 15,
+        "B": (rows >= 15) & (rows < 30),
+        "C": np.ones(60, dtype=bool),
+        "D": rows < 10,
+        "E": rows >= 30,
+    }
+    return np.column_stack(list(cols.values())).astype(float), y
+
+
+def test_two_halves_of_the_class_make_the_rule_and_nothing_else_joins():
+    presence, y = constructed()
+    rule = fit_any_of(presence, y)
+    assert sorted(rule.members) == [0, 1]  # A and B; C (everything) and D (inside A) add nothing
+    assert rule.train == {"f1": 1.0, "precision": 1.0, "recall": 1.0, "present": 30}
+    # The same from a sparse matrix, and the scores of a given rule recomputed
+    assert fit_any_of(sp.csc_matrix(presence), y).members == rule.members
+    assert any_of_scores(presence, y, [0]) == {"f1": 2 * 15 / 45, "precision": 1.0, "recall": 0.5, "present": 15}
+
+
+def test_candidates_and_max_terms_limit_the_rule():
+    presence, y = constructed()
+    # Without B: A alone (F1 2/3); C ties with it but the first found is kept, and A + C gains nothing
+    assert fit_any_of(presence, y, candidates=[0, 2, 3, 4]).members == [0]
+    assert fit_any_of(presence, y, candidates=np.array([False, True, False, False, False])).members == [1]
+    assert len(fit_any_of(presence, y, max_terms=1).members) == 1
+    # Nothing allowed, or nothing that helps: an empty rule with zero scores
+    empty = fit_any_of(presence, y, candidates=[4])  # E never holds on the class
+    assert empty.members == [] and empty.train["f1"] == 0.0
+
+
+def test_a_small_gain_is_not_enough_and_a_broad_first_pick_does_not_trap_the_search():
+    presence, y = constructed()
+    y[30] = 1  # one more class row, which only the new hypothesis F marks
+    only_row_30 = np.zeros((60, 1))
+    only_row_30[30] = 1
+    presence = np.hstack([presence, only_row_30])
+    # A plain greedy would start with C (F1 62/91 beats A's 30/46) and find nothing to add after it.
+    rule = fit_any_of(presence, y)
+    assert sorted(rule.members) == [0, 1, 5] and rule.train["f1"] == 1.0
+    # F's one row raises F1 from 60/61 to 1: under a required gain of 0.05 it stays out
+    assert sorted(fit_any_of(presence, y, min_gain=0.05).members) == [0, 1]
+
+
+def test_bad_inputs_are_refused_in_one_line():
+    presence, y = constructed()
+    with pytest.raises(DataError, match="0/1 target"):
+        fit_any_of(presence, y * 3)
+    with pytest.raises(DataError, match="60 rows but the target has 59"):
+        fit_any_of(presence, y[:-1])
+    with pytest.raises(DataError, match="one entry per hypothesis"):
+        fit_any_of(presence, y, candidates=np.array([True, False]))
