@@ -48,43 +48,74 @@ def fit_any_of(presence, y, candidates=None, min_gain: float = MIN_GAIN, max_ter
     The greedy search runs once from each allowed hypothesis (a plain greedy's first pick can be a broad
     hypothesis that covers the whole class and leaves nothing to add) and the best training F1 wins;
     among equal F1 the shorter rule."""
-    P = sp.csc_matrix(presence, dtype=np.float64)
-    P.data = (P.data > 0).astype(np.float64)
-    y = _binary(y, P.shape[0])
-    allowed = np.ones(P.shape[1], dtype=bool) if candidates is None else _mask(candidates, P.shape[1])
+    rows = _PresentRows(presence, y)
+    allowed = np.ones(rows.n_hyp, dtype=bool) if candidates is None else _mask(candidates, rows.n_hyp)
     best: AnyOfRule | None = None
     for first in np.flatnonzero(allowed):
-        rule = _greedy_from(int(first), P, y, allowed, min_gain, max_terms)
+        rule = _greedy_from(int(first), rows, allowed, min_gain, max_terms)
         if best is None or (rule.train["f1"], -len(rule.members)) > (best.train["f1"], -len(best.members)):
             best = rule
-    return best or AnyOfRule(members=[], train=_scores(0, 0, int(y.sum())))
+    return best or AnyOfRule(members=[], train=_scores(0, 0, rows.positives))
 
 
-def _greedy_from(first: int, P: sp.csc_matrix, y: np.ndarray, allowed, min_gain: float, max_terms: int) -> AnyOfRule:
+class _PresentRows:
+    """The presence both ways (rows of each hypothesis; hypotheses of each row) and the class, so that
+    what a hypothesis would still add is updated from the newly covered rows alone."""
+
+    def __init__(self, presence, y):
+        P = sp.csr_matrix(presence, dtype=np.float64)
+        P.data = (P.data > 0).astype(np.float64)
+        P.eliminate_zeros()
+        self.by_row = P
+        self.by_hyp = P.tocsc()
+        self.y = _binary(y, P.shape[0])
+        self.n_hyp = P.shape[1]
+        self.positives = int(self.y.sum())
+        self.present = np.diff(self.by_hyp.indptr)  # rows where each hypothesis holds
+        self.in_class = np.asarray(self.by_hyp.T @ self.y).ravel()  # of them in the class
+
+    def rows_of(self, j: int) -> np.ndarray:
+        return self.by_hyp.indices[self.by_hyp.indptr[j] : self.by_hyp.indptr[j + 1]]
+
+    def counts_in(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per hypothesis: how many of ``rows`` it holds on, and how many of those are in the class."""
+        part = self.by_row[rows]
+        weights = np.repeat(self.y[rows], np.diff(part.indptr))
+        return (
+            np.bincount(part.indices, minlength=self.n_hyp),
+            np.bincount(part.indices, weights=weights, minlength=self.n_hyp),
+        )
+
+
+def _greedy_from(first: int, rows: _PresentRows, allowed, min_gain: float, max_terms: int) -> AnyOfRule:
     """Start from hypothesis ``first``; add the one that raises F1 most while it rises by ``min_gain``."""
-    positives = int(y.sum())
-    covered = np.asarray(P[:, first].todense()).ravel() > 0
-    members = [first]
-    tp, pred = int(y[covered].sum()), int(covered.sum())
-    if tp == 0:  # a hypothesis that never holds on the class starts no rule
-        return AnyOfRule(members=[], train=_scores(0, 0, positives))
-    best = _scores(tp, pred, positives)["f1"]
-    while len(members) < max_terms:
-        # What each hypothesis would add: its present rows not yet covered, and how many are in the class.
-        fresh = P[~covered]
-        add_pred = np.asarray(fresh.sum(axis=0)).ravel()
-        add_tp = fresh.T @ y[~covered]
-        f1 = 2 * (tp + add_tp) / np.maximum(pred + add_pred + positives, 1)
+    covered = np.zeros(rows.by_row.shape[0], dtype=bool)
+    add_pred, add_tp = rows.present.astype(np.float64), rows.in_class.copy()  # what each would add
+    members: list[int] = []
+    tp = pred = 0
+    best = -np.inf
+    j = first
+    while True:
+        fresh = rows.rows_of(j)
+        fresh = fresh[~covered[fresh]]
+        gone_pred, gone_tp = rows.counts_in(fresh)
+        add_pred -= gone_pred
+        add_tp -= gone_tp
+        covered[fresh] = True
+        members.append(j)
+        tp, pred = tp + int(rows.y[fresh].sum()), pred + len(fresh)
+        best = _scores(tp, pred, rows.positives)["f1"]
+        if tp == 0:  # a hypothesis that never holds on the class starts no rule
+            return AnyOfRule(members=[], train=_scores(0, 0, rows.positives))
+        if len(members) >= max_terms:
+            break
+        f1 = 2 * (tp + add_tp) / np.maximum(pred + add_pred + rows.positives, 1)
         f1[~allowed] = -np.inf
         f1[members] = -np.inf
         j = int(np.argmax(f1))
         if not np.isfinite(f1[j]) or f1[j] < best + min_gain:
             break
-        members.append(j)
-        best = float(f1[j])
-        tp, pred = tp + int(add_tp[j]), pred + int(add_pred[j])
-        covered |= np.asarray(P[:, j].todense()).ravel() > 0
-    return AnyOfRule(members=members, train=_scores(tp, pred, positives))
+    return AnyOfRule(members=members, train=_scores(tp, pred, rows.positives))
 
 
 def _scores(tp: int, pred: int, positives: int) -> dict:

@@ -65,3 +65,15 @@ def test_bad_inputs_are_refused_in_one_line():
         fit_any_of(presence, y[:-1])
     with pytest.raises(DataError, match="one entry per hypothesis"):
         fit_any_of(presence, y, candidates=np.array([True, False]))
+
+
+def test_reported_training_scores_are_the_rules_own():
+    """On random sparse presence the incremental counts agree with scoring the rule from scratch."""
+    rng = np.random.default_rng(0)
+    presence = sp.random(5000, 30, density=0.08, format="csc", random_state=1)
+    presence.data[:] = 1.0
+    y = (rng.random(5000) < 0.3).astype(float)
+    y[presence[:, 3].toarray().ravel() > 0] = 1.0  # hypothesis 3 lies inside the class
+    rule = fit_any_of(presence, y)
+    assert 3 in rule.members and 1 <= len(rule.members) <= 5
+    assert rule.train == pytest.approx(any_of_scores(presence, y, rule.members))
