@@ -54,6 +54,8 @@ _LAZY = {
     "LLMClient": "llm",
     "select_latents": "select",
     "evaluate_hypotheses": "stats",
+    "fit_any_of": "anyof",
+    "any_of_scores": "anyof",
     "read_table": "data",
     "prepare_corpus": "data",
     "Corpus": "data",
