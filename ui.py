@@ -267,6 +267,12 @@ def selected_row(event) -> Optional[int]:
     return int(rows[0]) if rows else None
 
 
+def plain_markdown(text: str) -> str:
+    """``text`` (a label, a class name) escaped so that st.markdown shows it as written: no emphasis,
+    links, headings or LaTeX from the characters of a document."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|$~<>])", r"\\\1", str(text))
+
+
 def highlight_html(text: str, terms=()) -> str:
     """The text as safe HTML with every occurrence of ``terms`` (whole words, any case) marked."""
     words = sorted({t.strip() for t in terms if t and t.strip()}, key=len, reverse=True)

@@ -5,7 +5,8 @@ fire on far more than the class: each fine feature also catches some texts of ot
 wants the few that, taken together, mark the class. :func:`fit_any_of` picks them greedily on the
 training split: it adds the positive hypothesis whose presence most raises the F1 of "any of them is
 present" against the class, and stops when no hypothesis raises it by ``min_gain`` or ``max_terms`` are
-in (the search starts once from each hypothesis and keeps the best). The holdout is never looked at; :func:`any_of_scores` then measures the rule there.
+in (the search starts once from each hypothesis and keeps the best). The holdout is never looked at;
+:func:`any_of_scores` then measures the rule there.
 """
 
 from __future__ import annotations
@@ -93,7 +94,6 @@ def _greedy_from(first: int, rows: _PresentRows, allowed, min_gain: float, max_t
     add_pred, add_tp = rows.present.astype(np.float64), rows.in_class.copy()  # what each would add
     members: list[int] = []
     tp = pred = 0
-    best = -np.inf
     j = first
     while True:
         fresh = rows.rows_of(j)
@@ -104,16 +104,16 @@ def _greedy_from(first: int, rows: _PresentRows, allowed, min_gain: float, max_t
         covered[fresh] = True
         members.append(j)
         tp, pred = tp + int(rows.y[fresh].sum()), pred + len(fresh)
-        best = _scores(tp, pred, rows.positives)["f1"]
         if tp == 0:  # a hypothesis that never holds on the class starts no rule
             return AnyOfRule(members=[], train=_scores(0, 0, rows.positives))
+        f1_now = _scores(tp, pred, rows.positives)["f1"]
         if len(members) >= max_terms:
             break
         f1 = 2 * (tp + add_tp) / np.maximum(pred + add_pred + rows.positives, 1)
         f1[~allowed] = -np.inf
         f1[members] = -np.inf
         j = int(np.argmax(f1))
-        if not np.isfinite(f1[j]) or f1[j] < best + min_gain:
+        if not np.isfinite(f1[j]) or f1[j] < f1_now + min_gain:
             break
     return AnyOfRule(members=members, train=_scores(tp, pred, rows.positives))
 

@@ -304,13 +304,13 @@ tgt = summary.get("target", {})
 st.subheader(f"Results: target '{tgt.get('column')}' ({tgt.get('kind')})")
 for name, metrics in summary.get("metrics", {}).items():
     if name != "overall":
-        st.markdown(f"**Class {name}** (one vs rest)")
+        st.markdown(f"**Class {ui.plain_markdown(name)}** (one vs rest)")
     cols = st.columns(5)
     for col, (label, value, help_text) in zip(cols, headline_metrics(metrics)):
         col.metric(label, value, help=help_text)
     rule = any_of_sentence(metrics, concept_name(summary, name))
     if rule:
-        st.markdown(f"**In short:** {rule}")
+        st.markdown(f"**In short:** {ui.plain_markdown(rule)}")
 linked = uses_workspace_features(run, ws)
 st.caption(
     split_summary(summary) + f" · interpreter: {summary.get('interpreter')} · annotator: "

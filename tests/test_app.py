@@ -406,6 +406,8 @@ def test_multiclass_target_offers_its_classes(shared_data, tmp_path, monkeypatch
     assert not at.exception and not at.error, [e.value for e in at.error]
     rule = json.loads((last_run(ws.path) / "summary.json").read_text())["metrics"]["cs.CR"]["any_of"]
     shown = [m.value for m in at.markdown if m.value.startswith("**In short:**")]
+    assert shown and shown[0].startswith("**In short:** cs\\.CR = any of")  # a document's characters are escaped
+    shown = [text.replace("\\", "") for text in shown]  # as the page shows it
     assert rule["latents"], "some of the 3 hypotheses go with cs.CR on the training rows"
     assert len(shown) == 1 and f"cs.CR = any of {len(rule['latents'])} hypothes" in shown[0]
     assert all(f"(#{j})" in shown[0] for j in rule["latents"])
