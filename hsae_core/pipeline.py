@@ -433,6 +433,10 @@ def run_hypotheses(
         table, cols = _hypothesis_table(target_name, latents, sel, chosen, per_hyp, annotator.method)
         if sae.config_.levels:  # which dictionary each feature comes from: its granularity
             table.insert(table.columns.get_loc("latent") + 1, "level", [sae.level_names[j] for j in latents])
+        if "any_of" in overall:
+            table.insert(
+                table.columns.get_loc("hypothesis") + 1, "any_of", table["latent"].isin(overall["any_of"]["latents"])
+            )
         annotation_cols.update(zip(cols, ann.T))
         tables.append(table)
         metrics[str(target_name) if target_name is not None else "overall"] = overall

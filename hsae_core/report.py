@@ -17,6 +17,10 @@ COLUMNS = {
         "The SAE level of the feature, as latents/active: 4/1 sorts documents into 4 broad groups, 64/24 is the main one",
     ),
     "hypothesis": ("hypothesis", "The feature's label"),
+    "any_of": (
+        "in the rule",
+        "One of the few hypotheses whose 'any of them is present' best marks the class on the training rows",
+    ),
     "fidelity_auc": (
         "label AUC",
         "Held-out fidelity of the label: embedding-judge AUC on documents the labeller never saw",

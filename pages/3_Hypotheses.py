@@ -43,6 +43,7 @@ HYPOTHESIS_COLUMNS = [
     "latent",
     "level",
     "hypothesis",
+    "any_of",
     "fidelity_auc",
     "fidelity_f1",
     "coef",

@@ -412,3 +412,5 @@ def test_multiclass_target_offers_its_classes(shared_data, tmp_path, monkeypatch
     assert len(shown) == 1 and f"cs.CR = any of {len(rule['latents'])} hypothes" in shown[0]
     assert all(f"(#{j})" in shown[0] for j in rule["latents"])
     assert f"Holdout F1 {rule['holdout']['f1']:.3f}" in shown[0]
+    table = df(at, "hyp_table")
+    assert sorted(table.loc[table["any_of"], "latent"]) == sorted(rule["latents"])  # ticked in the table

@@ -144,7 +144,9 @@ def test_multiclass_target_gives_one_vs_rest_tables(yelp_files, tmp_path, capsys
     printed = capsys.readouterr().out
     for stars in ("1", "5"):
         rule = summary["metrics"][stars]["any_of"]
-        rows = table[table["class"] == int(stars)].set_index("latent").loc[rule["latents"]]
+        of_class = table[table["class"] == int(stars)]
+        assert sorted(of_class.loc[of_class["any_of"], "latent"]) == sorted(rule["latents"])  # marked in the CSV
+        rows = of_class.set_index("latent").loc[rule["latents"]]
         assert len(rows) and (rows["selection_score"] > 0).all()
         hit = (ann[rows["annotation_col"]] > 0).any(axis=1).to_numpy()
         truth = ann["target"].to_numpy() == summary["target"]["classes"].index(int(stars))  # stored: class index
