@@ -177,6 +177,10 @@ def _any_of_scores(metrics: dict) -> dict:
     return {"any_of_f1": (rule.get("holdout") or {}).get("f1"), "any_of_size": len(rule.get("latents") or [])}
 
 
+def _or_nan(value) -> float:
+    return float("nan") if value is None else value
+
+
 def pooled_scores(codes, y_train, y_hold, kind: str, config) -> dict:
     """The recovery measures of a choice from several SAEs' latents (bench/pooled.py)."""
     codes_train, codes_hold, sizes = codes
@@ -253,7 +257,7 @@ def recovery(cset: ConceptSet, overrides: dict, seeds, probes: dict) -> list[dic
             )
             print(
                 f"  {cset.name} | {concept} | seed {seed}: best F1 {scores['best_f1']:.3f}, union F1 "
-                f"{scores['union_f1']:.3f}, any-of rule F1 {scores.get('any_of_f1') or float('nan'):.3f} "
+                f"{scores['union_f1']:.3f}, any-of rule F1 {_or_nan(scores.get('any_of_f1')):.3f} "
                 f"({scores.get('any_of_size', 0)} in it), AUC(cv) {scores['auc_cv']:.3f}, {scores['n_significant_bonferroni']} "
                 f"Bonferroni-significant ({seconds:.0f} s)",
                 flush=True,
