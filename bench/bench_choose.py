@@ -32,7 +32,7 @@ def measure_one(codes: str, y: str, method: str) -> dict:
 
     from hsae_core.anyof import fit_any_of
     from hsae_core.choose import choose_hypotheses
-    from hsae_core.presence import presence_matrix
+    from hsae_core.presence import chosen_presence
     from hsae_core.settings import SELECTION
 
     X, target = sp.load_npz(codes).tocsr(), np.load(y)
@@ -52,7 +52,7 @@ def measure_one(codes: str, y: str, method: str) -> dict:
         seconds = time.perf_counter() - t0
         # The any-of rule a binary target gets next (here: the target above its median), on the chosen hypotheses
         t1 = time.perf_counter()
-        chosen = presence_matrix(X.tocsc()[:, got.latents], got.thresholds)
+        chosen = chosen_presence(X, got.latents, got.thresholds)
         rule = fit_any_of(chosen, (target > np.median(target)).astype(float), candidates=got.scores > 0)
         any_of_seconds = time.perf_counter() - t1
     return {

@@ -18,7 +18,6 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from . import settings, validate
 from .annotate import ActivationAnnotator, Annotator
@@ -29,7 +28,7 @@ from .embed import Embedder
 from .errors import DataError, LLMError, ModelError
 from .fsutil import check_cache_dir
 from .interpret import Interpreter
-from .presence import presence_matrix
+from .presence import chosen_presence
 from .progress import ProgressFn, report
 from .report import any_of_sentence, concept_name
 from .runstore import check_run_folder, new_run_id, verify_run_folder, write_run_folder
@@ -515,10 +514,9 @@ def choose_for(config: HypothesisConfig, codes, y, kind: str) -> Choice:
 def _any_of(codes_train, y_train, annotations: np.ndarray, y_hold, sel: Choice, chosen) -> dict:
     """The few positive hypotheses whose "any of them is present" best marks the class: chosen on the
     training presence (activation above threshold), scored on the holdout annotations."""
-    train_presence = presence_matrix(
-        sp.csc_matrix(codes_train)[:, np.asarray(sel.latents, dtype=np.int64)], sel.thresholds
+    rule = fit_any_of(
+        chosen_presence(codes_train, sel.latents, sel.thresholds), y_train, candidates=np.asarray(sel.scores) > 0
     )
-    rule = fit_any_of(train_presence, y_train, candidates=np.asarray(sel.scores) > 0)
     return {
         "latents": [int(sel.latents[i]) for i in rule.members],
         "hypotheses": [chosen[i].label for i in rule.members],

@@ -98,9 +98,14 @@ def learn_thresholds(codes, y, min_present: int = 1, direction=None) -> Threshol
 
 def presence(codes, latents, thresholds) -> np.ndarray:
     """(N x len(latents)) 0/1 float matrix: activation of each latent above its threshold (the dense view
-    of :func:`presence_matrix` for a few chosen latents, as the holdout annotation uses it)."""
+    of :func:`chosen_presence`, as the holdout annotation uses it)."""
+    return chosen_presence(codes, latents, thresholds).toarray()
+
+
+def chosen_presence(codes, latents, thresholds) -> sp.csc_matrix:
+    """Sparse 0/1 (N x len(latents)): activation of each of a few chosen latents above its threshold."""
     latents = np.asarray([int(j) for j in latents], dtype=np.int64)
-    return presence_matrix(sp.csc_matrix(codes)[:, latents], thresholds).toarray()
+    return presence_matrix(sp.csc_matrix(codes)[:, latents], thresholds)
 
 
 def presence_matrix(codes, thresholds) -> sp.csc_matrix:
