@@ -55,6 +55,7 @@ _LAZY = {
     "select_latents": "select",
     "evaluate_hypotheses": "stats",
     "fit_any_of": "anyof",
+    "best_marker": "anyof",
     "any_of_scores": "anyof",
     "read_table": "data",
     "prepare_corpus": "data",

@@ -42,6 +42,26 @@ def any_of_scores(presence, y, members) -> dict:
     return _scores(int((hit & (y > 0)).sum()), int(hit.sum()), int((y > 0).sum()))
 
 
+def best_marker(presence, y) -> int | None:
+    """The column of ``presence`` (rows x hypotheses, 0/1) whose presence alone best marks the 0/1 class
+    ``y`` by F1, or None when none marks it better than calling every row the class would (F1 2q/(1+q) at
+    class share q). Beating that bar needs recall above the column's own share of rows, so the marker
+    always goes with the class. Among equal F1 the first column."""
+    P = sp.csc_matrix(presence, dtype=np.float64)
+    y = _binary(y, P.shape[0])
+    P.data = (P.data > 0).astype(np.float64)
+    P.eliminate_zeros()
+    positives = float(y.sum())
+    if positives == 0 or P.shape[1] == 0:
+        return None
+    present = np.diff(P.indptr).astype(np.float64)
+    in_class = np.asarray(P.T @ y).ravel()
+    f1 = 2 * in_class / np.maximum(present + positives, 1)
+    j = int(np.argmax(f1))
+    every_row = 2 * positives / (P.shape[0] + positives)
+    return j if f1[j] > every_row else None
+
+
 def fit_any_of(presence, y, candidates=None, min_gain: float = MIN_GAIN, max_terms: int = MAX_TERMS) -> AnyOfRule:
     """Greedy any-of rule on the training rows: ``presence`` is rows x hypotheses (0/1, dense or sparse),
     ``y`` the 0/1 class, ``candidates`` a mask or list of the hypotheses allowed in (default: all).

@@ -1,7 +1,8 @@
 """From SAE codes and a target to a set of hypotheses, on the training split only: rank latents
 (:mod:`select`), give each a presence threshold (:mod:`presence`), drop near-duplicates (:mod:`distinct`);
 or, with the method ``stepwise`` (:mod:`stepwise`), threshold every latent first and add them one at a
-time by what their presence adds to the ones already chosen.
+time by what their presence adds to the ones already chosen (for a binary target or a class, starting
+from the latent whose presence alone best marks it, :func:`anyof.best_marker`).
 
 A hypothesis stays one latent and one number: "present" means its activation is above its threshold.
 """
@@ -14,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import settings
+from .anyof import best_marker
 from .distinct import drop_near_duplicates
 from .errors import DataError
 from .presence import learn_thresholds, presence_matrix
@@ -118,7 +120,10 @@ def _stepwise(codes, y, n: int, kind: str, presence_mode: str, max_overlap: floa
     else:
         thresholds = np.zeros(codes.shape[1])
     P = presence_matrix(codes, thresholds)
-    found = forward_select(P, y, int(n), max_overlap=max_overlap)
+    # For a class, the hypothesis that best marks it on its own enters first (the R² path's first pick
+    # can be a narrower latent with a higher correlation but a lower F1); the rest add what it misses.
+    first = best_marker(P, y) if kind == "binary" else None
+    found = forward_select(P, y, int(n), max_overlap=max_overlap, first=first)
     latents = found.latents
     corr = _presence_corr(P[:, latents], y)
     warnings = []

@@ -660,7 +660,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--select",
         default=SELECTION.method,
         choices=settings.SELECT_METHODS,
-        help=f"how latents become hypotheses (default {SELECTION.method}: each next one adds most to those chosen)",
+        help=f"how latents become hypotheses (default {SELECTION.method}: each next one adds most to those chosen; "
+        "for a class the first is the one that alone marks it best)",
     )
     p.add_argument("--n", type=_positive_int, default=SELECTION.n, help="number of hypotheses")
     p.add_argument(

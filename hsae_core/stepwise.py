@@ -30,11 +30,13 @@ class Stepwise:
     n_overlapping: int = 0  # candidates left out for repeating a chosen one (presence overlap)
 
 
-def forward_select(P, y, n: int, eligible=None, max_overlap: float = 1.0) -> Stepwise:
+def forward_select(P, y, n: int, eligible=None, max_overlap: float = 1.0, first=None) -> Stepwise:
     """Choose up to ``n`` columns of the 0/1 matrix ``P`` by forward selection for an OLS of ``y``.
 
     ``eligible`` (bool per column) limits the candidates; a column whose rows overlap a chosen one's by
-    more than ``max_overlap`` (Jaccard) stops being a candidate. Stops early when no candidate adds variance.
+    more than ``max_overlap`` (Jaccard) stops being a candidate. ``first`` (a column) enters before any
+    other, whatever the others' gains, if it is a candidate that adds anything. Stops early when no
+    candidate adds variance.
     """
     P = sp.csc_matrix(P, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64).ravel()
@@ -62,6 +64,8 @@ def forward_select(P, y, n: int, eligible=None, max_overlap: float = 1.0) -> Ste
         dot = PT @ r
         score[fit] = dot[fit] ** 2 / new_var[fit]
         j = int(np.argmax(np.where(fit, score, -1.0)))
+        if first is not None and not chosen and fit[first] and score[first] > 0:
+            j = int(first)
         if score[j] <= 0:
             break
         chosen.append(j)

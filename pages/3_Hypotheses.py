@@ -195,7 +195,8 @@ with st.container(border=True):
         SELECT_METHODS,
         index=SELECT_METHODS.index(HypothesisConfig.select),
         key="hyp_method",
-        help="stepwise: each next feature adds most to the ones chosen (distinct concepts); correlation, "
+        help="stepwise: each next feature adds most to the ones chosen (distinct concepts; for a class, the "
+        "first is the one that alone marks it best); correlation, "
         "separation: the top n by their own score; lasso: an L1 model's n",
     )
     n = int(c3.number_input("Hypotheses (n)", 1, 100, HypothesisConfig.n, key="hyp_n"))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from hsae_core.anyof import any_of_scores, fit_any_of
+from hsae_core.anyof import any_of_scores, best_marker, fit_any_of
 from hsae_core.errors import DataError
 
 
@@ -77,3 +77,16 @@ def test_reported_training_scores_are_the_rules_own():
     rule = fit_any_of(presence, y)
     assert 3 in rule.members and 1 <= len(rule.members) <= 5
     assert rule.train == pytest.approx(any_of_scores(presence, y, rule.members))
+
+
+def test_best_marker_is_the_single_hypothesis_with_the_best_f1_and_must_beat_calling_every_row():
+    presence, y = constructed()
+    # A and B each mark half the class and C is every row: all at F1 2/3, which calling every row of this
+    # half-and-half table the class also scores, so none of them marks it
+    assert best_marker(presence, y) is None
+    wide = np.zeros((60, 1))
+    wide[:28] = wide[30:38] = 1  # 28 of the 30 class rows and 8 others: F1 56/66
+    assert best_marker(np.hstack([presence, wide]), y) == 5
+    assert best_marker(sp.csr_matrix(np.hstack([wide, presence, wide])), y) == 0  # a tie: the first
+    with pytest.raises(DataError, match="0/1 target"):
+        best_marker(presence, y * 3)

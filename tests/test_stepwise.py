@@ -79,3 +79,22 @@ def test_stepwise_choice_reports_thresholds_and_signs():
     assert choice.thresholds[i4] == pytest.approx(1.0, abs=0.2) and choice.scores[i4] > 0
     assert choice.scores[i9] < 0
     np.testing.assert_allclose(choice.scores, choice.train_corr)
+
+
+def test_for_a_class_the_best_single_marker_enters_first():
+    """A narrow column all inside the class has the higher correlation; a broad one catching most of the
+    class has the higher F1. For a binary target the broad one comes first; the continuous path is plain R²."""
+    N = 1000
+    y = np.zeros(N)
+    y[:300] = 1
+    narrow = np.zeros(N)
+    narrow[:150] = 1  # half the class, nothing else: r 0.642, F1 0.667
+    broad = np.zeros(N)
+    broad[45:300] = broad[300:445] = 1  # 255 of the class and 145 others: r 0.601, F1 0.729
+    codes = sp.csr_matrix(np.column_stack([narrow, broad]))
+    kw = dict(method="stepwise", n=2, top_n=100, presence_mode="positive", max_overlap=1.0)
+    assert list(choose_hypotheses(codes, y, kind="binary", **kw).latents) == [1, 0]
+    assert list(choose_hypotheses(codes, y, kind="continuous", **kw).latents) == [0, 1]
+    P = sp.csc_matrix(codes)
+    assert list(forward_select(P, y, n=2, first=1).latents) == [1, 0]
+    assert list(forward_select(P, y, n=1, first=1, eligible=[True, False]).latents) == [0]  # first must be eligible
