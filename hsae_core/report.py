@@ -102,10 +102,12 @@ def headline_metrics(metrics: dict) -> list[tuple[str, str, str]]:
 
 def any_of_sentence(metrics: dict, concept: str) -> str | None:
     """One line: the run's any-of rule for ``concept`` (a binary target or one class) and its holdout
-    scores, or None when there is no rule (continuous target, or no hypothesis goes with the class)."""
-    rule = metrics.get("any_of") or {}
-    if not rule.get("latents"):
+    scores; that it has none when no hypothesis goes with the class; None for a continuous target."""
+    if "any_of" not in metrics:
         return None
+    rule = metrics["any_of"] or {}
+    if not rule.get("latents"):
+        return f"{concept}: no hypothesis goes with it on the training rows, so it has no any-of rule."
     named = ", ".join(f"“{h}” (#{j})" for h, j in zip(rule["hypotheses"], rule["latents"]))
     hold, train = rule.get("holdout") or {}, rule.get("train") or {}
     count = len(rule["latents"])

@@ -90,3 +90,23 @@ def test_best_marker_is_the_single_hypothesis_with_the_best_f1_and_must_beat_cal
     assert best_marker(sp.csr_matrix(np.hstack([wide, presence, wide])), y) == 0  # a tie: the first
     with pytest.raises(DataError, match="0/1 target"):
         best_marker(presence, y * 3)
+
+
+def test_the_rule_is_stated_in_one_line_and_so_is_its_absence():
+    from hsae_core.report import any_of_sentence
+
+    rule = {
+        "latents": [7, 3],
+        "hypotheses": ["mentions proofs", "cites a theorem"],
+        "train": {"f1": 0.81},
+        "holdout": {"f1": 0.8, "precision": 0.75, "recall": 0.857},
+    }
+    assert any_of_sentence({"any_of": rule}, "math") == (
+        "math = any of 2 hypotheses: “mentions proofs” (#7), “cites a theorem” (#3). Holdout F1 0.800 "
+        "(precision 0.750, recall 0.857); chosen on the training rows (F1 there 0.810)."
+    )
+    empty = {"latents": [], "hypotheses": [], "train": {"f1": 0.0}, "holdout": {"f1": 0.0}}
+    assert any_of_sentence({"any_of": empty}, "y = good") == (
+        "y = good: no hypothesis goes with it on the training rows, so it has no any-of rule."
+    )
+    assert any_of_sentence({"r2_cv": 0.4}, "stars") is None  # a continuous target has no rule

@@ -197,7 +197,9 @@ def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path, cap
     rule = summary["metrics"]["overall"]["any_of"]
     table = pd.read_csv(tmp_path / "out" / "hypotheses.csv")
     assert bool(rule["latents"]) == bool((table["selection_score"] > 0).any())
-    assert ("positive = good = any of" in capsys.readouterr().out) == bool(rule["latents"])
+    printed = capsys.readouterr().out
+    assert ("positive = good = any of" in printed) == bool(rule["latents"])
+    assert ("positive = good: no hypothesis goes with it" in printed) == (not rule["latents"])
 
 
 def test_concepts_flag_switches_to_the_concept_settings_and_explicit_flags_win(yelp_files, tmp_path):
