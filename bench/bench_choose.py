@@ -21,7 +21,9 @@ import time
 from bench_selection import codes_path, plan
 from common import OUR_PYTHON, markdown_table, script_main, setup_env
 
-METHODS = ("correlation", "stepwise", "separation", "lasso")
+# "stepwise-binary": stepwise for a 0/1 target (the target above its median), which starts from the best
+# single marker (hsae_core.anyof.best_marker) before the R² steps.
+METHODS = ("correlation", "stepwise", "stepwise-binary", "separation", "lasso")
 
 
 def measure_one(codes: str, y: str, method: str) -> dict:
@@ -36,14 +38,16 @@ def measure_one(codes: str, y: str, method: str) -> dict:
     from hsae_core.settings import SELECTION
 
     X, target = sp.load_npz(codes).tocsr(), np.load(y)
+    above = (target > np.median(target)).astype(float)
+    kind = "binary" if method == "stepwise-binary" else "continuous"
     with PeakRSS() as mem:
         t0 = time.perf_counter()
         got = choose_hypotheses(
             X,
-            target,
-            method=method,
+            above if kind == "binary" else target,
+            method=method.removesuffix("-binary"),
             n=SELECTION.n,
-            kind="continuous",
+            kind=kind,
             top_n=SELECTION.top_n,
             presence_mode=SELECTION.presence,
             max_overlap=SELECTION.max_overlap,
@@ -53,7 +57,7 @@ def measure_one(codes: str, y: str, method: str) -> dict:
         # The any-of rule a binary target gets next (here: the target above its median), on the chosen hypotheses
         t1 = time.perf_counter()
         chosen = chosen_presence(X, got.latents, got.thresholds)
-        rule = fit_any_of(chosen, (target > np.median(target)).astype(float), candidates=got.scores > 0)
+        rule = fit_any_of(chosen, above, candidates=got.scores > 0)
         any_of_seconds = time.perf_counter() - t1
     return {
         "seconds": round(seconds, 3),
