@@ -6,7 +6,8 @@ wants the few that, taken together, mark the class. :func:`fit_any_of` picks the
 training split: it adds the positive hypothesis whose presence most raises the F1 of "any of them is
 present" against the class, and stops when no hypothesis raises it by ``min_gain`` or ``max_terms`` are
 in (the search starts once from each hypothesis and keeps the best). The holdout is never looked at;
-:func:`any_of_scores` then measures the rule there.
+:func:`any_of_scores` then measures the rule there. :func:`best_marker` is the one-hypothesis case: the
+latent stepwise selection starts from for a class.
 """
 
 from __future__ import annotations
