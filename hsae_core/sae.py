@@ -291,6 +291,26 @@ def _rows_to_bag(rows, cols, vals, n):
     return cols, vals, offsets
 
 
+def _csr_rows(idx, vals, offsets, n: int, cfg: SAEConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One batch's code in CSR form on the host: (column indices, values, non-zeros per row), columns sorted
+    within each row and zero activations dropped. The sorting happens where the code is (the GPU, there):
+    a top-k code has the same width on every row, so each row sorts its own few columns; a batch-top-k code
+    sorts by (row, column) once."""
+    if not cfg.batch_topk:
+        cols, order = idx.view(n, -1).sort(dim=1)
+        values = vals.view(n, -1).gather(1, order)
+        cols, values = cols.cpu().numpy(), values.cpu().numpy()
+        keep = values > 0
+        return cols[keep], values[keep], keep.sum(axis=1)
+    rows = torch.repeat_interleave(
+        torch.arange(n, device=idx.device), torch.diff(offsets, append=offsets.new_tensor([len(idx)]))
+    )
+    order = torch.argsort(rows * cfg.m + idx)
+    rows, cols, values = rows[order].cpu().numpy(), idx[order].cpu().numpy(), vals[order].cpu().numpy()
+    keep = values > 0
+    return cols[keep], values[keep], np.bincount(rows[keep], minlength=n)
+
+
 @contextmanager
 def _threads_for_work(flops_per_step: int, single_thread_below: int = 50_000_000):
     """Small models train faster on one thread: for tiny matmuls, thread hand-offs cost more than they
@@ -606,19 +626,10 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         for start in range(0, len(X), batch_size):
             x = torch.from_numpy(X[start : start + batch_size]).to(device)
             idx, vals, offsets = model.sparse_code(model.pre_activations(x), batch_mode=False)
-            idx, vals, offsets = idx.cpu(), vals.cpu(), offsets.cpu()
-            keep = vals > 0
-            counts = torch.zeros(len(x), dtype=torch.long)
-            rows = torch.repeat_interleave(
-                torch.arange(len(x)), torch.diff(torch.cat([offsets, torch.tensor([len(idx)])]))
-            )
-            counts.index_add_(0, rows[keep], torch.ones(int(keep.sum()), dtype=torch.long))
-            # Sort column indices within each row (CSR canonical form).
-            r, c, v = rows[keep].numpy(), idx[keep].numpy(), vals[keep].numpy()
-            order = np.lexsort((c, r))
-            indices.append(c[order])
-            data.append(v[order])
-            indptr.append(indptr[-1][-1] + np.cumsum(counts.numpy()))
+            cols, values, counts = _csr_rows(idx, vals, offsets, len(x), model.cfg)
+            indices.append(cols)
+            data.append(values)
+            indptr.append(indptr[-1][-1] + np.cumsum(counts))
             report(progress, min(start + batch_size, len(X)), len(X), "encoding")
         codes = sp.csr_matrix(
             (

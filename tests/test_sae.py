@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 
 from hsae_core.errors import ModelError
 from hsae_core.sae import SparseAutoencoder
@@ -72,6 +73,40 @@ def test_aux_k_revives_dead_latents(X):
     with_aux = SparseAutoencoder(m=256, k=2, dead_after=200, batch_size=512, max_epochs=15, seed=0).fit(X)
     without = SparseAutoencoder(m=256, k=2, dead_after=200, aux_coef=0.0, batch_size=512, max_epochs=15, seed=0).fit(X)
     assert with_aux.metrics_["dead_frac"] < without.metrics_["dead_frac"]
+
+
+def _dense_code_reference(sae, X):
+    """The code worked out densely in numpy from the model's own pre-activations: each level's (or the whole
+    dictionary's) k largest per row, or everything above the learned threshold for batch-top-k."""
+    model, cfg = sae.model_, sae.config_
+    with torch.no_grad():
+        pre = model.pre_activations(torch.from_numpy(X)).numpy()
+    dense = np.zeros_like(pre)
+    if cfg.batch_topk:
+        keep = pre > float(model.threshold)
+        dense[keep] = pre[keep]
+        return dense
+    rows = np.arange(len(X))[:, None]
+    for start, size, active in cfg.groups if cfg.levels else [(0, cfg.m, cfg.k)]:
+        top = start + np.argpartition(-pre[:, start : start + size], active - 1, axis=1)[:, :active]
+        dense[rows, top] = np.maximum(pre[rows, top], 0.0)
+    return dense
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [dict(m=64, k=4), dict(m=32, k=4, levels="2/1,8/2"), dict(m=64, k=4, batch_topk=True)],
+    ids=["top-k", "levels", "batch-top-k"],
+)
+def test_transform_is_the_top_k_of_the_pre_activations_in_canonical_csr(X, settings):
+    sae = SparseAutoencoder(max_epochs=3, batch_size=64, seed=1, **settings).fit(X)
+    reference = _dense_code_reference(sae, X)
+    for batch_size in (4096, 333):  # one batch, and batches that do not divide the rows
+        codes = sae.transform(X, batch_size=batch_size)
+        rows = np.split(codes.indices, codes.indptr[1:-1])  # the flag alone is set by transform: check the data
+        assert all((np.diff(r) > 0).all() for r in rows) and (codes.data > 0).all()
+        assert codes.shape == reference.shape
+        np.testing.assert_array_equal(codes.toarray(), reference)
 
 
 def test_wrong_width_is_refused_with_clear_message(trained):
