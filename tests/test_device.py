@@ -50,13 +50,21 @@ def test_cli_device_cuda_without_cuda_exits_2(command, tmp_path, monkeypatch, ca
     assert list(tmp_path.iterdir()) == []
 
 
-def test_sae_cpu_and_auto_identical(yelp_embedded):
+def test_sae_cpu_and_auto_agree(yelp_embedded):
     X = yelp_embedded[2][:400]
-    saes = [SparseAutoencoder(m=64, k=4, max_epochs=3, seed=3, device=d).fit(X) for d in ("cpu", "auto")]
-    np.testing.assert_array_equal(saes[0].decoder_directions, saes[1].decoder_directions)
-    a, b = (s.transform(X) for s in saes)
-    assert (a != b).nnz == 0
-    assert saes[0].score(X) == saes[1].score(X)
+    cpu, auto = (SparseAutoencoder(m=64, k=4, max_epochs=3, seed=3, device=d).fit(X) for d in ("cpu", "auto"))
+    a, b = cpu.transform(X), auto.transform(X)
+    if not HAS_CUDA:  # auto is the CPU here: the very same model
+        np.testing.assert_array_equal(cpu.decoder_directions, auto.decoder_directions)
+        assert (a != b).nnz == 0
+        assert cpu.score(X) == auto.score(X)
+        return
+    # The same initial weights and batches on two devices: equal up to float32 rounding (measured on an H100:
+    # decoder weights within 2.2e-7 after 3 epochs), so nearly every row keeps the same active latents.
+    np.testing.assert_allclose(cpu.decoder_directions, auto.decoder_directions, atol=1e-4)
+    same_rows = np.mean([set(a[i].indices) == set(b[i].indices) for i in range(a.shape[0])])
+    assert same_rows >= 0.95
+    assert auto.score(X) == pytest.approx(cpu.score(X), rel=1e-3)
 
 
 def test_embedder_cpu_and_auto_identical(yelp_frames):

@@ -69,10 +69,14 @@ def test_batch_topk_and_matryoshka_train(X):
 
 
 def test_aux_k_revives_dead_latents(X):
-    # An aggressive dead threshold forces the auxiliary loss on; without it many latents stay dead.
-    with_aux = SparseAutoencoder(m=256, k=2, dead_after=200, batch_size=512, max_epochs=15, seed=0).fit(X)
-    without = SparseAutoencoder(m=256, k=2, dead_after=200, aux_coef=0.0, batch_size=512, max_epochs=15, seed=0).fit(X)
-    assert with_aux.metrics_["dead_frac"] < without.metrics_["dead_frac"]
+    # 1024 latents with 2 active on 720 training rows: many never win a row, and a latent that went 200 rows
+    # without firing counts as dead, so the auxiliary loss is on. It revives 60-75 of them on seeds 0-2 (the
+    # float32 embeddings and their float16 rounding from a GPU alike); 1 of 256 in a smaller setting was
+    # within the noise of the embedding's last bits.
+    settings = dict(m=1024, k=2, dead_after=200, batch_size=128, max_epochs=20, seed=0)
+    with_aux = SparseAutoencoder(**settings).fit(X)
+    without = SparseAutoencoder(aux_coef=0.0, **settings).fit(X)
+    assert with_aux.metrics_["dead_frac"] + 0.03 < without.metrics_["dead_frac"]
 
 
 def _dense_code_reference(sae, X):
