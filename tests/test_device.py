@@ -94,3 +94,13 @@ def test_cuda_sae_saves_cpu_weights_and_loads_on_cpu(yelp_embedded, tmp_path):
     a, b = gpu.transform(X), cpu.transform(X)
     assert a.shape == b.shape and abs(a.nnz - b.nnz) <= 0.01 * a.nnz
     assert np.allclose(gpu.decoder_directions, cpu.decoder_directions)
+
+
+def test_embedder_batch_follows_the_device():
+    from hsae_core.embed import default_embedder
+
+    assert default_embedder("cpu").effective_batch_size == 64
+    assert default_embedder("auto").effective_batch_size == (256 if HAS_CUDA else 64)
+    chosen = default_embedder("auto")
+    chosen.batch_size = 8  # a batch the caller sets is kept on any device
+    assert chosen.effective_batch_size == 8
