@@ -224,17 +224,6 @@ class EmbeddingJudge:
         ps, ns, _, _ = self._part_scores(latent, part, vectors)
         return [_round(auc(ps[:, i], ns[:, i])) for i in range(len(labels))]
 
-    def compete(self, latent: int, candidates: Sequence[str]) -> tuple[int, list[Optional[float]], dict]:
-        """Candidates compete on validation AUC; the winner is scored on test.
-
-        Returns (winner index, validation AUC per candidate, the winner's test fidelity).
-        """
-        if not candidates:
-            raise DataError("No candidate labels to compete")
-        val_auc = self.auc_on(latent, candidates, "validation")
-        winner = max(range(len(candidates)), key=lambda i: (val_auc[i] if val_auc[i] is not None else -1.0, -i))
-        return winner, val_auc, self.test_fidelity(latent, candidates[winner], val_auc[winner])
-
     def test_fidelity(self, latent: int, label: str, val_auc: Optional[float] = None) -> dict:
         """AUC on test, and precision/recall/F1 on test at the validation part's best-F1 threshold."""
         self.embed_labels([label])

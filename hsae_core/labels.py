@@ -14,6 +14,9 @@
    documents (AUC) go on.
 4. **Competition.** The shortlist competes on the validation part (AUC); the winner's fidelity is
    measured on the test part only (AUC, and F1 at the validation threshold).
+5. **Distinct names.** Latents labelled together never share a label where avoidable: the latent whose
+   first choice fits best (validation AUC) keeps it, and one whose choice is held takes its next
+   candidate (``assign_distinct``; the candidates it passed over say which latent holds them).
 
 The top keywords stay in ``Interpretation.keywords``. Without an embedder the best-scoring span is the
 label and fidelity is unavailable.
@@ -275,11 +278,12 @@ class PhraseInterpreter:
         if judge is not None:
             report(progress, 0, total, "phrases: embedding candidates")
             judge.embed_labels([s for p in picked.values() for s, _ in p["spans"]])
-        result = []
+        ranked = {}
         for n, j in enumerate(latents):
-            result.append(self._choose(j, picked.get(j), texts, codes_csc, judge))
+            ranked[j] = self._rank(j, picked.get(j), texts, codes_csc, judge)
             report(progress, n + 1, total, "phrases: choosing on validation")
-        return result
+        chosen = assign_distinct({j: r["preferences"] for j, r in ranked.items() if r["preferences"]})
+        return [self._result(j, ranked[j], chosen.get(j), judge) for j in latents]
 
     def _judge(self, texts, codes_csc, splits, embeddings) -> Optional[EmbeddingJudge]:
         if self.embedder is None:
@@ -290,13 +294,36 @@ class PhraseInterpreter:
             embeddings = embed_texts(list(texts), self.embedder)
         return EmbeddingJudge(self.embedder, embeddings, codes_csc, splits, seed=self.seed)
 
-    def _choose(self, j: int, found: Optional[dict], texts, codes_csc, judge) -> Interpretation:
+    def _rank(self, j: int, found: Optional[dict], texts, codes_csc, judge) -> dict:
+        """A latent's candidates in the order it would take them: the shortlist (best ``n_compete`` by build
+        AUC) by validation AUC, then the rest by build AUC, used only when another latent holds the better
+        ones. Without a judge, the spans' own order. Each preference is (label, validation AUC or None)."""
         rows_all, _ = _active(codes_csc, j)
         examples = [snippet(texts[r]) for r in (found["rows"] if found else rows_all)[: self.n_examples]]
         keywords = found["keywords"] if found else []
         spans = found["spans"] if found else []
-        if not spans:
-            if len(rows_all) == 0:
+        cands = [{"label": s, "text_score": round(sc, 3)} for s, sc in spans]
+        plan = {"keywords": keywords, "examples": examples, "candidates": cands, "active": len(rows_all)}
+        if not cands or judge is None:
+            plan["preferences"] = [(c["label"], None) for c in cands]
+            return plan
+        build_auc = judge.auc_on(j, [c["label"] for c in cands], "build")
+        for c, a in zip(cands, build_auc):
+            c["build_auc"] = a
+        order = sorted(range(len(cands)), key=lambda i: (-(build_auc[i] if build_auc[i] is not None else -1.0), i))
+        short, rest = order[: self.n_compete], order[self.n_compete :]
+        val_auc = judge.auc_on(j, [cands[i]["label"] for i in short], "validation")
+        for i, a in zip(short, val_auc):
+            cands[i]["val_auc"] = a
+        by_val = sorted(range(len(short)), key=lambda n: (-(val_auc[n] if val_auc[n] is not None else -1.0), n))
+        short = [short[n] for n in by_val]  # ties keep the build-AUC order
+        plan["preferences"] = [(cands[i]["label"], cands[i].get("val_auc")) for i in short + rest]
+        return plan
+
+    def _result(self, j: int, plan: dict, choice: Optional[dict], judge) -> Interpretation:
+        keywords, examples, cands = plan["keywords"], plan["examples"], plan["candidates"]
+        if choice is None:  # no span: the keywords, or say why there is nothing to read
+            if plan["active"] == 0:
                 label, method = "(never active on these texts)", "phrases"
             elif keywords:
                 label, method = ", ".join(keywords[:3]), "keywords (no phrase found)"
@@ -306,33 +333,62 @@ class PhraseInterpreter:
             return Interpretation(
                 latent=j, label=label, method=method, keywords=keywords, examples=examples, fidelity=fidelity
             )
-        cands = [{"label": s, "text_score": round(sc, 3)} for s, sc in spans]
+        for c in cands:
+            if c["label"] in choice["held_by"]:
+                c["held_by"] = choice["held_by"][c["label"]]
+        label = choice["label"]
         if judge is None:
             return Interpretation(
                 latent=j,
-                label=spans[0][0],
+                label=label,
                 method="phrases (unscored)",
                 keywords=keywords,
                 examples=examples,
                 candidates=cands,
             )
-        build_auc = judge.auc_on(j, [c["label"] for c in cands], "build")
-        for c, a in zip(cands, build_auc):
-            c["build_auc"] = a
-        order = sorted(range(len(cands)), key=lambda i: (-(build_auc[i] if build_auc[i] is not None else -1.0), i))
-        short = order[: self.n_compete]
-        winner, val_auc, fidelity = judge.compete(j, [cands[i]["label"] for i in short])
-        for i, a in zip(short, val_auc):
-            cands[i]["val_auc"] = a
         return Interpretation(
             latent=j,
-            label=cands[short[winner]]["label"],
+            label=label,
             method="phrases",
             keywords=keywords,
             examples=examples,
             candidates=cands,
-            fidelity=fidelity,
+            fidelity=judge.test_fidelity(j, label, choice["val_auc"]),
         )
+
+
+def label_key(label: str) -> str:
+    """Labels that read the same: case, spacing and end punctuation aside."""
+    return " ".join(label.casefold().split()).strip(" .!?,;:")
+
+
+def assign_distinct(preferences: dict[int, list[tuple[str, Optional[float]]]]) -> dict[int, dict]:
+    """One label per latent, no two alike where avoidable: ten features are not ten copies of one phrase.
+
+    ``preferences`` maps each latent to its candidates, best first, as (label, validation AUC or None).
+    Latents choose in order of how well their first choice fits (validation AUC, then the order given),
+    each taking its best candidate no earlier latent holds; a latent whose every candidate is held keeps
+    its first choice, shared. Returns, per latent, ``label``, its ``val_auc`` and ``held_by`` (the better
+    candidates it passed over: label -> the latent holding it)."""
+    given = {j: n for n, j in enumerate(preferences)}
+
+    def fit(j: int) -> float:
+        auc = preferences[j][0][1]
+        return auc if auc is not None else -1.0
+
+    holder: dict[str, int] = {}
+    out: dict[int, dict] = {}
+    for j in sorted(preferences, key=lambda j: (-fit(j), given[j])):
+        prefs = preferences[j]
+        free = next((p for p in prefs if label_key(p[0]) not in holder), prefs[0])
+        passed = {}
+        for label, _ in prefs:
+            if label == free[0]:
+                break
+            passed[label] = holder[label_key(label)]
+        holder.setdefault(label_key(free[0]), j)
+        out[j] = {"label": free[0], "val_auc": free[1], "held_by": passed}
+    return out
 
 
 def text_embedder(embedding_model: Optional[str]):

@@ -12,7 +12,7 @@ from ws_fixtures import SMALL_K, SMALL_M, small_frame, small_workspace  # noqa: 
 from hsae_core.errors import HsaeError
 from hsae_core.fidelity import EmbeddingJudge, auc, best_threshold, fires, label_splits, prf
 from hsae_core.interpret import KeywordInterpreter
-from hsae_core.labels import PhraseInterpreter, clean_span, split_spans
+from hsae_core.labels import PhraseInterpreter, assign_distinct, clean_span, label_key, split_spans
 from hsae_core.labelsets import (
     COLUMNS,
     features_with_labels,
@@ -101,14 +101,46 @@ def test_phrase_labels_are_phrases_chosen_on_validation_scored_on_test(yelp_sae,
         shortlisted = [c for c in it.candidates if "val_auc" in c]
         best_build = sorted((c["build_auc"] for c in it.candidates if c["build_auc"] is not None), reverse=True)
         assert sorted(c["build_auc"] for c in shortlisted) == sorted(best_build[: interp.n_compete])
-        winner = max(shortlisted, key=lambda c: (c["val_auc"], c["build_auc"]))  # ties: the better build AUC
+        free = [c for c in shortlisted if "held_by" not in c]  # better ones another latent holds are passed over
+        assert free, it.candidates
+        winner = max(free, key=lambda c: (c["val_auc"], c["build_auc"]))  # ties: the better build AUC
         assert winner["label"] == it.label and it.fidelity["val_auc"] == winner["val_auc"]
+        for c in shortlisted:
+            assert "held_by" not in c or (c["val_auc"], c["build_auc"]) >= (winner["val_auc"], winner["build_auc"])
         # the reported score is the test part's, recomputed here by an independent judge
         fresh = EmbeddingJudge(embedder, X, codes, label_splits(len(texts), 0)).test_fidelity(it.latent, it.label)
         assert fresh["auc"] == it.fidelity["auc"] and fresh["f1"] == it.fidelity["f1"]
         n_pos = int(np.isin(fires(codes, it.latent), splits.test).sum())
         assert it.fidelity["n_test_pos"] == n_pos and it.fidelity["n_test"] == len(splits.test)
         assert 0.5 < it.fidelity["auc"] <= 1.0 and it.fidelity["judge"].startswith("embedding:")
+
+
+def test_assign_distinct_gives_a_held_label_to_the_better_fit_and_the_next_candidate_to_the_other():
+    preferences = {
+        7: [("great pizza.", 0.85), ("Cheese pull", 0.70)],  # listed first, but fits "great pizza" less than 3
+        3: [("Great pizza", 0.90), ("Thin crust", 0.80)],
+        5: [("Great  Pizza", 0.60)],  # its only candidate is held: it keeps it, shared
+        9: [("Slow service", None)],  # no judge: no AUC, chooses last
+    }
+    chosen = assign_distinct(preferences)
+    assert {j: c["label"] for j, c in chosen.items()} == {
+        3: "Great pizza",
+        7: "Cheese pull",
+        5: "Great  Pizza",
+        9: "Slow service",
+    }
+    assert chosen[7]["val_auc"] == 0.70 and chosen[7]["held_by"] == {"great pizza.": 3}
+    assert chosen[3]["held_by"] == {} and chosen[5]["held_by"] == {}
+    assert label_key("Great  Pizza!") == label_key("great pizza") != label_key("great pizzas")
+
+
+def test_labels_of_one_set_are_distinct(yelp_sae, phrase_items, embedder):
+    _, latents, items = phrase_items
+    assert len({label_key(it.label) for it in items}) == len(items) == len(latents)
+    texts, X, codes = yelp_sae
+    table = label_features(texts, codes, "phrases", embeddings=X, embedder=embedder)
+    phrased = table.loc[table["label_method"] == "phrases", "label"].map(label_key)
+    assert len(phrased) > 20 and not phrased.duplicated().any()
 
 
 def test_a_label_fits_its_own_feature_better_than_other_features_labels(yelp_sae, phrase_items):
