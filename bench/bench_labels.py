@@ -65,6 +65,7 @@ def run(quick: bool = False, m: int = M, k: int = K, levels: str = "none") -> di
                 "f1": summarize(table, "fidelity_f1"),
                 "seconds": round(seconds, 1),
                 "mean_words": _mean_words(table),
+                "shared": _shared_labels(table),
                 "examples": table.loc[table["fidelity_auc"].notna(), "label"].head(8).tolist(),
             }
             if levels:  # each level's labels apart: broad groups and fine features read differently
@@ -91,6 +92,14 @@ def _mean_words(table: pd.DataFrame) -> float:
     return round(float(labels.map(lambda s: len(s.split())).mean()), 1) if len(labels) else float("nan")
 
 
+def _shared_labels(table: pd.DataFrame) -> int:
+    """Features whose label reads the same as another feature's (case, spacing and end punctuation aside)."""
+    from hsae_core.labels import label_key
+
+    keys = table.loc[table["fidelity_auc"].notna(), "label"].astype(str).map(label_key)
+    return int(keys.duplicated(keep=False).sum())
+
+
 def _bootstrap_median(diff: np.ndarray, n: int = 2000) -> list:
     rng = np.random.default_rng(0)
     meds = [np.median(rng.choice(diff, len(diff))) for _ in range(n)] if len(diff) else [np.nan]
@@ -111,6 +120,7 @@ def tables(res: dict) -> str:
                     f"{auc['q25']:.3f} – {auc['q75']:.3f}",
                     f"{f1['median']:.3f}",
                     r["mean_words"],
+                    r.get("shared", "–"),
                     r["seconds"],
                 ]
             )
@@ -123,7 +133,17 @@ def tables(res: dict) -> str:
         f"({res['machine']['date']}).",
         "",
         markdown_table(
-            ["corpus", "labels", "features", "AUC median", "AUC quartiles", "F1 median", "words per label", "seconds"],
+            [
+                "corpus",
+                "labels",
+                "features",
+                "AUC median",
+                "AUC quartiles",
+                "F1 median",
+                "words per label",
+                "sharing a label",
+                "seconds",
+            ],
             rows,
         ),
         "",
