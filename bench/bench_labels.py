@@ -94,7 +94,7 @@ def _mean_words(table: pd.DataFrame) -> float:
 
 def _shared_labels(table: pd.DataFrame) -> int:
     """Features whose label reads the same as another feature's (case, spacing and end punctuation aside)."""
-    from hsae_core.labels import label_key
+    from hsae_core.unique_labels import label_key
 
     keys = table.loc[table["fidelity_auc"].notna(), "label"].astype(str).map(label_key)
     return int(keys.duplicated(keep=False).sum())

@@ -6,8 +6,9 @@
   latents; per latent only row sums over index sets are computed.
 * :class:`LLMInterpreter` asks an LLM for several candidate labels per latent (different example samples
   and temperatures) from build texts, keeps the candidate with the best F1 on validation texts (does
-  this text match the label? yes/no vs. whether the latent fires) and reports the winner's precision,
-  recall and F1 on test texts (:mod:`hsae_core.fidelity` splits the texts).
+  this text match the label? yes/no vs. whether the latent fires), unless another latent of the same call
+  fits that label better (then its next candidate: :mod:`hsae_core.unique_labels`), and reports the
+  winner's precision, recall and F1 on test texts (:mod:`hsae_core.fidelity` splits the texts).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import scipy.sparse as sp
 from .errors import DataError, LLMError
 from .llm import LLMClient, llm_configured, load_prompt, parse_yes_no
 from .progress import ProgressFn, report
+from .unique_labels import assign_distinct
 
 log = logging.getLogger(__name__)
 
@@ -544,8 +546,14 @@ class LLMInterpreter:
             texts,
             _stage(progress, 2, "checking candidates"),
         )
-        # 3. the winner alone judged on the test sample
+        # 3. one label per latent, no two alike where avoidable; the winner alone judged on the test sample
         winners = {j: self._winner(candidates[j], val, j, plans[j]) for j in latents if candidates[j]}
+        chosen = assign_distinct({j: w["preferences"] for j, w in winners.items()})
+        for j, w in winners.items():
+            w["label"] = chosen[j]["label"]
+            for c in w["scored"]:
+                if c["label"] in chosen[j]["held_by"]:
+                    c["held_by"] = chosen[j]["held_by"][c["label"]]
         test = self._judge(
             [(j, winners[j]["label"], plans[j].test_rows) for j in winners if self.score_test],
             texts,
@@ -572,15 +580,24 @@ class LLMInterpreter:
 
     @staticmethod
     def _winner(candidates, val, j, plan) -> dict:
+        """The candidates scored on validation, and the order the latent would take them: by F1, then by
+        correlation, then as named (the first is the winner unless another latent holds it)."""
         scored = [{"label": label, **fidelity_scores(val.get((j, label), []), plan.val_acts)} for label in candidates]
-        best = max(
-            scored,
-            key=lambda c: (
-                c["f1"] if c["f1"] is not None else -1.0,
-                c["correlation"] if c["correlation"] is not None else -1.0,
-            ),
-        )
-        return {"label": best["label"], "scored": scored}
+
+        def fit(n: int) -> tuple:
+            c = scored[n]
+            return (
+                -(c["f1"] if c["f1"] is not None else -1.0),
+                -(c["correlation"] if c["correlation"] is not None else -1.0),
+                n,
+            )
+
+        order = sorted(range(len(scored)), key=fit)
+        return {
+            "label": scored[order[0]]["label"],
+            "scored": scored,
+            "preferences": [(scored[n]["label"], scored[n]["f1"]) for n in order],
+        }
 
     def _result(self, j, plan, winner, test, candidates, keyword_item: Interpretation) -> Interpretation:
         if winner is None:

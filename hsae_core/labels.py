@@ -16,7 +16,7 @@
    measured on the test part only (AUC, and F1 at the validation threshold).
 5. **Distinct names.** Latents labelled together never share a label where avoidable: the latent whose
    first choice fits best (validation AUC) keeps it, and one whose choice is held takes its next
-   candidate (``assign_distinct``; the candidates it passed over say which latent holds them).
+   candidate (:mod:`hsae_core.unique_labels`; the candidates it passed over say which latent holds them).
 
 The top keywords stay in ``Interpretation.keywords``. Without an embedder the best-scoring span is the
 label and fidelity is unavailable.
@@ -34,6 +34,7 @@ import scipy.sparse as sp
 from .fidelity import EmbeddingJudge, LabelSplits, label_splits
 from .interpret import Interpretation, KeywordInterpreter, _active, _check_inputs, _preprocess, snippet
 from .progress import ProgressFn, report
+from .unique_labels import assign_distinct
 
 # sentence ends, line breaks, brackets, semicolons, colons and dashes end a span outright
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|[\n\r]+|\s*[;:()\[\]{}]\s*|\s+[-\u2013\u2014]+\s+|\s*\u2026\s*")
@@ -353,42 +354,8 @@ class PhraseInterpreter:
             keywords=keywords,
             examples=examples,
             candidates=cands,
-            fidelity=judge.test_fidelity(j, label, choice["val_auc"]),
+            fidelity=judge.test_fidelity(j, label, choice["score"]),
         )
-
-
-def label_key(label: str) -> str:
-    """Labels that read the same: case, spacing and end punctuation aside."""
-    return " ".join(label.casefold().split()).strip(" .!?,;:")
-
-
-def assign_distinct(preferences: dict[int, list[tuple[str, Optional[float]]]]) -> dict[int, dict]:
-    """One label per latent, no two alike where avoidable: ten features are not ten copies of one phrase.
-
-    ``preferences`` maps each latent to its candidates, best first, as (label, validation AUC or None).
-    Latents choose in order of how well their first choice fits (validation AUC, then the order given),
-    each taking its best candidate no earlier latent holds; a latent whose every candidate is held keeps
-    its first choice, shared. Returns, per latent, ``label``, its ``val_auc`` and ``held_by`` (the better
-    candidates it passed over: label -> the latent holding it)."""
-    given = {j: n for n, j in enumerate(preferences)}
-
-    def fit(j: int) -> float:
-        auc = preferences[j][0][1]
-        return auc if auc is not None else -1.0
-
-    holder: dict[str, int] = {}
-    out: dict[int, dict] = {}
-    for j in sorted(preferences, key=lambda j: (-fit(j), given[j])):
-        prefs = preferences[j]
-        free = next((p for p in prefs if label_key(p[0]) not in holder), prefs[0])
-        passed = {}
-        for label, _ in prefs:
-            if label == free[0]:
-                break
-            passed[label] = holder[label_key(label)]
-        holder.setdefault(label_key(free[0]), j)
-        out[j] = {"label": free[0], "val_auc": free[1], "held_by": passed}
-    return out
 
 
 def text_embedder(embedding_model: Optional[str]):

@@ -281,6 +281,28 @@ def test_sampling_strategies_show_firing_and_silent_texts(yelp_codes, openai_ser
         assert hard.mean() > (csr[silent] @ centroid).mean()
 
 
+def test_llm_labels_of_one_set_are_distinct(yelp_codes, openai_server, tmp_path):
+    texts, codes, _ = yelp_codes
+
+    def generic(req):  # every latent is first named "mentions place", which the judge says fits every text
+        prompt = user_prompt(req)
+        if FIRES in prompt:
+            return "mentions place" if req["temperature"] == 0 else "mentions food"
+        return "Yes" if judge_parts(prompt)[1] == "mentions place" else "No"
+
+    openai_server.responder = generic
+    interp = LLMInterpreter(client_for(openai_server, tmp_path), n_candidates=2, n_examples=5, n_eval=8, n_test=8)
+    first, second = interp.interpret(texts, codes, [1, 4])
+    # both fit "mentions place" equally (F1 2/3 on a balanced sample): the first listed keeps it, the other
+    # takes its next candidate and says who holds the better one; each is scored on test under its own label
+    assert (first.label, second.label) == ("mentions place", "mentions food")
+    held = {c["label"]: c.get("held_by") for c in second.candidates}
+    assert held == {"mentions place": 1, "mentions food": None}
+    assert all("held_by" not in c for c in first.candidates)
+    assert second.fidelity["label"] == "mentions food" and second.fidelity["f1"] == 0.0
+    assert first.fidelity["label"] == "mentions place" and first.fidelity["f1"] == pytest.approx(2 / 3, abs=0.01)
+
+
 def test_llm_failures_never_crash_and_fall_back_to_keywords(yelp_codes, openai_server, tmp_path):
     texts, codes, _ = yelp_codes
     openai_server.responder = lambda req: (500, {"error": {"message": "down"}}, {})

@@ -12,7 +12,7 @@ from ws_fixtures import SMALL_K, SMALL_M, small_frame, small_workspace  # noqa: 
 from hsae_core.errors import HsaeError
 from hsae_core.fidelity import EmbeddingJudge, auc, best_threshold, fires, label_splits, prf
 from hsae_core.interpret import KeywordInterpreter
-from hsae_core.labels import PhraseInterpreter, assign_distinct, clean_span, label_key, split_spans
+from hsae_core.labels import PhraseInterpreter, clean_span, split_spans
 from hsae_core.labelsets import (
     COLUMNS,
     features_with_labels,
@@ -23,6 +23,7 @@ from hsae_core.labelsets import (
     summarize,
 )
 from hsae_core.sae import SparseAutoencoder
+from hsae_core.unique_labels import assign_distinct, label_key
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +130,7 @@ def test_assign_distinct_gives_a_held_label_to_the_better_fit_and_the_next_candi
         5: "Great  Pizza",
         9: "Slow service",
     }
-    assert chosen[7]["val_auc"] == 0.70 and chosen[7]["held_by"] == {"great pizza.": 3}
+    assert chosen[7]["score"] == 0.70 and chosen[7]["held_by"] == {"great pizza.": 3}
     assert chosen[3]["held_by"] == {} and chosen[5]["held_by"] == {}
     assert label_key("Great  Pizza!") == label_key("great pizza") != label_key("great pizzas")
 

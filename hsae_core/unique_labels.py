@@ -1,0 +1,41 @@
+"""Distinct names for the features of one label set: where two latents would take the same label, the
+one it fits better keeps it and the other takes its next candidate. Used by the phrase and LLM labellers."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+def label_key(label: str) -> str:
+    """Labels that read the same: case, spacing and end punctuation aside."""
+    return " ".join(label.casefold().split()).strip(" .!?,;:")
+
+
+def assign_distinct(preferences: dict[int, list[tuple[str, Optional[float]]]]) -> dict[int, dict]:
+    """One label per latent, no two alike where avoidable: ten features are not ten copies of one phrase.
+
+    ``preferences`` maps each latent to its candidates, best first, as (label, score or None), the score
+    being how well the label fits the latent on validation texts (an AUC, an F1: higher is better).
+    Latents choose in order of how well their first choice fits (then the order given), each taking its
+    best candidate no earlier latent holds; a latent whose every candidate is held keeps its first
+    choice, shared. Returns, per latent, ``label``, its ``score`` and ``held_by`` (the better candidates it
+    passed over: label -> the latent holding it)."""
+    given = {j: n for n, j in enumerate(preferences)}
+
+    def fit(j: int) -> float:
+        score = preferences[j][0][1]
+        return score if score is not None else -1.0
+
+    holder: dict[str, int] = {}
+    out: dict[int, dict] = {}
+    for j in sorted(preferences, key=lambda j: (-fit(j), given[j])):
+        prefs = preferences[j]
+        free = next((p for p in prefs if label_key(p[0]) not in holder), prefs[0])
+        passed = {}
+        for label, _ in prefs:
+            if label == free[0]:
+                break
+            passed[label] = holder[label_key(label)]
+        holder.setdefault(label_key(free[0]), j)
+        out[j] = {"label": free[0], "score": free[1], "held_by": passed}
+    return out
