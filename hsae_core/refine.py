@@ -6,7 +6,8 @@
 * :class:`Refiner`: for each feature whose LLM-judged F1 on the validation sample is under a bar, it
   judges the label on a balanced sample of *build* texts, shows the model its false positives and
   false negatives (``prompts/refine.txt``) and asks for a better label; the rewrite is kept only when
-  its F1 on the *validation* sample rises. After at most ``max_rounds`` rounds the label in hand is
+  its F1 on the *validation* sample rises and it is not another feature's label (the set's names stay
+  distinct). After at most ``max_rounds`` rounds the label in hand is
   judged once on a balanced sample of *test* texts, and that is the score reported. So examples shown
   to the model (build), examples that decide (validation) and examples that score (test) never mix.
 * :func:`llm_label_items`: the ``llm`` labeller of :mod:`hsae_core.labelsets` (LLM candidates, optional
@@ -29,6 +30,7 @@ from .fidelity import LabelSplits, LLMJudge, balanced_sample, llm_scores
 from .interpret import Interpretation, LLMInterpreter, parse_label, snippet
 from .llm import load_prompt
 from .progress import ProgressFn, report
+from .unique_labels import label_key
 
 CHARS_PER_TOKEN = 4.0
 JUDGE_MAX_TOKENS, LABEL_MAX_TOKENS = 8, 60
@@ -265,6 +267,7 @@ class Refiner:
         self.template = load_prompt("refine")
         self.system = load_prompt("interpret_system").strip()
         self.answers: list[dict] = []  # every rewrite answer, usable or not
+        self._holders: dict[str, int] = {}  # label (as label_key reads it) -> the feature holding it
 
     def estimate(self, n_features: int) -> dict:
         return estimate_llm_labels(
@@ -283,6 +286,9 @@ class Refiner:
     def refine(self, labels: dict[int, str], progress: Optional[ProgressFn] = None) -> dict[int, RefineResult]:
         """One :class:`RefineResult` per latent, in the order given; stops (cleanly) when the budget runs out."""
         out = {}
+        # Which feature each label in hand belongs to: a rewrite that reads like another feature's label is
+        # not kept, so refining keeps the set's names distinct (see unique_labels).
+        self._holders = {label_key(str(label)): int(j) for j, label in labels.items()}
         for n, (j, label) in enumerate(labels.items()):
             out[int(j)] = self._one(int(j), str(label))
             report(progress, n + 1, len(labels), f"refining labels: {n + 1}/{len(labels)}")
@@ -343,6 +349,9 @@ class Refiner:
             res.rounds.append(record)
             if record.get("kept"):
                 current_f1 = record["val_f1"]
+                if self._holders.get(label_key(res.label)) == j:
+                    del self._holders[label_key(res.label)]
+                self._holders[label_key(record["label"])] = j
                 res.label, res.val = record["label"], record["val"]
             if record.get("reason") == "no errors on the build sample":
                 res.stopped = record["reason"]
@@ -387,6 +396,9 @@ class Refiner:
             return {**base, "label": None, "answer": str(answer)[:200], "kept": False, "reason": "unusable answer"}
         if new.strip().lower() == res.label.strip().lower():
             return {**base, "label": new, "kept": False, "reason": "same label"}
+        holder = self._holders.get(label_key(new))
+        if holder is not None and holder != j:
+            return {**base, "label": new, "kept": False, "reason": f"feature {holder}'s label"}
         val, _ = self.judge.score(new, val_rows, val_truth)
         if val["f1"] is None:
             return {**base, "label": new, "val": val, "val_f1": None, "kept": False, "reason": "could not be scored"}

@@ -181,6 +181,31 @@ def test_a_planted_bad_label_is_rewritten_and_kept_only_when_validation_f1_rises
     assert all(rd["val_f1"] < again.val_start["f1"] for rd in again.rounds)
 
 
+def test_a_rewrite_that_is_another_features_label_is_not_kept(yelp_sae, openai_server, tmp_path):
+    texts, _, codes = yelp_sae
+    held_by, planted = busiest(codes, 2)
+    # the model rewrites every label into the one the other feature holds
+    openai_server.responder = lambda req: "Mentions kitchen." if is_rewrite(user_prompt(req)) else fake_llm(req)
+    refiner = Refiner(
+        client_for(openai_server, tmp_path),
+        texts,
+        codes,
+        label_splits(len(texts), 0),
+        f1_bar=1.0,
+        max_rounds=2,
+        n_build=24,
+        n_val=20,
+        n_test=20,
+    )
+    out = refiner.refine({held_by: "mentions kitchen", planted: "mentions zzqxv"})
+    assert out[held_by].label == "mentions kitchen"
+    assert {rd["reason"] for rd in out[held_by].rounds} <= {"same label", "no errors on the build sample"}
+    res = out[planted]
+    assert res.label == "mentions zzqxv" and len(res.rounds) == 2
+    assert [rd["reason"] for rd in res.rounds] == [f"feature {held_by}'s label"] * 2
+    assert all(not rd["kept"] and "val" not in rd for rd in res.rounds)  # rejected before any judging
+
+
 def test_no_example_used_to_choose_a_label_is_used_to_score_it(yelp_sae, openai_server, tmp_path):
     texts, _, codes = yelp_sae
     openai_server.responder = fake_llm
