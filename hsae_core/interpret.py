@@ -19,6 +19,7 @@ import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Optional, Protocol, runtime_checkable
 
 import numpy as np
@@ -288,12 +289,25 @@ class KeywordInterpreter:
                 break
         return picked[: self.n_keywords]
 
+    def _label_options(self, words: list[str]) -> list[str]:
+        """Labels from a latent's ranked keywords, best first: the top ``n_label_terms``, then the other
+        choices of that many among the top ``n_label_terms + 3``, each kept in rank order."""
+        n = min(self.n_label_terms, len(words))
+        pool = words[: self.n_label_terms + 3]
+        return [", ".join(pool[i] for i in picked) for picked in combinations(range(len(pool)), n)]
+
     def interpret(
         self, texts: Sequence[str], codes, latents: Sequence[int], progress: Optional[ProgressFn] = None
     ) -> list[Interpretation]:
-        """One keyword-labelled :class:`Interpretation` per latent, in the order given."""
+        """One keyword-labelled :class:`Interpretation` per latent, in the order given; no two alike where
+        another choice of its keywords is left."""
         texts, codes_csc, latents = _check_inputs(texts, codes, latents)
         keywords = self.keywords_for(texts, codes_csc, latents, progress=progress)
+        # Two latents with the same top keywords would read alike: the later one then names itself with the
+        # next keyword in place of a weaker one (first listed keeps the plain top terms).
+        chosen = assign_distinct(
+            {j: [(label, None) for label in self._label_options(keywords[j])] for j in latents if keywords[j]}
+        )
         result = []
         for j in latents:
             rows, _ = _active(codes_csc, j)
@@ -303,7 +317,7 @@ class KeywordInterpreter:
             elif not words:
                 label = "(no distinctive words)"
             else:
-                label = ", ".join(words[: self.n_label_terms])
+                label = chosen[j]["label"]
             result.append(
                 Interpretation(
                     latent=j,

@@ -1,5 +1,6 @@
 """Distinct names for the features of one label set: where two latents would take the same label, the
-one it fits better keeps it and the other takes its next candidate. Used by the phrase and LLM labellers."""
+one it fits better keeps it and the other takes its next candidate. Used by the keyword, phrase and LLM
+labellers."""
 
 from __future__ import annotations
 

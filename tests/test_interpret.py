@@ -108,6 +108,20 @@ def test_keyword_labels_of_low_star_latents_read_negative(yelp_codes):
         assert it.candidates == [] and it.fidelity is None
 
 
+def test_latents_with_the_same_top_keywords_get_distinct_keyword_labels(yelp_codes):
+    import scipy.sparse as sp
+
+    texts, codes, _ = yelp_codes
+    twin = sp.hstack([codes[:, [2]], codes[:, [2]], codes[:, [5]]]).tocsr()  # latents 0 and 1 fire alike
+    items = KeywordInterpreter().interpret(texts, twin, [0, 1, 2])
+    assert items[0].keywords == items[1].keywords and len(items[0].keywords) >= 4
+    kw = items[1].keywords
+    # the first listed keeps the top three; its twin swaps the third for the fourth
+    assert items[0].label == ", ".join(kw[:3])
+    assert items[1].label == ", ".join([kw[0], kw[1], kw[3]])
+    assert items[2].label == ", ".join(items[2].keywords[:3])
+
+
 def test_keyword_details(yelp_codes):
     texts, codes, _ = yelp_codes
     codes = codes.tolil()
