@@ -11,7 +11,7 @@ GPU-sized batch (4096); seconds/epoch is the whole ``fit`` wall time (including 
 divided by the epochs. Encoding is ``SparseAutoencoder.transform`` of all N rows to CSR (the SAE of the
 first batch size), the data already in host memory. Embedding runs at the batches ``--embed-batches`` names
 (the product's default for the device, 256 on a GPU, among them) with the tokenizer as the product leaves it
-(Hugging Face tokenizers parallel): on a GPU the CPU's tokenizer, not the model, bounds texts/s.
+(Hugging Face tokenizers parallel): on a GPU the CPU-side tokenizer, not the model, looks like the bound.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from .errors import DataError, LLMError
 from .llm import LLMClient, llm_configured, load_prompt, parse_yes_no
 from .progress import ProgressFn, report
-from .unique_labels import assign_distinct
+from .unique_labels import assign_distinct, mark_held
 
 log = logging.getLogger(__name__)
 
@@ -565,9 +565,7 @@ class LLMInterpreter:
         chosen = assign_distinct({j: w["preferences"] for j, w in winners.items()})
         for j, w in winners.items():
             w["label"] = chosen[j]["label"]
-            for c in w["scored"]:
-                if c["label"] in chosen[j]["held_by"]:
-                    c["held_by"] = chosen[j]["held_by"][c["label"]]
+            mark_held(w["scored"], chosen[j])
         test = self._judge(
             [(j, winners[j]["label"], plans[j].test_rows) for j in winners if self.score_test],
             texts,

@@ -34,7 +34,7 @@ import scipy.sparse as sp
 from .fidelity import EmbeddingJudge, LabelSplits, label_splits
 from .interpret import Interpretation, KeywordInterpreter, _active, _check_inputs, _preprocess, snippet
 from .progress import ProgressFn, report
-from .unique_labels import assign_distinct
+from .unique_labels import assign_distinct, mark_held
 
 # sentence ends, line breaks, brackets, semicolons, colons and dashes end a span outright
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|[\n\r]+|\s*[;:()\[\]{}]\s*|\s+[-\u2013\u2014]+\s+|\s*\u2026\s*")
@@ -334,9 +334,7 @@ class PhraseInterpreter:
             return Interpretation(
                 latent=j, label=label, method=method, keywords=keywords, examples=examples, fidelity=fidelity
             )
-        for c in cands:
-            if c["label"] in choice["held_by"]:
-                c["held_by"] = choice["held_by"][c["label"]]
+        mark_held(cands, choice)
         label = choice["label"]
         if judge is None:
             return Interpretation(

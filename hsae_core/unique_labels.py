@@ -40,3 +40,10 @@ def assign_distinct(preferences: dict[int, list[tuple[str, Optional[float]]]]) -
         holder.setdefault(label_key(free[0]), j)
         out[j] = {"label": free[0], "score": free[1], "held_by": passed}
     return out
+
+
+def mark_held(candidates: list[dict], choice: dict) -> None:
+    """Note on each candidate dict (``label`` key) that another latent holds it: ``held_by`` = that latent."""
+    for c in candidates:
+        if c["label"] in choice["held_by"]:
+            c["held_by"] = choice["held_by"][c["label"]]
