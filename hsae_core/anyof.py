@@ -59,8 +59,14 @@ def best_marker(presence, y) -> int | None:
     in_class = np.asarray(P.T @ y).ravel()
     f1 = 2 * in_class / np.maximum(present + positives, 1)
     j = int(np.argmax(f1))
-    every_row = 2 * positives / (P.shape[0] + positives)
-    return j if f1[j] > every_row else None
+    return j if f1[j] > every_row_f1(y) else None
+
+
+def every_row_f1(y) -> float:
+    """F1 of calling every row the class (0/1 ``y``): 2q/(1+q) at class share q; the bar a marker must pass."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    positives = float((y > 0).sum())
+    return 2 * positives / (len(y) + positives) if len(y) else 0.0
 
 
 def fit_any_of(presence, y, candidates=None, min_gain: float = MIN_GAIN, max_terms: int = MAX_TERMS) -> AnyOfRule:

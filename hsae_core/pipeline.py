@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import settings, validate
 from .annotate import ActivationAnnotator, Annotator
-from .anyof import any_of_scores, fit_any_of
+from .anyof import any_of_scores, every_row_f1, fit_any_of
 from .choose import Choice, choose_hypotheses
 from .data import Corpus, one_vs_rest, part_counts, prepare_corpus, read_table, require_columns, split_indices
 from .embed import Embedder
@@ -30,7 +30,7 @@ from .fsutil import check_cache_dir
 from .interpret import Interpreter
 from .presence import chosen_presence
 from .progress import ProgressFn, report
-from .report import any_of_sentence, concept_name
+from .report import any_of_lines
 from .runstore import check_run_folder, new_run_id, verify_run_folder, write_run_folder
 from .sae import SparseAutoencoder
 from .splits import duplicate_mask, grouped_split, split_warnings
@@ -429,13 +429,16 @@ def run_hypotheses(
             overall["embedding_baseline"] = embedding_baseline(X_train, y_train, X_hold, y_hold, kind, seed=config.seed)
         if kind == "binary":
             overall["any_of"] = _any_of(codes_train, y_train, ann, y_hold, sel, chosen)
+            if target_name is None:  # a two-valued target: its other value is a class too, with a rule of its own
+                overall["any_of_other"] = _any_of(codes_train, y_train, ann, y_hold, sel, chosen, other=True)
         table, cols = _hypothesis_table(target_name, latents, sel, chosen, per_hyp, annotator.method)
         if sae.config_.levels:  # which dictionary each feature comes from: its granularity
             table.insert(table.columns.get_loc("latent") + 1, "level", [sae.level_names[j] for j in latents])
-        if "any_of" in overall:
-            table.insert(
-                table.columns.get_loc("hypothesis") + 1, "any_of", table["latent"].isin(overall["any_of"]["latents"])
-            )
+        for col in ("any_of_other", "any_of"):  # each inserted right after the hypothesis: any_of comes first
+            if col in overall:
+                table.insert(
+                    table.columns.get_loc("hypothesis") + 1, col, table["latent"].isin(overall[col]["latents"])
+                )
         annotation_cols.update(zip(cols, ann.T))
         tables.append(table)
         metrics[str(target_name) if target_name is not None else "overall"] = overall
@@ -511,17 +514,22 @@ def choose_for(config: HypothesisConfig, codes, y, kind: str) -> Choice:
     )
 
 
-def _any_of(codes_train, y_train, annotations: np.ndarray, y_hold, sel: Choice, chosen) -> dict:
+def _any_of(codes_train, y_train, annotations: np.ndarray, y_hold, sel: Choice, chosen, other: bool = False) -> dict:
     """The few positive hypotheses whose "any of them is present" best marks the class: chosen on the
-    training presence (activation above threshold), scored on the holdout annotations."""
-    rule = fit_any_of(
-        chosen_presence(codes_train, sel.latents, sel.thresholds), y_train, candidates=np.asarray(sel.scores) > 0
-    )
+    training presence (activation above threshold), scored on the holdout annotations. ``other``: the
+    rule for the target's other value (0), from the hypotheses that go with it (negative scores)."""
+    scores = np.asarray(sel.scores, dtype=np.float64)
+    if other:
+        y_train, y_hold, scores = 1 - np.asarray(y_train), 1 - np.asarray(y_hold), -scores
+    rule = fit_any_of(chosen_presence(codes_train, sel.latents, sel.thresholds), y_train, candidates=scores > 0)
     return {
         "latents": [int(sel.latents[i]) for i in rule.members],
         "hypotheses": [chosen[i].label for i in rule.members],
         "train": rule.train,
-        "holdout": any_of_scores(np.asarray(annotations) > 0, y_hold, rule.members),
+        "holdout": {
+            **any_of_scores(np.asarray(annotations) > 0, y_hold, rule.members),
+            "every_row_f1": every_row_f1(y_hold),  # the bar: calling every holdout text the class
+        },
     }
 
 
@@ -822,9 +830,7 @@ def format_table(run: HypothesisRun, width: int = 60) -> str:
             f"Bonferroni-significant {m.get('n_significant_bonferroni')}/{m.get('n_hypotheses')}, "
             f"FDR {m.get('n_significant_fdr')}/{m.get('n_hypotheses')}"
         )
-        rule = any_of_sentence(m, concept_name(run.summary, name))
-        if rule:
-            lines.append(f"{label}{rule}")
+        lines.extend(f"{label}{rule}" for rule in any_of_lines(run.summary, name))
     if annot == "activation":
         if run.summary.get("config", {}).get("presence") == "learned":
             lines.append(

@@ -21,6 +21,11 @@ COLUMNS = {
         "in the rule",
         "One of the few hypotheses whose 'any of them is present' best marks the class on the training rows",
     ),
+    "any_of_other": (
+        "in the other value's rule",
+        "A two-valued target: one of the few hypotheses whose 'any of them is present' best marks its other "
+        "value on the training rows",
+    ),
     "fidelity_auc": (
         "label AUC",
         "Held-out fidelity of the label: embedding-judge AUC on documents the labeller never saw",
@@ -100,31 +105,44 @@ def headline_metrics(metrics: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
-def any_of_sentence(metrics: dict, concept: str) -> str | None:
-    """One line: the run's any-of rule for ``concept`` (a binary target or one class) and its holdout
-    scores; that it has none when no hypothesis goes with the class; None for a continuous target."""
-    if "any_of" not in metrics:
+def any_of_lines(summary: dict, metrics_key: str) -> list[str]:
+    """The any-of rule sentences of one metrics entry of a run: its class's, or for a two-valued target
+    one per value (the second value's first); none for a continuous target."""
+    metrics = (summary.get("metrics") or {}).get(metrics_key) or {}
+    lines = [any_of_sentence(metrics, concept_name(summary, metrics_key))]
+    if "any_of_other" in metrics:
+        lines.append(any_of_sentence(metrics, concept_name(summary, metrics_key, other=True), key="any_of_other"))
+    return [line for line in lines if line]
+
+
+def any_of_sentence(metrics: dict, concept: str, key: str = "any_of") -> str | None:
+    """One line: the run's any-of rule for ``concept`` (a binary target's value or one class; ``key``: where
+    the metrics keep it) and its holdout scores; that it has none when no hypothesis goes with the class;
+    None where the metrics have no such rule (a continuous target)."""
+    if key not in metrics:
         return None
-    rule = metrics["any_of"] or {}
+    rule = metrics[key] or {}
     if not rule.get("latents"):
         return f"{concept}: no hypothesis goes with it on the training rows, so it has no any-of rule."
     named = ", ".join(f"“{h}” (#{j})" for h, j in zip(rule["hypotheses"], rule["latents"]))
     hold, train = rule.get("holdout") or {}, rule.get("train") or {}
     count = len(rule["latents"])
+    bar = f"; {_num(hold['every_row_f1'])} if every text were called {concept}" if "every_row_f1" in hold else ""
     return (
         f"{concept} = any of {count} hypothes{'is' if count == 1 else 'es'}: {named}. Holdout F1 "
-        f"{_num(hold.get('f1'))} (precision {_num(hold.get('precision'))}, recall {_num(hold.get('recall'))}); "
+        f"{_num(hold.get('f1'))} (precision {_num(hold.get('precision'))}, recall {_num(hold.get('recall'))}{bar}); "
         f"chosen on the training rows (F1 there {_num(train.get('f1'))})."
     )
 
 
-def concept_name(summary: dict, metrics_key: str) -> str:
-    """What a metrics entry is about in words: its class, or for a binary target "column = positive value"."""
+def concept_name(summary: dict, metrics_key: str, other: bool = False) -> str:
+    """What a metrics entry is about in words: its class, or for a binary target "column = positive value"
+    (``other``: "column = the other value")."""
     if metrics_key != "overall":
         return metrics_key
     target = summary.get("target", {})
     classes = target.get("classes") or []
-    return f"{target.get('column')} = {classes[1]}" if len(classes) == 2 else str(target.get("column"))
+    return f"{target.get('column')} = {classes[0 if other else 1]}" if len(classes) == 2 else str(target.get("column"))
 
 
 def _num(value) -> str:

@@ -16,8 +16,7 @@ from hsae_core.llm import LLMClient
 from hsae_core.pipeline import HypothesisConfig, load_run, load_split
 from hsae_core.report import (
     COLUMNS,
-    any_of_sentence,
-    concept_name,
+    any_of_lines,
     effect_rows,
     headline_metrics,
     readable_table,
@@ -44,6 +43,7 @@ HYPOTHESIS_COLUMNS = [
     "level",
     "hypothesis",
     "any_of",
+    "any_of_other",
     "fidelity_auc",
     "fidelity_f1",
     "coef",
@@ -310,8 +310,7 @@ for name, metrics in summary.get("metrics", {}).items():
     cols = st.columns(5)
     for col, (label, value, help_text) in zip(cols, headline_metrics(metrics)):
         col.metric(label, value, help=help_text)
-    rule = any_of_sentence(metrics, concept_name(summary, name))
-    if rule:
+    for rule in any_of_lines(summary, name):
         st.markdown(f"**In short:** {ui.plain_markdown(rule)}")
 linked = uses_workspace_features(run, ws)
 st.caption(

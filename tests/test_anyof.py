@@ -110,3 +110,43 @@ def test_the_rule_is_stated_in_one_line_and_so_is_its_absence():
         "y = good: no hypothesis goes with it on the training rows, so it has no any-of rule."
     )
     assert any_of_sentence({"r2_cv": 0.4}, "stars") is None  # a continuous target has no rule
+
+
+def test_calling_every_row_the_class_is_the_bar_each_rule_is_stated_against():
+    from hsae_core.anyof import every_row_f1
+    from hsae_core.report import any_of_sentence
+
+    assert every_row_f1([1, 1, 0, 0, 0, 0]) == 0.5  # share 1/3: 2 * 2 / (6 + 2)
+    assert every_row_f1(np.ones(4)) == 1.0
+    rule = {
+        "latents": [7],
+        "hypotheses": ["mentions proofs"],
+        "train": {"f1": 0.81},
+        "holdout": {"f1": 0.8, "precision": 0.75, "recall": 0.857, "every_row_f1": 0.5},
+    }
+    assert any_of_sentence({"any_of": rule}, "math") == (
+        "math = any of 1 hypothesis: “mentions proofs” (#7). Holdout F1 0.800 (precision 0.750, recall 0.857; "
+        "0.500 if every text were called math); chosen on the training rows (F1 there 0.810)."
+    )
+
+
+def test_a_two_valued_target_states_a_rule_for_each_value_and_a_class_only_its_own():
+    from hsae_core.report import any_of_lines
+
+    def rule(latent, label):
+        return {"latents": [latent], "hypotheses": [label], "train": {"f1": 0.7}, "holdout": {"f1": 0.6}}
+
+    summary = {
+        "target": {"column": "decision", "kind": "binary", "classes": ["reject", "accept"]},
+        "metrics": {"overall": {"any_of": rule(4, "a new benchmark"), "any_of_other": rule(9, "no experiments")}},
+    }
+    lines = any_of_lines(summary, "overall")
+    assert [line.split(" = any of")[0] for line in lines] == ["decision = accept", "decision = reject"]
+    assert "“no experiments” (#9)" in lines[1]
+    multiclass = {
+        "target": {"column": "field", "kind": "multiclass", "classes": ["cs", "math", "physics"]},
+        "metrics": {"math": {"any_of": rule(2, "proofs")}},
+    }
+    assert [line.split(" = any of")[0] for line in any_of_lines(multiclass, "math")] == ["math"]
+    stars = {"target": {"column": "stars", "kind": "continuous"}, "metrics": {"overall": {"r2_cv": 0.4}}}
+    assert any_of_lines(stars, "overall") == []

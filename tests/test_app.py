@@ -414,3 +414,31 @@ def test_multiclass_target_offers_its_classes(shared_data, tmp_path, monkeypatch
     assert f"Holdout F1 {rule['holdout']['f1']:.3f}" in shown[0]
     table = df(at, "hyp_table")
     assert sorted(table.loc[table["any_of"], "latent"]) == sorted(rule["latents"])  # ticked in the table
+
+
+def test_two_valued_target_states_a_rule_for_each_value(shared_data, tmp_path, monkeypatch):
+    """Accept/reject, good/bad: each value is a class a reader asks about, so each gets its any-of rule."""
+    from hsae_core.workspace import build_workspace
+
+    frame = pd.read_json(shared_data / "yelp_reviews_demo" / "yelp-demo-val-2K.jsonl", lines=True).head(400)
+    frame = frame.assign(rating=np.where(frame["stars"] >= 4, "good", "bad"))[["text", "rating"]]
+    # Random vectors with a direction for the bad reviews: features on either side of the target, no embedding run
+    vectors = np.random.default_rng(0).normal(size=(len(frame), 16)).astype(np.float32)
+    vectors[:, 0] += 3.0 * (frame["rating"] == "bad").to_numpy()
+    ws = build_workspace(tmp_path / "yelp", frame=frame, text_col="text", embeddings=vectors, m=8, k=2)
+    monkeypatch.setenv("HSAE_WORKSPACE", str(ws.path))
+    monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(tmp_path / "none"))
+    at = page("Hypotheses")
+    at.selectbox(key="hyp_target").set_value("rating")
+    at.number_input(key="hyp_n").set_value(6)
+    at.button(key="hyp_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    metrics = json.loads((last_run(ws.path) / "summary.json").read_text())["metrics"]["overall"]
+    shown = [m.value.replace("\\", "") for m in at.markdown if m.value.startswith("**In short:**")]
+    assert len(shown) == 2 and "rating = good" in shown[0] and "rating = bad" in shown[1]
+    other = metrics["any_of_other"]
+    assert other["latents"], "the bad reviews' direction gives hypotheses that go with 'bad'"
+    assert all(f"(#{j})" in shown[1] for j in other["latents"])
+    assert "if every text were called rating = bad" in shown[1]
+    table = df(at, "hyp_table")
+    assert sorted(table.loc[table["any_of_other"], "latent"]) == sorted(other["latents"])  # ticked in its column

@@ -200,6 +200,16 @@ def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path, cap
     printed = capsys.readouterr().out
     assert ("positive = good = any of" in printed) == bool(rule["latents"])
     assert ("positive = good: no hypothesis goes with it" in printed) == (not rule["latents"])
+    # ... and the bad side's hypotheses one for "positive = bad", stated after it, marked in its own column
+    other = summary["metrics"]["overall"]["any_of_other"]
+    assert bool(other["latents"]) == bool((table["selection_score"] < 0).any())
+    assert (table.loc[table["latent"].isin(other["latents"]), "selection_score"] < 0).all()
+    assert sorted(table.loc[table["any_of_other"], "latent"]) == sorted(other["latents"])
+    assert ("positive = bad = any of" in printed) == bool(other["latents"])
+    assert printed.index("positive = good") < printed.index("positive = bad")
+    held = pd.read_parquet(tmp_path / "out" / "holdout_annotations.parquet")["target"]
+    share_bad = float((held == 0).mean())  # "bad" is class 0; the bar: calling every holdout text bad
+    assert other["holdout"]["every_row_f1"] == pytest.approx(2 * share_bad / (1 + share_bad))
 
 
 def test_concepts_flag_switches_to_the_concept_settings_and_explicit_flags_win(yelp_files, tmp_path):
