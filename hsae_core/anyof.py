@@ -30,6 +30,8 @@ class AnyOfRule:
 
     members: list[int]
     train: dict  # f1, precision, recall, present (rows where any member is present)
+    # True when the best rule found was no better than calling every training row the class: no rule, then
+    outdone_by_every_row: bool = False
 
 
 def any_of_scores(presence, y, members) -> dict:
@@ -69,13 +71,22 @@ def every_row_f1(y) -> float:
     return 2 * positives / (len(y) + positives) if len(y) else 0.0
 
 
-def fit_any_of(presence, y, candidates=None, min_gain: float = MIN_GAIN, max_terms: int = MAX_TERMS) -> AnyOfRule:
+def fit_any_of(
+    presence,
+    y,
+    candidates=None,
+    min_gain: float = MIN_GAIN,
+    max_terms: int = MAX_TERMS,
+    must_beat_every_row: bool = True,
+) -> AnyOfRule:
     """Greedy any-of rule on the training rows: ``presence`` is rows x hypotheses (0/1, dense or sparse),
     ``y`` the 0/1 class, ``candidates`` a mask or list of the hypotheses allowed in (default: all).
 
     The greedy search runs once from each allowed hypothesis (a plain greedy's first pick can be a broad
     hypothesis that covers the whole class and leaves nothing to add) and the best training F1 wins;
-    among equal F1 the shorter rule."""
+    among equal F1 the shorter rule. With ``must_beat_every_row`` a rule must mark the class better than
+    calling every row the class (F1 2q/(1+q)), which a majority class scores with no hypothesis at all;
+    otherwise there is none (``outdone_by_every_row``)."""
     rows = _PresentRows(presence, y)
     allowed = np.ones(rows.n_hyp, dtype=bool) if candidates is None else _mask(candidates, rows.n_hyp)
     best: AnyOfRule | None = None
@@ -83,7 +94,11 @@ def fit_any_of(presence, y, candidates=None, min_gain: float = MIN_GAIN, max_ter
         rule = _greedy_from(int(first), rows, allowed, min_gain, max_terms)
         if best is None or (rule.train["f1"], -len(rule.members)) > (best.train["f1"], -len(best.members)):
             best = rule
-    return best or AnyOfRule(members=[], train=_scores(0, 0, rows.positives))
+    none = AnyOfRule(members=[], train=_scores(0, 0, rows.positives))
+    if must_beat_every_row and best is not None and best.members and best.train["f1"] <= every_row_f1(rows.y):
+        none.outdone_by_every_row = True
+        return none
+    return best or none
 
 
 class _PresentRows:

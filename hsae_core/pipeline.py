@@ -525,7 +525,8 @@ def _any_of(codes_train, y_train, annotations: np.ndarray, y_hold, sel: Choice, 
     return {
         "latents": [int(sel.latents[i]) for i in rule.members],
         "hypotheses": [chosen[i].label for i in rule.members],
-        "train": rule.train,
+        "train": {**rule.train, "every_row_f1": every_row_f1(y_train)},
+        "outdone_by_every_row": rule.outdone_by_every_row,
         "holdout": {
             **any_of_scores(np.asarray(annotations) > 0, y_hold, rule.members),
             "every_row_f1": every_row_f1(y_hold),  # the bar: calling every holdout text the class

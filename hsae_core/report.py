@@ -123,6 +123,12 @@ def any_of_sentence(metrics: dict, concept: str, key: str = "any_of") -> str | N
         return None
     rule = metrics[key] or {}
     if not rule.get("latents"):
+        if rule.get("outdone_by_every_row"):
+            bar = _num((rule.get("train") or {}).get("every_row_f1"))
+            return (
+                f"{concept}: no few hypotheses mark it better than calling every text {concept} (F1 {bar} on the "
+                "training rows), so it has no any-of rule."
+            )
         return f"{concept}: no hypothesis goes with it on the training rows, so it has no any-of rule."
     named = ", ".join(f"“{h}” (#{j})" for h, j in zip(rule["hypotheses"], rule["latents"]))
     hold, train = rule.get("holdout") or {}, rule.get("train") or {}
@@ -133,6 +139,16 @@ def any_of_sentence(metrics: dict, concept: str, key: str = "any_of") -> str | N
         f"{_num(hold.get('f1'))} (precision {_num(hold.get('precision'))}, recall {_num(hold.get('recall'))}{bar}); "
         f"chosen on the training rows (F1 there {_num(train.get('f1'))})."
     )
+
+
+def rule_column_names(summary: dict) -> dict[str, str]:
+    """A two-valued target's rule columns named by their value ("in the rule for accept"), for a table of
+    its run; {} for any other target (its one rule column keeps its name)."""
+    target = summary.get("target") or {}
+    classes = target.get("classes") or []
+    if target.get("kind") != "binary" or len(classes) != 2:
+        return {}
+    return {"any_of": f"in the rule for {classes[1]}", "any_of_other": f"in the rule for {classes[0]}"}
 
 
 def concept_name(summary: dict, metrics_key: str, other: bool = False) -> str:

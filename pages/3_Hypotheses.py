@@ -20,6 +20,7 @@ from hsae_core.report import (
     effect_rows,
     headline_metrics,
     readable_table,
+    rule_column_names,
     split_summary,
 )
 from hsae_core.settings import ANNOTATORS, INTERPRETERS, SELECT_METHODS, format_levels
@@ -67,8 +68,9 @@ FORMATS = {
 }
 
 
-def column_config(col: str):
+def column_config(col: str, names: dict):
     name, help_text = COLUMNS[col]
+    name = names.get(col, name)
     if col == "hypothesis":
         return st.column_config.TextColumn(name, help=help_text, width="medium")
     if col in FORMATS:
@@ -333,7 +335,7 @@ event = st.dataframe(
     on_select="rerun",
     selection_mode="single-row",
     hide_index=True,
-    column_config={c: column_config(c) for c in show_cols},
+    column_config={c: column_config(c, rule_column_names(summary)) for c in show_cols},
 )
 st.caption("Click a row to see its strongest supporting documents and counterexamples below.")
 st.download_button(

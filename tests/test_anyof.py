@@ -35,13 +35,18 @@ def test_two_halves_of_the_class_make_the_rule_and_nothing_else_joins():
 
 def test_candidates_and_max_terms_limit_the_rule():
     presence, y = constructed()
-    # Without B: A alone (F1 2/3); C ties with it but the first found is kept, and A + C gains nothing
-    assert fit_any_of(presence, y, candidates=[0, 2, 3, 4]).members == [0]
-    assert fit_any_of(presence, y, candidates=np.array([False, True, False, False, False])).members == [1]
-    assert len(fit_any_of(presence, y, max_terms=1).members) == 1
+    # Without B: A alone (F1 2/3); C ties with it but the first found is kept, and A + C gains nothing.
+    # (Calling every row of this half-and-half table the class scores 2/3 too, so this is the search alone.)
+    search = {"must_beat_every_row": False}
+    assert fit_any_of(presence, y, candidates=[0, 2, 3, 4], **search).members == [0]
+    assert fit_any_of(presence, y, candidates=np.array([False, True, False, False, False]), **search).members == [1]
+    assert len(fit_any_of(presence, y, max_terms=1, **search).members) == 1
+    # ... and as a rule it is none: it does no better than calling every row the class
+    tie = fit_any_of(presence, y, candidates=[0, 2, 3, 4])
+    assert tie.members == [] and tie.outdone_by_every_row
     # Nothing allowed, or nothing that helps: an empty rule with zero scores
     empty = fit_any_of(presence, y, candidates=[4])  # E never holds on the class
-    assert empty.members == [] and empty.train["f1"] == 0.0
+    assert empty.members == [] and empty.train["f1"] == 0.0 and not empty.outdone_by_every_row
 
 
 def test_a_small_gain_is_not_enough_and_a_broad_first_pick_does_not_trap_the_search():
@@ -74,7 +79,7 @@ def test_reported_training_scores_are_the_rules_own():
     presence.data[:] = 1.0
     y = (rng.random(5000) < 0.3).astype(float)
     y[presence[:, 3].toarray().ravel() > 0] = 1.0  # hypothesis 3 lies inside the class
-    rule = fit_any_of(presence, y)
+    rule = fit_any_of(presence, y, must_beat_every_row=False)  # random presence: the search, not the bar
     assert 3 in rule.members and 1 <= len(rule.members) <= 5
     assert rule.train == pytest.approx(any_of_scores(presence, y, rule.members))
 
@@ -131,7 +136,7 @@ def test_calling_every_row_the_class_is_the_bar_each_rule_is_stated_against():
 
 
 def test_a_two_valued_target_states_a_rule_for_each_value_and_a_class_only_its_own():
-    from hsae_core.report import any_of_lines
+    from hsae_core.report import any_of_lines, rule_column_names
 
     def rule(latent, label):
         return {"latents": [latent], "hypotheses": [label], "train": {"f1": 0.7}, "holdout": {"f1": 0.6}}
@@ -150,3 +155,25 @@ def test_a_two_valued_target_states_a_rule_for_each_value_and_a_class_only_its_o
     assert [line.split(" = any of")[0] for line in any_of_lines(multiclass, "math")] == ["math"]
     stars = {"target": {"column": "stars", "kind": "continuous"}, "metrics": {"overall": {"r2_cv": 0.4}}}
     assert any_of_lines(stars, "overall") == []
+    # A table of the two-valued run names each rule column by its value; other runs keep the plain names
+    assert rule_column_names(summary) == {"any_of": "in the rule for accept", "any_of_other": "in the rule for reject"}
+    assert rule_column_names(multiclass) == {} and rule_column_names(stars) == {}
+
+
+def test_no_rule_where_calling_every_row_the_class_does_as_well():
+    from hsae_core.report import any_of_sentence
+
+    y = np.array([1] * 8 + [0] * 2)  # a majority class: calling every row it scores F1 16/18
+    presence = np.zeros((10, 2))
+    presence[:3, 0] = 1  # three of the class: F1 6/11
+    presence[7:, 1] = 1  # one of the class and the two others; the best rule, both, F1 8/14 < 16/18
+    rule = fit_any_of(presence, y)
+    assert rule.members == [] and rule.outdone_by_every_row
+    y = 1 - y  # the minority value (rows 8, 9): hypothesis 1 marks it at F1 4/5, above calling every row (4/12)
+    kept = fit_any_of(presence, y)
+    assert kept.members == [1] and not kept.outdone_by_every_row
+    metrics = {"any_of": {"latents": [], "train": {"every_row_f1": 16 / 18}, "outdone_by_every_row": True}}
+    assert any_of_sentence(metrics, "y = good") == (
+        "y = good: no few hypotheses mark it better than calling every text y = good (F1 0.889 on the training "
+        "rows), so it has no any-of rule."
+    )
