@@ -494,7 +494,8 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         for epoch in range(epochs):
             model.train()
             perm = torch.randperm(len(X_train), generator=gen)
-            sums = np.zeros(2)
+            # Summed where the losses are: a GPU step then reads nothing back but the dead-latent counts.
+            sums = torch.zeros(2, dtype=torch.float64, device=device)
             for start in range(0, len(X_train) - batch + 1, batch):
                 x = X_src[perm[start : start + batch].to(X_src.device)].to(device, non_blocking=True)
                 recon_loss, aux_loss, idx, vals = self._step_losses(model, x, prefixes, since_fired, scale)
@@ -505,12 +506,13 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
                 opt.step()
                 model.normalize_decoder()
                 self._track_firing(model, since_fired, idx, vals, len(x))
-                sums += (recon_loss.item(), aux_loss.item())
+                sums += torch.stack([recon_loss.detach(), aux_loss.detach()]).double()
             steps = max(1, len(X_train) // batch)
+            recon_sum, aux_sum = sums.tolist()
             record = {
                 "epoch": epoch + 1,
-                "train_nmse": sums[0] / steps,
-                "aux_loss": sums[1] / steps,
+                "train_nmse": recon_sum / steps,
+                "aux_loss": aux_sum / steps,
                 "dead_frac": float((since_fired >= cfg.dead_after).float().mean()),
             }
             monitor = record["train_nmse"]
@@ -564,15 +566,19 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         pre = model.pre_activations(x)
         idx, vals, offsets = model.sparse_code(pre, batch_mode=True)
         dead = since_fired >= cfg.dead_after
+        # How many latents of each level are dead, read back in one transfer (the step's only host sync)
+        n_dead = torch.stack([dead[start : start + size].sum() for start, size, _ in cfg.groups]).tolist()
         if cfg.levels:  # every level reconstructs x alone; dead latents are revived within their level
             recon, aux = 0.0, torch.zeros((), device=x.device)
-            for (start, size, active), x_hat in zip(cfg.groups, model.level_reconstructions(idx, vals, len(x))):
+            groups = zip(cfg.groups, n_dead, model.level_reconstructions(idx, vals, len(x)))
+            for (start, size, active), level_n_dead, x_hat in groups:
                 recon = recon + ((x_hat - x) ** 2).sum(1).mean() / scale
-                level_dead = dead[start : start + size]
-                if bool(level_dead.any()):
+                if level_n_dead:
                     aux_k = min(size, cfg.aux_k or 2 * active)
-                    level_pre = pre[:, start : start + size]
-                    aux = aux + self._aux_loss(model, x, x_hat, level_pre, level_dead, aux_k, scale, start)
+                    level_pre, level_dead = pre[:, start : start + size], dead[start : start + size]
+                    aux = aux + self._aux_loss(
+                        model, x, x_hat, level_pre, level_dead, level_n_dead, aux_k, scale, start
+                    )
             n = len(cfg.groups)
             return recon / n, aux / n, idx, vals
         recon = 0.0
@@ -580,14 +586,16 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
             x_hat = model.decode_bag(idx, vals, offsets, limit=None if p == cfg.m else p)
             recon = recon + ((x_hat - x) ** 2).sum(1).mean() / scale
         recon = recon / len(prefixes)
-        aux = self._aux_loss(model, x, x_hat, pre, dead, cfg.effective_aux_k, scale)
+        aux = self._aux_loss(model, x, x_hat, pre, dead, n_dead[0], cfg.effective_aux_k, scale)
         return recon, aux, idx, vals
 
     @staticmethod
-    def _aux_loss(model: TopKSAE, x, x_hat, pre, dead, aux_k: int, scale: float, first: Optional[int] = None):
-        """Aux-k: the ``aux_k`` strongest dead latents are asked to explain the residual ``x - x_hat``. With
-        ``first``, ``pre`` and ``dead`` are one level's columns, whose first latent is ``first``."""
-        n_dead = int(dead.sum())
+    def _aux_loss(
+        model: TopKSAE, x, x_hat, pre, dead, n_dead: int, aux_k: int, scale: float, first: Optional[int] = None
+    ):
+        """Aux-k: the ``aux_k`` strongest of the ``n_dead`` dead latents are asked to explain the residual
+        ``x - x_hat``. With ``first``, ``pre`` and ``dead`` are one level's columns, whose first latent is
+        ``first``."""
         if not n_dead:
             return torch.zeros((), device=x.device)
         residual = (x - x_hat).detach()
@@ -601,10 +609,10 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
     @staticmethod
     @torch.no_grad()
     def _track_firing(model: TopKSAE, since_fired, idx, vals, n_rows):
-        fired = torch.zeros_like(since_fired, dtype=torch.bool)
-        fired[idx[vals > 0]] = True
+        # Counted with index_add and cleared with masked_fill: no boolean indexing, which reads back to the host
+        fired = torch.zeros_like(since_fired).index_add_(0, idx, (vals > 0).to(since_fired.dtype))
         since_fired += n_rows
-        since_fired[fired] = 0
+        since_fired.masked_fill_(fired > 0, 0)
 
     # ------------------------------------------------------------------ inference
     def _check_fitted(self) -> TopKSAE:
