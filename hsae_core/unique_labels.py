@@ -4,6 +4,8 @@ labellers."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from typing import Optional
 
 
@@ -47,3 +49,10 @@ def mark_held(candidates: list[dict], choice: dict) -> None:
     for c in candidates:
         if c["label"] in choice["held_by"]:
             c["held_by"] = choice["held_by"][c["label"]]
+
+
+def count_shared(labels: Iterable[str]) -> int:
+    """How many features carry a label another feature has too (read alike by :func:`label_key`). Placeholders
+    in parentheses, such as "(never active on these texts)", say why there is no label and are not counted."""
+    keys = [label_key(str(label)) for label in labels if not str(label).startswith("(")]
+    return sum(n for n in Counter(keys).values() if n > 1)

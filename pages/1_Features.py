@@ -13,6 +13,7 @@ from hsae_core import settings
 from hsae_core.errors import HsaeError
 from hsae_core.features import numeric_target, search_features, text_features
 from hsae_core.labelsets import low_fidelity, trusted
+from hsae_core.unique_labels import count_shared
 
 st.set_page_config(page_title="hsae: Features", layout="wide")
 st.title("Features")
@@ -121,6 +122,9 @@ st.caption(
     f"{len(shown)} of {len(table)} features · labels: {table['label_method'].iloc[0]} · "
     "click a row to open that feature below"
 )
+shared = count_shared(table["label"])
+if shared:  # label sets made before labels were kept distinct, or a feature with no other candidate
+    st.info(f"{shared} features share their label with another feature: relabelling gives each its own where it can.")
 ui.relabel_control(ws)
 picked = ui.selected_row(event)
 if picked is not None and picked < len(shown):

@@ -91,3 +91,24 @@ def test_search_slider_names_and_hypothesis_table_carry_fidelity(ws_env):
     assert not at.exception and not at.error, [e.value for e in at.error]
     table = next(e.value for e in at.dataframe if "hyp_table" in e.proto.id)  # keyed per run
     assert "fidelity_auc" in table.columns and table["fidelity_auc"].notna().all()
+
+
+def test_features_page_says_when_features_share_a_label_and_relabelling_clears_it(ws_env):
+    """A label set made before labels were kept distinct: the page says how many features share one."""
+    from hsae_core.labelsets import load_label_set, read_manifest_codes_key, write_label_set
+    from hsae_core.workspace import Workspace
+
+    at = page("pages/1_Features.py")
+    assert not [i.value for i in at.info if "share their label" in i.value]  # made today: distinct
+    ws = Workspace.open(ws_env)
+    table = load_label_set(ws, "phrases")
+    table.loc[1:2, "label"] = table.loc[0, "label"]  # three features, one label
+    write_label_set(ws_env, "phrases", table, codes_key=read_manifest_codes_key(ws_env))
+    at = page("pages/1_Features.py")
+    assert [i.value for i in at.info if "share their label" in i.value] == [
+        "3 features share their label with another feature: relabelling gives each its own where it can."
+    ]
+    at.radio(key="relabel_kind").set_value("phrases").run()
+    at.button(key="relabel_go").click().run()
+    assert not at.exception and not at.error
+    assert not [i.value for i in at.info if "share their label" in i.value]

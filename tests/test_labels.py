@@ -23,7 +23,7 @@ from hsae_core.labelsets import (
     summarize,
 )
 from hsae_core.sae import SparseAutoencoder
-from hsae_core.unique_labels import assign_distinct, label_key
+from hsae_core.unique_labels import assign_distinct, count_shared, label_key
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +133,10 @@ def test_assign_distinct_gives_a_held_label_to_the_better_fit_and_the_next_candi
     assert chosen[7]["score"] == 0.70 and chosen[7]["held_by"] == {"great pizza.": 3}
     assert chosen[3]["held_by"] == {} and chosen[5]["held_by"] == {}
     assert label_key("Great  Pizza!") == label_key("great pizza") != label_key("great pizzas")
+    # What the Features page counts: features whose label another has too, placeholders aside
+    shared = ["Great pizza", "great pizza.", "Thin crust", "GREAT PIZZA", "(never active on these texts)"]
+    assert count_shared(shared + ["(never active on these texts)", "Slow service"]) == 3
+    assert count_shared([c["label"] for j, c in chosen.items() if j != 5]) == 0
 
 
 def test_labels_of_one_set_are_distinct(yelp_sae, phrase_items, embedder):
