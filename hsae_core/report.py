@@ -107,7 +107,7 @@ def headline_metrics(metrics: dict) -> list[tuple[str, str, str]]:
 
 def any_of_lines(summary: dict, metrics_key: str) -> list[str]:
     """The any-of rule sentences of one metrics entry of a run: its class's, or for a two-valued target
-    one per value (the second value's first); none for a continuous target."""
+    one per value (the positive one, classes[1], first); none for a continuous target."""
     metrics = (summary.get("metrics") or {}).get(metrics_key) or {}
     lines = [any_of_sentence(metrics, concept_name(summary, metrics_key))]
     if "any_of_other" in metrics:
@@ -126,8 +126,8 @@ def any_of_sentence(metrics: dict, concept: str, key: str = "any_of") -> str | N
         if rule.get("outdone_by_every_row"):
             bar = _num((rule.get("train") or {}).get("every_row_f1"))
             return (
-                f"{concept}: no few hypotheses mark it better than calling every text {concept} (F1 {bar} on the "
-                "training rows), so it has no any-of rule."
+                f"{concept}: no rule of its hypotheses marks it better than calling every text {concept} (F1 {bar} on "
+                "the training rows), so it has no any-of rule."
             )
         return f"{concept}: no hypothesis goes with it on the training rows, so it has no any-of rule."
     named = ", ".join(f"“{h}” (#{j})" for h, j in zip(rule["hypotheses"], rule["latents"]))

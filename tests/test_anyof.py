@@ -174,6 +174,6 @@ def test_no_rule_where_calling_every_row_the_class_does_as_well():
     assert kept.members == [1] and not kept.outdone_by_every_row
     metrics = {"any_of": {"latents": [], "train": {"every_row_f1": 16 / 18}, "outdone_by_every_row": True}}
     assert any_of_sentence(metrics, "y = good") == (
-        "y = good: no few hypotheses mark it better than calling every text y = good (F1 0.889 on the training "
-        "rows), so it has no any-of rule."
+        "y = good: no rule of its hypotheses marks it better than calling every text y = good (F1 0.889 on the "
+        "training rows), so it has no any-of rule."
     )

@@ -148,7 +148,7 @@ def test_multiclass_target_gives_one_vs_rest_tables(yelp_files, tmp_path, capsys
         assert sorted(of_class.loc[of_class["any_of"], "latent"]) == sorted(rule["latents"])  # marked in the CSV
         if not rule["latents"]:  # the few positive hypotheses do no better than calling every review that class
             assert rule["outdone_by_every_row"] and stars == "5"
-            assert f"[{stars}] {stars}: no few hypotheses mark it better than calling every text" in printed
+            assert f"[{stars}] {stars}: no rule of its hypotheses marks it better than calling every text" in printed
             continue
         rows = of_class.set_index("latent").loc[rule["latents"]]
         assert len(rows) and (rows["selection_score"] > 0).all()
@@ -210,7 +210,7 @@ def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path, cap
         if rule["latents"]:
             said = f"positive = {value} = any of {len(rule['latents'])} hypothes"
         elif rule["outdone_by_every_row"]:  # nothing beats calling every training text that value
-            said = f"positive = {value}: no few hypotheses mark it better than calling every text"
+            said = f"positive = {value}: no rule of its hypotheses marks it better than calling every text"
             assert rule["train"]["every_row_f1"] > 0.4
         else:
             assert goes_with.empty
