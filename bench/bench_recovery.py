@@ -203,9 +203,18 @@ def sae_best_latent_f1(codes_train, codes_hold, y_train, y_hold, min_present_fra
 
 
 def _any_of_scores(metrics: dict) -> dict:
-    """The run's any-of rule (its few positive hypotheses chosen on the training split): holdout F1, size."""
-    rule = metrics.get("any_of") or {}
-    return {"any_of_f1": (rule.get("holdout") or {}).get("f1"), "any_of_size": len(rule.get("latents") or [])}
+    """The run's any-of rule (its few positive hypotheses chosen on the training split): holdout F1, size and
+    the bar (F1 of calling every holdout text the class); for a two-valued target the same of the other
+    value's rule, prefixed ``other_``."""
+    out = {}
+    for key, prefix in (("any_of", ""), ("any_of_other", "other_")):
+        if key in metrics or not prefix:
+            rule = metrics.get(key) or {}
+            hold = rule.get("holdout") or {}
+            out[f"{prefix}any_of_f1"] = hold.get("f1")
+            out[f"{prefix}any_of_size"] = len(rule.get("latents") or [])
+            out[f"{prefix}any_of_bar"] = hold.get("every_row_f1")
+    return out
 
 
 def _or_nan(value) -> float:
@@ -295,8 +304,15 @@ def recovery(cset: ConceptSet, overrides: dict, seeds, probes: dict) -> list[dic
             print(
                 f"  {cset.name} | {concept} | seed {seed}: best F1 {scores['best_f1']:.3f}, union F1 "
                 f"{scores['union_f1']:.3f}, any-of rule F1 {_or_nan(scores.get('any_of_f1')):.3f} "
-                f"({scores.get('any_of_size', 0)} in it), AUC(cv) {scores['auc_cv']:.3f}, {scores['n_significant_bonferroni']} "
-                f"Bonferroni-significant ({seconds:.0f} s)",
+                f"({scores.get('any_of_size', 0)} in it; calling every text the class {_or_nan(scores.get('any_of_bar')):.3f})"
+                + (
+                    f", the other value's rule F1 {_or_nan(scores['other_any_of_f1']):.3f} ({scores['other_any_of_size']} "
+                    f"in it; bar {_or_nan(scores['other_any_of_bar']):.3f})"
+                    if "other_any_of_f1" in scores
+                    else ""
+                )
+                + f", AUC(cv) {scores['auc_cv']:.3f}, {scores['n_significant_bonferroni']} Bonferroni-significant "
+                f"({seconds:.0f} s)",
                 flush=True,
             )
     return rows
