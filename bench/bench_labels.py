@@ -93,11 +93,10 @@ def _mean_words(table: pd.DataFrame) -> float:
 
 
 def _shared_labels(table: pd.DataFrame) -> int:
-    """Features whose label reads the same as another feature's (case, spacing and end punctuation aside)."""
-    from hsae_core.unique_labels import label_key
+    """Scored features whose label reads the same as another's (what the Features page counts)."""
+    from hsae_core.unique_labels import count_shared
 
-    keys = table.loc[table["fidelity_auc"].notna(), "label"].astype(str).map(label_key)
-    return int(keys.duplicated(keep=False).sum())
+    return count_shared(table.loc[table["fidelity_auc"].notna(), "label"])
 
 
 def _bootstrap_median(diff: np.ndarray, n: int = 2000) -> list:

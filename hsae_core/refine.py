@@ -394,7 +394,7 @@ class Refiner:
             return {**base, "label": None, "kept": False, "reason": "no answer (the call failed)"}
         if new is None:
             return {**base, "label": None, "answer": str(answer)[:200], "kept": False, "reason": "unusable answer"}
-        if new.strip().lower() == res.label.strip().lower():
+        if label_key(new) == label_key(res.label):
             return {**base, "label": new, "kept": False, "reason": "same label"}
         holder = self._holders.get(label_key(new))
         if holder is not None and holder != j:
