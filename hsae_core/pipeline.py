@@ -30,7 +30,7 @@ from .fsutil import check_cache_dir
 from .interpret import Interpreter
 from .presence import chosen_presence
 from .progress import ProgressFn, report
-from .report import any_of_lines
+from .report import any_of_lines, split_summary
 from .runstore import check_run_folder, new_run_id, verify_run_folder, write_run_folder
 from .sae import SparseAutoencoder
 from .splits import duplicate_mask, grouped_split, split_warnings
@@ -818,7 +818,7 @@ def format_table(run: HypothesisRun, width: int = 60) -> str:
     shown["hypothesis"] = shown["hypothesis"].astype(str).map(lambda s: s if len(s) <= width else s[: width - 1] + "…")
     for col in ("separation_p", "coef_p"):
         shown[col] = shown[col].map(lambda p: f"{p:.1e}" if pd.notna(p) else "nan")
-    lines = [shown.to_string(index=False, float_format=lambda v: f"{v:.3f}")]
+    lines = [shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"), split_summary(run.summary) + "."]
     annot = run.summary.get("annotator")
     for name, m in run.summary.get("metrics", {}).items():
         label = "" if name == "overall" else f"[{name}] "

@@ -192,9 +192,14 @@ def split_summary(summary: dict) -> str:
     parts = [f"Holdout: {how}", f"training rows {train.get('kept', 0):,}", f"holdout rows {hold.get('kept', 0):,}"]
     if split.get("dedupe"):
         parts.append(f"duplicate texts dropped {split.get('dropped_duplicate_text', 0):,}")
-    dropped = train.get("dropped_empty_text", 0) + train.get("dropped_missing_target", 0)
-    if dropped:
-        parts.append(f"rows without text or target dropped {dropped:,}")
+    # A random, grouped or by-value split counts the one table on both sides; a holdout table has its own.
+    counted = (train, hold) if method == "holdout table" else (train,)
+    empty = sum(part.get("dropped_empty_text", 0) for part in counted)
+    missing = sum(part.get("dropped_missing_target", 0) for part in counted)
+    if empty:
+        parts.append(f"rows with an empty text dropped {empty:,}")
+    if missing:
+        parts.append(f"rows with no '{summary.get('target', {}).get('column') or 'target'}' dropped {missing:,}")
     return " · ".join(parts)
 
 

@@ -165,7 +165,8 @@ def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path, cap
     train, _ = yelp_files
     df = pd.read_json(train, lines=True)
     df["positive"] = np.where(df["stars"] >= 4, "good", "bad")
-    df.loc[:9, "text"] = ""  # dropped and counted
+    df.loc[:9, "text"] = ""  # dropped, counted and said
+    df.loc[10:12, "positive"] = None
     path = tmp_path / "binary.parquet"
     df.to_parquet(path)
     code = main(
@@ -195,7 +196,8 @@ def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path, cap
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["target"]["kind"] == "binary" and summary["target"]["classes"] == ["bad", "good"]
     assert summary["rows"]["train"]["dropped_empty_text"] == 10
-    assert summary["rows"]["train"]["kept"] + summary["rows"]["holdout"]["kept"] == 790
+    assert summary["rows"]["train"]["dropped_missing_target"] == 3
+    assert summary["rows"]["train"]["kept"] + summary["rows"]["holdout"]["kept"] == 787
     assert summary["metrics"]["overall"]["auc_in_sample"] > 0.6
     # Each value gets a rule from the hypotheses that go with it (positive training scores for "good", the
     # second value; negative for "bad"), stated good first, or a line saying why it has none
@@ -219,6 +221,12 @@ def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path, cap
         share = float((held == (1 if value == "good" else 0)).mean())  # the bar: every holdout text that value
         assert rule["holdout"]["every_row_f1"] == pytest.approx(2 * share / (1 + share))
     assert printed.index("positive = good") < printed.index("positive = bad")
+    # A user who fed rows without text or target reads how many went, beside the split
+    kept = summary["rows"]["train"]["kept"], summary["rows"]["holdout"]["kept"]
+    assert (
+        f"Holdout: random 30% of the rows · training rows {kept[0]:,} · holdout rows {kept[1]:,} · "
+        "rows with an empty text dropped 10 · rows with no 'positive' dropped 3." in printed
+    )
 
 
 def test_concepts_flag_switches_to_the_concept_settings_and_explicit_flags_win(yelp_files, tmp_path):

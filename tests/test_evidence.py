@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from hsae_core.evidence import holdout_codes, hypothesis_evidence
-from hsae_core.pipeline import HypothesisConfig, hypothesize, load_run
+from hsae_core.pipeline import HypothesisConfig, describe_split, hypothesize, load_run, load_split
 from hsae_core.progress import StagedProgress, format_seconds
 from hsae_core.report import effect_rows, headline_metrics, readable_table, split_summary
 from hsae_core.stats import coef_ci, format_p
@@ -96,3 +96,24 @@ def test_staged_progress_is_one_monotonic_bar_with_time_left():
     seconds = progress.finish()
     assert set(seconds) == {"table", "embeddings", "sae"}
     assert format_seconds(65) == "1 min 05 s" and format_seconds(42.4) == "42 s" and format_seconds(None) == ""
+
+
+def test_split_summary_counts_what_each_table_dropped():
+    """A separate holdout table drops its own rows; a split of one table counts them once."""
+    train = pd.DataFrame({"text": ["a b", "", "c d", "e f", "g h"], "y": [1.0, 2.0, None, 3.0, 4.0]})
+    hold = pd.DataFrame({"text": ["i j", None, "k l", "  "], "y": [1.0, 2.0, 3.0, 5.0]})
+    config = HypothesisConfig()
+    tr, ho = load_split(train, "text", "y", holdout=hold, config=config)
+    summary = {
+        "rows": {"train": tr.counts, "holdout": ho.counts},
+        "split": describe_split(tr, ho, config, separate_holdout=True),
+        "target": {"column": "y"},
+    }
+    assert split_summary(summary) == (
+        "Holdout: a separate holdout table · training rows 3 · holdout rows 2 · "
+        "rows with an empty text dropped 3 · rows with no 'y' dropped 1"
+    )
+    both = pd.concat([train, hold], ignore_index=True)
+    tr, ho = load_split(both, "text", "y", config=HypothesisConfig(holdout_frac=0.4))
+    summary = {"rows": {"train": tr.counts, "holdout": ho.counts}, "config": {"holdout_frac": 0.4}, "target": {}}
+    assert split_summary(summary).endswith("rows with an empty text dropped 3 · rows with no 'target' dropped 1")
