@@ -31,7 +31,7 @@ PAGES = {
 }
 # What a newcomer can do next on each page (shown when the page has nothing to show yet).
 NEXT_STEPS = {
-    "Overview": "Pick a workspace in the sidebar, or build one from a table below. Then open **Features** to "
+    "Overview": "Pick a workspace in the sidebar, or build one from a table (**New workspace from a table** above). Then open **Features** to "
     "read the concepts, **Search** to steer a query, **Hypotheses** to test concepts against a column.",
     "Features": "Click a row of the table to open that feature: its strongest documents, how often it fires and "
     "its neighbours. Type in the search box to find features by label or keyword.",

@@ -23,7 +23,7 @@ from hsae_core.corpora import (
 from hsae_core.data import TABLE_SUFFIXES
 from hsae_core.errors import DataError, HsaeError, ModelError
 from hsae_core.hub import registry
-from hsae_core.settings import format_levels
+from hsae_core.settings import SAE, format_levels
 from hsae_core.workspace import (
     BUILD_WEIGHTS,
     DEMO_HELP,
@@ -85,9 +85,18 @@ def new_workspace_form() -> None:
     text_col = text_column_picker(frame, key="new_text_col")
     default_name = safe_name(Path(upload.name).stem)
     name = st.text_input("Workspace name", value=default_name, key="new_name")
+    # The same SAE as `hsae build` and a Hypotheses run (settings.SAE), so numbers match across doors.
     c1, c2 = st.columns(2)
-    m = c1.number_input("Features (m)", min_value=8, max_value=16384, value=256, step=8, key="new_m")
-    k = c2.number_input("Active per document (k)", min_value=1, max_value=128, value=8, key="new_k")
+    m = c1.number_input("Features (m)", min_value=8, max_value=16384, value=SAE.m, step=8, key="new_m")
+    k = c2.number_input("Active per document (k)", min_value=1, max_value=128, value=SAE.k, key="new_k")
+    with_levels = st.checkbox(
+        "Levels",
+        value=True,
+        key="new_levels",
+        help=f"Train the SAE with its levels ({format_levels(SAE.levels)}, as latents/active) beside the m main "
+        "features: broad groups to fine features, so a whole topic can be one feature. Off: one dictionary of "
+        "m features.",
+    )
     if st.button("Build workspace", key="new_build"):
         safe = safe_name(name)
         ws = ui.run_build(
@@ -98,6 +107,7 @@ def new_workspace_form() -> None:
                 text_col=text_col,
                 m=int(m),
                 k=int(k),
+                levels=SAE.levels if with_levels else (),
                 progress=progress,
                 name=name,
             ),
@@ -259,7 +269,11 @@ if not choices and not st.session_state.get("demo_attempted"):
         build_demo()
         choices = ui.workspace_choices()
     else:
-        st.error("No workspace yet and no demo data: HSAE_DATA_DIR is not set. " + DEMO_HELP)
+        # Not an error: a table of the user's own is the usual start, and the demo is optional.
+        st.info(
+            "No workspace yet: upload a table below to build one (any CSV, TSV, JSON, JSONL or Parquet with a "
+            "text column). To open the Yelp demo instead: " + DEMO_HELP
+        )
 elif not choices:
     st.warning("No workspace yet. " + DEMO_HELP)
     if st.button("Try building the demo workspace again"):

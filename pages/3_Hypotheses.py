@@ -184,7 +184,7 @@ with st.container(border=True):
         else:
             c2.warning("No column has 2 to 10 values to split on; using random rows.")
     if split_col is None:
-        frac = c2.slider("Holdout fraction", 0.1, 0.5, 0.2, 0.05, key="hyp_frac")
+        frac = c2.slider("Holdout fraction", 0.1, 0.5, HypothesisConfig.holdout_frac, 0.05, key="hyp_frac")
     dedupe = c2.checkbox(
         "Drop duplicate texts first",
         value=True,

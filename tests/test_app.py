@@ -348,6 +348,28 @@ def test_upload_picks_the_text_column_from_content(upworthy_env, upworthy_frame,
     assert picker.options[:3] == ["headline (text)", "lede (text)", "excerpt (text)"]
 
 
+def test_a_workspace_built_from_an_upload_trains_the_product_sae(shared_data, monkeypatch, tmp_path):
+    """The upload form starts from the SAE every other door trains (m, k and levels of settings.SAE), so a
+    workspace built here gives hypotheses the numbers BENCHMARKS.md reports."""
+    from hsae_core.settings import SAE, format_levels
+
+    monkeypatch.delenv("HSAE_WORKSPACE", raising=False)
+    monkeypatch.delenv("HSAE_DATA_DIR", raising=False)
+    monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(tmp_path / "workspaces"))
+    frame = pd.read_json(shared_data / "yelp_reviews_demo" / "yelp-demo-val-2K.jsonl", lines=True).head(300)
+    path = tmp_path / "reviews.csv"
+    frame[["text", "stars"]].to_csv(path, index=False)
+    at = page()
+    at.get("file_uploader")[0].set_value(("reviews.csv", path.read_bytes(), "text/csv")).run()
+    assert (at.number_input(key="new_m").value, at.number_input(key="new_k").value) == (SAE.m, SAE.k)
+    assert at.checkbox(key="new_levels").value and format_levels(SAE.levels) in at.checkbox(key="new_levels").help
+    at.button(key="new_build").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Built reviews: 300 documents" in s.value for s in at.success)
+    shape = {m.label: m.value for m in at.metric}["SAE shape"]
+    assert shape == f"m={SAE.m}, k={SAE.k} + {len(SAE.levels)} levels"
+
+
 def test_map_page_layout_and_region_features(app_env):
     at = page("Map")
     chart = at.get("plotly_chart")[0].proto.spec
@@ -378,8 +400,14 @@ def test_no_workspace_and_no_data_says_what_to_download_and_what_next(monkeypatc
     monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(tmp_path / "none"))
     monkeypatch.setenv("HSAE_DATA_DIR", str(tmp_path / "empty-data"))
     at = page()
-    text = " ".join(e.value for e in at.error)
+    text = " ".join(e.value for e in at.error)  # the user asked for the demo data there: an error
     assert "yelp-demo-val-2K.jsonl" in text and "demo_data" in text
+    # With no data folder set, a newcomer is told to upload a table first, as information, not an error
+    monkeypatch.delenv("HSAE_DATA_DIR")
+    at = page()
+    assert not at.error
+    first = at.info[0].value
+    assert first.startswith("No workspace yet: upload a table below") and "yelp-demo-val-2K.jsonl" in first
     for name in ["Features", "Search", "Hypotheses", "Map"]:
         infos = [i.value for i in page(name).info]
         assert any("No workspace yet" in i for i in infos), (name, infos)
