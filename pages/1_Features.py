@@ -191,9 +191,14 @@ with right:
     st.subheader("Most co-occurring features")
     st.dataframe(co.round(3), key="cooccurring", hide_index=True)
 
-if other_cols:
+# Groups of a text or id column are single documents: offer the columns that group them, categories first.
+GROUPING_KINDS = ("category", "numeric", "date")
+prevalence_cols = sorted(
+    (c for c in other_cols if kinds.get(c) in GROUPING_KINDS), key=lambda c: GROUPING_KINDS.index(kinds[c])
+)
+if prevalence_cols:
     st.subheader("Prevalence across a column")
-    by = st.selectbox("Column", other_cols, key="prev_col")
+    by = st.selectbox("Column", prevalence_cols, key="prev_col")
     prev = fx.prevalence_by(latent, ws.frame[by])
     fig = px.bar(
         prev,

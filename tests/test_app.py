@@ -442,6 +442,11 @@ def test_multiclass_target_offers_its_classes(shared_data, tmp_path, monkeypatch
     assert f"Holdout F1 {rule['holdout']['f1']:.3f}" in shown[0]
     table = df(at, "hyp_table")
     assert sorted(table.loc[table["any_of"], "latent"]) == sorted(rule["latents"])  # ticked in the table
+    # The Features page groups a feature's prevalence by the category, never by titles (one document each)
+    at = page("Features")
+    assert at.selectbox(key="prev_col").options == ["category"]
+    chart = at.get("plotly_chart")[-1].proto.spec
+    assert all(c in chart for c in frame["category"].unique()) and frame["title"].iloc[0] not in chart
 
 
 def test_two_valued_target_states_a_rule_for_each_value(shared_data, tmp_path, monkeypatch):
