@@ -31,8 +31,9 @@ PAGES = {
 }
 # What a newcomer can do next on each page (shown when the page has nothing to show yet).
 NEXT_STEPS = {
-    "Overview": "Pick a workspace in the sidebar, or build one from a table (**New workspace from a table** above). Then open **Features** to "
-    "read the concepts, **Search** to steer a query, **Hypotheses** to test concepts against a column.",
+    "Overview": "Pick a workspace in the sidebar, or build one from a table (**New workspace from a table** "
+    "above). Then open **Features** to read the concepts, **Search** to steer a query, **Hypotheses** to test "
+    "concepts against a column.",
     "Features": "Click a row of the table to open that feature: its strongest documents, how often it fires and "
     "its neighbours. Type in the search box to find features by label or keyword.",
     "Search": "Type a query (or pick a document for 'more like this'). Its features become sliders: move one and "
@@ -46,6 +47,57 @@ NEXT_STEPS = {
 
 
 ERRORS = (HsaeError, OSError)  # what a page shows as one st.error line instead of an exception box
+
+
+ICONS = {
+    "Overview": ":material/home:",
+    "Features": ":material/category:",
+    "Search": ":material/search:",
+    "Hypotheses": ":material/science:",
+    "Map": ":material/scatter_plot:",
+}
+
+
+def run_app() -> None:
+    """The dashboard (app.py): registers the pages with st.navigation, Overview first, and runs the chosen one."""
+    st.set_page_config(page_title="hsae", layout="wide")
+    pages = [
+        st.Page(
+            path,
+            title=name,
+            icon=ICONS[name],
+            url_path=None if name == "Overview" else name,
+            default=name == "Overview",
+        )
+        for name, path in PAGES.items()
+    ]
+    st.navigation(pages).run()
+
+
+def page_setup(title: str) -> None:
+    """Every page's first call: its browser title and the wide layout, inside app.py's navigation."""
+    if _run_outside_app_navigation():
+        run_app()  # the same page again, now as app.py's navigation runs it
+        st.stop()
+    st.set_page_config(page_title=f"hsae: {title}", layout="wide")
+
+
+def _run_outside_app_navigation() -> bool:
+    # Streamlit decides once per server, at its first script run, whether a folder named pages/ beside app.py
+    # makes this an old-style pages-directory app. When that first run is a page's URL (a bookmark, a tab left
+    # open across a restart) it runs the page on its own, and every session of the server then gets the
+    # folder's navigation ("app" first, no icons) until someone opens the root URL. Clearing Streamlit's flag
+    # puts st.navigation in charge from the next run on; this run goes through it too (run_app, then stop:
+    # no rerun, so a click that started this run is not lost). The flag is Streamlit's internal state, so a
+    # version without it is left alone.
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:
+        return False
+    if not getattr(PagesManager, "uses_pages_directory", None):
+        return False
+    PagesManager.uses_pages_directory = False
+    return True
 
 
 def error_line(exc: BaseException) -> str:

@@ -33,7 +33,7 @@ from hsae_core.workspace import (
     workspaces_dir,
 )
 
-st.set_page_config(page_title="hsae: Overview", layout="wide")
+ui.page_setup("Overview")
 st.title("hsae: Overview")
 
 

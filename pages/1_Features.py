@@ -15,7 +15,7 @@ from hsae_core.features import numeric_target, search_features, text_features
 from hsae_core.labelsets import low_fidelity, trusted
 from hsae_core.unique_labels import count_shared
 
-st.set_page_config(page_title="hsae: Features", layout="wide")
+ui.page_setup("Features")
 st.title("Features")
 ws = ui.pick_workspace()
 if ws is None:

@@ -13,7 +13,7 @@ from hsae_core.features import search_features
 
 MAX_SLIDERS = 12
 
-st.set_page_config(page_title="hsae: Search", layout="wide")
+ui.page_setup("Search")
 st.title("Search")
 ws = ui.pick_workspace()
 if ws is None:

@@ -26,7 +26,7 @@ from hsae_core.report import (
 from hsae_core.settings import ANNOTATORS, INTERPRETERS, SELECT_METHODS, format_levels
 from hsae_core.splits import split_warnings
 
-st.set_page_config(page_title="hsae: Hypotheses", layout="wide")
+ui.page_setup("Hypotheses")
 st.title("Hypotheses")
 ws = ui.pick_workspace()
 if ws is None:

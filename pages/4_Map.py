@@ -21,7 +21,7 @@ from hsae_core.mapping import (
     strongest_documents,
 )
 
-st.set_page_config(page_title="hsae: Map", layout="wide")
+ui.page_setup("Map")
 st.title("Map")
 ws = ui.pick_workspace()
 if ws is None:

@@ -292,3 +292,27 @@ def test_every_page_in_a_real_browser(server, workspace):
         browser.close()
     for name in ["1_overview", "2_features", "3_search", "4_hypotheses", "5_map"]:
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000
+
+
+def test_a_page_link_opened_first_on_a_new_server_keeps_the_app_navigation(server):
+    """A bookmark or a tab left open across a restart is the server's first visit to a page URL: the page must
+    still open inside app.py's navigation (Overview first, with icons), for that tab and every later one."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROME_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(120_000)
+        page.goto(server + "/Features?feature=3")
+        page.get_by_text("Top-activating documents", exact=True).wait_for()
+        assert page.locator("h2").first.inner_text().startswith("Feature #3:")  # the link's feature, opened
+        for tab in (page, browser.new_page()):
+            if tab is not page:
+                tab.goto(server + "/Map")
+                tab.locator("h1:has-text('Map')").wait_for()
+            nav = tab.locator('[data-testid="stSidebarNav"]')
+            nav.get_by_text("Overview").wait_for()
+            words = nav.inner_text().split()
+            assert "app" not in words and words[:2] == ["home", "Overview"], words  # the icon, then the title
+            _no_exception(tab)
+        browser.close()
