@@ -367,9 +367,13 @@ row = table.iloc[row_index]
 latent = int(row["latent"])
 st.subheader(f"Evidence: {row['hypothesis']} (feature #{latent})")
 if linked:
+    # The run names its hypotheses from its training rows only; the Features page's labels come from every
+    # document, so one feature can carry two names: the link says the other one.
+    page_label = str(ui.feature_table(ws)["label"].iloc[latent])
     st.page_link(
         ui.PAGES["Features"],
-        label=f"Open feature #{latent} on the Features page",
+        label=f"Open feature #{latent} on the Features page"
+        + ("" if page_label == str(row["hypothesis"]) else f" (labelled there “{page_label}”)"),
         query_params={"feature": str(latent)},
         icon=":material/open_in_new:",
     )

@@ -237,6 +237,13 @@ def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
     assert any(f"(feature #{latent})" in s.value for s in at.subheader)
     link = at.get("page_link")[-1].proto
     assert link.page == "Features" and link.query_string == f"feature={latent}"
+    # The run names the feature from its training rows; where the Features page calls it otherwise, the link
+    # gives that name too, so a reader knows they are one feature
+    page_label = ws.features["label"].iloc[latent]
+    named = table["hypothesis"].iloc[2]
+    assert link.label == f"Open feature #{latent} on the Features page" + (
+        "" if page_label == named else f" (labelled there “{page_label}”)"
+    )
     support, counter = df(at, "hyp_support"), df(at, "hyp_counter")
     assert len(support) + len(counter) > 0
     for part in (support, counter):
