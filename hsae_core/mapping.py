@@ -377,8 +377,9 @@ def map_regions(
     min_docs: int = 5,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Split the map into regions (k-means on the 2-D positions) and name each by its most over-represented
-    feature. Returns (region of every document, one row per region: region, x, y (label position),
-    n_docs, latent, label, z, inside_rate, outside_rate)."""
+    feature that no region with a stronger name took (the same label twice on a map says less than two
+    labels; a region with nothing left over-represented says so). Returns (region of every document, one row
+    per region: region, x, y (label position), n_docs, latent, label, z, inside_rate, outside_rate)."""
     from sklearn.cluster import KMeans
 
     n = len(coords)
@@ -398,10 +399,12 @@ def map_regions(
     log_odds, z = _log_odds(fire_in, n_in, fire_all - fire_in, n - n_in)
     z[fire_in < min_docs] = -np.inf
     labels = np.asarray(labels)
+    z[~(log_odds > 0)] = -np.inf
+    name = _distinct_names(z)
     rows = []
     for r in range(n_regions):
-        j = int(np.argmax(z[:, r]))
-        ok = np.isfinite(z[j, r]) and log_odds[j, r] > 0
+        j = name[r]
+        ok = j >= 0
         members = coords[region == r]
         cx, cy = np.median(members, axis=0) if len(members) else km.cluster_centers_[r]
         rows.append(
@@ -410,7 +413,7 @@ def map_regions(
                 "x": float(cx),
                 "y": float(cy),
                 "n_docs": int(n_in[0, r]),
-                "latent": j if ok else -1,
+                "latent": int(j) if ok else -1,
                 "label": str(labels[j]) if ok else "(no distinctive feature)",
                 "z": float(z[j, r]) if ok else float("nan"),
                 "inside_rate": float(fire_in[j, r] / max(n_in[0, r], 1)) if ok else float("nan"),
@@ -420,6 +423,33 @@ def map_regions(
             }
         )
     return region, pd.DataFrame(rows)
+
+
+def _distinct_names(z: np.ndarray) -> np.ndarray:
+    """Per region (column of ``z``, latents x regions; -inf where a latent cannot name it): a latent no other
+    region has, taken strongest z first; -1 where none is left."""
+    name = np.full(z.shape[1], -1)
+    taken = np.zeros(z.shape[0], dtype=bool)
+    order = np.argsort(-z, axis=0, kind="stable")  # each region's candidates, best first
+    next_pick = np.zeros(z.shape[1], dtype=np.int64)
+    open_regions = set(range(z.shape[1]))
+    while open_regions:
+        # The open region whose best untaken candidate is strongest picks it.
+        best_r, best_z = None, -np.inf
+        for r in sorted(open_regions):  # ties go to the lower region number
+            while next_pick[r] < z.shape[0] and taken[order[next_pick[r], r]]:
+                next_pick[r] += 1
+            if next_pick[r] == z.shape[0] or not np.isfinite(z[order[next_pick[r], r], r]):
+                open_regions.discard(r)  # nothing left that is over-represented here
+                continue
+            if z[order[next_pick[r], r], r] > best_z:
+                best_r, best_z = r, z[order[next_pick[r], r], r]
+        if best_r is None:
+            break
+        j = order[next_pick[best_r], best_r]
+        name[best_r], taken[j] = j, True
+        open_regions.discard(best_r)
+    return name
 
 
 def strongest_documents(
