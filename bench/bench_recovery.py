@@ -21,12 +21,16 @@ The product's own path, no flags: ``hsae_core.pipeline.hypothesize(...)`` with a
   training scores, AUC of its score): the ceiling for what the embeddings know.
 * Yelp (2,000 training reviews, 2,000 holdout, stars), same defaults: Bonferroni-significant hypotheses
   of 20 and the holdout R² in sample and by 5-fold CV, so no recovery gain is bought with a validity loss.
+  The other continuous targets of the shared data run when ``--only`` names them: "ML stance" (the human
+  stance score of the ML/NLP abstracts), "arXiv citations" (log(1 + citations) of the 2018 abstracts that
+  have a count) and "Upworthy CTR" (headline click rate, A/B tests kept whole on one side).
 
     python bench/bench_recovery.py                     # the defaults, written to bench/results/recovery.json
     python bench/bench_recovery.py --quick             # arXiv field only, one seed
     python bench/bench_recovery.py --config before_issue_9 --config default   # candidates side by side
     python bench/bench_recovery.py --config '{"name": "m256", "m": 256}'       # any HypothesisConfig fields
     python bench/bench_recovery.py --only Yelp --seeds 10 --config default     # Yelp alone, seeds 0-9
+    python bench/bench_recovery.py --only "Yelp,ML stance,arXiv citations,Upworthy CTR"  # every continuous target
     python bench/bench_recovery.py --config '{"name": "pooled", "pool": [[4, 1], [16, 2]]}'  # bench/pooled.py
 """
 
@@ -318,26 +322,68 @@ def recovery(cset: ConceptSet, overrides: dict, seeds, probes: dict) -> list[dic
     return rows
 
 
+def continuous_frames(name: str):
+    """(train, holdout, text column, target column) of a continuous target: the Yelp demo files, or one of
+    the other continuous targets in the shared data on the fixed 30% split (Upworthy by A/B test)."""
+    from hsae_core.data import split_indices
+    from hsae_core.splits import grouped_split
+
+    if name == "Yelp":
+        train, hold = yelp_frames()
+        return train, hold, "text", "stars"
+    folder = data_dir()
+    if name == "ML stance":
+        frame = pd.DataFrame(json.loads((folder / "ml_nlp_abstracts_stance" / "human_annotated_all.json").read_text()))
+        frame = frame.assign(text=frame["title"] + ". " + frame["abstract"])[["text", "stance"]]
+        target = "stance"
+    elif name == "arXiv citations":
+        frame = pd.read_csv(folder / "arxiv_2018_citations" / "arxiv_2018_with_citations.csv")
+        frame = frame.dropna(subset=["citation_count"])
+        # log(1 + citations): the counts are heavy-tailed, a few papers would carry an OLS of raw counts
+        frame = frame.assign(
+            text=frame["title"] + ". " + frame["abstract"], log_citations=np.log1p(frame["citation_count"])
+        )
+        frame, target = frame[["text", "log_citations"]], "log_citations"
+    elif name == "Upworthy CTR":
+        frame = pd.read_parquet(folder / "upworthy_headlines" / "upworthy_exploratory_packages.parquet")
+        frame = frame.rename(columns={"headline": "text"})[["text", "ctr", "clickability_test_id"]]
+        train_pos, hold_pos = grouped_split(frame["clickability_test_id"], HOLDOUT_FRAC, SPLIT_SEED)
+        return frame.iloc[train_pos], frame.iloc[hold_pos], "text", "ctr"
+    else:
+        raise ValueError(f"unknown continuous target {name!r}")
+    train_pos, hold_pos = split_indices(len(frame), HOLDOUT_FRAC, SPLIT_SEED)
+    return frame.iloc[train_pos], frame.iloc[hold_pos], "text", target
+
+
+# Continuous targets besides Yelp, run when --only names them (Yelp runs by default).
+OTHER_CONTINUOUS = ("ML stance", "arXiv citations", "Upworthy CTR")
+
+
 def yelp_validity(overrides: dict, seeds) -> list[dict]:
     """The same defaults on Yelp stars: significant hypotheses and holdout R² (in sample, 5-fold CV)."""
+    return continuous_validity("Yelp", overrides, seeds)
+
+
+def continuous_validity(name: str, overrides: dict, seeds) -> list[dict]:
+    """One continuous target (see :func:`continuous_frames`): significant hypotheses and holdout R²."""
     from hsae_core.pipeline import hypothesize
     from hsae_core.stats import embedding_baseline
 
-    train, hold = yelp_frames()
+    train, hold, text_col, target_col = continuous_frames(name)
     rows = []
     for seed in seeds:
         t0 = time.perf_counter()
         config = _config(overrides, seed, target_kind="continuous")
         if overrides.get("pool"):
-            X_train, X_hold = product_embeddings(train, hold, "text", "stars", config)
+            X_train, X_hold = product_embeddings(train, hold, text_col, target_col, config)
             codes = pooled_codes(X_train, X_hold, config, overrides["pool"])
-            y_train, y_hold = train["stars"].to_numpy(float), hold["stars"].to_numpy(float)
+            y_train, y_hold = train[target_col].to_numpy(float), hold[target_col].to_numpy(float)
             overall = pooled_hypotheses(codes[0], codes[1], y_train, y_hold, "continuous", config)["metrics"]
             overall["embedding_baseline"] = embedding_baseline(
                 X_train, y_train, X_hold, y_hold, "continuous", seed=config.seed
             )
         else:
-            run = hypothesize(train, text_col="text", target_col="stars", holdout=hold, config=config)
+            run = hypothesize(train, text_col=text_col, target_col=target_col, holdout=hold, config=config)
             overall = run.summary["metrics"]["overall"]
         rows.append(
             {
@@ -351,7 +397,7 @@ def yelp_validity(overrides: dict, seeds) -> list[dict]:
             }
         )
         print(
-            f"  Yelp seed {seed}: {rows[-1]['n_significant_bonferroni']}/{rows[-1]['n_hypotheses']} significant, "
+            f"  {name} seed {seed}: {rows[-1]['n_significant_bonferroni']}/{rows[-1]['n_hypotheses']} significant, "
             f"R² {rows[-1]['r2_in_sample']:.3f}, CV R² {rows[-1]['r2_cv']:.3f}",
             flush=True,
         )
@@ -407,6 +453,10 @@ def run(
             cand["concepts"] += recovery(cset, overrides, seeds, probes)
             save_json(partial, result)
         cand["yelp"] = [] if quick or "Yelp" not in (only or ("Yelp",)) else yelp_validity(overrides, seeds)
+        cand["continuous"] = {}
+        for name in [n for n in OTHER_CONTINUOUS if n in only and not quick]:
+            cand["continuous"][name] = continuous_validity(name, overrides, seeds)
+            save_json(partial, result)
         cand["seconds"] = time.perf_counter() - t0
         save_json(partial, result)
     result["product_defaults"] = vars(HypothesisConfig())
@@ -500,6 +550,27 @@ def tables(result: dict) -> str:
                 yrows,
             )
         )
+    crows = [
+        [
+            c["name"],
+            name,
+            _mean_sd([r["n_significant_bonferroni"] for r in rs], 1),
+            _mean_sd([r["r2_cv"] for r in rs]),
+            _mean([r["ridge_r2"] for r in rs]),
+        ]
+        for name in OTHER_CONTINUOUS
+        for c in cands
+        if (rs := (c.get("continuous") or {}).get(name))
+    ]
+    if crows:
+        text += (
+            "\n\n### Other continuous targets with the same settings (fixed 30% holdout, split seed 0; Upworthy "
+            f"grouped by A/B test; mean ± sd over SAE seeds {result['seeds']})\n\n"
+            + markdown_table(
+                ["settings", "target", "Bonferroni-significant", "holdout R² (5-fold CV)", "ridge R² (ceiling)"],
+                crows,
+            )
+        )
     return text
 
 
@@ -529,7 +600,12 @@ def main() -> None:
         help=f"a preset ({', '.join(PRESETS)}) or a JSON object of HypothesisConfig overrides; repeat "
         "to compare candidates side by side (default: the product's defaults)",
     )
-    ap.add_argument("--only", default="", help="comma-separated concept sets to run (names as in the table; 'Yelp')")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated concept sets to run (names as in the table; 'Yelp' and the other continuous "
+        "targets: " + ", ".join(OTHER_CONTINUOUS) + ")",
+    )
     ap.add_argument(
         "--seeds",
         type=int,
