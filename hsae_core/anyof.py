@@ -30,7 +30,7 @@ class AnyOfRule:
 
     members: list[int]
     train: dict  # f1, precision, recall, present (rows where any member is present)
-    # True when the best rule found was no better than calling every training row the class: no rule, then
+    # True when the best rule found was no better than calling every training row the class, so there is none
     outdone_by_every_row: bool = False
 
 
