@@ -1,5 +1,6 @@
-"""Safe train/holdout splits: duplicate texts removed before splitting, groups kept on one side, and a check
-that the column defining the holdout is not itself associated with the target.
+"""Safe train/holdout splits: duplicate texts removed before splitting, groups kept on one side, a check that
+the column defining the holdout is not itself associated with the target, and one that random rows do not cut
+the rows of one id (a paper's reviews) in two.
 
 Why each matters: a text that appears on both sides leaks the holdout into training; arms of one A/B test
 (or reviews of one business) on both sides make the holdout easier than new data; a holdout chosen by an
@@ -20,6 +21,10 @@ _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 # Below these a difference between training and holdout rows is noise or too small to matter.
 ASSOCIATION_P = 0.01
 ASSOCIATION_EFFECT = 0.1
+# A random split is called leaky when at least this share of the holdout rows has an id (a paper's, an A/B
+# test's) that training rows have too. Below it most holdout rows are new units; Yelp's business id reaches
+# 0.24 on the 4,000 demo reviews, ICLR 2017 reviews' paper id 0.97, Upworthy's test id 0.996.
+SHARED_ID_SHARE = 1 / 3
 
 
 def text_key(text: str) -> str:
@@ -115,8 +120,46 @@ def association_warning(
     )
 
 
+def shared_id_warning(train_frame: pd.DataFrame, hold_frame: pd.DataFrame) -> Optional[str]:
+    """One sentence when random rows split an id column's units (a paper and its reviews, an A/B test and its
+    arms) between the two sides, i.e. when at least a third of the holdout rows share an id with training rows.
+    Every such id is named, the one most holdout rows share first."""
+    from .columns import profile_columns
+
+    n_hold = len(hold_frame)
+    leaks = []
+    for col, profile in profile_columns(pd.concat([train_frame, hold_frame], ignore_index=True)).items():
+        if profile.kind != "id" or not n_hold:
+            continue
+        values = hold_frame[col]
+        try:
+            shared = int((values.notna() & values.isin(set(train_frame[col].dropna()))).sum())
+        except TypeError:  # unhashable cells
+            continue
+        if shared >= SHARED_ID_SHARE * n_hold:
+            leaks.append((-shared, str(col)))
+    if not leaks:
+        return None
+    leaks = [(-neg, col) for neg, col in sorted(leaks)]
+
+    def share(n: int) -> str:
+        return f"{n / n_hold:.0%}" if n / n_hold < 0.995 else "nearly all"
+
+    (shared, col), others = leaks[0], leaks[1:]
+    more = "".join(f"; {n:,} ({share(n)}) their '{c}'" for n, c in others)
+    alternatives = "".join(f" or {c}" for _, c in others)
+    return (
+        f"{shared:,} of the {n_hold:,} holdout rows ({share(shared)}) share their '{col}' with training rows{more}: "
+        "the holdout tests the hypotheses on the units they were chosen on, not on new ones. "
+        f"Keep each {col} on one side: --group-col {col}{alternatives} (on the dashboard: Holdout, grouped by a column)."
+    )
+
+
 def split_warnings(train, hold, config) -> list[str]:
     """Warnings about a (train, holdout) split made by :func:`hsae_core.pipeline.load_split` with ``config``."""
+    if not getattr(config, "split_col", None) and not getattr(config, "group_col", None):
+        message = shared_id_warning(train.frame, hold.frame)
+        return [message] if message else []
     if not getattr(config, "split_col", None) or train.y is None or hold.y is None:
         return []
     y = np.concatenate([np.asarray(train.y), np.asarray(hold.y)])

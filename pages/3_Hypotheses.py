@@ -119,6 +119,18 @@ def split_check(path: str, stamp: float, target: str, split_col: str, value: str
     return split_warnings(train, hold, config)
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def random_split_check(path: str, stamp: float, target: str, frac: float, dedupe: bool) -> list[str]:
+    """A random split's warnings before running (rows of one id on both sides; the run records the same)."""
+    space = ui._open(path, stamp)
+    config = HypothesisConfig(holdout_frac=frac, dedupe=dedupe)
+    try:
+        train, hold = load_split(space.frame, space.text_col, target, config=config)
+    except HsaeError as exc:
+        return [str(exc)]
+    return split_warnings(train, hold, config)
+
+
 def uses_workspace_features(run, space) -> bool:
     return (run.summary.get("features") or {}).get("sae_key") == space.manifest.get("steps", {}).get("sae")
 
@@ -192,6 +204,9 @@ with st.container(border=True):
         help="Texts identical up to case, punctuation and spacing are kept once, so that no text "
         "is on both sides and top examples are not copies of one story.",
     )
+    if split_mode == SPLITS[0]:
+        for warning in random_split_check(str(ws.path), stamp, target, frac, dedupe):
+            c2.warning(warning)
     method = c3.selectbox(
         "Selection",
         SELECT_METHODS,

@@ -167,6 +167,7 @@ def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path, cap
     df["positive"] = np.where(df["stars"] >= 4, "good", "bad")
     df.loc[:9, "text"] = ""  # dropped, counted and said
     df.loc[10:12, "positive"] = None
+    df["business_id"] = [f"b{i // 4}" for i in range(len(df))]  # four reviews per business: random rows split them
     path = tmp_path / "binary.parquet"
     df.to_parquet(path)
     code = main(
@@ -202,7 +203,8 @@ def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path, cap
     # Each value gets a rule from the hypotheses that go with it (positive training scores for "good", the
     # second value; negative for "bad"), stated good first, or a line saying why it has none
     table = pd.read_csv(tmp_path / "out" / "hypotheses.csv")
-    printed = capsys.readouterr().out
+    streams = capsys.readouterr()
+    printed = streams.out
     held = pd.read_parquet(tmp_path / "out" / "holdout_annotations.parquet")["target"]
     for key, value, sign in (("any_of", "good", 1), ("any_of_other", "bad", -1)):
         rule = summary["metrics"]["overall"][key]
@@ -227,6 +229,10 @@ def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path, cap
         f"Holdout: random 30% of the rows · training rows {kept[0]:,} · holdout rows {kept[1]:,} · "
         "rows with an empty text dropped 10 · rows with no 'positive' dropped 3." in printed
     )
+    # ... and is told that random rows put one business's reviews on both sides, and how to keep them together
+    (warning,) = [line for line in streams.err.splitlines() if line.startswith("warning: split:")]
+    assert f"of the {kept[1]:,} holdout rows (" in warning and "share their 'business_id'" in warning
+    assert warning.endswith("--group-col business_id (on the dashboard: Holdout, grouped by a column).")
 
 
 def test_concepts_flag_switches_to_the_concept_settings_and_explicit_flags_win(yelp_files, tmp_path):

@@ -8,7 +8,14 @@ import pytest
 
 from hsae_core.errors import DataError
 from hsae_core.pipeline import HypothesisConfig, describe_split, load_split
-from hsae_core.splits import duplicate_mask, grouped_split, holdout_association, split_warnings, text_key
+from hsae_core.splits import (
+    duplicate_mask,
+    grouped_split,
+    holdout_association,
+    shared_id_warning,
+    split_warnings,
+    text_key,
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +85,34 @@ def test_outcome_related_holdout_column_is_flagged_and_a_random_one_is_not(upwor
     assert holdout_association(y, np.r_[np.zeros(400, bool), np.ones(600, bool)], "binary")["associated"]
     rng = np.random.default_rng(0)
     assert not holdout_association(rng.integers(0, 2, 1000), rng.random(1000) < 0.2, "binary")["associated"]
+
+
+def test_random_rows_that_cut_a_papers_reviews_in_two_are_flagged(shared_data, upworthy, yelp_frames):
+    reviews = pd.read_csv(shared_data / "iclr_nips_abstracts" / "ICLR17_reviews.csv")
+    config = HypothesisConfig()
+    train, hold = load_split(reviews, "Review", "Rating", config=config)
+    shared = int(hold.frame["PID"].isin(set(train.frame["PID"])).sum())
+    assert shared > 0.9 * len(hold)  # three reviews a paper: nearly every holdout review has a sibling in training
+    (warning,) = split_warnings(train, hold, config)
+    assert warning.startswith(f"{shared:,} of the {len(hold):,} holdout rows (")
+    assert "share their 'PID'" in warning and "--group-col PID" in warning
+    grouped = HypothesisConfig(group_col="PID")
+    assert split_warnings(*load_split(reviews, "Review", "Rating", config=grouped), grouped) == []
+    # Arms of one A/B test, and tests that reuse an image: both ids named, the one more rows share first
+    train, hold = load_split(upworthy, "headline", "ctr", config=config)
+    images = int(hold.frame["eyecatcher_id"].isin(set(train.frame["eyecatcher_id"].dropna())).sum())  # some have none
+    (warning,) = split_warnings(train, hold, config)
+    assert "(nearly all) share their 'clickability_test_id' with training rows; " in warning
+    assert f"{images:,} ({images / len(hold):.0%}) their 'eyecatcher_id'" in warning
+    assert "--group-col clickability_test_id or eyecatcher_id (" in warning
+    # Yelp: a quarter of the holdout shares a business with training, too few to call the split leaky
+    assert split_warnings(*load_split(pd.concat(yelp_frames), "text", "stars", config=config), config) == []
+
+
+def test_shared_id_warning_starts_at_a_third_of_the_holdout():
+    train = pd.DataFrame({"paper": [f"p{i}" for i in range(12)], "text": ["a b c"] * 12})
+    hold = pd.DataFrame({"paper": ["p0", "p1", "p2"] + [f"q{i}" for i in range(6)], "text": ["a b c"] * 9})
+    warning = shared_id_warning(train, hold)
+    assert warning.startswith("3 of the 9 holdout rows (33%) share their 'paper' with training rows")
+    assert shared_id_warning(train, hold.assign(paper=["p0", "p1"] + [f"q{i}" for i in range(7)])) is None
+    assert shared_id_warning(train.drop(columns="paper"), hold.drop(columns="paper")) is None  # no id column
