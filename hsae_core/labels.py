@@ -145,12 +145,35 @@ def split_spans(text: str, min_words: int = 3, max_words: int = 12) -> list[str]
     return out
 
 
+_END_MARKS = " \t'`*_~,.;:!?\u2018\u2019"
+_DOUBLE_QUOTES = '"\u201c\u201d'
+
+
+def _trim_ends(span: str) -> str:
+    """Punctuation off both ends, and double quotes too, but not one that pairs with a quote inside the span:
+    'are "used".' keeps its closing quote (stripping it left the label 'are "used')."""
+
+    def n_quotes(s: str) -> int:
+        return sum(s.count(q) for q in _DOUBLE_QUOTES)
+
+    while True:
+        before, span = span, span.strip(_END_MARKS)
+        if len(span) > 1 and span[0] in _DOUBLE_QUOTES and span[-1] in _DOUBLE_QUOTES and not n_quotes(span[1:-1]):
+            span = span[1:-1]  # the whole span quoted
+        elif span[-1:] and span[-1] in _DOUBLE_QUOTES and n_quotes(span) % 2:
+            span = span[:-1]  # a closing quote whose opening quote is outside the span
+        elif span[:1] and span[0] in _DOUBLE_QUOTES and n_quotes(span) % 2:
+            span = span[1:]
+        if span == before:
+            return span
+
+
 def clean_span(text: str) -> str:
     """A span without leading joining words, surrounding quotes or trailing punctuation."""
     words = str(text).split()
     while words and words[0].lower().strip(",.;:!?\"'") in _LEAD:
         words = words[1:]
-    span = " ".join(words).strip(" \t\"'`*_~,.;:!?\u201c\u201d\u2018\u2019")
+    span = _trim_ends(" ".join(words))
     if any(mark in span.lower() for mark in ("http", "www.", "@", "$", "\\", "etc")):
         return ""
     words = span.lower().split()

@@ -67,6 +67,11 @@ def test_spans_are_short_clean_phrases():
     assert clean_span("and so it was good") == "It was good"
     assert clean_span("which is the best in town") == ""  # an auxiliary start: a clause cut from its subject
     assert clean_span("suggest that") == "" and clean_span("costs $ 12.99 now") == ""
+    # A closing quote stays with its opening one (the ICLR reviews gave the label 'All latent variables are "used')
+    assert clean_span('All latent variables are "used".') == 'All latent variables are "used"'
+    assert clean_span("He said \u201cno free water\u201d.") == "He said \u201cno free water\u201d"
+    assert clean_span('"the best pizza in town".') == "The best pizza in town"  # a quoted span loses its quotes
+    assert clean_span('I got a 18" margherita pizza.') == 'I got a 18" margherita pizza'  # an inch mark stays
 
 
 def test_auc_threshold_and_f1_follow_their_definitions():
