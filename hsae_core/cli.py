@@ -37,6 +37,22 @@ def _build_progress():
     return TqdmStaged("building", BUILD_WEIGHTS)
 
 
+def _text_column(args, frame) -> str:
+    """``--text-col``, or the column whose content reads as prose (said on stderr), as the dashboard's upload does."""
+    if args.text_col:
+        return args.text_col
+    from .columns import text_columns
+
+    found = text_columns(frame)
+    if not found:
+        shown = ", ".join(map(str, list(frame.columns)[:20]))
+        raise DataError(f"No column of the table reads as text; give --text-col (the table has: {shown})")
+    also = f"; also prose: {', '.join(map(str, found[1:4]))}" if len(found) > 1 else ""
+    print(f"Text column: '{found[0]}' (read from the content{also}; --text-col to choose)", file=sys.stderr)
+    args.text_col = found[0]
+    return found[0]
+
+
 def _embed_corpus(texts, embedder_spec, stage="embedding", batch=False, device=settings.DEVICE):
     from .embed import embed_texts, get_embedder
 
@@ -86,8 +102,14 @@ def cmd_hypothesize(args) -> int:
     else:
         _check_memory(_latents(args), args.embedder)
     client = _llm_client(args) if "llm" in (args.interpreter, args.annotator) else None
+    data = args.data
+    if not args.text_col:
+        from .data import read_table
+
+        data = read_table(args.data)
+        _text_column(args, data)
     run = hypothesize(
-        args.data,
+        data,
         text_col=args.text_col,
         target_col=args.target_col,
         holdout=args.holdout,
@@ -184,7 +206,8 @@ def cmd_embed(args) -> int:
         raise DataError(f"`out` must be a .npy file name (got {out.name}); for example {out.with_suffix('.npy').name}")
     check_output_file(out, "embeddings file")
     check_cache_dir(settings.cache_dir())
-    corpus = prepare_corpus(read_table(args.data), args.text_col)
+    frame = read_table(args.data)
+    corpus = prepare_corpus(frame, _text_column(args, frame))
     X, model_id = _embed_corpus(corpus.texts, args.embedder, batch=args.batch, device=args.device)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda fh: np.save(fh, X))
@@ -220,13 +243,14 @@ def cmd_train(args) -> int:
         validate.check_fits_memory(_latents(args), X.shape[1], args.batch_size)
         model_id = args.embedding_model
     else:
-        if not (args.data and args.text_col):
-            raise HsaeError("Give --embeddings FILE.npy, or --data and --text-col")
+        if not args.data:
+            raise HsaeError("Give --embeddings FILE.npy, or --data (and --text-col)")
         from .data import prepare_corpus, read_table
 
         check_cache_dir(settings.cache_dir())
         _check_memory(_latents(args), args.embedder, args.batch_size)
-        corpus = prepare_corpus(read_table(args.data), args.text_col)
+        frame = read_table(args.data)
+        corpus = prepare_corpus(frame, _text_column(args, frame))
         X, model_id = _embed_corpus(corpus.texts, args.embedder, device=args.device)
     sae.set_params(embedding_model=model_id)
     sae.fit(X, progress=_progress("training"))
@@ -273,8 +297,8 @@ def cmd_build(args) -> int:
     _check_batch(args)
     if args.corpus:
         return _build_published(args)
-    if not (args.data and args.text_col):
-        raise HsaeError("Give --data and --text-col (or --corpus NAME for a published corpus)")
+    if not args.data:
+        raise HsaeError("Give --data (and --text-col), or --corpus NAME for a published corpus")
     if args.embeddings and args.embedding_col:
         raise HsaeError("Give stored embeddings as --embeddings FILE.npy or as --embedding-col, not both")
     if args.embedding_col and args.embedding_col == args.text_col:
@@ -291,7 +315,9 @@ def cmd_build(args) -> int:
         if not args.sae:
             _check_memory(_latents(args), args.embedder)
     if args.engine == "ray":
-        return _built(_build_with_ray(args, read_table(args.data)), args.out)
+        frame = read_table(args.data)
+        _text_column(args, frame)
+        return _built(_build_with_ray(args, frame), args.out)
     embeddings = None
     if args.embeddings:
         from .chunked import load_embeddings
@@ -302,15 +328,16 @@ def cmd_build(args) -> int:
 
         # the vector column is read batch by batch into one float32 matrix (no Python list per row)
         frame, embeddings = parquet_embeddings(args.data, args.embedding_col)
-        require_columns(frame, args.text_col)
+        require_columns(frame, _text_column(args, frame))
     else:
         frame = read_table(args.data)
         if args.embedding_col:
             from .corpora import embeddings_from_column
 
-            require_columns(frame, args.embedding_col, args.text_col)
+            require_columns(frame, args.embedding_col)
             embeddings = embeddings_from_column(frame, args.embedding_col)
             frame = frame.drop(columns=[args.embedding_col])
+        require_columns(frame, _text_column(args, frame))
     bar = _build_progress()
     if args.sae and embeddings is not None:  # the dashboard's "Open a pretrained SAE" runs this same function
         with bar:
@@ -635,7 +662,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("hypothesize", help="find latents that predict a target and validate them on a holdout")
     p.add_argument("--data", required=True, help="CSV, TSV, JSON, JSONL or Parquet table")
-    p.add_argument("--text-col", required=True)
+    p.add_argument(
+        "--text-col", default=None, help="the column holding the texts (default: the one whose content reads as prose)"
+    )
     p.add_argument("--target-col", required=True)
     p.add_argument("--holdout", default=None, help="a separate holdout table (same columns)")
     p.add_argument(
@@ -705,7 +734,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", help="embed the texts of a table into a .npy file")
     p.add_argument("--data", required=True)
-    p.add_argument("--text-col", required=True)
+    p.add_argument(
+        "--text-col", default=None, help="the column holding the texts (default: the one whose content reads as prose)"
+    )
     p.add_argument("--embedder", default=None)
     p.add_argument("--batch", action="store_true", help=BATCH_HELP)
     p.add_argument("--out", required=True, help="output .npy")
@@ -716,7 +747,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings", default=None, help=".npy file from 'hsae embed'")
     p.add_argument("--embedding-model", default=None, help="which model made --embeddings (recorded in the SAE)")
     p.add_argument("--data", default=None)
-    p.add_argument("--text-col", default=None)
+    p.add_argument(
+        "--text-col", default=None, help="the column holding the texts (default: the one whose content reads as prose)"
+    )
     p.add_argument("--batch-size", type=_positive_int, default=SAE.batch_size)
     p.add_argument("--out", required=True, help="output folder (config.json + model.safetensors)")
     sae_options(p)
@@ -725,7 +758,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", help="build a dashboard workspace from a table")
     p.add_argument("--data", default=None, help="CSV, TSV, JSON, JSONL or Parquet table (not with --corpus)")
-    p.add_argument("--text-col", default=None)
+    p.add_argument(
+        "--text-col", default=None, help="the column holding the texts (default: the one whose content reads as prose)"
+    )
     p.add_argument("--sae", default=None, help="pretrained SAE: hub:OWNER/REPO/FILE.pth, hub:OWNER/REPO or a folder")
     p.add_argument(
         "--embedding-col",

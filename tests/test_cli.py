@@ -331,3 +331,20 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "Unknown file type '.txt'" in proc.stderr
+
+
+def test_text_column_is_read_from_the_content_when_not_given(yelp_files, tmp_path, capsys):
+    train, _ = yelp_files
+    df = pd.read_json(train, lines=True).iloc[:40][["review_id", "stars", "text", "date"]]
+    df.insert(1, "title", df["text"].str.split().str[:4].str.join(" "))  # short prose too: the reviews still win
+    df.to_csv(tmp_path / "reviews.csv", index=False)
+    assert main(["embed", "--data", str(tmp_path / "reviews.csv"), "--out", str(tmp_path / "x.npy")]) == 0
+    streams = capsys.readouterr()
+    assert "Text column: 'text' (read from the content; also prose: title; --text-col to choose)" in streams.err
+    assert np.load(tmp_path / "x.npy").shape == (40, 384) and "Embedded 40 texts" in streams.out
+    df[["review_id", "stars", "date"]].to_csv(tmp_path / "no_text.csv", index=False)
+    _bad(
+        ["embed", "--data", str(tmp_path / "no_text.csv"), "--out", str(tmp_path / "y.npy")],
+        capsys,
+        "No column of the table reads as text; give --text-col (the table has: review_id, stars, date)",
+    )

@@ -211,7 +211,7 @@ def test_cli_build_with_a_parquet_vector_column(small_scale, corpus_files, tmp_p
 def test_cli_refuses_conflicting_or_missing_inputs(corpus_files, tmp_path, capsys):
     folder, _, _ = corpus_files
     assert main(["build", "--out", str(tmp_path / "w")]) == 2
-    assert "Give --data and --text-col" in capsys.readouterr().err
+    assert "Give --data (and --text-col), or --corpus NAME" in capsys.readouterr().err
     assert (
         main(
             [
