@@ -110,6 +110,22 @@ def search_features(table: pd.DataFrame, query: str, limit: int = 50) -> pd.Data
     return table[mask].sort_values("density", ascending=False).head(limit)
 
 
+def example_query(table: pd.DataFrame) -> Optional[str]:
+    """An example search for this corpus: the best-scored phrase label of a feature firing on 1-20% of the
+    documents (specific, not rare). None when no feature has a phrase label with a fidelity score."""
+    if "fidelity_auc" not in table or "label_method" not in table:
+        return None
+    phrases = table[
+        table["label_method"].astype(str).str.startswith("phrase")
+        & ~table["label"].astype(str).str.startswith("mentions ")
+        & table["density"].between(0.01, 0.2)
+        & table["fidelity_auc"].notna()
+    ]
+    if phrases.empty:
+        return None
+    return str(phrases.sort_values(["fidelity_auc", "latent"], ascending=[False, True])["label"].iloc[0])
+
+
 def numeric_target(values: pd.Series, positive=None) -> np.ndarray:
     """A column as numbers for correlation: numeric as is, bool as 0/1, a category as one-vs-rest 0/1."""
     if positive is not None:

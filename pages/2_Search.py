@@ -9,7 +9,7 @@ import streamlit as st
 
 import ui
 from hsae_core.errors import HsaeError
-from hsae_core.features import search_features
+from hsae_core.features import example_query, search_features
 
 MAX_SLIDERS = 12
 
@@ -24,7 +24,12 @@ table = ui.feature_table(ws)
 
 mode = st.radio("Query", ["Typed text", "More like this document"], horizontal=True, key="search_mode")
 if mode == "Typed text":
-    text = st.text_input("Search text", key="search_text", placeholder="e.g. friendly staff but cold food")
+    example = example_query(table)
+    text = st.text_input(
+        "Search text",
+        key="search_text",
+        placeholder=f"e.g. {example}" if example else "a sentence in your own words",
+    )
     if text == "":
         st.info("Type a query to search the documents (or switch to 'More like this document').")
         ui.next_steps("Search")

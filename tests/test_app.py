@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from ws_fixtures import small_workspace, upworthy_frame, upworthy_workspace  # noqa: F401
 
 from hsae_core import settings
+from hsae_core.labelsets import features_with_labels
 from hsae_core.pipeline import HypothesisConfig
 from hsae_core.splits import duplicate_mask
 from hsae_core.workspace import Workspace
@@ -197,6 +198,10 @@ def test_more_like_this_leaves_out_the_query_and_back_to_start_reproduces_baseli
 def test_search_empty_query_is_a_message_not_a_crash(app_env):
     at = page("Search")
     assert any("Type a query" in i.value for i in at.info)
+    # The example in the box is one of this corpus's feature labels, not a fixed Yelp sentence
+    example = at.text_input(key="search_text").placeholder.removeprefix("e.g. ")
+    labels = features_with_labels(Workspace.open(app_env), None)
+    assert example in set(labels.loc[labels["density"].between(0.01, 0.2), "label"])
     at.text_input(key="search_text").input("   ").run()
     assert not at.exception and any("empty" in e.value for e in at.error)
 
