@@ -331,7 +331,8 @@ for name, metrics in summary.get("metrics", {}).items():
         st.markdown(f"**In short:** {ui.plain_markdown(rule)}")
 linked = uses_workspace_features(run, ws)
 st.caption(
-    split_summary(summary) + f" · interpreter: {summary.get('interpreter')} · annotator: "
+    split_summary(summary)
+    + f" · interpreter: {(summary.get('config') or {}).get('interpreter') or summary.get('interpreter')} · annotator: "
     f"{summary.get('annotator')}"
     + (" (offline: a hypothesis is 'present' where its feature fires)" if summary.get("offline_annotation") else "")
     + (" · features: this workspace's" if linked else " · features: an SAE trained for this run")

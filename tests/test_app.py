@@ -225,6 +225,7 @@ def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
     for col in ["latent", "hypothesis", "threshold", "prevalence", "separation", "separation_p", "coef", "coef_p"]:
         assert col in table.columns
     assert all(isinstance(p, str) and p != "0.0" for p in table["coef_p"]), "p-values are formatted, never 0"
+    assert any(" · interpreter: phrases · annotator: activation" in c.value for c in at.caption)  # names, not classes
     assert "Effect of each hypothesis" in at.get("plotly_chart")[-1].proto.spec
     # The run used the workspace's own SAE: its latents are the Features page's features.
     from hsae_core.workspace import Workspace
