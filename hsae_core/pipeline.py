@@ -38,6 +38,7 @@ from .stats import embedding_baseline, evaluate_hypotheses
 
 MIN_TRAIN_ROWS = 50
 MIN_HOLDOUT_ROWS = 20
+FEW_TARGET_VALUES = 10  # a numeric target with at most this many values may be classes coded as numbers
 TABLE_COLUMNS = [
     "latent",
     "level",
@@ -596,6 +597,17 @@ def _hypothesis_table(
     return table, cols
 
 
+def _few_values(train: Corpus, holdout: Corpus) -> dict:
+    """{"values": [...]} for a numeric target read as a score that takes only a few values (1-5 stars, or
+    codes such as ICLR's -1/0/1/2 decisions, which may be classes): the run says how it read them."""
+    if train.target_kind != "continuous":
+        return {}
+    values = np.unique(np.concatenate([np.asarray(train.y, float), np.asarray(holdout.y, float)]))
+    if len(values) > FEW_TARGET_VALUES:
+        return {}
+    return {"values": [int(v) if float(v).is_integer() else float(v) for v in values]}
+
+
 def _summary(
     train: Corpus,
     holdout: Corpus,
@@ -611,7 +623,12 @@ def _summary(
 ) -> dict:
     summary = {
         "config": asdict(config),
-        "target": {"column": train.target_col, "kind": train.target_kind, "classes": _jsonable(train.classes)},
+        "target": {
+            "column": train.target_col,
+            "kind": train.target_kind,
+            "classes": _jsonable(train.classes),
+            **_few_values(train, holdout),
+        },
         "text_col": train.text_col,
         "embedding_model": embedding_model or sae.config_.embedding_model,
         "interpreter": interpreter.__class__.__name__,
@@ -819,6 +836,13 @@ def format_table(run: HypothesisRun, width: int = 60) -> str:
     for col in ("separation_p", "coef_p"):
         shown[col] = shown[col].map(lambda p: f"{p:.1e}" if pd.notna(p) else "nan")
     lines = [shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"), split_summary(run.summary) + "."]
+    target = run.summary.get("target") or {}
+    if target.get("values"):
+        shown_values = ", ".join(map(str, target["values"]))
+        lines.append(
+            f"Target '{target.get('column')}' read as a score ({len(target['values'])} values: {shown_values}); "
+            "--target-kind multiclass reads them as classes."
+        )
     annot = run.summary.get("annotator")
     for name, m in run.summary.get("metrics", {}).items():
         label = "" if name == "overall" else f"[{name}] "

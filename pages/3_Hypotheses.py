@@ -13,7 +13,7 @@ from hsae_core.columns import group_columns, split_columns, target_columns
 from hsae_core.errors import HsaeError
 from hsae_core.evidence import hypothesis_evidence
 from hsae_core.llm import LLMClient
-from hsae_core.pipeline import HypothesisConfig, load_run, load_split
+from hsae_core.pipeline import FEW_TARGET_VALUES, HypothesisConfig, load_run, load_split
 from hsae_core.report import (
     COLUMNS,
     any_of_lines,
@@ -151,10 +151,23 @@ with st.container(border=True):
         index=targets.index("stars") if "stars" in targets else 0,
     )
     values = ws.frame[target].dropna()
-    target_class = None
-    if kinds.get(target) == "category" and values.nunique() > 2:
+    target_class, target_kind = None, "auto"
+    if kinds.get(target) == "numeric" and 2 < values.nunique() <= FEW_TARGET_VALUES:
+        read_as = c1.radio(
+            f"Read its {values.nunique()} values as",
+            ("a score", "classes"),
+            horizontal=True,
+            key="hyp_read_as",
+            help="Numbers can be codes for classes (ICLR decisions -1/0/1/2 are workshop, reject, oral, poster): "
+            "as classes, each value is analysed one-vs-rest.",
+        )
+        target_kind = "multiclass" if read_as == "classes" else "auto"
+    if (kinds.get(target) == "category" and values.nunique() > 2) or target_kind == "multiclass":
+        classes = [str(v) for v in sorted(values.unique())] if target_kind == "multiclass" else None
         choice = c1.selectbox(
-            "Class (one-vs-rest)", ["every class"] + sorted(values.astype(str).unique()), key="hyp_class"
+            "Class (one-vs-rest)",
+            ["every class"] + (classes or sorted(values.astype(str).unique())),
+            key="hyp_class",
         )
         target_class = None if choice == "every class" else choice
     split_mode = c2.radio(
@@ -277,6 +290,7 @@ if submitted:
             interpreter=interpreter,
             annotator=annotator,
             target_class=target_class,
+            target_kind=target_kind,
             holdout_frac=frac,
             split_col=split_col,
             holdout_value=holdout_value,

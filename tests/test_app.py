@@ -295,6 +295,20 @@ def test_hypotheses_default_run_learns_thresholds_on_the_workspace_features(app_
     np.testing.assert_allclose(df(at, "hyp_table")["threshold"].to_numpy(), stored["threshold"].to_numpy())
 
 
+def test_a_few_valued_numeric_target_can_be_read_as_classes(app_env):
+    at = page("Hypotheses")
+    assert at.radio(key="hyp_read_as").value == "a score" and not [s for s in at.selectbox if s.key == "hyp_class"]
+    at.radio(key="hyp_read_as").set_value("classes").run()
+    assert at.selectbox(key="hyp_class").options == ["every class", "1", "2", "3", "4", "5"]
+    at.selectbox(key="hyp_class").set_value("5")
+    at.number_input(key="hyp_n").set_value(4)
+    at.button(key="hyp_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    summary = json.loads((last_run(app_env) / "summary.json").read_text())
+    assert summary["target"]["kind"] == "multiclass" and list(summary["metrics"]) == ["5"]
+    assert any("Class 5" in m.value for m in at.markdown) and "Holdout AUC (5-fold CV)" in [m.label for m in at.metric]
+
+
 def test_hypotheses_new_sae_without_levels_is_one_dictionary(app_env):
     at = page("Hypotheses")
     at.radio(key="hyp_features").set_value("a new SAE trained on the training rows only").run()

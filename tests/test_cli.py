@@ -11,6 +11,7 @@ import pytest
 
 from hsae_core import settings
 from hsae_core.cli import main
+from hsae_core.pipeline import format_table, load_run
 from hsae_core.sae import SparseAutoencoder
 
 REQUIRED = [
@@ -73,6 +74,12 @@ def test_hypothesize_writes_table_summary_annotations_and_sae(run_dir, yelp_file
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["rows"]["train"]["kept"] == 800 and summary["rows"]["holdout"]["kept"] == 400
     assert summary["annotator"] == "activation" and summary["offline_annotation"] is True
+    # Five star values read as a score, and the table's text says so and how to read them as classes
+    assert summary["target"] == {"column": "stars", "kind": "continuous", "classes": None, "values": [1, 2, 3, 4, 5]}
+    assert (
+        "Target 'stars' read as a score (5 values: 1, 2, 3, 4, 5); --target-kind multiclass reads them as classes."
+        in format_table(load_run(run_dir)).splitlines()
+    )
     metrics = summary["metrics"]["overall"]
     assert {"r2_in_sample", "r2_cv", "n_significant_bonferroni", "embedding_baseline"} <= set(metrics)
     assert {"read", "embed", "train_sae", "select", "interpret", "annotate", "evaluate", "total"} <= set(
