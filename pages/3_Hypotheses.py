@@ -121,11 +121,14 @@ def split_check(path: str, stamp: float, target: str, split_col: str, value: str
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def random_split_check(path: str, stamp: float, target: str, frac: float, dedupe: bool) -> list[str]:
-    """A random split's warnings before running (rows of one id on both sides; the run records the same)."""
+    """A random split's warnings before running (rows of one id on both sides; the run records the same),
+    on the rows a run would use (a sample of a large workspace)."""
     space = ui._open(path, stamp)
     config = HypothesisConfig(holdout_frac=frac, dedupe=dedupe)
+    sample = space.run_sample()
+    frame = space.frame if sample is None else space.frame.iloc[sample].reset_index(drop=True)
     try:
-        train, hold = load_split(space.frame, space.text_col, target, config=config)
+        train, hold = load_split(frame, space.text_col, target, config=config)
     except HsaeError as exc:
         return [str(exc)]
     return split_warnings(train, hold, config)

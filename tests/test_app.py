@@ -3,6 +3,7 @@ from real Yelp reviews and real Upworthy headlines."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import re
@@ -364,6 +365,22 @@ def test_upworthy_split_is_random_by_default_grouped_by_test_one_choice_away(upw
     assert len(train_rows) + len(hold) == len(kept)
     assert not tests_hold & set(upworthy_frame["clickability_test_id"].iloc[sorted(train_rows)])
     assert any("duplicate texts dropped" in c.value for c in at.caption)
+
+
+def test_a_sampled_run_is_warned_about_the_split_it_will_make(upworthy_env, monkeypatch):
+    monkeypatch.setattr(settings, "SCALE", dataclasses.replace(settings.SCALE, run_rows=300))
+    at = page("Hypotheses")
+    at.selectbox(key="hyp_target").set_value("ctr")
+    at.checkbox(key="hyp_dedupe").uncheck().run()  # arms sharing a headline stay: more tests cut in two
+    assert any("a run uses a random 300 of them" in c.value for c in at.caption)
+    (leak,) = [w.value for w in at.warning if "holdout rows" in w.value]
+    said = int(re.search(r"of the ([0-9,]+) holdout rows", leak).group(1).replace(",", ""))
+    at.number_input(key="hyp_n").set_value(3)
+    at.button(key="hyp_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    summary = json.loads((last_run(upworthy_env) / "summary.json").read_text())
+    assert summary["rows"]["holdout"]["kept"] == said  # the warning spoke of the run's own holdout
+    assert any(w.startswith("split: ") and leak in w for w in summary["warnings"])
 
 
 def test_upload_picks_the_text_column_from_content(upworthy_env, upworthy_frame, tmp_path):
