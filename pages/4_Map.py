@@ -20,6 +20,7 @@ from hsae_core.mapping import (
     selection_mask,
     strongest_documents,
 )
+from hsae_core.report import short_label
 
 ui.page_setup("Map")
 st.title("Map")
@@ -164,7 +165,8 @@ if show_regions:
         fig.add_annotation(
             x=r.x,
             y=r.y,
-            text=str(r.label)[:40],
+            text=short_label(r.label),
+            hovertext=str(r.label),
             showarrow=False,
             font=dict(size=11, color="black"),
             bgcolor="rgba(255,255,255,0.7)",

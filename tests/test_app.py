@@ -421,6 +421,13 @@ def test_map_page_layout_and_region_features(app_env):
     at = page("Map")
     chart = at.get("plotly_chart")[0].proto.spec
     assert '"x"' in chart and "feature #" in chart
+    # Region names: whole, or cut at a word with an ellipsis, the whole label on hover
+    notes = json.loads(chart)["layout"]["annotations"]
+    assert notes and all(len(a["text"]) <= 40 for a in notes)
+    for a in notes:
+        assert a["text"] == a["hovertext"] or (
+            a["text"].endswith("…") and a["hovertext"].startswith(a["text"][:-1]) and len(a["hovertext"]) > 40
+        )
     x = at.slider(key="map_x")
     lo, hi = x.value
     x.set_value((lo, lo + (hi - lo) * 0.3)).run()

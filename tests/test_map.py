@@ -27,6 +27,7 @@ from hsae_core.mapping import (
     selection_mask,
     strongest_documents,
 )
+from hsae_core.report import short_label
 from hsae_core.workspace import Workspace, build_workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,7 +182,8 @@ def test_map_page_density_image_for_a_large_corpus(small_workspace, monkeypatch)
     assert len(spec["layout"]["annotations"]) == 12, "regions are labelled on the map"
     labels = set(Workspace.open(small_workspace).features["label"])
     assert all(
-        a["text"] in {lbl[:40] for lbl in labels} | {"(no distinctive feature)"} for a in spec["layout"]["annotations"]
+        a["text"] in {short_label(lbl) for lbl in labels} | {"(no distinctive feature)"}
+        for a in spec["layout"]["annotations"]
     )
     # a column as colour: the share of one value per cell
     at.radio(key="map_colour").set_value("column").run()
