@@ -34,7 +34,7 @@ from .report import any_of_lines, split_summary
 from .runstore import check_run_folder, new_run_id, verify_run_folder, write_run_folder
 from .sae import SparseAutoencoder
 from .splits import duplicate_mask, grouped_split, split_warnings
-from .stats import embedding_baseline, evaluate_hypotheses
+from .stats import embedding_baseline, evaluate_hypotheses, few_cases_note
 
 MIN_TRAIN_ROWS = 50
 MIN_HOLDOUT_ROWS = 20
@@ -429,6 +429,12 @@ def run_hypotheses(
             per_hyp, overall = evaluate_hypotheses(ann, y_hold, kind, [c.label for c in chosen])
             overall["embedding_baseline"] = embedding_baseline(X_train, y_train, X_hold, y_hold, kind, seed=config.seed)
         if kind == "binary":
+            if target_name is not None:
+                note = few_cases_note(y_hold, f"'{target_name}'", f"not '{target_name}'")
+            else:
+                note = few_cases_note(y_hold, f"'{train.classes[1]}'", f"'{train.classes[0]}'")
+            if note:
+                warnings.append(f"{where.strip() or 'holdout'}: {note}")
             overall["any_of"] = _any_of(codes_train, y_train, ann, y_hold, sel, chosen)
             if target_name is None:  # a two-valued target: its other value is a class too, with a rule of its own
                 overall["any_of_other"] = _any_of(codes_train, y_train, ann, y_hold, sel, chosen, other=True)

@@ -52,6 +52,23 @@ COLUMNS = [
 P_FLOOR = 1e-16
 
 
+FEW_HOLDOUT_CASES = 10  # fewer holdout rows of one value than this, and its AUC and p-values swing with a text
+
+
+def few_cases_note(y_hold, value: str, other: str) -> Optional[str]:
+    """A sentence when a 0/1 holdout target has fewer than ``FEW_HOLDOUT_CASES`` rows of one value
+    (``value`` names the 1s, ``other`` the 0s), or None."""
+    y_hold = np.asarray(y_hold)
+    ones = int((y_hold == 1).sum())
+    count, name = (ones, value) if ones <= len(y_hold) - ones else (len(y_hold) - ones, other)
+    if count >= FEW_HOLDOUT_CASES:
+        return None
+    return (
+        f"only {count} holdout row{'s' if count != 1 else ''} {'are' if count != 1 else 'is'} {name}: the AUC, "
+        "the any-of rule's F1 and the p-values rest on them and can change with one text"
+    )
+
+
 def format_p(p, equals: bool = False) -> str:
     """A p-value for people: ``< 1e-16``, ``3.2e-05``, ``0.012`` or ``n/a``; ``equals`` prefixes "= " to a value."""
     try:

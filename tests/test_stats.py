@@ -15,7 +15,7 @@ from statsmodels.stats.multitest import multipletests
 from hsae_core.errors import DataError
 from hsae_core.sae import SparseAutoencoder
 from hsae_core.select import select_latents
-from hsae_core.stats import COLUMNS, embedding_baseline, evaluate_hypotheses, logit_sandwich_cov
+from hsae_core.stats import COLUMNS, embedding_baseline, evaluate_hypotheses, few_cases_note, logit_sandwich_cov
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +223,21 @@ def test_embedding_baseline_rejects_mismatched_inputs():
         embedding_baseline(X, np.arange(20.0), X[:, :3], np.arange(20.0), "continuous")
     with pytest.raises(DataError, match="single class"):
         embedding_baseline(X, np.r_[np.zeros(10), np.ones(10)], X, np.zeros(20), "binary")
+
+
+def test_a_holdout_with_few_rows_of_one_value_is_said():
+    note = few_cases_note(np.r_[np.ones(4), np.zeros(94)], "'oral'", "not 'oral'")
+    assert note.startswith("only 4 holdout rows are 'oral': the AUC")
+    assert few_cases_note(np.r_[np.ones(90), np.zeros(1)], "'1'", "'0'").startswith("only 1 holdout row is '0':")
+    assert few_cases_note(np.r_[np.ones(10), np.zeros(80)], "'1'", "'0'") is None
+
+
+def test_a_run_on_a_rare_class_warns_about_it(yelp_embedded):
+    from hsae_core.pipeline import HypothesisConfig, hypothesize
+
+    train, hold, _, _ = yelp_embedded
+    hold = hold.assign(label=np.where(np.arange(len(hold)) < 6, "rare", "common"))  # 6 holdout rows are "rare"
+    train = train.assign(label=np.where(train["stars"] == 1, "rare", "common"))
+    config = HypothesisConfig(m=32, k=4, levels=(), n=3)
+    run = hypothesize(train, text_col="text", target_col="label", holdout=hold, config=config)
+    assert "holdout: only 6 holdout rows are 'rare': the AUC" in " | ".join(run.summary["warnings"])
