@@ -3,8 +3,9 @@ which role (text, target, holdout split, grouping) in a run.
 
 The kinds: ``text`` (prose: several words, mostly distinct), ``id`` (codes without spaces, or many
 distinct short strings), ``numeric``, ``category`` (few distinct values, booleans included), ``date`` and
-``other`` (empty columns, lists, nested objects). Decisions hold under pandas 2 (text as ``object``) and
-pandas 3 (text as ``str``): they read the values, never compare a dtype with ``object``.
+``other`` (empty columns, lists, nested objects, and lists or records written out as text). Decisions hold
+under pandas 2 (text as ``object``) and pandas 3 (text as ``str``): they read the values, never compare a
+dtype with ``object``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ TEXT_NAMES = (
     "message",
 )
 _MARKUP = re.compile(r"<[A-Za-z/][^>]*>")
+_LIST_LITERAL = re.compile(r"^\[.*\]$|^\{.*\}$", re.S)  # "['Computer vision', 'Theory']": a list written out
 _DATE_CHARS = re.compile(r"^[0-9][0-9 :/\-.TZ+]*$|^[A-Za-z]{3,9}\.? [0-9]{1,2},? [0-9]{4}")
 
 
@@ -104,6 +106,8 @@ def _profile_strings(name, strings: pd.Series, n_unique: int, share: float) -> C
         return ColumnProfile(name, "other", n_unique, share)
     if pd.to_numeric(strings, errors="coerce").notna().mean() >= 0.95:
         return ColumnProfile(name, "numeric", n_unique, share)
+    if strings.str.match(_LIST_LITERAL).mean() >= 0.95:  # lists or records saved as text: not prose, not labels
+        return ColumnProfile(name, "other", n_unique, share)
     words = strings.str.split().str.len()
     mean_words = float(words.mean())
     spaced = float((words > 1).mean())

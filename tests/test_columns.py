@@ -66,6 +66,13 @@ def test_yelp_text_ids_numbers_and_dates(yelp, convert):
     assert target_columns(frame, "text") == ["stars", "useful", "funny", "cool"]
 
 
+def test_iclr_keyword_lists_written_as_text_are_not_prose(shared_data):
+    frame = pd.read_csv(shared_data / "iclr_nips_abstracts" / "ICLR17_submissions.csv")
+    assert frame["Keyword"].iloc[0] == "['Unsupervised Learning']"
+    assert column_kinds(frame)["Keyword"] == "other"
+    assert text_columns(frame) == ["Abstract", "Title"]
+
+
 def test_values_decide_not_dtypes():
     frame = pd.DataFrame(
         {
