@@ -425,6 +425,32 @@ def map_regions(
     return region, pd.DataFrame(rows)
 
 
+# Region names on the Map: 11 px text is about 6 px a character and, with its background, 18 px a line, on a
+# chart 600 px high and (in Streamlit's main column) about 900 px wide.
+LABEL_CHAR_PX, LABEL_LINE_PX, MAP_WIDTH_PX, MAP_HEIGHT_PX = 6.0, 18.0, 900.0, 600.0
+
+
+def spread_labels(x, y, texts, x_span: float, y_span: float, order=None) -> np.ndarray:
+    """New y positions for text labels centred at (x, y) so that no two overlap: each label, in ``order``
+    (default: as given; put the largest regions first), keeps its place if it is free, else moves up or down
+    by whole lines to the nearest free place (at most 4 lines). ``x_span``/``y_span``: the chart's data ranges."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    char_w = x_span * LABEL_CHAR_PX / MAP_WIDTH_PX
+    line_h = y_span * LABEL_LINE_PX / MAP_HEIGHT_PX
+    half_w = np.array([len(str(t)) * char_w / 2 for t in texts])
+    placed: list[tuple[float, float, float]] = []  # (x, y, half width) of the labels placed so far
+    out = y.copy()
+    steps = [0, 1, -1, 2, -2, 3, -3, 4, -4]
+    for i in range(len(x)) if order is None else order:
+        for step in steps:
+            cy = y[i] + step * line_h
+            if all(abs(cy - py) >= line_h or abs(x[i] - px) >= half_w[i] + pw for px, py, pw in placed):
+                out[i] = cy
+                break
+        placed.append((x[i], out[i], half_w[i]))
+    return out
+
+
 def _distinct_names(z: np.ndarray) -> np.ndarray:
     """Per region (column of ``z``, latents x regions; -inf where a latent cannot name it): a latent no other
     region has, taken strongest z first; -1 where none is left."""

@@ -18,6 +18,7 @@ from hsae_core.mapping import (
     points_in_box,
     region_overrepresentation,
     selection_mask,
+    spread_labels,
     strongest_documents,
 )
 from hsae_core.report import short_label
@@ -161,11 +162,15 @@ else:
     caption = f"{n_keep:,} documents."
 if show_regions:
     _, regions = ui.map_regions(ws, labels)
-    for r in regions.itertuples():
+    names = [short_label(label) for label in regions["label"]]
+    x_span, y_span = np.ptp(coords, axis=0)
+    bigger_first = np.argsort(-regions["n_docs"].to_numpy(), kind="stable")
+    label_y = spread_labels(regions["x"], regions["y"], names, x_span, y_span, order=bigger_first)
+    for r, name, y in zip(regions.itertuples(), names, label_y):
         fig.add_annotation(
             x=r.x,
-            y=r.y,
-            text=short_label(r.label),
+            y=y,
+            text=name,
             hovertext=str(r.label),
             showarrow=False,
             font=dict(size=11, color="black"),
