@@ -151,7 +151,7 @@ def shared_id_warning(train_frame: pd.DataFrame, hold_frame: pd.DataFrame) -> Op
     return (
         f"{shared:,} of the {n_hold:,} holdout rows ({share(shared)}) share their '{col}' with training rows{more}: "
         "the holdout tests the hypotheses on the units they were chosen on, not on new ones. "
-        f"Keep each {col} on one side: --group-col {col}{alternatives} (on the dashboard: Holdout, grouped by a column)."
+        f"Keep each {col} on one side with a split grouped by {col}{alternatives} (CLI: --group-col {col})."
     )
 
 

@@ -340,7 +340,7 @@ def test_upworthy_split_is_random_by_default_grouped_by_test_one_choice_away(upw
     assert at.radio(key="hyp_split").value == "random rows"
     # Random rows cut A/B tests in two: said before anything runs, with the way out
     (leak,) = [w.value for w in at.warning if "holdout rows" in w.value]
-    assert "'clickability_test_id'" in leak and "Holdout, grouped by a column" in leak
+    assert "'clickability_test_id'" in leak and "with a split grouped by" in leak
     # An outcome-related holdout column is flagged before anything runs.
     at.radio(key="hyp_split").set_value("by a column's value").run()
     at.selectbox(key="hyp_split_col").set_value("winner").run()

@@ -239,7 +239,7 @@ def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path, cap
     # ... and is told that random rows put one business's reviews on both sides, and how to keep them together
     (warning,) = [line for line in streams.err.splitlines() if line.startswith("warning: split:")]
     assert f"of the {kept[1]:,} holdout rows (" in warning and "share their 'business_id'" in warning
-    assert warning.endswith("--group-col business_id (on the dashboard: Holdout, grouped by a column).")
+    assert warning.endswith("with a split grouped by business_id (CLI: --group-col business_id).")
 
 
 def test_concepts_flag_switches_to_the_concept_settings_and_explicit_flags_win(yelp_files, tmp_path):
