@@ -39,6 +39,22 @@ TEXT_NAMES = (
     "comment",
     "message",
 )
+TARGET_NAMES = (
+    "stars",
+    "rating",
+    "score",
+    "label",
+    "target",
+    "class",
+    "category",
+    "stance",
+    "sentiment",
+    "decision",
+    "outcome",
+    "ctr",
+    "citation_count",
+    "citations",
+)
 _MARKUP = re.compile(r"<[A-Za-z/][^>]*>")
 _LIST_LITERAL = re.compile(r"^\[.*\]$|^\{.*\}$", re.S)  # "['Computer vision', 'Theory']": a list written out
 _DATE_CHARS = re.compile(r"^[0-9][0-9 :/\-.TZ+]*$|^[A-Za-z]{3,9}\.? [0-9]{1,2},? [0-9]{4}")
@@ -170,6 +186,14 @@ def target_columns(frame: pd.DataFrame, text_col: str) -> list[str]:
         if p.kind == "numeric" or (p.kind == "category" and p.n_unique <= MAX_CATEGORIES):
             out.append(col)
     return out
+
+
+def guess_target_column(frame: pd.DataFrame, text_col: str):
+    """The target a user most likely means: the first usable target column with a common target name
+    (stars, rating, label, stance, ctr, ...), else the first usable one; None when there is none."""
+    targets = target_columns(frame, text_col)
+    named = [c for c in targets if str(c).strip().lower() in TARGET_NAMES]
+    return (named or targets or [None])[0]
 
 
 def is_categorical(series: pd.Series) -> bool:

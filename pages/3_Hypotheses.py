@@ -9,7 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 import ui
-from hsae_core.columns import group_columns, split_columns, target_columns
+from hsae_core.columns import group_columns, guess_target_column, split_columns, target_columns
 from hsae_core.errors import HsaeError
 from hsae_core.evidence import hypothesis_evidence
 from hsae_core.llm import LLMClient
@@ -97,13 +97,14 @@ def run_codes(path: str, stamp: float, ws_path: str, ws_stamp: float):
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def column_roles(path: str, stamp: float) -> tuple[list, dict, dict]:
+def column_roles(path: str, stamp: float) -> tuple[list, dict, dict, object]:
     frame, text_col = ui._open(path, stamp).frame, ui._open(path, stamp).text_col
     targets = target_columns(frame, text_col)
     return (
         targets,
         {t: split_columns(frame, text_col, t) for t in targets},
         {t: group_columns(frame, text_col, t) for t in targets},
+        guess_target_column(frame, text_col),
     )
 
 
@@ -139,7 +140,7 @@ def uses_workspace_features(run, space) -> bool:
 
 
 stamp = ui._stamp(ws.path)
-targets, split_opts, group_opts = column_roles(str(ws.path), stamp)
+targets, split_opts, group_opts, likely_target = column_roles(str(ws.path), stamp)
 if not targets:
     st.error("This workspace has no column that can be a target (numeric, or a category with 2 to 50 values).")
     st.stop()
@@ -151,7 +152,7 @@ with st.container(border=True):
         "Target column (what to explain)",
         targets,
         key="hyp_target",
-        index=targets.index("stars") if "stars" in targets else 0,
+        index=targets.index(likely_target) if likely_target in targets else 0,
     )
     values = ws.frame[target].dropna()
     target_class, target_kind = None, "auto"

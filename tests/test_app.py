@@ -336,6 +336,7 @@ def test_hypotheses_llm_without_key_is_a_clear_error(app_env):
 
 def test_upworthy_split_is_random_by_default_grouped_by_test_one_choice_away(upworthy_env, upworthy_frame):
     at = page("Hypotheses")
+    assert at.selectbox(key="hyp_target").value == "ctr"  # named like a target; impressions is the first numeric
     at.selectbox(key="hyp_target").set_value("ctr").run()
     assert at.radio(key="hyp_split").value == "random rows"
     # Random rows cut A/B tests in two: said before anything runs, with the way out

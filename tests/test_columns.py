@@ -9,6 +9,7 @@ import pytest
 from hsae_core.columns import (
     column_kinds,
     group_columns,
+    guess_target_column,
     guess_text_column,
     split_columns,
     target_columns,
@@ -71,6 +72,23 @@ def test_iclr_keyword_lists_written_as_text_are_not_prose(shared_data):
     assert frame["Keyword"].iloc[0] == "['Unsupervised Learning']"
     assert column_kinds(frame)["Keyword"] == "other"
     assert text_columns(frame) == ["Abstract", "Title"]
+
+
+def test_the_likely_target_is_the_one_with_a_target_name(shared_data, upworthy, yelp):
+    data = shared_data / "iclr_nips_abstracts"
+    tables = {
+        "ctr": upworthy,  # before it: impressions, clicks, significance, winner ...
+        "stars": yelp,  # before useful, funny, cool
+        "Rating": pd.read_csv(data / "ICLR17_reviews.csv"),  # not Conf (the reviewer's confidence)
+        "Decision": pd.read_csv(data / "ICLR17_submissions.csv"),
+        "stance": pd.read_json(shared_data / "ml_nlp_abstracts_stance" / "human_annotated_all.json"),  # not year
+        "category": pd.read_csv(shared_data / "arxiv_cs_categories_small" / "arxiv_data.csv"),
+    }
+    for expected, frame in tables.items():
+        assert guess_target_column(frame, guess_text_column(frame)) == expected
+    no_name = pd.DataFrame({"text": [f"the soup number {i} was cold" for i in range(30)], "b": range(30)})
+    assert guess_target_column(no_name, "text") == "b"  # no common name: the first usable column
+    assert guess_target_column(no_name.drop(columns="b"), "text") is None
 
 
 def test_values_decide_not_dtypes():
