@@ -120,11 +120,12 @@ def cmd_hypothesize(args) -> int:
         out_dir=None,
         progress=_progress("hypotheses"),
         embed_progress=_progress("embedding"),
+        on_warning=lambda warning: print(f"warning: {warning}", file=sys.stderr),  # before the long stages
     )
     run.summary["command"] = "hsae " + " ".join(sys.argv[1:])
     write_run(run, args.out)
     print(format_table(run))
-    for warning in run.summary.get("warnings", []):
+    for warning in run.summary.get("warnings", []):  # the split's again: the table has pushed them up
         print(f"warning: {warning}", file=sys.stderr)
     llm = run.summary.get("llm")
     if llm and llm.get("failed_calls"):

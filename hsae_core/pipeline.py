@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -188,6 +189,7 @@ def hypothesize(
     progress: Optional[ProgressFn] = None,
     embed_progress: Optional[ProgressFn] = None,
     sae_origin: Optional[str] = None,
+    on_warning: Optional[Callable[[str], None]] = None,
 ) -> HypothesisRun:
     """Table in, hypotheses out: read, split, embed, SAE, select, name, annotate, evaluate, write.
 
@@ -199,6 +201,8 @@ def hypothesize(
     SAE is trained on the training rows only (or loaded from the SAE cache after an identical training).
     ``interpreter``/``annotator`` may be instances or names and default to ``config``'s names. With
     ``out_dir`` the run is written there (``hypotheses.csv``, ``summary.json``, annotations, ``sae/``).
+    ``on_warning`` hears a split's warnings as soon as the split is made, before any embedding or training
+    (they are in the summary's warnings too).
     """
     config = config or HypothesisConfig()
     config.validate(pretrained=sae is not None)
@@ -222,6 +226,8 @@ def hypothesize(
         _validate_inputs(train, hold)
         _targets(train, hold, config)  # a missing class is refused before embedding
     split_notes = split_warnings(train, hold, config) if holdout is None else []
+    for note in split_notes if on_warning is not None else ():
+        on_warning(f"split: {note}")
     with timer("embed"):
         X_train, X_hold, model_id = embed_split(
             train, hold, embeddings=embeddings, embedder=embedder, sae=sae, progress=embed_progress

@@ -237,7 +237,9 @@ def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path, cap
         "rows with an empty text dropped 10 · rows with no 'positive' dropped 3." in printed
     )
     # ... and is told that random rows put one business's reviews on both sides, and how to keep them together
-    (warning,) = [line for line in streams.err.splitlines() if line.startswith("warning: split:")]
+    # (said as soon as the split is made, before embedding and training, and again under the table)
+    warning, again = [line for line in streams.err.splitlines() if line.startswith("warning: split:")]
+    assert again == warning
     assert f"of the {kept[1]:,} holdout rows (" in warning and "share their 'business_id'" in warning
     assert warning.endswith("with a split grouped by business_id (CLI: --group-col business_id).")
 

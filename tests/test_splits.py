@@ -116,3 +116,25 @@ def test_shared_id_warning_starts_at_a_third_of_the_holdout():
     assert warning.startswith("3 of the 9 holdout rows (33%) share their 'paper' with training rows")
     assert shared_id_warning(train, hold.assign(paper=["p0", "p1"] + [f"q{i}" for i in range(7)])) is None
     assert shared_id_warning(train.drop(columns="paper"), hold.drop(columns="paper")) is None  # no id column
+
+
+def test_a_split_warning_is_heard_before_the_sae_is_trained(yelp_embedded):
+    from hsae_core.pipeline import hypothesize
+
+    train, hold, X_train, X_hold = yelp_embedded
+    frame = pd.concat([train, hold], ignore_index=True)
+    frame["business_id"] = [f"b{i // 4}" for i in range(len(frame))]  # four reviews a business
+    events = []
+    run = hypothesize(
+        frame,
+        text_col="text",
+        target_col="stars",
+        config=HypothesisConfig(m=32, k=4, levels=(), n=3, cache_sae=False),
+        embeddings=np.vstack([X_train, X_hold]),
+        on_warning=lambda w: events.append(("warning", w)),
+        progress=lambda *a, **k: events.append(("progress", None)),
+    )
+    assert events[0][0] == "warning" and "share their 'business_id'" in events[0][1]
+    assert [w for kind, w in events if kind == "warning"] == [
+        w for w in run.summary["warnings"] if w.startswith("split:")
+    ]
