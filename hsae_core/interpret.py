@@ -105,6 +105,12 @@ def snippet(text: str, limit: int = _SNIPPET_CHARS) -> str:
     return cut + "…"
 
 
+def fit(text: str, width: int) -> str:
+    """``text`` on one line in at most ``width`` characters: whole if it fits, else :func:`snippet` and "…"."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= width else snippet(flat, width - 1)
+
+
 def _check_inputs(texts: Sequence[str], codes, latents: Sequence[int]) -> tuple[list[str], sp.csc_matrix, list[int]]:
     texts = [str(t) for t in texts]
     if not sp.issparse(codes):

@@ -28,7 +28,7 @@ from .data import Corpus, one_vs_rest, part_counts, prepare_corpus, read_table, 
 from .embed import Embedder
 from .errors import DataError, LLMError, ModelError
 from .fsutil import check_cache_dir
-from .interpret import Interpreter
+from .interpret import Interpreter, fit
 from .presence import chosen_presence
 from .progress import ProgressFn, report
 from .report import any_of_lines, split_summary
@@ -844,7 +844,7 @@ def format_table(run: HypothesisRun, width: int = 60) -> str:
     """The hypothesis table and headline metrics as plain text for a terminal."""
     cols = [c for c in ["class"] + TABLE_COLUMNS if c in run.table.columns]
     shown = run.table[cols].copy()
-    shown["hypothesis"] = shown["hypothesis"].astype(str).map(lambda s: s if len(s) <= width else s[: width - 1] + "…")
+    shown["hypothesis"] = shown["hypothesis"].map(lambda s: fit(s, width))
     for col in ("separation_p", "coef_p"):
         shown[col] = shown[col].map(lambda p: f"{p:.1e}" if pd.notna(p) else "nan")
     lines = [shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"), split_summary(run.summary) + "."]

@@ -67,17 +67,6 @@ def readable_table(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def short_label(text: str, limit: int = 40) -> str:
-    """``text`` cut to ``limit`` characters at a word boundary, with an ellipsis when anything was cut."""
-    text = str(text)
-    if len(text) <= limit:
-        return text
-    head = text[: limit - 1]
-    if " " in head and not text[limit - 1].isspace():
-        head = head[: head.rindex(" ")]
-    return head.rstrip(" ,;:-") + "…"
-
-
 def headline_metrics(metrics: dict) -> list[tuple[str, str, str]]:
     """(name, value, explanation) for one target's overall metrics: the hypotheses' score beside the ceiling."""
     metric = metrics.get("metric") or ("r2" if "r2_cv" in metrics else "auc")

@@ -11,6 +11,7 @@ import streamlit as st
 
 import ui
 from hsae_core import settings
+from hsae_core.interpret import fit
 from hsae_core.mapping import (
     density_grid,
     filter_mask,
@@ -21,7 +22,8 @@ from hsae_core.mapping import (
     spread_labels,
     strongest_documents,
 )
-from hsae_core.report import short_label
+
+MAX_NAME_CHARS = 40  # a region name on the map, cut at a word with "…" beyond this
 
 ui.page_setup("Map")
 st.title("Map")
@@ -162,7 +164,7 @@ else:
     caption = f"{n_keep:,} documents."
 if show_regions:
     _, regions = ui.map_regions(ws, labels)
-    names = [short_label(label) for label in regions["label"]]
+    names = [fit(label, MAX_NAME_CHARS) for label in regions["label"]]
     x_span, y_span = np.ptp(coords, axis=0)
     bigger_first = np.argsort(-regions["n_docs"].to_numpy(), kind="stable")
     label_y = spread_labels(regions["x"], regions["y"], names, x_span, y_span, order=bigger_first)

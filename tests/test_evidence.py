@@ -9,7 +9,7 @@ import pytest
 from hsae_core.evidence import holdout_codes, hypothesis_evidence
 from hsae_core.pipeline import HypothesisConfig, describe_split, hypothesize, load_run, load_split
 from hsae_core.progress import StagedProgress, format_seconds
-from hsae_core.report import effect_rows, headline_metrics, readable_table, short_label, split_summary
+from hsae_core.report import effect_rows, headline_metrics, readable_table, split_summary
 from hsae_core.stats import coef_ci, format_p
 
 
@@ -120,10 +120,3 @@ def test_split_summary_counts_what_each_table_dropped():
     tr, ho = load_split(both, "text", "y", config=HypothesisConfig(holdout_frac=0.4))
     summary = {"rows": {"train": tr.counts, "holdout": ho.counts}, "config": {"holdout_frac": 0.4}, "target": {}}
     assert split_summary(summary).endswith("rows with an empty text dropped 3 · rows with no 'target' dropped 1")
-
-
-def test_short_label_cuts_at_a_word_and_says_so():
-    assert short_label("Word alignment over a high-quality MT based system") == "Word alignment over a high-quality MT…"
-    assert short_label("Our proposed method, Action-Persistent Policy") == "Our proposed method, Action-Persistent…"
-    assert short_label("x" * 50) == "x" * 39 + "…"  # no word to cut at
-    assert short_label("exactly forty characters long, no cut!!!") == "exactly forty characters long, no cut!!!"

@@ -11,7 +11,7 @@ import pytest
 from openai_server import openai_server, user_prompt  # noqa: F401  (fixture)
 
 from hsae_core.errors import HsaeError, LLMError
-from hsae_core.interpret import KeywordInterpreter, LLMInterpreter, make_interpreter, parse_label, snippet
+from hsae_core.interpret import KeywordInterpreter, LLMInterpreter, fit, make_interpreter, parse_label, snippet
 from hsae_core.llm import LLMClient
 from hsae_core.sae import SparseAutoencoder
 
@@ -88,6 +88,16 @@ def star_correlations(codes, stars) -> np.ndarray:
 
 def words_of(keywords) -> set[str]:
     return {w for kw in keywords for w in kw.split()}
+
+
+def test_snippet_and_fit_cut_at_a_word_with_an_ellipsis():
+    assert snippet("Word alignment over a high-quality MT based system", 39) == "Word alignment over a high-quality MT…"
+    assert snippet("x" * 50, 39) == "x" * 39 + "…"  # no word to cut at
+    assert snippet("two\nlines  here", 39) == "two lines here"
+    # fit: at most the width, ellipsis included; a text that fits stays whole
+    assert fit("Never was greeted by our waiter/waitress", 40) == "Never was greeted by our waiter/waitress"
+    assert fit("Word alignment over a high-quality MT based system", 40) == "Word alignment over a high-quality MT…"
+    assert fit("x" * 50, 40) == "x" * 39 + "…"
 
 
 def test_keyword_labels_of_low_star_latents_read_negative(yelp_codes):

@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 from ws_fixtures import SMALL_K, SMALL_M, small_frame, small_workspace  # noqa: F401
 
 from hsae_core import settings
+from hsae_core.interpret import fit
 from hsae_core.mapping import (
     density_grid,
     filter_mask,
@@ -28,7 +29,6 @@ from hsae_core.mapping import (
     spread_labels,
     strongest_documents,
 )
-from hsae_core.report import short_label
 from hsae_core.workspace import Workspace, build_workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,7 +196,7 @@ def test_map_page_density_image_for_a_large_corpus(small_workspace, monkeypatch)
     assert len(spec["layout"]["annotations"]) == 12, "regions are labelled on the map"
     labels = set(Workspace.open(small_workspace).features["label"])
     assert all(
-        a["text"] in {short_label(lbl) for lbl in labels} | {"(no distinctive feature)"}
+        a["text"] in {fit(lbl, 40) for lbl in labels} | {"(no distinctive feature)"}
         for a in spec["layout"]["annotations"]
     )
     # a column as colour: the share of one value per cell
