@@ -109,23 +109,11 @@ def column_roles(path: str, stamp: float) -> tuple[list, dict, dict, object]:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def split_check(path: str, stamp: float, target: str, split_col: str, value: str) -> list[str]:
-    """The split's warnings before running (the same check the run records)."""
+def split_check(path: str, stamp: float, target: str, frac: float, dedupe: bool, split_col, value) -> list[str]:
+    """The split's warnings before running (the same check the run records: a holdout column tied to the
+    target, rows of one id on both sides), on the rows a run would use (a sample of a large workspace)."""
     space = ui._open(path, stamp)
-    config = HypothesisConfig(split_col=split_col, holdout_value=value)
-    try:
-        train, hold = load_split(space.frame, space.text_col, target, config=config)
-    except HsaeError as exc:
-        return [str(exc)]
-    return split_warnings(train, hold, config)
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def random_split_check(path: str, stamp: float, target: str, frac: float, dedupe: bool) -> list[str]:
-    """A random split's warnings before running (rows of one id on both sides; the run records the same),
-    on the rows a run would use (a sample of a large workspace)."""
-    space = ui._open(path, stamp)
-    config = HypothesisConfig(holdout_frac=frac, dedupe=dedupe)
+    config = HypothesisConfig(holdout_frac=frac, dedupe=dedupe, split_col=split_col, holdout_value=value)
     sample = space.run_sample()
     frame = space.frame if sample is None else space.frame.iloc[sample].reset_index(drop=True)
     try:
@@ -208,8 +196,6 @@ with st.container(border=True):
                 index=opts.index("holdout") if "holdout" in opts else len(opts) - 1,
                 key="hyp_holdout_value",
             )
-            for warning in split_check(str(ws.path), stamp, target, split_col, holdout_value):
-                c2.warning(warning)
         else:
             c2.warning("No column has 2 to 10 values to split on; using random rows.")
     if split_col is None:
@@ -221,8 +207,8 @@ with st.container(border=True):
         help="Texts identical up to case, punctuation and spacing are kept once, so that no text "
         "is on both sides and top examples are not copies of one story.",
     )
-    if split_mode == SPLITS[0]:
-        for warning in random_split_check(str(ws.path), stamp, target, frac, dedupe):
+    if group_col is None:  # a grouped split has nothing to check; a by-value or a random one has
+        for warning in split_check(str(ws.path), stamp, target, frac, dedupe, split_col, holdout_value):
             c2.warning(warning)
     method = c3.selectbox(
         "Selection",
