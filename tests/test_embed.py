@@ -10,6 +10,7 @@ class CountingEmbedder:
 
     def __init__(self, inner):
         self.inner, self.model_id, self.calls = inner, inner.model_id, []
+        self.cache_id = inner.cache_id
 
     @property
     def dim(self):
@@ -25,7 +26,10 @@ def test_second_run_embeds_nothing_and_returns_identical_vectors(yelp_frames, em
     counting = CountingEmbedder(embedder)
     first = embed_texts(texts, counting, cache_dir=tmp_path, chunk_size=25)
     assert sum(len(c) for c in counting.calls) == 60 and len(counting.calls) == 3  # cached chunk by chunk
-    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-4)
+    # unit norm: to float32 rounding on a CPU, to half precision's on a GPU
+    np.testing.assert_allclose(
+        np.linalg.norm(first, axis=1), 1.0, atol=1e-4 if embedder.torch_device == "cpu" else 2e-3
+    )
     counting.calls.clear()
     again = embed_texts(texts + texts[:5], counting, cache_dir=tmp_path)
     assert counting.calls == []
@@ -60,3 +64,17 @@ def test_models_do_not_share_cache_entries(tmp_path):
     EmbeddingCache(tmp_path, "model-a").add([text_key("hello")], np.ones((1, 4), dtype=np.float32))
     found, _ = EmbeddingCache(tmp_path, "model-b").lookup([text_key("hello")])
     assert not found.any()
+
+
+def test_a_text_embeds_the_same_whatever_it_is_embedded_with(yelp_frames, embedder, tmp_path):
+    # Padding a short text up to a long one's length moved its vector by ~1e-7, and an SAE trained on such
+    # vectors can pick other latents: the same command printed another table after the cache was filled
+    # in another order. Batches of one token count make each vector a function of its text alone.
+    texts = yelp_frames[0]["text"].tolist()[:40] + ["Cold fries.", "Great tacos, friendly staff."]
+    together = embedder.embed(texts)
+    for i in (0, 7, 40, 41):
+        np.testing.assert_array_equal(embedder.embed([texts[i]])[0], together[i])
+    np.testing.assert_array_equal(embedder.embed(texts[10:30]), together[10:30])
+    # through the cache: filled by another grouping, it returns what a cold run computes
+    embed_texts(texts[::-1][:25], embedder, cache_dir=tmp_path / "a", chunk_size=7)
+    np.testing.assert_array_equal(embed_texts(texts, embedder, cache_dir=tmp_path / "a"), together)

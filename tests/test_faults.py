@@ -840,10 +840,10 @@ def test_a_build_removes_leftovers_of_dead_builds(tiny, ws_copy):
 
 
 def test_embedding_removes_dead_writers_temporary_shards_only(tiny, tmp_path, capsys):
-    from hsae_core.embed import DEFAULT_MODEL_ID, EmbeddingCache
+    from hsae_core.embed import EmbeddingCache, default_embedder
 
     cache_root = Path(os.environ["HSAE_CACHE_DIR"]) / "embeddings"
-    folder = EmbeddingCache(cache_root, DEFAULT_MODEL_ID).dir
+    folder = EmbeddingCache(cache_root, default_embedder("cpu").cache_id).dir
     folder.mkdir(parents=True, exist_ok=True)
     old = folder / ".tmp-shard-legacy.npz"
     old.write_bytes(b"half")
