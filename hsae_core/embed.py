@@ -130,15 +130,14 @@ class SentenceTransformerEmbedder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if self.batching == "padded" or (self.batching == "auto" and self.torch_device != "cpu"):
             return self._embed_padded(texts, out, progress)
-        reported = time.monotonic()
+        done, reported = 0, time.monotonic()
         for start in range(0, len(texts), TOKENIZE_CHUNK):
-            part = texts[start : start + TOKENIZE_CHUNK]
-            for rows, vectors in self._embed_unpadded(part):
+            for rows, vectors in self._embed_unpadded(texts[start : start + TOKENIZE_CHUNK]):
                 out[start + rows] = vectors
-                if time.monotonic() - reported > 0.5:  # batches of a few short texts are milliseconds apart
-                    report(progress, start + int(rows.max()) + 1, len(texts), "embedding")
+                done += len(rows)
+                if done == len(texts) or time.monotonic() - reported > 0.5:  # small batches: ms apart
+                    report(progress, done, len(texts), "embedding")
                     reported = time.monotonic()
-            report(progress, start + len(part), len(texts), "embedding")
         return out
 
     def _embed_unpadded(self, texts: list[str]):

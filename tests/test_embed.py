@@ -78,3 +78,12 @@ def test_a_text_embeds_the_same_whatever_it_is_embedded_with(yelp_frames, embedd
     # through the cache: filled by another grouping, it returns what a cold run computes
     embed_texts(texts[::-1][:25], embedder, cache_dir=tmp_path / "a", chunk_size=7)
     np.testing.assert_array_equal(embed_texts(texts, embedder, cache_dir=tmp_path / "a"), together)
+
+
+def test_embedding_progress_counts_up_to_every_text(yelp_frames, embedder):
+    texts = yelp_frames[0]["text"].tolist()[:70]
+    seen = []
+    embedder.embed(texts, progress=lambda done, total, message="": seen.append((done, total)))
+    assert seen[-1] == (70, 70)
+    assert all(total == 70 for _, total in seen)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)  # never backwards
