@@ -72,7 +72,8 @@ def main(argv=None) -> int:
     for mode in ("padded", "unpadded"):  # warm-up of both paths
         embedder.batching = mode
         embedder.embed(texts[:256])
-    print(f"# {device_name(device)}; load {os.getloadavg()[0]:.2f}; {args.n} Yelp reviews per pass", flush=True)
+    load = os.getloadavg()[0]  # at the start, as every timing here states it
+    print(f"# {device_name(device)}; load {load:.2f}; {args.n} Yelp reviews per pass", flush=True)
 
     rows = []
     for number in range(1, args.passes + 1):
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
         json.dumps(
             {
                 "device": device_name(device),
-                "load_avg_1m": round(os.getloadavg()[0], 2),
+                "load_avg_1m": round(load, 2),
                 "n": args.n,
                 "passes": rows,
                 "independent_of_batch_mates": pure,
