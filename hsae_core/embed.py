@@ -50,11 +50,13 @@ class SentenceTransformerEmbedder:
     """A sentence-transformers model, loaded lazily on first use: on ``device`` ('auto': CUDA when present, in
     half precision there; otherwise CPU in float32). Embeddings are always returned as float32.
 
-    On a CPU a text's vector does not depend on the texts it is embedded with: each batch holds texts of
-    exactly one token count, so no padding enters the model. (Padding moves a vector's last bits, about
-    1e-7, and an SAE trained on them can pick other latents: the same command printed another table after
-    the cache had been filled in another order.) On a GPU, where such batches cost speed, the model pads
-    as usual; its half-precision vectors differ from the CPU's by about 4e-4 anyway.
+    On a CPU each batch holds texts of exactly one token count, so no padding enters the model and a text's
+    vector does not depend on the other texts' words or lengths. (Padding moved every vector's last bits,
+    about 1e-7, and an SAE trained on them can pick other latents: the same command printed another table
+    after the cache had been filled in another order.) It can still move in the last bit with how many
+    texts of its own token count share its batch (the matrix kernels block small products differently;
+    BENCHMARKS.md "Embedding without padding"). On a GPU, where such batches cost speed, the model pads as
+    usual; its half-precision vectors differ from the CPU's by about 4e-4 anyway.
 
     ``batching`` 'auto' is unpadded on a CPU and padded on a GPU; 'unpadded' or 'padded' forces one
     (``bench/bench_embed_batching.py`` compares them).

