@@ -425,9 +425,11 @@ def map_regions(
     return region, pd.DataFrame(rows)
 
 
-# Region names on the Map: 11 px text is about 6 px a character and, with its background, 18 px a line, on a
-# chart 600 px high and (in Streamlit's main column) about 900 px wide.
-LABEL_CHAR_PX, LABEL_LINE_PX, MAP_WIDTH_PX, MAP_HEIGHT_PX = 6.0, 18.0, 900.0, 600.0
+# Region names on the Map: 11 px text is at most about 6 px a character (4.3-5.4 measured in Chromium) and, with
+# its background, 18 px a line. The server never learns how wide the browser draws the chart, so the names are
+# spread for a laptop: in a 1280 px window with the sidebar open, the plot area (the chart less its colour bar
+# and 10 px margins) is 673 px wide and 580 px high; wider windows only leave more room between names.
+LABEL_CHAR_PX, LABEL_LINE_PX, MAP_WIDTH_PX, MAP_HEIGHT_PX = 6.0, 18.0, 670.0, 580.0
 
 
 def spread_labels(x, y, texts, x_span: float, y_span: float, order=None) -> np.ndarray:

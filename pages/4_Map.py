@@ -181,7 +181,7 @@ if show_regions:
 fig.update_layout(
     dragmode="select",
     height=600,
-    margin=dict(t=10, b=10),
+    margin=dict(t=10, b=10, l=10, r=10),
     xaxis=dict(showticklabels=False, title=None),
     yaxis=dict(showticklabels=False, title=None),
 )

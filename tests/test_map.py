@@ -95,16 +95,16 @@ def test_filters_by_column_value_range_and_feature(ws):
 
 
 def test_region_names_that_would_overlap_move_by_whole_lines():
-    # a 900 x 600 px chart over data ranges 90 x 60: a character is 0.6 wide, a line 1.8 high
+    # the 670 x 580 px plot area names are spread for, over data ranges 67 x 58: a character is 0.6 wide, a line 1.8 high
     x, y = [10.0, 10.0, 10.0, 60.0], [30.0, 30.0, 30.5, 30.0]
     texts = ["ten chars.", "ten chars.", "ten chars.", "far away"]
-    new = spread_labels(x, y, texts, 90.0, 60.0)
+    new = spread_labels(x, y, texts, 67.0, 58.0)
     # the second goes up a line; the third (its own y 30.5) finds 32.3 and 28.7 taken, so two lines up
     np.testing.assert_allclose(new, [30.0, 31.8, 34.1, 30.0])
     # side by side, wider apart than their half widths: no move
-    np.testing.assert_allclose(spread_labels([10.0, 16.1], [30.0, 30.0], texts[:2], 90.0, 60.0), [30.0, 30.0])
+    np.testing.assert_allclose(spread_labels([10.0, 16.1], [30.0, 30.0], texts[:2], 67.0, 58.0), [30.0, 30.0])
     # the order says who keeps its place
-    np.testing.assert_allclose(spread_labels(x[:2], y[:2], texts[:2], 90.0, 60.0, order=[1, 0]), [31.8, 30.0])
+    np.testing.assert_allclose(spread_labels(x[:2], y[:2], texts[:2], 67.0, 58.0, order=[1, 0]), [31.8, 30.0])
 
 
 def test_regions_are_named_by_their_most_overrepresented_feature(ws):
