@@ -32,6 +32,7 @@ The product's own path, no flags: ``hsae_core.pipeline.hypothesize(...)`` with a
     python bench/bench_recovery.py --only Yelp --seeds 10 --config default     # Yelp alone, seeds 0-9
     python bench/bench_recovery.py --only "Yelp,ML stance,arXiv citations,Upworthy CTR"  # every continuous target
     python bench/bench_recovery.py --config '{"name": "pooled", "pool": [[4, 1], [16, 2]]}'  # bench/pooled.py
+    python bench/bench_recovery.py --only "arxiv field" --prefixes 3,5,8,10,15   # the first n hypotheses alone
 """
 
 from __future__ import annotations
@@ -166,8 +167,9 @@ def f1_best_cut(scores: np.ndarray, y: np.ndarray) -> float:
     return float(ranked[i])
 
 
-def concept_scores(run, cset: ConceptSet, concept: str, y_hold: np.ndarray) -> dict:
-    """Recovery measures of one run for one concept, from its table and holdout annotations."""
+def concept_scores(run, cset: ConceptSet, concept: str, y_hold: np.ndarray, prefixes=()) -> dict:
+    """Recovery measures of one run for one concept, from its table and holdout annotations; with
+    ``prefixes``, the union F1 and AUC of only the first n hypotheses (selection order) for each n."""
     table = run.table
     if "class" in table.columns:
         table = table[table["class"].astype(str) == str(concept)]
@@ -189,7 +191,25 @@ def concept_scores(run, cset: ConceptSet, concept: str, y_hold: np.ndarray) -> d
         "best_latent": int(table["latent"].iloc[best]) if best is not None else None,
         "best_hypothesis": str(table["hypothesis"].iloc[best]) if best is not None else None,
         **({"best_level": str(table["level"].iloc[best]) if best is not None else None} if "level" in table else {}),
+        **({"prefixes": prefix_scores(present, positive, y_hold, prefixes)} if prefixes else {}),
     }
+
+
+def prefix_scores(present: np.ndarray, positive: np.ndarray, y_hold: np.ndarray, prefixes) -> dict:
+    """What a run that stopped after its first n hypotheses would score, per n: the union F1 of its
+    positive ones and the 5-fold CV AUC of the logistic model on them (the pipeline's own statistics, so
+    n = all reproduces the run's AUC). Tells whether choosing n can meet the union and AUC lines at once."""
+    from hsae_core.stats import evaluate_hypotheses
+
+    out = {}
+    for n in sorted(p for p in prefixes if p <= present.shape[1]):
+        _, metrics = evaluate_hypotheses(present[:, :n].astype(np.float64), y_hold.astype(np.float64), "binary")
+        out[str(n)] = {
+            "union_f1": union_f1(present[:, :n][:, positive[:n]], y_hold),
+            "auc_cv": metrics["auc_cv"],
+            "n_positive": int(positive[:n].sum()),
+        }
+    return out
 
 
 def sae_best_latent_f1(codes_train, codes_hold, y_train, y_hold, min_present_frac: float) -> float:
@@ -259,7 +279,7 @@ def _config(overrides: dict, seed: int, **fixed):
     return HypothesisConfig(seed=seed, **fixed, **fields)
 
 
-def recovery(cset: ConceptSet, overrides: dict, seeds, probes: dict) -> list[dict]:
+def recovery(cset: ConceptSet, overrides: dict, seeds, probes: dict, prefixes=()) -> list[dict]:
     """Every concept of one corpus, one pipeline run per seed (multiclass: one-vs-rest in one run)."""
     from hsae_core.pipeline import hypothesize
 
@@ -288,7 +308,7 @@ def recovery(cset: ConceptSet, overrides: dict, seeds, probes: dict) -> list[dic
             if pooled:
                 scores = pooled_scores(codes, cset.indicator(train, concept), y_hold, "binary", config)
             else:
-                scores = concept_scores(run, cset, concept, y_hold)
+                scores = concept_scores(run, cset, concept, y_hold, prefixes)
                 scores["sae_best_latent_f1"] = sae_best_latent_f1(
                     codes_train, codes_hold, cset.indicator(train, concept), y_hold, config.min_present_frac
                 )
@@ -423,6 +443,7 @@ def run(
     only: tuple[str, ...] = (),
     partial: str = "recovery_partial",
     n_seeds: int = len(SEEDS),
+    prefixes: tuple[int, ...] = (),
 ) -> dict:
     """Every candidate config on every concept set and on Yelp; ``only`` limits the concept sets by name.
 
@@ -450,7 +471,7 @@ def run(
         }
         result["candidates"].append(cand)
         for cset in sets:
-            cand["concepts"] += recovery(cset, overrides, seeds, probes)
+            cand["concepts"] += recovery(cset, overrides, seeds, probes, prefixes)
             save_json(partial, result)
         cand["yelp"] = [] if quick or "Yelp" not in (only or ("Yelp",)) else yelp_validity(overrides, seeds)
         cand["continuous"] = {}
@@ -571,7 +592,28 @@ def tables(result: dict) -> str:
                 crows,
             )
         )
-    return text
+    return text + prefix_table(result)
+
+
+def prefix_table(result: dict) -> str:
+    """With --prefixes: per concept and n, the union F1 and AUC of the first n hypotheses (mean over seeds)."""
+    rows = []
+    for c in result["candidates"]:
+        keys = list(dict.fromkeys((r["dataset"], r["concept"]) for r in c["concepts"] if r.get("prefixes")))
+        for key in keys:
+            rs = [r for r in c["concepts"] if (r["dataset"], r["concept"]) == key and r.get("prefixes")]
+            for n in dict.fromkeys(n for r in rs for n in r["prefixes"]):
+                at = [r["prefixes"][n] for r in rs if n in r["prefixes"]]
+                rows.append(
+                    [c["name"], *key, n]
+                    + [_mean_sd([a[k] for a in at], d) for k, d in (("n_positive", 1), ("union_f1", 3), ("auc_cv", 3))]
+                )
+    if not rows:
+        return ""
+    return (
+        f"\n\n### The first n hypotheses only (selection order; mean ± sd over SAE seeds {result['seeds']})\n\n"
+        + markdown_table(["settings", "dataset", "concept", "n", "positive", "union F1", "AUC 5-fold CV"], rows)
+    )
 
 
 def _describe(cfg: dict) -> str:
@@ -612,26 +654,38 @@ def main() -> None:
         default=len(SEEDS),
         help=f"SAE seeds 0..N-1 (default {len(SEEDS)}); more seeds tell a small difference from seed noise",
     )
+    ap.add_argument(
+        "--prefixes",
+        default="",
+        help="comma-separated n: also score the first n hypotheses of each run alone (union F1, AUC), e.g. 3,5,8,10,15",
+    )
     args = ap.parse_args()
+    try:
+        prefixes = tuple(int(p) for p in args.prefixes.split(",") if p.strip())
+    except ValueError:
+        raise SystemExit(f"--prefixes must be comma-separated whole numbers, got {args.prefixes!r}") from None
+    if any(p < 1 for p in prefixes):
+        raise SystemExit(f"--prefixes must be at least 1, got {args.prefixes!r}")
     if args.seeds < 1:
         raise SystemExit(f"--seeds must be at least 1, got {args.seeds}")
     configs = tuple(args.config or ("default",))
     only = tuple(s.strip() for s in args.only.split(",") if s.strip())
     t0, machine = time.perf_counter(), machine_description()
-    res = run(args.quick, configs, only, n_seeds=args.seeds)
+    res = run(args.quick, configs, only, n_seeds=args.seeds, prefixes=prefixes)
     res.update(seconds=time.perf_counter() - t0, machine=machine, quick=args.quick)
     res["command"] = (
         "python bench/bench_recovery.py"
         + "".join(f" --config '{c}'" for c in args.config or ())
         + (f" --only '{args.only}'" if only else "")
         + (f" --seeds {args.seeds}" if args.seeds != len(SEEDS) else "")
+        + (f" --prefixes {args.prefixes}" if prefixes else "")
         + (" --quick" if args.quick else "")
     )
-    full = configs == ("default",) and not only and not args.quick and args.seeds == len(SEEDS)
+    full = configs == ("default",) and not only and not args.quick and args.seeds == len(SEEDS) and not prefixes
     tag = "_".join(
         "".join(c if c.isalnum() else "-" for c in str(resolve_config(spec)["name"]))[:40] for spec in configs
     )
-    seeds_tag = f"_{args.seeds}seeds" if args.seeds != len(SEEDS) else ""
+    seeds_tag = (f"_{args.seeds}seeds" if args.seeds != len(SEEDS) else "") + ("_prefixes" if prefixes else "")
     name = "recovery" if full else "recovery_" + ("quick" if args.quick else f"compare_{tag}{seeds_tag}")
     print(f"wrote {save_json(name, res)}")
     print(tables(res))
