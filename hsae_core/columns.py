@@ -179,8 +179,42 @@ def guess_text_column(frame: pd.DataFrame):
 
 def target_columns(frame: pd.DataFrame, text_col: str) -> list[str]:
     """Columns usable as a target: numeric with 2+ values, or categories with 2..50 values (no text, ids, dates)."""
+    return _targets(profile_columns(frame), text_col)
+
+
+def guess_target_column(frame: pd.DataFrame, text_col: str):
+    """The target a user most likely means: the first usable target column with a common target name
+    (stars, rating, label, stance, ctr, ...), else the first usable one; None when there is none."""
+    return _likely_target(_targets(profile_columns(frame), text_col))
+
+
+@dataclass
+class ColumnRoles:
+    """What each column of a table can be in a hypothesis run, from one profile of the table."""
+
+    targets: list  # usable targets (target_columns)
+    split_options: dict  # {target: columns that can define the holdout by value} (split_columns)
+    group_options: dict  # {target: columns that group rows onto one side} (group_columns)
+    likely_target: object  # guess_target_column's choice, or None
+
+
+def column_roles(frame: pd.DataFrame, text_col: str) -> ColumnRoles:
+    """Targets, split and group options for every target, and the likely target, profiling each column once
+    (the separate functions each profile the whole table: on the 22,666 Upworthy rows with 8 targets, 2.2 s
+    against 0.2 s)."""
+    profiles = profile_columns(frame)
+    targets = _targets(profiles, text_col)
+    return ColumnRoles(
+        targets=targets,
+        split_options={t: _splits(profiles, text_col, t) for t in targets},
+        group_options={t: _groups(profiles, len(frame), text_col, t) for t in targets},
+        likely_target=_likely_target(targets),
+    )
+
+
+def _targets(profiles: dict, text_col: str) -> list:
     out = []
-    for col, p in profile_columns(frame).items():
+    for col, p in profiles.items():
         if col == text_col or p.n_unique < 2:
             continue
         if p.kind == "numeric" or (p.kind == "category" and p.n_unique <= MAX_CATEGORIES):
@@ -188,10 +222,7 @@ def target_columns(frame: pd.DataFrame, text_col: str) -> list[str]:
     return out
 
 
-def guess_target_column(frame: pd.DataFrame, text_col: str):
-    """The target a user most likely means: the first usable target column with a common target name
-    (stars, rating, label, stance, ctr, ...), else the first usable one; None when there is none."""
-    targets = target_columns(frame, text_col)
+def _likely_target(targets: list):
     named = [c for c in targets if str(c).strip().lower() in TARGET_NAMES]
     return (named or targets or [None])[0]
 
@@ -203,19 +234,23 @@ def is_categorical(series: pd.Series) -> bool:
 
 def split_columns(frame: pd.DataFrame, text_col: str, target: str) -> list[str]:
     """Columns that can define the holdout by value (2..10 distinct values, not the text or the target)."""
-    return [
-        c
-        for c, p in profile_columns(frame).items()
-        if c not in (text_col, target) and 2 <= p.n_unique <= MAX_SPLIT_VALUES
-    ]
+    return _splits(profile_columns(frame), text_col, target)
 
 
 def group_columns(frame: pd.DataFrame, text_col: str, target: str) -> list[str]:
     """Columns whose values group rows that must stay on one side of the split (ids and categories that repeat),
     most plausible first: ids, then categories, coarser groupings (fewer, larger groups) first."""
+    return _groups(profile_columns(frame), len(frame), text_col, target)
+
+
+def _splits(profiles: dict, text_col: str, target: str) -> list:
+    return [c for c, p in profiles.items() if c not in (text_col, target) and 2 <= p.n_unique <= MAX_SPLIT_VALUES]
+
+
+def _groups(profiles: dict, n_rows: int, text_col: str, target: str) -> list:
     out = []
-    n = max(len(frame), 1)
-    for col, p in profile_columns(frame).items():
+    n = max(n_rows, 1)
+    for col, p in profiles.items():
         if col in (text_col, target) or p.kind not in ("id", "category", "date"):
             continue
         if p.n_unique < 3 or p.n_unique >= n:  # every row its own group is no grouping

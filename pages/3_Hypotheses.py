@@ -9,7 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 import ui
-from hsae_core.columns import group_columns, guess_target_column, split_columns, target_columns
+from hsae_core.columns import ColumnRoles, column_roles
 from hsae_core.errors import HsaeError
 from hsae_core.evidence import hypothesis_evidence
 from hsae_core.llm import LLMClient
@@ -97,15 +97,9 @@ def run_codes(path: str, stamp: float, ws_path: str, ws_stamp: float):
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def column_roles(path: str, stamp: float) -> tuple[list, dict, dict, object]:
-    frame, text_col = ui._open(path, stamp).frame, ui._open(path, stamp).text_col
-    targets = target_columns(frame, text_col)
-    return (
-        targets,
-        {t: split_columns(frame, text_col, t) for t in targets},
-        {t: group_columns(frame, text_col, t) for t in targets},
-        guess_target_column(frame, text_col),
-    )
+def roles(path: str, stamp: float) -> ColumnRoles:
+    space = ui._open(path, stamp)
+    return column_roles(space.frame, space.text_col)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -128,7 +122,13 @@ def uses_workspace_features(run, space) -> bool:
 
 
 stamp = ui._stamp(ws.path)
-targets, split_opts, group_opts, likely_target = column_roles(str(ws.path), stamp)
+found = roles(str(ws.path), stamp)
+targets, split_opts, group_opts, likely_target = (
+    found.targets,
+    found.split_options,
+    found.group_options,
+    found.likely_target,
+)
 if not targets:
     st.error("This workspace has no column that can be a target (numeric, or a category with 2 to 50 values).")
     st.stop()

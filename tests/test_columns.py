@@ -8,6 +8,7 @@ import pytest
 
 from hsae_core.columns import (
     column_kinds,
+    column_roles,
     group_columns,
     guess_target_column,
     guess_text_column,
@@ -55,6 +56,17 @@ def test_upworthy_text_is_the_headline_and_ids_are_ids(upworthy, convert):
     assert not {"clickability_test_id", "eyecatcher_id", "lede", "excerpt"} & set(targets)
     assert group_columns(frame, "headline", "ctr")[0] == "clickability_test_id"
     assert "winner" in split_columns(frame, "headline", "ctr")
+
+
+def test_the_hypotheses_page_roles_from_one_profile_match_each_question_asked_alone(upworthy):
+    """The page profiles the table once for every target's options; each answer is the one asked alone."""
+    roles = column_roles(upworthy, "headline")
+    assert roles.targets == target_columns(upworthy, "headline") and len(roles.targets) >= 5
+    assert roles.likely_target == guess_target_column(upworthy, "headline") == "ctr"
+    for target in roles.targets:
+        assert roles.split_options[target] == split_columns(upworthy, "headline", target)
+        assert roles.group_options[target] == group_columns(upworthy, "headline", target)
+    assert roles.group_options["ctr"][0] == "clickability_test_id" and "ctr" not in roles.split_options["ctr"]
 
 
 @pytest.mark.parametrize("convert", [as_str, as_object], ids=["pandas3-str", "object"])
