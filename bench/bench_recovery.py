@@ -669,6 +669,8 @@ def main() -> None:
     if args.seeds < 1:
         raise SystemExit(f"--seeds must be at least 1, got {args.seeds}")
     configs = tuple(args.config or ("default",))
+    if prefixes and any(resolve_config(spec).get("pool") for spec in configs):
+        raise SystemExit("--prefixes scores a pipeline run's hypotheses in order; a `pool` config has no such run")
     only = tuple(s.strip() for s in args.only.split(",") if s.strip())
     t0, machine = time.perf_counter(), machine_description()
     res = run(args.quick, configs, only, n_seeds=args.seeds, prefixes=prefixes)
