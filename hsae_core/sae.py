@@ -360,6 +360,12 @@ def geometric_median(x: torch.Tensor, iters: int = 50, eps: float = 1e-6) -> tor
     return median
 
 
+def _host_tensor(rows: np.ndarray) -> torch.Tensor:
+    """A CPU tensor of ``rows``; a read-only array (a workspace's memory-mapped embeddings) is copied first,
+    since torch warns on every process's first tensor made from one."""
+    return torch.from_numpy(rows if rows.flags.writeable else rows.copy())
+
+
 def as_float_matrix(X, d_in: Optional[int] = None, what: str = "embeddings") -> np.ndarray:
     """Validate an (N, d) array of finite floats; check the width against ``d_in`` if given."""
     X = np.asarray(X, dtype=np.float32)
@@ -632,7 +638,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         X = as_float_matrix(X, model.cfg.d_in, self._input_name())
         indptr, indices, data = [np.zeros(1, dtype=np.int64)], [], []
         for start in range(0, len(X), batch_size):
-            x = torch.from_numpy(X[start : start + batch_size]).to(device)
+            x = _host_tensor(X[start : start + batch_size]).to(device)
             idx, vals, offsets = model.sparse_code(model.pre_activations(x), batch_mode=False)
             cols, values, counts = _csr_rows(idx, vals, offsets, len(x), model.cfg)
             indices.append(cols)
@@ -673,7 +679,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
     def score(self, X) -> float:
         """Normalised MSE: squared error over the data's variance (0 is perfect, 1 is predicting the mean)."""
         X = as_float_matrix(X, self.d_in, self._input_name())
-        return _nmse(self._device_model(), torch.from_numpy(X))
+        return _nmse(self._device_model(), _host_tensor(X))
 
     @property
     def decoder_directions(self) -> np.ndarray:

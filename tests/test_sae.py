@@ -1,6 +1,9 @@
 """SAE invariants on real embeddings: sparsity, unit-norm decoder, round trip, reproducibility, bad input."""
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -134,3 +137,23 @@ def test_corrupt_folder_is_refused(trained, tmp_path):
         SparseAutoencoder.load(folder)
     with pytest.raises(ModelError, match="not an SAE folder"):
         SparseAutoencoder.load(tmp_path / "missing")
+
+
+def test_read_only_embeddings_encode_without_a_torch_warning(tmp_path):
+    """A workspace's embeddings are memory-mapped read-only; encoding or scoring them must not print torch's
+    "array is not writable" warning. Torch warns once per process, so this runs in a fresh one."""
+    script = textwrap.dedent(
+        """
+        import warnings, numpy as np
+        from hsae_core.sae import SparseAutoencoder
+        X = np.random.default_rng(0).random((200, 8)).astype("float32")
+        sae = SparseAutoencoder(m=8, k=2, max_epochs=1, seed=0).fit(X)
+        np.save("x.npy", X)
+        ro = np.load("x.npy", mmap_mode="r")
+        warnings.simplefilter("error")
+        codes = sae.transform(ro)
+        assert (codes != sae.transform(X)).nnz == 0 and sae.score(ro) == sae.score(X)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-1500:]
