@@ -335,11 +335,12 @@ if ws is not None:
     st.subheader("Corpus sample")
     st.dataframe(ws.frame.head(20), key="corpus_head", column_config={info["text_col"]: ui.TEXT_COLUMN})
     st.subheader("What next")
-    c = st.columns(3)
-    c[0].page_link(ui.PAGES["Features"], label="Features: read the concepts", icon=":material/category:")
-    c[1].page_link(ui.PAGES["Search"], label="Search: steer a query feature by feature", icon=":material/search:")
-    c[2].page_link(
-        ui.PAGES["Hypotheses"], label="Hypotheses: which concepts predict a column", icon=":material/science:"
+    # One link per line: in three columns the third label was cut off at a 1,400 px wide window.
+    st.page_link(ui.PAGES["Features"], label="Features: read the concepts", icon=ui.ICONS["Features"])
+    st.page_link(ui.PAGES["Search"], label="Search: steer a query feature by feature", icon=ui.ICONS["Search"])
+    st.page_link(
+        ui.PAGES["Hypotheses"], label="Hypotheses: which concepts predict a column", icon=ui.ICONS["Hypotheses"]
     )
+    st.page_link(ui.PAGES["Map"], label="Map: the corpus laid out by its concepts", icon=ui.ICONS["Map"])
 else:
     ui.next_steps("Overview")

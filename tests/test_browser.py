@@ -204,6 +204,14 @@ def test_every_page_in_a_real_browser(server, workspace):
         body = page.inner_text("body")
         assert f"{n_docs:,}" in body and "Validation NMSE" in body and "What next" in body
         assert page.locator('[data-testid="stAppDeployButton"]').count() == 0, "Deploy is hidden"
+        links = page.locator('[data-testid="stPageLink-NavLink"]')
+        assert links.count() == 4, "What next links to Features, Search, Hypotheses and Map"
+        cut = page.evaluate(
+            """() => [...document.querySelectorAll('[data-testid="stPageLink-NavLink"]')].filter(
+                a => [a, ...a.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1)
+            ).map(a => a.innerText)"""
+        )
+        assert not cut, f"What next labels cut off: {cut}"
         _no_exception(page)
         shoot(page, "1_overview", "overview")
 
