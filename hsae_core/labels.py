@@ -44,6 +44,8 @@ _CLAUSE = re.compile(
     r"unless|until|after|before)\s)",
     re.I,
 )
+# a list item's marker at the start of a line: "- ", "-" before a word, "• ", "* ", "1. ", "2) ", "(3) "
+_LIST_MARK = re.compile(r"^\s*(?:[-\u2013\u2014\u2022\u00b7*+>]+\s*(?=[^\W\d_]|['\"\u2018\u201c])|\(?\d{1,2}[.)]\s+)")
 _LEAD = {
     "and",
     "but",
@@ -170,7 +172,7 @@ def _trim_ends(span: str) -> str:
 
 def clean_span(text: str) -> str:
     """A span without leading joining words, surrounding quotes or trailing punctuation."""
-    words = str(text).split()
+    words = _LIST_MARK.sub("", str(text)).split()
     while words and words[0].lower().strip(",.;:!?\"'") in _LEAD:
         words = words[1:]
     span = _trim_ends(" ".join(words))

@@ -72,6 +72,15 @@ def test_spans_are_short_clean_phrases():
     assert clean_span("He said \u201cno free water\u201d.") == "He said \u201cno free water\u201d"
     assert clean_span('"the best pizza in town".') == "The best pizza in town"  # a quoted span loses its quotes
     assert clean_span('I got a 18" margherita pizza.') == 'I got a 18" margherita pizza'  # an inch mark stays
+    # A list item's marker is not part of the phrase (a Yelp review's "- Noodle to Broth Ratio" became a label)
+    assert clean_span("- Noodle to Broth Ratio") == "Noodle to Broth Ratio"
+    assert clean_span("\u2022 great patio seating") == "Great patio seating"
+    assert clean_span("2) the spicy shrimp ramen") == "The spicy shrimp ramen"
+    assert clean_span("-Open late on weekdays") == "Open late on weekdays"  # a marker written without a space
+    assert clean_span("3 stars for the service") == "3 stars for the service"  # a number that is no marker stays
+    assert clean_span("-5 degrees outside today") == "-5 degrees outside today"  # a minus sign is no marker
+    spans = split_spans("The Pros:\n- Noodle to Broth Ratio: just right\n- Atmosphere was cool and edgy", 3, 12)
+    assert spans == ["Noodle to Broth Ratio", "Atmosphere was cool and edgy"]
 
 
 def test_auc_threshold_and_f1_follow_their_definitions():
