@@ -213,7 +213,7 @@ def test_every_page_in_a_real_browser(server, workspace):
         )
         assert not cut, f"What next labels cut off: {cut}"
         _no_exception(page)
-        shoot(page, "1_overview", "overview")
+        shoot(page, "1_overview", "overview", height=1600)
 
         # Features: a click on a table row opens that feature; documents read whole.
         page.locator('[data-testid="stSidebarNav"] a:has-text("Features")').click()
