@@ -46,6 +46,7 @@ _CLAUSE = re.compile(
 )
 # a list item's marker at the start of a line: "- ", "-" before a word, "• ", "* ", "1. ", "2) ", "(3) "
 _LIST_MARK = re.compile(r"^\s*(?:[-\u2013\u2014\u2022\u00b7*+>]+\s*(?=[^\W\d_]|['\"\u2018\u201c])|\(?\d{1,2}[.)]\s+)")
+_BARE_COMMA = re.compile(r",(?=[^\W\d_])")  # a comma straight before a letter (not 1,000)
 _LEAD = {
     "and",
     "but",
@@ -176,6 +177,7 @@ def clean_span(text: str) -> str:
     while words and words[0].lower().strip(",.;:!?\"'") in _LEAD:
         words = words[1:]
     span = _trim_ends(" ".join(words))
+    span = _BARE_COMMA.sub(", ", span)  # "Sesame Chicken,Pork Egg Foo Young" reads as a list with its spaces
     if any(mark in span.lower() for mark in ("http", "www.", "@", "$", "\\", "etc")):
         return ""
     words = span.lower().split()

@@ -79,6 +79,8 @@ def test_spans_are_short_clean_phrases():
     assert clean_span("-Open late on weekdays") == "Open late on weekdays"  # a marker written without a space
     assert clean_span("3 stars for the service") == "3 stars for the service"  # a number that is no marker stays
     assert clean_span("-5 degrees outside today") == "-5 degrees outside today"  # a minus sign is no marker
+    assert clean_span("Sesame Chicken,Pork Egg Foo Young") == "Sesame Chicken, Pork Egg Foo Young"
+    assert clean_span("We paid 1,200 for the room") == "We paid 1,200 for the room"
     spans = split_spans("The Pros:\n- Noodle to Broth Ratio: just right\n- Atmosphere was cool and edgy", 3, 12)
     assert spans == ["Noodle to Broth Ratio", "Atmosphere was cool and edgy"]
 
