@@ -726,7 +726,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interpreter", default=LABELS.interpreter, choices=settings.INTERPRETERS)
     p.add_argument("--annotator", default=LABELS.annotator, choices=settings.ANNOTATORS)
     p.add_argument("--llm-model", default=None, help="chat model (default $HSAE_LLM_MODEL or gpt-4o-mini)")
-    p.add_argument("--sae", default=None, help="use this SAE instead of training one (folder or hub: spec)")
+    p.add_argument(
+        "--sae",
+        default=None,
+        help="use this SAE instead of training one: a folder, a .pth/.safetensors file, a registry name or a hub: spec",
+    )
     p.add_argument("--batch", action="store_true", help=BATCH_HELP)
     p.add_argument("--out", required=True)
     sae_options(p)
@@ -762,7 +766,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--text-col", default=None, help="the column holding the texts (default: the one whose content reads as prose)"
     )
-    p.add_argument("--sae", default=None, help="pretrained SAE: hub:OWNER/REPO/FILE.pth, hub:OWNER/REPO or a folder")
+    p.add_argument(
+        "--sae",
+        default=None,
+        help="pretrained SAE: hub:OWNER/REPO/FILE.pth, hub:OWNER/REPO, a registry name, a folder or a .pth/.safetensors file",
+    )
     p.add_argument(
         "--embedding-col",
         default=None,

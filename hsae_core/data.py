@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from .errors import DataError, first_line
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".parquet", ".pq")
 TARGET_KINDS = ("binary", "continuous", "multiclass")
@@ -42,7 +42,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     except DataError:
         raise
     except Exception as exc:  # pandas raises many types; the user needs one line
-        reason = _first_line(exc)
+        reason = first_line(exc)
         for shown in {str(path.resolve()), str(path.absolute()), str(path)}:  # name the file as the user knows it
             reason = reason.replace(shown, path.name)
         raise DataError(f"Could not read {path.name} as {suffix[1:].upper()}: {reason}") from None
@@ -57,11 +57,6 @@ def _read_json_any(path: Path) -> pd.DataFrame:
         return pd.read_json(path)
     except ValueError:
         return pd.read_json(path, lines=True)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 @dataclass

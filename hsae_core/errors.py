@@ -1,6 +1,16 @@
 """User-facing errors: one clear line, no traceback, exit status 2 from the CLI."""
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, for a one-line error; the type name where the message
+    alone says nothing (a bare ``KeyError(101)``), cut at ``limit`` characters."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    if not any(ch.isalpha() for ch in text):
+        text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class HsaeError(Exception):
     """An error caused by the user's input or environment, with a message that says what to do."""
 

@@ -6,7 +6,8 @@ Specs understood by ``load_sae``:
 - ``hub:OWNER/REPO[@REV]`` or ``hub:OWNER/REPO/SUBFOLDER[@REV]``  our own format (``config.json`` +
   ``model.safetensors``) stored in a Hub repo;
 - a registry name such as ``csLG_64_3072_128`` (see ``hsae_core/registry.json``, shipped as package data);
-- a local folder in our format, or a local ``.pth`` file.
+- a local folder in our format (or its ``model.safetensors``), or a local ``.pth`` or ``.safetensors`` file
+  holding a published-format state dict.
 
 The published checkpoints hold ``encoder.weight`` (n x d), ``decoder.weight`` (d x n), ``pre_bias`` (d)
 and ``latent_bias`` (n). Their forward pass (checked against the authors' training code) subtracts
@@ -28,7 +29,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Optional
 
 from . import settings
-from .errors import ModelError
+from .errors import ModelError, first_line
 from .fsutil import atomic_write_text
 from .sae import CONFIG_NAME, WEIGHTS_NAME, SparseAutoencoder
 
@@ -123,12 +124,16 @@ def load_sae(spec: str, *, revision: Optional[str] = None, cache_dir: Optional[s
     kind = parsed["kind"]
     if kind == "local":
         path = parsed["path"]
+        if path.is_file() and path.name == WEIGHTS_NAME and (path.parent / CONFIG_NAME).is_file():
+            path = path.parent  # the weights file of one of our folders: load the folder it sits in
         if path.is_dir():
             sae = SparseAutoencoder.load(path)
             _set_source(sae, {"type": "local_folder", "path": str(path.resolve())}, keep_existing=True)
             return sae
-        entry = registry_entry(path.name)
-        return _from_published_file(path, entry, {"type": "local_file", "path": str(path.resolve())})
+        entry = registry_entry(path.name) or registry_entry(path.stem)
+        return _from_published_file(
+            path, entry, {"type": "local_file", "path": str(path.resolve())}, redownload_hint=False
+        )
     if kind == "registry":
         entry = registry_entry(parsed["name"])
         repo_id, filename, rev = entry["repo_id"], entry["filename"], revision
@@ -217,7 +222,7 @@ def _download(
         hint = known_names_hint(repo_id) if _entry_repo(repo_id) else "check the file name on huggingface.co"
         raise ModelError(f"{where}: no such file in the repo; {hint}") from None
     except (hf_errors.HfHubHTTPError, OSError, ValueError) as exc:
-        raise ModelError(f"Could not download {where}: {_first_line(exc)}") from None
+        raise ModelError(f"Could not download {where}: {first_line(exc)}") from None
 
 
 def _entry_repo(repo_id: str) -> bool:
@@ -234,27 +239,30 @@ def _commit_of(local_path: Path) -> Optional[str]:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-def read_state_dict(path: str | Path) -> dict:
-    """Read a PyTorch checkpoint safely (``weights_only=True``: no code runs) into {name: tensor}.
+def read_state_dict(path: str | Path, *, redownload_hint: bool = True) -> dict:
+    """Read a PyTorch checkpoint safely (``weights_only=True``: no code runs) or a safetensors file into
+    {name: tensor}.
 
     Refuses, with one line, anything that is not a plain tensor state dict, or is truncated/corrupt.
+    ``redownload_hint`` says the file came from the Hub cache, so the way out is to fetch it again.
     """
     import torch
+    from safetensors import SafetensorError
 
     path = Path(path)
     name = path.name
     if not path.is_file():
         raise ModelError(f"SAE checkpoint not found: {path}")
     if path.stat().st_size == 0:
-        raise ModelError(f"{name} is empty (0 bytes): the download was probably interrupted; delete it and retry")
+        hint = "the download was probably interrupted; delete it and retry" if redownload_hint else "nothing to load"
+        raise ModelError(f"{name} is empty (0 bytes): {hint}")
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(path), device="cpu")
+        else:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses any global that is not a tensor building block: the file may run code.
         raise ModelError(
@@ -272,11 +280,14 @@ def read_state_dict(path: str | Path) -> dict:
         IndexError,
         KeyError,
         MemoryError,
+        SafetensorError,
     ) as exc:
-        raise ModelError(
-            f"{name} is truncated or corrupt and cannot be read ({_first_line(exc)}); "
-            f"delete it from the cache and download it again"
-        ) from None
+        hint = (
+            "delete it from the cache and download it again"
+            if redownload_hint
+            else "give a PyTorch state dict (.pth), a safetensors file or an SAE folder (config.json + model.safetensors)"
+        )
+        raise ModelError(f"{name} is truncated or corrupt and cannot be read ({first_line(exc)}); {hint}") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj:
@@ -348,8 +359,10 @@ def convert_published(tensors: dict, entry: Optional[dict], source: dict, filena
     return sae
 
 
-def _from_published_file(path: Path, entry: Optional[dict], source: dict) -> SparseAutoencoder:
-    return convert_published(read_state_dict(path), entry, source, Path(path).name)
+def _from_published_file(
+    path: Path, entry: Optional[dict], source: dict, *, redownload_hint: bool = True
+) -> SparseAutoencoder:
+    return convert_published(read_state_dict(path, redownload_hint=redownload_hint), entry, source, Path(path).name)
 
 
 # ---------------------------------------------------------------------------------------- compatibility
@@ -539,7 +552,7 @@ def push_sae(
     except hf_errors.LocalTokenNotFoundError:
         raise ModelError("Pushing needs a Hugging Face token: run `hf auth login` or set HF_TOKEN") from None
     except hf_errors.HfHubHTTPError as exc:
-        raise ModelError(f"Upload to {repo_id} failed: {_first_line(exc)} (check HF_TOKEN and write access)") from None
+        raise ModelError(f"Upload to {repo_id} failed: {first_line(exc)} (check HF_TOKEN and write access)") from None
     except (OSError, ValueError) as exc:
-        raise ModelError(f"Upload to {repo_id} failed: {_first_line(exc)}") from None
+        raise ModelError(f"Upload to {repo_id} failed: {first_line(exc)}") from None
     return f"{api.endpoint.rstrip('/')}/{repo_id}"

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from . import chunked, settings, snapshot, validate
 from .csr_store import load_csr, save_csr
 from .data import prepare_corpus, read_table, require_columns
-from .errors import DataError, HsaeError, LLMError, ModelError, StorageError, WorkspaceChangedError
+from .errors import DataError, HsaeError, LLMError, ModelError, StorageError, WorkspaceChangedError, first_line
 from .fsutil import (
     atomic_write,
     atomic_write_json,
@@ -96,12 +96,6 @@ LOADERS: dict[str, Callable[[Path], object]] = {
 }
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
 def damaged(path: Path, reason: str) -> StorageError:
     """The one-line error for a damaged workspace file: which file, why, and the fix."""
     return StorageError(
@@ -161,7 +155,7 @@ class Workspace:
             stamp = _manifest_stamp(path)
             manifest = json.loads(man.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise damaged(man, f"not valid JSON: {_first_line(exc)}") from None
+            raise damaged(man, f"not valid JSON: {first_line(exc, 200)}") from None
         except OSError as exc:
             raise damaged(man, exc.strerror or type(exc).__name__) from None
         problem = _manifest_problem(manifest)
@@ -211,7 +205,7 @@ class Workspace:
                     raise WorkspaceChangedError(
                         f"Workspace {self.path} was rebuilt while it was open; open it again"
                     ) from None
-                reason = "it is missing" if isinstance(exc, FileNotFoundError) else _first_line(exc)
+                reason = "it is missing" if isinstance(exc, FileNotFoundError) else first_line(exc, 200)
                 raise damaged(path, reason) from None
 
         return self._lazy(step, load)
@@ -654,7 +648,7 @@ class _StepRunner:
         try:  # a workspace of an older version has no checksums: the file must at least load
             LOADERS[step](path)
         except Exception as exc:
-            return f"cannot be read ({_first_line(exc)})"
+            return f"cannot be read ({first_line(exc, 200)})"
         return None
 
     def path(self, step: str) -> Path:

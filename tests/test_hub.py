@@ -129,6 +129,32 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
+def test_local_safetensors_files_load_and_bad_ones_are_refused_in_one_line(published, own_sae, tmp_path):
+    state, path = published
+    # A published-format state dict saved as safetensors loads like the .pth it came from.
+    from safetensors.torch import save_file
+
+    converted = tmp_path / "csLG_16_3072_32.safetensors"
+    save_file({key: value.contiguous() for key, value in state.items()}, str(converted))
+    X = np.random.default_rng(2).normal(size=(20, 1536)).astype(np.float32) * 0.05
+    assert (load_sae(str(converted)).transform(X) != load_sae(str(path)).transform(X)).nnz == 0
+    assert load_sae(str(converted)).source_["registry_name"] == "csLG_16_3072_32"
+
+    # Pointing at the weights file of one of our folders loads the folder.
+    sae, X_own = own_sae
+    folder = sae.save(tmp_path / "mine")
+    assert (load_sae(str(folder / "model.safetensors")).transform(X_own) != sae.transform(X_own)).nnz == 0
+
+    # A damaged local file: one line that names it, without the Hub cache's "download it again".
+    for name, data in (("broken.safetensors", b"garbage"), ("notes.pth", b"hello\n")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ModelError, match=rf"{name} is truncated or corrupt") as info:
+            load_sae(str(tmp_path / name))
+        message = str(info.value)
+        assert "\n" not in message and "download" not in message and "SAE folder" in message
+    assert "KeyError" in message  # torch's bare "101" gets its exception's name
+
+
 def test_pickle_that_would_run_code_is_refused_and_does_not_run(tmp_path, offline_cache):
     # Prove the payload is live: plain pickle runs it.
     proof = tmp_path / "proof"
