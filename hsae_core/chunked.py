@@ -73,11 +73,20 @@ def iter_rows(X: np.ndarray, rows: Optional[np.ndarray] = None, chunk: int = CHU
 
 
 def content_digest(X: np.ndarray, rows: Optional[np.ndarray] = None) -> str:
-    """sha256 of the float32 bytes of ``X[rows]`` (the same digest as hashing the gathered copy at once)."""
+    """sha256 of the float32 bytes of ``X[rows]`` (the same digest as hashing the gathered copy at once).
+
+    Refuses, naming the first such row of ``X``, a row with NaN or infinite values or a row of zeros (no
+    embedding model gives one: a text that was never embedded, whose cosine to anything is undefined)."""
     h = hashlib.sha256()
-    for _, block in iter_rows(X, rows):
-        if not np.isfinite(block).all():
-            raise DataError("The embeddings contain NaN or infinite values")
+    for start, block in iter_rows(X, rows):
+        for bad, what in (
+            (~np.isfinite(block).all(axis=1), "contains NaN or infinite values"),
+            (~block.any(axis=1), "is all zeros"),
+        ):
+            if bad.any():
+                at = start + int(np.argmax(bad))
+                row = at if rows is None else int(np.asarray(rows)[at])
+                raise DataError(f"The embeddings' row {row} {what}; embed that text again or drop the row")
         h.update(block.data)
     return h.hexdigest()
 

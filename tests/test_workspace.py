@@ -122,6 +122,21 @@ def test_stored_embeddings_workspace_works_without_an_embedder(tmp_path, yelp_em
         ws.embed_query("great pizza")
     with pytest.raises(DataError, match="one row per table row"):
         build_workspace(tmp_path / "bad", frame=frame, text_col="text", embeddings=X_train[:10])
+    # A row of zeros (a text never embedded) or of NaN is named by its row, and nothing is built.
+    for row, value, what in ((37, 0.0, "is all zeros"), (5, np.nan, "contains NaN")):
+        broken = X_train[:200].copy()
+        broken[row] = value
+        with pytest.raises(DataError, match=rf"row {row} {what}") as info:
+            build_workspace(tmp_path / "broken", frame=frame, text_col="text", embeddings=broken, m=16, k=2)
+        assert "\n" not in str(info.value) and not (tmp_path / "broken" / MANIFEST).exists()
+    # With empty texts dropped, the row named is still the table's.
+    gappy = frame.copy()
+    gappy.iloc[:3, gappy.columns.get_loc("text")] = ""
+    broken = X_train[:200].copy()
+    broken[:3] = 0.0  # the dropped rows' zeros are never read
+    broken[50] = 0.0
+    with pytest.raises(DataError, match=r"row 50 is all zeros"):
+        build_workspace(tmp_path / "gappy", frame=gappy, text_col="text", embeddings=broken, m=16, k=2)
 
 
 def test_embed_query_rejects_empty_text(small_workspace):
