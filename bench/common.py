@@ -494,11 +494,15 @@ def machine_description() -> dict:
         import torch
 
         torch_v, threads = torch.__version__, bench_threads()
+        # The vector kernels torch picked: results differ in their last bits across them, and an SAE
+        # trained on such embeddings can differ by a hypothesis or two (see BENCHMARKS, "Another machine").
+        capability = torch.backends.cpu.get_cpu_capability()
     except ImportError:
-        torch_v, threads = "?", "?"
+        torch_v, threads, capability = "?", "?", "?"
     load = os.getloadavg()
     return {
         "cpu": cpu,
+        "cpu_capability": capability,
         "cores": os.cpu_count(),
         "memory_gib": round(mem_gib, 1),
         "python": platform.python_version(),

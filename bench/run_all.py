@@ -63,7 +63,7 @@ def write_benchmarks_md(results: dict[str, dict]) -> Path:
     machine = next(iter(results.values()))["machine"]
     total = sum(r["seconds"] for r in results.values())
     body = [
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB RAM, no GPU; "
+        f"Machine: {machine['cpu']} (torch kernels {machine.get('cpu_capability', 'not recorded')}), {machine['cores']} cores, {machine['memory_gib']} GiB RAM, no GPU; "
         f"Python {machine['python']}, torch {machine['torch']}; {machine['torch_threads']} thread(s) per measured "
         f"stage on both sides. Suites together: {total / 60:.1f} minutes (embeddings already cached).",
         "",
@@ -103,7 +103,8 @@ def main() -> int:
     setup_env()
     machine = machine_description()
     print(
-        f"hsae benchmarks on {machine['cpu']} ({machine['cores']} cores, {machine['memory_gib']} GiB), "
+        f"hsae benchmarks on {machine['cpu']} ({machine['cpu_capability']} kernels, {machine['cores']} cores, "
+        f"{machine['memory_gib']} GiB), "
         f"{bench_threads()} thread(s) per stage, load {machine['load_avg_1m_at_start']}",
         flush=True,
     )
