@@ -52,6 +52,9 @@ def test_registry_ships_in_the_wheel_and_hsae_models_lists_it(installed, tmp_pat
     )
     assert out.returncode == 0, out.stderr
     assert "csLG_64_3072_128" in out.stdout and "hub:charlieoneill/embedding-saes/csLG_64_3072_128.pth" in out.stdout
+    version = subprocess.run([str(installed / "bin" / "hsae"), "--version"], capture_output=True, text=True)
+    project = next(line for line in (REPO / "pyproject.toml").read_text().splitlines() if line.startswith("version"))
+    assert version.returncode == 0 and version.stdout.strip() == f"hsae {project.split('=')[1].strip().strip(chr(34))}"
     check = subprocess.run(
         [
             str(installed / "bin" / "python"),
