@@ -12,11 +12,13 @@ Corpora: the Yelp demo workspace's 4,000 reviews (val + holdout files) and the a
 (3,000 papers, title + ". " + abstract).
 
     python bench/bench_labels.py [--quick]        # --quick: 1,000 documents of each, M=32
+    python bench/bench_labels.py --negation-margin 0   # phrase labels as before negations were discounted
 """
 
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -38,7 +40,9 @@ def corpora(quick: bool) -> dict[str, list[str]]:
     return {k: v[:1000] for k, v in out.items()} if quick else out
 
 
-def run(quick: bool = False, m: int = M, k: int = K, levels: str = "none") -> dict:
+def run(
+    quick: bool = False, m: int = M, k: int = K, levels: str = "none", negation_margin: Optional[float] = None
+) -> dict:
     import os
 
     from hsae_core.embed import default_embedder
@@ -49,6 +53,8 @@ def run(quick: bool = False, m: int = M, k: int = K, levels: str = "none") -> di
     m = 32 if quick else m
     levels = parse_levels(levels)
     results = {"machine": machine_description(), "m": m, "k": k, "levels": levels, "seed": SEED, "corpora": []}
+    if negation_margin is not None:
+        results["negation_margin"] = negation_margin
     for name, texts in corpora(quick).items():
         X = embed_cached(texts)
         sae = SparseAutoencoder(m=m, k=k, levels=levels, seed=SEED).fit(X)
@@ -57,7 +63,12 @@ def run(quick: bool = False, m: int = M, k: int = K, levels: str = "none") -> di
         tables = {}
         for labeller in LABELLERS:
             start = time.perf_counter()
-            table = label_features(texts, codes, labeller, embeddings=X, embedder=default_embedder(), seed=SEED)
+            options = (
+                {"negation_margin": negation_margin} if labeller == "phrases" and negation_margin is not None else {}
+            )
+            table = label_features(
+                texts, codes, labeller, embeddings=X, embedder=default_embedder(), seed=SEED, **options
+            )
             seconds = time.perf_counter() - start
             tables[labeller] = table
             entry["labellers"][labeller] = {
@@ -66,6 +77,7 @@ def run(quick: bool = False, m: int = M, k: int = K, levels: str = "none") -> di
                 "seconds": round(seconds, 1),
                 "mean_words": _mean_words(table),
                 "shared": _shared_labels(table),
+                "negated": _negated_labels(table),
                 "examples": table.loc[table["fidelity_auc"].notna(), "label"].head(8).tolist(),
             }
             if levels:  # each level's labels apart: broad groups and fine features read differently
@@ -99,6 +111,13 @@ def _shared_labels(table: pd.DataFrame) -> int:
     return count_shared(table.loc[table["fidelity_auc"].notna(), "label"])
 
 
+def _negated_labels(table: pd.DataFrame) -> int:
+    """Scored features whose label says "not", "never", "no" or "n't" (it may read as the feature's opposite)."""
+    from hsae_core.labels import is_negated
+
+    return int(table.loc[table["fidelity_auc"].notna(), "label"].astype(str).map(is_negated).sum())
+
+
 def _bootstrap_median(diff: np.ndarray, n: int = 2000) -> list:
     rng = np.random.default_rng(0)
     meds = [np.median(rng.choice(diff, len(diff))) for _ in range(n)] if len(diff) else [np.nan]
@@ -120,13 +139,16 @@ def tables(res: dict) -> str:
                     f"{f1['median']:.3f}",
                     r["mean_words"],
                     r.get("shared", "–"),
+                    r.get("negated", "–"),
                     r["seconds"],
                 ]
             )
     out = [
         f"### Held-out label fidelity (embedding judge, test part; SAE M={res['m']}, K={res['k']}"
         + (f", levels {format_levels(res['levels'])}" if res.get("levels") else "")
-        + f", seed {res['seed']})",
+        + f", seed {res['seed']}"
+        + (f", negation margin {res['negation_margin']}" if "negation_margin" in res else "")
+        + ")",
         f"Machine: {res['machine']['cores']} cores, torch threads {res['machine']['torch_threads']}, "
         f"load average {res['machine']['load_avg_1m_at_start']} at start and {res.get('load_avg_1m_at_end')} at end "
         f"({res['machine']['date']}).",
@@ -141,6 +163,7 @@ def tables(res: dict) -> str:
                 "F1 median",
                 "words per label",
                 "sharing a label",
+                "with a negation",
                 "seconds",
             ],
             rows,
@@ -175,10 +198,17 @@ def main() -> None:
     ap.add_argument("--m", type=int, default=M, help=f"SAE latents (default {M}, the size BENCHMARKS.md reports)")
     ap.add_argument("--k", type=int, default=K, help=f"active latents per document (default {K})")
     ap.add_argument("--levels", default="none", help="further SAE levels as latents/active pairs, e.g. 4/1,16/2")
+    ap.add_argument(
+        "--negation-margin",
+        type=float,
+        default=None,
+        help="phrase labels' discount for a negation (default: the labeller's; 0 = no discount)",
+    )
     args = ap.parse_args()
-    res = run(args.quick, m=args.m, k=args.k, levels=args.levels)
+    res = run(args.quick, m=args.m, k=args.k, levels=args.levels, negation_margin=args.negation_margin)
     suffix = ("" if args.m == M else f"_m{args.m}") + ("" if args.k == K else f"_k{args.k}")
     suffix += "_levels" if res["levels"] else ""
+    suffix += "" if args.negation_margin is None else f"_negation{args.negation_margin:g}"
     save_json("labels" + ("_quick" if args.quick else suffix), res)
     print(tables(res))
 
