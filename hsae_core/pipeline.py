@@ -840,6 +840,17 @@ def _json_default(value):
     return str(value)
 
 
+def untested_lines(table: pd.DataFrame) -> list[str]:
+    """One line per hypothesis left out of the holdout model (its coef and p read NaN in the table), saying why."""
+    if "note" not in table.columns:
+        return []
+    out = []
+    for _, row in table[table["note"].fillna("").astype(str).str.strip() != ""].iterrows():
+        where = f"[{row['class']}] " if "class" in table.columns and pd.notna(row.get("class")) else ""
+        out.append(f"{where}Not tested: #{row['latent']} \u201c{fit(str(row['hypothesis']), 40)}\u201d: {row['note']}.")
+    return out
+
+
 def format_table(run: HypothesisRun, width: int = 60) -> str:
     """The hypothesis table and headline metrics as plain text for a terminal."""
     cols = [c for c in ["class"] + TABLE_COLUMNS if c in run.table.columns]
@@ -868,6 +879,7 @@ def format_table(run: HypothesisRun, width: int = 60) -> str:
             f"FDR {m.get('n_significant_fdr')}/{m.get('n_hypotheses')}"
         )
         lines.extend(f"{label}{rule}" for rule in any_of_lines(run.summary, name))
+    lines.extend(untested_lines(run.table))
     if annot == "activation":
         if run.summary.get("config", {}).get("presence") == "learned":
             lines.append(

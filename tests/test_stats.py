@@ -159,6 +159,22 @@ def test_logistic_separation_never_crashes():
     assert "perfectly separates" in table2.loc[1, "note"]
 
 
+def test_the_terminal_says_why_a_hypothesis_was_not_tested():
+    from hsae_core.pipeline import untested_lines
+
+    rng = np.random.default_rng(9)
+    A = (rng.random((60, 3)) < 0.5).astype(float)
+    A[:, 1] = 0
+    A[7, 1] = 1  # present in one holdout row: its coef and p are NaN in the table
+    table, _ = evaluate_hypotheses(A, rng.normal(size=60), "continuous", names=["often", "once", "also often"])
+    table.insert(0, "latent", [4, 9, 12])  # as the run's table carries them
+    assert untested_lines(table) == [
+        "Not tested: #9 \u201conce\u201d: present in 1 of the 60 rows annotated for every hypothesis; "
+        "needs at least 2 present and absent to enter the model."
+    ]
+    assert untested_lines(table.assign(note="")) == []
+
+
 def test_rare_hypothesis_and_too_few_rows():
     rng = np.random.default_rng(9)
     A = (rng.random((60, 2)) < 0.5).astype(float)
