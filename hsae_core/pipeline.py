@@ -845,7 +845,8 @@ def untested_lines(table: pd.DataFrame) -> list[str]:
     if "note" not in table.columns:
         return []
     out = []
-    for _, row in table[table["note"].fillna("").astype(str).str.strip() != ""].iterrows():
+    noted = table["note"].map(lambda v: isinstance(v, str) and bool(v.strip()))  # read back from CSV: NaN if none
+    for _, row in table[noted].iterrows():
         where = f"[{row['class']}] " if "class" in table.columns and pd.notna(row.get("class")) else ""
         out.append(f"{where}Not tested: #{row['latent']} \u201c{fit(str(row['hypothesis']), 40)}\u201d: {row['note']}.")
     return out

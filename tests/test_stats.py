@@ -172,7 +172,7 @@ def test_the_terminal_says_why_a_hypothesis_was_not_tested():
         "Not tested: #9 \u201conce\u201d: present in 1 of the 60 rows annotated for every hypothesis; "
         "needs at least 2 present and absent to enter the model."
     ]
-    assert untested_lines(table.assign(note="")) == []
+    assert untested_lines(table.assign(note="")) == [] == untested_lines(table.assign(note=np.nan))  # as read from CSV
 
 
 def test_rare_hypothesis_and_too_few_rows():
