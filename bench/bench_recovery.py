@@ -22,15 +22,18 @@ The product's own path, no flags: ``hsae_core.pipeline.hypothesize(...)`` with a
 * Yelp (2,000 training reviews, 2,000 holdout, stars), same defaults: Bonferroni-significant hypotheses
   of 20 and the holdout R² in sample and by 5-fold CV, so no recovery gain is bought with a validity loss.
   The other continuous targets of the shared data run when ``--only`` names them: "ML stance" (the human
-  stance score of the ML/NLP abstracts), "arXiv citations" (log(1 + citations) of the 2018 abstracts that
-  have a count) and "Upworthy CTR" (headline click rate, A/B tests kept whole on one side).
+  stance score of the ML/NLP abstracts), "arXiv citations" (the citation counts of the 2018 abstracts that
+  have one, which the product's target scale models as log(1 + citations)), "Upworthy CTR" (headline click
+  rate, A/B tests kept whole on one side) and "Yelp useful votes" (the demo reviews' "useful" counts).
 
     python bench/bench_recovery.py                     # the defaults, written to bench/results/recovery.json
     python bench/bench_recovery.py --quick             # arXiv field only, one seed
     python bench/bench_recovery.py --config before_issue_9 --config default   # candidates side by side
     python bench/bench_recovery.py --config '{"name": "m256", "m": 256}'       # any HypothesisConfig fields
     python bench/bench_recovery.py --only Yelp --seeds 10 --config default     # Yelp alone, seeds 0-9
-    python bench/bench_recovery.py --only "Yelp,ML stance,arXiv citations,Upworthy CTR"  # every continuous target
+    python bench/bench_recovery.py --only "Yelp,ML stance,arXiv citations,Upworthy CTR,Yelp useful votes"  # continuous
+    python bench/bench_recovery.py --only "arXiv citations,Yelp useful votes" --config default \
+        --config '{"name": "as it is", "target_scale": "none"}'   # heavy-tailed counts: log(1 + y) against raw
     python bench/bench_recovery.py --config '{"name": "pooled", "pool": [[4, 1], [16, 2]]}'  # bench/pooled.py
     python bench/bench_recovery.py --only "arxiv field" --prefixes 3,5,8,10,15   # the first n hypotheses alone
 """
@@ -359,11 +362,12 @@ def continuous_frames(name: str):
     elif name == "arXiv citations":
         frame = pd.read_csv(folder / "arxiv_2018_citations" / "arxiv_2018_with_citations.csv")
         frame = frame.dropna(subset=["citation_count"])
-        # log(1 + citations): the counts are heavy-tailed, a few papers would carry an OLS of raw counts
-        frame = frame.assign(
-            text=frame["title"] + ". " + frame["abstract"], log_citations=np.log1p(frame["citation_count"])
-        )
-        frame, target = frame[["text", "log_citations"]], "log_citations"
+        # The raw counts: the product's target scale (auto) models them as log(1 + citations), as it tells
+        frame = frame.assign(text=frame["title"] + ". " + frame["abstract"])[["text", "citation_count"]]
+        target = "citation_count"
+    elif name == "Yelp useful votes":
+        train, hold = yelp_frames()
+        return train, hold, "text", "useful"
     elif name == "Upworthy CTR":
         frame = pd.read_parquet(folder / "upworthy_headlines" / "upworthy_exploratory_packages.parquet")
         frame = frame.rename(columns={"headline": "text"})[["text", "ctr", "clickability_test_id"]]
@@ -376,7 +380,7 @@ def continuous_frames(name: str):
 
 
 # Continuous targets besides Yelp, run when --only names them (Yelp runs by default).
-OTHER_CONTINUOUS = ("ML stance", "arXiv citations", "Upworthy CTR")
+OTHER_CONTINUOUS = ("ML stance", "arXiv citations", "Upworthy CTR", "Yelp useful votes")
 
 
 def yelp_validity(overrides: dict, seeds) -> list[dict]:
@@ -388,6 +392,7 @@ def continuous_validity(name: str, overrides: dict, seeds) -> list[dict]:
     """One continuous target (see :func:`continuous_frames`): significant hypotheses and holdout R²."""
     from hsae_core.pipeline import hypothesize
     from hsae_core.stats import embedding_baseline
+    from hsae_core.target_scale import choose_scale
 
     train, hold, text_col, target_col = continuous_frames(name)
     rows = []
@@ -397,7 +402,9 @@ def continuous_validity(name: str, overrides: dict, seeds) -> list[dict]:
         if overrides.get("pool"):
             X_train, X_hold = product_embeddings(train, hold, text_col, target_col, config)
             codes = pooled_codes(X_train, X_hold, config, overrides["pool"])
-            y_train, y_hold = train[target_col].to_numpy(float), hold[target_col].to_numpy(float)
+            scale = choose_scale(train[target_col], config.target_scale, target_col, hold[target_col])
+            y_train, y_hold = scale.apply(train[target_col]), scale.apply(hold[target_col])
+            applied = scale.applied
             overall = pooled_hypotheses(codes[0], codes[1], y_train, y_hold, "continuous", config)["metrics"]
             overall["embedding_baseline"] = embedding_baseline(
                 X_train, y_train, X_hold, y_hold, "continuous", seed=config.seed
@@ -405,6 +412,7 @@ def continuous_validity(name: str, overrides: dict, seeds) -> list[dict]:
         else:
             run = hypothesize(train, text_col=text_col, target_col=target_col, holdout=hold, config=config)
             overall = run.summary["metrics"]["overall"]
+            applied = (run.summary["target"].get("scale") or {}).get("applied", "none")
         rows.append(
             {
                 "seed": seed,
@@ -414,11 +422,12 @@ def continuous_validity(name: str, overrides: dict, seeds) -> list[dict]:
                 "r2_in_sample": overall["r2_in_sample"],
                 "r2_cv": overall["r2_cv"],
                 "ridge_r2": overall["embedding_baseline"]["value"],
+                "scale": applied,
             }
         )
         print(
             f"  {name} seed {seed}: {rows[-1]['n_significant_bonferroni']}/{rows[-1]['n_hypotheses']} significant, "
-            f"R² {rows[-1]['r2_in_sample']:.3f}, CV R² {rows[-1]['r2_cv']:.3f}",
+            f"R² {rows[-1]['r2_in_sample']:.3f}, CV R² {rows[-1]['r2_cv']:.3f} (target scale {applied})",
             flush=True,
         )
     return rows

@@ -78,6 +78,7 @@ def cmd_hypothesize(args) -> int:
         top_n=args.top_n,
         target_kind=args.target_kind,
         target_class=args.target_class,
+        target_scale=args.target_scale,
         batch_topk=args.batch_topk,
         matryoshka=args.matryoshka,
         levels=args.levels,
@@ -695,6 +696,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop texts identical up to case, punctuation and spacing before splitting",
     )
     p.add_argument("--target-kind", default="auto", choices=settings.TARGET_KINDS)
+    p.add_argument(
+        "--target-scale",
+        default="auto",
+        choices=settings.TARGET_SCALES,
+        help="a continuous target: auto models a heavy-tailed count (citations, clicks; values >= 0, skewness > 2 "
+        "that the log at least halves) as log(1 + y) and says so; none: as it is",
+    )
     p.add_argument("--target-class", default=None, help="for a multiclass target: analyse only this class")
     p.add_argument(
         "--select",

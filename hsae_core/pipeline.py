@@ -36,6 +36,7 @@ from .runstore import check_run_folder, new_run_id, verify_run_folder, write_run
 from .sae import SparseAutoencoder
 from .splits import duplicate_mask, grouped_split, split_warnings
 from .stats import embedding_baseline, evaluate_hypotheses, few_cases_note
+from .target_scale import TargetScale, choose_scale
 
 MIN_TRAIN_ROWS = 50
 MIN_HOLDOUT_ROWS = 20
@@ -88,6 +89,8 @@ class HypothesisConfig:
     # target
     target_kind: str = "auto"
     target_class: Optional[str] = None
+    # a continuous target as it is ("none"), as log(1 + y) ("log1p"), or "auto": the log for a heavy-tailed count
+    target_scale: str = "auto"
     # holdout split (when no separate holdout table is given)
     holdout_frac: float = settings.SELECTION.holdout_frac
     split_col: Optional[str] = None
@@ -110,6 +113,10 @@ class HypothesisConfig:
         if self.target_kind not in settings.TARGET_KINDS:
             raise DataError(
                 f"Unknown `target_kind` '{self.target_kind}'; use one of {', '.join(settings.TARGET_KINDS)}"
+            )
+        if self.target_scale not in settings.TARGET_SCALES:
+            raise DataError(
+                f"Unknown `target_scale` '{self.target_scale}'; use one of {', '.join(settings.TARGET_SCALES)}"
             )
         for name in ("m", "k", "n", "top_n", "max_epochs", "batch_size"):
             validate.positive_int(name, getattr(self, name))
@@ -224,7 +231,7 @@ def hypothesize(
     with timer("read"):
         train, hold = load_split(data, text_col, target_col, holdout=holdout, config=config)
         _validate_inputs(train, hold)
-        _targets(train, hold, config)  # a missing class is refused before embedding
+        _targets(train, hold, config)  # a missing class or an impossible scale is refused before embedding
     split_notes = split_warnings(train, hold, config) if holdout is None else []
     for note in split_notes if on_warning is not None else ():
         on_warning(f"split: {note}")
@@ -390,7 +397,7 @@ def run_hypotheses(
     """The method on already-embedded splits: SAE, selection, naming, annotation, statistics."""
     config.validate(pretrained=sae is not None)
     _validate_inputs(train, holdout, X_train, X_hold)
-    targets = _targets(train, holdout, config)  # a missing class is refused before any training
+    targets, scale = _targets(train, holdout, config)  # a missing class is refused before any training
     interpreter = resolve_interpreter(interpreter or config.interpreter, llm_client, embedding_model=embedding_model)
     annotator = resolve_annotator(annotator or config.annotator, llm_client)
     timer = StageTimer()
@@ -457,10 +464,12 @@ def run_hypotheses(
         metrics[str(target_name) if target_name is not None else "overall"] = overall
     step(6, "done")
 
-    annotation_cols["target"] = holdout.y
+    annotation_cols["target"] = holdout.y if scale is None else scale.apply(holdout.y)  # the target as modelled
     summary = _summary(
         train, holdout, config, sae, interpreter, annotator, llm_client, embedding_model, metrics, warnings, timer
     )
+    if scale is not None and scale.applied != "none":
+        summary["target"]["scale"] = scale.as_dict()
     summary["sae"]["origin"] = origin
     summary["presence"] = _presence_note(config, annotator)
     if duplicates:
@@ -758,10 +767,18 @@ def _validate_inputs(train: Corpus, holdout: Corpus, X_train=None, X_hold=None) 
             raise DataError(f"The target has a single value in the {part} rows; it needs at least two")
 
 
-def _targets(train: Corpus, holdout: Corpus, config: HypothesisConfig):
-    """(class name or None, kind, y_train, y_hold) for each analysis; multiclass -> one-vs-rest."""
+def _targets(train: Corpus, holdout: Corpus, config: HypothesisConfig) -> tuple[list, Optional[TargetScale]]:
+    """([(class name or None, kind, y_train, y_hold)] for each analysis, the continuous target's scale or None).
+    A multiclass target becomes one-vs-rest; a continuous one is put on its scale (``config.target_scale``)."""
+    if train.target_kind == "continuous":
+        scale = choose_scale(train.y, config.target_scale, train.target_col, holdout.y)
+        return [(None, "continuous", scale.apply(train.y), scale.apply(holdout.y))], scale
+    if config.target_scale == "log1p":
+        raise DataError(
+            f"`target_scale` log1p is for a continuous target; '{train.target_col}' is read as {train.target_kind}"
+        )
     if train.target_kind != "multiclass":
-        return [(None, train.target_kind, train.y, holdout.y)]
+        return [(None, train.target_kind, train.y, holdout.y)], None
     classes = [str(c) for c in train.classes]
     if config.target_class is not None:
         if str(config.target_class) not in classes:
@@ -777,7 +794,7 @@ def _targets(train: Corpus, holdout: Corpus, config: HypothesisConfig):
         if y_tr.min() == y_tr.max() or y_ho.min() == y_ho.max():
             raise DataError(f"Class '{classes[i]}' is missing from the training or holdout rows")
         out.append((classes[i], "binary", y_tr, y_ho))
-    return out
+    return out, None
 
 
 def write_run(run: HypothesisRun, out_dir) -> Path:
@@ -867,6 +884,8 @@ def format_table(run: HypothesisRun, width: int = 60) -> str:
             f"Target '{target.get('column')}' read as a score ({len(target['values'])} values: {shown_values}); "
             "--target-kind multiclass reads them as classes."
         )
+    if target.get("scale"):
+        lines.append(TargetScale(**target["scale"]).describe(target.get("column")))
     annot = run.summary.get("annotator")
     for name, m in run.summary.get("metrics", {}).items():
         label = "" if name == "overall" else f"[{name}] "

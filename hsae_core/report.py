@@ -36,7 +36,10 @@ COLUMNS = {
     "significant_bonferroni": ("Bonferroni", "Significant at 5% after a Bonferroni correction"),
     "significant_fdr": ("FDR", "Significant at 5% false discovery rate (Benjamini–Hochberg)"),
     "prevalence": ("present in", "Share of holdout documents where the hypothesis holds"),
-    "separation": ("difference", "Mean target where present minus where absent (holdout)"),
+    "separation": (
+        "difference",
+        "Mean target where present minus where absent (holdout; in log(1 + y) where the run models the target so)",
+    ),
     "separation_p": ("p (difference)", "Welch's t-test of that difference"),
     "selection_score": ("training score", "The score that selected it, on the training rows only"),
     "threshold": (

@@ -161,6 +161,7 @@ INTERPRETERS = ("phrases", "keywords", "llm")
 LABELLERS = ("phrases", "keywords", "llm")  # label sets of a workspace (hsae relabel)
 ANNOTATORS = ("activation", "llm")
 TARGET_KINDS = ("auto", "binary", "continuous", "multiclass")
+TARGET_SCALES = ("auto", "none", "log1p")  # a continuous target as it is, or log(1 + y) (target_scale.py)
 
 
 def matryoshka_prefixes(spec, m: int) -> tuple:

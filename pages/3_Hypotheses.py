@@ -25,6 +25,7 @@ from hsae_core.report import (
 )
 from hsae_core.settings import ANNOTATORS, INTERPRETERS, SELECT_METHODS, format_levels
 from hsae_core.splits import split_warnings
+from hsae_core.target_scale import TargetScale
 
 ui.page_setup("Hypotheses")
 st.title("Hypotheses")
@@ -35,6 +36,7 @@ if ws is None:
 
 SPLITS = ("random rows", "grouped by a column", "by a column's value")
 FEATURE_SOURCES = ("this workspace's features", "a new SAE trained on the training rows only")
+SCALES = {"auto": "auto", "as it is": "none", "log(1 + y)": "log1p"}  # shown -> HypothesisConfig.target_scale
 
 
 # Columns of the results table, in order, and how they are shown; a new column is one more entry here.
@@ -154,6 +156,19 @@ with st.container(border=True):
             "as classes, each value is analysed one-vs-rest.",
         )
         target_kind = "multiclass" if read_as == "classes" else "auto"
+    target_scale = "auto"
+    if kinds.get(target) == "numeric" and values.nunique() > 2 and target_kind != "multiclass":
+        target_scale = SCALES[
+            c1.radio(
+                "Model the target",
+                list(SCALES),
+                horizontal=True,
+                key="hyp_scale",
+                help="auto: a heavy-tailed count (citations, clicks, votes: every value at least 0, skewness above 2 "
+                "on the training rows, and the log at least halves it) is modelled as log(1 + y), so that a few "
+                "large values do not carry the fit; the results say which was used.",
+            )
+        ]
     if (kinds.get(target) == "category" and values.nunique() > 2) or target_kind == "multiclass":
         classes = [str(v) for v in sorted(values.unique())] if target_kind == "multiclass" else None
         choice = c1.selectbox(
@@ -281,6 +296,7 @@ if submitted:
             annotator=annotator,
             target_class=target_class,
             target_kind=target_kind,
+            target_scale=target_scale,
             holdout_frac=frac,
             split_col=split_col,
             holdout_value=holdout_value,
@@ -325,6 +341,8 @@ except ui.ERRORS as exc:
 summary = run.summary
 tgt = summary.get("target", {})
 st.subheader(f"Results: target '{tgt.get('column')}' ({tgt.get('kind')})")
+if tgt.get("scale"):
+    st.caption(TargetScale(**tgt["scale"]).describe(tgt.get("column"), undo="“as it is” keeps it as it is"))
 for name, metrics in summary.get("metrics", {}).items():
     if name != "overall":
         st.markdown(f"**Class {ui.plain_markdown(name)}** (one vs rest)")

@@ -48,6 +48,16 @@ def yelp_frames(shared_data) -> tuple[pd.DataFrame, pd.DataFrame]:
     return train, hold
 
 
+@pytest.fixture(scope="module")
+def yelp_files(yelp_embedded, tmp_path_factory):
+    """The session's small Yelp splits as files (their embeddings are already in the session cache)."""
+    train, hold, _, _ = yelp_embedded
+    folder = tmp_path_factory.mktemp("yelp")
+    train.to_json(folder / "train.jsonl", orient="records", lines=True, date_format="iso")
+    hold.to_json(folder / "holdout.jsonl", orient="records", lines=True, date_format="iso")
+    return folder / "train.jsonl", folder / "holdout.jsonl"
+
+
 @pytest.fixture(scope="session")
 def embedder():
     from hsae_core.embed import default_embedder

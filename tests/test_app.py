@@ -310,6 +310,24 @@ def test_a_few_valued_numeric_target_can_be_read_as_classes(app_env):
     assert any("Class 5" in m.value for m in at.markdown) and "Holdout AUC (5-fold CV)" in [m.label for m in at.metric]
 
 
+def test_a_heavy_tailed_count_is_modelled_as_its_log_and_the_results_say_so(app_env):
+    at = page("Hypotheses")
+    at.selectbox(key="hyp_target").set_value("useful").run()
+    assert at.radio(key="hyp_scale").value == "auto"
+    at.number_input(key="hyp_n").set_value(4)
+    at.button(key="hyp_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    summary = json.loads((last_run(app_env) / "summary.json").read_text())
+    assert summary["target"]["scale"]["applied"] == "log1p"
+    said = [c.value for c in at.caption if "modelled as log(1 + useful)" in c.value]
+    assert said and said[0].endswith("“as it is” keeps it as it is.")
+    at.radio(key="hyp_scale").set_value("as it is")
+    at.button(key="hyp_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "scale" not in json.loads((last_run(app_env) / "summary.json").read_text())["target"]
+    assert not [c for c in at.caption if "modelled as" in c.value]
+
+
 def test_hypotheses_new_sae_without_levels_is_one_dictionary(app_env):
     at = page("Hypotheses")
     at.radio(key="hyp_features").set_value("a new SAE trained on the training rows only").run()
