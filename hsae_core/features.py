@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from .errors import DataError
 from .progress import ProgressFn, report
+from .target_scale import readable_scale
 
 
 def feature_stats(codes: sp.spmatrix) -> pd.DataFrame:
@@ -127,15 +128,28 @@ def example_query(table: pd.DataFrame) -> Optional[str]:
 
 
 def numeric_target(values: pd.Series, positive=None) -> np.ndarray:
-    """A column as numbers for correlation: numeric as is, bool as 0/1, a category as one-vs-rest 0/1."""
+    """A column as numbers for correlation: numeric as is (a missing value as NaN, which correlations skip),
+    bool as 0/1, a category as one-vs-rest 0/1."""
     if positive is not None:
         return (values.astype(str) == str(positive)).to_numpy(dtype=np.float64)
     if values.dtype == bool:
         return values.to_numpy(dtype=np.float64)
     num = pd.to_numeric(values, errors="coerce")
-    if num.notna().all():
+    if num.notna().any() and (num.notna() | values.isna()).all():
         return num.to_numpy(dtype=np.float64)
     raise DataError(f"Column '{values.name}' is not numeric; pick one of its values to compare against")
+
+
+def correlation_column(values: pd.Series, positive=None) -> tuple[str, np.ndarray]:
+    """(title, numbers) to correlate every feature with: one value of a category as 0/1, a number as it is,
+    or as log(1 + y) when it is a heavy-tailed count (the rule hypotheses use, ``target_scale``)."""
+    y = numeric_target(values, positive)
+    if positive is not None:
+        return f"corr({values.name}={positive})", y
+    if values.dtype == bool:
+        return f"corr({values.name})", y
+    name, y = readable_scale(y, values.name)
+    return f"corr({name})", y
 
 
 class FeatureExplorer:
@@ -240,10 +254,16 @@ class FeatureExplorer:
         return out.reset_index()
 
     def correlations(self, y: np.ndarray) -> np.ndarray:
-        """(m,) Pearson correlation of every latent's activation with y."""
+        """(m,) Pearson correlation of every latent's activation with y, over the rows where y is known."""
         from .select import correlation_scores
 
-        return correlation_scores(self.csr, np.asarray(y, dtype=np.float64))
+        y = np.asarray(y, dtype=np.float64)
+        known = np.isfinite(y)
+        if known.all():
+            return correlation_scores(self.csr, y)
+        if known.sum() < 3:
+            raise DataError(f"Only {int(known.sum())} documents have a value to correlate with")
+        return correlation_scores(self.csr[np.flatnonzero(known)], y[known])
 
     def page(self, latent: int, column: Optional[pd.Series] = None) -> dict:
         """All of a feature page's data in one call (what the dashboard computes when a feature is opened)."""
@@ -260,9 +280,16 @@ class FeatureExplorer:
 
 
 def _group_values(values: pd.Series, max_groups: int) -> pd.Series:
+    """Groups for a prevalence chart: quantile bins of a number with many values (in order, documents with no
+    value as "(missing)"), else the values themselves, the rarest merged into "(other)"."""
     num = pd.to_numeric(values, errors="coerce")
-    if num.notna().all() and values.dtype != bool and values.nunique() > max_groups:
-        return pd.qcut(num, q=min(max_groups, 10), duplicates="drop").astype(str)
+    numeric = num.notna().any() and (num.notna() | values.isna()).all() and values.dtype != bool
+    if numeric and num.nunique() > max_groups:
+        bins = pd.qcut(num, q=min(max_groups, 10), duplicates="drop")
+        bins = bins.cat.rename_categories([str(c) for c in bins.cat.categories])  # text labels, order kept
+        if num.isna().any():
+            bins = bins.cat.add_categories("(missing)").fillna("(missing)")
+        return bins
     groups = values.astype(str)
     top = groups.value_counts().index[: max_groups - 1]
     if groups.nunique() > max_groups:

@@ -11,7 +11,7 @@ from pandas.api.types import is_bool_dtype
 import ui
 from hsae_core import settings
 from hsae_core.errors import HsaeError
-from hsae_core.features import numeric_target, search_features, text_features
+from hsae_core.features import correlation_column, search_features, text_features
 from hsae_core.labelsets import low_fidelity, trusted
 from hsae_core.unique_labels import count_shared
 
@@ -70,7 +70,8 @@ corr_col = c2.selectbox(
     "Correlate with column",
     ["(none)"] + corr_options,
     key="feat_corr_col",
-    help="Adds each feature's correlation with this column (for a category: with one value)",
+    help="Adds each feature's correlation with this column (for a category: with one value; for a heavy-tailed "
+    "count such as citations: with log(1 + y); documents without a value are left out)",
 )
 corr_value = None
 if corr_col != "(none)" and kinds.get(corr_col) == "category" and not is_bool_dtype(ws.frame[corr_col]):
@@ -79,9 +80,9 @@ if corr_col != "(none)" and kinds.get(corr_col) == "category" and not is_bool_dt
     )
 column_config = dict(FEATURE_COLUMNS)
 if corr_col != "(none)":
-    name = f"corr({corr_col})" if corr_value is None else f"corr({corr_col}={corr_value})"
     try:
-        table[name] = fx.correlations(numeric_target(ws.frame[corr_col], corr_value))
+        name, values = correlation_column(ws.frame[corr_col], corr_value)
+        table[name] = fx.correlations(values)
         column_config[name] = st.column_config.NumberColumn(name, format="%.3f")
     except HsaeError as exc:
         st.warning(str(exc))

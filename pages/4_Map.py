@@ -22,6 +22,7 @@ from hsae_core.mapping import (
     spread_labels,
     strongest_documents,
 )
+from hsae_core.target_scale import readable_scale
 
 MAX_NAME_CHARS = 40  # a region name on the map, cut at a word with "…" beyond this
 
@@ -93,7 +94,7 @@ elif colour_by == "column" and kinds:
     )
     kind, info = kinds[col]
     if kind == "numeric":
-        colour, colour_name = pd.to_numeric(ws.frame[col], errors="coerce").to_numpy(dtype=np.float64), col
+        colour_name, colour = readable_scale(pd.to_numeric(ws.frame[col], errors="coerce"), col)  # log of a count
     else:
         colour, colour_name, category = ws.frame[col].astype(str).to_numpy(), col, True
 show_regions = c3.checkbox("Label regions", value=True, key="map_regions")

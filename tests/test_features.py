@@ -8,7 +8,7 @@ import pytest
 from ws_fixtures import small_workspace  # noqa: F401
 
 from hsae_core.errors import DataError
-from hsae_core.features import FeatureExplorer, feature_stats, search_features, text_features
+from hsae_core.features import FeatureExplorer, correlation_column, feature_stats, search_features, text_features
 from hsae_core.workspace import Workspace
 
 
@@ -81,6 +81,26 @@ def test_correlation_with_stars_finds_sentiment_features(ws, fx):
     assert r.shape == (ws.codes.shape[1],) and np.abs(r).max() > 0.3
     most_negative = int(np.argmin(r))
     assert ws.frame["stars"][ws.codes[:, most_negative].toarray().ravel() > 0].mean() < ws.frame["stars"].mean()
+
+
+def test_a_count_with_missing_values_correlates_on_its_log_and_bins_in_order(ws, fx):
+    """A column such as arXiv's citation_count (heavy-tailed, missing for a quarter of the papers) is
+    correlated on log(1 + y) over the documents that have a value, and binned in order with "(missing)"."""
+    useful = ws.frame["useful"].astype(float).where(np.arange(len(ws)) % 4 != 0)  # a quarter of the values missing
+    name, y = correlation_column(useful.rename("useful"))
+    assert name == "corr(log(1 + useful))"
+    r = fx.correlations(y)
+    known = useful.notna().to_numpy()
+    dense = ws.codes.toarray()[known]
+    j = int(np.argmax(np.abs(r)))
+    assert r[j] == pytest.approx(np.corrcoef(dense[:, j], np.log1p(useful[known]))[0, 1], abs=1e-6)
+    assert correlation_column(ws.frame["stars"])[0] == "corr(stars)"  # a score stays as it is
+
+    numbers = pd.Series(np.where(known, np.arange(len(ws), dtype=float), np.nan), name="n")
+    groups = fx.prevalence_by(busiest(ws), numbers)["group"].astype(str).tolist()
+    assert groups[-1] == "(missing)" and len(groups) == 11
+    lows = [float(g.split(",")[0].strip("(")) for g in groups[:-1]]
+    assert lows == sorted(lows), "bins in numeric order, not as text"
 
 
 def test_label_search_and_typed_text(ws):
