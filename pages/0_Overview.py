@@ -295,12 +295,13 @@ if ws is not None:
         (main_m, main_k), *more = info["levels"]
         c[1].metric(
             "SAE shape",
-            f"m={main_m}, k={main_k} + {len(more)} levels",
+            f"m={main_m}, k={main_k}",
             help=f"{info['m']} features in all: the main level (m={main_m}, k={main_k}) and the levels "
             + format_levels(more)
             + " (latents/active; 4/1 puts every document in one of 4 broad groups). Reconstruction numbers are "
             "the main level's.",
         )
+        c[1].caption(f"+ {len(more)} levels: {format_levels(more)}")  # beside the value, which would be cut
     else:
         c[1].metric("SAE shape", f"m={info['m']}, k={info['k']}")
     if info.get("val_nmse") is not None:

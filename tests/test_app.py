@@ -100,7 +100,8 @@ def test_overview_is_the_first_page_and_shows_validation_nmse(app_env):
     at = page()
     assert at.title[0].value == "hsae: Overview"
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Documents"] == "600" and metrics["SAE shape"] == "m=64, k=4 + 6 levels"
+    assert metrics["Documents"] == "600" and metrics["SAE shape"] == "m=64, k=4"
+    assert "+ 6 levels: 2/1, 3/1, 4/1, 5/1, 16/2, 128/16" in [c.value for c in at.caption]
     manifest = Workspace.open(app_env).manifest
     assert metrics["Validation NMSE"] == f"{manifest['sae']['metrics']['val_nmse']:.3f}"
     assert at.get("plotly_chart"), "density histogram drawn"

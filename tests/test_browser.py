@@ -212,6 +212,12 @@ def test_every_page_in_a_real_browser(server, workspace):
             ).map(a => a.innerText)"""
         )
         assert not cut, f"What next labels cut off: {cut}"
+        cut = page.evaluate(
+            """() => [...document.querySelectorAll('[data-testid="stMetricValue"]')].filter(
+                m => [m, ...m.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1)
+            ).map(m => m.innerText)"""
+        )
+        assert not cut, f"Overview numbers cut off: {cut}"
         _no_exception(page)
         shoot(page, "1_overview", "overview", height=1600)
 
