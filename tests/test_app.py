@@ -438,7 +438,8 @@ def test_a_workspace_built_from_an_upload_trains_the_product_sae(shared_data, mo
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("Built reviews: 300 documents" in s.value for s in at.success)
     shape = {m.label: m.value for m in at.metric}["SAE shape"]
-    assert shape == f"m={SAE.m}, k={SAE.k} + {len(SAE.levels)} levels"
+    assert shape == f"m={SAE.m}, k={SAE.k}"
+    assert f"+ {len(SAE.levels)} levels: {format_levels(SAE.levels)}" in [c.value for c in at.caption]
 
 
 def test_map_page_layout_and_region_features(app_env):
