@@ -72,6 +72,7 @@ def cmd_hypothesize(args) -> int:
         k=args.k,
         select=args.select,
         n=args.n,
+        rows_per_hypothesis=args.rows_per_hypothesis,
         interpreter=args.interpreter,
         annotator=args.annotator,
         seed=args.seed,
@@ -711,7 +712,19 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"how latents become hypotheses (default {SELECTION.method}: each next one adds most to those chosen; "
         "for a class the first is the one that alone marks it best)",
     )
-    p.add_argument("--n", type=_positive_int, default=SELECTION.n, help="number of hypotheses")
+    p.add_argument(
+        "--n",
+        type=_positive_int,
+        default=SELECTION.n,
+        help=f"number of hypotheses (default {SELECTION.n}; fewer on a small holdout, see --rows-per-hypothesis)",
+    )
+    p.add_argument(
+        "--rows-per-hypothesis",
+        type=_non_negative_int,
+        default=SELECTION.rows_per_hypothesis,
+        help=f"a holdout with fewer rows per hypothesis than this tests fewer of them (default "
+        f"{SELECTION.rows_per_hypothesis}; at least 3); 0 always tests --n",
+    )
     p.add_argument(
         "--top-n", type=_positive_int, default=SELECTION.top_n, help="top activations used by the separation score"
     )
@@ -880,15 +893,23 @@ def _int_list(text: str) -> tuple:
     return values
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1 (so 0, -1 and 2.5 are refused before any work)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
+def _whole_number_at_least(minimum: int):
+    """argparse type: a whole number >= ``minimum`` (so 0, -1 and 2.5 are refused before any work)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got '{text}'") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _whole_number_at_least(1)
+_non_negative_int = _whole_number_at_least(0)
 
 
 def _seed(text: str) -> int:

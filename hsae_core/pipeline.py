@@ -78,7 +78,8 @@ class HypothesisConfig:
     cache_sae: bool = True  # reuse an SAE trained earlier on the same embeddings with the same settings
     # selection
     select: str = settings.SELECTION.method
-    n: int = settings.SELECTION.n
+    n: int = settings.SELECTION.n  # at most: a small holdout tests fewer (rows_per_hypothesis)
+    rows_per_hypothesis: int = settings.SELECTION.rows_per_hypothesis
     top_n: int = settings.SELECTION.top_n
     presence: str = settings.SELECTION.presence
     min_present_frac: float = settings.SELECTION.min_present_frac
@@ -120,6 +121,7 @@ class HypothesisConfig:
             )
         for name in ("m", "k", "n", "top_n", "max_epochs", "batch_size"):
             validate.positive_int(name, getattr(self, name))
+        validate.positive_int("rows_per_hypothesis", self.rows_per_hypothesis, minimum=0)
         if self.k > self.m:
             raise DataError(f"`k` ({self.k}) cannot exceed `m` ({self.m})")
         levels = validate.levels(self.levels)
@@ -398,6 +400,7 @@ def run_hypotheses(
     config.validate(pretrained=sae is not None)
     _validate_inputs(train, holdout, X_train, X_hold)
     targets, scale = _targets(train, holdout, config)  # a missing class is refused before any training
+    n_tested = hypotheses_to_test(config, len(holdout))
     interpreter = resolve_interpreter(interpreter or config.interpreter, llm_client, embedding_model=embedding_model)
     annotator = resolve_annotator(annotator or config.annotator, llm_client)
     timer = StageTimer()
@@ -420,7 +423,7 @@ def run_hypotheses(
         where = _for(target_name)
         step(2, f"selecting latents{where}")
         with timer("select"):
-            sel = choose_for(config, codes_train, y_train, kind)
+            sel = choose_for(config, codes_train, y_train, kind, n=n_tested)
         warnings.extend(f"{where.strip() or 'selection'}: {w}" for w in sel.warnings)
         if sel.dropped:
             duplicates[str(target_name) if target_name is not None else "overall"] = sel.dropped
@@ -470,6 +473,13 @@ def run_hypotheses(
     )
     if scale is not None and scale.applied != "none":
         summary["target"]["scale"] = scale.as_dict()
+    if n_tested < config.n:
+        summary["fewer_hypotheses"] = {
+            "asked": config.n,
+            "tested": n_tested,
+            "holdout_rows": len(holdout),
+            "rows_per_hypothesis": config.rows_per_hypothesis,
+        }
     summary["sae"]["origin"] = origin
     summary["presence"] = _presence_note(config, annotator)
     if duplicates:
@@ -521,13 +531,37 @@ def resolve_annotator(annotator: Annotator | str, llm_client=None) -> Annotator:
     return annotator
 
 
-def choose_for(config: HypothesisConfig, codes, y, kind: str) -> Choice:
-    """The hypotheses ``config`` chooses from these training codes (its method, n, presence and overlap cap)."""
+MIN_TESTED = 3  # a small holdout still tests this many hypotheses (or n, when fewer are asked)
+
+
+def hypotheses_to_test(config: HypothesisConfig, holdout_rows: int) -> int:
+    """How many hypotheses a run chooses: ``config.n``, or fewer when the holdout would give each fewer than
+    ``config.rows_per_hypothesis`` rows (at least ``MIN_TESTED``; ``rows_per_hypothesis`` 0 always takes n)."""
+    if not config.rows_per_hypothesis:
+        return config.n
+    return min(config.n, max(MIN_TESTED, holdout_rows // config.rows_per_hypothesis))
+
+
+def fewer_hypotheses_line(summary: dict, undo: str = "--rows-per-hypothesis 0 chooses all of them") -> Optional[str]:
+    """One line when a small holdout made the run choose fewer hypotheses than asked, else None."""
+    few = summary.get("fewer_hypotheses")
+    if not few:
+        return None
+    return (
+        f"{few['tested']} hypotheses, not the {few['asked']} asked: the holdout's {few['holdout_rows']:,} rows test "
+        f"at most one per {few['rows_per_hypothesis']} rows, so that the joint model and the Bonferroni "
+        f"correction do not spread them thin; {undo}."
+    )
+
+
+def choose_for(config: HypothesisConfig, codes, y, kind: str, n: Optional[int] = None) -> Choice:
+    """The hypotheses ``config`` chooses from these training codes (its method, presence and overlap cap; ``n``
+    of them, ``config.n`` when not given)."""
     return choose_hypotheses(
         codes,
         y,
         method=config.select,
-        n=config.n,
+        n=config.n if n is None else n,
         kind=kind,
         top_n=config.top_n,
         presence_mode=config.presence,
@@ -886,6 +920,9 @@ def format_table(run: HypothesisRun, width: int = 60) -> str:
         )
     if target.get("scale"):
         lines.append(TargetScale(**target["scale"]).describe(target.get("column")))
+    fewer = fewer_hypotheses_line(run.summary)
+    if fewer:
+        lines.append(fewer)
     annot = run.summary.get("annotator")
     for name, m in run.summary.get("metrics", {}).items():
         label = "" if name == "overall" else f"[{name}] "

@@ -81,6 +81,10 @@ class SelectionDefaults:
     # single marker first").
     method: str = "stepwise"
     n: int = 20
+    # A holdout with fewer than this many rows per hypothesis tests fewer (n = rows // this, at least 3; 0: always
+    # n): the joint model fits them all at once and Bonferroni divides 5% by their number. On holdouts of 100-200
+    # rows, 5-10 hypotheses find about twice as many significant ones as 20 (BENCHMARKS.md, "Small holdouts").
+    rows_per_hypothesis: int = 20
     top_n: int = 100
     holdout_frac: float = 0.2
     # "learned": present = activation above a per-latent threshold learned on the training split;

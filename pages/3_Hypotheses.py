@@ -13,7 +13,7 @@ from hsae_core.columns import ColumnRoles, column_roles
 from hsae_core.errors import HsaeError
 from hsae_core.evidence import hypothesis_evidence
 from hsae_core.llm import LLMClient
-from hsae_core.pipeline import FEW_TARGET_VALUES, HypothesisConfig, load_run, load_split
+from hsae_core.pipeline import FEW_TARGET_VALUES, HypothesisConfig, fewer_hypotheses_line, load_run, load_split
 from hsae_core.report import (
     COLUMNS,
     any_of_lines,
@@ -234,7 +234,18 @@ with st.container(border=True):
         "first is the one that alone marks it best); correlation, "
         "separation: the top n by their own score; lasso: an L1 model's n",
     )
-    n = int(c3.number_input("Hypotheses (n)", 1, 100, HypothesisConfig.n, key="hyp_n"))
+    n = int(
+        c3.number_input(
+            "Hypotheses (n)",
+            1,
+            100,
+            HypothesisConfig.n,
+            key="hyp_n",
+            help=f"At most this many: a holdout with fewer than {HypothesisConfig.rows_per_hypothesis} rows per "
+            "hypothesis tests fewer (at least 3), so that the joint model and the Bonferroni correction do not "
+            "spread them thin; the results say so.",
+        )
+    )
     source = c3.radio(
         "Features",
         FEATURE_SOURCES,
@@ -343,6 +354,9 @@ tgt = summary.get("target", {})
 st.subheader(f"Results: target '{tgt.get('column')}' ({tgt.get('kind')})")
 if tgt.get("scale"):
     st.caption(TargetScale(**tgt["scale"]).describe(tgt.get("column"), undo="“as it is” keeps it as it is"))
+fewer = fewer_hypotheses_line(summary, undo="a larger holdout fraction tests more")
+if fewer:
+    st.caption(fewer)
 for name, metrics in summary.get("metrics", {}).items():
     if name != "overall":
         st.markdown(f"**Class {ui.plain_markdown(name)}** (one vs rest)")

@@ -268,6 +268,18 @@ def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
     assert len(df(again, "hyp_table")) == 5
 
 
+def test_a_small_holdout_tests_fewer_hypotheses_and_the_results_say_so(app_env):
+    at = page("Hypotheses")
+    at.button(key="hyp_run").click().run()  # n 20 asked; 20% of 600 documents is 120 holdout rows
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert len(df(at, "hyp_table")) == 6
+    said = [c.value for c in at.caption if c.value.startswith("6 hypotheses, not the 20 asked")]
+    assert said and said[0].endswith("a larger holdout fraction tests more.")
+    at.slider(key="hyp_frac").set_value(0.5)
+    at.button(key="hyp_run").click().run()
+    assert len(df(at, "hyp_table")) == 15  # 300 holdout rows
+
+
 def test_hypotheses_default_run_learns_thresholds_on_the_workspace_features(app_env):
     at = page("Hypotheses")
     at.number_input(key="hyp_n").set_value(5)
