@@ -283,14 +283,21 @@ def _group_values(values: pd.Series, max_groups: int) -> pd.Series:
     """Groups for a prevalence chart: quantile bins of a number with many values (in order, documents with no
     value as "(missing)"), else the values themselves, the rarest merged into "(other)"."""
     num = pd.to_numeric(values, errors="coerce")
-    numeric = num.notna().any() and (num.notna() | values.isna()).all() and values.dtype != bool
+    numeric = (
+        num.notna().any()
+        and (num.notna() | values.isna()).all()
+        and values.dtype != bool
+        and not pd.api.types.is_datetime64_any_dtype(values)  # dates group by their own values
+    )
     if numeric and num.nunique() > max_groups:
         bins = pd.qcut(num, q=min(max_groups, 10), duplicates="drop")
         bins = bins.cat.rename_categories([str(c) for c in bins.cat.categories])  # text labels, order kept
         if num.isna().any():
             bins = bins.cat.add_categories("(missing)").fillna("(missing)")
         return bins
-    groups = values.astype(str)
+    if numeric and (num.dropna() % 1 == 0).all():
+        values = num.astype("Int64")  # whole numbers read as 1, not 1.0 (a missing value makes a column float)
+    groups = values.astype(str).where(values.notna(), "(missing)")
     top = groups.value_counts().index[: max_groups - 1]
     if groups.nunique() > max_groups:
         groups = groups.where(groups.isin(top), "(other)")

@@ -101,6 +101,8 @@ def test_a_count_with_missing_values_correlates_on_its_log_and_bins_in_order(ws,
     assert groups[-1] == "(missing)" and len(groups) == 11
     lows = [float(g.split(",")[0].strip("(")) for g in groups[:-1]]
     assert lows == sorted(lows), "bins in numeric order, not as text"
+    stars = ws.frame["stars"].where(np.arange(len(ws)) % 4 != 0)  # few values, some missing: no "nan" group
+    assert set(fx.prevalence_by(busiest(ws), stars)["group"]) == {"1", "2", "3", "4", "5", "(missing)"}
 
 
 def test_label_search_and_typed_text(ws):
