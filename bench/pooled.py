@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from hsae_core.embed import DEFAULT_MODEL_ID
-from hsae_core.pipeline import choose_for
+from hsae_core.pipeline import choose_for, hypotheses_to_test
 from hsae_core.presence import presence
 from hsae_core.sae import SparseAutoencoder
 from hsae_core.sae_cache import fit_cached
@@ -57,7 +57,7 @@ def pooled_codes(X_train, X_hold, config, pool) -> tuple[sp.csr_matrix, sp.csr_m
 
 def pooled_hypotheses(codes_train, codes_hold, y_train, y_hold, kind: str, config) -> dict:
     """The product's choice on pooled codes, annotated on the holdout and scored there."""
-    choice = choose_for(config, codes_train, y_train, kind)
+    choice = choose_for(config, codes_train, y_train, kind, n=hypotheses_to_test(config, len(y_hold)))  # as the product
     annotations = presence(codes_hold, choice.latents, choice.thresholds)  # the activation annotator's rule
     _, overall = evaluate_hypotheses(annotations, y_hold, kind)
     return {
