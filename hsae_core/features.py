@@ -134,10 +134,19 @@ def numeric_target(values: pd.Series, positive=None) -> np.ndarray:
         return (values.astype(str) == str(positive)).to_numpy(dtype=np.float64)
     if values.dtype == bool:
         return values.to_numpy(dtype=np.float64)
-    num = pd.to_numeric(values, errors="coerce")
-    if num.notna().any() and (num.notna() | values.isna()).all():
+    num = _numbers(values)
+    if num is not None:
         return num.to_numpy(dtype=np.float64)
     raise DataError(f"Column '{values.name}' is not numeric; pick one of its values to compare against")
+
+
+def _numbers(values: pd.Series) -> Optional[pd.Series]:
+    """The column as numbers (missing values NaN) when every value it has is a number, not a bool or a date;
+    else None."""
+    if values.dtype == bool or pd.api.types.is_datetime64_any_dtype(values):
+        return None
+    num = pd.to_numeric(values, errors="coerce")
+    return num if num.notna().any() and (num.notna() | values.isna()).all() else None
 
 
 def correlation_column(values: pd.Series, positive=None) -> tuple[str, np.ndarray]:
@@ -282,13 +291,8 @@ class FeatureExplorer:
 def _group_values(values: pd.Series, max_groups: int) -> pd.Series:
     """Groups for a prevalence chart: quantile bins of a number with many values (in order, documents with no
     value as "(missing)"), else the values themselves, the rarest merged into "(other)"."""
-    num = pd.to_numeric(values, errors="coerce")
-    numeric = (
-        num.notna().any()
-        and (num.notna() | values.isna()).all()
-        and values.dtype != bool
-        and not pd.api.types.is_datetime64_any_dtype(values)  # dates group by their own values
-    )
+    num = _numbers(values)  # dates and bools group by their own values
+    numeric = num is not None
     if numeric and num.nunique() > max_groups:
         bins = pd.qcut(num, q=min(max_groups, 10), duplicates="drop")
         bins = bins.cat.rename_categories([str(c) for c in bins.cat.categories])  # text labels, order kept

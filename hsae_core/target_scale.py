@@ -95,7 +95,7 @@ def readable_scale(y, name: str) -> tuple[str, np.ndarray]:
     ``auto`` would model it so (judged on its known values), else the column as it is; NaN stays NaN."""
     y = np.asarray(y, dtype=np.float64)
     known = y[np.isfinite(y)]
-    if len(np.unique(known)) > 2 and choose_scale(known).applied == "log1p":
+    if known.size and choose_scale(known).applied == "log1p":  # a two-valued column's log is as skewed: kept
         return f"log(1 + {name})", np.log1p(y)
     return str(name), y
 
