@@ -41,7 +41,12 @@ def corpora(quick: bool) -> dict[str, list[str]]:
 
 
 def run(
-    quick: bool = False, m: int = M, k: int = K, levels: str = "none", negation_margin: Optional[float] = None
+    quick: bool = False,
+    m: int = M,
+    k: int = K,
+    levels: str = "none",
+    negation_margin: Optional[float] = None,
+    term_margin: Optional[float] = None,
 ) -> dict:
     import os
 
@@ -53,8 +58,12 @@ def run(
     m = 32 if quick else m
     levels = parse_levels(levels)
     results = {"machine": machine_description(), "m": m, "k": k, "levels": levels, "seed": SEED, "corpora": []}
-    if negation_margin is not None:
-        results["negation_margin"] = negation_margin
+    phrase_options = {
+        name: value
+        for name, value in (("negation_margin", negation_margin), ("term_margin", term_margin))
+        if value is not None
+    }
+    results.update(phrase_options)
     for name, texts in corpora(quick).items():
         X = embed_cached(texts)
         sae = SparseAutoencoder(m=m, k=k, levels=levels, seed=SEED).fit(X)
@@ -63,9 +72,7 @@ def run(
         tables = {}
         for labeller in LABELLERS:
             start = time.perf_counter()
-            options = (
-                {"negation_margin": negation_margin} if labeller == "phrases" and negation_margin is not None else {}
-            )
+            options = phrase_options if labeller == "phrases" else {}
             table = label_features(
                 texts, codes, labeller, embeddings=X, embedder=default_embedder(), seed=SEED, **options
             )
@@ -78,6 +85,7 @@ def run(
                 "mean_words": _mean_words(table),
                 "shared": _shared_labels(table),
                 "negated": _negated_labels(table),
+                "forms": label_forms(table),
                 "examples": table.loc[table["fidelity_auc"].notna(), "label"].head(8).tolist(),
             }
             if levels:  # each level's labels apart: broad groups and fine features read differently
@@ -118,6 +126,38 @@ def _negated_labels(table: pd.DataFrame) -> int:
     return int(table.loc[table["fidelity_auc"].notna(), "label"].astype(str).map(is_negated).sum())
 
 
+# how a label reads, judged apart from the labeller's own rules: a frame of keywords ("mentions pho and broth"),
+# a name (no function word inside: "Fish tacos", "Graph neural networks"), a fragment (a clause that starts
+# with a preposition or points into a sentence the reader cannot see: "To convolutional neural networks",
+# "Such as the policy gradient algorithm", "Its application to natural language") or a clause
+FRAGMENT_STARTS = {
+    "to", "in", "for", "on", "with", "from", "by", "at", "into", "via", "using", "about", "over", "of",
+    "such", "namely", "including", "especially", "particularly", "like", "where", "whereby", "wherein",
+    "whether", "its", "their", "which", "that", "and", "but", "or",
+}  # fmt: skip
+
+
+def label_form(label: str) -> str:
+    """'frame', 'name', 'fragment' or 'clause' (see FRAGMENT_STARTS)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    words = [w.strip(".,;:!?\"'()").lower() for w in label.split()]
+    if label.startswith("mentions ") or "," in label and len(words) <= 4:
+        return "frame"
+    if words and words[0] in FRAGMENT_STARTS:
+        return "fragment"
+    if all(w and w not in ENGLISH_STOP_WORDS for w in words):
+        return "name"
+    return "clause"
+
+
+def label_forms(table: pd.DataFrame) -> dict:
+    """How many scored labels are frames, names, fragments and clauses."""
+    labels = table.loc[table["fidelity_auc"].notna(), "label"].astype(str)
+    counts = labels.map(label_form).value_counts()
+    return {form: int(counts.get(form, 0)) for form in ("name", "clause", "fragment", "frame")}
+
+
 def _bootstrap_median(diff: np.ndarray, n: int = 2000) -> list:
     rng = np.random.default_rng(0)
     meds = [np.median(rng.choice(diff, len(diff))) for _ in range(n)] if len(diff) else [np.nan]
@@ -140,6 +180,9 @@ def tables(res: dict) -> str:
                     r["mean_words"],
                     r.get("shared", "–"),
                     r.get("negated", "–"),
+                    " / ".join(str(r["forms"][f]) for f in ("name", "clause", "fragment", "frame"))
+                    if "forms" in r
+                    else "–",
                     r["seconds"],
                 ]
             )
@@ -148,6 +191,7 @@ def tables(res: dict) -> str:
         + (f", levels {format_levels(res['levels'])}" if res.get("levels") else "")
         + f", seed {res['seed']}"
         + (f", negation margin {res['negation_margin']}" if "negation_margin" in res else "")
+        + (f", term margin {res['term_margin']}" if "term_margin" in res else "")
         + ")",
         f"Machine: {res['machine']['cores']} cores, torch threads {res['machine']['torch_threads']}, "
         f"load average {res['machine']['load_avg_1m_at_start']} at start and {res.get('load_avg_1m_at_end')} at end "
@@ -164,6 +208,7 @@ def tables(res: dict) -> str:
                 "words per label",
                 "sharing a label",
                 "with a negation",
+                "name / clause / fragment / frame",
                 "seconds",
             ],
             rows,
@@ -204,11 +249,25 @@ def main() -> None:
         default=None,
         help="phrase labels' discount for a negation (default: the labeller's; 0 = no discount)",
     )
+    ap.add_argument(
+        "--term-margin",
+        type=float,
+        default=None,
+        help="phrase labels' preference for a term such as 'fish tacos' over a clause (default: the labeller's)",
+    )
     args = ap.parse_args()
-    res = run(args.quick, m=args.m, k=args.k, levels=args.levels, negation_margin=args.negation_margin)
+    res = run(
+        args.quick,
+        m=args.m,
+        k=args.k,
+        levels=args.levels,
+        negation_margin=args.negation_margin,
+        term_margin=args.term_margin,
+    )
     suffix = ("" if args.m == M else f"_m{args.m}") + ("" if args.k == K else f"_k{args.k}")
     suffix += "_levels" if res["levels"] else ""
     suffix += "" if args.negation_margin is None else f"_negation{args.negation_margin:g}"
+    suffix += "" if args.term_margin is None else f"_term{args.term_margin:g}"
     save_json("labels" + ("_quick" if args.quick else suffix), res)
     print(tables(res))
 

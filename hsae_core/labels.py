@@ -1,6 +1,6 @@
 """Offline phrase labels: a short piece of text that says what a feature's documents share.
 
-:class:`PhraseInterpreter` names a latent in four steps, reading only the ``build`` part of the corpus
+:class:`PhraseInterpreter` names a latent in five steps, reading only the ``build`` part of the corpus
 (see :mod:`hsae_core.fidelity` for the build / validation / test split):
 
 1. **Contrast.** Weighted log-odds z-scores of every word and word pair in the latent's top build
@@ -8,12 +8,19 @@
 2. **Candidates.** The top documents are cut into sentences and clauses of 3 to 8 words; each span
    scores the sum of its distinctive terms' z-scores over the square root of its length, so short
    spans dense in distinctive words rank first, and the best ``n_spans`` distinct spans are kept.
-   Two composed phrases join the top keywords in a sentence frame ("mentions pho and broth").
+   A clause that starts with a preposition ("To convolutional neural networks") is no candidate.
+   **Terms** join them: runs of 2 to 4 content words that at least ``term_docs`` top documents share
+   ("Fish tacos", "Graph neural networks"), without the pieces of a longer name ("Generative
+   adversarial" before "networks"), the best ``n_terms``. Two composed phrases join the top keywords in
+   a sentence frame ("mentions pho and broth").
 3. **Shortlist.** With a text embedder, each candidate's embedding is compared with every build
    document: the ``n_compete`` candidates whose cosine best separates firing from silent build
    documents (AUC) go on.
 4. **Competition.** The shortlist competes on the validation part (AUC); the winner's fidelity is
-   measured on the test part only (AUC, and F1 at the validation threshold). A candidate that says
+   measured on the test part only (AUC, and F1 at the validation threshold). A term competes
+   ``term_margin`` higher, here and on the shortlist: a name reads better than a quoted clause that
+   fits about as well (up to a margin of 0.04 the median test AUC did not move; ``bench/bench_labels.py
+   --term-margin``). A candidate that says
    "not", "never", "no" or "n't" competes ``negation_margin`` lower: a feature about tacos named "I'm
    not a big fan of tacos" reads as its opposite, so a phrase that fits about as well without a
    negation wins (on the Yelp demo 26 of 222 labels had one, 16 now; median test AUC unchanged).
@@ -85,7 +92,28 @@ _LEAD = {
     "moreover",
     "furthermore",
     "additionally",
+    # a pointer into a sentence the reader cannot see: "Such as the policy gradient algorithm", "Its
+    # application to natural language", "Where the parser chooses an incorrect arc"
+    "such",
+    "namely",
+    "including",
+    "especially",
+    "particularly",
+    "like",
+    "e.g",
+    "i.e",
+    "where",
+    "whereby",
+    "wherein",
+    "whether",
+    "its",
+    "their",
 }
+# a clause that starts with a preposition (or "itself", "than") is a piece of a sentence ("To convolutional neural
+# networks", "In recent years, distributional models"); what it names is left to the terms ("Convolutional
+# neural networks")
+_NO_START = {"to", "in", "for", "on", "with", "from", "by", "at", "into", "via", "using", "about", "over"}
+_NO_START |= {"itself", "themselves", "than"}
 # a span may not start with an auxiliary (a clause cut from its subject) or end on a function word
 _AUX = {
     "is",
@@ -138,6 +166,13 @@ _COUNTED_STOP = _counted_stop()
 
 
 _NEGATION = re.compile(r"\b(?:not|never|no|cannot)\b|n['\u2019]t\b", re.IGNORECASE)
+# a word of a term: letters, inner hyphens and apostrophes ("state-of-the-art", "Geno's"); anything else
+# (punctuation, a number, a symbol) ends the run of words a term is cut from
+_TERM_PIECE = re.compile(r"[^\W\d_]+(?:[-'\u2019][^\W\d_]+)*|[^\w\s]+|\w+")
+_TERM_WORD = re.compile(r"[^\W\d_]{2,}(?:[-'\u2019][^\W\d_]+)*")
+_TERM_BREAK = (
+    _ENDS | _COUNTED_STOP | frozenset(_LEAD) | frozenset(_AUX) | frozenset(_NO_START) | {"not", "no", "never", "none"}
+)
 
 
 def is_negated(label: str) -> bool:
@@ -156,6 +191,31 @@ def split_spans(text: str, min_words: int = 3, max_words: int = 12) -> list[str]
             n = len(span.split())
             if min_words <= n <= max_words and len(span) <= 100:
                 out.append(span)
+    return out
+
+
+def split_terms(text: str, min_words: int = 2, max_words: int = 4) -> list[str]:
+    """Runs of ``min_words``..``max_words`` adjacent content words of ``text`` ("fish tacos", "graph neural
+    networks"), as written, in reading order: no stop word, number or punctuation inside. Every window of a
+    longer run counts, so "spatiotemporal graph neural network" also gives "graph neural network"."""
+    return [term for term, _, _ in _term_windows(text, min_words, max_words)]
+
+
+def _term_windows(text: str, min_words: int, max_words: int) -> list[tuple[str, str, bool]]:
+    """:func:`split_terms` as (term, the content word just before it or "", whether a content word follows)."""
+    out: list[tuple[str, str, bool]] = []
+    for sentence in _SENTENCE.split(_URL.sub(" ", str(text))):
+        run: list[str] = []
+        for piece in [*_TERM_PIECE.findall(sentence), ""]:  # "" closes the last run
+            if _TERM_WORD.fullmatch(piece) and _preprocess(piece) not in _TERM_BREAK:
+                run.append(piece)
+                continue
+            for size in range(min_words, min(max_words, len(run)) + 1):
+                out.extend(
+                    (" ".join(run[i : i + size]), run[i - 1].lower() if i else "", i + size < len(run))
+                    for i in range(len(run) - size + 1)
+                )
+            run = []
     return out
 
 
@@ -192,7 +252,7 @@ def clean_span(text: str) -> str:
     if any(mark in span.lower() for mark in ("http", "www.", "@", "$", "\\", "etc")):
         return ""
     words = span.lower().split()
-    if not words or words[0] in _AUX or words[-1].strip("'\u2019") in _ENDS:
+    if not words or words[0] in _AUX or words[0] in _NO_START or words[-1].strip("'\u2019") in _ENDS:
         return ""
     letters = sum(ch.isalpha() for ch in span)
     if letters < 0.6 * max(len(span.replace(" ", "")), 1):
@@ -226,13 +286,18 @@ class PhraseInterpreter:
         templates: Sequence[str] = ("mentions {0}", "mentions {0} and {1}"),
         spans: bool = True,
         negation_margin: float = 0.01,
+        n_terms: int = 8,
+        term_docs: int = 3,
+        max_term_words: int = 4,
+        term_margin: float = 0.02,
     ):
         self.embedder, self.n_spans, self.n_compete = embedder, max(1, n_spans), max(1, n_compete)
-        self.negation_margin = negation_margin
+        self.negation_margin, self.term_margin = negation_margin, term_margin
         self.top_docs, self.min_words, self.max_words = top_docs, min_words, max_words
         self.n_examples, self.seed, self.fractions = n_examples, seed, tuple(fractions)
         self.keywords = keywords or KeywordInterpreter(top_docs=50)
         self.templates, self.use_spans = tuple(templates), spans
+        self.n_terms, self.term_docs, self.max_term_words = max(0, n_terms), max(1, term_docs), max(2, max_term_words)
         self.splits_: Optional[LabelSplits] = None
         self.judge_: Optional[EmbeddingJudge] = None
 
@@ -253,30 +318,39 @@ class PhraseInterpreter:
     def candidates(self, texts: Sequence[str], top_rows: np.ndarray, scores_row: np.ndarray) -> list[tuple[str, float]]:
         """(span, text score) of the best distinct spans of the top documents, best first."""
         seen: dict[str, float] = {}
-        terms_seen: set[frozenset] = set()
         ranked = []
         for r in top_rows[: self.top_docs]:
             for span in split_spans(texts[int(r)], self.min_words, self.max_words):
                 key = span.lower()
                 if key in seen:
                     continue
-                ids = self._span_terms(span)
-                z = scores_row[ids] if ids else np.zeros(0)
-                z = z[np.isfinite(z) & (z > 0)]
-                score = float(z.sum() / np.sqrt(len(span.split()) + 2.0))
+                score, ids = self._text_score(span, scores_row)
                 seen[key] = score
                 if score > 0:
-                    ranked.append((span, score, frozenset(t for t in ids if scores_row[t] > 0)))
+                    ranked.append((span, score, ids))
         ranked.sort(key=lambda t: -t[1])
-        out = []
-        for span, score, terms in ranked:
-            if terms in terms_seen:  # same distinctive words in other clothes: keep the best-scoring wording
+        return _best_distinct(ranked, self.n_spans)
+
+    def _text_score(self, span: str, scores_row: np.ndarray) -> tuple[float, frozenset]:
+        """The span's distinctive terms' z-scores summed over the square root of its length (short spans
+        dense in distinctive words first), and the ids of those terms."""
+        ids = self._span_terms(span)
+        z = scores_row[ids] if ids else np.zeros(0)
+        z = z[np.isfinite(z) & (z > 0)]
+        return float(z.sum() / np.sqrt(len(span.split()) + 2.0)), frozenset(t for t in ids if scores_row[t] > 0)
+
+    def terms(self, texts: Sequence[str], top_rows: np.ndarray, scores_row: np.ndarray) -> list[tuple[str, float]]:
+        """(term, text score) of the best distinct multi-word terms shared by at least ``term_docs`` of the top
+        documents ("fish tacos", "graph neural networks"), best first, each as its documents write it."""
+        ranked = []
+        for key, seen in _count_terms([texts[int(r)] for r in top_rows[: self.top_docs]], self.max_term_words).items():
+            if seen.docs < self.term_docs or seen.a_piece():
                 continue
-            terms_seen.add(terms)
-            out.append((span, score))
-            if len(out) >= self.n_spans:
-                break
-        return out
+            score, ids = self._text_score(key, scores_row)
+            if score > 0:
+                ranked.append((_as_written(seen.forms), score, ids))
+        ranked.sort(key=lambda t: (-t[1], t[0]))
+        return _best_distinct(ranked, self.n_terms)
 
     def composed(self, keywords: list[str]) -> list[tuple[str, float]]:
         """Phrases made of the top keywords in a sentence frame ("mentions pho and broth")."""
@@ -315,10 +389,13 @@ class PhraseInterpreter:
                 rows = build[top_rows[i]]  # back to corpus row ids
                 words = self.keywords.keywords_from_scores(scores[i]) if len(rows) else []
                 spans = self.candidates(texts, rows, scores[i]) if len(rows) and self.use_spans else []
-                picked[j] = {"keywords": words, "spans": self.composed(words) + spans, "rows": rows}
+                terms = self.terms(texts, rows, scores[i]) if len(rows) and self.n_terms else []
+                found = [(s, sc, "keywords") for s, sc in self.composed(words)]
+                found += [(s, sc, "term") for s, sc in terms] + [(s, sc, "clause") for s, sc in spans]
+                picked[j] = {"keywords": words, "spans": _distinct(found), "rows": rows}
         if judge is not None:
             report(progress, 0, total, "phrases: embedding candidates")
-            judge.embed_labels([s for p in picked.values() for s, _ in p["spans"]])
+            judge.embed_labels([s for p in picked.values() for s, _, _ in p["spans"]])
         ranked = {}
         for n, j in enumerate(latents):
             ranked[j] = self._rank(j, picked.get(j), texts, codes_csc, judge)
@@ -343,7 +420,7 @@ class PhraseInterpreter:
         examples = [snippet(texts[r]) for r in (found["rows"] if found else rows_all)[: self.n_examples]]
         keywords = found["keywords"] if found else []
         spans = found["spans"] if found else []
-        cands = [{"label": s, "text_score": round(sc, 3)} for s, sc in spans]
+        cands = [{"label": s, "kind": kind, "text_score": round(sc, 3)} for s, sc, kind in spans]
         plan = {"keywords": keywords, "examples": examples, "candidates": cands, "active": len(rows_all)}
         if not cands or judge is None:
             plan["preferences"] = [(c["label"], None) for c in cands]
@@ -351,19 +428,24 @@ class PhraseInterpreter:
         build_auc = judge.auc_on(j, [c["label"] for c in cands], "build")
         for c, a in zip(cands, build_auc):
             c["build_auc"] = a
-        order = sorted(range(len(cands)), key=lambda i: (-(build_auc[i] if build_auc[i] is not None else -1.0), i))
+        order = sorted(range(len(cands)), key=lambda i: (-self._competing(cands[i], build_auc[i]), i))
         short, rest = order[: self.n_compete], order[self.n_compete :]
         val_auc = judge.auc_on(j, [cands[i]["label"] for i in short], "validation")
         for i, a in zip(short, val_auc):
             cands[i]["val_auc"] = a
-        competing = [
-            (a if a is not None else -1.0) - (self.negation_margin if is_negated(cands[i]["label"]) else 0.0)
-            for i, a in zip(short, val_auc)
-        ]
+        competing = [self._competing(cands[i], a) for i, a in zip(short, val_auc)]
         by_val = sorted(range(len(short)), key=lambda n: (-competing[n], n))
         short = [short[n] for n in by_val]  # ties keep the build-AUC order
         plan["preferences"] = [(cands[i]["label"], cands[i].get("val_auc")) for i in short + rest]
         return plan
+
+    def _competing(self, candidate: dict, auc: Optional[float]) -> float:
+        """What a candidate competes on: its AUC, ``term_margin`` more for a term (a name reads better than a
+        quoted clause that fits about as well), ``negation_margin`` less for a negated phrase."""
+        if auc is None:
+            return -1.0
+        bonus = self.term_margin if candidate["kind"] == "term" else 0.0
+        return auc + bonus - (self.negation_margin if is_negated(candidate["label"]) else 0.0)
 
     def _result(self, j: int, plan: dict, choice: Optional[dict], judge) -> Interpretation:
         keywords, examples, cands = plan["keywords"], plan["examples"], plan["candidates"]
@@ -398,6 +480,74 @@ class PhraseInterpreter:
             candidates=cands,
             fidelity=judge.test_fidelity(j, label, choice["score"]),
         )
+
+
+def _as_written(forms: dict[str, int]) -> str:
+    """A term as its documents write it, first letter up: lower case where a third of them do ("Object
+    recognition", though titles write "Object Recognition"), else the commonest form ("Santa Barbara")."""
+    lower = [f for f in forms if f == f.lower()]
+    if lower and 3 * forms[lower[0]] >= sum(forms.values()):
+        term = lower[0]
+    else:
+        term = max(forms.items(), key=lambda kv: (kv[1], kv[0]))[0]
+    return term[:1].upper() + term[1:]
+
+
+def _distinct(candidates: list[tuple[str, float, str]]) -> list[tuple[str, float, str]]:
+    """Candidates without a repeat (a term that is also a whole clause), first kept."""
+    out, seen = [], set()
+    for candidate in candidates:
+        if candidate[0].lower() not in seen:
+            seen.add(candidate[0].lower())
+            out.append(candidate)
+    return out
+
+
+def _best_distinct(ranked: list[tuple[str, float, frozenset]], n: int) -> list[tuple[str, float]]:
+    """The first ``n`` of ``ranked`` (text, score, distinctive term ids), skipping one whose distinctive words an
+    earlier one already has: the same words in other clothes keep only their best-scoring wording."""
+    out, seen = [], set()
+    for text, score, ids in ranked:
+        if ids not in seen:
+            seen.add(ids)
+            out.append((text, score))
+            if len(out) >= n:
+                break
+    return out
+
+
+class _TermSeen:
+    """How a term occurs in a feature's top documents."""
+
+    def __init__(self):
+        self.docs = 0  # documents it occurs in
+        self.forms: dict[str, int] = {}  # as written -> times
+        self.followed = 0  # times another content word follows it
+        self.before: dict[str, int] = {}  # content word just before it -> times
+
+    def a_piece(self) -> bool:
+        """Mostly the start of a longer term ("generative adversarial", networks), or mostly after one word
+        ("adversarial networks", after "generative"): a piece of a longer name, not a name."""
+        times = sum(self.forms.values())
+        return 3 * max(self.followed, max(self.before.values(), default=0)) >= 2 * times
+
+
+def _count_terms(texts: Sequence[str], max_words: int) -> dict[str, _TermSeen]:
+    """Every term of 2..``max_words`` words in ``texts``, by its lower-case form."""
+    seen: dict[str, _TermSeen] = {}
+    for text in texts:
+        in_this_text = set()
+        for term, before, follows in _term_windows(text, 2, max_words):
+            key = term.lower()
+            stats = seen.setdefault(key, _TermSeen())
+            stats.forms[term] = stats.forms.get(term, 0) + 1
+            stats.followed += follows
+            if before:
+                stats.before[before] = stats.before.get(before, 0) + 1
+            if key not in in_this_text:
+                in_this_text.add(key)
+                stats.docs += 1
+    return seen
 
 
 def text_embedder(embedding_model: Optional[str]):

@@ -7,12 +7,13 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 from ws_fixtures import SMALL_K, SMALL_M, small_frame, small_workspace  # noqa: F401
 
 from hsae_core.errors import HsaeError
 from hsae_core.fidelity import EmbeddingJudge, auc, best_threshold, fires, label_splits, prf
 from hsae_core.interpret import KeywordInterpreter
-from hsae_core.labels import PhraseInterpreter, clean_span, is_negated, split_spans
+from hsae_core.labels import PhraseInterpreter, clean_span, is_negated, split_spans, split_terms
 from hsae_core.labelsets import (
     COLUMNS,
     features_with_labels,
@@ -83,6 +84,65 @@ def test_spans_are_short_clean_phrases():
     assert clean_span("We paid 1,200 for the room") == "We paid 1,200 for the room"
     spans = split_spans("The Pros:\n- Noodle to Broth Ratio: just right\n- Atmosphere was cool and edgy", 3, 12)
     assert spans == ["Noodle to Broth Ratio", "Atmosphere was cool and edgy"]
+    # A clause that starts with a preposition hangs off a sentence the reader cannot see: it is no label
+    # (the ML stance abstracts gave "To convolutional neural networks", "In recent years, distributional models")
+    for fragment in (
+        "To convolutional neural networks",
+        "In recent years, distributional models",
+        "Using a CRF tagger",
+    ):
+        assert clean_span(fragment) == "", fragment
+    # ... and a word that points into that sentence goes ("Such as the policy gradient algorithm")
+    assert clean_span("such as the policy gradient algorithm") == "The policy gradient algorithm"
+    assert clean_span("Its application to natural language") == "Application to natural language"
+    assert clean_span("Where the parser chooses an incorrect arc") == "The parser chooses an incorrect arc"
+    assert clean_span("Their customer service is amazing") == "Customer service is amazing"
+
+
+def test_terms_are_runs_of_content_words_as_written():
+    text = (
+        "We propose a novel graph neural network for traffic forecasting. The fish tacos were great, "
+        "and Geno's cheese-steak rocks! See 3D GANs at https://example.com/fish-tacos today"
+    )
+    assert split_terms(text, 2, 3) == [
+        "novel graph",
+        "graph neural",
+        "neural network",
+        "novel graph neural",
+        "graph neural network",
+        "traffic forecasting",
+        "fish tacos",
+        "Geno's cheese-steak",
+        "cheese-steak rocks",
+        "Geno's cheese-steak rocks",
+    ]  # no stop word, number, URL or punctuation inside a term
+    assert split_terms("Deep reinforcement learning", 2, 2) == ["Deep reinforcement", "reinforcement learning"]
+    assert split_terms("the food", 2, 4) == [] and split_terms("", 2, 4) == []
+
+
+def test_terms_shared_by_top_documents_become_candidates_and_pieces_of_longer_names_do_not():
+    rng = np.random.default_rng(0)
+    filler = ["The staff was friendly.", "Parking was easy to find.", "We came on a Sunday.", "Prices are fair."]
+    gan = [  # "generative adversarial" is always followed by a word; "adversarial networks" always follows one
+        "Generative Adversarial Networks learn to draw faces.",
+        "We train generative adversarial networks on images.",
+        "Our generative adversarial networks are stable.",
+        "Fish tacos with lime.",
+    ]
+    texts = [
+        gan[i % 4] + " " + filler[i % 4] if i < 40 else filler[i % 4] + " " + rng.choice(filler) for i in range(200)
+    ]
+    codes = sp.csr_matrix((np.r_[np.ones(40), np.zeros(160)], (np.arange(200), np.zeros(200, int))), shape=(200, 1))
+    interp = PhraseInterpreter(seed=0)  # no embedder: the candidates in their own order
+    (item,) = interp.interpret(texts, codes, [0])
+    kinds = {c["label"]: c["kind"] for c in item.candidates}
+    assert kinds["Generative adversarial networks"] == "term"  # lower case where a third of them write it so
+    assert "Generative adversarial" not in kinds and "Adversarial networks" not in kinds
+    assert kinds["Fish tacos"] == "term"  # in a quarter of the top documents: a term...
+    assert not any(label.lower().startswith(("staff", "parking", "prices")) for label in kinds)  # silent-side words
+    interp = PhraseInterpreter(seed=0, term_docs=11)  # ... unless a term must be shared by more
+    (item,) = interp.interpret(texts, codes, [0])
+    assert [c["label"] for c in item.candidates if c["kind"] == "term"] == ["Generative adversarial networks"]
 
 
 def test_auc_threshold_and_f1_follow_their_definitions():
@@ -116,8 +176,8 @@ def test_phrase_labels_are_phrases_chosen_on_validation_scored_on_test(yelp_sae,
             span = c["label"]
             assert span.startswith("mentions ") or span[:1].lower() + span[1:].lower() in build_text, span
         shortlisted = [c for c in it.candidates if "val_auc" in c]
-        best_build = sorted((c["build_auc"] for c in it.candidates if c["build_auc"] is not None), reverse=True)
-        assert sorted(c["build_auc"] for c in shortlisted) == sorted(best_build[: interp.n_compete])
+        on_build = sorted((competing(c, interp, "build_auc") for c in it.candidates), reverse=True)
+        assert sorted(competing(c, interp, "build_auc") for c in shortlisted) == sorted(on_build[: interp.n_compete])
         free = [c for c in shortlisted if "held_by" not in c]  # better ones another latent holds are passed over
         assert free, it.candidates
         winner = max(free, key=lambda c: competing(c, interp))  # ties: the better build AUC
@@ -132,9 +192,13 @@ def test_phrase_labels_are_phrases_chosen_on_validation_scored_on_test(yelp_sae,
         assert 0.5 < it.fidelity["auc"] <= 1.0 and it.fidelity["judge"].startswith("embedding:")
 
 
-def competing(candidate: dict, interp: PhraseInterpreter) -> tuple:
-    """What a shortlisted candidate competes on: validation AUC, less the margin for a negation; then build AUC."""
-    return (candidate["val_auc"] - interp.negation_margin * is_negated(candidate["label"]), candidate["build_auc"])
+def competing(candidate: dict, interp: PhraseInterpreter, auc: str = "val_auc"):
+    """What a candidate competes on: its AUC on validation (then build AUC, for ties), or on build for the
+    shortlist, plus the margin for a term, less the margin for a negation."""
+    bonus = interp.term_margin * (candidate["kind"] == "term") - interp.negation_margin * is_negated(candidate["label"])
+    if auc == "build_auc":
+        return candidate["build_auc"] + bonus
+    return (candidate["val_auc"] + bonus, candidate["build_auc"])
 
 
 def test_negations_are_found_as_words():
@@ -150,14 +214,21 @@ def test_negations_are_found_as_words():
         assert not is_negated(label), label
 
 
-def test_a_negated_phrase_must_fit_better_by_the_margin_to_win(yelp_sae, embedder):
+@pytest.fixture(scope="module")
+def every_phrase_item(yelp_sae, embedder):
+    """Phrase labels with the default settings for every latent that fires."""
     texts, X, codes = yelp_sae
     latents = [int(j) for j in np.flatnonzero(np.diff(codes.tocsc().indptr))]
+    interp = PhraseInterpreter(embedder=embedder, seed=0)
+    return interp, latents, interp.interpret(texts, codes, latents, embeddings=X)
+
+
+def test_a_negated_phrase_must_fit_better_by_the_margin_to_win(yelp_sae, embedder, every_phrase_item):
+    texts, X, codes = yelp_sae
+    interp, latents, items = every_phrase_item
     plain = PhraseInterpreter(embedder=embedder, seed=0, negation_margin=0.0).interpret(
         texts, codes, latents, embeddings=X
     )
-    interp = PhraseInterpreter(embedder=embedder, seed=0)
-    items = interp.interpret(texts, codes, latents, embeddings=X)
     assert interp.negation_margin == 0.01
     for it in items:
         free = [c for c in it.candidates if "val_auc" in c and "held_by" not in c]
@@ -170,8 +241,26 @@ def test_a_negated_phrase_must_fit_better_by_the_margin_to_win(yelp_sae, embedde
     )
     for it in turned:  # where the old label is still free to take, the new one fits within the margin of it
         old = next(c for c in it.candidates if c["label"] == before[it.latent].label)
-        if "held_by" not in old and "val_auc" in old:
-            assert it.fidelity["val_auc"] >= old["val_auc"] - interp.negation_margin
+        if "held_by" not in old and "val_auc" in old:  # (and of the term margin, where a term won)
+            new = next(c for c in it.candidates if c["label"] == it.label)
+            margin = interp.negation_margin + interp.term_margin * (new["kind"] == "term")
+            assert it.fidelity["val_auc"] >= old["val_auc"] - margin
+
+
+def test_a_term_names_a_feature_where_it_fits_about_as_well_as_a_clause(yelp_sae, embedder, every_phrase_item):
+    texts, X, codes = yelp_sae
+    interp, latents, items = every_phrase_item
+    plain = PhraseInterpreter(embedder=embedder, seed=0, term_margin=0.0).interpret(texts, codes, latents, embeddings=X)
+
+    def kind(item):
+        return next(c["kind"] for c in item.candidates if c["label"] == item.label)
+
+    named = [it for it in items if kind(it) == "term"]
+    assert interp.term_margin == 0.02 and len(named) > sum(kind(it) == "term" for it in plain) >= 1
+    for it in named:  # a name: content words shared by at least three top documents, first letter up
+        assert 2 <= len(it.label.split()) <= 4 and it.label[:1].isupper() and "," not in it.label, it.label
+    # no label is a clause that starts with a preposition ("To convolutional neural networks")
+    assert not [it.label for it in items if it.label.split()[0].lower() in {"to", "in", "for", "with", "on", "by"}]
 
 
 def test_assign_distinct_gives_a_held_label_to_the_better_fit_and_the_next_candidate_to_the_other():
