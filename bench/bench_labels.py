@@ -18,6 +18,7 @@ Corpora: the Yelp demo workspace's 4,000 reviews (val + holdout files) and the a
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -87,6 +88,10 @@ def run(
                 "negated": _negated_labels(table),
                 "forms": label_forms(table),
                 "examples": table.loc[table["fidelity_auc"].notna(), "label"].head(8).tolist(),
+                "features": [  # every feature's label and test AUC, for --compare-to
+                    [int(j), str(label), None if pd.isna(a) else float(a)]
+                    for j, label, a in table[["latent", "label", "fidelity_auc"]].itertuples(index=False)
+                ],
             }
             if levels:  # each level's labels apart: broad groups and fine features read differently
                 level = np.asarray(sae.level_names)[table["latent"].to_numpy(int)]
@@ -235,6 +240,32 @@ def tables(res: dict) -> str:
     return "\n".join(out)
 
 
+def compare(res: dict, earlier: dict, labeller: str = "phrases", n_examples: int = 12) -> str:
+    """Feature by feature against an earlier run of the same SAEs (another version of the labeller): how many
+    labels changed, the median paired difference of test AUC with its bootstrap interval, and some changes."""
+    out = [f"### Against {earlier.get('machine', {}).get('date', 'an earlier run')} ({labeller})", ""]
+    before = {c["corpus"]: c for c in earlier["corpora"]}
+    for c in res["corpora"]:
+        old = before.get(c["corpus"], {}).get("labellers", {}).get(labeller, {}).get("features")
+        if not old:
+            out.append(f"- {c['corpus']}: the earlier run has no per-feature labels")
+            continue
+        old = {j: (label, a) for j, label, a in old}
+        new = {j: (label, a) for j, label, a in c["labellers"][labeller]["features"]}
+        both = [j for j in new if j in old and new[j][1] is not None and old[j][1] is not None]
+        diff = np.array([new[j][1] - old[j][1] for j in both])
+        changed = [j for j in both if new[j][0] != old[j][0]]
+        low, high = _bootstrap_median(diff[[both.index(j) for j in changed]]) if changed else (np.nan, np.nan)
+        out.append(
+            f"- {c['corpus']}: {len(changed)} of {len(both)} labels changed; over the changed ones the median "
+            f"paired difference of test AUC is {np.median(diff[[both.index(j) for j in changed]]) if changed else 0:+.3f} "
+            f"(bootstrap 95% interval {low:+.3f} to {high:+.3f}), over all {np.median(diff):+.3f}"
+        )
+        for j in changed[:n_examples]:
+            out.append(f"  - #{j}: {old[j][0]} ({old[j][1]:.3f}) -> {new[j][0]} ({new[j][1]:.3f})")
+    return "\n".join(out)
+
+
 def main() -> None:
     import argparse
 
@@ -255,6 +286,9 @@ def main() -> None:
         default=None,
         help="phrase labels' preference for a term such as 'fish tacos' over a clause (default: the labeller's)",
     )
+    ap.add_argument(
+        "--compare-to", help="an earlier run's JSON (bench/results/labels_*.json): changes feature by feature"
+    )
     args = ap.parse_args()
     res = run(
         args.quick,
@@ -270,6 +304,11 @@ def main() -> None:
     suffix += "" if args.term_margin is None else f"_term{args.term_margin:g}"
     save_json("labels" + ("_quick" if args.quick else suffix), res)
     print(tables(res))
+    if args.compare_to:
+        import json
+
+        print()
+        print(compare(res, json.loads(Path(args.compare_to).read_text())))
 
 
 if __name__ == "__main__":

@@ -114,6 +114,15 @@ _LEAD = {
 # neural networks")
 _NO_START = {"to", "in", "for", "on", "with", "from", "by", "at", "into", "via", "using", "about", "over"}
 _NO_START |= {"itself", "themselves", "than"}
+# a term that starts with a common verb is a verb phrase, not a name ("Eat sushi", "Recommend trying")
+_VERB_START = {
+    "eat", "ate", "get", "got", "go", "went", "make", "made", "take", "took", "try", "tried", "recommend",
+    "love", "loved", "like", "liked", "want", "wanted", "come", "came", "find", "found", "give", "gave",
+    "see", "saw", "say", "said", "know", "knew", "think", "thought", "feel", "felt", "need", "needed",
+    "propose", "show", "showed", "present", "consider", "introduce", "provide", "improve", "compare",
+    "achieve", "obtain", "apply", "allow", "enable", "keep", "kept", "let", "ask", "asked", "tell", "told",
+    "leave", "left", "pay", "paid", "buy", "bought", "bring", "brought", "enjoy", "enjoyed", "stop",
+}  # fmt: skip
 # a span may not start with an auxiliary (a clause cut from its subject) or end on a function word
 _AUX = {
     "is",
@@ -243,7 +252,8 @@ def _trim_ends(span: str) -> str:
 
 
 def clean_span(text: str) -> str:
-    """A span without leading joining words, surrounding quotes or trailing punctuation."""
+    """A span without leading joining words, surrounding quotes or trailing punctuation; "" for a piece of a
+    sentence (a clause cut from its subject, or one that starts with a preposition)."""
     words = _LIST_MARK.sub("", str(text)).split()
     while words and words[0].lower().strip(",.;:!?\"'") in _LEAD:
         words = words[1:]
@@ -252,6 +262,8 @@ def clean_span(text: str) -> str:
     if any(mark in span.lower() for mark in ("http", "www.", "@", "$", "\\", "etc")):
         return ""
     words = span.lower().split()
+    if words and words[0] in _NO_START and ", " in span:  # "For valet, a very high price for parking": after it
+        return clean_span(span.split(", ", 1)[1])
     if not words or words[0] in _AUX or words[0] in _NO_START or words[-1].strip("'\u2019") in _ENDS:
         return ""
     letters = sum(ch.isalpha() for ch in span)
@@ -344,7 +356,7 @@ class PhraseInterpreter:
         documents ("fish tacos", "graph neural networks"), best first, each as its documents write it."""
         ranked = []
         for key, seen in _count_terms([texts[int(r)] for r in top_rows[: self.top_docs]], self.max_term_words).items():
-            if seen.docs < self.term_docs or seen.a_piece():
+            if seen.docs < self.term_docs or seen.a_piece() or key.split()[0] in _VERB_START:
                 continue
             score, ids = self._text_score(key, scores_row)
             if score > 0:

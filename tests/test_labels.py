@@ -94,6 +94,7 @@ def test_spans_are_short_clean_phrases():
         assert clean_span(fragment) == "", fragment
     # ... and a word that points into that sentence goes ("Such as the policy gradient algorithm")
     assert clean_span("such as the policy gradient algorithm") == "The policy gradient algorithm"
+    assert clean_span("For valet, a very high price for parking") == "A very high price for parking"  # after it
     assert clean_span("Its application to natural language") == "Application to natural language"
     assert clean_span("Where the parser chooses an incorrect arc") == "The parser chooses an incorrect arc"
     assert clean_span("Their customer service is amazing") == "Customer service is amazing"
@@ -124,7 +125,7 @@ def test_terms_shared_by_top_documents_become_candidates_and_pieces_of_longer_na
     rng = np.random.default_rng(0)
     filler = ["The staff was friendly.", "Parking was easy to find.", "We came on a Sunday.", "Prices are fair."]
     gan = [  # "generative adversarial" is always followed by a word; "adversarial networks" always follows one
-        "Generative Adversarial Networks learn to draw faces.",
+        "Generative Adversarial Networks learn to make faces.",
         "We train generative adversarial networks on images.",
         "Our generative adversarial networks are stable.",
         "Fish tacos with lime.",
@@ -140,6 +141,7 @@ def test_terms_shared_by_top_documents_become_candidates_and_pieces_of_longer_na
     assert "Generative adversarial" not in kinds and "Adversarial networks" not in kinds
     assert kinds["Fish tacos"] == "term"  # in a quarter of the top documents: a term...
     assert not any(label.lower().startswith(("staff", "parking", "prices")) for label in kinds)  # silent-side words
+    assert "Make faces" not in kinds  # a verb phrase, not a name
     interp = PhraseInterpreter(seed=0, term_docs=11)  # ... unless a term must be shared by more
     (item,) = interp.interpret(texts, codes, [0])
     assert [c["label"] for c in item.candidates if c["kind"] == "term"] == ["Generative adversarial networks"]
