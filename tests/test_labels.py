@@ -88,13 +88,14 @@ def test_spans_are_short_clean_phrases():
     # (the ML stance abstracts gave "To convolutional neural networks", "In recent years, distributional models")
     for fragment in (
         "To convolutional neural networks",
-        "In recent years, distributional models",
+        "In recent years",
         "Using a CRF tagger",
     ):
         assert clean_span(fragment) == "", fragment
     # ... and a word that points into that sentence goes ("Such as the policy gradient algorithm")
     assert clean_span("such as the policy gradient algorithm") == "The policy gradient algorithm"
     assert clean_span("For valet, a very high price for parking") == "A very high price for parking"  # after it
+    assert split_spans("In recent years, distributional models", 3, 12) == []  # what follows is too short
     assert clean_span("Its application to natural language") == "Application to natural language"
     assert clean_span("Where the parser chooses an incorrect arc") == "The parser chooses an incorrect arc"
     assert clean_span("Their customer service is amazing") == "Customer service is amazing"
