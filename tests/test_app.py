@@ -441,7 +441,7 @@ def test_a_workspace_built_from_an_upload_trains_the_product_sae(shared_data, mo
     monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(tmp_path / "workspaces"))
     frame = pd.read_json(shared_data / "yelp_reviews_demo" / "yelp-demo-val-2K.jsonl", lines=True).head(300)
     path = tmp_path / "reviews.csv"
-    frame[["text", "stars"]].to_csv(path, index=False)
+    frame[["stars", "text"]].to_csv(path, index=False)
     at = page()
     at.get("file_uploader")[0].set_value(("reviews.csv", path.read_bytes(), "text/csv")).run()
     assert (at.number_input(key="new_m").value, at.number_input(key="new_k").value) == (SAE.m, SAE.k)
@@ -452,6 +452,9 @@ def test_a_workspace_built_from_an_upload_trains_the_product_sae(shared_data, mo
     shape = {m.label: m.value for m in at.metric}["SAE shape"]
     assert shape == f"m={SAE.m}, k={SAE.k}"
     assert f"+ {len(SAE.levels)} levels: {format_levels(SAE.levels)}" in [c.value for c in at.caption]
+    # The corpus sample starts with the texts, wherever the table had them (the ML stance table's abstracts
+    # came fifth, after its URLs, and were off screen)
+    assert list(df(at, "corpus_head").columns) == ["text", "stars"]
 
 
 def test_map_page_layout_and_region_features(app_env):
