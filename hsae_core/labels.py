@@ -354,10 +354,15 @@ class PhraseInterpreter:
     def terms(self, texts: Sequence[str], top_rows: np.ndarray, scores_row: np.ndarray) -> list[tuple[str, float]]:
         """(term, text score) of the best distinct multi-word terms shared by at least ``term_docs`` of the top
         documents ("fish tacos", "graph neural networks"), best first, each as its documents write it."""
+        counted = _count_terms([texts[int(r)] for r in top_rows[: self.top_docs]], self.max_term_words)
+        shared = {
+            key for key, seen in counted.items() if seen.docs >= self.term_docs and key.split()[0] not in _VERB_START
+        }
         ranked = []
-        for key, seen in _count_terms([texts[int(r)] for r in top_rows[: self.top_docs]], self.max_term_words).items():
-            if seen.docs < self.term_docs or seen.a_piece() or key.split()[0] in _VERB_START:
-                continue
+        for key in shared:
+            seen = counted[key]
+            if seen.a_piece() or (seen.mostly_after_a_word() and any(f"{w} {key}" in shared for w in seen.before)):
+                continue  # "style pizza", where the documents share "york style pizza" too: the longer name
             score, ids = self._text_score(key, scores_row)
             if score > 0:
                 ranked.append((_as_written(seen.forms), score, ids))
@@ -542,6 +547,10 @@ class _TermSeen:
         ("adversarial networks", after "generative"): a piece of a longer name, not a name."""
         times = sum(self.forms.values())
         return 3 * max(self.followed, max(self.before.values(), default=0)) >= 2 * times
+
+    def mostly_after_a_word(self) -> bool:
+        """Another content word comes before it in two thirds of its occurrences, whichever word it is."""
+        return 3 * sum(self.before.values()) >= 2 * sum(self.forms.values())
 
 
 def _count_terms(texts: Sequence[str], max_words: int) -> dict[str, _TermSeen]:

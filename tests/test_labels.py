@@ -166,6 +166,22 @@ def test_auc_threshold_and_f1_follow_their_definitions():
     assert prf(pos, neg[::3], 0.5, neg_weight=3.0)["precision"] == pytest.approx(scores["precision"], abs=0.05)
 
 
+def test_a_term_that_always_follows_some_word_gives_way_to_the_longer_shared_name():
+    pizza = ["NY style pizza by the slice.", "Chicago style pizza is deep.", "Detroit style pizza, square."]
+    texts = [pizza[i % 3] if i < 45 else "The staff was friendly and parking was easy." for i in range(200)]
+    codes = sp.csr_matrix((np.r_[np.ones(45), np.zeros(155)], (np.arange(200), np.zeros(200, int))), shape=(200, 1))
+    (item,) = PhraseInterpreter(seed=0).interpret(texts, codes, [0])
+    terms = {c["label"] for c in item.candidates if c["kind"] == "term"}
+    assert {"NY style pizza", "Chicago style pizza", "Detroit style pizza"} <= terms and "Style pizza" not in terms
+    # where no longer name is shared, the term stands: "style pizza" after a different word each time
+    texts = [
+        f"{w} style pizza here." if i < 45 else "The staff was friendly."
+        for i, w in enumerate(["Ohio", "Utah", "Iowa", "Texas", "Maine"] * 40)
+    ]
+    (item,) = PhraseInterpreter(seed=0, top_docs=5).interpret(texts, codes, [0])
+    assert "Style pizza" in {c["label"] for c in item.candidates if c["kind"] == "term"}
+
+
 def test_phrase_labels_are_phrases_chosen_on_validation_scored_on_test(yelp_sae, phrase_items, embedder):
     texts, X, codes = yelp_sae
     interp, latents, items = phrase_items
