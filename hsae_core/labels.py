@@ -301,7 +301,7 @@ class PhraseInterpreter:
         n_terms: int = 8,
         term_docs: int = 3,
         max_term_words: int = 4,
-        term_margin: float = 0.02,
+        term_margin: float = 0.04,
     ):
         self.embedder, self.n_spans, self.n_compete = embedder, max(1, n_spans), max(1, n_compete)
         self.negation_margin, self.term_margin = negation_margin, term_margin
