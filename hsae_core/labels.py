@@ -11,8 +11,9 @@
    A clause that starts with a preposition ("To convolutional neural networks") is no candidate.
    **Terms** join them: runs of 2 to 4 content words that at least ``term_docs`` top documents share
    ("Fish tacos", "Graph neural networks"), without the pieces of a longer name ("Generative
-   adversarial" before "networks"), the best ``n_terms``. Two composed phrases join the top keywords in
-   a sentence frame ("mentions pho and broth").
+   adversarial" before "networks"; "Style pizza" where "NY style pizza" is shared too) or a verb phrase
+   ("Eat sushi"), the best ``n_terms``. Two composed phrases join the top keywords in a sentence frame
+   ("mentions pho and broth").
 3. **Shortlist.** With a text embedder, each candidate's embedding is compared with every build
    document: the ``n_compete`` candidates whose cosine best separates firing from silent build
    documents (AUC) go on.
