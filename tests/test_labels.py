@@ -99,6 +99,8 @@ def test_spans_are_short_clean_phrases():
     assert clean_span("Its application to natural language") == "Application to natural language"
     assert clean_span("Where the parser chooses an incorrect arc") == "The parser chooses an incorrect arc"
     assert clean_span("Their customer service is amazing") == "Customer service is amazing"
+    assert clean_span("Consequently curves of genus 2") == "Curves of genus 2"  # a sentence adverb goes too
+    assert clean_span("Overall, we had a great time") == "We had a great time"
 
 
 def test_terms_are_runs_of_content_words_as_written():
