@@ -8,10 +8,16 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Optional
 
+_FRAME = "mentions "  # the keyword frames of hsae_core.labels.PhraseInterpreter ("mentions pho and broth")
+
 
 def label_key(label: str) -> str:
-    """Labels that read the same: case, spacing and end punctuation aside."""
-    return " ".join(label.casefold().split()).strip(" .!?,;:")
+    """Labels that read the same: case, spacing and end punctuation aside, and the keywords of a frame in any
+    order ("mentions bar and beer" is "mentions beer and bar")."""
+    key = " ".join(label.casefold().split()).strip(" .!?,;:")
+    if key.startswith(_FRAME) and " and " in key:
+        key = _FRAME + " and ".join(sorted(key[len(_FRAME) :].split(" and ")))
+    return key
 
 
 def assign_distinct(preferences: dict[int, list[tuple[str, Optional[float]]]]) -> dict[int, dict]:

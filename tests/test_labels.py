@@ -301,6 +301,9 @@ def test_assign_distinct_gives_a_held_label_to_the_better_fit_and_the_next_candi
     assert chosen[7]["score"] == 0.70 and chosen[7]["held_by"] == {"great pizza.": 3}
     assert chosen[3]["held_by"] == {} and chosen[5]["held_by"] == {}
     assert label_key("Great  Pizza!") == label_key("great pizza") != label_key("great pizzas")
+    # a keyword frame in another order reads the same (the demo's Search showed "mentions beer and bar" and
+    # "mentions bar and beer" as two features' names)
+    assert label_key("mentions bar and beer") == label_key("Mentions beer and bar") != label_key("mentions bar")
     # What the Features page counts: features whose label another has too, placeholders aside
     shared = ["Great pizza", "great pizza.", "Thin crust", "GREAT PIZZA", "(never active on these texts)"]
     assert count_shared(shared + ["(never active on these texts)", "Slow service"]) == 3
