@@ -195,9 +195,27 @@ class FeatureExplorer:
         return docs[keep].astype(np.int64), vals[keep]
 
     def top_documents(self, latent: int, n: int = 10) -> pd.DataFrame:
+        """The ``n`` documents where the feature fires most, each once: documents with identical codes (the same
+        text twice in the corpus) are one row, the first of them, and ``copies`` counts them."""
         docs, vals = self.activations(latent)
-        order = np.argsort(-vals, kind="stable")[:n]
-        return pd.DataFrame({"doc": docs[order], "activation": vals[order]})
+        shown: dict[tuple, int] = {}  # a document's codes -> its row below
+        rows: list[list] = []
+        for i in np.argsort(-vals, kind="stable"):
+            if len(rows) >= n and (not rows or vals[i] < rows[-1][1]):
+                break  # past the last shown activation: no more copies of a shown document
+            key = self._codes_of(int(docs[i]))
+            if key in shown:
+                rows[shown[key]][2] += 1
+            elif len(rows) < n:
+                shown[key] = len(rows)
+                rows.append([int(docs[i]), vals[i], 1])
+        return pd.DataFrame(rows or None, columns=["doc", "activation", "copies"]).astype(
+            {"doc": np.int64, "activation": vals.dtype, "copies": np.int64}
+        )
+
+    def _codes_of(self, doc: int) -> tuple[bytes, bytes]:
+        lo, hi = self.csr.indptr[doc], self.csr.indptr[doc + 1]
+        return self.csr.indices[lo:hi].tobytes(), self.csr.data[lo:hi].tobytes()
 
     def quantile_samples(self, latent: int, n_bins: int = 4, per_bin: int = 3, seed: int = 0) -> pd.DataFrame:
         """A few documents from each activation quantile band (top band excluded: that is ``top_documents``)."""

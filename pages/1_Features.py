@@ -159,9 +159,14 @@ left, right = st.columns([3, 2])
 with left:
     st.subheader("Top-activating documents")
     top = page["top"]
-    ui.documents(
-        ws, ui.docs_table(ws, top["doc"], {"activation": top["activation"].round(3)}), f"top_docs_{latent}", terms
-    )
+    repeated = top["copies"] > 1
+    shown = {"activation": top["activation"].round(3)} | ({"copies": top["copies"]} if repeated.any() else {})
+    ui.documents(ws, ui.docs_table(ws, top["doc"], shown), f"top_docs_{latent}", terms)
+    if repeated.any():
+        st.caption(
+            f"{int(repeated.sum())} of these texts appear more than once in the corpus: each is shown once, and "
+            "'copies' says how many times it is there."
+        )
     st.subheader("Documents from lower activation quantiles")
     q = page["quantiles"]
     ui.documents(

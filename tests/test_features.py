@@ -54,6 +54,22 @@ def test_feature_page_documents_histogram_and_neighbours(ws, fx):
     np.testing.assert_array_equal(near["latent"], np.argsort(-cos, kind="stable")[:5])
 
 
+def test_a_text_that_is_in_the_corpus_twice_is_one_top_document_with_its_copies(ws):
+    """arXiv's 800 cs abstracts hold 673 distinct texts: the feature page listed doc 36 and doc 434, the same
+    abstract, as the two strongest documents. Identical texts have identical codes; they are one row."""
+    import scipy.sparse as sp
+
+    j = busiest(ws)
+    col = ws.codes[:, j].toarray().ravel()
+    first, second = np.argsort(-col, kind="stable")[:2]
+    codes = sp.vstack([ws.codes, ws.codes[[first, first, second]]]).tocsr()  # doc 0's text thrice, doc 1's twice
+    n = ws.codes.shape[0]
+    top = FeatureExplorer(codes, ws.sae.decoder_directions).top_documents(j, n=5)
+    assert top["doc"].tolist() == np.argsort(-col, kind="stable")[:5].tolist()  # each text once, the first copy
+    assert top["copies"].tolist() == [3, 2, 1, 1, 1] and not {n, n + 1, n + 2} & set(top["doc"])
+    assert (FeatureExplorer(ws.codes, ws.sae.decoder_directions).top_documents(j, n=5)["copies"] == 1).all()
+
+
 def test_cooccurrence_matches_dense_product(ws, fx):
     j = busiest(ws)
     B = (ws.codes.toarray() > 0).astype(int)
