@@ -255,10 +255,11 @@ def compare(res: dict, earlier: dict, labeller: str = "phrases", n_examples: int
         both = [j for j in new if j in old and new[j][1] is not None and old[j][1] is not None]
         diff = np.array([new[j][1] - old[j][1] for j in both])
         changed = [j for j in both if new[j][0] != old[j][0]]
-        low, high = _bootstrap_median(diff[[both.index(j) for j in changed]]) if changed else (np.nan, np.nan)
+        of_changed = np.array([new[j][1] - old[j][1] for j in changed])
+        low, high = _bootstrap_median(of_changed) if changed else (np.nan, np.nan)
         out.append(
             f"- {c['corpus']}: {len(changed)} of {len(both)} labels changed; over the changed ones the median "
-            f"paired difference of test AUC is {np.median(diff[[both.index(j) for j in changed]]) if changed else 0:+.3f} "
+            f"paired difference of test AUC is {np.median(of_changed) if changed else 0:+.3f} "
             f"(bootstrap 95% interval {low:+.3f} to {high:+.3f}), over all {np.median(diff):+.3f}"
         )
         for j in changed[:n_examples]:
