@@ -24,6 +24,13 @@ SHAPE_FILE = "shape.json"
 INT32_MAX = np.iinfo(np.int32).max
 
 
+def row_key(codes: sp.csr_matrix, row: int) -> tuple[bytes, bytes]:
+    """A hashable key of one CSR row: equal for rows with the same non-zeros (the same text twice in a corpus
+    is embedded alike and coded alike), so pages can show such documents once."""
+    lo, hi = codes.indptr[row], codes.indptr[row + 1]
+    return codes.indices[lo:hi].tobytes(), codes.data[lo:hi].tobytes()
+
+
 def index_dtype(nnz: int, n_cols: int) -> type:
     return np.int32 if max(nnz, n_cols) <= INT32_MAX else np.int64
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .csr_store import row_key
 from .errors import DataError
 from .progress import ProgressFn, report
 from .target_scale import readable_scale
@@ -203,7 +204,7 @@ class FeatureExplorer:
         for i in np.argsort(-vals, kind="stable"):
             if len(rows) >= n and (not rows or vals[i] < rows[-1][1]):
                 break  # past the last shown activation: no more copies of a shown document
-            key = self._codes_of(int(docs[i]))
+            key = row_key(self.csr, int(docs[i]))
             if key in shown:
                 rows[shown[key]][2] += 1
             elif len(rows) < n:
@@ -212,10 +213,6 @@ class FeatureExplorer:
         return pd.DataFrame(rows or None, columns=["doc", "activation", "copies"]).astype(
             {"doc": np.int64, "activation": vals.dtype, "copies": np.int64}
         )
-
-    def _codes_of(self, doc: int) -> tuple[bytes, bytes]:
-        lo, hi = self.csr.indptr[doc], self.csr.indptr[doc + 1]
-        return self.csr.indices[lo:hi].tobytes(), self.csr.data[lo:hi].tobytes()
 
     def quantile_samples(self, latent: int, n_bins: int = 4, per_bin: int = 3, seed: int = 0) -> pd.DataFrame:
         """A few documents from each activation quantile band (top band excluded: that is ``top_documents``)."""

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import settings
+from .csr_store import row_key
 from .errors import DataError
 from .progress import ProgressFn, report
 from .sae import SparseAutoencoder
@@ -281,11 +282,24 @@ class SteeredSearch:
         return ids[0][keep].astype(np.int64), scores[0][keep]
 
     def _knn_without(self, vector: np.ndarray, k: int, skip: set) -> tuple[np.ndarray, np.ndarray]:
-        if not skip:
-            return self._knn(vector, k)
-        ids, scores = self._knn(vector, min(k + len(skip), self.codes.shape[0]))
-        keep = np.array([int(i) not in skip for i in ids], dtype=bool)
-        return ids[keep][:k], scores[keep][:k]
+        """The ``k`` nearest documents, none of ``skip``, each text once: documents coded exactly alike (the same
+        text twice in the corpus) are one hit, the lowest doc id of them, and one coded like a skipped document
+        is left out."""
+        ids, scores = self._knn(vector, min(2 * k + len(skip), self.codes.shape[0]))
+        skipped = {row_key(self.codes, d) for d in skip}
+        hit_of: dict[tuple, int] = {}  # codes -> position in the hits
+        hits, hit_scores = [], []
+        for doc, score in zip(ids.tolist(), scores.tolist()):
+            key = row_key(self.codes, doc)
+            if doc in skip or key in skipped:
+                continue
+            if key in hit_of:  # a copy: the index may return it first among equal scores
+                hits[hit_of[key]] = min(hits[hit_of[key]], doc)
+            elif len(hits) < k:
+                hit_of[key] = len(hits)
+                hits.append(doc)
+                hit_scores.append(score)
+        return np.asarray(hits, dtype=np.int64), np.asarray(hit_scores, dtype=scores.dtype)
 
     def search(
         self, vector: np.ndarray, edits: Optional[Mapping[int, float]] = None, k: int = 20, exclude: Sequence[int] = ()

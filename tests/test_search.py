@@ -100,6 +100,27 @@ def test_more_like_this_can_leave_out_the_query_document(ws, engine):
     assert 17 not in steered.ids.tolist() and 17 not in steered.baseline_ids.tolist() and len(steered.ids) == 10
 
 
+def test_a_text_that_is_in_the_corpus_twice_is_one_result(ws):
+    """The arXiv cs sample holds 673 distinct abstracts in 800 rows; a result list that shows one abstract twice
+    wastes a slot. Copies of real reviews are appended: each text comes back once, and "more like this" leaves
+    out the copies of the query document as it leaves out the document itself."""
+    import scipy.sparse as sp
+
+    E = np.asarray(ws.embeddings)
+    q = ws.embed_query("the pizza was cold and the waiter was rude")
+    first, second = _brute_force(E, q, 2)
+    copies = [first, first, second, 17]
+    E2 = np.vstack([E, E[copies]])
+    codes2 = sp.vstack([ws.codes, ws.codes[copies]]).tocsr()
+    engine2 = SteeredSearch(E2, ws.sae, codes2)
+    res = engine2.search(q, {}, k=10)
+    np.testing.assert_array_equal(res.ids, _brute_force(E, q, 10))  # as if the copies were not there
+    np.testing.assert_array_equal(res.baseline_ids, res.ids)
+    n = len(E)
+    like = engine2.search(E[17], {}, k=10, exclude=[17])
+    assert 17 not in like.ids.tolist() and n + 3 not in like.ids.tolist() and len(like.ids) == 10
+
+
 def test_ivf_index_beyond_the_exact_limit_is_tuned_to_the_target_recall(ws):
     """Above the exact limit: IVF-Flat, nprobe chosen at build time on held-out rows so recall@10 >= target."""
     E = np.asarray(ws.embeddings)
