@@ -291,6 +291,8 @@ class SteeredSearch:
         hits, hit_scores = [], []
         for doc, score in zip(ids.tolist(), scores.tolist()):
             key = row_key(self.codes, doc)
+            if not key[0]:
+                key = (doc,)  # no active feature: nothing says it is another document's copy
             if doc in skip or key in skipped:
                 continue
             if key in hit_of:  # a copy: the index may return it first among equal scores

@@ -119,6 +119,13 @@ def test_a_text_that_is_in_the_corpus_twice_is_one_result(ws):
     n = len(E)
     like = engine2.search(E[17], {}, k=10, exclude=[17])
     assert 17 not in like.ids.tolist() and n + 3 not in like.ids.tolist() and len(like.ids) == 10
+    # documents with no active feature are not copies of one another, however alike their (empty) codes
+    silent = ws.codes.tolil()
+    top = _brute_force(E, q, 10)
+    for d in top[:3]:
+        silent[int(d)] = 0
+    engine3 = SteeredSearch(E, ws.sae, silent.tocsr())
+    np.testing.assert_array_equal(engine3.search(q, {}, k=10).ids, top)
 
 
 def test_ivf_index_beyond_the_exact_limit_is_tuned_to_the_target_recall(ws):
