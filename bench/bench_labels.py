@@ -13,6 +13,12 @@ Corpora: the Yelp demo workspace's 4,000 reviews (val + holdout files) and the a
 
     python bench/bench_labels.py [--quick]        # --quick: 1,000 documents of each, M=32
     python bench/bench_labels.py --negation-margin 0   # phrase labels as before negations were discounted
+    python bench/bench_labels.py --term-margin 0       # terms ("Fish tacos") compete without their preference
+    python bench/bench_labels.py --compare-to OLD.json # label by label against an earlier run's JSON (another
+                                                       # version of the code on PYTHONPATH wrote it)
+
+Each label is also read as a name, clause, fragment or keyword frame (``label_form``), by rules of this
+file's own, not the labeller's.
 """
 
 from __future__ import annotations
