@@ -2,6 +2,7 @@
 
 - ``feature_stats``: density, mean and max activation of every latent (one vectorised pass).
 - ``build_feature_table``: those statistics plus a label and keywords for each latent.
+- ``reading_order``: the order the pages list features in: broad levels first, the busiest first within each.
 - ``FeatureExplorer``: one feature's page: top and quantile documents, activation histogram,
   nearest features by decoder cosine, co-occurring features, prevalence across a metadata column,
   correlation of every latent with a column.
@@ -98,6 +99,21 @@ def build_feature_table(
     stats.insert(2, "keywords", [keywords[int(i)] for i in stats["latent"]])
     stats.insert(3, "label_method", method)
     return stats
+
+
+def reading_order(table: pd.DataFrame, level_names: Optional[Sequence[str]] = None) -> np.ndarray:
+    """Latent ids in the order a reader meets them: an SAE's broadest level first (fewest latents: 2/1, then
+    3/1, ..., 16/2, 64/24, 128/16; ``level_names`` as ``SparseAutoencoder.level_names``, None for one level)
+    and, within a level, the feature that fires on most documents first."""
+    latents = table["latent"].to_numpy(dtype=np.int64)
+    busy = table["n_active"].to_numpy(dtype=np.float64)
+    if level_names is None:
+        size = active = np.zeros(len(latents))
+    else:
+        names = np.asarray(level_names, dtype=str)[latents]
+        size = np.array([int(name.split("/")[0]) for name in names])
+        active = np.array([int(name.split("/")[1]) for name in names])
+    return latents[np.lexsort((latents, -busy, active, size))]
 
 
 def search_features(table: pd.DataFrame, query: str, limit: int = 50) -> pd.DataFrame:
@@ -214,20 +230,32 @@ class FeatureExplorer:
             {"doc": np.int64, "activation": vals.dtype, "copies": np.int64}
         )
 
-    def quantile_samples(self, latent: int, n_bins: int = 4, per_bin: int = 3, seed: int = 0) -> pd.DataFrame:
-        """A few documents from each activation quantile band (top band excluded: that is ``top_documents``)."""
+    def quantile_samples(
+        self, latent: int, n_bins: int = 4, per_bin: int = 3, seed: int = 0, exclude: Sequence[int] = ()
+    ) -> pd.DataFrame:
+        """A few documents drawn from each activation quantile band (``n_bins`` bands, the strongest first), each
+        text once: no two with identical codes (the same text twice in the corpus), and none with the codes of a
+        document in ``exclude`` (those the page already shows, e.g. ``top_documents``)."""
         docs, vals = self.activations(latent)
         if len(docs) == 0:
             return pd.DataFrame({"doc": [], "activation": [], "band": []})
         edges = np.quantile(vals, np.linspace(0, 1, n_bins + 1))
         rng = np.random.default_rng(seed)
+        seen = {row_key(self.csr, int(d)) for d in exclude}
         rows = []
         for b in range(n_bins - 1, -1, -1):
             lo, hi = edges[b], edges[b + 1]
             in_band = np.flatnonzero((vals >= lo) & ((vals < hi) if b < n_bins - 1 else (vals <= hi)))
-            pick = rng.choice(in_band, size=min(per_bin, len(in_band)), replace=False) if len(in_band) else []
+            picked = []
+            for i in rng.permutation(in_band):  # a random draw that skips texts already shown
+                key = row_key(self.csr, int(docs[i]))
+                if key not in seen:
+                    seen.add(key)
+                    picked.append(i)
+                    if len(picked) == per_bin:
+                        break
             band = f"q{int(100 * b / n_bins)}-{int(100 * (b + 1) / n_bins)}"
-            rows.extend((int(docs[i]), float(vals[i]), band) for i in sorted(pick, key=lambda i: -vals[i]))
+            rows.extend((int(docs[i]), float(vals[i]), band) for i in sorted(picked, key=lambda i: -vals[i]))
         return pd.DataFrame(rows, columns=["doc", "activation", "band"])
 
     def histogram(self, latent: int, bins: int = 30) -> tuple[np.ndarray, np.ndarray]:
@@ -291,9 +319,10 @@ class FeatureExplorer:
 
     def page(self, latent: int, column: Optional[pd.Series] = None) -> dict:
         """All of a feature page's data in one call (what the dashboard computes when a feature is opened)."""
+        top = self.top_documents(latent)
         out = {
-            "top": self.top_documents(latent),
-            "quantiles": self.quantile_samples(latent),
+            "top": top,
+            "quantiles": self.quantile_samples(latent, exclude=top["doc"].tolist()),
             "histogram": self.histogram(latent),
             "nearest": self.nearest(latent),
             "cooccurring": self.cooccurring(latent),

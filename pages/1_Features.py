@@ -11,7 +11,7 @@ from pandas.api.types import is_bool_dtype
 import ui
 from hsae_core import settings
 from hsae_core.errors import HsaeError
-from hsae_core.features import correlation_column, search_features, text_features
+from hsae_core.features import correlation_column, reading_order, search_features, text_features
 from hsae_core.labelsets import low_fidelity, trusted
 from hsae_core.unique_labels import count_shared
 
@@ -26,6 +26,7 @@ table = ui.feature_table(ws).copy()
 levels = ws.sae.level_names if ws.sae.config_.levels else None
 if levels:
     table.insert(1, "level", levels)
+order = reading_order(table, levels)  # broad levels first, the busiest feature first within each
 other_cols = [c for c in ws.frame.columns if c != ws.text_col]
 kinds = ui.column_kinds(ws)
 
@@ -34,8 +35,8 @@ FEATURE_COLUMNS = {
     "latent": st.column_config.NumberColumn("feature", help="Feature number (click the row to open it)"),
     "level": st.column_config.TextColumn(
         "level",
-        help="The SAE level, as latents/active: 4/1 puts every document in one of 4 broad groups; "
-        "the main level holds the finest features",
+        help="The SAE level, as latents/active: 4/1 puts every document in one of 4 broad groups, 128/16 holds "
+        "the finest features; the main level (the SAE's m/k) is the one that reconstructs the embeddings",
     ),
     "label": st.column_config.TextColumn("label", width="medium"),
     "fidelity_auc": st.column_config.NumberColumn(
@@ -86,7 +87,7 @@ if corr_col != "(none)":
         column_config[name] = st.column_config.NumberColumn(name, format="%.3f")
     except HsaeError as exc:
         st.warning(str(exc))
-shown = search_features(table, query, limit=len(table)) if query.strip() else table
+shown = search_features(table, query, limit=len(table)) if query.strip() else table.iloc[order]
 fidelity_filter = c1.selectbox(
     "Label fidelity",
     ["all labels", "low fidelity only", "trusted only"],
@@ -99,7 +100,7 @@ if fidelity_filter != "all labels":
 if levels:
     level = c2.selectbox(
         "Level",
-        ["all levels"] + list(dict.fromkeys(levels)),
+        ["all levels"] + list(dict.fromkeys(levels[j] for j in order)),
         key="feat_level",
         help="Show one level's features: the small levels sort the corpus into a few broad groups",
     )
@@ -134,7 +135,7 @@ if picked is not None and picked < len(shown):
         st.session_state["_feature_from_row"] = clicked
         st.session_state["feature_open"] = clicked[1]
 if "feature_open" not in st.session_state:
-    st.session_state["feature_open"] = int(table.sort_values("n_active", ascending=False)["latent"].iloc[0])
+    st.session_state["feature_open"] = int(order[0])
 latent = int(st.number_input("Open feature #", min_value=0, max_value=len(table) - 1, key="feature_open"))
 st.query_params["feature"] = str(latent)
 st.session_state["_feature_from_link"] = str(latent)

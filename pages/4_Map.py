@@ -11,6 +11,7 @@ import streamlit as st
 
 import ui
 from hsae_core import settings
+from hsae_core.features import reading_order
 from hsae_core.interpret import fit
 from hsae_core.mapping import (
     density_grid,
@@ -43,7 +44,7 @@ labels = table["label"].to_numpy()
 fx = ui.explorer(ws)
 kinds = ui.map_columns(ws)
 n = len(coords)
-by_density = table.sort_values("n_active", ascending=False)["latent"].tolist()
+in_order = reading_order(table, ws.sae.level_names if ws.sae.config_.levels else None).tolist()
 
 # ---- filters
 with st.expander("Filters", expanded=False):
@@ -58,7 +59,7 @@ with st.expander("Filters", expanded=False):
             f_values = f1.multiselect(f"{f_col} is one of", info, default=info[:1], key=f"map_filter_values_{f_col}")
     f_feat = f2.selectbox(
         "Only documents where this feature fires",
-        [None] + by_density,
+        [None] + in_order,
         key="map_filter_feature",
         format_func=lambda j: "(any document)" if j is None else ui.feature_name(table, j),
     )
@@ -83,7 +84,7 @@ c1, c2, c3 = st.columns([2, 2, 1])
 colour_by = c1.radio("Colour by", ["feature activation", "column", "document count"], horizontal=True, key="map_colour")
 colour, colour_name, category = None, "documents", False
 if colour_by == "feature activation":
-    j = c2.selectbox("Feature", by_density, key="map_feature", format_func=lambda j: ui.feature_name(table, j))
+    j = c2.selectbox("Feature", in_order, key="map_feature", format_func=lambda j: ui.feature_name(table, j))
     docs, acts = fx.activations(int(j))
     colour = np.zeros(n)
     colour[docs] = acts

@@ -114,7 +114,11 @@ def test_features_table_row_click_opens_the_feature_and_documents_read_in_full(a
     at = page("Features")
     table = df(at, "feature_table")
     n_levels = sum(s for s, _ in settings.SAE.levels)
-    assert len(table) == 64 + n_levels and table["level"].iloc[0] == "64/4" and table["level"].iloc[-1] == "128/16"
+    assert len(table) == 64 + n_levels and table["level"].iloc[0] == "2/1" and table["level"].iloc[-1] == "128/16"
+    levels = list(dict.fromkeys(table["level"]))  # broad to fine: the levels in order of their size
+    assert levels == sorted(levels, key=lambda name: int(name.split("/")[0])) and "64/4" in levels
+    first = int(table["latent"].iloc[0])  # the page opens on the table's first feature: the broadest level's busiest
+    assert at.header[0].value.startswith(f"Feature #{first}:") and table["density"].iloc[0] >= table["density"].iloc[1]
     at.selectbox(key="feat_level").set_value("4/1").run()  # one level's features: four broad groups
     assert df(at, "feature_table")["level"].tolist() == ["4/1"] * 4
     at.selectbox(key="feat_level").set_value("all levels").run()

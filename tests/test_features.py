@@ -8,7 +8,14 @@ import pytest
 from ws_fixtures import small_workspace  # noqa: F401
 
 from hsae_core.errors import DataError
-from hsae_core.features import FeatureExplorer, correlation_column, feature_stats, search_features, text_features
+from hsae_core.features import (
+    FeatureExplorer,
+    correlation_column,
+    feature_stats,
+    reading_order,
+    search_features,
+    text_features,
+)
 from hsae_core.workspace import Workspace
 
 
@@ -68,6 +75,41 @@ def test_a_text_that_is_in_the_corpus_twice_is_one_top_document_with_its_copies(
     assert top["doc"].tolist() == np.argsort(-col, kind="stable")[:5].tolist()  # each text once, the first copy
     assert top["copies"].tolist() == [3, 2, 1, 1, 1] and not {n, n + 1, n + 2} & set(top["doc"])
     assert (FeatureExplorer(ws.codes, ws.sae.decoder_directions).top_documents(j, n=5)["copies"] == 1).all()
+
+
+def test_lower_quantile_samples_show_each_text_once_and_none_of_the_top_documents(ws):
+    """The quantile samples drew from every active document: a top document, or a text the corpus holds twice,
+    could be shown again below the top documents."""
+    import scipy.sparse as sp
+
+    from hsae_core.csr_store import row_key
+
+    j = busiest(ws)
+    docs = np.flatnonzero(ws.codes[:, j].toarray().ravel() > 0)
+    codes = sp.vstack([ws.codes, ws.codes[np.repeat(docs, 3)]]).tocsr()  # every text it fires on, four times
+    fx = FeatureExplorer(codes, ws.sae.decoder_directions)
+    top = fx.top_documents(j, n=10)
+    for seed in range(5):
+        q = fx.quantile_samples(j, per_bin=5, seed=seed, exclude=top["doc"].tolist())
+        keys = [row_key(codes, d) for d in q["doc"]]
+        assert len(q) == 4 * 5 and len(set(keys)) == len(keys), "no text twice"
+        assert not set(keys) & {row_key(codes, d) for d in top["doc"]}, "no copy of a top document"
+    page = fx.page(j)
+    shown = [row_key(codes, d) for d in list(page["top"]["doc"]) + list(page["quantiles"]["doc"])]
+    assert len(set(shown)) == len(shown)
+
+
+def test_reading_order_lists_the_broad_levels_first_and_the_busiest_feature_first_in_each(ws):
+    table, names = ws.features, ws.sae.level_names
+    order = reading_order(table, names)
+    assert sorted(order) == list(range(len(table)))
+    size = [int(names[j].split("/")[0]) for j in order]
+    assert size == sorted(size) and names[order[0]] == "2/1" and names[order[-1]] == "128/16"
+    for level in set(names):
+        busy = table["n_active"].to_numpy()[[j for j in order if names[j] == level]]
+        assert (np.diff(busy) <= 0).all(), f"level {level}: the busiest first"
+    plain = reading_order(table)  # one dictionary: the busiest first
+    assert (np.diff(table["n_active"].to_numpy()[plain]) <= 0).all() and plain[0] == busiest(ws)
 
 
 def test_cooccurrence_matches_dense_product(ws, fx):
