@@ -31,7 +31,7 @@ from .fsutil import check_cache_dir
 from .interpret import Interpreter, fit
 from .presence import chosen_presence
 from .progress import ProgressFn, report
-from .report import any_of_lines, split_summary
+from .report import any_of_lines, split_summary, verdict_line
 from .runstore import check_run_folder, new_run_id, verify_run_folder, write_run_folder
 from .sae import SparseAutoencoder
 from .splits import duplicate_mask, grouped_split, split_warnings
@@ -935,6 +935,9 @@ def format_table(run: HypothesisRun, width: int = 60) -> str:
             f"Bonferroni-significant {m.get('n_significant_bonferroni')}/{m.get('n_hypotheses')}, "
             f"FDR {m.get('n_significant_fdr')}/{m.get('n_hypotheses')}"
         )
+        verdict = verdict_line(m)
+        if verdict:
+            lines.append(f"{label}{verdict}")
         lines.extend(f"{label}{rule}" for rule in any_of_lines(run.summary, name))
     lines.extend(untested_lines(run.table))
     if annot == "activation":

@@ -110,6 +110,60 @@ def headline_metrics(metrics: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
+def verdict_line(metrics: dict) -> str | None:
+    """One plain sentence on whether one target's hypotheses hold up on the holdout: how many are significant,
+    and how much of the embedding ceiling they reach together (out of fold, above chance: R² 0, AUC 0.5).
+    Where together they predict no better than chance out of fold, it says so first: none holds up, or a
+    significant few are likely chance findings. None when the metrics lack the numbers."""
+    metric = metrics.get("metric") or ("r2" if "r2_cv" in metrics else "auc")
+    name, chance = ("R²", 0.0) if metric == "r2" else ("AUC", 0.5)
+    try:
+        n, n_bonf, n_fdr = (int(metrics[k]) for k in ("n_hypotheses", "n_significant_bonferroni", "n_significant_fdr"))
+        cv = float(metrics[f"{metric}_cv"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not n or not np.isfinite(cv):
+        return None
+    ceiling = (metrics.get("embedding_baseline") or {}).get("value")
+    ceiling = float(ceiling) if ceiling is not None and np.isfinite(float(ceiling)) else None
+    reach = f"{name} {_num(cv)} out of fold" + (f"; the embeddings reach {_num(ceiling)}" if ceiling is not None else "")
+    if cv <= chance + 0.01:
+        baseline = "its mean" if metric == "r2" else "chance"
+        if n_fdr == 0:
+            return (
+                f"None of the {n} hypotheses holds up on the holdout: none is significant, even at a 5% false "
+                f"discovery rate, and together they predict the target no better than {baseline} ({reach})."
+            )
+        one = n_fdr == 1
+        return (
+            f"{n_fdr} of the {n} hypotheses {'is' if one else 'are'} significant on the holdout (5% FDR; {n_bonf} "
+            f"Bonferroni), but together they predict the target no better than {baseline} ({reach}): take "
+            f"{'it' if one else 'them'} as {'a chance finding' if one else 'chance findings'} until another sample "
+            f"backs {'it' if one else 'them'}."
+        )
+    if n_fdr == 0:
+        return (
+            f"No single hypothesis of the {n} is significant on the holdout, though together they do predict the "
+            f"target ({reach}): read each as a lead, not a finding."
+        )
+    if n_bonf:
+        held = f"{n_bonf} of the {n} hypotheses hold{'s' if n_bonf == 1 else ''} up on the holdout (Bonferroni"
+        held += f"; {n_fdr} at a 5% FDR)"
+    else:
+        held = f"None of the {n} hypotheses survives Bonferroni on the holdout, though {n_fdr} pass a 5% FDR"
+    if ceiling is None or ceiling <= chance:
+        return f"{held}; together they reach {reach}."
+    share = max((cv - chance) / (ceiling - chance), 0.0)
+    if metric == "r2":
+        part = "as much as the embeddings" if share >= 1 else f"{share:.0%} as much as the embeddings"
+        return f"{held}; together they explain {part} (R² {cv:.3f} out of fold against {ceiling:.3f})."
+    part = "all the way" if share >= 1 else f"{share:.0%} of the way"
+    return (
+        f"{held}; together they go {part} from chance to the embeddings' AUC ({cv:.3f} out of fold against "
+        f"{ceiling:.3f})."
+    )
+
+
 def any_of_lines(summary: dict, metrics_key: str) -> list[str]:
     """The any-of rule sentences of one metrics entry of a run: its class's, or for a two-valued target
     one per value (the positive one, classes[1], first); none for a continuous target."""
@@ -171,7 +225,7 @@ def _num(value) -> str:
         value = float(value)
     except (TypeError, ValueError):
         return "n/a"
-    return f"{value:.3f}" if np.isfinite(value) else "n/a"
+    return f"{value:.3f}".replace("-0.000", "0.000") if np.isfinite(value) else "n/a"
 
 
 def split_summary(summary: dict) -> str:

@@ -22,6 +22,7 @@ from hsae_core.report import (
     readable_table,
     rule_column_names,
     split_summary,
+    verdict_line,
 )
 from hsae_core.settings import ANNOTATORS, INTERPRETERS, SELECT_METHODS, format_levels
 from hsae_core.splits import split_warnings
@@ -363,6 +364,9 @@ for name, metrics in summary.get("metrics", {}).items():
     cols = st.columns(5)
     for col, (label, value, help_text) in zip(cols, headline_metrics(metrics)):
         col.metric(label, value, help=help_text)
+    verdict = verdict_line(metrics)
+    if verdict:
+        st.markdown(f"**On the holdout:** {ui.plain_markdown(verdict)}")
     for rule in any_of_lines(summary, name):
         st.markdown(f"**In short:** {ui.plain_markdown(rule)}")
 linked = uses_workspace_features(run, ws)

@@ -18,6 +18,7 @@ from ws_fixtures import small_workspace, upworthy_frame, upworthy_workspace  # n
 from hsae_core import settings
 from hsae_core.labelsets import features_with_labels
 from hsae_core.pipeline import HypothesisConfig
+from hsae_core.report import verdict_line
 from hsae_core.splits import duplicate_mask
 from hsae_core.workspace import Workspace
 
@@ -538,6 +539,13 @@ def test_multiclass_target_offers_its_classes(shared_data, tmp_path, monkeypatch
     assert len(shown) == 1 and f"cs.CR = any of {len(rule['latents'])} hypothes" in shown[0]
     assert all(f"(#{j})" in shown[0] for j in rule["latents"])
     assert f"Holdout F1 {rule['holdout']['f1']:.3f}" in shown[0]
+    # Above the rule, one sentence on whether the class's hypotheses hold up on the holdout at all
+    metrics = json.loads((last_run(ws.path) / "summary.json").read_text())["metrics"]["cs.CR"]
+    said = [m.value.replace("\\", "") for m in at.markdown if m.value.startswith("**On the holdout:**")]
+    assert (
+        said == [f"**On the holdout:** {verdict_line(metrics)}"]
+        and f"of the {metrics['n_hypotheses']} hypothes" in said[0]
+    )
     table = df(at, "hyp_table")
     assert sorted(table.loc[table["any_of"], "latent"]) == sorted(rule["latents"])  # ticked in the table
     # The Features page groups a feature's prevalence by the category, never by titles (one document each)

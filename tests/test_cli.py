@@ -104,6 +104,39 @@ def test_hypotheses_are_real_findings_on_the_holdout(run_dir):
     assert (np.sign(sig["separation"]) == np.sign(sig["selection_score"])).mean() >= 0.8
 
 
+def test_the_run_says_in_words_how_many_hypotheses_hold_up_and_how_much_they_explain(run_dir):
+    metrics = json.loads((run_dir / "summary.json").read_text())["metrics"]["overall"]
+    lines = format_table(load_run(run_dir)).splitlines()
+    share = metrics["r2_cv"] / metrics["embedding_baseline"]["value"]
+    n_bonf, n_fdr = metrics["n_significant_bonferroni"], metrics["n_significant_fdr"]
+    assert n_bonf >= 1 and metrics["r2_cv"] > 0.1  # stars are in the text: the sentence says so
+    said = f"{n_bonf} of the 10 hypotheses hold{'s' if n_bonf == 1 else ''} up on the holdout (Bonferroni; {n_fdr} at"
+    assert any(
+        line.startswith(said) and f"they explain {share:.0%} as much as the embeddings" in line for line in lines
+    )
+
+
+def test_a_target_the_texts_do_not_predict_is_said_to_have_no_hypothesis_that_holds_up(yelp_files, tmp_path, capsys):
+    """Random numbers beside real reviews: whatever features are selected on the training rows, the holdout must
+    not back them, and the run must say so in words rather than leave a table of coefficients to be read (a
+    coefficient or two can pass a test by chance: the out-of-fold fit says what they are worth)."""
+    frames = [pd.read_json(path, lines=True) for path in yelp_files]
+    rng = np.random.default_rng(0)
+    paths = []
+    for name, frame in zip(("train", "holdout"), frames):
+        frame["noise"] = rng.normal(size=len(frame))
+        frame.to_json(tmp_path / f"{name}.jsonl", orient="records", lines=True, date_format="iso")
+        paths.append(tmp_path / f"{name}.jsonl")
+    args = ["hypothesize", "--data", str(paths[0]), "--holdout", str(paths[1]), "--text-col", "text"]
+    code = main(args + ["--target-col", "noise", "--n", "10", "--m", "64", "--k", "8", "--out", str(tmp_path / "o")])
+    assert code == 0
+    out = capsys.readouterr().out
+    # Here one of the ten is significant in the joint model by chance; the sentence puts it in its place.
+    verdict = [line for line in out.splitlines() if "no better than its mean" in line]
+    assert len(verdict) == 1 and "as much as the embeddings" not in out
+    assert verdict[0].startswith("None of the 10 hypotheses holds up") or "chance finding" in verdict[0]
+
+
 def test_multiclass_target_gives_one_vs_rest_tables(yelp_files, tmp_path, capsys):
     train, hold = yelp_files
     code = main(
