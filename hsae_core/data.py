@@ -5,6 +5,7 @@ Rows with an empty/NaN text or a NaN target are dropped and counted, never silen
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -18,6 +19,12 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".parquet", ".pq
 TARGET_KINDS = ("binary", "continuous", "multiclass")
 # A non-numeric column with more distinct values than this is not a usable class label.
 MAX_CLASSES = 50
+FEW_TARGET_VALUES = 10  # a numeric target with at most this many values may be classes coded as numbers
+# Column names whose numbers are codes for classes, not a score: ICLR's Decision (-1 workshop, 0 reject,
+# 1 oral, 2 poster), a news corpus's label or topic 0-3. Read one word at a time ("paper_decision", "TopicId").
+CODE_NAME_WORDS = frozenset(
+    {"decision", "label", "class", "category", "type", "topic", "outcome", "status", "verdict", "group", "kind"}
+)
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -173,12 +180,21 @@ def part_counts(df: pd.DataFrame, text_col: str, target_col: Optional[str], rows
     return counts
 
 
+def names_codes(name) -> bool:
+    """Whether a column's name says that its few numbers are codes for classes ("Decision", "label",
+    "topic_id"), so that ``auto`` reads them as classes rather than as a score."""
+    words = re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", str(name))
+    return any(w.lower() in CODE_NAME_WORDS or w.lower().rstrip("s") in CODE_NAME_WORDS for w in words)
+
+
 def encode_target(values: pd.Series, name: str, kind: str = "auto") -> tuple[np.ndarray, str, Optional[list]]:
     """Turn a target column into numbers and say which kind of target it is.
 
     binary: y in {0, 1} with ``classes`` = [negative, positive];
     continuous: float y;
     multiclass: y = integer class index into ``classes``.
+    ``auto`` reads two values as binary, numbers as continuous (but up to ``FEW_TARGET_VALUES`` numbers in a
+    column whose name says they are codes, :func:`names_codes`, as classes), and other values as classes.
     """
     if kind not in ("auto",) + TARGET_KINDS:
         raise DataError(f"Unknown target kind '{kind}'; use auto, {', '.join(TARGET_KINDS)}")
@@ -192,6 +208,8 @@ def encode_target(values: pd.Series, name: str, kind: str = "auto") -> tuple[np.
     if kind == "auto":
         if len(uniques) == 2:
             kind = "binary"
+        elif is_numeric and len(uniques) <= FEW_TARGET_VALUES and names_codes(name):
+            kind = "multiclass"
         elif is_numeric:
             kind = "continuous"
         elif len(uniques) <= MAX_CLASSES:

@@ -24,7 +24,16 @@ from . import settings, validate
 from .annotate import ActivationAnnotator, Annotator
 from .anyof import any_of_scores, every_row_f1, fit_any_of
 from .choose import Choice, choose_hypotheses
-from .data import Corpus, one_vs_rest, part_counts, prepare_corpus, read_table, require_columns, split_indices
+from .data import (
+    FEW_TARGET_VALUES,
+    Corpus,
+    one_vs_rest,
+    part_counts,
+    prepare_corpus,
+    read_table,
+    require_columns,
+    split_indices,
+)
 from .embed import Embedder
 from .errors import DataError, LLMError, ModelError
 from .fsutil import check_cache_dir
@@ -40,7 +49,6 @@ from .target_scale import TargetScale, choose_scale
 
 MIN_TRAIN_ROWS = 50
 MIN_HOLDOUT_ROWS = 20
-FEW_TARGET_VALUES = 10  # a numeric target with at most this many values may be classes coded as numbers
 TABLE_COLUMNS = [
     "latent",
     "level",
@@ -917,6 +925,13 @@ def format_table(run: HypothesisRun, width: int = 60) -> str:
         lines.append(
             f"Target '{target.get('column')}' read as a score ({len(target['values'])} values: {shown_values}); "
             "--target-kind multiclass reads them as classes."
+        )
+    classes = target.get("classes") or []
+    auto = (run.summary.get("config") or {}).get("target_kind", "auto") == "auto"
+    if auto and target.get("kind") == "multiclass" and all(isinstance(c, (int, float)) for c in classes):
+        lines.append(
+            f"Target '{target.get('column')}' read as classes, one vs rest: its name says its {len(classes)} numbers "
+            f"({', '.join(map(str, classes))}) are codes; --target-kind continuous reads them as a score."
         )
     if target.get("scale"):
         lines.append(TargetScale(**target["scale"]).describe(target.get("column")))

@@ -126,7 +126,9 @@ def verdict_line(metrics: dict) -> str | None:
         return None
     ceiling = (metrics.get("embedding_baseline") or {}).get("value")
     ceiling = float(ceiling) if ceiling is not None and np.isfinite(float(ceiling)) else None
-    reach = f"{name} {_num(cv)} out of fold" + (f"; the embeddings reach {_num(ceiling)}" if ceiling is not None else "")
+    reach = f"{name} {_num(cv)} out of fold" + (
+        f"; the embeddings reach {_num(ceiling)}" if ceiling is not None else ""
+    )
     if cv <= chance + 0.01:
         baseline = "its mean" if metric == "r2" else "chance"
         if n_fdr == 0:

@@ -316,8 +316,10 @@ def test_hypotheses_default_run_learns_thresholds_on_the_workspace_features(app_
 
 def test_a_few_valued_numeric_target_can_be_read_as_classes(app_env):
     at = page("Hypotheses")
-    assert at.radio(key="hyp_read_as").value == "a score" and not [s for s in at.selectbox if s.key == "hyp_class"]
-    at.radio(key="hyp_read_as").set_value("classes").run()
+    assert at.radio(key="hyp_read_as_stars").value == "a score" and not [
+        s for s in at.selectbox if s.key == "hyp_class"
+    ]
+    at.radio(key="hyp_read_as_stars").set_value("classes").run()
     assert at.selectbox(key="hyp_class").options == ["every class", "1", "2", "3", "4", "5"]
     at.selectbox(key="hyp_class").set_value("5")
     at.number_input(key="hyp_n").set_value(4)
@@ -326,6 +328,28 @@ def test_a_few_valued_numeric_target_can_be_read_as_classes(app_env):
     summary = json.loads((last_run(app_env) / "summary.json").read_text())
     assert summary["target"]["kind"] == "multiclass" and list(summary["metrics"]) == ["5"]
     assert any("Class 5" in m.value for m in at.markdown) and "Holdout AUC (5-fold CV)" in [m.label for m in at.metric]
+
+
+def test_numbers_in_a_column_named_as_codes_are_read_as_classes_unless_a_score_is_asked_for(
+    shared_data, tmp_path, monkeypatch
+):
+    """ICLR's Decision is -1 workshop, 0 reject, 1 oral, 2 poster: as a score, 'poster' would rank above 'oral'."""
+    from hsae_core.workspace import build_workspace
+
+    frame = pd.read_csv(shared_data / "iclr_nips_abstracts" / "ICLR17_submissions.csv").head(300)
+    vectors = np.random.default_rng(0).normal(size=(len(frame), 16)).astype(np.float32)  # no embedding needed here
+    ws = build_workspace(tmp_path / "iclr", frame=frame, text_col="Abstract", embeddings=vectors, m=8, k=2)
+    monkeypatch.setenv("HSAE_WORKSPACE", str(ws.path))
+    monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(tmp_path / "none"))
+    at = page("Hypotheses")
+    at.selectbox(key="hyp_target").set_value("Decision").run()
+    assert at.radio(key="hyp_read_as_Decision").value == "classes"
+    assert at.selectbox(key="hyp_class").options == ["every class", "-1", "0", "1", "2"]
+    at.radio(key="hyp_read_as_Decision").set_value("a score").run()
+    at.number_input(key="hyp_n").set_value(3)
+    at.button(key="hyp_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert json.loads((last_run(ws.path) / "summary.json").read_text())["target"]["kind"] == "continuous"
 
 
 def test_a_heavy_tailed_count_is_modelled_as_its_log_and_the_results_say_so(app_env):

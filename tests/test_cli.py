@@ -191,6 +191,31 @@ def test_multiclass_target_gives_one_vs_rest_tables(yelp_files, tmp_path, capsys
     assert summary["metrics"]["1"]["any_of"]["holdout"]["f1"] > 0.45
 
 
+def test_few_numbers_in_a_column_named_as_codes_are_classes_and_the_run_says_how_to_read_them_as_a_score(
+    yelp_files, tmp_path, capsys
+):
+    frames = [pd.read_json(path, lines=True) for path in yelp_files]
+    paths = []
+    for name, frame in zip(("train", "holdout"), frames):
+        frame["review_label"] = frame["stars"] - 1  # five codes, 0-4, as a labelled corpus ships them
+        frame.to_json(tmp_path / f"{name}.jsonl", orient="records", lines=True, date_format="iso")
+        paths.append(str(tmp_path / f"{name}.jsonl"))
+    args = ["hypothesize", "--data", paths[0], "--holdout", paths[1], "--text-col", "text"]
+    args += ["--target-col", "review_label", "--n", "4", "--m", "32", "--k", "4"]
+    assert main(args + ["--out", str(tmp_path / "classes")]) == 0
+    summary = json.loads((tmp_path / "classes" / "summary.json").read_text())
+    assert summary["target"]["kind"] == "multiclass" and list(summary["metrics"]) == ["0", "1", "2", "3", "4"]
+    said = (
+        "Target 'review_label' read as classes, one vs rest: its name says its 5 numbers (0, 1, 2, 3, 4) are codes; "
+        "--target-kind continuous reads them as a score."
+    )
+    assert said in capsys.readouterr().out.splitlines()
+    assert main(args + ["--target-kind", "continuous", "--out", str(tmp_path / "score")]) == 0
+    summary = json.loads((tmp_path / "score" / "summary.json").read_text())
+    assert summary["target"]["kind"] == "continuous" and summary["target"]["values"] == [0, 1, 2, 3, 4]
+    assert said not in capsys.readouterr().out
+
+
 def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path, capsys):
     train, _ = yelp_files
     df = pd.read_json(train, lines=True)

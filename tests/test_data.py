@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hsae_core.data import prepare_corpus, read_table
+from hsae_core.data import names_codes, prepare_corpus, read_table
 from hsae_core.errors import DataError
 
 
@@ -47,6 +47,23 @@ def test_target_kinds(shared_data):
     iclr["accepted"] = iclr["Decision"].isin([1, 2]).map({True: "yes", False: "no"})
     binary = prepare_corpus(iclr, "Abstract", "accepted")
     assert binary.target_kind == "binary" and binary.classes == ["no", "yes"] and set(binary.y) == {0, 1}
+    # ICLR's Decision codes (-1 workshop, 0 reject, 1 oral, 2 poster) are classes: its name says so
+    decision = prepare_corpus(iclr, "Abstract", "Decision")
+    assert decision.target_kind == "multiclass" and decision.classes == [-1, 0, 1, 2]
+    assert prepare_corpus(iclr, "Abstract", "Decision", target_kind="continuous").target_kind == "continuous"
+    # a score keeps being a score, whatever few values it takes; a coded name with many values is a number
+    iclr["Rating"] = iclr["Decision"] + 3
+    iclr["topic_label"] = np.arange(len(iclr)) % 11
+    assert prepare_corpus(iclr, "Abstract", "Rating").target_kind == "continuous"
+    assert prepare_corpus(iclr, "Abstract", "topic_label").target_kind == "continuous"
+    assert [names_codes(n) for n in ("Decision", "label", "TopicId", "paper_status", "stars", "classification")] == [
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
 
 
 def test_bad_columns_and_targets_give_one_line_errors(shared_data):
