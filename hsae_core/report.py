@@ -114,7 +114,8 @@ def verdict_line(metrics: dict) -> str | None:
     """One plain sentence on whether one target's hypotheses hold up on the holdout: how many are significant,
     and how much of the embedding ceiling they reach together (out of fold, above chance: R² 0, AUC 0.5).
     Where together they predict no better than chance out of fold, it says so first: none holds up, or a
-    significant few are likely chance findings. None when the metrics lack the numbers."""
+    significant few are likely chance findings; where the holdout model could not be fitted, that they are
+    untested. None when the metrics lack the numbers."""
     metric = metrics.get("metric") or ("r2" if "r2_cv" in metrics else "auc")
     name, chance = ("R²", 0.0) if metric == "r2" else ("AUC", 0.5)
     try:
@@ -122,8 +123,11 @@ def verdict_line(metrics: dict) -> str | None:
         cv = float(metrics[f"{metric}_cv"])
     except (KeyError, TypeError, ValueError):
         return None
-    if not n or not np.isfinite(cv):
+    if not n:
         return None
+    if not np.isfinite(cv):  # e.g. a class with a handful of holdout rows: the model could not be fitted
+        why = "; ".join(metrics.get("notes") or []) or "the holdout model could not be fitted"
+        return f"The holdout cannot test these {n} hypotheses ({why}): read them as untested."
     ceiling = (metrics.get("embedding_baseline") or {}).get("value")
     ceiling = float(ceiling) if ceiling is not None and np.isfinite(float(ceiling)) else None
     reach = f"{name} {_num(cv)} out of fold" + (
@@ -145,8 +149,9 @@ def verdict_line(metrics: dict) -> str | None:
         )
     if n_fdr == 0:
         return (
-            f"No single hypothesis of the {n} is significant on the holdout, though together they do predict the "
-            f"target ({reach}): read each as a lead, not a finding."
+            f"No single hypothesis of the {n} is significant on the holdout; together they reach {name} {_num(cv)} out "
+            f"of fold{'' if ceiling is None else f' against {_num(ceiling)} for the embeddings'}: read each as a lead, "
+            "not a finding."
         )
     if n_bonf:
         held = f"{n_bonf} of the {n} hypotheses hold{'s' if n_bonf == 1 else ''} up on the holdout (Bonferroni"

@@ -9,7 +9,7 @@ import pytest
 from hsae_core.evidence import holdout_codes, hypothesis_evidence
 from hsae_core.pipeline import HypothesisConfig, describe_split, hypothesize, load_run, load_split
 from hsae_core.progress import StagedProgress, format_seconds
-from hsae_core.report import effect_rows, headline_metrics, readable_table, split_summary
+from hsae_core.report import effect_rows, headline_metrics, readable_table, split_summary, verdict_line
 from hsae_core.stats import coef_ci, format_p
 
 
@@ -70,6 +70,33 @@ def test_report_names_metrics_formats_p_and_gives_the_ceiling(yelp_run):
     effects = effect_rows(run.table)
     assert effects["coef"].is_monotonic_increasing and (effects["low"] <= effects["coef"]).all()
     assert (effects["high"] >= effects["coef"]).all()
+
+
+def test_the_verdict_sentence_reads_significance_and_the_out_of_fold_fit_together():
+    def metrics(metric, cv, ceiling, bonf, fdr, n=10, **extra):
+        out = {"metric": metric, f"{metric}_cv": cv, "n_hypotheses": n, "n_significant_bonferroni": bonf}
+        return out | {"n_significant_fdr": fdr, "embedding_baseline": {"value": ceiling}} | extra
+
+    assert verdict_line(metrics("r2", 0.30, 0.60, 7, 9)) == (
+        "7 of the 10 hypotheses hold up on the holdout (Bonferroni; 9 at a 5% FDR); together they explain 50% as "
+        "much as the embeddings (R² 0.300 out of fold against 0.600)."
+    )
+    said = verdict_line(metrics("auc", 0.80, 0.90, 1, 2))  # AUC counts from chance (0.5): 0.3 of 0.4
+    assert said.startswith("1 of the 10 hypotheses holds up") and "75% of the way from chance" in said
+    assert "as much as the embeddings" in verdict_line(metrics("r2", 0.65, 0.60, 3, 3))  # never "108%"
+    assert verdict_line(metrics("r2", 0.30, 0.60, 0, 4)).startswith(
+        "None of the 10 hypotheses survives Bonferroni on the holdout, though 4 pass a 5% FDR"
+    )
+    assert verdict_line(metrics("auc", 0.505, 0.61, 0, 0)).startswith("None of the 10 hypotheses holds up")
+    assert "no better than its mean (R² -0.020 out of fold" in verdict_line(metrics("r2", -0.02, 0.1, 0, 0))
+    assert "a chance finding" in verdict_line(metrics("r2", -0.02, 0.0, 1, 1))  # significant, but predicts nothing
+    assert "chance findings until another sample backs them" in verdict_line(metrics("auc", 0.5, 0.7, 1, 2))
+    assert "read each as a lead, not a finding" in verdict_line(metrics("auc", 0.6, 0.7, 0, 0))
+    untested = metrics("auc", float("nan"), 0.6, 0, 0, n=4, notes=["no hypothesis could enter the model"])
+    assert verdict_line(untested) == (
+        "The holdout cannot test these 4 hypotheses (no hypothesis could enter the model): read them as untested."
+    )
+    assert verdict_line({}) is None
 
 
 def test_format_p_and_normal_confidence_intervals():
