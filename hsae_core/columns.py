@@ -2,7 +2,7 @@
 which role (text, target, holdout split, grouping) in a run.
 
 The kinds: ``text`` (prose: several words, mostly distinct), ``id`` (codes without spaces, or many
-distinct short strings), ``numeric``, ``category`` (few distinct values, booleans included), ``date`` and
+distinct short strings, or numbers with more than 10 values in a column named as ids), ``numeric``, ``category`` (few distinct values, booleans included), ``date`` and
 ``other`` (empty columns, lists, nested objects, and lists or records written out as text). Decisions hold
 under pandas 2 (text as ``object``) and pandas 3 (text as ``str``): they read the values, never compare a
 dtype with ``object``.
@@ -86,6 +86,25 @@ def _n_unique(values: pd.Series) -> int:
         return int(values.dropna().astype(str).nunique())
 
 
+def name_words(name) -> list[str]:
+    """A column name's words in lower case: "paper_id" -> paper, id; "TopicId" -> topic, id."""
+    return [w.lower() for w in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", str(name))]
+
+
+def names_an_id(name) -> bool:
+    """Whether a column's name says it holds identifiers ("id", "paper_id", "arxiv_id_full", "PID", "uuid"),
+    or is a saved row index ("Unnamed: 0"): numbers there are not a quantity to explain or correlate with."""
+    words = name_words(name)
+    return bool(set(words) & {"id", "ids", "pid", "uid", "uuid", "guid"}) or bool(
+        re.fullmatch(r"Unnamed: \d+(?:\.\d+)?", str(name))
+    )
+
+
+def _numbers_kind(name, n_unique: int) -> str:
+    """Numbers are ids where the column's name says so and they take more values than codes would."""
+    return "id" if names_an_id(name) and n_unique > MAX_SPLIT_VALUES else "numeric"
+
+
 def profile_column(series: pd.Series, name=None) -> ColumnProfile:
     """Profile one column (see the module docstring for the kinds)."""
     name = series.name if name is None else name
@@ -101,7 +120,7 @@ def profile_column(series: pd.Series, name=None) -> ColumnProfile:
     if pd.api.types.is_datetime64_any_dtype(present):
         return ColumnProfile(name, "date", n_unique, share)
     if pd.api.types.is_numeric_dtype(present):
-        return ColumnProfile(name, "numeric", n_unique, share)
+        return ColumnProfile(name, _numbers_kind(name, n_unique), n_unique, share)
     sample = _sample(present)
     is_str = sample.map(lambda v: isinstance(v, str))
     if is_str.mean() < 0.95:
@@ -120,8 +139,8 @@ def _profile_strings(name, strings: pd.Series, n_unique: int, share: float) -> C
     strings = strings[strings.str.len() > 0]
     if len(strings) == 0:
         return ColumnProfile(name, "other", n_unique, share)
-    if pd.to_numeric(strings, errors="coerce").notna().mean() >= 0.95:
-        return ColumnProfile(name, "numeric", n_unique, share)
+    if pd.to_numeric(strings, errors="coerce").notna().mean() >= 0.95:  # "1901.00064": an arXiv id, if named so
+        return ColumnProfile(name, _numbers_kind(name, n_unique), n_unique, share)
     if strings.str.match(_LIST_LITERAL).mean() >= 0.95:  # lists or records saved as text: not prose, not labels
         return ColumnProfile(name, "other", n_unique, share)
     words = strings.str.split().str.len()

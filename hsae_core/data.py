@@ -5,7 +5,6 @@ Rows with an empty/NaN text or a NaN target are dropped and counted, never silen
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -183,8 +182,9 @@ def part_counts(df: pd.DataFrame, text_col: str, target_col: Optional[str], rows
 def names_codes(name) -> bool:
     """Whether a column's name says that its few numbers are codes for classes ("Decision", "label",
     "topic_id"), so that ``auto`` reads them as classes rather than as a score."""
-    words = re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", str(name))
-    return any(w.lower() in CODE_NAME_WORDS or w.lower().rstrip("s") in CODE_NAME_WORDS for w in words)
+    from .columns import name_words
+
+    return any(w in CODE_NAME_WORDS or w.rstrip("s") in CODE_NAME_WORDS for w in name_words(name))
 
 
 def encode_target(values: pd.Series, name: str, kind: str = "auto") -> tuple[np.ndarray, str, Optional[list]]:

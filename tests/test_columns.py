@@ -86,6 +86,25 @@ def test_iclr_keyword_lists_written_as_text_are_not_prose(shared_data):
     assert text_columns(frame) == ["Abstract", "Title"]
 
 
+def test_numbers_in_a_column_named_as_ids_are_ids_not_targets(shared_data):
+    """arXiv ids ("1901.00064") read as numbers, and NeurIPS tables carry their saved row index ("Unnamed: 0"):
+    both were offered as targets to explain and columns to correlate features with."""
+    arxiv = pd.read_csv(shared_data / "arxiv_2018_citations" / "arxiv_2018_with_citations.csv")
+    assert pd.api.types.is_numeric_dtype(arxiv["arxiv_id_full"])
+    assert column_kinds(arxiv)["arxiv_id_full"] == "id" and column_kinds(arxiv)["citation_count"] == "numeric"
+    assert target_columns(arxiv, "abstract") == ["field", "citation_count"]
+    nips = pd.read_csv(shared_data / "iclr_nips_abstracts" / "NIPS17_paper.csv")
+    assert {column_kinds(nips)[c] for c in ("Unnamed: 0", "Unnamed: 0.1")} == {"id"}
+    assert "Unnamed: 0" not in target_columns(nips, "Abstract") and "Decision" in target_columns(nips, "Abstract")
+    # a name alone does not make an id: few values named so are codes (a topic id), still numbers
+    topics = pd.DataFrame({"text": [f"story {i} about the city" for i in range(40)], "topic_id": [1, 2, 3, 4] * 10})
+    assert column_kinds(topics)["topic_id"] == "numeric"
+    # a user id that repeats (each user wrote several texts) is what keeps a user's texts on one side of a split
+    users = topics.assign(user_id=np.arange(40) // 2, stars=np.arange(40) % 5 + 1)
+    assert column_kinds(users)["user_id"] == "id" and target_columns(users, "text") == ["topic_id", "stars"]
+    assert group_columns(users, "text", "stars") == ["user_id"]
+
+
 def test_the_likely_target_is_the_one_with_a_target_name(shared_data, upworthy, yelp):
     data = shared_data / "iclr_nips_abstracts"
     tables = {
