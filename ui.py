@@ -18,6 +18,7 @@ from hsae_core import settings
 from hsae_core.errors import HsaeError, WorkspaceChangedError
 from hsae_core.fsutil import describe_os_error
 from hsae_core.interpret import snippet  # noqa: F401  (re-exported: the Map page shows ui.snippet)
+from hsae_core.mapping import category_values
 from hsae_core.workspace import MANIFEST, Workspace, list_workspaces, workspaces_dir
 
 SNIPPET = 300
@@ -495,7 +496,7 @@ def _map_columns(path: str, stamp: float) -> dict:
             num = pd.to_numeric(values, errors="coerce")
             out[col] = ("numeric", (float(num.min()), float(num.max())))
         elif 2 <= n_unique <= 200:
-            out[col] = ("category", values.dropna().astype(str).value_counts().index.tolist()[:50])
+            out[col] = ("category", category_values(values)[0])
     return out
 
 

@@ -280,6 +280,29 @@ def selection_mask(coords: np.ndarray, selection) -> Optional[np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------------- filters
+def category_labels(values: pd.Series) -> pd.Series:
+    """A category column's values as the text a legend shows: whole numbers without ".0" (a stars column with a
+    gap reads as floats), and "(missing)" for no value."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    whole = (
+        numbers.notna() & (numbers == numbers.round()) & ~pd.Series(pd.api.types.is_bool_dtype(values), values.index)
+    )
+    out = values.astype(str).where(values.notna(), "(missing)")
+    return out.mask(whole, numbers[whole].map(lambda v: str(int(v))))
+
+
+def category_values(values: pd.Series, limit: int = 50) -> tuple[list[str], bool]:
+    """(the values of a category column as :func:`category_labels` writes them, in the order a legend lists
+    them; whether they are ordered): numbers in ascending order (1 to 5 stars, then drawn on an ordered colour
+    scale), anything else commonest first; "(missing)" last. At most ``limit`` values."""
+    present = values.dropna()
+    counts = category_labels(present).value_counts()
+    numbers = pd.to_numeric(pd.Series(counts.index), errors="coerce")
+    if len(counts) and numbers.notna().all() and not pd.api.types.is_bool_dtype(present):
+        return [counts.index[i] for i in np.argsort(numbers.to_numpy(), kind="stable")][:limit], True
+    return counts.index.tolist()[:limit], False
+
+
 def filter_mask(
     frame: pd.DataFrame,
     column: Optional[str] = None,
@@ -298,7 +321,7 @@ def filter_mask(
             num = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
             keep &= (num >= value_range[0]) & (num <= value_range[1])
         if values is not None:
-            keep &= col.astype(str).isin([str(v) for v in values]).to_numpy()
+            keep &= category_labels(col).isin([str(v) for v in values]).to_numpy()  # as the legend writes them
     if feature_docs is not None:
         only = np.zeros(len(frame), dtype=bool)
         only[np.asarray(feature_docs, dtype=np.int64)] = True

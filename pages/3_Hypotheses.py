@@ -368,7 +368,7 @@ for name, metrics in summary.get("metrics", {}).items():
         col.metric(label, value, help=help_text)
     verdict = verdict_line(metrics)
     if verdict:
-        st.markdown(f"**On the holdout:** {ui.plain_markdown(verdict)}")
+        st.markdown(ui.plain_markdown(verdict))
     for rule in any_of_lines(summary, name):
         st.markdown(f"**In short:** {ui.plain_markdown(rule)}")
 linked = uses_workspace_features(run, ws)

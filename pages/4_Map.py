@@ -8,12 +8,15 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
+from plotly.colors import sample_colorscale
 
 import ui
 from hsae_core import settings
 from hsae_core.features import reading_order
 from hsae_core.interpret import fit
 from hsae_core.mapping import (
+    category_labels,
+    category_values,
     density_grid,
     filter_mask,
     hover_sample,
@@ -97,7 +100,8 @@ elif colour_by == "column" and kinds:
     if kind == "numeric":
         colour_name, colour = readable_scale(pd.to_numeric(ws.frame[col], errors="coerce"), col)  # log of a count
     else:
-        colour, colour_name, category = ws.frame[col].astype(str).to_numpy(), col, True
+        colour, colour_name, category = category_labels(ws.frame[col]).to_numpy(), col, True
+        legend, ordered = category_values(ws.frame[col])
 show_regions = c3.checkbox("Label regions", value=True, key="map_regions")
 
 dense = n_keep > settings.SCALE.map_points
@@ -153,11 +157,17 @@ else:
     )
     if colour is not None:
         plot[colour_name] = colour[shown]
+    in_order = {}
+    if category:  # numbers such as stars: in order, on an ordered scale from red (lowest) to blue
+        in_order = {"category_orders": {colour_name: legend}}
+        if ordered:
+            in_order["color_discrete_sequence"] = sample_colorscale("RdYlBu", np.linspace(0, 1, max(len(legend), 2)))
     fig = px.scatter(
         plot,
         x="x",
         y="y",
         color=None if colour is None else colour_name,
+        **in_order,
         hover_data={"text": True, "doc": True, "x": False, "y": False},
         custom_data=["doc"],
         render_mode="webgl",

@@ -565,11 +565,9 @@ def test_multiclass_target_offers_its_classes(shared_data, tmp_path, monkeypatch
     assert f"Holdout F1 {rule['holdout']['f1']:.3f}" in shown[0]
     # Above the rule, one sentence on whether the class's hypotheses hold up on the holdout at all
     metrics = json.loads((last_run(ws.path) / "summary.json").read_text())["metrics"]["cs.CR"]
-    said = [m.value.replace("\\", "") for m in at.markdown if m.value.startswith("**On the holdout:**")]
-    assert (
-        said == [f"**On the holdout:** {verdict_line(metrics)}"]
-        and f"of the {metrics['n_hypotheses']} hypothes" in said[0]
-    )
+    verdict = verdict_line(metrics)
+    assert f"of the {metrics['n_hypotheses']} hypothes" in verdict
+    assert [m.value.replace("\\", "") for m in at.markdown].count(verdict) == 1
     table = df(at, "hyp_table")
     assert sorted(table.loc[table["any_of"], "latent"]) == sorted(rule["latents"])  # ticked in the table
     # The Features page groups a feature's prevalence by the category, never by titles (one document each)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from streamlit.testing.v1 import AppTest
@@ -19,6 +20,8 @@ from ws_fixtures import SMALL_K, SMALL_M, small_frame, small_workspace  # noqa: 
 from hsae_core import settings
 from hsae_core.interpret import fit
 from hsae_core.mapping import (
+    category_labels,
+    category_values,
     density_grid,
     filter_mask,
     map_regions,
@@ -229,6 +232,33 @@ def test_map_page_filters_change_what_is_drawn_and_selected(small_workspace, mon
     custom = custom.reshape(len(custom), -1) if custom.ndim > 1 else custom[:, None]
     shown = {int(c) for c in custom[:, 0]}
     assert shown and shown <= fires and all(frame["stars"].iloc[d] == 5 for d in shown)
+
+
+def test_map_page_colours_stars_in_order_from_red_to_blue(small_workspace, monkeypatch):
+    """Stars as colour were five unordered categories: the legend read 5, 1, 4, 3, 2 (commonest first) in
+    five unrelated colours."""
+    at = _map(small_workspace, monkeypatch)
+    at.radio(key="map_colour").set_value("column").run()
+    at.selectbox(key="map_column").set_value("stars").run()
+    assert not at.exception
+    traces = [t for t in _spec(at)["data"] if t.get("name") in {"1", "2", "3", "4", "5"}]
+    assert [t["name"] for t in traces] == ["1", "2", "3", "4", "5"]
+    rgb = [[float(v) for v in t["marker"]["color"].split("(")[1].rstrip(")").split(",")] for t in traces]
+    assert len({tuple(c) for c in rgb}) == 5 and rgb[0][0] > rgb[0][2] and rgb[-1][2] > rgb[-1][0], "1 red, 5 blue"
+    frame = Workspace.open(small_workspace).frame
+    assert [len(_values(t["x"])) for t in traces] == [int((frame["stars"] == s).sum()) for s in range(1, 6)]
+
+
+def test_category_values_list_numbers_in_order_and_other_values_commonest_first():
+    stars = pd.Series([5, 5, 5, 1, 4, 4, 2, None])  # floats, for the gap
+    assert category_values(stars) == (["1", "2", "4", "5"], True)
+    assert category_labels(stars).tolist() == ["5", "5", "5", "1", "4", "4", "2", "(missing)"]
+    assert category_values(pd.Series([0.5, 1.5, 0.5])) == (["0.5", "1.5"], True)
+    frame = pd.DataFrame({"stars": stars})
+    assert filter_mask(frame, "stars", ["5", "(missing)"]).tolist() == [1, 1, 1, 0, 0, 0, 0, 1]
+    venue = pd.Series(["ACL", "NeurIPS", "NeurIPS", "ICML", "NeurIPS", "ICML"])
+    assert category_values(venue) == (["NeurIPS", "ICML", "ACL"], False)
+    assert category_values(pd.Series([True, False, True])) == (["True", "False"], False)
 
 
 def test_a_workspace_without_its_map_computes_it_in_the_background(tmp_path, yelp_frames, yelp_embedded, monkeypatch):
