@@ -2,10 +2,10 @@
 which role (text, target, holdout split, grouping) in a run.
 
 The kinds: ``text`` (prose: several words, mostly distinct), ``id`` (codes without spaces, or many
-distinct short strings, or numbers with more than 10 values in a column named as ids), ``numeric``, ``category`` (few distinct values, booleans included), ``date`` and
-``other`` (empty columns, lists, nested objects, and lists or records written out as text). Decisions hold
-under pandas 2 (text as ``object``) and pandas 3 (text as ``str``): they read the values, never compare a
-dtype with ``object``.
+distinct short strings, or numbers with more than 10 values in a column named as ids), ``numeric``,
+``category`` (few distinct values, booleans included), ``date`` and ``other`` (empty columns, lists, nested
+objects, and lists or records written out as text). Decisions hold under pandas 2 (text as ``object``) and
+pandas 3 (text as ``str``): they read the values, never compare a dtype with ``object``.
 """
 
 from __future__ import annotations
