@@ -550,6 +550,22 @@ def cmd_relabel(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- features
+def cmd_features(args) -> int:
+    """A workspace's features in the terminal: the list (broad levels first), or one feature's page."""
+    from .feature_report import feature_page, features_listing
+    from .labelsets import features_with_labels
+    from .workspace import Workspace
+
+    ws = Workspace.open(args.workspace)
+    table = features_with_labels(ws, args.labels)
+    if args.feature is not None:
+        print(feature_page(ws, table, args.feature, docs=args.docs))
+    else:
+        print(features_listing(ws, table, level=args.level, query=args.search, n=args.n))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- demo
 def cmd_demo(args) -> int:
     """Build the Yelp demo workspace in the terminal (one progress bar over every step), unless it is there."""
@@ -864,6 +880,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llm-model", default=None, help="chat model (default $HSAE_LLM_MODEL or gpt-4o-mini)")
     p.add_argument("--dry-run", action="store_true", help="print the LLM estimate (calls, tokens, cost) and stop")
     p.set_defaults(func=cmd_relabel)
+
+    p = sub.add_parser(
+        "features",
+        help="list a workspace's features (broad levels first) with their labels, or show one with its documents",
+    )
+    p.add_argument("workspace", help="workspace folder (from 'hsae build' or the dashboard)")
+    p.add_argument("--level", default=None, help="only this SAE level, as latents/active (e.g. 4/1)")
+    p.add_argument("--search", default=None, help="only features whose label or keywords hold every word of this")
+    p.add_argument("--n", type=_whole_number_at_least(0), default=30, help="rows at most (0: all; default 30)")
+    p.add_argument("--feature", type=_whole_number_at_least(0), default=None, help="show this feature's page")
+    p.add_argument("--docs", type=_whole_number_at_least(1), default=5, help="its strongest documents (default 5)")
+    p.add_argument("--labels", default=None, help="label set to show (default: the one the dashboard shows)")
+    p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("demo", help="build the Yelp demo workspace for the dashboard (needs HSAE_DATA_DIR)")
     p.add_argument("--root", default=None, help="folder to build it in (default $HSAE_WORKSPACES_DIR or ./workspaces)")

@@ -179,3 +179,39 @@ def test_label_search_and_typed_text(ws):
 def test_unknown_feature_is_a_clear_error(fx):
     with pytest.raises(DataError, match="does not exist"):
         fx.top_documents(999)
+
+
+def test_hsae_features_lists_them_as_the_features_page_does_and_shows_one(small_workspace, ws, capsys):
+    from hsae_core.cli import main
+    from hsae_core.labelsets import features_with_labels
+
+    table, names = features_with_labels(ws), ws.sae.level_names
+    assert main(["features", str(small_workspace), "--n", "8"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{len(table)} of {len(table)} features") and lines[-1].startswith("…")
+    listed = [int(line.split()[0]) for line in lines[2:-1]]
+    assert listed == reading_order(table, names)[:8].tolist()  # the Features page's order
+    assert all(table["label"].iloc[j][:20] in line for j, line in zip(listed, lines[2:-1]))
+
+    assert main(["features", str(small_workspace), "--level", "4/1"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert len(rows) == 4 and all(line.split()[1] == "4/1" for line in rows)
+
+    word = str(table["keywords"].iloc[busiest(ws)]).split(",")[0].strip()
+    assert main(["features", str(small_workspace), "--search", word, "--n", "0"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [int(line.split()[0]) for line in rows] == search_features(table, word, limit=len(table))["latent"].tolist()
+    assert rows, f"some feature holds {word!r}"
+
+    j = busiest(ws)
+    assert main(["features", str(small_workspace), "--feature", str(j), "--docs", "3"]) == 0
+    page = capsys.readouterr().out.splitlines()
+    assert page[0] == f"Feature #{j}: {table['label'].iloc[j]}"
+    top = FeatureExplorer(ws.codes, ws.sae.decoder_directions).top_documents(j, n=3)
+    shown = [line.split()[0] for line in page if line.startswith("  #")]
+    assert shown == [f"#{d}" for d in top["doc"]]
+
+    assert main(["features", str(small_workspace), "--level", "7/1"]) == 2
+    assert main(["features", str(small_workspace), "--feature", str(len(table))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "No level '7/1'" in err[0] and f"Feature {len(table)} does not exist" in err[1]

@@ -1,0 +1,93 @@
+"""A workspace's features as plain text for a terminal (``hsae features``): the list in reading order, and one
+feature's page. The dashboard's Features page shows the same numbers; nothing is computed here that
+:mod:`hsae_core.features` does not compute."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pandas as pd
+
+from .errors import DataError
+from .features import FeatureExplorer, reading_order, search_features
+from .interpret import fit, snippet
+
+
+def _levels(ws) -> Optional[list[str]]:
+    return ws.sae.level_names if ws.sae.config_.levels else None
+
+
+def features_listing(
+    ws, table: pd.DataFrame, level: Optional[str] = None, query: Optional[str] = None, n: int = 30, width: int = 60
+) -> str:
+    """The features of ``ws`` (``table``: its feature table with a label set) as lines of text: broad levels
+    first and the busiest first within each (as the Features page lists them), or those whose label or keywords
+    hold every word of ``query``; ``level`` keeps one level ("4/1"); ``n`` rows at most (0: all)."""
+    levels = _levels(ws)
+    shown = table.assign(level=levels if levels else f"{ws.sae.m}/{ws.sae.k}")
+    if level is not None:
+        known = list(dict.fromkeys(shown["level"].iloc[reading_order(table, levels)]))
+        if level not in known:
+            raise DataError(f"No level '{level}' in this SAE (levels: {', '.join(known)})")
+    shown = search_features(shown, query, limit=len(shown)) if query else shown.iloc[reading_order(table, levels)]
+    if level is not None:
+        shown = shown[shown["level"] == level]
+    total = len(shown)
+    if n:
+        shown = shown.head(n)
+    if shown.empty:
+        return f"No feature label or keyword contains '{query}'." if query else "No features."
+    columns = {
+        "feature": [str(int(j)) for j in shown["latent"]],
+        "level": list(shown["level"]),
+        "fires on": [f"{d:.1%}" for d in shown["density"]],
+        "label AUC": ["" if pd.isna(a) else f"{a:.2f}" for a in shown["fidelity_auc"]],
+        "label": [fit(s, width) for s in shown["label"]],
+        "keywords": [fit(s, 40) for s in shown["keywords"].fillna("")],
+    }
+    head = f"{total:,} of {len(table):,} features" + (f" matching '{query}'" if query else "")
+    head += "" if query else " · broad levels first, the busiest first within a level" if levels else " · busiest first"
+    more = [f"… {total - len(shown):,} more (--n 0 lists them all)"] if total > len(shown) else []
+    return "\n".join([head, *_aligned(columns, right={"feature", "fires on", "label AUC"}), *more])
+
+
+def _aligned(columns: dict[str, list[str]], right: set) -> list[str]:
+    """Lines of a plain-text table: numbers right-aligned, words left-aligned, two spaces between columns."""
+    widths = {name: max([len(name)] + [len(v) for v in values]) for name, values in columns.items()}
+
+    def cell(name: str, value: str) -> str:
+        return value.rjust(widths[name]) if name in right else value.ljust(widths[name])
+
+    rows = zip(*columns.values())
+    lines = ["  ".join(cell(name, name) for name in columns)]
+    lines += ["  ".join(cell(name, value) for name, value in zip(columns, row)) for row in rows]
+    return [line.rstrip() for line in lines]
+
+
+def feature_page(ws, table: pd.DataFrame, latent: int, docs: int = 5, width: int = 100) -> str:
+    """One feature as text: label and fidelity, how often it fires, its keywords, its strongest documents (each
+    text once), and its nearest features by decoder direction."""
+    if not 0 <= int(latent) < len(table):
+        raise DataError(f"Feature {latent} does not exist (this SAE has {len(table)} features, 0..{len(table) - 1})")
+    latent = int(latent)
+    explorer = FeatureExplorer(ws.codes, ws.sae.decoder_directions)
+    row = table.iloc[latent]
+    levels = _levels(ws)
+    auc = row.get("fidelity_auc")
+    facts = [f"level {levels[latent]}"] if levels else []
+    facts.append(f"fires on {int(row['n_active']):,} of {explorer.n:,} documents ({row['density']:.1%})")
+    facts.append(
+        f"label by {row.get('label_method', 'unknown')}" + ("" if pd.isna(auc) else f", held-out AUC {auc:.2f}")
+    )
+    lines = [f"Feature #{latent}: {row['label']}", " · ".join(facts), f"keywords: {row['keywords'] or '—'}"]
+    top = explorer.top_documents(latent, n=docs)
+    if len(top):
+        lines.append("strongest documents:")
+        texts = ws.texts
+        for d, a, copies in top[["doc", "activation", "copies"]].itertuples(index=False):
+            times = f" (×{copies})" if copies > 1 else ""
+            lines.append(f"  #{d}{times}  {a:.3f}  {snippet(texts[int(d)], width)}")
+    near = explorer.nearest(latent, n=5)
+    names = table["label"].to_numpy()
+    lines.append("nearest features: " + "; ".join(f"#{j} {fit(names[j], 40)}" for j in near["latent"]))
+    return "\n".join(lines)
