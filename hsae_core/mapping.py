@@ -294,12 +294,16 @@ def category_labels(values: pd.Series) -> pd.Series:
 def category_values(values: pd.Series, limit: int = 50) -> tuple[list[str], bool]:
     """(the values of a category column as :func:`category_labels` writes them, in the order a legend lists
     them; whether they are ordered): numbers in ascending order (1 to 5 stars, then drawn on an ordered colour
-    scale), anything else commonest first; "(missing)" last. At most ``limit`` values."""
+    scale; numbers in a column named as codes, ICLR's Decision, are listed in order but not ordered), anything
+    else commonest first. At most ``limit`` values."""
+    from .data import names_codes
+
     present = values.dropna()
     counts = category_labels(present).value_counts()
     numbers = pd.to_numeric(pd.Series(counts.index), errors="coerce")
     if len(counts) and numbers.notna().all() and not pd.api.types.is_bool_dtype(present):
-        return [counts.index[i] for i in np.argsort(numbers.to_numpy(), kind="stable")][:limit], True
+        in_order = [counts.index[i] for i in np.argsort(numbers.to_numpy(), kind="stable")][:limit]
+        return in_order, not names_codes(values.name)
     return counts.index.tolist()[:limit], False
 
 

@@ -254,6 +254,8 @@ def test_category_values_list_numbers_in_order_and_other_values_commonest_first(
     assert category_values(stars) == (["1", "2", "4", "5"], True)
     assert category_labels(stars).tolist() == ["5", "5", "5", "1", "4", "4", "2", "(missing)"]
     assert category_values(pd.Series([0.5, 1.5, 0.5])) == (["0.5", "1.5"], True)
+    decision = pd.Series([0, 2, -1, 1, 0], name="Decision")  # ICLR: workshop, reject, oral, poster: codes
+    assert category_values(decision) == (["-1", "0", "1", "2"], False)
     frame = pd.DataFrame({"stars": stars})
     assert filter_mask(frame, "stars", ["5", "(missing)"]).tolist() == [1, 1, 1, 0, 0, 0, 0, 1]
     venue = pd.Series(["ACL", "NeurIPS", "NeurIPS", "ICML", "NeurIPS", "ICML"])
