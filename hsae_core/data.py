@@ -187,6 +187,16 @@ def names_codes(name) -> bool:
     return any(w in CODE_NAME_WORDS or w.rstrip("s") in CODE_NAME_WORDS for w in name_words(name))
 
 
+def holds_codes(values: pd.Series) -> bool:
+    """Whether a column of numbers is codes for classes: 3 to ``FEW_TARGET_VALUES`` numbers in a column whose
+    name says so (:func:`names_codes`), so that it is compared one value at a time, never as a scale."""
+    present = values.dropna()
+    numbers = pd.to_numeric(present, errors="coerce")
+    if not len(present) or numbers.isna().any() or pd.api.types.is_bool_dtype(present):
+        return False
+    return 2 < numbers.nunique() <= FEW_TARGET_VALUES and names_codes(values.name)
+
+
 def encode_target(values: pd.Series, name: str, kind: str = "auto") -> tuple[np.ndarray, str, Optional[list]]:
     """Turn a target column into numbers and say which kind of target it is.
 

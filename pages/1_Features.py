@@ -10,6 +10,7 @@ from pandas.api.types import is_bool_dtype
 
 import ui
 from hsae_core import settings
+from hsae_core.data import holds_codes
 from hsae_core.errors import HsaeError
 from hsae_core.features import correlation_column, reading_order, search_features, text_features
 from hsae_core.labelsets import low_fidelity, trusted
@@ -75,7 +76,8 @@ corr_col = c2.selectbox(
     "count such as citations: with log(1 + y); documents without a value are left out)",
 )
 corr_value = None
-if corr_col != "(none)" and kinds.get(corr_col) == "category" and not is_bool_dtype(ws.frame[corr_col]):
+categorical = kinds.get(corr_col) == "category" or holds_codes(ws.frame[corr_col]) if corr_col != "(none)" else False
+if categorical and not is_bool_dtype(ws.frame[corr_col]):  # one value at a time (ICLR's Decision codes too)
     corr_value = c3.selectbox(
         "…equal to", sorted(ws.frame[corr_col].dropna().astype(str).unique()), key="feat_corr_val"
     )

@@ -10,7 +10,7 @@ import streamlit as st
 
 import ui
 from hsae_core.columns import ColumnRoles, column_roles
-from hsae_core.data import names_codes
+from hsae_core.data import holds_codes
 from hsae_core.errors import HsaeError
 from hsae_core.evidence import hypothesis_evidence
 from hsae_core.llm import LLMClient
@@ -152,7 +152,7 @@ with st.container(border=True):
         read_as = c1.radio(
             f"Read its {values.nunique()} values as",
             ("a score", "classes"),
-            index=1 if names_codes(target) else 0,  # "Decision", "label": numbers that are codes
+            index=1 if holds_codes(values) else 0,  # "Decision", "label": numbers that are codes
             horizontal=True,
             key=f"hyp_read_as_{target}",  # each column its own choice, and its own default
             help="Numbers can be codes for classes (ICLR decisions -1/0/1/2 are workshop, reject, oral, poster): "

@@ -350,6 +350,12 @@ def test_numbers_in_a_column_named_as_codes_are_read_as_classes_unless_a_score_i
     at.button(key="hyp_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert json.loads((last_run(ws.path) / "summary.json").read_text())["target"]["kind"] == "continuous"
+    # The Features page correlates features with one decision at a time, not with the codes as a scale
+    at = page("Features")
+    at.selectbox(key="feat_corr_col").set_value("Decision").run()
+    assert at.selectbox(key="feat_corr_val").options == ["-1", "0", "1", "2"]
+    at.selectbox(key="feat_corr_val").set_value("2").run()
+    assert not at.exception and "corr(Decision=2)" in df(at, "feature_table").columns
 
 
 def test_a_heavy_tailed_count_is_modelled_as_its_log_and_the_results_say_so(app_env):

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hsae_core.data import names_codes, prepare_corpus, read_table
+from hsae_core.data import holds_codes, names_codes, prepare_corpus, read_table
 from hsae_core.errors import DataError
 
 
@@ -56,6 +56,7 @@ def test_target_kinds(shared_data):
     iclr["topic_label"] = np.arange(len(iclr)) % 11
     assert prepare_corpus(iclr, "Abstract", "Rating").target_kind == "continuous"
     assert prepare_corpus(iclr, "Abstract", "topic_label").target_kind == "continuous"
+    assert holds_codes(iclr["Decision"]) and not holds_codes(iclr["Rating"]) and not holds_codes(iclr["topic_label"])
     assert [names_codes(n) for n in ("Decision", "label", "TopicId", "paper_status", "stars", "classification")] == [
         True,
         True,
