@@ -115,7 +115,20 @@ def verdict_line(metrics: dict) -> str | None:
     and how much of the embedding ceiling they reach together (out of fold, above chance: R² 0, AUC 0.5).
     Where together they predict no better than chance out of fold, it says so first: none holds up, or a
     significant few are likely chance findings; where the holdout model could not be fitted, that they are
-    untested. None when the metrics lack the numbers."""
+    untested. None when the metrics lack the numbers.
+    A last sentence counts the hypotheses the holdout model could not test, where some."""
+    said = _verdict(metrics)
+    if said is None or "cannot test" in said:
+        return said
+    n, tested = metrics.get("n_hypotheses"), metrics.get("n_tested")
+    if n is None or tested is None or int(tested) >= int(n):
+        return said
+    left = int(n) - int(tested)
+    return f"{said} {left} of the {int(n)} could not be tested there (each has a note saying why)."
+
+
+def _verdict(metrics: dict) -> str | None:
+    """The sentence of :func:`verdict_line` without the count of untested hypotheses."""
     metric = metrics.get("metric") or ("r2" if "r2_cv" in metrics else "auc")
     name, chance = ("R²", 0.0) if metric == "r2" else ("AUC", 0.5)
     try:

@@ -97,6 +97,8 @@ def test_the_verdict_sentence_reads_significance_and_the_out_of_fold_fit_togethe
         "The holdout cannot test these 4 hypotheses (no hypothesis could enter the model): read them as untested."
     )
     assert verdict_line({}) is None
+    some_untested = verdict_line(metrics("auc", 0.7, 0.8, 1, 1, n=4, n_tested=2))
+    assert some_untested.endswith("2 of the 4 could not be tested there (each has a note saying why).")
 
 
 def test_format_p_and_normal_confidence_intervals():
