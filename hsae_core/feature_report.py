@@ -36,7 +36,8 @@ def features_listing(
     if n:
         shown = shown.head(n)
     if shown.empty:
-        return f"No feature label or keyword contains '{query}'." if query else "No features."
+        where = f" of level {level}" if level is not None else ""
+        return f"No feature{where} has '{query}' in its label or keywords." if query else "No features."
     columns = {
         "feature": [str(int(j)) for j in shown["latent"]],
         "level": list(shown["level"]),
