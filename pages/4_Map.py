@@ -47,7 +47,7 @@ labels = table["label"].to_numpy()
 fx = ui.explorer(ws)
 kinds = ui.map_columns(ws)
 n = len(coords)
-in_order = reading_order(table, ws.sae.level_names if ws.sae.config_.levels else None).tolist()
+features_in_order = reading_order(table, ws.sae.level_names if ws.sae.config_.levels else None).tolist()
 
 # ---- filters
 with st.expander("Filters", expanded=False):
@@ -62,7 +62,7 @@ with st.expander("Filters", expanded=False):
             f_values = f1.multiselect(f"{f_col} is one of", info, default=info[:1], key=f"map_filter_values_{f_col}")
     f_feat = f2.selectbox(
         "Only documents where this feature fires",
-        [None] + in_order,
+        [None] + features_in_order,
         key="map_filter_feature",
         format_func=lambda j: "(any document)" if j is None else ui.feature_name(table, j),
     )
@@ -87,7 +87,7 @@ c1, c2, c3 = st.columns([2, 2, 1])
 colour_by = c1.radio("Colour by", ["feature activation", "column", "document count"], horizontal=True, key="map_colour")
 colour, colour_name, category = None, "documents", False
 if colour_by == "feature activation":
-    j = c2.selectbox("Feature", in_order, key="map_feature", format_func=lambda j: ui.feature_name(table, j))
+    j = c2.selectbox("Feature", features_in_order, key="map_feature", format_func=lambda j: ui.feature_name(table, j))
     docs, acts = fx.activations(int(j))
     colour = np.zeros(n)
     colour[docs] = acts
@@ -157,17 +157,19 @@ else:
     )
     if colour is not None:
         plot[colour_name] = colour[shown]
-    in_order = {}
+    legend_style = {}
     if category:  # numbers such as stars: in order, on an ordered scale from red (lowest) to blue
-        in_order = {"category_orders": {colour_name: legend}}
+        legend_style = {"category_orders": {colour_name: legend}}
         if ordered:
-            in_order["color_discrete_sequence"] = sample_colorscale("RdYlBu", np.linspace(0, 1, max(len(legend), 2)))
+            legend_style["color_discrete_sequence"] = sample_colorscale(
+                "RdYlBu", np.linspace(0, 1, max(len(legend), 2))
+            )
     fig = px.scatter(
         plot,
         x="x",
         y="y",
         color=None if colour is None else colour_name,
-        **in_order,
+        **legend_style,
         hover_data={"text": True, "doc": True, "x": False, "y": False},
         custom_data=["doc"],
         render_mode="webgl",
