@@ -404,8 +404,9 @@ def map_regions(
     min_docs: int = 5,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Split the map into regions (k-means on the 2-D positions) and name each by its most over-represented
-    feature that no region with a stronger name took (the same label twice on a map says less than two
-    labels; a region with nothing left over-represented says so). Returns (region of every document, one row
+    feature that no region with a stronger name took, nor one whose label says the same in more or fewer words
+    ("mentions adversarial examples" beside "Adversarial examples": the same name twice on a map says less
+    than two names; a region with nothing left over-represented says so). Returns (region of every document, one row
     per region: region, x, y (label position), n_docs, latent, label, z, inside_rate, outside_rate)."""
     from sklearn.cluster import KMeans
 
@@ -427,7 +428,7 @@ def map_regions(
     z[fire_in < min_docs] = -np.inf
     labels = np.asarray(labels)
     z[~(log_odds > 0)] = -np.inf
-    name = _distinct_names(z)
+    name = _distinct_names(z, [_name_words(label) for label in labels])
     rows = []
     for r in range(n_regions):
         j = name[r]
@@ -480,9 +481,23 @@ def spread_labels(x, y, texts, x_span: float, y_span: float, order=None) -> np.n
     return out
 
 
-def _distinct_names(z: np.ndarray) -> np.ndarray:
+def _name_words(label: str) -> frozenset:
+    """A label's words, case, plural 's' and the "mentions ... and ..." frame aside: "mentions adversarial
+    examples" and "Adversarial examples" read as one name on a map."""
+    from .unique_labels import label_key
+
+    key = label_key(str(label))
+    key = key[len("mentions ") :] if key.startswith("mentions ") else key
+    words = [w for part in key.split(" and ") for w in part.split()]
+    return frozenset(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words)
+
+
+def _distinct_names(z: np.ndarray, names: Optional[list[frozenset]] = None) -> np.ndarray:
     """Per region (column of ``z``, latents x regions; -inf where a latent cannot name it): a latent no other
-    region has, taken strongest z first; -1 where none is left."""
+    region has, taken strongest z first; -1 where none is left. With ``names`` (each latent's label as
+    :func:`_name_words`), taking a latent also takes those whose label's words hold its label's words or are
+    held by them ("Adversarial examples", "mentions adversarial examples", "mentions attack and adversarial
+    examples")."""
     name = np.full(z.shape[1], -1)
     taken = np.zeros(z.shape[0], dtype=bool)
     order = np.argsort(-z, axis=0, kind="stable")  # each region's candidates, best first
@@ -503,6 +518,8 @@ def _distinct_names(z: np.ndarray) -> np.ndarray:
             break
         j = order[next_pick[best_r], best_r]
         name[best_r], taken[j] = j, True
+        if names is not None and names[j]:
+            taken |= np.array([bool(w) and (w <= names[j] or names[j] <= w) for w in names], dtype=bool)
         open_regions.discard(best_r)
     return name
 

@@ -20,6 +20,7 @@ from ws_fixtures import SMALL_K, SMALL_M, small_frame, small_workspace  # noqa: 
 from hsae_core import settings
 from hsae_core.interpret import fit
 from hsae_core.mapping import (
+    _name_words,
     category_labels,
     category_values,
     density_grid,
@@ -149,6 +150,16 @@ def test_two_regions_with_the_same_top_feature_get_two_names():
         assert int(top["latent"].iloc[0]) == 0
     named = regions.set_index("region")["label"]
     assert [named[region[0]], named[region[40]], named[region[80]]] == ["zero", "two", "three"]
+    # Features whose labels say one name in more or fewer words ("Adversarial examples", "mentions attack and
+    # adversarial examples"), the second B's strongest once the first is taken: B is named by a third feature.
+    # (On the ICLR 2017 map two regions read "Adversarial examples" and "mentions adversarial examples".)
+    for twin in ("mentions adversarial example", "mentions attack and adversarial examples"):
+        labels = np.array(["Adversarial examples", "one", "two", "three", twin])
+        doubled = sp.hstack([codes, codes[:, [0]]]).tocsr()  # feature 4 fires where feature 0 does
+        _, regions = map_regions(coords, doubled, labels, n_regions=3)
+        named = regions.set_index("region")["label"]
+        assert [named[region[0]], named[region[40]], named[region[80]]] == ["Adversarial examples", "two", "three"]
+    assert _name_words("mentions bars and city") == _name_words("mentions city and bar") == {"bar", "city"}
 
 
 def test_overrepresentation_among_filtered_documents_and_strongest_first(ws):
