@@ -496,13 +496,15 @@ def _map_columns(path: str, stamp: float) -> dict:
             num = pd.to_numeric(values, errors="coerce")
             out[col] = ("numeric", (float(num.min()), float(num.max())))
         elif 2 <= n_unique <= 200:
-            out[col] = ("category", category_values(values)[0])
+            shown, ordered = category_values(values)
+            out[col] = ("ordered" if ordered else "category", shown)
     return out
 
 
 def map_columns(ws: Workspace) -> dict:
-    """{column: ("numeric", (min, max)) or ("category", its most common values)}: what the Map filters and
-    colours by (text, id and date columns left out), computed once."""
+    """{column: ("numeric", (min, max)), or ("category" | "ordered", its values as the legend lists them)}:
+    what the Map filters and colours by (text, id and date columns left out; "ordered": a few numbers such as
+    stars, drawn on an ordered colour scale), computed once."""
     return _map_columns(str(ws.path), _stamp(ws.path))
 
 

@@ -13,18 +13,14 @@ from .features import FeatureExplorer, reading_order, search_features
 from .interpret import fit, snippet
 
 
-def _levels(ws) -> Optional[list[str]]:
-    return ws.sae.level_names if ws.sae.config_.levels else None
-
-
 def features_listing(
     ws, table: pd.DataFrame, level: Optional[str] = None, query: Optional[str] = None, n: int = 30, width: int = 60
 ) -> str:
     """The features of ``ws`` (``table``: its feature table with a label set) as lines of text: broad levels
     first and the busiest first within each (as the Features page lists them), or those whose label or keywords
     hold every word of ``query``; ``level`` keeps one level ("4/1"); ``n`` rows at most (0: all)."""
-    levels = _levels(ws)
-    shown = table.assign(level=levels if levels else f"{ws.sae.m}/{ws.sae.k}")
+    levels = ws.sae.level_names  # "m/k" for every latent of a plain SAE
+    shown = table.assign(level=levels)
     if level is not None:
         known = list(dict.fromkeys(shown["level"].iloc[reading_order(table, levels)]))
         if level not in known:
@@ -47,7 +43,10 @@ def features_listing(
         "keywords": [fit(s, 40) for s in shown["keywords"].fillna("")],
     }
     head = f"{total:,} of {len(table):,} features" + (f" matching '{query}'" if query else "")
-    head += "" if query else " · broad levels first, the busiest first within a level" if levels else " · busiest first"
+    broad_first = (
+        " · broad levels first, the busiest first within a level" if ws.sae.config_.levels else " · busiest first"
+    )
+    head += "" if query else broad_first
     more = [f"… {total - len(shown):,} more (--n 0 lists them all)"] if total > len(shown) else []
     return "\n".join([head, *_aligned(columns, right={"feature", "fires on", "label AUC"}), *more])
 
@@ -73,9 +72,8 @@ def feature_page(ws, table: pd.DataFrame, latent: int, docs: int = 5, width: int
     latent = int(latent)
     explorer = FeatureExplorer(ws.codes, ws.sae.decoder_directions)
     row = table.iloc[latent]
-    levels = _levels(ws)
     auc = row.get("fidelity_auc")
-    facts = [f"level {levels[latent]}"] if levels else []
+    facts = [f"level {ws.sae.level_names[latent]}"] if ws.sae.config_.levels else []
     facts.append(f"fires on {int(row['n_active']):,} of {explorer.n:,} documents ({row['density']:.1%})")
     facts.append(
         f"label by {row.get('label_method', 'unknown')}" + ("" if pd.isna(auc) else f", held-out AUC {auc:.2f}")

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 from . import settings
 from .errors import DataError
 from .progress import ProgressFn, report
+from .unique_labels import label_words
 
 LAYOUT_VERSION = 3  # 1: UMAP transform beyond 50k; 2: neighbour placement; 3: neighbours found in PCA-64
 PLACE_NEIGHBOURS = 10
@@ -283,12 +284,11 @@ def selection_mask(coords: np.ndarray, selection) -> Optional[np.ndarray]:
 def category_labels(values: pd.Series) -> pd.Series:
     """A category column's values as the text a legend shows: whole numbers without ".0" (a stars column with a
     gap reads as floats), and "(missing)" for no value."""
-    numbers = pd.to_numeric(values, errors="coerce")
-    whole = (
-        numbers.notna() & (numbers == numbers.round()) & ~pd.Series(pd.api.types.is_bool_dtype(values), values.index)
-    )
-    out = values.astype(str).where(values.notna(), "(missing)")
-    return out.mask(whole, numbers[whole].map(lambda v: str(int(v))))
+    out = values.astype(str)
+    if pd.api.types.is_float_dtype(values):
+        whole = values.notna() & (values == values.round())
+        out[whole] = values[whole].astype(np.int64).astype(str)
+    return out.where(values.notna(), "(missing)")
 
 
 def category_values(values: pd.Series, limit: int = 50) -> tuple[list[str], bool]:
@@ -428,7 +428,7 @@ def map_regions(
     z[fire_in < min_docs] = -np.inf
     labels = np.asarray(labels)
     z[~(log_odds > 0)] = -np.inf
-    name = _distinct_names(z, [_name_words(label) for label in labels])
+    name = _distinct_names(z, [label_words(label) for label in labels])
     rows = []
     for r in range(n_regions):
         j = name[r]
@@ -481,22 +481,11 @@ def spread_labels(x, y, texts, x_span: float, y_span: float, order=None) -> np.n
     return out
 
 
-def _name_words(label: str) -> frozenset:
-    """A label's words, case, plural 's' and the "mentions ... and ..." frame aside: "mentions adversarial
-    examples" and "Adversarial examples" read as one name on a map."""
-    from .unique_labels import label_key
-
-    key = label_key(str(label))
-    key = key[len("mentions ") :] if key.startswith("mentions ") else key
-    words = [w for part in key.split(" and ") for w in part.split()]
-    return frozenset(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words)
-
-
 def _distinct_names(z: np.ndarray, names: Optional[list[frozenset]] = None) -> np.ndarray:
     """Per region (column of ``z``, latents x regions; -inf where a latent cannot name it): a latent no other
     region has, taken strongest z first; -1 where none is left. With ``names`` (each latent's label as
-    :func:`_name_words`), taking a latent also takes those whose label's words hold its label's words or are
-    held by them ("Adversarial examples", "mentions adversarial examples", "mentions attack and adversarial
+    :func:`~hsae_core.unique_labels.label_words`), taking a latent also takes those whose label's words hold
+    its label's words or are held by them ("Adversarial examples", "mentions attack and adversarial
     examples")."""
     name = np.full(z.shape[1], -1)
     taken = np.zeros(z.shape[0], dtype=bool)

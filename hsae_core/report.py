@@ -115,22 +115,9 @@ def verdict_line(metrics: dict) -> str | None:
     and how much of the embedding ceiling they reach together (out of fold, above chance: R² 0, AUC 0.5).
     Where together they predict no better than chance out of fold, it says so first: none holds up, or a
     significant few are likely chance findings; where the holdout model could not be fitted, that they are
-    untested. None when the metrics lack the numbers.
-    A last sentence counts the hypotheses the holdout model could not test, where some."""
-    said = _verdict(metrics)
-    if said is None or "cannot test" in said:
-        return said
-    n, tested = metrics.get("n_hypotheses"), metrics.get("n_tested")
-    if n is None or tested is None or int(tested) >= int(n):
-        return said
-    left = int(n) - int(tested)
-    return f"{said} {left} of the {int(n)} could not be tested there (each has a note saying why)."
-
-
-def _verdict(metrics: dict) -> str | None:
-    """The sentence of :func:`verdict_line` without the count of untested hypotheses."""
+    untested. A last sentence counts the hypotheses the holdout model could not test, where some. None when
+    the metrics lack the numbers."""
     metric = metrics.get("metric") or ("r2" if "r2_cv" in metrics else "auc")
-    name, chance = ("R²", 0.0) if metric == "r2" else ("AUC", 0.5)
     try:
         n, n_bonf, n_fdr = (int(metrics[k]) for k in ("n_hypotheses", "n_significant_bonferroni", "n_significant_fdr"))
         cv = float(metrics[f"{metric}_cv"])
@@ -141,7 +128,18 @@ def _verdict(metrics: dict) -> str | None:
     if not np.isfinite(cv):  # e.g. a class with a handful of holdout rows: the model could not be fitted
         why = "; ".join(metrics.get("notes") or []) or "the holdout model could not be fitted"
         return f"The holdout cannot test these {n} hypotheses ({why}): read them as untested."
-    ceiling = (metrics.get("embedding_baseline") or {}).get("value")
+    said = _fitted_verdict(metric, n, n_bonf, n_fdr, cv, (metrics.get("embedding_baseline") or {}).get("value"))
+    untested = n - int(metrics.get("n_tested", n))
+    return (
+        f"{said} {untested} of the {n} could not be tested there (each has a note saying why)."
+        if untested > 0
+        else said
+    )
+
+
+def _fitted_verdict(metric: str, n: int, n_bonf: int, n_fdr: int, cv: float, ceiling) -> str:
+    """The sentence of :func:`verdict_line` for a holdout model that was fitted (``cv`` finite)."""
+    name, chance = ("R²", 0.0) if metric == "r2" else ("AUC", 0.5)
     ceiling = float(ceiling) if ceiling is not None and np.isfinite(float(ceiling)) else None
     reach = f"{name} {_num(cv)} out of fold" + (
         f"; the embeddings reach {_num(ceiling)}" if ceiling is not None else ""

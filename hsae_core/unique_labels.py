@@ -20,6 +20,15 @@ def label_key(label: str) -> str:
     return key
 
 
+def label_words(label: str) -> frozenset:
+    """A label's words, case, a plural 's' and the keyword frame aside: "mentions adversarial examples" and
+    "Adversarial examples" have the same words, "mentions attack and adversarial examples" one more."""
+    key = label_key(str(label))
+    key = key[len(_FRAME) :] if key.startswith(_FRAME) else key
+    words = [w for part in key.split(" and ") for w in part.split()]
+    return frozenset(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words)
+
+
 def assign_distinct(preferences: dict[int, list[tuple[str, Optional[float]]]]) -> dict[int, dict]:
     """One label per latent, no two alike where avoidable: ten features are not ten copies of one phrase.
 

@@ -16,7 +16,6 @@ from hsae_core.features import reading_order
 from hsae_core.interpret import fit
 from hsae_core.mapping import (
     category_labels,
-    category_values,
     density_grid,
     filter_mask,
     hover_sample,
@@ -47,7 +46,7 @@ labels = table["label"].to_numpy()
 fx = ui.explorer(ws)
 kinds = ui.map_columns(ws)
 n = len(coords)
-features_in_order = reading_order(table, ws.sae.level_names if ws.sae.config_.levels else None).tolist()
+features_in_order = reading_order(table, ws.sae.level_names).tolist()
 
 # ---- filters
 with st.expander("Filters", expanded=False):
@@ -96,17 +95,16 @@ elif colour_by == "column" and kinds:
     col = c2.selectbox(
         "Column", list(kinds), index=list(kinds).index("stars") if "stars" in kinds else 0, key="map_column"
     )
-    kind, info = kinds[col]
-    if kind == "numeric":
+    colour_kind, legend = kinds[col]
+    if colour_kind == "numeric":
         colour_name, colour = readable_scale(pd.to_numeric(ws.frame[col], errors="coerce"), col)  # log of a count
     else:
         colour, colour_name, category = category_labels(ws.frame[col]).to_numpy(), col, True
-        legend, ordered = category_values(ws.frame[col])
 show_regions = c3.checkbox("Label regions", value=True, key="map_regions")
 
 dense = n_keep > settings.SCALE.map_points
 if dense and category:  # a density image averages numbers: a category becomes the share of one value
-    value = c2.selectbox(f"Share of documents with {colour_name} =", info, key="map_share_value")
+    value = c2.selectbox(f"Share of documents with {colour_name} =", legend, key="map_share_value")
     colour, colour_name, category = (colour == str(value)).astype(np.float64), f"share {colour_name}={value}", False
 
 # ---- the figure: every point when few, else a density image plus a sample of points for hover
@@ -160,7 +158,7 @@ else:
     legend_style = {}
     if category:  # numbers such as stars: in order, on an ordered scale from red (lowest) to blue
         legend_style = {"category_orders": {colour_name: legend}}
-        if ordered:
+        if colour_kind == "ordered":
             legend_style["color_discrete_sequence"] = sample_colorscale(
                 "RdYlBu", np.linspace(0, 1, max(len(legend), 2))
             )

@@ -20,7 +20,6 @@ from ws_fixtures import SMALL_K, SMALL_M, small_frame, small_workspace  # noqa: 
 from hsae_core import settings
 from hsae_core.interpret import fit
 from hsae_core.mapping import (
-    _name_words,
     category_labels,
     category_values,
     density_grid,
@@ -33,6 +32,7 @@ from hsae_core.mapping import (
     spread_labels,
     strongest_documents,
 )
+from hsae_core.unique_labels import label_words
 from hsae_core.workspace import Workspace, build_workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,7 +159,7 @@ def test_two_regions_with_the_same_top_feature_get_two_names():
         _, regions = map_regions(coords, doubled, labels, n_regions=3)
         named = regions.set_index("region")["label"]
         assert [named[region[0]], named[region[40]], named[region[80]]] == ["Adversarial examples", "two", "three"]
-    assert _name_words("mentions bars and city") == _name_words("mentions city and bar") == {"bar", "city"}
+    assert label_words("mentions bars and city") == label_words("mentions city and bar") == {"bar", "city"}
 
 
 def test_overrepresentation_among_filtered_documents_and_strongest_first(ws):
