@@ -54,6 +54,8 @@ _LAZY = {
     "LLMClient": "llm",
     "select_latents": "select",
     "evaluate_hypotheses": "stats",
+    "fit_controls": "controls",
+    "ControlDesign": "controls",
     "fit_any_of": "anyof",
     "best_marker": "anyof",
     "any_of_scores": "anyof",

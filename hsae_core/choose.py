@@ -10,12 +10,14 @@ A hypothesis stays one latent and one number: "present" means its activation is 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 import scipy.sparse as sp
 
 from . import settings
 from .anyof import best_marker
+from .controls import ControlDesign, residualise
 from .distinct import drop_near_duplicates
 from .errors import DataError
 from .presence import learn_thresholds, presence_matrix
@@ -50,14 +52,19 @@ def choose_hypotheses(
     presence_mode: str = "learned",
     max_overlap: float = 1.0,
     min_present_frac: float = 0.0,
+    controls: Optional[ControlDesign] = None,
 ) -> Choice:
     """The ``n`` best latents for ``y`` by ``method``, each with its presence threshold, no two overlapping
     (Jaccard of training presence) more than ``max_overlap``. Correlation and separation rank every latent,
-    so dropped duplicates are replaced by the next ones; the lasso's ``n`` are thinned without refill."""
+    so dropped duplicates are replaced by the next ones; the lasso's ``n`` are thinned without refill.
+    ``controls`` (the training rows' design, :mod:`controls`; stepwise only): choose by what each adds
+    beyond them."""
     if presence_mode not in PRESENCE_MODES:
         raise DataError(f"Unknown `presence` '{presence_mode}'; use one of {', '.join(PRESENCE_MODES)}")
     if method == "stepwise":
-        return _stepwise(codes, y, n, kind, presence_mode, max_overlap, min_present_frac)
+        return _stepwise(codes, y, n, kind, presence_mode, max_overlap, min_present_frac, controls)
+    if controls is not None:
+        raise DataError(f"Adjusting for columns works with the `stepwise` selection (the default), not `{method}`")
     m = codes.shape[1]
     pool = n if method == "lasso" or max_overlap >= 1.0 else m
     sel = select_latents(codes, y, method=method, n=pool, kind=kind, top_n=top_n)
@@ -103,7 +110,9 @@ def choose_hypotheses(
     )
 
 
-def _stepwise(codes, y, n: int, kind: str, presence_mode: str, max_overlap: float, min_present_frac: float) -> Choice:
+def _stepwise(
+    codes, y, n: int, kind: str, presence_mode: str, max_overlap: float, min_present_frac: float, controls=None
+) -> Choice:
     from .select import _as_codes, _as_target, _check_kind
     from .stepwise import forward_select
 
@@ -114,18 +123,21 @@ def _stepwise(codes, y, n: int, kind: str, presence_mode: str, max_overlap: floa
         raise DataError(
             f"Cannot select {n} latents from an SAE with {codes.shape[1]}; choose n between 1 and {codes.shape[1]}"
         )
+    # With controls, a cut is learned and a presence scored against what the controls leave of the target.
+    y_left = y if controls is None else residualise(y, controls)
     if presence_mode == "learned":
-        learned = learn_thresholds(codes, y, min_present=min_present_rows(codes.shape[0], min_present_frac))
+        learned = learn_thresholds(codes, y_left, min_present=min_present_rows(codes.shape[0], min_present_frac))
         thresholds = learned.threshold
     else:
         thresholds = np.zeros(codes.shape[1])
     P = presence_matrix(codes, thresholds)
     # For a class, the hypothesis that best marks it on its own enters first (the R² path's first pick
     # can be a narrower latent with a higher correlation but a lower F1); the rest add what it misses.
-    first = best_marker(P, y) if kind == "binary" else None
-    found = forward_select(P, y, int(n), max_overlap=max_overlap, first=first)
+    # Beyond controls the question is what adds to them, so no marker goes first.
+    first = best_marker(P, y) if kind == "binary" and controls is None else None
+    found = forward_select(P, y, int(n), max_overlap=max_overlap, first=first, controls=controls)
     latents = found.latents
-    corr = _presence_corr(P[:, latents], y)
+    corr = _presence_corr(P[:, latents], y_left)
     warnings = []
     if len(latents) < n:
         warnings.append(

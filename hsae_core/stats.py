@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats as sps
 from scipy.special import expit
 
+from .controls import ControlDesign, control_basis, residualise, within
 from .errors import DataError
 
 KINDS = ("continuous", "binary")
@@ -155,8 +156,10 @@ def _univariate(a: np.ndarray, y: np.ndarray) -> dict:
 
 
 # ---------------------------------------------------------------------------- model columns
-def _model_columns(A: np.ndarray, y: np.ndarray, kind: str, names: list[str]):
-    """Pick the hypotheses that can enter one multivariate model; say why the others cannot.
+def _model_columns(A: np.ndarray, y: np.ndarray, kind: str, names: list[str], controls=None):
+    """Pick the hypotheses that can enter one multivariate model; say why the others cannot. With
+    ``controls``, a hypothesis the controls account for entirely (e.g. one constant within every group of
+    an absorbed column) cannot enter either.
 
     Returns (kept column ids, complete-row mask, {column: note}).
     """
@@ -173,6 +176,8 @@ def _model_columns(A: np.ndarray, y: np.ndarray, kind: str, names: list[str]):
 
     kept: list[int] = []
     yc = y[complete]
+    # Collinearity is judged on what is left of each column once the controls are taken out.
+    left = A[complete] if controls is None else _left_by(A[complete], controls.rows(complete), candidates)
     for j in candidates:
         col = A[complete, j]
         n_present = int(col.sum())
@@ -190,12 +195,23 @@ def _model_columns(A: np.ndarray, y: np.ndarray, kind: str, names: list[str]):
                     "logistic coefficient; left out of the model"
                 )
                 continue
-        twin = _collinear_with(A[complete][:, kept], col, [names[k] for k in kept])
+        if controls is not None and np.linalg.norm(left[:, j]) <= 1e-8 * max(np.linalg.norm(col - col.mean()), 1e-12):
+            notes[j] = "does not vary once the controls are held fixed; left out of the model"
+            continue
+        twin = _collinear_with(left[:, kept], left[:, j], [names[k] for k in kept])
         if twin is not None:
             notes[j] = f"perfectly collinear with {twin}; left out of the model"
             continue
         kept.append(j)
     return kept, complete, notes
+
+
+def _left_by(A: np.ndarray, controls: ControlDesign, columns: list[int]) -> np.ndarray:
+    """``A`` with the given columns replaced by what the controls leave of them (others untouched)."""
+    out = A.copy()
+    if columns:
+        out[:, columns] = residualise(A[:, columns], controls)
+    return out
 
 
 def _collinear_with(X: np.ndarray, col: np.ndarray, kept_names: list[str]) -> Optional[str]:
@@ -288,17 +304,60 @@ def _fit_logit(X: np.ndarray, y: np.ndarray):
     return model.coef_.ravel(), nan, nan.copy(), model.predict_proba(X)[:, 1], note
 
 
-def _cross_validated(X: np.ndarray, y: np.ndarray, kind: str, folds: int, seed: int) -> float:
-    """Pooled out-of-fold R^2 (OLS) or AUC (logistic, lightly penalised so folds with separation still fit)."""
+def _fit_within_ols(X: np.ndarray, y: np.ndarray, groups: np.ndarray):
+    """OLS of already within-group ``y`` on within-group ``X`` (no intercept: the groups hold it), with
+    standard errors clustered on the groups. Returns what :func:`_fit_ols` returns."""
+    from statsmodels.regression.linear_model import OLS
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = OLS(y, X).fit(cov_type="cluster", cov_kwds={"groups": groups})
+    coef, se, p = np.asarray(res.params), np.asarray(res.bse), np.asarray(res.pvalues)
+    note = None
+    if not np.isfinite(se).all():
+        note = "clustered standard error undefined; no p-value"
+        se, p = np.where(np.isfinite(se), se, np.nan), np.where(np.isfinite(se), p, np.nan)
+    return coef, se, p, np.asarray(res.fittedvalues), note
+
+
+def _fit_adjusted(X: np.ndarray, y: np.ndarray, kind: str, controls: ControlDesign):
+    """The multivariate model with the controls in it. Returns (coef, se, p, note) for the columns of ``X``
+    only, and the in-sample metric: AUC, or for a continuous target the partial R², the share of what the
+    controls leave of the target that the hypotheses explain."""
+    from sklearn.metrics import roc_auc_score
+
+    # The controls enter as an orthonormal basis scaled to unit variance: X's coefficients are those of a
+    # model with the raw control columns, without their collinearity or scale.
+    basis = control_basis(controls) * np.sqrt(len(y))
+    k = basis.shape[1]
+    if kind == "binary":
+        coef, se, p, fitted, note = _fit_logit(np.column_stack([basis, X]), y)
+        return coef[k:], se[k:], p[k:], float(roc_auc_score(y, fitted)), note
+    left = residualise(y, controls)
+    if controls.groups is not None:
+        coef, se, p, fitted, note = _fit_within_ols(
+            np.column_stack([basis, within(X, controls.groups)]), left, controls.groups
+        )
+        resid = left - fitted
+    else:
+        coef, se, p, fitted, note = _fit_ols(np.column_stack([basis, X]), y)
+        resid = y - fitted
+    return coef[k:], se[k:], p[k:], float(1.0 - (resid @ resid) / (left @ left)), note
+
+
+def _cross_validated(X: np.ndarray, y: np.ndarray, kind: str, folds: int, seed: int, groups=None) -> float:
+    """Pooled out-of-fold R^2 (OLS) or AUC (logistic, lightly penalised so folds with separation still fit).
+    With ``groups``, folds hold whole groups."""
     from sklearn.linear_model import LinearRegression, LogisticRegression
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import KFold, StratifiedKFold
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
 
     if kind == "continuous":
-        folds = min(folds, len(y))
+        folds = min(folds, len(y) if groups is None else len(np.unique(groups)))
         if folds < 2:
             return np.nan
-        splitter, model = KFold(folds, shuffle=True, random_state=seed), LinearRegression()
+        splitter = KFold(folds, shuffle=True, random_state=seed) if groups is None else GroupKFold(folds)
+        model = LinearRegression()
     else:
         folds = min(folds, int(np.bincount(y.astype(int), minlength=2).min()))
         if folds < 2:
@@ -308,7 +367,7 @@ def _cross_validated(X: np.ndarray, y: np.ndarray, kind: str, folds: int, seed: 
             LogisticRegression(C=100.0, max_iter=5000),
         )
     pred = np.empty(len(y))
-    for train, test in splitter.split(X, y):
+    for train, test in splitter.split(X, y, groups):
         model.fit(X[train], y[train])
         pred[test] = model.predict(X[test]) if kind == "continuous" else model.predict_proba(X[test])[:, 1]
     if kind == "continuous":
@@ -325,17 +384,25 @@ def evaluate_hypotheses(
     alpha: float = 0.05,
     cv_folds: int = 5,
     seed: int = 0,
+    controls: Optional[ControlDesign] = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Test each hypothesis against the holdout target; one row per hypothesis, in input order.
 
     Univariate columns use every row where that hypothesis was annotated; the multivariate model uses
     the rows annotated for all hypotheses in it (``n_complete_rows`` in the summary). Corrections
     (Bonferroni, BH) are over the hypotheses with a model p-value (``n_tested``).
+
+    With ``controls`` (the holdout rows' design, :mod:`controls`) the model holds them too: coefficients
+    are beyond them; R² (in sample and out of fold) is partial, the share of what they leave; AUC is of the
+    model with them, beside the controls' own out-of-fold AUC (``controls`` in the summary). The univariate
+    columns stay raw.
     """
     from sklearn.metrics import r2_score, roc_auc_score
     from statsmodels.stats.multitest import multipletests
 
     A, y, names = _validate(annotations, y, kind, names, alpha, cv_folds)
+    if controls is not None and len(controls.matrix) != len(y):
+        raise DataError(f"The controls have {len(controls.matrix)} rows but the target has {len(y)}")
     H = A.shape[1]
     rows = [{"hypothesis": names[j], **_univariate(A[:, j], y)} for j in range(H)]
     table = pd.DataFrame(rows)
@@ -343,29 +410,35 @@ def evaluate_hypotheses(
         table[col] = np.nan
     notes = [""] * H
 
-    kept, complete, exclusions = _model_columns(A, y, kind, names)
+    kept, complete, exclusions = _model_columns(A, y, kind, names, controls)
     for j, text in exclusions.items():
         notes[j] = text
     summary_notes: list[str] = []
     X, yc = A[complete][:, kept], y[complete]
-    in_sample = cv = np.nan
-    if kept and len(yc) <= len(kept) + 1:
+    in_sample = cv = controls_cv = np.nan
+    n_controls = 0 if controls is None else control_basis(controls.rows(complete)).shape[1]
+    if kept and len(yc) <= len(kept) + n_controls + 1:
         summary_notes.append(
             f"only {len(yc)} rows are annotated for every hypothesis, too few for a model with {len(kept)} hypotheses"
         )
         for j in kept:
             notes[j] = "too few complete rows for the multivariate model"
         kept = []
-    if kept:
+    if kept and controls is None:
         coef, se, p, fitted, note = (_fit_ols if kind == "continuous" else _fit_logit)(X, yc)
+        in_sample = r2_score(yc, fitted) if kind == "continuous" else roc_auc_score(yc, fitted)
+        cv = _cross_validated(X, yc, kind, int(cv_folds), seed)
+    elif kept:
+        held = controls.rows(complete)
+        coef, se, p, in_sample, note = _fit_adjusted(X, yc, kind, held)
+        cv, controls_cv = _adjusted_cv(X, yc, kind, int(cv_folds), seed, held)
+    if kept:
         table.loc[kept, "coef"], table.loc[kept, "coef_se"], table.loc[kept, "coef_p"] = coef, se, p
         if note:
             summary_notes.append(note)
             for j, pj in zip(kept, p):
                 if not np.isfinite(pj):
                     notes[j] = note
-        in_sample = r2_score(yc, fitted) if kind == "continuous" else roc_auc_score(yc, fitted)
-        cv = _cross_validated(X, yc, kind, int(cv_folds), seed)
     elif not summary_notes:
         summary_notes.append("no hypothesis could enter the multivariate model")
 
@@ -393,19 +466,52 @@ def evaluate_hypotheses(
         "n_in_model": len(kept),
         "n_tested": int(len(tested)),
         "n_missing_annotations": int(np.isnan(A).sum()),
-        "cov_type": "HC3",
+        "cov_type": "HC3" if controls is None or controls.groups is None else "cluster",
         "alpha": float(alpha),
         "cv_folds": int(cv_folds),
         "notes": summary_notes,
     }
+    if controls is not None:
+        summary["controls"] = {"n_columns": int(n_controls), "absorbed": controls.groups is not None}
+        if kind == "continuous":  # R² above is partial; this is how much of the target the controls hold
+            summary["controls"]["r2"] = float(1.0 - _sum_sq(residualise(y, controls)) / _sum_sq(y - y.mean()))
+        else:
+            summary["controls"]["auc_cv"] = float(controls_cv)
     return table, summary
 
 
-def embedding_baseline(X_train, y_train, X_hold, y_hold, kind: str, seed: int = 0) -> dict:
+def _sum_sq(v: np.ndarray) -> float:
+    return float(v @ v)
+
+
+def _adjusted_cv(X: np.ndarray, y: np.ndarray, kind: str, folds: int, seed: int, controls: ControlDesign):
+    """Out-of-fold metric of the model with controls, and of the controls alone: for a continuous target the
+    partial R² (OLS of what the controls leave of y on what they leave of X; folds hold whole groups of an
+    absorbed column) and 0; for a binary one the AUC of a logistic model with and without X."""
+    if kind == "continuous":
+        left_y, left_X = residualise(y, controls), residualise(X, controls)
+        return _cross_validated(left_X, left_y, kind, folds, seed, groups=controls.groups), 0.0
+    basis = control_basis(controls) * np.sqrt(len(y))
+    alone = _cross_validated(basis, y, kind, folds, seed) if basis.shape[1] else 0.5
+    return _cross_validated(np.column_stack([basis, X]), y, kind, folds, seed), alone
+
+
+def embedding_baseline(
+    X_train,
+    y_train,
+    X_hold,
+    y_hold,
+    kind: str,
+    seed: int = 0,
+    controls_train: Optional[ControlDesign] = None,
+    controls_hold: Optional[ControlDesign] = None,
+) -> dict:
     """How well the raw embeddings predict the target: ridge (R^2) or logistic (AUC) scored on the holdout.
 
     The regularisation is chosen on the training rows only (RidgeCV's efficient leave-one-out over a
-    log grid of alphas; 5-fold stratified CV over C for logistic).
+    log grid of alphas; 5-fold stratified CV over C for logistic). With controls (each split's design),
+    the ridge reads what the controls leave of the embeddings and the target in each split and scores the
+    partial R²; the logistic model reads the embeddings beside the control columns.
     """
     from sklearn.linear_model import LogisticRegression, RidgeCV
     from sklearn.metrics import r2_score, roc_auc_score
@@ -419,6 +525,14 @@ def embedding_baseline(X_train, y_train, X_hold, y_hold, kind: str, seed: int = 
         raise DataError(
             f"Training embeddings have width {X_train.shape[1]} but holdout ones {X_hold.shape[1]}; embed both with the same model"
         )
+    if (controls_train is None) != (controls_hold is None):
+        raise DataError("Give the controls of both splits, or of neither")
+    if kind == "continuous" and controls_train is not None:
+        X_train, y_train = residualise(X_train, controls_train), residualise(y_train, controls_train)
+        X_hold, y_hold = residualise(X_hold, controls_hold), residualise(y_hold, controls_hold)
+    elif controls_train is not None:
+        X_train = np.column_stack([X_train, controls_train.matrix])
+        X_hold = np.column_stack([X_hold, controls_hold.matrix])
     if kind == "continuous":
         if np.ptp(y_train) == 0:
             raise DataError("The training target is constant; a baseline cannot be fitted")

@@ -12,10 +12,12 @@ Works on sparse presence (rows x latents) and never forms a dense rows x latents
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import scipy.sparse as sp
 
+from .controls import ControlDesign, control_basis, group_indicator, residualise, within
 from .errors import DataError
 
 # A candidate whose presence is this close to a combination of the chosen ones adds nothing stable.
@@ -30,31 +32,39 @@ class Stepwise:
     n_overlapping: int = 0  # candidates left out for repeating a chosen one (presence overlap)
 
 
-def forward_select(P, y, n: int, eligible=None, max_overlap: float = 1.0, first=None) -> Stepwise:
+def forward_select(
+    P, y, n: int, eligible=None, max_overlap: float = 1.0, first=None, controls: Optional[ControlDesign] = None
+) -> Stepwise:
     """Choose up to ``n`` columns of the 0/1 matrix ``P`` by forward selection for an OLS of ``y``.
 
     ``eligible`` (bool per column) limits the candidates; a column whose rows overlap a chosen one's by
     more than ``max_overlap`` (Jaccard) stops being a candidate. ``first`` (a column) enters before any
     other, whatever the others' gains, if it is a candidate that adds anything. Stops early when no
-    candidate adds variance.
+    candidate adds variance. With ``controls`` (:mod:`controls`) the model starts from them: gains and
+    ``r2`` are shares of what the controls leave unexplained, and a column is compared within the groups
+    of an absorbed control.
     """
     P = sp.csc_matrix(P, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64).ravel()
     N, m = P.shape
     if len(y) != N:
         raise DataError(f"The presence matrix has {N} rows but the target has {len(y)} values")
+    groups = None if controls is None else controls.groups
     counts = np.asarray(P.sum(axis=0)).ravel()
-    var = counts * (1.0 - counts / N)  # ||p_j - mean||²
+    var = counts - _group_projection(P, groups)  # ||p_j - its mean (within its group)||²
     ok = var > 0 if eligible is None else (np.asarray(eligible, bool) & (var > 0))
-    r = y - y.mean()
+    r = residualise(y, controls)
     total = float(r @ r)
     if total == 0:
+        if controls is not None:
+            raise DataError("The controls explain the target entirely on the training rows; nothing is left to relate")
         raise DataError("The target is constant, so no latent can be related to it; pick a target that varies")
-    Q = np.zeros((N, 0))  # orthonormal basis of the chosen columns, centred
-    proj = np.zeros(m)  # ||Q^T p_j||² for every column
+    PT = P.T.tocsr()
+    # Orthonormal basis of what the model holds so far, centred (or within groups): the controls, then the chosen.
+    Q = control_basis(controls) if controls is not None else np.zeros((N, 0))
+    proj = ((PT @ Q) ** 2).sum(axis=1) if Q.shape[1] else np.zeros(m)  # ||Q^T p_j||² for every column
     chosen, gains = [], []
     overlapping = np.zeros(m, dtype=bool)
-    PT = P.T.tocsr()
     for _ in range(int(n)):
         new_var = var - proj
         fit = ok & (new_var > MIN_NEW_VARIANCE * np.maximum(var, 1e-300))
@@ -78,8 +88,7 @@ def forward_select(P, y, n: int, eligible=None, max_overlap: float = 1.0, first=
             overlapping |= near
             ok &= ~near
         # Extend the basis with the chosen column, centred and orthogonalised (twice, for stability).
-        q = P[:, j].toarray().ravel()
-        q = q - q.mean()
+        q = within(P[:, j].toarray(), groups).ravel()
         for _ in range(2):
             q -= Q @ (Q.T @ q)
         q /= np.linalg.norm(q)
@@ -92,3 +101,15 @@ def forward_select(P, y, n: int, eligible=None, max_overlap: float = 1.0, first=
         r2=float(1.0 - (r @ r) / total),
         n_overlapping=int(overlapping.sum()),
     )
+
+
+def _group_projection(P: sp.csc_matrix, groups: Optional[np.ndarray]) -> np.ndarray:
+    """||projection of each column of ``P`` on the group indicators||² (one group: the column means)."""
+    N = P.shape[0]
+    if groups is None:
+        counts = np.asarray(P.sum(axis=0)).ravel()
+        return counts**2 / N
+    G = group_indicator(groups)
+    sums = sp.csr_matrix(G.T @ P)  # per group, how many rows each column is present in
+    sizes = np.asarray(G.sum(axis=0)).ravel()
+    return np.asarray((sp.diags(1.0 / sizes) @ sums.multiply(sums)).sum(axis=0)).ravel()

@@ -1,0 +1,231 @@
+"""Adjusting for columns ("controls"): what the text says beyond what a date, a field or an A/B test explains.
+
+A citation count depends on a paper's age; a headline's click rate on the story and week it was tested in.
+Hypotheses about the text should be tested beyond such columns, or they rediscover them. The columns
+are read on the training rows (:func:`fit_controls`) and turned into a design for any split
+(:meth:`Controls.design`):
+
+- numbers (and dates, as years) enter as one standardised column; missing values are filled with the
+  training mean and flagged by a column of their own;
+- categories with at most ``MAX_LEVELS`` values (and numbers that are codes, such as a decision) enter
+  as one 0/1 column per value but the most common;
+- one column of many values (an A/B test's id, a restaurant) is *absorbed*: every quantity is compared
+  within its groups (fixed effects), and standard errors are clustered on it.
+
+Everything downstream uses one operation, :func:`residualise`: a column minus its least-squares fit on
+the controls (with an intercept, or within the groups). By Frisch-Waugh-Lovell, a regression on
+residualised columns gives the same coefficients as one that includes the controls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .errors import DataError
+
+MAX_LEVELS = 20  # more values than this and a category is absorbed as groups, not given a column each
+MISSING = "(missing)"
+
+
+@dataclass
+class ControlDesign:
+    """The controls of one split: ``matrix`` (rows x columns, standardised numbers and 0/1 values) and
+    ``groups`` (an integer group per row for an absorbed column, or None)."""
+
+    matrix: np.ndarray
+    groups: Optional[np.ndarray] = None
+    names: list[str] = field(default_factory=list)
+
+    def rows(self, mask) -> ControlDesign:
+        """The design restricted to the rows of ``mask`` (bool or positions); groups renumbered."""
+        groups = None if self.groups is None else np.unique(self.groups[mask], return_inverse=True)[1]
+        return ControlDesign(self.matrix[mask], groups, self.names)
+
+
+@dataclass
+class _Column:
+    name: str
+    kind: str  # "number", "date", "levels" or "groups"
+    mean: float = 0.0
+    sd: float = 1.0
+    has_missing: bool = False
+    levels: list = field(default_factory=list)  # the values given a column each (all but the most common)
+    n_values: int = 0
+
+
+@dataclass
+class Controls:
+    """Control columns as read on the training rows; :meth:`design` encodes any split the same way."""
+
+    columns: list[_Column]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def absorbed(self) -> Optional[str]:
+        """The column whose groups every comparison is made within, or None."""
+        return next((c.name for c in self.columns if c.kind == "groups"), None)
+
+    def design(self, frame: pd.DataFrame) -> ControlDesign:
+        """The controls of the rows of ``frame`` (a split of the table they were read on)."""
+        parts, names, groups = [], [], None
+        for col in self.columns:
+            values = frame[col.name]
+            if col.kind == "groups":
+                keys = values.astype(str).where(values.notna(), MISSING)
+                groups = pd.factorize(keys)[0]
+                continue
+            if col.kind == "levels":
+                keys = _level_keys(values)
+                for level in col.levels:
+                    parts.append((keys == level).to_numpy(dtype=np.float64))
+                    names.append(f"{col.name} = {level}")
+                continue
+            numbers = _as_numbers(values, col.kind)
+            missing = np.isnan(numbers)
+            parts.append(np.where(missing, 0.0, (numbers - col.mean) / col.sd))
+            names.append(col.name)
+            if col.has_missing:
+                parts.append(missing.astype(np.float64))
+                names.append(f"{col.name} {MISSING}")
+        matrix = np.column_stack(parts) if parts else np.zeros((len(frame), 0))
+        return ControlDesign(matrix, groups, names)
+
+    def describe(self) -> list[str]:
+        """One phrase per column: how it is adjusted for."""
+        out = []
+        for c in self.columns:
+            if c.kind == "groups":
+                out.append(f"{c.name} (compared within each of its {c.n_values:,} values)")
+            elif c.kind == "levels":
+                out.append(f"{c.name} ({c.n_values} values)")
+            else:
+                out.append(f"{c.name} ({'a date, in years' if c.kind == 'date' else 'a number'})")
+        return out
+
+    def as_dict(self) -> dict:
+        return {"columns": self.names, "absorbed": self.absorbed, "described": self.describe()}
+
+
+def fit_controls(frame: pd.DataFrame, columns, *, text_col: str, target_col: str, kind: str) -> Optional[Controls]:
+    """Read the control ``columns`` on the training rows ``frame``; None when there are none.
+
+    Raises a one-line DataError for a missing column, the text or target itself, free text, a column
+    with one value, more than one many-valued column, or a many-valued column beside a yes/no target.
+    """
+    from .columns import profile_column
+    from .data import holds_codes, require_columns
+
+    columns = [str(c) for c in (columns or ())]
+    if not columns:
+        return None
+    if len(set(columns)) < len(columns):
+        raise DataError(f"A control column is named twice: {', '.join(columns)}")
+    require_columns(frame, *columns)
+    read = []
+    for name in columns:
+        if name in (text_col, target_col):
+            what = "text" if name == text_col else "target"
+            raise DataError(f"`{name}` is the {what} column; it cannot also be a control")
+        values = frame[name]
+        profile = profile_column(values, name)
+        if profile.kind in ("text", "other"):
+            raise DataError(f"Control `{name}` holds free text or nested values; adjust for a number, date or category")
+        if values.nunique(dropna=False) < 2:
+            raise DataError(f"Control `{name}` takes a single value on the training rows, so it adjusts for nothing")
+        if profile.kind in ("numeric", "date") and not holds_codes(values):
+            read.append(_number_column(name, values, "date" if profile.kind == "date" else "number"))
+            continue
+        keys = _level_keys(values)
+        counts = keys.value_counts()
+        if len(counts) <= MAX_LEVELS:
+            read.append(_Column(name, "levels", levels=list(counts.index[1:]), n_values=len(counts)))
+        else:
+            read.append(_Column(name, "groups", n_values=len(counts)))
+    absorbed = [c.name for c in read if c.kind == "groups"]
+    if len(absorbed) > 1:
+        raise DataError(
+            f"Controls {', '.join(absorbed)} each take more than {MAX_LEVELS} values; only one can be absorbed "
+            "(compared within); keep the one the texts were grouped by"
+        )
+    if absorbed and kind == "binary":
+        raise DataError(
+            f"Control `{absorbed[0]}` takes more than {MAX_LEVELS} values: a yes/no target cannot be compared "
+            "within that many groups (a logistic model needs many rows per group); adjust for columns of fewer values"
+        )
+    return Controls(read)
+
+
+def _number_column(name: str, values: pd.Series, kind: str) -> _Column:
+    numbers = _as_numbers(values, kind)
+    seen = numbers[~np.isnan(numbers)]
+    if len(seen) < 2 or np.ptp(seen) == 0:
+        raise DataError(f"Control `{name}` takes a single value on the training rows, so it adjusts for nothing")
+    return _Column(name, kind, float(seen.mean()), float(seen.std()), bool(np.isnan(numbers).any()))
+
+
+def _as_numbers(values: pd.Series, kind: str) -> np.ndarray:
+    """Numbers as floats (NaN where missing or unreadable); dates as years (2018.5 is July 2018)."""
+    if kind != "date":
+        return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    stamps = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
+    seconds = (stamps - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds()
+    return 1970.0 + seconds.to_numpy(dtype=np.float64) / (365.2425 * 86400)
+
+
+def _level_keys(values: pd.Series) -> pd.Series:
+    """Each value as the text a level is named by (whole numbers without ".0"; missing as its own value)."""
+    keys = values.map(
+        lambda v: str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v)
+    )
+    return keys.where(values.notna(), MISSING)
+
+
+def residualise(M, design: Optional[ControlDesign]) -> np.ndarray:
+    """``M`` (a vector or rows x columns) minus its least-squares fit on the controls: the column means
+    (an intercept), or the group means of an absorbed column, and the control columns. Without controls,
+    ``M`` centred."""
+    M = np.asarray(M, dtype=np.float64)
+    flat = M.ndim == 1
+    M = M[:, None] if flat else M.copy()
+    groups = None if design is None else design.groups
+    M = within(M, groups)
+    if design is not None and design.matrix.shape[1]:
+        basis = control_basis(design)
+        M -= basis @ (basis.T @ M)
+    return M[:, 0] if flat else M
+
+
+def control_basis(design: ControlDesign) -> np.ndarray:
+    """An orthonormal basis (rows x r) of the control columns once the intercept or groups are taken out;
+    columns that repeat others (or vary only between groups) are dropped."""
+    C = within(np.asarray(design.matrix, dtype=np.float64), design.groups)
+    if not C.shape[1]:
+        return C
+    q, r = np.linalg.qr(C)
+    scale = np.abs(np.diag(r))
+    keep = scale > 1e-8 * max(scale.max(initial=0.0), 1e-300) * np.sqrt(len(C))
+    return q[:, keep]
+
+
+def within(M: np.ndarray, groups: Optional[np.ndarray]) -> np.ndarray:
+    """Columns of ``M`` minus their means within each group (one group: the column means)."""
+    if groups is None:
+        return M - M.mean(axis=0)
+    indicator = group_indicator(groups)
+    means = (indicator.T @ M) / np.asarray(indicator.sum(axis=0)).ravel()[:, None]
+    return M - means[groups]
+
+
+def group_indicator(groups: np.ndarray) -> sp.csr_matrix:
+    """The rows x groups 0/1 matrix of an integer group per row (sparse)."""
+    groups = np.asarray(groups, dtype=np.int64)
+    n = len(groups)
+    return sp.csr_matrix((np.ones(n), (np.arange(n), groups)), shape=(n, int(groups.max(initial=-1)) + 1))
