@@ -88,6 +88,7 @@ def cmd_hypothesize(args) -> int:
         device=args.device,
         group_col=args.group_col,
         dedupe=args.dedupe,
+        controls=tuple(args.control or ()),
         presence=args.presence,
         max_overlap=args.max_overlap,
         cache_sae=not args.no_sae_cache,
@@ -711,6 +712,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--dedupe",
         action="store_true",
         help="drop texts identical up to case, punctuation and spacing before splitting",
+    )
+    p.add_argument(
+        "--control",
+        action="append",
+        metavar="COL",
+        help="adjust for this column (repeat for more): hypotheses are chosen and tested beyond it, e.g. a "
+        "publication date, a field, or an A/B test id (a column of many values is compared within)",
     )
     p.add_argument("--target-kind", default="auto", choices=settings.TARGET_KINDS)
     p.add_argument(

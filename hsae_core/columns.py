@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -215,6 +215,7 @@ class ColumnRoles:
     split_options: dict  # {target: columns that can define the holdout by value} (split_columns)
     group_options: dict  # {target: columns that group rows onto one side} (group_columns)
     likely_target: object  # guess_target_column's choice, or None
+    control_options: dict = field(default_factory=dict)  # {target: columns it can be adjusted for}
 
 
 def column_roles(frame: pd.DataFrame, text_col: str) -> ColumnRoles:
@@ -228,6 +229,7 @@ def column_roles(frame: pd.DataFrame, text_col: str) -> ColumnRoles:
         split_options={t: _splits(profiles, text_col, t) for t in targets},
         group_options={t: _groups(profiles, len(frame), text_col, t) for t in targets},
         likely_target=_likely_target(targets),
+        control_options={t: _controls(profiles, len(frame), text_col, t) for t in targets},
     )
 
 
@@ -264,6 +266,19 @@ def group_columns(frame: pd.DataFrame, text_col: str, target: str) -> list[str]:
 
 def _splits(profiles: dict, text_col: str, target: str) -> list:
     return [c for c, p in profiles.items() if c not in (text_col, target) and 2 <= p.n_unique <= MAX_SPLIT_VALUES]
+
+
+def _controls(profiles: dict, n_rows: int, text_col: str, target: str) -> list:
+    """Columns a target can be adjusted for (:mod:`controls`): numbers, dates, categories, and ids that
+    repeat (compared within); not the text, the target, a column of one value or an id on every row."""
+    out = []
+    for col, p in profiles.items():
+        if col in (text_col, target) or p.kind not in ("numeric", "date", "category", "id") or p.n_unique < 2:
+            continue
+        if p.kind == "id" and p.n_unique >= n_rows:
+            continue
+        out.append(col)
+    return out
 
 
 def _groups(profiles: dict, n_rows: int, text_col: str, target: str) -> list:

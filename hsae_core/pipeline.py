@@ -24,6 +24,7 @@ from . import settings, validate
 from .annotate import ActivationAnnotator, Annotator
 from .anyof import any_of_scores, every_row_f1, fit_any_of
 from .choose import Choice, choose_hypotheses
+from .controls import ControlDesign, Controls, fit_controls
 from .data import (
     FEW_TARGET_VALUES,
     Corpus,
@@ -106,6 +107,8 @@ class HypothesisConfig:
     holdout_value: Optional[str] = None
     group_col: Optional[str] = None  # random split of whole groups (e.g. the arms of one A/B test stay together)
     dedupe: bool = False  # drop texts identical up to case, punctuation and spacing before splitting
+    # columns to adjust for (:mod:`controls`): hypotheses are chosen and tested beyond them
+    controls: tuple = ()
 
     def validate(self, pretrained: bool = False) -> None:
         """Raise a DataError naming the first parameter out of range, before any heavy work. With
@@ -161,6 +164,12 @@ class HypothesisConfig:
             raise DataError(f"`device` must be one of {', '.join(settings.DEVICES)}, got {self.device!r}")
         if self.split_col and self.group_col:
             raise DataError("Give either `split_col` (holdout by value) or `group_col` (grouped split), not both")
+        if isinstance(self.controls, str):
+            self.controls = (self.controls,)
+        if self.controls and self.select != "stepwise":
+            raise DataError(
+                f"Adjusting for columns (`controls`) works with the `stepwise` selection (the default), not `{self.select}`"
+            )
 
 
 @dataclass
@@ -242,6 +251,7 @@ def hypothesize(
         train, hold = load_split(data, text_col, target_col, holdout=holdout, config=config)
         _validate_inputs(train, hold)
         _targets(train, hold, config)  # a missing class or an impossible scale is refused before embedding
+        _controls(train, config)
     split_notes = split_warnings(train, hold, config) if holdout is None else []
     for note in split_notes if on_warning is not None else ():
         on_warning(f"split: {note}")
@@ -408,6 +418,10 @@ def run_hypotheses(
     config.validate(pretrained=sae is not None)
     _validate_inputs(train, holdout, X_train, X_hold)
     targets, scale = _targets(train, holdout, config)  # a missing class is refused before any training
+    controls = _controls(train, config)
+    controls_train = controls_hold = None
+    if controls is not None:
+        controls_train, controls_hold = controls.design(train.frame), controls.design(holdout.frame)
     n_tested = hypotheses_to_test(config, len(holdout))
     interpreter = resolve_interpreter(interpreter or config.interpreter, llm_client, embedding_model=embedding_model)
     annotator = resolve_annotator(annotator or config.annotator, llm_client)
@@ -431,7 +445,7 @@ def run_hypotheses(
         where = _for(target_name)
         step(2, f"selecting latents{where}")
         with timer("select"):
-            sel = choose_for(config, codes_train, y_train, kind, n=n_tested)
+            sel = choose_for(config, codes_train, y_train, kind, n=n_tested, controls=controls_train)
         warnings.extend(f"{where.strip() or 'selection'}: {w}" for w in sel.warnings)
         if sel.dropped:
             duplicates[str(target_name) if target_name is not None else "overall"] = sel.dropped
@@ -450,8 +464,17 @@ def run_hypotheses(
             ann = annotator.annotate(texts=holdout.texts, codes=codes_hold, interpretations=chosen, **extra)
         step(5, f"holdout statistics{where}")
         with timer("evaluate"):
-            per_hyp, overall = evaluate_hypotheses(ann, y_hold, kind, [c.label for c in chosen])
-            overall["embedding_baseline"] = embedding_baseline(X_train, y_train, X_hold, y_hold, kind, seed=config.seed)
+            per_hyp, overall = evaluate_hypotheses(ann, y_hold, kind, [c.label for c in chosen], controls=controls_hold)
+            overall["embedding_baseline"] = embedding_baseline(
+                X_train,
+                y_train,
+                X_hold,
+                y_hold,
+                kind,
+                seed=config.seed,
+                controls_train=controls_train,
+                controls_hold=controls_hold,
+            )
         if kind == "binary":
             if target_name is not None:
                 note = few_cases_note(y_hold, f"'{target_name}'", f"not '{target_name}'")
@@ -489,6 +512,8 @@ def run_hypotheses(
             "rows_per_hypothesis": config.rows_per_hypothesis,
         }
     summary["sae"]["origin"] = origin
+    if controls is not None:
+        summary["controls"] = controls.as_dict()
     summary["presence"] = _presence_note(config, annotator)
     if duplicates:
         summary["near_duplicates_dropped"] = duplicates
@@ -562,9 +587,11 @@ def fewer_hypotheses_line(summary: dict, undo: str = "--rows-per-hypothesis 0 ch
     )
 
 
-def choose_for(config: HypothesisConfig, codes, y, kind: str, n: Optional[int] = None) -> Choice:
+def choose_for(
+    config: HypothesisConfig, codes, y, kind: str, n: Optional[int] = None, controls: Optional[ControlDesign] = None
+) -> Choice:
     """The hypotheses ``config`` chooses from these training codes (its method, presence and overlap cap; ``n``
-    of them, ``config.n`` when not given)."""
+    of them, ``config.n`` when not given), beyond the training rows' ``controls`` when given."""
     return choose_hypotheses(
         codes,
         y,
@@ -575,7 +602,14 @@ def choose_for(config: HypothesisConfig, codes, y, kind: str, n: Optional[int] =
         presence_mode=config.presence,
         max_overlap=config.max_overlap,
         min_present_frac=config.min_present_frac,
+        controls=controls,
     )
+
+
+def _controls(train: Corpus, config: HypothesisConfig) -> Optional[Controls]:
+    """The run's control columns read on the training rows (None without any); bad ones refused in one line."""
+    kind = "binary" if train.target_kind in ("binary", "multiclass") else "continuous"
+    return fit_controls(train.frame, config.controls, text_col=train.text_col, target_col=train.target_col, kind=kind)
 
 
 def _any_of(codes_train, y_train, annotations: np.ndarray, y_hold, sel: Choice, chosen, other: bool = False) -> dict:
@@ -911,6 +945,19 @@ def untested_lines(table: pd.DataFrame) -> list[str]:
     return out
 
 
+def controls_line(summary: dict) -> Optional[str]:
+    """One line naming the columns a run adjusted for and what that does to its numbers, or None."""
+    controls = summary.get("controls")
+    if not controls:
+        return None
+    r2 = (summary.get("target") or {}).get("kind") == "continuous"
+    return (
+        f"Adjusted for {'; '.join(controls['described'])}: hypotheses are chosen and tested beyond "
+        f"{'it' if len(controls['columns']) == 1 else 'them'}"
+        + ("; R² is partial, the share of what they leave of the target." if r2 else "; AUC is of a model with them.")
+    )
+
+
 def format_table(run: HypothesisRun, width: int = 60) -> str:
     """The hypothesis table and headline metrics as plain text for a terminal."""
     cols = [c for c in ["class"] + TABLE_COLUMNS if c in run.table.columns]
@@ -938,6 +985,9 @@ def format_table(run: HypothesisRun, width: int = 60) -> str:
     fewer = fewer_hypotheses_line(run.summary)
     if fewer:
         lines.append(fewer)
+    adjusted = controls_line(run.summary)
+    if adjusted:
+        lines.append(adjusted)
     annot = run.summary.get("annotator")
     for name, m in run.summary.get("metrics", {}).items():
         label = "" if name == "overall" else f"[{name}] "

@@ -31,14 +31,19 @@ COLUMNS = {
         "Held-out fidelity of the label: embedding-judge AUC on documents the labeller never saw",
     ),
     "fidelity_f1": ("label F1", "Held-out F1 of the label on documents the labeller never saw"),
-    "coef": ("coefficient", "Effect in one model of the target on all hypotheses (holdout, robust HC3 errors)"),
+    "coef": (
+        "coefficient",
+        "Effect in one model of the target on all hypotheses (holdout, robust HC3 errors); where the run adjusts "
+        "for columns, the effect beyond them (errors clustered on a column compared within)",
+    ),
     "coef_p": ("p (coefficient)", "p-value of the coefficient"),
     "significant_bonferroni": ("Bonferroni", "Significant at 5% after a Bonferroni correction"),
     "significant_fdr": ("FDR", "Significant at 5% false discovery rate (Benjamini–Hochberg)"),
     "prevalence": ("present in", "Share of holdout documents where the hypothesis holds"),
     "separation": (
         "difference",
-        "Mean target where present minus where absent (holdout; in log(1 + y) where the run models the target so)",
+        "Mean target where present minus where absent (holdout; in log(1 + y) where the run models the target so; "
+        "never adjusted for columns)",
     ),
     "separation_p": ("p (difference)", "Welch's t-test of that difference"),
     "selection_score": ("training score", "The score that selected it, on the training rows only"),
@@ -77,6 +82,10 @@ def headline_metrics(metrics: dict) -> list[tuple[str, str, str]]:
     folds = metrics.get("cv_folds", 5)
     base = metrics.get("embedding_baseline") or {}
     model = "OLS" if metric == "r2" else "logistic"
+    if metrics.get("controls") is not None:  # adjusted: R² is partial; AUC is of a model that holds the controls
+        if metric == "r2":
+            name = "partial R²"
+        model += " (with the controls)"
     rows = [
         (
             f"Holdout {name} ({folds}-fold CV)",
@@ -128,7 +137,16 @@ def verdict_line(metrics: dict) -> str | None:
     if not np.isfinite(cv):  # e.g. a class with a handful of holdout rows: the model could not be fitted
         why = "; ".join(metrics.get("notes") or []) or "the holdout model could not be fitted"
         return f"The holdout cannot test these {n} hypotheses ({why}): read them as untested."
-    said = _fitted_verdict(metric, n, n_bonf, n_fdr, cv, (metrics.get("embedding_baseline") or {}).get("value"))
+    ceiling = (metrics.get("embedding_baseline") or {}).get("value")
+    controls = metrics.get("controls")
+    if controls is None:
+        said = _fitted_verdict(metric, n, n_bonf, n_fdr, cv, ceiling)
+    else:  # R² is partial (of what the controls leave, so 0 is still "nothing added"); AUC starts from theirs
+        start = 0.0 if metric == "r2" else _finite(controls.get("auc_cv"), 0.5)
+        phrase = "0" if metric == "r2" else f"the controls' AUC ({start:.3f})"
+        said = "Beyond the controls: " + _lower_first(
+            _fitted_verdict(metric, n, n_bonf, n_fdr, cv, ceiling, chance=(start, "the controls alone", phrase))
+        )
     untested = n - int(metrics.get("n_tested", n))
     return (
         f"{said} {untested} of the {n} could not be tested there (each has a note saying why)."
@@ -137,15 +155,33 @@ def verdict_line(metrics: dict) -> str | None:
     )
 
 
-def _fitted_verdict(metric: str, n: int, n_bonf: int, n_fdr: int, cv: float, ceiling) -> str:
-    """The sentence of :func:`verdict_line` for a holdout model that was fitted (``cv`` finite)."""
-    name, chance = ("R²", 0.0) if metric == "r2" else ("AUC", 0.5)
+def _finite(value, default: float) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return default
+    return value if np.isfinite(value) else default
+
+
+def _lower_first(sentence: str) -> str:
+    """A sentence to follow a colon: "No…"/"None…" lower-cased; one that starts with a number as it is."""
+    return sentence[:1].lower() + sentence[1:] if sentence.startswith("No") else sentence
+
+
+def _fitted_verdict(metric: str, n: int, n_bonf: int, n_fdr: int, cv: float, ceiling, chance=None) -> str:
+    """The sentence of :func:`verdict_line` for a holdout model that was fitted (``cv`` finite). ``chance``:
+    what the hypotheses must beat when not R² 0 or AUC 0.5 (e.g. the controls alone), as (value, what
+    "no better than" names, what "from" names)."""
+    name = "R²" if metric == "r2" else "AUC"
+    if chance is None:
+        chance = (0.0, "its mean", "0") if metric == "r2" else (0.5, "chance", "chance")
+    chance, start_name, start_phrase = chance
     ceiling = float(ceiling) if ceiling is not None and np.isfinite(float(ceiling)) else None
     reach = f"{name} {_num(cv)} out of fold" + (
         f"; the embeddings reach {_num(ceiling)}" if ceiling is not None else ""
     )
     if cv <= chance + 0.01:
-        baseline = "its mean" if metric == "r2" else "chance"
+        baseline = start_name
         if n_fdr == 0:
             return (
                 f"None of the {n} hypotheses holds up on the holdout: none is significant, even at a 5% false "
@@ -177,7 +213,7 @@ def _fitted_verdict(metric: str, n: int, n_bonf: int, n_fdr: int, cv: float, cei
         return f"{held}; together they explain {part} (R² {cv:.3f} out of fold against {ceiling:.3f})."
     part = "all the way" if share >= 1 else f"{share:.0%} of the way"
     return (
-        f"{held}; together they go {part} from chance to the embeddings' AUC ({cv:.3f} out of fold against "
+        f"{held}; together they go {part} from {start_phrase} to the embeddings' AUC ({cv:.3f} out of fold against "
         f"{ceiling:.3f})."
     )
 

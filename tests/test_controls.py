@@ -1,0 +1,253 @@
+"""Adjusting for columns: the stepwise choice and the holdout model beyond controls are the exact least-squares
+answers, a hypothesis that only tracks a control stops looking significant, and bad controls are refused in one
+line. Real data: arXiv 2018 (a date, a field, a constant year) and Upworthy A/B tests (a test id)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from statsmodels.discrete.discrete_model import Logit
+from statsmodels.regression.linear_model import OLS
+from ws_fixtures import upworthy_frame  # noqa: F401
+
+from hsae_core.choose import choose_hypotheses
+from hsae_core.cli import main
+from hsae_core.controls import ControlDesign, fit_controls, residualise
+from hsae_core.errors import DataError
+from hsae_core.pipeline import HypothesisConfig
+from hsae_core.stats import embedding_baseline, evaluate_hypotheses
+from hsae_core.stepwise import forward_select
+
+N_GROUPS = 15
+
+
+@pytest.fixture
+def constructed():
+    """300 rows: 20 presence columns, 2 numeric controls (one tied to column 3) and 15 groups that move y."""
+    rng = np.random.default_rng(0)
+    n, m = 300, 20
+    P = (rng.random((n, m)) < rng.uniform(0.05, 0.5, m)).astype(float)
+    groups = rng.integers(0, N_GROUPS, n)
+    C = rng.normal(size=(n, 2))
+    C[:, 1] += P[:, 3]
+    y = P[:, 1] + 0.5 * P[:, 3] + C[:, 0] + 0.1 * groups + rng.normal(size=n)
+    return P, C, groups, y
+
+
+def _rss(y, *blocks) -> float:
+    D = np.column_stack(blocks)
+    beta, *_ = np.linalg.lstsq(D, y, rcond=None)
+    e = y - D @ beta
+    return float(e @ e)
+
+
+@pytest.mark.parametrize("with_groups", [True, False])
+def test_stepwise_beyond_controls_is_exact_greedy_least_squares(constructed, with_groups):
+    P, C, groups, y = constructed
+    base = [np.eye(N_GROUPS)[groups] if with_groups else np.ones((len(y), 1)), C]
+    design = ControlDesign(C, groups if with_groups else None)
+    found = forward_select(sp.csr_matrix(P), y, 5, controls=design)
+
+    total, chosen, gains = _rss(y, *base), [], []
+    for _ in range(5):  # brute force: refit with every remaining column, keep the one that lowers RSS most
+        before = _rss(y, *base, P[:, chosen])
+        drop = {j: before - _rss(y, *base, P[:, chosen + [j]]) for j in range(P.shape[1]) if j not in chosen}
+        best = max(drop, key=drop.get)
+        chosen.append(best)
+        gains.append(drop[best] / total)
+    assert found.latents.tolist() == chosen
+    np.testing.assert_allclose(found.gains, gains, atol=1e-12)
+    assert found.r2 == pytest.approx(1 - _rss(y, *base, P[:, chosen]) / total, abs=1e-12)
+
+
+def test_stepwise_without_controls_is_unchanged(constructed):
+    P, _, _, y = constructed
+    plain = forward_select(sp.csr_matrix(P), y, 5)
+    centred_only = forward_select(sp.csr_matrix(P), y, 5, controls=ControlDesign(np.zeros((len(y), 0))))
+    assert plain.latents.tolist() == centred_only.latents.tolist()
+    np.testing.assert_allclose(plain.gains, centred_only.gains, atol=1e-12)
+
+
+def test_holdout_model_beyond_controls_matches_the_explicit_model(constructed):
+    P, C, groups, y = constructed
+    A = P[:, :4]
+    # groups absorbed: the coefficients of a model with one dummy per group; SEs clustered on the groups
+    table, summary = evaluate_hypotheses(A, y, "continuous", controls=ControlDesign(C, groups))
+    explicit = OLS(y, np.column_stack([np.eye(N_GROUPS)[groups], C, A])).fit(
+        cov_type="cluster", cov_kwds={"groups": groups}
+    )
+    np.testing.assert_allclose(table["coef"], explicit.params[-4:], atol=1e-10)
+    # the explicit model counts the 15 group means as parameters in its small-sample factor; absorbed, they
+    # are not (the clusters nest the groups), so its SEs are larger by exactly that factor
+    n, k_absorbed, k_explicit = len(y), 2 + 4, N_GROUPS + 2 + 4
+    np.testing.assert_allclose(
+        table["coef_se"], explicit.bse[-4:] * np.sqrt((n - k_explicit) / (n - k_absorbed)), rtol=1e-8
+    )
+    assert summary["cov_type"] == "cluster" and summary["controls"]["absorbed"]
+    partial = 1 - _rss(y, np.eye(N_GROUPS)[groups], C, A) / _rss(y, np.eye(N_GROUPS)[groups], C)
+    assert summary["r2_in_sample"] == pytest.approx(partial, abs=1e-12)
+
+    # numeric controls only: OLS with an intercept and the raw control columns, HC3
+    table, summary = evaluate_hypotheses(A, y, "continuous", controls=ControlDesign(C))
+    explicit = OLS(y, np.column_stack([np.ones(len(y)), C, A])).fit(cov_type="HC3")
+    np.testing.assert_allclose(table["coef"], explicit.params[-4:], atol=1e-10)
+    np.testing.assert_allclose(table["coef_se"], explicit.bse[-4:], rtol=1e-8)
+
+    # a yes/no target: logistic with the controls beside the hypotheses
+    yb = (y > np.median(y)).astype(float)
+    table, summary = evaluate_hypotheses(A, yb, "binary", controls=ControlDesign(C))
+    explicit = Logit(yb, np.column_stack([np.ones(len(y)), C, A])).fit(disp=0)
+    np.testing.assert_allclose(table["coef"], explicit.params[-4:], atol=1e-6)
+    assert 0.5 < summary["controls"]["auc_cv"] < summary["auc_cv"]
+
+
+def test_a_hypothesis_that_only_tracks_the_group_is_not_significant_within_it():
+    """Half the groups have high y and the hypothesis is common there, but within a group it changes nothing:
+    raw it looks like a strong finding; compared within the groups it is not. A real effect survives both."""
+    rng = np.random.default_rng(3)
+    n, n_groups = 2000, 100
+    groups = rng.integers(0, n_groups, n)
+    high = groups % 2 == 1
+    tracks_group = (rng.random(n) < np.where(high, 0.7, 0.2)).astype(float)
+    real = (rng.random(n) < 0.3).astype(float)
+    constant_within = (groups < n_groups // 2).astype(float)  # a group's own property: nothing left within it
+    y = 2.0 * high + 0.5 * real + rng.normal(size=n)
+    A = np.column_stack([tracks_group, real, constant_within])
+
+    raw, _ = evaluate_hypotheses(A[:, :2], y, "continuous", names=["tracks", "real"])
+    assert raw["coef_p"].iloc[0] < 1e-10 and raw["coef_p"].iloc[1] < 1e-10
+
+    adjusted, summary = evaluate_hypotheses(
+        A, y, "continuous", names=["tracks", "real", "group side"], controls=ControlDesign(np.zeros((n, 0)), groups)
+    )
+    assert adjusted["coef_p"].iloc[0] > 0.01
+    assert adjusted["coef_p"].iloc[1] < 1e-10
+    assert "does not vary once the controls are held fixed" in adjusted["note"].iloc[2]
+    assert summary["n_tested"] == 2
+
+
+def test_choose_beyond_controls_skips_what_the_controls_explain(constructed):
+    """Column 3 goes with control 1 and column 1 with the target: beyond the controls, presence of column 3
+    adds less than it does alone, and the choice says so by its order."""
+    P, C, groups, y = constructed
+    codes = sp.csr_matrix(P * np.linspace(0.5, 1.5, P.shape[1]))
+    plain = choose_hypotheses(codes, y, method="stepwise", n=3, kind="continuous", top_n=100)
+    adjusted = choose_hypotheses(
+        codes, y, method="stepwise", n=3, kind="continuous", top_n=100, controls=ControlDesign(C, groups)
+    )
+    assert plain.latents[0] == 1 and adjusted.latents[0] == 1
+    left = residualise(y, ControlDesign(C, groups))
+    r = [np.corrcoef((P[:, j] > 0).astype(float), left)[0, 1] for j in adjusted.latents]
+    np.testing.assert_allclose(adjusted.train_corr, r, atol=1e-10)
+    with pytest.raises(DataError, match="stepwise"):
+        choose_hypotheses(codes, y, method="correlation", n=3, kind="continuous", top_n=100, controls=ControlDesign(C))
+
+
+def test_embedding_ceiling_beyond_controls_is_a_partial_r2():
+    rng = np.random.default_rng(5)
+    n = 400
+    X = rng.normal(size=(2 * n, 8))
+    groups = rng.integers(0, 40, 2 * n)
+    y = X[:, 0] + 3.0 * groups + 0.5 * rng.normal(size=2 * n)
+    tr, ho = np.arange(n), np.arange(n, 2 * n)
+    raw = embedding_baseline(X[tr], y[tr], X[ho], y[ho], "continuous")
+    design = ControlDesign(np.zeros((2 * n, 0)), groups)
+    within = embedding_baseline(
+        X[tr], y[tr], X[ho], y[ho], "continuous", controls_train=design.rows(tr), controls_hold=design.rows(ho)
+    )
+    assert raw["value"] < 0.1  # the groups carry the variance, and the embeddings do not see them
+    assert within["value"] > 0.7  # within the groups, the first embedding dimension is most of what is left
+
+
+# ---------------------------------------------------------------------------- reading the columns
+@pytest.fixture(scope="module")
+def arxiv(shared_data) -> pd.DataFrame:
+    return pd.read_csv(shared_data / "arxiv_2018_citations" / "arxiv_2018_with_citations.csv")
+
+
+def test_arxiv_date_and_field_are_read_as_a_year_and_three_values(arxiv):
+    controls = fit_controls(
+        arxiv, ["published", "field"], text_col="abstract", target_col="citation_count", kind="continuous"
+    )
+    assert controls.describe() == ["published (a date, in years)", "field (3 values)"]
+    design = controls.design(arxiv)
+    assert design.groups is None and design.matrix.shape == (len(arxiv), 1 + 2)
+    # the date is standardised years: the paper of 31 December 2018 is the latest
+    assert np.argmax(design.matrix[:, 0]) == pd.to_datetime(arxiv["published"]).argmax()
+    assert design.names[1:] == [f"field = {v}" for v in arxiv["field"].value_counts().index[1:]]
+
+
+def test_upworthy_test_id_is_absorbed(upworthy_frame):  # noqa: F811
+    controls = fit_controls(
+        upworthy_frame, ["clickability_test_id", "test_week"], text_col="headline", target_col="ctr", kind="continuous"
+    )
+    assert controls.absorbed == "clickability_test_id"
+    design = controls.design(upworthy_frame)
+    assert design.groups.max() + 1 == upworthy_frame["clickability_test_id"].nunique()
+    assert design.names == ["test_week"]
+
+
+@pytest.mark.parametrize(
+    "columns, kind, message",
+    [
+        (["publshed"], "continuous", "publshed"),
+        (["abstract"], "continuous", "is the text column"),
+        (["citation_count"], "continuous", "is the target column"),
+        (["year"], "continuous", "`year` takes a single value"),
+        (["title"], "continuous", "free text"),
+        (["field", "field"], "continuous", "named twice"),
+        (["paper_id", "arxiv_id_full"], "continuous", "only one can be absorbed"),
+        (["paper_id"], "binary", "yes/no target"),
+    ],
+)
+def test_bad_controls_are_refused_in_one_line(arxiv, columns, kind, message):
+    with pytest.raises(DataError, match=message) as err:
+        fit_controls(arxiv, columns, text_col="abstract", target_col="citation_count", kind=kind)
+    assert "\n" not in str(err.value)
+
+
+def test_controls_need_the_stepwise_selection():
+    with pytest.raises(DataError, match="stepwise"):
+        HypothesisConfig(select="lasso", controls=("field",)).validate()
+
+
+# ---------------------------------------------------------------------------- end to end
+def test_cli_run_on_upworthy_compares_headlines_within_their_test(upworthy_frame, tmp_path, capsys):  # noqa: F811
+    """The command a user types: ctr beyond the A/B test. The run's printed line names the test id, and its
+    coefficients are those of a model with one dummy per test on the run's own holdout annotations."""
+    data = tmp_path / "upworthy.parquet"
+    upworthy_frame.to_parquet(data)
+    out = tmp_path / "run"
+    args = ["--data", str(data), "--text-col", "headline", "--target-col", "ctr", "--n", "5"]
+    args += ["--group-col", "clickability_test_id", "--control", "clickability_test_id", "--out", str(out)]
+    assert main(["hypothesize", *args]) == 0
+    printed = capsys.readouterr().out
+    assert "Adjusted for clickability_test_id (compared within each of its" in printed
+    assert "R² is partial" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    metrics = summary["metrics"]["overall"]
+    assert summary["controls"]["absorbed"] == "clickability_test_id" and metrics["cov_type"] == "cluster"
+    assert any(line.startswith("Beyond the controls: ") for line in printed.splitlines())
+
+    table = pd.read_csv(out / "hypotheses.csv")
+    ann = pd.read_parquet(out / "holdout_annotations.parquet")
+    tests = upworthy_frame["clickability_test_id"].iloc[ann["row_id"]].to_numpy()
+    tested = table[table["coef"].notna()]
+    A = ann[tested["annotation_col"]].to_numpy(float)
+    dummies = pd.get_dummies(tests).to_numpy(float)
+    explicit = OLS(ann["target"].to_numpy(float), np.column_stack([dummies, A])).fit()
+    np.testing.assert_allclose(tested["coef"], explicit.params[-len(tested) :], rtol=1e-6, atol=1e-9)
+
+
+def test_cli_refuses_a_control_that_is_not_there(upworthy_frame, tmp_path, capsys):  # noqa: F811
+    data = tmp_path / "upworthy.parquet"
+    upworthy_frame.to_parquet(data)
+    args = ["--data", str(data), "--text-col", "headline", "--target-col", "ctr", "--control", "test_wek"]
+    assert main(["hypothesize", *args, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "test_wek" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
