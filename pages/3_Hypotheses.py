@@ -14,7 +14,14 @@ from hsae_core.data import holds_codes
 from hsae_core.errors import HsaeError
 from hsae_core.evidence import hypothesis_evidence
 from hsae_core.llm import LLMClient
-from hsae_core.pipeline import FEW_TARGET_VALUES, HypothesisConfig, fewer_hypotheses_line, load_run, load_split
+from hsae_core.pipeline import (
+    FEW_TARGET_VALUES,
+    HypothesisConfig,
+    controls_line,
+    fewer_hypotheses_line,
+    load_run,
+    load_split,
+)
 from hsae_core.report import (
     COLUMNS,
     any_of_lines,
@@ -225,6 +232,14 @@ with st.container(border=True):
         help="Texts identical up to case, punctuation and spacing are kept once, so that no text "
         "is on both sides and top examples are not copies of one story.",
     )
+    controls = c2.multiselect(
+        "Adjust for",
+        found.control_options.get(target, []),
+        key=f"hyp_controls_{target}",
+        help="Columns the hypotheses are chosen and tested beyond: a publication date for citations, the A/B "
+        "test for clicks. Numbers and dates enter as one term, categories one term per value; a column of more "
+        "than 20 values (a test id) is compared within: only differences inside each of its groups count.",
+    )
     if group_col is None:  # a grouped split has nothing to check; a by-value or a random one has
         for warning in split_check(str(ws.path), stamp, target, frac, dedupe, split_col, holdout_value):
             c2.warning(warning)
@@ -316,6 +331,7 @@ if submitted:
             holdout_value=holdout_value,
             group_col=group_col,
             dedupe=dedupe,
+            controls=tuple(controls),
             levels=levels,
         )
         progress, bar = ui.progress_bar(f"Generating hypotheses for '{target}'")
@@ -360,6 +376,9 @@ if tgt.get("scale"):
 fewer = fewer_hypotheses_line(summary, undo="a larger holdout fraction tests more")
 if fewer:
     st.caption(fewer)
+adjusted = controls_line(summary)
+if adjusted:
+    st.caption(adjusted)
 for name, metrics in summary.get("metrics", {}).items():
     if name != "overall":
         st.markdown(f"**Class {ui.plain_markdown(name)}** (one vs rest)")

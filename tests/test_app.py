@@ -438,6 +438,30 @@ def test_upworthy_split_is_random_by_default_grouped_by_test_one_choice_away(upw
     assert any("duplicate texts dropped" in c.value for c in at.caption)
 
 
+def test_hypotheses_adjusted_for_the_ab_test_compare_headlines_within_it(upworthy_env):
+    at = page("Hypotheses")
+    at.selectbox(key="hyp_target").set_value("ctr").run()
+    options = at.multiselect(key="hyp_controls_ctr").options
+    assert "clickability_test_id" in options and "test_week" in options
+    assert "headline" not in options and "ctr" not in options  # the text and the target are not controls
+    at.radio(key="hyp_split").set_value("grouped by a column").run()
+    at.multiselect(key="hyp_controls_ctr").select("clickability_test_id")
+    at.number_input(key="hyp_n").set_value(4)
+    at.button(key="hyp_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    summary = json.loads((last_run(upworthy_env) / "summary.json").read_text())
+    assert summary["controls"]["absorbed"] == "clickability_test_id"
+    assert any(c.value.startswith("Adjusted for clickability_test_id (compared within") for c in at.caption)
+    assert [m.label for m in at.metric][0] == "Holdout partial R² (5-fold CV)"
+    assert any(md.value.startswith("Beyond the controls: ") for md in at.markdown)
+    # a selection that cannot hold controls is refused in one line, and nothing runs
+    runs = len(Workspace.open(upworthy_env).list_runs())
+    at.selectbox(key="hyp_method").set_value("lasso")
+    at.button(key="hyp_run").click().run()
+    assert [e.value for e in at.error] and "stepwise" in at.error[0].value
+    assert len(Workspace.open(upworthy_env).list_runs()) == runs
+
+
 def test_a_sampled_run_is_warned_about_the_split_it_will_make(upworthy_env, monkeypatch):
     monkeypatch.setattr(settings, "SCALE", dataclasses.replace(settings.SCALE, run_rows=300))
     at = page("Hypotheses")
