@@ -41,10 +41,16 @@ class ControlDesign:
     groups: Optional[np.ndarray] = None
     names: list[str] = field(default_factory=list)
 
+    def __post_init__(self):
+        self.matrix = np.asarray(self.matrix, dtype=np.float64).reshape(len(self.matrix), -1)
+        if self.groups is not None:  # any labels -> 0..G-1 with no empty group
+            self.groups = np.unique(np.asarray(self.groups), return_inverse=True)[1].ravel()
+            if len(self.groups) != len(self.matrix):
+                raise DataError(f"The controls have {len(self.matrix)} rows but {len(self.groups)} group labels")
+
     def rows(self, mask) -> ControlDesign:
         """The design restricted to the rows of ``mask`` (bool or positions); groups renumbered."""
-        groups = None if self.groups is None else np.unique(self.groups[mask], return_inverse=True)[1]
-        return ControlDesign(self.matrix[mask], groups, self.names)
+        return ControlDesign(self.matrix[mask], None if self.groups is None else self.groups[mask], self.names)
 
 
 @dataclass

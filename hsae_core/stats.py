@@ -401,8 +401,7 @@ def evaluate_hypotheses(
     from statsmodels.stats.multitest import multipletests
 
     A, y, names = _validate(annotations, y, kind, names, alpha, cv_folds)
-    if controls is not None and len(controls.matrix) != len(y):
-        raise DataError(f"The controls have {len(controls.matrix)} rows but the target has {len(y)}")
+    _check_controls(controls, len(y), kind)
     H = A.shape[1]
     rows = [{"hypothesis": names[j], **_univariate(A[:, j], y)} for j in range(H)]
     table = pd.DataFrame(rows)
@@ -480,6 +479,15 @@ def evaluate_hypotheses(
     return table, summary
 
 
+def _check_controls(controls: Optional[ControlDesign], n_rows: int, kind: str) -> None:
+    if controls is None:
+        return
+    if len(controls.matrix) != n_rows:
+        raise DataError(f"The controls have {len(controls.matrix)} rows but the target has {n_rows}")
+    if controls.groups is not None and kind == "binary":
+        raise DataError("A yes/no target cannot be compared within groups; adjust for columns of fewer values")
+
+
 def _sum_sq(v: np.ndarray) -> float:
     return float(v @ v)
 
@@ -527,6 +535,8 @@ def embedding_baseline(
         )
     if (controls_train is None) != (controls_hold is None):
         raise DataError("Give the controls of both splits, or of neither")
+    _check_controls(controls_train, len(y_train), kind)
+    _check_controls(controls_hold, len(y_hold), kind)
     if kind == "continuous" and controls_train is not None:
         X_train, y_train = residualise(X_train, controls_train), residualise(y_train, controls_train)
         X_hold, y_hold = residualise(X_hold, controls_hold), residualise(y_hold, controls_hold)

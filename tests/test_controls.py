@@ -105,6 +105,30 @@ def test_holdout_model_beyond_controls_matches_the_explicit_model(constructed):
     assert 0.5 < summary["controls"]["auc_cv"] < summary["auc_cv"]
 
 
+def test_a_yes_no_target_is_not_compared_within_groups_by_the_library_either(constructed):
+    P, C, groups, y = constructed
+    yb = (y > np.median(y)).astype(float)
+    with pytest.raises(DataError, match="yes/no target cannot be compared within groups"):
+        evaluate_hypotheses(P[:, :3], yb, "binary", controls=ControlDesign(C, groups))
+    with pytest.raises(DataError, match="rows"):
+        evaluate_hypotheses(P[:, :3], y, "continuous", controls=ControlDesign(C[:-1]))
+
+
+def test_group_labels_may_be_any_values_with_gaps(constructed):
+    """Test ids as text, or numbers with unused values between them, give the same answer as 0..G-1."""
+    P, C, groups, y = constructed
+    A = P[:, :4]
+    expected, _ = evaluate_hypotheses(A, y, "continuous", controls=ControlDesign(C, groups))
+    for labels in (groups * 7 + 100, np.array([f"test-{g}" for g in groups])):
+        table, _ = evaluate_hypotheses(A, y, "continuous", controls=ControlDesign(C, labels))
+        np.testing.assert_allclose(table["coef"], expected["coef"], atol=1e-12)
+        found = forward_select(sp.csr_matrix(P), y, 3, controls=ControlDesign(C, labels))
+        assert (
+            found.latents.tolist()
+            == forward_select(sp.csr_matrix(P), y, 3, controls=ControlDesign(C, groups)).latents.tolist()
+        )
+
+
 def test_a_hypothesis_that_only_tracks_the_group_is_not_significant_within_it():
     """Half the groups have high y and the hypothesis is common there, but within a group it changes nothing:
     raw it looks like a strong finding; compared within the groups it is not. A real effect survives both."""
