@@ -41,7 +41,7 @@ from .fsutil import check_cache_dir
 from .interpret import Interpreter, fit
 from .presence import chosen_presence
 from .progress import ProgressFn, report
-from .report import any_of_lines, split_summary, verdict_line
+from .report import any_of_lines, fixed_decimals, split_summary, verdict_line
 from .runstore import check_run_folder, new_run_id, verify_run_folder, write_run_folder
 from .sae import SparseAutoencoder
 from .splits import duplicate_mask, grouped_split, split_warnings
@@ -965,7 +965,13 @@ def format_table(run: HypothesisRun, width: int = 60) -> str:
     shown["hypothesis"] = shown["hypothesis"].map(lambda s: fit(s, width))
     for col in ("separation_p", "coef_p"):
         shown[col] = shown[col].map(lambda p: f"{p:.1e}" if pd.notna(p) else "nan")
-    lines = [shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"), split_summary(run.summary) + "."]
+    # a click rate's effects are thousandths: more decimals for them, not a column of 0.000
+    places = {col: fixed_decimals(shown[col]) for col in ("separation", "coef") if col in shown.columns}
+    formatters = {col: (lambda v, d=d: f"{v:.{d}f}") for col, d in places.items()}
+    lines = [
+        shown.to_string(index=False, float_format=lambda v: f"{v:.3f}", formatters=formatters),
+        split_summary(run.summary) + ".",
+    ]
     target = run.summary.get("target") or {}
     if target.get("values"):
         shown_values = ", ".join(map(str, target["values"]))

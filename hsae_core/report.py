@@ -75,6 +75,16 @@ def readable_table(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def fixed_decimals(values, significant: int = 3, least: int = 3) -> int:
+    """Decimals that show the largest of ``values`` with ``significant`` digits, and never fewer than ``least``:
+    3 for star ratings' effects (0.829), 5 for a click rate's (0.00123), so that no column reads 0.000."""
+    finite = np.abs(np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float))
+    finite = finite[np.isfinite(finite) & (finite > 0)]
+    if not len(finite):
+        return least
+    return int(max(least, significant - 1 - np.floor(np.log10(finite.max()))))
+
+
 def headline_metrics(metrics: dict) -> list[tuple[str, str, str]]:
     """(name, value, explanation) for one target's overall metrics: the hypotheses' score beside the ceiling."""
     metric = metrics.get("metric") or ("r2" if "r2_cv" in metrics else "auc")
@@ -82,25 +92,26 @@ def headline_metrics(metrics: dict) -> list[tuple[str, str, str]]:
     folds = metrics.get("cv_folds", 5)
     base = metrics.get("embedding_baseline") or {}
     model = "OLS" if metric == "r2" else "logistic"
+    labels = [f"Holdout {name} ({folds}-fold CV)", f"Embedding ceiling {name}", f"Holdout {name} (in sample)"]
     if metrics.get("controls") is not None:  # adjusted: R² is partial; AUC is of a model that holds the controls
         if metric == "r2":
-            name = "partial R²"
+            labels = [f"Partial R² ({folds}-fold CV)", "Ceiling partial R²", "Partial R² (in sample)"]
         model += " (with the controls)"
     rows = [
         (
-            f"Holdout {name} ({folds}-fold CV)",
+            labels[0],
             _num(metrics.get(f"{metric}_cv")),
             f"How well the hypotheses together predict the target on the holdout: a {model} model on their 0/1 "
             f"presence, scored out of fold ({folds}-fold). The number to compare with the ceiling.",
         ),
         (
-            f"Embedding ceiling {name}",
+            labels[1],
             _num(base.get("value")),
             f"A {base.get('model', 'ridge')} model on the raw embeddings, trained on the training rows: about as good as "
             "anything built from these embeddings gets.",
         ),
         (
-            f"Holdout {name} (in sample)",
+            labels[2],
             _num(metrics.get(f"{metric}_in_sample")),
             "The same model fitted and scored on the same holdout rows: optimistic, and on a small holdout it "
             "can pass the ceiling.",

@@ -26,6 +26,7 @@ from hsae_core.report import (
     COLUMNS,
     any_of_lines,
     effect_rows,
+    fixed_decimals,
     headline_metrics,
     readable_table,
     rule_column_names,
@@ -71,19 +72,19 @@ HYPOTHESIS_COLUMNS = [
 FORMATS = {
     "fidelity_auc": "%.2f",
     "fidelity_f1": "%.2f",
-    "coef": "%.3f",
-    "separation": "%.3f",
     "selection_score": "%.3f",
     "threshold": "%.3f",
     "prevalence": "percent",
 }
 
 
-def column_config(col: str, names: dict):
+def column_config(col: str, names: dict, table):
     name, help_text = COLUMNS[col]
     name = names.get(col, name)
     if col == "hypothesis":
         return st.column_config.TextColumn(name, help=help_text, width="medium")
+    if col in ("coef", "separation"):
+        return st.column_config.NumberColumn(name, help=help_text, format=f"%.{fixed_decimals(table[col])}f")
     if col in FORMATS:
         return st.column_config.NumberColumn(name, help=help_text, format=FORMATS[col])
     return st.column_config.Column(name, help=help_text)
@@ -412,7 +413,7 @@ event = st.dataframe(
     on_select="rerun",
     selection_mode="single-row",
     hide_index=True,
-    column_config={c: column_config(c, rule_column_names(summary)) for c in show_cols},
+    column_config={c: column_config(c, rule_column_names(summary), table) for c in show_cols},
 )
 st.caption("Click a row to see its strongest supporting documents and counterexamples below.")
 st.download_button(

@@ -19,6 +19,7 @@ from hsae_core.cli import main
 from hsae_core.controls import ControlDesign, fit_controls, residualise
 from hsae_core.errors import DataError
 from hsae_core.pipeline import HypothesisConfig
+from hsae_core.report import fixed_decimals
 from hsae_core.stats import embedding_baseline, evaluate_hypotheses
 from hsae_core.stepwise import forward_select
 
@@ -265,6 +266,17 @@ def test_cli_run_on_upworthy_compares_headlines_within_their_test(upworthy_frame
     dummies = pd.get_dummies(tests).to_numpy(float)
     explicit = OLS(ann["target"].to_numpy(float), np.column_stack([dummies, A])).fit()
     np.testing.assert_allclose(tested["coef"], explicit.params[-len(tested) :], rtol=1e-6, atol=1e-9)
+    # a click rate's effects are thousandths: printed with the decimals they need, not as 0.000
+    places = fixed_decimals(table["coef"])
+    assert places >= 4
+    assert all(f"{v:.{places}f}" in printed for v in tested["coef"])
+
+
+def test_decimals_show_the_largest_value_with_three_digits():
+    assert fixed_decimals([-0.829, 0.3, np.nan]) == 3  # star ratings: as before
+    assert fixed_decimals([0.00167, -0.00056]) == 5
+    assert fixed_decimals([12.5, 3]) == 3  # never fewer than 3
+    assert fixed_decimals([np.nan, 0.0]) == 3
 
 
 def test_cli_refuses_a_control_that_is_not_there(upworthy_frame, tmp_path, capsys):  # noqa: F811
