@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from .errors import DataError
 
 EVIDENCE_COLUMNS = ("doc", "activation", "text")
+BEYOND = "beyond the controls"  # the column of what the controls leave of the target, in a run adjusted for some
 
 
 def run_sae(run):
@@ -45,11 +46,12 @@ def holdout_codes(run, embeddings) -> sp.csr_matrix:
     return codes[np.argsort(np.argsort(row_ids))]  # back to annotation order
 
 
-def _target_side(run, row: pd.Series, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _target_side(run, row: pd.Series, frame: pd.DataFrame, left=None) -> tuple[np.ndarray, np.ndarray]:
     """(on the predicted side, on the other side) masks over the annotation rows, from the stored target.
 
     Binary / one class of a multiclass target: positive class vs the rest. Continuous: above vs below the
-    holdout mean (rows exactly at the mean count for neither side).
+    holdout mean (rows exactly at the mean count for neither side), or with ``left`` (:func:`target_left`)
+    above vs below what the controls predict.
     """
     ann = run.annotations
     target = run.summary.get("target", {})
@@ -63,6 +65,8 @@ def _target_side(run, row: pd.Series, frame: pd.DataFrame) -> tuple[np.ndarray, 
         else:
             index = {str(c): i for i, c in enumerate(classes)}
             y = raw.astype(str).map(index).to_numpy(dtype=np.float64)
+    if left is not None:
+        y = left  # what the controls leave: above or below what they predict for that document
     if kind == "multiclass":
         names = [str(c) for c in classes]
         cls = str(row.get("class"))
@@ -71,11 +75,44 @@ def _target_side(run, row: pd.Series, frame: pd.DataFrame) -> tuple[np.ndarray, 
     elif kind == "binary":
         high, low = y == 1, y == 0
     else:
-        centre = np.nanmean(y)
+        centre = 0.0 if left is not None else np.nanmean(y)
         high, low = y > centre, y < centre
-    if float(row.get("separation", 0.0) or 0.0) < 0:
+    if _direction(run, row) < 0:
         high, low = low, high
     return high, low
+
+
+def _direction(run, row: pd.Series) -> float:
+    """The side a hypothesis predicts: the sign of its difference, or beyond controls of its coefficient."""
+    coef = pd.to_numeric(pd.Series([row.get("coef")]), errors="coerce").iloc[0]
+    if run.summary.get("controls") and np.isfinite(coef) and coef != 0:
+        return float(np.sign(coef))
+    return -1.0 if float(row.get("separation", 0.0) or 0.0) < 0 else 1.0
+
+
+def target_left(run, frame: pd.DataFrame, y=None) -> Optional[np.ndarray]:
+    """For a continuous run adjusted for columns: what the controls leave of each holdout row's target (in the
+    annotations' row order; ``y`` the stored target), so that a document's side is read as the run read it,
+    e.g. above or below its own A/B test's mean. None for other runs, or where the holdout rows alone cannot
+    carry the controls (a control with one value there)."""
+    from .controls import fit_controls, residualise
+
+    summary = run.summary
+    columns = (summary.get("controls") or {}).get("columns") or []
+    target = summary.get("target") or {}
+    if not columns or target.get("kind") != "continuous" or not set(columns) <= set(frame.columns):
+        return None
+    ann = run.annotations
+    rows = frame.iloc[ann["row_id"].to_numpy(dtype=np.int64)].reset_index(drop=True)
+    if y is None:
+        y = ann["target"].to_numpy(dtype=np.float64)
+    try:
+        controls = fit_controls(
+            rows, columns, text_col=summary.get("text_col"), target_col=target.get("column"), kind="continuous"
+        )
+    except DataError:
+        return None
+    return residualise(np.asarray(y, dtype=np.float64), controls.design(rows))
 
 
 def hypothesis_evidence(
@@ -86,7 +123,8 @@ def hypothesis_evidence(
     Supporting documents have the target on the side the hypothesis predicts; counterexamples on the other
     side. Both are ordered by the hypothesis latent's activation, strongest first (``codes``: holdout codes
     in annotation order, see :func:`holdout_codes`; without them, in holdout order). Columns: ``doc`` (row
-    of ``frame``), ``activation``, the target column's value and the full ``text``.
+    of ``frame``), ``activation``, the target column's value, for a continuous run adjusted for columns
+    what they leave of it (:data:`BEYOND`, whose sign is the side), and the full ``text``.
     """
     ann = run.annotations
     target_col = run.summary.get("target", {}).get("column")
@@ -101,7 +139,8 @@ def hypothesis_evidence(
         activation = np.asarray(codes[:, int(row["latent"])].toarray()).ravel()
     else:
         activation = np.full(len(ann), np.nan)
-    high, low = _target_side(run, row, frame)
+    left = target_left(run, frame) if "target" in ann.columns else None
+    high, low = _target_side(run, row, frame, left)
 
     def table(mask: np.ndarray) -> pd.DataFrame:
         where = np.flatnonzero(mask)
@@ -112,6 +151,8 @@ def hypothesis_evidence(
         out = pd.DataFrame({"doc": docs, "activation": activation[where]})
         if target_col in frame.columns:
             out[target_col] = frame[target_col].to_numpy()[docs]
+        if left is not None:  # the side it was read on: e.g. above or below its own A/B test's mean
+            out[BEYOND] = left[where]
         out["text"] = frame[text_col].astype(str).to_numpy()[docs]
         return out
 

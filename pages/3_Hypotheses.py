@@ -12,7 +12,7 @@ import ui
 from hsae_core.columns import ColumnRoles, column_roles
 from hsae_core.data import holds_codes
 from hsae_core.errors import HsaeError
-from hsae_core.evidence import hypothesis_evidence
+from hsae_core.evidence import BEYOND, hypothesis_evidence
 from hsae_core.llm import LLMClient
 from hsae_core.pipeline import (
     FEW_TARGET_VALUES,
@@ -472,9 +472,19 @@ if used is not None:  # back from positions in the run's sample to the workspace
 terms = [t.strip() for t in str(row.get("keywords") or "").split(",")]
 target_name = summary.get("target", {}).get("column")
 small = {target_name: st.column_config.Column(target_name, width="small")}
+beyond = BEYOND in supporting.columns  # a continuous run adjusted for columns: sides are read beyond them
+if beyond:
+    small[BEYOND] = st.column_config.NumberColumn(
+        BEYOND,
+        width="small",
+        format=f"%+.{fixed_decimals(supporting[BEYOND])}f",
+        help="The target minus what the controls predict for this document (e.g. its A/B test's mean): its sign "
+        "is the side the document is on.",
+    )
 st.markdown(
-    "**Supporting holdout documents**: the hypothesis is present and the target is on the side it predicts; "
-    "strongest first"
+    "**Supporting holdout documents**: the hypothesis is present and the target is on the side it predicts"
+    + (" (beyond the controls)" if beyond else "")
+    + "; strongest first"
 )
 ui.documents(ws, supporting, f"hyp_support_{run_key}_{row_index}", terms, column_config=small)
 st.markdown("**Counterexamples**: present, but the target is on the other side; strongest first")

@@ -458,6 +458,10 @@ def test_hypotheses_adjusted_for_the_ab_test_compare_headlines_within_it(upworth
         "Partial R² (in sample)",
     ]
     assert any(md.value.startswith("Beyond the controls: ") for md in at.markdown)
+    # the evidence is read as the run read it: each headline against its own test
+    support, counter = df(at, "hyp_support"), df(at, "hyp_counter")
+    assert "beyond the controls" in support.columns and "beyond the controls" in counter.columns
+    assert any("on the side it predicts (beyond the controls)" in md.value for md in at.markdown)
     # a selection that cannot hold controls is refused in one line, and nothing runs
     runs = len(Workspace.open(upworthy_env).list_runs())
     at.selectbox(key="hyp_method").set_value("lasso")

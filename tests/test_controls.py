@@ -18,7 +18,8 @@ from hsae_core.choose import choose_hypotheses
 from hsae_core.cli import main
 from hsae_core.controls import ControlDesign, fit_controls, residualise
 from hsae_core.errors import DataError
-from hsae_core.pipeline import HypothesisConfig
+from hsae_core.evidence import BEYOND, hypothesis_evidence
+from hsae_core.pipeline import HypothesisConfig, load_run
 from hsae_core.report import fixed_decimals
 from hsae_core.stats import embedding_baseline, evaluate_hypotheses
 from hsae_core.stepwise import forward_select
@@ -270,6 +271,33 @@ def test_cli_run_on_upworthy_compares_headlines_within_their_test(upworthy_frame
     places = fixed_decimals(table["coef"])
     assert places >= 4
     assert all(f"{v:.{places}f}" in printed for v in tested["coef"])
+
+
+def test_evidence_of_an_adjusted_run_reads_each_headline_against_its_own_test(upworthy_frame, tmp_path):  # noqa: F811
+    """Supporting headlines are those above their own test's holdout mean (for a positive effect), not above the
+    archive's: the page shows that difference beside the click rate."""
+    data = tmp_path / "upworthy.parquet"
+    upworthy_frame.to_parquet(data)
+    out = tmp_path / "run"
+    args = ["--data", str(data), "--text-col", "headline", "--target-col", "ctr", "--n", "5", "--group-col"]
+    assert (
+        main(["hypothesize", *args, "clickability_test_id", "--control", "clickability_test_id", "--out", str(out)])
+        == 0
+    )
+    run = load_run(out)
+    ann = run.annotations
+    holdout = upworthy_frame.iloc[ann["row_id"]]
+    own_test_mean = holdout.groupby("clickability_test_id")["ctr"].transform("mean").to_numpy()
+    expected = ann["target"].to_numpy() - own_test_mean
+    for _, row in run.table[run.table["coef"].notna()].iterrows():
+        supporting, counter = hypothesis_evidence(run, upworthy_frame, "headline", row, n=1000)
+        sign = np.sign(row["coef"])
+        for shown, side in ((supporting, sign), (counter, -sign)):
+            assert (np.sign(shown[BEYOND]) == side).all()
+            positions = [int(np.flatnonzero(ann["row_id"].to_numpy() == d)[0]) for d in shown["doc"]]
+            np.testing.assert_allclose(shown[BEYOND], expected[positions], atol=1e-12)
+        present = int((ann[row["annotation_col"]] == 1).sum())
+        assert len(supporting) + len(counter) <= present
 
 
 def test_decimals_show_the_largest_value_with_three_digits():
