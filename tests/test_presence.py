@@ -131,3 +131,22 @@ def test_direction_matches_a_brute_force_scan():
                 assert th.threshold[j] == pytest.approx(t) and th.corr[j] == pytest.approx(r), (sign, j)
             else:
                 assert th.threshold[j] == 0.0 and th.corr[j] == pytest.approx(cuts[-1][1]), (sign, j)
+
+
+@pytest.mark.parametrize("block", [1, 17, 60, 10_000])
+def test_blocks_of_latents_give_the_one_pass_answer(block):
+    """Latents are scanned a block at a time to bound memory; any block size gives the same thresholds, with
+    and without directions, including empty latents and one that fires everywhere."""
+    rng = np.random.default_rng(8)
+    n, m = 120, 25
+    dense = np.round(rng.exponential(1.0, (n, m)), 1) * (rng.random((n, m)) < 0.35)
+    dense[:, 4] = 0.0  # never fires
+    dense[:, 9] = 0.7  # fires everywhere with one value
+    y = dense[:, 3] - dense[:, 6] + rng.normal(0, 1, n)
+    direction = rng.choice([-1.0, 0.0, 1.0], m)
+    for kwargs in ({}, {"direction": direction}):
+        whole = learn_thresholds(sp.csr_matrix(dense), y, min_present=3, block_activations=10**9, **kwargs)
+        parts = learn_thresholds(sp.csr_matrix(dense), y, min_present=3, block_activations=block, **kwargs)
+        np.testing.assert_array_equal(parts.threshold, whole.threshold)
+        np.testing.assert_allclose(parts.corr, whole.corr, rtol=0, atol=1e-12)  # sums in another order
+        np.testing.assert_array_equal(parts.n_present, whole.n_present)
