@@ -476,7 +476,7 @@ beyond = BEYOND in supporting.columns  # a continuous run adjusted for columns: 
 if beyond:
     small[BEYOND] = st.column_config.NumberColumn(
         BEYOND,
-        width="small",
+        width="medium",  # its name is read in full
         format=f"%+.{fixed_decimals(supporting[BEYOND])}f",
         help="The target minus what the controls predict for this document (e.g. its A/B test's mean): its sign "
         "is the side the document is on.",
