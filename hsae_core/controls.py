@@ -30,6 +30,7 @@ from .errors import DataError
 
 MAX_LEVELS = 20  # more values than this and a category is absorbed as groups, not given a column each
 MISSING = "(missing)"
+ALONE_SHARE = 0.1  # warn when at least this share of holdout rows are alone in their absorbed group
 
 
 @dataclass
@@ -115,6 +116,21 @@ class Controls:
             else:
                 out.append(f"{c.name} ({'a date, in years' if c.kind == 'date' else 'a number'})")
         return out
+
+    def alone_line(self, holdout: ControlDesign, group_col: Optional[str] = None) -> Optional[str]:
+        """A warning when many holdout rows are alone in their group of the absorbed column there (compared
+        within their group, they test nothing), naming the split that avoids it; None otherwise."""
+        if self.absorbed is None or holdout.groups is None or group_col == self.absorbed:
+            return None
+        sizes = np.bincount(holdout.groups)
+        alone = int((sizes[holdout.groups] == 1).sum())
+        if alone < ALONE_SHARE * len(holdout.groups):
+            return None
+        return (
+            f"{alone:,} of the {len(holdout.groups):,} holdout rows are the only row of their '{self.absorbed}' "
+            f"there, so compared within it they test nothing; a split grouped by '{self.absorbed}' keeps each "
+            f"group whole (CLI: --group-col {self.absorbed})"
+        )
 
     def as_dict(self) -> dict:
         return {"columns": self.names, "absorbed": self.absorbed, "described": self.describe()}

@@ -441,6 +441,9 @@ def run_hypotheses(
 
     names: dict[int, object] = {}
     tables, annotation_cols, metrics, warnings, duplicates = [], {"row_id": holdout.row_ids}, {}, [], {}
+    alone = None if controls is None else controls.alone_line(controls_hold, config.group_col)
+    if alone:
+        warnings.append(f"controls: {alone}")
     for target_name, kind, y_train, y_hold in targets:
         where = _for(target_name)
         step(2, f"selecting latents{where}")

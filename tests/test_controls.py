@@ -257,6 +257,7 @@ def test_cli_run_on_upworthy_compares_headlines_within_their_test(upworthy_frame
     summary = json.loads((out / "summary.json").read_text())
     metrics = summary["metrics"]["overall"]
     assert summary["controls"]["absorbed"] == "clickability_test_id" and metrics["cov_type"] == "cluster"
+    assert not any(w.startswith("controls:") for w in summary.get("warnings", []))  # whole tests: none alone
     assert any(line.startswith("Beyond the controls: ") for line in printed.splitlines())
 
     table = pd.read_csv(out / "hypotheses.csv")
@@ -298,6 +299,24 @@ def test_evidence_of_an_adjusted_run_reads_each_headline_against_its_own_test(up
             np.testing.assert_allclose(shown[BEYOND], expected[positions], atol=1e-12)
         present = int((ann[row["annotation_col"]] == 1).sum())
         assert len(supporting) + len(counter) <= present
+
+
+def test_holdout_rows_alone_in_their_group_are_counted_with_the_way_out(upworthy_frame):  # noqa: F811
+    """A random row split leaves many arms of a test alone in the holdout: compared within the test they test
+    nothing, and the run says how many, naming the grouped split."""
+    controls = fit_controls(
+        upworthy_frame, ["clickability_test_id"], text_col="headline", target_col="ctr", kind="continuous"
+    )
+    rng = np.random.default_rng(0)
+    holdout = upworthy_frame.iloc[np.sort(rng.choice(len(upworthy_frame), 120, replace=False))]
+    design = controls.design(holdout)
+    alone = int((holdout["clickability_test_id"].map(holdout["clickability_test_id"].value_counts()) == 1).sum())
+    line = controls.alone_line(design)
+    assert alone > 12 and line.startswith(f"{alone:,} of the 120 holdout rows are the only row")
+    assert "--group-col clickability_test_id" in line
+    assert controls.alone_line(design, group_col="clickability_test_id") is None  # already grouped
+    arms = upworthy_frame["clickability_test_id"].map(upworthy_frame["clickability_test_id"].value_counts())
+    assert controls.alone_line(controls.design(upworthy_frame[arms >= 2])) is None  # whole tests of 2+ arms
 
 
 def test_decimals_show_the_largest_value_with_three_digits():
