@@ -399,6 +399,19 @@ def _kinds(path: str, stamp: float) -> dict:
     return column_kinds(_open(path, stamp).frame)
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def _control_options(path: str, stamp: float, column: str) -> list:
+    from hsae_core.columns import control_columns
+
+    space = _open(path, stamp)
+    return control_columns(space.frame, space.text_col, column)
+
+
+def control_options(ws: Workspace, column: str) -> list:
+    """Columns that ``column`` can be adjusted for (numbers, dates, categories, ids that repeat), computed once."""
+    return _control_options(str(ws.path), _stamp(ws.path), column)
+
+
 def column_kinds(ws: Workspace) -> dict:
     """{column: kind} of the workspace's table (text, id, numeric, category, date, other), computed once."""
     return _kinds(str(ws.path), _stamp(ws.path))

@@ -268,6 +268,11 @@ def _splits(profiles: dict, text_col: str, target: str) -> list:
     return [c for c, p in profiles.items() if c not in (text_col, target) and 2 <= p.n_unique <= MAX_SPLIT_VALUES]
 
 
+def control_columns(frame: pd.DataFrame, text_col: str, target: str) -> list[str]:
+    """Columns a column can be adjusted for (:mod:`controls`); see :func:`_controls`."""
+    return _controls(profile_columns(frame), len(frame), text_col, target)
+
+
 def _controls(profiles: dict, n_rows: int, text_col: str, target: str) -> list:
     """Columns a target can be adjusted for (:mod:`controls`): numbers, dates, categories, and ids that
     repeat (compared within); not the text, the target, a column of one value or an id on every row."""

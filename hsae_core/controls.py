@@ -251,3 +251,33 @@ def group_indicator(groups: np.ndarray) -> sp.csr_matrix:
     groups = np.asarray(groups, dtype=np.int64)
     n = len(groups)
     return sp.csr_matrix((np.ones(n), (np.arange(n), groups)), shape=(n, int(groups.max(initial=-1)) + 1))
+
+
+def group_projection(A: sp.spmatrix, groups: Optional[np.ndarray]) -> np.ndarray:
+    """||projection of each column of the sparse ``A`` on the group indicators||², i.e. the part of each
+    column's sum of squares its group means hold (one group: its mean), without densifying ``A``."""
+    A = sp.csc_matrix(A, dtype=np.float64)
+    if groups is None:
+        sums = np.asarray(A.sum(axis=0)).ravel()
+        return sums**2 / max(A.shape[0], 1)
+    G = group_indicator(groups)
+    sums = sp.csr_matrix(G.T @ A)  # per group, each column's sum
+    sizes = np.asarray(G.sum(axis=0)).ravel()
+    return np.asarray((sp.diags(1.0 / sizes) @ sums.multiply(sums)).sum(axis=0)).ravel()
+
+
+def partial_correlations(A: sp.spmatrix, y: np.ndarray, design: Optional[ControlDesign]) -> np.ndarray:
+    """Pearson correlation of every column of the sparse ``A`` with ``y`` once the controls are taken out of
+    both (partial correlation; without controls, the plain one). Exact, and never forms a dense ``A``: the
+    column's residual sum of squares is its sum of squares less what the group means and the control basis
+    hold. 0 for a column the controls explain entirely."""
+    A = sp.csc_matrix(A, dtype=np.float64)
+    left = residualise(y, design)
+    groups = None if design is None else design.groups
+    basis = control_basis(design) if design is not None and design.matrix.shape[1] else np.zeros((A.shape[0], 0))
+    squares = np.asarray(A.multiply(A).sum(axis=0)).ravel()
+    held = group_projection(A, groups) + (((A.T @ basis) ** 2).sum(axis=1) if basis.shape[1] else 0.0)
+    var = np.clip(squares - held, 0.0, None)
+    denom = np.sqrt(var * float(left @ left))
+    ok = var > 1e-10 * np.maximum(squares, 1e-300)
+    return np.divide(A.T @ left, denom, out=np.zeros(A.shape[1]), where=ok & (denom > 0))

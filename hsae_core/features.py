@@ -305,17 +305,22 @@ class FeatureExplorer:
         )
         return out.reset_index()
 
-    def correlations(self, y: np.ndarray) -> np.ndarray:
-        """(m,) Pearson correlation of every latent's activation with y, over the rows where y is known."""
+    def correlations(self, y: np.ndarray, controls=None) -> np.ndarray:
+        """(m,) Pearson correlation of every latent's activation with y, over the rows where y is known; with
+        ``controls`` (a :class:`~hsae_core.controls.ControlDesign` of every row), the partial correlation
+        beyond them."""
+        from .controls import partial_correlations
         from .select import correlation_scores
 
         y = np.asarray(y, dtype=np.float64)
         known = np.isfinite(y)
-        if known.all():
-            return correlation_scores(self.csr, y)
         if known.sum() < 3:
             raise DataError(f"Only {int(known.sum())} documents have a value to correlate with")
-        return correlation_scores(self.csr[np.flatnonzero(known)], y[known])
+        rows = None if known.all() else np.flatnonzero(known)
+        codes = self.csr if rows is None else self.csr[rows]
+        if controls is None:
+            return correlation_scores(codes, y if rows is None else y[known])
+        return partial_correlations(codes, y[known], controls if rows is None else controls.rows(rows))
 
     def page(self, latent: int, column: Optional[pd.Series] = None) -> dict:
         """All of a feature page's data in one call (what the dashboard computes when a feature is opened)."""

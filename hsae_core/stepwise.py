@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 
-from .controls import ControlDesign, control_basis, group_indicator, residualise, within
+from .controls import ControlDesign, control_basis, group_projection, residualise, within
 from .errors import DataError
 
 # A candidate whose presence is this close to a combination of the chosen ones adds nothing stable.
@@ -51,7 +51,7 @@ def forward_select(
         raise DataError(f"The presence matrix has {N} rows but the target has {len(y)} values")
     groups = None if controls is None else controls.groups
     counts = np.asarray(P.sum(axis=0)).ravel()
-    var = counts - _group_projection(P, groups)  # ||p_j - its mean (within its group)||²
+    var = counts - group_projection(P, groups)  # ||p_j - its mean (within its group)||²
     ok = var > 0 if eligible is None else (np.asarray(eligible, bool) & (var > 0))
     r = residualise(y, controls)
     total = float(r @ r)
@@ -101,15 +101,3 @@ def forward_select(
         r2=float(1.0 - (r @ r) / total),
         n_overlapping=int(overlapping.sum()),
     )
-
-
-def _group_projection(P: sp.csc_matrix, groups: Optional[np.ndarray]) -> np.ndarray:
-    """||projection of each column of ``P`` on the group indicators||² (one group: the column means)."""
-    N = P.shape[0]
-    if groups is None:
-        counts = np.asarray(P.sum(axis=0)).ravel()
-        return counts**2 / N
-    G = group_indicator(groups)
-    sums = sp.csr_matrix(G.T @ P)  # per group, how many rows each column is present in
-    sizes = np.asarray(G.sum(axis=0)).ravel()
-    return np.asarray((sp.diags(1.0 / sizes) @ sums.multiply(sums)).sum(axis=0)).ravel()

@@ -10,6 +10,7 @@ from pandas.api.types import is_bool_dtype
 
 import ui
 from hsae_core import settings
+from hsae_core.controls import fit_controls
 from hsae_core.data import holds_codes
 from hsae_core.errors import HsaeError
 from hsae_core.features import correlation_column, reading_order, search_features, text_features
@@ -81,11 +82,24 @@ if categorical and not is_bool_dtype(ws.frame[corr_col]):  # one value at a time
     corr_value = c3.selectbox(
         "…equal to", sorted(ws.frame[corr_col].dropna().astype(str).unique()), key="feat_corr_val"
     )
+controls = []
+if corr_col != "(none)":
+    controls = c3.multiselect(
+        "…adjusted for",
+        ui.control_options(ws, corr_col),
+        key=f"feat_corr_controls_{corr_col}",
+        help="Partial correlation: the feature's activation and the column, each with these columns taken out "
+        "(a date, a field; a column of more than 20 values, such as an A/B test id, is compared within).",
+    )
 column_config = dict(FEATURE_COLUMNS)
 if corr_col != "(none)":
     try:
         name, values = correlation_column(ws.frame[corr_col], corr_value)
-        table[name] = fx.correlations(values)
+        design = None
+        if controls:
+            read = fit_controls(ws.frame, controls, text_col=ws.text_col, target_col=corr_col, kind="continuous")
+            design, name = read.design(ws.frame), f"{name} | {', '.join(controls)}"
+        table[name] = fx.correlations(values, controls=design)
         column_config[name] = st.column_config.NumberColumn(name, format="%.3f")
     except HsaeError as exc:
         st.warning(str(exc))

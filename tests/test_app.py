@@ -162,6 +162,28 @@ def test_features_correlation_with_a_text_category_asks_for_its_value(app_env):
     assert any("empty" in e.value for e in at.error) and not at.exception
 
 
+def test_features_correlation_adjusted_for_the_ab_test_is_the_within_test_correlation(upworthy_env):
+    at = page("Features")
+    at.selectbox(key="feat_corr_col").set_value("ctr").run()
+    assert "clickability_test_id" in at.multiselect(key="feat_corr_controls_ctr").options
+    at.multiselect(key="feat_corr_controls_ctr").select("clickability_test_id").run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    table = df(at, "feature_table")
+    (name,) = [c for c in table.columns if c.endswith("| clickability_test_id")]
+    assert table[name].abs().max() > 0.05
+    # the same number as correlating each feature's activation and ctr, each less its own test's mean
+    ws = Workspace.open(upworthy_env)
+    frame, codes = ws.frame, ws.codes.toarray()
+    tests = frame["clickability_test_id"]
+    ctr = frame["ctr"].to_numpy(float)
+    y = ctr - frame.groupby("clickability_test_id")["ctr"].transform("mean").to_numpy()
+    A = codes - pd.DataFrame(codes).groupby(tests.to_numpy()).transform("mean").to_numpy()
+    for latent, shown in zip(table["latent"], table[name]):
+        a = A[:, int(latent)]
+        expected = 0.0 if np.linalg.norm(a) < 1e-8 else a @ y / (np.linalg.norm(a) * np.linalg.norm(y))
+        assert shown == pytest.approx(expected, abs=1e-6), latent
+
+
 def test_search_sliders_steer_and_untouched_sliders_match_baseline(app_env):
     at = page("Search")
     at.text_input(key="search_text").input("great tacos and cheap margaritas").run()

@@ -334,3 +334,23 @@ def test_cli_refuses_a_control_that_is_not_there(upworthy_frame, tmp_path, capsy
     err = capsys.readouterr().err
     assert "test_wek" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_partial_correlations_equal_the_dense_computation(constructed):
+    """Every feature's correlation with the target once the controls are out of both, from sparse codes: the
+    same numbers as residualising the dense activations and correlating."""
+    from hsae_core.controls import partial_correlations
+
+    P, C, groups, y = constructed
+    rng = np.random.default_rng(1)
+    A = P * rng.exponential(1.0, P.shape)  # activations, zero where absent
+    A[:, 7] = 0.0  # a feature that never fires
+    A[:, 8] = groups % 3  # varies only between groups: nothing left within them
+    for design in (ControlDesign(C, groups), ControlDesign(C), None):
+        found = partial_correlations(sp.csr_matrix(A), y, design)
+        left_A, left_y = residualise(A, design), residualise(y, design)
+        for j in range(A.shape[1]):
+            norm = np.linalg.norm(left_A[:, j])
+            expected = 0.0 if norm < 1e-8 else left_A[:, j] @ left_y / (norm * np.linalg.norm(left_y))
+            assert found[j] == pytest.approx(expected, abs=1e-10), (j, design is None)
+    assert partial_correlations(sp.csr_matrix(A), y, ControlDesign(C, groups))[8] == 0.0
