@@ -219,6 +219,26 @@ def search_engine(ws: Workspace):
         st.stop()
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _correlations(path: str, stamp: float, column: str, value, controls: tuple) -> tuple[str, np.ndarray]:
+    from hsae_core.controls import fit_controls
+    from hsae_core.features import correlation_column
+
+    space = _open(path, stamp)
+    name, values = correlation_column(space.frame[column], value)
+    design = None
+    if controls:
+        read = fit_controls(space.frame, list(controls), text_col=space.text_col, target_col=column, kind="continuous")
+        design, name = read.design(space.frame), f"{name} | {', '.join(controls)}"
+    return name, _explorer(path, stamp).correlations(values, controls=design)
+
+
+def feature_correlations(ws: Workspace, column: str, value=None, controls=()) -> tuple[str, np.ndarray]:
+    """(title, one number per feature): each feature's correlation with ``column`` (one ``value`` of a category
+    as 0/1), partial beyond ``controls`` when given; computed once per choice (a second at a million rows)."""
+    return _correlations(str(ws.path), _stamp(ws.path), column, value, tuple(controls))
+
+
 def explorer(ws: Workspace):
     try:
         return _explorer(str(ws.path), _stamp(ws.path))

@@ -10,10 +10,9 @@ from pandas.api.types import is_bool_dtype
 
 import ui
 from hsae_core import settings
-from hsae_core.controls import fit_controls
 from hsae_core.data import holds_codes
 from hsae_core.errors import HsaeError
-from hsae_core.features import correlation_column, reading_order, search_features, text_features
+from hsae_core.features import reading_order, search_features, text_features
 from hsae_core.labelsets import low_fidelity, trusted
 from hsae_core.unique_labels import count_shared
 
@@ -94,12 +93,8 @@ if corr_col != "(none)":
 column_config = dict(FEATURE_COLUMNS)
 if corr_col != "(none)":
     try:
-        name, values = correlation_column(ws.frame[corr_col], corr_value)
-        design = None
-        if controls:
-            read = fit_controls(ws.frame, controls, text_col=ws.text_col, target_col=corr_col, kind="continuous")
-            design, name = read.design(ws.frame), f"{name} | {', '.join(controls)}"
-        table[name] = fx.correlations(values, controls=design)
+        name, correlations = ui.feature_correlations(ws, corr_col, corr_value, controls)
+        table[name] = correlations
         column_config[name] = st.column_config.NumberColumn(name, format="%.3f")
     except HsaeError as exc:
         st.warning(str(exc))
