@@ -107,8 +107,9 @@ def headline_metrics(metrics: dict) -> list[tuple[str, str, str]]:
         (
             labels[1],
             _num(base.get("value")),
-            f"A {base.get('model', 'ridge')} model on the raw embeddings, trained on the training rows: about as good as "
-            "anything built from these embeddings gets.",
+            f"A {base.get('model', 'ridge')} model on the raw embeddings, trained on the training rows"
+            + (" (beyond the controls, as the hypotheses are)" if metrics.get("controls") is not None else "")
+            + ": about as good as anything built from these embeddings gets.",
         ),
         (
             labels[2],
