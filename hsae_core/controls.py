@@ -41,6 +41,7 @@ class ControlDesign:
     matrix: np.ndarray
     groups: Optional[np.ndarray] = None
     names: list[str] = field(default_factory=list)
+    _basis: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)  # control_basis's
 
     def __post_init__(self):
         self.matrix = np.asarray(self.matrix, dtype=np.float64).reshape(len(self.matrix), -1)
@@ -227,14 +228,16 @@ def residualise(M, design: Optional[ControlDesign]) -> np.ndarray:
 
 def control_basis(design: ControlDesign) -> np.ndarray:
     """An orthonormal basis (rows x r) of the control columns once the intercept or groups are taken out;
-    columns that repeat others (or vary only between groups) are dropped."""
-    C = within(np.asarray(design.matrix, dtype=np.float64), design.groups)
-    if not C.shape[1]:
-        return C
-    q, r = np.linalg.qr(C)
-    scale = np.abs(np.diag(r))
-    keep = scale > 1e-8 * max(scale.max(initial=0.0), 1e-300) * np.sqrt(len(C))
-    return q[:, keep]
+    columns that repeat others (or vary only between groups) are dropped. Computed once per design: selection,
+    the holdout model, its cross-validation and the ceiling each residualise on it."""
+    if design._basis is None:
+        C = within(np.asarray(design.matrix, dtype=np.float64), design.groups)
+        if C.shape[1]:
+            q, r = np.linalg.qr(C)
+            scale = np.abs(np.diag(r))
+            C = q[:, scale > 1e-8 * max(scale.max(initial=0.0), 1e-300) * np.sqrt(len(C))]
+        design._basis = C
+    return design._basis
 
 
 def within(M: np.ndarray, groups: Optional[np.ndarray]) -> np.ndarray:

@@ -415,7 +415,8 @@ def evaluate_hypotheses(
     summary_notes: list[str] = []
     X, yc = A[complete][:, kept], y[complete]
     in_sample = cv = controls_cv = np.nan
-    n_controls = 0 if controls is None else control_basis(controls.rows(complete)).shape[1]
+    held = None if controls is None else controls.rows(complete)  # the controls of the model's rows
+    n_controls = 0 if held is None else control_basis(held).shape[1]
     if kept and len(yc) <= len(kept) + n_controls + 1:
         summary_notes.append(
             f"only {len(yc)} rows are annotated for every hypothesis, too few for a model with {len(kept)} hypotheses"
@@ -428,7 +429,6 @@ def evaluate_hypotheses(
         in_sample = r2_score(yc, fitted) if kind == "continuous" else roc_auc_score(yc, fitted)
         cv = _cross_validated(X, yc, kind, int(cv_folds), seed)
     elif kept:
-        held = controls.rows(complete)
         coef, se, p, in_sample, note = _fit_adjusted(X, yc, kind, held)
         cv, controls_cv = _adjusted_cv(X, yc, kind, int(cv_folds), seed, held)
     if kept:
