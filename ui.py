@@ -432,6 +432,20 @@ def control_options(ws: Workspace, column: str) -> list:
     return _control_options(str(ws.path), _stamp(ws.path), column)
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def _compared_within(path: str, stamp: float, target: str, controls: tuple) -> Optional[str]:
+    from hsae_core.controls import absorbed_control
+
+    space = _open(path, stamp)
+    return absorbed_control(space.frame, controls, text_col=space.text_col, target_col=target)
+
+
+def compared_within(ws: Workspace, target: str, controls) -> Optional[str]:
+    """The column among ``controls`` that a run for ``target`` compares within (a run with a random split then
+    holds out whole groups of it), or None; computed once per choice."""
+    return _compared_within(str(ws.path), _stamp(ws.path), target, tuple(controls)) if controls else None
+
+
 def column_kinds(ws: Workspace) -> dict:
     """{column: kind} of the workspace's table (text, id, numeric, category, date, other), computed once."""
     return _kinds(str(ws.path), _stamp(ws.path))

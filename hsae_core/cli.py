@@ -718,7 +718,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="COL",
         help="adjust for this column (repeat for more): hypotheses are chosen and tested beyond it, e.g. a "
-        "publication date, a field, or an A/B test id (a column of many values is compared within)",
+        "publication date, a field, or an A/B test id (a column of many values is compared within, and "
+        "without --group-col or --holdout the holdout is then whole groups of it)",
     )
     p.add_argument("--target-kind", default="auto", choices=settings.TARGET_KINDS)
     p.add_argument(

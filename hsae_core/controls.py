@@ -143,8 +143,7 @@ def fit_controls(frame: pd.DataFrame, columns, *, text_col: str, target_col: str
     Raises a one-line DataError for a missing column, the text or target itself, free text, a column
     with one value, more than one many-valued column, or a many-valued column beside a yes/no target.
     """
-    from .columns import profile_column
-    from .data import holds_codes, require_columns
+    from .data import require_columns
 
     columns = [str(c) for c in (columns or ())]
     if not columns:
@@ -158,17 +157,12 @@ def fit_controls(frame: pd.DataFrame, columns, *, text_col: str, target_col: str
             what = "text" if name == text_col else "target"
             raise DataError(f"`{name}` is the {what} column; it cannot also be a control")
         values = frame[name]
-        profile = profile_column(values, name)
-        if profile.kind in ("text", "other"):
-            raise DataError(f"Control `{name}` holds free text or nested values; adjust for a number, date or category")
         if values.nunique(dropna=False) < 2:
             raise DataError(f"Control `{name}` takes a single value on the training rows, so it adjusts for nothing")
-        if profile.kind in ("numeric", "date") and not holds_codes(values):
-            read.append(_number_column(name, values, "date" if profile.kind == "date" else "number"))
-            continue
-        keys = _level_keys(values)
-        counts = keys.value_counts()
-        if len(counts) <= MAX_LEVELS:
+        reading, counts = _reading(values, name)
+        if reading in ("number", "date"):
+            read.append(_number_column(name, values, reading))
+        elif reading == "levels":
             read.append(_Column(name, "levels", levels=list(counts.index[1:]), n_values=len(counts)))
         else:
             read.append(_Column(name, "groups", n_values=len(counts)))
@@ -184,6 +178,35 @@ def fit_controls(frame: pd.DataFrame, columns, *, text_col: str, target_col: str
             "within that many groups (a logistic model needs many rows per group); adjust for columns of fewer values"
         )
     return Controls(read)
+
+
+def absorbed_control(frame: pd.DataFrame, columns, *, text_col: str, target_col: str) -> Optional[str]:
+    """The control among ``columns`` that a run compares within (more than ``MAX_LEVELS`` values on
+    ``frame``), or None. Columns that :func:`fit_controls` would refuse are passed over: it refuses them."""
+    for name in columns or ():
+        if name not in frame.columns or name in (text_col, target_col):
+            continue
+        try:
+            if _reading(frame[name], name)[0] == "groups":
+                return str(name)
+        except DataError:
+            continue
+    return None
+
+
+def _reading(values: pd.Series, name: str) -> tuple[str, Optional[pd.Series]]:
+    """How a control column is read: ("number" or "date", None), or ("levels" (a column per value) or
+    "groups" (absorbed), the count of each value, the most common first)."""
+    from .columns import profile_column
+    from .data import holds_codes
+
+    kind = profile_column(values, name).kind
+    if kind in ("text", "other"):
+        raise DataError(f"Control `{name}` holds free text or nested values; adjust for a number, date or category")
+    if kind in ("numeric", "date") and not holds_codes(values):
+        return ("date" if kind == "date" else "number"), None
+    counts = _level_keys(values).value_counts()
+    return ("levels" if len(counts) <= MAX_LEVELS else "groups"), counts
 
 
 def _number_column(name: str, values: pd.Series, kind: str) -> _Column:

@@ -308,6 +308,8 @@ def split_summary(summary: dict) -> str:
         how = f"random {config.get('holdout_frac', 0):.0%} of the groups of '{config.get('group_col')}'" + (
             f" ({groups['train']:,} groups train, {groups['holdout']:,} holdout)" if groups else ""
         )
+        if split.get("grouped_because") == "controls":
+            how += ", whole groups because the run compares within them"
     elif method == "by value":
         how = f"rows where {config.get('split_col')} = {config.get('holdout_value')}"
     elif method == "holdout table":

@@ -241,7 +241,13 @@ with st.container(border=True):
         "test for clicks. Numbers and dates enter as one term, categories one term per value; a column of more "
         "than 20 values (a test id) is compared within: only differences inside each of its groups count.",
     )
-    if group_col is None:  # a grouped split has nothing to check; a by-value or a random one has
+    within = ui.compared_within(ws, target, controls) if split_col is None and group_col is None else None
+    if within:
+        c2.caption(
+            f"The holdout will be a random {frac:.0%} of the groups of '{within}', not of the rows: the run "
+            "compares within them, and a row alone in its group there would test nothing."
+        )
+    if group_col is None and within is None:  # a grouped split has nothing to check; a by-value or a random one has
         for warning in split_check(str(ws.path), stamp, target, frac, dedupe, split_col, holdout_value):
             c2.warning(warning)
     method = c3.selectbox(

@@ -466,13 +466,17 @@ def test_hypotheses_adjusted_for_the_ab_test_compare_headlines_within_it(upworth
     options = at.multiselect(key="hyp_controls_ctr").options
     assert "clickability_test_id" in options and "test_week" in options
     assert "headline" not in options and "ctr" not in options  # the text and the target are not controls
-    at.radio(key="hyp_split").set_value("grouped by a column").run()
-    at.multiselect(key="hyp_controls_ctr").select("clickability_test_id")
+    assert at.radio(key="hyp_split").value == "random rows"
+    at.multiselect(key="hyp_controls_ctr").select("clickability_test_id").run()
+    # the random row split becomes whole tests, said before the run (and no warning about shared ids)
+    assert any("random 20% of the groups of 'clickability_test_id', not of the rows" in c.value for c in at.caption)
+    assert not [w.value for w in at.warning if "holdout rows" in w.value]
     at.number_input(key="hyp_n").set_value(4)
     at.button(key="hyp_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     summary = json.loads((last_run(upworthy_env) / "summary.json").read_text())
     assert summary["controls"]["absorbed"] == "clickability_test_id"
+    assert summary["split"]["column"] == "clickability_test_id" and summary["split"]["grouped_because"] == "controls"
     assert any(c.value.startswith("Adjusted for clickability_test_id (compared within") for c in at.caption)
     assert [m.label for m in at.metric][:3] == [
         "Partial R² (5-fold CV)",

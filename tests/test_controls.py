@@ -16,10 +16,10 @@ from ws_fixtures import upworthy_frame  # noqa: F401
 
 from hsae_core.choose import choose_hypotheses
 from hsae_core.cli import main
-from hsae_core.controls import ControlDesign, fit_controls, residualise
+from hsae_core.controls import ControlDesign, absorbed_control, fit_controls, residualise
 from hsae_core.errors import DataError
 from hsae_core.evidence import BEYOND, hypothesis_evidence
-from hsae_core.pipeline import HypothesisConfig, load_run
+from hsae_core.pipeline import HypothesisConfig, hypothesize, load_run
 from hsae_core.report import fixed_decimals
 from hsae_core.stats import embedding_baseline, evaluate_hypotheses
 from hsae_core.stepwise import forward_select
@@ -243,26 +243,32 @@ def test_controls_need_the_stepwise_selection():
 
 # ---------------------------------------------------------------------------- end to end
 def test_cli_run_on_upworthy_compares_headlines_within_their_test(upworthy_frame, tmp_path, capsys):  # noqa: F811
-    """The command a user types: ctr beyond the A/B test. The run's printed line names the test id, and its
+    """The command a user types: ctr beyond the A/B test, no split named. The holdout is whole tests (a random
+    row split would leave arms alone in their test), the printed lines say so and name the test id, and the
     coefficients are those of a model with one dummy per test on the run's own holdout annotations."""
     data = tmp_path / "upworthy.parquet"
     upworthy_frame.to_parquet(data)
     out = tmp_path / "run"
     args = ["--data", str(data), "--text-col", "headline", "--target-col", "ctr", "--n", "5"]
-    args += ["--group-col", "clickability_test_id", "--control", "clickability_test_id", "--out", str(out)]
+    args += ["--control", "clickability_test_id", "--out", str(out)]
     assert main(["hypothesize", *args]) == 0
     printed = capsys.readouterr().out
     assert "Adjusted for clickability_test_id (compared within each of its" in printed
     assert "R² is partial" in printed
+    assert "groups of 'clickability_test_id'" in printed and "whole groups because the run compares within" in printed
     summary = json.loads((out / "summary.json").read_text())
     metrics = summary["metrics"]["overall"]
     assert summary["controls"]["absorbed"] == "clickability_test_id" and metrics["cov_type"] == "cluster"
+    assert summary["split"]["method"] == "grouped" and summary["split"]["grouped_because"] == "controls"
+    assert summary["config"]["group_col"] == "clickability_test_id"  # the run's record repeats its split
     assert not any(w.startswith("controls:") for w in summary.get("warnings", []))  # whole tests: none alone
     assert any(line.startswith("Beyond the controls: ") for line in printed.splitlines())
 
     table = pd.read_csv(out / "hypotheses.csv")
     ann = pd.read_parquet(out / "holdout_annotations.parquet")
     tests = upworthy_frame["clickability_test_id"].iloc[ann["row_id"]].to_numpy()
+    others = upworthy_frame["clickability_test_id"].drop(index=ann["row_id"])
+    assert not set(tests) & set(others)  # no test has arms on both sides
     tested = table[table["coef"].notna()]
     A = ann[tested["annotation_col"]].to_numpy(float)
     dummies = pd.get_dummies(tests).to_numpy(float)
@@ -317,6 +323,42 @@ def test_holdout_rows_alone_in_their_group_are_counted_with_the_way_out(upworthy
     assert controls.alone_line(design, group_col="clickability_test_id") is None  # already grouped
     arms = upworthy_frame["clickability_test_id"].map(upworthy_frame["clickability_test_id"].value_counts())
     assert controls.alone_line(controls.design(upworthy_frame[arms >= 2])) is None  # whole tests of 2+ arms
+
+
+def test_only_a_column_of_many_values_is_compared_within(upworthy_frame, arxiv):  # noqa: F811
+    """The column a run groups its holdout by: the A/B test id, never a date or a three-value field, and
+    nothing the controls would refuse (the text itself)."""
+    keys = {"text_col": "headline", "target_col": "ctr"}
+    assert absorbed_control(upworthy_frame, ["clickability_test_id"], **keys) == "clickability_test_id"
+    assert absorbed_control(upworthy_frame, ["headline", "clickability_test_id"], **keys) == "clickability_test_id"
+    assert absorbed_control(upworthy_frame, ["headline"], **keys) is None
+    keys = {"text_col": "abstract", "target_col": "citation_count"}
+    assert absorbed_control(arxiv, ["published", "field"], **keys) is None
+
+
+def test_a_split_by_value_is_kept_when_a_control_is_absorbed(upworthy_frame):  # noqa: F811
+    """The user's own split stands (only a random row split becomes whole groups); the run then counts the
+    holdout rows alone in their test."""
+    frame = upworthy_frame.assign(part=np.where(np.arange(len(upworthy_frame)) % 5 == 0, "holdout", "train"))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(len(frame), 16)).astype(np.float32)
+    config = HypothesisConfig(
+        n=3,
+        m=16,
+        k=4,
+        matryoshka="none",
+        max_epochs=2,
+        split_col="part",
+        holdout_value="holdout",
+        controls=("clickability_test_id",),
+    )
+    run = hypothesize(frame, text_col="headline", target_col="ctr", config=config, embeddings=X)
+    assert run.summary["split"]["method"] == "by value" and "grouped_because" not in run.summary["split"]
+    tests = frame["clickability_test_id"].iloc[run.annotations["row_id"]]
+    alone = int((tests.map(tests.value_counts()) == 1).sum())
+    assert alone > 0.1 * len(tests)
+    said = f"controls: {alone:,} of the {len(tests):,} holdout rows are the only row of their 'clickability_test_id'"
+    assert any(w.startswith(said) for w in run.summary["warnings"])
 
 
 def test_decimals_show_the_largest_value_with_three_digits():
