@@ -221,16 +221,10 @@ def search_engine(ws: Workspace):
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _correlations(path: str, stamp: float, column: str, value, controls: tuple) -> tuple[str, np.ndarray]:
-    from hsae_core.controls import fit_controls
-    from hsae_core.features import correlation_column
+    from hsae_core.features import column_correlations
 
     space = _open(path, stamp)
-    name, values = correlation_column(space.frame[column], value)
-    design = None
-    if controls:
-        read = fit_controls(space.frame, list(controls), text_col=space.text_col, target_col=column, kind="continuous")
-        design, name = read.design(space.frame), f"{name} | {', '.join(controls)}"
-    return name, _explorer(path, stamp).correlations(values, controls=design)
+    return column_correlations(_explorer(path, stamp), space.frame, column, value, controls, space.text_col)
 
 
 def feature_correlations(ws: Workspace, column: str, value=None, controls=()) -> tuple[str, np.ndarray]:

@@ -554,16 +554,23 @@ def cmd_relabel(args) -> int:
 # ---------------------------------------------------------------------------------------- features
 def cmd_features(args) -> int:
     """A workspace's features in the terminal: the list (broad levels first), or one feature's page."""
-    from .feature_report import feature_page, features_listing
+    from .feature_report import feature_page, features_listing, workspace_correlations
     from .labelsets import features_with_labels
     from .workspace import Workspace
 
+    if args.correlate is None and (args.value is not None or args.control):
+        raise DataError("--value and --control go with --correlate COLUMN")
+    if args.correlate is not None and args.feature is not None:
+        raise DataError("--correlate lists the features; --feature shows one: give one of them")
     ws = Workspace.open(args.workspace)
     table = features_with_labels(ws, args.labels)
     if args.feature is not None:
         print(feature_page(ws, table, args.feature, docs=args.docs))
-    else:
-        print(features_listing(ws, table, level=args.level, query=args.search, n=args.n))
+        return 0
+    correlations = None
+    if args.correlate is not None:
+        correlations = workspace_correlations(ws, args.correlate, args.value, tuple(args.control or ()))
+    print(features_listing(ws, table, level=args.level, query=args.search, n=args.n, correlations=correlations))
     return 0
 
 
@@ -901,6 +908,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature", type=_whole_number_at_least(0), default=None, help="show this feature's page")
     p.add_argument("--docs", type=_whole_number_at_least(1), default=5, help="its strongest documents (default 5)")
     p.add_argument("--labels", default=None, help="label set to show (default: the one the dashboard shows)")
+    p.add_argument(
+        "--correlate",
+        default=None,
+        metavar="COLUMN",
+        help="add each feature's correlation with this column of the workspace's table and list the strongest "
+        "first (a heavy-tailed count as log(1 + y))",
+    )
+    p.add_argument("--value", default=None, help="with --correlate on a category: correlate with this value (0/1)")
+    p.add_argument(
+        "--control",
+        action="append",
+        metavar="COL",
+        help="with --correlate: the partial correlation beyond this column (repeat for more; a column of many "
+        "values, such as an A/B test id, is compared within)",
+    )
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("demo", help="build the Yelp demo workspace for the dashboard (needs HSAE_DATA_DIR)")

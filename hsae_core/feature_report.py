@@ -6,19 +6,28 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .features import FeatureExplorer, reading_order, search_features
+from .features import FeatureExplorer, column_correlations, reading_order, search_features
 from .interpret import fit, snippet
 
 
 def features_listing(
-    ws, table: pd.DataFrame, level: Optional[str] = None, query: Optional[str] = None, n: int = 30, width: int = 60
+    ws,
+    table: pd.DataFrame,
+    level: Optional[str] = None,
+    query: Optional[str] = None,
+    n: int = 30,
+    width: int = 60,
+    correlations: Optional[tuple[str, np.ndarray]] = None,
 ) -> str:
     """The features of ``ws`` (``table``: its feature table with a label set) as lines of text: broad levels
     first and the busiest first within each (as the Features page lists them), or those whose label or keywords
-    hold every word of ``query``; ``level`` keeps one level ("4/1"); ``n`` rows at most (0: all)."""
+    hold every word of ``query``; ``level`` keeps one level ("4/1"); ``n`` rows at most (0: all).
+    ``correlations`` ((title, one number per feature), :func:`~hsae_core.features.column_correlations`) adds
+    that column and lists the strongest first, of either sign."""
     levels = ws.sae.level_names  # "m/k" for every latent of a plain SAE
     shown = table.assign(level=levels)
     if level is not None:
@@ -26,6 +35,11 @@ def features_listing(
         if level not in known:
             raise DataError(f"No level '{level}' in this SAE (levels: {', '.join(known)})")
     shown = search_features(shown, query, limit=len(shown)) if query else shown.iloc[reading_order(table, levels)]
+    if correlations is not None:
+        title, r = correlations
+        r = np.asarray(r, dtype=np.float64)[shown["latent"].to_numpy()]
+        strength = np.where(np.isnan(r), -1.0, np.abs(r))  # a feature that never fires has no correlation
+        shown = shown.assign(_r=r).iloc[np.argsort(-strength, kind="stable")]
     if level is not None:
         shown = shown[shown["level"] == level]
     total = len(shown)
@@ -39,16 +53,29 @@ def features_listing(
         "level": list(shown["level"]),
         "fires on": [f"{d:.1%}" for d in shown["density"]],
         "label AUC": ["" if pd.isna(a) else f"{a:.2f}" for a in shown["fidelity_auc"]],
-        "label": [fit(s, width) for s in shown["label"]],
-        "keywords": [fit(s, 40) for s in shown["keywords"].fillna("")],
     }
+    if correlations is not None:
+        columns[correlations[0]] = ["" if pd.isna(v) else f"{v:+.3f}" for v in shown["_r"]]
+    columns["label"] = [fit(s, width) for s in shown["label"]]
+    columns["keywords"] = [fit(s, 40) for s in shown["keywords"].fillna("")]
     head = f"{total:,} of {len(table):,} features" + (f" matching '{query}'" if query else "")
     broad_first = (
         " · broad levels first, the busiest first within a level" if ws.sae.config_.levels else " · busiest first"
     )
-    head += "" if query else broad_first
+    if correlations is not None:
+        head += " · the strongest correlation first (either sign)"
+    else:
+        head += "" if query else broad_first
     more = [f"… {total - len(shown):,} more (--n 0 lists them all)"] if total > len(shown) else []
-    return "\n".join([head, *_aligned(columns, right={"feature", "fires on", "label AUC"}), *more])
+    numbers = {"feature", "fires on", "label AUC"} | ({correlations[0]} if correlations is not None else set())
+    return "\n".join([head, *_aligned(columns, right=numbers), *more])
+
+
+def workspace_correlations(ws, column: str, value=None, controls=()) -> tuple[str, np.ndarray]:
+    """Every feature of ``ws`` correlated with its table's ``column`` (one ``value`` of a category; partial
+    beyond ``controls``), as the Features page's "Correlate with column" computes it."""
+    explorer = FeatureExplorer(ws.codes, ws.sae.decoder_directions)
+    return column_correlations(explorer, ws.frame, column, value, controls, ws.text_col)
 
 
 def _aligned(columns: dict[str, list[str]], right: set) -> list[str]:

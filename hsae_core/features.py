@@ -6,6 +6,7 @@
 - ``FeatureExplorer``: one feature's page: top and quantile documents, activation histogram,
   nearest features by decoder cosine, co-occurring features, prevalence across a metadata column,
   correlation of every latent with a column.
+- ``column_correlations``: that correlation for a table's column (one value of a category, or beyond controls).
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def numeric_target(values: pd.Series, positive=None) -> np.ndarray:
     num = _numbers(values)
     if num is not None:
         return num.to_numpy(dtype=np.float64)
-    raise DataError(f"Column '{values.name}' is not numeric; pick one of its values to compare against")
+    raise DataError(f"Column '{values.name}' is not numeric; pick one of its values (`value`)")
 
 
 def _numbers(values: pd.Series) -> Optional[pd.Series]:
@@ -335,6 +336,32 @@ class FeatureExplorer:
         if column is not None:
             out["prevalence"] = self.prevalence_by(latent, column)
         return out
+
+
+def column_correlations(
+    explorer: FeatureExplorer, frame: pd.DataFrame, column: str, value=None, controls=(), text_col=None
+) -> tuple[str, np.ndarray]:
+    """(title, one number per feature): every feature's correlation with ``column`` of ``frame`` (the rows of
+    ``explorer``'s codes), with one ``value`` of it as 0/1 for a category or a column of codes, and partial
+    beyond the ``controls`` columns when some are given (read as a run reads them, :mod:`controls`)."""
+    from .controls import fit_controls
+    from .data import holds_codes, require_columns
+
+    require_columns(frame, column)
+    if column == text_col:
+        raise DataError(f"`{column}` is the text column; correlate with a number or a category")
+    values = frame[column]
+    if value is None and holds_codes(values) and values.dtype != bool:
+        shown = ", ".join(sorted(values.dropna().astype(str).unique())[:8])
+        raise DataError(f"Column `{column}` holds codes ({shown}); pick one of its values (`value`)")
+    if value is not None and not (values.astype(str) == str(value)).any():
+        raise DataError(f"Column `{column}` never equals {value!r}")
+    name, y = correlation_column(values, value)
+    design = None
+    if controls:
+        read = fit_controls(frame, list(controls), text_col=text_col, target_col=column, kind="continuous")
+        design, name = read.design(frame), f"{name} | {', '.join(controls)}"
+    return name, explorer.correlations(y, controls=design)
 
 
 def _group_values(values: pd.Series, max_groups: int) -> pd.Series:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from ws_fixtures import small_workspace  # noqa: F401
+from ws_fixtures import small_workspace, upworthy_frame, upworthy_workspace  # noqa: F401
 
 from hsae_core.errors import DataError
 from hsae_core.features import (
@@ -215,3 +215,45 @@ def test_hsae_features_lists_them_as_the_features_page_does_and_shows_one(small_
     assert main(["features", str(small_workspace), "--feature", str(len(table))]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "No level '7/1'" in err[0] and f"Feature {len(table)} does not exist" in err[1]
+
+
+def test_hsae_features_correlate_lists_the_strongest_first_within_each_test(upworthy_workspace, capsys):  # noqa: F811
+    """`hsae features WS --correlate ctr --control clickability_test_id`: each feature's correlation with the click
+    rate inside its A/B test (activation and ctr each less their test's mean, computed here with pandas), listed
+    strongest first; without --control, the plain Pearson correlation."""
+    from hsae_core.cli import main
+
+    space = Workspace.open(upworthy_workspace)
+    frame, dense = space.frame, space.codes.toarray()
+    tests = frame["clickability_test_id"]
+
+    def listed(*extra) -> tuple[list[int], np.ndarray]:
+        assert main(["features", str(upworthy_workspace), "--correlate", "ctr", "--n", "0", *extra]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert "the strongest correlation first" in lines[0]
+        rows = [line.split() for line in lines[2:]]
+        return [int(r[0]) for r in rows], np.array([float(r[4]) for r in rows])
+
+    order, shown = listed()
+    expected = np.array([np.corrcoef(dense[:, j], frame["ctr"])[0, 1] for j in order])
+    np.testing.assert_allclose(shown, expected, atol=5e-4)  # printed with 3 decimals
+    assert sorted(order) == list(range(dense.shape[1]))
+
+    order, shown = listed("--control", "clickability_test_id")
+    within = pd.DataFrame(dense).groupby(tests.to_numpy()).transform("mean").to_numpy()
+    ctr = frame["ctr"] - frame.groupby("clickability_test_id")["ctr"].transform("mean")
+    acts = dense - within
+    expected = np.array([np.corrcoef(acts[:, j], ctr)[0, 1] for j in order])
+    np.testing.assert_allclose(shown, expected, atol=5e-4)
+    assert (np.diff(np.abs(expected)) <= 1e-3).all()  # strongest first, of either sign
+    assert (shown < 0).any() and (shown > 0).any()
+
+    # misuse is one line each, and a category without a value is asked for one
+    assert main(["features", str(upworthy_workspace), "--value", "x"]) == 2
+    assert main(["features", str(upworthy_workspace), "--correlate", "headline"]) == 2
+    assert main(["features", str(upworthy_workspace), "--correlate", "ctr", "--control", "ctr"]) == 2
+    assert main(["features", str(upworthy_workspace), "--correlate", "ctr", "--feature", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4
+    assert "--value and --control go with --correlate" in err[0] and "is the text column" in err[1]
+    assert "is the target column" in err[2] and "give one of them" in err[3]
