@@ -44,7 +44,8 @@ class ControlDesign:
     _basis: Optional[np.ndarray] = field(default=None, init=False, repr=False, compare=False)  # control_basis's
 
     def __post_init__(self):
-        self.matrix = np.asarray(self.matrix, dtype=np.float64).reshape(len(self.matrix), -1)
+        matrix = np.asarray(self.matrix, dtype=np.float64)
+        self.matrix = matrix if matrix.ndim == 2 else matrix.reshape(len(matrix), -1)
         if self.groups is not None:  # any labels -> 0..G-1 with no empty group
             self.groups = np.unique(np.asarray(self.groups), return_inverse=True)[1].ravel()
             if len(self.groups) != len(self.matrix):
@@ -137,11 +138,11 @@ class Controls:
         return {"columns": self.names, "absorbed": self.absorbed, "described": self.describe()}
 
 
-def fit_controls(frame: pd.DataFrame, columns, *, text_col: str, target_col: str, kind: str) -> Optional[Controls]:
+def fit_controls(frame: pd.DataFrame, columns, *, text_col: str, target_col: str) -> Optional[Controls]:
     """Read the control ``columns`` on the training rows ``frame``; None when there are none.
 
     Raises a one-line DataError for a missing column, the text or target itself, free text, a column
-    with one value, more than one many-valued column, or a many-valued column beside a yes/no target.
+    with one value, or more than one many-valued column.
     """
     from .data import require_columns
 
@@ -171,11 +172,6 @@ def fit_controls(frame: pd.DataFrame, columns, *, text_col: str, target_col: str
         raise DataError(
             f"Controls {', '.join(absorbed)} each take more than {MAX_LEVELS} values; only one can be absorbed "
             "(compared within); keep the one the texts were grouped by"
-        )
-    if absorbed and kind == "binary":
-        raise DataError(
-            f"Control `{absorbed[0]}` takes more than {MAX_LEVELS} values: a yes/no target cannot be compared "
-            "within that many groups (a logistic model needs many rows per group); adjust for columns of fewer values"
         )
     return Controls(read)
 

@@ -107,9 +107,7 @@ def target_left(run, frame: pd.DataFrame, y=None) -> Optional[np.ndarray]:
     if y is None:
         y = ann["target"].to_numpy(dtype=np.float64)
     try:
-        controls = fit_controls(
-            rows, columns, text_col=summary.get("text_col"), target_col=target.get("column"), kind="continuous"
-        )
+        controls = fit_controls(rows, columns, text_col=summary.get("text_col"), target_col=target.get("column"))
     except DataError:
         return None
     return residualise(np.asarray(y, dtype=np.float64), controls.design(rows))

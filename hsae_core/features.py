@@ -359,7 +359,7 @@ def column_correlations(
     name, y = correlation_column(values, value)
     design = None
     if controls:
-        read = fit_controls(frame, list(controls), text_col=text_col, target_col=column, kind="continuous")
+        read = fit_controls(frame, list(controls), text_col=text_col, target_col=column)
         design, name = read.design(frame), f"{name} | {', '.join(controls)}"
     return name, explorer.correlations(y, controls=design)
 

@@ -628,8 +628,7 @@ def choose_for(
 
 def _controls(train: Corpus, config: HypothesisConfig) -> Optional[Controls]:
     """The run's control columns read on the training rows (None without any); bad ones refused in one line."""
-    kind = "binary" if train.target_kind in ("binary", "multiclass") else "continuous"
-    return fit_controls(train.frame, config.controls, text_col=train.text_col, target_col=train.target_col, kind=kind)
+    return fit_controls(train.frame, config.controls, text_col=train.text_col, target_col=train.target_col)
 
 
 def _any_of(codes_train, y_train, annotations: np.ndarray, y_hold, sel: Choice, chosen, other: bool = False) -> dict:
@@ -971,10 +970,18 @@ def controls_line(summary: dict) -> Optional[str]:
     if not controls:
         return None
     r2 = (summary.get("target") or {}).get("kind") == "continuous"
+    if r2:
+        what = "; R² is partial, the share of what they leave of the target."
+    elif controls.get("absorbed"):
+        what = (
+            f"; AUC is within each '{controls['absorbed']}': of two of its rows, one with the target and one "
+            "without, how often the model (a conditional logit) ranks them right."
+        )
+    else:
+        what = "; AUC is of a model with them."
     return (
         f"Adjusted for {'; '.join(controls['described'])}: hypotheses are chosen and tested beyond "
-        f"{'it' if len(controls['columns']) == 1 else 'them'}"
-        + ("; R² is partial, the share of what they leave of the target." if r2 else "; AUC is of a model with them.")
+        f"{'it' if len(controls['columns']) == 1 else 'them'}" + what
     )
 
 
@@ -1020,11 +1027,16 @@ def format_table(run: HypothesisRun, width: int = 60) -> str:
         metric = "r2" if "r2_cv" in m else "auc"
         base = m.get("embedding_baseline", {})
         lines.append(
-            f"{label}holdout {metric.upper()} of the hypotheses: in-sample {m.get(metric + '_in_sample', float('nan')):.3f}, "
+            f"{label}holdout {'within-group ' if m.get('auc_within') else ''}{metric.upper()} of the hypotheses: in-sample {m.get(metric + '_in_sample', float('nan')):.3f}, "
             f"{m.get('cv_folds', 5)}-fold CV {m.get(metric + '_cv', float('nan')):.3f}; "
             f"embedding {base.get('model', 'ridge')} reference {base.get('value', float('nan')):.3f}; "
             f"Bonferroni-significant {m.get('n_significant_bonferroni')}/{m.get('n_hypotheses')}, "
             f"FDR {m.get('n_significant_fdr')}/{m.get('n_hypotheses')}"
+            + (
+                f"; read within the {m['n_groups_informative']:,} of {m['n_groups']:,} holdout groups that hold both values"
+                if m.get("auc_within")
+                else ""
+            )
         )
         verdict = verdict_line(m)
         if verdict:

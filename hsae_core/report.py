@@ -97,6 +97,9 @@ def headline_metrics(metrics: dict) -> list[tuple[str, str, str]]:
         if metric == "r2":
             labels = [f"Partial R² ({folds}-fold CV)", "Ceiling partial R²", "Partial R² (in sample)"]
         model += " (with the controls)"
+    if metrics.get("auc_within"):  # a yes/no target compared within the groups of a column
+        labels = [f"Within AUC ({folds}-fold CV)", "Ceiling within AUC", "Within AUC (in sample)"]
+        model = "conditional logit (rows ranked within their group)"
     rows = [
         (
             labels[0],
@@ -156,8 +159,11 @@ def verdict_line(metrics: dict) -> str | None:
     else:  # R² is partial (of what the controls leave, so 0 is still "nothing added"); AUC starts from theirs
         start = 0.0 if metric == "r2" else _finite(controls.get("auc_cv"), 0.5)
         phrase = "0" if metric == "r2" else f"the controls' AUC ({start:.3f})"
+        chance = (start, "the controls alone", phrase)
+        if metrics.get("auc_within") and start == 0.5:  # the groups alone rank nothing within themselves
+            chance = (0.5, "chance", "chance")
         said = "Beyond the controls: " + _lower_first(
-            _fitted_verdict(metric, n, n_bonf, n_fdr, cv, ceiling, chance=(start, "the controls alone", phrase))
+            _fitted_verdict(metric, n, n_bonf, n_fdr, cv, ceiling, chance=chance)
         )
     untested = n - int(metrics.get("n_tested", n))
     return (

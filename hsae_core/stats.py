@@ -320,6 +320,51 @@ def _fit_within_ols(X: np.ndarray, y: np.ndarray, groups: np.ndarray):
     return coef, se, p, np.asarray(res.fittedvalues), note
 
 
+def _fit_conditional_logit(X: np.ndarray, y: np.ndarray, groups: np.ndarray):
+    """Conditional (fixed-effects) logit of a 0/1 ``y`` on ``X`` within ``groups``: the chance that these rows
+    of a group, and not others of it, have the target, given how many do. Group constants cancel, so nothing
+    that differs only between groups can explain the answer. Returns what :func:`_fit_logit` returns, the
+    fitted values being the linear score (what ranks rows within a group)."""
+    from statsmodels.discrete.conditional_models import ConditionalLogit
+
+    nan = np.full(X.shape[1], np.nan)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = ConditionalLogit(y, X, groups=groups).fit(disp=0)
+        coef, se = np.asarray(res.params), np.asarray(res.bse)
+    except Exception:  # noqa: BLE001 - a singular Hessian (separation within groups): no estimate
+        return nan, nan.copy(), nan.copy(), np.zeros(len(y)), "the conditional logit could not be fitted; no p-value"
+    if not np.isfinite(coef).all() or np.abs(coef).max(initial=0) >= MAX_LOGIT_COEF:
+        note = "hypotheses together separate the target within groups: no finite coefficient, no p-value"
+        return coef, nan, nan.copy(), X @ np.where(np.isfinite(coef), coef, 0.0), note
+    note = None
+    if not np.isfinite(se).all():
+        note = "standard error undefined; no p-value"
+    p = np.where(np.isfinite(se), 2 * sps.norm.sf(np.abs(coef / np.where(se > 0, se, np.nan))), np.nan)
+    return coef, np.where(np.isfinite(se), se, np.nan), p, X @ coef, note
+
+
+def within_group_auc(y, score, groups) -> float:
+    """Of all pairs of rows in one group, one with the target (1) and one without, the share the score ranks
+    right (ties half): the AUC of a comparison made within groups. NaN when no group holds both."""
+    frame = pd.DataFrame({"g": np.asarray(groups), "y": np.asarray(y, dtype=np.float64), "s": score})
+    frame["rank"] = frame.groupby("g")["s"].rank(method="average")
+    per = frame.groupby("g").agg(pos=("y", "sum"), size=("y", "size"))
+    rank_sum = frame[frame["y"] == 1].groupby("g")["rank"].sum()
+    per = per.join(rank_sum.rename("rank_sum")).fillna({"rank_sum": 0.0})
+    pairs = per["pos"] * (per["size"] - per["pos"])
+    wins = per["rank_sum"] - per["pos"] * (per["pos"] + 1) / 2  # Mann-Whitney U of each group
+    return float(wins[pairs > 0].sum() / pairs.sum()) if pairs.sum() > 0 else float("nan")
+
+
+def informative_rows(y, groups) -> np.ndarray:
+    """Rows of the groups that hold both values of a 0/1 ``y``: the only ones a within-group comparison reads."""
+    frame = pd.DataFrame({"g": np.asarray(groups), "y": np.asarray(y, dtype=np.float64)})
+    spread = frame.groupby("g")["y"].transform("max") - frame.groupby("g")["y"].transform("min")
+    return spread.to_numpy() > 0
+
+
 def _fit_adjusted(X: np.ndarray, y: np.ndarray, kind: str, controls: ControlDesign):
     """The multivariate model with the controls in it. Returns (coef, se, p, note) for the columns of ``X``
     only, and the in-sample metric: AUC, or for a continuous target the partial R², the share of what the
@@ -330,6 +375,9 @@ def _fit_adjusted(X: np.ndarray, y: np.ndarray, kind: str, controls: ControlDesi
     # model with the raw control columns, without their collinearity or scale.
     basis = control_basis(controls) * np.sqrt(len(y))
     k = basis.shape[1]
+    if kind == "binary" and controls.groups is not None:
+        coef, se, p, score, note = _fit_conditional_logit(np.column_stack([basis, X]), y, controls.groups)
+        return coef[k:], se[k:], p[k:], within_group_auc(y, score, controls.groups), note
     if kind == "binary":
         coef, se, p, fitted, note = _fit_logit(np.column_stack([basis, X]), y)
         return coef[k:], se[k:], p[k:], float(roc_auc_score(y, fitted)), note
@@ -394,8 +442,10 @@ def evaluate_hypotheses(
 
     With ``controls`` (the holdout rows' design, :mod:`controls`) the model holds them too: coefficients
     are beyond them; R² (in sample and out of fold) is partial, the share of what they leave; AUC is of the
-    model with them, beside the controls' own out-of-fold AUC (``controls`` in the summary). The univariate
-    columns stay raw.
+    model with them, beside the controls' own out-of-fold AUC (``controls`` in the summary). A yes/no target
+    compared within the groups of an absorbed column is modelled by a conditional logit on the groups that
+    hold both values, and its AUCs are within groups (``auc_within``; the groups alone score 0.5). The
+    univariate columns stay raw.
     """
     from sklearn.metrics import r2_score, roc_auc_score
     from statsmodels.stats.multitest import multipletests
@@ -409,7 +459,19 @@ def evaluate_hypotheses(
         table[col] = np.nan
     notes = [""] * H
 
-    kept, complete, exclusions = _model_columns(A, y, kind, names, controls)
+    # Compared within groups, a yes/no target is read only where a group holds both values (conditional logit).
+    by_group = kind == "binary" and controls is not None and controls.groups is not None
+    modelled = informative_rows(y, controls.groups) if by_group else np.ones(len(y), bool)
+    if modelled.any():
+        kept, complete, exclusions = _model_columns(
+            A[modelled], y[modelled], kind, names, None if controls is None else controls.rows(modelled)
+        )
+        complete = _scatter(complete, modelled)
+    else:
+        kept, complete = [], modelled
+        exclusions = {
+            j: "no group holds both values of the target, so nothing is compared within them" for j in range(H)
+        }
     for j, text in exclusions.items():
         notes[j] = text
     summary_notes: list[str] = []
@@ -465,7 +527,7 @@ def evaluate_hypotheses(
         "n_in_model": len(kept),
         "n_tested": int(len(tested)),
         "n_missing_annotations": int(np.isnan(A).sum()),
-        "cov_type": "HC3" if controls is None or controls.groups is None else "cluster",
+        "cov_type": "HC3" if controls is None or controls.groups is None else "conditional" if by_group else "cluster",
         "alpha": float(alpha),
         "cv_folds": int(cv_folds),
         "notes": summary_notes,
@@ -476,7 +538,20 @@ def evaluate_hypotheses(
             summary["controls"]["r2"] = float(1.0 - _sum_sq(residualise(y, controls)) / _sum_sq(y - y.mean()))
         else:
             summary["controls"]["auc_cv"] = float(controls_cv)
+    if by_group:  # the AUCs are within groups: a row with the target against one without in the same group
+        summary["auc_within"] = True
+        summary["n_groups_informative"] = int(len(np.unique(controls.groups[modelled])))
+        summary["n_groups"] = int(len(np.unique(controls.groups)))
+        if not modelled.any():
+            summary_notes.append("no group holds both values of the target, so nothing is compared within them")
     return table, summary
+
+
+def _scatter(mask: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A mask over the rows of ``rows`` (a bool mask) as a mask over all rows (False elsewhere)."""
+    out = np.zeros(len(rows), dtype=bool)
+    out[rows] = mask
+    return out
 
 
 def _check_controls(controls: Optional[ControlDesign], n_rows: int, kind: str) -> None:
@@ -484,8 +559,6 @@ def _check_controls(controls: Optional[ControlDesign], n_rows: int, kind: str) -
         return
     if len(controls.matrix) != n_rows:
         raise DataError(f"The controls have {len(controls.matrix)} rows but the target has {n_rows}")
-    if controls.groups is not None and kind == "binary":
-        raise DataError("A yes/no target cannot be compared within groups; adjust for columns of fewer values")
 
 
 def _sum_sq(v: np.ndarray) -> float:
@@ -500,8 +573,25 @@ def _adjusted_cv(X: np.ndarray, y: np.ndarray, kind: str, folds: int, seed: int,
         left_y, left_X = residualise(y, controls), residualise(X, controls)
         return _cross_validated(left_X, left_y, kind, folds, seed, groups=controls.groups), 0.0
     basis = control_basis(controls) * np.sqrt(len(y))
+    if controls.groups is not None:  # within groups: the groups alone rank nothing (0.5)
+        alone = _within_cv(basis, y, controls.groups, folds) if basis.shape[1] else 0.5
+        return _within_cv(np.column_stack([basis, X]), y, controls.groups, folds), alone
     alone = _cross_validated(basis, y, kind, folds, seed) if basis.shape[1] else 0.5
     return _cross_validated(np.column_stack([basis, X]), y, kind, folds, seed), alone
+
+
+def _within_cv(X: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int) -> float:
+    """Pooled out-of-fold within-group AUC of a conditional logit; folds hold whole groups."""
+    from sklearn.model_selection import GroupKFold
+
+    folds = min(folds, len(np.unique(groups)))
+    if folds < 2:
+        return np.nan
+    score = np.empty(len(y))
+    for train, test in GroupKFold(folds).split(X, y, groups):
+        coef = _fit_conditional_logit(X[train], y[train], groups[train])[0]
+        score[test] = X[test] @ np.where(np.isfinite(coef), coef, 0.0)
+    return within_group_auc(y, score, groups)
 
 
 def embedding_baseline(
@@ -537,6 +627,8 @@ def embedding_baseline(
         raise DataError("Give the controls of both splits, or of neither")
     _check_controls(controls_train, len(y_train), kind)
     _check_controls(controls_hold, len(y_hold), kind)
+    if kind == "binary" and controls_train is not None and controls_train.groups is not None:
+        return _within_baseline(X_train, y_train, X_hold, y_hold, controls_train, controls_hold)
     if kind == "continuous" and controls_train is not None:
         X_train, y_train = residualise(X_train, controls_train), residualise(y_train, controls_train)
         X_hold, y_hold = residualise(X_hold, controls_hold), residualise(y_hold, controls_hold)
@@ -573,6 +665,28 @@ def embedding_baseline(
         "value": float(roc_auc_score(y_hold, score)),
         "model": "logistic",
         "C": float(search.best_params_["C"]),
+    }
+
+
+def _within_baseline(X_train, y_train, X_hold, y_hold, controls_train, controls_hold) -> dict:
+    """The embeddings' ceiling for a yes/no target compared within groups: a ridge on what the groups and
+    controls leave of the embeddings and the target (a linear probability model, trained on the training
+    groups that hold both values), scored by its within-group AUC on the holdout."""
+    from sklearn.linear_model import RidgeCV
+
+    rows = informative_rows(y_train, controls_train.groups)
+    if not rows.any():
+        raise DataError("No training group holds both values of the target; nothing can be compared within them")
+    design = controls_train.rows(rows)
+    model = RidgeCV(alphas=np.logspace(-3, 5, 17)).fit(
+        residualise(X_train[rows], design), residualise(y_train[rows], design)
+    )
+    score = model.predict(residualise(X_hold, controls_hold))
+    return {
+        "metric": "auc",
+        "value": within_group_auc(y_hold, score, controls_hold.groups),
+        "model": "ridge within groups",
+        "alpha": float(model.alpha_),
     }
 
 

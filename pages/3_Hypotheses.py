@@ -239,7 +239,8 @@ with st.container(border=True):
         key=f"hyp_controls_{target}",
         help="Columns the hypotheses are chosen and tested beyond: a publication date for citations, the A/B "
         "test for clicks. Numbers and dates enter as one term, categories one term per value; a column of more "
-        "than 20 values (a test id) is compared within: only differences inside each of its groups count.",
+        "than 20 values (a test id) is compared within: only differences inside each of its groups count (a yes/no "
+        "target: which rows of a group have it, by a conditional logit).",
     )
     within = ui.compared_within(ws, target, controls) if split_col is None and group_col is None else None
     if within:

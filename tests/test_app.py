@@ -496,6 +496,24 @@ def test_hypotheses_adjusted_for_the_ab_test_compare_headlines_within_it(upworth
     assert len(Workspace.open(upworthy_env).list_runs()) == runs
 
 
+def test_which_arm_comes_first_within_its_test_reads_as_a_within_test_auc(upworthy_env):
+    at = page("Hypotheses")
+    at.selectbox(key="hyp_target").set_value("first_place").run()
+    at.multiselect(key="hyp_controls_first_place").select("clickability_test_id")
+    at.number_input(key="hyp_n").set_value(3)
+    at.button(key="hyp_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    summary = json.loads((last_run(upworthy_env) / "summary.json").read_text())
+    metrics = next(iter(summary["metrics"].values()))
+    assert metrics["auc_within"] and metrics["cov_type"] == "conditional"
+    assert [m.label for m in at.metric][:3] == [
+        "Within AUC (5-fold CV)",
+        "Ceiling within AUC",
+        "Within AUC (in sample)",
+    ]
+    assert any("AUC is within each 'clickability_test_id'" in c.value for c in at.caption)
+
+
 def test_a_sampled_run_is_warned_about_the_split_it_will_make(upworthy_env, monkeypatch):
     monkeypatch.setattr(settings, "SCALE", dataclasses.replace(settings.SCALE, run_rows=300))
     at = page("Hypotheses")

@@ -5,11 +5,14 @@ line. Real data: arXiv 2018 (a date, a field, a constant year) and Upworthy A/B 
 from __future__ import annotations
 
 import json
+from itertools import combinations
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from scipy.optimize import minimize
+from scipy.special import logsumexp
 from statsmodels.discrete.discrete_model import Logit
 from statsmodels.regression.linear_model import OLS
 from ws_fixtures import upworthy_frame  # noqa: F401
@@ -20,8 +23,8 @@ from hsae_core.controls import ControlDesign, absorbed_control, fit_controls, re
 from hsae_core.errors import DataError
 from hsae_core.evidence import BEYOND, hypothesis_evidence
 from hsae_core.pipeline import HypothesisConfig, hypothesize, load_run
-from hsae_core.report import fixed_decimals
-from hsae_core.stats import embedding_baseline, evaluate_hypotheses
+from hsae_core.report import fixed_decimals, headline_metrics
+from hsae_core.stats import embedding_baseline, evaluate_hypotheses, within_group_auc
 from hsae_core.stepwise import forward_select
 
 N_GROUPS = 15
@@ -107,11 +110,71 @@ def test_holdout_model_beyond_controls_matches_the_explicit_model(constructed):
     assert 0.5 < summary["controls"]["auc_cv"] < summary["auc_cv"]
 
 
-def test_a_yes_no_target_is_not_compared_within_groups_by_the_library_either(constructed):
+def _conditional_nll(beta, X, y, groups):
+    """Minus the conditional log-likelihood, by enumerating every subset of each group of its size (small
+    groups only): the textbook definition, independent of the library's recursion."""
+    total = 0.0
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        k = int(y[rows].sum())
+        if 0 < k < len(rows):
+            score = X[rows] @ beta
+            subsets = [score[list(c)].sum() for c in combinations(range(len(rows)), k)]
+            total -= score[y[rows] == 1].sum() - logsumexp(subsets)
+    return total
+
+
+def test_a_yes_no_target_within_groups_is_a_conditional_logit():
+    """Which arm of each test wins: groups of 2-6 rows with one or two rows of the target, and groups with
+    none (which say nothing within). Coefficients equal the textbook conditional likelihood's optimum; a
+    hypothesis that only differs between groups cannot enter; the AUC is within groups."""
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(2, 7, 300)
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    P = (rng.random((len(groups), 4)) < 0.4).astype(float)
+    P[:, 3] = (rng.random(len(sizes)) < 0.5)[groups]  # constant within each group
+    utility = P[:, :3] @ np.array([1.0, -0.7, 0.0]) + rng.gumbel(size=len(groups))
+    rank = pd.Series(utility).groupby(groups).rank(ascending=False).to_numpy()
+    winners = np.where(rng.random(len(sizes)) < 0.3, 2, 1)[groups]
+    y = (rank <= winners).astype(float)
+    y[groups >= 250] = 0.0  # 50 tests without a winner
+    table, summary = evaluate_hypotheses(P, y, "binary", controls=ControlDesign(np.zeros((len(y), 0)), groups))
+    fit = minimize(_conditional_nll, np.zeros(3), args=(P[:, :3], y, groups), method="BFGS", options={"gtol": 1e-8})
+    np.testing.assert_allclose(table["coef"][:3], fit.x, atol=1e-4)
+    assert table["coef_p"][0] < 1e-6 and table["coef_p"][1] < 1e-3 and table["coef_p"][2] > 0.01
+    assert np.isnan(table["coef"][3]) and "does not vary once the controls are held fixed" in table["note"][3]
+    assert summary["auc_within"] and summary["cov_type"] == "conditional"
+    wins = pd.Series(y).groupby(groups).agg(["sum", "size"])
+    both = wins[(wins["sum"] > 0) & (wins["sum"] < wins["size"])].index  # not the 50 without, nor 2 of 2
+    assert 200 < len(both) < 250
+    assert summary["n_groups_informative"] == len(both) and summary["n_groups"] == 300
+    assert summary["n_complete_rows"] == int(np.isin(groups, both).sum())
+    assert summary["controls"]["auc_cv"] == 0.5  # the groups alone rank nothing within them
+    assert 0.6 < summary["auc_cv"] < summary["auc_in_sample"] < 1.0
+
+
+def test_within_group_auc_counts_pairs_inside_groups_only():
+    rng = np.random.default_rng(1)
+    groups = rng.integers(0, 30, 400)
+    y = (rng.random(400) < 0.3).astype(float)
+    score = np.round(rng.normal(size=400) + y, 1)  # ties too
+    right = total = 0.0
+    for g in np.unique(groups):
+        pos, neg = score[(groups == g) & (y == 1)], score[(groups == g) & (y == 0)]
+        diff = pos[:, None] - neg[None, :]
+        right += (diff > 0).sum() + 0.5 * (diff == 0).sum()
+        total += diff.size
+    assert within_group_auc(y, score, groups) == pytest.approx(right / total, abs=1e-12)
+    # a score that only differs between groups ranks nothing within them
+    assert within_group_auc(y, groups.astype(float), groups) == 0.5
+
+
+def test_a_yes_no_target_with_no_group_of_both_values_is_untested(constructed):
     P, C, groups, y = constructed
-    yb = (y > np.median(y)).astype(float)
-    with pytest.raises(DataError, match="yes/no target cannot be compared within groups"):
-        evaluate_hypotheses(P[:, :3], yb, "binary", controls=ControlDesign(C, groups))
+    per_group = (pd.Series(y).groupby(groups).transform("mean") > np.median(y)).to_numpy(dtype=float)
+    table, summary = evaluate_hypotheses(P[:, :3], per_group, "binary", controls=ControlDesign(C, groups))
+    assert table["coef"].isna().all() and summary["n_groups_informative"] == 0
+    assert all("no group holds both values" in note for note in table["note"])
     with pytest.raises(DataError, match="rows"):
         evaluate_hypotheses(P[:, :3], y, "continuous", controls=ControlDesign(C[:-1]))
 
@@ -196,9 +259,7 @@ def arxiv(shared_data) -> pd.DataFrame:
 
 
 def test_arxiv_date_and_field_are_read_as_a_year_and_three_values(arxiv):
-    controls = fit_controls(
-        arxiv, ["published", "field"], text_col="abstract", target_col="citation_count", kind="continuous"
-    )
+    controls = fit_controls(arxiv, ["published", "field"], text_col="abstract", target_col="citation_count")
     assert controls.describe() == ["published (a date, in years)", "field (3 values)"]
     design = controls.design(arxiv)
     assert design.groups is None and design.matrix.shape == (len(arxiv), 1 + 2)
@@ -209,7 +270,7 @@ def test_arxiv_date_and_field_are_read_as_a_year_and_three_values(arxiv):
 
 def test_upworthy_test_id_is_absorbed(upworthy_frame):  # noqa: F811
     controls = fit_controls(
-        upworthy_frame, ["clickability_test_id", "test_week"], text_col="headline", target_col="ctr", kind="continuous"
+        upworthy_frame, ["clickability_test_id", "test_week"], text_col="headline", target_col="ctr"
     )
     assert controls.absorbed == "clickability_test_id"
     design = controls.design(upworthy_frame)
@@ -218,21 +279,20 @@ def test_upworthy_test_id_is_absorbed(upworthy_frame):  # noqa: F811
 
 
 @pytest.mark.parametrize(
-    "columns, kind, message",
+    "columns, message",
     [
-        (["publshed"], "continuous", "publshed"),
-        (["abstract"], "continuous", "is the text column"),
-        (["citation_count"], "continuous", "is the target column"),
-        (["year"], "continuous", "`year` takes a single value"),
-        (["title"], "continuous", "free text"),
-        (["field", "field"], "continuous", "named twice"),
-        (["paper_id", "arxiv_id_full"], "continuous", "only one can be absorbed"),
-        (["paper_id"], "binary", "yes/no target"),
+        (["publshed"], "publshed"),
+        (["abstract"], "is the text column"),
+        (["citation_count"], "is the target column"),
+        (["year"], "`year` takes a single value"),
+        (["title"], "free text"),
+        (["field", "field"], "named twice"),
+        (["paper_id", "arxiv_id_full"], "only one can be absorbed"),
     ],
 )
-def test_bad_controls_are_refused_in_one_line(arxiv, columns, kind, message):
+def test_bad_controls_are_refused_in_one_line(arxiv, columns, message):
     with pytest.raises(DataError, match=message) as err:
-        fit_controls(arxiv, columns, text_col="abstract", target_col="citation_count", kind=kind)
+        fit_controls(arxiv, columns, text_col="abstract", target_col="citation_count")
     assert "\n" not in str(err.value)
 
 
@@ -280,6 +340,46 @@ def test_cli_run_on_upworthy_compares_headlines_within_their_test(upworthy_frame
     assert all(f"{v:.{places}f}" in printed for v in tested["coef"])
 
 
+def test_cli_run_on_which_headline_comes_first_in_its_test(upworthy_frame, tmp_path, capsys):  # noqa: F811
+    """A yes/no target compared within each A/B test: which arm came first. The run holds out whole tests,
+    fits a conditional logit on the tests that have a first arm and others, and says its AUC is within tests;
+    the coefficients are the textbook conditional likelihood's optimum on the run's own annotations."""
+    data = tmp_path / "upworthy.parquet"
+    upworthy_frame.to_parquet(data)
+    out = tmp_path / "run"
+    args = ["--data", str(data), "--text-col", "headline", "--target-col", "first_place", "--n", "3"]
+    assert main(["hypothesize", *args, "--control", "clickability_test_id", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "AUC is within each 'clickability_test_id'" in printed and "conditional logit" in printed
+    assert "holdout within-group AUC of the hypotheses" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    metrics = summary["metrics"]["overall"]
+    assert metrics["auc_within"] and metrics["cov_type"] == "conditional" and summary["split"]["method"] == "grouped"
+    assert metrics["embedding_baseline"]["model"] == "ridge within groups"
+    assert [label for label, _, _ in headline_metrics(metrics)][:3] == [
+        "Within AUC (5-fold CV)",
+        "Ceiling within AUC",
+        "Within AUC (in sample)",
+    ]
+
+    table = pd.read_csv(out / "hypotheses.csv")
+    ann = pd.read_parquet(out / "holdout_annotations.parquet")
+    tests = upworthy_frame["clickability_test_id"].iloc[ann["row_id"]].to_numpy()
+    y = ann["target"].to_numpy(float)
+    first = pd.Series(y).groupby(tests).agg(["sum", "size"])
+    both = first[(first["sum"] > 0) & (first["sum"] < first["size"])].index
+    assert metrics["n_groups_informative"] == len(both) > 10
+    assert f"read within the {len(both)} of {len(first)} holdout groups that hold both values" in printed
+    tested = table[table["coef"].notna()]
+    assert len(tested) >= 2
+    rows = np.isin(tests, both)
+    X = ann[tested["annotation_col"]].to_numpy(float)[rows]
+    fit = minimize(
+        _conditional_nll, np.zeros(len(tested)), args=(X, y[rows], tests[rows]), method="BFGS", options={"gtol": 1e-9}
+    )
+    np.testing.assert_allclose(tested["coef"], fit.x, atol=1e-4)
+
+
 def test_evidence_of_an_adjusted_run_reads_each_headline_against_its_own_test(upworthy_frame, tmp_path):  # noqa: F811
     """Supporting headlines are those above their own test's holdout mean (for a positive effect), not above the
     archive's: the page shows that difference beside the click rate."""
@@ -310,9 +410,7 @@ def test_evidence_of_an_adjusted_run_reads_each_headline_against_its_own_test(up
 def test_holdout_rows_alone_in_their_group_are_counted_with_the_way_out(upworthy_frame):  # noqa: F811
     """A random row split leaves many arms of a test alone in the holdout: compared within the test they test
     nothing, and the run says how many, naming the grouped split."""
-    controls = fit_controls(
-        upworthy_frame, ["clickability_test_id"], text_col="headline", target_col="ctr", kind="continuous"
-    )
+    controls = fit_controls(upworthy_frame, ["clickability_test_id"], text_col="headline", target_col="ctr")
     rng = np.random.default_rng(0)
     holdout = upworthy_frame.iloc[np.sort(rng.choice(len(upworthy_frame), 120, replace=False))]
     design = controls.design(holdout)
