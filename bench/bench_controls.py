@@ -1,9 +1,10 @@
 """What adjusting for columns costs: the stepwise choice of 20 hypotheses and the holdout model, without
-controls, with 3 numeric controls, and with an absorbed column of one group per 5 rows (an A/B test id).
+controls, with 3 numeric controls, and with an absorbed column of one group per 5 rows (an A/B test id),
+for the continuous target and for a yes/no one (the row that is first in its group: a conditional logit).
 
 Synthetic codes (N rows x 350 latents, 32 active per row, Zipf-like popularity) and a target tied to a few
-latents; all three settings run in this one process, side by side, on the same inputs. Peak extra memory is
-numpy's own allocations (tracemalloc) during the call.
+latents; every setting runs in this one process, side by side, on the same inputs. Each call is timed alone,
+then repeated for its peak extra memory: numpy's own allocations (tracemalloc) during the call.
 
     python bench/bench_controls.py [--quick]
 """
@@ -15,9 +16,11 @@ import time
 import tracemalloc
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from common import markdown_table, script_main
 from common_worker import synthetic_task_codes
+from memwatch import PeakRSS
 
 from hsae_core.choose import choose_hypotheses
 from hsae_core.controls import ControlDesign
@@ -27,13 +30,19 @@ M, K_ACTIVE, N_HYPOTHESES = 350, 32, 20
 
 
 def _timed(fn, *args, **kwargs):
+    """(result, seconds, peak MiB): timed on its own, then called again under tracemalloc for the peak (tracing
+    slows Python-heavy work such as the conditional logit's autograd several-fold, numpy's hardly). Tracing
+    sees numpy's allocations, not torch's: the larger of it and the process's resident-memory rise during the
+    timed call (sampled; memory freed by earlier calls and reused does not show) is the peak."""
+    with PeakRSS() as rss:
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        seconds = time.perf_counter() - t0
     tracemalloc.start()
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    seconds = time.perf_counter() - t0
+    fn(*args, **kwargs)
     peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
-    return out, seconds, peak
+    return out, seconds, max(peak, rss.extra_mib)
 
 
 def run(quick: bool = False) -> dict:
@@ -43,28 +52,33 @@ def run(quick: bool = False) -> dict:
     for n in [20_000] if quick else [20_000, 200_000, 1_000_000]:
         indptr, indices, data, y = synthetic_task_codes(n, M, K_ACTIVE, seed=1)
         codes = sp.csr_matrix((data, indices, indptr), shape=(n, M))
-        settings = {
-            "none": None,
-            "3 numbers": ControlDesign(rng.normal(size=(n, 3))),
-            f"{n // 5:,} groups": ControlDesign(np.zeros((n, 0)), rng.integers(0, n // 5, n)),
+        groups = rng.integers(0, n // 5, n)
+        first = (pd.Series(y).groupby(groups).rank(method="first", ascending=False) == 1).to_numpy(np.float64)
+        settings = {  # name: (controls, kind, target)
+            "none": (None, "continuous", y),
+            "3 numbers": (ControlDesign(rng.normal(size=(n, 3))), "continuous", y),
+            f"{n // 5:,} groups": (ControlDesign(np.zeros((n, 0)), groups), "continuous", y),
+            f"{n // 5:,} groups, yes/no (first in its group)": (
+                ControlDesign(np.zeros((n, 0)), groups),
+                "binary",
+                first,
+            ),
         }
-        for name, controls in settings.items():
+        for name, (controls, kind, target) in settings.items():
             choice, select_s, select_mib = _timed(
                 choose_hypotheses,
                 codes,
-                y,
+                target,
                 method="stepwise",
                 n=N_HYPOTHESES,
-                kind="continuous",
+                kind=kind,
                 top_n=100,
                 controls=controls,
             )
             annotations = np.column_stack(
                 [(codes[:, j].toarray().ravel() > t) for j, t in zip(choice.latents, choice.thresholds)]
             ).astype(np.float64)
-            (_, summary), eval_s, eval_mib = _timed(
-                evaluate_hypotheses, annotations, y, "continuous", controls=controls
-            )
+            (_, summary), eval_s, eval_mib = _timed(evaluate_hypotheses, annotations, target, kind, controls=controls)
             rows.append(
                 {
                     "rows": n,
@@ -73,7 +87,8 @@ def run(quick: bool = False) -> dict:
                     "select_peak_mib": select_mib,
                     "evaluate_s": eval_s,
                     "evaluate_peak_mib": eval_mib,
-                    "r2_cv": summary["r2_cv"],
+                    "metric_cv": summary[f"{summary['metric']}_cv"],
+                    "metric": "within AUC" if summary.get("auc_within") else "R²",
                 }
             )
             print(rows[-1], flush=True)
@@ -81,7 +96,7 @@ def run(quick: bool = False) -> dict:
 
 
 def tables(result: dict) -> str:
-    head = ["rows", "controls", "select s", "select peak MiB", "evaluate s", "evaluate peak MiB", "R² out of fold"]
+    head = ["rows", "controls", "select s", "select peak MiB", "evaluate s", "evaluate peak MiB", "out of fold"]
     body = [
         [
             f"{r['rows']:,}",
@@ -90,7 +105,7 @@ def tables(result: dict) -> str:
             r["select_peak_mib"],
             r["evaluate_s"],
             r["evaluate_peak_mib"],
-            r["r2_cv"],
+            f"{r['metric']} {r['metric_cv']:.3f}",
         ]
         for r in result["rows"]
     ]

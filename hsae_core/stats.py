@@ -4,7 +4,9 @@ Per hypothesis (a 0/1 annotation of each holdout document, NaN where annotation 
 prevalence, separation E[y|present] - E[y|absent] with Welch's t-test, a coefficient in one
 multivariate model (OLS for a continuous target, logistic for a binary one) with HC3 robust
 standard errors, and Bonferroni / Benjamini-Hochberg corrections of the model's p-values.
-Overall: in-sample and cross-validated R^2 (continuous) or AUC (binary) of that model.
+Overall: in-sample and cross-validated R^2 (continuous) or AUC (binary) of that model. Beside
+controls (:mod:`controls`) the model holds them: within-group OLS with clustered errors where a column
+is absorbed, and for a binary target there a conditional logit whose AUC is taken within groups.
 
 Degenerate inputs never crash: constant, too-rare, collinear or perfectly separating hypotheses are
 left out of the model with NaN coefficients and a ``note`` that says why.
@@ -321,28 +323,24 @@ def _fit_within_ols(X: np.ndarray, y: np.ndarray, groups: np.ndarray):
 
 
 def _fit_conditional_logit(X: np.ndarray, y: np.ndarray, groups: np.ndarray):
-    """Conditional (fixed-effects) logit of a 0/1 ``y`` on ``X`` within ``groups``: the chance that these rows
-    of a group, and not others of it, have the target, given how many do. Group constants cancel, so nothing
-    that differs only between groups can explain the answer. Returns what :func:`_fit_logit` returns, the
-    fitted values being the linear score (what ranks rows within a group)."""
-    from statsmodels.discrete.conditional_models import ConditionalLogit
+    """Conditional (fixed-effects) logit of a 0/1 ``y`` on ``X`` within ``groups`` (:mod:`conditional_logit`):
+    the chance that these rows of a group, and not others of it, have the target, given how many do. Group
+    constants cancel, so nothing that differs only between groups can explain the answer. Returns what
+    :func:`_fit_logit` returns, the fitted values being the linear score (what ranks rows within a group)."""
+    from . import conditional_logit
 
+    found = conditional_logit.fit(X, y, groups)
+    coef, se = found.coef, found.se
     nan = np.full(X.shape[1], np.nan)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = ConditionalLogit(y, X, groups=groups).fit(disp=0)
-        coef, se = np.asarray(res.params), np.asarray(res.bse)
-    except Exception:  # noqa: BLE001 - a singular Hessian (separation within groups): no estimate
+    if not np.isfinite(coef).all():
         return nan, nan.copy(), nan.copy(), np.zeros(len(y)), "the conditional logit could not be fitted; no p-value"
-    if not np.isfinite(coef).all() or np.abs(coef).max(initial=0) >= MAX_LOGIT_COEF:
+    if not found.converged or np.abs(coef).max(initial=0) >= MAX_LOGIT_COEF:
         note = "hypotheses together separate the target within groups: no finite coefficient, no p-value"
-        return coef, nan, nan.copy(), X @ np.where(np.isfinite(coef), coef, 0.0), note
-    note = None
-    if not np.isfinite(se).all():
-        note = "standard error undefined; no p-value"
-    p = np.where(np.isfinite(se), 2 * sps.norm.sf(np.abs(coef / np.where(se > 0, se, np.nan))), np.nan)
-    return coef, np.where(np.isfinite(se), se, np.nan), p, X @ coef, note
+        return coef, nan, nan.copy(), X @ coef, note
+    finite = np.isfinite(se) & (se > 0)
+    p = np.where(finite, 2 * sps.norm.sf(np.abs(coef / np.where(finite, se, 1.0))), np.nan)
+    note = None if finite.all() else "standard error undefined; no p-value"
+    return coef, np.where(finite, se, np.nan), p, X @ coef, note
 
 
 def within_group_auc(y, score, groups) -> float:
@@ -584,12 +582,14 @@ def _within_cv(X: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int) -> 
     """Pooled out-of-fold within-group AUC of a conditional logit; folds hold whole groups."""
     from sklearn.model_selection import GroupKFold
 
+    from . import conditional_logit
+
     folds = min(folds, len(np.unique(groups)))
     if folds < 2:
         return np.nan
     score = np.empty(len(y))
     for train, test in GroupKFold(folds).split(X, y, groups):
-        coef = _fit_conditional_logit(X[train], y[train], groups[train])[0]
+        coef = conditional_logit.fit(X[train], y[train], groups[train], standard_errors=False).coef
         score[test] = X[test] @ np.where(np.isfinite(coef), coef, 0.0)
     return within_group_auc(y, score, groups)
 

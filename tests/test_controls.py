@@ -17,6 +17,7 @@ from statsmodels.discrete.discrete_model import Logit
 from statsmodels.regression.linear_model import OLS
 from ws_fixtures import upworthy_frame  # noqa: F401
 
+from hsae_core import conditional_logit
 from hsae_core.choose import choose_hypotheses
 from hsae_core.cli import main
 from hsae_core.controls import ControlDesign, absorbed_control, fit_controls, residualise
@@ -140,7 +141,28 @@ def test_a_yes_no_target_within_groups_is_a_conditional_logit():
     y[groups >= 250] = 0.0  # 50 tests without a winner
     table, summary = evaluate_hypotheses(P, y, "binary", controls=ControlDesign(np.zeros((len(y), 0)), groups))
     fit = minimize(_conditional_nll, np.zeros(3), args=(P[:, :3], y, groups), method="BFGS", options={"gtol": 1e-8})
-    np.testing.assert_allclose(table["coef"][:3], fit.x, atol=1e-4)
+    np.testing.assert_allclose(table["coef"][:3], fit.x, atol=1e-6)
+    # standard errors: the inverse of the textbook likelihood's curvature at its optimum (central differences)
+    h, eye = 1e-4, np.eye(3)
+    curvature = np.array(
+        [
+            [
+                (
+                    _conditional_nll(fit.x + h * (eye[a] + eye[b]), P[:, :3], y, groups)
+                    - _conditional_nll(fit.x + h * (eye[a] - eye[b]), P[:, :3], y, groups)
+                    - _conditional_nll(fit.x - h * (eye[a] - eye[b]), P[:, :3], y, groups)
+                    + _conditional_nll(fit.x - h * (eye[a] + eye[b]), P[:, :3], y, groups)
+                )
+                / (4 * h * h)
+                for b in range(3)
+            ]
+            for a in range(3)
+        ]
+    )
+    np.testing.assert_allclose(table["coef_se"][:3], np.sqrt(np.diag(np.linalg.inv(curvature))), rtol=1e-4)
+    # a score that separates the target within every group has no finite coefficient
+    separated = conditional_logit.fit(np.column_stack([y + 0.1 * P[:, 0]]), y, groups)
+    assert not separated.converged or abs(separated.coef[0]) >= 15
     assert table["coef_p"][0] < 1e-6 and table["coef_p"][1] < 1e-3 and table["coef_p"][2] > 0.01
     assert np.isnan(table["coef"][3]) and "does not vary once the controls are held fixed" in table["note"][3]
     assert summary["auc_within"] and summary["cov_type"] == "conditional"
@@ -377,7 +399,7 @@ def test_cli_run_on_which_headline_comes_first_in_its_test(upworthy_frame, tmp_p
     fit = minimize(
         _conditional_nll, np.zeros(len(tested)), args=(X, y[rows], tests[rows]), method="BFGS", options={"gtol": 1e-9}
     )
-    np.testing.assert_allclose(tested["coef"], fit.x, atol=1e-4)
+    np.testing.assert_allclose(tested["coef"], fit.x, atol=1e-6)
 
 
 def test_evidence_of_an_adjusted_run_reads_each_headline_against_its_own_test(upworthy_frame, tmp_path):  # noqa: F811

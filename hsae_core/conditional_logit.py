@@ -1,0 +1,141 @@
+"""Conditional (fixed-effects) logit: which rows of a group have a 0/1 target, given how many do.
+
+For a group whose rows have linear scores s_1..s_n and k of them the target, the chance that it is exactly
+the set S is exp(sum of s over S) / e_k(exp s), with e_k the k-th elementary symmetric polynomial of the
+exponentiated scores. Anything constant within a group cancels, so a comparison within groups (which arm of
+an A/B test came first) cannot be explained by what differs between them.
+
+All groups are computed at once: rows are laid out as groups x positions (padded), and e_k follows the
+recursion e_j <- e_j + e_{j-1} * exp(s_t) over the positions, in log space. A group with more positives than
+negatives is read through its complement (the rows without the target, scores negated), which gives the same
+likelihood with a shorter recursion. The gradient and Hessian are exact (torch autograd, float64).
+Groups whose rows all have the target, or none, carry no information and are dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# log(0) as a finite number: -inf would give NaN gradients through logaddexp(-inf, -inf), and NaN times a
+# zero upstream gradient is still NaN
+LOG_ZERO = -1e30
+
+
+@dataclass
+class ConditionalFit:
+    """Coefficients, their standard errors (inverse information), the log-likelihood at the optimum and
+    whether Newton's method converged."""
+
+    coef: np.ndarray
+    se: np.ndarray
+    loglik: float
+    converged: bool
+
+
+class _Layout:
+    """The informative rows as a groups x positions array (padded), each group's number
+    of positives (after reading it through its complement where that is shorter) and the sign its scores
+    take there."""
+
+    def __init__(self, y: np.ndarray, groups: np.ndarray):
+        _, g = np.unique(groups, return_inverse=True)
+        g = g.ravel()
+        positives = np.bincount(g, weights=y)
+        sizes = np.bincount(g)
+        keep = (positives > 0) & (positives < sizes)
+        rows = np.flatnonzero(keep[g])
+        _, local = np.unique(g[rows], return_inverse=True)
+        local = local.ravel()
+        order = np.argsort(local, kind="stable")
+        rows, local = rows[order], local[order]
+        n_groups = int(local.max(initial=-1)) + 1
+        size = np.bincount(local, minlength=n_groups)
+        start = np.concatenate([[0], np.cumsum(size)[:-1]])
+        position = np.arange(len(rows)) - start[local]
+        # slot[g, t]: which informative row is position t of group g (len(rows) where the group is shorter)
+        self.slot = np.full((n_groups, int(size.max(initial=0))), len(rows), dtype=np.int64)
+        self.slot[local, position] = np.arange(len(rows))
+        k = np.bincount(local, weights=y[rows], minlength=n_groups).astype(np.int64)
+        flip = k > size - k
+        self.sign = np.where(flip, -1.0, 1.0)
+        self.k = np.where(flip, size - k, k)
+        # the rows that count as "with the target" once a flipped group is read through its complement
+        self.chosen = np.where(flip[local], 1.0 - y[rows], y[rows])
+        self.rows, self.local = rows, local
+        self.n_groups = n_groups
+
+
+def _logaddexp(a, b):
+    """log(exp a + exp b) with finite first and second derivatives everywhere (torch's own gives NaN second
+    derivatives where the two are far apart, as they are beside ``LOG_ZERO``)."""
+    import torch
+
+    return torch.maximum(a, b) + torch.log1p(torch.exp(-torch.abs(a - b)))
+
+
+def _negative_loglik(beta, X, layout: _Layout):
+    import torch
+
+    score = X @ beta  # (informative rows,)
+    signed = score * torch.as_tensor(layout.sign[layout.local])
+    chosen_sum = (signed * torch.as_tensor(layout.chosen)).sum()
+    K = int(layout.k.max(initial=0))
+    slot = torch.as_tensor(layout.slot)
+    present = slot < len(layout.rows)
+    padded = torch.cat([signed, torch.full((1,), LOG_ZERO, dtype=torch.float64)])[slot]
+    log_e = torch.full((layout.n_groups, K + 1), LOG_ZERO, dtype=torch.float64)
+    log_e[:, 0] = 0.0
+    for t in range(slot.shape[1]):
+        step = _logaddexp(log_e[:, 1:], log_e[:, :-1] + padded[:, t : t + 1])
+        step = torch.where(present[:, t : t + 1], step, log_e[:, 1:])
+        log_e = torch.cat([log_e[:, :1], step], dim=1)
+    denominator = log_e.gather(1, torch.as_tensor(layout.k)[:, None]).sum()
+    return denominator - chosen_sum
+
+
+def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray, standard_errors: bool = True) -> ConditionalFit:
+    """The conditional logit of 0/1 ``y`` on the columns of ``X`` within ``groups`` (no intercept: the groups
+    hold it). Returns :class:`ConditionalFit`; ``converged`` is False where the optimum was not reached (e.g.
+    separation within groups), and coefficients are NaN where the information matrix is singular (a column
+    that never varies within a group that holds both values). Without ``standard_errors`` (what a
+    cross-validation fold needs) the exact Hessian is skipped and the SEs are NaN."""
+    import torch
+    from scipy.optimize import minimize
+
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    layout = _Layout(y, np.asarray(groups))
+    p = X.shape[1]
+    nan = np.full(p, np.nan)
+    if layout.n_groups == 0 or p == 0:
+        return ConditionalFit(nan, nan.copy(), float("nan"), False)
+    Xt = torch.as_tensor(X[layout.rows])
+
+    def objective(b):
+        return _negative_loglik(b, Xt, layout)
+
+    def value_and_gradient(b: np.ndarray):
+        b = torch.tensor(b, dtype=torch.float64, requires_grad=True)
+        value = objective(b)
+        (grad,) = torch.autograd.grad(value, b)
+        return float(value.detach()), grad.numpy()
+
+    # Quasi-Newton on the exact gradient (a few milliseconds per call); the Hessian, p backward passes, is
+    # formed once at the end for the standard errors and one Newton step that polishes the optimum.
+    found = minimize(value_and_gradient, np.zeros(p), jac=True, method="BFGS", options={"gtol": 1e-9, "maxiter": 1000})
+    beta, grad = found.x, value_and_gradient(found.x)[1]
+    converged = bool(np.abs(grad).max() < 1e-5)
+    se = nan.copy()
+    if standard_errors and np.isfinite(beta).all():
+        hessian = torch.autograd.functional.hessian(objective, torch.as_tensor(beta)).numpy()
+        try:
+            step = np.linalg.solve(hessian, grad)
+            cov = np.linalg.inv(hessian)
+        except np.linalg.LinAlgError:
+            return ConditionalFit(nan, nan.copy(), float("nan"), False)
+        if converged:
+            beta = beta - step
+        se = np.sqrt(np.clip(np.diag(cov), 0, None))
+    return ConditionalFit(beta, se, -value_and_gradient(beta)[0], converged)
