@@ -502,6 +502,9 @@ def run_hypotheses(
                 note = few_cases_note(y_hold, f"'{train.classes[1]}'", f"'{train.classes[0]}'")
             if note:
                 warnings.append(f"{where.strip() or 'holdout'}: {note}")
+        # Compared within groups, the class is a place inside each group (the arm that came first), not a kind
+        # of text that a few hypotheses could mark across the corpus: no any-of rule.
+        if kind == "binary" and (controls is None or controls.absorbed is None):
             overall["any_of"] = _any_of(codes_train, y_train, ann, y_hold, sel, chosen)
             if target_name is None:  # a two-valued target: its other value is a class too, with a rule of its own
                 overall["any_of_other"] = _any_of(codes_train, y_train, ann, y_hold, sel, chosen, other=True)

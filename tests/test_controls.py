@@ -377,6 +377,8 @@ def test_cli_run_on_which_headline_comes_first_in_its_test(upworthy_frame, tmp_p
     summary = json.loads((out / "summary.json").read_text())
     metrics = summary["metrics"]["overall"]
     assert metrics["auc_within"] and metrics["cov_type"] == "conditional" and summary["split"]["method"] == "grouped"
+    assert "any_of" not in metrics and "any_of_other" not in metrics  # a place within a test, not a kind of text
+    assert "any-of rule" not in printed and " = any of " not in printed
     assert metrics["embedding_baseline"]["model"] == "ridge within groups"
     assert [label for label, _, _ in headline_metrics(metrics)][:3] == [
         "Within AUC (5-fold CV)",
@@ -385,6 +387,7 @@ def test_cli_run_on_which_headline_comes_first_in_its_test(upworthy_frame, tmp_p
     ]
 
     table = pd.read_csv(out / "hypotheses.csv")
+    assert "any_of" not in table.columns
     ann = pd.read_parquet(out / "holdout_annotations.parquet")
     tests = upworthy_frame["clickability_test_id"].iloc[ann["row_id"]].to_numpy()
     y = ann["target"].to_numpy(float)
