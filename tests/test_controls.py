@@ -175,6 +175,24 @@ def test_a_yes_no_target_within_groups_is_a_conditional_logit():
     assert 0.6 < summary["auc_cv"] < summary["auc_in_sample"] < 1.0
 
 
+def test_a_yes_no_target_within_groups_beyond_numeric_controls_too():
+    """A number that moves the chance of coming first (an arm's position on the page, say) and is tied to a
+    hypothesis: the hypothesis's coefficient is the one of the textbook likelihood with the number in it, and
+    the number alone ranks arms above chance within their groups."""
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(2, 6, 250)
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    P = (rng.random((len(groups), 2)) < 0.4).astype(float)
+    position = rng.normal(size=len(groups)) + P[:, 0]
+    utility = 0.8 * P[:, 0] + 0.9 * position + rng.gumbel(size=len(groups))
+    y = (pd.Series(utility).groupby(groups).rank(ascending=False).to_numpy() == 1).astype(float)
+    table, summary = evaluate_hypotheses(P, y, "binary", controls=ControlDesign(position[:, None], groups))
+    X = np.column_stack([position, P])
+    fit = minimize(_conditional_nll, np.zeros(3), args=(X, y, groups), method="BFGS", options={"gtol": 1e-8})
+    np.testing.assert_allclose(table["coef"], fit.x[1:], atol=1e-6)
+    assert summary["controls"]["auc_cv"] > 0.6  # the position alone, out of fold, within groups
+
+
 def test_within_group_auc_counts_pairs_inside_groups_only():
     rng = np.random.default_rng(1)
     groups = rng.integers(0, 30, 400)
