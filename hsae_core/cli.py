@@ -65,6 +65,10 @@ def cmd_hypothesize(args) -> int:
     from .pipeline import HypothesisConfig, format_table, hypothesize, write_run
 
     _check_batch(args, uses_llm="llm" in (args.interpreter, args.annotator))
+    if (args.split_col is None) != (args.holdout_value is None):
+        raise DataError("--split-col and --holdout-value go together: the holdout is the rows where COL equals VALUE")
+    if args.split_col is not None and args.holdout is not None:
+        raise DataError("Give either --holdout (a separate table) or --split-col (rows of this table), not both")
     if args.concepts:
         _apply_concept_settings(args)
     config = HypothesisConfig(
@@ -87,6 +91,8 @@ def cmd_hypothesize(args) -> int:
         holdout_frac=args.holdout_frac,
         device=args.device,
         group_col=args.group_col,
+        split_col=args.split_col,
+        holdout_value=args.holdout_value,
         dedupe=args.dedupe,
         controls=tuple(args.control or ()),
         presence=args.presence,
@@ -716,6 +722,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep rows with the same value of this column on one side (e.g. an A/B test id)",
     )
     p.add_argument(
+        "--split-col",
+        default=None,
+        metavar="COL",
+        help="hold out the rows where this column equals --holdout-value (e.g. a 'split' column, or a later year)",
+    )
+    p.add_argument("--holdout-value", default=None, metavar="VALUE", help="with --split-col: the holdout's value")
+    p.add_argument(
         "--dedupe",
         action="store_true",
         help="drop texts identical up to case, punctuation and spacing before splitting",
@@ -726,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="COL",
         help="adjust for this column (repeat for more): hypotheses are chosen and tested beyond it, e.g. a "
         "publication date, a field, or an A/B test id (a column of many values is compared within, and "
-        "without --group-col or --holdout the holdout is then whole groups of it)",
+        "without --group-col, --split-col or --holdout the holdout is then whole groups of it)",
     )
     p.add_argument("--target-kind", default="auto", choices=settings.TARGET_KINDS)
     p.add_argument(

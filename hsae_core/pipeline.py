@@ -340,8 +340,10 @@ def load_split(
         require_columns(frame, config.split_col)
         is_hold = (corpus.frame[config.split_col].astype(str) == str(config.holdout_value)).to_numpy()
         if is_hold.all() or not is_hold.any():
+            seen = corpus.frame[config.split_col].dropna().astype(str).value_counts().index[:8]
             raise DataError(
-                f"Splitting on `split_col` {config.split_col} = {config.holdout_value} leaves no rows on one side"
+                f"Splitting on `split_col` {config.split_col} = {config.holdout_value} leaves no rows on one side "
+                f"({config.split_col} takes {', '.join(seen)}{'…' if corpus.frame[config.split_col].nunique() > 8 else ''})"
             )
         train_pos, hold_pos = np.flatnonzero(~is_hold), np.flatnonzero(is_hold)
     else:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
+from ws_fixtures import upworthy_frame  # noqa: F401
 
 from hsae_core.errors import DataError
 from hsae_core.pipeline import HypothesisConfig, describe_split, load_split
@@ -142,3 +145,27 @@ def test_a_split_warning_is_heard_before_the_sae_is_trained(yelp_embedded):
     assert [w for kind, w in events if kind == "warning"] == [
         w for w in run.summary["warnings"] if w.startswith("split:")
     ]
+
+
+def test_cli_holds_out_the_rows_of_one_value(upworthy_frame, tmp_path, capsys):  # noqa: F811
+    """`--split-col test_week --holdout-value 201446`: the holdout is that week's arms, and nothing else; a
+    value the column never takes is refused in one line that lists the ones it does."""
+    from hsae_core.cli import main
+
+    data = tmp_path / "upworthy.parquet"
+    upworthy_frame.to_parquet(data)
+    base = ["hypothesize", "--data", str(data), "--text-col", "headline", "--target-col", "ctr", "--n", "3"]
+    out = tmp_path / "run"
+    assert main([*base, "--split-col", "test_week", "--holdout-value", "201446", "--out", str(out)]) == 0
+    assert "Holdout: rows where test_week = 201446" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["split"]["method"] == "by value" and summary["split"]["holdout_value"] == "201446"
+    held = pd.read_parquet(out / "holdout_annotations.parquet")["row_id"]
+    week = upworthy_frame["test_week"].astype(str)
+    assert set(week.iloc[held]) == {"201446"} and len(held) == int((week == "201446").sum())
+
+    assert main([*base, "--split-col", "test_week", "--holdout-value", "199901", "--out", str(tmp_path / "b")]) == 2
+    assert main([*base, "--split-col", "test_week", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "leaves no rows on one side (test_week takes 201446" in err[0]
+    assert "--split-col and --holdout-value go together" in err[1]
