@@ -245,6 +245,13 @@ def residualise(M, design: Optional[ControlDesign]) -> np.ndarray:
     return M[:, 0] if flat else M
 
 
+def nothing_left(y, design: Optional[ControlDesign]) -> bool:
+    """Whether the controls (or, without any, the mean) explain ``y`` entirely, up to rounding."""
+    y = np.asarray(y, dtype=np.float64)
+    left = residualise(y, design)
+    return float(left @ left) <= 1e-20 * max(float(y @ y), 1e-300)
+
+
 def control_basis(design: ControlDesign) -> np.ndarray:
     """An orthonormal basis (rows x r) of the control columns once the intercept or groups are taken out;
     columns that repeat others (or vary only between groups) are dropped. Computed once per design: selection,

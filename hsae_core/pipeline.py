@@ -24,7 +24,7 @@ from . import settings, validate
 from .annotate import ActivationAnnotator, Annotator
 from .anyof import any_of_scores, every_row_f1, fit_any_of
 from .choose import Choice, choose_hypotheses
-from .controls import ControlDesign, Controls, absorbed_control, fit_controls
+from .controls import ControlDesign, Controls, absorbed_control, fit_controls, nothing_left
 from .data import (
     FEW_TARGET_VALUES,
     Corpus,
@@ -254,8 +254,8 @@ def hypothesize(
             config = replace(config, group_col=whole_groups)
         train, hold = load_split(data, text_col, target_col, holdout=holdout, config=config)
         _validate_inputs(train, hold)
-        _targets(train, hold, config)  # a missing class or an impossible scale is refused before embedding
-        _controls(train, config)
+        targets, _ = _targets(train, hold, config)  # a missing class or an impossible scale: refused before embedding
+        _check_something_left(targets, _controls(train, config), train)
     split_notes = split_warnings(train, hold, config) if holdout is None else []
     for note in split_notes if on_warning is not None else ():
         on_warning(f"split: {note}")
@@ -629,6 +629,22 @@ def choose_for(
         min_present_frac=config.min_present_frac,
         controls=controls,
     )
+
+
+def _check_something_left(targets: list, controls: Optional[Controls], train: Corpus) -> None:
+    """Refuse, before embedding, a target that the controls explain entirely on the training rows (e.g. one that
+    never varies within the groups of an absorbed column): there would be nothing left to relate to the text."""
+    if controls is None:
+        return
+    design = controls.design(train.frame)
+    for name, _, y_train, _ in targets:
+        y = np.asarray(y_train, dtype=np.float64)
+        if nothing_left(y, design):
+            what = f"'{train.target_col}'" if name is None else f"class '{name}' of '{train.target_col}'"
+            raise DataError(
+                f"The controls explain {what} entirely on the training rows (it never varies within them); "
+                "nothing is left to relate to the text"
+            )
 
 
 def _controls(train: Corpus, config: HypothesisConfig) -> Optional[Controls]:

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 
-from .controls import ControlDesign, control_basis, group_projection, residualise, within
+from .controls import ControlDesign, control_basis, group_projection, nothing_left, residualise, within
 from .errors import DataError
 
 # A candidate whose presence is this close to a combination of the chosen ones adds nothing stable.
@@ -55,7 +55,7 @@ def forward_select(
     ok = var > 0 if eligible is None else (np.asarray(eligible, bool) & (var > 0))
     r = residualise(y, controls)
     total = float(r @ r)
-    if total == 0:
+    if nothing_left(y, controls):
         if controls is not None:
             raise DataError("The controls explain the target entirely on the training rows; nothing is left to relate")
         raise DataError("The target is constant, so no latent can be related to it; pick a target that varies")

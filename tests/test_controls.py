@@ -21,7 +21,7 @@ from hsae_core import conditional_logit
 from hsae_core.choose import choose_hypotheses
 from hsae_core.cli import main
 from hsae_core.controls import ControlDesign, absorbed_control, fit_controls, residualise
-from hsae_core.errors import DataError
+from hsae_core.errors import DataError, HsaeError
 from hsae_core.evidence import BEYOND, hypothesis_evidence
 from hsae_core.pipeline import HypothesisConfig, hypothesize, load_run
 from hsae_core.report import fixed_decimals, headline_metrics
@@ -517,6 +517,22 @@ def test_cli_refuses_a_control_that_is_not_there(upworthy_frame, tmp_path, capsy
     err = capsys.readouterr().err
     assert "test_wek" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_a_target_that_never_varies_within_the_groups_is_refused_before_embedding(upworthy_frame, monkeypatch):  # noqa: F811
+    """Whether a test ran in its first week is the same for all its arms: compared within tests nothing is left.
+    The run says so before it asks for a single embedding (the endpoint here is a closed port: a run that got as
+    far as embedding, as the ctr one does, fails on the connection instead)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    frame = upworthy_frame.assign(first_week=upworthy_frame["test_week"].astype(str) == "201446")
+    config = HypothesisConfig(n=3, controls=("clickability_test_id",))
+    args = {"text_col": "headline", "config": config, "embedder": "openai:text-embedding-3-small"}
+    with pytest.raises(DataError, match=r"The controls explain 'first_week' entirely on the training rows") as err:
+        hypothesize(frame, target_col="first_week", **args)
+    assert "\n" not in str(err.value)
+    with pytest.raises(HsaeError, match="embedding request failed"):
+        hypothesize(frame, target_col="ctr", **args)
 
 
 def test_partial_correlations_equal_the_dense_computation(constructed):
