@@ -8,6 +8,7 @@ evidence agrees with the statistics in the table.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -155,3 +156,103 @@ def hypothesis_evidence(
         return out
 
     return table(present & high), table(present & low)
+
+
+@dataclass
+class GroupPairs:
+    """A hypothesis read within the groups of a run's absorbed column: ``table`` has one row per group (an A/B
+    test) with a holdout row where the hypothesis is present beside one where it is not, and how their targets
+    went; ``decided`` counts every such pair in the holdout whose targets differ, ``agreeing`` those that went
+    the way the hypothesis predicts, and ``groups`` the groups that hold both kinds of row."""
+
+    column: str
+    table: pd.DataFrame
+    decided: int
+    agreeing: int
+    groups: int
+
+    @property
+    def share(self) -> float:
+        return self.agreeing / self.decided if self.decided else float("nan")
+
+    @property
+    def number_columns(self) -> list[str]:
+        """The target's two columns where they hold numbers (a click rate; not a yes/no)."""
+        return [
+            c
+            for c in self.table.columns[[2, 4]]
+            if pd.api.types.is_numeric_dtype(self.table[c]) and not pd.api.types.is_bool_dtype(self.table[c])
+        ]
+
+
+AS_PREDICTED, AGAINST, TIED = "as predicted", "against", "tied"
+
+
+def within_group_pairs(
+    run, frame: pd.DataFrame, text_col: str, row: pd.Series, codes: Optional[sp.csr_matrix] = None, n: int = 5
+) -> Optional[GroupPairs]:
+    """For a run that compares within the groups of a column (an absorbed control): in each holdout group where
+    the hypothesis is present on some rows and absent on others, its strongest row beside a row without it
+    (one whose target differs where there is one, the weakest such; ``codes``: holdout codes in annotation
+    order, without them the first of each), up to ``n`` groups, decided pairs first and strongest first; and
+    over every (present, absent) pair of rows in one group, how often the target went the way the hypothesis
+    predicts. None for a run without an absorbed column."""
+    column = (run.summary.get("controls") or {}).get("absorbed")
+    ann = run.annotations
+    ann_col = row.get("annotation_col")
+    if not column or column not in frame.columns or "target" not in ann.columns or ann_col not in ann.columns:
+        return None
+    row_ids = ann["row_id"].to_numpy(dtype=np.int64)
+    target = run.summary.get("target", {})
+    y = ann["target"].to_numpy(dtype=np.float64)
+    if target.get("kind") == "multiclass":
+        names = [str(c) for c in target.get("classes") or []]
+        y = (y == (names.index(str(row.get("class"))) if str(row.get("class")) in names else -1)).astype(np.float64)
+    direction = _direction(run, row)
+    present = (ann[ann_col] == 1).to_numpy()
+    groups = pd.factorize(frame[column].astype(str).to_numpy()[row_ids])[0]
+    decided, agreeing, n_groups = _pair_counts(y * direction, present, groups)
+    activation = np.asarray(codes[:, int(row["latent"])].toarray()).ravel() if codes is not None else np.zeros(len(ann))
+    rows = pd.DataFrame({"g": groups, "present": present, "activation": activation, "pos": np.arange(len(ann))})
+    share = rows.groupby("g")["present"].transform("mean").to_numpy()
+    rows = rows[(share > 0) & (share < 1)]  # groups with the hypothesis on some rows and not on others
+    with_it = rows[rows["present"]].sort_values("activation", ascending=False, kind="stable").groupby("g").head(1)
+    # beside it, a row without the hypothesis whose target differs where the group has one (a tie says nothing),
+    # the one where the feature is weakest; groups whose pair is decided first, strongest first within each
+    pairs = with_it.merge(rows[~rows["present"]], on="g", suffixes=("_with", "_without"))
+    pairs["decided"] = y[pairs["pos_with"].to_numpy()] != y[pairs["pos_without"].to_numpy()]
+    pairs = pairs.sort_values(["decided", "activation_without"], ascending=[False, True], kind="stable")
+    pairs = pairs.groupby("g").head(1)
+    pairs = pairs.sort_values(["decided", "activation_with"], ascending=[False, False], kind="stable").head(n)
+    a, b = pairs["pos_with"].to_numpy(dtype=np.int64), pairs["pos_without"].to_numpy(dtype=np.int64)
+    raw = frame[target.get("column")].to_numpy() if target.get("column") in frame.columns else y
+    texts = frame[text_col].astype(str).to_numpy()
+    gap = direction * (y[a] - y[b])
+    table = pd.DataFrame(
+        {
+            "went": np.where(gap > 0, AS_PREDICTED, np.where(gap < 0, AGAINST, TIED)),
+            "with it": texts[row_ids[a]],
+            f"{target.get('column')} with": raw[row_ids[a]],
+            "without it": texts[row_ids[b]],
+            f"{target.get('column')} without": raw[row_ids[b]],
+            column: frame[column].astype(str).to_numpy()[row_ids[a]],
+        }
+    )
+    return GroupPairs(str(column), table, decided, agreeing, n_groups)
+
+
+def _pair_counts(score: np.ndarray, present: np.ndarray, groups: np.ndarray) -> tuple[int, int, int]:
+    """(pairs whose scores differ, of those the ones where the present row scores higher, groups holding both)
+    over every (present, absent) pair of rows in one group; by sorted search, never forming the pairs."""
+    rank = np.unique(score, return_inverse=True)[1].ravel().astype(np.int64)
+    width = int(rank.max(initial=0)) + 2
+    key = groups.astype(np.int64) * width + rank
+    absent_keys = np.sort(key[~present])
+    start = groups[present].astype(np.int64) * width
+    at = key[present]
+    below = np.searchsorted(absent_keys, at, "left") - np.searchsorted(absent_keys, start, "left")
+    above = np.searchsorted(absent_keys, start + width, "left") - np.searchsorted(absent_keys, at, "right")
+    holds = np.zeros(int(groups.max(initial=-1)) + 1, dtype=np.int64)
+    np.add.at(holds, groups[present], 1)
+    lacks = np.bincount(groups[~present], minlength=len(holds))
+    return int(below.sum() + above.sum()), int(below.sum()), int(((holds > 0) & (lacks > 0)).sum())

@@ -12,7 +12,7 @@ import ui
 from hsae_core.columns import ColumnRoles, column_roles
 from hsae_core.data import holds_codes
 from hsae_core.errors import HsaeError
-from hsae_core.evidence import BEYOND, hypothesis_evidence
+from hsae_core.evidence import BEYOND, hypothesis_evidence, within_group_pairs
 from hsae_core.llm import LLMClient
 from hsae_core.pipeline import (
     FEW_TARGET_VALUES,
@@ -487,6 +487,36 @@ if beyond:
         format=f"%+.{fixed_decimals(supporting[BEYOND])}f",
         help="The target minus what the controls predict for this document (e.g. its A/B test's mean): its sign "
         "is the side the document is on.",
+    )
+pairs = within_group_pairs(run, ws.frame if used is None else ws.frame.iloc[used], ws.text_col, row, codes=codes)
+if pairs is not None and len(pairs.table):  # compared within groups: the arm with it beside one without
+    st.markdown(
+        f"**Within one '{pairs.column}'**: a holdout row with the hypothesis beside one without it; pairs whose "
+        f"{target_name} differs first"
+    )
+    st.caption(
+        f"Of the {pairs.decided:,} pairs of holdout rows in one '{pairs.column}', one with the hypothesis and one "
+        f"without, whose {target_name} differs, {pairs.share:.0%} went the way it predicts "
+        f"({pairs.groups:,} groups hold both kinds of row)."
+        if pairs.decided
+        else f"No pair of holdout rows in one '{pairs.column}', one with the hypothesis and one without, differs "
+        f"in {target_name}."
+    )
+    st.dataframe(
+        pairs.table,
+        key=f"hyp_pairs_{run_key}_{row_index}",
+        hide_index=True,
+        column_config={
+            "went": st.column_config.TextColumn("went", width="small"),
+            "with it": st.column_config.TextColumn("with it", width="medium"),
+            "without it": st.column_config.TextColumn("without it", width="medium"),
+            **{  # both sides with the same decimals, enough for the larger
+                c: st.column_config.NumberColumn(
+                    c, width="small", format=f"%.{fixed_decimals(pairs.table[pairs.number_columns].stack())}f"
+                )
+                for c in pairs.number_columns
+            },
+        },
     )
 st.markdown(
     "**Supporting holdout documents**: the hypothesis is present and the target is on the side it predicts"

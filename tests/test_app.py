@@ -488,6 +488,12 @@ def test_hypotheses_adjusted_for_the_ab_test_compare_headlines_within_it(upworth
     support, counter = df(at, "hyp_support"), df(at, "hyp_counter")
     assert "beyond the controls" in support.columns and "beyond the controls" in counter.columns
     assert any("on the side it predicts (beyond the controls)" in md.value for md in at.markdown)
+    # and read within the test: an arm with the hypothesis beside one without, with the share that went its way
+    assert any(md.value.startswith("**Within one 'clickability_test_id'**") for md in at.markdown)
+    (said,) = [c.value for c in at.caption if "pairs of holdout rows in one 'clickability_test_id'" in c.value]
+    assert re.search(r"whose ctr differs, \d+% went the way it predicts", said)
+    pairs = next(d.value for d in at.dataframe if "with it" in d.value.columns)
+    assert {"clickability_test_id", "with it", "without it", "ctr with", "ctr without", "went"} <= set(pairs.columns)
     # a selection that cannot hold controls is refused in one line, and nothing runs
     runs = len(Workspace.open(upworthy_env).list_runs())
     at.selectbox(key="hyp_method").set_value("lasso")

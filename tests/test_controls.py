@@ -22,7 +22,7 @@ from hsae_core.choose import choose_hypotheses
 from hsae_core.cli import main
 from hsae_core.controls import ControlDesign, absorbed_control, fit_controls, residualise
 from hsae_core.errors import DataError, HsaeError
-from hsae_core.evidence import BEYOND, hypothesis_evidence
+from hsae_core.evidence import BEYOND, _pair_counts, hypothesis_evidence, within_group_pairs
 from hsae_core.pipeline import HypothesisConfig, hypothesize, load_run
 from hsae_core.report import fixed_decimals, headline_metrics
 from hsae_core.stats import embedding_baseline, evaluate_hypotheses, within_group_auc
@@ -448,6 +448,60 @@ def test_evidence_of_an_adjusted_run_reads_each_headline_against_its_own_test(up
             np.testing.assert_allclose(shown[BEYOND], expected[positions], atol=1e-12)
         present = int((ann[row["annotation_col"]] == 1).sum())
         assert len(supporting) + len(counter) <= present
+
+
+def test_pairs_within_a_test_are_counted_as_every_pair_would_be():
+    """Every (with, without) pair of rows in one group, counted by sorted search, against the pairs themselves."""
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 40, 300)
+    score = np.round(rng.normal(size=300), 1)  # ties too
+    present = rng.random(300) < 0.4
+    decided = agreeing = 0
+    for g in np.unique(groups):
+        diff = score[(groups == g) & present][:, None] - score[(groups == g) & ~present][None, :]
+        decided, agreeing = decided + int((diff != 0).sum()), agreeing + int((diff > 0).sum())
+    both = sum(present[groups == g].any() and not present[groups == g].all() for g in np.unique(groups))
+    assert _pair_counts(score, present, groups) == (decided, agreeing, both)
+
+
+def test_evidence_within_a_test_sets_each_arm_with_it_beside_one_without(upworthy_frame, tmp_path):  # noqa: F811
+    """For a run within A/B tests: a headline with the hypothesis beside one of the same test without it, and
+    over all such pairs in the holdout the share whose click rates went the way the coefficient says."""
+    data = tmp_path / "upworthy.parquet"
+    upworthy_frame.to_parquet(data)
+    out = tmp_path / "run"
+    args = ["--data", str(data), "--text-col", "headline", "--target-col", "ctr", "--n", "5"]
+    assert main(["hypothesize", *args, "--control", "clickability_test_id", "--out", str(out)]) == 0
+    run = load_run(out)
+    ann = run.annotations
+    holdout = upworthy_frame.iloc[ann["row_id"]].reset_index(drop=True)
+    seen, decided_any = [], False
+    for _, row in run.table[run.table["coef"].notna()].iterrows():
+        pairs = within_group_pairs(run, upworthy_frame, "headline", row, n=1000)
+        present = ann[row["annotation_col"]].to_numpy() == 1
+        decided = agreeing = groups = 0
+        for _, test in holdout.assign(present=present).groupby("clickability_test_id"):
+            if test["present"].any() and not test["present"].all():
+                groups += 1
+                gap = test["ctr"][test["present"]].to_numpy()[:, None] - test["ctr"][~test["present"]].to_numpy()
+                decided += int((gap != 0).sum())
+                agreeing += int((np.sign(gap) == np.sign(row["coef"])).sum())
+        assert (pairs.decided, pairs.agreeing, pairs.groups) == (decided, agreeing, groups)
+        seen.append(groups)
+        decided_any = decided_any or decided > 0
+        table = pairs.table
+        assert len(table) == groups and table["clickability_test_id"].is_unique
+        by_text = dict(zip(holdout["headline"], holdout["clickability_test_id"]))
+        assert all(
+            by_text[a] == t == by_text[b]
+            for a, b, t in zip(table["with it"], table["without it"], table["clickability_test_id"])
+        )
+        went = np.sign(row["coef"]) * (table["ctr with"] - table["ctr without"])
+        expected = np.where(went > 0, "as predicted", np.where(went < 0, "against", "tied"))
+        assert (table["went"] == expected).all()
+    assert max(seen) >= 3 and decided_any  # not vacuous: hypotheses read in several tests, with pairs that differ
+    without_tests = upworthy_frame.drop(columns="clickability_test_id")
+    assert within_group_pairs(load_run(out), without_tests, "headline", row) is None
 
 
 def test_holdout_rows_alone_in_their_group_are_counted_with_the_way_out(upworthy_frame):  # noqa: F811
