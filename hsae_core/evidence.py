@@ -17,6 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .errors import DataError
+from .stats import pair_counts
 
 EVIDENCE_COLUMNS = ("doc", "activation", "text")
 BEYOND = "beyond the controls"  # the column of what the controls leave of the target, in a run adjusted for some
@@ -211,7 +212,7 @@ def within_group_pairs(
     direction = _direction(run, row)
     present = (ann[ann_col] == 1).to_numpy()
     groups = pd.factorize(frame[column].astype(str).to_numpy()[row_ids])[0]
-    decided, agreeing, n_groups = _pair_counts(y * direction, present, groups)
+    decided, agreeing, n_groups = pair_counts(y * direction, present, groups)
     activation = np.asarray(codes[:, int(row["latent"])].toarray()).ravel() if codes is not None else np.zeros(len(ann))
     rows = pd.DataFrame({"g": groups, "present": present, "activation": activation, "pos": np.arange(len(ann))})
     share = rows.groupby("g")["present"].transform("mean").to_numpy()
@@ -239,20 +240,3 @@ def within_group_pairs(
         }
     )
     return GroupPairs(str(column), table, decided, agreeing, n_groups)
-
-
-def _pair_counts(score: np.ndarray, present: np.ndarray, groups: np.ndarray) -> tuple[int, int, int]:
-    """(pairs whose scores differ, of those the ones where the present row scores higher, groups holding both)
-    over every (present, absent) pair of rows in one group; by sorted search, never forming the pairs."""
-    rank = np.unique(score, return_inverse=True)[1].ravel().astype(np.int64)
-    width = int(rank.max(initial=0)) + 2
-    key = groups.astype(np.int64) * width + rank
-    absent_keys = np.sort(key[~present])
-    start = groups[present].astype(np.int64) * width
-    at = key[present]
-    below = np.searchsorted(absent_keys, at, "left") - np.searchsorted(absent_keys, start, "left")
-    above = np.searchsorted(absent_keys, start + width, "left") - np.searchsorted(absent_keys, at, "right")
-    holds = np.zeros(int(groups.max(initial=-1)) + 1, dtype=np.int64)
-    np.add.at(holds, groups[present], 1)
-    lacks = np.bincount(groups[~present], minlength=len(holds))
-    return int(below.sum() + above.sum()), int(below.sum()), int(((holds > 0) & (lacks > 0)).sum())

@@ -61,6 +61,8 @@ TABLE_COLUMNS = [
     "prevalence",
     "separation",
     "separation_p",
+    "within_pairs",
+    "within_pairs_n",
     "coef",
     "coef_p",
     "significant_bonferroni",

@@ -34,7 +34,8 @@ COLUMNS = {
     "coef": (
         "coefficient",
         "Effect in one model of the target on all hypotheses (holdout, robust HC3 errors); where the run adjusts "
-        "for columns, the effect beyond them (errors clustered on a column compared within)",
+        "for columns, the effect beyond them (errors clustered on a column compared within; a yes/no target "
+        "compared within: the log-odds of a conditional logit)",
     ),
     "coef_p": ("p (coefficient)", "p-value of the coefficient"),
     "significant_bonferroni": ("Bonferroni", "Significant at 5% after a Bonferroni correction"),
@@ -46,6 +47,13 @@ COLUMNS = {
         "never adjusted for columns)",
     ),
     "separation_p": ("p (difference)", "Welch's t-test of that difference"),
+    "within_pairs": (
+        "pairs its way",
+        "Where the run compares within a column's groups (the arms of one test): of the holdout pairs in one group, "
+        "one row with the hypothesis and one without, whose targets differ, the share where the target went the "
+        "way the hypothesis predicts",
+    ),
+    "within_pairs_n": ("pairs", "How many such pairs the holdout holds"),
     "selection_score": ("training score", "The score that selected it, on the training rows only"),
     "threshold": (
         "present above",

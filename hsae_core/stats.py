@@ -511,6 +511,8 @@ def evaluate_hypotheses(
     table["significant_fdr"] = (table["q_fdr"] <= alpha).fillna(False).astype(bool)
     table["note"] = notes
     table = table[COLUMNS]
+    if controls is not None and controls.groups is not None:
+        table["within_pairs"], table["within_pairs_n"] = _within_pairs(A, y, controls.groups, table)
 
     metric = "r2" if kind == "continuous" else "auc"
     summary = {
@@ -543,6 +545,39 @@ def evaluate_hypotheses(
         if not modelled.any():
             summary_notes.append("no group holds both values of the target, so nothing is compared within them")
     return table, summary
+
+
+def _within_pairs(A: np.ndarray, y: np.ndarray, groups: np.ndarray, table: pd.DataFrame):
+    """Per hypothesis, over every pair of holdout rows in one group, one where it is present and one where it is
+    absent, whose targets differ: the share where the target went the way it predicts (the sign of its
+    coefficient, or of its difference where it has none), and how many such pairs there are."""
+    shares, counts = [], []
+    for j in range(A.shape[1]):
+        seen = ~np.isnan(A[:, j])
+        coef, gap = table["coef"].iloc[j], table["separation"].iloc[j]
+        direction = np.sign(coef) if np.isfinite(coef) and coef != 0 else np.sign(gap) if np.isfinite(gap) else 1.0
+        decided, agreeing, _ = pair_counts(direction * y[seen], A[seen, j] == 1, groups[seen])
+        shares.append(agreeing / decided if decided else np.nan)
+        counts.append(decided)
+    return shares, counts
+
+
+def pair_counts(score: np.ndarray, present: np.ndarray, groups: np.ndarray) -> tuple[int, int, int]:
+    """(pairs whose scores differ, of those the ones where the present row scores higher, groups holding both)
+    over every (present, absent) pair of rows in one group; by sorted search, never forming the pairs."""
+    groups = np.asarray(groups, dtype=np.int64)
+    present = np.asarray(present, dtype=bool)
+    rank = np.unique(score, return_inverse=True)[1].ravel().astype(np.int64)
+    width = int(rank.max(initial=0)) + 2
+    key = groups * width + rank
+    absent_keys = np.sort(key[~present])
+    start = groups[present] * width
+    at = key[present]
+    below = np.searchsorted(absent_keys, at, "left") - np.searchsorted(absent_keys, start, "left")
+    above = np.searchsorted(absent_keys, start + width, "left") - np.searchsorted(absent_keys, at, "right")
+    holds = np.bincount(groups[present], minlength=int(groups.max(initial=-1)) + 1)
+    lacks = np.bincount(groups[~present], minlength=len(holds))
+    return int(below.sum() + above.sum()), int(below.sum()), int(((holds > 0) & (lacks > 0)).sum())
 
 
 def _scatter(mask: np.ndarray, rows: np.ndarray) -> np.ndarray:

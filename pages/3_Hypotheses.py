@@ -66,6 +66,8 @@ HYPOTHESIS_COLUMNS = [
     "prevalence",
     "separation",
     "separation_p",
+    "within_pairs",
+    "within_pairs_n",
     "selection_score",
     "threshold",
 ]
@@ -75,6 +77,8 @@ FORMATS = {
     "selection_score": "%.3f",
     "threshold": "%.3f",
     "prevalence": "percent",
+    "within_pairs": "percent",
+    "within_pairs_n": "%d",
 }
 
 

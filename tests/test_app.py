@@ -477,6 +477,9 @@ def test_hypotheses_adjusted_for_the_ab_test_compare_headlines_within_it(upworth
     summary = json.loads((last_run(upworthy_env) / "summary.json").read_text())
     assert summary["controls"]["absorbed"] == "clickability_test_id"
     assert summary["split"]["column"] == "clickability_test_id" and summary["split"]["grouped_because"] == "controls"
+    results = df(at, "hyp_table")
+    assert {"within_pairs", "within_pairs_n"} <= set(results.columns)  # shown as "pairs its way" and "pairs"
+    assert ((results["within_pairs"].dropna() >= 0) & (results["within_pairs"].dropna() <= 1)).all()
     assert any(c.value.startswith("Adjusted for clickability_test_id (compared within") for c in at.caption)
     assert [m.label for m in at.metric][:3] == [
         "Partial R² (5-fold CV)",

@@ -22,10 +22,10 @@ from hsae_core.choose import choose_hypotheses
 from hsae_core.cli import main
 from hsae_core.controls import ControlDesign, absorbed_control, fit_controls, residualise
 from hsae_core.errors import DataError, HsaeError
-from hsae_core.evidence import BEYOND, _pair_counts, hypothesis_evidence, within_group_pairs
+from hsae_core.evidence import BEYOND, hypothesis_evidence, within_group_pairs
 from hsae_core.pipeline import HypothesisConfig, hypothesize, load_run
 from hsae_core.report import fixed_decimals, headline_metrics
-from hsae_core.stats import embedding_baseline, evaluate_hypotheses, within_group_auc
+from hsae_core.stats import embedding_baseline, evaluate_hypotheses, pair_counts, within_group_auc
 from hsae_core.stepwise import forward_select
 
 N_GROUPS = 15
@@ -461,7 +461,7 @@ def test_pairs_within_a_test_are_counted_as_every_pair_would_be():
         diff = score[(groups == g) & present][:, None] - score[(groups == g) & ~present][None, :]
         decided, agreeing = decided + int((diff != 0).sum()), agreeing + int((diff > 0).sum())
     both = sum(present[groups == g].any() and not present[groups == g].all() for g in np.unique(groups))
-    assert _pair_counts(score, present, groups) == (decided, agreeing, both)
+    assert pair_counts(score, present, groups) == (decided, agreeing, both)
 
 
 def test_evidence_within_a_test_sets_each_arm_with_it_beside_one_without(upworthy_frame, tmp_path):  # noqa: F811
@@ -487,6 +487,9 @@ def test_evidence_within_a_test_sets_each_arm_with_it_beside_one_without(upworth
                 decided += int((gap != 0).sum())
                 agreeing += int((np.sign(gap) == np.sign(row["coef"])).sum())
         assert (pairs.decided, pairs.agreeing, pairs.groups) == (decided, agreeing, groups)
+        # the run's table carries the same count and share for every hypothesis (hypotheses.csv, the CLI, the page)
+        assert row["within_pairs_n"] == decided
+        assert row["within_pairs"] == pytest.approx(agreeing / decided) if decided else np.isnan(row["within_pairs"])
         seen.append(groups)
         decided_any = decided_any or decided > 0
         table = pairs.table
