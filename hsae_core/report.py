@@ -51,7 +51,8 @@ COLUMNS = {
         "pairs its way",
         "Where the run compares within a column's groups (the arms of one test): of the holdout pairs in one group, "
         "one row with the hypothesis and one without, whose targets differ, the share where the target went the "
-        "way the hypothesis predicts",
+        "way the hypothesis predicts. A description, not a test: pairs share rows, and it reads the hypothesis "
+        "alone where the coefficient holds the others fixed",
     ),
     "within_pairs_n": ("pairs", "How many such pairs the holdout holds"),
     "selection_score": ("training score", "The score that selected it, on the training rows only"),

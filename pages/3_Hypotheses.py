@@ -501,7 +501,7 @@ if pairs is not None and len(pairs.table):  # compared within groups: the arm wi
     st.caption(
         f"Of the {pairs.decided:,} pairs of holdout rows in one '{pairs.column}', one with the hypothesis and one "
         f"without, whose {target_name} differs, {pairs.share:.0%} went the way it predicts "
-        f"({pairs.groups:,} groups hold both kinds of row)."
+        f"({pairs.groups:,} groups hold both kinds of row; a description, not a test: pairs share rows)."
         if pairs.decided
         else f"No pair of holdout rows in one '{pairs.column}', one with the hypothesis and one without, differs "
         f"in {target_name}."
