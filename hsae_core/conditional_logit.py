@@ -25,8 +25,8 @@ LOG_ZERO = -1e30
 
 @dataclass
 class ConditionalFit:
-    """Coefficients, their standard errors (inverse information), the log-likelihood at the optimum and
-    whether Newton's method converged."""
+    """Coefficients, their standard errors (inverse information; NaN when not asked for), the log-likelihood
+    at the optimum and whether it was reached."""
 
     coef: np.ndarray
     se: np.ndarray
@@ -123,19 +123,21 @@ def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray, standard_errors: bool 
         return float(value.detach()), grad.numpy()
 
     # Quasi-Newton on the exact gradient (a few milliseconds per call); the Hessian, p backward passes, is
-    # formed once at the end for the standard errors and one Newton step that polishes the optimum.
+    # formed once at the end, for the standard errors and one Newton step that polishes the optimum.
     found = minimize(value_and_gradient, np.zeros(p), jac=True, method="BFGS", options={"gtol": 1e-9, "maxiter": 1000})
-    beta, grad = found.x, value_and_gradient(found.x)[1]
-    converged = bool(np.abs(grad).max() < 1e-5)
-    se = nan.copy()
-    if standard_errors and np.isfinite(beta).all():
-        hessian = torch.autograd.functional.hessian(objective, torch.as_tensor(beta)).numpy()
-        try:
-            step = np.linalg.solve(hessian, grad)
-            cov = np.linalg.inv(hessian)
-        except np.linalg.LinAlgError:
-            return ConditionalFit(nan, nan.copy(), float("nan"), False)
-        if converged:
-            beta = beta - step
-        se = np.sqrt(np.clip(np.diag(cov), 0, None))
-    return ConditionalFit(beta, se, -value_and_gradient(beta)[0], converged)
+    beta = found.x
+    value, grad = value_and_gradient(beta)
+    if not standard_errors or not np.isfinite(beta).all():
+        return ConditionalFit(beta, nan.copy(), -value, bool(found.success))
+    hessian = torch.autograd.functional.hessian(objective, torch.as_tensor(beta)).numpy()
+    try:
+        step = np.linalg.solve(hessian, grad)
+        cov = np.linalg.inv(hessian)
+    except np.linalg.LinAlgError:
+        return ConditionalFit(nan, nan.copy(), float("nan"), False)
+    # Newton decrement: how far (second order) the log-likelihood is from its optimum, whatever the scale of n
+    converged = bool(0 <= float(grad @ step) / 2 < 1e-6)
+    if converged:
+        beta = beta - step
+        value = value_and_gradient(beta)[0]
+    return ConditionalFit(beta, np.sqrt(np.clip(np.diag(cov), 0, None)), -value, converged)
