@@ -449,7 +449,7 @@ def evaluate_hypotheses(
     from statsmodels.stats.multitest import multipletests
 
     A, y, names = _validate(annotations, y, kind, names, alpha, cv_folds)
-    _check_controls(controls, len(y), kind)
+    _check_controls(controls, len(y))
     H = A.shape[1]
     rows = [{"hypothesis": names[j], **_univariate(A[:, j], y)} for j in range(H)]
     table = pd.DataFrame(rows)
@@ -587,7 +587,7 @@ def _scatter(mask: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def _check_controls(controls: Optional[ControlDesign], n_rows: int, kind: str) -> None:
+def _check_controls(controls: Optional[ControlDesign], n_rows: int) -> None:
     if controls is None:
         return
     if len(controls.matrix) != n_rows:
@@ -660,8 +660,8 @@ def embedding_baseline(
         )
     if (controls_train is None) != (controls_hold is None):
         raise DataError("Give the controls of both splits, or of neither")
-    _check_controls(controls_train, len(y_train), kind)
-    _check_controls(controls_hold, len(y_hold), kind)
+    _check_controls(controls_train, len(y_train))
+    _check_controls(controls_hold, len(y_hold))
     if kind == "binary" and controls_train is not None and controls_train.groups is not None:
         return _within_baseline(X_train, y_train, X_hold, y_hold, controls_train, controls_hold)
     if kind == "continuous" and controls_train is not None:
