@@ -211,10 +211,12 @@ def within_group_pairs(
         y = (y == (names.index(str(row.get("class"))) if str(row.get("class")) in names else -1)).astype(np.float64)
     direction = _direction(run, row)
     present = (ann[ann_col] == 1).to_numpy()
+    known = ann[ann_col].notna().to_numpy()  # a row the annotator failed on is neither side
     groups = pd.factorize(frame[column].astype(str).to_numpy()[row_ids])[0]
-    decided, agreeing, n_groups = pair_counts(y * direction, present, groups)
+    decided, agreeing, n_groups = pair_counts((y * direction)[known], present[known], groups[known])
     activation = np.asarray(codes[:, int(row["latent"])].toarray()).ravel() if codes is not None else np.zeros(len(ann))
     rows = pd.DataFrame({"g": groups, "present": present, "activation": activation, "pos": np.arange(len(ann))})
+    rows = rows[known]
     share = rows.groupby("g")["present"].transform("mean").to_numpy()
     rows = rows[(share > 0) & (share < 1)]  # groups with the hypothesis on some rows and not on others
     with_it = rows[rows["present"]].sort_values("activation", ascending=False, kind="stable").groupby("g").head(1)

@@ -527,6 +527,16 @@ def test_evidence_within_a_test_sets_each_arm_with_it_beside_one_without(upworth
     assert max(seen) >= 3 and decided_any  # not vacuous: hypotheses read in several tests, with pairs that differ
     without_tests = upworthy_frame.drop(columns="clickability_test_id")
     assert within_group_pairs(load_run(out), without_tests, "headline", row) is None
+    # a row an annotator failed on (NaN, as an LLM's can be) is on neither side: the same as leaving it out
+    failed = load_run(out)
+    column = row["annotation_col"]
+    failed.annotations.loc[failed.annotations.index[::3], column] = np.nan
+    kept = failed.annotations[column].notna().to_numpy()
+    dropped = load_run(out)
+    dropped.annotations = dropped.annotations[kept].reset_index(drop=True)
+    got, want = (within_group_pairs(r, upworthy_frame, "headline", row, n=1000) for r in (failed, dropped))
+    assert (got.decided, got.agreeing, got.groups) == (want.decided, want.agreeing, want.groups)
+    pd.testing.assert_frame_equal(got.table, want.table)
 
 
 def test_holdout_rows_alone_in_their_group_are_counted_with_the_way_out(upworthy_frame):  # noqa: F811
