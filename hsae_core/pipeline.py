@@ -498,6 +498,7 @@ def run_hypotheses(
                 seed=config.seed,
                 controls_train=controls_train,
                 controls_hold=controls_hold,
+                cv_groups=None if not config.group_col else pd.factorize(train.frame[config.group_col])[0],
             )
         if kind == "binary":
             if target_name is not None:

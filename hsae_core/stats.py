@@ -638,18 +638,21 @@ def embedding_baseline(
     seed: int = 0,
     controls_train: Optional[ControlDesign] = None,
     controls_hold: Optional[ControlDesign] = None,
+    cv_groups=None,
 ) -> dict:
     """How well the raw embeddings predict the target: ridge (R^2) or logistic (AUC) scored on the holdout.
 
     The regularisation is chosen on the training rows only (RidgeCV's efficient leave-one-out over a
-    log grid of alphas, or 5-fold CV over whole groups where a column is absorbed; 5-fold stratified CV over
-    C for logistic). With controls (each split's design),
+    log grid of alphas; 5-fold stratified CV over C for logistic). Where rows come in groups, the folds
+    hold whole groups instead: those of an absorbed column, or ``cv_groups`` (one label per training row,
+    e.g. the column a grouped split kept whole), since a row's group-mates (the arms of one A/B test, often
+    near-copies) would otherwise tell it. With controls (each split's design),
     the ridge reads what the controls leave of the embeddings and the target in each split and scores the
     partial R²; the logistic model reads the embeddings beside the control columns.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import r2_score, roc_auc_score
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 
     if kind not in KINDS:
         raise DataError(f"Unknown target kind '{kind}'; use one of {', '.join(KINDS)} (multiclass: one class vs rest)")
@@ -674,7 +677,8 @@ def embedding_baseline(
     if kind == "continuous":
         if np.ptp(y_train) == 0:
             raise DataError("The training target is constant; a baseline cannot be fitted")
-        model = _ridge(X_train, y_train, None if controls_train is None else controls_train.groups)
+        absorbed = None if controls_train is None else controls_train.groups
+        model = _ridge(X_train, y_train, absorbed if absorbed is not None else cv_groups)
         return {
             "metric": "r2",
             "value": float(r2_score(y_hold, model.predict(X_hold))),
@@ -689,12 +693,12 @@ def embedding_baseline(
     folds = min(5, int(np.bincount(y_train.astype(int), minlength=2).min()))
     if folds < 2:
         raise DataError("The training target has fewer than 2 rows of one class; cannot cross-validate the baseline")
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    if cv_groups is not None:
+        splitter = StratifiedGroupKFold(min(folds, len(np.unique(cv_groups))), shuffle=True, random_state=seed)
     search = GridSearchCV(
-        LogisticRegression(max_iter=5000),
-        {"C": np.logspace(-3, 3, 7)},
-        scoring="roc_auc",
-        cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
-    ).fit(X_train, y_train)
+        LogisticRegression(max_iter=5000), {"C": np.logspace(-3, 3, 7)}, scoring="roc_auc", cv=splitter
+    ).fit(X_train, y_train, groups=cv_groups)
     score = search.best_estimator_.decision_function(X_hold)
     return {
         "metric": "auc",

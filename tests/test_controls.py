@@ -320,6 +320,30 @@ def test_the_embedding_ceiling_within_groups_picks_its_penalty_on_whole_groups()
     assert found["alpha"] > loo.alpha_
 
 
+def test_the_embedding_ceiling_of_a_grouped_split_keeps_groups_whole_when_it_picks_its_penalty():
+    """Near-copies in threes (the arms of one A/B test) whose target is a coin per test, unrelated to the text:
+    on new tests nothing is predictable. With the groups given, the penalty is picked on whole groups and the
+    ceiling says about 0; leave-one-out lets each row's near-copies tell it, picks a weak penalty and reports a
+    clearly negative R² (scikit-learn directly). The logistic ceiling takes its C on whole groups too."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.metrics import r2_score
+
+    rng = np.random.default_rng(0)
+
+    def tests(n: int):
+        groups = np.repeat(np.arange(n), 3)
+        X = rng.normal(size=(n, 50))[groups] + 0.1 * rng.normal(size=(3 * n, 50))
+        return X, rng.normal(size=n)[groups] + 0.1 * rng.normal(size=3 * n), groups
+
+    (X_train, y_train, groups), (X_hold, y_hold, _) = tests(300), tests(100)
+    found = embedding_baseline(X_train, y_train, X_hold, y_hold, "continuous", cv_groups=groups)
+    loo = RidgeCV(alphas=np.logspace(-3, 5, 17)).fit(X_train, y_train)
+    assert found["value"] > -0.05 and r2_score(y_hold, loo.predict(X_hold)) < -0.1 and found["alpha"] > loo.alpha_
+    yes, yes_hold = (y_train > 0).astype(float), (y_hold > 0).astype(float)
+    grouped = embedding_baseline(X_train, yes, X_hold, yes_hold, "binary", cv_groups=groups)
+    assert grouped["C"] < embedding_baseline(X_train, yes, X_hold, yes_hold, "binary")["C"]
+
+
 def test_arxiv_date_and_field_are_read_as_a_year_and_three_values(arxiv):
     controls = fit_controls(arxiv, ["published", "field"], text_col="abstract", target_col="citation_count")
     assert controls.describe() == ["published (a date, in years)", "field (3 values)"]
