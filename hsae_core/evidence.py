@@ -17,7 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .errors import DataError
-from .stats import pair_counts
+from .stats import pair_counts, predicted_sign
 
 EVIDENCE_COLUMNS = ("doc", "activation", "text")
 BEYOND = "beyond the controls"  # the column of what the controls leave of the target, in a run adjusted for some
@@ -86,10 +86,8 @@ def _target_side(run, row: pd.Series, frame: pd.DataFrame, left=None) -> tuple[n
 
 def _direction(run, row: pd.Series) -> float:
     """The side a hypothesis predicts: the sign of its difference, or beyond controls of its coefficient."""
-    coef = pd.to_numeric(pd.Series([row.get("coef")]), errors="coerce").iloc[0]
-    if run.summary.get("controls") and np.isfinite(coef) and coef != 0:
-        return float(np.sign(coef))
-    return -1.0 if float(row.get("separation", 0.0) or 0.0) < 0 else 1.0
+    coef = row.get("coef") if run.summary.get("controls") else None
+    return predicted_sign(coef, row.get("separation"))
 
 
 def target_left(run, frame: pd.DataFrame, y=None) -> Optional[np.ndarray]:

@@ -346,14 +346,14 @@ def _fit_conditional_logit(X: np.ndarray, y: np.ndarray, groups: np.ndarray):
 def within_group_auc(y, score, groups) -> float:
     """Of all pairs of rows in one group, one with the target (1) and one without, the share the score ranks
     right (ties half): the AUC of a comparison made within groups. NaN when no group holds both."""
-    frame = pd.DataFrame({"g": np.asarray(groups), "y": np.asarray(y, dtype=np.float64), "s": score})
-    frame["rank"] = frame.groupby("g")["s"].rank(method="average")
-    per = frame.groupby("g").agg(pos=("y", "sum"), size=("y", "size"))
-    rank_sum = frame[frame["y"] == 1].groupby("g")["rank"].sum()
-    per = per.join(rank_sum.rename("rank_sum")).fillna({"rank_sum": 0.0})
-    pairs = per["pos"] * (per["size"] - per["pos"])
-    wins = per["rank_sum"] - per["pos"] * (per["pos"] + 1) / 2  # Mann-Whitney U of each group
-    return float(wins[pairs > 0].sum() / pairs.sum()) if pairs.sum() > 0 else float("nan")
+    positive = np.asarray(y, dtype=np.float64) == 1
+    groups = pd.factorize(np.asarray(groups))[0]
+    n_groups = int(groups.max(initial=-1)) + 1
+    total = int(
+        (np.bincount(groups[positive], minlength=n_groups) * np.bincount(groups[~positive], minlength=n_groups)).sum()
+    )
+    decided, right, _ = pair_counts(np.asarray(score, dtype=np.float64), positive, groups)
+    return (right + 0.5 * (total - decided)) / total if total else float("nan")
 
 
 def informative_rows(y, groups) -> np.ndarray:
@@ -554,12 +554,21 @@ def _within_pairs(A: np.ndarray, y: np.ndarray, groups: np.ndarray, table: pd.Da
     shares, counts = [], []
     for j in range(A.shape[1]):
         seen = ~np.isnan(A[:, j])
-        coef, gap = table["coef"].iloc[j], table["separation"].iloc[j]
-        direction = np.sign(coef) if np.isfinite(coef) and coef != 0 else np.sign(gap) if np.isfinite(gap) else 1.0
+        direction = predicted_sign(table["coef"].iloc[j], table["separation"].iloc[j])
         decided, agreeing, _ = pair_counts(direction * y[seen], A[seen, j] == 1, groups[seen])
         shares.append(agreeing / decided if decided else np.nan)
         counts.append(decided)
     return shares, counts
+
+
+def predicted_sign(coef, separation) -> float:
+    """The side a hypothesis predicts, +1 or -1: its coefficient's sign where it has one, else its difference's
+    (up where neither says)."""
+    for value in (coef, separation):
+        value = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+        if np.isfinite(value) and value != 0:
+            return float(np.sign(value))
+    return 1.0
 
 
 def pair_counts(score: np.ndarray, present: np.ndarray, groups: np.ndarray) -> tuple[int, int, int]:
