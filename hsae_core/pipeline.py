@@ -294,7 +294,7 @@ def _compared_within(frame: pd.DataFrame, text_col: str, target_col: str, config
     """The absorbed control column when the split would otherwise be of random rows, else None.
 
     Compared within a column's groups, a holdout row alone in its group tests nothing, and a random row
-    split leaves many so (about 2 in 5 Upworthy headlines with their A/B test absorbed): the holdout is
+    split leaves many so (most Upworthy tests have four or five arms): the holdout is
     then a random share of whole groups instead, as ``group_col`` on that column would make it."""
     if not config.controls or config.group_col or config.split_col:
         return None
