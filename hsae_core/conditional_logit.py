@@ -10,6 +10,11 @@ recursion e_j <- e_j + e_{j-1} * exp(s_t) over the positions, in log space. A gr
 negatives is read through its complement (the rows without the target, scores negated), which gives the same
 likelihood with a shorter recursion. The gradient and Hessian are exact (torch autograd, float64).
 Groups whose rows all have the target, or none, carry no information and are dropped.
+
+Where every informative group has one row with the target (or one without: which arm came first in its
+test), the likelihood is a softmax within each group, whose gradient and Hessian have closed forms; Newton's
+method on them needs a handful of passes over the rows instead of a quasi-Newton search through the
+recursion.
 """
 
 from __future__ import annotations
@@ -65,6 +70,68 @@ class _Layout:
         self.chosen = np.where(flip[local], 1.0 - y[rows], y[rows])
         self.rows, self.local = rows, local
         self.n_groups = n_groups
+        self.starts = start
+
+
+def _softmax_parts(beta: np.ndarray, Xs: np.ndarray, layout: _Layout, chosen_sum: np.ndarray, indicator):
+    """Minus the log-likelihood where each group has one chosen row (a softmax within the group), its gradient
+    and its Hessian, in closed form. ``Xs`` holds the informative rows, signed as the layout reads them;
+    ``chosen_sum`` is the sum of the chosen rows of ``Xs``; ``indicator`` is the sparse groups x rows 0/1
+    matrix that sums rows by group."""
+    z = Xs @ beta
+    top = np.maximum.reduceat(z, layout.starts)
+    weight = np.exp(z - top[layout.local])
+    total = np.add.reduceat(weight, layout.starts)
+    value = float((top + np.log(total)).sum() - chosen_sum @ beta)
+    prob = weight / total[layout.local]  # each row's chance of being its group's chosen one
+    weighted = Xs * prob[:, None]
+    grad = weighted.sum(axis=0) - chosen_sum
+    # the covariance of the rows' features under each group's softmax, summed over groups
+    mean = indicator @ weighted
+    return value, grad, weighted.T @ Xs - mean.T @ mean
+
+
+def _fit_one_chosen(Xs: np.ndarray, layout: _Layout, standard_errors: bool) -> ConditionalFit:
+    """Newton's method with step halving on the closed-form softmax likelihood (it is concave, so this reaches
+    its optimum wherever one exists); converged when the Newton decrement is negligible."""
+    import scipy.sparse as sp
+
+    p = Xs.shape[1]
+    nan = np.full(p, np.nan)
+    indicator = sp.csr_matrix(
+        (np.ones(len(layout.local)), (layout.local, np.arange(len(layout.local)))),
+        shape=(layout.n_groups, len(layout.local)),
+    )
+    chosen_sum = Xs[layout.chosen == 1].sum(axis=0)
+    beta = np.zeros(p)
+    value, grad, hessian = _softmax_parts(beta, Xs, layout, chosen_sum, indicator)
+    converged = False
+    for _ in range(100):
+        # least squares, not solve: a column that never varies within a group has no curvature, and its
+        # coefficient should stay where it started (as the quasi-Newton search leaves it) instead of drifting
+        step = np.linalg.lstsq(hessian, grad, rcond=1e-10)[0]
+        decrement = float(grad @ step)
+        if not np.isfinite(decrement) or decrement < 0:
+            break
+        if decrement / 2 < 1e-12:
+            converged = True
+            break
+        size = 1.0
+        while size > 1e-10:  # halve until the step gains what its slope promises (Armijo)
+            trial = _softmax_parts(beta - size * step, Xs, layout, chosen_sum, indicator)
+            if trial[0] <= value - 0.25 * size * decrement:
+                break
+            size /= 2
+        else:
+            break
+        beta = beta - size * step
+        value, grad, hessian = trial
+    if not standard_errors:
+        return ConditionalFit(beta, nan, -value, converged)
+    if np.linalg.matrix_rank(hessian) < p:  # singular information: no coefficient is identified alone
+        return ConditionalFit(nan, nan.copy(), float("nan"), False)
+    se = np.sqrt(np.clip(np.diag(np.linalg.inv(hessian)), 0, None)) if converged else nan
+    return ConditionalFit(beta, se, -value, converged)
 
 
 def _logaddexp(a, b):
@@ -95,15 +162,15 @@ def _negative_loglik(beta, X, layout: _Layout):
     return denominator - chosen_sum
 
 
-def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray, standard_errors: bool = True) -> ConditionalFit:
+def fit(
+    X: np.ndarray, y: np.ndarray, groups: np.ndarray, standard_errors: bool = True, _recursion: bool = False
+) -> ConditionalFit:
     """The conditional logit of 0/1 ``y`` on the columns of ``X`` within ``groups`` (no intercept: the groups
     hold it). Returns :class:`ConditionalFit`; ``converged`` is False where the optimum was not reached (e.g.
     separation within groups), and coefficients are NaN where the information matrix is singular (a column
     that never varies within a group that holds both values). Without ``standard_errors`` (what a
-    cross-validation fold needs) the exact Hessian is skipped and the SEs are NaN."""
-    import torch
-    from scipy.optimize import minimize
-
+    cross-validation fold needs) the exact Hessian is skipped and the SEs are NaN. ``_recursion`` forces the
+    general path where the closed-form softmax would do (to compare the two)."""
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     layout = _Layout(y, np.asarray(groups))
@@ -111,6 +178,11 @@ def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray, standard_errors: bool 
     nan = np.full(p, np.nan)
     if layout.n_groups == 0 or p == 0:
         return ConditionalFit(nan, nan.copy(), float("nan"), False)
+    if layout.k.max() == 1 and not _recursion:
+        return _fit_one_chosen(X[layout.rows] * layout.sign[layout.local][:, None], layout, standard_errors)
+    import torch
+    from scipy.optimize import minimize
+
     Xt = torch.as_tensor(X[layout.rows])
 
     def objective(b):

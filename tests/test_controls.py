@@ -193,6 +193,36 @@ def test_a_yes_no_target_within_groups_beyond_numeric_controls_too():
     assert summary["controls"]["auc_cv"] > 0.6  # the position alone, out of fold, within groups
 
 
+def test_one_chosen_row_per_group_is_solved_in_closed_form_with_the_same_answer():
+    """Which arm came first, and in some tests which arm came last (every row but one has the target, read
+    through its complement): the closed-form Newton path gives the textbook likelihood's optimum and the
+    general recursion's coefficients and standard errors. A column constant within every group stays where it
+    started in a fold (where it cannot move a ranking within groups) and leaves nothing identified when the
+    standard errors are asked for."""
+    rng = np.random.default_rng(11)
+    sizes = rng.integers(2, 6, 200)
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    X = np.column_stack([(rng.random(len(groups)) < 0.4), rng.normal(size=len(groups))]).astype(float)
+    utility = X @ np.array([0.9, -0.6]) + rng.gumbel(size=len(groups))
+    rank = pd.Series(utility).groupby(groups).rank(method="first", ascending=False).to_numpy()
+    last_out = (rng.random(len(sizes)) < 0.3)[groups]
+    y = np.where(last_out, rank < sizes[groups], rank == 1).astype(float)
+    closed = conditional_logit.fit(X, y, groups)
+    general = conditional_logit.fit(X, y, groups, _recursion=True)
+    textbook = minimize(_conditional_nll, np.zeros(2), args=(X, y, groups), method="BFGS", options={"gtol": 1e-8})
+    assert closed.converged
+    np.testing.assert_allclose(closed.coef, textbook.x, atol=1e-6)
+    np.testing.assert_allclose(closed.coef, general.coef, atol=1e-8)
+    np.testing.assert_allclose(closed.se, general.se, rtol=1e-6)
+    assert closed.loglik == pytest.approx(-_conditional_nll(closed.coef, X, y, groups), abs=1e-9)
+
+    per_group = np.column_stack([X, rng.random(len(sizes))[groups]])
+    fold = conditional_logit.fit(per_group, y, groups, standard_errors=False)
+    np.testing.assert_allclose(fold.coef[:2], closed.coef, atol=1e-8)
+    assert abs(fold.coef[2]) < 1e-8
+    assert np.isnan(conditional_logit.fit(per_group, y, groups).coef).all()
+
+
 def test_within_group_auc_counts_pairs_inside_groups_only():
     rng = np.random.default_rng(1)
     groups = rng.integers(0, 30, 400)
