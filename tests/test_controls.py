@@ -350,6 +350,27 @@ def test_the_embedding_ceiling_within_groups_picks_its_penalty_on_whole_groups()
     assert found["alpha"] > loo.alpha_
 
 
+def test_ridge_scores_on_folds_are_scikit_learns_for_every_strength():
+    """The ceiling's penalty on whole groups comes from one eigendecomposition per fold, not 85 ridge fits:
+    every fold's held-out R² at every strength equals scikit-learn's grid search over the same folds, so the
+    strength it picks is the same."""
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+
+    from hsae_core.stats import RIDGE_ALPHAS, ridge_fold_scores
+
+    rng = np.random.default_rng(4)
+    groups = rng.integers(0, 150, 1500)
+    X = rng.normal(size=(1500, 40)) + rng.normal(size=(150, 40))[groups] + 3.0
+    y = X[:, :10].sum(axis=1) * 0.3 + rng.normal(size=1500) * 2 + rng.normal(size=150)[groups]
+    folds = list(GroupKFold(5).split(X, y, groups))
+    search = GridSearchCV(Ridge(), {"alpha": RIDGE_ALPHAS}, cv=folds).fit(X, y)
+    ours = ridge_fold_scores(X, y, folds, RIDGE_ALPHAS)
+    theirs = np.array([search.cv_results_[f"split{f}_test_score"] for f in range(5)])
+    np.testing.assert_allclose(ours, theirs, atol=1e-9)
+    assert 0 < np.argmax(ours.mean(axis=0)) < len(RIDGE_ALPHAS) - 1  # a strength inside the grid is picked
+
+
 def test_the_embedding_ceiling_of_a_grouped_split_keeps_groups_whole_when_it_picks_its_penalty():
     """Near-copies in threes (the arms of one A/B test) whose target is a coin per test, unrelated to the text:
     on new tests nothing is predictable. With the groups given, the penalty is picked on whole groups and the
