@@ -146,12 +146,15 @@ def probe(X_train, y_train, X_hold, y_hold, seed: int = 0) -> dict:
     from sklearn.metrics import f1_score, roc_auc_score
     from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
 
+    from hsae_core.blas import fit_threads
+
     folds = StratifiedKFold(5, shuffle=True, random_state=seed)
-    search = GridSearchCV(
-        LogisticRegression(max_iter=5000), {"C": np.logspace(-3, 3, 7)}, scoring="roc_auc", cv=folds
-    ).fit(X_train, y_train)
-    model = search.best_estimator_
-    out_of_fold = cross_val_predict(model, X_train, y_train, cv=folds, method="decision_function")
+    with fit_threads():
+        search = GridSearchCV(
+            LogisticRegression(max_iter=5000), {"C": np.logspace(-3, 3, 7)}, scoring="roc_auc", cv=folds
+        ).fit(X_train, y_train)
+        model = search.best_estimator_
+        out_of_fold = cross_val_predict(model, X_train, y_train, cv=folds, method="decision_function")
     score_hold = model.decision_function(X_hold)
     return {
         "f1": float(f1_score(y_hold, model.predict(X_hold))),

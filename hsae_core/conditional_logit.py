@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .blas import fit_threads
+
 # log(0) as a finite number: -inf would give NaN gradients through logaddexp(-inf, -inf), and NaN times a
 # zero upstream gradient is still NaN
 LOG_ZERO = -1e30
@@ -162,6 +164,7 @@ def _negative_loglik(beta, X, layout: _Layout):
     return denominator - chosen_sum
 
 
+@fit_threads()
 def fit(
     X: np.ndarray, y: np.ndarray, groups: np.ndarray, standard_errors: bool = True, _recursion: bool = False
 ) -> ConditionalFit:

@@ -243,6 +243,7 @@ def hypothesize(
         check_run_folder(out_dir)
     if embeddings is None:
         check_cache_dir(settings.cache_dir())
+    settings.fit_blas_threads()  # a malformed HSAE_FIT_BLAS_THREADS is refused now, not at the holdout model
     if sae is not None and config.n > sae.config_.m:
         raise DataError(f"`n` ({config.n}) is more than the SAE's {sae.config_.m} latents")
     for client in llm_clients(interpreter, annotator):

@@ -299,6 +299,19 @@ def batch_poll_s() -> float:
         raise ValueError(f"HSAE_BATCH_POLL_S must be a number of seconds, not {value!r}") from None
 
 
+def fit_blas_threads() -> int:
+    """BLAS threads an iterative model fit may use (:mod:`hsae_core.blas`): ``$HSAE_FIT_BLAS_THREADS`` or 1;
+    0 leaves BLAS as it is."""
+    value = env("HSAE_FIT_BLAS_THREADS")
+    if value is None:
+        return 1
+    if not value.isdigit():
+        from .errors import DataError
+
+        raise DataError(f"HSAE_FIT_BLAS_THREADS must be a whole number of threads (0: no limit), got {value!r}")
+    return int(value)
+
+
 def hf_offline() -> bool:
     return (env("HF_HUB_OFFLINE") or "").lower() in ("1", "true", "yes", "on")
 

@@ -22,6 +22,7 @@ import pandas as pd
 from scipy import stats as sps
 from scipy.special import expit
 
+from .blas import fit_threads
 from .controls import ControlDesign, control_basis, residualise, within
 from .errors import DataError
 
@@ -273,6 +274,7 @@ def _fit_ols(X: np.ndarray, y: np.ndarray):
     return coef, se, p, res.fittedvalues, note
 
 
+@fit_threads()
 def _fit_logit(X: np.ndarray, y: np.ndarray):
     """Logistic MLE with HC3 sandwich SEs; if the MLE does not exist, a lightly L2-penalised fit, no p."""
     from sklearn.linear_model import LogisticRegression
@@ -413,9 +415,10 @@ def _cross_validated(X: np.ndarray, y: np.ndarray, kind: str, folds: int, seed: 
             LogisticRegression(C=100.0, max_iter=5000),
         )
     pred = np.empty(len(y))
-    for train, test in splitter.split(X, y, groups):
-        model.fit(X[train], y[train])
-        pred[test] = model.predict(X[test]) if kind == "continuous" else model.predict_proba(X[test])[:, 1]
+    with fit_threads():
+        for train, test in splitter.split(X, y, groups):
+            model.fit(X[train], y[train])
+            pred[test] = model.predict(X[test]) if kind == "continuous" else model.predict_proba(X[test])[:, 1]
     if kind == "continuous":
         return float(1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2))
     return float(roc_auc_score(y, pred))
@@ -705,9 +708,10 @@ def embedding_baseline(
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     if cv_groups is not None:
         splitter = StratifiedGroupKFold(min(folds, len(np.unique(cv_groups))), shuffle=True, random_state=seed)
-    search = GridSearchCV(
-        LogisticRegression(max_iter=5000), {"C": np.logspace(-3, 3, 7)}, scoring="roc_auc", cv=splitter
-    ).fit(X_train, y_train, groups=cv_groups)
+    with fit_threads():
+        search = GridSearchCV(
+            LogisticRegression(max_iter=5000), {"C": np.logspace(-3, 3, 7)}, scoring="roc_auc", cv=splitter
+        ).fit(X_train, y_train, groups=cv_groups)
     score = search.best_estimator_.decision_function(X_hold)
     return {
         "metric": "auc",

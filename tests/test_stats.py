@@ -257,3 +257,35 @@ def test_a_run_on_a_rare_class_warns_about_it(yelp_embedded):
     config = HypothesisConfig(m=32, k=4, levels=(), n=3)
     run = hypothesize(train, text_col="text", target_col="label", holdout=hold, config=config)
     assert "holdout: only 6 holdout rows are 'rare': the AUC" in " | ".join(run.summary["warnings"])
+
+
+def test_iterative_fits_run_on_one_blas_thread_then_give_the_rest_back(monkeypatch, capsys, tmp_path):
+    """BLAS threads woken for every small product of an iterative fit cost more than they give (20x on the
+    logistic ceiling here: bench/bench_blas_threads.py), so a fit runs on HSAE_FIT_BLAS_THREADS threads
+    (default 1) and leaves BLAS as it found it; 0 leaves BLAS alone; a malformed value is refused in one line,
+    by a run before it reads anything."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from hsae_core.blas import fit_threads
+    from hsae_core.cli import main
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert set(blas_threads()) == {2}
+        with fit_threads():
+            assert set(blas_threads()) == {1}
+        assert set(blas_threads()) == {2}
+        monkeypatch.setenv("HSAE_FIT_BLAS_THREADS", "0")
+        with fit_threads():
+            assert set(blas_threads()) == {2}
+        monkeypatch.setenv("HSAE_FIT_BLAS_THREADS", "two")
+        with pytest.raises(DataError, match="HSAE_FIT_BLAS_THREADS must be a whole number"):
+            with fit_threads():
+                pass
+        data = tmp_path / "few.csv"
+        data.write_text("t,y\nsome text,1\nmore text,0\n")
+        args = ["--data", str(data), "--text-col", "t", "--target-col", "y", "--out", str(tmp_path / "run")]
+        assert main(["hypothesize", *args]) != 0
+        assert "hsae: error: HSAE_FIT_BLAS_THREADS must be a whole number" in capsys.readouterr().err
