@@ -181,6 +181,10 @@ def _model_columns(A: np.ndarray, y: np.ndarray, kind: str, names: list[str], co
     yc = y[complete]
     # Collinearity is judged on what is left of each column once the controls are taken out.
     left = A[complete] if controls is None else _left_by(A[complete], controls.rows(complete), candidates)
+    within_groups = kind == "binary" and controls is not None and controls.groups is not None
+    if within_groups:
+        groups = pd.factorize(np.asarray(controls.rows(complete).groups))[0]
+        informative = informative_rows(yc, groups)
     for j in candidates:
         col = A[complete, j]
         n_present = int(col.sum())
@@ -190,7 +194,7 @@ def _model_columns(A: np.ndarray, y: np.ndarray, kind: str, names: list[str], co
                 f"needs at least {MIN_ROWS_PER_SIDE} present and absent to enter the model"
             )
             continue
-        if kind == "binary":
+        if kind == "binary" and not within_groups:
             side = yc[col == 1], yc[col == 0]
             if any(s.min() == s.max() for s in side):
                 notes[j] = (
@@ -201,12 +205,40 @@ def _model_columns(A: np.ndarray, y: np.ndarray, kind: str, names: list[str], co
         if controls is not None and np.linalg.norm(left[:, j]) <= 1e-8 * max(np.linalg.norm(col - col.mean()), 1e-12):
             notes[j] = "does not vary once the controls are held fixed; left out of the model"
             continue
+        if within_groups:
+            note = _within_group_separation(col[informative], yc[informative], groups[informative])
+            if note:
+                notes[j] = note
+                continue
         twin = _collinear_with(left[:, kept], left[:, j], [names[k] for k in kept])
         if twin is not None:
             notes[j] = f"perfectly collinear with {twin}; left out of the model"
             continue
         kept.append(j)
     return kept, complete, notes
+
+
+def _within_group_separation(col: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Optional[str]:
+    """Why a 0/1 hypothesis cannot enter a conditional logit, read on the groups that hold both values of ``y``
+    (the only ones it reads), or None. A conditional logit learns from pairs of one group, one row with the
+    target and one without, that differ in the hypothesis; if the hypothesis wins (or loses) every such pair,
+    a larger coefficient always fits better and none is best."""
+    codes = pd.factorize(groups)[0]
+    size, present = np.bincount(codes), np.bincount(codes, weights=col)
+    target, both = np.bincount(codes, weights=y), np.bincount(codes, weights=col * y)
+    if not ((present > 0) & (present < size)).any():
+        return "does not vary within any group that holds both values of the target; left out of the model"
+    # pairs it wins: a row with it has the target, one without does not; pairs it loses: the other way round
+    wins = both * (size - present - (target - both))
+    losses = (present - both) * (target - both)
+    if losses.sum() and wins.sum():
+        return None
+    side, n = ("wins", int(wins.sum())) if losses.sum() == 0 else ("loses", int(losses.sum()))
+    which = "its only comparison" if n == 1 else f"all {n:,} of its comparisons"
+    return (
+        f"{side} {which} within a group (a row with it against one without, one of them with the target): "
+        "no finite coefficient; left out of the model"
+    )
 
 
 def _left_by(A: np.ndarray, controls: ControlDesign, columns: list[int]) -> np.ndarray:

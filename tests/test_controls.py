@@ -193,6 +193,42 @@ def test_a_yes_no_target_within_groups_beyond_numeric_controls_too():
     assert summary["controls"]["auc_cv"] > 0.6  # the position alone, out of fold, within groups
 
 
+def test_a_hypothesis_that_wins_every_comparison_within_groups_is_left_out_alone():
+    """A rare hypothesis on a rare target within groups (an A/B test's declared winner) can win every
+    comparison it enters without separating the target across all rows (it is on losers too, beside a winner
+    that has it): no finite coefficient fits it. It is left out with its count of comparisons, as is one that
+    varies only within groups without a winner, and the others are tested as the textbook likelihood without
+    those two says; before, the whole model was refused and none of them had a p-value."""
+    rng = np.random.default_rng(8)
+    sizes = rng.integers(3, 7, 400)
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    P = (rng.random((len(groups), 4)) < 0.35).astype(float)
+    utility = P[:, :2] @ np.array([1.0, -0.8]) + rng.gumbel(size=len(groups))
+    y = (pd.Series(utility).groupby(groups).rank(method="first", ascending=False).to_numpy() == 1).astype(float)
+    y[groups >= 300] = 0.0  # 100 tests without a winner
+    informative = groups < 300
+    P[:, 2] = 0.0
+    chosen = np.flatnonzero(informative & (y == 1))[:12]
+    P[chosen, 2] = 1.0  # on 12 winners, and on a loser in half of their tests: it never loses within one
+    P[[np.flatnonzero((groups == groups[w]) & (y == 0))[0] for w in chosen[:6]], 2] = 1.0
+    P[groups >= 300, 2] = rng.random(int((groups >= 300).sum())) < 0.5  # varies where nothing is decided
+    P[informative, 3] = (rng.random(300) < 0.4)[groups[informative]]  # constant within every decided test
+    P[~informative, 3] = rng.random(int((~informative).sum())) < 0.4
+    table, _ = evaluate_hypotheses(P, y, "binary", controls=ControlDesign(np.zeros((len(y), 0)), groups))
+    wins = sum(
+        int(((P[:, 2] == 1) & (y == 1) & (groups == g)).sum() * ((P[:, 2] == 0) & (y == 0) & (groups == g)).sum())
+        for g in range(300)
+    )
+    assert table["note"][2].startswith(f"wins all {wins} of its comparisons within a group")
+    assert "does not vary once the controls are held fixed" in table["note"][3]  # on the decided tests
+    assert np.isnan(table["coef"][2:]).all()
+    textbook = minimize(
+        _conditional_nll, np.zeros(2), args=(P[:, :2], y, groups), method="BFGS", options={"gtol": 1e-8}
+    )
+    np.testing.assert_allclose(table["coef"][:2], textbook.x, atol=1e-6)
+    assert table["coef_p"][0] < 1e-6 and table["coef_p"][1] < 1e-4
+
+
 def test_one_chosen_row_per_group_is_solved_in_closed_form_with_the_same_answer():
     """Which arm came first, and in some tests which arm came last (every row but one has the target, read
     through its complement): the closed-form Newton path gives the textbook likelihood's optimum and the
