@@ -65,6 +65,7 @@ class _Column:
     has_missing: bool = False
     levels: list = field(default_factory=list)  # the values given a column each (all but the most common)
     n_values: int = 0
+    n_missing: int = 0  # training rows without a value (of an absorbed column: each a group of its own)
 
 
 @dataclass
@@ -88,8 +89,11 @@ class Controls:
         for col in self.columns:
             values = frame[col.name]
             if col.kind == "groups":
-                keys = values.astype(str).where(values.notna(), MISSING)
-                groups = pd.factorize(keys)[0]
+                # a row without a value is in no known group: a group of its own, compared with nothing (as a
+                # grouped split holds it out alone), not one group of every such row
+                groups = pd.factorize(values.astype(str).where(values.notna(), None), use_na_sentinel=True)[0]
+                missing = groups < 0
+                groups[missing] = groups.max(initial=-1) + 1 + np.arange(int(missing.sum()))
                 continue
             if col.kind == "levels":
                 keys = _level_keys(values)
@@ -112,7 +116,12 @@ class Controls:
         out = []
         for c in self.columns:
             if c.kind == "groups":
-                out.append(f"{c.name} (compared within each of its {c.n_values:,} values)")
+                alone = (
+                    f"; the {c.n_missing:,} training rows without one are each compared with nothing"
+                    if c.n_missing
+                    else ""
+                )
+                out.append(f"{c.name} (compared within each of its {c.n_values:,} values{alone})")
             elif c.kind == "levels":
                 out.append(f"{c.name} ({c.n_values} values)")
             else:
@@ -166,7 +175,8 @@ def fit_controls(frame: pd.DataFrame, columns, *, text_col: str, target_col: str
         elif reading == "levels":
             read.append(_Column(name, "levels", levels=list(counts.index[1:]), n_values=len(counts)))
         else:
-            read.append(_Column(name, "groups", n_values=len(counts)))
+            n_missing = int(values.isna().sum())
+            read.append(_Column(name, "groups", n_values=len(counts) - bool(n_missing), n_missing=n_missing))
     absorbed = [c.name for c in read if c.kind == "groups"]
     if len(absorbed) > 1:
         raise DataError(

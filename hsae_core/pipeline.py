@@ -375,11 +375,10 @@ def describe_split(train: Corpus, hold: Corpus, config: HypothesisConfig, separa
         "dedupe": bool(config.dedupe),
         "dropped_duplicate_text": int(dropped),
     }
-    if method == "grouped":
-        out["groups"] = {
-            "train": int(train.frame[column].nunique(dropna=False)),
-            "holdout": int(hold.frame[column].nunique(dropna=False)),
-        }
+    if method == "grouped":  # a row without a value is a group of its own, as the split made it
+        values = {"train": train.frame[column], "holdout": hold.frame[column]}
+        out["groups"] = {side: int(v.nunique() + v.isna().sum()) for side, v in values.items()}
+        out["groups"]["without_value"] = int(sum(v.isna().sum() for v in values.values()))
     if method == "by value":
         out["holdout_value"] = config.holdout_value
     return out

@@ -320,8 +320,13 @@ def split_summary(summary: dict) -> str:
     )
     if method == "grouped":
         groups = split.get("groups") or {}
+        alone = groups.get("without_value", 0)
         how = f"random {config.get('holdout_frac', 0):.0%} of the groups of '{config.get('group_col')}'" + (
-            f" ({groups['train']:,} groups train, {groups['holdout']:,} holdout)" if groups else ""
+            f" ({groups['train']:,} groups train, {groups['holdout']:,} holdout"
+            + (f"; each of the {alone:,} rows without a value is a group of its own" if alone else "")
+            + ")"
+            if groups
+            else ""
         )
         if split.get("grouped_because") == "controls":
             how += ", whole groups because the run compares within them"

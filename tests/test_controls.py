@@ -513,6 +513,40 @@ def test_cli_run_on_upworthy_compares_headlines_within_their_test(upworthy_frame
     assert all(f"{v:.{places}f}" in printed for v in tested["coef"])
 
 
+def test_rows_without_a_test_id_are_each_a_group_of_their_own(upworthy_frame, tmp_path, capsys):  # noqa: F811
+    """A row whose A/B test is unknown is in no known group: compared with nothing, as the grouped split already
+    held it out alone, not lumped with every other such row into one giant test (which compared unrelated
+    headlines, and for a yes/no target took minutes in the recursion over a group of hundreds of winners). The
+    model is then the one on the rows with a test id, and the lines say how the rows without one were read."""
+    frame = upworthy_frame.copy()
+    frame.loc[::7, "clickability_test_id"] = None
+    missing = frame["clickability_test_id"].isna().to_numpy()
+    controls = fit_controls(frame, ["clickability_test_id"], text_col="headline", target_col="first_place")
+    design = controls.design(frame)
+    assert len(np.unique(design.groups[missing])) == missing.sum()
+    assert not np.isin(design.groups[missing], design.groups[~missing]).any()
+    assert f"the {missing.sum()} training rows without one are each compared with nothing" in controls.describe()[0]
+
+    rng = np.random.default_rng(2)
+    P = (rng.random((len(frame), 3)) < 0.4).astype(float)
+    y = frame["first_place"].to_numpy(float)
+    with_missing, _ = evaluate_hypotheses(P, y, "binary", controls=design)
+    known, _ = evaluate_hypotheses(P[~missing], y[~missing], "binary", controls=controls.design(frame[~missing]))
+    np.testing.assert_allclose(with_missing["coef"], known["coef"], atol=1e-10)
+    np.testing.assert_allclose(with_missing["coef_se"], known["coef_se"], rtol=1e-8)
+
+    data = tmp_path / "upworthy.parquet"
+    frame.to_parquet(data)
+    args = ["--data", str(data), "--text-col", "headline", "--target-col", "ctr", "--n", "3"]
+    assert main(["hypothesize", *args, "--control", "clickability_test_id", "--out", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    groups = summary["split"]["groups"]
+    assert groups["without_value"] == missing.sum()
+    assert groups["train"] + groups["holdout"] == frame["clickability_test_id"].nunique() + missing.sum()
+    assert f"each of the {missing.sum()} rows without a value is a group of its own" in printed
+
+
 def test_cli_run_on_which_headline_comes_first_in_its_test(upworthy_frame, tmp_path, capsys):  # noqa: F811
     """A yes/no target compared within each A/B test: which arm came first. The run holds out whole tests,
     fits a conditional logit on the tests that have a first arm and others, and says its AUC is within tests;
