@@ -42,9 +42,11 @@ class ConditionalFit:
 
 
 class _Layout:
-    """The informative rows as a groups x positions array (padded), each group's number
-    of positives (after reading it through its complement where that is shorter) and the sign its scores
-    take there."""
+    """The informative rows as groups x positions arrays (padded), each group's number of positives (after
+    reading it through its complement where that is shorter) and the sign its scores take there. Groups are
+    bucketed by size and number of positives (powers of two), so one large group pads only its own bucket:
+    the recursion costs about the sum over groups of size x positives, not the number of groups times the
+    largest of each."""
 
     def __init__(self, y: np.ndarray, groups: np.ndarray):
         _, g = np.unique(groups, return_inverse=True)
@@ -61,13 +63,24 @@ class _Layout:
         size = np.bincount(local, minlength=n_groups)
         start = np.concatenate([[0], np.cumsum(size)[:-1]])
         position = np.arange(len(rows)) - start[local]
-        # slot[g, t]: which informative row is position t of group g (len(rows) where the group is shorter)
-        self.slot = np.full((n_groups, int(size.max(initial=0))), len(rows), dtype=np.int64)
-        self.slot[local, position] = np.arange(len(rows))
         k = np.bincount(local, weights=y[rows], minlength=n_groups).astype(np.int64)
         flip = k > size - k
         self.sign = np.where(flip, -1.0, 1.0)
         self.k = np.where(flip, size - k, k)
+        # per bucket: slot[g, t], which informative row is position t of the bucket's group g (len(rows)
+        # where the group is shorter), and each of its groups' number of positives
+        self.buckets: list[tuple[np.ndarray, np.ndarray]] = []
+        key = np.ceil(np.log2(np.maximum(size, 1))).astype(np.int64) * 64 + np.ceil(np.log2(self.k + 1)).astype(
+            np.int64
+        )
+        for bucket in np.unique(key):
+            members = np.flatnonzero(key == bucket)
+            index = np.full(n_groups, -1)
+            index[members] = np.arange(len(members))
+            inside = np.flatnonzero(index[local] >= 0)
+            slot = np.full((len(members), int(size[members].max())), len(rows), dtype=np.int64)
+            slot[index[local[inside]], position[inside]] = inside
+            self.buckets.append((slot, self.k[members]))
         # the rows that count as "with the target" once a flipped group is read through its complement
         self.chosen = np.where(flip[local], 1.0 - y[rows], y[rows])
         self.rows, self.local = rows, local
@@ -150,17 +163,19 @@ def _negative_loglik(beta, X, layout: _Layout):
     score = X @ beta  # (informative rows,)
     signed = score * torch.as_tensor(layout.sign[layout.local])
     chosen_sum = (signed * torch.as_tensor(layout.chosen)).sum()
-    K = int(layout.k.max(initial=0))
-    slot = torch.as_tensor(layout.slot)
-    present = slot < len(layout.rows)
-    padded = torch.cat([signed, torch.full((1,), LOG_ZERO, dtype=torch.float64)])[slot]
-    log_e = torch.full((layout.n_groups, K + 1), LOG_ZERO, dtype=torch.float64)
-    log_e[:, 0] = 0.0
-    for t in range(slot.shape[1]):
-        step = _logaddexp(log_e[:, 1:], log_e[:, :-1] + padded[:, t : t + 1])
-        step = torch.where(present[:, t : t + 1], step, log_e[:, 1:])
-        log_e = torch.cat([log_e[:, :1], step], dim=1)
-    denominator = log_e.gather(1, torch.as_tensor(layout.k)[:, None]).sum()
+    with_pad = torch.cat([signed, torch.full((1,), LOG_ZERO, dtype=torch.float64)])
+    denominator = 0.0
+    for slot, k in layout.buckets:
+        slot = torch.as_tensor(slot)
+        present = slot < len(layout.rows)
+        padded = with_pad[slot]
+        log_e = torch.full((len(k), int(k.max()) + 1), LOG_ZERO, dtype=torch.float64)
+        log_e[:, 0] = 0.0
+        for t in range(slot.shape[1]):
+            step = _logaddexp(log_e[:, 1:], log_e[:, :-1] + padded[:, t : t + 1])
+            step = torch.where(present[:, t : t + 1], step, log_e[:, 1:])
+            log_e = torch.cat([log_e[:, :1], step], dim=1)
+        denominator = denominator + log_e.gather(1, torch.as_tensor(k)[:, None]).sum()
     return denominator - chosen_sum
 
 

@@ -193,6 +193,30 @@ def test_a_yes_no_target_within_groups_beyond_numeric_controls_too():
     assert summary["controls"]["auc_cv"] > 0.6  # the position alone, out of fold, within groups
 
 
+def test_one_large_group_beside_small_ones_gives_statsmodels_answer():
+    """Groups of every size in one fit (tests of 2-7 arms, and one of 60 with 15 first): the recursion runs
+    over buckets of similar groups, so the large one pads only itself, and the answer is statsmodels'
+    (its own recursion over each group)."""
+    import warnings
+
+    from statsmodels.discrete.conditional_models import ConditionalLogit
+
+    rng = np.random.default_rng(6)
+    sizes = np.append(rng.integers(2, 8, 300), 60)
+    winners = np.append(np.where(rng.random(300) < 0.3, 2, 1), 15)
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    X = np.column_stack([rng.random(len(groups)) < 0.4, rng.normal(size=len(groups))]).astype(float)
+    utility = X @ np.array([0.7, -0.5]) + rng.gumbel(size=len(groups))
+    y = (pd.Series(utility).groupby(groups).rank(method="first", ascending=False) <= winners[groups]).to_numpy(float)
+    ours = conditional_logit.fit(X, y, groups)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = ConditionalLogit(y, X, groups=groups).fit(method="newton", disp=0)
+    np.testing.assert_allclose(ours.coef, theirs.params, atol=1e-6)
+    np.testing.assert_allclose(ours.se, theirs.bse, rtol=1e-5)
+    assert ours.loglik == pytest.approx(theirs.llf, abs=1e-6)
+
+
 def test_a_hypothesis_that_wins_every_comparison_within_groups_is_left_out_alone():
     """A rare hypothesis on a rare target within groups (an A/B test's declared winner) can win every
     comparison it enters without separating the target across all rows (it is on losers too, beside a winner
