@@ -281,28 +281,29 @@ def test_iterative_fits_run_on_one_blas_thread_then_give_the_rest_back(monkeypat
         # (the count is read here in the main thread only: OpenBLAS reports it per thread once it is set)
         import threading
 
-        first_in, second_tries, events = threading.Event(), threading.Event(), []
+        first_in, second_tries, events, first_is_inside = threading.Event(), threading.Event(), [], [False]
 
         def first():
             with fit_threads():
+                first_is_inside[0] = True
                 first_in.set()
                 second_tries.wait(10)
                 threading.Event().wait(0.2)  # the second is waiting at the door now
                 events.append("first inside")
-            events.append("first left")
+                first_is_inside[0] = False
 
         def second():
             first_in.wait(10)
             second_tries.set()
             with fit_threads():
-                events.append("second inside")
+                events.append(("second inside, the first too", first_is_inside[0]))
 
         workers = [threading.Thread(target=first), threading.Thread(target=second)]
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join(20)
-        assert events == ["first inside", "first left", "second inside"]
+        assert events == ["first inside", ("second inside, the first too", False)]
         assert set(blas_threads()) == {2}
         with fit_threads(), fit_threads():  # nested: a decorated fit called inside a limited block
             assert set(blas_threads()) == {1}
