@@ -27,6 +27,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .errors import DataError
+from .splits import group_codes
 
 MAX_LEVELS = 20  # more values than this and a category is absorbed as groups, not given a column each
 MISSING = "(missing)"
@@ -89,11 +90,7 @@ class Controls:
         for col in self.columns:
             values = frame[col.name]
             if col.kind == "groups":
-                # a row without a value is in no known group: a group of its own, compared with nothing (as a
-                # grouped split holds it out alone), not one group of every such row
-                groups = pd.factorize(values.astype(str).where(values.notna(), None), use_na_sentinel=True)[0]
-                missing = groups < 0
-                groups[missing] = groups.max(initial=-1) + 1 + np.arange(int(missing.sum()))
+                groups = group_codes(values)  # a row without a value: a group of its own, compared with nothing
                 continue
             if col.kind == "levels":
                 keys = _level_keys(values)

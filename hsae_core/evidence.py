@@ -17,6 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .errors import DataError
+from .splits import group_codes
 from .stats import pair_counts, predicted_sign
 
 EVIDENCE_COLUMNS = ("doc", "activation", "text")
@@ -210,7 +211,7 @@ def within_group_pairs(
     direction = _direction(run, row)
     present = (ann[ann_col] == 1).to_numpy()
     known = ann[ann_col].notna().to_numpy()  # a row the annotator failed on is neither side
-    groups = pd.factorize(frame[column].astype(str).to_numpy()[row_ids])[0]
+    groups = group_codes(frame[column].to_numpy()[row_ids])  # as the run's controls read them
     decided, agreeing, n_groups = pair_counts((y * direction)[known], present[known], groups[known])
     activation = np.asarray(codes[:, int(row["latent"])].toarray()).ravel() if codes is not None else np.zeros(len(ann))
     rows = pd.DataFrame({"g": groups, "present": present, "activation": activation, "pos": np.arange(len(ann))})

@@ -44,7 +44,7 @@ from .progress import ProgressFn, report
 from .report import any_of_lines, fixed_decimals, split_summary, verdict_line
 from .runstore import check_run_folder, new_run_id, verify_run_folder, write_run_folder
 from .sae import SparseAutoencoder
-from .splits import duplicate_mask, grouped_split, split_warnings
+from .splits import duplicate_mask, group_codes, grouped_split, split_warnings
 from .stats import embedding_baseline, evaluate_hypotheses, few_cases_note
 from .target_scale import TargetScale, choose_scale
 
@@ -498,7 +498,7 @@ def run_hypotheses(
                 seed=config.seed,
                 controls_train=controls_train,
                 controls_hold=controls_hold,
-                cv_groups=None if not config.group_col else pd.factorize(train.frame[config.group_col])[0],
+                cv_groups=None if not config.group_col else group_codes(train.frame[config.group_col]),
             )
         if kind == "binary":
             if target_name is not None:

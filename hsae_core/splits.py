@@ -38,6 +38,17 @@ def duplicate_mask(texts) -> np.ndarray:
     return keys.duplicated(keep="first").to_numpy()
 
 
+def group_codes(values) -> np.ndarray:
+    """One integer per row naming its group (values compared as text), 0..G-1 in order of first appearance; a
+    row without a value is in no known group, so it is a group of its own (in a grouped split, a controls'
+    absorbed column, a ceiling's folds and the evidence's pairs alike)."""
+    values = pd.Series(values).reset_index(drop=True)
+    codes = pd.factorize(values.astype(str).where(values.notna(), None), use_na_sentinel=True)[0].astype(np.int64)
+    missing = codes < 0
+    codes[missing] = codes.max(initial=-1) + 1 + np.arange(int(missing.sum()))
+    return codes
+
+
 def grouped_split(groups, holdout_frac: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(train positions, holdout positions), sorted, with every group entirely on one side.
 
@@ -46,12 +57,8 @@ def grouped_split(groups, holdout_frac: float, seed: int = 0) -> tuple[np.ndarra
     """
     if not 0.0 < holdout_frac < 1.0:
         raise DataError(f"`holdout_frac` must be between 0 and 1, got {holdout_frac}")
-    values = pd.Series(groups).reset_index(drop=True)
-    n = len(values)
-    codes, _ = pd.factorize(values.astype(object).where(values.notna(), None), use_na_sentinel=True)
-    missing = codes < 0
-    codes = codes.astype(np.int64)
-    codes[missing] = codes.max(initial=-1) + 1 + np.arange(int(missing.sum()))
+    codes = group_codes(groups)
+    n = len(codes)
     n_groups = int(codes.max(initial=-1)) + 1
     if n_groups < 2:
         raise DataError("The `group_col` column has a single group; a grouped split needs at least two")

@@ -569,6 +569,17 @@ def test_rows_without_a_test_id_are_each_a_group_of_their_own(upworthy_frame, tm
     assert groups["without_value"] == missing.sum()
     assert groups["train"] + groups["holdout"] == frame["clickability_test_id"].nunique() + missing.sum()
     assert f"each of the {missing.sum()} rows without a value is a group of its own" in printed
+    # the evidence's pairs read the groups as the model does: rows without an id pair with nothing
+    run = load_run(tmp_path / "run")
+    holdout = frame.iloc[run.annotations["row_id"]].reset_index(drop=True)
+    assert holdout["clickability_test_id"].isna().any()
+    for _, row in run.table.iterrows():
+        present = run.annotations[row["annotation_col"]].to_numpy() == 1
+        decided = sum(  # groupby leaves the rows without an id out
+            int((test["ctr"][test["present"]].to_numpy()[:, None] != test["ctr"][~test["present"]].to_numpy()).sum())
+            for _, test in holdout.assign(present=present).groupby("clickability_test_id")
+        )
+        assert within_group_pairs(run, frame, "headline", row).decided == row["within_pairs_n"] == decided
 
 
 def test_cli_run_on_which_headline_comes_first_in_its_test(upworthy_frame, tmp_path, capsys):  # noqa: F811
