@@ -302,7 +302,7 @@ def read_embeddings(path) -> np.ndarray:
 # ---------------------------------------------------------------------------------------- build
 def cmd_build(args) -> int:
     from .data import read_table, require_columns
-    from .workspace import build_pretrained_workspace, build_workspace, check_sae_shape, looks_like_workspace
+    from .workspace import build_pretrained_workspace, build_workspace, check_sae_shape, check_workspace_folder
 
     _check_batch(args)
     if args.corpus:
@@ -318,7 +318,7 @@ def cmd_build(args) -> int:
         )
     if not args.sae:
         check_sae_shape(args.m, args.k)
-    check_output_dir(args.out, "workspace folder", allow_nonempty=looks_like_workspace)
+    check_workspace_folder(args.out)
     stored = bool(args.embedding_col or args.embeddings)
     if not stored:
         check_cache_dir(settings.cache_dir())
@@ -411,7 +411,7 @@ def _build_published(args) -> int:
         raise HsaeError("--corpus brings its own texts and embeddings: leave out --data and --embedding-col")
     if args.engine == "ray":
         raise HsaeError("--corpus builds in this process; leave out --engine ray")
-    check_output_dir(args.out, "workspace folder", allow_nonempty=_looks_like_workspace)
+    _check_workspace_folder(args.out)
     frame, X = load_published_corpus(
         args.corpus, max_rows=args.max_rows, embeddings_path=args.embeddings, progress=_progress("corpus")
     )
@@ -449,10 +449,10 @@ def _build_published(args) -> int:
     return _built(ws, args.out)
 
 
-def _looks_like_workspace(path) -> bool:
-    from .workspace import looks_like_workspace
+def _check_workspace_folder(path):
+    from .workspace import check_workspace_folder
 
-    return looks_like_workspace(path)
+    return check_workspace_folder(path)
 
 
 def _build_with_ray(args, frame):

@@ -21,13 +21,27 @@ RUN_FILES = ("hypotheses.csv", "summary.json", "holdout_annotations.parquet")
 
 
 def looks_like_run(path: Path) -> bool:
-    """A folder a new run may replace: an earlier run (or an empty folder)."""
-    return any((Path(path) / name).exists() for name in (RUN_MANIFEST, *RUN_FILES))
+    """A folder a new run may replace: an earlier run (or an empty folder), never a workspace."""
+    path = Path(path)
+    if _is_workspace(path):
+        return False
+    return any((path / name).exists() for name in (RUN_MANIFEST, *RUN_FILES))
 
 
 def check_run_folder(out: str | Path) -> Path:
     """Refuse, before any work, a run folder that cannot be written or would overwrite something else."""
+    if _is_workspace(Path(out).expanduser()):
+        raise StorageError(
+            f"The run folder {out} is a workspace (hsae build wrote it); a run there would replace it: "
+            "choose another folder"
+        )
     return check_output_dir(out, "run folder", allow_nonempty=looks_like_run)
+
+
+def _is_workspace(path: Path) -> bool:
+    from .workspace import Workspace
+
+    return Workspace.is_workspace(path)
 
 
 def new_run_id() -> str:

@@ -504,7 +504,7 @@ def build_workspace(
         m, k = check_sae_shape(m, k)
         levels = validate.levels(levels)
     seed = validate.seed("seed", seed)
-    check_output_dir(out, "workspace folder", allow_nonempty=looks_like_workspace)
+    check_workspace_folder(out)
     if embeddings is None:
         check_cache_dir(settings.cache_dir())
     df = read_table(data_path) if data_path is not None else frame
@@ -557,10 +557,29 @@ def check_sae_shape(m, k) -> tuple[int, int]:
 
 
 def looks_like_workspace(path: Path) -> bool:
-    """A folder a build may update: a workspace, or what a crashed build of an older version left behind."""
+    """A folder a build may update: a workspace, or what a crashed build of an older version left behind;
+    never a hypothesis run (whose ``sae/`` would otherwise pass for a build's leftover)."""
+    from .runstore import looks_like_run
+
     if Workspace.is_workspace(path):
         return True
+    if looks_like_run(path):
+        return False
     return any(snapshot.is_version_of(child.name, name) for child in path.iterdir() for name in FILES.values())
+
+
+def check_workspace_folder(out: str | Path) -> Path:
+    """Refuse, before any work, a workspace folder that cannot be written or would overwrite something else
+    (a hypothesis run gets its own line: a build there would delete the run's SAE)."""
+    from .runstore import looks_like_run
+
+    path = Path(out).expanduser()
+    if path.is_dir() and not Workspace.is_workspace(path) and looks_like_run(path):
+        raise StorageError(
+            f"The workspace folder {out} holds a hypothesis run (hsae hypothesize wrote it); a build there "
+            "would replace the run's SAE: choose another folder"
+        )
+    return check_output_dir(path, "workspace folder", allow_nonempty=looks_like_workspace)
 
 
 def _manifest_stamp(path: Path) -> Optional[tuple]:

@@ -239,6 +239,16 @@ def test_unwritable_output_is_refused_before_any_work(case, tiny, tmp_path, fres
         assert tree(tmp_path / "my-documents") == foreign
 
 
+def test_a_build_into_a_run_folder_and_a_run_into_a_workspace_are_refused(tiny, run_copy, ws_copy, fresh_cache, capsys):
+    """A run folder holds ``sae/``, which a build took for its own leftover and replaced; a rerun into the
+    resulting mix then replaced the whole workspace. Each command now refuses the other's folder."""
+    run_before, ws_before = tree(run_copy), tree(ws_copy)
+    fails(build_args(tiny, run_copy), capsys, "holds a hypothesis run", "choose another folder")
+    fails(["hypothesize", *run_args(tiny.csv), "--out", ws_copy], capsys, "is a workspace", "choose another folder")
+    assert tree(run_copy) == run_before and tree(ws_copy) == ws_before
+    assert nothing_embedded(fresh_cache)
+
+
 @pytest.mark.parametrize("command", ["hypothesize", "build", "embed", "train"])
 def test_unusable_cache_folder_is_refused_before_any_work(command, tiny, tmp_path, monkeypatch, capsys):
     blocker = _file(tmp_path)
