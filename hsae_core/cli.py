@@ -749,7 +749,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a continuous target: auto models a heavy-tailed count (citations, clicks; values >= 0, skewness > 2 "
         "that the log at least halves) as log(1 + y) and says so; none: as it is",
     )
-    p.add_argument("--target-class", default=None, help="for a multiclass target: analyse only this class")
+    p.add_argument(
+        "--target-class",
+        default=None,
+        help="a class of the target: of several classes, analyse only this one; of a yes/no target, the value that "
+        "counts as 1 (default: the later one, e.g. 1 of 0/1, reject of accept/reject)",
+    )
     p.add_argument(
         "--select",
         default=SELECTION.method,

@@ -216,6 +216,7 @@ def encode_target(values: pd.Series, name: str, kind: str = "auto") -> tuple[np.
     numeric = pd.to_numeric(values, errors="coerce")
     is_numeric = bool(numeric.notna().all()) and values.map(lambda v: not isinstance(v, bool)).all()
     if kind == "auto":
+        _refuse_numbers_mixed_with_text(values, numeric, name)
         if len(uniques) == 2:
             kind = "binary"
         elif is_numeric and len(uniques) <= FEW_TARGET_VALUES and names_codes(name):
@@ -237,7 +238,7 @@ def encode_target(values: pd.Series, name: str, kind: str = "auto") -> tuple[np.
         if not np.isfinite(y).all():
             raise DataError(f"Target '{name}' contains infinite values")
         return y, "continuous", None
-    classes = sorted(uniques.tolist(), key=_sort_key)
+    classes = ordered_values(uniques)
     if kind == "binary" and len(classes) != 2:
         raise DataError(f"Target '{name}' has {len(classes)} values; a binary target needs exactly 2")
     if len(classes) > MAX_CLASSES:
@@ -245,6 +246,26 @@ def encode_target(values: pd.Series, name: str, kind: str = "auto") -> tuple[np.
     index = {c: i for i, c in enumerate(classes)}
     y = values.map(index).to_numpy(dtype=np.int64)
     return y, kind, classes
+
+
+def _refuse_numbers_mixed_with_text(values: pd.Series, numeric: pd.Series, name: str) -> None:
+    """A column of numbers with a few text cells ("?", "four", "n.a.") is a score with placeholders, not
+    classes: reading it as classes would silently test "?" as a class of its own, so it is refused."""
+    text = numeric.isna().to_numpy()
+    if not text.any() or text.all() or numeric.nunique() < 3 or text.mean() >= 0.5:
+        return
+    shown = ", ".join(repr(v) for v in pd.unique(values[text])[:3])
+    raise DataError(
+        f"Target '{name}' holds numbers, but {int(text.sum()):,} of its rows hold text instead ({shown}): "
+        "empty those cells (rows without a target are dropped and counted), or read every value as a class "
+        "with `target_kind` multiclass"
+    )
+
+
+def ordered_values(values) -> list:
+    """A target's distinct values in the order its classes take: numbers first, by value, then text. Of two
+    values the later one is a yes/no target's 1 (0/1, False/True, accept/reject: reject)."""
+    return sorted(pd.unique(pd.Series(values).dropna()).tolist(), key=_sort_key)
 
 
 def _sort_key(value):

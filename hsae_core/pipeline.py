@@ -318,9 +318,12 @@ def load_split(
     require_columns(frame, text_col, target_col)
     if holdout is not None:
         hold_frame = _as_frame(holdout)
-        require_columns(hold_frame, text_col, target_col)
+        try:
+            require_columns(hold_frame, text_col, target_col)
+        except DataError as exc:
+            raise DataError(f"The holdout table: {exc}") from None
         both = pd.concat([frame, hold_frame], ignore_index=True)
-        corpus = prepare_corpus(both, text_col, target_col, config.target_kind)
+        corpus = _prepare_with_holdout(both, frame, text_col, target_col, config.target_kind)
         in_train = corpus.row_ids < len(frame)
         dup = duplicate_mask(corpus.texts) if config.dedupe else np.zeros(len(corpus), dtype=bool)
         parts = []
@@ -331,7 +334,7 @@ def load_split(
             parts.append(corpus.subset(np.flatnonzero(side & ~dup), counts=counts))
         train, hold = parts
         hold.row_ids = hold.row_ids - len(frame)  # row ids are positions within each file
-        return train, hold
+        return _with_positive_class(train, hold, config)
     corpus = prepare_corpus(frame, text_col, target_col, config.target_kind)
     if config.dedupe:
         dup = duplicate_mask(corpus.texts)
@@ -351,7 +354,42 @@ def load_split(
         train_pos, hold_pos = np.flatnonzero(~is_hold), np.flatnonzero(is_hold)
     else:
         train_pos, hold_pos = split_indices(len(corpus), config.holdout_frac, config.seed)
-    return corpus.subset(train_pos), corpus.subset(hold_pos)
+    return _with_positive_class(corpus.subset(train_pos), corpus.subset(hold_pos), config)
+
+
+def _prepare_with_holdout(both: pd.DataFrame, frame: pd.DataFrame, text_col, target_col, target_kind) -> Corpus:
+    """The training and holdout tables read as one, so that both share one target encoding; a target the
+    training table alone reads is the holdout table's fault, and the line says so."""
+    try:
+        return prepare_corpus(both, text_col, target_col, target_kind)
+    except DataError as exc:
+        try:
+            prepare_corpus(frame, text_col, target_col, target_kind)
+        except DataError:
+            raise exc from None
+        raise DataError(f"The holdout table does not read like the training table: {exc}") from None
+
+
+def _with_positive_class(train: Corpus, hold: Corpus, config: HypothesisConfig) -> tuple[Corpus, Corpus]:
+    """A yes/no target's 1 is its later value (0/1, False/True, accept/reject: reject); ``target_class``
+    names the other. A target read as a score has no class to name."""
+    wanted = config.target_class
+    if wanted is None or train.target_kind == "multiclass":
+        return train, hold  # a multiclass target's class is checked with its one-vs-rest targets
+    if train.target_kind == "continuous":
+        raise DataError(
+            f"`target_class` names a class, but '{train.target_col}' is read as a score; read its values as "
+            "classes with `target_kind` multiclass"
+        )
+    classes = [str(c) for c in train.classes]
+    if str(wanted) not in classes:
+        raise DataError(
+            f"Class '{wanted}' (`target_class`) not in the target; its two values are: {', '.join(classes)}"
+        )
+    if classes.index(str(wanted)) == 1:
+        return train, hold
+    flipped = [train.classes[1], train.classes[0]]
+    return tuple(replace(part, y=1 - part.y, classes=flipped) for part in (train, hold))
 
 
 def describe_split(train: Corpus, hold: Corpus, config: HypothesisConfig, separate_holdout: bool = False) -> dict:
@@ -1031,6 +1069,11 @@ def format_table(run: HypothesisRun, width: int = 60) -> str:
             "--target-kind multiclass reads them as classes."
         )
     classes = target.get("classes") or []
+    if target.get("kind") == "binary" and len(classes) == 2 and classes not in ([0, 1], [False, True]):
+        lines.append(
+            f"Target '{target.get('column')}' read as yes/no: {classes[1]!r} is the 1 and {classes[0]!r} the 0 "
+            f"(--target-class {classes[0]} makes it the other way round)."
+        )
     auto = (run.summary.get("config") or {}).get("target_kind", "auto") == "auto"
     if auto and target.get("kind") == "multiclass" and all(isinstance(c, (int, float)) for c in classes):
         lines.append(

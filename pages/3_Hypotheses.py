@@ -10,7 +10,7 @@ import streamlit as st
 
 import ui
 from hsae_core.columns import ColumnRoles, column_roles
-from hsae_core.data import holds_codes
+from hsae_core.data import holds_codes, ordered_values
 from hsae_core.errors import HsaeError
 from hsae_core.evidence import BEYOND, hypothesis_evidence, within_group_pairs
 from hsae_core.llm import LLMClient
@@ -184,6 +184,16 @@ with st.container(border=True):
                 "large values do not carry the fit; the results say which was used.",
             )
         ]
+    if values.nunique() == 2:
+        no, yes = (str(v) for v in ordered_values(values))
+        target_class = c1.radio(
+            "Counts as 1 (the value the hypotheses explain)",
+            (yes, no),
+            horizontal=True,
+            key=f"hyp_yes_{target}",
+            help="Positive coefficients, the any-of rule and its F1 are about this value; the other one gets "
+            "a rule of its own.",
+        )
     if (kinds.get(target) == "category" and values.nunique() > 2) or target_kind == "multiclass":
         classes = [str(v) for v in sorted(values.unique())] if target_kind == "multiclass" else None
         choice = c1.selectbox(

@@ -508,6 +508,8 @@ def test_hypotheses_adjusted_for_the_ab_test_compare_headlines_within_it(upworth
 def test_which_arm_comes_first_within_its_test_reads_as_a_within_test_auc(upworthy_env):
     at = page("Hypotheses")
     at.selectbox(key="hyp_target").set_value("first_place").run()
+    yes = at.radio(key="hyp_yes_first_place")  # a yes/no target: which value is the 1, the later by default
+    assert yes.options == ["True", "False"] and yes.value == "True"
     at.multiselect(key="hyp_controls_first_place").select("clickability_test_id")
     at.number_input(key="hyp_n").set_value(3)
     at.button(key="hyp_run").click().run()

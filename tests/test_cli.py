@@ -285,6 +285,11 @@ def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path, cap
         share = float((held == (1 if value == "good" else 0)).mean())  # the bar: every holdout text that value
         assert rule["holdout"]["every_row_f1"] == pytest.approx(2 * share / (1 + share))
     assert printed.index("positive = good") < printed.index("positive = bad")
+    # which value is the 1 is said, with the flag that turns it round
+    assert (
+        "Target 'positive' read as yes/no: 'good' is the 1 and 'bad' the 0 (--target-class bad makes it the "
+        "other way round)." in printed
+    )
     # A user who fed rows without text or target reads how many went, beside the split
     kept = summary["rows"]["train"]["kept"], summary["rows"]["holdout"]["kept"]
     assert (

@@ -77,3 +77,21 @@ def test_bad_columns_and_targets_give_one_line_errors(shared_data):
         prepare_corpus(df, "stars", None)
     with pytest.raises(DataError, match="not numeric"):
         prepare_corpus(df, "text", "user_id", target_kind="continuous")
+
+
+def test_a_score_with_text_placeholders_is_refused_not_read_as_classes(shared_data):
+    """Stars stored as text with a few "?" cells used to become six classes, "?" one of them."""
+    df = read_table(shared_data / "yelp_reviews_demo" / "yelp-demo-val-2K.jsonl").iloc[:400].copy()
+    df["stars"] = df["stars"].astype(str).astype(object)
+    df.loc[:44, "stars"] = "?"
+    df.loc[45, "stars"] = "four"
+    with pytest.raises(DataError, match=r"holds numbers, but 46 of its rows hold text instead \('\?', 'four'\)"):
+        prepare_corpus(df, "text", "stars")
+    as_classes = prepare_corpus(df, "text", "stars", target_kind="multiclass")
+    assert "?" in as_classes.classes and as_classes.target_kind == "multiclass"
+    df.loc[:45, "stars"] = None  # emptied, as the line says: dropped and counted, the rest a score
+    cleaned = prepare_corpus(df, "text", "stars")
+    assert cleaned.target_kind == "continuous" and cleaned.counts["dropped_missing_target"] == 46
+    # labels that are mostly text, or numbers beside one word of two values, stay classes
+    df["venue"] = np.where(np.arange(len(df)) % 3 == 0, "2019", np.where(np.arange(len(df)) % 3 == 1, "ACL", "NeurIPS"))
+    assert prepare_corpus(df, "text", "venue").target_kind == "multiclass"

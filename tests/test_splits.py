@@ -169,3 +169,32 @@ def test_cli_holds_out_the_rows_of_one_value(upworthy_frame, tmp_path, capsys): 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "leaves no rows on one side (test_week takes 201446" in err[0]
     assert "--split-col and --holdout-value go together" in err[1]
+
+
+def test_target_class_names_the_1_of_a_yes_no_target_and_is_refused_for_a_score(yelp_frames):
+    train_df, hold_df = yelp_frames
+    verdict = {"verdict": lambda d: np.where(d["stars"] >= 4, "keep", "drop")}
+    train_df, hold_df = train_df.assign(**verdict), hold_df.assign(**verdict)
+    later, _ = load_split(train_df, "text", "verdict", holdout=hold_df)
+    assert (
+        later.classes == ["drop", "keep"] and later.y.tolist() == (train_df["verdict"] == "keep").astype(int).tolist()
+    )
+    train, hold = load_split(train_df, "text", "verdict", holdout=hold_df, config=HypothesisConfig(target_class="drop"))
+    assert train.classes == ["keep", "drop"]
+    assert train.y.tolist() == (train_df["verdict"] == "drop").astype(int).tolist()
+    assert hold.y.tolist() == (hold_df["verdict"] == "drop").astype(int).tolist()
+    same, _ = load_split(train_df, "text", "verdict", config=HypothesisConfig(target_class="keep"))
+    assert same.classes == ["drop", "keep"]
+    with pytest.raises(DataError, match="Class 'maybe' .* its two values are: drop, keep"):
+        load_split(train_df, "text", "verdict", config=HypothesisConfig(target_class="maybe"))
+    with pytest.raises(DataError, match="`target_class` names a class, but 'stars' is read as a score"):
+        load_split(train_df, "text", "stars", config=HypothesisConfig(target_class="5"))
+
+
+def test_a_holdout_table_that_does_not_fit_is_named_as_the_holdout(yelp_frames):
+    train_df, hold_df = yelp_frames
+    with pytest.raises(DataError, match="^The holdout table: Column 'stars' not found"):
+        load_split(train_df, "text", "stars", holdout=hold_df.drop(columns="stars"))
+    words = hold_df.assign(stars=np.where(hold_df["stars"] >= 4, "good", "bad"))
+    with pytest.raises(DataError, match="^The holdout table does not read like the training table: Target 'stars'"):
+        load_split(train_df, "text", "stars", holdout=words)
