@@ -69,6 +69,8 @@ def cmd_hypothesize(args) -> int:
         raise DataError("--split-col and --holdout-value go together: the holdout is the rows where COL equals VALUE")
     if args.split_col is not None and args.holdout is not None:
         raise DataError("Give either --holdout (a separate table) or --split-col (rows of this table), not both")
+    if args.holdout_frac is not None and args.holdout is not None:
+        raise DataError("Give either --holdout (a separate table) or --holdout-frac (a share of this one), not both")
     if args.concepts:
         _apply_concept_settings(args)
     config = HypothesisConfig(
@@ -88,7 +90,7 @@ def cmd_hypothesize(args) -> int:
         matryoshka=args.matryoshka,
         levels=args.levels,
         max_epochs=args.epochs,
-        holdout_frac=args.holdout_frac,
+        holdout_frac=SELECTION.holdout_frac if args.holdout_frac is None else args.holdout_frac,
         device=args.device,
         group_col=args.group_col,
         split_col=args.split_col,
@@ -713,8 +715,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--holdout-frac",
         type=_fraction,
-        default=SELECTION.holdout_frac,
-        help="holdout share when no --holdout is given",
+        default=None,
+        help=f"holdout share of the table when no --holdout is given (default {SELECTION.holdout_frac})",
     )
     p.add_argument(
         "--group-col",

@@ -44,7 +44,15 @@ from .progress import ProgressFn, report
 from .report import any_of_lines, fixed_decimals, split_summary, verdict_line
 from .runstore import check_run_folder, new_run_id, verify_run_folder, write_run_folder
 from .sae import SparseAutoencoder
-from .splits import duplicate_mask, group_codes, grouped_split, split_warnings
+from .splits import (
+    duplicate_mask,
+    group_codes,
+    grouped_split,
+    holdout_table_warnings,
+    refuse_a_holdout_of_training_texts,
+    repeated_texts,
+    split_warnings,
+)
 from .stats import embedding_baseline, evaluate_hypotheses, few_cases_note
 from .target_scale import TargetScale, choose_scale
 
@@ -259,7 +267,7 @@ def hypothesize(
         _validate_inputs(train, hold)
         targets, _ = _targets(train, hold, config)  # a missing class or an impossible scale: refused before embedding
         _check_something_left(targets, _controls(train, config), train)
-    split_notes = split_warnings(train, hold, config) if holdout is None else []
+    split_notes = split_warnings(train, hold, config) if holdout is None else holdout_table_warnings(hold)
     for note in split_notes if on_warning is not None else ():
         on_warning(f"split: {note}")
     with timer("embed"):
@@ -334,6 +342,10 @@ def load_split(
             parts.append(corpus.subset(np.flatnonzero(side & ~dup), counts=counts))
         train, hold = parts
         hold.row_ids = hold.row_ids - len(frame)  # row ids are positions within each file
+        if not config.dedupe:  # with it, such rows were dropped and counted above
+            repeated = repeated_texts(train.texts, hold.texts)
+            refuse_a_holdout_of_training_texts(repeated, len(hold))
+            hold.counts["repeats_training_text"] = repeated
         return _with_positive_class(train, hold, config)
     corpus = prepare_corpus(frame, text_col, target_col, config.target_kind)
     if config.dedupe:

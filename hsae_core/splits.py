@@ -38,6 +38,33 @@ def duplicate_mask(texts) -> np.ndarray:
     return keys.duplicated(keep="first").to_numpy()
 
 
+def repeated_texts(train_texts, hold_texts) -> int:
+    """How many holdout texts repeat a training text (up to case, punctuation and spacing)."""
+    seen = {text_key(t) for t in train_texts}
+    return sum(text_key(t) in seen for t in hold_texts)
+
+
+def refuse_a_holdout_of_training_texts(repeated: int, n_hold: int) -> None:
+    """A holdout table most of whose texts are training texts (the same file given twice) tests nothing."""
+    if n_hold and repeated >= 0.5 * n_hold:
+        raise DataError(
+            f"The holdout table repeats {repeated:,} of its {n_hold:,} texts from the training table (the same "
+            "file twice?): a holdout must hold texts the hypotheses were not chosen on; give another table, drop "
+            "the copies with `dedupe`, or hold out a share of this one with `holdout_frac`"
+        )
+
+
+def holdout_table_warnings(hold) -> list[str]:
+    """Warnings about a separate holdout table: some of its texts repeat training texts."""
+    repeated, n = int(hold.counts.get("repeats_training_text", 0)), len(hold)
+    if not repeated:
+        return []
+    return [
+        f"{repeated:,} of the holdout's {n:,} texts ({repeated / n:.1%}) repeat a training text: those rows test "
+        "what the hypotheses were chosen on (--dedupe drops them)"
+    ]
+
+
 def group_codes(values) -> np.ndarray:
     """One integer per row naming its group (values compared as text), 0..G-1 in order of first appearance; a
     row without a value is in no known group, so it is a group of its own (in a grouped split, a controls'

@@ -703,6 +703,7 @@ OPTION_CASES = {
     "levels-with-matryoshka": (["--matryoshka", "auto"], "--levels cannot be combined with --matryoshka"),
     "k-above-m": (["--k", "32"], "cannot exceed --m"),
     "missing-class": (["--target-kind", "multiclass", "--target-class", "9"], "Class '9'"),
+    "class-of-a-score": (["--target-class", "5"], "names a class, but 'stars' is read as a score"),
 }
 
 
@@ -711,6 +712,21 @@ def test_bad_hypothesize_option_is_refused_before_any_work(case, tiny, tmp_path,
     extra, expected = OPTION_CASES[case]
     fails(["hypothesize", *run_args(tiny.csv), *extra, "--out", tmp_path / "o"], capsys, expected)
     assert nothing_embedded(fresh_cache) and not (tmp_path / "o").exists()
+
+
+def test_the_training_table_given_again_as_holdout_is_refused_before_any_work(tiny, tmp_path, fresh_cache, capsys):
+    out = tmp_path / "o"
+    fails(
+        ["hypothesize", *run_args(tiny.csv), "--holdout", tiny.csv, "--out", out],
+        capsys,
+        "The holdout table repeats 200 of its 200 texts from the training table",
+    )
+    fails(
+        ["hypothesize", *run_args(tiny.csv), "--holdout", tiny.csv, "--holdout-frac", "0.3", "--out", out],
+        capsys,
+        "Give either --holdout (a separate table) or --holdout-frac (a share of this one), not both",
+    )
+    assert nothing_embedded(fresh_cache) and not out.exists()
 
 
 def test_n_above_a_given_sae_is_refused_before_any_work(tiny, tmp_path, fresh_cache, capsys):

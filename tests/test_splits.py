@@ -15,6 +15,7 @@ from hsae_core.splits import (
     duplicate_mask,
     grouped_split,
     holdout_association,
+    holdout_table_warnings,
     shared_id_warning,
     split_warnings,
     text_key,
@@ -198,3 +199,15 @@ def test_a_holdout_table_that_does_not_fit_is_named_as_the_holdout(yelp_frames):
     words = hold_df.assign(stars=np.where(hold_df["stars"] >= 4, "good", "bad"))
     with pytest.raises(DataError, match="^The holdout table does not read like the training table: Target 'stars'"):
         load_split(train_df, "text", "stars", holdout=words)
+
+
+def test_holdout_texts_repeating_training_texts_are_counted_and_warned(yelp_frames):
+    train_df, hold_df = yelp_frames
+    copies = train_df.iloc[:30].assign(text=lambda d: d["text"].str.upper() + "!")  # the same words
+    hold_df = pd.concat([hold_df, copies], ignore_index=True)
+    _, hold = load_split(train_df, "text", "stars", holdout=hold_df)
+    assert hold.counts["repeats_training_text"] == 30
+    (warning,) = holdout_table_warnings(hold)
+    assert warning.startswith("30 of the holdout's 430 texts (7.0%) repeat a training text")
+    _, clean = load_split(train_df, "text", "stars", holdout=hold_df.iloc[:400])
+    assert holdout_table_warnings(clean) == []
