@@ -712,20 +712,23 @@ def _embeddings_step(
     sae: Optional[SparseAutoencoder],
     batch: bool = False,
 ) -> None:
-    """2. Embeddings: the given stored ones (one row per table row), or the texts embedded through the cache."""
+    """2. Embeddings: the given stored ones (one row per table row, or per kept text as ``hsae embed`` writes
+    them), or the texts embedded through the cache."""
     from .embed import embed_texts, get_embedder
 
     table_key = b.steps.keys["table"]
     if embeddings is not None:  # stored ones, maybe a memory map: hashed and copied chunk by chunk
         embeddings = chunked.load_embeddings(embeddings)
-        if embeddings.shape[0] != b.corpus.counts["read"]:
+        read, kept = b.corpus.counts["read"], len(b.corpus)
+        if embeddings.shape[0] not in (read, kept):
             raise DataError(
-                f"Embeddings have shape {embeddings.shape}; expected one row per table row "
-                f"({b.corpus.counts.get('read')})"
+                f"Embeddings have shape {embeddings.shape}; expected one row per table row ({read:,})"
+                + (f" or per non-empty text ({kept:,})" if kept != read else "")
             )
+        rows = b.corpus.row_ids if embeddings.shape[0] == read else np.arange(kept)
         b.model_id = sae.config_.embedding_model if sae is not None and sae.config_.embedding_model else STORED_MODEL
         report(b.steps.progress, 0, 1, "embeddings: hashing the stored embeddings")
-        key = _digest("emb", table_key, b.model_id, chunked.content_digest(embeddings, b.corpus.row_ids))
+        key = _digest("emb", table_key, b.model_id, chunked.content_digest(embeddings, rows))
         embedder = None
     else:
         embedder = get_embedder(embedder_spec, batch=batch, device=b.device)
@@ -736,7 +739,7 @@ def _embeddings_step(
             X_new = embed_texts(b.corpus.texts, embedder, progress=b.steps.sub("embeddings"))
             np.save(b.steps.path("embeddings"), np.ascontiguousarray(X_new, dtype=np.float32))
         else:
-            chunked.write_rows(embeddings, b.corpus.row_ids, b.steps.path("embeddings"), b.steps.sub("embeddings"))
+            chunked.write_rows(embeddings, rows, b.steps.path("embeddings"), b.steps.sub("embeddings"))
     if embeddings is not None:
         chunked.release(embeddings)
     b.X = np.load(b.steps.path("embeddings"), mmap_mode="r")

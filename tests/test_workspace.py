@@ -137,6 +137,11 @@ def test_stored_embeddings_workspace_works_without_an_embedder(tmp_path, yelp_em
     broken[50] = 0.0
     with pytest.raises(DataError, match=r"row 50 is all zeros"):
         build_workspace(tmp_path / "gappy", frame=gappy, text_col="text", embeddings=broken, m=16, k=2)
+    # One row per kept text, as `hsae embed` writes them (it drops empty texts), is read as such
+    kept = build_workspace(tmp_path / "kept", frame=gappy, text_col="text", embeddings=X_train[3:200], m=16, k=2)
+    np.testing.assert_array_equal(np.asarray(kept.embeddings), X_train[3:200])
+    with pytest.raises(DataError, match=r"expected one row per table row \(200\) or per non-empty text \(197\)"):
+        build_workspace(tmp_path / "bad", frame=gappy, text_col="text", embeddings=X_train[:150])
 
 
 def test_embed_query_rejects_empty_text(small_workspace):
