@@ -20,6 +20,7 @@ user can set them after import) and a revision (branch, tag or commit).
 
 from __future__ import annotations
 
+import importlib
 import json
 import pickle
 import re
@@ -176,6 +177,22 @@ def _set_source(sae: SparseAutoencoder, source: dict, keep_existing: bool) -> No
 
 def _offline() -> bool:
     return settings.hf_offline()
+
+
+def _network_errors() -> tuple[type[Exception], ...]:
+    """Connection and timeout errors of the HTTP library huggingface_hub uses (httpx2, httpx or requests)."""
+    found = []
+    for module, names in (
+        ("httpx2", ("TransportError",)),
+        ("httpx", ("TransportError",)),
+        ("requests", ("ConnectionError", "Timeout")),
+    ):
+        try:
+            lib = importlib.import_module(module)
+        except ImportError:
+            continue
+        found += [getattr(lib, name) for name in names if hasattr(lib, name)]
+    return tuple(found)
 
 
 def hub_cache_dir(cache_dir: Optional[str] = None) -> Optional[str]:
@@ -553,6 +570,11 @@ def push_sae(
         raise ModelError("Pushing needs a Hugging Face token: run `hf auth login` or set HF_TOKEN") from None
     except hf_errors.HfHubHTTPError as exc:
         raise ModelError(f"Upload to {repo_id} failed: {first_line(exc)} (check HF_TOKEN and write access)") from None
+    except _network_errors() as exc:
+        raise ModelError(
+            f"Upload to {repo_id} failed: cannot reach the Hugging Face Hub at {api.endpoint} "
+            f"({first_line(exc, limit=160)}); check the network connection and HF_ENDPOINT"
+        ) from None
     except (OSError, ValueError) as exc:
         raise ModelError(f"Upload to {repo_id} failed: {first_line(exc)}") from None
     return f"{api.endpoint.rstrip('/')}/{repo_id}"
