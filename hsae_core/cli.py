@@ -262,8 +262,10 @@ def cmd_train(args) -> int:
         check_cache_dir(settings.cache_dir())
         _check_memory(_latents(args), args.embedder, args.batch_size)
         frame = read_table(args.data)
-        corpus = prepare_corpus(frame, _text_column(args, frame))
+        corpus = prepare_corpus(frame, _text_column(args, frame), min_rows=settings.MIN_SAE_ROWS)
         X, model_id = _embed_corpus(corpus.texts, args.embedder, device=args.device)
+    if len(X) < settings.MIN_SAE_ROWS:
+        raise DataError(f"Only {len(X)} embedding rows; training an SAE needs at least {settings.MIN_SAE_ROWS}")
     sae.set_params(embedding_model=model_id)
     sae.fit(X, progress=_progress("training"))
     replace_folder(args.out, sae.save)

@@ -56,7 +56,7 @@ from .splits import (
 from .stats import embedding_baseline, evaluate_hypotheses, few_cases_note
 from .target_scale import TargetScale, choose_scale
 
-MIN_TRAIN_ROWS = 50
+MIN_TRAIN_ROWS = settings.MIN_SAE_ROWS
 MIN_HOLDOUT_ROWS = 20
 TABLE_COLUMNS = [
     "latent",

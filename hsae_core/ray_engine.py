@@ -641,7 +641,7 @@ def build_workspace_ray(
     if not isinstance(frame, pd.DataFrame):
         raise DataError("frame must be a pandas DataFrame")
     require_columns(frame, text_col)
-    corpus = prepare_corpus(frame, text_col, min_rows=2)
+    corpus = prepare_corpus(frame, text_col, min_rows=2 if sae is not None else settings.MIN_SAE_ROWS)
     if embeddings is not None:  # one row per table row, or per kept text (as `hsae embed` writes them)
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or len(embeddings) not in (len(frame), len(corpus.texts)):

@@ -131,6 +131,9 @@ class ScaleDefaults:
 
 SAE = SAEDefaults()
 SELECTION = SelectionDefaults()
+# Fewer texts than this train no SAE worth reading (10 reviews gave 222 features, most labels shared): a build
+# or `hsae train` that trains one refuses them, as a hypothesis run does for its training rows.
+MIN_SAE_ROWS = 50
 
 # The earlier opt-in for targets that are whole topics (``hsae hypothesize --concepts``, kept for scripts): a
 # Matryoshka SAE without levels. The default levels now recover whole topics better (BENCHMARKS.md, "Levels"

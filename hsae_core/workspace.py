@@ -517,7 +517,7 @@ def build_workspace(
         raise DataError(
             f"Column '{text_col}' holds no text: every value is empty or not a string; pick the text column"
         )
-    corpus = prepare_corpus(df, text_col, min_rows=2)
+    corpus = prepare_corpus(df, text_col, min_rows=2 if sae is not None else settings.MIN_SAE_ROWS)
     table = corpus.frame.copy()
     table[text_col] = corpus.texts
 

@@ -749,6 +749,8 @@ def _npy(tmp_path, kind) -> Path:
         np.save(path, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
     elif kind == "one-dimensional":
         np.save(path, np.zeros(10, dtype=np.float32))
+    elif kind == "ten-rows":
+        np.save(path, np.random.default_rng(0).normal(size=(10, 384)).astype(np.float32))
     else:
         np.save(path, np.random.default_rng(0).normal(size=(100, 384)).astype(np.float32))
     return path
@@ -763,7 +765,15 @@ TRAIN_CASES = {
     "1-d-npy": ("one-dimensional", [], "2-D array"),
     "m-1e8-too-big": ("good", ["--m", "100000000"], "of memory"),
     "k-above-m": ("good", ["--m", "8", "--k", "9"], "cannot exceed --m"),
+    "ten-rows": ("ten-rows", [], "Only 10 embedding rows; training an SAE needs at least 50"),
 }
+
+
+def test_a_build_that_would_train_an_sae_on_ten_texts_is_refused_before_any_work(tiny, tmp_path, fresh_cache, capsys):
+    few = tmp_path / "ten.csv"
+    tiny.frame.iloc[:10].to_csv(few, index=False)
+    fails(["build", "--data", few, "--text-col", "text", "--out", tmp_path / "ws"], capsys, "Only 10 usable rows")
+    assert nothing_embedded(fresh_cache) and not (tmp_path / "ws").exists()
 
 
 @pytest.mark.parametrize("case", sorted(TRAIN_CASES))
