@@ -680,8 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--levels",
             type=_levels,
             default=SAE.levels,
-            help="further SAE levels beside --m/--k, as latents/active pairs (4/1: every text in one of 4 broad "
-            f"groups); 'none' for one dictionary (default {settings.format_levels(SAE.levels, ',')})",
+            help="further SAE levels beside --m/--k, as latents/active pairs (4/1: almost every text in one of 4 "
+            f"broad groups); 'none' for one dictionary (default {settings.format_levels(SAE.levels, ',')})",
         )
         p.add_argument("--seed", type=_seed, default=SAE.seed, help="random seed, 0 to 2**32-1")
         p.add_argument(
@@ -704,7 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--matryoshka",
             type=_prefix_list,
             default=SAE.matryoshka,
-            help="nested prefix sizes, e.g. 16,64; 'auto' (default: 4,16,64,... below m) or 'none'",
+            help="nested prefix sizes, e.g. 16,64; 'auto' (4,16,64,... below m) or 'none' (the default); "
+            "with --levels none only",
         )
 
     p = sub.add_parser("hypothesize", help="find latents that predict a target and validate them on a holdout")

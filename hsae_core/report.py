@@ -204,8 +204,15 @@ def _fitted_verdict(metric: str, n: int, n_bonf: int, n_fdr: int, cv: float, cei
         chance = (0.0, "its mean", "0") if metric == "r2" else (0.5, "chance", "chance")
     chance, start_name, start_phrase = chance
     ceiling = float(ceiling) if ceiling is not None and np.isfinite(float(ceiling)) else None
+    # A ceiling at or under chance is a model the holdout was too small or too rare a class for, not a bar
+    weak = (
+        f" (no better than {'the mean' if metric == 'r2' else 'chance'} here: too few holdout rows for a model on "
+        "all the embedding's dimensions)"
+        if ceiling is not None and ceiling <= chance
+        else ""
+    )
     reach = f"{name} {_num(cv)} out of fold" + (
-        f"; the embeddings reach {_num(ceiling)}" if ceiling is not None else ""
+        f"; the embeddings reach {_num(ceiling)}{weak}" if ceiling is not None else ""
     )
     if cv <= chance + 0.01:
         baseline = start_name
@@ -224,8 +231,8 @@ def _fitted_verdict(metric: str, n: int, n_bonf: int, n_fdr: int, cv: float, cei
     if n_fdr == 0:
         return (
             f"No single hypothesis of the {n} is significant on the holdout; together they reach {name} {_num(cv)} out "
-            f"of fold{'' if ceiling is None else f' against {_num(ceiling)} for the embeddings'}: read each as a lead, "
-            "not a finding."
+            f"of fold{'' if ceiling is None else f' against {_num(ceiling)} for the embeddings{weak}'}: read each as a "
+            "lead, not a finding."
         )
     if n_bonf:
         held = f"{n_bonf} of the {n} hypotheses hold{'s' if n_bonf == 1 else ''} up on the holdout (Bonferroni"

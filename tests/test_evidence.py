@@ -92,6 +92,15 @@ def test_the_verdict_sentence_reads_significance_and_the_out_of_fold_fit_togethe
     assert "a chance finding" in verdict_line(metrics("r2", -0.02, 0.0, 1, 1))  # significant, but predicts nothing
     assert "chance findings until another sample backs them" in verdict_line(metrics("auc", 0.5, 0.7, 1, 2))
     assert "read each as a lead, not a finding" in verdict_line(metrics("auc", 0.6, 0.7, 0, 0))
+    # an embeddings' model no better than chance (a rare class on a small holdout) is said to be so, not a bar
+    assert verdict_line(metrics("auc", 0.562, 0.414, 0, 0)) == (
+        "No single hypothesis of the 10 is significant on the holdout; together they reach AUC 0.562 out of fold "
+        "against 0.414 for the embeddings (no better than chance here: too few holdout rows for a model on all the "
+        "embedding's dimensions): read each as a lead, not a finding."
+    )
+    assert "the embeddings reach -0.013 (no better than the mean here" in verdict_line(
+        metrics("r2", -0.1, -0.013, 0, 0)
+    )
     untested = metrics("auc", float("nan"), 0.6, 0, 0, n=4, notes=["no hypothesis could enter the model"])
     assert verdict_line(untested) == (
         "The holdout cannot test these 4 hypotheses (no hypothesis could enter the model): read them as untested."
