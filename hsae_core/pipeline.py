@@ -659,7 +659,7 @@ def fewer_hypotheses_line(summary: dict, undo: str = "--rows-per-hypothesis 0 ch
     if not few:
         return None
     return (
-        f"{few['tested']} hypotheses, not the {few['asked']} asked: the holdout's {few['holdout_rows']:,} rows test "
+        f"{few['tested']} hypotheses, not {few['asked']}: the holdout's {few['holdout_rows']:,} rows test "
         f"at most one per {few['rows_per_hypothesis']} rows, so that the joint model and the Bonferroni "
         f"correction do not spread them thin; {undo}."
     )
@@ -902,9 +902,20 @@ class LLMStage:
 def _sae_origin(sae: SparseAutoencoder, given: bool, origin: Optional[str], n_train: int) -> str:
     """One sentence for the summary: where the SAE came from and which rows it saw."""
     if given:
-        return origin or f"given: a pretrained SAE ({getattr(sae, 'source_', None) or 'passed in'}), not trained here"
+        return origin or f"given: a pretrained SAE ({_source_words(getattr(sae, 'source_', None))}), not trained here"
     how = "loaded from the SAE cache (an identical earlier training)" if getattr(sae, "cached_", False) else "trained"
-    return f"{how} on the {n_train} training rows only; the holdout rows were never seen"
+    return f"{how} on the {n_train:,} training rows only; the holdout rows were never seen"
+
+
+def _source_words(source) -> str:
+    """Where a pretrained SAE came from, as a reader names it: a Hub file with its commit, or a path."""
+    if not isinstance(source, dict):
+        return str(source or "passed in")
+    if source.get("type") == "hub":
+        where = "/".join(p for p in (source.get("repo_id"), source.get("filename")) if p)
+        revision = str(source.get("revision") or "")
+        return f"Hub {where}" + (f" @ {revision[:12]}" if revision else "")
+    return str(source.get("registry_name") or source.get("path") or "passed in")
 
 
 def _presence_note(config: HypothesisConfig, annotator) -> str:
@@ -1064,8 +1075,8 @@ def format_table(run: HypothesisRun, width: int = 60) -> str:
     cols = [c for c in ["class"] + TABLE_COLUMNS if c in run.table.columns]
     shown = run.table[cols].copy()
     shown["hypothesis"] = shown["hypothesis"].map(lambda s: fit(s, width))
-    for col in ("separation_p", "coef_p"):
-        shown[col] = shown[col].map(lambda p: f"{p:.1e}" if pd.notna(p) else "nan")
+    for col in ("separation_p", "coef_p"):  # a missing p reads NaN, as pandas prints the coef beside it
+        shown[col] = shown[col].map(lambda p: f"{p:.1e}" if pd.notna(p) else "NaN")
     # a click rate's effects are thousandths: more decimals for them, not a column of 0.000
     places = {col: fixed_decimals(shown[col]) for col in ("separation", "coef") if col in shown.columns}
     formatters = {col: (lambda v, d=d: f"{v:.{d}f}") for col, d in places.items()}
@@ -1106,7 +1117,7 @@ def format_table(run: HypothesisRun, width: int = 60) -> str:
         metric = "r2" if "r2_cv" in m else "auc"
         base = m.get("embedding_baseline", {})
         lines.append(
-            f"{label}holdout {'within-group ' if m.get('auc_within') else ''}{metric.upper()} of the hypotheses: in-sample {m.get(metric + '_in_sample', float('nan')):.3f}, "
+            f"{label}holdout {'within-group ' if m.get('auc_within') else ''}{'R²' if metric == 'r2' else 'AUC'} of the hypotheses: in-sample {m.get(metric + '_in_sample', float('nan')):.3f}, "
             f"{m.get('cv_folds', 5)}-fold CV {m.get(metric + '_cv', float('nan')):.3f}; "
             f"embedding {base.get('model', 'ridge')} reference {base.get('value', float('nan')):.3f}; "
             f"Bonferroni-significant {m.get('n_significant_bonferroni')}/{m.get('n_hypotheses')}, "

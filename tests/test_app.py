@@ -300,7 +300,7 @@ def test_a_small_holdout_tests_fewer_hypotheses_and_the_results_say_so(app_env):
     at.button(key="hyp_run").click().run()  # n 20 asked; 20% of 600 documents is 120 holdout rows
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert len(df(at, "hyp_table")) == 6
-    said = [c.value for c in at.caption if c.value.startswith("6 hypotheses, not the 20 asked")]
+    said = [c.value for c in at.caption if c.value.startswith("6 hypotheses, not 20:")]
     assert said and said[0].endswith("a larger holdout fraction tests more.")
     at.slider(key="hyp_frac").set_value(0.5)
     at.button(key="hyp_run").click().run()

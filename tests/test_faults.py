@@ -729,6 +729,12 @@ def test_the_training_table_given_again_as_holdout_is_refused_before_any_work(ti
     assert nothing_embedded(fresh_cache) and not out.exists()
 
 
+def test_a_given_sae_is_named_by_where_it_came_from(tiny, tmp_path, capsys):
+    sae = Workspace.open(tiny.ws).file("sae")
+    assert main(["hypothesize", *run_args(tiny.csv), "--sae", str(sae), "--n", "4", "--out", str(tmp_path / "o")]) == 0
+    assert f"SAE: given: a pretrained SAE ({Path(sae).resolve()}), not trained here." in capsys.readouterr().out
+
+
 def test_n_above_a_given_sae_is_refused_before_any_work(tiny, tmp_path, fresh_cache, capsys):
     sae = Workspace.open(tiny.ws).file("sae")
     fails(

@@ -27,7 +27,7 @@ def test_a_run_on_a_hundred_holdout_rows_tests_five_and_says_why(yelp_embedded):
     assert len(run.table) == 5 and run.summary["metrics"]["overall"]["n_hypotheses"] == 5
     assert run.summary["fewer_hypotheses"] == {"asked": 20, "tested": 5, "holdout_rows": 100, "rows_per_hypothesis": 20}
     assert (
-        "5 hypotheses, not the 20 asked: the holdout's 100 rows test at most one per 20 rows, so that the joint "
+        "5 hypotheses, not 20: the holdout's 100 rows test at most one per 20 rows, so that the joint "
         "model and the Bonferroni correction do not spread them thin; --rows-per-hypothesis 0 chooses all of them."
     ) in format_table(run)
     every = hypothesize(
