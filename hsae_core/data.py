@@ -32,13 +32,13 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"File not found: {path}")
     suffix = path.suffix.lower()
+    if path.is_dir() and suffix != ".parquet":  # a folder of Parquet parts is one table; no other folder is
+        raise DataError(f"{path} is a folder; give a table file ({', '.join(TABLE_SUFFIXES)})")
     if suffix not in TABLE_SUFFIXES:
         raise DataError(f"Unknown file type '{suffix or path.name}': use one of {', '.join(TABLE_SUFFIXES)}")
     try:
-        if suffix == ".csv":
-            df = pd.read_csv(path)
-        elif suffix == ".tsv":
-            df = pd.read_csv(path, sep="\t")
+        if suffix in (".csv", ".tsv"):
+            df = _read_delimited(path, "\t" if suffix == ".tsv" else None)
         elif suffix in (".jsonl", ".ndjson"):
             df = pd.read_json(path, lines=True)
         elif suffix == ".json":
@@ -55,6 +55,41 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not isinstance(df, pd.DataFrame) or df.shape[1] == 0:
         raise DataError(f"{path.name} holds no table (no columns found)")
     return df
+
+
+def _read_delimited(path: Path, sep: Optional[str]) -> pd.DataFrame:
+    """A CSV (``sep`` None: commas, or the semicolons or tabs its header uses, as spreadsheets in many locales
+    write them) or TSV, in UTF-8 or, with a byte-order mark, UTF-16. Other encodings are refused by name."""
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    encoding = "utf-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    if sep is None:
+        header = head.decode(encoding, errors="ignore").lstrip("\ufeff").split("\n", 1)[0]
+        sep = next((c for c in (",", ";", "\t") if c in header), ",")
+    try:
+        df = pd.read_csv(path, sep=sep, encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path.name} is not UTF-8 text (it holds the byte 0x{exc.object[exc.start]:02x}, e.g. an accent in "
+            "Latin-1 or Windows-1252): save it as UTF-8 (a spreadsheet's 'CSV UTF-8') and read it again"
+        ) from None
+    # A first row of data read as the header: a sentence beside numbers (a review and its stars), where a
+    # survey's long question headers stand beside other words
+    wordy = next((str(c) for c in df.columns if len(str(c).split()) > 12), None)
+    if wordy is not None and any(_is_number(c) for c in df.columns):
+        raise DataError(
+            f"{path.name} seems to have no header row: its first row became the column names ('{wordy[:60]}…'); "
+            "add a first row that names the columns"
+        )
+    return df
+
+
+def _is_number(name) -> bool:
+    try:
+        float(str(name))
+    except ValueError:
+        return False
+    return True
 
 
 def _read_json_any(path: Path) -> pd.DataFrame:

@@ -95,3 +95,28 @@ def test_a_score_with_text_placeholders_is_refused_not_read_as_classes(shared_da
     # labels that are mostly text, or numbers beside one word of two values, stay classes
     df["venue"] = np.where(np.arange(len(df)) % 3 == 0, "2019", np.where(np.arange(len(df)) % 3 == 1, "ACL", "NeurIPS"))
     assert prepare_corpus(df, "text", "venue").target_kind == "multiclass"
+
+
+def test_spreadsheet_exports_read_or_say_what_to_change(shared_data, tmp_path):
+    """Semicolons (many locales' CSV), UTF-16 with a byte-order mark and UTF-8 with one read as the same table;
+    Latin-1, a file without a header row and a folder get one line that says what to change."""
+    df = read_table(shared_data / "yelp_reviews_demo" / "yelp-demo-val-2K.jsonl").iloc[:50][["text", "stars"]]
+    df.loc[0, "text"] = "Café crème brûlée, très bon; 5 étoiles"
+    df.to_csv(tmp_path / "semicolon.csv", sep=";", index=False)
+    df.to_csv(tmp_path / "utf16.csv", index=False, encoding="utf-16")
+    df.to_csv(tmp_path / "bom.csv", index=False, encoding="utf-8-sig")
+    for name in ("semicolon.csv", "utf16.csv", "bom.csv"):
+        pd.testing.assert_frame_equal(read_table(tmp_path / name), df, check_dtype=False)
+    df.to_csv(tmp_path / "latin1.csv", index=False, encoding="latin-1")
+    with pytest.raises(DataError, match=r"^latin1.csv is not UTF-8 text \(it holds the byte 0xe9"):
+        read_table(tmp_path / "latin1.csv")
+    df.iloc[1:].to_csv(tmp_path / "noheader.csv", index=False, header=False)
+    with pytest.raises(DataError, match="seems to have no header row: its first row became the column names"):
+        read_table(tmp_path / "noheader.csv")
+    survey = pd.DataFrame(
+        {"How satisfied were you with the service you received at our restaurant today, all told?": ["a"]}
+    )
+    survey.to_csv(tmp_path / "survey.csv", index=False)  # a long question as a header is a header
+    assert read_table(tmp_path / "survey.csv").shape == (1, 1)
+    with pytest.raises(DataError, match="is a folder; give a table file"):
+        read_table(tmp_path)
