@@ -155,7 +155,9 @@ def numeric_target(values: pd.Series, positive=None) -> np.ndarray:
     num = _numbers(values)
     if num is not None:
         return num.to_numpy(dtype=np.float64)
-    raise DataError(f"Column '{values.name}' is not numeric; pick one of its values (`value`)")
+    common = values.dropna().astype(str).value_counts()
+    shown = ", ".join(common.index[:8]) + (f" and {len(common) - 8:,} more" if len(common) > 8 else "")
+    raise DataError(f"Column '{values.name}' is not numeric; pick one of its values (`value`): {shown}")
 
 
 def _numbers(values: pd.Series) -> Optional[pd.Series]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ from hsae_core.features import (
     FeatureExplorer,
     correlation_column,
     feature_stats,
+    numeric_target,
     reading_order,
     search_features,
     text_features,
@@ -257,3 +260,10 @@ def test_hsae_features_correlate_lists_the_strongest_first_within_each_test(upwo
     assert len(err) == 4
     assert "--value and --control go with --correlate" in err[0] and "is the text column" in err[1]
     assert "is the target column" in err[2] and "give one of them" in err[3]
+
+
+def test_correlating_with_a_category_lists_its_values_to_pick(shared_data):
+    stance = pd.read_json(shared_data / "ml_nlp_abstracts_stance" / "human_annotated_all.json")
+    common = stance["venue"].value_counts().index[:8].tolist()
+    with pytest.raises(DataError, match=re.escape("pick one of its values (`value`): " + ", ".join(common) + " and")):
+        numeric_target(stance["venue"])
