@@ -102,16 +102,42 @@ class SentenceTransformerEmbedder:
     def model(self):
         if self._model is None:
             device = self.torch_device  # a bad device is its own one-line error, not a load failure
+            cut_off = self._hub_cut_off()
             try:
                 from sentence_transformers import SentenceTransformer
                 from transformers.utils import logging as hf_logging
 
                 hf_logging.disable_progress_bar()  # keeps CLI errors and logs to one line
-                model = SentenceTransformer(self.name_or_path, device=device).eval()
+                model = SentenceTransformer(
+                    self.name_or_path,
+                    device=device,
+                    cache_folder=settings.hf_cache_dir(),
+                    local_files_only=cut_off is not None,
+                ).eval()
                 self._model = model.half() if device != "cpu" else model
             except Exception as exc:
-                raise ModelError(f"Could not load embedding model '{self.name_or_path}': {exc}") from None
+                missing = cut_off and isinstance(exc, OSError)  # how sentence-transformers says files are missing
+                why = (
+                    f"it is not a local folder, nor complete in the Hugging Face cache, and {cut_off}"
+                    if missing
+                    else exc
+                )
+                raise ModelError(f"Could not load embedding model '{self.name_or_path}': {why}") from None
         return self._model
+
+    def _hub_cut_off(self) -> Optional[str]:
+        """Why the model can only come from the cache (downloads off, or the Hub unreachable), or None.
+
+        A name that is neither cached nor a folder then fails at once: huggingface_hub would retry each of its
+        files for half a minute."""
+        from .hub import hub_endpoint, hub_unreachable
+
+        if Path(self.name_or_path).expanduser().exists():
+            return None
+        if settings.hf_offline():
+            return "downloads are off (HF_HUB_OFFLINE)"
+        reason = hub_unreachable()
+        return f"the Hub at {hub_endpoint()} cannot be reached ({reason})" if reason else None
 
     @property
     def dim(self) -> int:

@@ -14,8 +14,10 @@ and ``latent_bias`` (n). Their forward pass (checked against the authors' traini
 ``pre_bias``, applies the encoder plus ``latent_bias``, keeps the top k pre-activations, ReLUs them and
 decodes with ``decoder`` plus ``pre_bias``, with no input normalisation: exactly ``sae.TopKSAE``.
 
-Downloads honour ``HF_HOME`` / ``HF_HUB_CACHE`` / ``HF_HUB_OFFLINE`` read at call time (so a test or a
-user can set them after import) and a revision (branch, tag or commit).
+Downloads honour ``HF_HOME`` / ``HF_HUB_CACHE`` / ``HF_HUB_OFFLINE`` / ``HF_ENDPOINT`` read at call time (so a
+test or a user can set them after import) and a revision (branch, tag or commit). When one quick request finds
+the Hub unreachable, files come from the cache alone: a missing one is a one-line error at once, not after a
+minute of huggingface_hub's retries.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 # Published file names: {domain}_{k}_{n}_{aux}.pth
 PUBLISHED_NAME = re.compile(r"^(?P<domain>[A-Za-z]+)_(?P<k>\d+)_(?P<n>\d+)_(?P<batch>\d+)$")
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+DEFAULT_ENDPOINT = "https://huggingface.co"
+PROBE_TIMEOUT_S = 10.0  # as long as huggingface_hub waits for a file's metadata
 
 
 # ---------------------------------------------------------------------------------------- registry
@@ -179,6 +183,11 @@ def _offline() -> bool:
     return settings.hf_offline()
 
 
+def hub_endpoint() -> str:
+    """The Hub's address: $HF_ENDPOINT read now, else huggingface.co."""
+    return (settings.hf_endpoint() or DEFAULT_ENDPOINT).rstrip("/")
+
+
 def _network_errors() -> tuple[type[Exception], ...]:
     """Connection and timeout errors of the HTTP library huggingface_hub uses (httpx2, httpx or requests)."""
     found = []
@@ -193,6 +202,19 @@ def _network_errors() -> tuple[type[Exception], ...]:
             continue
         found += [getattr(lib, name) for name in names if hasattr(lib, name)]
     return tuple(found)
+
+
+def hub_unreachable(endpoint: Optional[str] = None) -> Optional[str]:
+    """Why the Hub cannot be reached, in a few words, or None when it answers (any HTTP status).
+
+    One request with no retries, through huggingface_hub's own session (its proxies and certificates)."""
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(endpoint or hub_endpoint(), timeout=PROBE_TIMEOUT_S)
+    except (*_network_errors(), OSError, ValueError) as exc:
+        return first_line(exc, limit=160)
+    return None
 
 
 def hub_cache_dir(cache_dir: Optional[str] = None) -> Optional[str]:
@@ -210,6 +232,9 @@ def _download(
     from huggingface_hub import hf_hub_download
 
     where = f"{repo_id}/{filename}" + (f"@{revision}" if revision else "")
+    endpoint = hub_endpoint()
+    # Unreachable: read the cache only, since huggingface_hub retries a missing file for half a minute.
+    unreachable = None if _offline() else hub_unreachable(endpoint)
     try:
         return Path(
             hf_hub_download(
@@ -218,14 +243,21 @@ def _download(
                 revision=revision,
                 repo_type=repo_type,
                 cache_dir=hub_cache_dir(cache_dir),
-                local_files_only=_offline(),
+                endpoint=endpoint,
+                local_files_only=_offline() or unreachable is not None,
             )
         )
-    except hf_errors.LocalEntryNotFoundError:
+    except hf_errors.LocalEntryNotFoundError as exc:
+        if _offline():
+            why = "downloads are off (HF_HUB_OFFLINE)"
+        elif unreachable:
+            why = f"the Hub at {endpoint} cannot be reached ({unreachable})"
+        else:
+            why = f"the Hub at {endpoint} did not serve it ({first_line(exc, limit=160)})"
         hint = known_names_hint(repo_id) if repo_type == "model" and _entry_repo(repo_id) else ""
         raise ModelError(
-            f"{where} is not in the local Hugging Face cache ({hub_cache_dir(cache_dir) or 'default'}) "
-            f"and downloads are off (HF_HUB_OFFLINE) or the Hub is unreachable" + (f"; {hint}" if hint else "")
+            f"{where} is not in the local Hugging Face cache ({hub_cache_dir(cache_dir) or 'default'}) and {why}"
+            + (f"; {hint}" if hint else "")
         ) from None
     except hf_errors.RevisionNotFoundError:
         raise ModelError(f"{where}: revision '{revision}' does not exist on the Hub") from None
