@@ -102,7 +102,7 @@ def check_fits_memory(m: int, d: int, batch_size: int = 256, error: type[HsaeErr
     have = available_memory()
     if have is not None and need > 0.9 * have:
         raise error(
-            f"An SAE with `m` = {m:,} latents on {d}-d embeddings needs about {_gib(need)} of memory to "
+            f"An SAE of {m:,} latents (`m` and its `levels`) on {d}-d embeddings needs about {_gib(need)} of memory to "
             f"train; {_gib(have)} is available. Use a smaller `m`"
         )
 
