@@ -255,8 +255,13 @@ class OpenAIEmbedder:
             raise LLMError(f"Embedding with {self.model_id} needs OPENAI_API_KEY (and optionally OPENAI_BASE_URL)")
         from openai import OpenAI
 
-        self.client = OpenAI(api_key=key, base_url=base_url or settings.openai_base_url(), timeout=timeout)
+        self.base_url, self.timeout = base_url or settings.openai_base_url(), timeout
+        self.client = OpenAI(api_key=key, base_url=self.base_url, timeout=timeout)
         self._dim = OPENAI_DIMS.get(model)
+
+    @property
+    def endpoint(self) -> str:
+        return self.base_url or "https://api.openai.com/v1"
 
     @property
     def dim(self) -> int:
@@ -278,12 +283,27 @@ class OpenAIEmbedder:
             try:
                 resp = self.client.embeddings.create(model=self.model_name, input=part)
             except Exception as exc:
-                raise LLMError(f"OpenAI embedding request failed: {exc}") from None
+                raise LLMError(self._failure(exc)) from None
             rows.extend(
                 np.asarray(item.embedding, dtype=np.float32) for item in sorted(resp.data, key=lambda d: d.index)
             )
             report(progress, start + len(part), len(texts), "embedding")
         return np.vstack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
+
+    def _failure(self, exc: Exception) -> str:
+        """One line saying which endpoint failed a request and why, like the LLM client's."""
+        import openai
+
+        from .llm import _reason
+
+        where = self.endpoint
+        if isinstance(exc, openai.APITimeoutError):
+            why = f"{where} did not answer within {self.timeout:g} s; check OPENAI_BASE_URL"
+        elif isinstance(exc, openai.APIConnectionError):
+            why = f"cannot reach {where} ({_reason(exc)}); check OPENAI_BASE_URL and that the server is running"
+        else:
+            why = f"{where} answered {_reason(exc)}"
+        return f"OpenAI embedding request failed: {why}"
 
     def embed_into_cache(
         self, texts: Sequence[str], cache: EmbeddingCache, progress: Optional[ProgressFn] = None

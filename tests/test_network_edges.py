@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from hf_cache import add_to_cache, published_state_dict, save_state_dict
 
-from hsae_core.embed import SentenceTransformerEmbedder, default_embedder
-from hsae_core.errors import ModelError
+from hsae_core.embed import OpenAIEmbedder, SentenceTransformerEmbedder, default_embedder
+from hsae_core.errors import LLMError, ModelError
 from hsae_core.hub import load_sae
 from hsae_core.sae import SparseAutoencoder
 
@@ -134,6 +134,15 @@ def test_a_cached_embedding_model_loads_while_the_hub_is_unreachable(online_cach
     cached = SentenceTransformerEmbedder("sentence-transformers/all-MiniLM-L6-v2")
     texts = ["Cold fries.", "Great tacos, friendly staff."]
     np.testing.assert_array_equal(cached.embed(texts), default_embedder().embed(texts))
+
+
+def test_an_unreachable_embedding_endpoint_is_named_in_the_error():
+    url = closed_port_url() + "/v1"
+    with pytest.raises(LLMError) as err:
+        OpenAIEmbedder(api_key="sk-test", base_url=url).embed(["A text."])
+    msg = str(err.value)
+    assert msg.startswith(f"OpenAI embedding request failed: cannot reach {url} (") and "refused" in msg
+    assert "OPENAI_BASE_URL" in msg and "\n" not in msg and "sk-test" not in msg
 
 
 @pytest.fixture(scope="module")
