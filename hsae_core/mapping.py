@@ -12,6 +12,7 @@ grid of :func:`density_grid` plus a sample of points for hover.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -27,6 +28,7 @@ LAYOUT_VERSION = 3  # 1: UMAP transform beyond 50k; 2: neighbour placement; 3: n
 PLACE_NEIGHBOURS = 10
 PLACE_CHUNK = 50_000
 PLACE_DIMS = 64
+SPECTRAL_FAILED = "Spectral initialisation failed"  # how UMAP's warning begins
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -67,7 +69,7 @@ def compute_layout(
         force_approximation_algorithm=n_fit > 4_000,
     )
     report(progress, 1, 3, f"UMAP on {n_fit:,} documents")
-    fitted = np.asarray(reducer.fit_transform(X_fit), dtype=np.float32)
+    fitted, random_starts = _fit_quietly(reducer, X_fit)
     if fit is None:
         coords = fitted
     else:
@@ -78,12 +80,30 @@ def compute_layout(
     report(progress, 3, 3, "layout done")
     info = {
         "method": "umap" if fit is None else "umap on a sample + nearest-neighbour placement",
+        "init": "spectral" if not random_starts else f"spectral, random in {random_starts} part(s) where it failed",
         "fit_rows": int(n_fit),
         "n_docs": int(n),
         "seconds": round(time.perf_counter() - t0, 1),
         "version": LAYOUT_VERSION,
     }
     return (coords, info) if with_info else coords
+
+
+def _fit_quietly(reducer, X: np.ndarray) -> tuple[np.ndarray, int]:
+    """UMAP's float32 layout of ``X`` and in how many parts its spectral start failed and a random one was used.
+
+    UMAP warns, in five lines, once per such part (each small cluster of duplicate texts, say); the layout
+    records the count instead. Every other warning passes on as it came."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fitted = np.asarray(reducer.fit_transform(X), dtype=np.float32)
+    random_starts = 0
+    for w in caught:
+        if str(w.message).startswith(SPECTRAL_FAILED):
+            random_starts += 1
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return fitted, random_starts
 
 
 def _unit(X: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from hsae_core.interpret import fit
 from hsae_core.mapping import (
     category_labels,
     category_values,
+    compute_layout,
     density_grid,
     filter_mask,
     map_regions,
@@ -73,6 +75,24 @@ def test_datashader_engine_agrees_with_numpy():
     b = density_grid(coords, values=values, bins=60, engine="datashader")
     assert b["engine"] == "datashader" and a["count"].sum() == b["count"].sum() == 20000
     assert (a["count"] != b["count"]).mean() < 0.01  # only points exactly on a cell edge may differ
+
+
+def test_umap_falling_back_to_a_random_start_is_recorded_not_printed():
+    # Two clusters of four identical texts and a near-copy, far from the rest: each is a part of UMAP's graph on
+    # its own where the spectral start fails (as duplicated Upworthy headlines do), and UMAP warned in 5 lines.
+    rng = np.random.default_rng(0)
+    parts = [rng.normal(size=(1, 16)) + 0.1 * rng.normal(size=(40, 16))]
+    for _ in range(2):
+        centre = rng.normal(size=(1, 16))
+        parts += [np.repeat(centre, 4, axis=0), centre + 1e-3 * rng.normal(size=(1, 16))]
+    X = np.vstack(parts).astype(np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coords, info = compute_layout(X, with_info=True)
+    assert [str(w.message) for w in caught if "Spectral" in str(w.message)] == []
+    assert info["init"] == "spectral, random in 2 part(s) where it failed"
+    assert coords.shape == (50, 2) and np.isfinite(coords).all()
+    assert compute_layout(X[:40], with_info=True)[1]["init"] == "spectral"
 
 
 def test_selections_box_lasso_and_clicked_points():
