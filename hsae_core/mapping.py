@@ -24,11 +24,16 @@ from .errors import DataError
 from .progress import ProgressFn, report
 from .unique_labels import label_words
 
-LAYOUT_VERSION = 3  # 1: UMAP transform beyond 50k; 2: neighbour placement; 3: neighbours found in PCA-64
+# 1: UMAP transform beyond 50k; 2: neighbour placement; 3: neighbours found in PCA-64; 4: PCA start
+LAYOUT_VERSION = 4
 PLACE_NEIGHBOURS = 10
 PLACE_CHUNK = 50_000
 PLACE_DIMS = 64
-SPECTRAL_FAILED = "Spectral initialisation failed"  # how UMAP's warning begins
+# UMAP's own start, spectral, solves an eigenproblem per part of its graph; on parts of a few near-identical
+# texts (duplicated Upworthy headlines) the solver's answer differs from run to run, and so did the whole map
+# (points moved by up to 32 units between two builds). A PCA start is the same every run and keeps at least
+# as many of each document's 10 nearest neighbours (BENCHMARKS.md, "The Map's layout").
+LAYOUT_INITS = ("pca", "spectral")
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -39,8 +44,10 @@ def compute_layout(
     fit_rows: int = settings.SCALE.map_fit_rows,
     progress: Optional[ProgressFn] = None,
     with_info: bool = False,
+    init: str = "pca",
 ):
-    """(N, 2) float32 layout (UMAP, cosine metric); with ``with_info`` also a dict saying how it was made.
+    """(N, 2) float32 layout (UMAP, cosine metric, started from ``init``: pca, the same every run, or UMAP's
+    spectral); with ``with_info`` also a dict saying how it was made.
 
     Beyond ``fit_rows`` documents UMAP is fitted on a random sample and each remaining document is put at
     the similarity-weighted mean of its nearest sampled documents' positions (read in chunks: ``embeddings``
@@ -59,17 +66,8 @@ def compute_layout(
 
     X_fit = _unit(np.asarray(embeddings, dtype=np.float32) if fit is None else sample_matrix(embeddings, fit))
     release(embeddings)
-    reducer = umap.UMAP(
-        n_components=2,
-        n_neighbors=min(n_neighbors, n_fit - 1),
-        metric="cosine",
-        random_state=seed,
-        n_jobs=1,
-        low_memory=True,
-        force_approximation_algorithm=n_fit > 4_000,
-    )
     report(progress, 1, 3, f"UMAP on {n_fit:,} documents")
-    fitted, random_starts = _fit_quietly(reducer, X_fit)
+    fitted, start = _fit_umap(umap, X_fit, min(n_neighbors, n_fit - 1), seed, init)
     if fit is None:
         coords = fitted
     else:
@@ -80,7 +78,7 @@ def compute_layout(
     report(progress, 3, 3, "layout done")
     info = {
         "method": "umap" if fit is None else "umap on a sample + nearest-neighbour placement",
-        "init": "spectral" if not random_starts else f"spectral, random in {random_starts} part(s) where it failed",
+        "init": start,
         "fit_rows": int(n_fit),
         "n_docs": int(n),
         "seconds": round(time.perf_counter() - t0, 1),
@@ -89,21 +87,31 @@ def compute_layout(
     return (coords, info) if with_info else coords
 
 
-def _fit_quietly(reducer, X: np.ndarray) -> tuple[np.ndarray, int]:
-    """UMAP's float32 layout of ``X`` and in how many parts its spectral start failed and a random one was used.
+def _fit_umap(umap, X: np.ndarray, n_neighbors: int, seed: int, init: str) -> tuple[np.ndarray, str]:
+    """UMAP's float32 layout of ``X`` and the start it took. Documents whose embeddings spread along no
+    direction (every one the same) have no principal axes: they start at random (seeded) instead."""
+    if init not in LAYOUT_INITS:
+        raise DataError(f"Unknown layout start '{init}'; use one of {', '.join(LAYOUT_INITS)}")
 
-    UMAP warns, in five lines, once per such part (each small cluster of duplicate texts, say); the layout
-    records the count instead. Every other warning passes on as it came."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fitted = np.asarray(reducer.fit_transform(X), dtype=np.float32)
-    random_starts = 0
-    for w in caught:
-        if str(w.message).startswith(SPECTRAL_FAILED):
-            random_starts += 1
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-    return fitted, random_starts
+    def fit(start: str) -> np.ndarray:
+        reducer = umap.UMAP(
+            n_components=2,
+            n_neighbors=n_neighbors,
+            metric="cosine",
+            random_state=seed,
+            n_jobs=1,
+            low_memory=True,
+            force_approximation_algorithm=len(X) > 4_000,
+            init=start,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # PCA's 0/0 on such documents, handled below
+            return np.asarray(reducer.fit_transform(X), dtype=np.float32)
+
+    fitted = fit(init)
+    if init == "pca" and not np.isfinite(fitted).all():
+        return fit("random"), "random (the embeddings spread along no direction)"
+    return fitted, init
 
 
 def _unit(X: np.ndarray) -> np.ndarray:

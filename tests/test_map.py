@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 from ws_fixtures import SMALL_K, SMALL_M, small_frame, small_workspace  # noqa: F401
 
 from hsae_core import settings
+from hsae_core.errors import DataError
 from hsae_core.interpret import fit
 from hsae_core.mapping import (
     category_labels,
@@ -77,22 +78,21 @@ def test_datashader_engine_agrees_with_numpy():
     assert (a["count"] != b["count"]).mean() < 0.01  # only points exactly on a cell edge may differ
 
 
-def test_umap_falling_back_to_a_random_start_is_recorded_not_printed():
-    # Two clusters of four identical texts and a near-copy, far from the rest: each is a part of UMAP's graph on
-    # its own where the spectral start fails (as duplicated Upworthy headlines do), and UMAP warned in 5 lines.
+def test_the_layout_starts_from_pca_and_from_a_seeded_random_start_where_pca_has_no_axis():
     rng = np.random.default_rng(0)
-    parts = [rng.normal(size=(1, 16)) + 0.1 * rng.normal(size=(40, 16))]
-    for _ in range(2):
-        centre = rng.normal(size=(1, 16))
-        parts += [np.repeat(centre, 4, axis=0), centre + 1e-3 * rng.normal(size=(1, 16))]
-    X = np.vstack(parts).astype(np.float32)
+    X = (rng.normal(size=(1, 16)) + 0.1 * rng.normal(size=(60, 16))).astype(np.float32)
+    coords, info = compute_layout(X, with_info=True)
+    assert info["init"] == "pca" and np.array_equal(coords, compute_layout(X))
+    # every document the same (identical stored vectors): PCA's start is 0/0, NaN everywhere
+    same = np.ones((40, 16), dtype=np.float32)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        coords, info = compute_layout(X, with_info=True)
-    assert [str(w.message) for w in caught if "Spectral" in str(w.message)] == []
-    assert info["init"] == "spectral, random in 2 part(s) where it failed"
-    assert coords.shape == (50, 2) and np.isfinite(coords).all()
-    assert compute_layout(X[:40], with_info=True)[1]["init"] == "spectral"
+        coords, info = compute_layout(same, with_info=True)
+    assert info["init"] == "random (the embeddings spread along no direction)"
+    assert np.isfinite(coords).all() and np.array_equal(coords, compute_layout(same))
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    with pytest.raises(DataError, match="Unknown layout start 'tsne'"):
+        compute_layout(X, init="tsne")
 
 
 def test_selections_box_lasso_and_clicked_points():
