@@ -35,7 +35,7 @@ NEXT_STEPS = {
     "Overview": "Pick a workspace in the sidebar, or build one from a table (**New workspace from a table** "
     "above). Then open **Features** to read the concepts, **Search** to steer a query, **Hypotheses** to test "
     "concepts against a column.",
-    "Features": "Click a row of the table to open that feature: its strongest documents, how often it fires and "
+    "Features": "Tick a row's box in the table to open that feature: its strongest documents, how often it fires and "
     "its neighbours. Type in the search box to find features by label or keyword.",
     "Search": "Type a query (or pick a document for 'more like this'). Its features become sliders: move one and "
     "watch which documents enter or leave the results.",
@@ -200,9 +200,19 @@ def pick_workspace() -> Optional[Workspace]:
         return None
     labels = [str(p) for p in choices]
     current = st.session_state.get("workspace_path")
+    # ?ws=NAME (a link, a reload, a new tab) opens that workspace: the session alone forgets it on reload
+    linked = st.query_params.get("ws")
+    if linked is not None and linked != st.session_state.get("_ws_from_link"):
+        st.session_state["_ws_from_link"] = linked
+        named = [p for p in labels if Path(p).name == linked]
+        if named:
+            current = named[0]
+        else:
+            st.warning(f"No workspace named '{linked}' here; showing another. Pick one in the sidebar.")
     index = labels.index(current) if current in labels else 0
     chosen = st.sidebar.selectbox("Workspace", labels, index=index, format_func=lambda p: Path(p).name)
     st.session_state["workspace_path"] = chosen
+    st.query_params["ws"] = st.session_state["_ws_from_link"] = Path(chosen).name
     try:
         return open_workspace(chosen)
     except ERRORS as exc:
@@ -387,7 +397,7 @@ def documents(
     )
     row = selected_row(event)
     if row is None or row >= len(table):
-        st.caption("Click a row to read the whole document.")
+        st.caption("Tick a row's box, at its left, to read the whole document.")
         return None
     doc = int(table["doc"].iloc[row])
     extra = {c: table[c].iloc[row] for c in table.columns if c not in ("doc", "text")}

@@ -113,7 +113,7 @@ def new_workspace_form() -> None:
             ),
         )
         if ws is not None:
-            st.success(f"Built {ws.name}: {len(ws):,} documents. Pick it in the sidebar.")
+            st.success(f"Built {ws.name}: {len(ws):,} documents; it is open now (the sidebar picks another).")
 
 
 SAE_CHOICES = ("Published SAE", "Type a spec or folder")
@@ -298,10 +298,12 @@ if ws is not None:
             f"m={main_m}, k={main_k}",
             help=f"{info['m']} features in all: the main level (m={main_m}, k={main_k}) and the levels "
             + format_levels(more)
-            + " (latents/active; 4/1 puts every document in one of 4 broad groups). Reconstruction numbers are "
+            + " (latents/active; 4/1 puts almost every document in one of 4 broad groups). Reconstruction numbers are "
             "the main level's.",
         )
-        c[1].caption(f"+ {len(more)} levels: {format_levels(more)}")  # beside the value, which would be cut
+        c[1].caption(  # beside the value, which would be cut
+            f"+ {len(more)} levels: {format_levels(more)}; {info['m']} features in all"
+        )
     else:
         c[1].metric("SAE shape", f"m={info['m']}, k={info['k']}")
     if info.get("val_nmse") is not None:

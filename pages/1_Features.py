@@ -63,6 +63,8 @@ if wanted is not None and wanted != st.session_state.get("_feature_from_link"):
     st.session_state["_feature_from_link"] = wanted
     if wanted.isdigit() and int(wanted) < len(table):
         st.session_state["feature_open"] = int(wanted)
+    else:
+        st.warning(f"No feature #{wanted} here: this workspace's features are #0 to #{len(table) - 1}.")
 
 # ---- the table of all latents
 c1, c2, c3 = st.columns([2, 1, 1])
@@ -133,7 +135,7 @@ event = st.dataframe(
 )
 st.caption(
     f"{len(shown)} of {len(table)} features · labels: {table['label_method'].iloc[0]} · "
-    "click a row to open that feature below"
+    "tick a row's box, at its left, to open that feature below"
 )
 shared = count_shared(table["label"])
 if shared:  # label sets made before labels were kept distinct, or a feature with no other candidate

@@ -70,7 +70,9 @@ if not initial:
     st.info("The query activates no feature; add features from the sidebar to steer.")
 elif len(latents) > MAX_SLIDERS:
     st.caption(
-        f"The {MAX_SLIDERS} strongest of the query's {len(latents)} active features; add others from the sidebar."
+        f"The {MAX_SLIDERS} strongest of the query's {len(latents)} active features"
+        + (" (each level of the SAE adds its own)" if getattr(ws.sae, "levels", None) else "")
+        + "; add others from the sidebar."
     )
 edits = {}
 cols = st.columns(2)

@@ -436,7 +436,7 @@ event = st.dataframe(
     hide_index=True,
     column_config={c: column_config(c, rule_column_names(summary), table) for c in show_cols},
 )
-st.caption("Click a row to see its strongest supporting documents and counterexamples below.")
+st.caption("Tick a row's box, at its left, to see its strongest supporting documents and counterexamples below.")
 st.download_button(
     "Download CSV", table.to_csv(index=False).encode(), file_name="hypotheses.csv", mime="text/csv", key="hyp_download"
 )
@@ -473,7 +473,7 @@ if linked:
         ui.PAGES["Features"],
         label=f"Open feature #{latent} on the Features page"
         + ("" if page_label == str(row["hypothesis"]) else f" (labelled there “{page_label}”)"),
-        query_params={"feature": str(latent)},
+        query_params={"feature": str(latent), "ws": ws.path.name},
         icon=":material/open_in_new:",
     )
 else:

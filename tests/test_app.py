@@ -102,7 +102,8 @@ def test_overview_is_the_first_page_and_shows_validation_nmse(app_env):
     assert at.title[0].value == "hsae: Overview"
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Documents"] == "600" and metrics["SAE shape"] == "m=64, k=4"
-    assert "+ 6 levels: 2/1, 3/1, 4/1, 5/1, 16/2, 128/16" in [c.value for c in at.caption]
+    m_all = 64 + 2 + 3 + 4 + 5 + 16 + 128
+    assert f"+ 6 levels: 2/1, 3/1, 4/1, 5/1, 16/2, 128/16; {m_all} features in all" in [c.value for c in at.caption]
     manifest = Workspace.open(app_env).manifest
     assert metrics["Validation NMSE"] == f"{manifest['sae']['metrics']['val_nmse']:.3f}"
     assert at.get("plotly_chart"), "density histogram drawn"
@@ -271,7 +272,7 @@ def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
     latent = int(table["latent"].iloc[2])
     assert any(f"(feature #{latent})" in s.value for s in at.subheader)
     link = at.get("page_link")[-1].proto
-    assert link.page == "Features" and link.query_string == f"feature={latent}"
+    assert link.page == "Features" and link.query_string == f"feature={latent}&ws={app_env.name}"  # with its workspace
     # The run names the feature from its training rows; where the Features page calls it otherwise, the link
     # gives that name too, so a reader knows they are one feature
     page_label = ws.features["label"].iloc[latent]
@@ -573,7 +574,9 @@ def test_a_workspace_built_from_an_upload_trains_the_product_sae(shared_data, mo
     assert any("Built reviews: 300 documents" in s.value for s in at.success)
     shape = {m.label: m.value for m in at.metric}["SAE shape"]
     assert shape == f"m={SAE.m}, k={SAE.k}"
-    assert f"+ {len(SAE.levels)} levels: {format_levels(SAE.levels)}" in [c.value for c in at.caption]
+    m_all = SAE.m + sum(m for m, _ in SAE.levels)
+    said = f"+ {len(SAE.levels)} levels: {format_levels(SAE.levels)}; {m_all} features in all"
+    assert said in [c.value for c in at.caption]
     # The corpus sample starts with the texts, wherever the table had them (the ML stance table's abstracts
     # came fifth, after its URLs, and were off screen)
     assert list(df(at, "corpus_head").columns) == ["text", "stars"]
@@ -696,3 +699,23 @@ def test_two_valued_target_states_a_rule_for_each_value(shared_data, tmp_path, m
     assert "if every text were called rating = bad" in shown[1]
     table = df(at, "hyp_table")
     assert sorted(table.loc[table["any_of_other"], "latent"]) == sorted(other["latents"])  # ticked in its column
+
+
+def test_a_link_a_reload_or_a_new_tab_keeps_its_workspace(monkeypatch, small_workspace, upworthy_workspace, tmp_path):
+    """The workspace is in the address (?ws=NAME): a reload or a new tab used to open the first one instead, with
+    the same feature number of another workspace on screen."""
+    folder = tmp_path / "workspaces"
+    folder.mkdir()
+    (folder / "a-reviews").symlink_to(small_workspace)
+    (folder / "b-headlines").symlink_to(upworthy_workspace)
+    monkeypatch.delenv("HSAE_WORKSPACE", raising=False)
+    monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(folder))
+    at = page("Features", ws="b-headlines", feature=3)  # a fresh session opening a link: the second workspace
+    assert at.sidebar.selectbox[0].value == str(folder / "b-headlines")
+    assert at.header[0].value.startswith("Feature #3:") and not at.warning
+    assert at.query_params["ws"] in ("b-headlines", ["b-headlines"])
+    at.sidebar.selectbox[0].set_value(str(folder / "a-reviews")).run()  # the picker still switches, and says so
+    assert at.query_params["ws"] in ("a-reviews", ["a-reviews"])
+    at = page("Features", ws="gone", feature=10**6)  # neither exists: said, not silently replaced
+    said = [w.value for w in at.warning]
+    assert any("No workspace named 'gone'" in w for w in said) and any("No feature #1000000 here" in w for w in said)
