@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .features import FeatureExplorer, column_correlations, reading_order, search_features
+from .features import FeatureExplorer, column_correlations, reading_order, search_features, strongest_first
 from .interpret import fit, snippet
 
 
@@ -38,8 +38,7 @@ def features_listing(
     if correlations is not None:
         title, r = correlations
         r = np.asarray(r, dtype=np.float64)[shown["latent"].to_numpy()]
-        strength = np.where(np.isnan(r), -1.0, np.abs(r))  # a feature that never fires has no correlation
-        shown = shown.assign(_r=r).iloc[np.argsort(-strength, kind="stable")]
+        shown = shown.assign(_r=r).iloc[strongest_first(r)]
     if level is not None:
         shown = shown[shown["level"] == level]
     total = len(shown)

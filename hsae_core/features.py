@@ -145,6 +145,13 @@ def example_query(table: pd.DataFrame) -> Optional[str]:
     return str(phrases.sort_values(["fidelity_auc", "latent"], ascending=[False, True])["label"].iloc[0])
 
 
+def strongest_first(correlations) -> np.ndarray:
+    """Positions ordered by the size of their correlation, strongest first of either sign; a feature with none
+    (NaN: it never fires) last."""
+    r = np.asarray(correlations, dtype=np.float64)
+    return np.argsort(-np.where(np.isnan(r), -1.0, np.abs(r)), kind="stable")
+
+
 def numeric_target(values: pd.Series, positive=None) -> np.ndarray:
     """A column as numbers for correlation: numeric as is (a missing value as NaN, which correlations skip),
     bool as 0/1, a category as one-vs-rest 0/1."""

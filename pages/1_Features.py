@@ -12,7 +12,7 @@ import ui
 from hsae_core import settings
 from hsae_core.data import holds_codes
 from hsae_core.errors import HsaeError
-from hsae_core.features import reading_order, search_features, text_features
+from hsae_core.features import reading_order, search_features, strongest_first, text_features
 from hsae_core.labelsets import low_fidelity, trusted
 from hsae_core.unique_labels import count_shared
 
@@ -93,14 +93,20 @@ if corr_col != "(none)":
         "(a date, a field; a column of more than 20 values, such as an A/B test id, is compared within).",
     )
 column_config = dict(FEATURE_COLUMNS)
+corr_name = None
 if corr_col != "(none)":
     try:
-        name, correlations = ui.feature_correlations(ws, corr_col, corr_value, controls)
-        table[name] = correlations
-        column_config[name] = st.column_config.NumberColumn(name, format="%.3f")
+        corr_name, correlations = ui.feature_correlations(ws, corr_col, corr_value, controls)
+        table[corr_name] = correlations
+        column_config[corr_name] = st.column_config.NumberColumn(corr_name, format="%.3f")
     except HsaeError as exc:
         st.warning(str(exc))
-shown = search_features(table, query, limit=len(table)) if query.strip() else table.iloc[order]
+if query.strip():
+    shown = search_features(table, query, limit=len(table))
+elif corr_name is not None:  # strongest first, either sign, as `hsae features --correlate` lists them
+    shown = table.iloc[strongest_first(table[corr_name])]
+else:
+    shown = table.iloc[order]
 fidelity_filter = c1.selectbox(
     "Label fidelity",
     ["all labels", "low fidelity only", "trusted only"],
@@ -122,8 +128,12 @@ if levels:
 if query.strip() and shown.empty:
     st.info(f"No feature label or keyword contains '{query}'.")
 cols = [c for c in column_config if c in shown.columns]
-# A new search is a new table: its own key, so that a row picked in the previous list is not reread in this one.
-table_key = "feature_table" if not query.strip() else "feature_table_" + hashlib.sha1(query.encode()).hexdigest()[:8]
+if corr_name is not None and "label" in cols:  # beside the label, not past the table's right edge
+    cols.remove(corr_name)
+    cols.insert(cols.index("label") + 1, corr_name)
+# A new search or order is a new table: its own key, so that a row picked in the previous list is not reread.
+order_key = query.strip() + ("|" + corr_name if corr_name else "")
+table_key = "feature_table" if not order_key else "feature_table_" + hashlib.sha1(order_key.encode()).hexdigest()[:8]
 event = st.dataframe(
     shown[cols],
     key=table_key,

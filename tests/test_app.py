@@ -152,6 +152,10 @@ def test_features_correlation_with_a_text_category_asks_for_its_value(app_env):
     at.selectbox(key="feat_corr_col").set_value("stars").run()
     table = df(at, "feature_table")
     assert "corr(stars)" in table.columns and table["corr(stars)"].abs().max() > 0.2
+    # beside the label, the strongest first of either sign (it was the last column, the table unsorted)
+    assert list(table.columns).index("corr(stars)") == list(table.columns).index("label") + 1
+    strength = table["corr(stars)"].abs().fillna(-1).to_numpy()
+    assert (np.diff(strength) <= 0).all()
     at.selectbox(key="feat_corr_col").set_value("split").run()  # a `str` column under pandas 3
     assert at.selectbox(key="feat_corr_val").options == ["holdout", "val"]
     assert not at.warning and "corr(split=holdout)" in df(at, "feature_table").columns
