@@ -262,7 +262,8 @@ def progress_bar(label: str, weights: Optional[dict] = None):
     bar = st.progress(0.0, text=label)
 
     def draw(frac: float, message: str, seconds_left: Optional[float] = None) -> None:
-        left = f" · about {format_seconds(seconds_left)} left" if seconds_left is not None else ""
+        # under a second left is no news (a short build read "about 0 s left" at every step)
+        left = f" · about {format_seconds(seconds_left)} left" if seconds_left is not None and seconds_left >= 1 else ""
         bar.progress(frac, text=(f"{label}: {message}" if message else label) + left)
 
     if weights:
