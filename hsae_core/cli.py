@@ -252,6 +252,8 @@ def cmd_train(args) -> int:
     sae._validate_params()
     if args.embeddings:
         X = read_embeddings(args.embeddings)
+        if len(X) < settings.MIN_SAE_ROWS:
+            raise DataError(f"Only {len(X)} embedding rows; training an SAE needs at least {settings.MIN_SAE_ROWS}")
         validate.check_fits_memory(_latents(args), X.shape[1], args.batch_size)
         model_id = args.embedding_model
     else:
@@ -264,8 +266,6 @@ def cmd_train(args) -> int:
         frame = read_table(args.data)
         corpus = prepare_corpus(frame, _text_column(args, frame), min_rows=settings.MIN_SAE_ROWS)
         X, model_id = _embed_corpus(corpus.texts, args.embedder, device=args.device)
-    if len(X) < settings.MIN_SAE_ROWS:
-        raise DataError(f"Only {len(X)} embedding rows; training an SAE needs at least {settings.MIN_SAE_ROWS}")
     sae.set_params(embedding_model=model_id)
     sae.fit(X, progress=_progress("training"))
     replace_folder(args.out, sae.save)

@@ -130,14 +130,9 @@ class SentenceTransformerEmbedder:
 
         A name that is neither cached nor a folder then fails at once: huggingface_hub would retry each of its
         files for half a minute."""
-        from .hub import hub_endpoint, hub_unreachable
+        from .hub import hub_cut_off
 
-        if Path(self.name_or_path).expanduser().exists():
-            return None
-        if settings.hf_offline():
-            return "downloads are off (HF_HUB_OFFLINE)"
-        reason = hub_unreachable()
-        return f"the Hub at {hub_endpoint()} cannot be reached ({reason})" if reason else None
+        return None if Path(self.name_or_path).expanduser().exists() else hub_cut_off()
 
     @property
     def dim(self) -> int:

@@ -217,6 +217,16 @@ def hub_unreachable(endpoint: Optional[str] = None) -> Optional[str]:
     return None
 
 
+def hub_cut_off(endpoint: Optional[str] = None) -> Optional[str]:
+    """Why files can come from the local cache only (downloads off, or the Hub unreachable), or None. Then a
+    missing file fails at once, where huggingface_hub would retry it for half a minute."""
+    if _offline():
+        return "downloads are off (HF_HUB_OFFLINE)"
+    endpoint = endpoint or hub_endpoint()
+    reason = hub_unreachable(endpoint)
+    return f"the Hub at {endpoint} cannot be reached ({reason})" if reason else None
+
+
 def hub_cache_dir(cache_dir: Optional[str] = None) -> Optional[str]:
     """The Hub cache folder: the argument, else $HF_HUB_CACHE, else $HF_HOME/hub, else the library default."""
     if cache_dir:
@@ -233,8 +243,7 @@ def _download(
 
     where = f"{repo_id}/{filename}" + (f"@{revision}" if revision else "")
     endpoint = hub_endpoint()
-    # Unreachable: read the cache only, since huggingface_hub retries a missing file for half a minute.
-    unreachable = None if _offline() else hub_unreachable(endpoint)
+    cut_off = hub_cut_off(endpoint)
     try:
         return Path(
             hf_hub_download(
@@ -244,16 +253,11 @@ def _download(
                 repo_type=repo_type,
                 cache_dir=hub_cache_dir(cache_dir),
                 endpoint=endpoint,
-                local_files_only=_offline() or unreachable is not None,
+                local_files_only=cut_off is not None,
             )
         )
     except hf_errors.LocalEntryNotFoundError as exc:
-        if _offline():
-            why = "downloads are off (HF_HUB_OFFLINE)"
-        elif unreachable:
-            why = f"the Hub at {endpoint} cannot be reached ({unreachable})"
-        else:
-            why = f"the Hub at {endpoint} did not serve it ({first_line(exc, limit=160)})"
+        why = cut_off or f"the Hub at {endpoint} did not serve it ({first_line(exc, limit=160)})"
         hint = known_names_hint(repo_id) if repo_type == "model" and _entry_repo(repo_id) else ""
         raise ModelError(
             f"{where} is not in the local Hugging Face cache ({hub_cache_dir(cache_dir) or 'default'}) and {why}"

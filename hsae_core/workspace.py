@@ -574,7 +574,7 @@ def check_workspace_folder(out: str | Path) -> Path:
     from .runstore import looks_like_run
 
     path = Path(out).expanduser()
-    if path.is_dir() and not Workspace.is_workspace(path) and looks_like_run(path):
+    if path.is_dir() and looks_like_run(path):  # never true of a workspace
         raise StorageError(
             f"The workspace folder {out} holds a hypothesis run (hsae hypothesize wrote it); a build there "
             "would replace the run's SAE: choose another folder"
