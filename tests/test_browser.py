@@ -199,12 +199,14 @@ def test_every_page_in_a_real_browser(server, workspace):
         page.goto(server)
         page.get_by_text("hsae: Overview").wait_for()
         page.locator(".js-plotly-plot").first.wait_for()
+        # the links come after the chart in the script: wait for the last, or a slow run reads the page too early
+        links = page.locator('[data-testid="stPageLink-NavLink"]')
+        links.nth(3).wait_for()
         nav = page.locator('[data-testid="stSidebarNav"]').inner_text().split()
         assert "Overview" in nav and "app" not in nav
         body = page.inner_text("body")
         assert f"{n_docs:,}" in body and "Validation NMSE" in body and "What next" in body
         assert page.locator('[data-testid="stAppDeployButton"]').count() == 0, "Deploy is hidden"
-        links = page.locator('[data-testid="stPageLink-NavLink"]')
         assert links.count() == 4, "What next links to Features, Search, Hypotheses and Map"
         cut = page.evaluate(
             """() => [...document.querySelectorAll('[data-testid="stPageLink-NavLink"]')].filter(
