@@ -281,11 +281,23 @@ def any_of_sentence(metrics: dict, concept: str, key: str = "any_of") -> str | N
     hold, train = rule.get("holdout") or {}, rule.get("train") or {}
     count = len(rule["latents"])
     bar = f"; {_num(hold['every_row_f1'])} if every text were called {concept}" if "every_row_f1" in hold else ""
-    return (
+    sentence = (
         f"{concept} = any of {count} hypothes{'is' if count == 1 else 'es'}: {named}. Holdout F1 "
         f"{_num(hold.get('f1'))} (precision {_num(hold.get('precision'))}, recall {_num(hold.get('recall'))}{bar}); "
         f"chosen on the training rows (F1 there {_num(train.get('f1'))})."
     )
+    if _no_better_than_every_row(hold):
+        sentence += f" On the holdout it does no better than calling every text {concept}: the rule does not hold up."
+    return sentence
+
+
+def _no_better_than_every_row(scores: dict) -> bool:
+    """True when a rule's F1 is at or below the F1 of calling every row the class (both known)."""
+    try:
+        f1, bar = float(scores["f1"]), float(scores["every_row_f1"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return bool(np.isfinite(f1) and np.isfinite(bar) and f1 <= bar)
 
 
 def rule_column_names(summary: dict) -> dict[str, str]:
