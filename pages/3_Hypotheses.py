@@ -379,8 +379,10 @@ if not runs:
     st.stop()
 paths = [str(r["path"]) for r in runs]
 labels = {str(r["path"]): f"{r['id']} · target {r['summary'].get('target', {}).get('column')}" for r in runs}
-if st.session_state.get("hyp_run_pick") not in paths:  # first visit, or the picked run was deleted
-    st.session_state["hyp_run_pick"] = paths[0]
+if st.session_state.get("hyp_run_pick") not in paths:  # first visit, another workspace, or the run was deleted
+    # the latest run for the target the form shows, so the form and the results below it agree
+    same_target = [str(r["path"]) for r in runs if r["summary"].get("target", {}).get("column") == target]
+    st.session_state["hyp_run_pick"] = (same_target or paths)[0]
 chosen = st.selectbox("Past runs of this workspace", paths, format_func=labels.get, key="hyp_run_pick")
 try:
     run_stamp = Path(chosen, "summary.json").stat().st_mtime

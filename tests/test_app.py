@@ -723,3 +723,25 @@ def test_a_link_a_reload_or_a_new_tab_keeps_its_workspace(monkeypatch, small_wor
     at = page("Features", ws="gone", feature=10**6)  # neither exists: said, not silently replaced
     said = [w.value for w in at.warning]
     assert any("No workspace named 'gone'" in w for w in said) and any("No feature #1000000 here" in w for w in said)
+
+
+def test_a_fresh_page_shows_the_latest_run_for_the_target_its_form_shows(monkeypatch, small_workspace, tmp_path):
+    """Opening the page (or switching workspace) used to show the latest run whatever its target, below a form
+    set to another target."""
+    import shutil
+
+    copy = tmp_path / "workspaces" / "yelp-runs"
+    shutil.copytree(small_workspace, copy, ignore=shutil.ignore_patterns("runs"))
+    monkeypatch.delenv("HSAE_WORKSPACE", raising=False)
+    monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(copy.parent))
+    ws = Workspace.open(copy)
+    for target in ("stars", "useful"):  # the run for 'useful' is the latest
+        ws.hypothesize(target, HypothesisConfig(n=3), own_features=True, out_dir=ws.new_run_dir(target))
+    at = page("Hypotheses")
+    assert at.selectbox(key="hyp_target").value == "stars"
+    shown = Workspace.open(copy).list_runs()
+    assert [r["summary"]["target"]["column"] for r in shown] == ["useful", "stars"]
+    assert at.selectbox(key="hyp_run_pick").value == str(shown[1]["path"]), "the run for the form's target"
+    assert any(s.value.startswith("Results: target 'stars'") for s in at.subheader)
+    at.selectbox(key="hyp_run_pick").set_value(str(shown[0]["path"])).run()  # any run still opens when picked
+    assert any(s.value.startswith("Results: target 'useful'") for s in at.subheader)
