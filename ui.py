@@ -339,6 +339,19 @@ SMALL_COLUMNS = {  # short columns beside a document's text, kept narrow so that
 }
 
 
+def numbers_table(frame: pd.DataFrame, key: str) -> None:
+    """A read-only table whose fractional numbers all show three decimals (``round(3)`` alone printed 0.47
+    under 0.678); whole-number columns (feature numbers, counts) stay as they are."""
+    fractional = [c for c in frame.columns if pd.api.types.is_float_dtype(frame[c]) and not _whole(frame[c])]
+    config = {c: st.column_config.NumberColumn(c, format="%.3f") for c in fractional}
+    st.dataframe(frame, key=key, hide_index=True, column_config=config)
+
+
+def _whole(values: pd.Series) -> bool:
+    finite = values.dropna().to_numpy()
+    return bool(len(finite)) and bool(np.all(finite == np.round(finite)))
+
+
 def selected_row(event) -> Optional[int]:
     """The row clicked in a ``st.dataframe(..., on_select="rerun", selection_mode="single-row")``, or None."""
     rows = event.selection.rows if event is not None and hasattr(event, "selection") else []

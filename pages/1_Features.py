@@ -48,7 +48,10 @@ FEATURE_COLUMNS = {
     ),
     "fidelity_f1": st.column_config.NumberColumn("fidelity F1", format="%.2f", help="Held-out F1 of the label"),
     "density": st.column_config.NumberColumn(
-        "fires on", format="percent", help="Share of documents where the feature is active"
+        # one decimal everywhere, as `hsae features` prints it (Streamlit's "percent" shows 12% beside 5.23%)
+        "fires on",
+        format="%.1f%%",
+        help="Share of documents where the feature is active",
     ),
     "mean_activation": st.column_config.NumberColumn(
         "mean activation", format="%.3f", help="Mean activation where active"
@@ -135,7 +138,7 @@ if corr_name is not None and "label" in cols:  # beside the label, not past the 
 order_key = query.strip() + ("|" + corr_name if corr_name else "")
 table_key = "feature_table" if not order_key else "feature_table_" + hashlib.sha1(order_key.encode()).hexdigest()[:8]
 event = st.dataframe(
-    shown[cols],
+    shown[cols].assign(density=shown["density"] * 100) if "density" in cols else shown[cols],  # a share, in %
     key=table_key,
     on_select="rerun",
     selection_mode="single-row",
@@ -215,11 +218,11 @@ with right:
     near = page["nearest"]
     near["label"] = table["label"].to_numpy()[near["latent"]]
     st.subheader("Nearest features (decoder cosine)")
-    st.dataframe(near.round(3), key="nearest", hide_index=True)
+    ui.numbers_table(near, key="nearest")
     co = page["cooccurring"]
     co["label"] = table["label"].to_numpy()[co["latent"].astype(int)] if len(co) else []
     st.subheader("Most co-occurring features")
-    st.dataframe(co.round(3), key="cooccurring", hide_index=True)
+    ui.numbers_table(co, key="cooccurring")
 
 # Groups of a text or id column are single documents: offer the columns that group them, categories first.
 GROUPING_KINDS = ("category", "numeric", "date")
@@ -248,4 +251,4 @@ if st.button("Show its features", key="try_go"):
     except HsaeError as exc:
         st.error(str(exc))
     else:
-        st.dataframe(active.round(3), key="try_result", hide_index=True)
+        ui.numbers_table(active, key="try_result")

@@ -211,10 +211,9 @@ with st.expander("…or type a box", expanded=selected is None):
 inside = (selected if selected is not None else points_in_box(coords, xr, yr)) & keep
 if show_regions:
     with st.expander("Regions and the feature each is named after"):
-        st.dataframe(
-            regions[["region", "label", "latent", "n_docs", "inside_rate", "outside_rate", "z"]].round(3),
+        ui.numbers_table(
+            regions[["region", "label", "latent", "n_docs", "inside_rate", "outside_rate", "z"]],
             key="map_region_labels",
-            hide_index=True,
         )
 if inside.sum() == keep.sum():
     ui.next_steps("Map")
@@ -228,7 +227,7 @@ top_latent = int(over["latent"].iloc[0]) if len(over) else None
 left, right = st.columns(2)
 with left:
     st.subheader(f"Features over-represented in the {int(inside.sum()):,} selected documents")
-    st.dataframe(over.round(3), key="region_features", hide_index=True)
+    ui.numbers_table(over, key="region_features")
 with right:
     docs = strongest_documents(fx.csc, inside, top_latent, limit=100)
     st.subheader("Selected documents")

@@ -84,6 +84,14 @@ def click_row(at: AppTest, key: str, row: int) -> AppTest:
     return at.run()
 
 
+def column_formats(at: AppTest, key: str) -> dict:
+    """{column: its number format} as the table is configured to show it."""
+    _, element = full_key(at, key)
+    element = element if element is not None else at.dataframe[ORDER[key]]
+    config = json.loads(element.proto.columns or "{}")
+    return {col: c["type_config"]["format"] for col, c in config.items() if (c.get("type_config") or {}).get("format")}
+
+
 def texts(workspace) -> list[str]:
     return Workspace.open(workspace).texts
 
@@ -140,6 +148,10 @@ def test_features_table_row_click_opens_the_feature_and_documents_read_in_full(a
     doc = int(top["doc"].iloc[0])
     assert corpus[doc] in shown_documents(at), "the clicked document is shown whole"
     assert len(df(at, "nearest")) == 10 and len(df(at, "cooccurring")) > 0
+    # one number of decimals down a column ("fires on" in %, cosines and lifts to three; rounding printed 0.47)
+    assert column_formats(at, "feature_table")["density"] == "%.1f%%" and table["density"].max() > 1
+    assert column_formats(at, "nearest")["cosine"] == "%.3f" and "latent" not in column_formats(at, "nearest")
+    assert {"share", "lift"} <= set(column_formats(at, "cooccurring"))
 
 
 def test_features_link_with_query_parameter_opens_that_feature(app_env):
