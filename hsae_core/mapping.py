@@ -319,6 +319,17 @@ def category_labels(values: pd.Series) -> pd.Series:
     return out.where(values.notna(), "(missing)")
 
 
+def fold_rare_values(labels: np.ndarray, legend: list[str], keep: int) -> tuple[np.ndarray, list[str]]:
+    """(labels, legend) with every value past the legend's first ``keep`` - the commonest, as
+    :func:`category_values` lists an unordered column - merged into one "other (N values)", so that a map
+    has no more colours than a reader can tell apart; unchanged when the legend is no longer than ``keep + 1``."""
+    if len(legend) <= keep + 1:
+        return labels, legend
+    rest = f"other ({len(legend) - keep} values)"
+    labels = np.asarray(labels, dtype=object)
+    return np.where(np.isin(labels, legend[:keep]), labels, rest), legend[:keep] + [rest]
+
+
 def category_values(values: pd.Series, limit: int = 50) -> tuple[list[str], bool]:
     """(the values of a category column as :func:`category_labels` writes them, in the order a legend lists
     them; whether they are ordered): numbers in ascending order (1 to 5 stars, then drawn on an ordered colour

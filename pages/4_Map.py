@@ -18,6 +18,7 @@ from hsae_core.mapping import (
     category_labels,
     density_grid,
     filter_mask,
+    fold_rare_values,
     hover_sample,
     points_in_box,
     region_overrepresentation,
@@ -28,6 +29,8 @@ from hsae_core.mapping import (
 from hsae_core.target_scale import readable_scale
 
 MAX_NAME_CHARS = 40  # a region name on the map, cut at a word with "…" beyond this
+GREY = "#7f7f7f"  # values folded into "other", and "(missing)"
+DISTINCT_COLOURS = [c for c in px.colors.qualitative.D3 if c.lower() != GREY]  # nine saturated hues, none near another
 
 ui.page_setup("Map")
 st.title("Map")
@@ -100,6 +103,8 @@ elif colour_by == "column" and kinds:
         colour_name, colour = readable_scale(pd.to_numeric(ws.frame[col], errors="coerce"), col)  # log of a count
     else:
         colour, colour_name, category = category_labels(ws.frame[col]).to_numpy(), col, True
+        if colour_kind != "ordered":  # no more colours than a reader tells apart: the rest share one grey
+            colour, legend = fold_rare_values(colour, legend, keep=len(DISTINCT_COLOURS))
 show_regions = c3.checkbox("Label regions", value=True, key="map_regions")
 
 dense = n_keep > settings.SCALE.map_points
@@ -162,6 +167,10 @@ else:
             legend_style["color_discrete_sequence"] = sample_colorscale(
                 "RdYlBu", np.linspace(0, 1, max(len(legend), 2))
             )
+        else:  # distinct hues (the theme's default paired two blues and two reds); "other", "(missing)" grey
+            legend_style["color_discrete_map"] = dict(zip(legend, DISTINCT_COLOURS)) | {
+                value: GREY for value in legend if value == "(missing)" or value.startswith("other (")
+            }
     fig = px.scatter(
         plot,
         x="x",

@@ -27,6 +27,7 @@ from hsae_core.mapping import (
     compute_layout,
     density_grid,
     filter_mask,
+    fold_rare_values,
     map_regions,
     points_in_box,
     points_in_polygon,
@@ -278,6 +279,38 @@ def test_map_page_colours_stars_in_order_from_red_to_blue(small_workspace, monke
     assert len({tuple(c) for c in rgb}) == 5 and rgb[0][0] > rgb[0][2] and rgb[-1][2] > rgb[-1][0], "1 red, 5 blue"
     frame = Workspace.open(small_workspace).frame
     assert [len(_values(t["x"])) for t in traces] == [int((frame["stars"] == s).sum()) for s in range(1, 6)]
+
+
+def test_a_category_of_many_values_is_drawn_in_distinct_colours_the_rare_ones_as_one_grey_other(
+    tmp_path, yelp_frames, yelp_embedded, monkeypatch
+):
+    """A column of four categories was drawn in the theme's two blues and two reds (cs.AI beside stat.ML); one of
+    twelve repeated colours."""
+    frame = small_frame(yelp_frames).iloc[:240].copy()
+    counts = [40, 35, 30, 25, 22, 20, 18, 15, 12, 10, 8, 5]  # 12 values, city 00 the commonest
+    frame["city"] = np.repeat([f"city {i:02d}" for i in range(12)], counts)
+    out = tmp_path / "cities"
+    build_workspace(out, frame=frame, text_col="text", m=SMALL_M, k=SMALL_K)
+    at = _map(out, monkeypatch)
+    at.radio(key="map_colour").set_value("column").run()
+    at.selectbox(key="map_column").set_value("city").run()
+    assert not at.exception
+    traces = [t for t in _spec(at)["data"] if t.get("marker", {}).get("color") and t.get("name")]
+    names = [t["name"] for t in traces]
+    assert names[:9] == [f"city {i:02d}" for i in range(9)] and names[9:] == ["other (3 values)"]
+    colours = [t["marker"]["color"] for t in traces]
+    assert len(set(colours[:9])) == 9 and colours[9] == "#7f7f7f", "nine hues, the rest grey"
+    assert sum(len(_values(t["x"])) for t in traces) == 240, "every document drawn"
+    assert len(_values(traces[9]["x"])) == int(frame["city"].isin(["city 09", "city 10", "city 11"]).sum())
+
+
+def test_rare_values_fold_into_one_other_past_the_colours_a_reader_tells_apart():
+    labels = np.array(["a", "b", "a", "c", "d", "e", "a", "b"], dtype=object)
+    folded, legend = fold_rare_values(labels, ["a", "b", "c", "d", "e"], keep=2)
+    assert legend == ["a", "b", "other (3 values)"]
+    assert folded.tolist() == ["a", "b", "a"] + ["other (3 values)"] * 3 + ["a", "b"]
+    same, legend = fold_rare_values(labels, ["a", "b", "c"], keep=2)  # one more value than colours: no "other"
+    assert legend == ["a", "b", "c"] and same is labels
 
 
 def test_category_values_list_numbers_in_order_and_other_values_commonest_first():
