@@ -33,15 +33,18 @@ def lock_path(workspace: str | Path) -> Path:
     return workspace.parent / f".{workspace.name}.lock"
 
 
-_HELD: dict[str, int] = {}  # locks this process holds (by lock file) and how many times they were entered
+# locks held in this process, by (lock file, thread), and how many times that thread entered them
+_HELD: dict[tuple[str, int], int] = {}
 _HELD_LOCK = threading.Lock()
 
 
 class WorkspaceLock:
     """``with WorkspaceLock(ws):`` holds the build lock of ``ws`` or raises :class:`WorkspaceBusyError`.
 
-    ``wait`` seconds (default 0) are spent retrying before giving up. Re-entrant within one process (a
-    Ray build holds the lock and then runs the ordinary build, which takes it again).
+    ``wait`` seconds (default 0) are spent retrying before giving up. Re-entrant within one thread (a Ray
+    build holds the lock and then runs the ordinary build, which takes it again); another thread of the same
+    process is refused like another process (the dashboard builds in background threads: two of them into one
+    folder would otherwise both build).
     """
 
     def __init__(self, workspace: str | Path, wait: float = 0.0):
@@ -50,7 +53,8 @@ class WorkspaceLock:
         self.wait = float(wait)
         self._fd: Optional[int] = None
         self._pidfile = False
-        self._key = str(self.path.absolute())
+        self._file = str(self.path.absolute())
+        self._key: Optional[tuple[str, int]] = None  # (lock file, thread) while held
         self._nested = False
 
     def __enter__(self) -> WorkspaceLock:
@@ -61,6 +65,7 @@ class WorkspaceLock:
         self.release()
 
     def acquire(self) -> None:
+        self._key = (self._file, threading.get_ident())
         with _HELD_LOCK:
             if _HELD.get(self._key):
                 _HELD[self._key] += 1
@@ -136,7 +141,11 @@ class WorkspaceLock:
     def release(self) -> None:
         with _HELD_LOCK:
             if self._nested or self._fd is not None:
-                _HELD[self._key] = _HELD.get(self._key, 1) - 1
+                left = _HELD.get(self._key, 1) - 1
+                if left > 0:
+                    _HELD[self._key] = left
+                else:
+                    _HELD.pop(self._key, None)
             if self._nested:
                 self._nested = False
                 return

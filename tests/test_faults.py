@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,7 +27,7 @@ import pytest
 from openai_server import FakeOpenAIServer, user_prompt
 
 from hsae_core.cli import main
-from hsae_core.errors import DataError, HsaeError, StorageError, WorkspaceChangedError
+from hsae_core.errors import DataError, HsaeError, StorageError, WorkspaceBusyError, WorkspaceChangedError
 from hsae_core.locking import WorkspaceLock, lock_path
 from hsae_core.pipeline import load_run
 from hsae_core.workspace import LAYOUT_FILE, LAYOUT_META, MANIFEST, STEPS, Workspace, build_workspace
@@ -389,6 +390,29 @@ def test_lock_is_reentrant_in_one_process_and_held_until_the_outer_release(tmp_p
             assert other_process() == "busy"
         assert other_process() == "busy", "the inner release let the lock go"
     assert other_process() == "free"
+
+
+def test_lock_refuses_another_thread_of_the_same_process(tmp_path):
+    """The dashboard builds in background threads of one server process: a second thread building into the same
+    folder must be refused as another process is (re-entering is for the thread that holds the lock)."""
+    ws, seen = tmp_path / "ws", {}
+
+    def other_thread() -> None:
+        try:
+            with WorkspaceLock(ws):
+                seen["other"] = "free"
+        except WorkspaceBusyError as exc:
+            seen["other"] = str(exc)
+
+    with WorkspaceLock(ws):
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join(timeout=60)
+        assert seen["other"].startswith(f"Another build is running on {ws} (pid {os.getpid()}")
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join(timeout=60)
+    assert seen["other"] == "free", "released by its holder, the lock is free for any thread"
 
 
 def test_lock_left_by_a_dead_builder_does_not_block(tiny, ws_copy, capsys):
