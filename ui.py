@@ -5,8 +5,11 @@ error display and table shaping. The only module besides the pages that imports 
 from __future__ import annotations
 
 import html
+import logging
 import re
 import tempfile
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -189,10 +192,23 @@ def workspace_choices() -> list[Path]:
     return list_workspaces(workspaces_dir())
 
 
-def pick_workspace() -> Optional[Workspace]:
-    """Sidebar workspace picker; returns the opened workspace or None (after saying why)."""
+def pick_workspace(show_builds: bool = True) -> Optional[Workspace]:
+    """Sidebar workspace picker; returns the opened workspace or None (after saying why). With ``show_builds`` a
+    sidebar line names the builds this session started that are still running (the Overview, which shows their
+    progress itself, leaves it out)."""
     choices = workspace_choices()
+    building = builds_running()
+    if building and show_builds:  # the Overview shows their progress; elsewhere say they go on
+        st.sidebar.caption(
+            " · ".join(job.label for job in building) + " in the background (the **Overview** shows the progress)."
+        )
     if not choices:
+        if building:
+            st.info(
+                "No workspace yet: one is being built in the background. Open the **Overview** page to follow it; "
+                "it appears in the sidebar when it is done."
+            )
+            return None
         st.info(
             "No workspace yet. Open the **Overview** page to build the demo workspace or upload a table "
             "(or run `make dashboard`, which builds the demo first)."
@@ -251,45 +267,43 @@ def explorer(ws: Workspace):
         st.stop()
 
 
+def progress_text(label: str, message: str = "", seconds_left: Optional[float] = None) -> str:
+    """``Building x: embeddings: 512 of 4000 · about 1 min 05 s left``: the line every progress bar shows."""
+    from hsae_core.progress import format_seconds
+
+    # under a second left is no news (a short build read "about 0 s left" at every step)
+    left = f" · about {format_seconds(seconds_left)} left" if seconds_left is not None and seconds_left >= 1 else ""
+    return (f"{label}: {message}" if message else label) + left
+
+
+def _progress_fn(draw, weights: Optional[dict] = None):
+    """A ProgressFn calling ``draw(fraction, message, seconds_left)``: one bar over the weighted stages with the
+    time left (hsae_core.progress.StagedProgress), or, without ``weights``, each call's own done/total."""
+    from hsae_core.progress import StagedProgress
+
+    if weights:
+        return StagedProgress(weights, draw)
+
+    def update(done: int, total: int, message: str = "") -> None:
+        draw(0.0 if total <= 0 else min(max(done / total, 0.0), 1.0), message, None)
+
+    return update
+
+
 def progress_bar(label: str, weights: Optional[dict] = None):
-    """A ProgressFn drawing a Streamlit progress bar with the step's message.
+    """(A ProgressFn drawing a Streamlit progress bar with the step's message, the bar): for work done inside the
+    script run, which stops when the user touches a widget or leaves the page (a build runs as a background job
+    instead: start_build).
 
     With ``weights`` ({stage: share of the time}) the bar is one bar over every stage with the time left
     (hsae_core.progress.StagedProgress); without, it follows each call's own done/total.
     """
-    from hsae_core.progress import StagedProgress, format_seconds
-
     bar = st.progress(0.0, text=label)
 
     def draw(frac: float, message: str, seconds_left: Optional[float] = None) -> None:
-        # under a second left is no news (a short build read "about 0 s left" at every step)
-        left = f" · about {format_seconds(seconds_left)} left" if seconds_left is not None and seconds_left >= 1 else ""
-        bar.progress(frac, text=(f"{label}: {message}" if message else label) + left)
+        bar.progress(frac, text=progress_text(label, message, seconds_left))
 
-    if weights:
-        return StagedProgress(weights, draw), bar
-
-    def update(done: int, total: int, message: str = "") -> None:
-        draw(0.0 if total <= 0 else min(max(done / total, 0.0), 1.0), message)
-
-    return update, bar
-
-
-def run_build(name: str, build) -> Optional[Workspace]:
-    """Run ``build(progress)`` under a progress bar and open the result; on an HsaeError show one line and
-    keep whatever workspace was open (the library never half-replaces one)."""
-    from hsae_core.workspace import BUILD_WEIGHTS
-
-    progress, bar = progress_bar(f"Building {name}", BUILD_WEIGHTS)
-    try:
-        ws = build(progress)
-    except ERRORS as exc:
-        st.error(f"Build failed (any previous workspace is unchanged): {error_line(exc)}")
-        return None
-    finally:
-        bar.empty()
-    st.session_state["workspace_path"] = str(ws.path)
-    return ws
+    return _progress_fn(draw, weights), bar
 
 
 def feature_name(table: pd.DataFrame, latent: int) -> str:
@@ -482,55 +496,213 @@ def api_key_box() -> Optional[str]:
     return typed.strip() or None
 
 
+# ------------------------------------------------------------------ background jobs
+# Work that outlives the script run that started it. Streamlit stops a script run whenever the user touches a
+# widget, switches the workspace or opens another page; a build run inside it died there without a word. A job
+# runs in a daemon thread of the server instead, and pages poll it (follow_job).
+@dataclass
+class Job:
+    """One background job: what it last reported, then its result or its one-line error."""
+
+    key: str
+    label: str
+    fraction: float = 0.0
+    message: str = ""
+    seconds_left: Optional[float] = None
+    result: object = None
+    error: Optional[str] = None
+    finished: bool = False
+
+    @property
+    def status(self) -> str:
+        return progress_text(self.label, self.message, self.seconds_left)
+
+
+class _JobBoard:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.jobs: dict[str, Job] = {}
+
+
+KEEP_FINISHED_JOBS = 32  # finished jobs kept for the pages to read their results (older ones are forgotten)
+
+
+@st.cache_resource(show_spinner=False)
+def _board() -> _JobBoard:
+    """Every background job of this server process by key, for every session (a job is about a folder on disk)."""
+    return _JobBoard()
+
+
+def find_job(key: str) -> Optional[Job]:
+    return _board().jobs.get(key)
+
+
+def start_job(key: str, label: str, work, weights: Optional[dict] = None, again: bool = True) -> tuple[Job, bool]:
+    """(job, started now): run ``work(progress)`` in a background thread under ``key``.
+
+    While a job with this key runs it is returned and nothing new starts (two clicks make one job). A finished
+    one is replaced when ``again``, else returned as it ended (work done once, like a workspace's map).
+    ``weights`` ({stage: share of the time}) make one bar over the stages with the time left, as progress_bar.
+    """
+    board = _board()
+    with board.lock:
+        job = board.jobs.get(key)
+        if job is not None and (not job.finished or not again):
+            return job, False
+        board.jobs.pop(key, None)
+        finished = [k for k, j in board.jobs.items() if j.finished]
+        for old in finished[: max(0, len(finished) - KEEP_FINISHED_JOBS + 1)]:
+            del board.jobs[old]
+        job = board.jobs[key] = Job(key, label)
+    threading.Thread(target=_run_job, args=(job, work, weights), daemon=True, name=f"hsae-{key}"[-60:]).start()
+    return job, True
+
+
+def _run_job(job: Job, work, weights: Optional[dict]) -> None:
+    def draw(fraction: float, message: str, seconds_left: Optional[float] = None) -> None:
+        job.fraction, job.message, job.seconds_left = fraction, message, seconds_left
+
+    try:
+        job.result = work(_progress_fn(draw, weights))
+    except ERRORS as exc:
+        job.error = error_line(exc)
+    except Exception as exc:  # noqa: BLE001 - a bug: one line on the page (the traceback in the server's log)
+        logging.getLogger("hsae_dashboard").exception("Background job %s failed", job.key)
+        job.error = " ".join(f"{type(exc).__name__}: {exc}".split())
+    except BaseException:  # the thread itself is stopped: say so rather than leave the page waiting
+        job.error = "stopped before it finished"
+        raise
+    finally:
+        job.finished = True
+
+
+def follow_job(job: Job, every: float = 2.0) -> None:
+    """A running job's progress bar (step, bar, time left), redrawn every ``every`` seconds; the whole page reruns
+    once when the job finishes, to show its result. Draws nothing for a finished job."""
+    if job.finished:
+        return
+
+    @st.fragment(run_every=every)
+    def poll():
+        if job.finished:
+            st.rerun()
+        st.progress(min(max(job.fraction, 0.0), 1.0), text=job.status)
+
+    poll()
+
+
+# ------------------------------------------------------------------ workspace builds (background jobs)
+FOLLOWED_BUILDS = "followed_builds"  # session state: {job key: whether this session started it}
+
+
+def _build_key(out: Path) -> str:
+    return f"build:{Path(out).expanduser().absolute()}"
+
+
+def start_build(out, label: str, build, describe) -> None:
+    """Build a workspace into ``out`` in the background: ``build(progress)`` returns it, ``describe(ws)`` says what
+    was built. This session's Overview follows it (follow_builds) wherever the user goes meanwhile; the page is
+    drawn again at once to show it. While a build into the same folder runs (started by this session or another),
+    a click follows that one instead."""
+    from hsae_core.workspace import BUILD_WEIGHTS
+
+    def work(progress):
+        ws = build(progress)
+        return str(ws.path), describe(ws)
+
+    key = _build_key(out)
+    _, started = start_job(key, f"Building {label}", work, BUILD_WEIGHTS)
+    _follow(key, started_here=True)
+    if started:  # draw the page again from the top, now with the build's progress (and no "no workspace yet")
+        st.rerun()
+    else:
+        st.warning(
+            f"A build into {Path(out).expanduser().absolute()} is already running (its progress shows at the top of "
+            "this page); wait for it to finish, or build into another folder."
+        )
+
+
+def _follow(key: str, started_here: bool) -> None:
+    followed = dict(st.session_state.get(FOLLOWED_BUILDS, {}))
+    followed[key] = followed.get(key, False) or started_here
+    st.session_state[FOLLOWED_BUILDS] = followed
+
+
+def builds_running() -> list[Job]:
+    """The builds this session follows that are still running."""
+    jobs = (find_job(key) for key in st.session_state.get(FOLLOWED_BUILDS, {}))
+    return [job for job in jobs if job is not None and not job.finished]
+
+
+def follow_builds(where=None) -> None:
+    """The Overview's view of the builds: every build running on this server shows its progress (a reload of the
+    page, or another tab, still sees it); each finished one is said once, to the sessions that followed it: its
+    one-line error, or its message and the workspace opened (in the session that started it; elsewhere the
+    sidebar lists it). Call before ui.pick_workspace; ``where``: the container to draw in (the page's top)."""
+    where = where if where is not None else st.container()
+    board = _board()
+    with board.lock:
+        running = [key for key, job in board.jobs.items() if key.startswith("build:") and not job.finished]
+    for key in running:
+        _follow(key, started_here=False)
+    followed = dict(st.session_state.get(FOLLOWED_BUILDS, {}))
+    for key, started_here in list(followed.items()):
+        job = find_job(key)
+        if job is not None and not job.finished:
+            with where:
+                follow_job(job)
+            continue
+        followed.pop(key)
+        if job is None:  # forgotten among many later jobs: the sidebar lists what was built
+            continue
+        with where:
+            if job.error:
+                st.error(f"Build failed (any previous workspace is unchanged): {job.error}")
+                continue
+            path, message = job.result
+            if started_here:
+                st.session_state["workspace_path"] = path
+                st.success(f"{message}; it is open now (the sidebar picks another).")
+            else:
+                st.success(f"{message}; pick it in the sidebar to open it.")
+    st.session_state[FOLLOWED_BUILDS] = followed
+
+
 # ------------------------------------------------------------------ the Map
-@st.cache_resource(max_entries=4, show_spinner=False)
-def _layout_job(path: str, stamp: float) -> dict:
-    """Compute a workspace's missing 2-D layout once, in a background thread (other pages stay usable)."""
-    import threading
-
-    state = {"message": "starting", "done": False, "error": None}
-
-    def work():
-        try:
-            Workspace.open(path).layout(progress=lambda done, total, msg="": state.update(message=msg))
-            state["done"] = True
-        except ERRORS as exc:
-            state["error"] = error_line(exc)
-        except Exception as exc:  # noqa: BLE001 - shown on the page instead of dying silently in a thread
-            state["error"] = f"{type(exc).__name__}: {exc}"
-
-    threading.Thread(target=work, daemon=True, name=f"hsae-layout-{Path(path).name}").start()
-    return state
+def _layout_key(ws: Workspace) -> str:
+    return f"layout:{ws.path}:{_stamp(ws.path)}"
 
 
-def start_layout(ws: Workspace) -> None:
-    """Start computing the map in the background if the workspace has none (e.g. the demo, built without it)."""
-    if not ws.has_layout:
-        _layout_job(str(ws.path), _stamp(ws.path))
+def start_layout(ws: Workspace) -> Optional[Job]:
+    """Compute the workspace's missing 2-D layout once, in the background (other pages stay usable; e.g. the demo,
+    built without it); None when it has one."""
+    if ws.has_layout:
+        return None
+    path = str(ws.path)
+
+    def work(progress) -> None:  # the map goes to disk; the board keeps no copy of it
+        Workspace.open(path).layout(progress=progress)
+
+    return start_job(_layout_key(ws), "Map", work, again=False)[0]
 
 
 def map_layout(ws: Workspace) -> Optional[np.ndarray]:
     """The workspace's 2-D layout, or None (after saying so) while it is computed in the background."""
     if ws.has_layout:
         return ws.layout()
-    job = _layout_job(str(ws.path), _stamp(ws.path))
-    if job["error"]:
-        st.error(f"The map could not be computed: {job['error']}")
+    job = start_layout(ws)
+    if job is None:  # stored meanwhile
+        return ws.layout()
+    if job.error:
+        st.error(f"The map could not be computed: {job.error}")
         return None
-    if job["done"]:
+    if job.finished:
         return ws.layout()
     st.info(
         "This workspace was built without its map: computing it now in the background (a large corpus "
         "takes minutes; the other pages work meanwhile). `hsae build` computes it during the build."
     )
-
-    @st.fragment(run_every=2)
-    def poll():
-        if job["done"] or job["error"]:
-            st.rerun()
-        st.caption(f"Map: {job['message']}")
-
-    poll()
+    follow_job(job)
     return None
 
 

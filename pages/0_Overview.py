@@ -25,11 +25,12 @@ from hsae_core.errors import DataError, HsaeError, ModelError
 from hsae_core.hub import registry
 from hsae_core.settings import SAE, format_levels
 from hsae_core.workspace import (
-    BUILD_WEIGHTS,
     DEMO_HELP,
+    DEMO_NAME,
     build_demo_workspace,
     build_pretrained_workspace,
     build_workspace,
+    demo_frame,
     workspaces_dir,
 )
 
@@ -38,16 +39,19 @@ st.title("hsae: Overview")
 
 
 def build_demo() -> None:
-    progress, bar = ui.progress_bar("Building the demo workspace (Yelp reviews)", BUILD_WEIGHTS)
+    """Build the demo workspace in the background (a missing download is said at once, before any building)."""
     try:
-        ws = build_demo_workspace(workspaces_dir(), progress=progress)
+        demo_frame()
     except ui.ERRORS as exc:
-        bar.empty()
         st.error(ui.error_line(exc))
         return
-    bar.empty()
-    st.session_state["workspace_path"] = str(ws.path)
-    st.success(f"Built {ws.name}: {len(ws):,} documents.")
+    root = workspaces_dir()
+    ui.start_build(
+        root / DEMO_NAME,
+        "the demo workspace (Yelp reviews)",
+        lambda progress: build_demo_workspace(root, progress=progress),
+        lambda ws: f"Built {ws.name}: {len(ws):,} documents",
+    )
 
 
 def text_column_picker(frame, key: str, container=st):
@@ -99,10 +103,12 @@ def new_workspace_form() -> None:
     )
     if st.button("Build workspace", key="new_build"):
         safe = safe_name(name)
-        ws = ui.run_build(
+        out = workspaces_dir() / safe
+        ui.start_build(
+            out,
             safe,
             lambda progress: build_workspace(
-                workspaces_dir() / safe,
+                out,
                 frame=frame,
                 text_col=text_col,
                 m=int(m),
@@ -111,9 +117,8 @@ def new_workspace_form() -> None:
                 progress=progress,
                 name=name,
             ),
+            lambda ws: f"Built {ws.name}: {len(ws):,} documents",
         )
-        if ws is not None:
-            st.success(f"Built {ws.name}: {len(ws):,} documents; it is open now (the sidebar picks another).")
 
 
 SAE_CHOICES = ("Published SAE", "Type a spec or folder")
@@ -222,6 +227,7 @@ def pretrained_form() -> None:
     if not st.button("Build workspace", key="pre_build"):
         return
     safe = safe_name(name)
+    out = workspaces_dir() / safe
 
     def build(progress):
         frame_, text_col_, embeddings = frame, text_col, None
@@ -243,7 +249,7 @@ def pretrained_form() -> None:
                 )
             text_col_ = frame_.columns[0]
         return build_pretrained_workspace(
-            workspaces_dir() / safe,
+            out,
             spec,
             frame=frame_,
             text_col=text_col_,
@@ -253,28 +259,28 @@ def pretrained_form() -> None:
             name=name,
         )
 
-    ws = ui.run_build(safe, build)
-    if ws is None:
-        return
-    st.success(
-        f"Built {ws.name}: {len(ws):,} documents with {ws.sae.config_.m:,} pretrained features; it is open below."
+    ui.start_build(
+        out,
+        safe,
+        build,
+        lambda ws: f"Built {ws.name}: {len(ws):,} documents with {ws.sae.config_.m:,} pretrained features",
     )
 
 
+builds = st.container()  # this session's builds: their progress, then what they built (ui.follow_builds)
 choices = ui.workspace_choices()
 if not choices and not st.session_state.get("demo_attempted"):
     # First start: build the demo workspace once per session (it is reused from disk afterwards).
     st.session_state["demo_attempted"] = True
     if os.environ.get("HSAE_DATA_DIR"):
         build_demo()
-        choices = ui.workspace_choices()
     else:
         # Not an error: a table of the user's own is the usual start, and the demo is optional.
         st.info(
             "No workspace yet: upload a table below to build one (any CSV, TSV, JSON, JSONL or Parquet with a "
             "text column). To open the Yelp demo instead: " + DEMO_HELP
         )
-elif not choices:
+elif not choices and not ui.builds_running():
     st.warning("No workspace yet. " + DEMO_HELP)
     if st.button("Try building the demo workspace again"):
         build_demo()
@@ -284,7 +290,8 @@ with st.expander("New workspace from a table", expanded=not choices):
 with st.expander("Open a pretrained SAE"):
     pretrained_form()
 
-ws = ui.pick_workspace() if ui.workspace_choices() else None
+ui.follow_builds(builds)  # before the sidebar's picker: a build finished here opens its workspace
+ws = ui.pick_workspace(show_builds=False) if ui.workspace_choices() else None
 if ws is not None:
     ui.start_layout(ws)  # a workspace built without its map (the demo) gets it in the background meanwhile
     info = ws.overview()

@@ -7,20 +7,24 @@ import dataclasses
 import html
 import json
 import re
+import shutil
+import threading
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
-from ws_fixtures import small_workspace, upworthy_frame, upworthy_workspace  # noqa: F401
+from ws_fixtures import finish_builds, small_workspace, upworthy_frame, upworthy_workspace  # noqa: F401
 
 from hsae_core import settings
 from hsae_core.labelsets import features_with_labels
 from hsae_core.pipeline import HypothesisConfig
 from hsae_core.report import verdict_line
 from hsae_core.splits import duplicate_mask
-from hsae_core.workspace import Workspace
+from hsae_core.workspace import DEMO_NAME, Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
@@ -585,7 +589,7 @@ def test_a_workspace_built_from_an_upload_trains_the_product_sae(shared_data, mo
     at.get("file_uploader")[0].set_value(("reviews.csv", path.read_bytes(), "text/csv")).run()
     assert (at.number_input(key="new_m").value, at.number_input(key="new_k").value) == (SAE.m, SAE.k)
     assert at.checkbox(key="new_levels").value and format_levels(SAE.levels) in at.checkbox(key="new_levels").help
-    at.button(key="new_build").click().run()
+    finish_builds(at.button(key="new_build").click().run())
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("Built reviews: 300 documents" in s.value for s in at.success)
     shape = {m.label: m.value for m in at.metric}["SAE shape"]
@@ -619,6 +623,146 @@ def test_map_page_layout_and_region_features(app_env):
     assert (strongest["inside_rate"] > strongest["outside_rate"]).all()
     at.radio(key="map_colour").set_value("column").run()
     assert "stars" in at.get("plotly_chart")[0].proto.spec
+
+
+def progress_lines(at: AppTest) -> list[str]:
+    return [bar.proto.text for bar in at.get("progress")]
+
+
+def wait_until(ready, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"not ready after {timeout:.0f} s"
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def held_builds(monkeypatch):
+    """Background jobs wait at their first progress report until ``.set()``, so that a test acts mid-build however
+    fast the machine builds (the build itself is the real one). Today's code, which built inside the click's run,
+    has no ui._progress_fn: nothing is held there and the click's run returned only when the build was over."""
+    import ui
+
+    gate, real = threading.Event(), getattr(ui, "_progress_fn", None)
+
+    def held(draw, weights=None):
+        progress = real(draw, weights)
+
+        def wait_then_report(done: int, total: int, message: str = "") -> None:
+            gate.wait(TIMEOUT)
+            progress(done, total, message)
+
+        return wait_then_report
+
+    monkeypatch.setattr(ui, "_progress_fn", held, raising=False)
+    yield gate
+    gate.set()
+
+
+def test_a_build_goes_on_while_the_user_moves_away_and_opens_when_done(
+    held_builds, small_workspace, yelp_embedded, monkeypatch, tmp_path
+):
+    """A build runs in the background: a second click, another workspace picked in the sidebar, another widget
+    value and another page meanwhile neither stop it (inside the script run, each of them stopped the build
+    without a word) nor start a second build into the same folder; the sidebar lists the workspace at the next
+    rerun after it is done, and the Overview then opens it."""
+    monkeypatch.delenv("HSAE_WORKSPACE", raising=False)
+    monkeypatch.delenv("HSAE_DATA_DIR", raising=False)
+    root = tmp_path / "workspaces"
+    for name in ("a-first", "b-second"):
+        shutil.copytree(small_workspace, root / name, ignore=shutil.ignore_patterns("runs"))
+    monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(root))
+    path = tmp_path / "moving.csv"  # texts the session has embeddings of: the build takes the SAE's and labels' time
+    yelp_embedded[0].iloc[:200][["stars", "text"]].to_csv(path, index=False)
+    at = page()
+    assert Path(at.session_state["workspace_path"]).name == "a-first"
+    at.get("file_uploader")[0].set_value(("moving.csv", path.read_bytes(), "text/csv")).run()
+    at.number_input(key="new_m").set_value(32)
+    at.number_input(key="new_k").set_value(4)
+    at.checkbox(key="new_levels").uncheck()
+    at.button(key="new_build").click().run()
+    assert not at.exception, at.exception
+    # The click's run ends at once and shows the build's progress; the workspace is not there yet.
+    assert progress_lines(at) and progress_lines(at)[0].startswith("Building moving"), progress_lines(at)
+    assert not Workspace.is_workspace(root / "moving")
+    # A second click follows the running build instead of starting another into the same folder.
+    at.button(key="new_build").click().run()
+    assert any("A build into" in w.value and "is already running" in w.value for w in at.warning)
+    assert len(progress_lines(at)) == 1
+    # Another workspace picked in the sidebar, another widget's value: reruns of the page.
+    at.sidebar.selectbox[0].set_value(str(root / "b-second")).run()
+    assert not at.exception, at.exception
+    assert Path(at.session_state["workspace_path"]).name == "b-second"
+    at.text_input(key="new_name").input("another-name").run()
+    assert len(progress_lines(at)) == 1 and progress_lines(at)[0].startswith("Building moving")
+    # Another page meanwhile says that the build goes on, and lists the workspace at its first rerun once built.
+    at.switch_page("pages/1_Features.py").run()
+    assert not at.exception, at.exception
+    assert any("Building moving in the background" in c.value for c in at.sidebar.caption)
+    held_builds.set()
+    wait_until(lambda: Workspace.is_workspace(root / "moving"))
+    at.run()
+    assert not at.exception, at.exception
+    assert at.sidebar.selectbox[0].options == ["a-first", "b-second", "moving"]
+    assert Path(at.session_state["workspace_path"]).name == "b-second", "another page does not switch workspace"
+    # Back on the Overview: what was built, open.
+    at.switch_page("pages/0_Overview.py").run()
+    finish_builds(at)
+    assert any("Built moving: 200 documents; it is open now" in s.value for s in at.success), at.success
+    assert not at.error, [e.value for e in at.error]
+    assert {m.label: m.value for m in at.metric}["Documents"] == "200"
+    assert Path(at.session_state["workspace_path"]) == root / "moving"
+    assert Workspace.open(root / "moving").sae.config_.m == 32
+
+
+def test_the_first_start_demo_build_goes_on_while_another_page_is_open(held_builds, yelp_frames, monkeypatch, tmp_path):
+    train, hold = yelp_frames  # rows the session has embeddings of
+    data = tmp_path / "data" / "yelp_reviews_demo"
+    data.mkdir(parents=True)
+    train.iloc[:150].to_json(data / "yelp-demo-val-2K.jsonl", orient="records", lines=True, date_format="iso")
+    hold.iloc[:150].to_json(data / "yelp-demo-holdout-2K.jsonl", orient="records", lines=True, date_format="iso")
+    monkeypatch.setenv("HSAE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("HSAE_WORKSPACE", raising=False)
+    root = tmp_path / "workspaces"
+    monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(root))
+    at = page()
+    assert progress_lines(at) and progress_lines(at)[0].startswith("Building the demo workspace (Yelp reviews)")
+    assert not Workspace.is_workspace(root / DEMO_NAME)
+    at.switch_page("pages/2_Search.py").run()
+    assert not at.exception, at.exception
+    assert any("one is being built in the background" in i.value for i in at.info)
+    at.switch_page("pages/0_Overview.py").run()
+    assert not [w.value for w in at.warning if "No workspace yet" in w.value], "no 'try again' while it builds"
+    assert progress_lines(at)[0].startswith("Building the demo workspace (Yelp reviews)")
+    held_builds.set()
+    finish_builds(at)
+    assert any("Built Yelp reviews (demo): 300 documents; it is open now" in s.value for s in at.success)
+    assert {m.label: m.value for m in at.metric}["Documents"] == "300"
+
+
+def test_a_background_job_runs_once_per_key_and_ends_in_one_line_whatever_fails():
+    import ui
+
+    gate, key = threading.Event(), f"test:{uuid.uuid4().hex}"
+
+    def work(progress):
+        progress(1, 4, "step: 1 of 4")
+        assert gate.wait(60)
+        raise ValueError("a bug,\n  not a library error")
+
+    job, started = ui.start_job(key, "Testing", work)
+    same, started_again = ui.start_job(key, "Testing", work)
+    assert started and same is job and not started_again, "one job per key while it runs"
+    wait_until(lambda: job.message, 60)
+    assert job.fraction == 0.25 and job.status == "Testing: step: 1 of 4" and not job.finished
+    gate.set()
+    wait_until(lambda: job.finished, 60)
+    assert job.error == "ValueError: a bug, not a library error" and job.result is None  # one line, no traceback
+    assert ui.start_job(key, "Testing", work, again=False) == (job, False), "kept as it ended"
+    again, restarted = ui.start_job(key, "Testing", lambda progress: 42)
+    assert restarted and again is not job
+    wait_until(lambda: again.finished, 60)
+    assert again.result == 42 and again.error is None
 
 
 def test_bad_upload_shows_an_error_not_a_traceback(app_env):

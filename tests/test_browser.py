@@ -10,6 +10,7 @@ points the run at another workspace (e.g. the demo) instead of the small test wo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -20,6 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from ws_fixtures import small_workspace  # noqa: F401
 
@@ -71,13 +73,12 @@ def workspace(request, tmp_path):
     return copy
 
 
-@pytest.fixture
-def server(workspace, tmp_path):
-    """A real Streamlit server on a free local port, stopped by its own PID."""
+@contextlib.contextmanager
+def _streamlit(tmp_path, env: dict):
+    """A real Streamlit server with ``env`` on a free local port (its URL), stopped by its own PID."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (make browser) to run the browser test")
     port = _free_port()
-    env = dict(os.environ, HSAE_WORKSPACE=str(workspace), HSAE_WORKSPACES_DIR=str(tmp_path / "ws"))
     log = open(tmp_path / "streamlit.log", "w")
     proc = subprocess.Popen(
         [
@@ -121,6 +122,24 @@ def server(workspace, tmp_path):
     log.close()
     text = (tmp_path / "streamlit.log").read_text()
     assert "Inotify" not in text, "Streamlit is watching files (see .streamlit/config.toml)"
+
+
+@pytest.fixture
+def server(workspace, tmp_path):
+    """The dashboard on ``workspace``."""
+    with _streamlit(
+        tmp_path, dict(os.environ, HSAE_WORKSPACE=str(workspace), HSAE_WORKSPACES_DIR=str(tmp_path / "ws"))
+    ) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_server(tmp_path):
+    """The dashboard with no workspace yet, no demo data (so no demo build) and an empty embedding cache."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HSAE_WORKSPACE", "HSAE_DATA_DIR")}
+    env.update(HSAE_WORKSPACES_DIR=str(tmp_path / "workspaces"), HSAE_CACHE_DIR=str(tmp_path / "cache"))
+    with _streamlit(tmp_path, env) as url:
+        yield url
 
 
 def _no_exception(page) -> None:
@@ -331,4 +350,36 @@ def test_a_page_link_opened_first_on_a_new_server_keeps_the_app_navigation(serve
             words = nav.inner_text().split()
             assert "app" not in words and words[:2] == ["home", "Overview"], words  # the icon, then the title
             _no_exception(tab)
+        browser.close()
+
+
+def test_a_build_goes_on_while_the_user_visits_another_page(empty_server, shared_data, tmp_path):
+    """Build a workspace from an uploaded table, open another page while it builds and come back: the build went
+    on and its workspace is open. (Built inside the script run, the page switch stopped it without a word.) The
+    server's embedding cache is empty, so the build takes the tens of seconds the page switch needs."""
+    from playwright.sync_api import sync_playwright
+
+    frame = pd.read_json(shared_data / "yelp_reviews_demo" / "yelp-demo-val-2K.jsonl", lines=True).iloc[:80]
+    path = tmp_path / "reviews.csv"
+    frame[["stars", "text"]].to_csv(path, index=False)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROME_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.set_default_timeout(120_000)
+        page.goto(empty_server)
+        page.get_by_text("hsae: Overview").wait_for()
+        page.locator(".st-key-upload input[type='file']").set_input_files(str(path))
+        page.locator(".st-key-new_build button").click()
+        page.get_by_text(re.compile(r"^Building reviews")).first.wait_for()
+        shoot(page, "6_building", height=1200)
+        page.locator('[data-testid="stSidebarNav"] a:has-text("Features")').click()
+        page.locator("h1:has-text('Features')").wait_for()
+        _no_exception(page)
+        page.locator('[data-testid="stSidebarNav"] a:has-text("Overview")').click()
+        page.get_by_text("Built reviews: 80 documents; it is open now").wait_for(timeout=420_000)
+        page.locator('[data-testid="stMetricValue"]').first.wait_for()
+        assert page.locator('[data-testid="stMetricValue"]').first.inner_text() == "80"
+        page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"] input[value="reviews"]').wait_for()
+        _no_exception(page)
+        shoot(page, "7_built", height=1200)
         browser.close()

@@ -55,3 +55,20 @@ def upworthy_workspace(tmp_path_factory, upworthy_frame, isolated_cache):
     out = tmp_path_factory.getbasetemp() / "ws-upworthy" / "upworthy-small"
     build_workspace(out, frame=upworthy_frame, text_col="headline", m=32, k=4, seed=0, name="Upworthy (test)")
     return out
+
+
+def finish_builds(at, timeout: float = 600.0):
+    """Rerun the dashboard's Overview, as its progress bar does every 2 s, until every build this session follows
+    has finished and been shown (builds run in background threads; a click only starts one)."""
+    import time
+
+    from ui import FOLLOWED_BUILDS
+
+    deadline = time.monotonic() + timeout
+    while at.session_state[FOLLOWED_BUILDS] if FOLLOWED_BUILDS in at.session_state else False:
+        assert time.monotonic() < deadline, f"builds still running after {timeout:.0f} s"
+        assert not at.exception, at.exception
+        time.sleep(0.5)
+        at.run()
+    assert not at.exception, at.exception
+    return at
