@@ -711,9 +711,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hypothesize", help="find latents that predict a target and validate them on a holdout")
     p.add_argument("--data", required=True, help="CSV, TSV, JSON, JSONL or Parquet table")
     p.add_argument(
-        "--text-col", default=None, help="the column holding the texts (default: the one whose content reads as prose)"
+        "--text-col",
+        "--text",
+        default=None,
+        help="the column holding the texts (default: the one whose content reads as prose)",
     )
-    p.add_argument("--target-col", required=True)
+    p.add_argument("--target-col", "--target", required=True, help="the column to explain (--target for short)")
     p.add_argument("--holdout", default=None, help="a separate holdout table (same columns)")
     p.add_argument(
         "--holdout-frac",
@@ -826,7 +829,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="embed the texts of a table into a .npy file")
     p.add_argument("--data", required=True)
     p.add_argument(
-        "--text-col", default=None, help="the column holding the texts (default: the one whose content reads as prose)"
+        "--text-col",
+        "--text",
+        default=None,
+        help="the column holding the texts (default: the one whose content reads as prose)",
     )
     p.add_argument("--embedder", default=None)
     p.add_argument("--batch", action="store_true", help=BATCH_HELP)
@@ -839,7 +845,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-model", default=None, help="which model made --embeddings (recorded in the SAE)")
     p.add_argument("--data", default=None)
     p.add_argument(
-        "--text-col", default=None, help="the column holding the texts (default: the one whose content reads as prose)"
+        "--text-col",
+        "--text",
+        default=None,
+        help="the column holding the texts (default: the one whose content reads as prose)",
     )
     p.add_argument("--batch-size", type=_positive_int, default=SAE.batch_size)
     p.add_argument("--out", required=True, help="output folder (config.json + model.safetensors)")
@@ -850,7 +859,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build a dashboard workspace from a table")
     p.add_argument("--data", default=None, help="CSV, TSV, JSON, JSONL or Parquet table (not with --corpus)")
     p.add_argument(
-        "--text-col", default=None, help="the column holding the texts (default: the one whose content reads as prose)"
+        "--text-col",
+        "--text",
+        default=None,
+        help="the column holding the texts (default: the one whose content reads as prose)",
     )
     p.add_argument(
         "--sae",
