@@ -8,8 +8,9 @@ Overall: in-sample and cross-validated R^2 (continuous) or AUC (binary) of that 
 controls (:mod:`controls`) the model holds them: within-group OLS with clustered errors where a column
 is absorbed, and for a binary target there a conditional logit whose AUC is taken within groups.
 
-Degenerate inputs never crash: constant, too-rare, collinear or perfectly separating hypotheses are
-left out of the model with NaN coefficients and a ``note`` that says why.
+Degenerate inputs never crash: constant, too-rare or collinear hypotheses are left out of the model with
+NaN coefficients and a ``note`` that says why; hypotheses that separate a yes/no target (alone or together)
+stay in, fitted by a penalised likelihood (:mod:`penalised_logit`).
 """
 
 from __future__ import annotations
@@ -194,14 +195,6 @@ def _model_columns(A: np.ndarray, y: np.ndarray, kind: str, names: list[str], co
                 f"needs at least {MIN_ROWS_PER_SIDE} present and absent to enter the model"
             )
             continue
-        if kind == "binary" and not within_groups:
-            side = yc[col == 1], yc[col == 0]
-            if any(s.min() == s.max() for s in side):
-                notes[j] = (
-                    "perfectly separates the target (one side has a single class): no finite "
-                    "logistic coefficient; left out of the model"
-                )
-                continue
         if controls is not None and np.linalg.norm(left[:, j]) <= 1e-8 * max(np.linalg.norm(col - col.mean()), 1e-12):
             notes[j] = "does not vary once the controls are held fixed; left out of the model"
             continue
@@ -306,11 +299,21 @@ def _fit_ols(X: np.ndarray, y: np.ndarray):
     return coef, se, p, res.fittedvalues, note
 
 
+PENALISED_NOTE = (
+    "hypotheses separate the target, so the logistic MLE does not exist; coefficients from a log-F(1,1)-penalised "
+    "likelihood (a weak pull toward no effect), p-values from penalised likelihood-ratio tests"
+)
+
+
 @fit_threads()
 def _fit_logit(X: np.ndarray, y: np.ndarray):
-    """Logistic MLE with HC3 sandwich SEs; if the MLE does not exist, a lightly L2-penalised fit, no p."""
+    """Logistic MLE with HC3 sandwich SEs; where the hypotheses separate the target (no MLE), a log-F(1,1)-penalised
+    fit with penalised likelihood-ratio p-values (:mod:`penalised_logit`); a lightly L2-penalised fit, no p, only
+    if that fails too."""
     from sklearn.linear_model import LogisticRegression
     from statsmodels.discrete.discrete_model import Logit
+
+    from .penalised_logit import PenalisedFitFailed, penalised_logit
 
     design = _with_intercept(X)
     params = None
@@ -331,11 +334,16 @@ def _fit_logit(X: np.ndarray, y: np.ndarray):
         z = params / se
         p = 2 * sps.norm.sf(np.abs(z))
         return params[1:], se[1:], p[1:], expit(design @ params), None
+    try:
+        fit = penalised_logit(design, y)
+        return fit.params[1:], fit.se[1:], fit.p[1:], fit.fitted, PENALISED_NOTE
+    except PenalisedFitFailed:
+        pass
     model = LogisticRegression(C=10.0, max_iter=5000).fit(X, y)
     nan = np.full(X.shape[1], np.nan)
     note = (
-        "hypotheses together separate the target, so the logistic MLE does not exist; coefficient "
-        "from a lightly L2-penalised fit (C=10), no p-value"
+        "neither the logistic MLE nor its penalised fit could be computed; coefficient from a lightly "
+        "L2-penalised fit (C=10), no p-value"
     )
     return model.coef_.ravel(), nan, nan.copy(), model.predict_proba(X)[:, 1], note
 
@@ -550,6 +558,9 @@ def evaluate_hypotheses(
         table["within_pairs"], table["within_pairs_n"] = _within_pairs(A, y, controls.groups, table)
 
     metric = "r2" if kind == "continuous" else "auc"
+    cov_type = "HC3" if controls is None or controls.groups is None else "conditional" if by_group else "cluster"
+    if kept and note == PENALISED_NOTE:
+        cov_type = "penalised"  # model-based: the p-values are penalised likelihood-ratio tests
     summary = {
         "metric": metric,
         f"{metric}_in_sample": float(in_sample),
@@ -562,7 +573,7 @@ def evaluate_hypotheses(
         "n_in_model": len(kept),
         "n_tested": int(len(tested)),
         "n_missing_annotations": int(np.isnan(A).sum()),
-        "cov_type": "HC3" if controls is None or controls.groups is None else "conditional" if by_group else "cluster",
+        "cov_type": cov_type,
         "alpha": float(alpha),
         "cv_folds": int(cv_folds),
         "notes": summary_notes,

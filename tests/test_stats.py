@@ -148,15 +148,62 @@ def test_logistic_separation_never_crashes():
     # Jointly separable, though each hypothesis alone has both classes on each side.
     y = (A[:, 0] + A[:, 1] - A[:, 2] >= 1).astype(float)
     table, summary = evaluate_hypotheses(A, y, "binary")
-    assert table["coef_p"].isna().all() and np.isfinite(table["coef"]).all()
-    assert "separate the target" in summary["notes"][0] and "separate the target" in table.loc[0, "note"]
+    # No MLE: the penalised fit gives each a finite coefficient, in the direction of its effect, and a test
+    assert np.isfinite(table["coef"]).all() and np.sign(table["coef"]).tolist() == [1, 1, -1]
+    assert table["significant_bonferroni"].all() and (table["note"] == "").all(), "tested, so no 'not tested' note"
+    assert "log-F(1,1)-penalised likelihood" in summary["notes"][0] and summary["cov_type"] == "penalised"
     assert summary["auc_in_sample"] == pytest.approx(1.0)
-    # A single hypothesis that alone separates is left out; the others are still tested.
+    # A single hypothesis present only in positive texts, the strongest finding, used to be left out untested
     y2 = (rng.random(n) < 0.4).astype(float)
     A2 = np.column_stack([(rng.random(n) < 0.5).astype(float), y2 * (rng.random(n) < 0.5)])
-    table2, _ = evaluate_hypotheses(A2, y2, "binary")
-    assert np.isfinite(table2.loc[0, "coef_p"]) and np.isnan(table2.loc[1, "coef_p"])
-    assert "perfectly separates" in table2.loc[1, "note"]
+    table2, summary2 = evaluate_hypotheses(A2, y2, "binary")
+    assert table2.loc[1, "coef"] > 2 and table2.loc[1, "significant_bonferroni"]
+    assert np.isfinite(table2["coef_p"]).all() and summary2["n_tested"] == 2
+
+
+def test_the_penalised_fit_is_the_maximum_of_its_stated_likelihood_and_keeps_the_sign_the_data_point_to():
+    """Exact on constructed tables with a zero cell (no MLE): the estimate and its likelihood-ratio p-value are
+    those of the log-F(1,1)-penalised likelihood maximised here independently (scipy's optimiser)."""
+    from scipy.optimize import minimize
+
+    from hsae_core.penalised_logit import penalised_logit
+
+    def table(present_yes, present_no, absent_yes, absent_no):
+        x = np.r_[np.ones(present_yes + present_no), np.zeros(absent_yes + absent_no)]
+        y = np.r_[np.ones(present_yes), np.zeros(present_no), np.ones(absent_yes), np.zeros(absent_no)]
+        return np.column_stack([np.ones_like(x), x]), y
+
+    def objective(X, y):
+        def minus(b):
+            eta = X @ b
+            return -(y @ eta - np.logaddexp(0, eta).sum() + b[1] / 2 - np.logaddexp(0, b[1]))
+
+        return minus
+
+    opts = {"xatol": 1e-10, "fatol": 1e-13, "maxiter": 20000}
+    for cells in [(12, 0, 10, 30), (0, 3, 6, 173)]:  # present only with the class; absent from a rare class
+        X, y = table(*cells)
+        fit = penalised_logit(X, y)
+        minus = objective(X, y)
+        full = minimize(minus, np.zeros(2), method="Nelder-Mead", options=opts)
+        held = minimize(lambda b: minus(np.array([b[0], 0.0])), np.zeros(1), method="Nelder-Mead", options=opts)
+        np.testing.assert_allclose(fit.params, full.x, atol=1e-5)
+        assert fit.penalised_loglik == pytest.approx(-full.fun, abs=1e-9)
+        assert fit.p[1] == pytest.approx(sps.chi2.sf(2 * (held.fun - full.fun), 1), rel=1e-4)
+        assert np.isnan(fit.p[0]), "the intercept is not tested"
+    # 12 of 12 present texts have the class: a large positive, significant effect; 0 of 3 present texts in a
+    # class of 6 in 182 (ICLR 2018's orals): slightly negative and nowhere near significant (Firth's penalty
+    # made it positive)
+    strong, weak = penalised_logit(*table(12, 0, 10, 30)), penalised_logit(*table(0, 3, 6, 173))
+    assert strong.params[1] > 2 and strong.p[1] < 1e-4
+    assert weak.params[1] < 0 and weak.p[1] > 0.3
+    # Far from separation it is the ordinary maximum likelihood, near enough
+    rng = np.random.default_rng(0)
+    A = (rng.random((2000, 5)) < 0.3).astype(float)
+    yy = (rng.random(2000) < expit(A @ [1.0, -1.0, 0.5, 0.0, 0.0] - 0.5)).astype(float)
+    design = np.column_stack([np.ones(2000), A])
+    mle = sm.Logit(yy, design).fit(disp=0)
+    np.testing.assert_allclose(penalised_logit(design, yy).params, mle.params, atol=0.01)
 
 
 def test_the_terminal_says_why_a_hypothesis_was_not_tested():
