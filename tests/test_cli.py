@@ -417,3 +417,17 @@ def test_text_column_is_read_from_the_content_when_not_given(yelp_files, tmp_pat
         capsys,
         "No column of the table reads as text; give --text-col (the table has: review_id, stars, date)",
     )
+
+
+def test_text_and_target_are_short_for_their_column_options():
+    """'--target' stopped at argparse's 'ambiguous option' (it begins four options)."""
+    from hsae_core.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["hypothesize", "--data", "x.csv", "--text", "Abstract", "--target", "Decision", "--out", "o"]
+    )
+    assert (args.text_col, args.target_col) == ("Abstract", "Decision")
+    for command in ("build", "embed", "train"):
+        assert (
+            build_parser().parse_args([command, "--data", "x.csv", "--text", "body", "--out", "o"]).text_col == "body"
+        )
