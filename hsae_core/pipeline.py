@@ -230,8 +230,8 @@ def hypothesize(
     """Table in, hypotheses out: read, split, embed, SAE, select, name, annotate, evaluate, write.
 
     ``data`` (and ``holdout``, a separate holdout table) is a path to a CSV/TSV/JSON/JSONL/Parquet table
-    or a DataFrame. ``embeddings`` (one row per row of ``data``, e.g. a workspace's stored embeddings)
-    skips embedding; otherwise ``embedder`` (an :class:`~hsae_core.embed.Embedder` or a spec; default
+    or a DataFrame. ``embeddings`` (one row per row of ``data``, in its order, then
+    one per row of ``holdout`` when that is given; e.g. a workspace's stored embeddings) skips embedding; otherwise ``embedder`` (an :class:`~hsae_core.embed.Embedder` or a spec; default
     offline MiniLM) embeds the texts through the disk cache. ``sae`` (pretrained, or a workspace's) skips
     training; ``sae_origin`` says in the summary where it came from and which rows it saw. Without one, an
     SAE is trained on the training rows only (or loaded from the SAE cache after an identical training).
@@ -272,7 +272,13 @@ def hypothesize(
         on_warning(f"split: {note}")
     with timer("embed"):
         X_train, X_hold, model_id = embed_split(
-            train, hold, embeddings=embeddings, embedder=embedder, sae=sae, progress=embed_progress
+            train,
+            hold,
+            embeddings=embeddings,
+            embedder=embedder,
+            sae=sae,
+            progress=embed_progress,
+            separate_holdout=holdout is not None,
         )
     run = run_hypotheses(
         train,
@@ -448,15 +454,33 @@ def embed_split(
     embedder: Optional[Embedder | str] = None,
     sae: Optional[SparseAutoencoder] = None,
     progress: Optional[ProgressFn] = None,
+    separate_holdout: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, Optional[str]]:
-    """(X_train, X_hold, embedding model id): rows of stored ``embeddings`` or freshly embedded (cached) texts."""
+    """(X_train, X_hold, embedding model id): rows of stored ``embeddings`` or freshly embedded (cached) texts.
+
+    Stored ``embeddings`` (an array, a DataFrame or a ``.npy`` path) hold one row per row of the table read, in
+    its order; with ``separate_holdout`` (the holdout came from a table of its own) the holdout table's rows
+    follow the training table's."""
     if embeddings is not None:
-        E = embeddings
-        n_rows = int(max(train.row_ids.max(initial=-1), hold.row_ids.max(initial=-1))) + 1
-        if getattr(E, "ndim", 0) != 2 or len(E) < n_rows:
-            raise DataError(f"`embeddings` must have one row per table row; got shape {getattr(E, 'shape', None)}")
+        from .chunked import load_embeddings
+
+        E = load_embeddings(embeddings)
+        train_rows = int(train.counts.get("read", train.row_ids.max(initial=-1) + 1))
+        hold_rows = int(hold.counts.get("read", hold.row_ids.max(initial=-1) + 1)) if separate_holdout else 0
+        if len(E) != train_rows + hold_rows:
+            what = (
+                f"{train_rows:,} training rows + {hold_rows:,} holdout rows" if separate_holdout else f"{train_rows:,}"
+            )
+            raise DataError(
+                f"`embeddings` has {len(E):,} rows; the table has {what}: give one row per table row, in the "
+                "table's order (embeddings of another selection of rows would be matched to the wrong texts)"
+            )
         model_id = embedder if isinstance(embedder, str) else getattr(embedder, "model_id", None)
-        return (np.array(E[train.row_ids], dtype=np.float32), np.array(E[hold.row_ids], dtype=np.float32), model_id)
+        return (
+            np.array(E[train.row_ids], dtype=np.float32),
+            np.array(E[hold.row_ids + (train_rows if separate_holdout else 0)], dtype=np.float32),
+            model_id,
+        )
     from .embed import embed_texts, get_embedder
 
     model = embedder if embedder is not None and not isinstance(embedder, str) else get_embedder(embedder)

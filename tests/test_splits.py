@@ -211,3 +211,31 @@ def test_holdout_texts_repeating_training_texts_are_counted_and_warned(yelp_fram
     assert warning.startswith("30 of the holdout's 430 texts (7.0%) repeat a training text")
     _, clean = load_split(train_df, "text", "stars", holdout=hold_df.iloc[:400])
     assert holdout_table_warnings(clean) == []
+
+
+def test_stored_embeddings_must_match_the_table_row_for_row(yelp_embedded, tmp_path):
+    """Embeddings of the whole file given with a filtered table (2,000 rows for 1,762) were matched by position:
+    every text got another text's vector (holdout CV R² -0.05 instead of 0.50) without a word."""
+    from hsae_core.pipeline import hypothesize
+
+    train, hold, X_train, X_hold = yelp_embedded
+    config = HypothesisConfig(m=32, k=4, levels=(), n=3)
+    kept = train["stars"] != 3
+    said = f"`embeddings` has {len(X_train):,} rows; the table has {kept.sum():,}: give one row per table row"
+    with pytest.raises(DataError, match=said):
+        hypothesize(train[kept], text_col="text", target_col="stars", config=config, embeddings=X_train)
+    # A DataFrame or a .npy path of the right rows is read as the matrix (a DataFrame was indexed by column)
+    np.save(tmp_path / "kept.npy", X_train[kept.to_numpy()])
+    runs = [
+        hypothesize(train[kept], text_col="text", target_col="stars", config=config, embeddings=given)
+        for given in (X_train[kept.to_numpy()], pd.DataFrame(X_train[kept.to_numpy()]), tmp_path / "kept.npy")
+    ]
+    assert [list(r.table["latent"]) for r in runs[1:]] == [list(runs[0].table["latent"])] * 2
+    # With a holdout table of its own, its rows follow the training table's
+    both = np.vstack([X_train, X_hold])
+    run = hypothesize(train, holdout=hold, text_col="text", target_col="stars", config=config, embeddings=both)
+    alone = hypothesize(train, holdout=hold, text_col="text", target_col="stars", config=config)  # embedded here
+    assert list(run.table["latent"]) == list(alone.table["latent"])
+    assert run.summary["metrics"]["overall"]["r2_cv"] == pytest.approx(alone.summary["metrics"]["overall"]["r2_cv"])
+    with pytest.raises(DataError, match=rf"the table has {len(train):,} training rows \+ {len(hold):,} holdout rows"):
+        hypothesize(train, holdout=hold, text_col="text", target_col="stars", config=config, embeddings=X_train)

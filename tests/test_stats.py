@@ -186,7 +186,7 @@ def test_the_penalised_fit_is_the_maximum_of_its_stated_likelihood_and_keeps_the
         fit = penalised_logit(X, y)
         minus = objective(X, y)
         full = minimize(minus, np.zeros(2), method="Nelder-Mead", options=opts)
-        held = minimize(lambda b: minus(np.array([b[0], 0.0])), np.zeros(1), method="Nelder-Mead", options=opts)
+        held = minimize(lambda b, f=minus: f(np.array([b[0], 0.0])), np.zeros(1), method="Nelder-Mead", options=opts)
         np.testing.assert_allclose(fit.params, full.x, atol=1e-5)
         assert fit.penalised_loglik == pytest.approx(-full.fun, abs=1e-9)
         assert fit.p[1] == pytest.approx(sps.chi2.sf(2 * (held.fun - full.fun), 1), rel=1e-4)
