@@ -12,7 +12,7 @@ import platform
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Optional
@@ -240,7 +240,8 @@ def hypothesize(
     ``on_warning`` hears a split's warnings as soon as the split is made, before any embedding or training
     (they are in the summary's warnings too).
     """
-    config = config or HypothesisConfig()
+    config = _as_config(config)
+    sae = _as_sae(sae)
     config.validate(pretrained=sae is not None)
     # Everything that can be refused cheaply is refused before reading, embedding or training.
     interpreter = resolve_interpreter(
@@ -443,7 +444,41 @@ def describe_split(train: Corpus, hold: Corpus, config: HypothesisConfig, separa
 def _as_frame(data) -> pd.DataFrame:
     if isinstance(data, pd.DataFrame):
         return data
+    if not isinstance(data, (str, Path)):
+        raise DataError(
+            f"The data must be a pandas DataFrame or the path of a table file; got {type(data).__name__} "
+            "(pandas.DataFrame(...) makes one from records or columns)"
+        )
     return read_table(data)
+
+
+def _as_config(config) -> HypothesisConfig:
+    """The run's settings: a HypothesisConfig, None for the defaults, or a dict of its fields."""
+    if config is None:
+        return HypothesisConfig()
+    if isinstance(config, dict):
+        names = {f.name for f in fields(HypothesisConfig)}
+        unknown = sorted(set(config) - names)
+        if unknown:
+            raise DataError(f"HypothesisConfig has no setting {', '.join(map(repr, unknown))}")
+        return HypothesisConfig(**config)
+    if not isinstance(config, HypothesisConfig):
+        raise DataError(f"`config` must be a HypothesisConfig (or a dict of its settings); got {type(config).__name__}")
+    return config
+
+
+def _as_sae(sae) -> Optional[SparseAutoencoder]:
+    """A given SAE: a trained SparseAutoencoder, or a folder, .pth file, registry name or Hub spec loaded as
+    ``hsae hypothesize --sae`` loads it."""
+    if sae is None or isinstance(sae, SparseAutoencoder):
+        if sae is not None and not hasattr(sae, "model_"):
+            raise ModelError("The SAE given is not trained yet: call its fit() first, or give a trained one")
+        return sae
+    if isinstance(sae, (str, Path)):
+        from .hub import load_sae
+
+        return load_sae(str(sae))  # it names its own source in the summary
+    raise DataError(f"`sae` must be a SparseAutoencoder or where to load one from; got {type(sae).__name__}")
 
 
 def embed_split(
