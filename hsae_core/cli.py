@@ -403,6 +403,9 @@ def _built(ws, out) -> int:
         f"Workspace ready: {out} ({len(ws):,} documents, {how}). Open it with: "
         f"HSAE_WORKSPACE={out} streamlit run app.py"
     )
+    moved = ws.moved_runs_line()
+    if moved:
+        print(moved)
     return 0
 
 

@@ -267,6 +267,17 @@ class Workspace:
     def runs_dir(self) -> Path:
         return self.path / "runs"
 
+    def moved_runs_line(self) -> Optional[str]:
+        """One line when the last build moved runs it made stale out of ``runs/`` (see :func:`_stale_runs`)."""
+        moved = self.manifest.get("runs_moved")
+        if not moved:
+            return None
+        count = int(moved["count"])
+        return (
+            f"{count} hypothesis run{'s' if count != 1 else ''} made before this build moved to "
+            f"{self.path / moved['to']}: {moved['why']}."
+        )
+
     def list_runs(self) -> list[dict]:
         """Saved hypothesis runs, newest first: {'id', 'path', 'summary'}."""
         runs = []
@@ -537,7 +548,14 @@ def build_workspace(
             _index_step(build)
             if layout:
                 _layout_step(build, seed)
-            _commit(out, stage, steps, _manifest(build, name or out.name, embedder_spec, embeddings is None))
+            manifest = _manifest(build, name or out.name, embedder_spec, embeddings is None)
+            stale, why = _stale_runs(out, steps)
+            if stale:
+                manifest["runs_moved"] = {"count": len(stale), "to": f"runs-before-{time.strftime('%Y%m%d-%H%M%S')}"}
+                manifest["runs_moved"]["why"] = why
+            _commit(out, stage, steps, manifest)
+            if stale:
+                _move_runs(stale, out / manifest["runs_moved"]["to"])
         except OSError as exc:  # disk full, permissions, a file in the way: one line, and say nothing was lost
             raise StorageError(
                 f"Building workspace {out} failed: {describe_os_error(exc)}; the previous workspace is unchanged"
@@ -946,6 +964,40 @@ def _manifest(b: _Build, name: str, embedder_spec: Optional[str], embedded_here:
         "seconds": b.steps.finish(),
         "built": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+
+
+def _stale_runs(out: Path, steps: _StepRunner) -> tuple[list[Path], str]:
+    """The runs of an existing workspace that this build leaves pointing at what is gone, and why: every run when
+    the table changes (a run's row numbers and evidence texts are positions in the table it was made on), and
+    the runs that read the workspace's own features when its SAE changes (they keep no SAE of their own)."""
+    runs = out / "runs"
+    table_changed, sae_changed = "table" in steps.changed, bool({"sae", "codes"} & set(steps.changed))
+    if not steps.old or not runs.is_dir() or not (table_changed or sae_changed):
+        return [], ""
+    stale = []
+    for folder in sorted(runs.iterdir()):
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
+        try:
+            summary = json.loads((folder / "summary.json").read_text())
+        except (OSError, ValueError):
+            summary = {}
+        on_features = ((summary.get("features") if isinstance(summary, dict) else None) or {}).get("source")
+        if table_changed or on_features == "workspace":
+            stale.append(folder)
+    why = (
+        "they were made on the table this build replaced, and their row numbers point into it"
+        if table_changed
+        else "they read the features of the SAE this build replaced"
+    )
+    return stale, why
+
+
+def _move_runs(folders: list[Path], to: Path) -> None:
+    """Move run folders, whole, into ``to`` (nothing is deleted: a user can still open or copy them)."""
+    to.mkdir(parents=True, exist_ok=True)
+    for folder in folders:
+        os.replace(folder, to / folder.name)
 
 
 def _training_settings() -> tuple:

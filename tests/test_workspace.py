@@ -158,3 +158,40 @@ def test_demo_frame_reads_both_files_and_marks_the_split(shared_data, tmp_path):
         demo_frame(tmp_path)
     assert "demo_data" in str(err.value) and "yelp-demo-val-2K.jsonl" in str(err.value)
     assert "HypotheSAEs" in DEMO_HELP
+
+
+def test_a_rebuild_on_another_table_moves_the_runs_it_makes_stale_and_keeps_them_whole(tmp_path, yelp_embedded):
+    """A workspace rebuilt on another corpus listed the old corpus's runs, whose row numbers then showed other
+    texts as their evidence (library audit)."""
+    import hashlib
+
+    from hsae_core.pipeline import HypothesisConfig
+
+    train, _, X_train, _ = yelp_embedded
+    frame, other = train.iloc[:200][["text", "stars"]], train.iloc[200:400][["text", "stars"]]
+    out = tmp_path / "ws"
+    ws = build_workspace(out, frame=frame, text_col="text", embeddings=X_train[:200], m=16, k=2, layout=False)
+    config = HypothesisConfig(n=3)
+    own = ws.hypothesize("stars", config, own_features=True)  # reads the workspace's features
+    trained = ws.hypothesize("stars", HypothesisConfig(n=3, m=16, k=2, levels=()), own_features=False)
+    assert own is not None and trained is not None and len(ws.list_runs()) == 2
+
+    def digests(folder):
+        return {
+            p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+        }
+
+    before = {r["id"]: digests(r["path"]) for r in ws.list_runs()}
+    again = build_workspace(out, frame=frame, text_col="text", embeddings=X_train[:200], m=16, k=2, layout=False)
+    assert again.moved_runs_line() is None and len(again.list_runs()) == 2, "an unchanged rebuild moves nothing"
+    # Another SAE on the same table: the run on the workspace's features goes, the one with its own SAE stays
+    resized = build_workspace(out, frame=frame, text_col="text", embeddings=X_train[:200], m=24, k=2, layout=False)
+    assert [r["summary"].get("features") for r in resized.list_runs()] == [None], "the run with its own SAE stays"
+    line = resized.moved_runs_line()
+    assert line.startswith("1 hypothesis run made before this build moved to ") and "features of the SAE" in line
+    # Another table: every run goes, byte for byte, into a folder beside runs/
+    rebuilt = build_workspace(out, frame=other, text_col="text", embeddings=X_train[200:400], m=24, k=2, layout=False)
+    assert rebuilt.list_runs() == []
+    assert "made on the table this build replaced" in rebuilt.moved_runs_line()
+    kept = {p.name: digests(p) for folder in out.glob("runs-before-*") for p in folder.iterdir()}
+    assert kept == before
