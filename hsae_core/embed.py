@@ -24,7 +24,7 @@ from typing import Optional, Protocol
 import numpy as np
 
 from . import settings
-from .errors import LLMError, ModelError, StorageError
+from .errors import DataError, LLMError, ModelError, StorageError
 from .fsutil import atomic_write, remove_stale
 from .progress import ProgressFn, report
 
@@ -455,6 +455,30 @@ class EmbeddingCache:
         self._add_shard(key_arr, np.asarray(vectors, dtype=np.float32))
 
 
+def checked_texts(texts) -> list[str]:
+    """``texts`` as a list of strings; a bare string, or an item that is not a string, refused in one line."""
+    if isinstance(texts, (str, bytes)):
+        raise DataError("embed_texts takes a list of texts and got one string: pass [text] to embed one text")
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise DataError(f"embed_texts takes a list of texts, not one value of type {type(texts).__name__}") from None
+    bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
+    if bad is not None:
+        raise DataError(
+            f"texts[{bad}] is {_describe(texts[bad])}: every text must be a string; drop or fill empty ones first"
+        )
+    return texts
+
+
+def _describe(value) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, float) and value != value:
+        return "NaN (a missing value)"
+    return f"{repr(value)[:40]} (type {type(value).__name__})"
+
+
 def embed_texts(
     texts: Sequence[str],
     embedder: Optional[Embedder] = None,
@@ -468,8 +492,8 @@ def embed_texts(
     Missing texts are embedded in chunks and each chunk is cached as soon as it is done, so an
     interrupted run keeps its finished work.
     """
+    texts = checked_texts(texts)
     embedder = embedder or default_embedder()
-    texts = list(texts)
     if not use_cache:
         return np.asarray(embedder.embed(texts, progress=progress), dtype=np.float32)
     cache = EmbeddingCache(cache_dir or default_cache_dir(), getattr(embedder, "cache_id", embedder.model_id))

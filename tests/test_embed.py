@@ -1,8 +1,11 @@
 """Embedding cache: a second run embeds nothing, keys are exact, a killed write leaves no corrupt cache."""
 
 import numpy as np
+import pytest
+from openai_server import openai_server  # noqa: F401  (fixture)
 
-from hsae_core.embed import EmbeddingCache, embed_texts, text_key
+from hsae_core.embed import EmbeddingCache, OpenAIEmbedder, embed_texts, text_key
+from hsae_core.errors import DataError
 
 
 class CountingEmbedder:
@@ -92,3 +95,33 @@ def test_embedding_progress_counts_up_to_every_text(yelp_frames, embedder):
     assert seen[-1] == (70, 70)
     assert all(total == 70 for _, total in seen)
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)  # never backwards
+
+
+def test_a_bare_string_is_refused_not_embedded_letter_by_letter(embedder, tmp_path):
+    # It returned an (18, 384) matrix: one vector per character of "The food was great".
+    with pytest.raises(DataError, match=r"got one string: pass \[text\]"):
+        embed_texts("The food was great", embedder, cache_dir=tmp_path)
+    assert not (tmp_path / embedder.cache_id).exists()  # nothing embedded or cached
+
+
+@pytest.mark.parametrize(
+    "bad, shown",
+    [
+        (None, r"texts\[1\] is None"),
+        (float("nan"), r"texts\[1\] is NaN \(a missing value\)"),
+        (5, r"texts\[1\] is 5 \(type int\)"),
+    ],
+)
+def test_a_missing_or_non_text_item_is_named_by_position_on_the_local_model(embedder, tmp_path, bad, shown):
+    for use_cache in (True, False):
+        with pytest.raises(DataError, match=shown + r": every text must be a string; drop or fill empty ones"):
+            embed_texts(["good food", bad, "slow service"], embedder, cache_dir=tmp_path, use_cache=use_cache)
+
+
+def test_a_missing_text_is_refused_before_an_openai_endpoint_is_called(openai_server, tmp_path):  # noqa: F811
+    remote = OpenAIEmbedder("text-embedding-3-small", api_key="sk-test", base_url=openai_server.base_url)
+    for use_cache in (True, False):
+        with pytest.raises(DataError, match=r"texts\[2\] is None"):
+            embed_texts(["good food", "slow", None], remote, cache_dir=tmp_path, use_cache=use_cache)
+    assert openai_server.calls("POST", r".*/embeddings") == []
+    assert embed_texts(["good food"], remote, cache_dir=tmp_path).shape == (1, openai_server.embed_dim)
