@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional
 
@@ -43,7 +43,8 @@ from torch import nn
 
 from . import settings, validate
 from .device import resolve_device
-from .errors import HsaeError, ModelError
+from .errors import HsaeError, ModelError, first_line
+from .fsutil import check_output_dir
 from .progress import ProgressFn, report
 
 # Early stopping: an epoch counts as progress only if the validation error drops by this share of its best
@@ -167,6 +168,10 @@ class SAEConfig:
         sizes = self.levels or ((self.m, self.k),)
         starts = np.cumsum([0] + [s for s, _ in sizes[:-1]])
         return tuple((int(start), s, a) for start, (s, a) in zip(starts, sizes))
+
+
+# Keys that save() writes into config.json and load() reads back; `extra` may not replace them.
+CONFIG_KEYS = frozenset({"architecture", "training", "metrics", "source", *(f.name for f in fields(SAEConfig))})
 
 
 class TopKSAE(nn.Module):
@@ -367,8 +372,14 @@ def _host_tensor(rows: np.ndarray) -> torch.Tensor:
 
 
 def as_float_matrix(X, d_in: Optional[int] = None, what: str = "embeddings") -> np.ndarray:
-    """Validate an (N, d) array of finite floats; check the width against ``d_in`` if given."""
-    X = np.asarray(X, dtype=np.float32)
+    """Validate an (N, d) array of finite floats; check the width against ``d_in`` if given. A scipy sparse
+    matrix is made dense when that fits in memory: an SAE reads every dimension of every row."""
+    if sp.issparse(X):
+        X = _densified(X, what)
+    try:
+        X = np.asarray(X, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{what} must be a 2-D array of numbers: {first_line(exc)}") from None
     if X.ndim != 2:
         raise ModelError(f"{what} must be a 2-D array (rows x dimensions), got shape {X.shape}")
     if d_in is not None and X.shape[1] != d_in:
@@ -376,6 +387,17 @@ def as_float_matrix(X, d_in: Optional[int] = None, what: str = "embeddings") -> 
     if not np.isfinite(X).all():
         raise ModelError(f"{what} contain NaN or infinite values")
     return X
+
+
+def _densified(X: sp.spmatrix, what: str) -> np.ndarray:
+    """The dense float32 array of a sparse matrix, refused in one line when it would take over half the memory."""
+    need, have = 4 * X.shape[0] * X.shape[-1], validate.available_memory()
+    if have is not None and need > 0.5 * have:
+        raise ModelError(
+            f"{what} are a sparse {X.shape[0]:,} x {X.shape[-1]:,} matrix that needs {need / 2**30:,.1f} GiB as "
+            f"the dense array an SAE reads ({have / 2**30:,.1f} GiB available): reduce its rows or columns first"
+        )
+    return X.astype(np.float32).toarray()
 
 
 class SparseAutoencoder(TransformerMixin, BaseEstimator):
@@ -709,7 +731,8 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         from safetensors.torch import save_file
 
         model = self._check_fitted()
-        path = Path(path)
+        _check_extra(extra)
+        path = check_output_dir(path, "SAE folder")
         path.mkdir(parents=True, exist_ok=True)
         tensors = {
             "encoder.weight": model.W_enc.detach().cpu().contiguous(),
@@ -738,7 +761,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        path = Path(path)
+        path = Path(path).expanduser()  # as save() writes it
         cfg_path, w_path = path / CONFIG_NAME, path / WEIGHTS_NAME
         if not cfg_path.is_file() or not w_path.is_file():
             raise ModelError(f"{path} is not an SAE folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
@@ -815,6 +838,16 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
 
 
 @torch.no_grad()
+def _check_extra(extra: Optional[dict]) -> None:
+    """Refuse ``extra`` keys that would overwrite the config's own (the folder would then not load)."""
+    taken = sorted(set(extra or {}) & CONFIG_KEYS)
+    if taken:
+        raise ModelError(
+            f"`extra` cannot set {', '.join(map(repr, taken))}: the SAE's config.json uses "
+            f"{'that key' if len(taken) == 1 else 'those keys'}; give your entries other names"
+        )
+
+
 def _calibrate_threshold(model: TopKSAE, X: torch.Tensor, batch: int) -> None:
     """Batch-top-k inference threshold: the average cut-off value of batch-top-k over the training data,
     so that inference keeps about k latents per row without needing a batch."""

@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from hsae_core.errors import ModelError
+from hsae_core.errors import ModelError, StorageError
 from hsae_core.sae import SparseAutoencoder
 
 
@@ -61,6 +61,36 @@ def test_save_load_round_trip_gives_identical_codes(trained, X, tmp_path):
     loaded = SparseAutoencoder.load(folder)
     assert (loaded.transform(X) != trained.transform(X)).nnz == 0
     np.testing.assert_array_equal(loaded.decode(trained.transform(X[:5])), trained.decode(trained.transform(X[:5])))
+
+
+def test_saving_onto_a_file_says_so_and_leaves_the_file(trained, tmp_path):
+    afile = tmp_path / "notes"
+    afile.write_text("mine")
+    with pytest.raises(StorageError, match="notes is a file, not a folder; choose a folder name"):
+        trained.save(afile)
+    assert afile.read_text() == "mine"
+
+
+def test_extra_keys_that_would_overwrite_the_config_are_refused_and_nothing_is_written(trained, X, tmp_path):
+    # extra={"m": 10} used to write a folder that load() then refused: its weights have 64 latents.
+    folder = trained.save(tmp_path / "sae")
+    with pytest.raises(ModelError, match=r"`extra` cannot set 'k', 'm': the SAE's config.json uses those keys"):
+        trained.save(folder, extra={"m": 10, "k": 2, "note": "mine"})
+    assert (SparseAutoencoder.load(folder).transform(X[:20]) != trained.transform(X[:20])).nnz == 0
+    trained.save(folder, extra={"note": "mine"})
+    assert json.loads((folder / "config.json").read_text())["note"] == "mine"
+    assert SparseAutoencoder.load(folder).k == 4
+
+
+def test_scipy_sparse_input_trains_and_encodes_as_its_dense_array():
+    X = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+    X[X < 0.5] = 0.0  # mostly zeros, as a sparse matrix usually is
+    dense = SparseAutoencoder(m=16, k=2, max_epochs=3, seed=0).fit(X)
+    sparse = SparseAutoencoder(m=16, k=2, max_epochs=3, seed=0).fit(sp.csr_matrix(X))
+    np.testing.assert_array_equal(sparse.decoder_directions, dense.decoder_directions)
+    assert (sparse.transform(sp.csr_matrix(X[:50])) != dense.transform(X[:50])).nnz == 0
+    with pytest.raises(ModelError, match=r"sparse 10,000,000 x 1,000,000 matrix that needs 37,252.9 GiB"):
+        sparse.transform(sp.csr_matrix((10**7, 10**6), dtype=np.float32))  # refused before any allocation
 
 
 def test_batch_topk_and_matryoshka_train(X):
