@@ -145,6 +145,9 @@ def require_columns(df: pd.DataFrame, *columns: Optional[str]) -> None:
         if col is not None and col not in df.columns:
             shown = ", ".join(map(str, list(df.columns)[:20]))
             raise DataError(f"Column '{col}' not found; the table has: {shown}")
+        copies = int((df.columns == col).sum()) if col is not None else 1
+        if copies > 1:
+            raise DataError(f"Column '{col}' appears {copies} times in the table: rename or drop the copies")
 
 
 def prepare_corpus(
@@ -244,6 +247,7 @@ def encode_target(values: pd.Series, name: str, kind: str = "auto") -> tuple[np.
     if kind not in ("auto",) + TARGET_KINDS:
         raise DataError(f"Unknown target kind '{kind}'; use auto, {', '.join(TARGET_KINDS)}")
     values = values.reset_index(drop=True)
+    _refuse_unhashable(values, name)
     uniques = pd.unique(values)
     if len(uniques) < 2:
         shown = uniques[0] if len(uniques) else "nothing"
@@ -281,6 +285,18 @@ def encode_target(values: pd.Series, name: str, kind: str = "auto") -> tuple[np.
     index = {c: i for i, c in enumerate(classes)}
     y = values.map(index).to_numpy(dtype=np.int64)
     return y, kind, classes
+
+
+def _refuse_unhashable(values: pd.Series, name: str) -> None:
+    """A target whose cells hold lists, dicts or arrays (a JSON field of tags) has no classes or scale to test."""
+    for value in values:
+        try:
+            hash(value)
+        except TypeError:
+            raise DataError(
+                f"Target '{name}' holds {type(value).__name__}s (e.g. {repr(value)[:40]}): the target must hold "
+                "numbers or category names, one per row"
+            ) from None
 
 
 def _refuse_numbers_mixed_with_text(values: pd.Series, numeric: pd.Series, name: str) -> None:

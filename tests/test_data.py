@@ -79,6 +79,25 @@ def test_bad_columns_and_targets_give_one_line_errors(shared_data):
         prepare_corpus(df, "text", "user_id", target_kind="continuous")
 
 
+def test_a_column_in_the_table_twice_is_named_with_its_count(shared_data):
+    # A copied target raised numpy's "operands could not be broadcast", a copied text column pandas'
+    # "truth value of a Series is ambiguous".
+    df = read_table(shared_data / "yelp_reviews_demo" / "yelp-demo-val-2K.jsonl").iloc[:100]
+    with pytest.raises(DataError, match="^Column 'stars' appears 2 times in the table: rename or drop the copies$"):
+        prepare_corpus(pd.concat([df, df[["stars"]]], axis=1), "text", "stars")
+    with pytest.raises(DataError, match="^Column 'text' appears 3 times in the table"):
+        prepare_corpus(pd.concat([df, df[["text"]], df[["text"]]], axis=1), "text", "stars")
+    assert len(prepare_corpus(pd.concat([df, df[["useful"]]], axis=1), "text", "stars")) == 100  # other copies: fine
+
+
+def test_a_target_of_lists_is_refused_in_one_line(shared_data):
+    df = read_table(shared_data / "yelp_reviews_demo" / "yelp-demo-val-2K.jsonl").iloc[:100]
+    with pytest.raises(
+        DataError, match=r"Target 'stars' holds lists \(e.g. \[5\]\): the target must hold numbers or cat"
+    ):
+        prepare_corpus(df.assign(stars=[[s] for s in df["stars"]]), "text", "stars")
+
+
 def test_a_score_with_text_placeholders_is_refused_not_read_as_classes(shared_data):
     """Stars stored as text with a few "?" cells used to become six classes, "?" one of them."""
     df = read_table(shared_data / "yelp_reviews_demo" / "yelp-demo-val-2K.jsonl").iloc[:400].copy()
