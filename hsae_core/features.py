@@ -322,7 +322,7 @@ class FeatureExplorer:
         from .controls import partial_correlations
         from .select import correlation_scores
 
-        y = np.asarray(y, dtype=np.float64)
+        y = self._numbers(y)
         known = np.isfinite(y)
         if known.sum() < 3:
             raise DataError(f"Only {int(known.sum())} documents have a value to correlate with")
@@ -331,6 +331,17 @@ class FeatureExplorer:
         if controls is None:
             return correlation_scores(codes, y if rows is None else y[known])
         return partial_correlations(codes, y[known], controls if rows is None else controls.rows(rows))
+
+    def _numbers(self, y) -> np.ndarray:
+        """``y`` as one float per document; text, or another length, refused in one line."""
+        try:
+            values = np.asarray(y, dtype=np.float64)
+        except (TypeError, ValueError):
+            text = pd.Series(np.asarray(y, dtype=object).ravel(), name=getattr(y, "name", None))
+            raise DataError(_holds_text(text)) from None
+        if values.shape != (self.n,):
+            raise DataError(f"y has shape {values.shape} but there are {self.n} documents: give one number for each")
+        return values
 
     def page(self, latent: int, column: Optional[pd.Series] = None) -> dict:
         """All of a feature page's data in one call (what the dashboard computes when a feature is opened)."""
@@ -371,6 +382,19 @@ def column_correlations(
         read = fit_controls(frame, list(controls), text_col=text_col, target_col=column)
         design, name = read.design(frame), f"{name} | {', '.join(controls)}"
     return name, explorer.correlations(y, controls=design)
+
+
+def _holds_text(values: pd.Series) -> str:
+    """What to do with a category given where numbers are needed, naming its most common value."""
+    name = values.name
+    common = values.dropna().astype(str).value_counts().index[:3].tolist()
+    first = common[0] if common else "a value"
+    subject, head = ("y", "y") if name is None else (f"frame[{name!r}]", f"Column {name!r}")
+    hint = "" if name is None else f" or column_correlations(explorer, frame, {name!r}, value={first!r})"
+    return (
+        f"{head} holds text ({', '.join(common)}, ...), not numbers: correlate one of its values as 0/1, "
+        f"e.g. correlations({subject} == {first!r}){hint}"
+    )
 
 
 def _group_values(values: pd.Series, max_groups: int) -> pd.Series:

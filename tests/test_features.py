@@ -12,6 +12,7 @@ from ws_fixtures import small_workspace, upworthy_frame, upworthy_workspace  # n
 from hsae_core.errors import DataError
 from hsae_core.features import (
     FeatureExplorer,
+    column_correlations,
     correlation_column,
     feature_stats,
     numeric_target,
@@ -142,6 +143,22 @@ def test_correlation_with_stars_finds_sentiment_features(ws, fx):
     assert r.shape == (ws.codes.shape[1],) and np.abs(r).max() > 0.3
     most_negative = int(np.argmin(r))
     assert ws.frame["stars"][ws.codes[:, most_negative].toarray().ravel() > 0].mean() < ws.frame["stars"].mean()
+
+
+def test_correlating_with_a_text_column_says_how_to_correlate_one_of_its_values(ws, fx):
+    # It raised numpy's "could not convert string to float: 'happy'".
+    frame = ws.frame.assign(mood=np.where(ws.frame["stars"] >= 4, "happy", "unhappy"))
+    first = frame["mood"].value_counts().index[0]
+    advice = (
+        f"correlations(frame['mood'] == '{first}') or column_correlations(explorer, frame, 'mood', value='{first}')"
+    )
+    with pytest.raises(DataError, match=r"^Column 'mood' holds text \(.*\), not numbers: .*" + re.escape(advice)):
+        fx.correlations(frame["mood"])
+    np.testing.assert_allclose(  # the advice works, both ways
+        fx.correlations(frame["mood"] == first), column_correlations(fx, frame, "mood", value=first)[1]
+    )
+    with pytest.raises(DataError, match="y has shape \\(10,\\) but there are"):
+        fx.correlations(frame["stars"].to_numpy(float)[:10])
 
 
 def test_a_count_with_missing_values_correlates_on_its_log_and_bins_in_order(ws, fx):
