@@ -574,7 +574,8 @@ def run_hypotheses(
     alone = None if controls is None else controls.alone_line(controls_hold, config.group_col)
     if alone:
         warnings.append(f"controls: {alone}")
-    for target_name, kind, y_train, y_hold in targets:
+    selections = []
+    for target_name, kind, y_train, _ in targets:
         where = _for(target_name)
         step(2, f"selecting latents{where}")
         with timer("select"):
@@ -582,14 +583,19 @@ def run_hypotheses(
         warnings.extend(f"{where.strip() or 'selection'}: {w}" for w in sel.warnings)
         if sel.dropped:
             duplicates[str(target_name) if target_name is not None else "overall"] = sel.dropped
+        selections.append(sel)
+    # Every class's latents named in one call: a labeller keeps its names distinct within a call, and two
+    # classes naming theirs apart gave two features one name ("Reinforcement learning" for #39 and #8).
+    todo = list(dict.fromkeys(int(j) for sel in selections for j in sel.latents))
+    step(3, f"naming {len(todo)} latents")
+    with timer("interpret"), LLMStage(interpreter, "naming the latents", warnings):
+        # a labeller that judges its labels by embedding them reads the documents' vectors, not re-embeds them
+        extra = {"embeddings": X_train} if getattr(interpreter, "accepts_embeddings", False) else {}
+        for item in interpreter.interpret(train.texts, codes_train, todo, **extra):
+            names[item.latent] = item
+    for (target_name, kind, y_train, y_hold), sel in zip(targets, selections):
+        where = _for(target_name)
         latents = [int(j) for j in sel.latents]
-        step(3, f"naming {len(latents)} latents{where}")
-        with timer("interpret"), LLMStage(interpreter, "naming the latents", warnings):
-            todo = [j for j in latents if j not in names]
-            # a labeller that judges its labels by embedding them reads the documents' vectors, not re-embeds them
-            extra = {"embeddings": X_train} if getattr(interpreter, "accepts_embeddings", False) else {}
-            for item in interpreter.interpret(train.texts, codes_train, todo, **extra):
-                names[item.latent] = item
         chosen = [names[j] for j in latents]
         step(4, f"annotating the holdout{where}")
         with timer("annotate"), LLMStage(annotator, "annotating the holdout", warnings):

@@ -481,3 +481,18 @@ def test_cli_relabel(ws_copy, capsys):
     assert main(["relabel", str(ws_copy.path / "nope")]) == 2
     assert "not a workspace" in capsys.readouterr().err
     assert main(["relabel", str(ws_copy.path), "--labeller", "topics"]) == 2
+
+
+def test_a_multiclass_run_gives_each_feature_its_own_name_across_classes(shared_data, embedder, isolated_cache):
+    """ICLR 2017 decisions, one-vs-rest: each class named its latents on its own, and two classes called two
+    different features "Reinforcement learning" (#39 and #8), two more "Stochastic gradient descent"."""
+    from hsae_core.pipeline import hypothesize
+
+    frame = pd.read_csv(shared_data / "iclr_nips_abstracts" / "ICLR17_submissions.csv")
+    run = hypothesize(frame, text_col="Abstract", target_col="Decision", embedder=embedder)
+    table = run.table
+    assert table["class"].nunique() == 4 and table["latent"].nunique() < len(table), "a latent serves two classes"
+    names = table.drop_duplicates("latent").set_index("latent")["hypothesis"].map(label_key)
+    assert names.is_unique, names[names.duplicated(keep=False)].to_dict()
+    # a latent chosen for two classes keeps its one name in both
+    assert (table.groupby("latent")["hypothesis"].nunique() == 1).all()
