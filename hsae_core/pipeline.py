@@ -38,7 +38,7 @@ from .data import (
 from .embed import Embedder
 from .errors import DataError, LLMError, ModelError
 from .fsutil import check_cache_dir
-from .interpret import Interpreter, fit
+from .interpret import Interpreter, KeywordInterpreter, fit
 from .presence import chosen_presence
 from .progress import ProgressFn, report
 from .report import any_of_lines, fixed_decimals, split_summary, verdict_line
@@ -244,9 +244,8 @@ def hypothesize(
     sae = _as_sae(sae)
     config.validate(pretrained=sae is not None)
     # Everything that can be refused cheaply is refused before reading, embedding or training.
-    interpreter = resolve_interpreter(
-        interpreter or config.interpreter, llm_client, embedding_model=_embedding_model_hint(embeddings, embedder, sae)
-    )
+    asked, model_hint = interpreter or config.interpreter, _embedding_model_hint(embeddings, embedder, sae)
+    interpreter = resolve_interpreter(asked, llm_client, embedding_model=model_hint)
     annotator = resolve_annotator(annotator or config.annotator, llm_client)
     if out_dir is not None:
         check_run_folder(out_dir)
@@ -301,9 +300,24 @@ def hypothesize(
         run.summary["split"]["grouped_because"] = "controls"
     if split_notes:
         run.summary["warnings"] = [f"split: {w}" for w in split_notes] + run.summary.get("warnings", [])
+    if asked == "phrases" and isinstance(interpreter, KeywordInterpreter):
+        run.summary.setdefault("warnings", []).append(_keywords_instead_of_phrases(model_hint))
     if out_dir is not None:
         write_run(run, out_dir)
     return run
+
+
+def _keywords_instead_of_phrases(model: Optional[str]) -> str:
+    """Why a run asked for phrase labels got keyword lists: phrases are judged by embedding them."""
+    which = (
+        "is not known: pass embedder= naming it (e.g. 'minilm')"
+        if model is None
+        else f"({model}) cannot embed new text here"
+    )
+    return (
+        "labels: keyword lists, not phrases: a phrase is checked by embedding it with the model that made the "
+        f"documents' embeddings, and that model {which}"
+    )
 
 
 def _compared_within(frame: pd.DataFrame, text_col: str, target_col: str, config: HypothesisConfig):

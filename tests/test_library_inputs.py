@@ -50,3 +50,18 @@ def test_an_sae_is_given_trained_or_as_a_folder_to_load(yelp_embedded, tmp_path)
     assert str(tmp_path / "my-sae") in runs[1].summary["sae"]["origin"], "the summary says which folder"
     with pytest.raises(DataError, match=r"`sae` must be a SparseAutoencoder or where to load one from; got dict"):
         hypothesize(train, text_col="text", target_col="stars", sae={"m": 32})
+
+
+def test_stored_embeddings_without_their_model_say_why_the_labels_are_keywords(yelp_embedded):
+    """Embeddings given without the model that made them cannot judge phrase labels: the run used keyword lists
+    without a word, though phrases are the default."""
+    train, hold, X_train, X_hold = yelp_embedded
+    both = np.vstack([X_train, X_hold])
+    run = hypothesize(train, holdout=hold, text_col="text", target_col="stars", config=SMALL, embeddings=both)
+    said = [w for w in run.summary["warnings"] if w.startswith("labels: keyword lists, not phrases")]
+    assert said and said[0].endswith("that model is not known: pass embedder= naming it (e.g. 'minilm')")
+    named = hypothesize(
+        train, holdout=hold, text_col="text", target_col="stars", config=SMALL, embeddings=both, embedder="minilm"
+    )
+    assert not [w for w in named.summary.get("warnings", []) if w.startswith("labels:")]
+    assert named.summary["interpreter"] != run.summary["interpreter"]
