@@ -136,7 +136,10 @@ def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
 class Workspace:
     """An opened workspace folder; heavy parts load lazily on first access and are then kept."""
 
-    def __init__(self, path: str | Path, manifest: dict, stamp: Optional[tuple] = None):
+    def __init__(self, path: str | Path, manifest: Optional[dict] = None, stamp: Optional[tuple] = None):
+        if manifest is None:  # Workspace("folder") opens it, checked, as Workspace.open does
+            opened = type(self).open(path)
+            manifest, stamp = opened.manifest, opened._stamp
         self.path = Path(path)
         self.manifest = manifest
         self._stamp = stamp

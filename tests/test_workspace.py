@@ -36,6 +36,14 @@ def test_build_produces_every_part(small_workspace):
     assert small_workspace in list_workspaces(small_workspace.parent)
 
 
+def test_a_workspace_opens_by_its_folder_alone(small_workspace, tmp_path):
+    """Workspace("folder") raised TypeError (a missing 'manifest'); it now opens as Workspace.open does."""
+    ws = Workspace(small_workspace)
+    assert len(ws) == 600 and ws.manifest == Workspace.open(small_workspace).manifest
+    with pytest.raises(DataError, match="is not a workspace"):
+        Workspace(tmp_path)
+
+
 def _stats(ws_dir):
     ws = Workspace.open(ws_dir)
     return {s: (ws.file(s).name, os.stat(ws.file(s)).st_mtime_ns) for s in FILES}
