@@ -608,7 +608,7 @@ def start_build(out, label: str, build, describe) -> None:
 
     def work(progress):
         ws = build(progress)
-        return str(ws.path), describe(ws)
+        return str(ws.path), describe(ws), ws.moved_runs_line()
 
     key = _build_key(out)
     _, started = start_job(key, f"Building {label}", work, BUILD_WEIGHTS)
@@ -659,12 +659,14 @@ def follow_builds(where=None) -> None:
             if job.error:
                 st.error(f"Build failed (any previous workspace is unchanged): {job.error}")
                 continue
-            path, message = job.result
+            path, message, moved_runs = job.result
             if started_here:
                 st.session_state["workspace_path"] = path
                 st.success(f"{message}; it is open now (the sidebar picks another).")
             else:
                 st.success(f"{message}; pick it in the sidebar to open it.")
+            if moved_runs:  # runs of the table or SAE this build replaced (hsae_core.workspace._stale_runs)
+                st.info(moved_runs)
     st.session_state[FOLLOWED_BUILDS] = followed
 
 
