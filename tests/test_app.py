@@ -17,7 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
-from ws_fixtures import finish_builds, small_workspace, upworthy_frame, upworthy_workspace  # noqa: F401
+from ws_fixtures import (  # noqa: F401
+    finish_builds,
+    first_start_with_demo_data,
+    small_workspace,
+    upworthy_frame,
+    upworthy_workspace,
+)
 
 from hsae_core import settings
 from hsae_core.labelsets import features_with_labels
@@ -716,13 +722,7 @@ def test_a_build_goes_on_while_the_user_moves_away_and_opens_when_done(
 
 
 def test_the_first_start_demo_build_goes_on_while_another_page_is_open(held_builds, yelp_frames, monkeypatch, tmp_path):
-    train, hold = yelp_frames  # rows the session has embeddings of
-    data = tmp_path / "data" / "yelp_reviews_demo"
-    data.mkdir(parents=True)
-    train.iloc[:150].to_json(data / "yelp-demo-val-2K.jsonl", orient="records", lines=True, date_format="iso")
-    hold.iloc[:150].to_json(data / "yelp-demo-holdout-2K.jsonl", orient="records", lines=True, date_format="iso")
-    monkeypatch.setenv("HSAE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("HSAE_WORKSPACE", raising=False)
+    first_start_with_demo_data(yelp_frames, tmp_path, monkeypatch)  # rows the session has embeddings of
     root = tmp_path / "workspaces"
     monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(root))
     at = page()

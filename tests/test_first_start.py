@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from ws_fixtures import small_workspace, upworthy_frame  # noqa: F401
+from ws_fixtures import first_start_with_demo_data, small_workspace, upworthy_frame  # noqa: F401
 
 from hsae_core.cli import main
 from hsae_core.sae import MAX_SAMPLES, SparseAutoencoder, epoch_budget
@@ -43,13 +43,7 @@ def test_early_stopping_fires_and_keeps_the_best_weights(yelp_embedded):
 
 
 def test_hsae_demo_builds_in_the_terminal_then_reuses(yelp_frames, tmp_path, monkeypatch, capsys):
-    train, hold = yelp_frames
-    data = tmp_path / "data" / "yelp_reviews_demo"
-    data.mkdir(parents=True)
-    train.iloc[:150].to_json(data / "yelp-demo-val-2K.jsonl", orient="records", lines=True, date_format="iso")
-    hold.iloc[:150].to_json(data / "yelp-demo-holdout-2K.jsonl", orient="records", lines=True, date_format="iso")
-    monkeypatch.setenv("HSAE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("HSAE_WORKSPACE", raising=False)
+    first_start_with_demo_data(yelp_frames, tmp_path, monkeypatch)  # rows the session has embeddings of
     root = tmp_path / "workspaces"
     assert main(["demo", "--root", str(root)]) == 0
     out = capsys.readouterr().out

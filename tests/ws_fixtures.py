@@ -72,3 +72,15 @@ def finish_builds(at, timeout: float = 600.0):
         at.run()
     assert not at.exception, at.exception
     return at
+
+
+def first_start_with_demo_data(yelp_frames, tmp_path, monkeypatch, rows: int = 150) -> None:
+    """A first start: the demo's two Yelp files (``rows`` reviews each) under ``tmp_path/data``, HSAE_DATA_DIR
+    pointing there, and no HSAE_WORKSPACE."""
+    train, hold = yelp_frames
+    data = tmp_path / "data" / "yelp_reviews_demo"
+    data.mkdir(parents=True)
+    train.iloc[:rows].to_json(data / "yelp-demo-val-2K.jsonl", orient="records", lines=True, date_format="iso")
+    hold.iloc[:rows].to_json(data / "yelp-demo-holdout-2K.jsonl", orient="records", lines=True, date_format="iso")
+    monkeypatch.setenv("HSAE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("HSAE_WORKSPACE", raising=False)
