@@ -652,6 +652,13 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
     def d_in(self) -> int:
         return self._check_fitted().cfg.d_in
 
+    @property
+    def n_features_in_(self) -> int:
+        """The embedding width it reads, under scikit-learn's name for it (absent until trained, as there)."""
+        if not hasattr(self, "model_"):
+            raise AttributeError("n_features_in_: this SAE is not trained yet")
+        return self.d_in
+
     @torch.no_grad()
     def transform(self, X, batch_size: int = 4096, progress: Optional[ProgressFn] = None) -> sp.csr_matrix:
         """Sparse codes (N x m CSR, float32) with at most k non-zeros per row (about k for batch-top-k)."""

@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 
-from . import settings
+from . import settings, validate
 from .csr_store import row_key
 from .errors import DataError
 from .progress import ProgressFn, report
@@ -316,7 +316,7 @@ class SteeredSearch:
         if not np.isfinite(x).all():
             raise DataError("The query vector contains NaN or infinite values")
         skip = {int(d) for d in exclude}
-        k = max(1, min(int(k), self.codes.shape[0] - len(skip)))
+        k = max(1, min(validate.positive_int("k", k), self.codes.shape[0] - len(skip)))  # k 0 gave one hit
         z = self.code(x)
         base_ids, base_scores = self._knn_without(x, k, skip)
         steered, z_new = self.steer(x, edits, z=z)

@@ -187,3 +187,18 @@ def test_read_only_embeddings_encode_without_a_torch_warning(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-1500:]
+
+
+def test_it_is_a_scikit_learn_transformer_with_the_width_it_reads(yelp_embedded):
+    """clone, a Pipeline, and n_features_in_ (scikit-learn's name for the input width; it was d_in only)."""
+    from sklearn.base import clone
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    _, _, X, _ = yelp_embedded
+    sae = SparseAutoencoder(m=32, k=4, max_epochs=2, seed=0)
+    assert not hasattr(sae, "n_features_in_"), "absent until trained, as in scikit-learn"
+    codes = make_pipeline(FunctionTransformer(), sae).fit_transform(X)
+    assert sae.n_features_in_ == X.shape[1] == 384 and codes.shape == (len(X), 32)
+    fresh = clone(sae)
+    assert fresh.get_params() == sae.get_params() and not hasattr(fresh, "n_features_in_")

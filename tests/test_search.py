@@ -88,6 +88,9 @@ def test_bad_edits_and_vectors_are_clear_errors(engine):
         engine.steer(np.zeros(384, np.float32) + 0.1, {10_000: 1.0})
     with pytest.raises(DataError, match="dimensions"):
         engine.search(np.ones(12, np.float32))
+    for k in (0, -3, 2.5):  # k 0 returned one hit without a word
+        with pytest.raises(DataError, match=r"^`k` must be a whole number >= 1, got"):
+            engine.search(np.ones(384, np.float32), k=k)
 
 
 def test_more_like_this_can_leave_out_the_query_document(ws, engine):
