@@ -289,6 +289,8 @@ def encode_target(values: pd.Series, name: str, kind: str = "auto") -> tuple[np.
 
 def _refuse_unhashable(values: pd.Series, name: str) -> None:
     """A target whose cells hold lists, dicts or arrays (a JSON field of tags) has no classes or scale to test."""
+    if values.dtype != object:  # numbers, text, categories: hashable by their type
+        return
     for value in values:
         try:
             hash(value)

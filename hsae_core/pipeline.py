@@ -230,11 +230,12 @@ def hypothesize(
     """Table in, hypotheses out: read, split, embed, SAE, select, name, annotate, evaluate, write.
 
     ``data`` (and ``holdout``, a separate holdout table) is a path to a CSV/TSV/JSON/JSONL/Parquet table
-    or a DataFrame. ``embeddings`` (one row per row of ``data``, in its order, then
-    one per row of ``holdout`` when that is given; e.g. a workspace's stored embeddings) skips embedding; otherwise ``embedder`` (an :class:`~hsae_core.embed.Embedder` or a spec; default
-    offline MiniLM) embeds the texts through the disk cache. ``sae`` (pretrained, or a workspace's) skips
-    training; ``sae_origin`` says in the summary where it came from and which rows it saw. Without one, an
-    SAE is trained on the training rows only (or loaded from the SAE cache after an identical training).
+    or a DataFrame. ``embeddings`` (one row per row of ``data``, in its order, then one per row of ``holdout``
+    when that is given; e.g. a workspace's stored embeddings) skips embedding; otherwise ``embedder`` (an
+    :class:`~hsae_core.embed.Embedder` or a spec; default offline MiniLM) embeds the texts through the disk
+    cache. ``sae`` (pretrained, or a workspace's) skips training; ``sae_origin`` says in the summary where it
+    came from and which rows it saw. Without one, an SAE is trained on the training rows only (or loaded from
+    the SAE cache after an identical training).
     ``interpreter``/``annotator`` may be instances or names and default to ``config``'s names. With
     ``out_dir`` the run is written there (``hypotheses.csv``, ``summary.json``, annotations, ``sae/``).
     ``on_warning`` hears a split's warnings as soon as the split is made, before any embedding or training

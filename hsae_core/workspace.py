@@ -554,8 +554,8 @@ def build_workspace(
             manifest = _manifest(build, name or out.name, embedder_spec, embeddings is None)
             stale, why = _stale_runs(out, steps)
             if stale:
-                manifest["runs_moved"] = {"count": len(stale), "to": f"runs-before-{time.strftime('%Y%m%d-%H%M%S')}"}
-                manifest["runs_moved"]["why"] = why
+                to = f"runs-before-{time.strftime('%Y%m%d-%H%M%S')}"
+                manifest["runs_moved"] = {"count": len(stale), "to": to, "why": why}
             _commit(out, stage, steps, manifest)
             if stale:
                 _move_runs(stale, out / manifest["runs_moved"]["to"])
@@ -973,21 +973,14 @@ def _stale_runs(out: Path, steps: _StepRunner) -> tuple[list[Path], str]:
     """The runs of an existing workspace that this build leaves pointing at what is gone, and why: every run when
     the table changes (a run's row numbers and evidence texts are positions in the table it was made on), and
     the runs that read the workspace's own features when its SAE changes (they keep no SAE of their own)."""
-    runs = out / "runs"
     table_changed, sae_changed = "table" in steps.changed, bool({"sae", "codes"} & set(steps.changed))
-    if not steps.old or not runs.is_dir() or not (table_changed or sae_changed):
+    if not steps.old or not (table_changed or sae_changed):
         return [], ""
-    stale = []
-    for folder in sorted(runs.iterdir()):
-        if not folder.is_dir() or folder.name.startswith("."):
-            continue
-        try:
-            summary = json.loads((folder / "summary.json").read_text())
-        except (OSError, ValueError):
-            summary = {}
-        on_features = ((summary.get("features") if isinstance(summary, dict) else None) or {}).get("source")
-        if table_changed or on_features == "workspace":
-            stale.append(folder)
+    stale = [
+        Path(run["path"])
+        for run in Workspace(out, steps.old).list_runs()
+        if table_changed or (run["summary"].get("features") or {}).get("source") == "workspace"
+    ]
     why = (
         "they were made on the table this build replaced, and their row numbers point into it"
         if table_changed
