@@ -232,12 +232,11 @@ def cmd_embed(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .fsutil import replace_folder
-    from .sae import CONFIG_NAME, SparseAutoencoder
+    from .sae import SparseAutoencoder, holds_only_an_sae
 
     if args.k > args.m:
         raise DataError(f"`k` ({args.k}) cannot exceed `m` ({args.m})")
-    check_output_dir(args.out, "SAE folder", allow_nonempty=lambda p: (p / CONFIG_NAME).is_file())
+    check_output_dir(args.out, "SAE folder", allow_nonempty=holds_only_an_sae)
     sae = SparseAutoencoder(
         m=args.m,
         k=args.k,
@@ -268,7 +267,7 @@ def cmd_train(args) -> int:
         X, model_id = _embed_corpus(corpus.texts, args.embedder, device=args.device)
     sae.set_params(embedding_model=model_id)
     sae.fit(X, progress=_progress("training"))
-    replace_folder(args.out, sae.save)
+    sae.save(args.out)
     m = sae.metrics_
     print(
         f"Trained SAE m={args.m} k={args.k}{'' if not args.levels else ' levels ' + settings.format_levels(args.levels, ',')} on {len(X)} rows in {m['train_seconds']} s: "

@@ -38,13 +38,14 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from sklearn.base import BaseEstimator, TransformerMixin
 from torch import nn
 
 from . import settings, validate
 from .device import resolve_device
-from .errors import HsaeError, ModelError, first_line
-from .fsutil import check_output_dir
+from .errors import HsaeError, ModelError, StorageError, first_line
+from .fsutil import check_output_dir, describe_os_error, replace_folder
 from .progress import ProgressFn, report
 
 # Early stopping: an epoch counts as progress only if the validation error drops by this share of its best
@@ -56,6 +57,7 @@ MAX_SAMPLES = 4_000_000
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 ARCHITECTURE = "topk_sae"
+SAE_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, "README.md"})  # README.md: the model card push_sae writes
 TRAINING_FIELDS = ("lr", "batch_size", "max_epochs", "patience", "min_delta", "max_samples", "val_frac", "seed")
 
 
@@ -734,13 +736,23 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, extra: Optional[dict] = None) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` into the folder ``path``."""
-        from safetensors.torch import save_file
-
+        """Write ``config.json`` + ``model.safetensors`` into the folder ``path``, all at once: the files are
+        written into a sibling folder that then replaces ``path``, so a failure leaves any previous SAE there
+        whole. An existing folder is replaced only when it holds an SAE's files and nothing else."""
         model = self._check_fitted()
         _check_extra(extra)
-        path = check_output_dir(path, "SAE folder")
-        path.mkdir(parents=True, exist_ok=True)
+        path = check_output_dir(path, "SAE folder", allow_nonempty=holds_only_an_sae)
+        try:
+            return replace_folder(path, lambda folder: self._write(folder, model, extra))
+        except (OSError, SafetensorError) as exc:
+            reason = describe_os_error(exc) if isinstance(exc, OSError) else first_line(exc)
+            raise StorageError(
+                f"Writing the SAE folder {path} failed: {reason}; any previous SAE there is unchanged"
+            ) from None
+
+    def _write(self, folder: Path, model: TopKSAE, extra: Optional[dict]) -> None:
+        from safetensors.torch import save_file
+
         tensors = {
             "encoder.weight": model.W_enc.detach().cpu().contiguous(),
             "decoder.weight": model.W_dec.detach().T.cpu().contiguous(),
@@ -750,7 +762,7 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         }
         if model.cfg.levels:
             tensors["level_pre_bias"] = model.b_levels.detach().cpu().contiguous()
-        save_file(tensors, str(path / WEIGHTS_NAME))
+        save_file(tensors, str(folder / WEIGHTS_NAME))
         config = {"architecture": ARCHITECTURE, **asdict(model.cfg)}
         config["matryoshka"] = list(config["matryoshka"])
         config["levels"] = [list(pair) for pair in config["levels"]]
@@ -759,13 +771,11 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         if getattr(self, "source_", None):
             config["source"] = self.source_  # where a pretrained SAE came from (hub repo, file, revision)
         config.update(extra or {})
-        (path / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=_json_default))
-        return path
+        (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=_json_default))
 
     @classmethod
     def load(cls, path: str | Path, device: str = settings.DEVICE) -> SparseAutoencoder:
         """Load a folder written by ``save`` (no pickle involved); ``device`` is where it will encode."""
-        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         path = Path(path).expanduser()  # as save() writes it
@@ -844,7 +854,12 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         return sae
 
 
-@torch.no_grad()
+def holds_only_an_sae(folder: Path) -> bool:
+    """Whether ``save`` may replace this existing folder: it holds an SAE's files (and its model card) only."""
+    names = {p.name for p in Path(folder).iterdir()}
+    return names <= SAE_FILES
+
+
 def _check_extra(extra: Optional[dict]) -> None:
     """Refuse ``extra`` keys that would overwrite the config's own (the folder would then not load)."""
     taken = sorted(set(extra or {}) & CONFIG_KEYS)
@@ -855,6 +870,7 @@ def _check_extra(extra: Optional[dict]) -> None:
         )
 
 
+@torch.no_grad()
 def _calibrate_threshold(model: TopKSAE, X: torch.Tensor, batch: int) -> None:
     """Batch-top-k inference threshold: the average cut-off value of batch-top-k over the training data,
     so that inference keeps about k latents per row without needing a batch."""

@@ -3,8 +3,8 @@
 The key is a hash of the training embeddings (bytes and shape), every constructor parameter of the
 :class:`~hsae_core.sae.SparseAutoencoder` and the source of ``sae.py`` itself (a change to the training
 code retrains). Entries live in ``settings.cache_dir() / "sae" / <key>/`` as ordinary SAE folders
-(``config.json`` + ``model.safetensors``), written through :func:`fsutil.replace_folder`, so a run killed
-mid-write leaves nothing half-written. A corrupt entry is retrained; an unwritable cache is skipped.
+(``config.json`` + ``model.safetensors``), written by ``SparseAutoencoder.save`` (one folder swap), so a run
+killed mid-write leaves nothing half-written. A corrupt entry is retrained; an unwritable cache is skipped.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import numpy as np
 
 from . import sae as sae_module
 from . import settings
-from .errors import ModelError
-from .fsutil import replace_folder
+from .errors import ModelError, StorageError
 from .progress import ProgressFn
 from .sae import SparseAutoencoder, as_float_matrix
 
@@ -69,6 +68,6 @@ def fit_cached(
 def _store(fitted: SparseAutoencoder, folder: Path) -> None:
     """Put the fitted SAE in the cache in one step (a corrupt or concurrent entry is replaced)."""
     try:
-        replace_folder(folder, fitted.save)
-    except OSError as exc:
+        fitted.save(folder)
+    except StorageError as exc:
         log.warning("could not cache the trained SAE in %s: %s", folder.parent, exc)

@@ -82,6 +82,52 @@ def test_extra_keys_that_would_overwrite_the_config_are_refused_and_nothing_is_w
     assert SparseAutoencoder.load(folder).k == 4
 
 
+def test_a_save_that_fails_midway_leaves_the_previous_sae_whole(trained, X, tmp_path):
+    """save() wrote the weights and then config.json into the folder itself: a failure between the two left new
+    weights beside the old config, a folder that no longer loaded. Here a file-size limit (RLIMIT_FSIZE, as a
+    full disk) stops config.json, grown by a large ``extra``, after the small new weights were written."""
+    folder = trained.save(tmp_path / "sae")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    script = textwrap.dedent(
+        """
+        import resource, signal, sys
+        import numpy as np
+        from hsae_core.errors import StorageError
+        from hsae_core.sae import SparseAutoencoder
+        X = np.random.default_rng(0).random((200, 384)).astype("float32")
+        smaller = SparseAutoencoder(m=8, k=2, max_epochs=1, seed=0).fit(X)  # weights of about 26 kB
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+        try:
+            smaller.save(sys.argv[1], extra={"training_rows": list(range(20_000))})  # config.json over 150 kB
+        except StorageError as exc:
+            print(exc)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(folder)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before, "the previous SAE is whole"
+    assert (SparseAutoencoder.load(folder).transform(X[:20]) != trained.transform(X[:20])).nnz == 0
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert done.stdout.startswith(f"Writing the SAE folder {folder} failed: ") and "File too large" in done.stdout
+    assert done.stdout.strip().endswith("any previous SAE there is unchanged")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sae"], "no staging folder left behind"
+
+
+def test_save_replaces_an_sae_folder_but_not_a_folder_of_other_files(trained, tmp_path):
+    folder = trained.save(tmp_path / "sae")
+    (folder / "README.md").write_text("model card of the weights before")
+    trained.save(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(StorageError, match="already exists and holds other files; choose a new or empty folder"):
+        trained.save(mine)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
 def test_scipy_sparse_input_trains_and_encodes_as_its_dense_array():
     X = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
     X[X < 0.5] = 0.0  # mostly zeros, as a sparse matrix usually is
