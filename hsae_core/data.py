@@ -196,6 +196,103 @@ def prepare_corpus(
     )
 
 
+TARGET_VALUES = (pd.Series, pd.DataFrame, np.ndarray, list)  # a target given as values rather than a column name
+
+
+def one_column(values, what: str = "The target") -> np.ndarray:
+    """``values`` as a 1-D array: a one-column table or an (N, 1) array is read as its column; anything
+    wider (an (N, 2) array, a table of two columns) is refused in one line naming its shape."""
+    if isinstance(values, pd.DataFrame):
+        if values.shape[1] != 1:
+            shown = ", ".join(repr(c) for c in list(values.columns)[:4])
+            raise DataError(
+                f"{what} is one column; got a table of {values.shape[1]} columns ({shown}): pass one of them, "
+                f"e.g. df[{values.columns[0]!r}]"
+            )
+        values = values.iloc[:, 0]
+    arr = np.asarray(values)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        return arr[:, 0]
+    if arr.ndim != 1:
+        raise DataError(
+            f"{what} is one column of values, one per row; got an array of shape {arr.shape}: pass one column, "
+            "e.g. y[:, 0]"
+        )
+    return arr
+
+
+def target_in_table(frame: pd.DataFrame, target, text_col: str) -> tuple[pd.DataFrame, object]:
+    """(table, target column name) for a target named by its column, or given as values, which are then added
+    to a copy of the table. A Series (or one-column DataFrame) is matched to the table's rows as pandas matches
+    them, by index label; one with the default index 0..N-1 whose labels are not the table's is read by
+    position, as are an array and a list. A Series that fits neither way is refused in one line."""
+    if not isinstance(target, TARGET_VALUES):
+        return frame, target
+    if isinstance(target, pd.DataFrame):
+        one_column(target)  # refuses a wider table
+        target = target.iloc[:, 0]
+    if isinstance(target, pd.Series):
+        values, name = _matched_to_rows(target, frame.index), target.name
+    else:
+        values, name = pd.Series(one_column(target)), None
+        _check_one_per_row(len(values), len(frame))
+    name = _target_name(name, frame, text_col)
+    return frame.assign(**{name: values.array}), name  # .array: by position, with its dtype
+
+
+def _matched_to_rows(target: pd.Series, rows: pd.Index) -> pd.Series:
+    """The Series's values in the order of the table's row labels ``rows``."""
+    labels = target.index
+    if labels.equals(rows):
+        return target
+    if labels.is_unique and rows.is_unique and len(labels) == len(rows) and labels.isin(rows).all():
+        return target.reindex(rows)  # the same labels in another order (a shuffled or sorted copy)
+    if len(target) == len(rows) and labels.equals(pd.RangeIndex(len(target))):  # a default index: read by position
+        return target.set_axis(rows)
+    repeated = labels[labels.duplicated()] if not labels.is_unique else rows[rows.duplicated()]
+    if len(repeated):
+        whose = "target's" if not labels.is_unique else "table's"
+        raise DataError(
+            f"The {whose} index repeats labels (e.g. {_shown(repeated[0])}), so the target cannot be matched to the "
+            "table's rows by label: give its values in the table's order (target.to_numpy())"
+        )
+    foreign, lacking = labels[~labels.isin(rows)], rows[~rows.isin(labels)]
+    raise DataError(
+        f"The target's index does not match the table's ({len(labels):,} values for {len(rows):,} rows): "
+        f"{len(foreign):,} of its labels are not rows of the table"
+        + (f" (e.g. {_shown(foreign[0])})" if len(foreign) else "")
+        + f" and {len(lacking):,} rows of the table have no value"
+        + (f" (e.g. {_shown(lacking[0])})" if len(lacking) else "")
+        + "; give a Series indexed like the table (target.reindex(table.index) leaves the rows it lacks without a "
+        "target: they are dropped and counted), or its values in the table's order (target.to_numpy())"
+    )
+
+
+def _shown(label) -> str:
+    """An index label as the user wrote it: 7, not np.int64(7)."""
+    return repr(label.item() if isinstance(label, np.generic) else label)
+
+
+def _check_one_per_row(n_values: int, n_rows: int) -> None:
+    if n_values != n_rows:
+        raise DataError(
+            f"The target has {n_values:,} values and the table {n_rows:,} rows: give one value per row, in the "
+            "table's order (or a Series indexed like the table)"
+        )
+
+
+def _target_name(name, frame: pd.DataFrame, text_col: str) -> str:
+    """The column a target given as values goes into: its own name (a Series of the table replaces that
+    column), or ``target`` (``target_2``, ... beside columns of that name) when it has none or the text's."""
+    if isinstance(name, str) and name and name != text_col:
+        return name
+    name, n = "target", 1
+    while name in frame.columns:
+        n += 1
+        name = f"target_{n}"
+    return name
+
+
 def _unusable_rows(
     stripped_text: pd.Series, df: pd.DataFrame, target_col: Optional[str]
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -27,6 +27,7 @@ from .choose import Choice, choose_hypotheses
 from .controls import ControlDesign, Controls, absorbed_control, fit_controls, nothing_left
 from .data import (
     FEW_TARGET_VALUES,
+    TARGET_VALUES,
     Corpus,
     one_vs_rest,
     part_counts,
@@ -34,6 +35,7 @@ from .data import (
     read_table,
     require_columns,
     split_indices,
+    target_in_table,
 )
 from .embed import Embedder
 from .errors import DataError, LLMError, ModelError
@@ -212,7 +214,7 @@ def hypothesize(
     data,
     *,
     text_col: str,
-    target_col: str,
+    target_col,
     holdout=None,
     config: Optional[HypothesisConfig] = None,
     embeddings: Optional[np.ndarray] = None,
@@ -230,7 +232,10 @@ def hypothesize(
     """Table in, hypotheses out: read, split, embed, SAE, select, name, annotate, evaluate, write.
 
     ``data`` (and ``holdout``, a separate holdout table) is a path to a CSV/TSV/JSON/JSONL/Parquet table
-    or a DataFrame. ``embeddings`` (one row per row of ``data``, in its order, then one per row of ``holdout``
+    or a DataFrame. ``target_col`` names the target column, or gives the target itself (one table only): a
+    Series, matched to the table's rows by index as pandas matches them (one with the default index 0..N-1,
+    whose labels are not the table's, by position), or a 1-D array or list in the table's order; a one-column
+    DataFrame or (N, 1) array is read as its column. ``embeddings`` (one row per row of ``data``, in its order, then one per row of ``holdout``
     when that is given; e.g. a workspace's stored embeddings) skips embedding; otherwise ``embedder`` (an
     :class:`~hsae_core.embed.Embedder` or a spec; default offline MiniLM) embeds the texts through the disk
     cache. ``sae`` (pretrained, or a workspace's) skips training; ``sae_origin`` says in the summary where it
@@ -260,7 +265,7 @@ def hypothesize(
     timer = StageTimer()
     t0 = time.perf_counter()
     with timer("read"):
-        data = _as_frame(data)
+        data, target_col = _with_target(_as_frame(data), target_col, holdout, text_col)
         whole_groups = holdout is None and _compared_within(data, text_col, target_col, config)
         if whole_groups:
             config = replace(config, group_col=whole_groups)
@@ -344,7 +349,7 @@ def load_split(
     positions in the table each part came from.
     """
     config = config or HypothesisConfig()
-    frame = _as_frame(data)
+    frame, target_col = _with_target(_as_frame(data), target_col, holdout, text_col)
     require_columns(frame, text_col, target_col)
     if holdout is not None:
         hold_frame = _as_frame(holdout)
@@ -465,6 +470,16 @@ def _as_frame(data) -> pd.DataFrame:
             "(pandas.DataFrame(...) makes one from records or columns)"
         )
     return read_table(data)
+
+
+def _with_target(frame: pd.DataFrame, target, holdout, text_col: str) -> tuple[pd.DataFrame, object]:
+    """(table, target column name): a target given as values becomes a column of (a copy of) the table."""
+    if holdout is not None and isinstance(target, TARGET_VALUES):
+        raise DataError(
+            "A target given as values goes with one table; with a separate `holdout` table, name the target "
+            "column both tables hold (`target_col`)"
+        )
+    return target_in_table(frame, target, text_col)
 
 
 def _as_config(config) -> HypothesisConfig:

@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 
+from .data import one_column
 from .errors import DataError
 
 METHODS = ("correlation", "separation", "lasso")
@@ -49,7 +50,7 @@ def _as_codes(codes) -> sp.csr_matrix:
 
 
 def _as_target(y, n_rows: int) -> np.ndarray:
-    y = np.asarray(y, dtype=np.float64).ravel()
+    y = one_column(y).astype(np.float64)
     if len(y) != n_rows:
         raise DataError(
             f"The codes have {n_rows} rows but the target has {len(y)} values; they must describe the same documents"

@@ -25,6 +25,7 @@ from scipy.special import expit
 
 from .blas import fit_threads
 from .controls import ControlDesign, control_basis, residualise, within
+from .data import one_column
 from .errors import DataError
 
 KINDS = ("continuous", "binary")
@@ -113,7 +114,7 @@ def _validate(annotations, y, kind: str, names, alpha: float, cv_folds: int):
     if not np.isin(observed, (0.0, 1.0)).all():
         bad = observed[~np.isin(observed, (0.0, 1.0))][0]
         raise DataError(f"Annotations must be 0 (absent), 1 (present) or NaN (failed); found {bad:g}")
-    y = np.asarray(y, dtype=np.float64).ravel()
+    y = one_column(y, "The holdout target").astype(np.float64)
     if len(y) != A.shape[0]:
         raise DataError(
             f"Annotations have {A.shape[0]} rows but the target has {len(y)}; they must describe the same holdout documents"
@@ -827,7 +828,7 @@ def _within_baseline(X_train, y_train, X_hold, y_hold, controls_train, controls_
 
 def _matrix_and_target(X, y, part: str) -> tuple[np.ndarray, np.ndarray]:
     X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64).ravel()
+    y = one_column(y, f"The {part} target").astype(np.float64)
     if X.ndim != 2:
         raise DataError(f"The {part} embeddings must be a 2-D matrix, got shape {X.shape}")
     if len(X) != len(y):

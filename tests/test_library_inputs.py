@@ -65,3 +65,77 @@ def test_stored_embeddings_without_their_model_say_why_the_labels_are_keywords(y
     )
     assert not [w for w in named.summary.get("warnings", []) if w.startswith("labels:")]
     assert named.summary["interpreter"] != run.summary["interpreter"]
+
+
+# ---------------------------------------------------------------------------------------- a target given as values
+def _split_targets(frame, target, config=None):
+    from hsae_core.pipeline import load_split
+
+    train, hold = load_split(frame, "text", target, config=HypothesisConfig(**(config or {})))
+    return train.y, hold.y
+
+
+def test_a_target_series_is_matched_to_the_rows_by_its_index_as_pandas_matches(yelp_embedded):
+    """A Series of the table in another order (sorted, shuffled) raised TypeError (unhashable type: 'Series');
+    read by position it would give rows other rows' targets. It is matched by label, as pandas does."""
+    train, _, X_train, _ = yelp_embedded
+    shuffled = train["stars"].sample(frac=1, random_state=0)
+    assert not shuffled.index.equals(train.index)
+    by_name = hypothesize(train, text_col="text", target_col="stars", config=SMALL, embeddings=X_train)
+    by_series = hypothesize(train, text_col="text", target_col=shuffled, config=SMALL, embeddings=X_train)
+    assert by_series.summary["target"]["column"] == "stars"
+    assert by_series.annotations["target"].tolist() == by_name.annotations["target"].tolist()
+    assert by_series.table["latent"].tolist() == by_name.table["latent"].tolist()
+    assert "stars" in train.columns and train["stars"].index.equals(train.index), "the caller's table is untouched"
+
+
+def test_a_target_without_labels_of_the_table_is_read_by_position_and_a_mismatch_refused(yelp_frames):
+    train, _ = yelp_frames
+    by_name = _split_targets(train, "stars")
+    labelled = train.set_index("review_id")  # row labels that are not 0..N-1
+    for target in (train["stars"].reset_index(drop=True), train["stars"].to_numpy(), train["stars"].tolist()):
+        got = _split_targets(labelled, target)
+        assert all(np.array_equal(a, b) for a, b in zip(got, by_name)), type(target).__name__
+    filtered = train["stars"].iloc[:700]
+    with pytest.raises(
+        DataError,
+        match=r"^The target's index does not match the table's \(700 values for 800 rows\): 0 of its labels are",
+    ) as err:
+        _split_targets(train, filtered)
+    assert "100 rows of the table have no value (e.g. 700)" in str(err.value) and "\n" not in str(err.value)
+    reindexed = filtered.reindex(train.index)  # as the line says: the rows it lacks are dropped and counted
+    kept = _split_targets(train, reindexed)
+    assert sum(len(y) for y in kept) == 700
+    with pytest.raises(DataError, match=r"^The target has 799 values and the table 800 rows"):
+        _split_targets(train, train["stars"].to_numpy()[:-1])
+    doubled = train["stars"].set_axis([0] * len(train))
+    with pytest.raises(DataError, match=r"^The target's index repeats labels \(e\.g\. 0\)"):
+        _split_targets(train, doubled)
+
+
+def test_a_target_is_one_column_and_a_wider_one_is_refused_naming_its_shape(yelp_frames):
+    """df[["stars"]] or an (N, 2) array was reported as "1600 values" (or as unhashable); a one-column table or
+    (N, 1) array is read as its column, and a wider one refused in one line that says how to pass one column."""
+    from hsae_core.select import select_latents
+    from hsae_core.stats import evaluate_hypotheses
+
+    train, hold = yelp_frames
+    by_name = _split_targets(train, "stars")
+    for target in (train[["stars"]], train[["stars"]].to_numpy()):
+        got = _split_targets(train, target)
+        assert all(np.array_equal(a, b) for a, b in zip(got, by_name))
+    with pytest.raises(DataError, match=r"^The target is one column; got a table of 2 columns \('stars', 'useful'\)"):
+        _split_targets(train, train[["stars", "useful"]])
+    wide = train[["stars", "useful"]].to_numpy()
+    with pytest.raises(
+        DataError, match=r"^The target is one column of values, one per row; got an array of shape \(800, 2\)"
+    ):
+        _split_targets(train, wide)
+    with pytest.raises(
+        DataError, match=r"target is one column of values.*shape \(800, 2\): pass one column, e\.g\. y\[:, 0\]$"
+    ):
+        select_latents(np.abs(np.random.default_rng(0).normal(size=(800, 8))), wide)
+    with pytest.raises(DataError, match=r"^The holdout target is one column of values.*shape \(800, 2\)"):
+        evaluate_hypotheses(np.ones((800, 1)), wide, "continuous")
+    with pytest.raises(DataError, match=r"^A target given as values goes with one table; with a separate `holdout`"):
+        hypothesize(train, holdout=hold, text_col="text", target_col=train["stars"])
