@@ -43,7 +43,7 @@ from .fsutil import check_cache_dir
 from .interpret import Interpreter, KeywordInterpreter, fit
 from .presence import chosen_presence
 from .progress import ProgressFn, report
-from .report import any_of_lines, fixed_decimals, split_summary, verdict_line
+from .report import any_of_lines, fixed_decimals, row_counts, split_summary, verdict_line
 from .runstore import check_run_folder, new_run_id, verify_run_folder, write_run_folder
 from .sae import SparseAutoencoder
 from .splits import (
@@ -299,6 +299,7 @@ def hypothesize(
         interpreter=interpreter,
         annotator=annotator,
         sae_origin=sae_origin,
+        separate_holdout=holdout is not None,
     )
     run.summary["seconds"] = {**timer.seconds, **run.summary["seconds"], "total": round(time.perf_counter() - t0, 3)}
     run.summary["split"] = describe_split(train, hold, config, separate_holdout=holdout is not None)
@@ -573,8 +574,10 @@ def run_hypotheses(
     interpreter: Optional[Interpreter | str] = None,
     annotator: Optional[Annotator | str] = None,
     sae_origin: Optional[str] = None,
+    separate_holdout: bool = False,
 ) -> HypothesisRun:
-    """The method on already-embedded splits: SAE, selection, naming, annotation, statistics."""
+    """The method on already-embedded splits: SAE, selection, naming, annotation, statistics.
+    ``separate_holdout``: the holdout came from a table of its own (its row counts are then its own)."""
     config.validate(pretrained=sae is not None)
     _validate_inputs(train, holdout, X_train, X_hold)
     targets, scale = _targets(train, holdout, config)  # a missing class is refused before any training
@@ -675,6 +678,7 @@ def run_hypotheses(
     summary = _summary(
         train, holdout, config, sae, interpreter, annotator, llm_client, embedding_model, metrics, warnings, timer
     )
+    summary["rows"] = row_summary(train, holdout, separate_holdout)
     if scale is not None and scale.applied != "none":
         summary["target"]["scale"] = scale.as_dict()
     if n_tested < config.n:
@@ -893,6 +897,19 @@ def _few_values(train: Corpus, holdout: Corpus) -> dict:
     return {"values": [int(v) if float(v).is_integer() else float(v) for v in values]}
 
 
+def row_summary(train: Corpus, holdout: Corpus, separate_holdout: bool = False) -> dict:
+    """The summary's ``rows``: how many rows each side kept, and what each table read and dropped, said once
+    (``tables.data``; ``tables.holdout`` too when the holdout came from a table of its own)."""
+
+    def read_and_dropped(part: Corpus) -> dict:
+        return {key: value for key, value in part.counts.items() if key != "kept"}
+
+    tables = {"data": read_and_dropped(train)}
+    if separate_holdout:
+        tables["holdout"] = read_and_dropped(holdout)
+    return {"train": len(train), "holdout": len(holdout), "tables": tables}
+
+
 def _summary(
     train: Corpus,
     holdout: Corpus,
@@ -919,7 +936,6 @@ def _summary(
         "interpreter": interpreter.__class__.__name__,
         "annotator": annotator.method,
         "offline_annotation": annotator.method == "activation",
-        "rows": {"train": train.counts, "holdout": holdout.counts},
         "sae": {
             "m": sae.config_.m,
             "k": sae.config_.k,
@@ -1104,6 +1120,7 @@ def load_run(out_dir) -> HypothesisRun:
         ) from None
     if not isinstance(summary, dict) or (run_id is not None and summary.get("run_id") != run_id):
         raise DataError(f"Run folder {out}: summary.json does not belong to this run; run the hypotheses again")
+    summary["rows"] = row_counts(summary)  # a run written before reads in today's shape
     return HypothesisRun(table=table, summary=summary, annotations=annotations, out_dir=out)
 
 

@@ -328,15 +328,38 @@ def _num(value) -> str:
     return f"{value:.3f}".replace("-0.000", "0.000") if np.isfinite(value) else "n/a"
 
 
+def row_counts(summary: dict) -> dict:
+    """A run's ``rows`` as summaries hold them now: ``{"train": kept, "holdout": kept, "tables": {"data": {read,
+    dropped_...}, "holdout": {...} for a holdout table of its own}}``. A run written before kept one dict of
+    counts per side, which repeated the one table's read and dropped counts on both sides of a split."""
+    rows = summary.get("rows") or {}
+    if not isinstance(rows.get("train"), dict):
+        return rows
+    train, hold = rows["train"], rows.get("holdout") or {}
+
+    def read_and_dropped(counts: dict) -> dict:
+        return {key: value for key, value in counts.items() if key != "kept"}
+
+    tables = {"data": read_and_dropped(train)}
+    if _split_method(summary) == "holdout table":
+        tables["holdout"] = read_and_dropped(hold)
+    return {"train": train.get("kept", 0), "holdout": hold.get("kept", 0), "tables": tables}
+
+
+def _split_method(summary: dict) -> str:
+    """How a run's holdout was made (random, grouped, by value, holdout table), from its summary."""
+    config = summary.get("config", {})
+    return (summary.get("split") or {}).get("method") or (
+        "grouped" if config.get("group_col") else "by value" if config.get("split_col") else "random"
+    )
+
+
 def split_summary(summary: dict) -> str:
     """One line: how the holdout was made and how many rows each side kept (duplicates dropped included)."""
     split = summary.get("split") or {}
     config = summary.get("config", {})
-    rows = summary.get("rows", {})
-    train, hold = rows.get("train", {}), rows.get("holdout", {})
-    method = split.get("method") or (
-        "grouped" if config.get("group_col") else "by value" if config.get("split_col") else "random"
-    )
+    rows = row_counts(summary)
+    method = _split_method(summary)
     if method == "grouped":
         groups = split.get("groups") or {}
         alone = groups.get("without_value", 0)
@@ -355,13 +378,12 @@ def split_summary(summary: dict) -> str:
         how = "a separate holdout table"
     else:
         how = f"random {config.get('holdout_frac', 0):.0%} of the rows"
-    parts = [f"Holdout: {how}", f"training rows {train.get('kept', 0):,}", f"holdout rows {hold.get('kept', 0):,}"]
+    parts = [f"Holdout: {how}", f"training rows {rows.get('train', 0):,}", f"holdout rows {rows.get('holdout', 0):,}"]
     if split.get("dedupe"):
         parts.append(f"duplicate texts dropped {split.get('dropped_duplicate_text', 0):,}")
-    # A random, grouped or by-value split counts the one table on both sides; a holdout table has its own.
-    counted = (train, hold) if method == "holdout table" else (train,)
-    empty = sum(part.get("dropped_empty_text", 0) for part in counted)
-    missing = sum(part.get("dropped_missing_target", 0) for part in counted)
+    tables = (rows.get("tables") or {}).values()
+    empty = sum(table.get("dropped_empty_text", 0) for table in tables)
+    missing = sum(table.get("dropped_missing_target", 0) for table in tables)
     if empty:
         parts.append(f"rows with an empty text dropped {empty:,}")
     if missing:

@@ -63,7 +63,15 @@ def test_hypothesize_writes_table_summary_annotations_and_sae(run_dir, yelp_file
     assert set(REQUIRED) <= set(table.columns) and len(table) == 10
     assert table["hypothesis"].str.len().min() > 0
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["rows"]["train"]["kept"] == 800 and summary["rows"]["holdout"]["kept"] == 400
+    # each count said once: how many rows each side kept, and what each table read and dropped
+    assert summary["rows"] == {
+        "train": 800,
+        "holdout": 400,
+        "tables": {
+            "data": {"read": 800, "dropped_empty_text": 0, "dropped_missing_target": 0},
+            "holdout": {"read": 400, "dropped_empty_text": 0, "dropped_missing_target": 0, "repeats_training_text": 0},
+        },
+    }
     assert summary["annotator"] == "activation" and summary["offline_annotation"] is True
     # Five star values read as a score, and the table's text says so and how to read them as classes
     assert summary["target"] == {"column": "stars", "kind": "continuous", "classes": None, "values": [1, 2, 3, 4, 5]}
@@ -87,6 +95,30 @@ def test_hypothesize_writes_table_summary_annotations_and_sae(run_dir, yelp_file
     assert summary["sae"]["levels"] == [[64, 8]] + [list(pair) for pair in settings.SAE.levels]
     # each hypothesis names the level its feature comes from
     assert [sae.level_names[j] for j in table["latent"]] == table["level"].tolist()
+
+
+def test_a_run_written_with_the_earlier_row_counts_opens_and_reads_the_same(run_dir, tmp_path):
+    """Runs on disk from before kept one dict of counts per side ({"train": {"read", ..., "kept"}, "holdout":
+    {...}}); load_run reads them in today's shape and the split line under the table says the same."""
+    import shutil
+
+    from hsae_core.snapshot import fingerprint
+
+    old = tmp_path / "old-run"
+    shutil.copytree(run_dir, old)
+    summary = json.loads((old / "summary.json").read_text())
+    tables = summary["rows"]["tables"]
+    summary["rows"] = {
+        "train": {**tables["data"], "kept": summary["rows"]["train"]},
+        "holdout": {**tables["holdout"], "kept": summary["rows"]["holdout"]},
+    }
+    (old / "summary.json").write_text(json.dumps(summary, indent=2))
+    manifest = json.loads((old / "run.json").read_text())  # as the earlier code wrote it, with its manifest
+    manifest["files"]["summary.json"] = fingerprint(old / "summary.json")
+    (old / "run.json").write_text(json.dumps(manifest))
+    then, now = load_run(old), load_run(run_dir)
+    assert then.summary["rows"] == now.summary["rows"]
+    assert format_table(then) == format_table(now)
 
 
 def test_hypotheses_are_real_findings_on_the_holdout(run_dir):
@@ -258,9 +290,9 @@ def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path, cap
     assert code == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["target"]["kind"] == "binary" and summary["target"]["classes"] == ["bad", "good"]
-    assert summary["rows"]["train"]["dropped_empty_text"] == 10
-    assert summary["rows"]["train"]["dropped_missing_target"] == 3
-    assert summary["rows"]["train"]["kept"] + summary["rows"]["holdout"]["kept"] == 787
+    # the one table's counts once, not repeated for the training and the holdout rows
+    assert summary["rows"]["tables"] == {"data": {"read": 800, "dropped_empty_text": 10, "dropped_missing_target": 3}}
+    assert summary["rows"]["train"] + summary["rows"]["holdout"] == 787
     assert summary["metrics"]["overall"]["auc_in_sample"] > 0.6
     # Each value gets a rule from the hypotheses that go with it (positive training scores for "good", the
     # second value; negative for "bad"), stated good first, or a line saying why it has none
@@ -291,7 +323,7 @@ def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path, cap
         "other way round)." in printed
     )
     # A user who fed rows without text or target reads how many went, beside the split
-    kept = summary["rows"]["train"]["kept"], summary["rows"]["holdout"]["kept"]
+    kept = summary["rows"]["train"], summary["rows"]["holdout"]
     assert (
         f"Holdout: random 30% of the rows · training rows {kept[0]:,} · holdout rows {kept[1]:,} · "
         "rows with an empty text dropped 10 · rows with no 'positive' dropped 3." in printed
