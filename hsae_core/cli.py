@@ -62,7 +62,7 @@ def _embed_corpus(texts, embedder_spec, stage="embedding", batch=False, device=s
 
 # ---------------------------------------------------------------------------------------- hypothesize
 def cmd_hypothesize(args) -> int:
-    from .pipeline import HypothesisConfig, format_table, hypothesize, write_run
+    from .pipeline import HypothesisConfig, hypothesize, warning_lines, write_run
 
     _check_batch(args, uses_llm="llm" in (args.interpreter, args.annotator))
     if (args.split_col is None) != (args.holdout_value is None):
@@ -135,15 +135,9 @@ def cmd_hypothesize(args) -> int:
     )
     run.summary["command"] = "hsae " + " ".join(sys.argv[1:])
     write_run(run, args.out)
-    print(format_table(run))
-    for warning in run.summary.get("warnings", []):  # the split's again: the table has pushed them up
-        print(f"warning: {warning}", file=sys.stderr)
-    llm = run.summary.get("llm")
-    if llm and llm.get("failed_calls"):
-        print(
-            f"LLM: {llm['failed_calls']} failed call(s) of {llm['client'].get('requests', 0)} requests "
-            f"(last error: {llm.get('last_error')}); see summary.json"
-        )
+    print(run.report(warnings=False))
+    for line in warning_lines(run.summary):  # the split's again: the table has pushed them up
+        print(line, file=sys.stderr)
     print(f"\nWrote {Path(args.out) / 'hypotheses.csv'}, summary.json, holdout_annotations.parquet and sae/")
     return 0
 

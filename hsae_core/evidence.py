@@ -9,7 +9,6 @@ evidence agrees with the statistics in the table.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -25,14 +24,9 @@ BEYOND = "beyond the controls"  # the column of what the controls leave of the t
 
 
 def run_sae(run):
-    """The SAE a run used (kept on the run, or read from its ``sae/`` folder)."""
-    if getattr(run, "sae", None) is not None:
-        return run.sae
-    from .sae import SparseAutoencoder
-
-    if run.out_dir is None or not (Path(run.out_dir) / "sae").is_dir():
-        raise DataError("This run has no saved SAE, so its activations cannot be recomputed")
-    run.sae = SparseAutoencoder.load(Path(run.out_dir) / "sae")
+    """The SAE a run used (a reopened run loads it from disk: its ``sae/`` folder or its workspace's SAE)."""
+    if run.sae is None:
+        raise DataError("This run kept no SAE, so its activations cannot be recomputed")
     return run.sae
 
 

@@ -12,7 +12,7 @@ import platform
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Optional
@@ -184,14 +184,52 @@ class HypothesisConfig:
             )
 
 
-@dataclass
 class HypothesisRun:
-    table: pd.DataFrame
-    summary: dict
-    annotations: pd.DataFrame
-    sae: Optional[SparseAutoencoder] = None
-    interpretations: list = field(default_factory=list)
-    out_dir: Optional[Path] = None
+    """A hypothesis run: ``table`` (one row per hypothesis), ``summary`` (what summary.json holds),
+    ``annotations`` (each hypothesis's presence in each holdout row, and the target), ``sae`` (the SAE whose
+    latents the hypotheses are), ``interpretations`` (their labels) and ``out_dir`` (where it was written).
+    :meth:`report` says it in words, as ``hsae hypothesize`` prints it. A run reopened with :func:`load_run`
+    reads its SAE from disk when ``sae`` is first asked for (``sae_loader``)."""
+
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        summary: dict,
+        annotations: pd.DataFrame,
+        sae: Optional[SparseAutoencoder] = None,
+        interpretations: Optional[list] = None,
+        out_dir: Optional[Path] = None,
+        *,
+        sae_loader: Optional[Callable[[], SparseAutoencoder]] = None,
+    ):
+        self.table, self.summary, self.annotations = table, summary, annotations
+        self.interpretations = list(interpretations or [])
+        self.out_dir = out_dir
+        self._sae, self._sae_loader = sae, sae_loader
+
+    @property
+    def sae(self) -> Optional[SparseAutoencoder]:
+        """The SAE the run used; a reopened run loads it here, or says in one line why it cannot."""
+        if self._sae is None and self._sae_loader is not None:
+            self._sae = self._sae_loader()
+        return self._sae
+
+    @sae.setter
+    def sae(self, value: Optional[SparseAutoencoder]) -> None:
+        self._sae, self._sae_loader = value, None
+
+    def report(self, warnings: bool = True) -> str:
+        """The run in words, the text ``hsae hypothesize`` prints (see :func:`format_report`)."""
+        return format_report(self, warnings=warnings)
+
+    def __repr__(self) -> str:
+        target = self.summary.get("target") or {}
+        held = int(self.table["significant_bonferroni"].sum()) if "significant_bonferroni" in self.table else 0
+        where = f"written to {self.out_dir}" if self.out_dir is not None else "not written"
+        return (
+            f"<HypothesisRun: {len(self.table)} hypotheses for '{target.get('column')}' ({target.get('kind')}), "
+            f"{held} Bonferroni-significant on the holdout; {where}; .report() says it in words>"
+        )
 
 
 class StageTimer:
@@ -1121,7 +1159,44 @@ def load_run(out_dir) -> HypothesisRun:
     if not isinstance(summary, dict) or (run_id is not None and summary.get("run_id") != run_id):
         raise DataError(f"Run folder {out}: summary.json does not belong to this run; run the hypotheses again")
     summary["rows"] = row_counts(summary)  # a run written before reads in today's shape
-    return HypothesisRun(table=table, summary=summary, annotations=annotations, out_dir=out)
+    return HypothesisRun(
+        table=table, summary=summary, annotations=annotations, out_dir=out, sae_loader=lambda: saved_sae(out, summary)
+    )
+
+
+def saved_sae(out: Path, summary: dict) -> SparseAutoencoder:
+    """The SAE of the run written in ``out``: its own ``sae/`` folder, or the workspace SAE whose features it
+    read (a run made by ``Workspace.hypothesize``, which keeps no copy); one ModelError line where it is gone."""
+    features = summary.get("features") or {}
+    if features.get("source") == "workspace":
+        return _workspace_sae(out, features)
+    if not (out / "sae").is_dir():
+        raise ModelError(f"Run folder {out} holds no sae/ folder and names no workspace SAE: its SAE was not kept")
+    return SparseAutoencoder.load(out / "sae")
+
+
+def _workspace_sae(out: Path, features: dict) -> SparseAutoencoder:
+    """The workspace SAE a run read, found by the key the run recorded: in the workspace it names, or (a run
+    written before runs named it) the workspace whose runs/ folder holds the run."""
+    from .workspace import Workspace
+
+    key = features.get("sae_key")
+    places = list(dict.fromkeys(Path(p) for p in (features.get("workspace"), out.parent.parent) if p))
+    rebuilt = None
+    for place in filter(Workspace.is_workspace, places):
+        space = Workspace.open(place)
+        if space.manifest.get("steps", {}).get("sae") == key:
+            return space.sae
+        rebuilt = rebuilt or place
+    if rebuilt is not None:
+        raise ModelError(
+            f"Run {out} read the features of workspace {rebuilt}'s SAE, which a rebuild has replaced since (the "
+            "workspace holds another SAE now): run the hypotheses again on the workspace"
+        )
+    raise ModelError(
+        f"Run {out} read the features of the SAE of workspace {places[0]}, which is not a workspace now "
+        "(moved or deleted): open the run where that workspace is, or run the hypotheses again"
+    )
 
 
 def package_versions() -> dict:
@@ -1179,6 +1254,34 @@ def controls_line(summary: dict) -> Optional[str]:
     return (
         f"Adjusted for {'; '.join(controls['described'])}: hypotheses are chosen and tested beyond "
         f"{'it' if len(controls['columns']) == 1 else 'them'}" + what
+    )
+
+
+def format_report(run: HypothesisRun, width: int = 60, warnings: bool = True) -> str:
+    """The run in words, as ``hsae hypothesize`` prints it: the table and what it says (:func:`format_table`),
+    failed LLM calls, and with ``warnings`` the run's warnings (the lines the CLI prints to stderr)."""
+    lines = [format_table(run, width)]
+    failed = llm_failures_line(run.summary)
+    if failed:
+        lines.append(failed)
+    if warnings:
+        lines.extend(warning_lines(run.summary))
+    return "\n".join(lines)
+
+
+def warning_lines(summary: dict) -> list[str]:
+    """One ``warning: ...`` line per warning the run recorded (a split's, a labeller's, ...)."""
+    return [f"warning: {w}" for w in summary.get("warnings", [])]
+
+
+def llm_failures_line(summary: dict) -> Optional[str]:
+    """One line when some LLM calls failed, else None."""
+    llm = summary.get("llm")
+    if not llm or not llm.get("failed_calls"):
+        return None
+    return (
+        f"LLM: {llm['failed_calls']} failed call(s) of {llm['client'].get('requests', 0)} requests "
+        f"(last error: {llm.get('last_error')}); see summary.json"
     )
 
 

@@ -365,12 +365,18 @@ class Workspace:
             sae_origin=origin,
             **kwargs,
         )
-        if own_features:  # the run points at the workspace's SAE instead of keeping a copy of it
-            run.summary["features"] = {"source": "workspace", "sae_key": self.manifest.get("steps", {}).get("sae")}
-            run.sae = None
         out = out_dir or self.new_run_dir(target_col)
+        if own_features:  # the run points at the workspace's SAE (load_run finds it by key) instead of a copy
+            run.summary["features"] = {
+                "source": "workspace",
+                "sae_key": self.manifest.get("steps", {}).get("sae"),
+                "workspace": str(self.path.absolute()),
+            }
+            run.sae = None
         write_run(run, out)
         self.save_run_rows(out, sample)
+        if own_features:
+            run.sae = self.sae
         return run
 
     def new_run_dir(self, label: str = "run") -> Path:

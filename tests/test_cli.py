@@ -334,6 +334,18 @@ def test_binary_target_with_holdout_fraction_and_lasso(yelp_files, tmp_path, cap
     assert again == warning
     assert f"of the {kept[1]:,} holdout rows (" in warning and "share their 'business_id'" in warning
     assert warning.endswith("with a split grouped by business_id (CLI: --group-col business_id).")
+    # From Python, the reopened run says the same words (a notebook had only the table and the summary dict)
+    run = load_run(tmp_path / "out")
+    assert printed.startswith(run.report(warnings=False) + "\n")
+    assert (
+        run.report().splitlines()[-len(run.summary["warnings"]) :]
+        == streams.err.splitlines()[-len(run.summary["warnings"]) :]
+    )
+    assert warning in run.report().splitlines()
+    assert repr(run) == (
+        f"<HypothesisRun: 6 hypotheses for 'positive' (binary), {int(table['significant_bonferroni'].sum())} "
+        f"Bonferroni-significant on the holdout; written to {tmp_path / 'out'}; .report() says it in words>"
+    )
 
 
 def test_concepts_flag_switches_to_the_concept_settings_and_explicit_flags_win(yelp_files, tmp_path):

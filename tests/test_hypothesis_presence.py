@@ -97,8 +97,15 @@ def test_workspace_run_uses_the_workspace_sae(small_workspace):
         "this workspace's SAE" in run.summary["sae"]["origin"]
         and "holdout rows included" in run.summary["sae"]["origin"]
     )
-    # The run points at the workspace's SAE (no copy in the run folder): its latents are the Features page's.
-    assert run.sae is None and not (run.out_dir / "sae").exists()
-    assert run.summary["features"] == {"source": "workspace", "sae_key": ws.manifest["steps"]["sae"]}
+    # The run points at the workspace's SAE (no copy in the run folder): its latents are the Features page's,
+    # and the run reopened from its folder finds that SAE by the key it recorded (load_run(...).sae was None)
+    assert run.sae is ws.sae and not (run.out_dir / "sae").exists()
+    assert run.summary["features"] == {
+        "source": "workspace",
+        "sae_key": ws.manifest["steps"]["sae"],
+        "workspace": str(ws.path.absolute()),
+    }
+    X = np.asarray(ws.embeddings[:50])
+    assert (load_run(run.out_dir).sae.transform(X) != ws.sae.transform(X)).nnz == 0
     assert run.summary["sae"]["m"] == ws.sae.config_.m
     assert run.out_dir.parent == ws.runs_dir and ws.list_runs()[0]["path"] == run.out_dir

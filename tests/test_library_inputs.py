@@ -139,3 +139,23 @@ def test_a_target_is_one_column_and_a_wider_one_is_refused_naming_its_shape(yelp
         evaluate_hypotheses(np.ones((800, 1)), wide, "continuous")
     with pytest.raises(DataError, match=r"^A target given as values goes with one table; with a separate `holdout`"):
         hypothesize(train, holdout=hold, text_col="text", target_col=train["stars"])
+
+
+def test_a_reopened_run_gives_the_sae_it_used(yelp_embedded, tmp_path):
+    """load_run(...).sae was always None: a user who reopened a run could not encode new texts with its SAE."""
+    import shutil
+
+    from hsae_core.pipeline import load_run
+
+    train, hold, X_train, X_hold = yelp_embedded
+    both = np.vstack([X_train, X_hold])
+    out = tmp_path / "run"
+    run = hypothesize(
+        train, holdout=hold, text_col="text", target_col="stars", config=SMALL, embeddings=both, out_dir=out
+    )
+    assert (load_run(out).sae.transform(X_hold) != run.sae.transform(X_hold)).nnz == 0
+    shutil.rmtree(out / "sae")  # read when asked for: the run itself still opens without it
+    reopened = load_run(out)
+    assert reopened.table["latent"].tolist() == run.table["latent"].tolist()
+    with pytest.raises(ModelError, match=rf"^Run folder {out} holds no sae/ folder and names no workspace SAE"):
+        _ = reopened.sae

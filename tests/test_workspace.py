@@ -172,8 +172,9 @@ def test_a_rebuild_on_another_table_moves_the_runs_it_makes_stale_and_keeps_them
     """A workspace rebuilt on another corpus listed the old corpus's runs, whose row numbers then showed other
     texts as their evidence (library audit)."""
     import hashlib
+    import re
 
-    from hsae_core.pipeline import HypothesisConfig
+    from hsae_core.pipeline import HypothesisConfig, load_run
 
     train, _, X_train, _ = yelp_embedded
     frame, other = train.iloc[:200][["text", "stars"]], train.iloc[200:400][["text", "stars"]]
@@ -190,6 +191,7 @@ def test_a_rebuild_on_another_table_moves_the_runs_it_makes_stale_and_keeps_them
         }
 
     before = {r["id"]: digests(r["path"]) for r in ws.list_runs()}
+    assert load_run(own.out_dir).sae.config_ == ws.sae.config_, "a reopened run gives the workspace SAE it read"
     again = build_workspace(out, frame=frame, text_col="text", embeddings=X_train[:200], m=16, k=2, layout=False)
     assert again.moved_runs_line() is None and len(again.list_runs()) == 2, "an unchanged rebuild moves nothing"
     # Another SAE on the same table: the run on the workspace's features goes, the one with its own SAE stays
@@ -197,6 +199,11 @@ def test_a_rebuild_on_another_table_moves_the_runs_it_makes_stale_and_keeps_them
     assert [r["summary"].get("features") for r in resized.list_runs()] == [None], "the run with its own SAE stays"
     line = resized.moved_runs_line()
     assert line.startswith("1 hypothesis run made before this build moved to ") and "features of the SAE" in line
+    (moved,) = out.glob(f"runs-before-*/{own.out_dir.name}")
+    said = f"Run {moved} read the features of workspace {out}'s SAE, which a rebuild has replaced since"
+    with pytest.raises(ModelError, match="^" + re.escape(said)):
+        _ = load_run(moved).sae  # its SAE is gone: said in one line, where load_run gave None without a word
+    assert load_run(trained.out_dir).sae.config_.m == 16, "a run with its own SAE keeps it in its folder"
     # Another table: every run goes, byte for byte, into a folder beside runs/
     rebuilt = build_workspace(out, frame=other, text_col="text", embeddings=X_train[200:400], m=24, k=2, layout=False)
     assert rebuilt.list_runs() == []
