@@ -45,7 +45,7 @@ from .presence import chosen_presence
 from .progress import ProgressFn, report
 from .report import any_of_lines, fixed_decimals, row_counts, split_summary, verdict_line
 from .runstore import check_run_folder, new_run_id, verify_run_folder, write_run_folder
-from .sae import SparseAutoencoder
+from .sae import SparseAutoencoder, row_digests
 from .splits import (
     duplicate_mask,
     group_codes,
@@ -277,7 +277,8 @@ def hypothesize(
     when that is given; e.g. a workspace's stored embeddings) skips embedding; otherwise ``embedder`` (an
     :class:`~hsae_core.embed.Embedder` or a spec; default offline MiniLM) embeds the texts through the disk
     cache. ``sae`` (pretrained, or a workspace's) skips training; ``sae_origin`` says in the summary where it
-    came from and which rows it saw. Without one, an SAE is trained on the training rows only (or loaded from
+    came from and which rows it saw. Without ``sae_origin``, a given SAE that records the rows it was fitted on
+    (``SparseAutoencoder.fitted_on``) is checked: the run says how many holdout rows it saw. Without one, an SAE is trained on the training rows only (or loaded from
     the SAE cache after an identical training).
     ``interpreter``/``annotator`` may be instances or names and default to ``config``'s names. With
     ``out_dir`` the run is written there (``hypotheses.csv``, ``summary.json``, annotations, ``sae/``).
@@ -636,12 +637,22 @@ def run_hypotheses(
     with timer("train_sae"):
         sae = _fit_or_check_sae(sae, X_train, config, embedding_model)
     origin = _sae_origin(sae, given, sae_origin, len(X_train))
+    seen = _holdout_rows_fitted_on(sae, X_train, X_hold) if given and sae_origin is None else 0
+    if seen:
+        origin += f"; it was fitted on {seen:,} of the {len(X_hold):,} holdout rows"
     step(1, "encoding")
     with timer("encode"):
         codes_train, codes_hold = sae.transform(X_train), sae.transform(X_hold)
 
     names: dict[int, object] = {}
     tables, annotation_cols, metrics, warnings, duplicates = [], {"row_id": holdout.row_ids}, {}, [], {}
+    if seen:
+        warnings.append(
+            f"sae: the SAE given was fitted on {seen:,} of the {len(X_hold):,} holdout rows (their embeddings are "
+            "among the rows it was trained on): it never saw the target, so the holdout still tests the hypotheses, "
+            "but its features were shaped by those texts; for a clean test fit it on the training rows only, or "
+            "let hypothesize train one"
+        )
     alone = None if controls is None else controls.alone_line(controls_hold, config.group_col)
     if alone:
         warnings.append(f"controls: {alone}")
@@ -1054,6 +1065,15 @@ def _sae_origin(sae: SparseAutoencoder, given: bool, origin: Optional[str], n_tr
         return origin or f"given: a pretrained SAE ({_source_words(getattr(sae, 'source_', None))}), not trained here"
     how = "loaded from the SAE cache (an identical earlier training)" if getattr(sae, "cached_", False) else "trained"
     return f"{how} on the {n_train:,} training rows only; the holdout rows were never seen"
+
+
+def _holdout_rows_fitted_on(sae: SparseAutoencoder, X_train: np.ndarray, X_hold: np.ndarray) -> int:
+    """How many holdout rows a given SAE was fitted on (0 where it keeps no record), leaving out a holdout row
+    whose embedding is also a training row's: the SAE may rightly have seen that one."""
+    seen = sae.fitted_on(X_hold)
+    if seen is None or not seen.any():
+        return 0
+    return int((seen & ~np.isin(row_digests(X_hold), row_digests(X_train))).sum())
 
 
 def _source_words(source) -> str:

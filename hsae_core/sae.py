@@ -25,6 +25,7 @@ at most k non-zeros per row, never a dense N x M matrix) / ``save`` / ``load`` (
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import time
@@ -57,7 +58,9 @@ MAX_SAMPLES = 4_000_000
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 ARCHITECTURE = "topk_sae"
-SAE_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, "README.md"})  # README.md: the model card push_sae writes
+# Digests of the rows an SAE was fitted on (row_digests), kept beside it and never uploaded by push_sae
+FITTED_ROWS_NAME = "fitted_rows.npy"
+SAE_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, FITTED_ROWS_NAME, "README.md"})  # README.md: push_sae's model card
 TRAINING_FIELDS = ("lr", "batch_size", "max_epochs", "patience", "min_delta", "max_samples", "val_frac", "seed")
 
 
@@ -449,7 +452,9 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         if device == "cpu":  # on a GPU, torch reports an allocation that does not fit
             validate.check_fits_memory(m_total, X.shape[1], self.batch_size, error=ModelError)
         with _threads_for_work(min(self.batch_size, len(X)) * m_total * X.shape[1]):
-            return self._fit(X, progress, device)
+            self._fit(X, progress, device)
+        self.fitted_rows_ = np.unique(row_digests(X))  # what it was fitted on, for fitted_on()
+        return self
 
     def _validate_params(self) -> None:
         """Refuse out-of-range parameters before any work (scikit-learn style: checked at fit, not in __init__)."""
@@ -650,6 +655,14 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
             raise ModelError("This SAE is not trained yet: call fit() or load() first")
         return self.model_
 
+    def fitted_on(self, X) -> Optional[np.ndarray]:
+        """For each row of ``X``, whether this SAE was fitted on it (the same embedding, bit for bit, was among
+        its training rows); None for an SAE that keeps no record of them (a pretrained checkpoint)."""
+        fitted = getattr(self, "fitted_rows_", None)
+        if fitted is None:
+            return None
+        return np.isin(row_digests(as_float_matrix(X, self.d_in, self._input_name())), fitted)
+
     @property
     def d_in(self) -> int:
         return self._check_fitted().cfg.d_in
@@ -772,6 +785,8 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
             config["source"] = self.source_  # where a pretrained SAE came from (hub repo, file, revision)
         config.update(extra or {})
         (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=_json_default))
+        if getattr(self, "fitted_rows_", None) is not None:
+            np.save(folder / FITTED_ROWS_NAME, self.fitted_rows_, allow_pickle=False)
 
     @classmethod
     def load(cls, path: str | Path, device: str = settings.DEVICE) -> SparseAutoencoder:
@@ -796,6 +811,8 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         sae.metrics_ = config.get("metrics") or {}
         if config.get("source"):
             sae.source_ = config["source"]
+        if (path / FITTED_ROWS_NAME).is_file():
+            sae.fitted_rows_ = _read_fitted_rows(path / FITTED_ROWS_NAME)
         return sae
 
     @classmethod
@@ -852,6 +869,24 @@ class SparseAutoencoder(TransformerMixin, BaseEstimator):
         sae.model_, sae.config_, sae.history_ = model, cfg, []
         sae.metrics_ = {}
         return sae
+
+
+def row_digests(X: np.ndarray) -> np.ndarray:
+    """A 64-bit digest (BLAKE2b) of each row's float32 bytes: equal rows get equal digests, and two different
+    rows the same one with a chance of about 2**-64."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    digests = (int.from_bytes(hashlib.blake2b(row, digest_size=8).digest(), "little") for row in X)
+    return np.fromiter(digests, dtype=np.uint64, count=len(X))
+
+
+def _read_fitted_rows(path: Path) -> np.ndarray:
+    try:
+        digests = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ModelError(f"Corrupt SAE file {path}: {first_line(exc)}") from None
+    if digests.dtype != np.uint64 or digests.ndim != 1:
+        raise ModelError(f"Corrupt SAE file {path}: it holds {digests.dtype} values of shape {digests.shape}")
+    return digests
 
 
 def holds_only_an_sae(folder: Path) -> bool:

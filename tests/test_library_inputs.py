@@ -159,3 +159,21 @@ def test_a_reopened_run_gives_the_sae_it_used(yelp_embedded, tmp_path):
     assert reopened.table["latent"].tolist() == run.table["latent"].tolist()
     with pytest.raises(ModelError, match=rf"^Run folder {out} holds no sae/ folder and names no workspace SAE"):
         _ = reopened.sae
+
+
+def test_an_sae_given_that_was_fitted_on_holdout_rows_is_said_to_have_seen_them(yelp_embedded, tmp_path):
+    """A user's SAE fitted on every row, holdout included, entered the run without a word: the summary said only
+    "given ... not trained here". Its record of the rows it was fitted on now tells the run, through a save."""
+    train, hold, X_train, X_hold = yelp_embedded
+    both = np.vstack([X_train, X_hold])
+    every_row = SparseAutoencoder(m=32, k=4, max_epochs=3, seed=0).fit(both).save(tmp_path / "every-row")
+    training_rows = SparseAutoencoder(m=32, k=4, max_epochs=3, seed=0).fit(X_train)
+    args = dict(holdout=hold, text_col="text", target_col="stars", config=SMALL, embeddings=both)
+    run = hypothesize(train, sae=every_row, **args)
+    (said,) = [w for w in run.summary["warnings"] if w.startswith("sae: ")]
+    assert said.startswith("sae: the SAE given was fitted on 400 of the 400 holdout rows (their embeddings are")
+    assert run.summary["sae"]["origin"].endswith("; it was fitted on 400 of the 400 holdout rows")
+    assert f"warning: {said}" in run.report().splitlines()
+    clean = hypothesize(train, sae=training_rows, **args)
+    assert not [w for w in clean.summary.get("warnings", []) if w.startswith("sae: ")]
+    assert "holdout rows" not in clean.summary["sae"]["origin"]

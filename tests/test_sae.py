@@ -55,12 +55,23 @@ def test_same_seed_same_model_different_seed_different_model(X):
 
 def test_save_load_round_trip_gives_identical_codes(trained, X, tmp_path):
     folder = trained.save(tmp_path / "sae")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "fitted_rows.npy", "model.safetensors"]
     config = json.loads((folder / "config.json").read_text())
     assert config["m"] == 64 and config["k"] == 4 and config["architecture"] == "topk_sae"
     loaded = SparseAutoencoder.load(folder)
     assert (loaded.transform(X) != trained.transform(X)).nnz == 0
     np.testing.assert_array_equal(loaded.decode(trained.transform(X[:5])), trained.decode(trained.transform(X[:5])))
+
+
+def test_an_sae_knows_which_rows_it_was_fitted_on_and_keeps_that_through_a_save(trained, X, tmp_path):
+    """A run given a user's SAE could not tell whether its holdout rows were among the SAE's training rows."""
+    assert trained.fitted_on(X).all()
+    unseen = X[:50] + np.float32(1e-3)
+    assert not trained.fitted_on(unseen).any()
+    loaded = SparseAutoencoder.load(trained.save(tmp_path / "sae"))
+    assert loaded.fitted_on(np.vstack([X[:50], unseen])).tolist() == [True] * 50 + [False] * 50
+    (tmp_path / "sae" / "fitted_rows.npy").unlink()  # a checkpoint without the record: unknown, not "unseen"
+    assert SparseAutoencoder.load(tmp_path / "sae").fitted_on(X) is None
 
 
 def test_saving_onto_a_file_says_so_and_leaves_the_file(trained, tmp_path):
@@ -119,7 +130,7 @@ def test_save_replaces_an_sae_folder_but_not_a_folder_of_other_files(trained, tm
     folder = trained.save(tmp_path / "sae")
     (folder / "README.md").write_text("model card of the weights before")
     trained.save(folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "fitted_rows.npy", "model.safetensors"]
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
