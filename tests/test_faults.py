@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -756,7 +757,13 @@ def test_the_training_table_given_again_as_holdout_is_refused_before_any_work(ti
 def test_a_given_sae_is_named_by_where_it_came_from(tiny, tmp_path, capsys):
     sae = Workspace.open(tiny.ws).file("sae")
     assert main(["hypothesize", *run_args(tiny.csv), "--sae", str(sae), "--n", "4", "--out", str(tmp_path / "o")]) == 0
-    assert f"SAE: given: a pretrained SAE ({Path(sae).resolve()}), not trained here." in capsys.readouterr().out
+    streams = capsys.readouterr()
+    # the workspace's SAE was fitted on every row of this table: the run says how many holdout rows it saw
+    said = f"SAE: given: a pretrained SAE ({Path(sae).resolve()}), not trained here; it was fitted on "
+    (line,) = [line for line in streams.out.splitlines() if line.startswith(said)]
+    seen, holdout = (int(n) for n in re.fullmatch(r"(\d+) of the (\d+) holdout rows\.", line[len(said) :]).groups())
+    assert seen == holdout > 0
+    assert f"warning: sae: the SAE given was fitted on {seen} of the {holdout} holdout rows" in streams.err
 
 
 def test_n_above_a_given_sae_is_refused_before_any_work(tiny, tmp_path, fresh_cache, capsys):
