@@ -192,18 +192,16 @@ def workspace_choices() -> list[Path]:
     return list_workspaces(workspaces_dir())
 
 
-def pick_workspace(show_builds: bool = True) -> Optional[Workspace]:
-    """Sidebar workspace picker; returns the opened workspace or None (after saying why). With ``show_builds`` a
-    sidebar line names the builds this session started that are still running (the Overview, which shows their
-    progress itself, leaves it out)."""
+def pick_workspace(page: str = "") -> Optional[Workspace]:
+    """Sidebar workspace picker; returns the opened workspace or None (after saying why). ``page``: the page
+    calling; a sidebar line names this session's background jobs that go on elsewhere (every one but those this
+    page shows itself for the workspace picked)."""
     choices = workspace_choices()
-    building = builds_running()
-    if building and show_builds:  # the Overview shows their progress; elsewhere say they go on
-        st.sidebar.caption(
-            " · ".join(job.label for job in building) + " in the background (the **Overview** shows the progress)."
-        )
+    running = jobs_running()
+    elsewhere = st.sidebar.container()  # the line goes above the picker, but depends on the workspace picked
     if not choices:
-        if building:
+        _say_jobs_elsewhere(elsewhere, running, page, "")
+        if any(job.kind == "build" for job in running):
             st.info(
                 "No workspace yet: one is being built in the background. Open the **Overview** page to follow it; "
                 "it appears in the sidebar when it is done."
@@ -228,6 +226,7 @@ def pick_workspace(show_builds: bool = True) -> Optional[Workspace]:
     index = labels.index(current) if current in labels else 0
     chosen = st.sidebar.selectbox("Workspace", labels, index=index, format_func=lambda p: Path(p).name)
     st.session_state["workspace_path"] = chosen
+    _say_jobs_elsewhere(elsewhere, running, page, chosen)
     st.query_params["ws"] = st.session_state["_ws_from_link"] = Path(chosen).name
     try:
         return open_workspace(chosen)
@@ -502,10 +501,14 @@ def api_key_box() -> Optional[str]:
 # runs in a daemon thread of the server instead, and pages poll it (follow_job).
 @dataclass
 class Job:
-    """One background job: what it last reported, then its result or its one-line error."""
+    """One background job: what it last reported, then its result or its one-line error. ``page`` shows its
+    progress (the sidebar elsewhere says it goes on); ``workspace``: the folder it is about, for a page that shows
+    one workspace's jobs ("" when the page shows it whichever workspace is open)."""
 
     key: str
     label: str
+    page: str = ""
+    workspace: str = ""
     fraction: float = 0.0
     message: str = ""
     seconds_left: Optional[float] = None
@@ -514,8 +517,17 @@ class Job:
     finished: bool = False
 
     @property
+    def kind(self) -> str:
+        """What the job does: the start of its key (``build``, ``layout``)."""
+        return self.key.partition(":")[0]
+
+    @property
     def status(self) -> str:
         return progress_text(self.label, self.message, self.seconds_left)
+
+    def shown_on(self, page: str, workspace: str) -> bool:
+        """Whether ``page``, showing ``workspace``, draws this job's progress."""
+        return self.page == page and self.workspace in ("", workspace)
 
 
 class _JobBoard:
@@ -537,12 +549,21 @@ def find_job(key: str) -> Optional[Job]:
     return _board().jobs.get(key)
 
 
-def start_job(key: str, label: str, work, weights: Optional[dict] = None, again: bool = True) -> tuple[Job, bool]:
-    """(job, started now): run ``work(progress)`` in a background thread under ``key``.
+def start_job(
+    key: str,
+    label: str,
+    work,
+    weights: Optional[dict] = None,
+    again: bool = True,
+    page: str = "",
+    workspace: str = "",
+) -> tuple[Job, bool]:
+    """(job, started now): run ``work(progress)`` in a background thread under ``key`` (``kind:what``).
 
     While a job with this key runs it is returned and nothing new starts (two clicks make one job). A finished
     one is replaced when ``again``, else returned as it ended (work done once, like a workspace's map).
-    ``weights`` ({stage: share of the time}) make one bar over the stages with the time left, as progress_bar.
+    ``weights`` ({stage: share of the time}) make one bar over the stages with the time left. ``page`` and
+    ``workspace``: where its progress shows (Job).
     """
     board = _board()
     with board.lock:
@@ -553,7 +574,7 @@ def start_job(key: str, label: str, work, weights: Optional[dict] = None, again:
         finished = [k for k, j in board.jobs.items() if j.finished]
         for old in finished[: max(0, len(finished) - KEEP_FINISHED_JOBS + 1)]:
             del board.jobs[old]
-        job = board.jobs[key] = Job(key, label)
+        job = board.jobs[key] = Job(key, label, page=page, workspace=workspace)
     threading.Thread(target=_run_job, args=(job, work, weights), daemon=True, name=f"hsae-{key}"[-60:]).start()
     return job, True
 
@@ -591,10 +612,61 @@ def follow_job(job: Job, every: float = 2.0) -> None:
     poll()
 
 
-# ------------------------------------------------------------------ workspace builds (background jobs)
-FOLLOWED_BUILDS = "followed_builds"  # session state: {job key: whether this session started it}
+FOLLOWED_JOBS = "followed_jobs"  # session state: {job key: whether this session started it}
 
 
+def _follow(key: str, started_here: bool) -> None:
+    followed = dict(st.session_state.get(FOLLOWED_JOBS, {}))
+    followed[key] = followed.get(key, False) or started_here
+    st.session_state[FOLLOWED_JOBS] = followed
+
+
+def jobs_running() -> list[Job]:
+    """The background jobs this session follows that are still running."""
+    jobs = (find_job(key) for key in st.session_state.get(FOLLOWED_JOBS, {}))
+    return [job for job in jobs if job is not None and not job.finished]
+
+
+def _say_jobs_elsewhere(where, running: list[Job], page: str, workspace: str) -> None:
+    """The sidebar's line: the running jobs whose progress ``page`` does not show, and where it shows."""
+    elsewhere = [job for job in running if not job.shown_on(page, workspace)]
+    if elsewhere:
+        where.caption(
+            " · ".join(
+                f"{job.label} in the background (the **{job.page}** page shows the progress)" for job in elsewhere
+            )
+        )
+
+
+def follow_jobs(page: str, workspace: str = "", where=None) -> list[tuple[Job, bool]]:
+    """The progress of every job ``page`` shows (for ``workspace``) that is running on this server, whichever
+    session started it (a reload of the page, or another tab, still sees it); this session follows them from
+    now on. Returns the followed ones that have finished, each once, as (job, whether this session started it):
+    the page says what they did. ``where``: the container to draw the bars in."""
+    where = where if where is not None else st.container()
+    board = _board()
+    with board.lock:
+        running = [key for key, job in board.jobs.items() if job.shown_on(page, workspace) and not job.finished]
+    for key in running:
+        _follow(key, started_here=False)
+    followed = dict(st.session_state.get(FOLLOWED_JOBS, {}))
+    done = []
+    for key, started_here in list(followed.items()):
+        job = find_job(key)
+        if job is not None and not job.shown_on(page, workspace):
+            continue  # another page's job, or another workspace's: said there
+        if job is not None and not job.finished:
+            with where:
+                follow_job(job)
+            continue
+        followed.pop(key)
+        if job is not None:  # None: forgotten among many later jobs
+            done.append((job, started_here))
+    st.session_state[FOLLOWED_JOBS] = followed
+    return done
+
+
+# ------------------------------------------------------------------ workspace builds
 def _build_key(out: Path) -> str:
     return f"build:{Path(out).expanduser().absolute()}"
 
@@ -611,7 +683,7 @@ def start_build(out, label: str, build, describe) -> None:
         return str(ws.path), describe(ws), ws.moved_runs_line()
 
     key = _build_key(out)
-    _, started = start_job(key, f"Building {label}", work, BUILD_WEIGHTS)
+    _, started = start_job(key, f"Building {label}", work, BUILD_WEIGHTS, page="Overview")
     _follow(key, started_here=True)
     if started:  # draw the page again from the top, now with the build's progress (and no "no workspace yet")
         st.rerun()
@@ -622,39 +694,18 @@ def start_build(out, label: str, build, describe) -> None:
         )
 
 
-def _follow(key: str, started_here: bool) -> None:
-    followed = dict(st.session_state.get(FOLLOWED_BUILDS, {}))
-    followed[key] = followed.get(key, False) or started_here
-    st.session_state[FOLLOWED_BUILDS] = followed
-
-
 def builds_running() -> list[Job]:
     """The builds this session follows that are still running."""
-    jobs = (find_job(key) for key in st.session_state.get(FOLLOWED_BUILDS, {}))
-    return [job for job in jobs if job is not None and not job.finished]
+    return [job for job in jobs_running() if job.kind == "build"]
 
 
 def follow_builds(where=None) -> None:
-    """The Overview's view of the builds: every build running on this server shows its progress (a reload of the
-    page, or another tab, still sees it); each finished one is said once, to the sessions that followed it: its
-    one-line error, or its message and the workspace opened (in the session that started it; elsewhere the
-    sidebar lists it). Call before ui.pick_workspace; ``where``: the container to draw in (the page's top)."""
+    """The Overview's view of the builds: every build running on this server shows its progress (follow_jobs);
+    each finished one is said once, to the sessions that followed it: its one-line error, or its message and the
+    workspace opened (in the session that started it; elsewhere the sidebar lists it). Call before
+    ui.pick_workspace; ``where``: the container to draw in (the page's top)."""
     where = where if where is not None else st.container()
-    board = _board()
-    with board.lock:
-        running = [key for key, job in board.jobs.items() if key.startswith("build:") and not job.finished]
-    for key in running:
-        _follow(key, started_here=False)
-    followed = dict(st.session_state.get(FOLLOWED_BUILDS, {}))
-    for key, started_here in list(followed.items()):
-        job = find_job(key)
-        if job is not None and not job.finished:
-            with where:
-                follow_job(job)
-            continue
-        followed.pop(key)
-        if job is None:  # forgotten among many later jobs: the sidebar lists what was built
-            continue
+    for job, started_here in follow_jobs("Overview", where=where):
         with where:
             if job.error:
                 st.error(f"Build failed (any previous workspace is unchanged): {job.error}")
@@ -667,7 +718,6 @@ def follow_builds(where=None) -> None:
                 st.success(f"{message}; pick it in the sidebar to open it.")
             if moved_runs:  # runs of the table or SAE this build replaced (hsae_core.workspace._stale_runs)
                 st.info(moved_runs)
-    st.session_state[FOLLOWED_BUILDS] = followed
 
 
 # ------------------------------------------------------------------ the Map

@@ -291,7 +291,7 @@ with st.expander("Open a pretrained SAE"):
     pretrained_form()
 
 ui.follow_builds(builds)  # before the sidebar's picker: a build finished here opens its workspace
-ws = ui.pick_workspace(show_builds=False) if ui.workspace_choices() else None
+ws = ui.pick_workspace("Overview") if ui.workspace_choices() else None
 if ws is not None:
     ui.start_layout(ws)  # a workspace built without its map (the demo) gets it in the background meanwhile
     info = ws.overview()

@@ -18,7 +18,7 @@ from hsae_core.unique_labels import count_shared
 
 ui.page_setup("Features")
 st.title("Features")
-ws = ui.pick_workspace()
+ws = ui.pick_workspace("Features")
 if ws is None:
     ui.next_steps("Features")
     st.stop()

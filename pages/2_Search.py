@@ -15,7 +15,7 @@ MAX_SLIDERS = 12
 
 ui.page_setup("Search")
 st.title("Search")
-ws = ui.pick_workspace()
+ws = ui.pick_workspace("Search")
 if ws is None:
     ui.next_steps("Search")
     st.stop()

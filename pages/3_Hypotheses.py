@@ -39,7 +39,7 @@ from hsae_core.target_scale import TargetScale
 
 ui.page_setup("Hypotheses")
 st.title("Hypotheses")
-ws = ui.pick_workspace()
+ws = ui.pick_workspace("Hypotheses")
 if ws is None:
     ui.next_steps("Hypotheses")
     st.stop()

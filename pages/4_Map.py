@@ -34,7 +34,7 @@ DISTINCT_COLOURS = [c for c in px.colors.qualitative.D3 if c.lower() != GREY]  #
 
 ui.page_setup("Map")
 st.title("Map")
-ws = ui.pick_workspace()
+ws = ui.pick_workspace("Map")
 if ws is None:
     st.stop()
 try:

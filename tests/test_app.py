@@ -9,7 +9,6 @@ import json
 import re
 import shutil
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -18,11 +17,14 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 from ws_fixtures import (  # noqa: F401
-    finish_builds,
+    finish_jobs,
     first_start_with_demo_data,
+    held_jobs,
+    progress_lines,
     small_workspace,
     upworthy_frame,
     upworthy_workspace,
+    wait_until,
 )
 
 from hsae_core import settings
@@ -595,7 +597,7 @@ def test_a_workspace_built_from_an_upload_trains_the_product_sae(shared_data, mo
     at.get("file_uploader")[0].set_value(("reviews.csv", path.read_bytes(), "text/csv")).run()
     assert (at.number_input(key="new_m").value, at.number_input(key="new_k").value) == (SAE.m, SAE.k)
     assert at.checkbox(key="new_levels").value and format_levels(SAE.levels) in at.checkbox(key="new_levels").help
-    finish_builds(at.button(key="new_build").click().run())
+    finish_jobs(at.button(key="new_build").click().run())
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("Built reviews: 300 documents" in s.value for s in at.success)
     shape = {m.label: m.value for m in at.metric}["SAE shape"]
@@ -631,42 +633,8 @@ def test_map_page_layout_and_region_features(app_env):
     assert "stars" in at.get("plotly_chart")[0].proto.spec
 
 
-def progress_lines(at: AppTest) -> list[str]:
-    return [bar.proto.text for bar in at.get("progress")]
-
-
-def wait_until(ready, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert time.monotonic() < deadline, f"not ready after {timeout:.0f} s"
-        time.sleep(0.5)
-
-
-@pytest.fixture
-def held_builds(monkeypatch):
-    """Background jobs wait at their first progress report until ``.set()``, so that a test acts mid-build however
-    fast the machine builds (the build itself is the real one). Today's code, which built inside the click's run,
-    has no ui._progress_fn: nothing is held there and the click's run returned only when the build was over."""
-    import ui
-
-    gate, real = threading.Event(), getattr(ui, "_progress_fn", None)
-
-    def held(draw, weights=None):
-        progress = real(draw, weights)
-
-        def wait_then_report(done: int, total: int, message: str = "") -> None:
-            gate.wait(TIMEOUT)
-            progress(done, total, message)
-
-        return wait_then_report
-
-    monkeypatch.setattr(ui, "_progress_fn", held, raising=False)
-    yield gate
-    gate.set()
-
-
 def test_a_build_goes_on_while_the_user_moves_away_and_opens_when_done(
-    held_builds, small_workspace, yelp_embedded, monkeypatch, tmp_path
+    held_jobs, small_workspace, yelp_embedded, monkeypatch, tmp_path
 ):
     """A build runs in the background: a second click, another workspace picked in the sidebar, another widget
     value and another page meanwhile neither stop it (inside the script run, each of them stopped the build
@@ -705,7 +673,7 @@ def test_a_build_goes_on_while_the_user_moves_away_and_opens_when_done(
     at.switch_page("pages/1_Features.py").run()
     assert not at.exception, at.exception
     assert any("Building moving in the background" in c.value for c in at.sidebar.caption)
-    held_builds.set()
+    held_jobs.set()
     wait_until(lambda: Workspace.is_workspace(root / "moving"))
     at.run()
     assert not at.exception, at.exception
@@ -713,7 +681,7 @@ def test_a_build_goes_on_while_the_user_moves_away_and_opens_when_done(
     assert Path(at.session_state["workspace_path"]).name == "b-second", "another page does not switch workspace"
     # Back on the Overview: what was built, open.
     at.switch_page("pages/0_Overview.py").run()
-    finish_builds(at)
+    finish_jobs(at)
     assert any("Built moving: 200 documents; it is open now" in s.value for s in at.success), at.success
     assert not at.error, [e.value for e in at.error]
     assert {m.label: m.value for m in at.metric}["Documents"] == "200"
@@ -721,7 +689,7 @@ def test_a_build_goes_on_while_the_user_moves_away_and_opens_when_done(
     assert Workspace.open(root / "moving").sae.config_.m == 32
 
 
-def test_the_first_start_demo_build_goes_on_while_another_page_is_open(held_builds, yelp_frames, monkeypatch, tmp_path):
+def test_the_first_start_demo_build_goes_on_while_another_page_is_open(held_jobs, yelp_frames, monkeypatch, tmp_path):
     first_start_with_demo_data(yelp_frames, tmp_path, monkeypatch)  # rows the session has embeddings of
     root = tmp_path / "workspaces"
     monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(root))
@@ -734,8 +702,8 @@ def test_the_first_start_demo_build_goes_on_while_another_page_is_open(held_buil
     at.switch_page("pages/0_Overview.py").run()
     assert not [w.value for w in at.warning if "No workspace yet" in w.value], "no 'try again' while it builds"
     assert progress_lines(at)[0].startswith("Building the demo workspace (Yelp reviews)")
-    held_builds.set()
-    finish_builds(at)
+    held_jobs.set()
+    finish_jobs(at)
     assert any("Built Yelp reviews (demo): 300 documents; it is open now" in s.value for s in at.success)
     assert {m.label: m.value for m in at.metric}["Documents"] == "300"
 

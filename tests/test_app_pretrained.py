@@ -14,7 +14,7 @@ import pytest
 from hf_cache import add_to_cache, commit_id, published_state_dict, save_state_dict
 from streamlit.testing.v1 import AppTest
 from test_corpora import pseudo_openai_embeddings
-from ws_fixtures import finish_builds
+from ws_fixtures import finish_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
@@ -70,7 +70,7 @@ def build(at: AppTest) -> AppTest:
     """Click Build and wait for the background build to finish and be shown."""
     at.button(key="pre_build").click().run()
     assert not at.exception, at.exception
-    return finish_builds(at)
+    return finish_jobs(at)
 
 
 def metrics(at: AppTest) -> dict:

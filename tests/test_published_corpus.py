@@ -18,7 +18,7 @@ import pytest
 from hf_cache import add_to_cache, commit_id, published_state_dict, save_state_dict
 from streamlit.testing.v1 import AppTest
 from test_corpora import pseudo_openai_embeddings
-from ws_fixtures import finish_builds
+from ws_fixtures import finish_jobs
 
 from hsae_core.cli import main
 from hsae_core.corpora import PUBLISHED_CORPORA, load_published_corpus
@@ -147,7 +147,7 @@ def test_dashboard_opens_cslg_with_its_corpus_in_one_choice(cslg, cslg_cache, tm
     at.selectbox(key="pre_pick").set_value(SAE_NAME).run()
     assert at.radio(key="pre_source").value == "Its published corpus", "the SAE's own corpus is the first choice"
     at.number_input(key="pre_own_rows").set_value(40)
-    finish_builds(at.button(key="pre_build").click().run())
+    finish_jobs(at.button(key="pre_build").click().run())
     assert not at.error, [e.value for e in at.error]
     assert {m.label: m.value for m in at.metric}["Documents"] == "40"
     ws = Workspace.open(next(p for p in (tmp_path / "workspaces").iterdir() if p.is_dir()))  # beside it: its lock

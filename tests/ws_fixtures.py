@@ -1,10 +1,14 @@
-"""A small real workspace (600 Yelp reviews, m=64, k=4) shared by the workspace, search, feature and app tests.
+"""A small real workspace (600 Yelp reviews, m=64, k=4) shared by the workspace, search, feature and app tests,
+and the helpers the dashboard tests share to act while a background job runs (held_jobs, finish_jobs).
 
-Imported by several test modules; it is built once per session in a fixed folder, and a second
+Imported by several test modules; the workspace is built once per session in a fixed folder, and a second
 build there only re-checks that every step can be reused.
 """
 
 from __future__ import annotations
+
+import threading
+import time
 
 import pandas as pd
 import pytest
@@ -57,21 +61,60 @@ def upworthy_workspace(tmp_path_factory, upworthy_frame, isolated_cache):
     return out
 
 
-def finish_builds(at, timeout: float = 600.0):
-    """Rerun the dashboard's Overview, as its progress bar does every 2 s, until every build this session follows
-    has finished and been shown (builds run in background threads; a click only starts one)."""
-    import time
+JOB_TIMEOUT = 300  # seconds a held background job waits for its test, and a test for a condition
 
-    from ui import FOLLOWED_BUILDS
+
+def finish_jobs(at, timeout: float = 600.0):
+    """Rerun the dashboard page, as its progress bars do every 2 s, until it has shown what became of every
+    background job this session follows (builds, hypothesis runs, relabelling run in background threads; a click
+    only starts one). The page must be the one that shows them (the Overview for builds; for a run or a
+    relabelling, the Hypotheses or Features page of its workspace)."""
+    from ui import FOLLOWED_JOBS
 
     deadline = time.monotonic() + timeout
-    while at.session_state[FOLLOWED_BUILDS] if FOLLOWED_BUILDS in at.session_state else False:
-        assert time.monotonic() < deadline, f"builds still running after {timeout:.0f} s"
+    while at.session_state[FOLLOWED_JOBS] if FOLLOWED_JOBS in at.session_state else False:
+        assert time.monotonic() < deadline, f"background jobs still running after {timeout:.0f} s"
         assert not at.exception, at.exception
         time.sleep(0.5)
         at.run()
     assert not at.exception, at.exception
     return at
+
+
+@pytest.fixture
+def held_jobs(monkeypatch):
+    """The dashboard's background jobs wait at their first progress report until ``.set()``, so that a test acts
+    mid-job however fast the machine works (the work itself is the real one). Work done inside the click's
+    script run, as before it became a job, is not held: the click's run then returns only when it is over."""
+    import ui
+
+    gate, real = threading.Event(), ui._run_job
+
+    def held_run(job, work, weights):
+        def held_work(progress):
+            def wait_then_report(done: int, total: int, message: str = "") -> None:
+                gate.wait(JOB_TIMEOUT)
+                progress(done, total, message)
+
+            return work(wait_then_report)
+
+        return real(job, held_work, weights)
+
+    monkeypatch.setattr(ui, "_run_job", held_run)
+    yield gate
+    gate.set()
+
+
+def progress_lines(at) -> list[str]:
+    """The text of every progress bar on the page."""
+    return [bar.proto.text for bar in at.get("progress")]
+
+
+def wait_until(ready, timeout: float = JOB_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"not ready after {timeout:.0f} s"
+        time.sleep(0.5)
 
 
 def first_start_with_demo_data(yelp_frames, tmp_path, monkeypatch, rows: int = 150) -> None:
