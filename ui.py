@@ -9,7 +9,8 @@ import logging
 import re
 import tempfile
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -266,13 +267,21 @@ def explorer(ws: Workspace):
         st.stop()
 
 
-def progress_text(label: str, message: str = "", seconds_left: Optional[float] = None) -> str:
-    """``Building x: embeddings: 512 of 4000 · about 1 min 05 s left``: the line every progress bar shows."""
+def progress_text(
+    label: str, message: str = "", seconds_left: Optional[float] = None, seconds_spent: Optional[float] = None
+) -> str:
+    """``Building x: embeddings: 512 of 4000 · about 1 min 05 s left``: the line every progress bar shows. Without
+    an estimate of the time left, the time spent (``· 42 s so far``): a long step still shows that it goes on."""
     from hsae_core.progress import format_seconds
 
     # under a second left is no news (a short build read "about 0 s left" at every step)
-    left = f" · about {format_seconds(seconds_left)} left" if seconds_left is not None and seconds_left >= 1 else ""
-    return (f"{label}: {message}" if message else label) + left
+    if seconds_left is not None and seconds_left >= 1:
+        tail = f" · about {format_seconds(seconds_left)} left"
+    elif seconds_left is None and seconds_spent is not None and seconds_spent >= 1:
+        tail = f" · {format_seconds(seconds_spent)} so far"
+    else:
+        tail = ""
+    return (f"{label}: {message}" if message else label) + tail
 
 
 def _progress_fn(draw, weights: Optional[dict] = None):
@@ -291,8 +300,8 @@ def _progress_fn(draw, weights: Optional[dict] = None):
 
 def progress_bar(label: str, weights: Optional[dict] = None):
     """(A ProgressFn drawing a Streamlit progress bar with the step's message, the bar): for work done inside the
-    script run, which stops when the user touches a widget or leaves the page (a build runs as a background job
-    instead: start_build).
+    script run, which stops when the user touches a widget or leaves the page (a build or a hypothesis run runs as a
+    background job instead: start_job).
 
     With ``weights`` ({stage: share of the time}) the bar is one bar over every stage with the time left
     (hsae_core.progress.StagedProgress); without, it follows each call's own done/total.
@@ -497,8 +506,8 @@ def api_key_box() -> Optional[str]:
 
 # ------------------------------------------------------------------ background jobs
 # Work that outlives the script run that started it. Streamlit stops a script run whenever the user touches a
-# widget, switches the workspace or opens another page; a build run inside it died there without a word. A job
-# runs in a daemon thread of the server instead, and pages poll it (follow_job).
+# widget, switches the workspace or opens another page; a build or a hypothesis run inside it died
+# there without a word. A job runs in a daemon thread of the server instead, and pages poll it (follow_job).
 @dataclass
 class Job:
     """One background job: what it last reported, then its result or its one-line error. ``page`` shows its
@@ -515,15 +524,16 @@ class Job:
     result: object = None
     error: Optional[str] = None
     finished: bool = False
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def kind(self) -> str:
-        """What the job does: the start of its key (``build``, ``layout``)."""
+        """What the job does: the start of its key (``build``, ``hypotheses``, ``layout``)."""
         return self.key.partition(":")[0]
 
     @property
     def status(self) -> str:
-        return progress_text(self.label, self.message, self.seconds_left)
+        return progress_text(self.label, self.message, self.seconds_left, time.monotonic() - self.started)
 
     def shown_on(self, page: str, workspace: str) -> bool:
         """Whether ``page``, showing ``workspace``, draws this job's progress."""
@@ -718,6 +728,42 @@ def follow_builds(where=None) -> None:
                 st.success(f"{message}; pick it in the sidebar to open it.")
             if moved_runs:  # runs of the table or SAE this build replaced (hsae_core.workspace._stale_runs)
                 st.info(moved_runs)
+
+
+# ------------------------------------------------------------------ hypothesis runs
+def start_hypotheses(ws: Workspace, target: str, config, **options) -> None:
+    """Generate hypotheses for ``target`` in the background, into a new run folder of the workspace; ``options``
+    go to Workspace.hypothesize (own_features, sample, llm_client: the client, and any API key typed into it,
+    stays in memory). The workspace's Hypotheses page follows it (follow_hypotheses). While a run for this target
+    of this workspace goes on (this session's or another's), a click starts nothing and says so."""
+
+    def work(progress) -> str:
+        out_dir = ws.new_run_dir(target)
+        ws.hypothesize(target, config, out_dir=out_dir, progress=progress, **options)
+        return str(out_dir)
+
+    key = f"hypotheses:{ws.path}:{target}"
+    label = f"Hypotheses for '{target}' in {ws.path.name}"
+    _, started = start_job(key, label, work, page="Hypotheses", workspace=str(ws.path))
+    _follow(key, started_here=started)
+    if not started:
+        st.info(
+            f"A run for '{target}' on this workspace is already going (its progress is below): nothing new started."
+        )
+
+
+def follow_hypotheses(ws: Workspace) -> Optional[str]:
+    """The progress of this workspace's hypothesis runs going on in the background; returns the folder of a run
+    this session started that has finished (for the page to show it), or says its one-line error, once."""
+    new_run = None
+    for job, started_here in follow_jobs("Hypotheses", str(ws.path)):
+        if not started_here:  # another session's run: it is in the list of past runs
+            continue
+        if job.error:
+            st.error(f"{job.label} failed: {job.error}")
+        else:
+            new_run = job.result
+    return new_run
 
 
 # ------------------------------------------------------------------ the Map

@@ -1,4 +1,4 @@
-"""Hypotheses: pick a target column and a safe split, run the method with a progress bar, read the results."""
+"""Hypotheses: pick a target column and a safe split, run the method in the background, read the results."""
 
 from __future__ import annotations
 
@@ -334,10 +334,8 @@ with st.container(border=True):
 if submitted:
     needs_llm = "llm" in (interpreter, annotator)
     try:
-        client = None
-        if needs_llm:
-            # Never written to disk: the key lives only in this session's memory.
-            client = LLMClient(api_key=api_key) if api_key else LLMClient()
+        # Never written to disk: the key lives only in this session's memory (and in the run's client).
+        client = (LLMClient(api_key=api_key) if api_key else LLMClient()) if needs_llm else None
         config = HypothesisConfig(
             m=m,
             k=k,
@@ -356,22 +354,16 @@ if submitted:
             controls=tuple(controls),
             levels=levels,
         )
-        progress, bar = ui.progress_bar(f"Generating hypotheses for '{target}'")
-        out_dir = ws.new_run_dir(target)
-        ws.hypothesize(
-            target,
-            config,
-            own_features=source == FEATURE_SOURCES[0],
-            sample=sample,
-            out_dir=out_dir,
-            progress=progress,
-            llm_client=client,
-        )
-        bar.empty()
-        # Show the new run: the picker below keeps its own state, so it is told, not just given an index.
-        st.session_state["hyp_run_pick"] = str(out_dir)
     except ui.ERRORS as exc:
         st.error(ui.error_line(exc))
+    else:
+        ui.start_hypotheses(
+            ws, target, config, own_features=source == FEATURE_SOURCES[0], sample=sample, llm_client=client
+        )
+new_run = ui.follow_hypotheses(ws)  # runs going on in the background, started here or before, in any session
+if new_run:
+    # Show the new run: the picker below keeps its own state, so it is told, not just given an index.
+    st.session_state["hyp_run_pick"] = new_run
 
 runs = ws.list_runs()
 if not runs:

@@ -273,7 +273,7 @@ def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
     # "Levels" changes the SAE, so it is offered only when a run trains a new one (tested below).
     assert not [c for c in at.checkbox if c.key == "hyp_levels"]
     at.number_input(key="hyp_n").set_value(5)
-    at.button(key="hyp_run").click().run()
+    finish_jobs(at.button(key="hyp_run").click().run())
     assert not at.exception and not at.error, [e.value for e in at.error]
     metrics = {m.label: m.value for m in at.metric}
     assert list(metrics)[:3] == ["Holdout R² (5-fold CV)", "Embedding ceiling R²", "Holdout R² (in sample)"]
@@ -326,23 +326,23 @@ def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
 
 def test_a_small_holdout_tests_fewer_hypotheses_and_the_results_say_so(app_env):
     at = page("Hypotheses")
-    at.button(key="hyp_run").click().run()  # n 20 asked; 20% of 600 documents is 120 holdout rows
+    finish_jobs(at.button(key="hyp_run").click().run())  # n 20 asked; 20% of 600 documents is 120 holdout rows
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert len(df(at, "hyp_table")) == 6
     said = [c.value for c in at.caption if c.value.startswith("6 hypotheses, not 20:")]
     assert said and said[0].endswith("a larger holdout fraction tests more.")
     at.slider(key="hyp_frac").set_value(0.5)
-    at.button(key="hyp_run").click().run()
+    finish_jobs(at.button(key="hyp_run").click().run())
     assert len(df(at, "hyp_table")) == 15  # 300 holdout rows
 
 
 def test_hypotheses_default_run_learns_thresholds_on_the_workspace_features(app_env):
     at = page("Hypotheses")
     at.number_input(key="hyp_n").set_value(5)
-    at.button(key="hyp_run").click().run()  # a first run, so the past-runs picker already holds a choice
+    finish_jobs(at.button(key="hyp_run").click().run())  # a first run, so the past-runs picker already holds a choice
     assert not at.exception and not at.error, [e.value for e in at.error]
     at.number_input(key="hyp_n").set_value(6)
-    at.button(key="hyp_run").click().run()
+    finish_jobs(at.button(key="hyp_run").click().run())
     assert not at.exception and not at.error, [e.value for e in at.error]
     run_dir = last_run(app_env)
     assert at.selectbox(key="hyp_run_pick").value == str(run_dir), "the page shows the run just made"
@@ -374,7 +374,7 @@ def test_a_few_valued_numeric_target_can_be_read_as_classes(app_env):
     assert at.selectbox(key="hyp_class").options == ["every class", "1", "2", "3", "4", "5"]
     at.selectbox(key="hyp_class").set_value("5")
     at.number_input(key="hyp_n").set_value(4)
-    at.button(key="hyp_run").click().run()
+    finish_jobs(at.button(key="hyp_run").click().run())
     assert not at.exception and not at.error, [e.value for e in at.error]
     summary = json.loads((last_run(app_env) / "summary.json").read_text())
     assert summary["target"]["kind"] == "multiclass" and list(summary["metrics"]) == ["5"]
@@ -398,7 +398,7 @@ def test_numbers_in_a_column_named_as_codes_are_read_as_classes_unless_a_score_i
     assert at.selectbox(key="hyp_class").options == ["every class", "-1", "0", "1", "2"]
     at.radio(key="hyp_read_as_Decision").set_value("a score").run()
     at.number_input(key="hyp_n").set_value(3)
-    at.button(key="hyp_run").click().run()
+    finish_jobs(at.button(key="hyp_run").click().run())
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert json.loads((last_run(ws.path) / "summary.json").read_text())["target"]["kind"] == "continuous"
     # The Features page correlates features with one decision at a time, not with the codes as a scale
@@ -414,14 +414,14 @@ def test_a_heavy_tailed_count_is_modelled_as_its_log_and_the_results_say_so(app_
     at.selectbox(key="hyp_target").set_value("useful").run()
     assert at.radio(key="hyp_scale").value == "auto"
     at.number_input(key="hyp_n").set_value(4)
-    at.button(key="hyp_run").click().run()
+    finish_jobs(at.button(key="hyp_run").click().run())
     assert not at.exception and not at.error, [e.value for e in at.error]
     summary = json.loads((last_run(app_env) / "summary.json").read_text())
     assert summary["target"]["scale"]["applied"] == "log1p"
     said = [c.value for c in at.caption if "modelled as log(1 + useful)" in c.value]
     assert said and said[0].endswith("“as it is” keeps it as it is.")
     at.radio(key="hyp_scale").set_value("as it is")
-    at.button(key="hyp_run").click().run()
+    finish_jobs(at.button(key="hyp_run").click().run())
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert "scale" not in json.loads((last_run(app_env) / "summary.json").read_text())["target"]
     assert not [c for c in at.caption if "modelled as" in c.value]
@@ -435,7 +435,7 @@ def test_hypotheses_new_sae_without_levels_is_one_dictionary(app_env):
     at.number_input(key="hyp_m").set_value(32)
     at.number_input(key="hyp_k").set_value(8)
     at.checkbox(key="hyp_levels").uncheck().run()
-    at.button(key="hyp_run").click().run()
+    finish_jobs(at.button(key="hyp_run").click().run())
     assert not at.exception and not at.error, [e.value for e in at.error]
     summary = json.loads((last_run(app_env) / "summary.json").read_text())
     assert (summary["sae"]["m"], summary["sae"]["k"], summary["sae"]["levels"]) == (32, 8, [])
@@ -446,7 +446,7 @@ def test_hypotheses_new_sae_without_levels_is_one_dictionary(app_env):
 def test_hypotheses_llm_without_key_is_a_clear_error(app_env):
     at = page("Hypotheses")
     at.selectbox(key="hyp_interp").set_value("llm")
-    at.button(key="hyp_run").click().run()
+    finish_jobs(at.button(key="hyp_run").click().run())
     assert not at.exception
     assert any("OPENAI_API_KEY" in e.value for e in at.error)
 
@@ -473,7 +473,7 @@ def test_upworthy_split_is_random_by_default_grouped_by_test_one_choice_away(upw
     assert at.selectbox(key="hyp_group_col").value == "clickability_test_id"
     assert not any("associated with the target" in w.value or "share their" in w.value for w in at.warning)
     at.number_input(key="hyp_n").set_value(4)
-    at.button(key="hyp_run").click().run()
+    finish_jobs(at.button(key="hyp_run").click().run())
     assert not at.exception and not at.error, [e.value for e in at.error]
     run_dir = last_run(upworthy_env)
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -501,7 +501,7 @@ def test_hypotheses_adjusted_for_the_ab_test_compare_headlines_within_it(upworth
     assert any("random 20% of the groups of 'clickability_test_id', not of the rows" in c.value for c in at.caption)
     assert not [w.value for w in at.warning if "holdout rows" in w.value]
     at.number_input(key="hyp_n").set_value(4)
-    at.button(key="hyp_run").click().run()
+    finish_jobs(at.button(key="hyp_run").click().run())
     assert not at.exception and not at.error, [e.value for e in at.error]
     summary = json.loads((last_run(upworthy_env) / "summary.json").read_text())
     assert summary["controls"]["absorbed"] == "clickability_test_id"
@@ -529,7 +529,7 @@ def test_hypotheses_adjusted_for_the_ab_test_compare_headlines_within_it(upworth
     # a selection that cannot hold controls is refused in one line, and nothing runs
     runs = len(Workspace.open(upworthy_env).list_runs())
     at.selectbox(key="hyp_method").set_value("lasso")
-    at.button(key="hyp_run").click().run()
+    finish_jobs(at.button(key="hyp_run").click().run())
     assert [e.value for e in at.error] and "stepwise" in at.error[0].value
     assert len(Workspace.open(upworthy_env).list_runs()) == runs
 
@@ -541,7 +541,7 @@ def test_which_arm_comes_first_within_its_test_reads_as_a_within_test_auc(upwort
     assert yes.options == ["True", "False"] and yes.value == "True"
     at.multiselect(key="hyp_controls_first_place").select("clickability_test_id")
     at.number_input(key="hyp_n").set_value(3)
-    at.button(key="hyp_run").click().run()
+    finish_jobs(at.button(key="hyp_run").click().run())
     assert not at.exception and not at.error, [e.value for e in at.error]
     summary = json.loads((last_run(upworthy_env) / "summary.json").read_text())
     metrics = next(iter(summary["metrics"].values()))
@@ -563,7 +563,7 @@ def test_a_sampled_run_is_warned_about_the_split_it_will_make(upworthy_env, monk
     (leak,) = [w.value for w in at.warning if "holdout rows" in w.value]
     said = int(re.search(r"of the ([0-9,]+) holdout rows", leak).group(1).replace(",", ""))
     at.number_input(key="hyp_n").set_value(3)
-    at.button(key="hyp_run").click().run()
+    finish_jobs(at.button(key="hyp_run").click().run())
     assert not at.exception and not at.error, [e.value for e in at.error]
     summary = json.loads((last_run(upworthy_env) / "summary.json").read_text())
     assert summary["rows"]["holdout"] == said  # the warning spoke of the run's own holdout
@@ -777,7 +777,7 @@ def test_multiclass_target_offers_its_classes(shared_data, tmp_path, monkeypatch
     # One class: the page states the class's any-of rule as the run's summary has it
     at.selectbox(key="hyp_class").set_value("cs.CR")
     at.number_input(key="hyp_n").set_value(3)
-    at.button(key="hyp_run").click().run()
+    finish_jobs(at.button(key="hyp_run").click().run())
     assert not at.exception and not at.error, [e.value for e in at.error]
     rule = json.loads((last_run(ws.path) / "summary.json").read_text())["metrics"]["cs.CR"]["any_of"]
     shown = [m.value for m in at.markdown if m.value.startswith("**In short:**")]
@@ -816,7 +816,7 @@ def test_two_valued_target_states_a_rule_for_each_value(shared_data, tmp_path, m
     at = page("Hypotheses")
     at.selectbox(key="hyp_target").set_value("rating")
     at.number_input(key="hyp_n").set_value(6)
-    at.button(key="hyp_run").click().run()
+    finish_jobs(at.button(key="hyp_run").click().run())
     assert not at.exception and not at.error, [e.value for e in at.error]
     metrics = json.loads((last_run(ws.path) / "summary.json").read_text())["metrics"]["overall"]
     shown = [m.value.replace("\\", "") for m in at.markdown if m.value.startswith("**In short:**")]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from ws_fixtures import small_workspace  # noqa: F401
+from ws_fixtures import finish_jobs, small_workspace  # noqa: F401
 
 from hsae_core import settings
 
@@ -87,7 +87,7 @@ def test_search_slider_names_and_hypothesis_table_carry_fidelity(ws_env):
     at = page("pages/3_Hypotheses.py")
     assert at.selectbox(key="hyp_interp").value == "phrases"
     at.number_input(key="hyp_n").set_value(3)  # on the workspace's own features (the page's default)
-    at.button(key="hyp_run").click().run()
+    finish_jobs(at.button(key="hyp_run").click().run())
     assert not at.exception and not at.error, [e.value for e in at.error]
     table = next(e.value for e in at.dataframe if "hyp_table" in e.proto.id)  # keyed per run
     assert "fidelity_auc" in table.columns and table["fidelity_auc"].notna().all()
