@@ -298,22 +298,6 @@ def _progress_fn(draw, weights: Optional[dict] = None):
     return update
 
 
-def progress_bar(label: str, weights: Optional[dict] = None):
-    """(A ProgressFn drawing a Streamlit progress bar with the step's message, the bar): for work done inside the
-    script run, which stops when the user touches a widget or leaves the page (a build or a hypothesis run runs as a
-    background job instead: start_job).
-
-    With ``weights`` ({stage: share of the time}) the bar is one bar over every stage with the time left
-    (hsae_core.progress.StagedProgress); without, it follows each call's own done/total.
-    """
-    bar = st.progress(0.0, text=label)
-
-    def draw(frac: float, message: str, seconds_left: Optional[float] = None) -> None:
-        bar.progress(frac, text=progress_text(label, message, seconds_left))
-
-    return _progress_fn(draw, weights), bar
-
-
 def feature_name(table: pd.DataFrame, latent: int) -> str:
     """``#12 label (AUC 0.84)``: a feature's number, label and, where measured, its label's held-out fidelity."""
     return f"#{int(latent)} {table['label'].iloc[int(latent)]}{fidelity_note(table.iloc[int(latent)])}"
@@ -506,8 +490,8 @@ def api_key_box() -> Optional[str]:
 
 # ------------------------------------------------------------------ background jobs
 # Work that outlives the script run that started it. Streamlit stops a script run whenever the user touches a
-# widget, switches the workspace or opens another page; a build or a hypothesis run inside it died
-# there without a word. A job runs in a daemon thread of the server instead, and pages poll it (follow_job).
+# widget, switches the workspace or opens another page; a build, a hypothesis run or a relabelling run inside it
+# died there without a word. A job runs in a daemon thread of the server instead, and pages poll it (follow_job).
 @dataclass
 class Job:
     """One background job: what it last reported, then its result or its one-line error. ``page`` shows its
@@ -528,7 +512,7 @@ class Job:
 
     @property
     def kind(self) -> str:
-        """What the job does: the start of its key (``build``, ``hypotheses``, ``layout``)."""
+        """What the job does: the start of its key (``build``, ``hypotheses``, ``relabel``, ``layout``)."""
         return self.key.partition(":")[0]
 
     @property
@@ -891,11 +875,15 @@ def feature_table(ws: Workspace) -> pd.DataFrame:
 
 
 def relabel_control(ws: Workspace) -> None:
-    """An expander that relabels every feature (offline or with an LLM) under a progress bar."""
-    from hsae_core.labelsets import relabel_workspace
+    """An expander that relabels every feature (offline or with an LLM) in the background, with its progress
+    (start_relabel); when that is done the new label set is shown (follow_relabel)."""
     from hsae_core.refine import Budget, describe_estimate, estimate_llm_labels
 
-    with st.expander("Relabel features", expanded="relabel_message" in st.session_state):
+    going = find_job(_relabel_key(ws))
+    with st.expander(
+        "Relabel features",
+        expanded="relabel_message" in st.session_state or (going is not None and not going.finished),
+    ):
         if "relabel_message" in st.session_state:
             st.success(st.session_state.pop("relabel_message"))
         kind = st.radio(
@@ -923,21 +911,51 @@ def relabel_control(ws: Workspace) -> None:
             n_features = int((ws.features["n_active"] > 0).sum())
             st.info(describe_estimate(estimate_llm_labels(ws.texts, n_features, refine=refine, budget=budget), budget))
         if st.button("Relabel", key="relabel_go"):
-            progress, bar = progress_bar(f"Labelling features ({kind})")
             try:
                 if kind == "llm":
                     from hsae_core.llm import LLMClient
 
                     client = LLMClient(api_key=api_key) if api_key else LLMClient()  # the key stays in memory
-                table = relabel_workspace(ws, kind, llm_client=client, budget=budget, refine=refine, progress=progress)
             except HsaeError as exc:
-                st.error(str(exc))
-                return
-            finally:
-                bar.empty()
-            name = kind if table["fidelity_judge"].ne("unavailable").any() or kind != "phrases" else "keywords"
-            st.session_state["label_set_force"] = name
-            st.session_state["relabel_message"] = f"Label set '{name}' made and shown" + (
-                f"; {budget.describe()}" if budget else ""
-            )
-            st.rerun()
+                st.error(error_line(exc))
+            else:
+                start_relabel(ws, kind, client, budget, refine)
+        follow_relabel(ws)
+
+
+def _relabel_key(ws: Workspace) -> str:
+    return f"relabel:{ws.path}"
+
+
+def start_relabel(ws: Workspace, kind: str, client=None, budget=None, refine: bool = False) -> None:
+    """Relabel the workspace's features with labeller ``kind`` in the background (an LLM ``client`` and any API key
+    typed into it stay in memory). While the workspace is being relabelled (by this session or another), a click
+    starts nothing and says so."""
+    from hsae_core.labelsets import relabel_workspace
+
+    def work(progress) -> tuple[str, str]:
+        table = relabel_workspace(ws, kind, llm_client=client, budget=budget, refine=refine, progress=progress)
+        name = kind if table["fidelity_judge"].ne("unavailable").any() or kind != "phrases" else "keywords"
+        return name, f"Label set '{name}' made and shown" + (f"; {budget.describe()}" if budget else "")
+
+    key = _relabel_key(ws)
+    label = f"Relabelling the features of {ws.path.name} ({kind})"
+    _, started = start_job(key, label, work, page="Features", workspace=str(ws.path))
+    _follow(key, started_here=started)
+    if not started:
+        st.info("This workspace's features are already being relabelled (its progress is below): nothing new started.")
+
+
+def follow_relabel(ws: Workspace) -> None:
+    """The progress of the workspace's relabelling; once it is done, in the session that started it, its label set
+    is shown with a success line, or its one-line error is said, once."""
+    for job, started_here in follow_jobs("Features", str(ws.path)):
+        if not started_here:
+            continue
+        if job.error:
+            st.error(f"{job.label} failed: {job.error}")
+            continue
+        name, message = job.result
+        st.session_state["label_set_force"] = name
+        st.session_state["relabel_message"] = message
+        st.rerun()  # from the top: the sidebar's label picker, drawn before this, shows the new set

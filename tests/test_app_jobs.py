@@ -1,14 +1,17 @@
-"""A hypothesis run in the dashboard goes on in the background: while the user touches a widget, picks another
-workspace, opens another page or opens the page a second time, and it shows what it made (or its error, once)
-in the session and workspace it was started in. On copies of the small real workspace;
+"""A hypothesis run and a relabelling in the dashboard go on in the background: while the user touches a widget,
+picks another workspace, opens another page or opens the page a second time, and they show what they made (or
+their error, once) in the session and workspace they were started in. On copies of the small real workspace;
 ``held_jobs`` holds each job at its first progress report, so that the test acts mid-job on any machine."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
+from openai_server import openai_server  # noqa: F401  (fixture)
 from streamlit.testing.v1 import AppTest
 from ws_fixtures import (  # noqa: F401
     JOB_TIMEOUT,
@@ -149,3 +152,61 @@ def test_another_tab_sees_the_run_going_and_only_the_tab_that_started_it_hears_o
     assert not at.error, "said once"
     finish_jobs(other)
     assert not other.error and not progress_lines(other)
+
+
+def test_relabelling_goes_on_while_the_user_reads_another_page_and_shows_its_labels_when_done(held_jobs, one_workspace):
+    at = page("Features")
+    assert at.sidebar.selectbox(key="label_set_pick").value == "phrases"
+    at.radio(key="relabel_kind").set_value("keywords").run()
+    at.button(key="relabel_go").click().run()
+    assert not at.exception and not at.error
+    assert [line.split(":")[0] for line in progress_lines(at)] == ["Relabelling the features of yelp-copy (keywords)"]
+    at.button(key="relabel_go").click().run()
+    assert any("already being relabelled" in i.value for i in at.info) and len(progress_lines(at)) == 1
+    switch(at, "Search")
+    assert sidebar_says(at, "Relabelling the features of yelp-copy (keywords) in the background")
+    held_jobs.set()
+    switch(at, "Features")
+    finish_jobs(at)
+    assert [s.value for s in at.success] == ["Label set 'keywords' made and shown"]
+    assert at.sidebar.selectbox(key="label_set_pick").value == "keywords"
+    labels = next(e.value for e in at.dataframe if e.proto.id.endswith("-feature_table"))["label"]
+    assert labels.iloc[0].count(",") == 2  # keyword lists, not phrases
+    at.run()
+    assert not at.success, "said once"
+
+
+def test_an_llm_relabelling_keeps_the_typed_key_in_memory_and_says_its_error_once(
+    held_jobs, one_workspace, openai_server, monkeypatch
+):
+    """The key typed into the page reaches the background job through its client, never through a file; every
+    LLM call failing is said once, when the user is back on the Features page."""
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    seen = []
+
+    def first_call_only(request):  # the client's check call passes; every labelling call is refused
+        seen.append(request)
+        return "OK" if len(seen) == 1 else (400, {"error": {"message": "no such model"}}, {})
+
+    openai_server.responder = first_call_only
+    key = f"sk-test-{uuid.uuid4().hex}"
+    at = page("Features")
+    at.radio(key="relabel_kind").set_value("llm").run()
+    at.text_input(key="session_api_key").input(key).run()
+    at.button(key="relabel_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert [line.split(":")[0] for line in progress_lines(at)] == ["Relabelling the features of yelp-copy (llm)"]
+    switch(at, "Search")
+    assert sidebar_says(at, "Relabelling the features of yelp-copy (llm) in the background")
+    held_jobs.set()
+    switch(at, "Features")
+    finish_jobs(at)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "failed: Every LLM call failed" in errors[0], errors
+    assert at.sidebar.selectbox(key="label_set_pick").value == "phrases", "no label set made"
+    at.run()
+    assert not at.error, "said once"
+    assert len(seen) > 1, "the job called the server with the typed key"
+    for folder in (one_workspace, Path(os.environ["HSAE_CACHE_DIR"])):
+        for path in folder.rglob("*"):
+            assert not path.is_file() or key.encode() not in path.read_bytes(), f"the API key is in {path}"

@@ -66,7 +66,7 @@ def test_features_table_shows_fidelity_filters_low_fidelity_and_switches_label_s
 def test_relabel_control_makes_and_shows_a_new_label_set(ws_env):
     at = page("pages/1_Features.py")
     at.radio(key="relabel_kind").set_value("keywords").run()
-    at.button(key="relabel_go").click().run()
+    finish_jobs(at.button(key="relabel_go").click().run())
     assert not at.exception and not at.error
     assert any("Label set 'keywords' made and shown" in s.value for s in at.success)
     assert at.sidebar.selectbox(key="label_set_pick").value == "keywords"
@@ -74,7 +74,7 @@ def test_relabel_control_makes_and_shows_a_new_label_set(ws_env):
     # the LLM choice shows its cost estimate before anything runs, and without a key it says what is missing
     at.radio(key="relabel_kind").set_value("llm").run()
     assert any(i.value.startswith("LLM estimate for") for i in at.info)
-    at.button(key="relabel_go").click().run()
+    finish_jobs(at.button(key="relabel_go").click().run())
     assert not at.exception and any("OPENAI_API_KEY" in e.value for e in at.error)
 
 
@@ -109,6 +109,6 @@ def test_features_page_says_when_features_share_a_label_and_relabelling_clears_i
         "3 features share their label with another feature: relabelling gives each its own where it can."
     ]
     at.radio(key="relabel_kind").set_value("phrases").run()
-    at.button(key="relabel_go").click().run()
+    finish_jobs(at.button(key="relabel_go").click().run())
     assert not at.exception and not at.error
     assert not [i.value for i in at.info if "share their label" in i.value]
