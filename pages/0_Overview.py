@@ -20,10 +20,10 @@ from hsae_core.corpora import (
     load_hub_corpus,
     load_published_corpus,
 )
-from hsae_core.data import TABLE_SUFFIXES
+from hsae_core.data import TABLE_SUFFIXES, prepare_corpus
 from hsae_core.errors import DataError, HsaeError, ModelError
 from hsae_core.hub import registry
-from hsae_core.settings import SAE, format_levels
+from hsae_core.settings import MIN_SAE_ROWS, SAE, format_levels
 from hsae_core.workspace import (
     DEMO_HELP,
     DEMO_NAME,
@@ -87,6 +87,14 @@ def new_workspace_form() -> None:
         return
     st.write(f"{len(frame):,} rows, columns: {', '.join(map(str, frame.columns))}")
     text_col = text_column_picker(frame, key="new_text_col")
+    try:  # said now, not after the user has named the workspace and clicked Build
+        corpus = prepare_corpus(frame, text_col, min_rows=MIN_SAE_ROWS)
+    except HsaeError as exc:
+        st.error(f"Cannot build from '{text_col}': {exc}")
+        return
+    dropped = corpus.counts["read"] - corpus.counts["kept"]
+    if dropped:
+        st.caption(f"{corpus.counts['kept']:,} texts to build from; {dropped:,} rows with an empty text are left out.")
     default_name = safe_name(Path(upload.name).stem)
     name = st.text_input("Workspace name", value=default_name, key="new_name")
     # The same SAE as `hsae build` and a Hypotheses run (settings.SAE), so numbers match across doors.

@@ -742,6 +742,28 @@ def test_bad_upload_shows_an_error_not_a_traceback(app_env):
     assert any("Could not use broken.parquet" in e.value for e in at.error)
 
 
+def test_an_upload_too_small_to_train_on_is_refused_before_build(app_env, shared_data, tmp_path):
+    """A table with too few usable texts is said to be so as soon as its text column is picked, with no Build
+    button; it used to be refused only after the user named the workspace and clicked Build."""
+    frame = pd.read_json(shared_data / "yelp_reviews_demo" / "yelp-demo-val-2K.jsonl", lines=True).head(60)
+    frame.loc[:19, "text"] = "  "  # 40 usable texts of 60 rows
+    path = tmp_path / "few.csv"
+    frame[["stars", "text"]].to_csv(path, index=False)
+    at = page()
+    at.get("file_uploader")[0].set_value(("few.csv", path.read_bytes(), "text/csv")).run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == [
+        f"Cannot build from 'text': Only 40 usable rows (after dropping 20); need at least {settings.MIN_SAE_ROWS}"
+    ]
+    assert not [b for b in at.button if b.key == "new_build"]
+    frame.loc[:9, "text"] = frame.loc[20:29, "text"].to_numpy()  # 50 usable: enough
+    frame[["stars", "text"]].to_csv(path, index=False)
+    at.get("file_uploader")[0].set_value(("few.csv", path.read_bytes(), "text/csv")).run()
+    assert not at.error, [e.value for e in at.error]
+    assert "50 texts to build from; 10 rows with an empty text are left out." in [c.value for c in at.caption]
+    assert at.button(key="new_build")
+
+
 def test_no_workspace_and_no_data_says_what_to_download_and_what_next(monkeypatch, tmp_path):
     monkeypatch.delenv("HSAE_WORKSPACE", raising=False)
     monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(tmp_path / "none"))
