@@ -15,6 +15,11 @@ Where every informative group has one row with the target (or one without: which
 test), the likelihood is a softmax within each group, whose gradient and Hessian have closed forms; Newton's
 method on them needs a handful of passes over the rows instead of a quasi-Newton search through the
 recursion.
+
+Where a hypothesis wins (or loses) every comparison it enters within a group, the likelihood keeps rising as
+its coefficient grows and no optimum exists. ``penalised_fit`` then adds a log-F(1,1) penalty to each
+coefficient, as :mod:`penalised_logit` does for the plain logit, and tests each by a penalised
+likelihood-ratio test.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats as sps
+from scipy.special import expit
 
 from .blas import fit_threads
 
@@ -106,9 +113,17 @@ def _softmax_parts(beta: np.ndarray, Xs: np.ndarray, layout: _Layout, chosen_sum
     return value, grad, weighted.T @ Xs - mean.T @ mean
 
 
-def _fit_one_chosen(Xs: np.ndarray, layout: _Layout, standard_errors: bool) -> ConditionalFit:
+def _log_f_penalty(beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Minus the log-F(1,1) log-density of each coefficient, summed (b/2 - log(1 + e^b), negated), with its
+    gradient and the diagonal of its Hessian."""
+    prob = expit(beta)
+    return float((np.logaddexp(0.0, beta) - beta / 2).sum()), prob - 0.5, prob * (1 - prob)
+
+
+def _fit_one_chosen(Xs: np.ndarray, layout: _Layout, standard_errors: bool, penalised: bool) -> ConditionalFit:
     """Newton's method with step halving on the closed-form softmax likelihood (it is concave, so this reaches
-    its optimum wherever one exists); converged when the Newton decrement is negligible."""
+    its optimum wherever one exists); converged when the Newton decrement is negligible. ``penalised``: with
+    the log-F(1,1) penalty on each coefficient (the optimum then always exists)."""
     import scipy.sparse as sp
 
     p = Xs.shape[1]
@@ -118,8 +133,16 @@ def _fit_one_chosen(Xs: np.ndarray, layout: _Layout, standard_errors: bool) -> C
         shape=(layout.n_groups, len(layout.local)),
     )
     chosen_sum = Xs[layout.chosen == 1].sum(axis=0)
+
+    def parts(b):
+        value, grad, hessian = _softmax_parts(b, Xs, layout, chosen_sum, indicator)
+        if penalised:
+            extra, extra_grad, extra_curvature = _log_f_penalty(b)
+            value, grad, hessian = value + extra, grad + extra_grad, hessian + np.diag(extra_curvature)
+        return value, grad, hessian
+
     beta = np.zeros(p)
-    value, grad, hessian = _softmax_parts(beta, Xs, layout, chosen_sum, indicator)
+    value, grad, hessian = parts(beta)
     converged = False
     for _ in range(100):
         # least squares, not solve: a column that never varies within a group has no curvature, and its
@@ -133,7 +156,7 @@ def _fit_one_chosen(Xs: np.ndarray, layout: _Layout, standard_errors: bool) -> C
             break
         size = 1.0
         while size > 1e-10:  # halve until the step gains what its slope promises (Armijo)
-            trial = _softmax_parts(beta - size * step, Xs, layout, chosen_sum, indicator)
+            trial = parts(beta - size * step)
             if trial[0] <= value - 0.25 * size * decrement:
                 break
             size /= 2
@@ -181,14 +204,20 @@ def _negative_loglik(beta, X, layout: _Layout):
 
 @fit_threads()
 def fit(
-    X: np.ndarray, y: np.ndarray, groups: np.ndarray, standard_errors: bool = True, _recursion: bool = False
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    standard_errors: bool = True,
+    penalised: bool = False,
+    _recursion: bool = False,
 ) -> ConditionalFit:
     """The conditional logit of 0/1 ``y`` on the columns of ``X`` within ``groups`` (no intercept: the groups
     hold it). Returns :class:`ConditionalFit`; ``converged`` is False where the optimum was not reached (e.g.
     separation within groups), and coefficients are NaN where the information matrix is singular (a column
     that never varies within a group that holds both values). Without ``standard_errors`` (what a
     cross-validation fold needs) the exact Hessian is skipped and the SEs are NaN. ``_recursion`` forces the
-    general path where the closed-form softmax would do (to compare the two)."""
+    general path where the closed-form softmax would do (to compare the two). ``penalised``: maximise the
+    log-likelihood plus a log-F(1,1) log-density for each coefficient (``loglik`` is then that sum)."""
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     layout = _Layout(y, np.asarray(groups))
@@ -197,14 +226,17 @@ def fit(
     if layout.n_groups == 0 or p == 0:
         return ConditionalFit(nan, nan.copy(), float("nan"), False)
     if layout.k.max() == 1 and not _recursion:
-        return _fit_one_chosen(X[layout.rows] * layout.sign[layout.local][:, None], layout, standard_errors)
+        return _fit_one_chosen(X[layout.rows] * layout.sign[layout.local][:, None], layout, standard_errors, penalised)
     import torch
     from scipy.optimize import minimize
 
     Xt = torch.as_tensor(X[layout.rows])
 
     def objective(b):
-        return _negative_loglik(b, Xt, layout)
+        value = _negative_loglik(b, Xt, layout)
+        if penalised:  # minus the log-F(1,1) log-density of each coefficient
+            value = value + (torch.nn.functional.softplus(b) - b / 2).sum()
+        return value
 
     def value_and_gradient(b: np.ndarray):
         b = torch.tensor(b, dtype=torch.float64, requires_grad=True)
@@ -231,3 +263,20 @@ def fit(
         beta = beta - step
         value = value_and_gradient(beta)[0]
     return ConditionalFit(beta, np.sqrt(np.clip(np.diag(cov), 0, None)), -value, converged)
+
+
+def penalised_fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[ConditionalFit, np.ndarray]:
+    """(The log-F(1,1)-penalised conditional logit, each coefficient's p-value): a penalised likelihood-ratio
+    test of each against the fit with it held at 0 (its column zeroed, which the penalty then holds at 0),
+    since Wald tests are at their worst where a coefficient would run off without the penalty."""
+    full = fit(X, y, groups, penalised=True)
+    p = np.full(X.shape[1], np.nan)
+    if not (full.converged and np.isfinite(full.coef).all()):
+        return full, p
+    for j in range(X.shape[1]):
+        held = np.array(X, dtype=np.float64, copy=True)
+        held[:, j] = 0.0
+        without = fit(held, y, groups, standard_errors=False, penalised=True)
+        if without.converged:
+            p[j] = float(sps.chi2.sf(max(2.0 * (full.loglik - without.loglik), 0.0), df=1))
+    return full, p

@@ -148,8 +148,8 @@ def verdict_line(metrics: dict) -> str | None:
     and how much of the embedding ceiling they reach together (out of fold, above chance: R² 0, AUC 0.5).
     Where together they predict no better than chance out of fold, it says so first: none holds up, or a
     significant few are likely chance findings; where the holdout model could not be fitted, that they are
-    untested. A last sentence counts the hypotheses the holdout model could not test, where some. None when
-    the metrics lack the numbers."""
+    untested. Where hypotheses separate the target, a sentence says how the model was fitted. A last sentence
+    counts the hypotheses the holdout model could not test, where some. None when the metrics lack the numbers."""
     metric = metrics.get("metric") or ("r2" if "r2_cv" in metrics else "auc")
     try:
         n, n_bonf, n_fdr = (int(metrics[k]) for k in ("n_hypotheses", "n_significant_bonferroni", "n_significant_fdr"))
@@ -173,6 +173,17 @@ def verdict_line(metrics: dict) -> str | None:
             chance = (0.5, "chance", "chance")
         said = "Beyond the controls: " + _lower_first(
             _fitted_verdict(metric, n, n_bonf, n_fdr, cv, ceiling, chance=chance)
+        )
+    if str(metrics.get("cov_type", "")).startswith("penalised"):  # stats.PENALISED_NOTE / PENALISED_WITHIN_NOTE
+        said += (
+            " Some hypotheses separate the target on the holdout ("
+            + (
+                "winning or losing every comparison they enter within a group"
+                if metrics.get("auc_within")
+                else "present only on one side of it"
+            )
+            + "), so there is no ordinary fit: the coefficients carry a weak pull toward no effect (log-F(1,1)) and "
+            "the p-values are penalised likelihood-ratio tests."
         )
     untested = n - int(metrics.get("n_tested", n))
     return (

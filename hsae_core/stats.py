@@ -10,7 +10,8 @@ is absorbed, and for a binary target there a conditional logit whose AUC is take
 
 Degenerate inputs never crash: constant, too-rare or collinear hypotheses are left out of the model with
 NaN coefficients and a ``note`` that says why; hypotheses that separate a yes/no target (alone or together)
-stay in, fitted by a penalised likelihood (:mod:`penalised_logit`).
+stay in, fitted by a penalised likelihood (:mod:`penalised_logit`), as do hypotheses that win or lose every
+comparison within groups in a conditional logit (:func:`conditional_logit.penalised_fit`).
 """
 
 from __future__ import annotations
@@ -199,11 +200,9 @@ def _model_columns(A: np.ndarray, y: np.ndarray, kind: str, names: list[str], co
         if controls is not None and np.linalg.norm(left[:, j]) <= 1e-8 * max(np.linalg.norm(col - col.mean()), 1e-12):
             notes[j] = "does not vary once the controls are held fixed; left out of the model"
             continue
-        if within_groups:
-            note = _within_group_separation(col[informative], yc[informative], groups[informative])
-            if note:
-                notes[j] = note
-                continue
+        if within_groups and not _varies_within_decided_groups(col[informative], groups[informative]):
+            notes[j] = "does not vary within any group that holds both values of the target; left out of the model"
+            continue
         twin = _collinear_with(left[:, kept], left[:, j], [names[k] for k in kept])
         if twin is not None:
             notes[j] = f"perfectly collinear with {twin}; left out of the model"
@@ -212,27 +211,14 @@ def _model_columns(A: np.ndarray, y: np.ndarray, kind: str, names: list[str], co
     return kept, complete, notes
 
 
-def _within_group_separation(col: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Optional[str]:
-    """Why a 0/1 hypothesis cannot enter a conditional logit, read on the groups that hold both values of ``y``
-    (the only ones it reads), or None. A conditional logit learns from pairs of one group, one row with the
-    target and one without, that differ in the hypothesis; if the hypothesis wins (or loses) every such pair,
-    a larger coefficient always fits better and none is best."""
+def _varies_within_decided_groups(col: np.ndarray, groups: np.ndarray) -> bool:
+    """Whether a 0/1 hypothesis is present in some rows and absent in others of one group, among the rows of the
+    groups that hold both values of the target: the only comparisons a conditional logit reads. A hypothesis
+    that wins (or loses) every such comparison stays in: the model is then fitted with a penalty
+    (:func:`_fit_conditional_logit`)."""
     codes = pd.factorize(groups)[0]
     size, present = np.bincount(codes), np.bincount(codes, weights=col)
-    target, both = np.bincount(codes, weights=y), np.bincount(codes, weights=col * y)
-    if not ((present > 0) & (present < size)).any():
-        return "does not vary within any group that holds both values of the target; left out of the model"
-    # pairs it wins: a row with it has the target, one without does not; pairs it loses: the other way round
-    wins = both * (size - present - (target - both))
-    losses = (present - both) * (target - both)
-    if losses.sum() and wins.sum():
-        return None
-    side, n = ("wins", int(wins.sum())) if losses.sum() == 0 else ("loses", int(losses.sum()))
-    which = "its only comparison" if n == 1 else f"all {n:,} of its comparisons"
-    return (
-        f"{side} {which} within a group (a row with it against one without, one of them with the target): "
-        "no finite coefficient; left out of the model"
-    )
+    return bool(((present > 0) & (present < size)).any())
 
 
 def _left_by(A: np.ndarray, controls: ControlDesign, columns: list[int]) -> np.ndarray:
@@ -303,6 +289,11 @@ def _fit_ols(X: np.ndarray, y: np.ndarray):
 PENALISED_NOTE = (
     "hypotheses separate the target, so the logistic MLE does not exist; coefficients from a log-F(1,1)-penalised "
     "likelihood (a weak pull toward no effect), p-values from penalised likelihood-ratio tests"
+)
+PENALISED_WITHIN_NOTE = (
+    "hypotheses win or lose every comparison they enter within a group, so the conditional MLE does not exist; "
+    "coefficients from a log-F(1,1)-penalised conditional likelihood (a weak pull toward no effect), p-values "
+    "from penalised likelihood-ratio tests"
 )
 
 
@@ -377,7 +368,10 @@ def _fit_conditional_logit(X: np.ndarray, y: np.ndarray, groups: np.ndarray):
     nan = np.full(X.shape[1], np.nan)
     if not np.isfinite(coef).all():
         return nan, nan.copy(), nan.copy(), np.zeros(len(y)), "the conditional logit could not be fitted; no p-value"
-    if not found.converged or np.abs(coef).max(initial=0) >= MAX_LOGIT_COEF:
+    if not found.converged or np.abs(coef).max(initial=0) >= MAX_LOGIT_COEF:  # no MLE: separation within groups
+        penalised, p = conditional_logit.penalised_fit(X, y, groups)
+        if np.isfinite(penalised.coef).all() and np.isfinite(p).all():
+            return penalised.coef, penalised.se, p, X @ penalised.coef, PENALISED_WITHIN_NOTE
         note = "hypotheses together separate the target within groups: no finite coefficient, no p-value"
         return coef, nan, nan.copy(), X @ coef, note
     finite = np.isfinite(se) & (se > 0)
@@ -562,6 +556,8 @@ def evaluate_hypotheses(
     cov_type = "HC3" if controls is None or controls.groups is None else "conditional" if by_group else "cluster"
     if kept and note == PENALISED_NOTE:
         cov_type = "penalised"  # model-based: the p-values are penalised likelihood-ratio tests
+    elif kept and note == PENALISED_WITHIN_NOTE:
+        cov_type = "penalised conditional"
     summary = {
         "metric": metric,
         f"{metric}_in_sample": float(in_sample),

@@ -13,6 +13,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.optimize import minimize
 from scipy.special import logsumexp
+from scipy.stats import chi2
 from statsmodels.discrete.discrete_model import Logit
 from statsmodels.regression.linear_model import OLS
 from ws_fixtures import upworthy_frame  # noqa: F401
@@ -217,12 +218,14 @@ def test_one_large_group_beside_small_ones_gives_statsmodels_answer():
     assert ours.loglik == pytest.approx(theirs.llf, abs=1e-6)
 
 
-def test_a_hypothesis_that_wins_every_comparison_within_groups_is_left_out_alone():
+def test_a_hypothesis_that_wins_every_comparison_within_groups_is_tested_with_a_penalty():
     """A rare hypothesis on a rare target within groups (an A/B test's declared winner) can win every
     comparison it enters without separating the target across all rows (it is on losers too, beside a winner
-    that has it): no finite coefficient fits it. It is left out with its count of comparisons, as is one that
-    varies only within groups without a winner, and the others are tested as the textbook likelihood without
-    those two says; before, the whole model was refused and none of them had a p-value."""
+    that has it): no conditional MLE exists. It stays in the model, which is then fitted with a log-F(1,1)
+    penalty on each coefficient: every coefficient is the penalised textbook likelihood's optimum, the winner's
+    is positive and significant, and its p-value is the penalised likelihood-ratio test. One that varies only
+    within groups without a winner is still left out. Before, the winner was left out untested, though it is
+    the strongest finding there."""
     rng = np.random.default_rng(8)
     sizes = rng.integers(3, 7, 400)
     groups = np.repeat(np.arange(len(sizes)), sizes)
@@ -238,18 +241,21 @@ def test_a_hypothesis_that_wins_every_comparison_within_groups_is_left_out_alone
     P[groups >= 300, 2] = rng.random(int((groups >= 300).sum())) < 0.5  # varies where nothing is decided
     P[informative, 3] = (rng.random(300) < 0.4)[groups[informative]]  # constant within every decided test
     P[~informative, 3] = rng.random(int((~informative).sum())) < 0.4
-    table, _ = evaluate_hypotheses(P, y, "binary", controls=ControlDesign(np.zeros((len(y), 0)), groups))
-    wins = sum(
-        int(((P[:, 2] == 1) & (y == 1) & (groups == g)).sum() * ((P[:, 2] == 0) & (y == 0) & (groups == g)).sum())
-        for g in range(300)
-    )
-    assert table["note"][2].startswith(f"wins all {wins} of its comparisons within a group")
+    table, summary = evaluate_hypotheses(P, y, "binary", controls=ControlDesign(np.zeros((len(y), 0)), groups))
     assert "does not vary once the controls are held fixed" in table["note"][3]  # on the decided tests
-    assert np.isnan(table["coef"][2:]).all()
-    textbook = minimize(
-        _conditional_nll, np.zeros(2), args=(P[:, :2], y, groups), method="BFGS", options={"gtol": 1e-8}
-    )
-    np.testing.assert_allclose(table["coef"][:2], textbook.x, atol=1e-6)
+    assert table["note"][:3].isna().all() or (table["note"][:3].fillna("") == "").all()
+    assert np.isnan(table["coef"][3])
+    assert summary["cov_type"] == "penalised conditional" and any("log-F(1,1)-penalised" in n for n in summary["notes"])
+
+    def penalised_nll(beta, X):
+        return _conditional_nll(beta, X, y, groups) + (np.logaddexp(0.0, beta) - beta / 2).sum()
+
+    textbook = minimize(penalised_nll, np.zeros(3), args=(P[:, :3],), method="BFGS", options={"gtol": 1e-8})
+    np.testing.assert_allclose(table["coef"][:3], textbook.x, atol=1e-5)
+    assert table["coef"][2] > 1 and table["coef_p"][2] < 1e-3  # 12 winners, no loss: the strongest effect
+    held = minimize(lambda b: penalised_nll(np.r_[b, 0.0], P[:, :3]), np.zeros(2), method="BFGS")
+    statistic = 2 * (held.fun - textbook.fun)
+    assert table["coef_p"][2] == pytest.approx(chi2.sf(statistic, 1), rel=1e-3)
     assert table["coef_p"][0] < 1e-6 and table["coef_p"][1] < 1e-4
 
 
@@ -596,7 +602,11 @@ def test_cli_run_on_which_headline_comes_first_in_its_test(upworthy_frame, tmp_p
     assert "holdout within-group AUC of the hypotheses" in printed
     summary = json.loads((out / "summary.json").read_text())
     metrics = summary["metrics"]["overall"]
-    assert metrics["auc_within"] and metrics["cov_type"] == "conditional" and summary["split"]["method"] == "grouped"
+    assert (
+        metrics["auc_within"]
+        and metrics["cov_type"] in ("conditional", "penalised conditional")
+        and summary["split"]["method"] == "grouped"
+    )
     assert "any_of" not in metrics and "any_of_other" not in metrics  # a place within a test, not a kind of text
     assert "any-of rule" not in printed and " = any of " not in printed
     assert metrics["embedding_baseline"]["model"] == "ridge within groups"
@@ -619,10 +629,14 @@ def test_cli_run_on_which_headline_comes_first_in_its_test(upworthy_frame, tmp_p
     assert len(tested) >= 2
     rows = np.isin(tests, both)
     X = ann[tested["annotation_col"]].to_numpy(float)[rows]
-    fit = minimize(
-        _conditional_nll, np.zeros(len(tested)), args=(X, y[rows], tests[rows]), method="BFGS", options={"gtol": 1e-9}
-    )
-    np.testing.assert_allclose(tested["coef"], fit.x, atol=1e-6)
+    penalised = metrics["cov_type"] == "penalised conditional"  # where a hypothesis wins every comparison it enters
+
+    def nll(beta):
+        penalty = (np.logaddexp(0.0, beta) - beta / 2).sum() if penalised else 0.0
+        return _conditional_nll(beta, X, y[rows], tests[rows]) + penalty
+
+    fit = minimize(nll, np.zeros(len(tested)), method="BFGS", options={"gtol": 1e-9})
+    np.testing.assert_allclose(tested["coef"], fit.x, atol=1e-5)
 
 
 def test_evidence_of_an_adjusted_run_reads_each_headline_against_its_own_test(upworthy_frame, tmp_path):  # noqa: F811

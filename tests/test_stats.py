@@ -13,6 +13,7 @@ from sklearn.model_selection import KFold, cross_val_predict
 from statsmodels.stats.multitest import multipletests
 
 from hsae_core.errors import DataError
+from hsae_core.report import verdict_line
 from hsae_core.sae import SparseAutoencoder
 from hsae_core.select import select_latents
 from hsae_core.stats import COLUMNS, embedding_baseline, evaluate_hypotheses, few_cases_note, logit_sandwich_cov
@@ -153,6 +154,12 @@ def test_logistic_separation_never_crashes():
     assert table["significant_bonferroni"].all() and (table["note"] == "").all(), "tested, so no 'not tested' note"
     assert "log-F(1,1)-penalised likelihood" in summary["notes"][0] and summary["cov_type"] == "penalised"
     assert summary["auc_in_sample"] == pytest.approx(1.0)
+    said = verdict_line({**summary, "embedding_baseline": {"value": 0.9}})
+    assert said.endswith(
+        "Some hypotheses separate the target on the holdout (present only on one side of it), so there is no "
+        "ordinary fit: the coefficients carry a weak pull toward no effect (log-F(1,1)) and the p-values are "
+        "penalised likelihood-ratio tests."
+    ), said
     # A single hypothesis present only in positive texts, the strongest finding, used to be left out untested
     y2 = (rng.random(n) < 0.4).astype(float)
     A2 = np.column_stack([(rng.random(n) < 0.5).astype(float), y2 * (rng.random(n) < 0.5)])
