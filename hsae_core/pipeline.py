@@ -273,13 +273,14 @@ def hypothesize(
     or a DataFrame. ``target_col`` names the target column, or gives the target itself (one table only): a
     Series, matched to the table's rows by index as pandas matches them (one with the default index 0..N-1,
     whose labels are not the table's, by position), or a 1-D array or list in the table's order; a one-column
-    DataFrame or (N, 1) array is read as its column. ``embeddings`` (one row per row of ``data``, in its order, then one per row of ``holdout``
-    when that is given; e.g. a workspace's stored embeddings) skips embedding; otherwise ``embedder`` (an
-    :class:`~hsae_core.embed.Embedder` or a spec; default offline MiniLM) embeds the texts through the disk
-    cache. ``sae`` (pretrained, or a workspace's) skips training; ``sae_origin`` says in the summary where it
-    came from and which rows it saw. Without ``sae_origin``, a given SAE that records the rows it was fitted on
-    (``SparseAutoencoder.fitted_on``) is checked: the run says how many holdout rows it saw. Without one, an SAE is trained on the training rows only (or loaded from
-    the SAE cache after an identical training).
+    DataFrame or (N, 1) array is read as its column. ``embeddings`` (one row per row of ``data``, in its order,
+    then one per row of ``holdout`` when that is given; e.g. a workspace's stored embeddings) skips embedding;
+    otherwise ``embedder`` (an :class:`~hsae_core.embed.Embedder` or a spec; default offline MiniLM) embeds the
+    texts through the disk cache. ``sae`` (pretrained, or a workspace's) skips training; ``sae_origin`` says in
+    the summary where it came from and which rows it saw. Without ``sae_origin``, a given SAE that records the
+    rows it was fitted on (``SparseAutoencoder.fitted_on``) is checked: the run says how many holdout rows it
+    saw. Without ``sae``, an SAE is trained on the training rows only (or loaded from the SAE cache after an
+    identical training).
     ``interpreter``/``annotator`` may be instances or names and default to ``config``'s names. With
     ``out_dir`` the run is written there (``hypotheses.csv``, ``summary.json``, annotations, ``sae/``).
     ``on_warning`` hears a split's warnings as soon as the split is made, before any embedding or training
