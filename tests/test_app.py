@@ -545,7 +545,8 @@ def test_which_arm_comes_first_within_its_test_reads_as_a_within_test_auc(upwort
     assert not at.exception and not at.error, [e.value for e in at.error]
     summary = json.loads((last_run(upworthy_env) / "summary.json").read_text())
     metrics = next(iter(summary["metrics"].values()))
-    assert metrics["auc_within"] and metrics["cov_type"] == "conditional"
+    # penalised where a hypothesis wins every comparison it enters (it depends on the machine's embeddings)
+    assert metrics["auc_within"] and metrics["cov_type"] in ("conditional", "penalised conditional")
     assert [m.label for m in at.metric][:3] == [
         "Within AUC (5-fold CV)",
         "Ceiling within AUC",
