@@ -86,6 +86,11 @@ class LLMAnnotator:
     def method(self) -> str:
         return f"llm:{self.client.model}"
 
+    @staticmethod
+    def calls_per_text(n_hypotheses: int) -> int:
+        """LLM calls per holdout text: one per hypothesis (for a progress bar's weights)."""
+        return n_hypotheses
+
     def annotate(
         self,
         *,

@@ -533,7 +533,7 @@ class LLMInterpreter:
         texts, codes_csc, latents = _check_inputs(texts, codes, latents)
         codes_csr = codes_csc.tocsr()
         splits = self.splits_ = label_splits(len(texts), self.seed)
-        report(progress, 0, 4, "keywords")
+        report(progress, 0, 1, "keywords")
         build = splits.build
         by_keywords = {
             it.latent: it for it in self.keywords.interpret([texts[i] for i in build], codes_csr[build], latents)
@@ -541,19 +541,14 @@ class LLMInterpreter:
         plans = {j: self._plan(texts, codes_csr, codes_csc, j, splits) for j in latents}
         self.plans_.update(plans)
         system = load_prompt("interpret_system").strip()
+        calls = _Calls(self.client, progress, sum(self._calls_for(plan) for plan in plans.values() if plan))
 
         # 1. candidate labels (grouped by temperature: complete_many shares parameters)
         asked = [(j, c, p, t) for j, plan in plans.items() if plan for c, (p, t) in enumerate(plan.prompts)]
         labels: dict[tuple[int, int], Optional[str]] = {}
         for temp in sorted({t for *_, t in asked}):
             group = [(j, c, p) for j, c, p, t in asked if t == temp]
-            answers = self.client.complete_many(
-                [p for *_, p in group],
-                system=system,
-                temperature=temp,
-                max_tokens=60,
-                progress=_stage(progress, 1, "naming"),
-            )
+            answers = calls.ask("candidates", [p for *_, p in group], system=system, temperature=temp, max_tokens=60)
             for (j, c, _), answer in zip(group, answers):
                 labels[(j, c)] = parse_label(answer)
         self.stats_["labels_asked"] += len(asked)
@@ -561,34 +556,47 @@ class LLMInterpreter:
 
         # 2. every distinct candidate judged on the latent's validation sample
         candidates = {j: list(dict.fromkeys(l for (jj, _), l in labels.items() if jj == j and l)) for j in latents}
-        val = self._judge(
-            [(j, label, plans[j].val_rows) for j in latents for label in candidates[j]],
-            texts,
-            _stage(progress, 2, "checking candidates"),
-        )
+        checks = [(j, label, plans[j].val_rows) for j in latents for label in candidates[j]]
+        calls.plan_rest(sum(len(rows) for *_, rows in checks) + self._test_calls(plans, candidates))
+        val = self._judge(checks, texts, calls, "checking")
         # 3. one label per latent, no two alike where avoidable; the winner alone judged on the test sample
         winners = {j: self._winner(candidates[j], val, j, plans[j]) for j in latents if candidates[j]}
         chosen = assign_distinct({j: w["preferences"] for j, w in winners.items()})
         for j, w in winners.items():
             w["label"] = chosen[j]["label"]
             mark_held(w["scored"], chosen[j])
-        test = self._judge(
-            [(j, winners[j]["label"], plans[j].test_rows) for j in winners if self.score_test],
-            texts,
-            _stage(progress, 3, "scoring winners"),
-        )
+        scoring = [(j, winners[j]["label"], plans[j].test_rows) for j in winners if self.score_test]
+        calls.plan_rest(sum(len(rows) for *_, rows in scoring))
+        test = self._judge(scoring, texts, calls, "scoring")
         result = [self._result(j, plans[j], winners.get(j), test, candidates[j], by_keywords[j]) for j in latents]
-        report(progress, 4, 4, "done")
+        calls.finish()
         return result
 
-    def _judge(self, jobs, texts, progress) -> dict[tuple[int, str], list[Optional[bool]]]:
+    def planned_calls(self, n_latents: int) -> int:
+        """About how many LLM calls naming ``n_latents`` latents makes (each candidate named and judged on the
+        validation sample, the winner on the test sample), for a progress bar's weights."""
+        test = self.n_test if self.score_test else 0
+        return n_latents * (self.n_candidates * (1 + self.n_eval) + test)
+
+    def _calls_for(self, plan: _Plan) -> int:
+        """The calls one latent's plan makes at most: its naming prompts, each candidate's validation judgements,
+        and the winner's test judgements."""
+        test = len(plan.test_rows) if self.score_test else 0
+        return len(plan.prompts) * (1 + len(plan.val_rows)) + test
+
+    def _test_calls(self, plans: dict, candidates: dict) -> int:
+        if not self.score_test:
+            return 0
+        return sum(len(plans[j].test_rows) for j, labels in candidates.items() if labels)
+
+    def _judge(self, jobs, texts, calls: _Calls, what: str) -> dict[tuple[int, str], list[Optional[bool]]]:
         judge = load_prompt("judge")
         keys, prompts = [], []
         for j, label, rows in jobs:
             for row in rows:
                 keys.append((j, label))
                 prompts.append(judge.format(text=snippet(texts[row], 2000), label=label))
-        answers = self.client.complete_many(prompts, temperature=0.0, max_tokens=8, progress=progress)
+        answers = calls.ask(what, prompts, temperature=0.0, max_tokens=8)
         verdicts: dict[tuple[int, str], list[Optional[bool]]] = {}
         for key, answer in zip(keys, answers):
             verdicts.setdefault(key, []).append(parse_yes_no(answer))
@@ -655,10 +663,38 @@ class LLMInterpreter:
         )
 
 
-def _stage(progress: Optional[ProgressFn], stage: int, name: str) -> Optional[ProgressFn]:
-    if progress is None:
-        return None
-    return lambda done, total, msg: progress(stage, 4, f"{name}: {done}/{total}")
+class _Calls:
+    """A client's LLM calls answered out of those planned, as one progress that each batch of calls moves as its
+    answers come (``"120 of 1,860 LLM calls (checking)"``: naming candidates, checking them, scoring the winners).
+    The plan is refined as the work goes (fewer distinct candidates, fewer winners), never below the calls made."""
+
+    def __init__(self, client, progress: Optional[ProgressFn], planned: int):
+        self.client, self.progress, self.planned, self.done = client, progress, planned, 0
+
+    def ask(self, what: str, prompts: list[str], **params) -> list[Optional[str]]:
+        """The client's answers to ``prompts`` (``complete_many``), reported as they come."""
+        start, n = self.done, len(prompts)
+
+        def step(done: int, total: int, message: str = "") -> None:
+            self._say(start + (n * done // total if total > 0 else 0), what)
+
+        self._say(start, what)
+        answers = self.client.complete_many(prompts, progress=step if self.progress is not None else None, **params)
+        self.done = start + n
+        self._say(self.done, what)
+        return answers
+
+    def plan_rest(self, calls: int) -> None:
+        """``calls`` are left to make."""
+        self.planned = self.done + calls
+
+    def finish(self) -> None:
+        self.planned = self.done
+        self._say(self.done, "done")
+
+    def _say(self, done: int, what: str) -> None:
+        total = max(self.planned, done, 1)
+        report(self.progress, done, total, f"{done:,} of {max(self.planned, done):,} LLM calls ({what})")
 
 
 def make_interpreter(kind: str, client: Optional[LLMClient] = None, embedding_model: Optional[str] = None, **kw):

@@ -44,9 +44,12 @@ import scipy.sparse as sp
 
 from .fidelity import EmbeddingJudge, LabelSplits, label_splits
 from .interpret import Interpretation, KeywordInterpreter, _active, _check_inputs, _preprocess, snippet
-from .progress import ProgressFn, report
+from .progress import Overall, ProgressFn, progress_span, report
 from .unique_labels import assign_distinct, mark_held
 
+# Seconds per latent of phrase labelling's steps (bench/bench_progress.py --depth 2, the README's Yelp run, empty
+# label cache): contrasting terms and cutting candidates, embedding the candidates, choosing on validation.
+PHRASE_STEPS = {"contrast": 0.045, "embed": 0.84, "choose": 0.02}
 # sentence ends, line breaks, brackets, semicolons, colons and dashes end a span outright
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|[\n\r]+|\s*[;:()\[\]{}]\s*|\s+[-\u2013\u2014]+\s+|\s*\u2026\s*")
 # commas and joining words start a new clause inside a long sentence
@@ -429,11 +432,14 @@ class PhraseInterpreter:
         build_codes = sp.csc_matrix(codes_csc.tocsr()[build])
         judge = self.judge_ = self._judge(texts, codes_csc, splits, embeddings)
         total = max(len(latents), 1)
-        report(progress, 0, total, "phrases: contrasting terms")
+        steps = Overall(progress, PHRASE_STEPS if judge is not None else {"contrast": 1, "choose": 0})
+        contrast = steps.stage("contrast", "contrasting terms")
+        report(contrast, 0, total)
 
         picked: dict[int, dict] = {}
         for block, scores, top_rows in self.keywords.score_blocks([texts[i] for i in build], build_codes, latents):
             for i, j in enumerate(block):
+                report(contrast, len(picked), total, f"{len(picked)} of {len(latents)}")
                 rows = build[top_rows[i]]  # back to corpus row ids
                 words = self.keywords.keywords_from_scores(scores[i]) if len(rows) else []
                 spans = self.candidates(texts, rows, scores[i]) if len(rows) and self.use_spans else []
@@ -442,12 +448,14 @@ class PhraseInterpreter:
                 found += [(s, sc, "term") for s, sc in terms] + [(s, sc, "clause") for s, sc in spans]
                 picked[j] = {"keywords": words, "spans": _distinct(found), "rows": rows}
         if judge is not None:
-            report(progress, 0, total, "phrases: embedding candidates")
-            judge.embed_labels([s for p in picked.values() for s, _, _ in p["spans"]])
+            found = [s for p in picked.values() for s, _, _ in p["spans"]]
+            embedding = steps.stage("embed", "embedding candidates")
+            judge.embed_labels(found, progress=progress_span(embedding, 0, 1, f"{len(found):,} phrases"))
+        choose = steps.stage("choose", "choosing on validation")
         ranked = {}
         for n, j in enumerate(latents):
             ranked[j] = self._rank(j, picked.get(j), texts, codes_csc, judge)
-            report(progress, n + 1, total, "phrases: choosing on validation")
+            report(choose, n + 1, total, f"{n + 1} of {len(latents)}")
         chosen = assign_distinct({j: r["preferences"] for j, r in ranked.items() if r["preferences"]})
         return [self._result(j, ranked[j], chosen.get(j), judge) for j in latents]
 

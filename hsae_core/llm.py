@@ -327,13 +327,13 @@ class LLMClient:
         unique = list(dict.fromkeys(prompts))  # identical prompts are asked once
         answers: dict[str, str | None] = {}
         total = len(unique)
-        report(progress, 0, total, "asking the LLM")
+        report(progress, 0, total, f"0 of {total:,} LLM answers")
         if total:
             with ThreadPoolExecutor(max_workers=min(self.max_concurrency, total)) as pool:
                 futures = {pool.submit(self.complete, p, **same_params): p for p in unique}
                 for done, future in enumerate(as_completed(futures), 1):
                     answers[futures[future]] = future.result()
-                    report(progress, done, total, f"{done}/{total} LLM answers")
+                    report(progress, done, total, f"{done:,} of {total:,} LLM answers")
         return [answers[p] for p in prompts]
 
     def complete_batch(
