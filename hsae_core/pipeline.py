@@ -42,7 +42,7 @@ from .errors import DataError, LLMError, ModelError
 from .fsutil import check_cache_dir
 from .interpret import Interpreter, KeywordInterpreter, fit
 from .presence import chosen_presence
-from .progress import ProgressFn, report
+from .progress import Overall, ProgressFn, expected_epochs, progress_span, report, run_weights
 from .report import any_of_lines, fixed_decimals, row_counts, split_summary, verdict_line
 from .runstore import check_run_folder, new_run_id, verify_run_folder, write_run_folder
 from .sae import SparseAutoencoder, row_digests
@@ -78,7 +78,6 @@ TABLE_COLUMNS = [
     "significant_bonferroni",
     "significant_fdr",
 ]
-STAGES = ("train_sae", "encode", "select", "interpret", "annotate", "evaluate")
 
 
 @dataclass
@@ -629,21 +628,22 @@ def run_hypotheses(
     interpreter = resolve_interpreter(interpreter or config.interpreter, llm_client, embedding_model=embedding_model)
     annotator = resolve_annotator(annotator or config.annotator, llm_client)
     timer = StageTimer()
-
-    def step(i: int, msg: str) -> None:
-        report(progress, i, len(STAGES), msg)
-
-    step(0, "training SAE")
     given = sae is not None
     with timer("train_sae"):
-        sae = _fit_or_check_sae(sae, X_train, config, embedding_model)
+        sae = sae if given else _cached_sae(config, X_train, embedding_model)
+        bar = Overall(
+            progress,
+            _run_weights(config, sae is None, interpreter, annotator, targets, n_tested, len(X_train), len(X_hold)),
+        )
+        sae = _fit_or_check_sae(sae, given, X_train, config, embedding_model, bar)
     origin = _sae_origin(sae, given, sae_origin, len(X_train))
     seen = _holdout_rows_fitted_on(sae, X_train, X_hold) if given and sae_origin is None else 0
     if seen:
         origin += f"; it was fitted on {seen:,} of the {len(X_hold):,} holdout rows"
-    step(1, "encoding")
+    encoding = bar.stage("encoding", "encoding")
     with timer("encode"):
-        codes_train, codes_hold = sae.transform(X_train), sae.transform(X_hold)
+        codes_train = sae.transform(X_train, progress=progress_span(encoding, 0, 0.5, "training rows"))
+        codes_hold = sae.transform(X_hold, progress=progress_span(encoding, 0.5, 1, "holdout rows"))
 
     names: dict[int, object] = {}
     tables, annotation_cols, metrics, warnings, duplicates = [], {"row_id": holdout.row_ids}, {}, [], {}
@@ -658,9 +658,9 @@ def run_hypotheses(
     if alone:
         warnings.append(f"controls: {alone}")
     selections = []
-    for target_name, kind, y_train, _ in targets:
+    for i, (target_name, kind, y_train, _) in enumerate(targets):
         where = _for(target_name)
-        step(2, f"selecting latents{where}")
+        bar.start(("selecting", i), f"selecting latents{where}")
         with timer("select"):
             sel = choose_for(config, codes_train, y_train, kind, n=n_tested, controls=controls_train)
         warnings.extend(f"{where.strip() or 'selection'}: {w}" for w in sel.warnings)
@@ -670,23 +670,28 @@ def run_hypotheses(
     # Every class's latents named in one call: a labeller keeps its names distinct within a call, and two
     # classes naming theirs apart gave two features one name ("Reinforcement learning" for #39 and #8).
     todo = list(dict.fromkeys(int(j) for sel in selections for j in sel.latents))
-    step(3, f"naming {len(todo)} latents")
+    naming = bar.stage("naming", f"naming {len(todo)} latents")
+    report(naming, 0, 1)
     with timer("interpret"), LLMStage(interpreter, "naming the latents", warnings):
         # a labeller that judges its labels by embedding them reads the documents' vectors, not re-embeds them
         extra = {"embeddings": X_train} if getattr(interpreter, "accepts_embeddings", False) else {}
+        extra.update(_progress_arg(interpreter.interpret, naming))
         for item in interpreter.interpret(train.texts, codes_train, todo, **extra):
             names[item.latent] = item
-    for (target_name, kind, y_train, y_hold), sel in zip(targets, selections):
+    for i, ((target_name, kind, y_train, y_hold), sel) in enumerate(zip(targets, selections)):
         where = _for(target_name)
         latents = [int(j) for j in sel.latents]
         chosen = [names[j] for j in latents]
-        step(4, f"annotating the holdout{where}")
+        annotating = bar.stage(("annotating", i), f"annotating the holdout{where}")
+        report(annotating, 0, 1)
         with timer("annotate"), LLMStage(annotator, "annotating the holdout", warnings):
             extra = {"thresholds": sel.thresholds} if isinstance(annotator, ActivationAnnotator) else {}
+            extra.update(_progress_arg(annotator.annotate, annotating))
             ann = annotator.annotate(texts=holdout.texts, codes=codes_hold, interpretations=chosen, **extra)
-        step(5, f"holdout statistics{where}")
+        bar.start(("statistics", i), f"holdout statistics{where}", "the hypotheses' model")
         with timer("evaluate"):
             per_hyp, overall = evaluate_hypotheses(ann, y_hold, kind, [c.label for c in chosen], controls=controls_hold)
+            bar.start(("baseline", i), f"holdout statistics{where}", "the embedding baseline")
             overall["embedding_baseline"] = embedding_baseline(
                 X_train,
                 y_train,
@@ -722,7 +727,7 @@ def run_hypotheses(
         annotation_cols.update(zip(cols, ann.T))
         tables.append(table)
         metrics[str(target_name) if target_name is not None else "overall"] = overall
-    step(6, "done")
+    bar.finish("done")
 
     annotation_cols["target"] = holdout.y if scale is None else scale.apply(holdout.y)  # the target as modelled
     summary = _summary(
@@ -754,6 +759,45 @@ def run_hypotheses(
     if out_dir is not None:
         write_run(run, out_dir)
     return run
+
+
+def _run_weights(
+    config: HypothesisConfig,
+    trains_sae: bool,
+    interpreter,
+    annotator,
+    targets,
+    n_tested: int,
+    n_train: int,
+    n_hold: int,
+) -> dict:
+    """The weights of the run's stages (:func:`hsae_core.progress.run_weights`) for what it is about to do."""
+    n_named = n_tested * len(targets)  # at most: classes may share latents
+    planned = getattr(interpreter, "planned_calls", None)
+    per_text = getattr(annotator, "calls_per_text", None)
+    return run_weights(
+        n_train=n_train,
+        n_hold=n_hold,
+        n_targets=len(targets),
+        n_named=n_named,
+        trains_sae=trains_sae,
+        max_epochs=config.max_epochs,
+        naming_calls=planned(n_named) if planned else 0,
+        annotation_calls=per_text(n_tested) * n_hold if per_text else 0,
+    )
+
+
+def _progress_arg(method, progress: Optional[ProgressFn]) -> dict:
+    """``{"progress": progress}`` when ``method`` (a labeller's or an annotator's) takes a progress callback: one
+    written to the protocols of an earlier version may not."""
+    import inspect
+
+    try:
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return {}
+    takes = "progress" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return {"progress": progress} if takes else {}
 
 
 def _embedding_model_hint(embeddings, embedder, sae) -> Optional[str]:
@@ -874,27 +918,67 @@ def _any_of(codes_train, y_train, annotations: np.ndarray, y_hold, sel: Choice, 
     }
 
 
+def _fresh_sae(config: HypothesisConfig, embedding_model: Optional[str]) -> SparseAutoencoder:
+    """The SAE ``config`` describes, untrained."""
+    return SparseAutoencoder(
+        m=config.m,
+        k=config.k,
+        batch_topk=config.batch_topk,
+        matryoshka=config.matryoshka,
+        levels=config.levels,
+        max_epochs=config.max_epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        seed=config.seed,
+        embedding_model=embedding_model,
+        device=config.device,
+    )
+
+
+def _cached_sae(config: HypothesisConfig, X_train: np.ndarray, embedding_model: Optional[str]):
+    """The SAE an identical earlier training left in the SAE cache (with ``config.cache_sae``), or None: known
+    before the run's progress is weighted, as a cached SAE takes no time."""
+    if not config.cache_sae:
+        return None
+    from .sae_cache import lookup
+
+    return lookup(_fresh_sae(config, embedding_model), X_train)
+
+
+def _against_expected_epochs(progress: Optional[ProgressFn], max_epochs: int) -> Optional[ProgressFn]:
+    """The SAE's progress (epochs of ``max_epochs``) counted against the epochs a training usually takes before
+    early stopping (:func:`hsae_core.progress.expected_epochs`); a longer one stays at the end until it is done."""
+    if progress is None:
+        return None
+    expected = expected_epochs(max_epochs)
+
+    def epochs(done: int, total: int, message: str = "") -> None:
+        progress(total if done >= total else min(done, expected), total if done >= total else expected, message)
+
+    return epochs
+
+
 def _fit_or_check_sae(
-    sae: Optional[SparseAutoencoder], X_train: np.ndarray, config: HypothesisConfig, embedding_model: Optional[str]
+    sae: Optional[SparseAutoencoder],
+    given: bool,
+    X_train: np.ndarray,
+    config: HypothesisConfig,
+    embedding_model: Optional[str],
+    bar: Overall,
 ) -> SparseAutoencoder:
-    """Train the configured SAE on the training rows, or check that a given one reads these embeddings."""
+    """Train the configured SAE on the training rows (its epochs move ``bar``) when ``sae`` is None; else the cached
+    one, or check that a ``given`` one reads these embeddings."""
     if sae is None:
         from .sae_cache import fit_cached
 
-        fresh = SparseAutoencoder(
-            m=config.m,
-            k=config.k,
-            batch_topk=config.batch_topk,
-            matryoshka=config.matryoshka,
-            levels=config.levels,
-            max_epochs=config.max_epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            seed=config.seed,
-            embedding_model=embedding_model,
-            device=config.device,
-        )
-        return fit_cached(fresh, X_train, use_cache=config.cache_sae)
+        training = bar.stage("sae", "training the SAE")
+        report(training, 0, 1)
+        epochs = _against_expected_epochs(training, config.max_epochs)
+        return fit_cached(_fresh_sae(config, embedding_model), X_train, progress=epochs, use_cache=config.cache_sae)
+    if not given:
+        bar.start("sae", "training the SAE", "loaded from the SAE cache")
+        return sae
+    bar.start("sae", "checking the SAE")
     if sae.d_in != X_train.shape[1]:
         need = sae.config_.embedding_model or "the model it was trained on"
         raise ModelError(f"The SAE expects {sae.d_in}-d embeddings (from {need}); these are {X_train.shape[1]}-d")

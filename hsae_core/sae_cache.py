@@ -51,18 +51,28 @@ def fit_cached(
         fitted = sae.fit(X, progress=progress)
         fitted.cached_ = False
         return fitted
-    folder = cache_root() / cache_key(X, sae.get_params())
-    if folder.is_dir():
-        try:
-            loaded = SparseAutoencoder.load(folder)
-            loaded.cached_ = True
-            return loaded
-        except ModelError as exc:  # corrupt entry: train again and replace it
-            log.warning("ignoring a corrupt cached SAE (%s); retraining", exc)
+    loaded = lookup(sae, X)
+    if loaded is not None:
+        return loaded
     fitted = sae.fit(X, progress=progress)
     fitted.cached_ = False
-    _store(fitted, folder)
+    _store(fitted, cache_root() / cache_key(X, sae.get_params()))
     return fitted
+
+
+def lookup(sae: SparseAutoencoder, X) -> Optional[SparseAutoencoder]:
+    """The SAE an identical earlier fit of ``sae`` on ``X`` left in the cache (``cached_`` True), or None (a corrupt
+    entry counts as none: the next fit replaces it)."""
+    folder = cache_root() / cache_key(as_float_matrix(X), sae.get_params())
+    if not folder.is_dir():
+        return None
+    try:
+        loaded = SparseAutoencoder.load(folder)
+    except ModelError as exc:
+        log.warning("ignoring a corrupt cached SAE (%s); retraining", exc)
+        return None
+    loaded.cached_ = True
+    return loaded
 
 
 def _store(fitted: SparseAutoencoder, folder: Path) -> None:
