@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .errors import DataError
-from .progress import ProgressFn, report
+from .progress import ProgressFn, progress_span, report
 
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 PARTS = ("build", "validation", "test")
@@ -244,11 +244,12 @@ class EmbeddingJudge:
 
     def score_labels(self, labels: dict[int, str], progress: Optional[ProgressFn] = None) -> dict[int, dict]:
         """Test fidelity of one fixed label per latent (no competition: the threshold still comes from validation)."""
-        self.embed_labels(list(labels.values()))
+        self.embed_labels(list(labels.values()), progress=progress_span(progress, 0.0, 0.5, "embedding the labels"))
+        scoring = progress_span(progress, 0.5, 1.0)
         out = {}
         for i, (j, label) in enumerate(labels.items()):
             out[j] = self.test_fidelity(j, label)
-            report(progress, i + 1, len(labels), "scoring labels")
+            report(scoring, i + 1, len(labels), f"scoring {i + 1} of {len(labels)} labels")
         return out
 
 

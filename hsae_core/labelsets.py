@@ -27,7 +27,7 @@ from . import settings
 from .errors import DataError
 from .fidelity import EmbeddingJudge, label_splits
 from .interpret import Interpretation
-from .progress import ProgressFn, report
+from .progress import Overall, ProgressFn
 
 LABELLERS = settings.LABELLERS
 FIDELITY_COLUMNS = ["fidelity_auc", "fidelity_f1", "fidelity_precision", "fidelity_recall", "fidelity_judge"]
@@ -64,24 +64,31 @@ def label_features(
         latents = [int(j) for j in np.flatnonzero(n_active)]
     latents = [int(j) for j in latents]
     splits = label_splits(len(texts), seed)
-    if embedder is not None and embeddings is None:
+    # Seconds on the Yelp demo: MiniLM embeds 4,000 reviews in ~62 s (README); phrase labels take ~0.9 s a feature
+    # with an empty label cache (bench/bench_progress.py); keyword labels less, LLM labels more.
+    to_embed = embedder is not None and embeddings is None
+    steps = Overall(
+        progress, {"embedding": 0.015 * len(texts) if to_embed else 0.0, "labelling": 0.9 * max(len(latents), 1)}
+    )
+    if to_embed:
         from .embed import embed_texts
 
-        embeddings = embed_texts(texts, embedder, progress=progress)
+        embeddings = embed_texts(texts, embedder, progress=steps.stage("embedding", "embedding the texts"))
     judge = EmbeddingJudge(embedder, embeddings, codes, splits, seed=seed) if embedder is not None else None
 
+    labelling = steps.stage("labelling", f"{labeller}: {len(latents)} features")
     if labeller == "phrases":
         from .labels import PhraseInterpreter
 
         interp = PhraseInterpreter(embedder=embedder, seed=seed, **options)
-        items = interp.interpret(texts, codes, latents, progress=progress, embeddings=embeddings)
+        items = interp.interpret(texts, codes, latents, progress=labelling, embeddings=embeddings)
     elif labeller == "keywords":
-        items = _keyword_items(texts, codes, latents, splits, judge, progress, **options)
+        items = _keyword_items(texts, codes, latents, splits, judge, labelling, **options)
     else:
         from .refine import llm_label_items
 
         items = llm_label_items(
-            texts, codes, latents, splits, llm_client, judge=judge, seed=seed, progress=progress, **options
+            texts, codes, latents, splits, llm_client, judge=judge, seed=seed, progress=labelling, **options
         )
     table = items_table(items)
     dead = [j for j in range(codes.shape[1]) if j not in set(latents)]
@@ -97,7 +104,7 @@ def label_features(
         )
         table = pd.concat([table, filler], ignore_index=True)
     table = table.sort_values("latent", kind="stable").reset_index(drop=True)
-    report(progress, 1, 1, f"{labeller}: {len(latents)} features labelled")
+    steps.finish(f"{labeller}: {len(latents)} features labelled")
     return table[COLUMNS]
 
 
@@ -106,9 +113,13 @@ def _keyword_items(texts, codes, latents, splits, judge, progress, **options) ->
 
     build = splits.build
     interp = options.pop("keywords", None) or KeywordInterpreter(**options)
-    items = interp.interpret([texts[i] for i in build], codes[build], latents, progress=progress)
+    steps = Overall(progress, {"keywords": 1.0, "scoring": 1.0 if judge is not None else 0.0})
+    items = interp.interpret(
+        [texts[i] for i in build], codes[build], latents, progress=steps.stage("keywords", "contrasting terms")
+    )
     if judge is not None:
-        scores = judge.score_labels({it.latent: it.label for it in items if it.keywords})
+        labels = {it.latent: it.label for it in items if it.keywords}
+        scores = judge.score_labels(labels, progress=steps.stage("scoring", "scoring on the test part"))
         for it in items:
             it.fidelity = scores.get(it.latent)
     return items

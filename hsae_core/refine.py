@@ -29,7 +29,7 @@ from .errors import DataError
 from .fidelity import LabelSplits, LLMJudge, balanced_sample, llm_scores
 from .interpret import Interpretation, LLMInterpreter, parse_label, snippet
 from .llm import load_prompt
-from .progress import ProgressFn, report
+from .progress import Overall, ProgressFn, progress_span, report
 from .unique_labels import label_key
 
 CHARS_PER_TOKEN = 4.0
@@ -291,7 +291,7 @@ class Refiner:
         self._holders = {label_key(str(label)): int(j) for j, label in labels.items()}
         for n, (j, label) in enumerate(labels.items()):
             out[int(j)] = self._one(int(j), str(label))
-            report(progress, n + 1, len(labels), f"refining labels: {n + 1}/{len(labels)}")
+            report(progress, n + 1, len(labels), f"{n + 1} of {len(labels)} labels")
         return out
 
     # -- one feature ------------------------------------------------------------------------------
@@ -468,6 +468,8 @@ def llm_label_items(
     calls_each, tokens_each = per_feature["calls"], per_feature["tokens_in"] + per_feature["tokens_out"]
     latents = [int(j) for j in latents]
     items: list[Interpretation] = []
+    # naming and refining take about as long each (a refined feature costs a few rounds of a handful of calls)
+    steps = Overall(progress, {"naming": 1.0, "refining": 1.0 if refine else 0.0})
     start = 0
     while start < len(latents):
         left_calls = math.inf if budget.max_calls is None else budget.max_calls - budget.calls
@@ -479,9 +481,10 @@ def llm_label_items(
             budget.stop("not enough budget left to name more features")
             items.extend(_keyword_fallback(texts, codes, latents[start:], splits))
             break
-        items.extend(interp.interpret(texts, codes, latents[start : start + n_fit]))
+        naming = steps.stage("naming", f"LLM labels for features {start + 1}-{start + n_fit} of {len(latents)}")
+        span = progress_span(naming, start / len(latents), (start + n_fit) / len(latents))
+        items.extend(interp.interpret(texts, codes, latents[start : start + n_fit], progress=span))
         start += n_fit
-        report(progress, start, len(latents) * (2 if refine else 1), "LLM labels")
     if refine:
         refiner = Refiner(
             client,
@@ -496,7 +499,7 @@ def llm_label_items(
             n_test=interp.n_test,
         )
         todo = {it.latent: it.label for it in items if it.method.startswith("llm:")}
-        results = refiner.refine(todo, progress=lambda d, t, m: report(progress, len(latents) + d, len(latents) + t, m))
+        results = refiner.refine(todo, progress=steps.stage("refining", "refining labels"))
         for it in items:
             res = results.get(it.latent)
             if res is None:
@@ -522,6 +525,7 @@ def llm_label_items(
         for it in items:
             if it.fidelity is not None and it.label and not it.method.startswith("keywords"):
                 it.fidelity["auc"] = judge.test_fidelity(it.latent, it.label)["auc"]
+    steps.finish(f"{len(items)} features labelled")
     return items
 
 
