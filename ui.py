@@ -718,8 +718,10 @@ def follow_builds(where=None) -> None:
 def start_hypotheses(ws: Workspace, target: str, config, **options) -> None:
     """Generate hypotheses for ``target`` in the background, into a new run folder of the workspace; ``options``
     go to Workspace.hypothesize (own_features, sample, llm_client: the client, and any API key typed into it,
-    stays in memory). The workspace's Hypotheses page follows it (follow_hypotheses). While a run for this target
-    of this workspace goes on (this session's or another's), a click starts nothing and says so."""
+    stays in memory). The workspace's Hypotheses page follows it (follow_hypotheses): one bar with the time left, as
+    the run reports its overall progress. While a run for this target of this workspace goes on (this session's or
+    another's), a click starts nothing and says so."""
+    from hsae_core.progress import ONE_BAR
 
     def work(progress) -> str:
         out_dir = ws.new_run_dir(target)
@@ -728,7 +730,7 @@ def start_hypotheses(ws: Workspace, target: str, config, **options) -> None:
 
     key = f"hypotheses:{ws.path}:{target}"
     label = f"Hypotheses for '{target}' in {ws.path.name}"
-    _, started = start_job(key, label, work, page="Hypotheses", workspace=str(ws.path))
+    _, started = start_job(key, label, work, ONE_BAR, page="Hypotheses", workspace=str(ws.path))
     _follow(key, started_here=started)
     if not started:
         st.info(
@@ -930,8 +932,9 @@ def _relabel_key(ws: Workspace) -> str:
 def start_relabel(ws: Workspace, kind: str, client=None, budget=None, refine: bool = False) -> None:
     """Relabel the workspace's features with labeller ``kind`` in the background (an LLM ``client`` and any API key
     typed into it stay in memory). While the workspace is being relabelled (by this session or another), a click
-    starts nothing and says so."""
+    starts nothing and says so. Its bar shows the time left, as the relabelling reports its overall progress."""
     from hsae_core.labelsets import relabel_workspace
+    from hsae_core.progress import ONE_BAR
 
     def work(progress) -> tuple[str, str]:
         table = relabel_workspace(ws, kind, llm_client=client, budget=budget, refine=refine, progress=progress)
@@ -940,7 +943,7 @@ def start_relabel(ws: Workspace, kind: str, client=None, budget=None, refine: bo
 
     key = _relabel_key(ws)
     label = f"Relabelling the features of {ws.path.name} ({kind})"
-    _, started = start_job(key, label, work, page="Features", workspace=str(ws.path))
+    _, started = start_job(key, label, work, ONE_BAR, page="Features", workspace=str(ws.path))
     _follow(key, started_here=started)
     if not started:
         st.info("This workspace's features are already being relabelled (its progress is below): nothing new started.")

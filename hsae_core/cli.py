@@ -29,6 +29,14 @@ def _progress(stage: str):
     return TqdmProgress(stage)
 
 
+def _overall_progress(label: str):
+    """One bar, with the time left, over work that reports its overall progress itself (a hypothesis run, a
+    relabelling; hsae_core.progress.Overall). Use it as a context manager: it reaches 100% only on success."""
+    from .progress import ONE_BAR, TqdmStaged
+
+    return TqdmStaged(label, ONE_BAR)
+
+
 def _build_progress():
     """One bar over every step of a workspace build, with the time left."""
     from .progress import TqdmStaged
@@ -119,20 +127,21 @@ def cmd_hypothesize(args) -> int:
 
         data = read_table(args.data)
         _text_column(args, data)
-    run = hypothesize(
-        data,
-        text_col=args.text_col,
-        target_col=args.target_col,
-        holdout=args.holdout,
-        config=config,
-        embedder=_embedder(args),
-        sae=sae,
-        llm_client=client,
-        out_dir=None,
-        progress=_progress("hypotheses"),
-        embed_progress=_progress("embedding"),
-        on_warning=lambda warning: print(f"warning: {warning}", file=sys.stderr),  # before the long stages
-    )
+    with _overall_progress("hypotheses") as bar:
+        run = hypothesize(
+            data,
+            text_col=args.text_col,
+            target_col=args.target_col,
+            holdout=args.holdout,
+            config=config,
+            embedder=_embedder(args),
+            sae=sae,
+            llm_client=client,
+            out_dir=None,
+            progress=bar,
+            embed_progress=_progress("embedding"),
+            on_warning=lambda warning: print(f"warning: {warning}", file=sys.stderr),  # before the long stages
+        )
     run.summary["command"] = "hsae " + " ".join(sys.argv[1:])
     write_run(run, args.out)
     print(run.report(warnings=False))
@@ -524,16 +533,17 @@ def cmd_relabel(args) -> int:
         print(f"{args.labeller} labels are made offline: no LLM calls, no cost")
         return 0
     llm_options = dict(f1_bar=args.f1_bar, max_rounds=args.max_rounds) if args.labeller == "llm" else {}
-    table = relabel_workspace(
-        ws,
-        args.labeller,
-        name=args.name,
-        llm_client=client,
-        budget=budget,
-        refine=args.refine,
-        progress=_progress("labelling"),
-        **llm_options,
-    )
+    with _overall_progress("labelling") as bar:
+        table = relabel_workspace(
+            ws,
+            args.labeller,
+            name=args.name,
+            llm_client=client,
+            budget=budget,
+            refine=args.refine,
+            progress=bar,
+            **llm_options,
+        )
     auc, f1 = summarize(table, "fidelity_auc"), summarize(table, "fidelity_f1")
     name = args.name or (
         args.labeller if table["fidelity_judge"].ne("unavailable").any() or args.labeller != "phrases" else "keywords"
