@@ -859,14 +859,17 @@ def feature_table(ws: Workspace) -> pd.DataFrame:
             score = f"median AUC {med:.2f}" if med is not None else (f"median F1 {f1:.2f}" if f1 is not None else "")
             return f"{n} ({score})" if score else n
 
+        # The picker's value comes from session state alone: a default (index=) as well made Streamlit warn when a
+        # relabelling set it. "label_set" keeps the choice on pages without the picker (its own state goes there).
         forced = st.session_state.pop("label_set_force", None)  # a relabel just made this set: show it
         if forced in names:
             st.session_state["label_set_pick"] = forced
-        remembered = st.session_state.get("label_set")
+        elif st.session_state.get("label_set_pick") not in names:
+            remembered = st.session_state.get("label_set")
+            st.session_state["label_set_pick"] = remembered if remembered in names else names[0]
         name = st.sidebar.selectbox(
             "Feature labels",
             names,
-            index=names.index(remembered) if remembered in names else 0,
             format_func=describe,
             key="label_set_pick",
             help="Which label set to show. Fidelity is measured on documents the labeller "

@@ -3,6 +3,7 @@ the hypothesis table, and relabelling under a progress bar (on a copy of the sma
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -76,6 +77,32 @@ def test_relabel_control_makes_and_shows_a_new_label_set(ws_env):
     assert any(i.value.startswith("LLM estimate for") for i in at.info)
     finish_jobs(at.button(key="relabel_go").click().run())
     assert not at.exception and any("OPENAI_API_KEY" in e.value for e in at.error)
+
+
+@pytest.fixture
+def widget_warnings(caplog, monkeypatch):
+    """The records of Streamlit's warning that a widget got a default value and a value from session state both.
+    Its logger does not propagate to the root logger, and it warns once per process: both undone here."""
+    from streamlit.elements.lib import policies
+
+    monkeypatch.setattr(policies, "_shown_default_value_warning", False)
+    logger = logging.getLogger(policies.__name__)
+    logger.addHandler(caplog.handler)
+    yield lambda: [r.getMessage() for r in caplog.records if "set via the Session State API" in r.getMessage()]
+    logger.removeHandler(caplog.handler)
+
+
+def test_a_relabelling_shows_its_set_in_the_picker_without_a_widget_state_warning(ws_env, widget_warnings):
+    """The picker switches from the set it showed (phrases) to the one a relabelling made, its value set through
+    session state alone: Streamlit logs no warning that it had a default value as well."""
+    at = page("pages/1_Features.py")
+    assert at.sidebar.selectbox(key="label_set_pick").value == "phrases"
+    at.radio(key="relabel_kind").set_value("keywords").run()
+    finish_jobs(at.button(key="relabel_go").click().run())
+    assert not at.exception and any("Label set 'keywords' made and shown" in s.value for s in at.success)
+    assert at.sidebar.selectbox(key="label_set_pick").value == "keywords"
+    assert feature_table(at)["label"].iloc[0].count(",") == 2
+    assert widget_warnings() == []
 
 
 def test_search_slider_names_and_hypothesis_table_carry_fidelity(ws_env):
