@@ -470,19 +470,17 @@ def llm_label_items(
     items: list[Interpretation] = []
     # naming and refining take about as long each (a refined feature costs a few rounds of a handful of calls)
     steps = Overall(progress, {"naming": 1.0, "refining": 1.0 if refine else 0.0})
+    # the bar's naming share goes to the features the budget should reach: the rest keep keyword labels at once
+    reached = max(1, min(len(latents), _affordable(budget, calls_each, tokens_each)))
     start = 0
     while start < len(latents):
-        left_calls = math.inf if budget.max_calls is None else budget.max_calls - budget.calls
-        left_tokens = (
-            math.inf if budget.max_tokens is None else budget.max_tokens - budget.tokens_in - budget.tokens_out
-        )
-        n_fit = int(min(chunk, left_calls // max(calls_each, 1), left_tokens // max(tokens_each, 1)))
+        n_fit = int(min(chunk, _affordable(budget, calls_each, tokens_each)))
         if n_fit < 1:
             budget.stop("not enough budget left to name more features")
             items.extend(_keyword_fallback(texts, codes, latents[start:], splits))
             break
         naming = steps.stage("naming", f"LLM labels for features {start + 1}-{start + n_fit} of {len(latents)}")
-        span = progress_span(naming, start / len(latents), (start + n_fit) / len(latents))
+        span = progress_span(naming, min(start / reached, 1.0), min((start + n_fit) / reached, 1.0))
         items.extend(interp.interpret(texts, codes, latents[start : start + n_fit], progress=span))
         start += n_fit
     if refine:
@@ -527,6 +525,13 @@ def llm_label_items(
                 it.fidelity["auc"] = judge.test_fidelity(it.latent, it.label)["auc"]
     steps.finish(f"{len(items)} features labelled")
     return items
+
+
+def _affordable(budget: Budget, calls_each: int, tokens_each: int) -> float:
+    """How many more features the budget left can name (``inf`` without a limit), at the estimated cost of one."""
+    left_calls = math.inf if budget.max_calls is None else budget.max_calls - budget.calls
+    left_tokens = math.inf if budget.max_tokens is None else budget.max_tokens - budget.tokens_in - budget.tokens_out
+    return min(left_calls // max(calls_each, 1), left_tokens // max(tokens_each, 1))
 
 
 def _keyword_fallback(texts, codes, latents, splits) -> list[Interpretation]:
