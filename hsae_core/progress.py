@@ -1,6 +1,8 @@
 """Progress reporting shared by the CLI (tqdm) and the dashboard (st.progress).
 
-A progress callback is ``fn(done, total, message)``; library functions accept ``progress=None``.
+A progress callback is ``fn(done, total, message)``; library functions accept ``progress=None``. Work of several
+stages (a hypothesis run, a relabelling) reports one overall progress through :class:`Overall`: ``done`` of a
+fixed ``total`` that only grows, its message naming the stage (``"naming 20 latents: 120 of 1,860 LLM calls"``).
 """
 
 from __future__ import annotations
