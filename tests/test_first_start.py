@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -49,6 +50,14 @@ def test_hsae_demo_builds_in_the_terminal_then_reuses(yelp_frames, tmp_path, mon
     out = capsys.readouterr().out
     assert "Demo workspace ready" in out and "300 reviews" in out and "embeddings" in out and "sae" in out
     ws = Workspace.open(root / DEMO_NAME)
+    # The seconds each step took, as the terminal says them, name the labelling: it went to the step before it
+    # ("codes 101.3 s" for 0.3 s of encoding and 101 s of labels).
+    said = dict(
+        (name, float(sec))
+        for name, sec in re.findall(r"(\w+) ([\d.]+) s", out.split("Demo workspace ready")[1].rpartition("(")[2])
+    )
+    assert "labels" in said, out
+    assert said["codes"] <= ws.manifest["seconds"]["codes"] + 0.5, (said, ws.manifest["seconds"])
     assert len(ws) == 300 and ws.manifest["sae"]["metrics"]["epochs"] < 200
     assert main(["demo", "--root", str(root)]) == 0
     assert "--rebuild" in capsys.readouterr().out  # second start: reused at once
