@@ -109,9 +109,10 @@ def feature_page(ws, table: pd.DataFrame, latent: int, docs: int = 5, width: int
     if len(top):
         lines.append("strongest documents:")
         texts = ws.texts
-        for d, a, copies in top[["doc", "activation", "copies"]].itertuples(index=False):
-            times = f" (×{copies})" if copies > 1 else ""
-            lines.append(f"  #{d}{times}  {a:.3f}  {snippet(texts[int(d)], width)}")
+        names = [f"#{d}" + (f" (×{c})" if c > 1 else "") for d, c in zip(top["doc"], top["copies"])]
+        wide = max(map(len, names))  # the activations and texts line up whatever the documents' numbers
+        for name, d, a in zip(names, top["doc"], top["activation"]):
+            lines.append(f"  {name.ljust(wide)}  {a:.3f}  {snippet(texts[int(d)], width)}")
     near = explorer.nearest(latent, n=5)
     names = table["label"].to_numpy()
     lines.append("nearest features: " + "; ".join(f"#{j} {fit(names[j], 40)}" for j in near["latent"]))

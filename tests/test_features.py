@@ -230,6 +230,13 @@ def test_hsae_features_lists_them_as_the_features_page_does_and_shows_one(small_
     top = FeatureExplorer(ws.codes, ws.sae.decoder_directions).top_documents(j, n=3)
     shown = [line.split()[0] for line in page if line.startswith("  #")]
     assert shown == [f"#{d}" for d in top["doc"]]
+    # The activations stand in one column, also where the documents' numbers have different widths (#2022 above
+    # #427 pushed its line's activation and text one place right)
+    explorer = FeatureExplorer(ws.codes, ws.sae.decoder_directions)
+    j = next(i for i in range(len(table)) if len({len(str(d)) for d in explorer.top_documents(i, n=5)["doc"]}) > 1)
+    assert main(["features", str(small_workspace), "--feature", str(j)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  #")]
+    assert len({re.search(r"\d\.\d{3}  ", line).start() for line in lines}) == 1, lines
 
     assert main(["features", str(small_workspace), "--level", "7/1"]) == 2
     assert main(["features", str(small_workspace), "--feature", str(len(table))]) == 2
