@@ -31,7 +31,6 @@ if mode == "Typed text":
         placeholder=f"e.g. {example}" if example else "a sentence in your own words",
     )
     if text == "":
-        st.info("Type a query to search the documents (or switch to 'More like this document').")
         ui.next_steps("Search")
         st.stop()
     cache = st.session_state.setdefault("query_vectors", {})

@@ -256,6 +256,9 @@ def test_more_like_this_leaves_out_the_query_and_back_to_start_reproduces_baseli
 def test_search_empty_query_is_a_message_not_a_crash(app_env):
     at = page("Search")
     assert any("Type a query" in i.value for i in at.info)
+    # Said once: the page showed a second box that repeated the first ("Type a query to search the documents (or
+    # switch to 'More like this document')." above "Type a query (or pick a document for 'more like this'). ...").
+    assert len(at.info) == 1, [i.value for i in at.info]
     # The example in the box is one of this corpus's feature labels, not a fixed Yelp sentence
     example = at.text_input(key="search_text").placeholder.removeprefix("e.g. ")
     labels = features_with_labels(Workspace.open(app_env), None)
