@@ -44,7 +44,7 @@ NEXT_STEPS = {
     "Search": "Type a query (or pick a document for 'more like this'). Its features become sliders: move one and "
     "watch which documents enter or leave the results.",
     "Hypotheses": "Choose the column to explain (the target) and press **Run**: the SAE features that predict it "
-    "are named and tested on a holdout. Click a result row to read its evidence.",
+    "are named and tested on a holdout. Tick a result row's box to read its evidence.",
     "Map": "Regions carry the label of their most over-represented feature (each label once). Colour the map "
     "by a feature or a column, filter it, and select a region (box or lasso, or type its ranges) to list its "
     "documents and the features over-represented there.",

@@ -275,6 +275,9 @@ def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
     assert at.checkbox(key="hyp_dedupe").value is True
     # "Levels" changes the SAE, so it is offered only when a run trains a new one (tested below).
     assert not [c for c in at.checkbox if c.key == "hyp_levels"]
+    # The hint before a run names the control the results table has (a box to tick), as the table's caption does;
+    # it said "Click a result row", and a click on a row selects nothing
+    assert any("Tick a result row's box" in i.value for i in at.info), [i.value for i in at.info]
     at.number_input(key="hyp_n").set_value(5)
     finish_jobs(at.button(key="hyp_run").click().run())
     assert not at.exception and not at.error, [e.value for e in at.error]
