@@ -43,7 +43,7 @@ from .fsutil import check_cache_dir
 from .interpret import Interpreter, KeywordInterpreter, fit
 from .presence import chosen_presence
 from .progress import Overall, ProgressFn, expected_epochs, progress_span, report, run_weights
-from .report import any_of_lines, fixed_decimals, row_counts, split_summary, verdict_line
+from .report import any_of_lines, fixed_decimals, presence_rule, row_counts, split_summary, verdict_line
 from .runstore import check_run_folder, new_run_id, verify_run_folder, write_run_folder
 from .sae import SparseAutoencoder, row_digests
 from .splits import (
@@ -1454,13 +1454,7 @@ def format_table(run: HypothesisRun, width: int = 60) -> str:
         lines.extend(f"{label}{rule}" for rule in any_of_lines(run.summary, name))
     lines.extend(untested_lines(run.table))
     if annot == "activation":
-        if run.summary.get("config", {}).get("presence") == "learned":
-            lines.append(
-                "Holdout presence = the latent's activation > its threshold learned on the training split "
-                "(offline activation annotator, no LLM)."
-            )
-        else:
-            lines.append("Holdout presence = the latent's activation > 0 (offline activation annotator, no LLM).")
+        lines.append(f"Holdout presence = {presence_rule(run.summary)} (offline activation annotator, no LLM).")
     origin = run.summary.get("sae", {}).get("origin")
     if origin:
         lines.append(f"SAE: {origin}.")

@@ -365,6 +365,16 @@ def _split_method(summary: dict) -> str:
     )
 
 
+def presence_rule(summary: dict, unit: str = "latent") -> str:
+    """How an offline (activation) annotation decided that a hypothesis is present in a holdout text, in words
+    both the terminal and the Hypotheses page say: above the threshold learned on the training rows (the default)
+    or wherever the feature fires at all (``presence="positive"``); ``unit`` names the feature as the reader
+    knows it (the terminal: latent; the dashboard: feature)."""
+    if (summary.get("config") or {}).get("presence") == "learned":
+        return f"the {unit}'s activation > its threshold learned on the training split"
+    return f"the {unit}'s activation > 0"
+
+
 def split_summary(summary: dict) -> str:
     """One line: how the holdout was made and how many rows each side kept (duplicates dropped included)."""
     split = summary.get("split") or {}

@@ -28,6 +28,7 @@ from hsae_core.report import (
     effect_rows,
     fixed_decimals,
     headline_metrics,
+    presence_rule,
     readable_table,
     rule_column_names,
     split_summary,
@@ -411,7 +412,11 @@ st.caption(
     split_summary(summary)
     + f" · interpreter: {(summary.get('config') or {}).get('interpreter') or summary.get('interpreter')} · annotator: "
     f"{summary.get('annotator')}"
-    + (" (offline: a hypothesis is 'present' where its feature fires)" if summary.get("offline_annotation") else "")
+    + (
+        f" (offline: a hypothesis is present where {presence_rule(summary, 'feature')})"
+        if summary.get("offline_annotation")
+        else ""
+    )
     + (" · features: this workspace's" if linked else " · features: an SAE trained for this run")
 )
 for warning in summary.get("warnings", []):

@@ -290,6 +290,11 @@ def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
         assert col in table.columns
     assert all(isinstance(p, str) and p != "0.0" for p in table["coef_p"]), "p-values are formatted, never 0"
     assert any(" · interpreter: phrases · annotator: activation" in c.value for c in at.caption)  # names, not classes
+    # Presence is the learned threshold (the default), as the terminal says; the caption said "present where its
+    # feature fires", which is --presence positive
+    said = [c.value for c in at.caption if "annotator: activation" in c.value][0]
+    assert "present where the feature's activation > its threshold learned on the training split" in said, said
+    assert "where its feature fires" not in said
     assert "Effect of each hypothesis" in at.get("plotly_chart")[-1].proto.spec
     # The run used the workspace's own SAE: its latents are the Features page's features.
     from hsae_core.workspace import Workspace
