@@ -77,8 +77,9 @@ FORMATS = {
     "fidelity_f1": "%.2f",
     "selection_score": "%.3f",
     "threshold": "%.3f",
-    "prevalence": "percent",
-    "within_pairs": "percent",
+    # shares, shown in % with one decimal everywhere (Streamlit's "percent" showed 17.5% beside 30.38%)
+    "prevalence": "%.1f%%",
+    "within_pairs": "%.1f%%",
     "within_pairs_n": "%d",
 }
 
@@ -427,8 +428,9 @@ table = run.table
 shown = readable_table(table)
 show_cols = [c for c in HYPOTHESIS_COLUMNS if c in shown.columns]
 run_key = Path(chosen).name  # each run's tables get their own keys: a row picked in one run is not reread in another
+percents = {c: shown[c] * 100 for c in ("prevalence", "within_pairs") if c in show_cols}
 event = st.dataframe(
-    shown[show_cols],
+    shown[show_cols].assign(**percents),
     key=f"hyp_table_{run_key}",
     on_select="rerun",
     selection_mode="single-row",

@@ -289,6 +289,10 @@ def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
     for col in ["latent", "hypothesis", "threshold", "prevalence", "separation", "separation_p", "coef", "coef_p"]:
         assert col in table.columns
     assert all(isinstance(p, str) and p != "0.0" for p in table["coef_p"]), "p-values are formatted, never 0"
+    # Shares read in % with one decimal in every row (Streamlit's "percent" showed 17.5% beside 30.38%)
+    assert column_formats(at, "hyp_table")["prevalence"] == "%.1f%%"
+    run_table = pd.read_csv(last_run(app_env) / "hypotheses.csv")
+    np.testing.assert_allclose(table["prevalence"], run_table["prevalence"] * 100)
     assert any(" · interpreter: phrases · annotator: activation" in c.value for c in at.caption)  # names, not classes
     # Presence is the learned threshold (the default), as the terminal says; the caption said "present where its
     # feature fires", which is --presence positive
@@ -519,7 +523,11 @@ def test_hypotheses_adjusted_for_the_ab_test_compare_headlines_within_it(upworth
     assert summary["split"]["column"] == "clickability_test_id" and summary["split"]["grouped_because"] == "controls"
     results = df(at, "hyp_table")
     assert {"within_pairs", "within_pairs_n"} <= set(results.columns)  # shown as "pairs its way" and "pairs"
-    assert ((results["within_pairs"].dropna() >= 0) & (results["within_pairs"].dropna() <= 1)).all()
+    # a share, shown in % (one decimal) as "present in" is
+    assert column_formats(at, "hyp_table")["within_pairs"] == "%.1f%%"
+    run_table = pd.read_csv(last_run(upworthy_env) / "hypotheses.csv")
+    np.testing.assert_allclose(results["within_pairs"], run_table["within_pairs"] * 100)
+    assert ((results["within_pairs"].dropna() >= 0) & (results["within_pairs"].dropna() <= 100)).all()
     assert any(c.value.startswith("Adjusted for clickability_test_id (compared within") for c in at.caption)
     assert [m.label for m in at.metric][:3] == [
         "Partial R² (5-fold CV)",
