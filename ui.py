@@ -336,6 +336,12 @@ DOC_ROW_HEIGHT = 80  # about four wrapped lines per document (the grid wraps tex
 TEXT_COLUMN = st.column_config.TextColumn("text", width="large", help="Click the row to read the whole text")
 
 
+def corpus_text_column(name: str):
+    """The text column of a table that opens no reader (the Overview's corpus sample): headed by its own name, as
+    the line above it names it ("Text column: summary"), with no promise that a click opens the text."""
+    return st.column_config.TextColumn(name, width="large", help="The texts the features were made from")
+
+
 SMALL_COLUMNS = {  # short columns beside a document's text, kept narrow so that the text has the room
     "doc": st.column_config.NumberColumn("doc", width="small"),
     "activation": st.column_config.NumberColumn("activation", width="small", format="%.3f"),

@@ -352,7 +352,11 @@ if ws is not None:
     st.plotly_chart(fig, key="density_hist")
     st.subheader("Corpus sample")
     text_first = [info["text_col"]] + [c for c in ws.frame.columns if c != info["text_col"]]
-    st.dataframe(ws.frame.head(20)[text_first], key="corpus_head", column_config={info["text_col"]: ui.TEXT_COLUMN})
+    st.dataframe(
+        ws.frame.head(20)[text_first],
+        key="corpus_head",
+        column_config={info["text_col"]: ui.corpus_text_column(info["text_col"])},
+    )
     st.subheader("What next")
     # One link per line: in three columns the third label was cut off at a 1,400 px wide window.
     st.page_link(ui.PAGES["Features"], label="Features: read the concepts", icon=ui.ICONS["Features"])

@@ -191,6 +191,17 @@ def test_features_correlation_with_a_text_category_asks_for_its_value(app_env):
     assert any("empty" in e.value for e in at.error) and not at.exception
 
 
+def test_the_corpus_sample_heads_the_texts_with_their_column_and_promises_no_reader(upworthy_env):
+    at = page()
+    assert any("Text column:" in m.value and "headline" in m.value for m in at.markdown)
+    _, element = full_key(at, "corpus_head")
+    element = element if element is not None else at.dataframe[ORDER["corpus_head"]]
+    config = json.loads(element.proto.columns or "{}")["headline"]
+    # It read "text" above Upworthy's headlines, and its help said "Click the row to read the whole text", where a
+    # click on this table opens nothing
+    assert config["label"] == "headline" and "Click" not in config.get("help", ""), config
+
+
 def test_features_correlation_adjusted_for_the_ab_test_is_the_within_test_correlation(upworthy_env):
     at = page("Features")
     at.selectbox(key="feat_corr_col").set_value("ctr").run()
