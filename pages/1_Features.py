@@ -177,7 +177,7 @@ st.caption(
     "keywords are highlighted in the documents"
 )
 m1, m2, m3 = st.columns(3)
-m1.metric("Share of documents where it fires", f"{row['density']:.2%}")
+m1.metric("Share of documents where it fires", f"{row['density']:.1%}")  # as the table's "fires on" shows it
 m2.metric("Mean activation (when active)", f"{row['mean_activation']:.3f}")
 m3.metric("Max activation", f"{row['max_activation']:.3f}")
 
