@@ -51,6 +51,14 @@ NEXT_STEPS = {
 }
 
 
+def add_features_hint(query: str) -> str:
+    """What the Search sidebar says while its "Add to the sliders" list is empty: what to type, or that nothing
+    matched what was typed."""
+    if not str(query).strip():
+        return "Type a word of a feature's label or keywords above to list features to add."
+    return f"No feature's label or keywords hold every word of “{str(query).strip()}”; try another word."
+
+
 ERRORS = (HsaeError, OSError)  # what a page shows as one st.error line instead of an exception box
 
 

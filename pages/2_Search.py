@@ -53,7 +53,10 @@ latents, acts = engine.query_code(vector)
 initial = {int(l): float(a) for l, a in zip(latents[:MAX_SLIDERS], acts[:MAX_SLIDERS])}
 with st.sidebar:
     st.subheader("Add features")
-    found = search_features(table, st.text_input("Find features by label", key="add_query"), limit=30)
+    wanted = st.text_input("Find features by label", key="add_query")
+    found = search_features(table, wanted, limit=30)
+    if not len(found):  # the list below is empty until a word finds features: say so, not only "No options"
+        st.caption(ui.add_features_hint(wanted))
     added = st.multiselect(
         "Add to the sliders",
         found["latent"].tolist(),

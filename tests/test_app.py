@@ -267,6 +267,20 @@ def test_more_like_this_leaves_out_the_query_and_back_to_start_reproduces_baseli
     np.testing.assert_array_equal(df(at, "steered_results")["score"], base["score"])
 
 
+def test_search_sidebar_says_how_to_list_features_to_add(app_env):
+    at = page("Search")
+    at.text_input(key="search_text").input("friendly staff").run()
+    assert not at.exception
+    # The "Add to the sliders" list is empty until a word finds features; it said only "No options to select"
+    assert any("to list features to add" in c.value for c in at.sidebar.caption), [c.value for c in at.sidebar.caption]
+    at.sidebar.text_input(key="add_query").input("zzzqqq").run()
+    assert any("zzzqqq" in c.value and "try another word" in c.value for c in at.sidebar.caption)
+    keywords = Workspace.open(app_env).features["keywords"].dropna().astype(str)
+    word = keywords[keywords.str.strip() != ""].iloc[0].split(",")[0].strip()
+    at.sidebar.text_input(key="add_query").input(word).run()
+    assert at.sidebar.multiselect[0].options and not any("features to add" in c.value for c in at.sidebar.caption)
+
+
 def test_search_empty_query_is_a_message_not_a_crash(app_env):
     at = page("Search")
     assert any("Type a query" in i.value for i in at.info)
