@@ -512,12 +512,26 @@ def _build_with_ray(args, frame):
     )
 
 
+WORKSPACE_HELP = "workspace folder (from 'hsae build' or the dashboard), or its name in $HSAE_WORKSPACES_DIR"
+
+
+def _open_workspace(given: str):
+    """The workspace ``given`` names: a folder, or the name of one under $HSAE_WORKSPACES_DIR as the dashboard's
+    sidebar lists it (``hsae features yelp-demo`` after ``hsae demo``). A folder of that name here comes first."""
+    from .workspace import MANIFEST, Workspace, workspaces_dir
+
+    path = Path(given)
+    named = workspaces_dir() / given
+    if not path.exists() and path.name == given and (named / MANIFEST).is_file():
+        return Workspace.open(named)
+    return Workspace.open(path)
+
+
 # ---------------------------------------------------------------------------------------- relabel
 def cmd_relabel(args) -> int:
     from .labelsets import relabel_workspace, summarize
-    from .workspace import Workspace
 
-    ws = Workspace.open(args.workspace)
+    ws = _open_workspace(args.workspace)
     client = budget = None
     if args.labeller == "llm":
         from .refine import Budget, describe_estimate, estimate_llm_labels
@@ -572,13 +586,12 @@ def cmd_features(args) -> int:
     """A workspace's features in the terminal: the list (broad levels first), or one feature's page."""
     from .feature_report import feature_page, features_listing, workspace_correlations
     from .labelsets import features_with_labels
-    from .workspace import Workspace
 
     if args.correlate is None and (args.value is not None or args.control):
         raise DataError("--value and --control go with --correlate COLUMN")
     if args.correlate is not None and args.feature is not None:
         raise DataError("--correlate lists the features; --feature shows one: give one of them")
-    ws = Workspace.open(args.workspace)
+    ws = _open_workspace(args.workspace)
     table = features_with_labels(ws, args.labels)
     if args.feature is not None:
         print(feature_page(ws, table, args.feature, docs=args.docs))
@@ -926,7 +939,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="label a workspace's features again (phrases, keywords or an LLM) and "
         "score every label on documents the labeller never saw",
     )
-    p.add_argument("workspace", help="workspace folder (from 'hsae build' or the dashboard)")
+    p.add_argument("workspace", help=WORKSPACE_HELP)
     p.add_argument("--labeller", default="phrases", choices=settings.LABELLERS)
     p.add_argument("--name", default=None, help="label set name (default: the labeller's name)")
     p.add_argument("--refine", action="store_true", help="llm: rewrite labels whose validation F1 is under --f1-bar")
@@ -942,7 +955,7 @@ def build_parser() -> argparse.ArgumentParser:
         "features",
         help="list a workspace's features (broad levels first) with their labels, or show one with its documents",
     )
-    p.add_argument("workspace", help="workspace folder (from 'hsae build' or the dashboard)")
+    p.add_argument("workspace", help=WORKSPACE_HELP)
     p.add_argument("--level", default=None, help="only this SAE level, as latents/active (e.g. 4/1)")
     p.add_argument("--search", default=None, help="only features whose label or keywords hold every word of this")
     p.add_argument("--n", type=_whole_number_at_least(0), default=30, help="rows at most (0: all; default 30)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -242,6 +243,26 @@ def test_hsae_features_lists_them_as_the_features_page_does_and_shows_one(small_
     assert main(["features", str(small_workspace), "--feature", str(len(table))]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "No level '7/1'" in err[0] and f"Feature {len(table)} does not exist" in err[1]
+
+
+def test_hsae_features_and_relabel_take_a_workspace_by_its_dashboard_name(
+    small_workspace, tmp_path, monkeypatch, capsys
+):  # noqa: F811
+    # After `hsae demo` the sidebar lists "yelp-demo"; `hsae features yelp-demo` said "yelp-demo is not a workspace
+    # (no workspace.json); build one with `hsae build` or the dashboard"
+    from hsae_core.cli import main
+
+    root = tmp_path / "workspaces"
+    shutil.copytree(small_workspace, root / "reviews")
+    monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(root))
+    monkeypatch.chdir(tmp_path)
+    assert main(["features", "reviews", "--n", "3"]) == 0
+    assert capsys.readouterr().out.startswith(f"{len(Workspace.open(small_workspace).features)} of ")
+    assert main(["relabel", "reviews", "--labeller", "keywords"]) == 0
+    assert "keywords" in capsys.readouterr().out
+    # A name that is no workspace there still says what it is not
+    assert main(["features", "nothing-here"]) == 2
+    assert "nothing-here is not a workspace" in capsys.readouterr().err
 
 
 def test_hsae_features_correlate_lists_the_strongest_first_within_each_test(upworthy_workspace, capsys):  # noqa: F811
