@@ -1111,6 +1111,17 @@ def _quiet_library_logs() -> None:
         logger.addHandler(logging.NullHandler())
 
 
+def _reader_left() -> int:
+    """End quietly after a write to a closed pipe: later writes (Python's own flush of stdout at exit) go to
+    /dev/null instead of printing "Exception ignored ... BrokenPipeError"; the status is the shell's for a
+    process ended by SIGPIPE (128 + 13)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     try:
@@ -1126,6 +1137,8 @@ def main(argv=None) -> int:
         return args.func(args)
     except HsaeError as exc:
         return _fail(as_cli_message(str(exc), parser))
+    except BrokenPipeError:  # the reader left (`hsae features WS | head`): it has what it wanted; nothing to say
+        return _reader_left()
     except OSError as exc:  # permission denied, disk full, a file or folder in the way: one line, never a traceback
         return _fail(describe_os_error(exc))
     except MemoryError:

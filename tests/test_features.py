@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,6 +26,8 @@ from hsae_core.features import (
     text_features,
 )
 from hsae_core.workspace import Workspace
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -263,6 +269,23 @@ def test_hsae_features_and_relabel_take_a_workspace_by_its_dashboard_name(
     # A name that is no workspace there still says what it is not
     assert main(["features", "nothing-here"]) == 2
     assert "nothing-here is not a workspace" in capsys.readouterr().err
+
+
+def test_hsae_features_into_a_pipe_its_reader_closed_ends_quietly(small_workspace):  # noqa: F811
+    # `hsae features WS | head -2` printed "hsae: error: Filesystem error: Broken pipe" and exited with status 2
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "hsae_core.cli", "features", str(small_workspace), "--n", "0"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+            timeout=300,
+        )
+    finally:
+        os.close(write)
+    assert proc.stderr.decode() == "" and proc.returncode == 141
 
 
 def test_hsae_features_correlate_lists_the_strongest_first_within_each_test(upworthy_workspace, capsys):  # noqa: F811
