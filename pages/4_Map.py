@@ -177,7 +177,9 @@ else:
         y="y",
         color=None if colour is None else colour_name,
         **legend_style,
-        hover_data={"text": True, "doc": True, "x": False, "y": False},
+        # a number on hover to 3 decimals (it read "feature #64=0.6697918772697449")
+        hover_data={"text": True, "doc": True, "x": False, "y": False}
+        | ({colour_name: ":.3f"} if colour is not None and not category else {}),
         custom_data=["doc"],
         render_mode="webgl",
     )

@@ -662,6 +662,9 @@ def test_map_page_layout_and_region_features(app_env):
     at = page("Map")
     chart = at.get("plotly_chart")[0].proto.spec
     assert '"x"' in chart and "feature #" in chart
+    # The hover gives the feature's activation to 3 decimals (it read "feature #64=0.6697918772697449")
+    hover = json.loads(chart)["data"][0]["hovertemplate"]
+    assert re.search(r"feature #\d+=%\{marker\.color:\.3f\}", hover), hover
     # Region names: whole, or cut at a word with an ellipsis, the whole label on hover
     notes = json.loads(chart)["layout"]["annotations"]
     assert notes and all(len(a["text"]) <= 40 for a in notes)
