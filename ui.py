@@ -359,11 +359,34 @@ SMALL_COLUMNS = {  # short columns beside a document's text, kept narrow so that
 }
 
 
+# What the columns of the small number tables (Features, Map) mean, shown on hover over their headers.
+NUMBER_HELP = {
+    "latent": "Feature number (the Features page opens it: Open feature #)",
+    "cosine": "Cosine between the two features' decoder directions: 1 = the same direction in embedding space",
+    "together": "Documents where both features fire",
+    "share": "Share of this feature's documents where the other one fires too",
+    "lift": "That share divided by the other feature's share of all documents: above 1, they fire together more "
+    "often than chance",
+    "inside": "Selected documents where the feature fires",
+    "outside": "Documents outside the selection where the feature fires",
+    "inside_rate": "Share of the selected (or region's) documents where the feature fires",
+    "outside_rate": "Share of the other documents where the feature fires",
+    "ratio": "inside_rate / outside_rate (smoothed)",
+    "log_odds": "Log-odds ratio of firing inside against outside (smoothed)",
+    "z": "z-score of that log-odds ratio: how surely the feature is over-represented (above ~3: clearly)",
+}
+
+
 def numbers_table(frame: pd.DataFrame, key: str) -> None:
     """A read-only table whose fractional numbers all show three decimals (``round(3)`` alone printed 0.47
-    under 0.678); whole-number columns (feature numbers, counts) stay as they are."""
+    under 0.678); whole-number columns (feature numbers, counts) stay as they are. Columns named in
+    NUMBER_HELP explain themselves on hover."""
     fractional = [c for c in frame.columns if pd.api.types.is_float_dtype(frame[c]) and not _whole(frame[c])]
-    config = {c: st.column_config.NumberColumn(c, format="%.3f") for c in fractional}
+    config = {
+        c: st.column_config.NumberColumn(c, format="%.3f" if c in fractional else None, help=NUMBER_HELP.get(c))
+        for c in frame.columns
+        if c in fractional or c in NUMBER_HELP
+    }
     st.dataframe(frame, key=key, hide_index=True, column_config=config)
 
 

@@ -164,6 +164,12 @@ def test_features_table_row_click_opens_the_feature_and_documents_read_in_full(a
     assert column_formats(at, "feature_table")["density"] == "%.1f%%" and table["density"].max() > 1
     assert column_formats(at, "nearest")["cosine"] == "%.3f" and "latent" not in column_formats(at, "nearest")
     assert {"share", "lift"} <= set(column_formats(at, "cooccurring"))
+    # Their headers say what they mean ("lift", "share", "cosine" stood there unexplained)
+    for key, cols in (("nearest", ["cosine"]), ("cooccurring", ["together", "share", "lift"])):
+        _, element = full_key(at, key)
+        element = element if element is not None else at.dataframe[ORDER[key]]
+        config = json.loads(element.proto.columns or "{}")
+        assert all(config[c].get("help") for c in cols), (key, config)
     # The open feature's share reads as its "fires on" cell does (62.6%, not 62.58% below 62.6% in the table)
     share = {m.label: m.value for m in at.metric}["Share of documents where it fires"]
     assert share == f"{table.set_index('latent')['density'].loc[9]:.1f}%", share
