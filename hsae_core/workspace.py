@@ -53,18 +53,17 @@ FILES = {
     "index": "index.faiss",
 }
 STEPS = tuple(FILES)
-# Rough share of a fresh build's time per step (the 4,000-review demo on 2 cores: embeddings 387 s, SAE 12 s,
-# features 2 s under load): weights for one overall progress bar over the whole build (progress.StagedProgress).
-# "labels" is the labelling inside the features step (its messages read "labels: ..."): with no weight of its own
-# its time went to the step before, so `hsae demo` said "codes 101.3 s" (encoding took 0.3 s) and the bar stood
-# still while it ran. Measured 2026-11-24, the demo with cached embeddings at load 2-4: SAE 17.7 s, phrase and
-# keyword labels 101 s with an empty label cache (15 s with a warm one).
+# Rough share of a fresh build's time per step: weights for one overall progress bar over the whole build
+# (progress.StagedProgress). Measured with bench/first_start.py (the 4,000-review demo, empty caches, 2 cores, idle,
+# 2026-11-24): embeddings 114-116 s, SAE 14 s, labels 16 s, codes 0.1 s. "labels" is the labelling inside the
+# features step (its messages read "labels: ..."): with no weight of its own its time went to the step before, so
+# `hsae demo` printed it as "codes" and the bar stood still while it ran.
 BUILD_WEIGHTS = {
     "table": 1,
     "embeddings": 100,
-    "sae": 4,
+    "sae": 12,
     "codes": 1,
-    "labels": 20,
+    "labels": 14,
     "features": 2,
     "index": 1,
     "layout": 4,
