@@ -338,6 +338,11 @@ def test_two_concurrent_builds_into_one_folder_one_is_refused(tiny, tmp_path):
             first.kill()
     assert first.returncode == 0, stderr
     assert "Workspace ready" in stdout and "Workspace ready" not in second.stdout
+    # what each step took, as `hsae demo` says it, with the labelling a step of its own (not inside "codes")
+    took = re.search(r"^Built in .+ \((.+)\)$", stdout, re.M)
+    assert took, stdout
+    steps = dict(re.findall(r"(\w+) ([\d.]+) s", took.group(1)))
+    assert {"embeddings", "sae", "codes", "labels"} <= set(steps), took.group(0)
     ws = Workspace.open(out)
     assert len(ws.frame) == 200 and ws.codes.shape == (200, M)
 
