@@ -820,8 +820,8 @@ def map_layout(ws: Workspace) -> Optional[np.ndarray]:
     if job.finished:
         return ws.layout()
     st.info(
-        "This workspace was built without its map: computing it now in the background (a large corpus "
-        "takes minutes; the other pages work meanwhile). `hsae build` computes it during the build."
+        "Laying out the map: the first visit computes it in the background, once (a large corpus takes "
+        "minutes; the other pages work meanwhile, and later visits show it at once)."
     )
     follow_job(job)
     return None
