@@ -512,6 +512,20 @@ def column_kinds(ws: Workspace) -> dict:
     return _kinds(str(ws.path), _stamp(ws.path))
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _likely_target(path: str, stamp: float):
+    from hsae_core.columns import guess_target_column
+
+    space = _open(path, stamp)
+    return guess_target_column(space.frame, space.text_col)
+
+
+def likely_target(ws: Workspace):
+    """The column a user most likely means as a target (stars, rating, label, ...; the Hypotheses page's first
+    choice), or None; computed once."""
+    return _likely_target(str(ws.path), _stamp(ws.path))
+
+
 def api_key_box() -> Optional[str]:
     """An API key from the environment, or typed into a password field (kept in this session only)."""
     if settings.openai_api_key():

@@ -231,7 +231,10 @@ prevalence_cols = sorted(
 )
 if prevalence_cols:
     st.subheader("Prevalence across a column")
-    by = st.selectbox("Column", prevalence_cols, key="prev_col")
+    # opens on the likely target (the demo's stars), not the first category (the demo's val/holdout split)
+    likely = ui.likely_target(ws)
+    start = prevalence_cols.index(likely) if likely in prevalence_cols else 0
+    by = st.selectbox("Column", prevalence_cols, index=start, key="prev_col")
     prev = fx.prevalence_by(latent, ws.frame[by])
     fig = px.bar(
         prev,

@@ -173,6 +173,9 @@ def test_features_table_row_click_opens_the_feature_and_documents_read_in_full(a
     # The open feature's share reads as its "fires on" cell does (62.6%, not 62.58% below 62.6% in the table)
     share = {m.label: m.value for m in at.metric}["Share of documents where it fires"]
     assert share == f"{table.set_index('latent')['density'].loc[9]:.1f}%", share
+    # Prevalence opens on the column a user means (stars), not on the val/holdout bookkeeping listed first
+    prevalence = at.selectbox(key="prev_col")
+    assert prevalence.value == "stars" and "split" in prevalence.options, prevalence.options
 
 
 def test_features_link_with_query_parameter_opens_that_feature(app_env):
