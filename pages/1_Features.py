@@ -14,6 +14,7 @@ from hsae_core.data import holds_codes
 from hsae_core.errors import HsaeError
 from hsae_core.features import reading_order, search_features, strongest_first, text_features
 from hsae_core.labelsets import low_fidelity, trusted
+from hsae_core.report import COLUMN_NAMES
 from hsae_core.unique_labels import count_shared
 
 ui.page_setup("Features")
@@ -40,13 +41,16 @@ FEATURE_COLUMNS = {
         "the finest features; the main level (the SAE's m/k) is the one that reconstructs the embeddings",
     ),
     "label": st.column_config.TextColumn("label", width="medium"),
+    # named as the Hypotheses table and `hsae features` name them (this table said "fidelity AUC")
     "fidelity_auc": st.column_config.NumberColumn(
-        "fidelity AUC",
+        COLUMN_NAMES["fidelity_auc"],
         format="%.2f",
         help="Held-out embedding-judge AUC of the label (documents the "
         "labeller never saw); low = do not trust the label",
     ),
-    "fidelity_f1": st.column_config.NumberColumn("fidelity F1", format="%.2f", help="Held-out F1 of the label"),
+    "fidelity_f1": st.column_config.NumberColumn(
+        COLUMN_NAMES["fidelity_f1"], format="%.2f", help="Held-out F1 of the label"
+    ),
     "density": st.column_config.NumberColumn(
         # one decimal everywhere, as `hsae features` prints it (Streamlit's "percent" shows 12% beside 5.23%)
         "fires on",

@@ -170,6 +170,10 @@ def test_features_table_row_click_opens_the_feature_and_documents_read_in_full(a
         element = element if element is not None else at.dataframe[ORDER[key]]
         config = json.loads(element.proto.columns or "{}")
         assert all(config[c].get("help") for c in cols), (key, config)
+    # A label's held-out scores are named as on the Hypotheses page and in `hsae features` (it said "fidelity AUC")
+    _, element = full_key(at, "feature_table")
+    config = json.loads((element if element is not None else at.dataframe[ORDER["feature_table"]]).proto.columns)
+    assert (config["fidelity_auc"]["label"], config["fidelity_f1"]["label"]) == ("label AUC", "label F1"), config
     # The open feature's share reads as its "fires on" cell does (62.6%, not 62.58% below 62.6% in the table)
     share = {m.label: m.value for m in at.metric}["Share of documents where it fires"]
     assert share == f"{table.set_index('latent')['density'].loc[9]:.1f}%", share
