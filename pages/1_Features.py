@@ -164,8 +164,14 @@ if picked is not None and picked < len(shown):
     if clicked != st.session_state.get("_feature_from_row"):  # a new click wins over the number box
         st.session_state["_feature_from_row"] = clicked
         st.session_state["feature_open"] = clicked[1]
-if "feature_open" not in st.session_state:
-    st.session_state["feature_open"] = int(order[0])
+        st.session_state.pop("_feature_auto", None)
+# Until the user opens one (a link, a row, the number box), the open feature is the table's first row, and it
+# follows the table when a search, a correlation or a filter reorders it: after "Correlate with column" the
+# strongest feature heads the table and opens below it, not the feature of the order before.
+auto = st.session_state.get("_feature_auto")
+if "feature_open" not in st.session_state or (auto is not None and st.session_state["feature_open"] == auto):
+    first_row = int(shown["latent"].iloc[0]) if len(shown) else int(order[0])
+    st.session_state["feature_open"] = st.session_state["_feature_auto"] = first_row
 latent = int(st.number_input("Open feature #", min_value=0, max_value=len(table) - 1, key="feature_open"))
 st.query_params["feature"] = str(latent)
 st.session_state["_feature_from_link"] = str(latent)

@@ -196,6 +196,11 @@ def test_features_correlation_with_a_text_category_asks_for_its_value(app_env):
     assert list(table.columns).index("corr(stars)") == list(table.columns).index("label") + 1
     strength = table["corr(stars)"].abs().fillna(-1).to_numpy()
     assert (np.diff(strength) <= 0).all()
+    # the strongest feature heads the table and is the one open below it (the page kept the old order's first)
+    assert at.header[0].value.startswith(f"Feature #{int(table['latent'].iloc[0])}:"), at.header[0].value
+    at.number_input(key="feature_open").set_value(9).run()  # a feature the user opens stays open on a new order
+    at.selectbox(key="feat_corr_col").set_value("(none)").run()
+    assert at.header[0].value.startswith("Feature #9:")
     at.selectbox(key="feat_corr_col").set_value("split").run()  # a `str` column under pandas 3
     assert at.selectbox(key="feat_corr_val").options == ["holdout", "val"]
     assert not at.warning and "corr(split=holdout)" in df(at, "feature_table").columns
