@@ -20,8 +20,7 @@ from hsae_core.unique_labels import count_shared
 ui.page_setup("Features")
 st.title("Features")
 ws = ui.pick_workspace("Features")
-if ws is None:
-    ui.next_steps("Features")
+if ws is None:  # the picker said why, and what to do; this page's own steps need a workspace
     st.stop()
 fx = ui.explorer(ws)
 table = ui.feature_table(ws).copy()

@@ -16,8 +16,7 @@ MAX_SLIDERS = 12
 ui.page_setup("Search")
 st.title("Search")
 ws = ui.pick_workspace("Search")
-if ws is None:
-    ui.next_steps("Search")
+if ws is None:  # the picker said why, and what to do; this page's own steps need a workspace
     st.stop()
 engine = ui.search_engine(ws)
 table = ui.feature_table(ws)

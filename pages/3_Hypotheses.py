@@ -41,8 +41,7 @@ from hsae_core.target_scale import TargetScale
 ui.page_setup("Hypotheses")
 st.title("Hypotheses")
 ws = ui.pick_workspace("Hypotheses")
-if ws is None:
-    ui.next_steps("Hypotheses")
+if ws is None:  # the picker said why, and what to do; this page's own steps need a workspace
     st.stop()
 
 SPLITS = ("random rows", "grouped by a column", "by a column's value")
