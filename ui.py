@@ -4,6 +4,7 @@ error display and table shaping. The only module besides the pages that imports 
 
 from __future__ import annotations
 
+import hashlib
 import html
 import logging
 import re
@@ -770,8 +771,8 @@ def start_hypotheses(ws: Workspace, target: str, config, **options) -> None:
     """Generate hypotheses for ``target`` in the background, into a new run folder of the workspace; ``options``
     go to Workspace.hypothesize (own_features, sample, llm_client: the client, and any API key typed into it,
     stays in memory). The workspace's Hypotheses page follows it (follow_hypotheses): one bar with the time left, as
-    the run reports its overall progress. While a run for this target of this workspace goes on (this session's or
-    another's), a click starts nothing and says so."""
+    the run reports its overall progress. While a run with these settings for this target of this workspace goes on
+    (this session's or another's), a click starts nothing and says so; other settings start a run beside it."""
     from hsae_core.progress import ONE_BAR
 
     def work(progress) -> str:
@@ -779,14 +780,43 @@ def start_hypotheses(ws: Workspace, target: str, config, **options) -> None:
         ws.hypothesize(target, config, out_dir=out_dir, progress=progress, **options)
         return str(out_dir)
 
-    key = f"hypotheses:{ws.path}:{target}"
-    label = f"Hypotheses for '{target}' in {ws.path.name}"
+    prefix = f"hypotheses:{ws.path}:{target}:"
+    key = prefix + _run_settings_digest(config, options)
+    going = [job for job in jobs_running_for(prefix) if job.key != key]
+    label = f"Hypotheses for '{target}'" + (f" = {config.target_class}" if config.target_class else "")
+    label += f" in {ws.path.name}" + (f" (run {len(going) + 1})" if going else "")
     _, started = start_job(key, label, work, ONE_BAR, page="Hypotheses", workspace=str(ws.path))
     _follow(key, started_here=started)
     if not started:
         st.info(
-            f"A run for '{target}' on this workspace is already going (its progress is below): nothing new started."
+            f"A run for '{target}' with these settings on this workspace is already going (its progress is below): "
+            "nothing new started."
         )
+    elif going:
+        others = "Another run" if len(going) == 1 else f"{len(going)} other runs"
+        verb = "is" if len(going) == 1 else "are"
+        st.info(f"{others} for '{target}' on this workspace, with other settings, {verb} going on beside this one.")
+
+
+def _run_settings_digest(config, options: dict) -> str:
+    """A short digest of what a hypothesis run computes: its config and options, an LLM client by its model and
+    server (never its key), the rows of a sample by their bytes. Two clicks with the same settings make one job."""
+    client = options.get("llm_client")
+    sample = options.get("sample")
+    described = {
+        "config": repr(config),
+        "own_features": options.get("own_features"),
+        "llm": None if client is None else (getattr(client, "model", None), getattr(client, "base_url", None)),
+        "sample": None if sample is None else hashlib.sha1(np.asarray(sample).tobytes()).hexdigest(),
+    }
+    return hashlib.sha1(repr(sorted(described.items())).encode()).hexdigest()[:12]
+
+
+def jobs_running_for(prefix: str) -> list[Job]:
+    """This server's background jobs whose key starts with ``prefix`` and that have not finished (any session's)."""
+    board = _board()
+    with board.lock:
+        return [job for key, job in board.jobs.items() if key.startswith(prefix) and not job.finished]
 
 
 def follow_hypotheses(ws: Workspace) -> Optional[str]:

@@ -98,7 +98,8 @@ def test_a_hypothesis_run_goes_on_while_the_user_moves_away_and_opens_in_its_wor
     # A second click starts no second run, and says so.
     at.button(key="hyp_run").click().run()
     assert [i.value for i in at.info if "already going" in i.value] == [
-        "A run for 'useful' on this workspace is already going (its progress is below): nothing new started."
+        "A run for 'useful' with these settings on this workspace is already going (its progress is below): "
+        "nothing new started."
     ]
     assert len(progress_lines(at)) == 1
     # Another widget's value, another workspace, another page: the run goes on, and the sidebar says so.
@@ -137,6 +138,7 @@ def test_another_tab_sees_the_run_going_and_only_the_tab_that_started_it_hears_o
     assert [line.split(":")[0] for line in progress_lines(at)] == ["Hypotheses for 'stars' in yelp-copy"]
     other = page("Hypotheses")
     assert [line.split(":")[0] for line in progress_lines(other)] == ["Hypotheses for 'stars' in yelp-copy"]
+    other.number_input(key="hyp_n").set_value(3)  # the same settings: the run going on, not a second one
     other.button(key="hyp_run").click().run()
     assert any("already going" in i.value for i in other.info) and len(progress_lines(other)) == 1
     # The disk changes under the run: its runs folder becomes a file, so the run cannot be saved.
@@ -152,6 +154,27 @@ def test_another_tab_sees_the_run_going_and_only_the_tab_that_started_it_hears_o
     assert not at.error, "said once"
     finish_jobs(other)
     assert not other.error and not progress_lines(other)
+
+
+def test_a_run_with_other_settings_starts_beside_the_one_going(held_jobs, one_workspace):
+    """While a run for 'stars' goes on, a click with other settings (3 hypotheses, then 4) starts a second run
+    instead of being refused as 'already going' with the new settings dropped; both finish and are saved."""
+    at = page("Hypotheses")
+    at.number_input(key="hyp_n").set_value(3)
+    at.button(key="hyp_run").click().run()
+    at.number_input(key="hyp_n").set_value(4)
+    at.button(key="hyp_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert not [i.value for i in at.info if "already going" in i.value]
+    assert [line.split(":")[0] for line in progress_lines(at)] == [
+        "Hypotheses for 'stars' in yelp-copy",
+        "Hypotheses for 'stars' in yelp-copy (run 2)",
+    ]
+    assert any(i.value.startswith("Another run for 'stars' on this workspace") for i in at.info)
+    held_jobs.set()
+    finish_jobs(at)
+    runs = Workspace.open(one_workspace).list_runs()
+    assert sorted(r["summary"]["config"]["n"] for r in runs) == [3, 4]
 
 
 def test_relabelling_goes_on_while_the_user_reads_another_page_and_shows_its_labels_when_done(held_jobs, one_workspace):
