@@ -630,12 +630,12 @@ def run_hypotheses(
     timer = StageTimer()
     given = sae is not None
     with timer("train_sae"):
-        sae = sae if given else _cached_sae(config, X_train, embedding_model)
+        sae, sae_key = (sae, None) if given else _cached_sae(config, X_train, embedding_model)
         bar = Overall(
             progress,
             _run_weights(config, sae is None, interpreter, annotator, targets, n_tested, len(X_train), len(X_hold)),
         )
-        sae = _fit_or_check_sae(sae, given, X_train, config, embedding_model, bar)
+        sae = _fit_or_check_sae(sae, given, X_train, config, embedding_model, bar, sae_key)
     origin = _sae_origin(sae, given, sae_origin, len(X_train))
     seen = _holdout_rows_fitted_on(sae, X_train, X_hold) if given and sae_origin is None else 0
     if seen:
@@ -936,13 +936,16 @@ def _fresh_sae(config: HypothesisConfig, embedding_model: Optional[str]) -> Spar
 
 
 def _cached_sae(config: HypothesisConfig, X_train: np.ndarray, embedding_model: Optional[str]):
-    """The SAE an identical earlier training left in the SAE cache (with ``config.cache_sae``), or None: known
-    before the run's progress is weighted, as a cached SAE takes no time."""
+    """(the SAE an identical earlier training left in the SAE cache, or None; its cache key, for the training to
+    store under without hashing the embeddings again): with ``config.cache_sae``. Known before the run's progress
+    is weighted, as a cached SAE takes no time."""
     if not config.cache_sae:
-        return None
-    from .sae_cache import lookup
+        return None, None
+    from .sae_cache import cache_key, lookup
 
-    return lookup(_fresh_sae(config, embedding_model), X_train)
+    fresh = _fresh_sae(config, embedding_model)
+    key = cache_key(X_train, fresh.get_params())
+    return lookup(fresh, X_train, key=key), key
 
 
 def _against_expected_epochs(progress: Optional[ProgressFn], max_epochs: int) -> Optional[ProgressFn]:
@@ -965,16 +968,19 @@ def _fit_or_check_sae(
     config: HypothesisConfig,
     embedding_model: Optional[str],
     bar: Overall,
+    cache_key: Optional[str] = None,
 ) -> SparseAutoencoder:
     """Train the configured SAE on the training rows (its epochs move ``bar``) when ``sae`` is None; else the cached
-    one, or check that a ``given`` one reads these embeddings."""
+    one, or check that a ``given`` one reads these embeddings. ``cache_key``: the SAE cache's key of this training,
+    from :func:`_cached_sae` (the embeddings are hashed once a run)."""
     if sae is None:
         from .sae_cache import fit_cached
 
         training = bar.stage("sae", "training the SAE")
         report(training, 0, 1)
         epochs = _against_expected_epochs(training, config.max_epochs)
-        return fit_cached(_fresh_sae(config, embedding_model), X_train, progress=epochs, use_cache=config.cache_sae)
+        fresh = _fresh_sae(config, embedding_model)
+        return fit_cached(fresh, X_train, progress=epochs, use_cache=config.cache_sae, key=cache_key)
     if not given:
         bar.start("sae", "training the SAE", "loaded from the SAE cache")
         return sae
