@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 
 from . import settings, validate
+from .data import markup_line
 from .errors import DataError, HsaeError
 from .fsutil import check_cache_dir, check_output_dir, check_output_file, describe_os_error
 from .settings import LABELS, SAE, SELECTION
@@ -232,6 +233,8 @@ def cmd_embed(args) -> int:
         f"Embedded {len(X)} texts with {model_id} ({X.shape[1]}-d) -> {out}"
         + (f"; dropped {dropped} empty texts" if dropped else "")
     )
+    if markup_line(corpus.counts):
+        print(markup_line(corpus.counts))
     return 0
 
 
@@ -416,6 +419,8 @@ def _built(ws, out, seconds: Optional[dict] = None) -> int:
         f"Workspace ready: {out} ({len(ws):,} documents, {how}). Open it with: "
         f"HSAE_WORKSPACE={out} streamlit run app.py"
     )
+    if markup_line(ws.manifest.get("counts") or {}):
+        print(markup_line(ws.manifest["counts"]))
     moved = ws.moved_runs_line()
     if moved:
         print(moved)

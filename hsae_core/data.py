@@ -5,6 +5,8 @@ Rows with an empty/NaN text or a NaN target are dropped and counted, never silen
 
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -164,9 +166,11 @@ def prepare_corpus(
     is_text = text.map(lambda v: isinstance(v, str))
     if n_read and not is_text.any():
         raise DataError(f"Column '{text_col}' holds no text (found {text.dtype} values); pick the text column")
-    stripped = text.where(is_text, "").astype(str).str.strip()
+    stripped, n_markup = without_markup(text.where(is_text, "").astype(str).str.strip())
     empty, missing = _unusable_rows(stripped, df, target_col)
     counts = {"read": int(n_read), "dropped_empty_text": int(empty.sum())}
+    if n_markup:
+        counts["markup_removed"] = n_markup
     keep = ~empty
     y = kind = classes = None
     if target_col is not None:
@@ -183,6 +187,8 @@ def prepare_corpus(
             f"Only {len(positions)} usable rows (after dropping {n_read - len(positions)}); need at least {min_rows}"
         )
     frame = df.iloc[positions].reset_index(drop=True)
+    if n_markup:  # the pages and the labels show the texts that were embedded, not their tags
+        frame[text_col] = stripped.iloc[positions].to_numpy()
     return Corpus(
         texts=stripped.iloc[positions].tolist(),
         frame=frame,
@@ -293,6 +299,37 @@ def _target_name(name, frame: pd.DataFrame, text_col: str) -> str:
     return name
 
 
+# Tags of the HTML that web exports wrap their texts in (Upworthy's ledes: '<p>When I saw ...</p>'), and those of
+# them that end a line. Named tags only: a formula's 'p<0.05' or 'a <b> c' in prose is no tag.
+_HTML_TAG = re.compile(
+    r"<\s*/?\s*(?:p|br|div|span|a|em|strong|b|i|u|s|ul|ol|li|h[1-6]|blockquote|img|hr|sup|sub|small|font|"
+    r"table|thead|tbody|tr|td|th)\b[^<>]*>",
+    re.IGNORECASE,
+)
+_LINE_TAG = re.compile(r"<\s*/?\s*(?:p|br|div|ul|ol|li|h[1-6]|blockquote|hr|table|tr)\b[^<>]*>", re.IGNORECASE)
+MARKUP_SHARE = 0.5  # the share of non-empty texts holding a tag that makes a column HTML
+
+
+def without_markup(texts: pd.Series) -> tuple[pd.Series, int]:
+    """(texts, how many changed): a column of HTML fragments (at least ``MARKUP_SHARE`` of its non-empty texts
+    hold a tag) with its tags and entities replaced by what a browser shows, paragraphs and line breaks as new
+    lines; any other column as it is. Embedded with their tags, the texts' labels and search results read
+    '<p>' and '&amp;'."""
+    has_tag = texts.str.contains(_HTML_TAG)
+    non_empty = texts.str.len() > 0
+    if not non_empty.any() or has_tag[non_empty].mean() < MARKUP_SHARE:
+        return texts, 0
+    shown = texts.str.replace(_LINE_TAG, "\n", regex=True).str.replace(_HTML_TAG, "", regex=True).map(html.unescape)
+    shown = shown.str.replace(r"[ \t\u00a0]+", " ", regex=True).str.replace(r" *\n[\s]*", "\n", regex=True).str.strip()
+    return shown, int((shown != texts).sum())
+
+
+def markup_line(counts: dict) -> str | None:
+    """What was done to HTML texts, for the people reading a build's or a run's row counts; None when nothing."""
+    n = int(counts.get("markup_removed", 0) or 0)
+    return f"{n:,} texts were HTML: read without their tags and entities, as a browser shows them" if n else None
+
+
 def _unusable_rows(
     stripped_text: pd.Series, df: pd.DataFrame, target_col: Optional[str]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -305,10 +342,13 @@ def _unusable_rows(
 def part_counts(df: pd.DataFrame, text_col: str, target_col: Optional[str], rows: slice) -> dict:
     """Row counts (read, dropped empty text, dropped missing target) of one part of ``df``, e.g. one input file."""
     text = df[text_col]
-    stripped = text.where(text.map(lambda v: isinstance(v, str)), "").astype(str).str.strip()
+    as_read = text.where(text.map(lambda v: isinstance(v, str)), "").astype(str).str.strip()
+    stripped, n_markup = without_markup(as_read)
     empty, missing = _unusable_rows(stripped, df, target_col)
     empty, missing = empty[rows], missing[rows]
     counts = {"read": int(len(empty)), "dropped_empty_text": int(empty.sum())}
+    if n_markup:
+        counts["markup_removed"] = int((stripped != as_read).to_numpy()[rows].sum())
     if target_col is not None:
         counts["dropped_missing_target"] = int((missing & ~empty).sum())
     return counts

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .data import markup_line
 from .stats import format_p
 
 # Column -> (name shown to people, what it means); the files keep the machine names. In reading order.
@@ -407,6 +408,9 @@ def split_summary(summary: dict) -> str:
     missing = sum(table.get("dropped_missing_target", 0) for table in tables)
     if empty:
         parts.append(f"rows with an empty text dropped {empty:,}")
+    markup = markup_line({"markup_removed": sum(table.get("markup_removed", 0) for table in tables)})
+    if markup:
+        parts.append(markup)
     if missing:
         parts.append(f"rows with no '{summary.get('target', {}).get('column') or 'target'}' dropped {missing:,}")
     return " · ".join(parts)

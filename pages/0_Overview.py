@@ -20,7 +20,7 @@ from hsae_core.corpora import (
     load_hub_corpus,
     load_published_corpus,
 )
-from hsae_core.data import TABLE_SUFFIXES, prepare_corpus
+from hsae_core.data import TABLE_SUFFIXES, markup_line, prepare_corpus
 from hsae_core.errors import DataError, HsaeError, ModelError
 from hsae_core.hub import registry
 from hsae_core.settings import MIN_SAE_ROWS, SAE, format_levels
@@ -95,6 +95,8 @@ def new_workspace_form() -> None:
     dropped = corpus.counts["read"] - corpus.counts["kept"]
     if dropped:
         st.caption(f"{corpus.counts['kept']:,} texts to build from; {dropped:,} rows with an empty text are left out.")
+    if markup_line(corpus.counts):
+        st.caption(markup_line(corpus.counts) + ".")
     default_name = safe_name(Path(upload.name).stem)
     name = st.text_input("Workspace name", value=default_name, key="new_name")
     # The same SAE as `hsae build` and a Hypotheses run (settings.SAE), so numbers match across doors.

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hsae_core.data import holds_codes, names_codes, prepare_corpus, read_table
+from hsae_core.data import holds_codes, names_codes, part_counts, prepare_corpus, read_table
 from hsae_core.errors import DataError
 
 
@@ -37,6 +37,28 @@ def test_drops_and_counts_empty_texts_and_missing_targets(shared_data):
     assert c["kept"] == 3000 - 5 - c["dropped_missing_target"]
     assert c["dropped_missing_target"] > 700  # about 728 papers have no citation count
     assert corpus.target_kind == "continuous" and len(corpus.y) == c["kept"]
+
+
+def test_html_texts_are_read_as_a_browser_shows_them(shared_data):
+    """Upworthy's ledes are HTML fragments ('<p>When I saw ...</p>'): embedded as they were, labels and search
+    results read '<p>'. The texts, and the table the pages show, lose their tags and entities; a column of
+    plain text (the headlines), or one where a tag is the exception, stays as it is."""
+    df = read_table(shared_data / "upworthy_headlines" / "upworthy_exploratory_packages.parquet")
+    assert df["lede"].str.startswith("<p>").mean() > 0.9
+    corpus = prepare_corpus(df, "lede", "ctr")
+    assert corpus.counts["markup_removed"] > 20000
+    assert not any("<p>" in t or "</p>" in t or "&amp;" in t or "&nbsp;" in t for t in corpus.texts)
+    assert corpus.texts[0].startswith("When I saw *why* people are calling them")
+    assert corpus.frame["lede"].tolist() == corpus.texts  # what the pages show is what was embedded
+    assert part_counts(df, "lede", "ctr", slice(None))["dropped_empty_text"] == corpus.counts["dropped_empty_text"]
+    headlines = prepare_corpus(df, "headline")
+    assert "markup_removed" not in headlines.counts and headlines.texts[:50] == df["headline"].str.strip()[:50].tolist()
+    # A paragraph break reads as a new line; an entity as its character; a tag alone is an empty text
+    few = pd.DataFrame({"text": ["<p>Cats &amp; dogs</p><p>Second&nbsp;part</p>", "<br/>", "<div>A</div>"]})
+    assert prepare_corpus(few, "text").texts == ["Cats & dogs\nSecond part", "A"]
+    # Prose where a tag-like '<b>' is the exception, and a formula's 'p<0.05', are no HTML
+    prose = pd.DataFrame({"text": ["we bold it with <b> here", "p<0.05 in both arms", "plain words"]})
+    assert prepare_corpus(prose, "text").texts == prose["text"].tolist()
 
 
 def test_target_kinds(shared_data):

@@ -158,3 +158,11 @@ def test_split_summary_counts_what_each_table_dropped():
     tr, ho = load_split(both, "text", "y", config=HypothesisConfig(holdout_frac=0.4))
     summary = {"rows": {"train": tr.counts, "holdout": ho.counts}, "config": {"holdout_frac": 0.4}, "target": {}}
     assert split_summary(summary).endswith("rows with an empty text dropped 3 · rows with no 'target' dropped 1")
+    # HTML texts (web exports) are read without their tags, and the run's split line says so, counted once
+    html = pd.DataFrame({"text": [f"<p>review {i} &amp; more</p>" for i in range(10)], "y": np.arange(10.0)})
+    tr, ho = load_split(html, "text", "y", config=HypothesisConfig(holdout_frac=0.4))
+    assert "<p>" not in " ".join(tr.texts + ho.texts) and "review 0 & more" in tr.texts + ho.texts
+    summary = {"rows": {"train": tr.counts, "holdout": ho.counts}, "config": {"holdout_frac": 0.4}, "target": {}}
+    assert split_summary(summary).endswith(
+        "10 texts were HTML: read without their tags and entities, as a browser shows them"
+    )
