@@ -646,6 +646,13 @@ def test_upload_picks_the_text_column_from_content(upworthy_env, upworthy_frame,
     picker = at.selectbox(key="new_text_col")
     assert picker.value == "headline"
     assert picker.options[:3] == ["headline (text)", "lede (text)", "excerpt (text)"]
+    assert not [c.value for c in at.caption if "HTML" in c.value]
+    # The ledes are HTML fragments: the form says they are read without their tags before anything is built
+    picker.set_value("lede").run()
+    said = [c.value for c in at.caption if "HTML" in c.value]
+    assert len(said) == 1 and said[0].endswith(
+        "texts were HTML: read without their tags and entities, as a browser shows them."
+    )
 
 
 def test_a_workspace_built_from_an_upload_trains_the_product_sae(shared_data, monkeypatch, tmp_path):
