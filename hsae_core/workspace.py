@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -95,6 +96,33 @@ def _read_index(path: Path):
     # an IVF index's inverted lists stay on disk (a query reads only the nprobe lists it probes); a committed
     # file is never modified, so mapping it is safe. Flat indexes are read whole either way.
     return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+
+
+GOING_PREFIX = ".going-"  # runs/.going-<id>.json marks a run under way (list_runs skips dot-names)
+
+
+def _process_alive(pid) -> bool:
+    """Whether process ``pid`` exists on this machine (True where that cannot be told, so nothing is called dead)."""
+    if os.name == "nt":  # os.kill there would end the process
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except (TypeError, ValueError, OverflowError, OSError):
+        return False
+    return True
+
+
+def _remove_marker(marker: Optional[Path]) -> None:
+    """Remove a run's going-marker; a runs/ folder gone or replaced meanwhile leaves the run's own error to say."""
+    if marker is not None:
+        try:
+            marker.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 # How each step's output is read: used by the Workspace's lazy properties and by the build's reuse check.
@@ -366,30 +394,69 @@ class Workspace:
         frame, embeddings = self.frame, self.embeddings
         if sample is not None:
             frame, embeddings = frame.iloc[sample].reset_index(drop=True), np.asarray(embeddings[sample])
-        run = hypothesize(
-            frame,
-            text_col=self.text_col,
-            target_col=target_col,
-            config=config,
-            embeddings=embeddings,
-            embedder=self.embedding_model,
-            sae=self.sae if own_features else None,
-            sae_origin=origin,
-            **kwargs,
-        )
-        out = out_dir or self.new_run_dir(target_col)
-        if own_features:  # the run points at the workspace's SAE (load_run finds it by key) instead of a copy
-            run.summary["features"] = {
-                "source": "workspace",
-                "sae_key": self.manifest.get("steps", {}).get("sae"),
-                "workspace": str(self.path.absolute()),
-            }
-            run.sae = None
-        write_run(run, out)
-        self.save_run_rows(out, sample)
+        going = self._mark_run_going(target_col)
+        try:
+            run = hypothesize(
+                frame,
+                text_col=self.text_col,
+                target_col=target_col,
+                config=config,
+                embeddings=embeddings,
+                embedder=self.embedding_model,
+                sae=self.sae if own_features else None,
+                sae_origin=origin,
+                **kwargs,
+            )
+            out = out_dir or self.new_run_dir(target_col)
+            if own_features:  # the run points at the workspace's SAE (load_run finds it by key) instead of a copy
+                run.summary["features"] = {
+                    "source": "workspace",
+                    "sae_key": self.manifest.get("steps", {}).get("sae"),
+                    "workspace": str(self.path.absolute()),
+                }
+                run.sae = None
+            write_run(run, out)
+            self.save_run_rows(out, sample)
+        finally:
+            _remove_marker(going)
         if own_features:
             run.sae = self.sae
         return run
+
+    def _mark_run_going(self, target_col: str) -> Optional[Path]:
+        """``runs/.going-<id>.json``: a run for ``target_col`` under way in this process, removed when it ends
+        however it ends, left behind only when the process dies (see :meth:`interrupted_runs`). None when runs/
+        cannot be written (the run itself says why when it saves)."""
+        marker = self.runs_dir / f"{GOING_PREFIX}{uuid.uuid4().hex[:12]}.json"
+        info = {"target": target_col, "started": time.strftime("%Y-%m-%d %H:%M"), "pid": os.getpid()}
+        try:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps({**info, "host": socket.gethostname()}))
+        except OSError:
+            return None
+        return marker
+
+    def interrupted_runs(self) -> list[dict]:
+        """Runs started on this workspace whose process died before they finished (a server restart, a kill),
+        each returned once as ``{'target', 'started'}``: their markers are removed. A run still going on, in
+        this process or another on this machine, is not one; nor is another machine's, which cannot be told."""
+        found = []
+        markers = sorted(self.runs_dir.glob(GOING_PREFIX + "*.json")) if self.runs_dir.is_dir() else []
+        for marker in markers:
+            try:
+                info = json.loads(marker.read_text())
+            except (OSError, ValueError):
+                info = {}
+            info = info if isinstance(info, dict) else {}
+            if info.get("host", socket.gethostname()) != socket.gethostname() or _process_alive(info.get("pid")):
+                continue
+            try:
+                marker.unlink()
+            except OSError:  # another session said it first
+                continue
+            if info.get("target") is not None:  # an unreadable marker is removed without a word
+                found.append({"target": info["target"], "started": info.get("started")})
+        return found
 
     def new_run_dir(self, label: str = "run") -> Path:
         safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in label)[:40]

@@ -43,6 +43,11 @@ st.title("Hypotheses")
 ws = ui.pick_workspace("Hypotheses")
 if ws is None:  # the picker said why, and what to do; this page's own steps need a workspace
     st.stop()
+for lost in ws.interrupted_runs():  # said once, by the first page to look: a restart lost the run without a word
+    st.warning(
+        f"A run for '{lost['target']}' started {lost['started']} stopped before it finished: the process running it "
+        "ended (a dashboard restart or a kill), so nothing of it was saved. Press Run to start it again."
+    )
 
 SPLITS = ("random rows", "grouped by a column", "by a column's value")
 FEATURE_SOURCES = ("this workspace's features", "a new SAE trained on the training rows only")

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -171,10 +174,35 @@ def test_a_run_with_other_settings_starts_beside_the_one_going(held_jobs, one_wo
         "Hypotheses for 'stars' in yelp-copy (run 2)",
     ]
     assert any(i.value.startswith("Another run for 'stars' on this workspace") for i in at.info)
+    assert len(list((one_workspace / "runs").glob(".going-*"))) == 2  # each run marks itself going, in this process
     held_jobs.set()
     finish_jobs(at)
     runs = Workspace.open(one_workspace).list_runs()
     assert sorted(r["summary"]["config"]["n"] for r in runs) == [3, 4]
+    assert not list((one_workspace / "runs").glob(".going-*")) and not at.warning  # nothing said lost
+
+
+def test_a_run_whose_process_was_killed_is_said_lost_once(one_workspace):
+    """A dashboard restart lost a running run without a word. A run killed mid-way (here a real run in another
+    process, killed with SIGKILL once it is under way) is named on the Hypotheses page once, in every session's
+    first look after it, and leaves no run behind."""
+    at = page("Hypotheses")
+    code = (  # a run that trains its own SAE: seconds of work after the run marks itself going
+        "import sys; from hsae_core.workspace import Workspace; from hsae_core.pipeline import HypothesisConfig; "
+        "Workspace.open(sys.argv[1]).hypothesize('stars', HypothesisConfig(n=3, cache_sae=False), own_features=False)"
+    )
+    runner = subprocess.Popen([sys.executable, "-c", code, str(one_workspace)], cwd=REPO)
+    wait_until(lambda: list((one_workspace / "runs").glob(".going-*")) or runner.poll() is not None)
+    at.run()  # while it goes on, in another process on this machine: nothing is said
+    assert runner.poll() is None, "the run ended before it could be killed"
+    assert not [w.value for w in at.warning if "stopped before it finished" in w.value]
+    os.kill(runner.pid, signal.SIGKILL)
+    runner.wait()
+    at.run()
+    lost = [w.value for w in at.warning if "stopped before it finished" in w.value]
+    assert len(lost) == 1 and lost[0].startswith("A run for 'stars' started "), lost
+    assert not Workspace.open(one_workspace).list_runs() and not list((one_workspace / "runs").glob(".going-*"))
+    assert not [w.value for w in page("Hypotheses").warning if "stopped before" in w.value]  # said once
 
 
 def test_relabelling_goes_on_while_the_user_reads_another_page_and_shows_its_labels_when_done(held_jobs, one_workspace):

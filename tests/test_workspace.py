@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -210,3 +215,27 @@ def test_a_rebuild_on_another_table_moves_the_runs_it_makes_stale_and_keeps_them
     assert "made on the table this build replaced" in rebuilt.moved_runs_line()
     kept = {p.name: digests(p) for folder in out.glob("runs-before-*") for p in folder.iterdir()}
     assert kept == before
+
+
+def test_only_runs_whose_process_died_are_reported_lost(small_workspace, tmp_path):
+    """runs/.going-*.json markers: a dead process's run is reported once; a live process's, another machine's
+    (which cannot be told) and the saved runs are left alone; an unreadable marker goes without a word."""
+    folder = tmp_path / "ws"
+    shutil.copytree(small_workspace, folder, ignore=shutil.ignore_patterns("runs"))
+    runs = folder / "runs"
+    runs.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    here = socket.gethostname()
+    markers = {
+        "dead": {"target": "stars", "started": "2026-11-24 21:40", "pid": dead.pid, "host": here},
+        "alive": {"target": "useful", "started": "2026-11-24 21:41", "pid": os.getpid(), "host": here},
+        "elsewhere": {"target": "funny", "started": "2026-11-24 21:42", "pid": dead.pid, "host": here + "-other"},
+    }
+    for name, info in markers.items():
+        (runs / f".going-{name}.json").write_text(json.dumps(info))
+    (runs / ".going-garbled.json").write_text("{not json")
+    ws = Workspace.open(folder)
+    assert ws.interrupted_runs() == [{"target": "stars", "started": "2026-11-24 21:40"}]
+    assert ws.interrupted_runs() == [] and ws.list_runs() == []
+    assert sorted(p.name for p in runs.iterdir()) == [".going-alive.json", ".going-elsewhere.json"]
