@@ -431,7 +431,7 @@ class Workspace:
         info = {"target": target_col, "started": time.strftime("%Y-%m-%d %H:%M"), "pid": os.getpid()}
         try:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps({**info, "host": socket.gethostname()}))
+            atomic_write_json(marker, {**info, "host": socket.gethostname()})  # never read half-written
         except OSError:
             return None
         return marker

@@ -174,7 +174,8 @@ def test_a_run_with_other_settings_starts_beside_the_one_going(held_jobs, one_wo
         "Hypotheses for 'stars' in yelp-copy (run 2)",
     ]
     assert any(i.value.startswith("Another run for 'stars' on this workspace") for i in at.info)
-    assert len(list((one_workspace / "runs").glob(".going-*"))) == 2  # each run marks itself going, in this process
+    # each run marks itself going, in this process, as its thread starts it
+    wait_until(lambda: len(list((one_workspace / "runs").glob(".going-*"))) == 2)
     held_jobs.set()
     finish_jobs(at)
     runs = Workspace.open(one_workspace).list_runs()
