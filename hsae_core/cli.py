@@ -233,8 +233,9 @@ def cmd_embed(args) -> int:
         f"Embedded {len(X)} texts with {model_id} ({X.shape[1]}-d) -> {out}"
         + (f"; dropped {dropped} empty texts" if dropped else "")
     )
-    if markup_line(corpus.counts):
-        print(markup_line(corpus.counts))
+    markup = markup_line(corpus.counts)
+    if markup:
+        print(markup)
     return 0
 
 
@@ -419,8 +420,9 @@ def _built(ws, out, seconds: Optional[dict] = None) -> int:
         f"Workspace ready: {out} ({len(ws):,} documents, {how}). Open it with: "
         f"HSAE_WORKSPACE={out} streamlit run app.py"
     )
-    if markup_line(ws.manifest.get("counts") or {}):
-        print(markup_line(ws.manifest["counts"]))
+    markup = markup_line(ws.manifest.get("counts") or {})
+    if markup:
+        print(markup)
     moved = ws.moved_runs_line()
     if moved:
         print(moved)

@@ -95,8 +95,9 @@ def new_workspace_form() -> None:
     dropped = corpus.counts["read"] - corpus.counts["kept"]
     if dropped:
         st.caption(f"{corpus.counts['kept']:,} texts to build from; {dropped:,} rows with an empty text are left out.")
-    if markup_line(corpus.counts):
-        st.caption(markup_line(corpus.counts) + ".")
+    markup = markup_line(corpus.counts)
+    if markup:
+        st.caption(markup + ".")
     default_name = safe_name(Path(upload.name).stem)
     name = st.text_input("Workspace name", value=default_name, key="new_name")
     # The same SAE as `hsae build` and a Hypotheses run (settings.SAE), so numbers match across doors.
