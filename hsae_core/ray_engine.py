@@ -453,7 +453,7 @@ def run_ray_stages(
         if embeddings.ndim != 2 or len(embeddings) != len(texts):
             raise DataError(f"embeddings have shape {embeddings.shape}; expected one row per text ({len(texts)})")
         dim, model_id = int(embeddings.shape[1]), None
-        stored = hashlib.sha256(np.ascontiguousarray(embeddings).tobytes()).hexdigest()
+        stored = hashlib.sha256(np.ascontiguousarray(embeddings).reshape(-1).view(np.uint8)).hexdigest()
         emb_dir = table_dir / f"emb-stored-{stored[:16]}"
     else:
         from .embed import get_embedder

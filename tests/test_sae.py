@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import torch
 
 from hsae_core.errors import ModelError, StorageError
-from hsae_core.sae import SparseAutoencoder
+from hsae_core.sae import SparseAutoencoder, as_float_matrix
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +215,20 @@ def test_nan_input_is_refused():
     X[3, 2] = np.nan
     with pytest.raises(ModelError, match="NaN"):
         SparseAutoencoder(m=16, k=2).fit(X)
+
+
+@pytest.mark.parametrize("bad", [[np.inf], [-np.inf], [np.inf, -np.inf]])
+def test_infinite_input_is_refused(bad):
+    X = np.ones((50, 8), dtype=np.float32)
+    X[3, : len(bad)] = bad
+    with pytest.raises(ModelError, match="NaN or infinite"):
+        as_float_matrix(X)
+
+
+def test_largest_finite_values_are_accepted():
+    """Every entry at float32's largest magnitude: finite, so accepted (their sum must not overflow into inf)."""
+    X = np.full((2_000, 384), np.finfo(np.float32).max, dtype=np.float32)
+    assert as_float_matrix(X) is X
 
 
 def test_corrupt_folder_is_refused(trained, tmp_path):
