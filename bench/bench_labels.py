@@ -8,8 +8,8 @@ cos(embed(label), embed(document)) for "the feature fires" (activation > 0), and
 that maximised F1 on validation.
 Keyword labels are today's offline labels (top three contrastive keywords, comma-separated).
 
-Corpora: the Yelp demo workspace's 4,000 reviews (val + holdout files) and the arXiv 2018 data
-(3,000 papers, title + ". " + abstract).
+Corpora: the Yelp demo workspace's 4,000 reviews (val + holdout files), the arXiv 2018 data (3,000 papers,
+title + ". " + abstract) and 4,000 Upworthy headlines (whole A/B tests, so a story's variants come together).
 
     python bench/bench_labels.py [--quick]        # --quick: 1,000 documents of each, M=32
     python bench/bench_labels.py --negation-margin 0   # phrase labels as before negations were discounted
@@ -43,8 +43,19 @@ def corpora(quick: bool) -> dict[str, list[str]]:
     out = {
         "Yelp demo (4,000 reviews)": pd.concat([train, hold])["text"].astype(str).tolist(),
         "arXiv 2018 (3,000 abstracts)": (arx["title"].astype(str) + ". " + arx["abstract"].astype(str)).tolist(),
+        "Upworthy headlines (4,000)": upworthy_headlines(4000),
     }
     return {k: v[:1000] for k, v in out.items()} if quick else out
+
+
+def upworthy_headlines(n: int) -> list[str]:
+    """The headlines of whole A/B tests in a seeded order, cut at ``n``: as a user's upload holds them, with
+    each story's variants (which share clauses word for word) beside each other."""
+    frame = pd.read_parquet(data_dir() / "upworthy_headlines" / "upworthy_exploratory_packages.parquet")
+    order = frame["clickability_test_id"].drop_duplicates().sample(frac=1.0, random_state=0)
+    rank = pd.Series(range(len(order)), index=order.to_numpy())
+    frame = frame.assign(rank=frame["clickability_test_id"].map(rank)).sort_values("rank", kind="stable")
+    return frame["headline"].astype(str).head(n).tolist()
 
 
 def run(

@@ -159,6 +159,16 @@ _VERB_START = {
     "achieve", "obtain", "apply", "allow", "enable", "keep", "kept", "let", "ask", "asked", "tell", "told",
     "leave", "left", "pay", "paid", "buy", "bought", "bring", "brought", "enjoy", "enjoyed", "stop",
 }  # fmt: skip
+# a finite verb after a term's first word makes it a subject and its verb cut from a clause, not a name
+# ("Women Got Tired", "Little Girl Uses", "Father Takes Matters" from headlines whose A/B variants repeat a
+# clause word for word); only forms that are seldom nouns, so "Equal pay" and "TV show" stay names
+_FINITE_VERBS = {
+    "got", "went", "took", "came", "gave", "said", "knew", "told", "kept", "brought", "bought", "ate", "became",
+    "began", "wrote", "chose", "drove", "tried", "uses", "gets", "goes", "says", "wants", "gives", "tells", "asks",
+    "tries", "comes", "thinks", "knows", "seems", "becomes", "takes", "makes",
+}  # fmt: skip
+# nouns that end in -ed ("seed" and "speed" are left alone as -eed words, "bed" and "red" as too short)
+_NOT_PAST = {"hundred", "infrared", "seabed", "hotbed", "sickbed", "embed"}
 # a span may not start with an auxiliary (a clause cut from its subject) or end on a function word
 _AUX = {
     "is",
@@ -223,6 +233,16 @@ _TERM_BREAK = (
 def is_negated(label: str) -> bool:
     """Whether a label says "not", "never", "no", "cannot" or "n't"."""
     return bool(_NEGATION.search(label))
+
+
+def clause_piece(term: str) -> bool:
+    """Whether a term reads as a subject and its verb rather than a name: a finite verb after its first word,
+    or a last word in -ed ("Grocery Stores Ceased", "Weakly supervised", where adjectives in -ed come before
+    the noun they describe, as in "Fried chicken")."""
+    words = [w.lower() for w in term.split()]
+    last = words[-1]
+    past = len(last) >= 5 and last.endswith("ed") and not last.endswith("eed") and last not in _NOT_PAST
+    return past or any(w in _FINITE_VERBS for w in words[1:])
 
 
 def split_spans(text: str, min_words: int = 3, max_words: int = 12) -> list[str]:
@@ -392,7 +412,9 @@ class PhraseInterpreter:
         documents ("fish tacos", "graph neural networks"), best first, each as its documents write it."""
         counted = _count_terms([texts[int(r)] for r in top_rows[: self.top_docs]], self.max_term_words)
         shared = {
-            key for key, seen in counted.items() if seen.docs >= self.term_docs and key.split()[0] not in _VERB_START
+            key
+            for key, seen in counted.items()
+            if seen.docs >= self.term_docs and key.split()[0] not in _VERB_START and not clause_piece(key)
         }
         ranked = []
         for key in shared:

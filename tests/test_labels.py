@@ -13,7 +13,7 @@ from ws_fixtures import SMALL_K, SMALL_M, small_frame, small_workspace  # noqa: 
 from hsae_core.errors import HsaeError
 from hsae_core.fidelity import EmbeddingJudge, auc, best_threshold, fires, label_splits, prf
 from hsae_core.interpret import KeywordInterpreter
-from hsae_core.labels import PhraseInterpreter, clean_span, is_negated, split_spans, split_terms
+from hsae_core.labels import PhraseInterpreter, clause_piece, clean_span, is_negated, split_spans, split_terms
 from hsae_core.labelsets import (
     COLUMNS,
     features_with_labels,
@@ -148,6 +148,27 @@ def test_terms_shared_by_top_documents_become_candidates_and_pieces_of_longer_na
     interp = PhraseInterpreter(seed=0, term_docs=11)  # ... unless a term must be shared by more
     (item,) = interp.interpret(texts, codes, [0])
     assert [c["label"] for c in item.candidates if c["kind"] == "term"] == ["Generative adversarial networks"]
+
+
+def test_a_subject_and_its_verb_are_not_a_term_but_names_with_verb_like_words_are():
+    """Headlines whose A/B variants repeat a clause word for word share "Grocery Stores Ceased" as often as a
+    name; a subject cut with its verb is not offered as a name, the whole clause is."""
+    top = [
+        "All Grocery Stores Ceased To Exist",
+        "These Women Got Tired Of Waiting",
+        "A Little Girl Uses Her Voice",
+        "Equal Pay Is Still A Dream",
+        "The Puppy Love Is Real",
+    ]
+    texts = [top[i % 5] if i < 50 else "The staff was friendly and parking was easy." for i in range(200)]
+    codes = sp.csr_matrix((np.r_[np.ones(50), np.zeros(150)], (np.arange(200), np.zeros(200, int))), shape=(200, 1))
+    (item,) = PhraseInterpreter(seed=0).interpret(texts, codes, [0])
+    terms = {c["label"].lower() for c in item.candidates if c["kind"] == "term"}
+    assert {"equal pay", "puppy love"} <= terms  # names, though "pay" and "love" can be verbs
+    assert not terms & {"grocery stores ceased", "stores ceased", "women got tired", "little girl uses", "girl uses"}
+    assert "All Grocery Stores Ceased To Exist" in {c["label"] for c in item.candidates}
+    assert clause_piece("Weakly supervised") and not clause_piece("Weakly supervised learning")
+    assert not clause_piece("Fried chicken") and not clause_piece("Three hundred") and not clause_piece("Seed")
 
 
 def test_auc_threshold_and_f1_follow_their_definitions():
