@@ -161,7 +161,7 @@ _VERB_START = {
 }  # fmt: skip
 # a finite verb after a term's first word makes it a subject and its verb cut from a clause, not a name
 # ("Women Got Tired", "Little Girl Uses", "Father Takes Matters" from headlines whose A/B variants repeat a
-# clause word for word); only forms that are seldom nouns, so "Equal pay" and "TV show" stay names
+# clause word for word); only forms that are seldom nouns, so "Equal pay" and "Puppy love" stay names
 _FINITE_VERBS = {
     "got", "went", "took", "came", "gave", "said", "knew", "told", "kept", "brought", "bought", "ate", "became",
     "began", "wrote", "chose", "drove", "tried", "uses", "gets", "goes", "says", "wants", "gives", "tells", "asks",
