@@ -1,4 +1,5 @@
-"""End to end in a real browser: `streamlit run app.py` on 127.0.0.1 driven by Debian's Chromium via Playwright.
+"""End to end in a real browser: the dashboard as `make dashboard` starts it (`python -m hsae_core.warm_start`,
+`streamlit run app.py` with its imports under way) on 127.0.0.1, driven by Debian's Chromium via Playwright.
 
 Visits every page as a newcomer would: clicks table rows (the grid is a canvas, so by coordinates) and checks
 that the page they promise opens, reads whole documents on Features and Search and checks that no table cell it
@@ -84,9 +85,7 @@ def _streamlit(tmp_path, env: dict):
         [
             sys.executable,
             "-m",
-            "streamlit",
-            "run",
-            str(REPO / "app.py"),
+            "hsae_core.warm_start",  # `streamlit run app.py` as `make dashboard` starts it
             "--server.headless",
             "true",
             "--server.address",
