@@ -95,7 +95,12 @@ def main() -> int:
     args = ap.parse_args()
     if not Path("/usr/bin/chromium").exists():
         sys.exit("No /usr/bin/chromium: run `make browser` first")
-    work = Path(tempfile.mkdtemp(prefix="hsae-first-page-"))
+    with tempfile.TemporaryDirectory(prefix="hsae-first-page-") as work:
+        return measure(args, Path(work))
+
+
+def measure(args, work: Path) -> int:
+    """The rounds of :func:`main`, with ``work`` for the demo workspace and the servers' log."""
     workspace = Path(args.workspace) if args.workspace else demo_workspace(work / "workspaces")
     delays = [float(d) for d in args.delay.split(",")]
     print(f"workspace: {workspace}\nload before: {load()}", flush=True)
