@@ -22,10 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from first_start import CHROME_ARGS, free_port, load
+from first_start import free_port, launch, load, seconds_to_overview, wait_until_answering
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHERS = {
@@ -46,41 +45,15 @@ def demo_workspace(root: Path) -> Path:
 
 def one_start(argv: list[str], workspace: Path, delay: float, log: Path) -> tuple[float, float]:
     """(seconds from launch to the server answering, seconds from opening the page to the workspace showing)."""
-    from playwright.sync_api import sync_playwright
-
     port = free_port()
     env = dict(os.environ, HSAE_WORKSPACE=str(workspace))
     start = time.perf_counter()
-    with open(log, "a") as out:
-        proc = subprocess.Popen(
-            [sys.executable, *argv, *SERVER_FLAGS, "--server.port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = launch([sys.executable, *argv, *SERVER_FLAGS, "--server.port", str(port)], REPO, env, log)
     try:
-        while True:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.1)
-            if proc.poll() is not None:
-                sys.exit("the server stopped:\n" + log.read_text()[-3000:])
+        wait_until_answering(port, proc, log)
         answered = time.perf_counter() - start
         time.sleep(delay)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROME_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(300_000)
-            opened = time.perf_counter()
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.get_by_text("Validation NMSE").wait_for()
-            page.locator(".js-plotly-plot").first.wait_for()
-            shown = time.perf_counter() - opened
-            browser.close()
+        shown = seconds_to_overview(port)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

@@ -47,6 +47,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch(command: list[str], cwd: Path, env: dict, log: Path) -> subprocess.Popen:
+    """``command`` in a process group of its own (so a signal stops its children too), its output added to ``log``."""
+    with open(log, "a") as out:
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_until_answering(port: int, proc: subprocess.Popen, log: Path) -> None:
+    """Poll the local server's health check until it answers; exit with the end of ``log`` if ``proc`` stops."""
+    while True:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
+                return
+        except OSError:
+            time.sleep(0.1)
+        if proc.poll() is not None:
+            sys.exit("the dashboard stopped:\n" + log.read_text()[-3000:])
+
+
+def seconds_to_overview(port: int) -> float:
+    """Open Chromium at the dashboard: seconds from the request until the Overview shows the workspace (its SAE
+    panel and first chart; Chromium's own start is not counted)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROME_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(600_000)
+        opened = time.perf_counter()
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.get_by_text("Validation NMSE").wait_for()
+        page.locator(".js-plotly-plot").first.wait_for()
+        shown = time.perf_counter() - opened
+        browser.close()
+    return shown
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--venv", default=str(REPO / ".venv"), help="installed venv to borrow (symlinked as .venv)")
@@ -69,42 +105,17 @@ def main() -> int:
         f"clone: {clone} ({subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=clone, text=True, capture_output=True).stdout.strip()})"
     )
     print(f"load average before: {load()}", flush=True)
-    log = open(work / "make.log", "w")
     start = time.perf_counter()
     # -o: treat the borrowed venv as installed (the install is not part of the first start measured here)
-    proc = subprocess.Popen(
-        ["make", "-o", ".venv/.installed", "dashboard", f"PORT={port}"],
-        cwd=clone,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = launch(["make", "-o", ".venv/.installed", "dashboard", f"PORT={port}"], clone, env, work / "make.log")
     try:
-        while True:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
-            if proc.poll() is not None:
-                sys.exit("make dashboard stopped:\n" + (work / "make.log").read_text()[-3000:])
+        wait_until_answering(port, proc, work / "make.log")
         server = time.perf_counter() - start
-        from playwright.sync_api import sync_playwright
-
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROME_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(600_000)
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.get_by_text("Validation NMSE").wait_for()
-            page.locator(".js-plotly-plot").first.wait_for()
-            ready = time.perf_counter() - start
-            browser.close()
+        seconds_to_overview(port)
+        ready = time.perf_counter() - start
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
-        log.close()
     build = re.search(r"Demo workspace ready: .*", (work / "make.log").read_text())
     print(build.group(0) if build else "(no build line: the demo workspace was already there?)")
     print(f"server answered after {server:.1f} s; Overview showing the demo workspace after {ready:.1f} s")

@@ -15,13 +15,11 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
+import dashboard_server
 import pandas as pd
 import pytest
 from ws_fixtures import small_workspace  # noqa: F401
@@ -41,12 +39,6 @@ CHROME_ARGS = [
     "--disable-sync",
 ]
 HEADER_H, ROW_H = 35, 35  # Streamlit's grid: header and default row height (px)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def shoot(page, name: str, readme_name: str | None = None, height: int = 1500) -> None:
@@ -79,47 +71,18 @@ def _streamlit(tmp_path, env: dict):
     """A real Streamlit server with ``env`` on a free local port (its URL), stopped by its own PID."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (make browser) to run the browser test")
-    port = _free_port()
-    log = open(tmp_path / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hsae_core.warm_start",  # `streamlit run app.py` as `make dashboard` starts it
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-            "--server.port",
-            str(port),
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
+    log = tmp_path / "streamlit.log"
+    proc, url = dashboard_server.start(env, log)
+    if not dashboard_server.answering(proc, url):
         proc.kill()
-        pytest.fail("streamlit did not start: " + (tmp_path / "streamlit.log").read_text()[-2000:])
+        pytest.fail("streamlit did not start: " + log.read_text()[-2000:])
     yield url
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
-    text = (tmp_path / "streamlit.log").read_text()
+    text = log.read_text()
     assert "Inotify" not in text, "Streamlit is watching files (see .streamlit/config.toml)"
 
 
