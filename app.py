@@ -1,5 +1,5 @@
 """hsae dashboard: `streamlit run app.py` (`make dashboard` starts it through hsae_core.warm_start, which imports
-the heavy libraries while the server starts). Registers the pages (Overview first) and runs the chosen one."""
+the heavy libraries once the server answers). Registers the pages (Overview first) and runs the chosen one."""
 
 from __future__ import annotations
 
