@@ -342,19 +342,24 @@ def _unusable_rows(
     return empty, missing
 
 
-def part_counts(df: pd.DataFrame, text_col: str, target_col: Optional[str], rows: slice) -> dict:
-    """Row counts (read, dropped empty text, dropped missing target) of one part of ``df``, e.g. one input file."""
+def part_counts(df: pd.DataFrame, text_col: str, target_col: Optional[str], parts: list[slice]) -> list[dict]:
+    """Row counts (read, dropped empty text, HTML texts read without their tags, dropped missing target) of each
+    part of ``df``, e.g. of each input file; the texts are read once for all the parts."""
     text = df[text_col]
     as_read = text.where(text.map(lambda v: isinstance(v, str)), "").astype(str).str.strip()
     stripped, n_markup = without_markup(as_read)
-    empty, missing = _unusable_rows(stripped, df, target_col)
-    empty, missing = empty[rows], missing[rows]
-    counts = {"read": int(len(empty)), "dropped_empty_text": int(empty.sum())}
-    if n_markup:
-        counts["markup_removed"] = int((stripped != as_read).to_numpy()[rows].sum())
-    if target_col is not None:
-        counts["dropped_missing_target"] = int((missing & ~empty).sum())
-    return counts
+    empty_all, missing_all = _unusable_rows(stripped, df, target_col)
+    changed = (stripped != as_read).to_numpy() if n_markup else None
+    out = []
+    for rows in parts:
+        empty, missing = empty_all[rows], missing_all[rows]
+        counts = {"read": int(len(empty)), "dropped_empty_text": int(empty.sum())}
+        if changed is not None:
+            counts["markup_removed"] = int(changed[rows].sum())
+        if target_col is not None:
+            counts["dropped_missing_target"] = int((missing & ~empty).sum())
+        out.append(counts)
+    return out
 
 
 def names_codes(name) -> bool:

@@ -402,8 +402,8 @@ def load_split(
         in_train = corpus.row_ids < len(frame)
         dup = duplicate_mask(corpus.texts) if config.dedupe else np.zeros(len(corpus), dtype=bool)
         parts = []
-        for side, rows in ((in_train, slice(0, len(frame))), (~in_train, slice(len(frame), len(both)))):
-            counts = part_counts(both, text_col, target_col, rows)
+        both_counts = part_counts(both, text_col, target_col, [slice(0, len(frame)), slice(len(frame), len(both))])
+        for side, counts in zip((in_train, ~in_train), both_counts):
             if config.dedupe:
                 counts["dropped_duplicate_text"] = int((side & dup).sum())
             parts.append(corpus.subset(np.flatnonzero(side & ~dup), counts=counts))

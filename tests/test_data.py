@@ -50,7 +50,7 @@ def test_html_texts_are_read_as_a_browser_shows_them(shared_data):
     assert not any("<p>" in t or "</p>" in t or "&amp;" in t or "&nbsp;" in t for t in corpus.texts)
     assert corpus.texts[0].startswith("When I saw *why* people are calling them")
     assert corpus.frame["lede"].tolist() == corpus.texts  # what the pages show is what was embedded
-    assert part_counts(df, "lede", "ctr", slice(None))["dropped_empty_text"] == corpus.counts["dropped_empty_text"]
+    assert part_counts(df, "lede", "ctr", [slice(None)])[0]["dropped_empty_text"] == corpus.counts["dropped_empty_text"]
     headlines = prepare_corpus(df, "headline")
     assert "markup_removed" not in headlines.counts and headlines.texts[:50] == df["headline"].str.strip()[:50].tolist()
     # A paragraph break reads as a new line; an entity as its character; a tag alone is an empty text
