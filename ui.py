@@ -159,7 +159,7 @@ def _explorer(path: str, stamp: float):
     from hsae_core.features import FeatureExplorer
 
     ws = _open(path, stamp)
-    return FeatureExplorer(ws.codes, ws.sae.decoder_directions)
+    return FeatureExplorer(ws.codes, ws.decoder_directions)
 
 
 @st.cache_resource(show_spinner="Reading the table…", max_entries=2)

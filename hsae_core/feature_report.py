@@ -28,7 +28,7 @@ def features_listing(
     hold every word of ``query``; ``level`` keeps one level ("4/1"); ``n`` rows at most (0: all).
     ``correlations`` ((title, one number per feature), :func:`~hsae_core.features.column_correlations`) adds
     that column and lists the strongest first, of either sign."""
-    levels = ws.sae.level_names  # "m/k" for every latent of a plain SAE
+    levels = ws.level_names  # "m/k" for every latent of a plain SAE
     shown = table.assign(level=levels)
     if level is not None:
         known = list(dict.fromkeys(shown["level"].iloc[reading_order(table, levels)]))
@@ -59,7 +59,7 @@ def features_listing(
     columns["keywords"] = [fit(s, 40) for s in shown["keywords"].fillna("")]
     head = f"{total:,} of {len(table):,} features" + (f" matching '{query}'" if query else "")
     broad_first = (
-        " · broad levels first, the busiest first within a level" if ws.sae.config_.levels else " · busiest first"
+        " · broad levels first, the busiest first within a level" if ws.sae_config.levels else " · busiest first"
     )
     if correlations is not None:
         head += " · the strongest correlation first (either sign)"
@@ -73,7 +73,7 @@ def features_listing(
 def workspace_correlations(ws, column: str, value=None, controls=()) -> tuple[str, np.ndarray]:
     """Every feature of ``ws`` correlated with its table's ``column`` (one ``value`` of a category; partial
     beyond ``controls``), as the Features page's "Correlate with column" computes it."""
-    explorer = FeatureExplorer(ws.codes, ws.sae.decoder_directions)
+    explorer = FeatureExplorer(ws.codes, ws.decoder_directions)
     return column_correlations(explorer, ws.frame, column, value, controls, ws.text_col)
 
 
@@ -96,10 +96,10 @@ def feature_page(ws, table: pd.DataFrame, latent: int, docs: int = 5, width: int
     if not 0 <= int(latent) < len(table):
         raise DataError(f"Feature {latent} does not exist (this SAE has {len(table)} features, 0..{len(table) - 1})")
     latent = int(latent)
-    explorer = FeatureExplorer(ws.codes, ws.sae.decoder_directions)
+    explorer = FeatureExplorer(ws.codes, ws.decoder_directions)
     row = table.iloc[latent]
     auc = row.get("fidelity_auc")
-    facts = [f"level {ws.sae.level_names[latent]}"] if ws.sae.config_.levels else []
+    facts = [f"level {ws.level_names[latent]}"] if ws.sae_config.levels else []
     facts.append(f"fires on {int(row['n_active']):,} of {explorer.n:,} documents ({row['density']:.1%})")
     facts.append(
         f"label by {row.get('label_method', 'unknown')}" + ("" if pd.isna(auc) else f", held-out AUC {auc:.2f}")

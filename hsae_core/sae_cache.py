@@ -1,7 +1,7 @@
 """Trained SAEs kept on disk, so a rerun on the same embeddings with the same settings loads instead of training.
 
 The key is a hash of the training embeddings (bytes and shape), every constructor parameter of the
-:class:`~hsae_core.sae.SparseAutoencoder` and the source of ``sae.py`` itself (a change to the training
+:class:`~hsae_core.sae.SparseAutoencoder` and the source of ``sae.py`` and ``sae_config.py`` (a change to the training
 code retrains). Entries live in ``settings.cache_dir() / "sae" / <key>/`` as ordinary SAE folders
 (``config.json`` + ``model.safetensors``), written by ``SparseAutoencoder.save`` (one folder swap), so a run
 killed mid-write leaves nothing half-written. A corrupt entry is retrained; an unwritable cache is skipped.
@@ -18,14 +18,15 @@ from typing import Optional
 import numpy as np
 
 from . import sae as sae_module
-from . import settings
+from . import sae_config, settings
 from .errors import ModelError, StorageError
 from .progress import ProgressFn
 from .sae import SparseAutoencoder, as_float_matrix
 
 log = logging.getLogger(__name__)
-# The training code as imported by this process (an edit to sae.py after import does not change what runs).
-_CODE = hashlib.sha256(Path(sae_module.__file__).read_bytes()).hexdigest()
+# The training code as imported by this process (an edit to sae.py after import does not change what runs);
+# sae_config.py holds the configuration the model is built from (how many latents each level has, aux-k).
+_CODE = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (sae_module, sae_config))).hexdigest()
 
 
 def cache_key(X: np.ndarray, params: dict) -> str:

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import pandas as pd
@@ -42,7 +42,10 @@ from .fsutil import (
 )
 from .locking import WorkspaceLock
 from .progress import ProgressFn, report
-from .sae import SparseAutoencoder
+from .sae_config import SAEConfig, config_of, read_config, read_decoder_directions
+
+if TYPE_CHECKING:  # the estimator imports torch and scikit-learn: only the steps that encode load it
+    from .sae import SparseAutoencoder
 
 MANIFEST = "workspace.json"
 FILES = {
@@ -129,11 +132,17 @@ def _remove_marker(marker: Optional[Path]) -> None:
 LOADERS: dict[str, Callable[[Path], object]] = {
     "table": lambda p: pd.read_parquet(p),
     "embeddings": lambda p: np.load(p, mmap_mode="r", allow_pickle=False),
-    "sae": lambda p: SparseAutoencoder.load(p),
+    "sae": lambda p: _load_sae(p),
     "codes": load_codes,
     "features": lambda p: pd.read_parquet(p),
     "index": _read_index,
 }
+
+
+def _load_sae(path: Path) -> SparseAutoencoder:
+    from .sae import SparseAutoencoder
+
+    return SparseAutoencoder.load(path)
 
 
 def damaged(path: Path, reason: str) -> StorageError:
@@ -283,7 +292,41 @@ class Workspace:
 
     @property
     def sae(self) -> SparseAutoencoder:
+        """The SAE as an estimator that encodes (importing torch); the facts below need only its files."""
         return self._step("sae")
+
+    @property
+    def sae_config(self) -> SAEConfig:
+        """The SAE's sizes and levels, from its config.json (without torch)."""
+
+        def read() -> SAEConfig:
+            if "sae" not in self._cache:
+                try:
+                    return config_of(read_config(self.file("sae")))
+                except ModelError:
+                    pass  # the estimator's loader below names the damaged file in one line
+            return self.sae.config_
+
+        return self._lazy("sae_config", read)
+
+    @property
+    def level_names(self) -> list[str]:
+        """Each latent's level as 'latents/active' ('128/16' for every latent of a plain SAE)."""
+        return self.sae_config.level_names
+
+    @property
+    def decoder_directions(self) -> np.ndarray:
+        """(m, d) unit-norm direction of each latent, read from the weights file (without torch)."""
+
+        def read() -> np.ndarray:
+            if "sae" not in self._cache:
+                try:
+                    return read_decoder_directions(self.file("sae"), self.sae_config)
+                except ModelError:
+                    pass  # a dtype numpy lacks, or damage: the estimator reads it or names the fault
+            return self.sae.decoder_directions
+
+        return self._lazy("decoder_directions", read)
 
     @property
     def codes(self) -> sp.csr_matrix:
@@ -551,7 +594,7 @@ class Workspace:
             "dim": int(self.embeddings.shape[1]),
             "m": int(sae_info.get("m", self.codes.shape[1])),
             "k": int(sae_info.get("k", 0)),
-            "levels": [list(pair) for pair in self.sae.config_.levels],  # main level first; [] for one dictionary
+            "levels": [list(pair) for pair in self.sae_config.levels],  # main level first; [] for one dictionary
             "nmse": sae_info.get("nmse"),
             "val_nmse": (sae_info.get("metrics") or {}).get("val_nmse"),
             "dead_frac": float((self.features["n_active"] == 0).mean()),
@@ -904,13 +947,15 @@ def _sae_step(
             shape = f"m={m}, k={k}" + (f", levels {settings.format_levels(levels, ',')}" if levels else "")
             report(b.steps.progress, 0, 1, f"sae: training {shape}{where}")
             X_fit = np.array(b.X) if fit_rows is None else chunked.sample_matrix(b.X, fit_rows)
+            from .sae import SparseAutoencoder
+
             sae = SparseAutoencoder(
                 m=m, k=k, levels=levels, seed=seed, embedding_model=b.model_id, device=b.device, **fit_options
             ).fit(X_fit, progress=b.steps.sub("sae"))
             del X_fit
         sae.save(b.steps.path("sae"))
         b.sae_info = {}
-    b.sae = sae if sae is not None else SparseAutoencoder.load(b.steps.path("sae"))
+    b.sae = sae if sae is not None else _load_sae(b.steps.path("sae"))
     b.sae_info = b.sae_info or {"source": source}
 
 

@@ -274,7 +274,7 @@ def pretrained_form() -> None:
         out,
         safe,
         build,
-        lambda ws: f"Built {ws.name}: {len(ws):,} documents with {ws.sae.config_.m:,} pretrained features",
+        lambda ws: f"Built {ws.name}: {len(ws):,} documents with {ws.sae_config.m:,} pretrained features",
     )
 
 

@@ -24,7 +24,7 @@ if ws is None:  # the picker said why, and what to do; this page's own steps nee
     st.stop()
 fx = ui.explorer(ws)
 table = ui.feature_table(ws).copy()
-levels = ws.sae.level_names if ws.sae.config_.levels else None
+levels = ws.level_names if ws.sae_config.levels else None
 if levels:
     table.insert(1, "level", levels)
 order = reading_order(table, levels)  # broad levels first, the busiest feature first within each

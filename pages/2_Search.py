@@ -72,7 +72,7 @@ if not initial:
 elif len(latents) > MAX_SLIDERS:
     st.caption(
         f"The {MAX_SLIDERS} strongest of the query's {len(latents)} active features"
-        + (" (each level of the SAE adds its own)" if getattr(ws.sae, "levels", None) else "")
+        + (" (each level of the SAE adds its own)" if ws.sae_config.levels else "")
         + "; add others from the sidebar."
     )
 edits = {}

@@ -49,7 +49,7 @@ labels = table["label"].to_numpy()
 fx = ui.explorer(ws)
 kinds = ui.map_columns(ws)
 n = len(coords)
-features_in_order = reading_order(table, ws.sae.level_names).tolist()
+features_in_order = reading_order(table, ws.level_names).tolist()
 
 # ---- filters
 with st.expander("Filters", expanded=False):

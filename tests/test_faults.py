@@ -575,6 +575,36 @@ def test_damaged_file_is_named_then_rebuilt_by_the_next_build(step, tiny, ws_cop
     assert rebuilt.index.ntotal == 200 and rebuilt.sae.config_.k == K
 
 
+def _nan_decoder(ws: Path) -> None:
+    """Write NaN over the first decoder weights of the workspace's SAE in place (the file keeps its size)."""
+    weights = Workspace.open(ws).file("sae") / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    header_len = int.from_bytes(raw[:8], "little")
+    start, _ = json.loads(raw[8 : 8 + header_len])["decoder.weight"]["data_offsets"]
+    at = 8 + header_len + start
+    raw[at : at + 16] = np.full(4, np.nan, dtype=np.float32).tobytes()
+    weights.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("damage", ["config", "decoder"])
+def test_a_feature_listing_names_a_damaged_sae_as_loading_it_does(damage, ws_copy, capsys):
+    # The listing reads the SAE's config and decoder without torch; damage there still reads as the loader says it
+    if damage == "config":
+        _damage(ws_copy, "sae")
+    else:
+        _nan_decoder(ws_copy)
+    with pytest.raises(StorageError) as loaded:
+        _ = Workspace.open(ws_copy).sae
+    expected = str(loaded.value)
+    assert "rebuild the workspace" in expected and str(Workspace.open(ws_copy).file("sae")) in expected
+    facts = ("sae_config", "level_names", "decoder_directions") if damage == "config" else ("decoder_directions",)
+    for fact in facts:
+        with pytest.raises(StorageError) as err:
+            getattr(Workspace.open(ws_copy), fact)
+        assert str(err.value) == expected
+    assert fails(["features", ws_copy, "--feature", "0"], capsys) == f"hsae: error: {expected}"
+
+
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"text_col": "text"}', ""])
 def test_damaged_manifest_is_one_line_and_a_build_repairs_it(content, tiny, ws_copy):
     (ws_copy / MANIFEST).write_text(content)

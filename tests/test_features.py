@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cli_process import cli_imports
 from ws_fixtures import small_workspace, upworthy_frame, upworthy_workspace  # noqa: F401
 
 from hsae_core.errors import DataError
@@ -249,6 +250,19 @@ def test_hsae_features_lists_them_as_the_features_page_does_and_shows_one(small_
     assert main(["features", str(small_workspace), "--feature", str(len(table))]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "No level '7/1'" in err[0] and f"Feature {len(table)} does not exist" in err[1]
+
+
+def test_a_workspace_gives_its_sae_facts_without_loading_torch(small_workspace, ws):  # noqa: F811
+    # `hsae features` took 4-5 s, 3 of them importing torch and scikit-learn to read the SAE's levels and
+    # decoder; the listing and a feature's page now read them from the SAE folder's files
+    fresh = Workspace.open(small_workspace)
+    assert fresh.level_names == ws.sae.level_names and fresh.sae_config == ws.sae.config_
+    assert np.array_equal(fresh.decoder_directions, ws.sae.decoder_directions)
+    assert "sae" not in fresh._cache, "the facts came from the estimator"
+    listing, imported = cli_imports("features", small_workspace)
+    assert imported == [] and listing.startswith(f"{len(ws.features)} of ")
+    page, imported = cli_imports("features", small_workspace, "--feature", "0")
+    assert imported == [] and page.startswith("Feature #0:")
 
 
 def test_hsae_features_and_relabel_take_a_workspace_by_its_dashboard_name(
