@@ -29,12 +29,15 @@ import re
 import zipfile
 from importlib import resources
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from . import settings
 from .errors import ModelError, first_line
 from .fsutil import atomic_write_text
-from .sae import CONFIG_NAME, WEIGHTS_NAME, SparseAutoencoder
+from .sae_config import CONFIG_NAME, WEIGHTS_NAME
+
+if TYPE_CHECKING:  # the estimator imports torch and scikit-learn: `hsae models` and the checks need neither
+    from .sae import SparseAutoencoder
 
 PUBLISHED_KEYS = ("encoder.weight", "decoder.weight", "pre_bias", "latent_bias")
 STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
@@ -125,6 +128,8 @@ def parse_spec(spec: str) -> dict:
 # ---------------------------------------------------------------------------------------- loading
 def load_sae(spec: str, *, revision: Optional[str] = None, cache_dir: Optional[str] = None) -> SparseAutoencoder:
     """Load an SAE from a hub spec, a registry name, a local folder or a local .pth file (see module doc)."""
+    from .sae import SparseAutoencoder
+
     parsed = parse_spec(spec)
     kind = parsed["kind"]
     if kind == "local":
@@ -369,6 +374,8 @@ def _unsafe_detail(exc: BaseException) -> str:
 
 def convert_published(tensors: dict, entry: Optional[dict], source: dict, filename: str) -> SparseAutoencoder:
     """Build our SAE from a published state dict, checking every shape against the registry entry."""
+    from .sae import SparseAutoencoder
+
     missing = [k for k in PUBLISHED_KEYS if k not in tensors]
     if missing:
         raise ModelError(
@@ -577,6 +584,8 @@ def push_sae(
     """Write a README.md model card into ``folder`` and upload the folder to the Hub repo; returns its URL."""
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub import errors as hf_errors
+
+    from .sae import SparseAutoencoder
 
     folder = Path(folder)
     SparseAutoencoder.load(folder)  # refuse to publish something that does not load
