@@ -988,6 +988,7 @@ def test_upload_errors_name_the_uploaded_file():
 
 
 def test_push_publishes_no_local_paths(tiny, tmp_path, monkeypatch):
+    import huggingface_hub.constants
     from fake_hub import FakeHub
 
     from hsae_core.hub import load_sae, push_sae
@@ -997,6 +998,9 @@ def test_push_publishes_no_local_paths(tiny, tmp_path, monkeypatch):
     folder = local.save(tmp_path / "to-push")
     assert str(origin) in (folder / "config.json").read_text()
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    # huggingface_hub reads HF_HUB_OFFLINE once, when first imported: a test before this one (the dashboard's
+    # pretrained SAE, offline) may have imported it with the variable set
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     with FakeHub() as hub:
         push_sae(folder, "me/tiny", token="hf_test", endpoint=hub.url)
         files = hub.repos["me/tiny"]["files"]
