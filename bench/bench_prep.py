@@ -1,8 +1,10 @@
 """What a run pays before any learning: hashing embeddings for the SAE cache, row digests, reading HTML texts,
-and the imports a process (a dashboard page, a CLI command) starts with.
+the imports a process (a dashboard page, a CLI command) starts with, and whole commands that only read files.
 
     python bench/bench_prep.py                # 100k and 1M rows
     python bench/bench_prep.py --rows 100000  # one size
+    python bench/bench_prep.py --workspace workspaces/yelp-demo  # also `hsae features` on it (after `hsae demo`)
+    python bench/bench_prep.py --workspace workspaces/yelp-demo --compare-to ../old  # and with another checkout
 
 Prints seconds per step, each the best of ``--repeat`` runs in this process (the imports: in fresh processes),
 the most memory a step held above what the process held before it, and the machine's load before and after.
@@ -50,16 +52,21 @@ def repeated(texts: pd.Series, rows: int) -> pd.Series:
     return pd.Series(np.resize(texts.to_numpy(dtype=object), rows), dtype=object)
 
 
-def import_seconds(statement: str, repeat: int) -> float:
-    """Wall seconds of ``python -c statement`` minus a bare interpreter's, fastest of ``repeat``."""
+def process_seconds(argv: list[str], repeat: int, code: Path = REPO) -> float:
+    """Wall seconds of a fresh ``python argv...`` run in the checkout ``code`` (its hsae_core), fastest of
+    ``repeat``."""
 
-    def once(code: str) -> float:
+    def once() -> float:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True)
+        subprocess.run([sys.executable, *argv], check=True, cwd=code, capture_output=True)
         return time.perf_counter() - t0
 
-    bare = min(once("pass") for _ in range(repeat))
-    return min(once(statement) for _ in range(repeat)) - bare
+    return min(once() for _ in range(repeat))
+
+
+def import_seconds(statement: str, repeat: int) -> float:
+    """Wall seconds of ``python -c statement`` minus a bare interpreter's, fastest of ``repeat``."""
+    return process_seconds(["-c", statement], repeat) - process_seconds(["-c", "pass"], repeat)
 
 
 def one_size(rows: int, reviews: pd.Series, repeat: int) -> None:
@@ -84,6 +91,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default="100000,1000000", help="comma-separated row counts")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workspace", default=None, help="also time `hsae features` (a listing, one feature) on it")
+    ap.add_argument("--compare-to", default=None, help="another checkout: time `hsae features` with its code too")
     args = ap.parse_args()
     from hsae_core.data import without_markup
 
@@ -102,6 +111,17 @@ def main() -> None:
     print(f"| `import torch` (fresh process) | | {import_seconds('import torch', args.repeat):.2f} | |")
     print(f"| `import ui` (what a dashboard page imports first) | | {import_seconds('import ui', args.repeat):.2f} | |")
     print(f"| `import hsae_core.cli` | | {import_seconds('import hsae_core.cli', args.repeat):.2f} | |")
+    other = Path(args.compare_to).resolve() if args.compare_to else None
+    commands = {"hsae models": ["models"]}  # shown as -> the CLI's arguments
+    if args.workspace:
+        workspace = str(Path(args.workspace).resolve())
+        commands["hsae features WS"] = ["features", workspace]
+        commands["hsae features WS --feature 0"] = ["features", workspace, "--feature", "0"]
+    for shown, command in commands.items():
+        argv = ["-m", "hsae_core.cli", *command]
+        seconds = process_seconds(argv, args.repeat)
+        beside = f" (with {other.name}: {process_seconds(argv, args.repeat, other):.2f})" if other else ""
+        print(f"| `{shown}` (whole process) | | {seconds:.2f}{beside} | |")
     print(f"load after: {load_average()}")
 
 
