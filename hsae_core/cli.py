@@ -1146,7 +1146,7 @@ def main(argv=None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     _quiet_library_logs()
     try:
-        if getattr(args, "device", None):
+        if getattr(args, "device", None) not in (None, "auto"):  # auto cannot fail: no torch import to find out
             from .device import resolve_device
 
             resolve_device(args.device)  # --device cuda without CUDA: one line before any work

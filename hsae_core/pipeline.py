@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import pandas as pd
@@ -45,7 +45,6 @@ from .presence import chosen_presence
 from .progress import Overall, ProgressFn, expected_epochs, progress_span, report, run_weights
 from .report import any_of_lines, fixed_decimals, presence_rule, row_counts, split_summary, verdict_line
 from .runstore import check_run_folder, new_run_id, verify_run_folder, write_run_folder
-from .sae import SparseAutoencoder, row_digests
 from .splits import (
     duplicate_mask,
     group_codes,
@@ -57,6 +56,9 @@ from .splits import (
 )
 from .stats import embedding_baseline, evaluate_hypotheses, few_cases_note
 from .target_scale import TargetScale, choose_scale
+
+if TYPE_CHECKING:  # the estimator imports torch: a run loads it once its inputs have passed the checks
+    from .sae import SparseAutoencoder
 
 MIN_TRAIN_ROWS = settings.MIN_SAE_ROWS
 MIN_HOLDOUT_ROWS = 20
@@ -540,14 +542,18 @@ def _as_config(config) -> HypothesisConfig:
 def _as_sae(sae) -> Optional[SparseAutoencoder]:
     """A given SAE: a trained SparseAutoencoder, or a folder, .pth file, registry name or Hub spec loaded as
     ``hsae hypothesize --sae`` loads it."""
-    if sae is None or isinstance(sae, SparseAutoencoder):
-        if sae is not None and not hasattr(sae, "model_"):
-            raise ModelError("The SAE given is not trained yet: call its fit() first, or give a trained one")
-        return sae
+    if sae is None:
+        return None
     if isinstance(sae, (str, Path)):
         from .hub import load_sae
 
         return load_sae(str(sae))  # it names its own source in the summary
+    from .sae import SparseAutoencoder
+
+    if isinstance(sae, SparseAutoencoder):
+        if not hasattr(sae, "model_"):
+            raise ModelError("The SAE given is not trained yet: call its fit() first, or give a trained one")
+        return sae
     raise DataError(f"`sae` must be a SparseAutoencoder or where to load one from; got {type(sae).__name__}")
 
 
@@ -920,6 +926,8 @@ def _any_of(codes_train, y_train, annotations: np.ndarray, y_hold, sel: Choice, 
 
 def _fresh_sae(config: HypothesisConfig, embedding_model: Optional[str]) -> SparseAutoencoder:
     """The SAE ``config`` describes, untrained."""
+    from .sae import SparseAutoencoder
+
     return SparseAutoencoder(
         m=config.m,
         k=config.k,
@@ -1161,6 +1169,8 @@ def _sae_origin(sae: SparseAutoencoder, given: bool, origin: Optional[str], n_tr
 def _holdout_rows_fitted_on(sae: SparseAutoencoder, X_train: np.ndarray, X_hold: np.ndarray) -> int:
     """How many holdout rows a given SAE was fitted on (0 where it keeps no record), leaving out a holdout row
     whose embedding is also a training row's: the SAE may rightly have seen that one."""
+    from .sae import row_digests
+
     seen = sae.fitted_on(X_hold)
     if seen is None or not seen.any():
         return 0
