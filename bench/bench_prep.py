@@ -52,13 +52,15 @@ def repeated(texts: pd.Series, rows: int) -> pd.Series:
     return pd.Series(np.resize(texts.to_numpy(dtype=object), rows), dtype=object)
 
 
-def process_seconds(argv: list[str], repeat: int, code: Path = REPO) -> float:
+def process_seconds(argv: list[str], repeat: int, code: Path = REPO, status: int = 0) -> float:
     """Wall seconds of a fresh ``python argv...`` run in the checkout ``code`` (its hsae_core), fastest of
-    ``repeat``."""
+    ``repeat``; it must exit with ``status`` (2: the command refuses its input)."""
 
     def once() -> float:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, *argv], check=True, cwd=code, capture_output=True)
+        done = subprocess.run([sys.executable, *argv], cwd=code, capture_output=True, text=True)
+        if done.returncode != status:
+            raise SystemExit(f"{argv} exited with {done.returncode}, not {status}: {done.stderr.strip()[-300:]}")
         return time.perf_counter() - t0
 
     return min(once() for _ in range(repeat))
@@ -112,15 +114,23 @@ def main() -> None:
     print(f"| `import ui` (what a dashboard page imports first) | | {import_seconds('import ui', args.repeat):.2f} | |")
     print(f"| `import hsae_core.cli` | | {import_seconds('import hsae_core.cli', args.repeat):.2f} | |")
     other = Path(args.compare_to).resolve() if args.compare_to else None
-    commands = {"hsae models": ["models"]}  # shown as -> the CLI's arguments
+    reviews_file = str(data_dir() / "yelp_reviews_demo" / "yelp-demo-val-2K.jsonl")
+    missing_column = ["--data", reviews_file, "--text-col", "review", "--target-col", "stars"]
+    commands = {  # shown as -> (the CLI's arguments, the exit status they must give)
+        "hsae models": (["models"], 0),
+        "hsae hypothesize naming a column the table lacks": (["hypothesize", *missing_column, "--out", "o"], 2),
+        "hsae build naming a column the table lacks": (["build", *missing_column[:4], "--out", "o"], 2),
+    }
     if args.workspace:
         workspace = str(Path(args.workspace).resolve())
-        commands["hsae features WS"] = ["features", workspace]
-        commands["hsae features WS --feature 0"] = ["features", workspace, "--feature", "0"]
-    for shown, command in commands.items():
+        commands["hsae features WS"] = (["features", workspace], 0)
+        commands["hsae features WS --feature 0"] = (["features", workspace, "--feature", "0"], 0)
+    for shown, (command, status) in commands.items():
         argv = ["-m", "hsae_core.cli", *command]
-        seconds = process_seconds(argv, args.repeat)
-        beside = f" (with {other.name}: {process_seconds(argv, args.repeat, other):.2f})" if other else ""
+        seconds = process_seconds(argv, args.repeat, status=status)
+        beside = ""
+        if other:
+            beside = f" (with {other.name}: {process_seconds(argv, args.repeat, other, status):.2f})"
         print(f"| `{shown}` (whole process) | | {seconds:.2f}{beside} | |")
     print(f"load after: {load_average()}")
 
