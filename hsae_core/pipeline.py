@@ -1293,6 +1293,8 @@ def saved_sae(out: Path, summary: dict) -> SparseAutoencoder:
         return _workspace_sae(out, features)
     if not (out / "sae").is_dir():
         raise ModelError(f"Run folder {out} holds no sae/ folder and names no workspace SAE: its SAE was not kept")
+    from .sae import SparseAutoencoder
+
     return SparseAutoencoder.load(out / "sae")
 
 

@@ -48,7 +48,7 @@ from .device import resolve_device
 from .errors import ModelError, StorageError, first_line
 from .fsutil import check_output_dir, describe_os_error, replace_folder
 from .progress import ProgressFn, report
-from .sae_config import (  # noqa: F401  (CONFIG_NAME, WEIGHTS_NAME, ... are imported from here too)
+from .sae_config import (  # the folder's schema; CONFIG_NAME, WEIGHTS_NAME, ... are imported from here too
     ARCHITECTURE,
     CONFIG_KEYS,
     CONFIG_NAME,

@@ -2,7 +2,7 @@
 configuration as a dataclass, and the decoder directions as numpy.
 
 ``hsae_core.sae`` builds the model from these; a listing of a workspace's features needs only this module, so it
-starts without importing torch or scikit-learn (about 2.5 s of a terminal command).
+starts without importing torch or scikit-learn (about 3 s of a terminal command).
 """
 
 from __future__ import annotations

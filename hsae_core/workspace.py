@@ -128,21 +128,22 @@ def _remove_marker(marker: Optional[Path]) -> None:
             pass
 
 
+def _load_sae(path: Path) -> SparseAutoencoder:
+    """The SAE folder as the estimator (importing torch on first use)."""
+    from .sae import SparseAutoencoder
+
+    return SparseAutoencoder.load(path)
+
+
 # How each step's output is read: used by the Workspace's lazy properties and by the build's reuse check.
 LOADERS: dict[str, Callable[[Path], object]] = {
     "table": lambda p: pd.read_parquet(p),
     "embeddings": lambda p: np.load(p, mmap_mode="r", allow_pickle=False),
-    "sae": lambda p: _load_sae(p),
+    "sae": _load_sae,
     "codes": load_codes,
     "features": lambda p: pd.read_parquet(p),
     "index": _read_index,
 }
-
-
-def _load_sae(path: Path) -> SparseAutoencoder:
-    from .sae import SparseAutoencoder
-
-    return SparseAutoencoder.load(path)
 
 
 def damaged(path: Path, reason: str) -> StorageError:
