@@ -21,7 +21,6 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 from scipy.special import expit
 
 from .blas import fit_threads
@@ -95,6 +94,8 @@ def coef_ci(coef, se, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
 
     The same approximation as the coefficients' p-values (statsmodels' robust covariances use z, not t).
     """
+    from scipy import stats as sps  # here, not at the top: scipy.stats takes about 1 s to import
+
     if not 0 < level < 1:
         raise DataError(f"`level` must be between 0 and 1, got {level}")
     coef, se = np.asarray(coef, dtype=np.float64), np.asarray(se, dtype=np.float64)
@@ -142,6 +143,8 @@ def _validate(annotations, y, kind: str, names, alpha: float, cv_folds: int):
 
 # ---------------------------------------------------------------------------- univariate
 def _univariate(a: np.ndarray, y: np.ndarray) -> dict:
+    from scipy import stats as sps
+
     seen = ~np.isnan(a)
     a, y = a[seen], y[seen]
     present, absent = y[a == 1], y[a == 0]
@@ -302,6 +305,7 @@ def _fit_logit(X: np.ndarray, y: np.ndarray):
     """Logistic MLE with HC3 sandwich SEs; where the hypotheses separate the target (no MLE), a log-F(1,1)-penalised
     fit with penalised likelihood-ratio p-values (:mod:`penalised_logit`); a lightly L2-penalised fit, no p, only
     if that fails too."""
+    from scipy import stats as sps
     from sklearn.linear_model import LogisticRegression
     from statsmodels.discrete.discrete_model import Logit
 
@@ -361,6 +365,8 @@ def _fit_conditional_logit(X: np.ndarray, y: np.ndarray, groups: np.ndarray):
     the chance that these rows of a group, and not others of it, have the target, given how many do. Group
     constants cancel, so nothing that differs only between groups can explain the answer. Returns what
     :func:`_fit_logit` returns, the fitted values being the linear score (what ranks rows within a group)."""
+    from scipy import stats as sps
+
     from . import conditional_logit
 
     found = conditional_logit.fit(X, y, groups)
