@@ -35,6 +35,7 @@ label and fidelity is unavailable.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Optional
@@ -199,15 +200,17 @@ _URL = re.compile(r"\S*(?:https?://|www\.)\S*")
 _TOKEN = re.compile(r"(?u)\b[^\W\d_]{2,}\b")
 
 
-def _function_words() -> frozenset:
+# The word sets below come from scikit-learn's English stop words. They are built on first use, not at import:
+# importing scikit-learn costs about a second, and a run that refuses its input should not pay it.
+@functools.cache
+def _ends() -> frozenset:
+    """Function words a label may not end on."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
     return frozenset(ENGLISH_STOP_WORDS) - {"not", "no", "never", "nothing", "none", "everything", "enough", "well"}
 
 
-_ENDS = _function_words()
-
-
+@functools.cache
 def _counted_stop() -> frozenset:
     """The stop words the keyword counts leave out (so a span's terms are looked up as they were counted)."""
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
@@ -217,17 +220,24 @@ def _counted_stop() -> frozenset:
     return frozenset((set(ENGLISH_STOP_WORDS) - _NEGATIONS) | _FOLDED_STOP)
 
 
-_COUNTED_STOP = _counted_stop()
-
-
 _NEGATION = re.compile(r"\b(?:not|never|no|cannot)\b|n['\u2019]t\b", re.IGNORECASE)
 # a word of a term: letters, inner hyphens and apostrophes ("state-of-the-art", "Geno's"); anything else
 # (punctuation, a number, a symbol) ends the run of words a term is cut from
 _TERM_PIECE = re.compile(r"[^\W\d_]+(?:[-'\u2019][^\W\d_]+)*|[^\w\s]+|\w+")
 _TERM_WORD = re.compile(r"[^\W\d_]{2,}(?:[-'\u2019][^\W\d_]+)*")
-_TERM_BREAK = (
-    _ENDS | _COUNTED_STOP | frozenset(_LEAD) | frozenset(_AUX) | frozenset(_NO_START) | {"not", "no", "never", "none"}
-)
+
+
+@functools.cache
+def _term_break() -> frozenset:
+    """Words that end the run of words a term is cut from."""
+    return (
+        _ends()
+        | _counted_stop()
+        | frozenset(_LEAD)
+        | frozenset(_AUX)
+        | frozenset(_NO_START)
+        | {"not", "no", "never", "none"}
+    )
 
 
 def is_negated(label: str) -> bool:
@@ -272,7 +282,7 @@ def _term_windows(text: str, min_words: int, max_words: int) -> list[tuple[str, 
     for sentence in _SENTENCE.split(_URL.sub(" ", str(text))):
         run: list[str] = []
         for piece in [*_TERM_PIECE.findall(sentence), ""]:  # "" closes the last run
-            if _TERM_WORD.fullmatch(piece) and _preprocess(piece) not in _TERM_BREAK:
+            if _TERM_WORD.fullmatch(piece) and _preprocess(piece) not in _term_break():
                 run.append(piece)
                 continue
             for size in range(min_words, min(max_words, len(run)) + 1):
@@ -320,7 +330,7 @@ def clean_span(text: str) -> str:
     words = span.lower().split()
     if words and words[0] in _NO_START and ", " in span:  # "For valet, a very high price for parking": after it
         return clean_span(span.split(", ", 1)[1])
-    if not words or words[0] in _AUX or words[0] in _NO_START or words[-1].strip("'\u2019") in _ENDS:
+    if not words or words[0] in _AUX or words[0] in _NO_START or words[-1].strip("'\u2019") in _ends():
         return ""
     letters = sum(ch.isalpha() for ch in span)
     if letters < 0.6 * max(len(span.replace(" ", "")), 1):
@@ -378,7 +388,7 @@ class PhraseInterpreter:
 
     def _span_terms(self, span: str) -> list[int]:
         """Vocabulary ids of the span's words and adjacent word pairs (stop words removed, as counted)."""
-        tokens = [t for t in _TOKEN.findall(_preprocess(span)) if t not in _COUNTED_STOP]
+        tokens = [t for t in _TOKEN.findall(_preprocess(span)) if t not in _counted_stop()]
         index = self._term_index()
         grams = tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
         return list({index[g] for g in grams if g in index})
