@@ -24,11 +24,13 @@ from .errors import DataError
 from .progress import ProgressFn, report
 from .unique_labels import label_words
 
-# 1: UMAP transform beyond 50k; 2: neighbour placement; 3: neighbours found in PCA-64; 4: PCA start
-LAYOUT_VERSION = 4
+# 1: UMAP transform beyond 50k; 2: neighbour placement; 3: neighbours found in PCA-64; 4: PCA start;
+# 5: UMAP's neighbour graph from an exact FAISS search
+LAYOUT_VERSION = 5
 PLACE_NEIGHBOURS = 10
 PLACE_CHUNK = 50_000
 PLACE_DIMS = 64
+SAME_POINT = 1e-5  # cosine distances below this are rounding: the same point (itself, or a duplicate text)
 # UMAP's own start, spectral, solves an eigenproblem per part of its graph; on parts of a few near-identical
 # texts (duplicated Upworthy headlines) the solver's answer differs from run to run, and so did the whole map
 # (points moved by up to 32 units between two builds). A PCA start is the same every run and keeps at least
@@ -93,6 +95,8 @@ def _fit_umap(umap, X: np.ndarray, n_neighbors: int, seed: int, init: str) -> tu
     if init not in LAYOUT_INITS:
         raise DataError(f"Unknown layout start '{init}'; use one of {', '.join(LAYOUT_INITS)}")
 
+    neighbours = _exact_cosine_neighbours(X, n_neighbors)
+
     def fit(start: str) -> np.ndarray:
         reducer = umap.UMAP(
             n_components=2,
@@ -101,17 +105,35 @@ def _fit_umap(umap, X: np.ndarray, n_neighbors: int, seed: int, init: str) -> tu
             random_state=seed,
             n_jobs=1,
             low_memory=True,
-            force_approximation_algorithm=len(X) > 4_000,
+            precomputed_knn=neighbours,
             init=start,
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # PCA's 0/0 on such documents, handled below
+            warnings.filterwarnings("ignore", "precomputed_knn", UserWarning)  # it cannot transform: not needed
             return np.asarray(reducer.fit_transform(X), dtype=np.float32)
 
     fitted = fit(init)
     if init == "pca" and not np.isfinite(fitted).all():
         return fit("random"), "random (the embeddings spread along no direction)"
     return fitted, init
+
+
+def _exact_cosine_neighbours(X_unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, None]:
+    """Each row's ``k`` nearest rows by cosine (itself among them), as UMAP's ``precomputed_knn``: (indices,
+    cosine distances, no search index). UMAP's own search below 4,096 rows sends every pair of rows through a
+    Python call (28 s for the 4,000 demo reviews, holding the GIL that the dashboard's pages need meanwhile);
+    above, it approximates. FAISS's exact search gives the exact neighbours in a fraction of a second."""
+    import faiss
+
+    index = faiss.IndexFlatIP(X_unit.shape[1])
+    index.add(np.ascontiguousarray(X_unit, dtype=np.float32))
+    similarity, found = index.search(np.ascontiguousarray(X_unit, dtype=np.float32), k)
+    distance = np.clip(1.0 - similarity, 0.0, 2.0).astype(np.float32)
+    # A row's distance to itself (or to a duplicate) comes out as float32 rounding, up to ~1e-7, not 0; UMAP
+    # scales each row's neighbourhood from its nearest non-zero distance, so that rounding must read as 0.
+    distance[distance < SAME_POINT] = 0.0
+    return found.astype(np.int64), distance, None
 
 
 def _unit(X: np.ndarray) -> np.ndarray:

@@ -96,6 +96,38 @@ def test_the_layout_starts_from_pca_and_from_a_seeded_random_start_where_pca_has
         compute_layout(X, init="tsne")
 
 
+def _nearest(X: np.ndarray, k: int, cosine: bool) -> np.ndarray:
+    """Each row's ``k`` nearest other rows, by cosine or by euclidean distance."""
+    if cosine:
+        unit = X / np.linalg.norm(X, axis=1, keepdims=True)
+        distance = 1 - unit @ unit.T
+    else:
+        distance = ((X[:, None, :] - X[None, :, :]) ** 2).sum(axis=2)
+    np.fill_diagonal(distance, np.inf)
+    return np.argsort(distance, axis=1, kind="stable")[:, :k]
+
+
+def test_the_map_is_drawn_from_each_reviews_exact_neighbours_and_keeps_them_close(ws):
+    # UMAP's own neighbour search sent every pair of documents through a Python call (28 s for the 4,000 demo
+    # reviews, blocking the pages meanwhile); the layout now takes the exact neighbours from FAISS
+    from hsae_core.mapping import _exact_cosine_neighbours
+
+    X = np.asarray(ws.embeddings, dtype=np.float32)
+    unit = X / np.linalg.norm(X, axis=1, keepdims=True)
+    found, distances, _ = _exact_cosine_neighbours(unit, 15)
+    expected = np.sort(1 - unit @ unit.T, axis=1)[:, :15]
+    assert found.shape == (len(X), 15) and np.allclose(distances, np.clip(expected, 0, 2), atol=1e-5)
+    assert (found == np.arange(len(X))[:, None]).any(axis=1).all()  # each review is among its own neighbours
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coords = compute_layout(X)
+    assert not [str(w.message) for w in caught if "umap" in w.filename], "UMAP's warnings reach the user"
+    # of each review's 10 nearest by cosine, the share that are among its 10 nearest on the map (random: 0.017)
+    on_map, in_embedding = _nearest(coords.astype(np.float64), 10, cosine=False), _nearest(X, 10, cosine=True)
+    kept = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(on_map, in_embedding)])
+    assert kept > 0.15, kept
+
+
 def test_selections_box_lasso_and_clicked_points():
     coords = np.array([[0, 0], [1, 1], [2, 2], [0.5, 1.5], [3, 0]], dtype=np.float32)
     assert points_in_box(coords, (0.9, 2.1), (0.9, 2.1)).tolist() == [False, True, True, False, False]
