@@ -13,6 +13,7 @@ and /usr/bin/chromium (`make browser`). Not part of `make bench`: it takes minut
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -65,22 +66,36 @@ def wait_until_answering(port: int, proc: subprocess.Popen, log: Path) -> None:
             sys.exit("the dashboard stopped:\n" + log.read_text()[-3000:])
 
 
-def seconds_to_overview(port: int) -> float:
-    """Open Chromium at the dashboard: seconds from the request until the Overview shows the workspace (its SAE
-    panel and first chart; Chromium's own start is not counted)."""
+@contextlib.contextmanager
+def browser_page():
+    """A page of a headless Chromium (started before any timing begins)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROME_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(600_000)
-        opened = time.perf_counter()
-        page.goto(f"http://127.0.0.1:{port}/")
-        page.get_by_text("Validation NMSE").wait_for()
-        page.locator(".js-plotly-plot").first.wait_for()
-        shown = time.perf_counter() - opened
-        browser.close()
-    return shown
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def overview_seconds(page, port: int) -> float:
+    """Seconds from asking ``page`` for the dashboard until the Overview shows the workspace (its SAE panel and
+    first chart)."""
+    opened = time.perf_counter()
+    page.goto(f"http://127.0.0.1:{port}/")
+    page.get_by_text("Validation NMSE").wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    return time.perf_counter() - opened
+
+
+def seconds_to_overview(port: int) -> float:
+    """Open Chromium at the dashboard: seconds from the request until the Overview shows the workspace (its SAE
+    panel and first chart; Chromium's own start is not counted)."""
+    with browser_page() as page:
+        return overview_seconds(page, port)
 
 
 def main() -> int:
