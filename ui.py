@@ -132,8 +132,10 @@ def _stamp(path: Path) -> float:
 @st.cache_resource(show_spinner="Opening workspace…", max_entries=4)
 def _open(path: str, stamp: float) -> Workspace:
     ws = Workspace.open(path)
-    # Touch the heavy parts once so that no page rerun pays for them (and a damaged file is reported here).
-    _ = ws.frame, ws.codes, ws.features, ws.sae, ws.embeddings
+    # Read the parts every page shows once, so that no page rerun pays for them and a damaged file is reported
+    # here. The SAE's facts come from its files; the estimator (torch and scikit-learn, 2-3 s to import) loads
+    # only on a page that encodes a text (Search, "Try your own text"), whose own error line names a damaged file.
+    _ = ws.frame, ws.codes, ws.features, ws.sae_config, ws.decoder_directions, ws.embeddings
     return ws
 
 

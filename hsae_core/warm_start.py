@@ -1,12 +1,14 @@
-"""Start the dashboard with its heavy imports already under way: ``python -m hsae_core.warm_start [streamlit
-options]`` is ``streamlit run app.py [options]`` plus a thread that imports torch, scikit-learn and plotly as
-soon as the server answers, while the newcomer reads its URL and clicks it. A page's first run otherwise spends
-about 4 s importing them (bench/bench_prep.py) before it shows anything; `make dashboard` starts the dashboard
-this way.
+"""Start the dashboard with its imports already under way: ``python -m hsae_core.warm_start [streamlit options]``
+is ``streamlit run app.py [options]`` plus a thread that imports, while the newcomer reads the URL and clicks it,
+what the first page needs (plotly, pyarrow, the workspace module), and once that page has run, torch and
+scikit-learn, which only a page that encodes a text (Search) needs; `make dashboard` starts the dashboard this
+way. Otherwise the first page paid about 1 s for its own imports and the first Search page 2-3 s for torch's
+(bench/first_page.py).
 
-app.py calls :func:`wait` before it imports anything heavy, so a session that arrives while the imports are
-still running waits for them instead of importing the same modules from a second thread (two threads
-importing one large package at once can each see the other's half-initialised modules).
+app.py brackets every run of a page with :func:`page_starts` and :func:`page_ends`. A page waits for the first
+group of imports, and for the second while it is under way; the second begins only while no page runs. So no
+page ever imports a module the thread is importing (two threads importing one large package at once can each
+see the other's half-initialised modules).
 """
 
 from __future__ import annotations
@@ -18,11 +20,27 @@ import time
 from pathlib import Path
 from typing import Optional
 
-# What a page's first run imports beyond Streamlit and pandas, slowest first (python -X importtime -c "import ui")
-HEAVY_MODULES = ("torch", "sklearn.base", "scipy.stats", "plotly.graph_objects", "hsae_core.workspace")
+# What the first page's run imports beyond Streamlit and pandas, slowest first (python -X importtime).
+FIRST_PAGE_MODULES = ("plotly.express", "pyarrow.dataset", "hsae_core.workspace")
+# What the SAE's estimator imports: the Search page's first run, and "Try your own text" on Features.
+ESTIMATOR_MODULES = ("torch", "sklearn.base", "scipy.stats", "hsae_core.sae")
 APP = Path(__file__).resolve().parents[1] / "app.py"
+FIRST_PAGE_GRACE = 60.0  # seconds the estimator's imports wait for a first page before going ahead
+
+
+class _Imports:
+    """What the background thread has imported, and how many pages are running, under one condition."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.first_page_ready = False  # FIRST_PAGE_MODULES imported (or given up on)
+        self.estimator_importing = False  # ESTIMATOR_MODULES under way: pages wait
+        self.pages_running = 0
+        self.pages_run = 0
+
 
 _thread: Optional[threading.Thread] = None
+_imports = _Imports()
 
 
 def _server_started(timeout: float = 30.0) -> None:
@@ -40,28 +58,64 @@ def _server_started(timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def _import_all() -> None:
-    _server_started()
-    for name in HEAVY_MODULES:
+def _import(names: tuple[str, ...]) -> None:
+    for name in names:
         try:
             importlib.import_module(name)
         except Exception:  # the page's own import raises it again, where the user can read it
             return
 
 
+def _import_all() -> None:
+    state = _imports
+    try:
+        _server_started()
+        _import(FIRST_PAGE_MODULES)
+    finally:
+        with state.changed:
+            state.first_page_ready = True
+            state.changed.notify_all()
+    with state.changed:
+        # after the first page has run (or a minute without one), at a moment no page is running
+        state.changed.wait_for(lambda: state.pages_run > 0 and state.pages_running == 0, FIRST_PAGE_GRACE)
+        state.changed.wait_for(lambda: state.pages_running == 0)
+        state.estimator_importing = True
+    try:
+        _import(ESTIMATOR_MODULES)
+    finally:
+        with state.changed:
+            state.estimator_importing = False
+            state.changed.notify_all()
+
+
 def start() -> None:
-    """Begin importing :data:`HEAVY_MODULES` in a background thread (once per process)."""
+    """Begin the background imports (once per process)."""
     global _thread
     if _thread is None:
         _thread = threading.Thread(target=_import_all, name="hsae-warm-start", daemon=True)
         _thread.start()
 
 
-def wait(timeout: float = 120.0) -> None:
-    """Return once the background imports are done; at once when :func:`start` was never called (the app was
-    started with plain ``streamlit run app.py``, or under a test)."""
-    if _thread is not None:
-        _thread.join(timeout)
+def page_starts(timeout: float = 120.0) -> None:
+    """A page's run begins: wait for the first page's imports, and for the estimator's while they are under way.
+    Returns at once when :func:`start` was never called (plain ``streamlit run app.py``, or under a test)."""
+    if _thread is None:
+        return
+    state = _imports
+    with state.changed:
+        state.changed.wait_for(lambda: state.first_page_ready and not state.estimator_importing, timeout)
+        state.pages_running += 1
+
+
+def page_ends() -> None:
+    """A page's run has ended (finished, stopped or rerun): the estimator's imports may begin once none runs."""
+    if _thread is None:
+        return
+    state = _imports
+    with state.changed:
+        state.pages_running = max(state.pages_running - 1, 0)
+        state.pages_run += 1
+        state.changed.notify_all()
 
 
 def main(argv: Optional[list[str]] = None) -> int:

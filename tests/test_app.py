@@ -6,8 +6,11 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -64,6 +67,42 @@ def page(name: str = "Overview", **query) -> AppTest:
         at.run()
         assert not at.exception, at.exception
     return at
+
+
+# Each page in turn in one fresh interpreter, as a server's first visitor opens it, and the heavy libraries
+# loaded after it (the Search page encodes the query, so it loads the SAE's estimator and is run last).
+_PAGES_IN_A_FRESH_PROCESS = """
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file("app.py", default_timeout=300)
+at.run()
+for page in sys.argv[1:]:
+    if page != "app.py":
+        at.switch_page(page)
+        at.run()
+    assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
+    print(page, [m for m in ("torch", "sklearn") if m in sys.modules])
+"""
+
+
+def test_pages_that_encode_no_text_open_without_torch(app_env):
+    # Opening a workspace loaded the SAE's estimator, so every first page paid 2-3 s importing torch and
+    # scikit-learn for facts its files hold (Overview 3.5 s -> 1.1 s in-process on the demo workspace)
+    pages = ["app.py", "pages/1_Features.py", "pages/3_Hypotheses.py", "pages/4_Map.py", "pages/2_Search.py"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-c", _PAGES_IN_A_FRESH_PROCESS, *pages],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    loaded = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if line.split(" ", 1)[0] in pages)
+    # the Map may import scikit-learn, on which UMAP is built, when it lays out a workspace for the first time
+    assert {page: loaded[page] for page in pages[:3]} == dict.fromkeys(pages[:3], "[]"), loaded
+    assert "torch" not in loaded["pages/4_Map.py"] and "torch" in loaded["pages/2_Search.py"], loaded
 
 
 # Dataframes without a selection have no key in the element tree, so they are found by their place on the page.

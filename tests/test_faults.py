@@ -575,12 +575,12 @@ def test_damaged_file_is_named_then_rebuilt_by_the_next_build(step, tiny, ws_cop
     assert rebuilt.index.ntotal == 200 and rebuilt.sae.config_.k == K
 
 
-def _nan_decoder(ws: Path) -> None:
-    """Write NaN over the first decoder weights of the workspace's SAE in place (the file keeps its size)."""
+def _nan_weights(ws: Path, tensor: str = "decoder.weight") -> None:
+    """Write NaN over the first weights of one tensor of the workspace's SAE in place (the file keeps its size)."""
     weights = Workspace.open(ws).file("sae") / "model.safetensors"
     raw = bytearray(weights.read_bytes())
     header_len = int.from_bytes(raw[:8], "little")
-    start, _ = json.loads(raw[8 : 8 + header_len])["decoder.weight"]["data_offsets"]
+    start, _ = json.loads(raw[8 : 8 + header_len])[tensor]["data_offsets"]
     at = 8 + header_len + start
     raw[at : at + 16] = np.full(4, np.nan, dtype=np.float32).tobytes()
     weights.write_bytes(bytes(raw))
@@ -592,7 +592,7 @@ def test_a_feature_listing_names_a_damaged_sae_as_loading_it_does(damage, ws_cop
     if damage == "config":
         _damage(ws_copy, "sae")
     else:
-        _nan_decoder(ws_copy)
+        _nan_weights(ws_copy)
     with pytest.raises(StorageError) as loaded:
         _ = Workspace.open(ws_copy).sae
     expected = str(loaded.value)
@@ -617,6 +617,7 @@ def test_damaged_manifest_is_one_line_and_a_build_repairs_it(content, tiny, ws_c
 
 PAGES = [
     ("app.py", "features"),
+    ("app.py", "sae"),
     ("pages/1_Features.py", "codes"),
     ("pages/2_Search.py", "index"),
     ("pages/3_Hypotheses.py", "table"),
@@ -643,6 +644,27 @@ def test_dashboard_shows_one_error_line_for_a_damaged_file(page, step, ws_copy, 
     assert not at.exception, [e.value for e in at.exception]
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and name in errors[0] and len(errors[0].splitlines()) == 1, errors
+    assert tree(ws_copy) == before
+
+
+def test_a_damaged_encoder_is_named_by_the_page_that_encodes(ws_copy, monkeypatch, tmp_path):
+    # Pages open a workspace from the SAE's config and decoder, without the estimator; the Search page loads it
+    # to encode the query, so damage only the estimator reads is named there, in one line, and nowhere before
+    from streamlit.testing.v1 import AppTest
+
+    _nan_weights(ws_copy, "encoder.weight")
+    before = tree(ws_copy)
+    monkeypatch.setenv("HSAE_WORKSPACE", str(ws_copy))
+    monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(tmp_path / "none"))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=300)
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    at.switch_page("pages/2_Search.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and len(errors[0].splitlines()) == 1, errors
+    assert "'encoder.weight' contains NaN" in errors[0] and Workspace.open(ws_copy).file("sae").name in errors[0]
     assert tree(ws_copy) == before
 
 
