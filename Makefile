@@ -25,7 +25,8 @@ browser:
 
 # The demo workspace is built here, in the terminal, before the server starts (a no-op once built). Without
 # demo data `hsae demo` says what to download (status 2) and the dashboard still opens. hsae_core.warm_start is
-# `streamlit run app.py` that imports the first page's modules once the server answers, for a quicker first page.
+# `streamlit run app.py` that imports the first page's modules once the server answers, and torch once that page
+# has run, so that neither the first page nor the first Search waits for them.
 dashboard: install
 	@$(PY) -m hsae_core.cli demo; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 2 ] || exit $$status
 	$(PY) -m hsae_core.warm_start --server.headless true --server.address 127.0.0.1 --server.port $(PORT)

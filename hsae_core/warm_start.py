@@ -2,8 +2,7 @@
 is ``streamlit run app.py [options]`` plus a thread that imports, while the newcomer reads the URL and clicks it,
 what the first page needs (plotly, pyarrow, the workspace module), and once that page has run, torch and
 scikit-learn, which only a page that encodes a text (Search) needs; `make dashboard` starts the dashboard this
-way. Otherwise the first page paid about 1 s for its own imports and the first Search page 2-3 s for torch's
-(bench/first_page.py).
+way. Without it the first Search page waits 2-3 s for torch (bench/first_page.py).
 
 app.py brackets every run of a page with :func:`page_starts` and :func:`page_ends`. A page waits for the first
 group of imports, and for the second while it is under way; the second begins only while no page runs. So no
