@@ -49,6 +49,16 @@ def app_env(monkeypatch, small_workspace, tmp_path):
 
 
 @pytest.fixture
+def app_env_without_runs(monkeypatch, small_workspace, tmp_path):
+    """A copy of the small workspace without saved hypothesis runs (test_browser saves some in the shared one)."""
+    copy = tmp_path / "copy" / small_workspace.name
+    shutil.copytree(small_workspace, copy, ignore=shutil.ignore_patterns("runs"))
+    monkeypatch.setenv("HSAE_WORKSPACE", str(copy))
+    monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(tmp_path / "workspaces"))
+    return copy
+
+
+@pytest.fixture
 def upworthy_env(monkeypatch, upworthy_workspace, tmp_path):
     monkeypatch.setenv("HSAE_WORKSPACE", str(upworthy_workspace))
     monkeypatch.setenv("HSAE_WORKSPACES_DIR", str(tmp_path / "workspaces"))
@@ -352,7 +362,8 @@ def test_search_empty_query_is_a_message_not_a_crash(app_env):
     assert not at.exception and any("empty" in e.value for e in at.error)
 
 
-def test_hypotheses_defaults_run_table_effects_and_evidence(app_env):
+def test_hypotheses_defaults_run_table_effects_and_evidence(app_env_without_runs):
+    app_env = app_env_without_runs
     at = page("Hypotheses")
     assert at.selectbox(key="hyp_target").value == "stars"
     assert at.radio(key="hyp_split").value == "random rows"
