@@ -126,9 +126,10 @@ def _exact_cosine_neighbours(X_unit: np.ndarray, k: int) -> tuple[np.ndarray, np
     above, it approximates. FAISS's exact search gives the exact neighbours in a fraction of a second."""
     import faiss
 
+    X_unit = np.ascontiguousarray(X_unit, dtype=np.float32)
     index = faiss.IndexFlatIP(X_unit.shape[1])
-    index.add(np.ascontiguousarray(X_unit, dtype=np.float32))
-    similarity, found = index.search(np.ascontiguousarray(X_unit, dtype=np.float32), k)
+    index.add(X_unit)
+    similarity, found = index.search(X_unit, k)
     distance = np.clip(1.0 - similarity, 0.0, 2.0).astype(np.float32)
     # A row's distance to itself (or to a duplicate) comes out as float32 rounding, up to ~1e-7, not 0; UMAP
     # scales each row's neighbourhood from its nearest non-zero distance, so that rounding must read as 0.
