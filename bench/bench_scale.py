@@ -17,6 +17,12 @@ the embedding step itself is excluded and measured separately (its throughput is
 Last, the calibration: neighbourhood statistics and IVF difficulty of real embeddings vs the generator.
 
     python bench/bench_scale.py [--quick]
+    python bench/bench_scale.py --sizes 1000000 --levels default --levels none   # one size, two SAE settings
+
+``--levels`` (repeatable) builds each size once per setting, side by side in one run: ``default`` is the
+product's SAE levels, anything else is passed to ``hsae build --levels`` (``none``: the main dictionary
+alone, as before the levels). A run with ``--sizes`` or ``--levels`` skips the calibration and the
+embedding throughput and saves ``scale_custom.json``, leaving the full run's results alone.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from common import (
     markdown_table,
     real_mix_embeddings,
     run_worker,
-    script_main,
+    save_json,
     setup_env,
     synthetic_corpus,
     synthetic_corpus_files,
@@ -50,7 +56,7 @@ M, K = 1024, 8
 SMALL_EPOCHS = 5
 
 
-def hsae_build(table, emb, out, timeout: float, epochs: Optional[int] = None) -> dict:
+def hsae_build(table, emb, out, timeout: float, epochs: Optional[int] = None, levels: str = "default") -> dict:
     """Run `hsae build` in a child process; wall seconds, peak RSS (GiB) and the manifest's per-step seconds."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [
@@ -72,6 +78,7 @@ def hsae_build(table, emb, out, timeout: float, epochs: Optional[int] = None) ->
         str(out),
     ]
     cmd += ["--epochs", str(epochs)] if epochs else []
+    cmd += [] if levels == "default" else ["--levels", levels]
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
     load_before = os.getloadavg()[0]
     t0 = time.monotonic()
@@ -108,46 +115,52 @@ def hsae_build(table, emb, out, timeout: float, epochs: Optional[int] = None) ->
     }
 
 
-def run(quick: bool = False, timeout: float = 1800, mem_gib: float = 12) -> dict:
+def run(
+    quick: bool = False,
+    timeout: float = 1800,
+    mem_gib: float = 12,
+    sizes: Optional[tuple] = None,
+    levels: tuple = ("default",),
+) -> dict:
     setup_env()
-    sizes = (10_000,) if quick else (10_000, 100_000, 1_000_000)
+    custom = sizes is not None or tuple(levels) != ("default",)
+    sizes = sizes or ((10_000,) if quick else (10_000, 100_000, 1_000_000))
     rows = []
     for n in sizes:
         table, emb = synthetic_corpus_files(n, seed=3)
-        out = RESULTS / f"ws-scale-{n}"
-        # Up to 100k documents the SAE trains on every row with early stopping; cap it like the 1M default.
-        build = hsae_build(table, emb, out, timeout, epochs=SMALL_EPOCHS if n <= 100_000 else None)
-        row = {"n": n, "build": build}
-        if "failed" not in build:
-            for kind, expect in (("search", "search"), ("pages", "pages")):
-                res = run_worker(
-                    OUR_PYTHON,
-                    "worker_scale.py",
-                    {"kind": kind, "workspace": str(out), "queries": 50 if quick else 200},
-                    timeout=timeout,
-                    mem_limit_gib=mem_gib,
-                    expect=(expect,),
-                )
-                row[kind] = res[0]
-        rows.append(row)
-        print(f"  scale n={n:,}: {json.dumps(row)[:300]}", file=sys.stderr, flush=True)
-    realism = [] if quick else neighbourhood_realism()
+        for setting in levels:
+            out = RESULTS / f"ws-scale-{n}" if setting == "default" else RESULTS / f"ws-scale-{n}-levels-{setting}"
+            # Up to 100k documents the SAE trains on every row with early stopping; cap it like the 1M default.
+            epochs = SMALL_EPOCHS if n <= 100_000 else None
+            build = hsae_build(table, emb, out, timeout, epochs=epochs, levels=setting)
+            row = {"n": n, "levels": setting, "build": build}
+            if "failed" not in build:
+                for kind, expect in (("search", "search"), ("pages", "pages")):
+                    res = run_worker(
+                        OUR_PYTHON,
+                        "worker_scale.py",
+                        {"kind": kind, "workspace": str(out), "queries": 50 if quick else 200},
+                        timeout=timeout,
+                        mem_limit_gib=mem_gib,
+                        expect=(expect,),
+                    )
+                    row[kind] = res[0]
+            rows.append(row)
+            print(f"  scale n={n:,} levels {setting}: {json.dumps(row)[:300]}", file=sys.stderr, flush=True)
+    result = {"rows": rows, "threads": bench_threads(), "timeout_s": timeout, "m": M, "k": K, "custom": custom}
+    if custom:
+        return result
+    result["realism"] = [] if quick else neighbourhood_realism()
     embed_task = {
         "kind": "embed",
         "n": 100 if quick else 300,
         "tmp": str(RESULTS),
         "path": str(data_dir() / "yelp_reviews_demo" / "yelp-demo-holdout-2K.jsonl"),
     }
-    embed = run_worker(OUR_PYTHON, "worker_ours.py", embed_task, timeout=300, mem_limit_gib=4, expect=("embed",))[0]
-    return {
-        "rows": rows,
-        "embed": embed,
-        "threads": bench_threads(),
-        "timeout_s": timeout,
-        "m": M,
-        "k": K,
-        "realism": realism,
-    }
+    result["embed"] = run_worker(
+        OUR_PYTHON, "worker_ours.py", embed_task, timeout=300, mem_limit_gib=4, expect=("embed",)
+    )[0]
+    return result
 
 
 def neighbourhood_realism() -> list[dict]:
@@ -187,13 +200,19 @@ def neighbourhood_realism() -> list[dict]:
     return out
 
 
+def _row_name(row: dict) -> str:
+    """A table row's N, with the SAE levels when they are not the product's default."""
+    setting = row.get("levels", "default")
+    return f"{row['n']:,}" + ("" if setting == "default" else f" (levels {setting})")
+
+
 STEPS = ("prepare", "table", "embeddings", "sae", "codes", "features", "index", "layout")
 
 
 def tables(result: dict) -> str:
     build, steps, search, pages = [], [], [], []
     for r in result["rows"]:
-        n, b = f"{r['n']:,}", r["build"]
+        n, b = _row_name(r), r["build"]
         if "failed" in b:
             build.append([n, f"failed: {b['failed']}"] + [None] * 6)
             continue
@@ -242,7 +261,9 @@ def tables(result: dict) -> str:
                 ]
             )
     e = result.get("embed", {})
-    if "texts_per_s" in e:
+    if result.get("custom"):
+        embed_line = ""
+    elif "texts_per_s" in e:
         rate = e["texts_per_s"]
         embed_line = (
             f"\n\nEmbedding (excluded above), measured: {e['n']} real Yelp reviews (mean {e['mean_words']:.0f} words) "
@@ -314,5 +335,22 @@ def tables(result: dict) -> str:
     )
 
 
+def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="10k documents only (smoke test)")
+    ap.add_argument("--sizes", type=lambda v: tuple(int(n) for n in v.split(",")), help="e.g. 1000000 or 10000,100000")
+    ap.add_argument(
+        "--levels",
+        action="append",
+        help="SAE levels to build with, repeatable: 'default' (the product's), 'none', or pairs such as 16/2,128/16",
+    )
+    args = ap.parse_args()
+    res = run(args.quick, sizes=args.sizes, levels=tuple(args.levels or ("default",)))
+    save_json("scale" + ("_custom" if res["custom"] else "_quick" if args.quick else ""), res)
+    print(tables(res))
+
+
 if __name__ == "__main__":
-    script_main("scale", run, tables, "10k documents only (smoke test)", __doc__)
+    main()
