@@ -86,6 +86,7 @@ class TopKSAE(nn.Module):
             self.register_buffer("level_of", level_of, persistent=False)
         # Inference threshold for batch-top-k; NaN until trained.
         self.register_buffer("threshold", torch.tensor(float("nan")))
+        self._folded_bias: Optional[tuple] = None  # (weights' identity and versions, b_lat - W_enc b_level)
 
     def init_weights(self, generator: torch.Generator, median: Optional[torch.Tensor] = None) -> None:
         with torch.no_grad():
@@ -114,9 +115,25 @@ class TopKSAE(nn.Module):
 
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         if self.cfg.levels:  # W_enc (x - b_level) + b_lat, each latent centred by its own level's pre-bias
-            biases = torch.cat([self.b_pre[None], self.b_levels])[self.level_of]
-            return F.linear(x, self.W_enc, self.b_lat - (self.W_enc * biases).sum(1))
+            return F.linear(x, self.W_enc, self._level_folded_bias())
         return F.linear(x - self.b_pre, self.W_enc, self.b_lat)
+
+    def _level_folded_bias(self) -> torch.Tensor:
+        """b_lat - W_enc b_level for every latent, b_level its own level's pre-bias. Outside autograd it is kept
+        until a weight changes: forming it took 1 of the 2.5 ms that one query's encoding took at 1,246
+        latents. Any in-place change (an optimiser step, load_state_dict) bumps a weight's version."""
+
+        def fold() -> torch.Tensor:
+            biases = torch.cat([self.b_pre[None], self.b_levels])[self.level_of]
+            return self.b_lat - (self.W_enc * biases).sum(1)
+
+        if torch.is_grad_enabled():
+            return fold()
+        weights = (self.W_enc, self.b_lat, self.b_pre, self.b_levels)
+        key = tuple((w.device, w.data_ptr(), w._version) for w in weights)
+        if self._folded_bias is None or self._folded_bias[0] != key:
+            self._folded_bias = (key, fold())
+        return self._folded_bias[1]
 
     def sparse_code(self, pre: torch.Tensor, batch_mode: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Select active latents. Returns flat (indices, values, offsets) in embedding_bag form."""

@@ -119,3 +119,39 @@ def test_cli_trains_levels_and_refuses_bad_ones(X, tmp_path, capsys):
     assert code == 2
     assert "argument --levels: levels are 'latents/active' pairs" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+
+
+def _codes_from_weights(sae, X):
+    """Each level's top-k of W_enc (x - b_level) + b_lat, computed from the weights in numpy (float64)."""
+    model = sae.model_
+    W, b_lat = model.W_enc.detach().double().numpy(), model.b_lat.detach().double().numpy()
+    pre_biases = [model.b_pre.detach().double().numpy(), *model.b_levels.detach().double().numpy()]
+    out = np.zeros((len(X), model.cfg.m))
+    for level, (start, size, active) in enumerate(model.cfg.groups):
+        pre = (X - pre_biases[level]) @ W[start : start + size].T + b_lat[start : start + size]
+        top = np.argsort(-pre, axis=1)[:, :active]
+        np.put_along_axis(out[:, start : start + size], top, np.maximum(np.take_along_axis(pre, top, 1), 0), 1)
+    return out
+
+
+def test_codes_follow_weights_changed_in_place(leveled, X):
+    # Encoding keeps each latent's folded pre-bias between calls; a weight changed in place (an optimiser step,
+    # load_state_dict) must be seen by the next encoding, not the kept one.
+    import copy
+
+    import torch
+
+    sae, rows = copy.deepcopy(leveled), X[:300].astype(np.float64)
+
+    def agreement(codes, expected):
+        return np.mean(np.all(np.isclose(codes.toarray(), expected, atol=1e-4), axis=1))
+
+    before = sae.transform(X[:300])
+    assert agreement(before, _codes_from_weights(sae, rows)) > 0.99
+    with torch.no_grad():
+        sae.model_.b_levels.add_(0.05)
+        sae.model_.b_pre.sub_(0.05)
+    after = sae.transform(X[:300])
+    expected = _codes_from_weights(sae, rows)
+    assert agreement(after, expected) > 0.99
+    assert agreement(before, expected) < 0.5  # the change moved most rows' codes
