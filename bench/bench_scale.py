@@ -129,7 +129,8 @@ def run(
     for n in sizes:
         table, emb = synthetic_corpus_files(n, seed=3)
         for setting in levels:
-            out = RESULTS / f"ws-scale-{n}" if setting == "default" else RESULTS / f"ws-scale-{n}-levels-{setting}"
+            tag = "" if setting == "default" else "-levels-" + setting.replace("/", "-").replace(",", "_")
+            out = RESULTS / f"ws-scale-{n}{tag}"
             # Up to 100k documents the SAE trains on every row with early stopping; cap it like the 1M default.
             epochs = SMALL_EPOCHS if n <= 100_000 else None
             build = hsae_build(table, emb, out, timeout, epochs=epochs, levels=setting)

@@ -1,10 +1,12 @@
 """SAE levels on real Yelp embeddings: each level is a top-k dictionary of its own, reconstructs alone, and
 survives a save/load; bad level settings get one clear line."""
 
+import copy
 import json
 
 import numpy as np
 import pytest
+import torch
 
 from hsae_core import settings
 from hsae_core.cli import main
@@ -137,10 +139,6 @@ def _codes_from_weights(sae, X):
 def test_codes_follow_weights_changed_in_place(leveled, X):
     # Encoding keeps each latent's folded pre-bias between calls; a weight changed in place (an optimiser step,
     # load_state_dict) must be seen by the next encoding, not the kept one.
-    import copy
-
-    import torch
-
     sae, rows = copy.deepcopy(leveled), X[:300].astype(np.float64)
 
     def agreement(codes, expected):
