@@ -122,8 +122,9 @@ def _fit_umap(umap, X: np.ndarray, n_neighbors: int, seed: int, init: str) -> tu
 def _exact_cosine_neighbours(X_unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, None]:
     """Each row's ``k`` nearest rows by cosine (itself among them), as UMAP's ``precomputed_knn``: (indices,
     cosine distances, no search index). UMAP's own search below 4,096 rows sends every pair of rows through a
-    Python call (28 s for the 4,000 demo reviews, holding the GIL that the dashboard's pages need meanwhile);
-    above, it approximates. FAISS's exact search gives the exact neighbours in a fraction of a second."""
+    Python call (22 s for the 4,000 demo reviews in bench/bench_layout.py, holding the GIL that the dashboard's
+    pages need meanwhile); above, it approximates. FAISS's exact search gives the exact neighbours in a fraction
+    of a second."""
     import faiss
 
     X_unit = np.ascontiguousarray(X_unit, dtype=np.float32)

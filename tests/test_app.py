@@ -97,7 +97,7 @@ for page in sys.argv[1:]:
 
 def test_pages_that_encode_no_text_open_without_torch(app_env):
     # Opening a workspace loaded the SAE's estimator, so every first page paid 2-3 s importing torch and
-    # scikit-learn for facts its files hold (Overview 3.5 s -> 1.1 s in-process on the demo workspace)
+    # scikit-learn for facts its files hold (bench/first_page.py measures what the user waits)
     pages = ["app.py", "pages/1_Features.py", "pages/3_Hypotheses.py", "pages/4_Map.py", "pages/2_Search.py"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(

@@ -108,7 +108,7 @@ def _nearest(X: np.ndarray, k: int, cosine: bool) -> np.ndarray:
 
 
 def test_the_map_is_drawn_from_each_reviews_exact_neighbours_and_keeps_them_close(ws):
-    # UMAP's own neighbour search sent every pair of documents through a Python call (28 s for the 4,000 demo
+    # UMAP's own neighbour search sent every pair of documents through a Python call (22 s for the 4,000 demo
     # reviews, blocking the pages meanwhile); the layout now takes the exact neighbours from FAISS
     from hsae_core.mapping import _exact_cosine_neighbours
 
