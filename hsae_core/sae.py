@@ -120,8 +120,8 @@ class TopKSAE(nn.Module):
 
     def _level_folded_bias(self) -> torch.Tensor:
         """b_lat - W_enc b_level for every latent, b_level its own level's pre-bias. Outside autograd it is kept
-        until a weight changes: forming it on every call made one query's encoding 2.5 ms at 1,246 latents,
-        0.7 ms without. Any in-place change (an optimiser step, load_state_dict) bumps a weight's version."""
+        until a weight changes: forming it on every call was most of one query's encoding (a search at 1M took
+        about 2 ms longer; BENCHMARKS.md). Any in-place change (an optimiser step, load_state_dict) bumps a weight's version."""
 
         def fold() -> torch.Tensor:
             biases = torch.cat([self.b_pre[None], self.b_levels])[self.level_of]
