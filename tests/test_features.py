@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 from cli_process import cli_imports
 from ws_fixtures import small_workspace, upworthy_frame, upworthy_workspace  # noqa: F401
 
@@ -54,6 +55,18 @@ def test_stats_match_dense_computation(ws):
         mean = np.where((dense > 0).sum(0) > 0, dense.sum(0) / np.maximum((dense > 0).sum(0), 1), 0)
     np.testing.assert_allclose(stats["mean_activation"], mean, rtol=1e-5)
     np.testing.assert_allclose(ws.features["density"], (dense > 0).mean(0))
+
+
+def test_stats_ignore_stored_zeros_and_negatives():
+    """A stored value at or below 0 is no activation: it counts nowhere, and a column of only such values (or
+    none) has max 0, as an empty one does."""
+    rows, cols = [0, 1, 2, 0, 1, 2], [0, 0, 1, 2, 2, 2]
+    vals = np.array([0.5, 2.0, -1.0, 0.0, 3.0, 1.0], dtype=np.float32)
+    codes = sp.csr_matrix((vals, (rows, cols)), shape=(3, 4))
+    stats = feature_stats(codes)
+    assert stats["n_active"].tolist() == [2, 0, 2, 0]
+    np.testing.assert_allclose(stats["max_activation"], [2.0, 0.0, 3.0, 0.0])
+    np.testing.assert_allclose(stats["mean_activation"], [1.25, 0.0, 2.0, 0.0])
 
 
 def test_feature_page_documents_histogram_and_neighbours(ws, fx):
