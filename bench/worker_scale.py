@@ -85,8 +85,14 @@ def do_pages(task: dict) -> None:
     one interaction per page."""
     from streamlit.testing.v1 import AppTest
 
+    from hsae_core.workspace import Workspace
+
     os.environ["HSAE_WORKSPACE"] = task["workspace"]
     repo = Path(__file__).resolve().parents[1]
+    ws = Workspace.open(task["workspace"])
+    if not ws.has_layout:  # the Map page would start it in the background and show no map: lay it out first
+        print("  computing the map's layout first (not timed)", file=sys.stderr, flush=True)
+        ws.layout()
 
     def run(path, setup=None, timeout=1800):
         at = AppTest.from_file(str(repo / path), default_timeout=timeout)
