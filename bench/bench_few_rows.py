@@ -9,10 +9,13 @@ AUC) and the embedding model's ceiling:
 
 * Yelp stars: the first 400 / 100 and 800 / 200 reviews of the demo's training / holdout files;
 * ML stance: 500 abstracts (seeded sample), 20% holdout;
-* arXiv computer science vs the rest: 500 abstracts (seeded sample), 20% holdout.
+* arXiv computer science vs the rest: 500 abstracts (seeded sample), 20% holdout;
+* a rare class, Yelp 1 star against the rest: 800 / 200 and 2,000 / 2,000 reviews as above (about 12% of
+  the holdout are 1-star reviews).
 
     python bench/bench_few_rows.py                      # n 20, 10, 5 and the default
     python bench/bench_few_rows.py --n 20,15,10,5,3     # other numbers of hypotheses
+    python bench/bench_few_rows.py --only "Yelp 1 star" # scenarios whose name starts so
 """
 
 from __future__ import annotations
@@ -45,6 +48,11 @@ def scenarios() -> dict:
     for name, frame, target in (("ML stance 400/100", stance, "stance"), ("arXiv cs 400/100", arxiv, "cs")):
         picked = frame.sample(500, random_state=SAMPLE_SEED).reset_index(drop=True)
         out[name] = (picked.iloc[:400], picked.iloc[400:], target)
+    # a rare class: few holdout rows of one value, however many rows in all
+    one_star = {"stars": lambda f: np.where(f["stars"] == 1, "1 star", "more")}
+    for rows in ((800, 200), (2000, 2000)):
+        name = f"Yelp 1 star {rows[0]}/{rows[1]}"
+        out[name] = (train.iloc[: rows[0]].assign(**one_star), hold.iloc[: rows[1]].assign(**one_star), "stars")
     return out
 
 
@@ -73,11 +81,15 @@ def measure(name: str, train, hold, target: str, n, seed: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", default="20,10,5", help="numbers of hypotheses, comma-separated (and the default)")
+    parser.add_argument("--only", default="", help="scenarios whose name starts with one of these, comma-separated")
     args = parser.parse_args()
     setup_env()
     counts = [int(x) for x in args.n.split(",") if x.strip()] + [None]
+    wanted = [w.strip() for w in args.only.split(",") if w.strip()]
     rows = []
     for name, (train, hold, target) in scenarios().items():
+        if wanted and not any(name.startswith(w) for w in wanted):
+            continue
         for n in counts:
             for seed in SEEDS:
                 rows.append(measure(name, train, hold, target, n, seed))
@@ -108,7 +120,7 @@ def main() -> None:
             table,
         )
     )
-    save_json("few_rows", {"rows": rows, "machine": machine_description()})
+    save_json("few_rows_some" if wanted else "few_rows", {"rows": rows, "machine": machine_description()})
 
 
 if __name__ == "__main__":
