@@ -24,7 +24,7 @@ from hsae_core.errors import HsaeError, WorkspaceChangedError
 from hsae_core.fsutil import describe_os_error
 from hsae_core.interpret import snippet  # noqa: F401  (re-exported: the Map page shows ui.snippet)
 from hsae_core.mapping import category_values
-from hsae_core.workspace import MANIFEST, Workspace, list_workspaces, workspaces_dir
+from hsae_core.workspace import MANIFEST, Workspace, dashboard_command, list_workspaces, workspaces_dir
 
 SNIPPET = 300
 # Every page, by the name the pages use for links (app.py registers them with st.navigation).
@@ -719,6 +719,28 @@ def _build_key(out: Path) -> str:
     return f"build:{Path(out).expanduser().absolute()}"
 
 
+def may_replace(out: Path, key: str) -> bool:
+    """Whether a build into ``out`` may go ahead: always for a new name; under a workspace's name only once the
+    user, told what it holds, ticks "Replace it" (a build there replaced it without a word)."""
+    if not Workspace.is_workspace(out):
+        return True
+    try:
+        ws = open_workspace(str(out))
+        runs = len(ws.list_runs())
+        holds = (
+            f"{len(ws):,} documents, columns {', '.join(map(str, ws.manifest.get('columns', [])))}"
+            + (f", built {ws.manifest['built']}" if ws.manifest.get("built") else "")
+            + (f", {runs} hypothesis run{'s' if runs != 1 else ''}" if runs else "")
+        )
+    except ERRORS as exc:
+        holds = f"it does not open: {error_line(exc)}"
+    st.warning(
+        f"A workspace named '{Path(out).name}' exists ({holds}). Building replaces it; runs of a table or SAE that "
+        "changes are moved aside, not deleted."
+    )
+    return st.checkbox(f"Replace '{Path(out).name}'", value=False, key=f"{key}_replace")
+
+
 def start_build(out, label: str, build, describe) -> None:
     """Build a workspace into ``out`` in the background: ``build(progress)`` returns it, ``describe(ws)`` says what
     was built. This session's Overview follows it (follow_builds) wherever the user goes meanwhile; the page is
@@ -759,7 +781,12 @@ def follow_builds(where=None) -> None:
                 st.error(f"Build failed (any previous workspace is unchanged): {job.error}")
                 continue
             path, message, moved_runs = job.result
-            if started_here:
+            if settings.fixed_workspace() and Path(path).absolute() not in [p.absolute() for p in workspace_choices()]:
+                st.success(
+                    f"{message}. This dashboard opens only {settings.fixed_workspace()} (HSAE_WORKSPACE is set); "
+                    f"open the new one with: `{dashboard_command(Path(path))}`"
+                )
+            elif started_here:
                 st.session_state["workspace_path"] = path
                 st.success(f"{message}; it is open now (the sidebar picks another).")
             else:

@@ -406,6 +406,8 @@ def _step_seconds(seconds: dict) -> str:
 
 def _built(ws, out, seconds: Optional[dict] = None) -> int:
     """Say where the built workspace is, how to open it and, given the bar's ``seconds``, what each step took."""
+    from .workspace import dashboard_command
+
     if seconds:
         from .progress import format_seconds
 
@@ -416,10 +418,7 @@ def _built(ws, out, seconds: Optional[dict] = None) -> int:
         if index.get("kind") == "ivf"
         else "exact index"
     )
-    print(
-        f"Workspace ready: {out} ({len(ws):,} documents, {how}). Open it with: "
-        f"HSAE_WORKSPACE={out} streamlit run app.py"
-    )
+    print(f"Workspace ready: {out} ({len(ws):,} documents, {how}). Open it with: {dashboard_command(ws.path)}")
     markup = markup_line(ws.manifest.get("counts") or {})
     if markup:
         print(markup)

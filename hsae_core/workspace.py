@@ -202,6 +202,9 @@ class Workspace:
         now names every file this object will read). A damaged manifest or file is one StorageError line."""
         path = Path(path)
         man = path / MANIFEST
+        if not path.is_dir():
+            where = f" (from {Path.cwd()})" if not path.is_absolute() else ""
+            raise DataError(f"No workspace folder {path}{where}; build one with `hsae build` or the dashboard")
         if not man.is_file():
             raise DataError(f"{path} is not a workspace (no {MANIFEST}); build one with `hsae build` or the dashboard")
         try:
@@ -1176,6 +1179,20 @@ def list_workspaces(root: str | Path | None = None) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if p.is_dir() and Workspace.is_workspace(p))
+
+
+def dashboard_command(workspace: Path) -> str:
+    """A shell command that opens ``workspace`` in the dashboard from any folder: absolute paths, and this
+    interpreter's streamlit (a virtual environment's is often not on PATH). Without the dashboard's files beside
+    the package (a wheel install) it says to run it from a checkout."""
+    import shlex
+    import sys
+
+    app = Path(__file__).resolve().parents[1] / "app.py"  # the dashboard lives in the checkout, not the wheel
+    where = shlex.quote(str(Path(workspace).resolve()))
+    if not app.is_file():
+        return f"HSAE_WORKSPACE={where} streamlit run app.py (in a checkout of hsae, where app.py is)"
+    return f"HSAE_WORKSPACE={where} {shlex.quote(sys.executable)} -m streamlit run {shlex.quote(str(app))}"
 
 
 DEMO_NAME = "yelp-demo"

@@ -112,9 +112,10 @@ def new_workspace_form() -> None:
         "features: broad groups to fine features, so a whole topic can be one feature. Off: one dictionary of "
         "m features.",
     )
-    if st.button("Build workspace", key="new_build"):
-        safe = safe_name(name)
-        out = workspaces_dir() / safe
+    safe = safe_name(name)
+    out = workspaces_dir() / safe
+    allowed = ui.may_replace(out, key="new")
+    if st.button("Build workspace", key="new_build", disabled=not allowed):
         ui.start_build(
             out,
             safe,
@@ -235,10 +236,11 @@ def pretrained_form() -> None:
         emb_col = c2.selectbox("Embedding column", cols, index=cols.index(guess_emb), key="pre_emb_col")
     default = safe_name(f"{entry['name']}-{label}" if entry else label)
     name = st.text_input("Workspace name", value=default, key="pre_ws_name")
-    if not st.button("Build workspace", key="pre_build"):
-        return
     safe = safe_name(name)
     out = workspaces_dir() / safe
+    allowed = ui.may_replace(out, key="pre")
+    if not st.button("Build workspace", key="pre_build", disabled=not allowed):
+        return
 
     def build(progress):
         frame_, text_col_, embeddings = frame, text_col, None

@@ -733,6 +733,32 @@ def test_a_workspace_built_from_an_upload_trains_the_product_sae(shared_data, mo
     assert list(df(at, "corpus_head").columns) == ["text", "stars"]
 
 
+def test_a_build_under_a_taken_name_asks_first_and_a_pinned_dashboard_says_how_to_open_it(
+    app_env, shared_data, tmp_path
+):
+    """A build under an existing workspace's name replaced it without a word; with HSAE_WORKSPACE set, the build
+    said "it is open now" while the dashboard could not show it (the sidebar lists only the pinned one)."""
+    workspaces = tmp_path / "workspaces"
+    shutil.copytree(app_env, workspaces / "reviews", ignore=shutil.ignore_patterns("runs"))
+    frame = pd.read_json(shared_data / "yelp_reviews_demo" / "yelp-demo-val-2K.jsonl", lines=True).head(300)
+    path = tmp_path / "reviews.csv"
+    frame[["stars", "text"]].to_csv(path, index=False)
+    at = page()
+    at.get("file_uploader")[0].set_value(("reviews.csv", path.read_bytes(), "text/csv")).run()
+    said = [w.value for w in at.warning if "A workspace named 'reviews' exists" in w.value]
+    assert len(said) == 1 and f"({len(Workspace.open(app_env)):,} documents, columns " in said[0]
+    assert at.button(key="new_build").disabled
+    at.checkbox(key="new_replace").check().run()
+    assert not at.button(key="new_build").disabled
+    finish_jobs(at.button(key="new_build").click().run())
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    built = [s.value for s in at.success if s.value.startswith("Built reviews: 300 documents")]
+    assert len(built) == 1 and "it is open now" not in built[0], built
+    assert f"This dashboard opens only {app_env} (HSAE_WORKSPACE is set)" in built[0]
+    assert f"HSAE_WORKSPACE={(workspaces / 'reviews').resolve()} " in built[0]
+    assert len(Workspace.open(workspaces / "reviews")) == 300
+
+
 def test_map_page_layout_and_region_features(app_env):
     at = page("Map")
     chart = at.get("plotly_chart")[0].proto.spec

@@ -2,19 +2,25 @@
 
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from cli_process import cli_run
+from ws_fixtures import small_workspace  # noqa: F401
 
 from hsae_core import settings
 from hsae_core.cli import main
+from hsae_core.errors import DataError
 from hsae_core.pipeline import format_table, load_run
 from hsae_core.report import verdict_line
 from hsae_core.sae import SparseAutoencoder
+from hsae_core.workspace import Workspace, dashboard_command
 
 REQUIRED = [
     "latent",
@@ -490,3 +496,26 @@ def test_text_and_target_are_short_for_their_column_options():
         assert (
             build_parser().parse_args([command, "--data", "x.csv", "--text", "body", "--out", "o"]).text_col == "body"
         )
+
+
+def test_the_open_command_a_build_prints_works_from_any_folder(small_workspace, tmp_path, monkeypatch):  # noqa: F811
+    """`hsae build --out workspaces_cli/upw` printed `HSAE_WORKSPACE=workspaces_cli/upw streamlit run app.py`: a
+    relative path, an app.py only the checkout has, and a streamlit a virtual environment keeps off PATH."""
+    shutil.copytree(small_workspace, tmp_path / "built" / "ws")
+    monkeypatch.chdir(tmp_path)
+    assignment, python, dash_m, module, run, app = shlex.split(dashboard_command(Path("built/ws")))
+    name, where = assignment.split("=", 1)
+    assert name == "HSAE_WORKSPACE" and Path(where).is_absolute()
+    monkeypatch.chdir(tmp_path.parent)  # from elsewhere, the path still names the workspace
+    assert len(Workspace.open(where)) == len(Workspace.open(small_workspace))
+    assert Path(python).samefile(sys.executable) and (dash_m, module, run) == ("-m", "streamlit", "run")
+    assert Path(app).is_file() and Path(app).name == "app.py"
+
+
+def test_a_missing_workspace_folder_is_named_as_missing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"^No workspace folder workspaces_cli/upw \(from .*\); build one"):
+        Workspace.open("workspaces_cli/upw")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty is not a workspace"):
+        Workspace.open("empty")

@@ -295,7 +295,7 @@ def test_hsae_features_and_relabel_take_a_workspace_by_its_dashboard_name(
     assert "keywords" in capsys.readouterr().out
     # A name that is no workspace there still says what it is not
     assert main(["features", "nothing-here"]) == 2
-    assert "nothing-here is not a workspace" in capsys.readouterr().err
+    assert "No workspace folder nothing-here" in capsys.readouterr().err
 
 
 def test_hsae_features_into_a_pipe_its_reader_closed_ends_quietly(small_workspace):  # noqa: F811
