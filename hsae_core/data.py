@@ -410,10 +410,7 @@ def encode_target(values: pd.Series, name: str, kind: str = "auto") -> tuple[np.
         elif len(uniques) <= MAX_CLASSES:
             kind = "multiclass"
         else:
-            raise DataError(
-                f"Target '{name}' is not numeric and has {len(uniques)} distinct values; "
-                "give a numeric, binary or categorical column"
-            )
+            raise DataError(_too_many_text_values(values, uniques, name))
     if kind == "continuous":
         if not is_numeric:
             bad = values[numeric.isna()].iloc[0]
@@ -430,6 +427,24 @@ def encode_target(values: pd.Series, name: str, kind: str = "auto") -> tuple[np.
     index = {c: i for i, c in enumerate(classes)}
     y = values.map(index).to_numpy(dtype=np.int64)
     return y, kind, classes
+
+
+_NUMBER_MARKS = re.compile(r"[%$\u20ac\u00a3,\s]")  # percent, currency and thousands marks around a number
+
+
+def _too_many_text_values(values: pd.Series, uniques, name: str) -> str:
+    """Why a text target of too many values cannot be tested: numbers written with marks ("4.91%", "$1,200")
+    are said as such, with what to strip; otherwise its values, shown, are too many to be classes."""
+    shown = ", ".join(repr(v) for v in uniques[:3])
+    stripped = pd.to_numeric(values.astype(str).str.replace(_NUMBER_MARKS, "", regex=True), errors="coerce")
+    if stripped.notna().mean() >= 0.9:
+        marks = sorted(set("".join(_NUMBER_MARKS.findall("".join(map(str, uniques[:1000]))))) - {" ", "\t"})
+        what = " and ".join(repr(m) for m in marks) or "spaces"
+        return f"Target '{name}' holds numbers written as text ({shown}): remove the {what} from its cells so they read as numbers"
+    return (
+        f"Target '{name}' is not numeric and has {len(uniques):,} distinct values ({shown}, …); give a numeric, "
+        f"binary or categorical column (at most {MAX_CLASSES} classes)"
+    )
 
 
 def _refuse_unhashable(values: pd.Series, name: str) -> None:

@@ -120,6 +120,26 @@ def test_a_target_of_lists_is_refused_in_one_line(shared_data):
         prepare_corpus(df.assign(stars=[[s] for s in df["stars"]]), "text", "stars")
 
 
+def test_numbers_written_with_marks_are_named_as_such(shared_data):
+    """Click rates written "4.91%" and amounts "$1,200" read as text of hundreds of values: the error said only
+    "is not numeric and has 401 distinct values", not what made them text."""
+    df = pd.read_parquet(shared_data / "upworthy_headlines" / "upworthy_exploratory_packages.parquet").iloc[:400]
+    text = df["headline"].reset_index(drop=True)
+    rates = (df["ctr"] * 100).map("{:.2f}%".format).reset_index(drop=True)
+    shown = ", ".join(repr(v) for v in pd.unique(rates)[:3])
+    with pytest.raises(DataError) as said:
+        prepare_corpus(pd.DataFrame({"text": text, "ctr": rates}), "text", "ctr")
+    assert str(said.value) == (
+        f"Target 'ctr' holds numbers written as text ({shown}): remove the '%' from its cells so they read as numbers"
+    )
+    amounts = pd.Series([f"${v:,}" for v in range(1000, 1400)])
+    with pytest.raises(DataError, match=r"remove the '\$' and ',' from its cells"):
+        prepare_corpus(pd.DataFrame({"text": text, "amount": amounts}), "text", "amount")
+    words = pd.Series([f"tag{i % 60}" for i in range(400)])
+    with pytest.raises(DataError, match=r"is not numeric and has 60 distinct values \('tag0', 'tag1', 'tag2', …\)"):
+        prepare_corpus(pd.DataFrame({"text": text, "tags": words}), "text", "tags")
+
+
 def test_a_score_with_text_placeholders_is_refused_not_read_as_classes(shared_data):
     """Stars stored as text with a few "?" cells used to become six classes, "?" one of them."""
     df = read_table(shared_data / "yelp_reviews_demo" / "yelp-demo-val-2K.jsonl").iloc[:400].copy()
