@@ -456,6 +456,8 @@ if len(effects):
         error_x=effects["high"] - effects["coef"],
         error_x_minus=effects["coef"] - effects["low"],
         color_discrete_map={"Bonferroni-significant": "#1f77b4", "FDR only": "#7fb3d5", "not significant": "#b0b0b0"},
+        # the legend in order of strength, whichever kind the first row has
+        category_orders={"significant": ["Bonferroni-significant", "FDR only", "not significant"]},
         labels={"coef": "coefficient in the joint model (95% CI)", "hypothesis": ""},
         title="Effect of each hypothesis on the target (holdout)",
     )
