@@ -31,6 +31,9 @@ from hsae_core.target_scale import readable_scale
 MAX_NAME_CHARS = 40  # a region name on the map, cut at a word with "…" beyond this
 GREY = "#7f7f7f"  # values folded into "other", and "(missing)"
 DISTINCT_COLOURS = [c for c in px.colors.qualitative.D3 if c.lower() != GREY]  # nine saturated hues, none near another
+# ordered values (stars) from red to blue through purple: a diverging scale's pale middle (RdYlBu's 3 stars)
+# vanished on the white background
+ORDERED_SCALE = [[0.0, "#d62728"], [0.5, "#9467bd"], [1.0, "#1f77b4"]]
 
 ui.page_setup("Map")
 st.title("Map")
@@ -165,7 +168,7 @@ else:
         legend_style = {"category_orders": {colour_name: legend}}
         if colour_kind == "ordered":
             legend_style["color_discrete_sequence"] = sample_colorscale(
-                "RdYlBu", np.linspace(0, 1, max(len(legend), 2))
+                ORDERED_SCALE, np.linspace(0, 1, max(len(legend), 2))
             )
         else:  # distinct hues (the theme's default paired two blues and two reds); "other", "(missing)" grey
             legend_style["color_discrete_map"] = dict(zip(legend, DISTINCT_COLOURS)) | {

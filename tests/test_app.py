@@ -782,7 +782,16 @@ def test_map_page_layout_and_region_features(app_env):
     assert len(region) > 0 and region["z"].is_monotonic_decreasing
     assert (strongest["inside_rate"] > strongest["outside_rate"]).all()
     at.radio(key="map_colour").set_value("column").run()
-    assert "stars" in at.get("plotly_chart")[0].proto.spec
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    stars = {trace["name"]: trace["marker"]["color"] for trace in spec["data"]}
+    assert sorted(stars) == ["1", "2", "3", "4", "5"], sorted(stars)
+    # every star value reads on the white background (3:1 contrast, WCAG's bar for graphics): RdYlBu's pale
+    # middle drew 3-star reviews nearly white
+    for name, colour in stars.items():
+        channels = [int(c) / 255 for c in re.findall(r"\d+", colour)[:3]]
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+        assert 1.05 / (luminance + 0.05) >= 3.0, (name, colour)
 
 
 def test_a_build_goes_on_while_the_user_moves_away_and_opens_when_done(
