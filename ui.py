@@ -721,7 +721,7 @@ def _build_key(out: Path) -> str:
 
 def may_replace(out: Path, key: str) -> bool:
     """Whether a build into ``out`` may go ahead: always for a new name; under a workspace's name only once the
-    user, told what it holds, ticks "Replace it" (a build there replaced it without a word)."""
+    user, told what it holds, ticks "Replace 'NAME'" (a build there replaced it without a word)."""
     if not Workspace.is_workspace(out):
         return True
     try:

@@ -67,7 +67,12 @@ def table_by_key(at: AppTest, key: str, position: int):
 
 
 def build(at: AppTest) -> AppTest:
-    """Click Build and wait for the background build to finish and be shown."""
+    """Click Build (ticking "Replace" first, as a user must, under the name of a workspace built before) and wait
+    for the background build to finish and be shown."""
+    replace = [c for c in at.checkbox if c.key == "pre_replace"]
+    if replace and not replace[0].value:
+        assert at.button(key="pre_build").disabled, "a taken name is not built over without the box"
+        replace[0].check().run()
     at.button(key="pre_build").click().run()
     assert not at.exception, at.exception
     return finish_jobs(at)

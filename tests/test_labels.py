@@ -500,7 +500,7 @@ def test_cli_relabel(ws_copy, capsys):
     assert main(["relabel", str(ws_copy.path), "--labeller", "phrases", "--dry-run"]) == 0
     assert "no LLM calls" in capsys.readouterr().out
     assert main(["relabel", str(ws_copy.path / "nope")]) == 2
-    assert "not a workspace" in capsys.readouterr().err
+    assert f"No workspace folder {ws_copy.path / 'nope'};" in capsys.readouterr().err
     assert main(["relabel", str(ws_copy.path), "--labeller", "topics"]) == 2
 
 
