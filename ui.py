@@ -741,6 +741,11 @@ def may_replace(out: Path, key: str) -> bool:
     return st.checkbox(f"Replace '{Path(out).name}'", value=False, key=f"{key}_replace")
 
 
+def consent_used(key: str) -> None:
+    """A "Replace" box ticked for one build is spent by it: the next build under a taken name asks again."""
+    st.session_state.pop(f"{key}_replace", None)
+
+
 def start_build(out, label: str, build, describe) -> None:
     """Build a workspace into ``out`` in the background: ``build(progress)`` returns it, ``describe(ws)`` says what
     was built. This session's Overview follows it (follow_builds) wherever the user goes meanwhile; the page is

@@ -116,6 +116,7 @@ def new_workspace_form() -> None:
     out = workspaces_dir() / safe
     allowed = ui.may_replace(out, key="new")
     if st.button("Build workspace", key="new_build", disabled=not allowed):
+        ui.consent_used("new")
         ui.start_build(
             out,
             safe,
@@ -241,6 +242,7 @@ def pretrained_form() -> None:
     allowed = ui.may_replace(out, key="pre")
     if not st.button("Build workspace", key="pre_build", disabled=not allowed):
         return
+    ui.consent_used("pre")
 
     def build(progress):
         frame_, text_col_, embeddings = frame, text_col, None

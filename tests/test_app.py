@@ -757,6 +757,8 @@ def test_a_build_under_a_taken_name_asks_first_and_a_pinned_dashboard_says_how_t
     assert f"This dashboard opens only {app_env} (HSAE_WORKSPACE is set)" in built[0]
     assert f"HSAE_WORKSPACE={(workspaces / 'reviews').resolve()} " in built[0]
     assert len(Workspace.open(workspaces / "reviews")) == 300
+    # the tick was spent on that build: another one under the name asks again
+    assert not at.checkbox(key="new_replace").value and at.button(key="new_build").disabled
 
 
 def test_map_page_layout_and_region_features(app_env):
