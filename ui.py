@@ -786,9 +786,10 @@ def follow_builds(where=None) -> None:
                 st.error(f"Build failed (any previous workspace is unchanged): {job.error}")
                 continue
             path, message, moved_runs = job.result
-            if settings.fixed_workspace() and Path(path).absolute() not in [p.absolute() for p in workspace_choices()]:
+            pinned = settings.fixed_workspace()  # the sidebar lists only this one
+            if pinned and Path(path).absolute() != pinned.absolute():
                 st.success(
-                    f"{message}. This dashboard opens only {settings.fixed_workspace()} (HSAE_WORKSPACE is set); "
+                    f"{message}. This dashboard opens only {pinned} (HSAE_WORKSPACE is set); "
                     f"open the new one with: `{dashboard_command(Path(path))}`"
                 )
             elif started_here:
